@@ -1,0 +1,67 @@
+"""The `skillweave` command line: one root group, noun groups with verb subcommands.
+
+Each command module registers itself on the root group; library errors become one line on stderr.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from skillweave import __version__
+from skillweave.errors import SkillweaveError
+
+EPILOG = """\b
+Example (embedded model, no API key):
+  skillweave run skillmix --model local --k 2 --n 2
+  skillweave report latest
+  skillweave logs -n 5
+"""
+
+# Modules under skillweave.cli that each define `register(root)`; add yours here.
+COMMAND_MODULES: list[str] = [
+]
+
+
+@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="skillweave")
+@click.option("--db", envvar="SKILLWEAVE_DB", default="skillweave.db", show_default=True,
+              help="SQLite store file (or set SKILLWEAVE_DB).")
+@click.option("--prompts-dir", envvar="SKILLWEAVE_PROMPTS", default=None,
+              help="A folder of prompt templates that override the packaged ones (or set SKILLWEAVE_PROMPTS).")
+@click.pass_context
+def cli(ctx: click.Context, db: str, prompts_dir: str | None) -> None:
+    """skillweave: an LLM data factory for skill-composition research."""
+    ctx.ensure_object(dict)
+    ctx.obj["db"] = db
+    ctx.obj["prompts_dir"] = prompts_dir
+
+
+for _name in COMMAND_MODULES:
+    importlib.import_module(f"skillweave.cli.{_name}").register(cli)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: usage errors exit 2, library errors exit 1, each as one line on stderr."""
+    try:
+        cli.main(args=argv, prog_name="skillweave", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.UsageError as exc:
+        hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+        click.echo(f"Error: {exc.format_message()}{hint}", err=True)
+        sys.exit(2)
+    except click.ClickException as exc:
+        click.echo(f"Error: {exc.format_message()}", err=True)
+        sys.exit(exc.exit_code)
+    except SkillweaveError as exc:
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("Interrupted; `skillweave resume RUN_ID` continues where it stopped.", err=True)
+        sys.exit(130)

@@ -1,0 +1,45 @@
+"""Helpers shared by command modules: opening the store, printing records as tables or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import click
+
+from skillweave.store import Store
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def open_store(ctx: click.Context) -> Store:
+    root = ctx.find_root()
+    if "store" not in root.obj:
+        root.obj["store"] = Store(root.obj["db"])
+    return root.obj["store"]
+
+
+def prompts_dir(ctx: click.Context) -> str | None:
+    return ctx.find_root().obj.get("prompts_dir")
+
+
+def echo_json(value) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False, default=str))
+
+
+def echo_table(rows: Iterable[dict], columns: list[str], empty: str = "(none)") -> None:
+    """A plain aligned text table; long cells are shortened."""
+    rows = [{c: _cell(r.get(c)) for c in columns} for r in rows]
+    if not rows:
+        click.echo(empty)
+        return
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in columns}
+    click.echo("  ".join(c.ljust(widths[c]) for c in columns).rstrip())
+    click.echo("  ".join("-" * widths[c] for c in columns))
+    for r in rows:
+        click.echo("  ".join(r[c].ljust(widths[c]) for c in columns).rstrip())
+
+
+def _cell(value, limit: int = 60) -> str:
+    text = "" if value is None else str(value).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

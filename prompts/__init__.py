@@ -1,0 +1,1 @@
+"""skillweave.prompts"""

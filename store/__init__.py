@@ -1,0 +1,349 @@
+"""The SQLite store: runs, catalogs, items, every model call, grades, reviews, events and lineage.
+
+One file (default ./skillweave.db, or --db / $SKILLWEAVE_DB), opened through sqlite-utils in WAL mode with
+a busy timeout; numbered migrations in `store/migrations/` are applied on open. Keys are deterministic
+hashes so re-runs and resumes never duplicate a record.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import importlib
+import json
+import os
+import pkgutil
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from skillweave.errors import NotFound, StoreError
+
+DEFAULT_DB = "skillweave.db"
+
+
+def default_db_path() -> str:
+    return os.environ.get("SKILLWEAVE_DB") or DEFAULT_DB
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+
+
+def jdump(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+
+
+def jload(text: str | None, default: Any = None) -> Any:
+    return default if text in (None, "") else json.loads(text)
+
+
+def stable_id(*parts: Any, length: int = 20) -> str:
+    """A deterministic key from its parts (run id, kind, combination index, round, ...)."""
+    return hashlib.blake2b(jdump(list(parts)).encode(), digest_size=16).hexdigest()[:length]
+
+
+def _migration_modules() -> list[tuple[str, Any]]:
+    from skillweave.store import migrations
+
+    names = sorted(m.name for m in pkgutil.iter_modules(migrations.__path__) if m.name.startswith("m"))
+    return [(name, importlib.import_module(f"skillweave.store.migrations.{name}")) for name in names]
+
+
+class Store:
+    """A connection to one skillweave database, with the schema migrated to the newest version."""
+
+    def __init__(self, path: str | os.PathLike | None = None):
+        self.path = str(path or default_db_path())
+        if self.path != ":memory:":
+            parent = Path(self.path).expanduser().resolve().parent
+            if not parent.exists():
+                raise StoreError(f"cannot open store '{self.path}': folder {parent} does not exist")
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store '{self.path}': {exc}") from None
+        self.db = sqlite_utils.Database(conn)
+        self.lock = threading.RLock()
+        self._migrate()
+
+    def _migrate(self) -> None:
+        with self.lock:
+            self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
+            done = {row["name"] for row in self.db["_migrations"].rows}
+            for name, module in _migration_modules():
+                if name in done:
+                    continue
+                with self.db.conn:  # each migration is atomic
+                    self.db.conn.execute("BEGIN")
+                    module.migrate(self.db)
+                    self.db["_migrations"].insert({"name": name, "applied_at": now()})
+
+    def close(self) -> None:
+        self.db.conn.close()
+
+    def transaction(self):
+        """Context manager for an atomic group of writes (no half-written records)."""
+        return _Transaction(self)
+
+    # ---- runs -------------------------------------------------------------------------------------
+    def create_run(self, pipeline: str, config: dict, command: str = "", run_id: str | None = None) -> str:
+        from skillweave import __version__
+
+        run_id = run_id or f"{pipeline.replace('_', '-')}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+        with self.lock:
+            self.db["runs"].insert(
+                {
+                    "id": run_id, "pipeline": pipeline, "config": jdump(config), "version": __version__,
+                    "status": "running", "command": command, "error": None, "created_at": now(),
+                    "updated_at": now(), "finished_at": None,
+                }
+            )
+        return run_id
+
+    def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
+        values = {"status": status, "updated_at": now(), "error": error}
+        if status in ("done", "failed"):
+            values["finished_at"] = now()
+        with self.lock:
+            self.db["runs"].update(run_id, values)
+
+    def get_run(self, run_id: str) -> dict:
+        """A run by id; 'latest' names the newest run."""
+        if run_id == "latest":
+            rows = list(self.db["runs"].rows_where(order_by="created_at desc", limit=1))
+            if not rows:
+                raise NotFound("the store has no runs yet; start one with `skillweave run skillmix`")
+            row = rows[0]
+        else:
+            try:
+                row = self.db["runs"].get(run_id)
+            except sqlite_utils.db.NotFoundError:
+                raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs") from None
+        return {**row, "config": jload(row["config"], {})}
+
+    def list_runs(self, limit: int = 50, pipeline: str | None = None) -> list[dict]:
+        where, args = ("pipeline = ?", [pipeline]) if pipeline else (None, [])
+        return list(self.db["runs"].rows_where(where, args, order_by="created_at desc", limit=limit))
+
+    # ---- prompt versions --------------------------------------------------------------------------
+    def put_prompt_version(self, version: str, name: str, text: str, source: str = "") -> str:
+        with self.lock:
+            self.db["prompt_versions"].insert(
+                {"id": version, "name": name, "text": text, "source": source, "created_at": now()}, ignore=True
+            )
+        return version
+
+    # ---- catalogs ---------------------------------------------------------------------------------
+    def save_catalog(
+        self, name: str, kind: str, entries: list[dict], *, source: str = "", meta: dict | None = None,
+        exemplars: Iterable[dict] = (),
+    ) -> str:
+        """Store a catalog snapshot (content-addressed: the same entries give the same id)."""
+        exemplars = list(exemplars)
+        catalog_id = f"{kind}-" + stable_id(kind, entries, exemplars, length=16)
+        with self.lock, self.db.conn:
+            if self.db["catalogs"].count_where("id = ?", [catalog_id]):
+                return catalog_id
+            self.db["catalogs"].insert(
+                {"id": catalog_id, "name": name, "kind": kind, "source": source, "meta": jdump(meta or {}),
+                 "created_at": now()}
+            )
+            self.db["catalog_entries"].insert_all(
+                {
+                    "id": stable_id(catalog_id, i), "catalog_id": catalog_id, "position": i,
+                    "name": e["name"], "category": e.get("category"), "definition": e.get("definition"),
+                    "example": e.get("example"), "status": e.get("status"), "parent": e.get("parent"),
+                    "extra": jdump(e.get("extra") or {}),
+                }
+                for i, e in enumerate(entries)
+            )
+            self.db["exemplars"].insert_all(
+                {
+                    "id": stable_id(catalog_id, "x", i), "catalog_id": catalog_id, "skill": x["skill"],
+                    "question": x.get("question"), "answer": x.get("answer"), "extra": jdump(x.get("extra") or {}),
+                    "source_item_id": x.get("source_item_id"),
+                }
+                for i, x in enumerate(exemplars)
+            )
+        return catalog_id
+
+    def get_catalog(self, catalog_id: str) -> dict:
+        try:
+            row = self.db["catalogs"].get(catalog_id)
+        except sqlite_utils.db.NotFoundError:
+            raise NotFound(f"no catalog '{catalog_id}' in {self.path}") from None
+        entries = [
+            {**e, "extra": jload(e["extra"], {})}
+            for e in self.db["catalog_entries"].rows_where("catalog_id = ?", [catalog_id], order_by="position")
+        ]
+        exemplars = [
+            {**x, "extra": jload(x["extra"], {})}
+            for x in self.db["exemplars"].rows_where("catalog_id = ?", [catalog_id], order_by="rowid")
+        ]
+        return {**row, "meta": jload(row["meta"], {}), "entries": entries, "exemplars": exemplars}
+
+    def link_run_catalog(self, run_id: str, catalog_id: str, role: str) -> None:
+        with self.lock:
+            self.db["run_catalogs"].insert({"run_id": run_id, "catalog_id": catalog_id, "role": role}, ignore=True)
+
+    def run_catalogs(self, run_id: str) -> dict[str, str]:
+        return {r["role"]: r["catalog_id"] for r in self.db["run_catalogs"].rows_where("run_id = ?", [run_id])}
+
+    # ---- items ------------------------------------------------------------------------------------
+    @staticmethod
+    def item_id(run_id: str, kind: str, combo_index: int, round: int = 0) -> str:
+        return stable_id(run_id, kind, combo_index, round)
+
+    def ensure_item(self, run_id: str, kind: str, combo_index: int, round: int = 0, **fields) -> str:
+        """Create the item if absent (never twice) and return its id."""
+        item_id = self.item_id(run_id, kind, combo_index, round)
+        row = {
+            "id": item_id, "run_id": run_id, "kind": kind, "combo_index": combo_index, "round": round,
+            "status": "pending", "payload": "{}", "prompt_versions": "[]", "created_at": now(), "updated_at": now(),
+        }
+        for key, value in fields.items():
+            row[key] = jdump(value) if key in ("skills", "payload", "prompt_versions") else value
+        with self.lock:
+            self.db["items"].insert(row, ignore=True)
+        return item_id
+
+    def get_item(self, item_id: str) -> dict:
+        try:
+            row = self.db["items"].get(item_id)
+        except sqlite_utils.db.NotFoundError:
+            raise NotFound(f"no item '{item_id}' in {self.path}") from None
+        return _decode_item(row)
+
+    def update_item(self, item_id: str, *, payload_update: dict | None = None, prompt_versions: Iterable[str] = (),
+                    **fields) -> None:
+        """Update columns; `payload_update` merges into the JSON payload; prompt versions accumulate."""
+        with self.lock, self.db.conn:
+            current = self.db["items"].get(item_id)
+            values = dict(fields)
+            if payload_update:
+                values["payload"] = jdump({**jload(current["payload"], {}), **payload_update})
+            if prompt_versions:
+                merged = list(dict.fromkeys([*jload(current["prompt_versions"], []), *prompt_versions]))
+                values["prompt_versions"] = jdump(merged)
+            if "skills" in values:
+                values["skills"] = jdump(values["skills"])
+            values["updated_at"] = now()
+            self.db["items"].update(item_id, values)
+
+    def items(self, run_id: str | None = None, *, kind: str | None = None, status: str | None = None) -> Iterator[dict]:
+        clauses, args = [], []
+        for column, value in (("run_id", run_id), ("kind", kind), ("status", status)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        where = " and ".join(clauses) or None
+        for row in self.db["items"].rows_where(where, args, order_by="combo_index, round, kind"):
+            yield _decode_item(row)
+
+    # ---- model calls ------------------------------------------------------------------------------
+    def find_call(self, call_key: str) -> dict | None:
+        """The successful call already stored for this key, if any (resume never calls twice)."""
+        rows = list(self.db["llm_calls"].rows_where("call_key = ? and error is null", [call_key], limit=1))
+        return rows[0] if rows else None
+
+    def record_call(self, **row) -> str:
+        row.setdefault("id", uuid.uuid4().hex)
+        row.setdefault("created_at", now())
+        for key in ("request", "response"):
+            if not isinstance(row.get(key), str | type(None)):
+                row[key] = jdump(row[key])
+        with self.lock:
+            self.db["llm_calls"].insert(row)
+        return row["id"]
+
+    # ---- grades, reviews, events ------------------------------------------------------------------
+    def add_grade(self, item_id: str, run_id: str, sample_index: int, **row) -> str:
+        grade_id = stable_id(item_id, row.get("judge"), sample_index)
+        row = {"id": grade_id, "item_id": item_id, "run_id": run_id, "sample_index": sample_index,
+               "created_at": now(), **row}
+        if not isinstance(row.get("points"), str | type(None)):
+            row["points"] = jdump(row["points"])
+        with self.lock:
+            self.db["grades"].upsert(row, pk="id")
+        return grade_id
+
+    def grades(self, item_id: str) -> list[dict]:
+        return [
+            {**g, "points": jload(g["points"], [])}
+            for g in self.db["grades"].rows_where("item_id = ?", [item_id], order_by="sample_index")
+        ]
+
+    def add_review(self, item_id: str, run_id: str, reviewer: str, decision: str, reason: str = "",
+                   changes: dict | None = None) -> str:
+        review_id = uuid.uuid4().hex
+        with self.lock:
+            self.db["reviews"].insert(
+                {"id": review_id, "item_id": item_id, "run_id": run_id, "reviewer": reviewer, "decision": decision,
+                 "reason": reason, "changes": jdump(changes or {}), "created_at": now()}
+            )
+        return review_id
+
+    def add_event(self, run_id: str, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
+        with self.lock:
+            self.db["events"].insert(
+                {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status, "reason": reason,
+                 "created_at": now()}
+            )
+
+    # ---- lineage ----------------------------------------------------------------------------------
+    def lineage(self, item_id: str) -> dict:
+        """Everything that produced an item: run config, catalogs, prompt versions, model calls, grades, reviews."""
+        item = self.get_item(item_id)
+        calls = list(self.db["llm_calls"].rows_where("item_id = ?", [item_id], order_by="created_at"))
+        versions = sorted({c["prompt_version"] for c in calls if c["prompt_version"]} | set(item["prompt_versions"]))
+        prompts = [
+            {k: p[k] for k in ("id", "name", "source")}
+            for p in self.db["prompt_versions"].rows_where(
+                f"id in ({', '.join('?' * len(versions))})" if versions else "0", versions
+            )
+        ]
+        return {
+            "item": item,
+            "run": self.get_run(item["run_id"]),
+            "catalogs": self.run_catalogs(item["run_id"]),
+            "prompt_versions": prompts,
+            "llm_calls": calls,
+            "grades": self.grades(item_id),
+            "reviews": list(self.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at")),
+            "events": list(self.db["events"].rows_where("item_id = ?", [item_id], order_by="id")),
+        }
+
+
+def _decode_item(row: dict) -> dict:
+    return {
+        **row,
+        "skills": jload(row.get("skills"), []),
+        "payload": jload(row.get("payload"), {}),
+        "prompt_versions": jload(row.get("prompt_versions"), []),
+    }
+
+
+class _Transaction:
+    def __init__(self, store: Store):
+        self.store = store
+
+    def __enter__(self):
+        self.store.lock.acquire()
+        self.store.db.conn.execute("BEGIN IMMEDIATE")
+        return self.store
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            self.store.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self.store.lock.release()
+        return False
