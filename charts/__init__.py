@@ -1,0 +1,1 @@
+"""skillweave.charts: CharXiv-style chart questions, a synthetic chart generator with exact answers, and grading."""
