@@ -1,0 +1,465 @@
+"""LESS: select the training examples whose Adam-preconditioned gradients align with a few target examples.
+
+Pipeline (METHODS §8; Xia et al. 2024, princeton-nlp/LESS): LoRA warmup on a random fraction of the pool,
+saving per epoch the adapter, the Adam moments keyed by parameter name and the epoch-mean learning rate →
+per-example gradient features of every pool row (Adam direction Γ) and every target (plain gradient) at each
+checkpoint, projected with one seeded Rademacher matrix and L2-normalised → score = Σ_i w_i cos, mean within
+a target subtask, max across subtasks → keep the global top fraction.
+
+Design choices
+- One `LessConfig` dataclass (help text in field metadata, the CLI is generated from it) and `run(config)`.
+  Defaults follow the reference code where it is cheap, CPU-sized where it is not (LoRA r 8, not 128; effective
+  batch 4, not 128); the reference values are in docs/less.md.
+- Warmup uses transformers' `Trainer` with a callback that saves `{param_name: (exp_avg, exp_avg_sq, step)}`
+  per epoch (index-keyed `optimizer.pt` breaks lookup upstream) and the mean of the LRs actually applied.
+- Datastore: `<out>/<name>-ckpt<K>-<adam|sgd>/dim<d>/grads-<n>.pt` chunks (row i = pool row i), resumed from
+  the highest chunk, merged into `all_unormalized.pt` (float32) and `all_orig.pt` (normalised, fp16); each is
+  indexed in the store table `less_datastores`. Warmup checkpoints are reused when present.
+- Variants behind flags: `adam_variant` code|paper (ε placement, bias correction), `aggregation` code|paper
+  (mean of per-example cosines vs cosine with the subtask-mean gradient), `train_side` adam|sgd (InfSGD
+  baseline), `similarity` cosine|inner (raw inner products, for the length-bias check L5).
+- Selections (LESS and the random / RDS baselines in `less_baselines.py`) are saved by
+  `less_baselines.save_selection` as a run with one item per selected row plus provenance rows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skillweave.errors import ConfigError, UsageError
+from skillweave.trainers import less_features as lf
+
+
+def _f(default: Any, help: str) -> Any:
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class LessConfig:
+    pool: str = _f("", "Candidate pool JSONL (messages, prompt/completion, instruction/response or Alpaca rows; "
+                       "optional item_id). Leave empty with pool_run.")
+    pool_run: str = _f("", "Read the pool from this store run's items instead of a file.")
+    targets: str = _f("", "Target examples JSONL (same shapes); an optional `subtask` field groups them "
+                          "(contiguous, equal-sized groups).")
+    model: str = _f("local", "'local' (embedded SmolLM2-135M-Instruct), a local HF model folder, or 'tiny' "
+                             "(random-init model over the data's words; tests).")
+    out: str = _f("", "Folder for warmup checkpoints, the datastore and selections (default ./grads/<name>).")
+    name: str = _f("", "Pool name used in datastore paths (default: pool file stem or run id).")
+    warmup_fraction: float = _f(0.05, "Fraction of the pool used for the LoRA warmup.")
+    warmup_seed: int = _f(42, "Seed of the warmup subset and of training.")
+    epochs: int = _f(4, "Warmup epochs; one checkpoint per epoch.")
+    learning_rate: float = _f(2e-5, "Warmup peak learning rate (linear warmup then linear decay).")
+    warmup_ratio: float = _f(0.03, "Fraction of warmup steps spent ramping the learning rate up.")
+    batch_size: int = _f(4, "Warmup per-step batch size.")
+    grad_accum: int = _f(1, "Warmup gradient accumulation steps (reference: 128 effective).")
+    lora_r: int = _f(8, "LoRA rank (reference 128).")
+    lora_alpha: int = _f(32, "LoRA alpha (reference 512).")
+    lora_dropout: float = _f(0.1, "LoRA dropout during warmup (features are taken in eval mode).")
+    lora_targets: str = _f("q_proj,k_proj,v_proj,o_proj", "Comma-separated module names that get LoRA.")
+    max_length: int = _f(2048, "Token limit per example (truncates the end).")
+    dim: int = _f(8192, "Projection dimension d (multiple of 8).")
+    projector_seed: int = _f(0, "Seed of the Rademacher projection (identical for pool, targets, checkpoints).")
+    adam_variant: str = _f("code", "code: m'/sqrt(v'+eps), no bias correction; paper: bias-corrected m/(sqrt(v)+eps).")
+    aggregation: str = _f("code", "code: mean of per-target cosines within a subtask; paper: cosine with the "
+                                  "subtask-mean gradient. Max across subtasks either way.")
+    train_side: str = _f("adam", "adam (LESS) or sgd (InfSGD baseline: plain gradients for the pool too).")
+    similarity: str = _f("cosine", "cosine (LESS) or inner (raw projected inner products; shows length bias).")
+    fraction: float = _f(0.05, "Fraction of the pool to select (global top, at least one row).")
+    feature_batch_size: int = _f(8, "Examples per batched gradient pass.")
+    chunk_examples: int = _f(160, "Examples per datastore chunk file (resume granularity).")
+    gradient_method: str = _f("batched", "batched (one padded pass + LoRA hooks) or loop (batch 1).")
+    seed: int = _f(0, "Seed for the tiny model's initialisation.")
+
+    def validate(self) -> None:
+        if bool(self.pool) == bool(self.pool_run):
+            raise ConfigError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
+        if not self.targets:
+            raise ConfigError("--targets FILE is required: the target examples to select for")
+        for name, value, choices in (("adam_variant", self.adam_variant, ("code", "paper")),
+                                     ("aggregation", self.aggregation, ("code", "paper")),
+                                     ("train_side", self.train_side, ("adam", "sgd")),
+                                     ("similarity", self.similarity, ("cosine", "inner")),
+                                     ("gradient_method", self.gradient_method, ("batched", "loop"))):
+            if value not in choices:
+                raise ConfigError(f"{name}='{value}' is not one of {', '.join(choices)}")
+        for name in ("warmup_fraction", "fraction"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be in (0, 1]")
+        if self.epochs < 1:
+            raise ConfigError(f"epochs={self.epochs} must be at least 1")
+
+
+# ---- data ---------------------------------------------------------------------------------------------
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"data file '{path}' does not exist")
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except ValueError as exc:
+                raise UsageError(f"'{path}' line {number} is not valid JSON: {exc}") from None
+    if not rows:
+        raise UsageError(f"'{path}' holds no rows")
+    return rows
+
+
+def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def pool_from_store(store: Any, run_id: str) -> list[dict[str, Any]]:
+    """Pool rows from a run's items: payload `instruction`/`response`, `prompt`/`completion`, `messages` or Alpaca
+    `instruction`/`output`; items without such fields (e.g. unfinished ones) are skipped."""
+    store.get_run(run_id)
+    rows = []
+    for item in store.items(run_id):
+        payload = item["payload"]
+        try:
+            lf.to_messages(payload)
+        except UsageError:
+            continue
+        keys = ("messages", "prompt", "completion", "instruction", "input", "output", "response")
+        rows.append({"item_id": item["id"], **{k: payload[k] for k in keys if k in payload}})
+    if not rows:
+        raise UsageError(f"run '{run_id}' has no items whose payload holds instruction/response, prompt/completion "
+                         "or messages; export the pool as JSONL and pass --pool instead")
+    return rows
+
+
+def rows_hash(rows: list[dict[str, Any]]) -> str:
+    return hashlib.blake2b(json.dumps(rows, sort_keys=True).encode(), digest_size=8).hexdigest()
+
+
+def subtask_count(rows: list[dict[str, Any]]) -> int:
+    """Number of target subtasks; `subtask` groups must be contiguous and equal-sized (METHODS §8.2)."""
+    labels = [str(r.get("subtask", "")) for r in rows]
+    groups: list[list[str]] = []
+    for label in labels:
+        if groups and groups[-1][0] == label:
+            groups[-1].append(label)
+        else:
+            groups.append([label])
+    names = [g[0] for g in groups]
+    if len(set(names)) != len(names):
+        raise UsageError(f"target subtasks must be contiguous; '{next(n for n in names if names.count(n) > 1)}' "
+                         "appears in separate runs of rows: sort the targets file by subtask")
+    sizes = {len(g) for g in groups}
+    if len(sizes) != 1:
+        raise UsageError(f"target subtasks must be equal-sized; sizes are "
+                         f"{ {g[0]: len(g) for g in groups} }: give each subtask the same number of examples")
+    return len(groups)
+
+
+# ---- model ----------------------------------------------------------------------------------------------
+def load_base(spec: str, texts: list[str], seed: int = 0):
+    """(model, tokenizer) for a spec; 'tiny' builds a word-level model over the words of `texts`."""
+    from skillweave.trainers.models import load_model_and_tokenizer, tiny_model_and_tokenizer
+
+    if spec == "tiny":
+        words = sorted({w for t in texts for w in t.split()})
+        return tiny_model_and_tokenizer(words, seed=seed, max_position_embeddings=512)
+    return load_model_and_tokenizer(spec)
+
+
+def add_lora(model, config: LessConfig):
+    from peft import LoraConfig, get_peft_model
+
+    targets = [t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, bias="none", task_type="CAUSAL_LM")
+    try:
+        return get_peft_model(model, lora)
+    except ValueError as exc:
+        raise ConfigError(f"cannot add LoRA to modules {targets}: {exc}") from None
+
+
+# ---- warmup ---------------------------------------------------------------------------------------------
+def warmup_subset(n_pool: int, fraction: float, seed: int) -> list[int]:
+    k = max(1, int(fraction * n_pool))
+    return sorted(random.Random(seed).sample(range(n_pool), k))
+
+
+def _collate(pad_id: int):
+    return lambda examples: lf.pad_batch(examples, pad_id)
+
+
+def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path) -> list[Path]:
+    """LoRA-train on the warmup subset; returns one checkpoint folder per epoch (reused if already complete)."""
+    folders = [out / "warmup" / f"ckpt{epoch}" for epoch in range(1, config.epochs + 1)]
+    key = warmup_key(config, encoded)
+    if all((f / "meta.json").exists() for f in folders):
+        found = {json.loads((f / "meta.json").read_text()).get("warmup_key") for f in folders}
+        if found != {key}:
+            raise ConfigError(f"{out / 'warmup'} holds checkpoints from different warmup settings or data; "
+                              "pass another --out or delete that folder")
+        return folders
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+    names = [n for n, _ in lf.trainable_parameters(model)]
+
+    class EpochSaver(TrainerCallback):
+        def __init__(self) -> None:
+            self.lrs: list[float] = []
+            self.epoch = 0
+
+        def on_step_begin(self, args, state, control, lr_scheduler=None, **kwargs):
+            self.lrs.append(float(lr_scheduler.get_last_lr()[0]))  # the LR this optimizer step applies
+
+        def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            folder = folders[self.epoch]
+            self.epoch += 1
+            save_checkpoint(model, getattr(optimizer, "optimizer", optimizer), names, folder,
+                            epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
+            self.lrs = []
+
+    subset = [encoded[i] for i in warmup_subset(len(encoded), config.warmup_fraction, config.warmup_seed)]
+    args = TrainingArguments(
+        output_dir=str(out / "warmup" / "trainer"), num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=config.warmup_ratio,
+        weight_decay=0.0, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
+        save_strategy="no", report_to="none", use_cpu=True, seed=config.warmup_seed, data_seed=config.warmup_seed,
+        logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
+    )
+    model.train()
+    trainer = Trainer(model=model, args=args, train_dataset=subset, data_collator=_collate(tokenizer.pad_token_id),
+                      callbacks=[EpochSaver()])
+    trainer.remove_callback(PrinterCallback)  # keep stdout clean for --json
+    trainer.train()
+    model.eval()
+    return folders
+
+
+def warmup_key(config: LessConfig, encoded: list[dict]) -> str:
+    """A hash of everything that determines the warmup checkpoints."""
+    fields = ("model", "warmup_fraction", "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size",
+              "grad_accum", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "max_length", "seed")
+    return rows_hash([{f: getattr(config, f) for f in fields}, encoded])
+
+
+def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: int, step: int,
+                    lrs: list[float], key: str = "") -> None:
+    """Adapter weights, Adam moments keyed by parameter name, and the epoch-mean learning rate."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_param = dict(model.named_parameters())
+    weights = {n: by_param[n].detach().clone() for n in names}
+    state = {}
+    for n in names:
+        s = optimizer.state.get(by_param[n], {})
+        if "exp_avg" in s:
+            state[n] = {"exp_avg": s["exp_avg"].clone(), "exp_avg_sq": s["exp_avg_sq"].clone(),
+                        "step": int(float(s["step"]))}
+    group = optimizer.param_groups[0]
+    torch.save(weights, folder / "lora.pt")
+    torch.save(state, folder / "adam.pt")
+    meta = {"epoch": epoch, "step": step, "mean_lr": sum(lrs) / max(len(lrs), 1), "n_steps": len(lrs),
+            "beta1": group["betas"][0], "beta2": group["betas"][1], "eps": group["eps"], "warmup_key": key}
+    (folder / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def load_checkpoint(model, folder: Path) -> tuple[dict, lf.AdamMoments | None]:
+    """Load the adapter weights into `model`; return the checkpoint meta and its Adam moments."""
+    meta = json.loads((folder / "meta.json").read_text())
+    weights = torch.load(folder / "lora.pt")
+    with torch.no_grad():
+        params = dict(model.named_parameters())
+        for name, value in weights.items():
+            params[name].copy_(value)
+    state = torch.load(folder / "adam.pt")
+    names = [n for n, _ in lf.trainable_parameters(model)]
+    moments = None
+    if state:
+        moments = lf.AdamMoments.from_named(state, names, beta1=meta["beta1"], beta2=meta["beta2"], eps=meta["eps"])
+    return meta, moments
+
+
+# ---- datastore ------------------------------------------------------------------------------------------
+def datastore_dir(out: Path, name: str, checkpoint: int, kind: str, dim: int) -> Path:
+    return out / f"{name}-ckpt{checkpoint}-{kind}" / f"dim{dim}"
+
+
+def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kind: str,
+                   moments: lf.AdamMoments | None, projector: lf.RademacherProjector, config: LessConfig,
+                   adam_variant: str = "code", checkpoint_key: str = "", progress=None) -> torch.Tensor:
+    """Projected features of every example (row i = example i), written in resumable chunks; returns raw (N, d)."""
+    final = folder / "all_unormalized.pt"
+    folder.mkdir(parents=True, exist_ok=True)
+    identity = {"rows": rows_hash(encoded), "projector_seed": projector.seed, "dim": projector.dim_out,
+                "checkpoint": checkpoint_key}
+    meta_path = folder / "meta.json"
+    if meta_path.exists() and json.loads(meta_path.read_text()) != identity:
+        raise ConfigError(f"datastore {folder} was built from other data, checkpoint or projector; pass another "
+                          "--out or delete it")
+    meta_path.write_text(json.dumps(identity))
+    if final.exists():
+        raw = torch.load(final)
+        if raw.shape == (len(encoded), projector.dim_out):
+            return raw
+    done = sorted(int(p.stem.split("-")[1]) for p in folder.glob("grads-*.pt"))
+    start = done[-1] if done else 0
+    model.eval()
+    for chunk_start in range(start, len(encoded), config.chunk_examples):
+        chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
+        parts = []
+        for b in range(0, len(chunk), config.feature_batch_size):
+            grads = lf.example_gradients(model, chunk[b : b + config.feature_batch_size], pad_id,
+                                         config.gradient_method)
+            if kind.startswith("adam"):
+                grads = lf.adam_features(grads, moments, adam_variant)
+            parts.append(grads)
+            if progress:
+                progress(len(parts[-1]))
+        projected = projector.project(torch.cat(parts))
+        torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
+    chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
+    raw = torch.cat([torch.load(p) for p in chunks])
+    if raw.shape[0] != len(encoded):
+        raise ConfigError(f"datastore {folder} holds {raw.shape[0]} rows for {len(encoded)} examples; delete it "
+                          "and rerun (the pool changed)")
+    torch.save(raw, final)
+    torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
+    return raw
+
+
+def index_datastore(store: Any, folder: Path, **row: Any) -> None:
+    if store is None:
+        return
+    from skillweave.store import now, stable_id
+
+    with store.lock:
+        store.db["less_datastores"].upsert(
+            {"id": stable_id(str(folder.resolve())), "path": str(folder), "status": "complete",
+             "created_at": now(), "updated_at": now(), **row}, pk="id")
+
+
+# ---- scoring ---------------------------------------------------------------------------------------------
+def checkpoint_weights(mean_lrs: list[float]) -> list[float]:
+    total = sum(mean_lrs)
+    if total <= 0:
+        return [1 / len(mean_lrs)] * len(mean_lrs)
+    return [lr / total for lr in mean_lrs]
+
+
+def less_scores(train: list[torch.Tensor], targets: list[torch.Tensor], weights: list[float], n_subtasks: int,
+                *, aggregation: str = "code", similarity: str = "cosine") -> torch.Tensor:
+    """s(z) = max over subtasks of the LR-weighted sum over checkpoints of the similarity to the subtask.
+
+    `train[i]` (N, d) and `targets[i]` (M, d) are raw projected features at checkpoint i.
+    """
+    n, m = train[0].shape[0], targets[0].shape[0]
+    if m % n_subtasks:
+        raise UsageError(f"{m} target rows do not split into {n_subtasks} equal subtasks")
+    per = m // n_subtasks
+    scores = torch.zeros(n, n_subtasks, dtype=torch.float64)
+    for w, g_train, g_val in zip(weights, train, targets, strict=True):
+        g_train, g_val = g_train.double(), g_val.double()
+        if similarity == "cosine":
+            g_train = lf.normalize_rows(g_train)
+        if aggregation == "paper":
+            val = g_val.reshape(n_subtasks, per, -1).mean(1)
+            val = lf.normalize_rows(val) if similarity == "cosine" else val
+            scores += w * (g_train @ val.T)
+        else:
+            val = lf.normalize_rows(g_val) if similarity == "cosine" else g_val
+            scores += w * (g_train @ val.T).reshape(n, n_subtasks, per).mean(-1)
+    return scores.max(dim=1).values
+
+
+def top_fraction(scores: torch.Tensor, fraction: float) -> list[int]:
+    """Row indices of the global top int(fraction·N) scores (at least one), best first, ties by index."""
+    k = max(1, int(fraction * len(scores)))
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), i))
+    return order[:k]
+
+
+# ---- pipeline ---------------------------------------------------------------------------------------------
+def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
+    """Rows, names, folders, model and encodings shared by LESS and the baselines."""
+    if config.pool_run:
+        if store is None:
+            raise ConfigError("reading the pool from a run needs a store")
+        pool = pool_from_store(store, config.pool_run)
+        name = config.name or config.pool_run
+    else:
+        pool = read_jsonl(config.pool)
+        name = config.name or Path(config.pool).stem
+    targets = read_jsonl(config.targets) if config.targets else []
+    out = Path(config.out or Path("grads") / name)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.pool_run:
+        write_jsonl(out / "pool.jsonl", pool)  # the row order the datastore indexes
+    pool_msgs = [lf.to_messages(r) for r in pool]
+    target_msgs = [lf.to_messages(r) for r in targets]
+    texts = [m["content"] for msgs in pool_msgs + target_msgs for m in msgs]
+    model, tokenizer = load_base(config.model, texts, config.seed)
+    return {"pool": pool, "targets": targets, "name": name, "out": out, "model": model, "tokenizer": tokenizer,
+            "pool_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in pool_msgs],
+            "target_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in target_msgs],
+            "pool_hash": rows_hash(pool)}
+
+
+def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
+    """Warmup → features → scores → selection; returns a summary with the selection id (if a store is given)."""
+    from skillweave.trainers.less_baselines import save_selection
+
+    config.validate()
+    p = prepare(config, store)
+    n_subtasks = subtask_count(p["targets"])
+    model = add_lora(p["model"], config)
+    folders = warmup(model, p["tokenizer"], p["pool_enc"], config, p["out"])
+    projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
+                                       config.projector_seed)
+    pad_id = p["tokenizer"].pad_token_id
+    train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
+    for folder in folders:
+        meta, moments = load_checkpoint(model, folder)
+        k = meta["epoch"]
+        if config.train_side == "adam" and moments is None:
+            raise ConfigError(f"checkpoint {folder} has no Adam state (did the warmup take any step?)")
+        mean_lrs.append(meta["mean_lr"])
+        checkpoints.append(k)
+        kind = "sgd" if config.train_side == "sgd" else "adam" if config.adam_variant == "code" else "adam-paper"
+        pool_dir = datastore_dir(p["out"], p["name"], k, kind, config.dim)
+        train_feats.append(build_features(model, pad_id, p["pool_enc"], pool_dir, kind=kind, moments=moments,
+                                          projector=projector, config=config, adam_variant=config.adam_variant,
+                                          checkpoint_key=meta["warmup_key"], progress=progress))
+        target_dir = datastore_dir(p["out"], "targets-" + rows_hash(p["targets"]), k, "sgd", config.dim)
+        target_feats.append(build_features(model, pad_id, p["target_enc"], target_dir, kind="sgd", moments=None,
+                                           projector=projector, config=config, checkpoint_key=meta["warmup_key"]))
+        common = {"checkpoint": k, "dim": config.dim, "seed": config.projector_seed, "model": config.model}
+        index_datastore(store, pool_dir, pool=p["name"], pool_hash=p["pool_hash"], kind=kind,
+                        n_rows=len(p["pool"]), **common)
+        index_datastore(store, target_dir, pool="targets", pool_hash=rows_hash(p["targets"]), kind="sgd",
+                        n_rows=len(p["targets"]), **common)
+    weights = checkpoint_weights(mean_lrs)
+    scores = less_scores(train_feats, target_feats, weights, n_subtasks, aggregation=config.aggregation,
+                         similarity=config.similarity)
+    selected = top_fraction(scores, config.fraction)
+    method = "less" if config.train_side == "adam" else "infsgd"
+    provenance = {"config": asdict(config), "checkpoints": checkpoints, "mean_lrs": mean_lrs, "weights": weights,
+                  "n_subtasks": n_subtasks, "targets": [r.get("item_id") or i for i, r in enumerate(p["targets"])],
+                  "targets_hash": rows_hash(p["targets"]), "pool_hash": p["pool_hash"],
+                  "n_params": projector.dim_in}
+    result = save_selection(store, method, p["pool"], selected, scores, provenance, out=p["out"], name=p["name"],
+                            fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
+    return {**result, "scores": scores, "selected": selected, "weights": weights, "checkpoints": checkpoints}
+
+
+def mean_pool_length(encoded: list[dict], rows: list[int]) -> float:
+    """Mean number of response tokens over the given rows (for length-bias reports)."""
+    counts = [sum(1 for x in encoded[i]["labels"] if x != lf.IGNORE) for i in rows]
+    return sum(counts) / max(len(counts), 1) if counts else math.nan

@@ -1,0 +1,272 @@
+"""LESS gradient features: masked chat encoding, per-example LoRA gradients, Adam preconditioning, projection.
+
+Design choices
+- Examples become chat `messages`; every non-assistant span (system, user, the assistant role tag) is masked
+  by character offsets of the rendered chat template, so multi-turn rows and any template work alike.
+  The loss is the **token mean** over an example's unmasked tokens (METHODS §8.2).
+- Per-example gradients come from one padded forward/backward per batch plus hooks on the LoRA `Linear`
+  layers (the Opacus trick): for `y = x Wᵀ` the gradient of example n is `Σ_t gy[n,t]ᵀ x[n,t]`. Examples
+  never interact (right padding, causal attention, per-example loss), so this equals the batch-1 loop
+  (`loop_gradients`) up to float rounding; tests/test_less.py proves it (L1). We use hooks rather than
+  `torch.func.vmap(grad(...))` because transformers' mask construction has data-dependent branches that
+  vmap cannot trace, and hooks stay exact for any model whose trainable parameters are LoRA weights.
+- Features are the concatenation of LoRA gradients in `named_parameters()` order (METHODS §8.3).
+- The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
+  so Π is identical across calls, chunk sizes, checkpoints, and train/target sides, and is never held whole.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from skillweave.errors import ConfigError, UsageError
+
+IGNORE = -100
+
+
+# ---- examples -------------------------------------------------------------------------------------------
+def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
+    """Chat messages from a pool/target row: `messages`, `prompt`/`completion`, `instruction`/`response`,
+    or Alpaca `instruction`/`input`/`output`."""
+    if "messages" in row:
+        messages = [{"role": str(m["role"]), "content": str(m["content"])} for m in row["messages"]]
+        if not any(m["role"] == "assistant" for m in messages):
+            raise UsageError(f"a `messages` row needs an assistant turn to learn from: {str(row)[:80]}")
+        return messages
+    if "prompt" in row and "completion" in row:
+        prompt, completion = row["prompt"], row["completion"]
+    elif "instruction" in row and ("output" in row or "response" in row):
+        prompt = str(row["instruction"])
+        if row.get("input"):
+            prompt = f"{prompt}\n\n{row['input']}"
+        completion = row["output"] if "output" in row else row["response"]
+    else:
+        raise UsageError(
+            f"unrecognised row with keys {sorted(row)}; expected messages, prompt/completion, "
+            "instruction/response or Alpaca instruction/input/output"
+        )
+    return [{"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(completion)}]
+
+
+def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
+    """Token ids and labels (-100 on every non-assistant span) of one conversation, truncated to max_length."""
+    if tokenizer.chat_template:
+        render = lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)  # noqa: E731
+    else:  # plain concatenation, one message per line
+        def render(msgs: list[dict[str, str]], gen: bool) -> str:
+            return "".join(m["content"] + "\n" for m in msgs)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        prefix, upto = render(messages[:i], True), render(messages[: i + 1], False)
+        if not upto.startswith(prefix):
+            raise ConfigError("the chat template does not render conversations prefix-consistently; "
+                              "use a model whose template appends turns")
+        spans.append((len(prefix), len(upto)))
+    text = render(messages, False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(encoded["input_ids"])[:max_length]
+    labels = [
+        token if any(start <= begin < end for start, end in spans) else IGNORE
+        for token, (begin, _) in zip(ids, encoded["offset_mapping"], strict=False)
+    ]
+    if all(label == IGNORE for label in labels):
+        raise UsageError(f"an example has no response tokens within max_length={max_length}; raise --max-length "
+                         f"(text starts: {text[:60]!r})")
+    return {"input_ids": ids, "labels": labels}
+
+
+def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad ids (pad_id) and labels (-100) to the longest example; attention mask marks real tokens."""
+    width = max(len(e["input_ids"]) for e in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for n, e in enumerate(examples):
+        length = len(e["input_ids"])
+        ids[n, :length] = torch.tensor(e["input_ids"])
+        labels[n, :length] = torch.tensor(e["labels"])
+        mask[n, :length] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Token-mean next-token cross-entropy of each example over its unmasked tokens, shape (B,)."""
+    logits, labels = logits[:, :-1].float(), labels[:, 1:]
+    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    mask = (labels != IGNORE).float()
+    return (losses * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+# ---- per-example gradients ------------------------------------------------------------------------------
+def trainable_parameters(model: torch.nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    """The trainable parameters in `named_parameters()` order; all must be LoRA weights."""
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise ConfigError("the model has no trainable parameters; wrap it with a LoRA adapter first")
+    wrong = [n for n, _ in params if "lora_" not in n]
+    if wrong:
+        raise ConfigError(f"LESS features need only LoRA parameters to require grad; also trainable: {wrong[:3]}")
+    return params
+
+
+def loop_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int]]]) -> torch.Tensor:
+    """Reference path: one forward/backward per example (batch 1, no padding), shape (B, P)."""
+    names_params = trainable_parameters(model)
+    params = [p for _, p in names_params]
+    rows = []
+    for e in examples:
+        ids = torch.tensor([e["input_ids"]])
+        logits = model(input_ids=ids).logits
+        loss = per_example_loss(logits, torch.tensor([e["labels"]]))[0]
+        grads = torch.autograd.grad(loss, params)
+        rows.append(torch.cat([g.reshape(-1) for g in grads]).float())
+    return torch.stack(rows)
+
+
+class _LinearCapture:
+    """Records the inputs and output gradients of one LoRA Linear layer during a batched forward/backward."""
+
+    def __init__(self, module: torch.nn.Linear):
+        if module.bias is not None and module.bias.requires_grad:
+            raise ConfigError("trainable LoRA biases are not supported by the batched gradient path")
+        self.inputs: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+        self.handle = module.register_forward_hook(self._forward)
+
+    def _forward(self, module, args, output):
+        self.inputs.append(args[0].detach())
+        output.register_hook(lambda g: self.grads.append(g.detach()))
+
+    def per_example(self) -> torch.Tensor:
+        # Backward visits calls in reverse order; pair each input with its gradient.
+        total = None
+        for x, gy in zip(self.inputs, reversed(self.grads), strict=True):
+            g = torch.einsum("nto,nti->noi", gy.float(), x.float()) if x.dim() == 3 else \
+                torch.einsum("no,ni->noi", gy.float(), x.float())
+            total = g if total is None else total + g
+        return total.reshape(total.shape[0], -1)
+
+
+def batched_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
+    """Per-example gradients of the token-mean loss from one padded forward/backward, shape (B, P)."""
+    names_params = trainable_parameters(model)
+    modules = dict(model.named_modules())
+    captures = []
+    for name, _ in names_params:
+        module_name, attr = name.rsplit(".", 1)
+        module = modules[module_name]
+        if attr != "weight" or not isinstance(module, torch.nn.Linear):
+            raise ConfigError(f"batched gradients support LoRA Linear weights only, not '{name}'; use method=loop")
+        captures.append(_LinearCapture(module))
+    try:
+        batch = pad_batch(examples, pad_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        total = per_example_loss(logits, batch["labels"]).sum()
+        torch.autograd.grad(total, [p for _, p in names_params])
+        return torch.cat([c.per_example() for c in captures], dim=1)
+    finally:
+        for c in captures:
+            c.handle.remove()
+
+
+def example_gradients(model, examples, pad_id: int, method: str = "batched") -> torch.Tensor:
+    if method == "batched":
+        return batched_gradients(model, examples, pad_id)
+    if method == "loop":
+        return loop_gradients(model, examples)
+    raise ConfigError(f"unknown gradient method '{method}'; expected batched or loop")
+
+
+# ---- Adam preconditioning -------------------------------------------------------------------------------
+@dataclass
+class AdamMoments:
+    """Adam state of the trainable parameters, concatenated in `named_parameters()` order."""
+
+    exp_avg: torch.Tensor
+    exp_avg_sq: torch.Tensor
+    step: int
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+
+    @classmethod
+    def from_named(cls, state: dict[str, dict[str, Any]], names: Sequence[str], **hyper: float) -> AdamMoments:
+        """From `{param_name: {exp_avg, exp_avg_sq, step}}` as saved by the warmup."""
+        missing = [n for n in names if n not in state]
+        if missing:
+            raise ConfigError(f"the optimizer state lacks parameters {missing[:3]}; was the warmup run with the "
+                              "same LoRA settings?")
+        m = torch.cat([state[n]["exp_avg"].reshape(-1).float() for n in names])
+        v = torch.cat([state[n]["exp_avg_sq"].reshape(-1).float() for n in names])
+        step = int(float(state[names[0]]["step"]))
+        return cls(m, v, step, **hyper)
+
+
+def adam_features(grads: torch.Tensor, moments: AdamMoments, variant: str = "code") -> torch.Tensor:
+    """Γ(z): the Adam update direction one step from the saved state, for each gradient row.
+
+    code (reference implementation): m′ = β1·m + (1−β1)·g, v′ = β2·v + (1−β2)·g², Γ = m′/√(v′+ε), no bias correction.
+    paper: bias-corrected with t = saved step + 1 (the step this update would be), Γ = m̂/(√v̂ + ε).
+    """
+    m = moments.beta1 * moments.exp_avg + (1 - moments.beta1) * grads
+    v = moments.beta2 * moments.exp_avg_sq + (1 - moments.beta2) * grads**2
+    if variant == "code":
+        return m / torch.sqrt(v + moments.eps)
+    if variant == "paper":
+        t = moments.step + 1
+        m_hat, v_hat = m / (1 - moments.beta1**t), v / (1 - moments.beta2**t)
+        return m_hat / (torch.sqrt(v_hat) + moments.eps)
+    raise ConfigError(f"unknown Adam variant '{variant}'; expected code or paper")
+
+
+# ---- projection -----------------------------------------------------------------------------------------
+class RademacherProjector:
+    """x (B, P) → xΠ (B, d) with Π ∈ {±1}^{P×d} generated block by block, never held whole."""
+
+    BLOCK_ROWS = 1024
+
+    def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None):
+        if dim_out <= 0 or dim_out % 8:
+            raise ConfigError(f"projection dimension {dim_out} must be a positive multiple of 8 (e.g. 512, 8192)")
+        self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
+        # ~64 MB of float32 matrix per chunk by default.
+        self.chunk_rows = chunk_rows or max(self.BLOCK_ROWS, (1 << 24) // dim_out)
+
+    def block(self, index: int) -> torch.Tensor:
+        """Rows [index·1024, (index+1)·1024) of Π, as float32 ±1 (same bits for any P, chunk size or call)."""
+        rng = np.random.default_rng([self.seed, index])
+        bits = np.unpackbits(np.frombuffer(rng.bytes(self.BLOCK_ROWS * self.dim_out // 8), dtype=np.uint8))
+        signs = bits.reshape(self.BLOCK_ROWS, self.dim_out).astype(np.float32) * 2 - 1
+        return torch.from_numpy(signs)
+
+    def rows(self, start: int, end: int) -> torch.Tensor:
+        first, last = start // self.BLOCK_ROWS, (end - 1) // self.BLOCK_ROWS
+        blocks = torch.cat([self.block(b) for b in range(first, last + 1)])
+        offset = first * self.BLOCK_ROWS
+        return blocks[start - offset : end - offset]
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.dim_in:
+            raise ConfigError(f"projector built for {self.dim_in} inputs got {x.shape[1]}")
+        out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32)
+        for start in range(0, self.dim_in, self.chunk_rows):
+            end = min(start + self.chunk_rows, self.dim_in)
+            out += x[:, start:end].float() @ self.rows(start, end)
+        return out
+
+
+def normalize_rows(x: torch.Tensor) -> torch.Tensor:
+    return x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)
+
+
+def expected_cosine_error(dim_out: int) -> float:
+    """The JL scale of cosine distortion after projecting to d dimensions, ≈ 1/√d."""
+    return 1 / math.sqrt(dim_out)
