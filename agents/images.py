@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
-
 from skillweave.errors import ConfigError, ModelCallError
 
 IMAGE_SPECS = "render, openai-images:<model> or diffusers:<local folder>"

@@ -385,3 +385,46 @@ def config_from_concepts(categories: list[str], skills: list[str]) -> tuple[list
             target[category] = value
             concepts.append({"category": category, "value": value, "target": target["id"]})
     return concepts, config
+
+
+# ---- official released prompt sets ----------------------------------------------------------------------
+SENTENCES_NAME = re.compile(r"(?:(\d+)_)?sentences_k=(\d+)\.json$")
+
+
+def load_sentence_file(path: str | Path) -> tuple[int, list[dict]]:
+    """Read `{N}_sentences_k={k}.json` (`[{index, sentence, categories, skills, question[]}]`).
+
+    Returns k (from the file name, else from the records) and records with the empty questions kept, so
+    positions stay aligned with `categories`; a sibling `{N}_refined_config_k={k}.json`, when present,
+    adds each record's configuration under `config`.
+    """
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UsageError(f"cannot read ConceptMix prompt file '{path}': {exc}") from None
+    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
+        raise UsageError(f"'{path}' is not a ConceptMix prompt set; expected a JSON list of "
+                         "{index, sentence, categories, skills, question}")
+    match = SENTENCES_NAME.search(path.name)
+    records = []
+    for position, r in enumerate(data):
+        missing = [key for key in ("sentence", "categories", "skills", "question") if key not in r]
+        if missing:
+            raise UsageError(f"'{path}' record {position} lacks {', '.join(missing)}")
+        if len(r["categories"]) != len(r["skills"]):
+            raise UsageError(f"'{path}' record {r.get('index', position)}: categories and skills differ in length")
+        records.append({"index": r.get("index", position + 1), "sentence": str(r["sentence"]),
+                        "categories": list(r["categories"]), "skills": [str(s) for s in r["skills"]],
+                        "question": [str(q).strip() for q in r["question"]]})
+    k = int(match.group(2)) if match else max((len(r["categories"]) - 1 for r in records), default=1)
+    configs_path = path.with_name(path.name.replace("sentences", "refined_config"))
+    if match and configs_path.exists():
+        try:
+            configs = {c.get("index"): c for c in json.loads(configs_path.read_text())}
+        except (OSError, json.JSONDecodeError, AttributeError) as exc:
+            raise UsageError(f"cannot read refined configurations '{configs_path}': {exc}") from None
+        for r in records:
+            if r["index"] in configs:
+                r["config"] = {key: v for key, v in configs[r["index"]].items() if key != "index"}
+    return k, records

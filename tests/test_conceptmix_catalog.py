@@ -7,7 +7,6 @@ import random
 from collections import Counter
 
 import pytest
-
 from skillweave.catalog.conceptmix import (
     CATEGORIES,
     ConceptCatalog,
