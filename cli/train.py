@@ -1,0 +1,174 @@
+"""`skillweave train sft|dpo|templates` and `skillweave ches score`: the SFT (PTST) and DPO (CHES) trainers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option
+
+
+def _db(ctx: click.Context) -> str:
+    return ctx.find_root().obj["db"]
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool, skip: tuple[str, ...] = ()) -> None:
+    if as_json:
+        echo_json({k: v for k, v in summary.items() if k not in skip})
+        return
+    flat: list[dict[str, Any]] = []
+    for key, value in summary.items():
+        if key in skip:
+            continue
+        if isinstance(value, dict):
+            flat += [{"key": f"{key}.{k}", "value": v} for k, v in value.items()]
+        elif isinstance(value, list):
+            flat.append({"key": key, "value": ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in value)})
+        else:
+            flat.append({"key": key, "value": value})
+    echo_table(flat, ["key", "value"])
+
+
+@click.group("train")
+def train_group() -> None:
+    """Fine-tune models on exported data: SFT with PTST templates, DPO with CHES filtering."""
+
+
+@train_group.command("sft")
+@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL/JSON in an export shape: prompt/completion, messages, or Alpaca instruction/input/output.")
+@click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
+@click.option("--output", "output_dir", default=None, help="Checkpoint folder (weights, tokenizer, templates used).")
+@click.option("--train-template", default="chat:vanilla", show_default=True, help="Template for training data (see `train templates`).")
+@click.option("--eval-template", default="chat:llama", show_default=True, help="Template for evaluation (PTST: with a safety prompt).")
+@click.option("--system-prompts", default=None, type=click.Path(exists=True, dir_okay=False), help="JSON file overriding system-prompt texts.")
+@click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL to evaluate after training: rows with `answer` are Q/A, others safety prompts.")
+@click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length at evaluation.")
+@click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
+@click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
+@click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
+@click.option("--lr", default=2e-5, show_default=True, help="Peak learning rate.")
+@click.option("--epochs", default=1.0, show_default=True, help="Training epochs.")
+@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimizer steps (-1: use epochs).")
+@click.option("--batch-size", default=4, show_default=True, help="Examples per step.")
+@click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
+@click.option("--max-length", default=1024, show_default=True, help="Max tokens per example; the start is kept.")
+@click.option("--seed", default=0, show_default=True, help="Random seed.")
+@json_option
+@click.pass_context
+def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
+    """Supervised fine-tuning, loss on the response only; records the templates with the checkpoint.
+
+    \b
+    Example (PTST: tune without the safety prompt, test with it):
+      skillweave train sft --data sda.jsonl --model local --output ckpt/sft \\
+        --train-template chat:vanilla --eval-template chat:llama --eval-data eval.jsonl --max-steps 20
+    """
+    from skillweave.trainers import sft
+
+    _quiet_transformers()
+    config = sft.SFTConfig(db=_db(ctx), **options)
+    summary = sft.run(config)
+    _print_summary(summary, as_json)
+
+
+@train_group.command("dpo")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
+@click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
+@click.option("--output", "output_dir", default=None, help="Folder to save the trained policy.")
+@click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
+@click.option("--beta", default=0.1, show_default=True, help="DPO beta (IPO: tau).")
+@click.option("--loss", "loss_type", type=click.Choice(["sigmoid", "ipo"]), default="sigmoid", show_default=True, help="Preference loss.")
+@click.option("--label-smoothing", default=0.0, show_default=True, help="cDPO label smoothing.")
+@click.option("--c-sft", default=0.0, show_default=True, help="Weight of the SFT term on chosen responses.")
+@click.option("--optimizer", type=click.Choice(["rmsprop", "adamw", "sgd"]), default="rmsprop", show_default=True, help="Optimizer.")
+@click.option("--lr", default=1e-6, show_default=True, help="Learning rate.")
+@click.option("--epochs", default=1, show_default=True, help="Passes over the pairs.")
+@click.option("--max-steps", default=None, type=int, help="Stop after this many steps.")
+@click.option("--batch-size", default=8, show_default=True, help="Pairs per step.")
+@click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
+@click.option("--ches-keep-lowest", default=None, type=float, help="Train only on this fraction with the lowest CHES~ (e.g. 0.05).")
+@click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
+@json_option
+@click.pass_context
+def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
+    """DPO with a frozen reference; logs likelihood displacement (change of mean ln pi(chosen)).
+
+    \b
+    Example (keep the 5% of pairs least likely to displace the preferred response):
+      skillweave train dpo --data pairs.jsonl --model local --ches-keep-lowest 0.05 --lr 1e-6 --output ckpt/dpo
+    """
+    from skillweave.trainers import dpo
+
+    _quiet_transformers()
+    summary = dpo.run(dpo.DPOConfig(db=_db(ctx), **options))
+    _print_summary(summary, as_json, skip=("before", "after") if as_json else ("before", "after", "logs"))
+
+
+@train_group.command("templates")
+@click.option("--show", default=None, help="Print one template rendered on an example instruction.")
+@json_option
+def train_templates(show: str | None, as_json: bool) -> None:
+    """List the PTST prompt-template registry (name, wrapper, content, content hash)."""
+    from skillweave.trainers.templates import get_template, list_templates
+
+    if show:
+        template = get_template(show)
+        if template.wrapper == "model":
+            click.echo(f"{show} renders with the model's own chat template (bind a tokenizer to see it)")
+            return
+        text = template.render_prompt("What is 2 + 3?")
+        echo_json({**template.record(), "prompt": text}) if as_json else click.echo(text)
+        return
+    rows = [{**t.record(), "wrapper": t.wrapper, "content": t.content, "description": t.description}
+            for t in list_templates()]
+    echo_json(rows) if as_json else echo_table(rows, ["name", "wrapper", "content", "version", "description"])
+
+
+@click.group("ches")
+def ches_group() -> None:
+    """CHES scores of preference pairs (which pairs cause likelihood displacement)."""
+
+
+@ches_group.command("score")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
+@click.option("--model", default="local", show_default=True, help="'local' or a local HF folder (the policy to score with).")
+@click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
+@click.option("--batch-size", default=8, show_default=True, help="Sequences per forward pass.")
+@click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
+@click.option("--keep-lowest", default=None, type=float, help="Keep this fraction with the lowest CHES~ (e.g. 0.05).")
+@click.option("--output", default=None, help="JSONL for the kept rows (with --keep-lowest).")
+@json_option
+@click.pass_context
+def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
+    """Score every pair (CHES, CHES~, -NED, last-state inner product) and store one row per pair and model.
+
+    \b
+    Example:
+      skillweave ches score --data pairs.jsonl --model local --keep-lowest 0.05 --output kept.jsonl
+    """
+    from skillweave.trainers import ches
+
+    _quiet_transformers()
+    summary = ches.run(ches.CHESConfig(db=_db(ctx), **options))
+    if as_json:
+        echo_json(summary)
+        return
+    echo_table(summary["scores"][:20], ["item_id", "ches", "ches_norm", "neg_ned", "len_chosen", "len_rejected"])
+    _print_summary(summary, False, skip=("scores",))
+
+
+def register(root: click.Group) -> None:
+    root.add_command(train_group)
+    root.add_command(ches_group)

@@ -1,0 +1,220 @@
+"""DPO (and IPO / cDPO) on preference pairs with an optional CHES~ pre-filter and likelihood-displacement logging
+(Rafailov et al. 2023; Razin et al. ICLR 2025; METHODS.md §9.2, §12).
+
+Design choices
+- A small hand-written loop rather than TRL's DPOTrainer: the CHES reference setup needs RMSprop, an SFT term,
+  full-batch or tiny-batch steps and the *before/after* mean ln pi(y+) on the same pairs, and the loop keeps all of
+  that readable in one file. It mirrors TRL's shape: [prompt+chosen ; prompt+rejected] in one 2B batch, a
+  completion mask, selective log-softmax of shifted logits, **sum** over response tokens (incl. EOS).
+- Frozen reference: the reference is the initial policy, so its log-probabilities are computed once before the
+  first step (TRL's `precompute_ref_log_probs`); no second model is held in memory. They double as the "before"
+  values for likelihood displacement.
+- Loss (per pair, mean over the batch), h = (s_w - s_l) - (s_w^ref - s_l^ref):
+  sigmoid  -log sig(beta h);  ipo  (h - 1/(2 beta))^2 (beta plays tau);
+  label smoothing eps (cDPO)  (1-eps)(-log sig(beta h)) + eps(-log sig(-beta h));  plus c_sft * (-mean s_w).
+- CHES filtering runs before training as a dataset filter scored with the initial policy; kept/dropped counts and
+  pairs lost to truncation are logged, never silent.
+- Logged: loss, rewards/{chosen,rejected,margins,accuracies}, logps/{chosen,rejected} per step; at the end the
+  change of mean ln pi(y+) and ln pi(y-) (falling logps/chosen = displacement), reward accuracy and policy
+  preference accuracy (ln pi(y+) > ln pi(y-)) before and after.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from skillweave.errors import ConfigError
+from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, score_pairs
+
+LOSS_TYPES = ("sigmoid", "ipo")
+OPTIMIZERS = ("rmsprop", "adamw", "sgd")
+
+
+@dataclass
+class DPOConfig:
+    """Options for `skillweave train dpo`."""
+
+    data: str | None = field(default=None, metadata={"help": "prompt/chosen/rejected JSONL file"})
+    store_run: str | None = field(default=None, metadata={"help": "read pairs from store items of kind 'preference' of this run"})
+    model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
+    output_dir: str | None = field(default=None, metadata={"help": "where to save the trained policy (None: do not save)"})
+    template: str = field(default="model", metadata={"help": "prompt template from the registry"})
+    beta: float = field(default=0.1, metadata={"help": "DPO inverse temperature (IPO: tau)"})
+    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO) or ipo"})
+    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing eps (sigmoid loss only)"})
+    c_sft: float = field(default=0.0, metadata={"help": "weight of the SFT term -mean ln pi(y+)"})
+    optimizer: str = field(default="rmsprop", metadata={"help": "rmsprop (CHES reference), adamw or sgd"})
+    lr: float = field(default=1e-6, metadata={"help": "learning rate"})
+    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "pairs per optimizer step"})
+    max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
+    ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
+    ches_batch_size: int = field(default=8, metadata={"help": "sequences per forward when scoring CHES"})
+    seed: int = field(default=0, metadata={"help": "shuffling and tie-breaking seed"})
+    db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
+
+
+def _batch(sequences: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded ids, attention mask and response-token mask for the shifted targets."""
+    width = max(len(ids) for ids, _ in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention = torch.zeros_like(ids)
+    completion = torch.zeros_like(ids, dtype=torch.bool)
+    for row, (seq, prompt_len) in enumerate(sequences):
+        ids[row, :len(seq)] = torch.tensor(seq)
+        attention[row, :len(seq)] = 1
+        completion[row, prompt_len:len(seq)] = True
+    return ids, attention, completion
+
+
+def sequence_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: int) -> torch.Tensor:
+    """ln pi(y|x) = sum of response-token log-probs (incl. EOS) for each (ids, prompt_len); differentiable."""
+    device = next(model.parameters()).device
+    ids, attention, completion = (t.to(device) for t in _batch(sequences, pad_id))
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
+    targets = ids[:, 1:]
+    token_logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
+    return (token_logps * completion[:, 1:]).sum(-1)
+
+
+@torch.no_grad()
+def all_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
+    model.eval()
+    return torch.cat([sequence_logps(model, sequences[i:i + batch_size], pad_id).cpu()
+                      for i in range(0, len(sequences), batch_size)])
+
+
+def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
+             beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0, c_sft: float = 0.0
+             ) -> torch.Tensor:
+    """Mean preference loss over the batch (METHODS.md §12), inputs are summed sequence log-probs."""
+    h = (chosen - rejected) - (ref_chosen - ref_rejected)
+    if loss_type == "sigmoid":
+        losses = (1 - label_smoothing) * -F.logsigmoid(beta * h) + label_smoothing * -F.logsigmoid(-beta * h)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2
+    else:
+        raise ConfigError(f"unknown loss type '{loss_type}'; expected one of {', '.join(LOSS_TYPES)}")
+    return losses.mean() + c_sft * -chosen.mean()
+
+
+def make_optimizer(name: str, params: Any, lr: float) -> torch.optim.Optimizer:
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    raise ConfigError(f"unknown optimizer '{name}'; expected one of {', '.join(OPTIMIZERS)}")
+
+
+def _summary(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor,
+             beta: float) -> dict[str, float]:
+    margins = beta * ((chosen - ref_chosen) - (rejected - ref_rejected))
+    return {"logps/chosen": float(chosen.mean()), "logps/rejected": float(rejected.mean()),
+            "rewards/chosen": float(beta * (chosen - ref_chosen).mean()),
+            "rewards/rejected": float(beta * (rejected - ref_rejected).mean()),
+            "rewards/margins": float(margins.mean()), "rewards/accuracies": float((margins > 0).float().mean())}
+
+
+def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], rejected: list[tuple[list[int], int]],
+              config: DPOConfig) -> dict[str, Any]:
+    """Train `model` in place on encoded pairs; returns logs, before/after log-probs and displacement."""
+    if config.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer '{config.optimizer}'; expected one of {', '.join(OPTIMIZERS)}")
+    if config.loss_type not in LOSS_TYPES:
+        raise ConfigError(f"unknown loss type '{config.loss_type}'; expected one of {', '.join(LOSS_TYPES)}")
+    torch.manual_seed(config.seed)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy
+    ref_rejected = all_logps(model, rejected, pad_id)
+    optimizer = make_optimizer(config.optimizer, [p for p in model.parameters() if p.requires_grad], config.lr)
+    rng = random.Random(config.seed)
+    logs: list[dict[str, float]] = []
+    step = 0
+    for epoch in range(config.epochs):
+        order = list(range(len(chosen)))
+        rng.shuffle(order)
+        for start in range(0, len(order), config.batch_size):
+            if config.max_steps is not None and step >= config.max_steps:
+                break
+            idx = order[start:start + config.batch_size]
+            model.train()
+            logps = sequence_logps(model, [chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
+            pol_c, pol_r = logps[:len(idx)], logps[len(idx):]
+            loss = dpo_loss(pol_c, pol_r, ref_chosen[idx], ref_rejected[idx], beta=config.beta,
+                            loss_type=config.loss_type, label_smoothing=config.label_smoothing, c_sft=config.c_sft)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            step += 1
+            logs.append({"step": step, "epoch": epoch, "loss": loss.item(),
+                         **_summary(pol_c.detach(), pol_r.detach(), ref_chosen[idx], ref_rejected[idx], config.beta)})
+    final_chosen = all_logps(model, chosen, pad_id)
+    final_rejected = all_logps(model, rejected, pad_id)
+    return {
+        "steps": step, "logs": logs,
+        "before": {"logps_chosen": ref_chosen.tolist(), "logps_rejected": ref_rejected.tolist()},
+        "after": {"logps_chosen": final_chosen.tolist(), "logps_rejected": final_rejected.tolist()},
+        "delta_logp_chosen": float((final_chosen - ref_chosen).mean()),
+        "delta_logp_rejected": float((final_rejected - ref_rejected).mean()),
+        "preference_accuracy_before": float((ref_chosen > ref_rejected).float().mean()),
+        "preference_accuracy_after": float((final_chosen > final_rejected).float().mean()),
+        "reward_accuracy_after": _summary(final_chosen, final_rejected, ref_chosen, ref_rejected,
+                                          config.beta)["rewards/accuracies"],
+        "final_loss": logs[-1]["loss"] if logs else None,
+    }
+
+
+def run(config: DPOConfig) -> dict[str, Any]:
+    """Load the policy and pairs, optionally keep the lowest-CHES~ fraction, train, save, record."""
+    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.store import Store, jdump, now, stable_id
+    from skillweave.trainers.models import load_model_and_tokenizer
+    from skillweave.trainers.templates import get_template
+
+    store = Store(config.db) if config.db else None
+    pairs = load_pairs(config.data, store, config.store_run)
+    model_path = str(resolve_model_path(config.model))
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    template = get_template(config.template).bind(tokenizer)
+    filter_log: dict[str, Any] = {"pairs": len(pairs)}
+    if config.ches_keep_lowest is not None:
+        scores = score_pairs(model, tokenizer, pairs, template=config.template, batch_size=config.ches_batch_size,
+                             max_length=config.max_length)
+        kept = keep_lowest(scores, config.ches_keep_lowest)
+        filter_log.update({"ches_scored": len(scores), "ches_kept": len(kept), "ches_dropped": len(scores) - len(kept),
+                           "ches_norm_max_kept": max(r["ches_norm"] for r in kept)})
+        pairs = [pairs[r["index"]] for r in sorted(kept, key=lambda r: r["index"])]
+    chosen, rejected, survived = encode_pairs(tokenizer, pairs, config.template, config.max_length)
+    filter_log.update({"trained_pairs": len(survived), "dropped_by_truncation": len(pairs) - len(survived)})
+    if not survived:
+        raise ConfigError("no pair left to train on after filtering/truncation; raise --max-length or keep more pairs")
+    run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
+    result = train_dpo(model, tokenizer, chosen, rejected, config)
+    result.update({"filter": filter_log, "run_id": run_id, "template": template.record()})
+    if config.output_dir:
+        out = Path(config.output_dir)
+        model.save_pretrained(out)
+        tokenizer.save_pretrained(out)
+        (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": asdict(config),
+                                                               "templates": {"train": template.record()}}))
+        result["output_dir"] = str(out)
+    if store is not None and run_id is not None:
+        metrics = {k: v for k, v in result.items() if k not in ("logs", "before", "after")}
+        with store.lock:
+            store.db["train_checkpoints"].insert({
+                "id": stable_id(run_id, "final"), "run_id": run_id, "method": "dpo",
+                "path": config.output_dir, "base_model": model_path, "step": result["steps"],
+                "train_template": template.name, "train_template_version": template.version,
+                "eval_template": None, "eval_template_version": None, "metrics": jdump(metrics),
+                "created_at": now()})
+        store.set_run_status(run_id, "done")
+    return result

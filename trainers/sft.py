@@ -1,0 +1,202 @@
+"""Supervised fine-tuning with prompt-template discipline (PTST: tune without the safety prompt, test with it).
+
+Design choices
+- transformers' `Trainer` does the optimization (AdamW, cosine schedule with warmup, gradient accumulation); this
+  file only turns examples into (input_ids, labels) with the loss on response tokens only (labels -100 on the
+  prompt), and pads in a tiny collator. Full fine-tuning by default, LoRA via peft with `lora=True` (merged into the
+  weights on save, so every checkpoint is a plain transformers folder that DPO, CHES and evaluation can load).
+- Templates come from `trainers/templates.py`: `train_template` formats the training data, `eval_template` the
+  evaluation prompts (defaults chat:vanilla -> chat:llama, i.e. PTST). Nothing else in optimization depends on the
+  template. Both names and content hashes are saved next to the weights (`skillweave_training.json`) and in the
+  store (`checkpoints`, `evaluations`).
+- Recipe defaults follow METHODS.md §3.6/§12 where they fit a CPU (lr 2e-5, cosine, 3% warmup, max_length 1024);
+  epochs and batch size are small by default and configurable.
+- Truncation keeps the start; examples whose response is cut away entirely are dropped and counted, never silently.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from skillweave.errors import ConfigError
+from skillweave.trainers.data import SFTExample, encode_prompt_response, load_sft_examples
+from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
+
+
+@dataclass
+class SFTConfig:
+    """Options for `skillweave train sft`."""
+
+    data: str = field(default="", metadata={"help": "JSONL/JSON in an export shape (prompt/completion, messages, Alpaca)"})
+    model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
+    output_dir: str | None = field(default=None, metadata={"help": "checkpoint folder (None: do not save)"})
+    train_template: str = field(default="chat:vanilla", metadata={"help": "template used to format training data"})
+    eval_template: str = field(default="chat:llama", metadata={"help": "template used at evaluation (PTST: a safety prompt)"})
+    system_prompts: str | None = field(default=None, metadata={"help": "JSON file overriding the system-prompt texts"})
+    eval_data: str | None = field(default=None, metadata={"help": "JSONL of safety prompts and Q/A rows to evaluate after training"})
+    eval_max_new_tokens: int = field(default=64, metadata={"help": "generation length at evaluation"})
+    eval_temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_targets: str = field(default="all-linear", metadata={"help": "comma-separated module names or 'all-linear'"})
+    lr: float = field(default=2e-5, metadata={"help": "peak learning rate"})
+    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
+    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use epochs)"})
+    batch_size: int = field(default=4, metadata={"help": "examples per device step"})
+    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
+    max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
+    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps with linear warmup"})
+    scheduler: str = field(default="cosine", metadata={"help": "transformers lr scheduler name"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+    db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
+
+
+def encode_sft(tokenizer: Any, examples: list[SFTExample], template: PromptTemplate, max_length: int
+               ) -> tuple[list[dict[str, list[int]]], int]:
+    """(features with input_ids/labels masked to the response, number of examples dropped by truncation)."""
+    template = template.bind(tokenizer)
+    add_special = not template.uses_tokenizer_chat_template
+    features, dropped = [], 0
+    for example in examples:
+        prompt = template.render_prompt(example.instruction, example.input, tokenizer=tokenizer)
+        encoded = encode_prompt_response(tokenizer, prompt, example.response, add_special_tokens=add_special,
+                                         max_length=max_length)
+        if encoded is None:
+            dropped += 1
+            continue
+        ids, prompt_len = encoded
+        features.append({"input_ids": ids, "labels": [-100] * prompt_len + ids[prompt_len:]})
+    return features, dropped
+
+
+class ResponseOnlyCollator:
+    """Right-pads input_ids (pad id) and labels (-100) and builds the attention mask."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(f["input_ids"]) for f in batch)
+        pad = lambda seq, value: seq + [value] * (width - len(seq))  # noqa: E731
+        return {
+            "input_ids": torch.tensor([pad(f["input_ids"], self.pad_id) for f in batch]),
+            "labels": torch.tensor([pad(f["labels"], -100) for f in batch]),
+            "attention_mask": torch.tensor([[1] * len(f["input_ids"]) + [0] * (width - len(f["input_ids"]))
+                                            for f in batch]),
+        }
+
+
+def _apply_lora(model: Any, config: SFTConfig) -> Any:
+    from peft import LoraConfig, get_peft_model
+
+    targets: Any = config.lora_targets if config.lora_targets == "all-linear" else [
+        t.strip() for t in config.lora_targets.split(",") if t.strip()]
+    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SFTConfig) -> dict[str, Any]:
+    """Fine-tune `model` (in place, or its LoRA wrapper) on examples; returns the model, losses and counts."""
+    from transformers import PrinterCallback, Trainer, TrainingArguments
+    from transformers.utils import logging as hf_logging
+
+    template = get_template(config.train_template).bind(tokenizer)
+    features, dropped = encode_sft(tokenizer, examples, template, config.max_length)
+    if not features:
+        raise ConfigError(f"all {len(examples)} examples lost their response to truncation; raise --max-length")
+    if config.lora:
+        model = _apply_lora(model, config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    with tempfile.TemporaryDirectory(prefix="skillweave-sft-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, num_train_epochs=config.epochs,
+            max_steps=config.max_steps, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_ratio,
+            logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+            seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+        )
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()
+        try:
+            trainer = Trainer(model=model, args=args, train_dataset=features,
+                              data_collator=ResponseOnlyCollator(pad_id))
+            trainer.remove_callback(PrinterCallback)  # losses are returned, stdout stays clean for --json
+            output = trainer.train()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    return {"model": model, "losses": losses, "steps": trainer.state.global_step, "train_loss": output.training_loss,
+            "examples": len(examples), "trained_examples": len(features), "dropped_by_truncation": dropped}
+
+
+def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConfig, train_template: PromptTemplate,
+                    eval_template: PromptTemplate) -> Any:
+    """Save weights (LoRA merged), tokenizer and the templates used; returns the plain (merged) model."""
+    from skillweave.store import jdump
+
+    if hasattr(model, "merge_and_unload"):
+        model = model.merge_and_unload()
+    out = Path(output_dir)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "skillweave_training.json").write_text(jdump({
+        "method": "sft", "config": asdict(config),
+        "templates": {"train": train_template.record(), "eval": eval_template.record()},
+        "template_specs": {"train": train_template.spec(), "eval": eval_template.spec()}}))
+    return model
+
+
+def run(config: SFTConfig) -> dict[str, Any]:
+    """Load data and model, fine-tune with the train template, save, evaluate with the eval template, record."""
+    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.store import Store, jdump, now, stable_id
+    from skillweave.trainers.evaluate import evaluate, load_eval_rows, save_evaluation
+    from skillweave.trainers.models import load_model_and_tokenizer
+
+    load_system_prompts(config.system_prompts)
+    examples = load_sft_examples(config.data)
+    model_path = str(resolve_model_path(config.model))
+    model, tokenizer = load_model_and_tokenizer(config.model)
+    train_template = get_template(config.train_template).bind(tokenizer)
+    eval_template = get_template(config.eval_template).bind(tokenizer)
+    store = Store(config.db) if config.db else None
+    run_id = store.create_run("train-sft", asdict(config), command="skillweave train sft") if store else None
+    try:
+        result = train_sft(model, tokenizer, examples, config)
+        model = result.pop("model")
+        if config.output_dir:
+            model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template)
+        summary: dict[str, Any] = {**result, "run_id": run_id, "output_dir": config.output_dir,
+                                   "templates": {"train": train_template.record(), "eval": eval_template.record()}}
+        checkpoint_id = stable_id(run_id, "final") if run_id else None
+        if store is not None:
+            with store.lock:
+                store.db["train_checkpoints"].insert({
+                    "id": checkpoint_id, "run_id": run_id, "method": "sft", "path": config.output_dir,
+                    "base_model": model_path, "step": result["steps"], "train_template": train_template.name,
+                    "train_template_version": train_template.version, "eval_template": eval_template.name,
+                    "eval_template_version": eval_template.version,
+                    "metrics": jdump({k: v for k, v in result.items() if k != "losses"}), "created_at": now()})
+        if config.eval_data:
+            safety, qa = load_eval_rows(config.eval_data)
+            evaluation = evaluate(model, tokenizer, eval_template, safety_prompts=safety, qa=qa,
+                                  max_new_tokens=config.eval_max_new_tokens, temperature=config.eval_temperature)
+            summary["evaluation"] = evaluation["metrics"]
+            if store is not None:
+                summary["evaluation_id"] = save_evaluation(store, evaluation, run_id=run_id,
+                                                           checkpoint_id=checkpoint_id, model=config.output_dir or model_path)
+        if store is not None:
+            store.set_run_status(run_id, "done")
+        return summary
+    except BaseException as exc:
+        if store is not None and run_id is not None:
+            store.set_run_status(run_id, "failed", error=str(exc)[:500])
+        raise
