@@ -322,7 +322,7 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
                 grads = lf.adam_features(grads, moments, adam_variant)
             parts.append(grads)
             if progress:
-                progress(len(parts[-1]))
+                progress(chunk_start + b + len(grads), len(encoded), folder.parent.name)
         projected = projector.project(torch.cat(parts))
         torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))

@@ -1,0 +1,188 @@
+"""`skillweave select ...`: LESS gradient-based data selection and its baselines (random, InfSGD, RDS).
+
+The `less` and `infsgd` options are generated from `LessConfig`, so the CLI and the library never disagree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.errors import UsageError
+
+EXAMPLE = """\b
+Example (tiny CPU run on the embedded model):
+  skillweave select less --pool pool.jsonl --targets targets.jsonl --epochs 2 --dim 1024 --lora-r 4 \\
+      --lora-targets q_proj,v_proj --max-length 256 --fraction 0.1
+  skillweave select list
+  skillweave select export select-less-... -o selected.jsonl
+"""
+
+
+def _config_options(skip: tuple[str, ...] = ()):
+    """Click options for every LessConfig field (help text from the dataclass)."""
+    from skillweave.trainers.less import LessConfig
+
+    def decorate(func):
+        for f in reversed(dataclasses.fields(LessConfig)):
+            if f.name in skip:
+                continue
+            flag = "--run" if f.name == "pool_run" else "--" + f.name.replace("_", "-")
+            func = click.option(flag, f.name, type=type(f.default), default=f.default, show_default=True,
+                                help=f.metadata["help"])(func)
+        return func
+
+    return decorate
+
+
+def _progress(done: int, total: int, label: str) -> None:
+    if sys.stderr.isatty():
+        click.echo(f"\r{label}: {done}/{total}", err=True, nl=done >= total)
+
+
+def _print_result(result: dict, as_json: bool) -> None:
+    summary = {k: result[k] for k in ("selection_id", "n_pool", "n_selected", "folder", "top_path") if k in result}
+    for key in ("checkpoints", "weights"):
+        if key in result:
+            summary[key] = result[key]
+    if as_json:
+        echo_json(summary)
+        return
+    for key, value in summary.items():
+        click.echo(f"{key}: {value}")
+    click.echo(f"export with: skillweave select export {summary['selection_id']} -o selected.jsonl")
+
+
+def _run_less(ctx: click.Context, as_json: bool, **options) -> None:
+    from skillweave.trainers.less import LessConfig, run
+
+    store = open_store(ctx)
+    result = run(LessConfig(**options), store, progress=_progress)
+    _print_result(result, as_json)
+
+
+def register(root: click.Group) -> None:
+    @root.group("select", epilog=EXAMPLE)
+    def select() -> None:
+        """Select training data for target examples: LESS, InfSGD, RDS, random."""
+
+    @select.command("less", epilog=EXAMPLE)
+    @_config_options()
+    @json_option
+    @click.pass_context
+    def less_cmd(ctx: click.Context, as_json: bool, **options) -> None:
+        """LESS: LoRA warmup, Adam gradient features, cosine scores against the targets, global top fraction.
+
+        Reruns reuse warmup checkpoints and datastore chunks under --out; the selection is stored as a run
+        (one item per selected row) and written as sorted.csv and top_p<fraction>.jsonl.
+        """
+        _run_less(ctx, as_json, **options)
+
+    @select.command("infsgd")
+    @_config_options(skip=("train_side", "adam_variant"))
+    @json_option
+    @click.pass_context
+    def infsgd_cmd(ctx: click.Context, as_json: bool, **options) -> None:
+        """InfSGD baseline: like `select less` but with plain (SGD) gradients on the pool side too."""
+        _run_less(ctx, as_json, train_side="sgd", **options)
+
+    @select.command("rds")
+    @_config_options(skip=("train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction",
+                           "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
+                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed",
+                           "chunk_examples", "gradient_method"))
+    @json_option
+    @click.pass_context
+    def rds_cmd(ctx: click.Context, as_json: bool, **options) -> None:
+        """RDS baseline: cosine of final-layer hidden states at the last token (base model, no warmup)."""
+        from skillweave.trainers.less import LessConfig, prepare, rows_hash, subtask_count, top_fraction
+        from skillweave.trainers.less_baselines import rds_scores, save_selection
+
+        config = LessConfig(**options)
+        config.validate()
+        store = open_store(ctx)
+        p = prepare(config, store)
+        scores = rds_scores(p["model"], p["pool_enc"], p["target_enc"], p["tokenizer"].pad_token_id,
+                            subtask_count(p["targets"]), config.feature_batch_size)
+        selected = top_fraction(scores, config.fraction)
+        provenance = {"config": dataclasses.asdict(config), "pool_hash": p["pool_hash"],
+                      "targets_hash": rows_hash(p["targets"])}
+        result = save_selection(store, "rds", p["pool"], selected, scores, provenance, out=p["out"], name=p["name"],
+                                fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
+        _print_result(result, as_json)
+
+    @select.command("random")
+    @click.option("--pool", default="", help="Candidate pool JSONL.")
+    @click.option("--run", "pool_run", default="", help="Read the pool from this store run's items instead.")
+    @click.option("--fraction", type=float, default=0.05, show_default=True, help="Fraction of the pool to keep.")
+    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+    @click.option("--out", default="", help="Folder for the selection files (default ./grads/<name>).")
+    @json_option
+    @click.pass_context
+    def random_cmd(ctx: click.Context, pool: str, pool_run: str, fraction: float, seed: int, out: str,
+                   as_json: bool) -> None:
+        """Random baseline: a seeded uniform sample of the pool."""
+        from skillweave.trainers.less import pool_from_store, read_jsonl, rows_hash
+        from skillweave.trainers.less_baselines import random_selection, save_selection
+
+        if bool(pool) == bool(pool_run):
+            raise UsageError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
+        if not 0 < fraction <= 1:
+            raise UsageError(f"--fraction {fraction} must be in (0, 1]")
+        store = open_store(ctx)
+        rows = pool_from_store(store, pool_run) if pool_run else read_jsonl(pool)
+        name = pool_run or Path(pool).stem
+        selected = random_selection(len(rows), fraction, seed)
+        provenance = {"seed": seed, "fraction": fraction, "pool_hash": rows_hash(rows)}
+        result = save_selection(store, "random", rows, selected, None, provenance, out=Path(out or Path("grads") / name),
+                                name=name, fraction=fraction, source_run=pool_run or None, pool_path=pool)
+        _print_result(result, as_json)
+
+    @select.command("list")
+    @json_option
+    @click.pass_context
+    def list_cmd(ctx: click.Context, as_json: bool) -> None:
+        """Stored selections, newest first."""
+        store = open_store(ctx)
+        rows = list(store.db["selections"].rows_where(order_by="created_at desc",
+                                                      select="id, method, pool, n_pool, n_selected, fraction, "
+                                                             "created_at"))
+        if as_json:
+            echo_json(rows)
+        else:
+            echo_table(rows, ["id", "method", "pool", "n_pool", "n_selected", "fraction", "created_at"])
+
+    @select.command("show")
+    @click.argument("selection_id")
+    @click.option("-n", "limit", type=int, default=20, show_default=True, help="Rows to print (table only).")
+    @json_option
+    @click.pass_context
+    def show_cmd(ctx: click.Context, selection_id: str, limit: int, as_json: bool) -> None:
+        """A selection's provenance and its rows, best first."""
+        from skillweave.trainers.less_baselines import get_selection
+
+        selection = get_selection(open_store(ctx), selection_id)
+        if as_json:
+            echo_json(selection)
+            return
+        for key in ("id", "method", "pool", "source_run", "n_pool", "n_selected", "fraction", "created_at"):
+            click.echo(f"{key}: {selection[key]}")
+        echo_table(selection["rows"][:limit], ["rank", "row_index", "item_id", "score"])
+
+    @select.command("export")
+    @click.argument("selection_id")
+    @click.option("-o", "--output", required=True, help="JSONL file to write (the original rows, best first).")
+    @click.pass_context
+    def export_cmd(ctx: click.Context, selection_id: str, output: str) -> None:
+        """Write a selection's rows, unchanged, as JSONL (ready for any trainer that reads JSONL)."""
+        from skillweave.trainers.less import write_jsonl
+        from skillweave.trainers.less_baselines import selected_payloads
+
+        rows = selected_payloads(open_store(ctx), selection_id)
+        write_jsonl(output, rows)
+        click.echo(f"wrote {len(rows)} rows to {output}", err=True)
+
