@@ -1,1 +1,109 @@
-"""skillweave.catalog"""
+"""Skill catalogs: rows `name, category, definition, example, status`, with loaders and a category split.
+
+Loaders: the official Skill-Mix `skills.csv` (columns `category, skill, definition, example, comments,
+status, added by`; rows whose status is remove / in review / maybe are dropped) and `topics.txt` (one topic a
+line); plain one-name-per-line text; JSON lists of objects. The bundled catalog (44 skills, 33 topics) is our
+own wording, written to exercise the same categories as the public Skill-Mix release.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from skillweave.errors import UsageError
+
+DATA_DIR = Path(__file__).parent / "data"
+EXCLUDED_STATUS = {"remove", "in review", "maybe"}
+
+
+@dataclass(frozen=True)
+class Skill:
+    name: str
+    category: str = ""
+    definition: str = ""
+    example: str = ""
+    status: str = ""
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Skill]:
+    """Read a Skill-Mix style skills.csv in file order (the order the official sampler shuffles)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"skills file '{path}' does not exist")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        if not reader.fieldnames or "skill" not in reader.fieldnames:
+            raise UsageError(f"skills file '{path}' needs a 'skill' column (found: {reader.fieldnames})")
+        skills = []
+        for row in reader:
+            status = (row.get("status") or "").strip().lower()
+            name = (row.get("skill") or "").strip()
+            if not name or (status_filter and status in EXCLUDED_STATUS):
+                continue
+            skills.append(Skill(name=name, category=(row.get("category") or "").strip(),
+                                definition=(row.get("definition") or "").strip(),
+                                example=(row.get("example") or "").strip(), status=status))
+    if not skills:
+        raise UsageError(f"skills file '{path}' has no usable rows")
+    return skills
+
+
+def load_lines(path: str | Path, what: str = "topics") -> list[str]:
+    """One entry per line, blanks dropped (topics.txt, Instruct-SkillMix skills.txt)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"{what} file '{path}' does not exist")
+    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line for line in lines if line]
+    if not lines:
+        raise UsageError(f"{what} file '{path}' is empty")
+    return lines
+
+
+def load_skills(path: str | Path) -> list[Skill]:
+    """Dispatch on the extension: .csv (Skill-Mix), .json (list of objects), anything else one name a line."""
+    path = Path(path)
+    if path.suffix == ".csv":
+        return load_skills_csv(path)
+    if path.suffix == ".json":
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UsageError(f"skills file '{path}' is not readable JSON: {exc}") from None
+        if isinstance(rows, dict) and "skills" in rows:  # AdaptMI bank: {"skills": [...], ...}
+            rows = rows["skills"]
+        return [Skill(name=r) if isinstance(r, str) else Skill(name=r.get("name") or r["skill"],
+                                                                category=r.get("category", ""),
+                                                                definition=r.get("definition", ""),
+                                                                example=r.get("example", ""))
+                for r in rows]
+    return [Skill(name=name) for name in load_lines(path, "skills")]
+
+
+def bundled_skills() -> list[Skill]:
+    return load_skills_csv(DATA_DIR / "skills.csv")
+
+
+def bundled_topics() -> list[str]:
+    return load_lines(DATA_DIR / "topics.txt")
+
+
+def split_by_category(skills: list[Skill], train_categories: set[str]) -> tuple[list[Skill], list[Skill]]:
+    """Partition skills into (train, held-out) by category (METHODS §2)."""
+    unknown = train_categories - {s.category for s in skills}
+    if unknown:
+        raise UsageError(f"unknown skill categories {sorted(unknown)}; known: {sorted({s.category for s in skills})}")
+    train = [s for s in skills if s.category in train_categories]
+    return train, [s for s in skills if s.category not in train_categories]
+
+
+def split_topics(topics: list[str], heldout_fraction: float = 0.5) -> tuple[list[str], list[str]]:
+    """Topics have no categories: the first (1 - fraction) in file order train, the rest are held out."""
+    cut = round(len(topics) * (1 - heldout_fraction))
+    return topics[:cut], topics[cut:]

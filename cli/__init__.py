@@ -22,7 +22,11 @@ Example (embedded model, no API key):
 
 # Modules under skillweave.cli that each define `register(root)`; add yours here.
 COMMAND_MODULES: list[str] = [
+    "unlearn",
     "train",
+    "run",
+    "runs",
+    "prompts",
     "select",
 ]
 

@@ -1,1 +1,5 @@
-"""skillweave.graphs"""
+"""Generation graphs, one module per pipeline; each exposes `build_graph(checkpointer)` and `plan(ctx)`."""
+
+PIPELINES: dict[str, str] = {
+    "skillmix": "skillweave.graphs.skillmix",
+}

@@ -1,1 +1,19 @@
-"""skillweave.metrics"""
+"""Metrics and reports per pipeline. `REPORTERS[pipeline]` names `module:function(store, run, **opts) -> dict`
+returning `columns`, `table` (rows) and any JSON fields; `PLOTTERS` likewise draws a report to a PNG."""
+
+import importlib
+
+REPORTERS: dict[str, str] = {
+    "skillmix": "skillweave.metrics.skillmix:run_report",
+}
+PLOTTERS: dict[str, str] = {
+    "skillmix": "skillweave.metrics.skillmix:plot_report",
+}
+
+
+def resolve(registry: dict[str, str], pipeline: str):
+    target = registry.get(pipeline)
+    if target is None:
+        return None
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)

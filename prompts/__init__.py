@@ -1,1 +1,160 @@
-"""skillweave.prompts"""
+"""Prompt templates: one YAML file each under `prompts/<pipeline>/`, Jinja2 with strict undefined variables.
+
+A template's version is the content hash of its file (`b2:` + blake2b of the normalised text), recorded with
+every model call and item it produced. A user folder (`--prompts-dir` / $SKILLWEAVE_PROMPTS) overrides packaged
+templates by relative path without touching the install.
+
+File fields: `description`, `variables` (names the caller must supply), optional `system`, and either `prompt`
+(one user turn) or `turns` (a list of user turns of one conversation), plus optional `fake_replies` (one Jinja
+string per turn) that the `fake` provider renders as its scripted reply.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+import jinja2
+import jinja2.meta
+import yaml
+
+from skillweave.errors import TemplateError
+
+PACKAGE_DIR = Path(__file__).parent
+_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+def normalise(text: str) -> str:
+    return "\n".join(line.rstrip() for line in text.replace("\r\n", "\n").split("\n")).strip() + "\n"
+
+
+def content_version(text: str) -> str:
+    return "b2:" + hashlib.blake2b(normalise(text).encode(), digest_size=8).hexdigest()
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    path: Path
+    text: str
+    description: str
+    variables: tuple[str, ...]
+    turns: tuple[str, ...]
+    system: str | None = None
+    fake_replies: tuple[str, ...] = ()
+    meta: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def version(self) -> str:
+        return content_version(self.text)
+
+    @property
+    def source(self) -> str:
+        return "user" if not str(self.path).startswith(str(PACKAGE_DIR)) else "package"
+
+    def check_variables(self, values: dict) -> None:
+        missing = [v for v in self.variables if v not in values]
+        unknown = [v for v in values if v not in self.variables]
+        if missing or unknown:
+            parts = []
+            if missing:
+                parts.append(f"missing {', '.join(missing)}")
+            if unknown:
+                parts.append(f"unknown {', '.join(unknown)}")
+            raise TemplateError(
+                f"template '{self.name}' ({self.path}): {'; '.join(parts)}; it takes: {', '.join(self.variables)}"
+            )
+
+    def _render(self, source: str, values: dict, what: str) -> str:
+        try:
+            return _ENV.from_string(source).render(**values).strip()
+        except jinja2.TemplateError as exc:
+            raise TemplateError(f"template '{self.name}' {what}: {exc}") from None
+
+    def render_turn(self, index: int, values: dict) -> str:
+        self.check_variables(values)
+        if not 0 <= index < len(self.turns):
+            raise TemplateError(f"template '{self.name}' has {len(self.turns)} turn(s), not {index + 1}")
+        return self._render(self.turns[index], values, f"turn {index}")
+
+    def render_system(self, values: dict) -> str | None:
+        return self._render(self.system, values, "system") if self.system else None
+
+    def render_fake_reply(self, index: int, values: dict) -> str | None:
+        if index >= len(self.fake_replies):
+            return None
+        return self._render(self.fake_replies[index], values, f"fake reply {index}")
+
+    def render_all(self, values: dict) -> dict:
+        """Every part rendered, for `skillweave prompts render`."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "system": self.render_system(values),
+            "turns": [self.render_turn(i, values) for i in range(len(self.turns))],
+        }
+
+
+def search_dirs(prompts_dir: str | os.PathLike | None = None) -> list[Path]:
+    user = prompts_dir or os.environ.get("SKILLWEAVE_PROMPTS")
+    dirs = [Path(user).expanduser()] if user else []
+    return [*dirs, PACKAGE_DIR]
+
+
+def _parse(name: str, path: Path) -> PromptTemplate:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise TemplateError(f"template '{name}' ({path}) is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise TemplateError(f"template '{name}' ({path}) must be a YAML mapping")
+    if ("prompt" in data) == ("turns" in data):
+        raise TemplateError(f"template '{name}' ({path}) needs exactly one of 'prompt' or 'turns'")
+    turns = (data["prompt"],) if "prompt" in data else tuple(data["turns"])
+    variables = tuple(data.get("variables") or ())
+    fake = data.get("fake_replies") or ([data["fake_reply"]] if "fake_reply" in data else [])
+    sources = [*turns, data.get("system") or "", *fake]
+    referenced: set[str] = set()
+    for source in sources:
+        try:
+            referenced |= jinja2.meta.find_undeclared_variables(_ENV.parse(source))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"template '{name}' ({path}) line {exc.lineno}: {exc.message}") from None
+    undeclared = sorted(referenced - set(variables))
+    if undeclared:
+        raise TemplateError(
+            f"template '{name}' ({path}) uses undeclared variable(s) {', '.join(undeclared)}; list them under 'variables'"
+        )
+    return PromptTemplate(
+        name=name, path=path, text=text, description=str(data.get("description", "")).strip(),
+        variables=variables, turns=turns, system=data.get("system"), fake_replies=tuple(fake),
+        meta={k: v for k, v in data.items() if k not in {"prompt", "turns", "system", "variables", "fake_replies"}},
+    )
+
+
+@lru_cache(maxsize=256)
+def _load_cached(name: str, path: Path, mtime_ns: int) -> PromptTemplate:
+    return _parse(name, path)
+
+
+def load_template(name: str, prompts_dir: str | os.PathLike | None = None) -> PromptTemplate:
+    """Load `<pipeline>/<template>` (e.g. 'skillmix/student'), preferring the user folder."""
+    for folder in search_dirs(prompts_dir):
+        path = folder / f"{name}.yaml"
+        if path.is_file():
+            return _load_cached(name, path, path.stat().st_mtime_ns)
+    known = ", ".join(t.name for t in list_templates(prompts_dir)) or "none"
+    raise TemplateError(f"unknown template '{name}'; known templates: {known}")
+
+
+def list_templates(prompts_dir: str | os.PathLike | None = None) -> list[PromptTemplate]:
+    """All templates, user overrides first shadowing packaged ones of the same name."""
+    found: dict[str, Path] = {}
+    for folder in reversed(search_dirs(prompts_dir)):  # package first, user overrides
+        for path in sorted(folder.glob("*/*.yaml")):
+            found[f"{path.parent.name}/{path.stem}"] = path
+    return [_load_cached(name, path, path.stat().st_mtime_ns) for name, path in sorted(found.items())]

@@ -82,8 +82,7 @@ class Store:
             for name, module in _migration_modules():
                 if name in done:
                     continue
-                with self.db.conn:  # each migration is atomic
-                    self.db.conn.execute("BEGIN")
+                with self.transaction():  # each migration is atomic
                     module.migrate(self.db)
                     self.db["_migrations"].insert({"name": name, "applied_at": now()})
 
@@ -150,7 +149,7 @@ class Store:
         """Store a catalog snapshot (content-addressed: the same entries give the same id)."""
         exemplars = list(exemplars)
         catalog_id = f"{kind}-" + stable_id(kind, entries, exemplars, length=16)
-        with self.lock, self.db.conn:
+        with self.transaction():
             if self.db["catalogs"].count_where("id = ?", [catalog_id]):
                 return catalog_id
             self.db["catalogs"].insert(
@@ -226,7 +225,7 @@ class Store:
     def update_item(self, item_id: str, *, payload_update: dict | None = None, prompt_versions: Iterable[str] = (),
                     **fields) -> None:
         """Update columns; `payload_update` merges into the JSON payload; prompt versions accumulate."""
-        with self.lock, self.db.conn:
+        with self.transaction():
             current = self.db["items"].get(item_id)
             values = dict(fields)
             if payload_update:
@@ -333,17 +332,25 @@ def _decode_item(row: dict) -> dict:
 
 
 class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); nested uses join the outer transaction."""
+
     def __init__(self, store: Store):
         self.store = store
 
     def __enter__(self):
-        self.store.lock.acquire()
-        self.store.db.conn.execute("BEGIN IMMEDIATE")
-        return self.store
+        store = self.store
+        store.lock.acquire()
+        store._depth = getattr(store, "_depth", 0) + 1
+        if store._depth == 1:
+            store.db.conn.execute("BEGIN IMMEDIATE")
+        return store
 
     def __exit__(self, exc_type, exc, tb):
+        store = self.store
         try:
-            self.store.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            store._depth -= 1
+            if store._depth == 0:
+                store.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
-            self.store.lock.release()
+            store.lock.release()
         return False

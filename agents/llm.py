@@ -1,0 +1,132 @@
+"""The one way a node calls a model: render a template turn, reuse a stored reply, or call and record.
+
+Every call lands in `llm_calls` (provider, model, prompt version, request, response, tokens, latency,
+attempts, error). A call key hashes everything that determines the reply request, so a resumed run reuses
+each reply it already stored instead of calling the model again. A call that finally fails is stored with
+its error and raised as ModelCallError; the node marks its item failed with that reason.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from skillweave.agents.providers import ChatRequest, get_provider
+from skillweave.errors import ModelCallError
+from skillweave.prompts import PromptTemplate, load_template
+from skillweave.store import Store, jload, stable_id
+
+
+@dataclass
+class RunContext:
+    """The typed runtime context every node receives (LangGraph `context_schema`)."""
+
+    store: Store
+    run_id: str
+    config: dict
+    prompts_dir: str | None = None
+    max_concurrency: int = 64
+    _registered_versions: set = field(default_factory=set)
+
+    def template(self, name: str) -> PromptTemplate:
+        template = load_template(name, self.prompts_dir)
+        if template.version not in self._registered_versions:
+            self.store.put_prompt_version(template.version, template.name, template.text, template.source)
+            self._registered_versions.add(template.version)
+        return template
+
+    def provider(self, spec: str):
+        return get_provider(spec, max_concurrency=self.max_concurrency)
+
+
+@dataclass
+class Reply:
+    texts: list[str]
+    call_id: str
+    messages: list[dict]
+    cached: bool
+
+    @property
+    def text(self) -> str:
+        return self.texts[0]
+
+
+def build_messages(template: PromptTemplate, values: dict, turn: int, previous_outputs: list[str],
+                   extra_content: list[dict] | None = None) -> list[dict]:
+    """System (if any), then each earlier turn with its stored output, then this turn's user message."""
+    messages: list[dict] = []
+    system = template.render_system(values)
+    if system:
+        messages.append({"role": "system", "content": system})
+    for i, output in enumerate(previous_outputs):
+        messages.append({"role": "user", "content": template.render_turn(i, values)})
+        messages.append({"role": "assistant", "content": output})
+    text = template.render_turn(turn, values)
+    content = [{"type": "text", "text": text}, *extra_content] if extra_content else text
+    messages.append({"role": "user", "content": content})
+    return messages
+
+
+async def call_template(
+    ctx: RunContext,
+    *,
+    item_id: str | None,
+    role: str,
+    template: str,
+    values: dict,
+    model: str,
+    turn: int = 0,
+    previous_outputs: list[str] = (),
+    n: int = 1,
+    temperature: float = 0.7,
+    max_tokens: int = 512,
+    images: list[dict] | None = None,
+    key: tuple = (),
+) -> Reply:
+    """Render `template` turn `turn` and get `n` replies, from the store when already made."""
+    tmpl = ctx.template(template)
+    messages = build_messages(tmpl, values, turn, list(previous_outputs), images)
+    provider = ctx.provider(model)
+    call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, n, temperature, max_tokens,
+                         messages, *key, length=32)
+    stored = ctx.store.find_call(call_key)
+    if stored:
+        return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
+
+    request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
+                          meta={"fake_reply": tmpl.render_fake_reply(turn, values)})
+    record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
+                  model=provider.model, prompt_version=tmpl.version,
+                  request={"messages": _redact_images(messages), "temperature": temperature,
+                           "max_tokens": max_tokens, "n": n})
+    start = time.perf_counter()
+    try:
+        result, attempts = await provider.chat(request)
+    except ModelCallError as exc:
+        exc.call_id = ctx.store.record_call(**record, response=None, error=str(exc),
+                                            latency_ms=_ms(start), attempts=provider.retry.max_attempts)
+        raise
+    call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
+                                    output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,
+                                    error=None)
+    return Reply(texts=result.texts, call_id=call_id, messages=messages, cached=False)
+
+
+def _ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)
+
+
+def _redact_images(messages: list[dict]) -> list[dict]:
+    """Keep requests readable in the store: image bytes are replaced by their size and a hash."""
+    out = []
+    for m in messages:
+        if isinstance(m.get("content"), list):
+            parts = [
+                {"type": "image", "mime": p.get("mime"), "sha": stable_id(p.get("data")), "bytes": len(p.get("data", ""))}
+                if p.get("type") == "image" else p
+                for p in m["content"]
+            ]
+            out.append({**m, "content": parts})
+        else:
+            out.append(m)
+    return out

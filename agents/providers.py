@@ -1,0 +1,396 @@
+"""Model providers behind one spec string: `local`, `fake`, `openai:<model>`, `anthropic:<model>`.
+
+Messages use the OpenAI chat shape; an image is a content part `{"type": "image", "data": <base64>,
+"mime": "image/png"}` that each provider translates. Retries (exponential backoff with full jitter,
+`Retry-After` honoured on 429), timeouts and a per-provider concurrency bound live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from skillweave.errors import ConfigError, ModelCallError
+
+SPEC_HELP = "local, fake, openai:<model> or anthropic:<model>"
+
+
+@dataclass
+class ChatRequest:
+    messages: list[dict]
+    temperature: float = 0.7
+    max_tokens: int = 512
+    n: int = 1
+    meta: dict = field(default_factory=dict)  # e.g. the template's scripted reply for the fake provider
+
+
+@dataclass
+class ChatResult:
+    texts: list[str]
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class RetryableError(Exception):
+    """A transient failure (rate limit, timeout, 5xx): retried with backoff."""
+
+    def __init__(self, message: str, retry_after: float | None = None):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class RetryPolicy:
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    timeout: float | None = 120.0
+
+    def delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return min(retry_after, self.max_delay)
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class Provider:
+    """Base class: subclasses implement `_chat`; `chat` adds the bound, timeout and retries."""
+
+    provider = "base"
+
+    def __init__(self, model: str, *, max_concurrency: int = 64, retry: RetryPolicy | None = None):
+        self.model = model
+        self.max_concurrency = max_concurrency
+        self.retry = retry or RetryPolicy()
+        self._semaphores: dict[int, asyncio.Semaphore] = {}
+
+    @property
+    def spec(self) -> str:
+        return f"{self.provider}:{self.model}"
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        loop_id = id(asyncio.get_running_loop())
+        if loop_id not in self._semaphores:
+            self._semaphores[loop_id] = asyncio.Semaphore(self.max_concurrency)
+        return self._semaphores[loop_id]
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        raise NotImplementedError
+
+    async def chat(self, request: ChatRequest) -> tuple[ChatResult, int]:
+        """Returns (result, attempts). Raises ModelCallError after the last failed attempt."""
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                async with self._semaphore():
+                    if self.retry.timeout:
+                        return await asyncio.wait_for(self._chat(request), self.retry.timeout), attempt
+                    return await self._chat(request), attempt
+            except (RetryableError, TimeoutError) as exc:
+                if attempt >= self.retry.max_attempts:
+                    raise ModelCallError(
+                        f"{self.spec}: gave up after {attempt} attempts: {_describe(exc)}", retryable=True
+                    ) from exc
+                await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
+            except ModelCallError:
+                raise
+            except Exception as exc:  # a fatal provider error: no retry
+                raise ModelCallError(f"{self.spec}: {_describe(exc)}") from exc
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def _has_images(messages: list[dict]) -> bool:
+    return any(isinstance(m.get("content"), list) and any(p.get("type") == "image" for p in m["content"])
+               for m in messages)
+
+
+def message_text(message: dict) -> str:
+    content = message.get("content")
+    if isinstance(content, str):
+        return content
+    return "\n".join(p.get("text", "") for p in content or [] if p.get("type") == "text")
+
+
+# ---- fake ----------------------------------------------------------------------------------------
+FakeScript = Callable[[ChatRequest], "str | list[str] | Exception"]
+
+
+class FakeProvider(Provider):
+    """Deterministic scripted replies for tests and dry runs.
+
+    Reply order: a script function (tests), else the template's `fake_replies` entry, else a reply derived
+    from a hash of the request. `fake:fail` always fails; `fake:flaky` fails each request's first attempt.
+    """
+
+    provider = "fake"
+
+    def __init__(self, model: str = "default", script: FakeScript | None = None, latency: float = 0.0, **kw):
+        super().__init__(model, **kw)
+        self.script = script
+        self.latency = latency
+        self.calls: list[ChatRequest] = []
+        self._seen: set[str] = set()
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        self.calls.append(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        digest = hashlib.blake2b(repr(request.messages).encode(), digest_size=8).hexdigest()
+        if self.model == "fail":
+            raise RuntimeError("scripted failure (fake:fail)")
+        if self.model == "flaky" and digest not in self._seen:
+            self._seen.add(digest)
+            raise RetryableError("scripted transient failure (fake:flaky)", retry_after=0.0)
+        reply = self.script(request) if self.script else request.meta.get("fake_reply")
+        if isinstance(reply, Exception):
+            raise reply
+        if reply is None:
+            reply = f"fake reply {digest}"
+        texts = reply if isinstance(reply, list) else [reply] * request.n
+        prompt_words = sum(len(message_text(m).split()) for m in request.messages)
+        return ChatResult(texts=texts, input_tokens=prompt_words, output_tokens=sum(len(t.split()) for t in texts))
+
+
+# ---- local (embedded SmolLM2, batched) -------------------------------------------------------------
+class LocalProvider(Provider):
+    """The embedded model (or a local HF folder), loaded once per process; concurrent requests are batched."""
+
+    provider = "local"
+
+    def __init__(self, model: str = "local", *, batch_size: int = 8, gather_seconds: float = 0.05, **kw):
+        kw.setdefault("retry", RetryPolicy(max_attempts=1, timeout=None))
+        super().__init__(model, **kw)
+        self.batch_size = batch_size
+        self.gather_seconds = gather_seconds
+        self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
+        self._worker: asyncio.Task | None = None
+        self._lock = None
+
+    @property
+    def spec(self) -> str:
+        return "local" if self.model == "local" else f"local:{self.model}"
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        if _has_images(request.messages):
+            raise ConfigError("the local model reads text only; use openai:<vision model> or anthropic:<model>")
+        future = asyncio.get_running_loop().create_future()
+        self._pending.append((request, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        from skillweave.agents.local_model import load_causal_lm
+
+        await asyncio.to_thread(load_causal_lm, self.model)  # load (or reuse) off the event loop
+        while self._pending:
+            await asyncio.sleep(self.gather_seconds)  # let concurrent threads queue up a full batch
+            batch, rows = [], 0
+            while self._pending and rows < self.batch_size:
+                request, future = self._pending.pop(0)
+                batch.append((request, future))
+                rows += request.n
+            try:
+                results = await asyncio.to_thread(self._generate, [r for r, _ in batch])
+                for (_, future), result in zip(batch, results, strict=True):
+                    if not future.done():
+                        future.set_result(result)
+            except Exception as exc:
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+
+    def _generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
+        import torch
+
+        from skillweave.agents.local_model import load_causal_lm
+
+        model, tokenizer = load_causal_lm(self.model)
+        prompts, owners = [], []
+        for i, request in enumerate(requests):
+            text = tokenizer.apply_chat_template(
+                [{"role": m["role"], "content": message_text(m)} for m in request.messages],
+                add_generation_prompt=True, tokenize=False,
+            )
+            prompts += [text] * request.n
+            owners += [i] * request.n
+        encoded = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+        temperature = max(r.temperature for r in requests)
+        max_new = max(r.max_tokens for r in requests)
+        with torch.no_grad():
+            output = model.generate(
+                **encoded, max_new_tokens=max_new, do_sample=temperature > 0,
+                temperature=temperature if temperature > 0 else None, top_p=None, top_k=None,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new_tokens = output[:, encoded["input_ids"].shape[1]:]
+        results = [ChatResult(texts=[], input_tokens=0, output_tokens=0) for _ in requests]
+        for row, owner in enumerate(owners):
+            tokens = new_tokens[row]
+            ids = tokens[tokens != tokenizer.pad_token_id][: requests[owner].max_tokens]
+            results[owner].texts.append(tokenizer.decode(ids, skip_special_tokens=True).strip())
+            results[owner].input_tokens += int(encoded["attention_mask"][row].sum())
+            results[owner].output_tokens += len(ids)
+        return results
+
+
+# ---- OpenAI-compatible ---------------------------------------------------------------------------------
+class OpenAIProvider(Provider):
+    """OpenAI chat completions; honours OPENAI_BASE_URL, so vLLM, Ollama or llama.cpp servers work unchanged."""
+
+    provider = "openai"
+
+    def __init__(self, model: str, **kw):
+        super().__init__(model, **kw)
+        import openai
+
+        base_url = os.environ.get("OPENAI_BASE_URL")
+        api_key = os.environ.get("OPENAI_API_KEY")
+        if not api_key and not base_url:
+            raise ConfigError(f"openai:{model} needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)")
+        self._openai = openai
+        self._client = openai.AsyncOpenAI(
+            api_key=api_key or "no-key", base_url=base_url, max_retries=0, timeout=self.retry.timeout
+        )
+
+    @staticmethod
+    def _content(message: dict):
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        parts = []
+        for part in content:
+            if part.get("type") == "image":
+                parts.append({"type": "image_url",
+                              "image_url": {"url": f"data:{part.get('mime', 'image/png')};base64,{part['data']}"}})
+            else:
+                parts.append({"type": "text", "text": part["text"]})
+        return parts
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        oa = self._openai
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.model,
+                messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages],
+                temperature=request.temperature, max_tokens=request.max_tokens, n=request.n,
+            )
+        except oa.RateLimitError as exc:
+            raise RetryableError(str(exc), retry_after=_retry_after(exc.response)) from exc
+        except (oa.APITimeoutError, oa.APIConnectionError, oa.InternalServerError) as exc:
+            raise RetryableError(str(exc), retry_after=_retry_after(getattr(exc, "response", None))) from exc
+        usage = response.usage
+        return ChatResult(
+            texts=[choice.message.content or "" for choice in response.choices],
+            input_tokens=usage.prompt_tokens if usage else None,
+            output_tokens=usage.completion_tokens if usage else None,
+        )
+
+
+def _retry_after(response) -> float | None:
+    if response is None:
+        return None
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+# ---- Anthropic -----------------------------------------------------------------------------------------
+class AnthropicProvider(Provider):
+    provider = "anthropic"
+
+    def __init__(self, model: str, **kw):
+        super().__init__(model, **kw)
+        import anthropic
+
+        if not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_BASE_URL"):
+            raise ConfigError(f"anthropic:{model} needs ANTHROPIC_API_KEY")
+        self._anthropic = anthropic
+        self._client = anthropic.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout)
+
+    @staticmethod
+    def _content(message: dict):
+        content = message.get("content")
+        if isinstance(content, str):
+            return content
+        return [
+            {"type": "image", "source": {"type": "base64", "media_type": p.get("mime", "image/png"), "data": p["data"]}}
+            if p.get("type") == "image" else {"type": "text", "text": p["text"]}
+            for p in content
+        ]
+
+    async def _one(self, request: ChatRequest):
+        an = self._anthropic
+        system = "\n".join(message_text(m) for m in request.messages if m["role"] == "system")
+        kwargs = {"system": system} if system else {}
+        try:
+            return await self._client.messages.create(
+                model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
+                messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages
+                          if m["role"] != "system"],
+                **kwargs,
+            )
+        except an.RateLimitError as exc:
+            raise RetryableError(str(exc), retry_after=_retry_after(exc.response)) from exc
+        except (an.APITimeoutError, an.APIConnectionError, an.InternalServerError) as exc:
+            raise RetryableError(str(exc)) from exc
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        replies = await asyncio.gather(*(self._one(request) for _ in range(request.n)))
+        return ChatResult(
+            texts=["".join(b.text for b in r.content if getattr(b, "type", "") == "text") for r in replies],
+            input_tokens=sum(r.usage.input_tokens for r in replies),
+            output_tokens=sum(r.usage.output_tokens for r in replies),
+        )
+
+
+# ---- registry ------------------------------------------------------------------------------------------
+_CACHE: dict[tuple, Provider] = {}
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """'openai:gpt-4o' -> ('openai', 'gpt-4o'); 'local' -> ('local', 'local'); 'fake' -> ('fake', 'default')."""
+    spec = (spec or "").strip()
+    kind, _, model = spec.partition(":")
+    if kind == "local":
+        return "local", model or "local"
+    if kind == "fake":
+        return "fake", model or "default"
+    if kind in ("openai", "anthropic") and model:
+        return kind, model
+    raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
+
+
+def get_provider(spec: str, *, max_concurrency: int = 64) -> Provider:
+    """One provider instance per (spec, bound) per process, so the local model loads once."""
+    kind, model = parse_spec(spec)
+    key = (kind, model, max_concurrency)
+    if key not in _CACHE:
+        cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
+               "anthropic": AnthropicProvider}[kind]
+        _CACHE[key] = cls(model, max_concurrency=max_concurrency)
+    return _CACHE[key]
+
+
+def register_provider(spec: str, provider: Provider, *, max_concurrency: int = 64) -> None:
+    """Install a provider instance for a spec (tests: a FakeProvider with a script)."""
+    kind, model = parse_spec(spec)
+    _CACHE[(kind, model, max_concurrency)] = provider
+
+
+def clear_providers() -> None:
+    _CACHE.clear()
+
+
+def elapsed_ms(start: float) -> float:
+    return round((time.perf_counter() - start) * 1000, 2)

@@ -1,0 +1,164 @@
+"""Skill-Mix nodes (METHODS §1): seeded combination sampling, the two-turn student, answer extraction and
+judge grading with the k+3 rubric, n grading samples and the programmatic sentence override.
+
+One graph thread per (combination, generation round). Graph state holds only the item id and a status;
+texts, calls and grades live in the store.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Literal, TypedDict
+
+from langgraph.runtime import Runtime
+
+from skillweave.agents.llm import RunContext, call_template
+from skillweave.catalog import Skill
+from skillweave.errors import ModelCallError
+from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
+
+KIND = "skillmix.text"
+
+
+class SkillMixState(TypedDict, total=False):
+    item_id: str
+    status: str
+
+
+@dataclass
+class ThreadSpec:
+    thread_id: str
+    input: dict
+
+
+def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: int = 10,
+                              num_topics: int = 1, reshuffle_key: str | None = None) -> list[tuple[list, list]]:
+    """The reference sampler: global seed, per draw shuffle(skills)[:k] and shuffle(topics)[:num_topics].
+
+    Lists are shuffled in place draw after draw, as upstream does, so given the official CSV in file order and
+    the same seed the combinations match. Draws are independent (duplicates possible). With `reshuffle_key`
+    (upstream: the experiment path) the order inside each combination is reshuffled by a second RNG seeded
+    with that key. n = -1 enumerates all C(N, k) combinations instead.
+    """
+    if k > len(skills):
+        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
+    if n == -1:
+        from itertools import combinations
+
+        rng = random.Random(seed)
+        return [(list(c), rng.sample(topics, num_topics)) for c in combinations(skills, k)]
+    rng = random.Random(seed)
+    skills, topics = list(skills), list(topics)
+    draws = []
+    for _ in range(n):
+        rng.shuffle(skills)
+        rng.shuffle(topics)
+        draws.append((skills[:k], topics[:num_topics]))
+    if reshuffle_key is not None:
+        inner = random.Random(reshuffle_key)
+        for combo, _ in draws:
+            inner.shuffle(combo)
+    return draws
+
+
+def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
+    """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
+    config, store = ctx.config, ctx.store
+    skills = [Skill(**{f: e.get(f) or "" for f in ("name", "category", "definition", "example", "status")})
+              for e in store.get_catalog(config["skills_catalog"])["entries"]]
+    topics = [e["name"] for e in store.get_catalog(config["topics_catalog"])["entries"]]
+    threads, index = [], 0
+    for k in config["k"]:
+        combos = sample_skill_combinations(
+            skills, topics, k, config["n"], seed=config["seed"],
+            reshuffle_key=f"k{k}_s{config['seed']}" if config.get("reshuffle", True) else None,
+        )
+        for combo, combo_topics in combos:
+            for round_ in range(config["rounds"]):
+                item_id = store.ensure_item(
+                    ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=combo_topics[0],
+                    payload={"skill_rows": [s.as_dict() for s in combo]},
+                )
+                threads.append(ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id}))
+            index += 1
+    return threads
+
+
+def _values(item: dict, config: dict) -> dict:
+    k = item["k"]
+    return {
+        "skills": item["payload"]["skill_rows"],
+        "topic": item["topic"],
+        "k": k,
+        "sentence_limit": sentence_limit_words(k),
+        "shorten": bool(config.get("shorten")),
+    }
+
+
+def _temperature(config: dict, round_: int) -> float:
+    temps = config.get("temperatures") or [config.get("temperature", 0.7)]
+    return temps[round_ % len(temps)]
+
+
+async def _fail(ctx: RunContext, item_id: str, stage: str, exc: ModelCallError) -> dict:
+    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {exc}")
+    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", str(exc))
+    return {"status": "failed"}
+
+
+async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
+    """Turns 0 and 1 of the student conversation; each output is stored as soon as it arrives."""
+    ctx = runtime.context
+    item = ctx.store.get_item(state["item_id"])
+    values = _values(item, ctx.config)
+    outputs = [item["payload"][f"output_{i}"] for i in range(2) if f"output_{i}" in item["payload"]]
+    for turn in range(len(outputs), 2):
+        try:
+            reply = await call_template(
+                ctx, item_id=item["id"], role="student", template=ctx.config["student_template"], values=values,
+                model=ctx.config["model"], turn=turn, previous_outputs=outputs,
+                temperature=_temperature(ctx.config, item["round"]), max_tokens=ctx.config["max_tokens"],
+            )
+        except ModelCallError as exc:
+            return await _fail(ctx, item["id"], f"student_turn{turn}", exc)
+        outputs.append(reply.text)
+        version = ctx.template(ctx.config["student_template"]).version
+        ctx.store.update_item(item["id"], prompt_versions=[version], payload_update={
+            f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
+            f"text_{turn}": extract_answer(reply.text),
+        })
+    ctx.store.add_event(ctx.run_id, item["id"], "student", "generated")
+    return {"status": "generated"}
+
+
+async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
+    """One judge call with n samples; each parsed, repaired and overridden, stored as its own grade row."""
+    ctx, config = runtime.context, runtime.context.config
+    item = ctx.store.get_item(state["item_id"])
+    k, text = item["k"], item["payload"]["text_1"]  # only the revised text is graded
+    values = {**_values(item, config), "text": text}
+    values.pop("shorten")
+    try:
+        reply = await call_template(
+            ctx, item_id=item["id"], role="judge", template=config["judge_template"], values=values,
+            model=config["judge"], n=config["grading_samples"], temperature=config["judge_temperature"],
+            max_tokens=config.get("judge_max_tokens") or 120 + 20 * k,
+        )
+    except ModelCallError as exc:
+        return await _fail(ctx, item["id"], "grade", exc)
+    variant = "points" if "points" in config["judge_template"] else "table"
+    with ctx.store.transaction():
+        for i, raw in enumerate(reply.texts):
+            points, status = grade_points(raw, k, text, variant=variant, skills=item["skills"],
+                                          filter_explicit_name=config.get("filter_explicit_name", False))
+            ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config["judge"], raw=raw,
+                                points=points, score=sum(points), parse_status=status)
+        ctx.store.update_item(item["id"], status="done",
+                              prompt_versions=[ctx.template(config["judge_template"]).version])
+    ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")
+    return {"status": "done"}
+
+
+def route_after_student(state: SkillMixState) -> Literal["grade", "__end__"]:
+    return "grade" if state.get("status") == "generated" else "__end__"

@@ -1,0 +1,106 @@
+"""`skillweave prompts list|show|render|path`: the editable prompt templates."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option, prompts_dir
+from skillweave.errors import UsageError
+from skillweave.prompts import list_templates, load_template, search_dirs
+
+
+@click.group("prompts")
+def prompts_group() -> None:
+    """List, show and render prompt templates (a template's version is its content hash)."""
+
+
+@prompts_group.command("list")
+@json_option
+@click.pass_context
+def prompts_list(ctx, as_json):
+    """Every template with its version and source (package or your --prompts-dir).
+
+    \b
+    Example:
+      skillweave prompts list
+    """
+    rows = [{"name": t.name, "version": t.version, "source": t.source, "variables": ", ".join(t.variables),
+             "description": t.description} for t in list_templates(prompts_dir(ctx))]
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["name", "version", "source", "variables", "description"])
+
+
+@prompts_group.command("show")
+@click.argument("name")
+@click.pass_context
+def prompts_show(ctx, name):
+    """Print a template file as it is on disk.
+
+    \b
+    Example:
+      skillweave prompts show skillmix/student
+    """
+    template = load_template(name, prompts_dir(ctx))
+    click.echo(f"# {template.name} {template.version} ({template.path})")
+    click.echo(template.text.rstrip())
+
+
+@prompts_group.command("render")
+@click.argument("name")
+@click.option("--var", "variables", multiple=True, metavar="NAME=JSON",
+              help="A variable value, JSON or plain text (repeatable).")
+@click.option("--vars-file", type=click.File(), default=None, help="A JSON object of variable values.")
+@json_option
+@click.pass_context
+def prompts_render(ctx, name, variables, vars_file, as_json):
+    """Render a template with given variables; missing or unknown variables are an error.
+
+    \b
+    Example:
+      skillweave prompts render skillmix/judge --var topic=Sewing --var k=1 \\
+        --var sentence_limit='"one sentence"' --var text='"A stitch in time."' \\
+        --var skills='[{"name":"metaphor","definition":"d","example":"e"}]'
+    """
+    values = json.load(vars_file) if vars_file else {}
+    for pair in variables:
+        key, sep, raw = pair.partition("=")
+        if not sep:
+            raise UsageError(f"--var '{pair}' must look like NAME=VALUE")
+        try:
+            values[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            values[key] = raw
+    rendered = load_template(name, prompts_dir(ctx)).render_all(values)
+    if as_json:
+        echo_json(rendered)
+        return
+    if rendered["system"]:
+        click.echo(f"--- system\n{rendered['system']}")
+    for i, turn in enumerate(rendered["turns"]):
+        click.echo(f"--- turn {i}\n{turn}")
+
+
+@prompts_group.command("path")
+@click.argument("name", required=False)
+@click.pass_context
+def prompts_path(ctx, name):
+    """Where a template lives (or the folders searched, user first). Copy a file to your folder to edit it.
+
+    \b
+    Example:
+      mkdir -p my-prompts/skillmix && cp "$(skillweave prompts path skillmix/judge)" my-prompts/skillmix/
+      skillweave --prompts-dir my-prompts prompts list
+    """
+    if name:
+        click.echo(load_template(name, prompts_dir(ctx)).path)
+    else:
+        for folder in search_dirs(prompts_dir(ctx)):
+            click.echo(folder)
+
+
+def register(root: click.Group) -> None:
+    root.add_command(prompts_group)

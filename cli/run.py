@@ -1,0 +1,160 @@
+"""`skillweave run <pipeline>` and `skillweave resume RUN_ID`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from skillweave.agents.providers import parse_spec
+from skillweave.catalog import bundled_skills, bundled_topics, load_lines, load_skills, split_by_category, split_topics
+from skillweave.cli.common import echo_json, echo_table, open_store, prompts_dir
+from skillweave.errors import UsageError
+from skillweave.graphs.runtime import pipeline_module, run_pipeline
+from skillweave.prompts import load_template
+
+
+def parse_k(value: str) -> list[int]:
+    """'2' -> [2]; '2,3' -> [2, 3]; '2..4' -> [2, 3, 4]."""
+    try:
+        if ".." in value:
+            lo, hi = value.split("..")
+            ks = list(range(int(lo), int(hi) + 1))
+        else:
+            ks = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise UsageError(f"--k '{value}' is not a number, a list like 2,3 or a range like 2..4") from None
+    if not ks or min(ks) < 1:
+        raise UsageError(f"--k '{value}' must name k >= 1")
+    return ks
+
+
+def check_model(option: str, spec: str) -> str:
+    try:
+        parse_spec(spec)
+    except UsageError as exc:
+        raise UsageError(f"{option}: {exc}") from None
+    return spec
+
+
+def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[str, tuple]) -> str:
+    """Validate templates, store catalogs and the run, then execute it and print its report."""
+    store = open_store(ctx)
+    for key in [k for k in config if k.endswith("_template")]:
+        load_template(config[key], prompts_dir(ctx))  # unknown / malformed templates fail before any call
+    catalog_ids = {}
+    for role, (name, kind, entries, source) in catalogs.items():
+        catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
+        config[f"{role}_catalog"] = catalog_ids[role]
+    run_id = store.create_run(pipeline, config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    for role, catalog_id in catalog_ids.items():
+        store.link_run_catalog(run_id, catalog_id, role)
+    click.echo(f"run {run_id}", err=True)
+    execute_and_report(ctx, pipeline, run_id, config.get("concurrency", 8))
+    return run_id
+
+
+def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurrency: int) -> None:
+    from skillweave.metrics import REPORTERS, resolve
+
+    store = open_store(ctx)
+    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    click.echo(
+        f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
+        f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
+        err=True,
+    )
+    reporter = resolve(REPORTERS, pipeline)
+    if reporter is not None:
+        report = reporter(store, store.get_run(run_id))
+        echo_table(report["table"], report["columns"])
+
+
+@click.group("run")
+def run_group() -> None:
+    """Run a generation or evaluation pipeline; everything lands in the store."""
+
+
+@run_group.command("skillmix")
+@click.option("--k", "k_value", default="2", show_default=True, help="Skills per combination: 2, 2,3 or 2..4.")
+@click.option("--n", default=5, show_default=True, type=click.IntRange(min=-1),
+              help="Combinations per k (-1 enumerates all C(N,k)).")
+@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Generation rounds per combination (same combinations; the best round counts).")
+@click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
+@click.option("--model", default="local", show_default=True, help="Student model spec: local, fake, openai:<m>, anthropic:<m>.")
+@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
+@click.option("--grading-samples", default=3, show_default=True, type=click.IntRange(min=1),
+              help="Judge samples per text; rubric items are decided by majority vote.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Combinations in flight at once.")
+@click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
+              help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, 44 skills).")
+@click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
+              help="topics.txt, one topic per line (default: bundled, 33 topics).")
+@click.option("--split", type=click.Choice(["all", "train", "heldout"]), default="all", show_default=True,
+              help="Use only the train or held-out part of the category split (Zhao et al.).")
+@click.option("--train-categories", default="literary,rhetorical", show_default=True,
+              help="Skill categories in the train split (comma-separated).")
+@click.option("--temperature", default=0.7, show_default=True, help="Student sampling temperature.")
+@click.option("--max-tokens", default=512, show_default=True, help="Student max new tokens per turn.")
+@click.option("--judge-template", default="skillmix/judge", show_default=True,
+              help="skillmix/judge (table) or skillmix/judge_points (point list).")
+@click.option("--filter-explicit-name", is_flag=True, help="Zero a skill's point when its name appears verbatim.")
+@click.option("--shorten", is_flag=True, help="Turn 1 also asks to shorten (the weaker-model variant).")
+@click.pass_context
+def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, concurrency, skills_file,
+                 topics_file, split, train_categories, temperature, max_tokens, judge_template,
+                 filter_explicit_name, shorten):
+    """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
+
+    \b
+    Example:
+      skillweave run skillmix --model local --k 2 --n 2 --rounds 1
+      skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
+    """
+    ks = parse_k(k_value)
+    check_model("--model", model)
+    check_model("--judge", judge or model)
+    skills = load_skills(skills_file) if skills_file else bundled_skills()
+    topics = load_lines(topics_file) if topics_file else bundled_topics()
+    if split != "all":
+        train, heldout = split_by_category(skills, {c.strip() for c in train_categories.split(",") if c.strip()})
+        skills = train if split == "train" else heldout
+        topics = split_topics(topics)[0 if split == "train" else 1]
+    if max(ks) > len(skills):
+        raise UsageError(f"--k {max(ks)} exceeds the {len(skills)} skills available")
+    config = {
+        "k": ks, "n": n, "rounds": rounds, "seed": seed, "model": model, "judge": judge or model,
+        "grading_samples": grading_samples, "concurrency": concurrency, "split": split,
+        "train_categories": train_categories, "temperature": temperature, "judge_temperature": 0.7,
+        "max_tokens": max_tokens, "student_template": "skillmix/student", "judge_template": judge_template,
+        "filter_explicit_name": filter_explicit_name, "shorten": shorten,
+    }
+    start_run(ctx, "skillmix", config, {
+        "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
+        "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),
+    })
+
+
+@click.command("resume")
+@click.argument("run_id")
+@click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
+@click.pass_context
+def resume(ctx, run_id, concurrency):
+    """Finish an interrupted run: finished threads are skipped, stored model replies are reused.
+
+    \b
+    Example:
+      skillweave resume skillmix-20261126-101500-ab12cd
+    """
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    pipeline_module(run["pipeline"])
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8))
+
+
+def register(root: click.Group) -> None:
+    root.add_command(run_group)
+    root.add_command(resume)

@@ -1,0 +1,186 @@
+"""Looking at what is in the store: runs, reports, model-call logs, items and their lineage."""
+
+from __future__ import annotations
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.errors import UsageError
+from skillweave.metrics import PLOTTERS, REPORTERS, resolve
+from skillweave.store import jload
+
+
+@click.group("runs")
+def runs_group() -> None:
+    """List and inspect runs."""
+
+
+@runs_group.command("list")
+@click.option("--limit", default=20, show_default=True, help="Newest runs to show.")
+@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@json_option
+@click.pass_context
+def runs_list(ctx, limit, pipeline, as_json):
+    """Recent runs, newest first.
+
+    \b
+    Example:
+      skillweave runs list --limit 5 --json
+    """
+    rows = open_store(ctx).list_runs(limit=limit, pipeline=pipeline)
+    if as_json:
+        echo_json([{**r, "config": jload(r["config"], {})} for r in rows])
+    else:
+        echo_table(rows, ["id", "pipeline", "status", "created_at", "finished_at"], empty="(no runs)")
+
+
+@runs_group.command("show")
+@click.argument("run_id")
+@json_option
+@click.pass_context
+def runs_show(ctx, run_id, as_json):
+    """One run: config, status, item counts by status.
+
+    \b
+    Example:
+      skillweave runs show latest
+    """
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    counts = {r["status"]: r["n"] for r in store.db.query(
+        "select status, count(*) n from items where run_id = ? group by status", [run["id"]])}
+    run = {**run, "items": counts, "catalogs": store.run_catalogs(run["id"])}
+    if as_json:
+        echo_json(run)
+    else:
+        for key in ("id", "pipeline", "status", "version", "created_at", "finished_at", "command", "error"):
+            click.echo(f"{key:12} {run.get(key) or ''}")
+        click.echo(f"{'items':12} {counts}")
+        click.echo(f"{'config':12} {run['config']}")
+
+
+@click.command("report")
+@click.argument("run_id")
+@click.option("--across-rounds", type=click.Choice(["max", "mean"]), default="max", show_default=True,
+              help="How generation rounds combine per combination.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Also draw a PNG.")
+@json_option
+@click.pass_context
+def report(ctx, run_id, across_rounds, plot_path, as_json):
+    """The metrics table of a run (mean ± standard error over combinations, per k for Skill-Mix).
+
+    \b
+    Example:
+      skillweave report latest
+      skillweave report latest --json --plot skillmix.png
+    """
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    reporter = resolve(REPORTERS, run["pipeline"])
+    if reporter is None:
+        raise UsageError(f"pipeline '{run['pipeline']}' has no report")
+    result = reporter(store, run, across_rounds=across_rounds)
+    if plot_path:
+        plotter = resolve(PLOTTERS, run["pipeline"])
+        if plotter is None:
+            raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
+        plotter(result, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    if as_json:
+        echo_json({k: v for k, v in result.items() if k not in ("columns", "table")})
+    else:
+        click.echo(f"{run['pipeline']} run {run['id']} ({run['status']})")
+        echo_table(result["table"], result["columns"], empty="(no graded items)")
+
+
+@click.command("logs")
+@click.option("-n", "--count", default=10, show_default=True, help="Number of calls to show.")
+@click.option("--run", "run_id", default=None, help="Only calls of this run.")
+@click.option("--errors", is_flag=True, help="Only failed calls.")
+@json_option
+@click.pass_context
+def logs(ctx, count, run_id, errors, as_json):
+    """Recent model calls with tokens, latency and errors.
+
+    \b
+    Example:
+      skillweave logs -n 5 --errors
+    """
+    store = open_store(ctx)
+    clauses, args = [], []
+    if run_id:
+        clauses.append("run_id = ?")
+        args.append(store.get_run(run_id)["id"])
+    if errors:
+        clauses.append("error is not null")
+    rows = list(store.db["llm_calls"].rows_where(" and ".join(clauses) or None, args,
+                                                 order_by="created_at desc", limit=count))
+    if as_json:
+        echo_json([{**r, "request": jload(r["request"]), "response": jload(r["response"])} for r in rows])
+        return
+    for r in rows:
+        r["reply"] = (jload(r["response"]) or [""])[0] if r["response"] else ""
+        r["tokens"] = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
+    echo_table(rows, ["created_at", "role", "provider", "model", "prompt_version", "tokens", "latency_ms",
+                      "error", "reply"], empty="(no model calls)")
+
+
+@click.group("items")
+def items_group() -> None:
+    """List items of a run and trace any item's lineage."""
+
+
+@items_group.command("list")
+@click.argument("run_id")
+@click.option("--status", default=None, help="Only items with this status (done, failed, pending, ...).")
+@json_option
+@click.pass_context
+def items_list(ctx, run_id, status, as_json):
+    """Items of a run.
+
+    \b
+    Example:
+      skillweave items list latest --status failed
+    """
+    store = open_store(ctx)
+    rows = list(store.items(store.get_run(run_id)["id"], status=status))
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["id", "kind", "combo_index", "round", "k", "status", "topic", "skills", "error"],
+                   empty="(no items)")
+
+
+@items_group.command("lineage")
+@click.argument("item_id")
+@json_option
+@click.pass_context
+def items_lineage(ctx, item_id, as_json):
+    """Everything that produced an item: run config, catalogs, prompt versions, calls, grades, reviews.
+
+    \b
+    Example:
+      skillweave items lineage 1be56989ac97e4b0ec31 --json
+    """
+    lineage = open_store(ctx).lineage(item_id)
+    if as_json:
+        echo_json(lineage)
+        return
+    item = lineage["item"]
+    click.echo(f"item {item['id']} ({item['kind']}, {item['status']}) of run {item['run_id']}")
+    click.echo(f"config: {lineage['run']['config']}")
+    click.echo(f"catalogs: {lineage['catalogs']}")
+    for p in lineage["prompt_versions"]:
+        click.echo(f"prompt {p['name']} {p['id']} ({p['source']})")
+    for c in lineage["llm_calls"]:
+        click.echo(f"call {c['id']} {c['role']} {c['provider']}:{c['model']} {c['prompt_version']} "
+                   f"{'error: ' + c['error'] if c['error'] else 'ok'}")
+    for g in lineage["grades"]:
+        click.echo(f"grade sample {g['sample_index']} by {g['judge']}: {g['points']} ({g['parse_status']})")
+    for r in lineage["reviews"]:
+        click.echo(f"review {r['decision']} by {r['reviewer']}: {r['reason']}")
+
+
+def register(root: click.Group) -> None:
+    for command in (runs_group, report, logs, items_group):
+        root.add_command(command)

@@ -1,0 +1,148 @@
+"""Runs a pipeline: one LangGraph thread per record, many in flight, checkpointed in the run's SQLite file.
+
+A thread whose checkpoint says it finished is skipped; one that stopped mid-way continues from its last
+checkpoint; one paused at an `interrupt` stays paused until a reviewer resumes it. Model replies already in
+the store are reused by `agents.llm`, so a resumed run never pays for the same call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import sys
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+import aiosqlite
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.types import Command
+
+from skillweave.agents.llm import RunContext
+from skillweave.errors import ConfigError
+from skillweave.graphs import PIPELINES
+from skillweave.store import Store
+
+
+@dataclass
+class RunSummary:
+    run_id: str
+    threads: int = 0
+    done: int = 0
+    failed: int = 0
+    paused: int = 0
+    skipped: int = 0
+    statuses: dict = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        if self.paused:
+            return "paused"
+        return "done"
+
+
+def pipeline_module(name: str):
+    if name not in PIPELINES:
+        raise ConfigError(f"unknown pipeline '{name}'; known: {', '.join(sorted(PIPELINES))}")
+    return importlib.import_module(PIPELINES[name])
+
+
+@asynccontextmanager
+async def checkpointer(store: Store):
+    """An async SQLite checkpointer on the store's own file (WAL, busy timeout).
+
+    Autocommit: each checkpoint write commits inside aiosqlite's worker thread, so no write lock is held
+    across an await while the store's own (synchronous) connection waits for it on the event loop.
+    """
+    conn = await aiosqlite.connect(store.path, timeout=30, isolation_level=None)
+    await conn.execute("PRAGMA busy_timeout = 30000")
+    saver = AsyncSqliteSaver(conn)
+    await saver.setup()
+    try:
+        yield saver
+    finally:
+        await conn.close()
+
+
+def thread_config(thread_id: str) -> dict:
+    return {"configurable": {"thread_id": thread_id}}
+
+
+async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_value=None) -> None:
+    config = thread_config(spec.thread_id)
+    snapshot = await graph.aget_state(config)
+    if resume_value is not None:
+        payload = Command(resume=resume_value)
+    elif snapshot.created_at is None:  # never started
+        payload = spec.input
+    elif snapshot.interrupts:
+        summary.paused += 1
+        return
+    elif not snapshot.next:  # finished before
+        summary.skipped += 1
+        _count(summary, snapshot.values.get("status"))
+        return
+    else:
+        payload = None  # continue from the last checkpoint
+    result = await graph.ainvoke(payload, config, context=ctx, durability="async")
+    if result.get("__interrupt__"):
+        summary.paused += 1
+    else:
+        _count(summary, result.get("status"))
+
+
+def _count(summary: RunSummary, status: str | None) -> None:
+    summary.statuses[status] = summary.statuses.get(status, 0) + 1
+    if status == "failed":
+        summary.failed += 1
+    else:
+        summary.done += 1
+
+
+async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
+                  only_threads: dict[str, object] | None = None) -> RunSummary:
+    """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review)."""
+    module = pipeline_module(pipeline)
+    specs = module.plan(ctx)
+    summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
+    if only_threads is not None:
+        specs = [s for s in specs if s.thread_id in only_threads]
+    semaphore = asyncio.Semaphore(max(1, concurrency))
+    bar = _progress(len(specs), pipeline, progress)
+
+    async with checkpointer(ctx.store) as saver:
+        graph = module.build_graph(checkpointer=saver)
+
+        async def one(spec):
+            async with semaphore:
+                await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id))
+            bar.update(1)
+
+        try:
+            await asyncio.gather(*(one(s) for s in specs))
+        finally:
+            bar.close()
+    return summary
+
+
+def _progress(total: int, label: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=label, unit="thread", disable=not enabled or not sys.stderr.isatty(), leave=False)
+
+
+def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
+                 concurrency: int = 8, progress: bool = True, only_threads: dict | None = None) -> RunSummary:
+    """Synchronous entry point used by the CLI and tests; records the run's final status."""
+    run = store.get_run(run_id)
+    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
+                     max_concurrency=max(concurrency, 1))
+    store.set_run_status(run_id, "running")
+    try:
+        summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
+                                      only_threads=only_threads))
+    except BaseException as exc:
+        store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                             error=f"{type(exc).__name__}: {exc}")
+        raise
+    store.set_run_status(run_id, summary.status)
+    return summary

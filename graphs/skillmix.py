@@ -1,0 +1,18 @@
+"""Skill-Mix: student turn 0 -> turn 1 -> judge; one thread per (combination, round)."""
+
+from langgraph.graph import END, START, StateGraph
+
+from skillweave.agents.llm import RunContext
+from skillweave.agents.skillmix import SkillMixState, grade, plan_threads, route_after_student, student_turn
+
+plan = plan_threads
+
+
+def build_graph(checkpointer=None):
+    graph = StateGraph(SkillMixState, context_schema=RunContext)
+    graph.add_node("student", student_turn)
+    graph.add_node("grade", grade)
+    graph.add_edge(START, "student")
+    graph.add_conditional_edges("student", route_after_student, {"grade": "grade", "__end__": END})
+    graph.add_edge("grade", END)
+    return graph.compile(checkpointer=checkpointer)

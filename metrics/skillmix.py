@@ -1,0 +1,225 @@
+"""Skill-Mix grading maths (METHODS §1.4-1.5): judge-reply parsers, length repair, the programmatic
+sentence override, and the metrics aggregated over grading samples, generation rounds and combinations.
+
+Score tensor P[G rounds, R grading samples, M combinations, k+3]. Per item a majority vote over R
+(numpy rint: an even-R tie rounds to 0); per generation the metrics below; across rounds the max (or
+mean) per combination, independently per metric; reported as mean ± SE (ddof=1) over combinations.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+_HONORIFICS = re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof)\. ")
+_SENTENCE_BREAK = re.compile(r"[.!?]['\"]* ['\"]*(?=[A-Z])")
+_NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
+
+HEADLINE = {
+    "all_points_earned_binary": "Ratio of Full Marks",
+    "all_skills_and_good_rest": "Ratio of All Skills",
+    "average_over_skills_filtered": "Skill Fraction",
+}
+
+
+def sentence_limit(k: int) -> int:
+    return max(1, k - 1)
+
+
+def sentence_limit_words(k: int) -> str:
+    n = sentence_limit(k)
+    word = _NUMBER_WORDS[n] if n < len(_NUMBER_WORDS) else str(n)
+    return f"{word} sentence" + ("" if n == 1 else "s")
+
+
+def count_sentences(text: str) -> int:
+    """The reference regex count: drop honorific periods, split at [.!?] + quotes + one space + quotes + A-Z."""
+    text = _HONORIFICS.sub(lambda m: m.group(1) + " ", text.strip())
+    return len(_SENTENCE_BREAK.split(text))
+
+
+def extract_answer(output: str, answer_marker: str = "answer:", explanation_marker: str = "explanation") -> str:
+    """Text after the last answer marker, cut at the first explanation marker (case-insensitive)."""
+    lower = output.lower()
+    start = lower.rfind(answer_marker)
+    text = output[start + len(answer_marker):] if start >= 0 else output
+    cut = text.lower().find(explanation_marker)
+    if cut >= 0:
+        text = text[:cut]
+    return text.strip()
+
+
+def parse_table(reply: str) -> tuple[list[float], float | None]:
+    """Markdown-table judge reply -> (points in row order, total). Header/separator lines are skipped."""
+    points, total = [], None
+    for line in reply.splitlines():
+        low = line.lower()
+        if "|" not in line or "--" in line or "criteria" in low:
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) < 2:
+            continue
+        value = re.sub(r"[^0-9./]", "", cells[1]).split("/")[0]
+        try:
+            number = float(value)
+        except ValueError:
+            continue
+        if "total" in cells[0].lower():
+            total = number
+        else:
+            points.append(number)
+    return points, total
+
+
+def parse_point_list(reply: str, marker: str = "points:") -> tuple[list[float], float | None]:
+    """Point-list judge reply: the number after each per-item marker; 'total grade' line is the total."""
+    points, total = [], None
+    for line in reply.splitlines():
+        low = line.lower()
+        if "total grade" in low:
+            m = re.search(r"total grade\s*:?\s*([0-9.]+)", low)
+            total = float(m.group(1).rstrip(".")) if m else None
+            continue
+        idx = low.find(marker)
+        if idx >= 0:
+            m = re.match(r"\s*([0-9]+(?:\.[0-9]+)?)", low[idx + len(marker):])
+            if m:
+                points.append(float(m.group(1)))
+    return points, total
+
+
+def repair_length(points: list[float], k: int) -> list[float]:
+    """Empty -> all zeros; longer than k+3 -> truncate; shorter -> pad with zeros."""
+    return (list(points) + [0.0] * (k + 3))[: k + 3]
+
+
+def grade_points(reply: str, k: int, text: str, *, variant: str = "table", skills: list[str] = (),
+                 filter_explicit_name: bool = False) -> tuple[list[float], str]:
+    """Parse one judge sample into the k+3 rubric points, with the mandatory sentence override.
+
+    Returns (points, parse_status) where status is 'ok', 'repaired' (wrong length) or 'empty'.
+    """
+    parsed, _ = parse_table(reply) if variant == "table" else parse_point_list(reply)
+    status = "ok" if len(parsed) == k + 3 else ("empty" if not parsed else "repaired")
+    points = repair_length(parsed, k)  # numerators as parsed (the reference keeps them unclipped)
+    points[k + 2] = 1.0 if count_sentences(text) <= sentence_limit(k) else 0.0
+    if filter_explicit_name:
+        lower = text.lower()
+        for i, name in enumerate(skills[:k]):
+            if name.split("(")[0].strip().lower() in lower:
+                points[i] = 0.0
+    return points, status
+
+
+def generation_metrics(points: np.ndarray, k: int) -> dict[str, np.ndarray]:
+    """Metrics for voted points of shape (..., k+3)."""
+    s = points[..., :k].sum(-1)
+    r = points[..., k:].sum(-1)
+    total = s + r
+    return {
+        "all_points_earned_binary": (total == k + 3).astype(float),
+        "all_skills_and_good_rest": ((s == k) & (r >= 2)).astype(float),
+        "average_over_skills_filtered": np.where(r == 3, s / k, 0.0),
+        "sum": total,
+        "average": total / (k + 3),
+        "rescaled_sum": (total / (k + 3)) ** (k + 3),
+        "split_skills_vs_rest_binary": ((s == k) & (r == 3)).astype(float),
+        "average_over_skills": s / k,
+        "sum_over_skills": s,
+        "sum_over_skills_filtered": np.where(r == 3, s, 0.0),
+    }
+
+
+def aggregate(P: np.ndarray, k: int, across_rounds: str = "max") -> dict[str, dict[str, float]]:
+    """P[G, R, M, k+3] -> {metric: {mean, se, n}} over M combinations."""
+    if P.ndim != 4 or P.shape[-1] != k + 3:
+        raise ValueError(f"expected P of shape (G, R, M, {k + 3}), got {P.shape}")
+    voted = np.rint(P.mean(axis=1))  # (G, M, k+3); numpy rint rounds half to even
+    per_generation = generation_metrics(voted, k)  # each (G, M)
+    out = {}
+    for name, values in per_generation.items():
+        per_combo = values.max(axis=0) if across_rounds == "max" else values.mean(axis=0)
+        m = per_combo.shape[0]
+        se = float(per_combo.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan")
+        out[name] = {"mean": float(per_combo.mean()), "se": se, "n": m}
+    return out
+
+
+def aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
+                      across_rounds: str = "max") -> dict[str, dict[str, float]]:
+    """Ragged form of `aggregate`: records of (combination, round, samples[R][k+3]) for one k.
+
+    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has.
+    """
+    by_combo: dict[int, list[dict[str, float]]] = {}
+    for combo, _round, samples in records:
+        if not samples:
+            continue
+        voted = np.rint(np.asarray(samples, dtype=float).mean(axis=0))
+        by_combo.setdefault(combo, []).append({k_: float(v) for k_, v in generation_metrics(voted, k).items()})
+    out = {}
+    for name in generation_metrics(np.zeros(k + 3), k):
+        per_combo = np.array([
+            (max if across_rounds == "max" else lambda xs: sum(xs) / len(xs))([g[name] for g in gens])
+            for gens in by_combo.values()
+        ])
+        m = len(per_combo)
+        out[name] = {
+            "mean": float(per_combo.mean()) if m else float("nan"),
+            "se": float(per_combo.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan"),
+            "n": m,
+        }
+    return out
+
+
+def run_report(store, run: dict, across_rounds: str = "max") -> dict:
+    """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
+    per_k: dict[int, list] = {}
+    failed: dict[int, int] = {}
+    for item in store.items(run["id"], kind=KIND_PREFIX):
+        if item["status"] != "done":
+            failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
+            continue
+        samples = [g["points"] for g in store.grades(item["id"])]
+        per_k.setdefault(item["k"], []).append((item["combo_index"], item["round"], samples))
+    by_k = {k: aggregate_records(records, k, across_rounds) for k, records in sorted(per_k.items())}
+    rows = []
+    for k, metrics in by_k.items():
+        row = {"k": k, "combinations": metrics["all_points_earned_binary"]["n"], "failed items": failed.get(k, 0)}
+        for key, label in HEADLINE.items():
+            row[label] = f"{metrics[key]['mean']:.3f} ± {metrics[key]['se']:.3f}"
+        rows.append(row)
+    return {
+        "run_id": run["id"], "pipeline": run["pipeline"], "across_rounds": across_rounds,
+        "columns": ["k", "combinations", *HEADLINE.values(), "failed items"], "table": rows,
+        "metrics": {str(k): {HEADLINE.get(n, n): v for n, v in m.items()} for k, m in by_k.items()},
+        "failed_items": {str(k): v for k, v in failed.items()},
+    }
+
+
+def plot_report(report: dict, path: str) -> None:
+    """Headline metrics (mean ± SE) against k."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ks = sorted(int(k) for k in report["metrics"])
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for label in HEADLINE.values():
+        means = [report["metrics"][str(k)][label]["mean"] for k in ks]
+        ses = [np.nan_to_num(report["metrics"][str(k)][label]["se"]) for k in ks]
+        ax.errorbar(ks, means, yerr=ses, marker="o", capsize=3, label=label)
+    ax.set_xlabel("k (skills per combination)")
+    ax.set_ylabel("score")
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_xticks(ks)
+    ax.set_title(f"Skill-Mix: {report['run_id']}")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+KIND_PREFIX = "skillmix.text"
