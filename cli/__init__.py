@@ -27,6 +27,7 @@ COMMAND_MODULES: list[str] = [
     "run",
     "runs",
     "prompts",
+    "review",
     "select",
 ]
 

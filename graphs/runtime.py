@@ -104,7 +104,9 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
     module = pipeline_module(pipeline)
     specs = module.plan(ctx)
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
+    others = []
     if only_threads is not None:
+        others = [s for s in specs if s.thread_id not in only_threads]
         specs = [s for s in specs if s.thread_id in only_threads]
     semaphore = asyncio.Semaphore(max(1, concurrency))
     bar = _progress(len(specs), pipeline, progress)
@@ -121,7 +123,23 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
             await asyncio.gather(*(one(s) for s in specs))
         finally:
             bar.close()
+        for spec in others:  # a partial resume still reports threads paused elsewhere in the run
+            if (await graph.aget_state(thread_config(spec.thread_id))).interrupts:
+                summary.paused += 1
     return summary
+
+
+async def paused_threads(pipeline: str, ctx: RunContext) -> list[tuple[str, list]]:
+    """(thread id, interrupt values) for every thread of a run that waits for a reviewer."""
+    module = pipeline_module(pipeline)
+    out = []
+    async with checkpointer(ctx.store) as saver:
+        graph = module.build_graph(checkpointer=saver)
+        for spec in module.plan(ctx):
+            snapshot = await graph.aget_state(thread_config(spec.thread_id))
+            if snapshot.interrupts:
+                out.append((spec.thread_id, [i.value for i in snapshot.interrupts]))
+    return out
 
 
 def _progress(total: int, label: str, enabled: bool):
