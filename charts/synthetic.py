@@ -14,7 +14,8 @@ Design choices
   them), so tests and reports can recompute and break down by skill.
 - Metadata: `category` is the subject whose vocabulary named the axes; `year` is a sampled placeholder in
   20..23 (kept only so the official breakdowns work), `qa_source` is 4 = synthetic.
-- A figure's draw depends only on (seed, index), so figure i is identical whatever n is. Backend: Agg.
+- A figure's draw depends only on (seed, index), so figure i is identical whatever n is. Figures are
+  `matplotlib.figure.Figure` objects on an Agg canvas (no pyplot state).
 """
 
 from __future__ import annotations
@@ -24,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from skillweave.charts.charxiv import NOT_APPLICABLE, write_release  # noqa: E402
+from skillweave.charts.charxiv import NOT_APPLICABLE, write_release
 
 VOCAB: dict[str, dict[str, list[str]]] = {
     "cs": {"titles": ["Training curves", "Scaling study", "Ablation", "Throughput", "Validation accuracy"],
@@ -432,13 +431,14 @@ def reasoning_candidates(panel: Panel, rng: np.random.Generator) -> list[dict]:
 
 # ---- one chart and a whole set ----------------------------------------------------------------------
 def build_chart(seed: int, index: int) -> SyntheticChart:
-    """Sample, draw and question one chart; the figure stays open (close it with plt.close)."""
+    """Sample, draw and question one chart (an Agg `Figure`, outside pyplot's registry)."""
     rng = np.random.default_rng([seed, index])
     subject = str(rng.choice(list(VOCAB)))
     layouts, weights = zip(*LAYOUTS, strict=True)
     rows, cols = layouts[int(rng.choice(len(layouts), p=np.array(weights) / sum(weights)))]
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False,
-                             layout="constrained")
+    fig = Figure(figsize=(4.2 * cols, 3.3 * rows), layout="constrained")
+    FigureCanvasAgg(fig)  # Agg directly: no pyplot registry, nothing to close, safe in worker threads
+    axes = fig.subplots(rows, cols, squeeze=False)
     cells = [(r, c) for r in range(rows) for c in range(cols)]
     if len(cells) >= 6 and rng.random() < 0.5:  # an empty cell: layout and subplot count then differ
         fig.delaxes(axes[rows - 1][cols - 1])
@@ -482,10 +482,7 @@ def generate_synthetic_set(out: str | Path, n: int = 20, *, seed: int = 0, split
     metadata, descriptive, reasoning = {}, {}, {}
     for index in range(n):
         chart = build_chart(seed, index)
-        try:
-            chart.fig.savefig(out / "images" / f"{chart.figure_id}.jpg", dpi=dpi, pil_kwargs={"quality": 90})
-        finally:
-            plt.close(chart.fig)
+        chart.fig.savefig(out / "images" / f"{chart.figure_id}.jpg", dpi=dpi, pil_kwargs={"quality": 90})
         metadata[chart.figure_id] = chart.metadata
         descriptive[chart.figure_id] = chart.descriptive
         if chart.reasoning:
