@@ -2,4 +2,5 @@
 
 PIPELINES: dict[str, str] = {
     "skillmix": "skillweave.graphs.skillmix",
+    "conceptmix": "skillweave.graphs.conceptmix",
 }

@@ -5,9 +5,11 @@ import importlib
 
 REPORTERS: dict[str, str] = {
     "skillmix": "skillweave.metrics.skillmix:run_report",
+    "conceptmix": "skillweave.metrics.conceptmix:run_report",
 }
 PLOTTERS: dict[str, str] = {
     "skillmix": "skillweave.metrics.skillmix:plot_report",
+    "conceptmix": "skillweave.metrics.conceptmix:plot_report",
 }
 
 

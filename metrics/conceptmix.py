@@ -118,3 +118,58 @@ def plot_scores(series: dict[str, dict], path: str | Path) -> Path:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+# ---- store reports ------------------------------------------------------------------------------------
+def graded_records(store, run_id: str) -> list[dict]:
+    """One metrics record per graded prompt of a run (grades come from the store, errors count as 0)."""
+    from skillweave.agents.conceptmix import KIND
+
+    records = []
+    for item in store.items(run_id, kind=KIND, status="done"):
+        categories = item["payload"].get("categories") or []
+        questions = item["payload"].get("questions") or []
+        aligned = len(categories) == len(questions)
+        grades = {g["sample_index"]: g for g in store.grades(item["id"])}
+        rows = []
+        for i, q in enumerate(questions):
+            if not q.strip() or i not in grades:
+                continue
+            g = grades[i]
+            rows.append({"category": categories[i] if aligned else "unaligned", "answer": int(g["score"] or 0),
+                         "error": g["parse_status"] == "error"})
+        records.append({"k": item["k"], "item_id": item["id"], "questions": rows})
+    return records
+
+
+def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -> dict:
+    """The ConceptMix report of a run: the per-k table plus JSON fields (scores, categories, failures)."""
+    from skillweave.agents.conceptmix import KIND
+
+    scores = conceptmix_scores(graded_records(store, run["id"]), breakdown_k=breakdown_k)
+    failed: dict[int, int] = defaultdict(int)
+    for item in store.items(run["id"], kind=KIND, status="failed"):
+        failed[item["k"]] += 1
+    events = store.db.execute(
+        "select stage, status, count(*) from events where run_id = ? and status in ('fallback', 'resample') "
+        "group by stage, status", [run["id"]]).fetchall()
+    table = scores_table(scores)
+    for row in table:
+        row["failed_items"] = failed.get(row["k"], 0)
+    for k in sorted(set(failed) - set(scores["per_k"])):
+        table.append({"k": k, "images": 0, "score": "-", "concept_acc": "-", "questions": 0, "grading_errors": 0,
+                      "failed_items": failed[k]})
+    return {
+        "columns": ["k", "images", "score", "concept_acc", "questions", "grading_errors", "failed_items"],
+        "table": sorted(table, key=lambda r: r["k"]),
+        "category_columns": ["category", "question_acc", "questions", "images_all_correct", "images"],
+        "category_table": category_table(scores),
+        "scores": scores,
+        "failed_items": dict(failed),
+        "fallbacks_and_resamples": {f"{stage}.{status}": n for stage, status, n in events},
+        "label": f"{run['config'].get('image_model')} / {run['config'].get('grader')}",
+    }
+
+
+def plot_report(report: dict, path: str | Path) -> Path:
+    return plot_scores({report.get("label") or "run": report["scores"]}, path)

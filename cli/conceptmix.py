@@ -1,0 +1,333 @@
+"""ConceptMix commands: `run conceptmix`, `import conceptmix`, and the `conceptmix` group (sample, catalog,
+evaluate, report, export)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import click
+
+from skillweave.agents.conceptmix import KIND
+from skillweave.agents.images import IMAGE_SPECS, image_backend, image_folder
+from skillweave.catalog.conceptmix import (
+    config_from_concepts,
+    describe_concept,
+    load_concept_catalog,
+    load_sentence_file,
+    sample_record,
+)
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.errors import UsageError
+
+GRADER_HELP = "VLM grader: openai:<vision model>, anthropic:<model>, or fake (always answers Yes; dry runs only)."
+
+
+def _check_specs(model: str | None, image_model: str, grader: str) -> None:
+    from skillweave.cli.run import check_model
+
+    if model is not None:
+        check_model("--model", model)
+    check_model("--grader", grader)
+    image_backend(image_model)  # unknown spec, missing diffusers or a missing folder fail before any call
+
+
+def _catalog_option(f):
+    return click.option("--concepts", "concepts_dir", type=click.Path(file_okay=False), default=None,
+                        help="Folder of category files (e.g. the official config/); default: the bundled catalog.")(f)
+
+
+def _execute(ctx: click.Context, run_id: str, concurrency: int) -> None:
+    from skillweave.cli.run import execute_and_report
+
+    execute_and_report(ctx, "conceptmix", run_id, concurrency)
+    click.echo(f"details: skillweave conceptmix report {run_id}", err=True)
+
+
+def _grading_options(f):
+    for option in reversed([
+        click.option("--image-model", default="render", show_default=True,
+                     help=f"Text-to-image backend: {IMAGE_SPECS}."),
+        click.option("--grader", required=True, help=GRADER_HELP),
+        click.option("--grader-max-tokens", default=1, show_default=True, type=click.IntRange(min=1),
+                     help="Reply length for the grader (the paper uses 1: Yes or No)."),
+        click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1),
+                     help="Prompts in flight at once."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.command("conceptmix")
+@click.option("--k", "k_value", default="1..3", show_default=True, help="Difficulty: concepts beyond the base "
+              "object; 1, 1,3 or 1..7.")
+@click.option("--n", default=4, show_default=True, type=click.IntRange(min=1), help="Prompts per k.")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed (each record hashes it with k and index).")
+@click.option("--model", default="local", show_default=True,
+              help="Model for refine/caption/verify/questions: local, fake, openai:<m>, anthropic:<m>.")
+@_grading_options
+@click.option("--refine", "refine_mode", type=click.Choice(["auto", "llm", "rule"]), default="auto",
+              show_default=True, help="Complete configurations with the LLM (auto: fall back to rules, recorded).")
+@click.option("--questions", "questions_mode", type=click.Choice(["auto", "llm", "template"]), default="auto",
+              show_default=True, help="Write questions with the LLM (auto: fall back to catalog templates, recorded).")
+@click.option("--max-resamples", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Resamples of a record after conflicts before it is marked failed.")
+@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Extra tries of an LLM step whose reply does not parse.")
+@click.option("--p-extra-object", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that each of the k slots is another object.")
+@click.option("--max-style", default=1, show_default=True, type=click.IntRange(min=0), help="Styles per prompt, at most.")
+@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the LLM steps.")
+@click.option("--max-tokens", default=400, show_default=True, help="Max new tokens per LLM step.")
+@_catalog_option
+@click.pass_context
+def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max_tokens, concurrency, refine_mode,
+                   questions_mode, max_resamples, parse_retries, p_extra_object, max_style, temperature, max_tokens,
+                   concepts_dir):
+    """ConceptMix: sample k+1 concepts, write a prompt and questions, make an image, grade it with a VLM.
+
+    \b
+    Example (offline):
+      skillweave run conceptmix --k 1..3 --n 4 --model local --image-model render --grader fake
+      skillweave run conceptmix --k 1..7 --n 300 --model openai:gpt-4o \\
+          --image-model openai-images:dall-e-3 --grader openai:gpt-4o
+    """
+    from skillweave.cli.run import parse_k, start_run
+
+    ks = parse_k(k_value)
+    _check_specs(model, image_model, grader)
+    catalog = load_concept_catalog(concepts_dir)
+    config = {
+        "source": "generate", "k": ks, "n": n, "seed": seed, "model": model, "image_model": image_model,
+        "grader": grader, "grader_max_tokens": grader_max_tokens, "concurrency": concurrency, "refine": refine_mode,
+        "questions": questions_mode, "max_resamples": max_resamples, "parse_retries": parse_retries,
+        "p_extra_object": p_extra_object, "max_style": max_style, "temperature": temperature,
+        "max_tokens": max_tokens,
+    }
+    source = concepts_dir or "bundled"
+    start_run(ctx, "conceptmix", config, {"concepts": (source, "concepts", catalog.to_entries(), source)})
+
+
+def _create_prompt_run(ctx: click.Context, config: dict, prompts: list[dict]) -> str:
+    """A run whose items are ready prompts (imported or copied); the graph enters at the image step."""
+    store = open_store(ctx)
+    catalog = load_concept_catalog()
+    config["concepts_catalog"] = store.save_catalog("bundled", "concepts", catalog.to_entries(), source="bundled")
+    run_id = store.create_run("conceptmix", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    store.link_run_catalog(run_id, config["concepts_catalog"], "concepts")
+    for index, p in enumerate(prompts):
+        store.ensure_item(run_id, KIND, index, 0, k=p["k"], skills=p["skills"], status="prompted",
+                          payload={key: v for key, v in p.items() if key not in ("k",)})
+    click.echo(f"run {run_id}: {len(prompts)} prompts", err=True)
+    return run_id
+
+
+@click.command("conceptmix")
+@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
+@_grading_options
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N prompts of each file.")
+@click.option("--no-run", is_flag=True, help="Only import; run later with `skillweave resume RUN_ID`.")
+@click.pass_context
+def import_conceptmix(ctx, files, image_model, grader, grader_max_tokens, concurrency, limit, no_run):
+    """Import official prompt sets (`{N}_sentences_k={k}.json`), then make and grade an image per prompt.
+
+    A sibling `{N}_refined_config_k={k}.json` is read when present (the render backend draws it); empty
+    questions in the file are kept in place and skipped when grading.
+
+    \b
+    Example:
+      skillweave import conceptmix sentence_collection/300_sentences_k=1.json --limit 20 \\
+          --image-model render --grader fake
+    """
+    _check_specs(None, image_model, grader)
+    prompts = []
+    for file in files:
+        k, records = load_sentence_file(file)
+        for r in records[:limit]:
+            concepts, fallback_config = config_from_concepts(r["categories"], r["skills"])
+            prompts.append({"k": k, "index": r["index"], "file": Path(file).name, "sentence": r["sentence"],
+                            "categories": r["categories"], "skills": r["skills"], "questions": r["question"],
+                            "concepts": concepts, "refined_config": r.get("config") or fallback_config,
+                            "config_source": "file" if r.get("config") else "rebuilt", "questions_source": "file"})
+    config = {"source": "import", "files": [str(f) for f in files], "image_model": image_model, "grader": grader,
+              "grader_max_tokens": grader_max_tokens, "concurrency": concurrency}
+    run_id = _create_prompt_run(ctx, config, prompts)
+    if not no_run:
+        _execute(ctx, run_id, concurrency)
+
+
+@click.group("conceptmix")
+def conceptmix_group() -> None:
+    """ConceptMix helpers: inspect the catalog and sampler, re-grade prompt sets, reports, export."""
+
+
+@conceptmix_group.command("sample")
+@click.option("--k", "k_value", default="1..3", show_default=True, help="Difficulty: 1, 1,3 or 1..7.")
+@click.option("--n", default=3, show_default=True, type=click.IntRange(min=1), help="Samples per k.")
+@click.option("--seed", default=0, show_default=True, help="Sampling seed (same as `run conceptmix --seed`).")
+@click.option("--p-extra-object", default=0.25, show_default=True, type=click.FloatRange(0, 1),
+              help="Probability that each of the k slots is another object.")
+@_catalog_option
+@json_option
+def sample_command(k_value, n, seed, p_extra_object, concepts_dir, as_json):
+    """Show the concept sets the sampler draws (no model involved); identical to a run's attempt 0.
+
+    \b
+    Example:
+      skillweave conceptmix sample --k 1..3 --n 2 --seed 0
+    """
+    from skillweave.cli.run import parse_k
+
+    catalog = load_concept_catalog(concepts_dir)
+    rows, index = [], 0
+    for k in parse_k(k_value):
+        for _ in range(n):
+            s = sample_record(catalog, k, seed, index, 0, p_extra_object=p_extra_object)
+            rows.append({"index": index, "k": k, "categories": s.categories, "skills": s.skills, "config": s.config,
+                         "properties": [describe_concept(catalog, c, s.config) for c in s.concepts]})
+            index += 1
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table([{**r, "concepts": "; ".join(f"{c}={v}" for c, v in zip(r["categories"], r["skills"],
+                                                                           strict=True))} for r in rows],
+                   ["index", "k", "concepts"])
+
+
+@conceptmix_group.command("catalog")
+@_catalog_option
+@json_option
+def catalog_command(concepts_dir, as_json):
+    """List the concept categories, their templates and values (bundled, or an official config/ folder).
+
+    \b
+    Example:
+      skillweave conceptmix catalog
+      skillweave conceptmix catalog --concepts conceptmix/config --json
+    """
+    catalog = load_concept_catalog(concepts_dir)
+    rows = [{"category": c.name, "values": len(c.values), "description": c.description,
+             "question": c.question_template(), "examples": ", ".join(list(c.values)[:6])}
+            for c in catalog.categories.values()]
+    if as_json:
+        echo_json([{**r, "values": dict(catalog.categories[r["category"]].values)} for r in rows])
+    else:
+        echo_table(rows, ["category", "values", "description", "examples"])
+
+
+@conceptmix_group.command("evaluate")
+@click.argument("source_run")
+@_grading_options
+@click.pass_context
+def evaluate_command(ctx, source_run, image_model, grader, grader_max_tokens, concurrency):
+    """Make and grade new images for the prompts of an earlier run (compare image models on one prompt set).
+
+    \b
+    Example:
+      skillweave conceptmix evaluate latest --image-model openai-images:gpt-image-1 --grader openai:gpt-4o
+    """
+    _check_specs(None, image_model, grader)
+    store = open_store(ctx)
+    source = store.get_run(source_run)
+    keep = ("index", "file", "sentence", "categories", "skills", "questions", "concepts", "refined_config",
+            "config", "config_source", "questions_source")
+    prompts = [{"k": it["k"], **{key: it["payload"][key] for key in keep if key in it["payload"]}}
+               for it in store.items(source["id"], kind=KIND) if it["payload"].get("questions")]
+    if not prompts:
+        raise UsageError(f"run '{source['id']}' has no finished prompts to evaluate")
+    config = {"source": "run", "source_run": source["id"], "image_model": image_model, "grader": grader,
+              "grader_max_tokens": grader_max_tokens, "concurrency": concurrency}
+    run_id = _create_prompt_run(ctx, config, prompts)
+    _execute(ctx, run_id, concurrency)
+
+
+@conceptmix_group.command("report")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--breakdown-k", default=1, show_default=True, type=click.IntRange(min=0),
+              help="k of the per-category breakdown (0: all k pooled).")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Draw the score against k (one line per run) to this PNG.")
+@json_option
+@click.pass_context
+def report_command(ctx, run_ids, breakdown_k, plot_path, as_json):
+    """ConceptMix score (all questions yes) per k with 95% CI, concept accuracy, and the category breakdown.
+
+    \b
+    Example:
+      skillweave conceptmix report latest --plot conceptmix.png
+    """
+    from skillweave.metrics.conceptmix import plot_scores, run_report
+
+    store = open_store(ctx)
+    reports = []
+    for run_id in run_ids:
+        run = store.get_run(run_id)
+        if run["pipeline"] != "conceptmix":
+            raise UsageError(f"run '{run['id']}' is a {run['pipeline']} run, not conceptmix")
+        reports.append((run, run_report(store, run, breakdown_k=breakdown_k or None)))
+    if plot_path:
+        plot_scores({f"{r['id']} ({rep['label']})": rep["scores"] for r, rep in reports}, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    if as_json:
+        echo_json([{"run": r["id"], **{k: v for k, v in rep.items() if "columns" not in k}} for r, rep in reports])
+        return
+    for run, rep in reports:
+        click.echo(f"conceptmix run {run['id']} ({run['status']}): {rep['label']}")
+        echo_table(rep["table"], rep["columns"], empty="(no graded prompts)")
+        click.echo(f"\nby category (k={breakdown_k or 'all'}):")
+        echo_table(rep["category_table"], rep["category_columns"], empty="(none)")
+        if rep["fallbacks_and_resamples"]:
+            click.echo("\nfallbacks/resamples: " + ", ".join(f"{k} {v}" for k, v in
+                                                              rep["fallbacks_and_resamples"].items()))
+        click.echo(f"images: {image_folder(store.path)}")
+
+
+@conceptmix_group.command("export")
+@click.argument("run_id")
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.pass_context
+def export_command(ctx, run_id, out_dir):
+    """Write a run's prompts in the official layout: `{N}_sentences_k={k}.json` and `{N}_refined_config_k={k}.json`.
+
+    \b
+    Example:
+      skillweave conceptmix export latest prompts/
+    """
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    by_k: dict[int, list[dict]] = defaultdict(list)
+    for it in store.items(run["id"], kind=KIND):
+        if it["payload"].get("questions"):
+            by_k[it["k"]].append(it)
+    if not by_k:
+        raise UsageError(f"run '{run['id']}' has no finished prompts to export")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for k, items in sorted(by_k.items()):
+        sentences, configs = [], []
+        for i, it in enumerate(items, start=1):
+            p = it["payload"]
+            sentences.append({"index": i, "sentence": p["sentence"], "categories": p["categories"],
+                              "skills": it["skills"], "question": p["questions"]})
+            configs.append({**(p.get("refined_config") or p.get("config") or {}), "index": i})
+        n = len(items)
+        (out / f"{n}_sentences_k={k}.json").write_text(json.dumps(sentences, indent=2, ensure_ascii=False))
+        (out / f"{n}_refined_config_k={k}.json").write_text(json.dumps(configs, indent=2, ensure_ascii=False))
+        click.echo(f"wrote {out / f'{n}_sentences_k={k}.json'}", err=True)
+
+
+def register(root: click.Group) -> None:
+    run_group = root.commands.get("run")
+    if run_group is None:
+        run_group = click.Group("run", help="Run a generation or evaluation pipeline.")
+        root.add_command(run_group)
+    run_group.add_command(run_conceptmix)
+    import_group = root.commands.get("import")
+    if import_group is None:
+        import_group = click.Group("import", help="Import official data files into the store.")
+        root.add_command(import_group)
+    import_group.add_command(import_conceptmix)
+    root.add_command(conceptmix_group)
