@@ -1,0 +1,166 @@
+"""`skillweave topic-model ...`, `skillweave unlearn` and `skillweave export-forget`: lineage-driven unlearning."""
+
+from __future__ import annotations
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+
+SELECTOR_HELP = ("Store records to forget: run:<id|latest>, skill:<name>, template:<version or name>, "
+                 "item:<id>[,<id>...]. Repeat to take the union; derived items (parent_id) follow their sources.")
+
+
+@click.group("topic-model")
+def topic_model() -> None:
+    """Anchor-word topic models trained on store text (the models `skillweave unlearn` edits)."""
+
+
+@topic_model.command("train")
+@click.option("--topics", "n_topics", type=click.IntRange(2, 200), default=5, show_default=True,
+              help="Number of topics r (= anchor words).")
+@click.option("--vocab", "vocab_size", type=click.IntRange(2, 5000), default=500, show_default=True,
+              help="Keep this many most document-frequent words.")
+@click.option("--min-df", type=click.IntRange(1), default=2, show_default=True,
+              help="A word must appear in at least this many items.")
+@click.option("--anchor-min-docs", type=click.IntRange(1), default=2, show_default=True,
+              help="Only words in at least this many items may become anchors.")
+@click.option("--items", "selectors", multiple=True,
+              help="Train only on these items (same selector syntax as unlearn --forget); default: all items.")
+@click.option("--name", default="store", show_default=True, help="Model family name; versions count up from 1.")
+@json_option
+@click.pass_context
+def train(ctx, n_topics, vocab_size, min_df, anchor_min_docs, selectors, name, as_json) -> None:
+    """Train a topic model on the generated text in the store and save it as version 1."""
+    from skillweave.trainers.unlearning.lineage import train_store_model
+    from skillweave.trainers.unlearning.topic_model import TopicModelConfig
+
+    config = TopicModelConfig(n_topics=n_topics, anchor_min_docs=anchor_min_docs)
+    summary = train_store_model(open_store(ctx), config, selectors=list(selectors) or None, vocab_size=vocab_size,
+                                min_df=min_df, name=name)
+    _print_model(summary, as_json)
+
+
+@topic_model.command("list")
+@json_option
+@click.pass_context
+def list_cmd(ctx, as_json) -> None:
+    """List topic model versions (unlearned versions point at their parent and request)."""
+    from skillweave.trainers.unlearning.lineage import list_models
+
+    rows = list_models(open_store(ctx))
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["id", "name", "version", "parent_id", "request_id", "n_docs", "n_words", "anchors"],
+                   empty="(no topic models; run `skillweave topic-model train`)")
+
+
+@topic_model.command("show")
+@click.argument("model_id", default="latest")
+@json_option
+@click.pass_context
+def show(ctx, model_id, as_json) -> None:
+    """Show a model version: anchors and the top words of each topic (MODEL_ID or 'latest')."""
+    from skillweave.trainers.unlearning.lineage import model_summary
+
+    _print_model(model_summary(open_store(ctx), model_id), as_json)
+
+
+@topic_model.command("requests")
+@json_option
+@click.pass_context
+def requests(ctx, as_json) -> None:
+    """List recorded unlearning requests with their forget-set sizes and noise."""
+    from skillweave.trainers.unlearning.lineage import list_requests
+
+    rows = list_requests(open_store(ctx))
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["id", "model_id", "new_model_id", "selectors", "n_forget", "n_forget_in_model", "sigma",
+                          "created_at"], empty="(no unlearning requests)")
+
+
+def _print_model(summary: dict, as_json: bool) -> None:
+    if as_json:
+        echo_json(summary)
+        return
+    click.echo(f"model {summary['id']}  {summary['name']} v{summary['version']}  docs={summary['n_docs']} "
+               f"words={summary['n_words']} topics={summary['n_topics']}")
+    if summary.get("parent_id"):
+        click.echo(f"unlearned from {summary['parent_id']} by request {summary['request_id']}")
+    for k, (anchor, words) in enumerate(zip(summary["anchors"], summary["top_words"], strict=True)):
+        click.echo(f"  topic {k}: anchor={anchor}  top: {' '.join(map(str, words))}")
+
+
+@click.command("unlearn")
+@click.option("--forget", "selectors", multiple=True, required=True, help=SELECTOR_HELP)
+@click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to unlearn from.")
+@click.option("--epsilon", type=float, default=1.0, show_default=True, help="Privacy epsilon.")
+@click.option("--delta", type=float, default=1e-5, show_default=True, help="Privacy delta.")
+@click.option("--sensitivity", type=float, default=None,
+              help="Sensitivity bound Delta; default: the documented bound 2 m_U/(m-m_U) * r/p.")
+@click.option("--capacity", type=click.IntRange(0), default=0, show_default=True,
+              help="Declared deletion capacity m_U for noise calibration (0 = forget-set size).")
+@click.option("--noiseless", is_flag=True, help="Release without noise (testing only: no privacy guarantee).")
+@click.option("--newton-only", is_flag=True, help="One Newton step per word, then project (cheaper, approximate).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Gaussian noise.")
+@click.option("--dry-run", is_flag=True, help="Only resolve and print the forget set.")
+@json_option
+@click.pass_context
+def unlearn(ctx, selectors, model_id, epsilon, delta, sensitivity, capacity, noiseless, newton_only, seed, dry_run,
+            as_json) -> None:
+    """Forget store records from a topic model: the forget set is built through lineage, the model is
+    downdated (cost independent of the retained data), and the request, forget set and new version recorded.
+
+    \b
+    Example:
+      skillweave topic-model train --topics 5
+      skillweave unlearn --forget skill:irony --forget item:3f2a...
+    """
+    from skillweave.trainers.unlearning.lineage import unlearn_store
+    from skillweave.trainers.unlearning.unlearn import UnlearnConfig
+
+    config = UnlearnConfig(epsilon=epsilon, delta=delta, sensitivity=sensitivity, capacity=capacity,
+                           noiseless=noiseless, newton_only=newton_only, seed=seed)
+    report = unlearn_store(open_store(ctx), list(selectors), model_id=model_id, config=config, dry_run=dry_run)
+    if as_json:
+        echo_json(report)
+        return
+    click.echo(f"forget set: {report['forget_items']} items ({report['forget_items_in_model']} in model "
+               f"{report['model_id']})")
+    if dry_run:
+        for item_id in report["items"]:
+            click.echo(f"  {item_id}")
+        return
+    s = report["stats"]
+    click.echo(f"new model {report['new_model_id']} (request {report['request_id']}): retained docs "
+               f"{s['retained_docs']}, anchors in forget set {s['anchors_in_forget']}, anchors lost "
+               f"{s['anchors_lost']}, Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}, "
+               f"sigma {report['sigma']:.4g}, {s['seconds'] * 1000:.1f} ms")
+
+
+@click.command("export-forget")
+@click.option("--forget", "selectors", multiple=True, required=True, help=SELECTOR_HELP)
+@click.option("--retain", "retain_selectors", multiple=True,
+              help="Restrict the retain set to these records (default: every other item with text).")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Folder for forget.jsonl and retain.jsonl.")
+@json_option
+@click.pass_context
+def export_forget_cmd(ctx, selectors, retain_selectors, out_dir, as_json) -> None:
+    """Write forget/retain question-answer sets (OpenUnlearning's QA shape) for LLM unlearning tools."""
+    from skillweave.trainers.unlearning.lineage import export_forget
+
+    report = export_forget(open_store(ctx), list(selectors), out_dir, retain_selectors=list(retain_selectors) or None)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(f"wrote {report['forget']} forget and {report['retain']} retain records to {report['out_dir']} "
+                   f"({report['skipped_without_text']} items without text skipped)")
+
+
+def register(root: click.Group) -> None:
+    root.add_command(topic_model)
+    root.add_command(unlearn)
+    root.add_command(export_forget_cmd)

@@ -1,0 +1,345 @@
+"""Lineage-driven unlearning: selectors -> forget sets, store text -> topic models, model versions in the store.
+
+Design choices
+- Selectors name store records: `run:<id|latest>`, `skill:<name>`, `template:<version or name>`,
+  `item:<id>[,<id>...]`. Several selectors are unioned. The forget set is closed under lineage: an item
+  whose `parent_id` chain reaches a forgotten item is forgotten too (derived data carries the information).
+  A template matches through `items.prompt_versions` and through `llm_calls.prompt_version`; a name matches
+  every stored version of that template.
+- Documents are bags of words from an item's generated text (payload keys `instruction`, `question`,
+  `prompt`, `text`, `response`, `answer`, `solution`, `output`; else per-turn `text_<i>`, else
+  `output_<i>`; else every string value not named prompt*), lower-cased
+  alphabetic tokens without a small stop-word list, vocabulary = the most document-frequent words.
+- Each model version stores, per training item, the exact word counts it used (`topic_model_docs`), so an
+  unlearning request subtracts precisely what was added, even if the item was edited or deleted since.
+- export-forget writes question/answer JSON-lines files (keys `question`, `answer`, as OpenUnlearning's
+  QA datasets read them, plus `item_id`) for forget and retain sets; a multi-turn item contributes its
+  first turn (`prompt_0`, `output_0`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import Counter
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import scipy.sparse as sp
+
+from skillweave.errors import NotFound, UsageError
+from skillweave.store import Store, jdump, jload, now, stable_id
+from skillweave.trainers.unlearning.topic_model import TopicModel, TopicModelConfig, fit
+from skillweave.trainers.unlearning.unlearn import UnlearnConfig, unlearn_base
+
+SELECTOR_KINDS = ("run", "skill", "template", "item")
+TEXT_KEYS = ("instruction", "question", "prompt", "text", "response", "answer", "solution", "output")
+QUESTION_KEYS = ("instruction", "question", "prompt")
+ANSWER_KEYS = ("response", "answer", "solution", "output", "text")
+STOPWORDS = frozenset(
+    "a an the and or but if then so of to in on at by for with from as is are was were be been being it its "
+    "this that these those there their they them he she his her we our you your i me my not no do does did "
+    "has have had will would can could should may might must shall than into over under about which who whom "
+    "what when where why how all any each both few more most other some such only own same too very just also "
+    "s t".split()
+)
+
+
+# ---- selectors and forget sets ----------------------------------------------------------------------
+
+def parse_selector(text: str) -> tuple[str, list[str]]:
+    kind, sep, value = text.partition(":")
+    kind = kind.strip().lower()
+    values = [v.strip() for v in value.split(",") if v.strip()] if kind == "item" else [value.strip()]
+    if not sep or kind not in SELECTOR_KINDS or not all(values):
+        raise UsageError(f"bad selector '{text}'; expected run:<id|latest>, skill:<name>, "
+                         "template:<version or name> or item:<id>[,<id>...]")
+    return kind, values
+
+
+def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
+    """{item id: the selector that matched it first} for the union of selectors, closed under parent_id."""
+    if not selectors:
+        raise UsageError("no selector given; pass --forget run:<id>, skill:<name>, template:<v> or item:<id>")
+    db = store.db
+    found: dict[str, str] = {}
+    for text in selectors:
+        kind, values = parse_selector(text)
+        if kind == "run":
+            run_id = store.get_run(values[0])["id"]  # NotFound names the bad id
+            ids = [r["id"] for r in db.query("select id from items where run_id = ?", [run_id])]
+        elif kind == "skill":
+            ids = [r["id"] for r in db.query(
+                "select distinct items.id from items, json_each(items.skills) where json_each.value = ?", values)]
+        elif kind == "template":
+            versions = {values[0]} | {r["id"] for r in db.query(
+                "select id from prompt_versions where name = ?", values)}
+            marks = ", ".join("?" * len(versions))
+            ids = [r["id"] for r in db.query(
+                f"select distinct items.id from items, json_each(items.prompt_versions) "
+                f"where json_each.value in ({marks}) union select distinct item_id as id from llm_calls "
+                f"where prompt_version in ({marks}) and item_id is not null", [*versions, *versions])]
+        else:
+            ids = values
+            marks = ", ".join("?" * len(ids))
+            present = {r["id"] for r in db.query(f"select id from items where id in ({marks})", ids)}
+            missing = [i for i in ids if i not in present]
+            if missing:
+                raise NotFound(f"no item '{missing[0]}' in {store.path}; `skillweave unlearn --dry-run` with a "
+                               "run: or skill: selector lists item ids")
+        if not ids:
+            raise NotFound(f"selector '{text}' matches no items in {store.path}")
+        for item_id in ids:
+            found.setdefault(item_id, text)
+    frontier = list(found)
+    while frontier:  # derived items (parent_id chains) are forgotten with their sources
+        marks = ", ".join("?" * len(frontier))
+        children = [r["id"] for r in db.query(f"select id from items where parent_id in ({marks})", frontier)]
+        frontier = [c for c in children if c not in found]
+        for c in frontier:
+            found[c] = "lineage:parent"
+    return found
+
+
+# ---- store text -> bag of words ---------------------------------------------------------------------
+
+def item_text(payload: dict) -> str:
+    """The generated text of an item: known keys, else per-turn `text_<i>` / `output_<i>`, never the prompts."""
+    parts = [payload[k] for k in TEXT_KEYS if isinstance(payload.get(k), str)]
+    for pattern in (r"text_\d+", r"output_\d+"):
+        if not parts:
+            parts = [v for k, v in sorted(payload.items()) if re.fullmatch(pattern, k) and isinstance(v, str)]
+    if not parts:
+        parts = [v for k, v in payload.items() if isinstance(v, str) and not k.startswith("prompt")]
+    return "\n".join(parts)
+
+
+def tokenize(text: str) -> list[str]:
+    return [w for w in re.findall(r"[a-z][a-z']*[a-z]|[a-z]", text.lower()) if w not in STOPWORDS and len(w) > 1]
+
+
+def store_documents(store: Store, item_ids: list[str] | None = None) -> dict[str, list[str]]:
+    """{item id: tokens} for items with generated text (all items, or the given ones)."""
+    rows = store.db.query("select id, payload from items order by created_at, id")
+    docs = {}
+    wanted = set(item_ids) if item_ids is not None else None
+    for row in rows:
+        if wanted is not None and row["id"] not in wanted:
+            continue
+        tokens = tokenize(item_text(jload(row["payload"], {}) or {}))
+        if tokens:
+            docs[row["id"]] = tokens
+    return docs
+
+
+def build_vocab(docs: dict[str, list[str]], size: int, min_df: int) -> list[str]:
+    df = Counter(w for tokens in docs.values() for w in set(tokens))
+    return sorted((w for w, c in df.items() if c >= min_df), key=lambda w: (-df[w], w))[:size]
+
+
+def count_matrix(docs: list[list[str]], vocab: list[str]) -> sp.csr_matrix:
+    index = {w: i for i, w in enumerate(vocab)}
+    rows, cols = [], []
+    for d, tokens in enumerate(docs):
+        ids = [index[w] for w in tokens if w in index]
+        rows.extend([d] * len(ids))
+        cols.extend(ids)
+    H = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(docs), len(vocab)))
+    H.sum_duplicates()
+    return H
+
+
+# ---- model versions in the store --------------------------------------------------------------------
+
+def train_store_model(store: Store, config: TopicModelConfig, *, selectors: list[str] | None = None,
+                      vocab_size: int = 500, min_df: int = 2, name: str = "store") -> dict:
+    """Train a topic model on store text (all items, or those the selectors pick) and save version 1."""
+    item_ids = list(resolve_selectors(store, selectors)) if selectors else None
+    docs = store_documents(store, item_ids)
+    vocab = build_vocab(docs, vocab_size, min_df)
+    if len(vocab) < config.n_topics:
+        raise UsageError(f"only {len(vocab)} words appear in >= {min_df} documents, fewer than {config.n_topics} "
+                         "topics; generate more items, lower --min-df or --topics")
+    ids = list(docs)
+    H = count_matrix([docs[i] for i in ids], vocab)
+    keep = np.asarray(H.sum(axis=1)).ravel() >= 2  # documents without a word pair contribute nothing
+    ids = [i for i, k in zip(ids, keep, strict=True) if k]
+    H = H[keep]
+    model = fit(H, config, vocab=vocab)
+    model_id = "tm-" + stable_id(name, asdict(config), vocab, ids, length=16)
+    if not store.db["topic_models"].count_where("id = ?", [model_id]):
+        _save_model(store, model_id, model, name=name, version=1, parent_id=None, request_id=None,
+                    released=None, source=jdump(selectors or ["all"]),
+                    docs=[(i, H[j]) for j, i in enumerate(ids)])
+    return model_summary(store, model_id)
+
+
+def _save_model(store: Store, model_id: str, model: TopicModel, *, name: str, version: int, parent_id: str | None,
+                request_id: str | None, released: dict | None, source: str, docs=None,
+                drop: set[str] | None = None) -> None:
+    anchors = [model.vocab[a] if model.vocab else int(a) for a in model.anchors]
+    rel = None
+    if released is not None:
+        import io
+
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **released)
+        rel = buf.getvalue()
+    with store.transaction():
+        store.db["topic_models"].insert({
+            "id": model_id, "parent_id": parent_id, "request_id": request_id, "name": name, "version": version,
+            "kind": "base", "config": jdump(asdict(model.config)), "vocab": jdump(model.vocab or []),
+            "n_docs": model.m, "n_words": model.n_words, "n_topics": model.n_topics, "anchors": jdump(anchors),
+            "metrics": jdump(model.info), "source": source, "state": model.to_bytes(), "released": rel,
+            "created_at": now(),
+        })
+        if docs is not None:
+            store.db["topic_model_docs"].insert_all(
+                {"model_id": model_id, "item_id": item_id, "counts": _counts_json(row),
+                 "content_hash": hashlib.blake2b(_counts_json(row).encode(), digest_size=8).hexdigest()}
+                for item_id, row in docs)
+        else:  # an unlearned version keeps its parent's documents minus the forget set
+            drop = drop or set()
+            store.db.execute("create temp table if not exists _forget (item_id text primary key)")
+            store.db.execute("delete from _forget")
+            store.db.conn.executemany("insert into _forget values (?)", [(i,) for i in drop])
+            store.db.execute(
+                "insert into topic_model_docs (model_id, item_id, counts, content_hash) select ?, item_id, counts, "
+                "content_hash from topic_model_docs where model_id = ? and item_id not in (select item_id from _forget)",
+                [model_id, parent_id])
+
+
+def _counts_json(row: sp.csr_matrix) -> str:
+    row = sp.csr_matrix(row)
+    return json.dumps({int(j): int(v) for j, v in zip(row.indices, row.data, strict=True)}, sort_keys=True)
+
+
+def _model_row(store: Store, model_id: str) -> dict:
+    if model_id == "latest":
+        rows = list(store.db["topic_models"].rows_where(order_by="created_at desc, version desc", limit=1))
+        if not rows:
+            raise NotFound(f"no topic model in {store.path}; train one with `skillweave topic-model train`")
+        return rows[0]
+    rows = list(store.db["topic_models"].rows_where("id = ?", [model_id]))
+    if not rows:
+        raise NotFound(f"no topic model '{model_id}' in {store.path}; `skillweave topic-model list` shows them")
+    return rows[0]
+
+
+def load_model(store: Store, model_id: str = "latest") -> tuple[TopicModel, dict]:
+    row = _model_row(store, model_id)
+    config = TopicModelConfig(**jload(row["config"], {}))
+    model = TopicModel.from_bytes(row["state"], config=config, vocab=jload(row["vocab"], []) or None,
+                                  info=jload(row["metrics"], {}))
+    return model, row
+
+
+def model_summary(store: Store, model_id: str, top: int = 8) -> dict:
+    model, row = load_model(store, model_id)
+    topics = []
+    for k in range(model.n_topics):
+        best = np.argsort(-model.A[:, k])[:top]
+        topics.append([model.vocab[i] if model.vocab else int(i) for i in best])
+    return {k: row[k] for k in ("id", "parent_id", "request_id", "name", "version", "n_docs", "n_words",
+                                "n_topics", "created_at")} | {"anchors": jload(row["anchors"], []), "top_words": topics}
+
+
+def list_models(store: Store) -> list[dict]:
+    return [
+        {k: r[k] for k in ("id", "name", "version", "parent_id", "request_id", "n_docs", "n_words", "n_topics",
+                           "anchors", "created_at")}
+        for r in store.db.query("select * from topic_models order by created_at, version")
+    ]
+
+
+def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest",
+                  config: UnlearnConfig | None = None, dry_run: bool = False) -> dict:
+    """Resolve the forget set through lineage, run Ubase on the model, record request, forget set, new version."""
+    config = config or UnlearnConfig()
+    forget = resolve_selectors(store, selectors)
+    model, row = load_model(store, model_id)
+    marks = ", ".join("?" * len(forget))
+    stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
+        [row["id"], *forget])}
+    report = {"model_id": row["id"], "selectors": selectors, "forget_items": len(forget),
+              "forget_items_in_model": len(stored), "items": sorted(forget)}
+    if dry_run:
+        return report | {"dry_run": True}
+    ids = sorted(stored)
+    H_f = sp.csr_matrix((len(ids), model.n_words))
+    if ids:
+        rows, cols, vals = [], [], []
+        for d, i in enumerate(ids):
+            for j, v in stored[i].items():
+                rows.append(d)
+                cols.append(int(j))
+                vals.append(float(v))
+        H_f = sp.csr_matrix((vals, (rows, cols)), shape=(len(ids), model.n_words))
+    result = unlearn_base(model, H_f, config)
+    request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
+    new_id = "tm-" + stable_id(row["id"], request_id, length=16)
+    _save_model(store, new_id, result.model, name=row["name"], version=row["version"] + 1, parent_id=row["id"],
+                request_id=request_id, released=result.released, source=jdump(selectors), drop=set(ids))
+    stats = {**result.stats, "seconds": round(result.stats["seconds"], 6)}
+    with store.transaction():
+        store.db["unlearning_requests"].insert({
+            "id": request_id, "model_id": row["id"], "new_model_id": new_id, "selectors": jdump(selectors),
+            "mode": "base", "epsilon": config.epsilon, "delta": config.delta, "sensitivity": result.sensitivity,
+            "sigma": result.sigma, "noiseless": int(config.noiseless), "n_forget": len(forget),
+            "n_forget_in_model": len(ids), "stats": jdump(stats), "status": "done", "created_at": now(),
+        })
+        store.db["forget_sets"].insert_all(
+            {"request_id": request_id, "item_id": i, "matched_by": m, "in_model": int(i in stored)}
+            for i, m in forget.items())
+    return {**report, "request_id": request_id, "new_model_id": new_id, "sigma": result.sigma,
+            "sensitivity": result.sensitivity, "stats": stats}
+
+
+def list_requests(store: Store) -> list[dict]:
+    return [{**r, "selectors": jload(r["selectors"], []), "stats": jload(r["stats"], {})}
+            for r in store.db.query("select * from unlearning_requests order by created_at")]
+
+
+# ---- export for LLM unlearning tools ----------------------------------------------------------------
+
+def qa_record(item: dict) -> dict | None:
+    payload = item["payload"] or {}
+    question = next((payload[k] for k in QUESTION_KEYS if isinstance(payload.get(k), str) and payload[k]), None)
+    answer = next((payload[k] for k in ANSWER_KEYS if isinstance(payload.get(k), str) and payload[k]), None)
+    if answer is None and isinstance(payload.get("output_0"), str):  # multi-turn items: the first turn's pair
+        question, answer = payload.get("prompt_0") if isinstance(payload.get("prompt_0"), str) else None, payload["output_0"]
+    if answer is None:
+        return None
+    if question is None or question == answer:
+        skills = ", ".join(item["skills"] or []) or "the requested skills"
+        topic = f" about {item['topic']}" if item.get("topic") else ""
+        question = f"Write a short text{topic} that demonstrates: {skills}."
+    return {"question": question, "answer": answer, "item_id": item["id"]}
+
+
+def export_forget(store: Store, selectors: list[str], out_dir: str | Path, *,
+                  retain_selectors: list[str] | None = None) -> dict:
+    """Write forget.jsonl and retain.jsonl (question/answer records) for LLM unlearning tools."""
+    forget = resolve_selectors(store, selectors)
+    retain_pool = resolve_selectors(store, retain_selectors) if retain_selectors else None
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"forget": 0, "retain": 0, "skipped_without_text": 0}
+    with open(out / "forget.jsonl", "w") as f_out, open(out / "retain.jsonl", "w") as r_out:
+        for row in store.db.query("select * from items order by created_at, id"):
+            in_forget = row["id"] in forget
+            if not in_forget and retain_pool is not None and row["id"] not in retain_pool:
+                continue
+            item = store.get_item(row["id"])
+            record = qa_record(item)
+            if record is None:
+                counts["skipped_without_text"] += 1
+                continue
+            split = "forget" if in_forget else "retain"
+            (f_out if in_forget else r_out).write(json.dumps(record, ensure_ascii=False) + "\n")
+            counts[split] += 1
+    return {"out_dir": str(out), "selectors": selectors, **counts,
+            "files": [str(out / "forget.jsonl"), str(out / "retain.jsonl")]}
