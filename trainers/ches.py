@@ -199,6 +199,8 @@ def keep_lowest(records: list[dict[str, Any]], fraction: float, key: str = "ches
     """The floor(fraction * n) records (at least one) with the lowest `key`, ascending, ties in input order."""
     if not 0 < fraction <= 1:
         raise ConfigError(f"keep-lowest fraction {fraction} must be in (0, 1], e.g. 0.05 for the lowest 5%")
+    if not records:
+        return []
     count = max(1, math.floor(fraction * len(records) + 1e-9))
     return sorted(records, key=lambda r: (r[key], r["index"]))[:count]
 
@@ -232,6 +234,8 @@ def run(config: CHESConfig) -> dict[str, Any]:
 
     if config.output and config.keep_lowest is None:
         raise UsageError("--output writes the filtered set; give --keep-lowest FRACTION too")
+    if config.keep_lowest is not None:
+        keep_lowest([], config.keep_lowest)  # validate the fraction before loading anything
     store = Store(config.db) if config.db else None
     pairs = load_pairs(config.data, store, config.store_run)
     model_path = str(resolve_model_path(config.model))

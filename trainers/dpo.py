@@ -180,6 +180,8 @@ def run(config: DPOConfig) -> dict[str, Any]:
     from skillweave.trainers.models import load_model_and_tokenizer
     from skillweave.trainers.templates import get_template
 
+    if config.ches_keep_lowest is not None:
+        keep_lowest([], config.ches_keep_lowest)  # validate the fraction before loading anything
     store = Store(config.db) if config.db else None
     pairs = load_pairs(config.data, store, config.store_run)
     model_path = str(resolve_model_path(config.model))
