@@ -1,0 +1,179 @@
+"""Topic-model learner and unlearners on planted data (METHODS §11, verification T1, T2, T5 in small form)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+from scipy.optimize import minimize
+
+from skillweave.errors import ConfigError, UsageError
+from skillweave.trainers.unlearning.topic_model import (
+    TopicModel,
+    TopicModelConfig,
+    cooccurrence_sum,
+    fit,
+    planted_topics,
+    project_to_simplex,
+    sample_documents,
+    simplex_least_squares,
+)
+from skillweave.trainers.unlearning.unlearn import (
+    UnlearnConfig,
+    default_sensitivity,
+    fit_head,
+    gaussian_sigma,
+    matched_l1,
+    model_distance,
+    release,
+    topic_posteriors,
+    two_sample_accuracy,
+    unlearn_base,
+    unlearn_head,
+)
+
+N, R = 200, 5
+
+
+@pytest.fixture(scope="module")
+def planted():
+    A, anchors = planted_topics(N, R, anchor_prob=0.05, seed=0)
+    docs, theta = sample_documents(A, 200_000, length=2, seed=1)
+    config = TopicModelConfig(n_topics=R, anchor_min_docs=1000)
+    return A, anchors, docs, theta, config, fit(docs, config, n_words=N)
+
+
+def test_cooccurrence_estimator_matches_definition_for_any_length():
+    rng = np.random.default_rng(0)
+    docs = [rng.integers(0, 6, size=n) for n in (1, 2, 3, 5, 7)]
+    import scipy.sparse as sp
+
+    H = sp.csr_matrix(np.array([np.bincount(d, minlength=6) for d in docs], dtype=float))
+    q, m = cooccurrence_sum(H)
+    expected = np.zeros((6, 6))
+    for d in docs:
+        if len(d) < 2:
+            continue
+        h = np.bincount(d, minlength=6).astype(float)
+        expected += (np.outer(h, h) - np.diag(h)) / (len(d) * (len(d) - 1))
+    assert m == 4  # the one-word document has no pair
+    np.testing.assert_allclose(q, expected, atol=1e-12)
+    np.testing.assert_allclose(q.sum(), 4.0)  # each document's pairs carry mass 1
+
+
+def test_simplex_least_squares_is_optimal_against_a_generic_solver():
+    rng = np.random.default_rng(3)
+    X = rng.random((4, 12))
+    G = X @ X.T
+    g = rng.random((30, 12)) @ X.T
+    C, iters = simplex_least_squares(G, g)
+    assert np.allclose(C.sum(axis=1), 1) and (C >= 0).all()
+    for i in range(0, 30, 3):
+        f = lambda c, i=i: 0.5 * c @ G @ c - g[i] @ c  # noqa: E731
+        ref = minimize(f, np.full(4, 0.25), jac=lambda c, i=i: G @ c - g[i], bounds=[(0, 1)] * 4, method="SLSQP",
+                       constraints=[{"type": "eq", "fun": lambda c: c.sum() - 1}], options={"ftol": 1e-15})
+        assert f(C[i]) <= ref.fun + 1e-12
+    assert (C == 0).any()  # the test exercises active constraints
+
+
+def test_project_to_simplex():
+    P = project_to_simplex(np.array([[0.5, 0.5, 0.5], [2.0, -1.0, 0.0], [0.2, 0.3, 0.5]]))
+    np.testing.assert_allclose(P, [[1 / 3] * 3, [1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+
+
+def test_t1_anchors_recovered_and_error_falls_with_m(planted):
+    A, anchors, docs, _, config, model = planted
+    assert sorted(model.anchors.tolist()) == anchors.tolist()
+    err_full, _ = matched_l1(model.A, A)
+    small = fit(docs[:20_000], TopicModelConfig(n_topics=R, anchor_min_docs=100), n_words=N)
+    err_small, _ = matched_l1(small.A, A)
+    assert err_full < 0.2
+    assert err_full < err_small / 2  # 10x the documents: error falls like 1/sqrt(m) (factor ~3.2)
+
+
+def test_t2_noiseless_unlearning_equals_retraining_while_anchors_hold(planted):
+    _, _, docs, _, config, model = planted
+    rng = np.random.default_rng(0)
+    for m_f in (10, 100, 1000):
+        forget = rng.choice(len(docs), m_f, replace=False)
+        keep = np.setdiff1d(np.arange(len(docs)), forget)
+        result = unlearn_base(model, docs[forget], UnlearnConfig(noiseless=True))
+        retrained = fit(docs[keep], config, n_words=N)
+        assert sorted(retrained.anchors.tolist()) == sorted(result.model.anchors.tolist())
+        assert model_distance(result.model.A, retrained.A)["l1"] < 1e-8
+        assert result.model.m == len(keep)
+        assert result.stats["newton_exact"] >= 0.9 * N
+        assert result.released["A"] is not result.model.A and np.array_equal(result.released["A"], result.model.A)
+
+
+def test_t2_newton_only_gap_grows_with_forget_fraction(planted):
+    _, _, docs, _, config, model = planted
+    rng = np.random.default_rng(1)
+    gaps = []
+    for m_f in (100, 50_000):
+        forget = rng.choice(len(docs), m_f, replace=False)
+        keep = np.setdiff1d(np.arange(len(docs)), forget)
+        result = unlearn_base(model, docs[forget], UnlearnConfig(noiseless=True, newton_only=True))
+        gaps.append(model_distance(result.model.A, fit(docs[keep], config, n_words=N).A)["l1"])
+    assert gaps[0] < 1e-4 < gaps[1]  # projection after one step: small at 0.05%, visible at 25%
+
+
+def test_unlearning_rejects_documents_not_in_the_training_set(planted):
+    *_, model = planted
+    stranger = np.full((50, 2), 7)  # a pair (7, 7) 50 times: more than the corpus holds
+    assert model.q_sum[7, 7] < 50
+    with pytest.raises(UsageError, match="not part of this model"):
+        unlearn_base(model, stranger, UnlearnConfig(noiseless=True))
+
+
+def test_noise_calibration_and_two_sample_indistinguishability(planted):
+    _, _, docs, _, config, model = planted
+    assert gaussian_sigma(1.0, 1e-5, 2.0) == pytest.approx(2.0 * np.sqrt(2 * np.log(1.25e5)))
+    with pytest.raises(ConfigError, match="epsilon"):
+        gaussian_sigma(0.0, 1e-5, 1.0)
+    forget = np.arange(100)
+    retrained = fit(docs[100:], config, n_words=N)
+    cfg = UnlearnConfig(sensitivity=1e-3)
+    ours = [unlearn_base(model, docs[forget], UnlearnConfig(sensitivity=1e-3, seed=s)).released["A"].ravel()
+            for s in range(150)]
+    theirs = [release(retrained, UnlearnConfig(**{**cfg.__dict__, "seed": 1000 + s}), 100).released["A"].ravel()
+              for s in range(150)]
+    acc = two_sample_accuracy(np.array(ours), np.array(theirs))
+    assert 0.35 < acc < 0.65
+    # the same test separates models that really differ (it can fail)
+    shifted = [a + 0.01 for a in theirs]
+    assert two_sample_accuracy(np.array(ours), np.array(shifted)) > 0.9
+
+
+def test_default_sensitivity_head_below_base():
+    base = default_sensitivity("base", 100, 100_000, 5, 0.05)
+    head = default_sensitivity("head", 100, 100_000, 5, 0.05, q=1.0)
+    assert head == pytest.approx(base / 5)
+    with pytest.raises(ConfigError, match="task_q"):
+        default_sensitivity("head", 100, 100_000, 5, 0.05, q=0.01)
+    with pytest.raises(UsageError, match="smaller than the corpus"):
+        default_sensitivity("base", 10, 10, 5, 0.05)
+
+
+def test_t5_head_unlearning_leaves_A_bit_identical(planted):
+    _, _, docs, theta, _, model = planted
+    A_hash = hashlib.sha256(model.A.tobytes()).hexdigest()
+    features = topic_posteriors(docs, model.C)
+    labels = (theta[:, 0] > 0.5).astype(float)
+    head = fit_head(features, labels)
+    assert (head.predict(features) == labels).mean() > 0.8
+    result = unlearn_head(head, model.A, features[:500], labels[:500], UnlearnConfig(seed=0),
+                          p_min=float(model.A[model.anchors, np.arange(R)].min()))
+    retrained = fit_head(features[500:], labels[500:])
+    np.testing.assert_allclose(result.model.w, retrained.w, atol=1e-10)
+    assert hashlib.sha256(model.A.tobytes()).hexdigest() == A_hash
+    base = unlearn_base(model, docs[:500], UnlearnConfig(seed=0))
+    assert result.sigma < base.sigma
+    assert result.released["B"].shape == (N,)
+
+
+def test_model_round_trips_through_bytes(planted):
+    *_, model = planted
+    again = TopicModel.from_bytes(model.to_bytes(), config=model.config)
+    assert np.array_equal(again.A, model.A) and np.array_equal(again.q_sum, model.q_sum) and again.m == model.m
