@@ -14,7 +14,7 @@ Design choices
   unlearning request subtracts precisely what was added, even if the item was edited or deleted since.
 - export-forget writes question/answer JSON-lines files (keys `question`, `answer`, as OpenUnlearning's
   QA datasets read them, plus `item_id`) for forget and retain sets; a multi-turn item contributes its
-  first turn (`prompt_0`, `output_0`).
+  first turn (`prompt_0`, then `output_0` or `text_0`).
 """
 
 from __future__ import annotations
@@ -309,8 +309,10 @@ def qa_record(item: dict) -> dict | None:
     payload = item["payload"] or {}
     question = next((payload[k] for k in QUESTION_KEYS if isinstance(payload.get(k), str) and payload[k]), None)
     answer = next((payload[k] for k in ANSWER_KEYS if isinstance(payload.get(k), str) and payload[k]), None)
-    if answer is None and isinstance(payload.get("output_0"), str):  # multi-turn items: the first turn's pair
-        question, answer = payload.get("prompt_0") if isinstance(payload.get("prompt_0"), str) else None, payload["output_0"]
+    for key in ("output_0", "text_0"):  # multi-turn items: the first turn's pair
+        if answer is None and isinstance(payload.get(key), str) and payload[key]:
+            answer = payload[key]
+            question = payload["prompt_0"] if isinstance(payload.get("prompt_0"), str) else question
     if answer is None:
         return None
     if question is None or question == answer:
