@@ -1,0 +1,70 @@
+"""Unlearning vs retraining time for anchor-word topic models at m = 1e4, 1e5, 1e6 documents (METHODS T3).
+
+Planted separable model (n words, r topics, anchor probability 0.05, Dirichlet(0.1) prior), documents of
+`--length` words. For each m: learn once, then delete a fixed random forget set of `--forget` documents and
+time (a) Ubase (downdate + re-solve with fixed anchors + rebuild A, R + noise) and (b) retraining from
+scratch on the retained documents (count matrix from the word-id arrays, co-occurrence, anchors, RecoverL2).
+Prints times (best of `--repeats`), the ratio, the growth of each from the smallest m, and the noiseless
+unlearned-vs-retrained distance. Ratios are measured in this run; nothing is asserted.
+
+    .venv/bin/python benchmarks/unlearning_cost.py                 # L = 2 (the paper's setting)
+    .venv/bin/python benchmarks/unlearning_cost.py --length 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from skillweave.trainers.unlearning.topic_model import TopicModelConfig, fit, planted_topics, sample_documents
+from skillweave.trainers.unlearning.unlearn import UnlearnConfig, model_distance, unlearn_base
+
+
+def best_time(fn, repeats: int):
+    best, out = float("inf"), None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        out = fn()
+        best = min(best, time.perf_counter() - start)
+    return best, out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="Comma-separated document counts m.")
+    parser.add_argument("--words", type=int, default=200, help="Vocabulary size n.")
+    parser.add_argument("--topics", type=int, default=5, help="Topics r.")
+    parser.add_argument("--length", type=int, default=2, help="Words per document L.")
+    parser.add_argument("--forget", type=int, default=100, help="Documents deleted (fixed across m).")
+    parser.add_argument("--repeats", type=int, default=3, help="Timing repeats (best of).")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    A, _ = planted_topics(args.words, args.topics, anchor_prob=0.05, seed=args.seed)
+    rows = []
+    for m in [int(s) for s in args.sizes.split(",")]:
+        docs, _ = sample_documents(A, m, length=args.length, seed=args.seed + 1)
+        config = TopicModelConfig(n_topics=args.topics, anchor_min_docs=max(1, m // 200))
+        model = fit(docs, config, n_words=args.words)
+        forget = np.random.default_rng(args.seed).choice(m, args.forget, replace=False)
+        keep = np.setdiff1d(np.arange(m), forget)
+        forget_docs, kept_docs = docs[forget], docs[keep]
+        t_u, result = best_time(lambda: unlearn_base(model, forget_docs, UnlearnConfig(sensitivity=1e-3)),
+                                args.repeats)
+        t_r, retrained = best_time(lambda: fit(kept_docs, config, n_words=args.words), max(1, args.repeats - 1))
+        noiseless = unlearn_base(model, forget_docs, UnlearnConfig(noiseless=True)).model
+        same = sorted(retrained.anchors.tolist()) == sorted(model.anchors.tolist())
+        rows.append((m, t_u, t_r, model_distance(noiseless.A, retrained.A)["l1"], same))
+        print(f"m={m:>9,d}  unlearn {t_u * 1e3:8.2f} ms  retrain {t_r * 1e3:9.1f} ms  ratio {t_r / t_u:7.1f}x  "
+              f"|A_U - A_retrain|_1 (noiseless) {rows[-1][3]:.2e}  anchors kept {same}  "
+              f"words re-solved beyond one Newton step {result.stats['resolved']}", flush=True)
+    m0, u0, r0 = rows[0][:3]
+    print(f"\nn={args.words} r={args.topics} L={args.length} m_f={args.forget}")
+    for m, t_u, t_r, _, _ in rows[1:]:
+        print(f"m x{m / m0:g}: unlearning time x{t_u / u0:.2f}, retraining time x{t_r / r0:.2f}")
+
+
+if __name__ == "__main__":
+    main()
