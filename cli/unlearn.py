@@ -135,8 +135,8 @@ def unlearn(ctx, selectors, model_id, epsilon, delta, sensitivity, capacity, noi
         return
     s = report["stats"]
     click.echo(f"new model {report['new_model_id']} (request {report['request_id']}): retained docs "
-               f"{s['retained_docs']}, anchors in forget set {s['anchors_in_forget']}, anchors lost "
-               f"{s['anchors_lost']}, Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}, "
+               f"{s['retained_docs']}, anchors in forget set {s['anchors_in_forget']}, smallest anchor mass left "
+               f"{s['anchor_mass_left']:.2f}, Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}, "
                f"sigma {report['sigma']:.4g}, {s['seconds'] * 1000:.1f} ms")
 
 

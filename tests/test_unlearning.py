@@ -177,3 +177,13 @@ def test_model_round_trips_through_bytes(planted):
     *_, model = planted
     again = TopicModel.from_bytes(model.to_bytes(), config=model.config)
     assert np.array_equal(again.A, model.A) and np.array_equal(again.q_sum, model.q_sum) and again.m == model.m
+
+
+def test_t4_deleting_every_document_with_an_anchor_is_refused(planted):
+    _, _, docs, _, _, model = planted
+    anchor = int(model.anchors[0])
+    adversarial = docs[(docs == anchor).any(axis=1)]
+    with pytest.raises(UsageError, match="anchor word"):
+        unlearn_base(model, adversarial, UnlearnConfig(noiseless=True))
+    most = unlearn_base(model, adversarial[: len(adversarial) // 2], UnlearnConfig(noiseless=True))
+    assert 0.3 < most.stats["anchor_mass_left"] < 0.7

@@ -117,10 +117,14 @@ def unlearn_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = 
                          "(removing them makes a co-occurrence count negative)")
     np.maximum(q_new, 0.0, out=q_new)
     m_new = model.m - m_f
+    anchor_mass = q_new[model.anchors].sum(axis=1)
+    if (anchor_mass <= 0).any():  # the documented failure mode (METHODS §11.5): no guarantee without the anchor
+        lost = [model.vocab[a] if model.vocab else int(a) for a in model.anchors[anchor_mass <= 0]]
+        raise UsageError(f"the forget set removes every occurrence of anchor word(s) {lost}: the unlearning "
+                         "guarantee needs the anchors, so retrain instead (skillweave topic-model train)")
     A, R, C, iters = recover(q_new, m_new, model.anchors, support=model.C > 0,
                              max_iter=1 if config.newton_only else model.config.max_iter, exact=not config.newton_only)
     forget_words = np.flatnonzero(np.asarray(H_f.sum(axis=0)).ravel() > 0)
-    anchor_mass = q_new[model.anchors].sum(axis=1)
     new = TopicModel(A=A, R=R, C=C, anchors=model.anchors.copy(), q_sum=q_new, m=m_new, config=model.config,
                      vocab=model.vocab)
     m_u = max(config.capacity, m_f)
@@ -133,7 +137,7 @@ def unlearn_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = 
     stats = {
         "forget_docs": int(m_f), "retained_docs": int(m_new), "forget_words": int(len(forget_words)),
         "anchors_in_forget": int(np.isin(model.anchors, forget_words).sum()),
-        "anchors_lost": int((anchor_mass <= 0).sum()),
+        "anchor_mass_left": float((anchor_mass / np.maximum(model.q_sum[model.anchors].sum(axis=1), 1e-300)).min()),
         "newton_exact": int((iters == 1).sum()), "resolved": int((iters > 1).sum()),
         "seconds": time.perf_counter() - start,
     }
