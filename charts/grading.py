@@ -277,11 +277,16 @@ def _acc(scores: list[int]) -> float | None:
     return round(100 * sum(scores) / len(scores), 2) if scores else None
 
 
+def _natural(entry: tuple) -> tuple:
+    """Q2 before Q10; years and buckets in numeric order."""
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", str(entry[0])))
+
+
 def _finish(stats: dict) -> dict:
     out = {}
     for key, value in stats.items():
         if isinstance(value, defaultdict):
-            out[key] = {k: {"acc": _acc(v), "n": len(v)} for k, v in sorted(value.items())}
+            out[key] = {k: {"acc": _acc(v), "n": len(v)} for k, v in sorted(value.items(), key=_natural)}
         elif key == "Overall Score":
             n = len(value)
             p = sum(value) / n if n else 0.0

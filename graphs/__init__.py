@@ -3,4 +3,5 @@
 PIPELINES: dict[str, str] = {
     "skillmix": "skillweave.graphs.skillmix",
     "conceptmix": "skillweave.graphs.conceptmix",
+    "chart-eval": "skillweave.graphs.chart_eval",
 }

@@ -6,10 +6,12 @@ import importlib
 REPORTERS: dict[str, str] = {
     "skillmix": "skillweave.metrics.skillmix:run_report",
     "conceptmix": "skillweave.metrics.conceptmix:run_report",
+    "chart-eval": "skillweave.charts.report:run_report",
 }
 PLOTTERS: dict[str, str] = {
     "skillmix": "skillweave.metrics.skillmix:plot_report",
     "conceptmix": "skillweave.metrics.conceptmix:plot_report",
+    "chart-eval": "skillweave.charts.report:plot_report",
 }
 
 

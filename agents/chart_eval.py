@@ -1,0 +1,236 @@
+"""Chart evaluation nodes (METHODS.md §7): ask a multimodal model about each chart, then grade.
+
+Design choices
+- One graph thread per grading unit: a batch of up to `batch_size` (5) descriptive questions that share a
+  template, or one reasoning question. The batch's questions are asked concurrently (one recorded call each,
+  image inline), then graded by one judge call, so the judge batching of CharXiv and LangGraph's
+  one-thread-per-record resume both hold. Batches are fixed at plan time from the sorted question keys.
+- Questions are items (`chart.descriptive` / `chart.reasoning`) created once per run from the data folder;
+  the payload keeps the question, the response, the programmatic grade and the judge's extraction.
+  Grades are rows in `grades`: `judge=<judge spec>` (score 1/0/-1) and `judge="programmatic"` (1/0).
+- Judge: temperature 0, `judge_max_tokens` (256) doubled on a truncated JSON reply up to 1024, at most
+  `judge_retries` (10) calls; after that every question of the batch scores -1 (`parse_status="invalid"`),
+  which reports count as wrong and tally in N_invalid. JSON mode is requested in the prompt; providers that
+  accept a response format may pass it through `ChatRequest.meta["response_format"]`.
+- A model call that fails after the provider's retries leaves the response empty: the question is graded 0
+  (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason.
+- `grading="programmatic"` skips the judge for questions with exact answers (the judge still grades the
+  rest); `"both"` (default) records both; `"judge"` records only the judge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, TypedDict
+
+from langgraph.runtime import Runtime
+from skillweave.agents.llm import RunContext, call_template
+from skillweave.charts.charxiv import DESCRIPTIVE_TEMPLATES, ChartQuestion, load_release
+from skillweave.charts.grading import (
+    exact_method,
+    extract_final_answer,
+    looks_truncated,
+    parse_descriptive_judge,
+    parse_reasoning_judge,
+    programmatic_grade,
+)
+from skillweave.errors import ModelCallError, ParseFailure
+
+KINDS = {"descriptive": "chart.descriptive", "reasoning": "chart.reasoning"}
+ASK, JUDGE_D, JUDGE_R = "chart_eval/ask", "chart_eval/judge_descriptive", "chart_eval/judge_reasoning"
+PROGRAMMATIC = "programmatic"
+FAILED_EXTRACTION = "Failed to parse response"
+
+
+class ChartEvalState(TypedDict, total=False):
+    item_ids: list[str]
+    mode: str
+    status: str
+
+
+@dataclass
+class ThreadSpec:
+    thread_id: str
+    input: dict
+
+
+def create_items(ctx: RunContext) -> None:
+    """Load the run's data folder once and store one item per question (idempotent by key)."""
+    config, store = ctx.config, ctx.store
+    release = load_release(config["data"], config.get("split"))
+    modes = ("descriptive", "reasoning") if config.get("mode", "both") == "both" else (config["mode"],)
+    questions = release.questions(modes)
+    if config.get("limit"):
+        keep = list(dict.fromkeys(q.figure_id for q in questions))[: int(config["limit"])]
+        questions = [q for q in questions if q.figure_id in set(keep)]
+    for index, q in enumerate(questions):
+        store.ensure_item(ctx.run_id, KINDS[q.mode], index, 0, topic=q.key,
+                          payload={"question": {**q.to_dict(), "image_path": str(Path(q.image_path).resolve())}})
+
+
+def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
+    """Descriptive items in batches per template, reasoning items one per thread."""
+    if not any(True for _ in ctx.store.items(ctx.run_id)):
+        create_items(ctx)
+    batch_size = int(ctx.config.get("batch_size", 5))
+    by_qid: dict[int, list[str]] = {}
+    threads = []
+    for item in ctx.store.items(ctx.run_id):
+        q = item["payload"]["question"]
+        if q["mode"] == "descriptive":
+            by_qid.setdefault(int(q["qid"]), []).append(item["id"])
+        else:
+            threads.append(ThreadSpec(f"{ctx.run_id}:r:{q['key']}", {"item_ids": [item["id"]], "mode": "reasoning"}))
+    for qid, ids in sorted(by_qid.items()):
+        for start in range(0, len(ids), batch_size):
+            threads.append(ThreadSpec(f"{ctx.run_id}:d{qid}:{start // batch_size}",
+                                      {"item_ids": ids[start:start + batch_size], "mode": "descriptive"}))
+    return threads
+
+
+def _image_part(path: str) -> dict:
+    suffix = Path(path).suffix.lower().lstrip(".") or "jpeg"
+    mime = "image/jpeg" if suffix in ("jpg", "jpeg") else f"image/{suffix}"
+    return {"type": "image", "mime": mime, "data": base64.b64encode(Path(path).read_bytes()).decode()}
+
+
+async def ask(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
+    """Ask the model each question of the thread (image inline); responses are stored as they arrive."""
+    ctx, config = runtime.context, runtime.context.config
+
+    async def one(item_id: str) -> None:
+        item = ctx.store.get_item(item_id)
+        if "response" in item["payload"]:
+            return
+        q = ChartQuestion.from_dict(item["payload"]["question"])
+        try:
+            reply = await call_template(
+                ctx, item_id=item_id, role="model", template=ASK, values={"question": q.question, "rules": q.rules},
+                model=config["model"], temperature=config.get("temperature", 0.0),
+                max_tokens=config.get("max_tokens", 1024), images=[_image_part(q.image_path)],
+            )
+            response, call_id, error = reply.text, reply.call_id, None
+        except (ModelCallError, OSError) as exc:
+            response, call_id, error = None, getattr(exc, "call_id", None), str(exc)
+            ctx.store.add_event(ctx.run_id, item_id, "ask", "failed", error)
+        ctx.store.update_item(item_id, status="answered" if error is None else "no_response", error=error,
+                              prompt_versions=[ctx.template(ASK).version],
+                              payload_update={"response": response, "response_call_id": call_id})
+
+    await asyncio.gather(*(one(i) for i in state["item_ids"]))
+    return {"status": "answered"}
+
+
+def _record_programmatic(ctx: RunContext, item: dict, q: ChartQuestion, response: str | None) -> dict | None:
+    graded = programmatic_grade(q, response)
+    if graded is not None:
+        ctx.store.add_grade(item["id"], ctx.run_id, 0, judge=PROGRAMMATIC, raw=graded["extracted"],
+                            points=[graded["score"]], score=float(graded["score"]), parse_status=graded["method"])
+    return graded
+
+
+def _finish(ctx: RunContext, item_id: str, judge: str, score: int | None, extracted: str, status: str,
+            call_id: str | None, raw: str | None) -> None:
+    if score is not None:
+        ctx.store.add_grade(item_id, ctx.run_id, 0, judge=judge, call_id=call_id, raw=raw, points=[score],
+                            score=float(score), parse_status=status)
+    ctx.store.update_item(item_id, status="done", payload_update={"judge_extracted": extracted,
+                                                                   "judge_status": status})
+    ctx.store.add_event(ctx.run_id, item_id, "grade", "done", status)
+
+
+async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict, parse):
+    """Call the judge until its reply parses: double max_tokens on truncation, stop after `judge_retries`."""
+    config = ctx.config
+    max_tokens, limit = int(config.get("judge_max_tokens", 256)), int(config.get("judge_max_tokens_cap", 1024))
+    last_raw, last_call = None, None
+    for attempt in range(int(config.get("judge_retries", 10))):
+        try:
+            reply = await call_template(ctx, item_id=item_id, role="judge", template=template, values=values,
+                                        model=config["judge"], temperature=0.0, max_tokens=max_tokens,
+                                        key=("attempt", attempt))
+        except ModelCallError as exc:
+            last_raw, last_call = str(exc), exc.call_id
+            continue
+        last_raw, last_call = reply.text, reply.call_id
+        try:
+            return parse(reply.text), reply.call_id, reply.text
+        except ParseFailure as exc:
+            ctx.store.add_event(ctx.run_id, item_id, "judge", "parse_failure", f"attempt {attempt + 1}: {exc}")
+            if looks_truncated(reply.text):
+                if max_tokens >= limit:
+                    break
+                max_tokens = min(limit, max_tokens * 2)
+    return None, last_call, last_raw
+
+
+def _use_judge(config: dict, q: ChartQuestion) -> bool:
+    return config.get("grading", "both") != PROGRAMMATIC or exact_method(q) is None
+
+
+async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
+    """Programmatic grades, then one judge call for the batch (same template) with that template's rubric."""
+    ctx, config = runtime.context, runtime.context.config
+    judge = config["judge"]
+    pending = []
+    for item_id in state["item_ids"]:
+        item = ctx.store.get_item(item_id)
+        q = ChartQuestion.from_dict(item["payload"]["question"])
+        response = item["payload"].get("response")
+        programmatic = _record_programmatic(ctx, item, q, response) if config.get("grading", "both") != "judge" else None
+        if q.answer is None:
+            _finish(ctx, item_id, judge, None, "", "ungraded", None, None)
+        elif response is None:
+            _finish(ctx, item_id, judge, 0, "", "no_response", None, None)
+        elif not _use_judge(config, q):
+            _finish(ctx, item_id, PROGRAMMATIC, None, programmatic["extracted"], "programmatic", None, None)
+        else:
+            pending.append((item_id, q, response))
+    if pending:
+        qid = pending[0][1].qid
+        pairs = [{"response": r, "answer": q.answer, "extracted": extract_final_answer(r)} for _, q, r in pending]
+        values = {"n": len(pending), "question": DESCRIPTIVE_TEMPLATES[qid]["short"],
+                  "rubric": DESCRIPTIVE_TEMPLATES[qid]["rubric"], "pairs": pairs}
+        parsed, call_id, raw = await _judge_call(ctx, pending[0][0], JUDGE_D, values,
+                                                 lambda text: parse_descriptive_judge(text, len(pending)))
+        with ctx.store.transaction():
+            for i, (item_id, _, _) in enumerate(pending):
+                if parsed is None:
+                    _finish(ctx, item_id, judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw)
+                else:
+                    _finish(ctx, item_id, judge, parsed[i]["score"], parsed[i]["extracted"], "ok", call_id, raw)
+                ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_D).version])
+    return {"status": "done"}
+
+
+async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
+    """Programmatic grade where exact, then one judge call with the answer type's rules."""
+    ctx, config = runtime.context, runtime.context.config
+    (item_id,) = state["item_ids"]
+    item = ctx.store.get_item(item_id)
+    q = ChartQuestion.from_dict(item["payload"]["question"])
+    response = item["payload"].get("response")
+    programmatic = _record_programmatic(ctx, item, q, response) if config.get("grading", "both") != "judge" else None
+    if q.answer is None:
+        _finish(ctx, item_id, config["judge"], None, "", "ungraded", None, None)
+    elif response is None:
+        _finish(ctx, item_id, config["judge"], 0, "", "no_response", None, None)
+    elif not _use_judge(config, q):
+        _finish(ctx, item_id, PROGRAMMATIC, None, programmatic["extracted"], "programmatic", None, None)
+    else:
+        values = {"question": q.question, "answer": q.answer, "response": response,
+                  "inst_category": q.inst_category, "extracted": extract_final_answer(response)}
+        parsed, call_id, raw = await _judge_call(ctx, item_id, JUDGE_R, values, parse_reasoning_judge)
+        if parsed is None:
+            _finish(ctx, item_id, config["judge"], -1, FAILED_EXTRACTION, "invalid", call_id, raw)
+        else:
+            _finish(ctx, item_id, config["judge"], parsed["score"], parsed["extracted"], "ok", call_id, raw)
+        ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_R).version])
+    return {"status": "done"}
+
+
+def route_after_ask(state: ChartEvalState) -> Literal["judge_descriptive", "judge_reasoning"]:
+    return "judge_descriptive" if state.get("mode") == "descriptive" else "judge_reasoning"

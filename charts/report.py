@@ -1,0 +1,131 @@
+"""Reports for chart-eval runs: CharXiv-style stats from the store, a table, a plot and CharXiv result files.
+
+The judge's score is the headline (as in CharXiv); the programmatic score of exact questions is a second
+column, with the judge-programmatic agreement, so grader problems are visible next to the numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from skillweave.agents.chart_eval import KINDS, PROGRAMMATIC
+from skillweave.charts.grading import accuracy_stats, agreement
+
+BREAKDOWNS = {"descriptive": ["By Category", "By Subject", "By Year", "By Subplot", "By Question"],
+              "reasoning": ["By Answer Type", "By Source", "By Subject", "By Year", "By Subplot", "By Skills"]}
+
+
+def score_rows(store, run_id: str) -> list[dict]:
+    """One row per question: its breakdown fields, the headline score (-1/0/1/None) and the programmatic one.
+
+    The headline is the judge's score, or the programmatic one for exact questions a `grading=programmatic`
+    run did not send to the judge.
+    """
+    rows = []
+    for kind in KINDS.values():
+        for item in store.items(run_id, kind=kind):
+            q = item["payload"]["question"]
+            grades = {g["judge"]: g["score"] for g in store.grades(item["id"])}
+            judge_score = next((v for k, v in grades.items() if k != PROGRAMMATIC), None)
+            status = item["payload"].get("judge_status")
+            if status is None:  # not graded yet (run interrupted): leave it out of every number
+                judge_score = None
+            elif status == "programmatic":  # grading=programmatic: the exact check is the score
+                judge_score = grades.get(PROGRAMMATIC)
+            rows.append({
+                "key": q["key"], "mode": q["mode"], "qid": q.get("qid"), "inst_category": q.get("inst_category"),
+                "qa_source": q.get("qa_source"), "subject": q["subject"], "year": q["year"],
+                "num_subplots": q["num_subplots"], "skills": q.get("extra", {}).get("skills"),
+                "answer": q.get("answer"), "response": item["payload"].get("response"),
+                "extracted": item["payload"].get("judge_extracted"), "status": status,
+                "score": None if judge_score is None else int(judge_score),
+                PROGRAMMATIC: None if grades.get(PROGRAMMATIC) is None else int(grades[PROGRAMMATIC]),
+            })
+    return rows
+
+
+def _table(judge: dict, programmatic: dict) -> list[dict]:
+    rows = []
+
+    def fmt(cell):
+        return "" if not cell or cell.get("acc") is None else f"{cell['acc']:.2f}"
+
+    for mode, stats in judge.items():
+        prog = programmatic.get(mode, {})
+        rows.append({"mode": mode, "breakdown": "Overall", "group": "all", "n": stats["N_valid"],
+                     "judge acc": f"{stats['Overall Score']:.2f} ± {stats['CI95']:.2f}"
+                     if stats["Overall Score"] is not None else "",
+                     "programmatic acc": fmt({"acc": prog.get("Overall Score")}),
+                     "invalid": stats["N_invalid"], "ungraded": stats["N_ungraded"]})
+        for breakdown in BREAKDOWNS[mode]:
+            for group, cell in stats.get(breakdown, {}).items():
+                rows.append({"mode": mode, "breakdown": breakdown, "group": group, "n": cell["n"],
+                             "judge acc": fmt(cell), "programmatic acc": fmt(prog.get(breakdown, {}).get(group)),
+                             "invalid": "", "ungraded": ""})
+    return rows
+
+
+def run_report(store, run: dict, **_opts) -> dict:
+    """Accuracy overall and by group, answer type, source, subject, year, #subplots (and skill pair)."""
+    rows = score_rows(store, run["id"])
+    judge = accuracy_stats(rows, "score")
+    programmatic = accuracy_stats([r for r in rows if r[PROGRAMMATIC] is not None], PROGRAMMATIC)
+    return {
+        "run_id": run["id"], "pipeline": run["pipeline"], "model": run["config"].get("model"),
+        "judge": run["config"].get("judge"), "data": run["config"].get("data"),
+        "columns": ["mode", "breakdown", "group", "n", "judge acc", "programmatic acc", "invalid", "ungraded"],
+        "table": _table(judge, programmatic),
+        "stats": {"judge": judge, "programmatic": programmatic},
+        "agreement": {mode: agreement([r for r in rows if r["mode"] == mode]) for mode in judge},
+    }
+
+
+def plot_report(report: dict, path: str) -> None:
+    """Accuracy per descriptive group and reasoning answer type, judge next to programmatic."""
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    panels = [(m, b) for m, b in (("descriptive", "By Category"), ("reasoning", "By Answer Type"))
+              if m in report["stats"]["judge"]]
+    fig = Figure(figsize=(5 * max(1, len(panels)), 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, max(1, len(panels)), squeeze=False)[0]
+    for ax, (mode, breakdown) in zip(axes, panels, strict=False):
+        groups = list(report["stats"]["judge"][mode][breakdown])
+        x = np.arange(len(groups))
+        for offset, grader in ((-0.2, "judge"), (0.2, "programmatic")):
+            cells = report["stats"][grader].get(mode, {}).get(breakdown, {})
+            values = [(cells.get(g) or {}).get("acc") or 0.0 for g in groups]
+            ax.bar(x + offset, values, width=0.4, label=grader)
+        ax.set_xticks(x, labels=groups, rotation=25, ha="right", fontsize=8)
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("accuracy (%)")
+        overall = report["stats"]["judge"][mode]["Overall Score"]
+        ax.set_title(f"{mode}: {overall:.1f}% (judge)" if overall is not None else mode, fontsize=10)
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=110)
+
+
+def export_results(store, run: dict, out: str | Path) -> list[Path]:
+    """CharXiv-named files: gen-{model}-{mode}_{split}.json, scores-… and stats-… (judge scores)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = str(run["config"].get("model", "model")).replace("/", "_").replace(":", "_")
+    split = run["config"].get("split") or "val"
+    rows = score_rows(store, run["id"])
+    report = run_report(store, run)
+    written = []
+    for mode in ("descriptive", "reasoning"):
+        mine = [r for r in rows if r["mode"] == mode]
+        if not mine:
+            continue
+        gen = {r["key"]: {"response": r["response"]} for r in mine}
+        scores = {r["key"]: {"resp_id": r["key"], "extracted_answer": r["extracted"], "score": r["score"]}
+                  for r in mine}
+        for prefix, data in (("gen", gen), ("scores", scores), ("stats", report["stats"]["judge"][mode])):
+            path = out / f"{prefix}-{model}-{mode}_{split}.json"
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+            written.append(path)
+    return written

@@ -1,0 +1,177 @@
+"""Chart commands: `run chart-eval` and the `charts` group (synth, questions, report, export)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import click
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.errors import UsageError
+
+
+@click.command("chart-eval")
+@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
+              help="A CharXiv-format folder: the official release layout or one written by `charts synth`.")
+@click.option("--split", default=None, help="Split to evaluate (default: the only one present, else val).")
+@click.option("--model", required=True, help="Model that answers: openai:<vision model>, anthropic:<model> or fake.")
+@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
+@click.option("--mode", type=click.Choice(["both", "descriptive", "reasoning"]), default="both", show_default=True,
+              help="Which question sets to ask.")
+@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N charts (by figure id).")
+@click.option("--grading", type=click.Choice(["both", "judge", "programmatic"]), default="both", show_default=True,
+              help="both: judge every question and also check exact answers programmatically; programmatic: "
+                   "skip the judge where the answer is exact.")
+@click.option("--batch-size", default=5, show_default=True, type=click.IntRange(min=1),
+              help="Descriptive answers per judge call (same template).")
+@click.option("--judge-retries", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Judge calls per batch before its questions score -1 (invalid).")
+@click.option("--judge-max-tokens", default=256, show_default=True, type=click.IntRange(min=16),
+              help="Judge budget; doubled on a truncated JSON reply, up to 1024.")
+@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="Answer budget of the model.")
+@click.option("--temperature", default=0.0, show_default=True, help="Answer sampling temperature.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Threads (batches / reasoning questions) in flight.")
+@click.pass_context
+def run_chart_eval(ctx, data_dir, split, model, judge, mode, limit, grading, batch_size, judge_retries,
+                   judge_max_tokens, max_tokens, temperature, concurrency):
+    """CharXiv-style chart evaluation: ask a multimodal model about each chart, grade with a judge.
+
+    \b
+    Example (offline, synthetic charts with exact answers):
+      skillweave charts synth --out charts-syn --n 20
+      skillweave run chart-eval --data charts-syn --model fake --judge fake
+      skillweave run chart-eval --data CharXiv --split val --model openai:gpt-4o --judge openai:gpt-4o-2024-05-13
+    """
+    from skillweave.charts.charxiv import load_release
+    from skillweave.cli.run import check_model, start_run
+
+    check_model("--model", model)
+    check_model("--judge", judge or model)
+    release = load_release(data_dir, split)  # a bad folder fails here, before a run exists
+    config = {
+        "data": str(Path(data_dir).resolve()), "split": release.split, "model": model, "judge": judge or model,
+        "mode": mode, "limit": limit, "grading": grading, "batch_size": batch_size, "judge_retries": judge_retries,
+        "judge_max_tokens": judge_max_tokens, "max_tokens": max_tokens, "temperature": temperature,
+        "concurrency": concurrency, "ask_template": "chart_eval/ask",
+        "judge_descriptive_template": "chart_eval/judge_descriptive",
+        "judge_reasoning_template": "chart_eval/judge_reasoning",
+    }
+    start_run(ctx, "chart-eval", config, {})
+
+
+@click.group("charts")
+def charts_group() -> None:
+    """CharXiv-style chart data: synthetic sets with exact answers, question listings, reports."""
+
+
+@charts_group.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder to write (created).")
+@click.option("--n", default=20, show_default=True, type=click.IntRange(min=1), help="Number of charts.")
+@click.option("--seed", default=0, show_default=True, help="Seed; chart i depends only on (seed, i).")
+@click.option("--split", default="val", show_default=True, help="Split name in the file names.")
+@click.option("--dpi", default=100, show_default=True, type=click.IntRange(min=30), help="Image resolution.")
+@json_option
+def synth_command(out, n, seed, split, dpi, as_json):
+    """Draw line/bar/scatter charts and write their questions with exact answers (CharXiv layout).
+
+    \b
+    Example:
+      skillweave charts synth --out charts-syn --n 20 --seed 0
+    """
+    from skillweave.charts.synthetic import generate_synthetic_set
+
+    summary = generate_synthetic_set(out, n, seed=seed, split=split, dpi=dpi)
+    if as_json:
+        echo_json(summary)
+    else:
+        click.echo(f"wrote {summary['charts']} charts, {summary['descriptive_questions']} descriptive and "
+                   f"{summary['reasoning_questions']} reasoning questions to {out}")
+
+
+@charts_group.command("questions")
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--split", default=None, help="Split (default: the only one present, else val).")
+@click.option("--summary", is_flag=True, help="Counts per template / answer type instead of the questions.")
+@json_option
+def questions_command(data_dir, split, summary, as_json):
+    """List the questions a folder yields (the exact text the model will see, minus the image).
+
+    \b
+    Example:
+      skillweave charts questions charts-syn --summary
+    """
+    from skillweave.charts.charxiv import load_release
+
+    questions = load_release(data_dir, split, require_images=False).questions()
+    if summary:
+        counts = Counter((q.mode, f"Q{q.qid}" if q.mode == "descriptive" else q.group) for q in questions)
+        rows = [{"mode": m, "type": t, "count": c} for (m, t), c in sorted(counts.items())]
+        echo_json(rows) if as_json else echo_table(rows, ["mode", "type", "count"])
+        return
+    rows = [{"key": q.key, "mode": q.mode, "type": f"Q{q.qid}" if q.mode == "descriptive" else q.group,
+             "question": q.question, "answer": q.answer} for q in questions]
+    if as_json:
+        echo_json([q.to_dict() for q in questions])
+    else:
+        echo_table(rows, ["key", "mode", "type", "question", "answer"])
+
+
+@charts_group.command("report")
+@click.argument("run_id")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Also draw a PNG.")
+@json_option
+@click.pass_context
+def report_command(ctx, run_id, plot_path, as_json):
+    """Accuracy of a chart-eval run overall and by group, answer type, source, subject, year, #subplots.
+
+    \b
+    Example:
+      skillweave charts report latest --plot charts.png
+    """
+    from skillweave.charts.report import plot_report, run_report
+
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    if run["pipeline"] != "chart-eval":
+        raise UsageError(f"run '{run['id']}' is a {run['pipeline']} run, not chart-eval")
+    report = run_report(store, run)
+    if plot_path:
+        plot_report(report, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    if as_json:
+        echo_json({k: v for k, v in report.items() if k not in ("columns", "table")})
+    else:
+        agree = ", ".join(f"{m}: {a['agree']}/{a['n']}" for m, a in report["agreement"].items())
+        click.echo(f"chart-eval run {run['id']} ({run['status']}), model {report['model']}, judge {report['judge']}; "
+                   f"judge/programmatic agreement {agree}")
+        echo_table(report["table"], report["columns"], empty="(no graded questions)")
+
+
+@charts_group.command("export")
+@click.argument("run_id")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the result files.")
+@click.pass_context
+def export_command(ctx, run_id, out):
+    """Write CharXiv-named result files: gen-, scores- and stats-{model}-{mode}_{split}.json.
+
+    \b
+    Example:
+      skillweave charts export latest --out results
+    """
+    from skillweave.charts.report import export_results
+
+    store = open_store(ctx)
+    run = store.get_run(run_id)
+    for path in export_results(store, run, out):
+        click.echo(str(path))
+
+
+def register(root: click.Group) -> None:
+    run_group = root.commands.get("run")
+    if run_group is None:
+        run_group = click.Group("run", help="Run a generation or evaluation pipeline.")
+        root.add_command(run_group)
+    run_group.add_command(run_chart_eval)
+    root.add_command(charts_group)
