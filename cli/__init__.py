@@ -22,6 +22,7 @@ Example (embedded model, no API key):
 
 # Modules under skillweave.cli that each define `register(root)`; add yours here.
 COMMAND_MODULES: list[str] = [
+    "math2",
     "unlearn",
     "train",
     "run",

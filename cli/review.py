@@ -1,13 +1,193 @@
-"""`skillweave review ...`: human review plugged in mid-loop (threads paused at a LangGraph interrupt)."""
+"""`skillweave review ...`: human review plugged in mid-loop (threads paused at a LangGraph interrupt).
+
+The queue is every item, across runs, whose thread waits for a person (`status = review`). A decision resumes
+exactly that item's thread and is stored as a `reviews` row (who, when, what changed).
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
+from skillweave.agents.review import (
+    make_decision,
+    resolve_item_id,
+    review_entry,
+    review_queue,
+    submit_decision,
+)
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.errors import UsageError
 
 
 @click.group("review")
 def review_group() -> None:
     """Review items that a run paused for a person: list, show, approve, edit, reject, or serve a web page."""
+
+
+def _text(value: str | None) -> str | None:
+    """A value, or the contents of a file when written as @path."""
+    if value is not None and value.startswith("@"):
+        path = Path(value[1:])
+        if not path.is_file():
+            raise UsageError(f"cannot read '{value}': no file {path}")
+        return path.read_text(encoding="utf-8").strip()
+    return value
+
+
+@review_group.command("list")
+@click.option("--run", "run_id", default=None, help="Only items of this run (default: every run).")
+@json_option
+@click.pass_context
+def review_list(ctx, run_id, as_json):
+    """Items waiting for a reviewer, across runs, oldest first.
+
+    \b
+    Example:
+      skillweave review list
+      skillweave review list --run latest --json
+    """
+    store = open_store(ctx)
+    items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
+    rows = []
+    for item in items:
+        request = item["payload"].get("review_request") or {}
+        editable = request.get("editable") or {}
+        rows.append({"item_id": item["id"], "run_id": item["run_id"], "pipeline": request.get("pipeline"),
+                     "skills": " + ".join(item["skills"]), "question": editable.get("question", ""),
+                     "answer": editable.get("answer", ""), "waiting_since": item["updated_at"]})
+    if as_json:
+        echo_json(rows)
+    else:
+        echo_table(rows, ["item_id", "run_id", "skills", "question", "answer"], empty="(nothing waiting for review)")
+
+
+@review_group.command("show")
+@click.argument("item_id")
+@json_option
+@click.pass_context
+def review_show(ctx, item_id, as_json):
+    """One item as a reviewer sees it: editable fields, attempts, critic verdicts, earlier decisions.
+
+    \b
+    Example:
+      skillweave review show 3f2a9c1b
+    """
+    store = open_store(ctx)
+    entry = review_entry(store, resolve_item_id(store, item_id))
+    if as_json:
+        echo_json(entry)
+        return
+    item, request = entry["item"], entry["request"]
+    click.echo(f"item {item['id']}  run {item['run_id']}  status {item['status']}")
+    for field, value in (request.get("editable") or {}).items():
+        click.echo(f"\n== {field} (editable) ==\n{value}")
+    for section in request.get("context") or []:
+        click.echo(f"\n== {section['label']} ==\n{section['text']}")
+    for review in entry["reviews"]:
+        click.echo(f"\n[{review['created_at']}] {review['reviewer']}: {review['decision']} {review['reason']}")
+    if not request:
+        click.echo("\n(this item has no review request)")
+
+
+def _submit(ctx, item_id: str, decision: dict, as_json: bool) -> None:
+    store = open_store(ctx)
+    result = submit_decision(store, resolve_item_id(store, item_id), decision, prompts_dir=prompts_dir(ctx))
+    if as_json:
+        echo_json(result)
+    else:
+        click.echo(f"{result['action']}: item {result['item_id']} is now {result['status']}; "
+                   f"run {result['run_id']} {result['run_status']} ({result['paused_in_run']} still waiting)")
+
+
+reviewer_option = click.option("--as", "reviewer", default=None,
+                               help="Reviewer name stored with the decision (default: $SKILLWEAVE_REVIEWER or login).")
+
+
+@review_group.command("approve")
+@click.argument("item_id")
+@click.option("--reason", default="", help="Optional note stored with the decision.")
+@reviewer_option
+@json_option
+@click.pass_context
+def review_approve(ctx, item_id, reason, reviewer, as_json):
+    """Approve an item as it is and resume its thread.
+
+    \b
+    Example:
+      skillweave review approve 3f2a9c1b --as alice
+    """
+    _submit(ctx, item_id, make_decision("approve", reviewer=reviewer, reason=reason), as_json)
+
+
+@review_group.command("edit")
+@click.argument("item_id")
+@click.option("--question", default=None, help="New question text (or @file).")
+@click.option("--solution", default=None, help="New reference solution (or @file).")
+@click.option("--answer", default=None, help="New final answer (or @file).")
+@click.option("--set", "sets", multiple=True, metavar="FIELD=VALUE", help="Any other editable field (repeatable).")
+@click.option("--reason", default="", help="Why it was edited.")
+@reviewer_option
+@json_option
+@click.pass_context
+def review_edit(ctx, item_id, question, solution, answer, sets, reason, reviewer, as_json):
+    """Edit fields of an item, accept it, and resume its thread (before/after is kept).
+
+    \b
+    Example:
+      skillweave review edit 3f2a9c1b --answer 42 --reason "arithmetic slip"
+      skillweave review edit 3f2a9c1b --question @fixed_question.txt
+    """
+    changes = {"question": _text(question), "solution": _text(solution), "answer": _text(answer)}
+    for entry in sets:
+        field, sep, value = entry.partition("=")
+        if not sep or not field:
+            raise UsageError(f"--set '{entry}' must look like FIELD=VALUE")
+        changes[field.strip()] = _text(value)
+    _submit(ctx, item_id, make_decision("edit", reviewer=reviewer, reason=reason, changes=changes), as_json)
+
+
+@review_group.command("reject")
+@click.argument("item_id")
+@click.option("--reason", required=True, help="Why it is rejected (stored as the drop reason).")
+@reviewer_option
+@json_option
+@click.pass_context
+def review_reject(ctx, item_id, reason, reviewer, as_json):
+    """Reject an item with a reason; its thread resumes and drops it (and may draw a new pair).
+
+    \b
+    Example:
+      skillweave review reject 3f2a9c1b --reason "needs only one skill"
+    """
+    _submit(ctx, item_id, make_decision("reject", reviewer=reviewer, reason=reason), as_json)
+
+
+@review_group.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep 127.0.0.1 unless needed).")
+@click.option("--port", default=8765, show_default=True, help="Port.")
+@click.option("--token", envvar="SKILLWEAVE_REVIEW_TOKEN", default=None,
+              help="Access token (or $SKILLWEAVE_REVIEW_TOKEN); a random one is made and printed when absent.")
+@reviewer_option
+@click.pass_context
+def review_serve(ctx, host, port, token, reviewer):
+    """Serve the review queue as a web page (server-rendered, escaped, access token required).
+
+    \b
+    Example:
+      skillweave review serve --port 8765
+      # open the printed http://127.0.0.1:8765/?token=... link
+    """
+    import secrets
+
+    import uvicorn
+    from skillweave.web import create_app
+
+    token = token or secrets.token_urlsafe(18)
+    store = open_store(ctx)
+    app = create_app(store, token=token, prompts_dir=prompts_dir(ctx), default_reviewer=reviewer)
+    click.echo(f"review page: http://{host}:{port}/?token={token}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def register(root: click.Group) -> None:

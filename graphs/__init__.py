@@ -1,6 +1,7 @@
 """Generation graphs, one module per pipeline; each exposes `build_graph(checkpointer)` and `plan(ctx)`."""
 
 PIPELINES: dict[str, str] = {
+    "math2": "skillweave.graphs.math2",
     "skillmix": "skillweave.graphs.skillmix",
     "conceptmix": "skillweave.graphs.conceptmix",
     "chart-eval": "skillweave.graphs.chart_eval",

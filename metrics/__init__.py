@@ -4,11 +4,15 @@ returning `columns`, `table` (rows) and any JSON fields; `PLOTTERS` likewise dra
 import importlib
 
 REPORTERS: dict[str, str] = {
+    "math2": "skillweave.metrics.math2:run_report",
+    "math2-eval": "skillweave.metrics.math2:eval_report",
     "skillmix": "skillweave.metrics.skillmix:run_report",
     "conceptmix": "skillweave.metrics.conceptmix:run_report",
     "chart-eval": "skillweave.charts.report:run_report",
 }
 PLOTTERS: dict[str, str] = {
+    "math2": "skillweave.metrics.math2:plot_report",
+    "math2-eval": "skillweave.metrics.math2:plot_eval_report",
     "skillmix": "skillweave.metrics.skillmix:plot_report",
     "conceptmix": "skillweave.metrics.conceptmix:plot_report",
     "chart-eval": "skillweave.charts.report:plot_report",

@@ -1,0 +1,181 @@
+"""Review step shared by pipelines: `--reviewer human|llm:<model>|auto`, plugged into a graph mid-loop.
+
+Design choices:
+- A pipeline node calls `review_decision(...)` with what a reviewer should see: the editable fields
+  (e.g. question, solution, answer) and read-only context sections (attempts, critic verdicts, ...).
+- `human` pauses the thread with LangGraph `interrupt(request)`. Before pausing, the item's status becomes
+  `review` and the request is stored in `payload.review_request`, so the review queue across runs is one SQL
+  query (no checkpoint scans); the pause itself lives in the SQLite checkpointer and survives process exit.
+- A decision is a plain dict `{action: approve|edit|reject, reviewer, reason, changes: {field: value}, at}`.
+  `submit_decision` checks it against the stored request and resumes exactly that thread
+  (`run_pipeline(..., only_threads={thread_id: decision})`); the node then records it as provenance
+  (`reviews` row: who, when, what changed before -> after) via `record_decision`.
+- `llm:<model>` asks a model to approve or reject (template named by the pipeline, reply
+  `Decision: approve|reject` + `Reason:`); an unparseable reply rejects with that reason. `auto` approves.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import re
+from typing import Any
+
+from skillweave.errors import ConfigError, NotFound, UsageError
+from skillweave.store import Store, now
+
+ACTIONS = ("approve", "edit", "reject")
+REVIEW_STATUS = "review"
+
+
+def parse_reviewer(spec: str) -> str:
+    """Validate `human`, `auto` or `llm:<model spec>` (e.g. `llm:fake`, `llm:openai:gpt-4o`)."""
+    from skillweave.agents.providers import parse_spec
+
+    spec = (spec or "").strip()
+    if spec in ("human", "auto"):
+        return spec
+    if spec.startswith("llm:"):
+        try:
+            parse_spec(spec[4:])
+        except ConfigError as exc:
+            raise ConfigError(f"--reviewer '{spec}': {exc}") from None
+        return spec
+    raise ConfigError(f"unknown reviewer '{spec}'; expected human, auto or llm:<model> (e.g. llm:local)")
+
+
+def default_reviewer_name() -> str:
+    try:
+        return os.environ.get("SKILLWEAVE_REVIEWER") or getpass.getuser()
+    except Exception:  # no login name (containers)
+        return "reviewer"
+
+
+def make_decision(action: str, *, reviewer: str | None = None, reason: str = "",
+                  changes: dict[str, str] | None = None) -> dict:
+    """A decision dict, checked for shape (the editable fields are checked by `submit_decision`)."""
+    if action not in ACTIONS:
+        raise UsageError(f"unknown review action '{action}'; expected one of {', '.join(ACTIONS)}")
+    changes = {k: v for k, v in (changes or {}).items() if v is not None}
+    if action == "edit" and not changes:
+        raise UsageError("an edit needs at least one changed field (e.g. --question, --solution, --answer)")
+    if action == "reject" and not reason.strip():
+        raise UsageError("a rejection needs a reason (--reason '...')")
+    return {"action": action, "reviewer": reviewer or default_reviewer_name(), "reason": reason,
+            "changes": changes if action == "edit" else {}, "at": now()}
+
+
+# ---- inside a graph node ------------------------------------------------------------------------------
+async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, editable: dict[str, str],
+                          context: list[dict], template: str | None = None, values: dict | None = None) -> dict:
+    """The reviewer's decision for one item (pauses the thread when the reviewer is a person)."""
+    reviewer = ctx.config.get("reviewer", "auto")
+    if reviewer == "auto":
+        return {"action": "approve", "reviewer": "auto", "reason": "auto-approved", "changes": {}, "at": now()}
+    if reviewer.startswith("llm:"):
+        return await _llm_decision(ctx, item, reviewer[4:], template, values or {})
+    from langgraph.types import interrupt
+
+    request = {"item_id": item["id"], "run_id": ctx.run_id, "thread_id": thread_id, "pipeline": pipeline,
+               "skills": item.get("skills") or [], "editable": editable, "context": context}
+    if item.get("status") != REVIEW_STATUS:  # the node re-runs on resume; queue and log it once
+        ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update={"review_request": request})
+        ctx.store.add_event(ctx.run_id, item["id"], "review", "waiting", "paused for a human reviewer")
+    return interrupt(request)
+
+
+async def _llm_decision(ctx, item: dict, model: str, template: str | None, values: dict) -> dict:
+    from skillweave.agents.llm import call_template
+    from skillweave.errors import ModelCallError
+
+    if not template:
+        raise ConfigError("this pipeline has no LLM review template; use --reviewer human or auto")
+    try:
+        reply = await call_template(ctx, item_id=item["id"], role="reviewer", template=template, values=values,
+                                    model=model, temperature=0.0, max_tokens=ctx.config.get("review_max_tokens", 256))
+    except ModelCallError as exc:
+        return {"action": "reject", "reviewer": f"llm:{model}", "reason": f"reviewer call failed: {exc}",
+                "changes": {}, "at": now()}
+    action, reason = parse_llm_review(reply.text)
+    return {"action": action, "reviewer": f"llm:{model}", "reason": reason, "changes": {}, "at": now(),
+            "call_id": reply.call_id}
+
+
+def parse_llm_review(text: str) -> tuple[str, str]:
+    """`Decision: approve|reject` and `Reason: ...`; anything else is a rejection that says so."""
+    match = re.search(r"decision\s*[:\-]\s*\**\s*(approve|accept|reject)", text, re.I)
+    reason_match = re.search(r"reason\s*[:\-]\s*(.+)", text, re.I | re.S)
+    reason = reason_match.group(1).strip()[:500] if reason_match else ""
+    if not match:
+        return "reject", f"unparseable reviewer reply: {text.strip()[:200]!r}"
+    action = "reject" if match.group(1).lower() == "reject" else "approve"
+    return action, reason or ("approved by the LLM reviewer" if action == "approve" else "rejected by the LLM reviewer")
+
+
+def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) -> dict[str, dict]:
+    """Store the decision as a `reviews` row with what changed (before -> after) and log the transition."""
+    changes = {field: {"before": current.get(field), "after": value}
+               for field, value in (decision.get("changes") or {}).items() if current.get(field) != value}
+    ctx.store.add_review(item_id, ctx.run_id, decision.get("reviewer") or "unknown", decision["action"],
+                         decision.get("reason") or "", {**changes, "_at": decision.get("at")})
+    status = {"approve": "approved", "edit": "edited", "reject": "rejected"}[decision["action"]]
+    ctx.store.add_event(ctx.run_id, item_id, "review", status,
+                        f"{decision.get('reviewer')}: {decision.get('reason') or decision['action']}"
+                        + (f" (changed {', '.join(changes)})" if changes else ""))
+    return changes
+
+
+# ---- outside the graph: queue, show, submit ------------------------------------------------------------
+def review_queue(store: Store, run_id: str | None = None) -> list[dict]:
+    """Items waiting for a person, across runs (or in one run), oldest first."""
+    where, args = "status = ?", [REVIEW_STATUS]
+    if run_id:
+        where += " and run_id = ?"
+        args.append(run_id)
+    from skillweave.store import _decode_item
+
+    return [_decode_item(r) for r in store.db["items"].rows_where(where, args, order_by="updated_at, id")]
+
+
+def review_entry(store: Store, item_id: str) -> dict:
+    """An item with its review request, earlier reviews and events (for `review show` and the web page)."""
+    item = store.get_item(item_id)
+    request = item["payload"].get("review_request") or {}
+    reviews = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
+    events = list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
+    return {"item": item, "request": request, "reviews": reviews, "events": events,
+            "waiting": item["status"] == REVIEW_STATUS}
+
+
+def resolve_item_id(store: Store, prefix: str) -> str:
+    """A full item id from an id or an unambiguous prefix of at least 6 characters."""
+    if store.db["items"].count_where("id = ?", [prefix]):
+        return prefix
+    if len(prefix) >= 6:
+        rows = [r["id"] for r in store.db["items"].rows_where("id like ?", [prefix + "%"], limit=3)]
+        if len(rows) == 1:
+            return rows[0]
+        if len(rows) > 1:
+            raise UsageError(f"item id prefix '{prefix}' is ambiguous; give more characters")
+    raise NotFound(f"no item '{prefix}' in {store.path}; `skillweave review list` shows the queue")
+
+
+def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
+    """Check a decision against the item's pending request and resume exactly that thread."""
+    from skillweave.graphs.runtime import run_pipeline
+
+    item = store.get_item(item_id)
+    request: dict[str, Any] = item["payload"].get("review_request") or {}
+    if item["status"] != REVIEW_STATUS or not request:
+        raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")
+    unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
+    if unknown:
+        raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
+    summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir, progress=False,
+                           only_threads={request["thread_id"]: decision})
+    after = store.get_item(item_id)
+    if after["status"] == REVIEW_STATUS:
+        raise UsageError(f"thread {request['thread_id']} did not resume; is the run's checkpoint in {store.path}?")
+    return {"item_id": item_id, "run_id": request["run_id"], "thread_id": request["thread_id"],
+            "action": decision["action"], "status": after["status"], "run_status": summary.status,
+            "paused_in_run": summary.paused}
