@@ -1,0 +1,133 @@
+"""`skillweave run instruct-skillmix` and `skillweave export RUN_ID...`: make instruction data, write it for trainers."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import click
+
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.run import check_model, parse_k, run_group, start_run
+from skillweave.errors import UsageError
+
+HELDOUT_SEED = 4242
+
+
+@click.command("instruct-skillmix")
+@click.option("--n", default=None, type=click.IntRange(min=1),
+              help="Data points to generate [default: 5, or 100 with --set heldout].")
+@click.option("--k", default=2, show_default=True, type=click.IntRange(min=1), help="Skills per data point.")
+@click.option("--set", "set_name", type=click.Choice(["train", "heldout"]), default="train", show_default=True,
+              help="heldout: the separately seeded validation set (default seed 4242, n 100).")
+@click.option("--seed", default=None, type=int, help="Sampling seed [default: 42 for train, 4242 for heldout].")
+@click.option("--model", default="local", show_default=True, help="Generator model spec: local, fake, openai:<m>, anthropic:<m>.")
+@click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
+              help="skills.txt, one snake_case skill a line (default: bundled, 40 skills).")
+@click.option("--queries", "queries_file", type=click.Path(dir_okay=False), default=None,
+              help="queries.txt with '### N. **Name**' blocks (default: bundled, 16 query types).")
+@click.option("--temperature", default=0.7, show_default=True, help="Generator sampling temperature.")
+@click.option("--max-tokens", default=None, type=click.IntRange(min=16),
+              help="Max new tokens per turn [default: 4096 for API models as upstream, 512 for local/fake].")
+@click.option("--parse-retries", default=3, show_default=True, type=click.IntRange(min=0),
+              help="Times the last turn is asked again when the fields do not parse, before the point fails.")
+@click.option("--shirkers", is_flag=True, help="Ablation: replace a fraction of responses with deliberately unhelpful ones.")
+@click.option("--shirker-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1),
+              help="Fraction of data points whose response is replaced (with --shirkers).")
+@click.option("--shirker-selection", type=click.Choice(["first", "random"]), default="first", show_default=True,
+              help="Which points become shirkers: the first ones (as upstream) or a seeded random subset.")
+@click.option("--brevity", is_flag=True, help="Ablation: the generation prompt limits the response to one paragraph.")
+@click.option("--dedup", type=click.Choice(["minhash", "embedding", "none"]), default="minhash", show_default=True,
+              help="Near-duplicate control on instructions: MinHash word shingles or MiniLM embeddings.")
+@click.option("--dedup-threshold", default=None, type=click.FloatRange(0, 1, min_open=True),
+              help="Reject at similarity >= this [default: Jaccard 0.7 for minhash, cosine 0.9 for embedding].")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Data points in flight at once.")
+@click.pass_context
+def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries_file, temperature, max_tokens,
+                          parse_retries, shirkers, shirker_fraction, shirker_selection, brevity, dedup,
+                          dedup_threshold, concurrency):
+    """Instruct-SkillMix: k random skills + a balanced query type -> five-turn generator -> (instruction, response).
+
+    \b
+    Example:
+      skillweave run instruct-skillmix --model fake --n 20
+      skillweave run instruct-skillmix --model local --n 5
+      skillweave run instruct-skillmix --model openai:gpt-4o --n 1000 --shirkers
+      skillweave run instruct-skillmix --model openai:gpt-4o --set heldout
+      skillweave export latest --format jsonl --shape alpaca --out ism.jsonl
+    """
+    from skillweave.agents.providers import parse_spec
+    from skillweave.catalog.instruct_formats import (
+        bundled_instruct_skills, bundled_query_types, query_entries, read_queries_txt, read_skills_txt, skill_entries,
+    )
+
+    check_model("--model", model)
+    skills = read_skills_txt(skills_file) if skills_file else bundled_instruct_skills()
+    queries = read_queries_txt(queries_file) if queries_file else bundled_query_types()
+    if k > len(skills):
+        raise UsageError(f"--k {k} exceeds the {len(skills)} skills in {skills_file or 'the bundled list'}")
+    if max_tokens is None:
+        max_tokens = 4096 if parse_spec(model)[0] in ("openai", "anthropic") else 512
+    config = {
+        "n": n or (100 if set_name == "heldout" else 5), "k": k, "set": set_name,
+        "seed": seed if seed is not None else (HELDOUT_SEED if set_name == "heldout" else 42),
+        "model": model, "temperature": temperature, "max_tokens": max_tokens, "parse_retries": parse_retries,
+        "shirker_fraction": shirker_fraction if shirkers else 0.0, "shirker_selection": shirker_selection,
+        "brevity": brevity, "dedup": dedup, "dedup_threshold": dedup_threshold, "concurrency": concurrency,
+        "generate_template": "instruct_skillmix/generate", "shirker_template": "instruct_skillmix/shirker",
+    }
+    start_run(ctx, "instruct-skillmix", config, {
+        "skills": (skills_file or "bundled", "skills", skill_entries(skills), skills_file or "bundled"),
+        "query_types": (queries_file or "bundled", "query_types", query_entries(queries), queries_file or "bundled"),
+    })
+
+
+@click.command("export")
+@click.argument("run_ids", nargs=-1, required=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "json", "parquet", "hf"]), default="jsonl",
+              show_default=True, help="jsonl, json (one list, Alpaca style), parquet, or hf (datasets.save_to_disk folder).")
+@click.option("--shape", type=click.Choice(["alpaca", "messages", "prompt-completion", "preference"]), default="alpaca",
+              show_default=True, help="Row shape: instruction/input/output, messages, prompt/completion, prompt/chosen/rejected.")
+@click.option("--out", "out", required=True, type=click.Path(), help="Output file (or folder for --format hf).")
+@click.option("--status", default="done", show_default=True, help="Item status to keep ('any' keeps all).")
+@click.option("--min-score", default=None, type=float, help="Keep items whose voted rubric score (sum of points) is >= this.")
+@click.option("--full-marks", is_flag=True, help="Skill-Mix: keep only texts whose voted points are all 1 (Zhao et al.).")
+@click.option("--reviewed-only", is_flag=True, help="Keep only items a reviewer approved or edited.")
+@click.option("--exclude-shirkers", is_flag=True, help="Drop Instruct-SkillMix points whose response is a shirker.")
+@click.option("--k", "k_value", default=None, help="Keep only these k (e.g. 1 or 1,2 or 1..3).")
+@click.option("--system", default=None, help="System message to put first in --shape messages rows.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+@json_option
+@click.pass_context
+def export(ctx, run_ids, fmt, shape, out, status, min_score, full_marks, reviewed_only, exclude_shirkers, k_value,
+           system, overwrite, as_json):
+    """Write a run's items as training data, with a dataset card beside it; every row carries its item_id.
+
+    \b
+    Examples:
+      skillweave export latest --format jsonl --shape alpaca --out ism.jsonl
+      skillweave export RUN --format hf --shape prompt-completion --out ism_hf --exclude-shirkers
+      skillweave export RUN --shape preference --out pairs.jsonl      # shirker or Skill-Mix round pairs
+      skillweave export SKILLMIX_RUN --full-marks --k 1..3 --out d123.jsonl   # Zhao et al. SFT data
+    """
+    from skillweave.export import ExportFilters, export_runs
+
+    store = open_store(ctx)
+    filters = ExportFilters(status=None if status == "any" else status, min_score=min_score, full_marks=full_marks,
+                            reviewed_only=reviewed_only, exclude_shirkers=exclude_shirkers,
+                            k=parse_k(k_value) if k_value else None)
+    result = export_runs(store, list(run_ids), out, fmt=fmt, shape=shape, filters=filters, system=system,
+                         overwrite=overwrite, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    if as_json:
+        echo_json(result)
+    else:
+        echo_table([{"rows": result["rows"], "items seen": result["items_seen"], "out": result["out"],
+                     "card": result["card"]}], ["rows", "items seen", "out", "card"])
+        for reason, count in result["dropped"].items():
+            click.echo(f"dropped {count}: {reason}", err=True)
+
+
+def register(root: click.Group) -> None:
+    run_group.add_command(run_instruct_skillmix)
+    root.add_command(export)

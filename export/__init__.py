@@ -1,0 +1,238 @@
+"""Exports: store items -> training rows in standard shapes and formats, with a dataset card beside them.
+
+Design choices
+- One intermediate record, `Example` (instruction, input, output, optional rejected response, metadata), built
+  per pipeline from item payloads, then shaped: Alpaca `instruction/input/output`, chat `messages`, TRL
+  `prompt/completion`, TRL `prompt/chosen/rejected`. Field names stay standard so TRL, `trainers.data` and other
+  readers need no mapping; every row carries `item_id` (and `run_id`) so training, selection and unlearning
+  can trace a row back to the store.
+- Instruct-SkillMix items export `instruction/input/output` plus the released keys (`orig_instruction`,
+  `skills_joined_str`, `query_type`); a shirker item keeps its real response as `orig_output`.
+- Skill-Mix items (the Zhao et al. recipe, METHODS §2): prompt = the stored TURN0 request, target = the graded
+  revised answer `text_1`; metadata `k, skills, topic, category_split, round, score, full_marks`. Points are
+  voted per rubric item over grading samples (numpy rint, as the metrics do); Full Marks = every voted point 1.
+- Preference pairs exist where the store holds two responses of different quality for one prompt: an
+  Instruct-SkillMix shirker (chosen = real response, rejected = shirker response) and Skill-Mix generation
+  rounds of one combination with different voted scores (chosen = best round, rejected = worst; ties skipped);
+  also any payload with `prompt`, `responses` [a, b] and `preferred` (0 or 1).
+- Filters: status (default done), voted score threshold, full marks, reviewed only (latest review approve/edit;
+  an edit's `changes` replace the exported fields), exclude shirkers, k. Items whose latest review is a reject
+  never export. Every drop is counted by reason and written into the card.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from skillweave.errors import UsageError
+from skillweave.store import Store, jload
+
+APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
+REJECTED = {"reject", "rejected"}
+
+
+@dataclass
+class ExportFilters:
+    status: str | None = "done"
+    min_score: float | None = None
+    full_marks: bool = False
+    reviewed_only: bool = False
+    exclude_shirkers: bool = False
+    k: list[int] | None = None
+
+    def describe(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if v not in (None, False)}
+
+
+@dataclass
+class Example:
+    item_id: str
+    run_id: str
+    instruction: str
+    output: str
+    input: str = ""
+    rejected: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+# ---- grades and reviews ----------------------------------------------------------------------------------
+def voted_points(store: Store, item_id: str) -> list[float] | None:
+    """Per-item majority vote over grading samples (None when the item has no grades)."""
+    samples = [g["points"] for g in store.grades(item_id) if g["points"]]
+    if not samples:
+        return None
+    width = min(len(s) for s in samples)
+    return [float(v) for v in np.rint(np.asarray([s[:width] for s in samples], dtype=float).mean(axis=0))]
+
+
+def latest_review(store: Store, item_id: str) -> dict | None:
+    rows = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at desc", limit=1))
+    return {**rows[0], "changes": jload(rows[0]["changes"], {})} if rows else None
+
+
+# ---- per-pipeline examples ---------------------------------------------------------------------------------
+def _instruct_example(item: dict, run: dict) -> Example | None:
+    p = item["payload"]
+    if not p.get("instruction") or not p.get("output"):
+        return None
+    return Example(item["id"], run["id"], p["instruction"], p["output"], p.get("input", ""), meta={
+        "orig_instruction": p.get("orig_instruction", p["instruction"]), "skills_joined_str": p.get("skills_joined_str"),
+        "query_type": p.get("query_type"), "query_str": p.get("query_str"), "k": item["k"], "skills": item["skills"],
+        "shirker": bool(p.get("shirker")), "orig_output": p.get("orig_output"), "set": p.get("set"),
+        "generator": p.get("generator"),
+    })
+
+
+def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Example | None:
+    p = item["payload"]
+    if not p.get("prompt_0") or not p.get("text_1"):
+        return None
+    k = item["k"]
+    full = points is not None and len(points) == k + 3 and all(v == 1 for v in points)
+    return Example(item["id"], run["id"], p["prompt_0"], p["text_1"], meta={
+        "k": k, "skills": item["skills"], "topic": item["topic"], "round": item["round"],
+        "combo_index": item["combo_index"], "category_split": run["config"].get("split", "all"),
+        "train_categories": run["config"].get("train_categories"),
+        "score": sum(points) if points is not None else None, "full_marks": full, "shirker": False,
+    })
+
+
+def _generic_example(item: dict, run: dict) -> Example | None:
+    p = item["payload"]
+    instruction = p.get("instruction") or p.get("prompt") or p.get("question")
+    output = p.get("output") or p.get("response") or p.get("answer")
+    if not instruction or not output or not isinstance(output, str):
+        return None
+    return Example(item["id"], run["id"], instruction, output, p.get("input", "") or "",
+                   meta={"k": item.get("k"), "skills": item.get("skills"), "shirker": bool(p.get("shirker"))})
+
+
+def _example(item: dict, run: dict, points) -> Example | None:
+    pipeline = run["pipeline"]
+    if pipeline == "instruct-skillmix":
+        return _instruct_example(item, run)
+    if pipeline == "skillmix" or item["kind"].startswith("skillmix."):
+        return _skillmix_example(item, run, points)
+    return _generic_example(item, run)
+
+
+def _apply_review(example: Example, review: dict | None) -> None:
+    changes = (review or {}).get("changes") or {}
+    for key in ("instruction", "prompt"):
+        if changes.get(key):
+            example.instruction = changes[key]
+    for key in ("output", "response", "text_1", "text"):
+        if changes.get(key):
+            example.output = changes[key]
+    if review:
+        example.meta["review"] = review["decision"]
+
+
+# ---- collection ----------------------------------------------------------------------------------------------
+def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: bool = False
+            ) -> tuple[list[Example], Counter, list[dict], int]:
+    """Examples (or preference pairs) of the runs that pass the filters; drops counted by reason."""
+    dropped: Counter = Counter()
+    runs = [store.get_run(r) for r in run_ids]
+    if len({r["id"] for r in runs}) != len(runs):
+        raise UsageError(f"run ids {run_ids} name the same run twice")
+    kept: list[Example] = []
+    seen = 0
+    for run in runs:
+        candidates = []
+        for item in store.items(run["id"]):
+            seen += 1
+            if filters.status and item["status"] != filters.status:
+                dropped[f"status {item['status']} (not {filters.status})"] += 1
+                continue
+            if filters.k and item.get("k") not in filters.k:
+                dropped[f"k {item.get('k')} not in {filters.k}"] += 1
+                continue
+            review = latest_review(store, item["id"])
+            decision = (review or {}).get("decision", "").lower()
+            if decision in REJECTED:
+                dropped["rejected by a reviewer"] += 1
+                continue
+            if filters.reviewed_only and decision not in APPROVED:
+                dropped["not approved by a reviewer"] += 1
+                continue
+            points = voted_points(store, item["id"])
+            example = _example(item, run, points)
+            if example is None:
+                dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
+                continue
+            _apply_review(example, review)
+            score = example.meta.get("score")
+            if filters.min_score is not None and (score is None or score < filters.min_score):
+                dropped[f"score below {filters.min_score} (or ungraded)"] += 1
+                continue
+            if filters.full_marks and not example.meta.get("full_marks"):
+                dropped["not full marks"] += 1
+                continue
+            candidates.append((item, example))
+        if pairs:
+            kept += _pairs(run, candidates, dropped)
+            continue
+        for _item, example in candidates:
+            if filters.exclude_shirkers and example.meta.get("shirker"):
+                dropped["shirker response"] += 1
+                continue
+            kept.append(example)
+    return kept, dropped, runs, seen
+
+
+def _pairs(run: dict, candidates: list[tuple[dict, Example]], dropped: Counter) -> list[Example]:
+    out: list[Example] = []
+    groups: dict[tuple, list[tuple[dict, Example]]] = defaultdict(list)
+    for item, example in candidates:
+        payload = item["payload"]
+        if example.meta.get("shirker") and payload.get("orig_output"):
+            out.append(Example(example.item_id, run["id"], example.instruction, payload["orig_output"],
+                               example.input, rejected=example.output, meta={**example.meta, "pair": "shirker"}))
+        elif isinstance(payload.get("responses"), list) and payload.get("preferred") in (0, 1):
+            good, bad = payload["responses"][payload["preferred"]], payload["responses"][1 - payload["preferred"]]
+            out.append(Example(example.item_id, run["id"], example.instruction, good, rejected=bad,
+                               meta={**example.meta, "pair": "preferred"}))
+        elif example.meta.get("score") is not None and "combo_index" in example.meta:
+            groups[(example.meta["k"], example.meta["combo_index"])].append((item, example))
+        else:
+            dropped["no preference pair for this item"] += 1
+    for members in groups.values():
+        members.sort(key=lambda m: (-m[1].meta["score"], m[0]["round"]))
+        best, worst = members[0][1], members[-1][1]
+        if len(members) < 2 or best.meta["score"] == worst.meta["score"]:
+            dropped["Skill-Mix combination without rounds of different score"] += len(members)
+            continue
+        out.append(Example(best.item_id, run["id"], best.instruction, best.output, rejected=worst.output, meta={
+            **best.meta, "pair": "skillmix_rounds", "rejected_item_id": worst.item_id,
+            "rejected_score": worst.meta["score"]}))
+    return out
+
+
+def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str = "jsonl", shape: str = "alpaca",
+                filters: ExportFilters | None = None, system: str | None = None, overwrite: bool = False,
+                command: str = "") -> dict:
+    """Collect, shape and write rows of one or more runs; write the dataset card; return a summary."""
+    from skillweave.export.writers import card_path, shape_rows, write_card, write_rows
+
+    filters = filters or ExportFilters()
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
+    examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
+    if not examples:
+        reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
+        raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
+    rows = shape_rows(examples, shape, system=system)
+    write_rows(rows, out, fmt, overwrite=overwrite)
+    summary = {
+        "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
+        "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
+        "card": str(card_path(out, fmt)),
+    }
+    write_card(store, runs, examples, summary, command)
+    return summary
