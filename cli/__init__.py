@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "review",
     "select",
     "conceptmix",
+    "export",
     "charts",
 ]
 

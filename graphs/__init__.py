@@ -4,5 +4,6 @@ PIPELINES: dict[str, str] = {
     "math2": "skillweave.graphs.math2",
     "skillmix": "skillweave.graphs.skillmix",
     "conceptmix": "skillweave.graphs.conceptmix",
+    "instruct-skillmix": "skillweave.graphs.instruct_skillmix",
     "chart-eval": "skillweave.graphs.chart_eval",
 }

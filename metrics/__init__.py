@@ -8,6 +8,7 @@ REPORTERS: dict[str, str] = {
     "math2-eval": "skillweave.metrics.math2:eval_report",
     "skillmix": "skillweave.metrics.skillmix:run_report",
     "conceptmix": "skillweave.metrics.conceptmix:run_report",
+    "instruct-skillmix": "skillweave.metrics.instruct_skillmix:run_report",
     "chart-eval": "skillweave.charts.report:run_report",
 }
 PLOTTERS: dict[str, str] = {
