@@ -307,6 +307,7 @@ def fit(docs, config: TopicModelConfig | None = None, *, n_words: int | None = N
         candidates = np.flatnonzero((doc_freq >= config.anchor_min_docs) & (q_sum.sum(axis=1) > 0))
         anchors = find_anchors(row_normalize(q_sum), config.n_topics, candidates,
                                projection_dim=config.projection_dim, seed=config.seed, cleanup=config.cleanup)
+        anchors = np.sort(anchors)  # canonical topic order: retrained and unlearned releases line up column by column
     A, R, C, iters = recover(q_sum, m, anchors, max_iter=config.max_iter)
     return TopicModel(A=A, R=R, C=C, anchors=np.asarray(anchors), q_sum=q_sum, m=m, config=config, vocab=vocab,
                       info={"fallback_words": int((iters > config.max_iter).sum())})
