@@ -86,6 +86,9 @@ def load_causal_lm(spec: str = "local"):
     """Load (model, tokenizer) once per process, in eval mode, with a pad token and left padding."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # keep the CLI's stderr for our own messages
     path = resolve_model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:

@@ -132,10 +132,12 @@ class FakeProvider(Provider):
 
     provider = "fake"
 
-    def __init__(self, model: str = "default", script: FakeScript | None = None, latency: float = 0.0, **kw):
+    def __init__(self, model: str = "default", script: FakeScript | None = None, latency: float | None = None,
+                 **kw):
         super().__init__(model, **kw)
         self.script = script
-        self.latency = latency
+        # $SKILLWEAVE_FAKE_LATENCY (seconds per call) makes dry runs behave like a slow remote model.
+        self.latency = float(os.environ.get("SKILLWEAVE_FAKE_LATENCY", 0)) if latency is None else latency
         self.calls: list[ChatRequest] = []
         self._seen: set[str] = set()
 

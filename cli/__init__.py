@@ -22,17 +22,19 @@ Example (embedded model, no API key):
 
 # Modules under skillweave.cli that each define `register(root)`; add yours here.
 COMMAND_MODULES: list[str] = [
-    "math2",
     "unlearn",
     "train",
     "run",
     "runs",
     "prompts",
+    "imports",
     "review",
     "select",
     "conceptmix",
     "export",
     "charts",
+    "math2",
+    "skills",
 ]
 
 

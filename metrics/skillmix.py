@@ -178,12 +178,13 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     per_k: dict[int, list] = {}
     failed: dict[int, int] = {}
     for item in store.items(run["id"], kind=KIND_PREFIX):
+        failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
         if item["status"] != "done":
-            failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
             continue
         samples = [g["points"] for g in store.grades(item["id"])]
         per_k.setdefault(item["k"], []).append((item["combo_index"], item["round"], samples))
-    by_k = {k: aggregate_records(records, k, across_rounds) for k, records in sorted(per_k.items())}
+    ks = sorted(set(per_k) | set(failed))
+    by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}
     rows = []
     for k, metrics in by_k.items():
         row = {"k": k, "combinations": metrics["all_points_earned_binary"]["n"], "failed items": failed.get(k, 0)}

@@ -1,0 +1,5 @@
+"""`python -m skillweave` runs the CLI."""
+
+from skillweave.cli import main
+
+main()

@@ -1,0 +1,3 @@
+from skillweave.cli import main
+
+main()

@@ -1,0 +1,111 @@
+"""Import the official Skill-Mix output layout (LeoYu/skill-mix) into the store, so `report` recomputes metrics.
+
+Layout (METHODS §1.6): `{root}/k{k}_s{seed}_v{genprompt}_r{round}/{student}/records.csv` (generations) and
+`.../{student}/graded/by_{grader}_on_text_1_{gradround}_{gradprompt}/records.csv` (grades, row i grades
+generation row i). Each graded row holds per grading sample j `points_j` (comma-joined floats, sometimes
+truncated: repaired to k+3) and `true_sentence_lim_pt_j` (the programmatic sentence point, which overrides
+item k+2; recounted from `text_1` when absent). One store run per (student, grader); combinations are
+identified by (k, row) across rounds, since the same seed gives the same combinations in every round.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+from skillweave.errors import UsageError
+from skillweave.metrics.skillmix import KIND_PREFIX, count_sentences, repair_length, sentence_limit
+from skillweave.store import Store
+
+_GEN_DIR = re.compile(r"^k(?P<k>\d+)_s(?P<seed>\d+)_v(?P<prompt>[^_]+)_r(?P<round>\d+)$")
+_GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<gradprompt>.+)$")
+
+
+def _read_csv(path: Path) -> list[dict]:
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _split_skills(value: str) -> list[str]:
+    """Skills are joined by comma + spaces + newline upstream; fall back to plain commas."""
+    parts = re.split(r",[ \t]*\n", value) if "\n" in value else value.split(",")
+    return [p.strip() for p in parts if p.strip()]
+
+
+def find_records(root: Path) -> list[dict]:
+    """Every generation records.csv under root with its k, seed, prompt, round, student and graded files."""
+    found = []
+    for path in sorted(root.rglob("records.csv")):
+        if "graded" in path.parts:
+            continue
+        student_dir = path.parent
+        match = _GEN_DIR.match(student_dir.parent.name)
+        if not match:
+            continue
+        graded = []
+        for gpath in sorted((student_dir / "graded").glob("*/records.csv")):
+            gmatch = _GRADED_DIR.match(gpath.parent.name)
+            if gmatch:
+                graded.append({"path": gpath, **gmatch.groupdict()})
+        found.append({"path": path, "student": student_dir.name, "k": int(match["k"]), "seed": int(match["seed"]),
+                      "prompt": match["prompt"], "round": int(match["round"]), "graded": graded})
+    return found
+
+
+def import_skillmix(store: Store, root: str | Path, grader: str | None = None) -> list[str]:
+    """Import every (student, grader) pair under root as one run; returns the run ids."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"'{root}' is not a folder in the Skill-Mix output layout")
+    records = find_records(root)
+    if not records:
+        raise UsageError(f"no '<k..._s..._v..._r...>/<student>/records.csv' files under '{root}'")
+    groups: dict[tuple[str, str], list[tuple[dict, dict | None]]] = {}
+    for rec in records:
+        grades = [g for g in rec["graded"] if grader is None or g["grader"] == grader] or [None]
+        for g in grades:
+            groups.setdefault((rec["student"], g["grader"] if g else "ungraded"), []).append((rec, g))
+    run_ids = []
+    for (student, grader_name), members in sorted(groups.items()):
+        config = {"imported_from": str(root.resolve()), "student": student, "grader": grader_name,
+                  "k": sorted({m[0]["k"] for m in members}), "rounds": sorted({m[0]["round"] for m in members})}
+        with store.transaction():  # all or nothing: no half-imported run
+            run_id = store.create_run("skillmix", config, command=f"skillweave import skillmix {root}")
+            for rec, graded in members:
+                _import_one(store, run_id, rec, graded, grader_name)
+            store.set_run_status(run_id, "done")
+        run_ids.append(run_id)
+    return run_ids
+
+
+def _import_one(store: Store, run_id: str, rec: dict, graded: dict | None, grader: str) -> None:
+    k = rec["k"]
+    rows = _read_csv(rec["path"])
+    grade_rows = _read_csv(graded["path"]) if graded else []
+    if grade_rows and len(grade_rows) != len(rows):
+        raise UsageError(f"{graded['path']} has {len(grade_rows)} rows but {rec['path']} has {len(rows)}")
+    for i, row in enumerate(rows):
+        texts = {key: value for key, value in row.items() if key and key.startswith("text_")}
+        final_text = texts[max(texts, key=lambda key: int(key.split("_")[1]))] if texts else ""
+        item_id = store.ensure_item(
+            run_id, KIND_PREFIX, k * 1_000_000 + i, rec["round"], k=k, skills=_split_skills(row.get("skills", "")),
+            topic=row.get("topic"), status="done" if grade_rows else "generated",
+            payload={**texts, "student": rec["student"], "source": str(rec["path"])},
+        )
+        if not grade_rows:
+            continue
+        g = grade_rows[i]
+        j = 0
+        while f"points_{j}" in g:
+            raw_points = [float(p) for p in g[f"points_{j}"].split(",") if p.strip()]
+            points = repair_length(raw_points, k)
+            override = g.get(f"true_sentence_lim_pt_{j}")
+            points[k + 2] = float(override) if override not in (None, "") else \
+                float(count_sentences(final_text) <= sentence_limit(k))
+            status = "ok" if len(raw_points) == k + 3 else ("empty" if not raw_points else "repaired")
+            store.add_grade(item_id, run_id, j, judge=grader, raw=g.get(f"assistant_{j}", ""), points=points,
+                            score=sum(points), parse_status=status)
+            j += 1

@@ -1,0 +1,84 @@
+"""Shared fixtures: a temporary store per test, scripted fake providers, and a guard against network calls."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+
+import pytest
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    host = address[0] if isinstance(address, tuple) else None
+    if host is not None:
+        try:
+            loopback = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = host == "localhost"
+        if not loopback:
+            raise RuntimeError(f"tests must not reach the network (tried {address!r})")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch):
+    """Any connection outside 127.0.0.0/8 fails the test: no real model call can slip through."""
+    monkeypatch.setattr(socket.socket, "connect", _guarded_connect)
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OPENAI_BASE_URL", "ANTHROPIC_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(autouse=True)
+def _fresh_providers():
+    from skillweave.agents.providers import clear_providers
+
+    clear_providers()
+    yield
+    clear_providers()
+
+
+@pytest.fixture
+def store(tmp_path):
+    from skillweave.store import Store
+
+    s = Store(tmp_path / "test.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def db_path(tmp_path):
+    return str(tmp_path / "cli.db")
+
+
+@pytest.fixture
+def cli_run(db_path):
+    """Invoke the CLI in-process like a user would; returns (exit_code, stdout, stderr)."""
+    from click.testing import CliRunner
+
+    from skillweave.cli import main
+
+    def run(*args, db: str | None = None):
+        runner = CliRunner()
+
+        def entry():
+            main(["--db", db or db_path, *args])
+
+        result = runner.invoke(_Wrapper(entry), [], catch_exceptions=False)
+        return result.exit_code, result.stdout, result.stderr
+
+    return run
+
+
+class _Wrapper:
+    """Lets CliRunner capture our `main()` (which calls sys.exit) like a click command."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.name = "skillweave"
+
+    def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
+        self.fn()
