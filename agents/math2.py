@@ -171,13 +171,27 @@ def sample_pair_rows(bank: dict[str, dict], seed: int, index: int, attempt: int,
     return rows
 
 
+# ---- config -------------------------------------------------------------------------------------------
+TEMPLATES = ("pair_check", "qgen", "attempt", "validate", "refine", "solve", "review")
+DEFAULTS = {"n": 5, "model": "local", "reviewer": "auto", "max_rounds": 3, "max_pairs": 3, "consistency_samples": 3,
+            "exemplars_per_skill": 2, "parse_retries": 1, "pair_check": "rule", "pair_similarity": 0.6,
+            "criteria": DEFAULT_CRITERIA, "temperature": 0.7, "solve_temperature": 0.7, "max_tokens": 512, "seed": 0,
+            "concurrency": 8}
+
+
+def default_config(bank_catalog: str, **overrides) -> dict:
+    """A complete run config (the CLI and tests build runs from it); `solver`/`critic` default to `model`."""
+    config = {**DEFAULTS, "criteria": list(DEFAULT_CRITERIA), **{f"{t}_template": f"math2/{t}" for t in TEMPLATES},
+              "bank_catalog": bank_catalog, **{k: v for k, v in overrides.items() if v is not None}}
+    config.setdefault("solver", config["model"])
+    config.setdefault("critic", config["model"])
+    return config
+
+
 # ---- helpers ------------------------------------------------------------------------------------------
 def _cfg(ctx: RunContext, key: str):
-    defaults = {"max_rounds": 3, "max_pairs": 3, "consistency_samples": 3, "exemplars_per_skill": 2,
-                "parse_retries": 1, "pair_check": "rule", "pair_similarity": 0.6, "criteria": DEFAULT_CRITERIA,
-                "temperature": 0.7, "solve_temperature": 0.7, "max_tokens": 512, "seed": 0}
     value = ctx.config.get(key)
-    return defaults.get(key) if value is None else value
+    return DEFAULTS.get(key) if value is None else value
 
 
 def _model(ctx: RunContext, role: str) -> str:

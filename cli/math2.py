@@ -9,14 +9,12 @@ import sys
 from pathlib import Path
 
 import click
-from skillweave.agents.math2 import DEFAULT_CRITERIA
+from skillweave.agents.math2 import DEFAULT_CRITERIA, default_config
 from skillweave.agents.review import parse_reviewer
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
 from skillweave.cli.run import check_model, execute_and_report, run_group
 from skillweave.errors import UsageError
 from skillweave.prompts import load_template
-
-TEMPLATES = ("pair_check", "qgen", "attempt", "validate", "refine", "solve", "review")
 
 
 def _criteria(path: str | None) -> list[str]:
@@ -78,15 +76,13 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     catalog_id = bank_obj.catalog_id or save_bank(store, bank_obj, bank_obj.name or Path(bank).stem, source=bank)
     if len(bank_obj.skills) < 2:
         raise UsageError(f"bank '{bank}' has {len(bank_obj.skills)} skill(s); MATH² pairs need at least 2")
-    config = {
-        "bank_catalog": catalog_id, "bank": bank, "n": n, "model": model, "solver": solver or model,
-        "critic": critic or model, "reviewer": reviewer, "max_rounds": max_rounds, "max_pairs": max_pairs,
-        "consistency_samples": consistency_samples, "exemplars_per_skill": exemplars_per_skill,
-        "pair_check": pair_check, "pair_similarity": 0.6, "criteria": _criteria(criteria_file),
-        "parse_retries": parse_retries, "seed": seed, "temperature": temperature, "solve_temperature": temperature,
-        "max_tokens": max_tokens, "concurrency": concurrency,
-        **{f"{t}_template": f"math2/{t}" for t in TEMPLATES},
-    }
+    config = default_config(
+        catalog_id, bank=bank, n=n, model=model, solver=solver, critic=critic, reviewer=reviewer,
+        max_rounds=max_rounds, max_pairs=max_pairs, consistency_samples=consistency_samples,
+        exemplars_per_skill=exemplars_per_skill, pair_check=pair_check, criteria=_criteria(criteria_file),
+        parse_retries=parse_retries, seed=seed, temperature=temperature, solve_temperature=temperature,
+        max_tokens=max_tokens, concurrency=concurrency,
+    )
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
     run_id = store.create_run("math2", config, command=shlex.join(["skillweave", *sys.argv[1:]]))

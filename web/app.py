@@ -1,0 +1,126 @@
+"""Review queue as a web page: list waiting items, show one (question, attempts, critic verdicts, solution), and
+approve / edit / reject it, which resumes exactly that item's paused thread.
+
+Design choices:
+- Server-rendered HTML from Jinja templates with autoescaping on: generated text is untrusted, so every value is
+  escaped and shown in pre-wrapped blocks; no script runs on the page, and a Content-Security-Policy forbids any.
+- Binds 127.0.0.1 by default (the CLI); every request needs the access token: `?token=` once (it is moved into an
+  HttpOnly, SameSite=Strict cookie and the URL is cleaned), the cookie, or `Authorization: Bearer <token>`. Forms
+  also carry the token as a CSRF field, so a cookie alone cannot post a decision. Comparison is constant-time.
+- Form bodies are parsed with the standard library (urlencoded only), so no multipart dependency.
+- A decision runs `agents.review.submit_decision` in a worker thread (it drives the graph with its own event
+  loop), one at a time; the page then redirects back to the queue (POST -> redirect -> GET).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import jinja2
+from skillweave.agents.review import make_decision, review_entry, review_queue, submit_decision
+from skillweave.errors import SkillweaveError
+from skillweave.store import Store
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+COOKIE = "skillweave_review"
+FIELD_ORDER = ("question", "solution", "answer")
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+
+_ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+                          autoescape=True, undefined=jinja2.StrictUndefined)
+
+
+def ordered_fields(editable: dict) -> list[tuple[str, str]]:
+    names = [f for f in FIELD_ORDER if f in editable] + sorted(f for f in editable if f not in FIELD_ORDER)
+    return [(name, editable[name]) for name in names]
+
+
+def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
+               default_reviewer: str | None = None) -> Starlette:
+    if not token or len(token) < 8:
+        raise ValueError("the review page needs an access token of at least 8 characters")
+    lock = asyncio.Lock()
+
+    def render(name: str, status: int = 200, **values) -> HTMLResponse:
+        html = _ENV.get_template(name).render(csrf=token, **values)
+        return HTMLResponse(html, status_code=status, headers=SECURITY_HEADERS)
+
+    def authorised(request: Request) -> bool:
+        offered = [request.query_params.get("token"), request.cookies.get(COOKIE)]
+        header = request.headers.get("authorization", "")
+        if header.lower().startswith("bearer "):
+            offered.append(header[7:])
+        return any(value and hmac.compare_digest(value.encode(), token.encode()) for value in offered)
+
+    def guard(handler):
+        async def wrapped(request: Request) -> Response:
+            if not authorised(request):
+                return render("denied.html", status=401)
+            if "token" in request.query_params and request.method == "GET":  # keep the token out of the URL bar
+                response = RedirectResponse(request.url.remove_query_params("token"), status_code=303)
+                response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
+                return response
+            return await handler(request)
+        return wrapped
+
+    async def queue(request: Request) -> Response:
+        rows = []
+        for item in review_queue(store):
+            request_ = item["payload"].get("review_request") or {}
+            rows.append({"id": item["id"], "run_id": item["run_id"], "skills": " + ".join(item["skills"]),
+                         "question": (request_.get("editable") or {}).get("question", ""),
+                         "since": item["updated_at"]})
+        return render("queue.html", rows=rows, notice=request.query_params.get("notice", ""))
+
+    async def show(request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        try:
+            entry = review_entry(store, item_id)
+        except SkillweaveError as exc:
+            return render("error.html", status=404, message=str(exc))
+        return render("item.html", entry=entry, fields=ordered_fields(entry["request"].get("editable") or {}),
+                      reviewer=default_reviewer or "")
+
+    async def decide(request: Request) -> Response:
+        item_id = request.path_params["item_id"]
+        body = (await request.body()).decode("utf-8", errors="replace")
+        form = {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()}
+        if not hmac.compare_digest(form.get("csrf", "").encode(), token.encode()):
+            return render("denied.html", status=403)
+        try:
+            entry = review_entry(store, item_id)
+            editable = (entry["request"] or {}).get("editable") or {}
+            action = form.get("action", "")
+            changes = {}
+            if action == "edit":  # only fields the reviewer actually changed
+                changes = {f: form[f].replace("\r\n", "\n") for f in editable
+                           if f in form and form[f].replace("\r\n", "\n") != editable[f]}
+            decision = make_decision(action, reviewer=form.get("reviewer") or default_reviewer or "web",
+                                     reason=form.get("reason", ""), changes=changes)
+            async with lock:
+                result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir)
+        except SkillweaveError as exc:
+            return render("error.html", status=400, message=str(exc))
+        notice = f"{result['action']}: item {item_id} is now {result['status']}"
+        url = request.url_for("queue").include_query_params(notice=notice)
+        return RedirectResponse(url, status_code=303)
+
+    routes = [
+        Route("/", guard(queue), name="queue"),
+        Route("/item/{item_id}", guard(show), name="show"),
+        Route("/item/{item_id}/decide", guard(decide), methods=["POST"], name="decide"),
+    ]
+    return Starlette(routes=routes)
