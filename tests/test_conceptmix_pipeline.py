@@ -232,3 +232,22 @@ def test_sample_command_matches_the_run_plan(tmp_path):
            "--refine", "rule", "--questions", "template")
     items = sorted(Store(db).items(run_id_of(db), kind=KIND), key=lambda it: it["combo_index"])
     assert [it["skills"] for it in items] == [row["skills"] for row in shown]
+
+
+def test_templates_declare_what_the_nodes_supply():
+    from skillweave.prompts import load_template
+
+    supplied = {
+        "conceptmix/refine": {"config_json", "rule_config_json", "properties"},
+        "conceptmix/caption": {"properties", "config_json", "sentinel", "num_questions", "template_questions"},
+        "conceptmix/verify": {"caption", "sentinel"},
+        "conceptmix/grade": {"question"},
+    }
+    for name, variables in supplied.items():
+        template = load_template(name)
+        assert set(template.variables) == variables, name
+        assert template.version.startswith("b2:")
+    caption = load_template("conceptmix/caption")
+    values = {"properties": ["one or more dogs appear in the image"], "config_json": "{}", "sentinel": "CONFLICT",
+              "num_questions": 1, "template_questions": ["Is there at least one dog in the image?"]}
+    assert "CONFLICT" in caption.render_turn(0, values) and "exactly 1 yes/no" in caption.render_turn(1, values)
