@@ -1,0 +1,593 @@
+"""`run extract-skills`, `eval solve`, `review skills ...` and `skills list|show|import|export`.
+
+The reviewer's edits (rename, merge, split, drop, define) accumulate in a draft stored on the run's
+`skills.catalog` item; `review skills approve RUN` resumes the paused thread with the draft, and the run
+relabels the questions and builds the bank.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import click
+from skillweave.agents.skill_extraction import CATALOG_KIND
+from skillweave.catalog import bank as bk
+from skillweave.catalog import instruct_formats as fmt
+from skillweave.catalog.mathdata import load_questions
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.cli.review import review_group
+from skillweave.cli.run import check_model, run_group, start_run
+from skillweave.errors import NotFound, UsageError
+from skillweave.store import now
+
+FORMATS = ("adaptmi", "skills-txt", "queries-txt", "retrieval")
+
+
+def _questions(dataset: str, split: str | None, limit: int | None) -> list[dict]:
+    rows = load_questions(dataset, split=None if split in (None, "all") else split)
+    if not rows:
+        raise UsageError(f"dataset '{dataset}' has no questions in split '{split}'")
+    return rows[:limit] if limit else rows
+
+
+def _dataset_catalog(dataset: str, rows: list[dict]) -> tuple:
+    from skillweave.agents.solver import dataset_entries
+
+    return (Path(dataset).name if dataset != "bundled" else "bundled-math", "questions", dataset_entries(rows), dataset)
+
+
+# ---- run extract-skills -------------------------------------------------------------------------------
+@click.command("extract-skills")
+@click.option("--dataset", default=None, help="Questions (JSONL or CSV with question, answer, optional subject "
+              "and solution) or 'bundled'. Without it: direct prompting for skills and query types.")
+@click.option("--split", default="all", show_default=True, help="Use only rows with this `split` value (all = every row).")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N questions.")
+@click.option("--model", default="local", show_default=True, help="Model spec: local, fake, openai:<m>, anthropic:<m>.")
+@click.option("--reviewer", type=click.Choice(["human", "auto"]), default="human", show_default=True,
+              help="human: pause after clustering for `skillweave review skills`; auto: no pause.")
+@click.option("--bank-name", default=None, help="Name of the stored bank / catalogs (default: the run id).")
+@click.option("--relabel", type=click.Choice(["map", "llm"]), default="map", show_default=True,
+              help="map: each question takes its fine label's coarse skill; llm: the model picks for every question.")
+@click.option("--cluster-batch", default=80, show_default=True, type=click.IntRange(min=2),
+              help="Fine labels per clustering call (per subject).")
+@click.option("--cluster-ratio", default=0.25, show_default=True, type=click.FloatRange(0.01, 1.0),
+              help="Target coarse/fine ratio suggested to the clustering model (MATH: ~117/5000; unverified).")
+@click.option("--no-solution", is_flag=True, help="Do not show solutions to the labeller.")
+@click.option("--parse-retries", default=2, show_default=True, type=click.IntRange(min=0),
+              help="Fresh calls after a reply that does not parse.")
+@click.option("--temperature", default=0.0, show_default=True, help="First-try temperature (retries use 0.7).")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight.")
+@click.option("--domain", default="helpful instruction following", show_default=True,
+              help="Without a dataset: the domain to enumerate skills for.")
+@click.option("--n-topics", default=8, show_default=True, help="Without a dataset: topics to ask for.")
+@click.option("--skills-per-topic", default=6, show_default=True, help="Without a dataset: skills per topic.")
+@click.option("--n-query-types", default=12, show_default=True, help="Without a dataset: query types to ask for.")
+@click.option("--proposals", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Without a dataset: skill-list calls whose union is deduplicated.")
+@click.pass_context
+def run_extract_skills(ctx, dataset, split, limit, model, reviewer, bank_name, relabel, cluster_batch, cluster_ratio,
+                       no_solution, parse_retries, temperature, concurrency, domain, n_topics, skills_per_topic,
+                       n_query_types, proposals):
+    """Build a skill exemplar bank from a question set (label, cluster, review, relabel), or a skill list and
+    query types by direct prompting when no dataset is given.
+
+    \b
+    Example:
+      skillweave run extract-skills --dataset bundled --split train --model local --reviewer auto
+      skillweave run extract-skills --dataset questions.jsonl --model openai:gpt-4o   # pauses for review
+      skillweave review skills show latest
+      skillweave review skills approve latest
+      skillweave run extract-skills --model fake --reviewer auto          # dataset-agnostic route
+    """
+    check_model("--model", model)
+    config = {
+        "model": model, "reviewer": reviewer, "bank_name": bank_name, "relabel": relabel,
+        "cluster_batch": cluster_batch, "cluster_ratio": cluster_ratio, "show_solution": not no_solution,
+        "parse_retries": parse_retries, "temperature": temperature, "concurrency": concurrency,
+        "label_template": "skill_extraction/label", "cluster_template": "skill_extraction/cluster",
+        "relabel_template": "skill_extraction/relabel", "dataset": dataset, "split": split, "limit": limit,
+    }
+    catalogs = {}
+    if dataset:
+        catalogs["dataset"] = _dataset_catalog(dataset, _questions(dataset, split, limit))
+    else:
+        config.update({"domain": domain, "n_topics": n_topics, "skills_per_topic": skills_per_topic,
+                       "n_query_types": n_query_types, "proposals": proposals,
+                       "skills_template": "skill_extraction/propose_skills",
+                       "query_types_template": "skill_extraction/propose_query_types"})
+    run_id = start_run(ctx, "extract-skills", config, catalogs)
+    _hint(ctx, run_id)
+
+
+def _hint(ctx, run_id: str) -> None:
+    item = _catalog_item(open_store(ctx), run_id)
+    if item["status"] == "review":
+        click.echo(f"paused for review: `skillweave review skills show {run_id}`, edit, then "
+                   f"`skillweave review skills approve {run_id}`", err=True)
+    elif item["payload"].get("bank_id"):
+        click.echo(f"bank {item['payload']['bank_id']}", err=True)
+
+
+# ---- eval solve ---------------------------------------------------------------------------------------
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate models on question sets (exemplar retrieval, MATH²)."""
+
+
+@eval_group.command("solve")
+@click.option("--dataset", default="bundled", show_default=True, help="Questions (JSONL/CSV) or 'bundled'.")
+@click.option("--split", default=None, help="Rows with this `split` value (default: test for bundled, else all).")
+@click.option("--bank", "bank_ref", default="bundled", show_default=True,
+              help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.")
+@click.option("--exemplars", "methods", default="skill,random,fixed", show_default=True,
+              help="Exemplar methods to compare, comma-separated: skill, random, fixed.")
+@click.option("--model", default="local", show_default=True, help="Solver model spec.")
+@click.option("--k", default=4, show_default=True, type=click.IntRange(min=0), help="Exemplars per question.")
+@click.option("--seed", default=0, show_default=True, help="Seed of the exemplar draws.")
+@click.option("--judge", default=None, help="Also grade with an LLM judge (model spec); the report then uses it.")
+@click.option("--skill-list", type=click.Choice(["all", "subject"]), default="all", show_default=True,
+              help="Skills shown to the picker: all, or only the question's subject's skills.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
+@click.option("--max-tokens", default=384, show_default=True, help="Solver max new tokens.")
+@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
+              help="Fresh skill-pick calls after an unparseable pick.")
+@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight.")
+@json_option
+@click.pass_context
+def eval_solve(ctx, dataset, split, bank_ref, methods, model, k, seed, judge, skill_list, limit, max_tokens,
+               parse_retries, concurrency, as_json):
+    """Solve each question with skill-based, random or fixed exemplars; report accuracy per method and skill.
+
+    \b
+    Example:
+      skillweave eval solve --model local --limit 10
+      skillweave eval solve --dataset q.jsonl --bank my-bank --exemplars skill,random --model openai:gpt-4o-mini
+      skillweave report latest --json
+    """
+    from skillweave.agents.solver import METHODS
+
+    check_model("--model", model)
+    if judge:
+        check_model("--judge", judge)
+    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    bad = [m for m in chosen if m not in METHODS]
+    if bad or not chosen:
+        raise UsageError(f"--exemplars '{methods}': unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+    store = open_store(ctx)
+    bank = bk.load_bank(store, bank_ref)
+    if not bank.exemplars:
+        raise UsageError(f"bank '{bank_ref}' has no exemplars; build one with `skillweave run extract-skills`")
+    bank_id = bank.catalog_id or bk.save_bank(store, bank, bank.name or bank_ref, source=bank_ref)
+    split = split or ("test" if dataset == "bundled" else None)
+    rows = _questions(dataset, split, limit)
+    config = {"model": model, "k": k, "seed": seed, "methods": chosen, "judge": judge, "skill_list": skill_list,
+              "max_tokens": max_tokens, "temperature": 0.0, "parse_retries": parse_retries,
+              "concurrency": concurrency, "bank_catalog": bank_id, "dataset": dataset, "split": split,
+              "pick_template": "solve/pick_skill", "solve_template": "solve/cot", "judge_template": "solve/judge"}
+    catalogs = {"dataset": _dataset_catalog(dataset, rows)}
+    run_id = start_run(ctx, "solve", config, catalogs)
+    store.link_run_catalog(run_id, bank_id, "bank")
+    if as_json:
+        from skillweave.agents.solver import run_report
+
+        echo_json({"run_id": run_id, **run_report(store, store.get_run(run_id))})
+
+
+# ---- review skills ------------------------------------------------------------------------------------
+def _catalog_item(store, run_id: str) -> dict:
+    run = store.get_run(run_id) if run_id != "latest" else _latest_extraction(store)
+    items = list(store.items(run["id"], kind=CATALOG_KIND))
+    if run["pipeline"] != "extract-skills" or not items:
+        raise UsageError(f"run '{run['id']}' is a {run['pipeline']} run, not an extract-skills run")
+    return items[0]
+
+
+def _latest_extraction(store) -> dict:
+    runs = store.list_runs(limit=1, pipeline="extract-skills")
+    if not runs:
+        raise NotFound("no extract-skills runs yet; start one with `skillweave run extract-skills`")
+    return store.get_run(runs[0]["id"])
+
+
+def _waiting(store, run_id: str) -> dict:
+    item = _catalog_item(store, run_id)
+    if item["status"] != "review":
+        raise UsageError(f"run '{item['run_id']}' is not waiting for a skill review (status: {item['status']})")
+    return item
+
+
+def _members(cluster: dict) -> list[str]:
+    return [m.split("\t", 1)[-1] for m in cluster.get("members") or []]
+
+
+def apply_review_op(draft: list[dict], op: dict) -> tuple[list[dict], list[str]]:
+    """One reviewer edit on the draft -> (new draft, fine-label keys to exclude). Raises UsageError."""
+    draft = copy.deepcopy(draft)
+    names = [c["name"] for c in draft]
+    excluded: list[str] = []
+
+    def find(name: str) -> dict:
+        for c in draft:
+            if c["name"] == name:
+                return c
+        raise UsageError(f"no coarse skill '{name}' in the draft; `skillweave review skills show` lists them")
+
+    def check_new(name: str, allow: tuple = ()) -> str:
+        snake = fmt.to_snake_case(name)
+        if not snake:
+            raise UsageError(f"'{name}' is not a usable skill name")
+        if snake in names and snake not in allow:
+            raise UsageError(f"a coarse skill named '{snake}' already exists; merge into it instead")
+        return snake
+
+    kind = op["op"]
+    if kind == "rename":
+        c = find(op["skill"])
+        c["name"] = check_new(op["to"])
+    elif kind == "define":
+        find(op["skill"])["definition"] = op["definition"]
+    elif kind == "merge":
+        sources = [find(n) for n in op["skills"]]
+        if len(sources) < 2:
+            raise UsageError("merge needs at least two skills")
+        into = check_new(op["into"], allow=tuple(op["skills"]))
+        merged = {"name": into, "definition": op.get("definition") or sources[0].get("definition") or "",
+                  "subject": sources[0].get("subject") or "",
+                  "members": [m for s in sources for m in s.get("members") or []]}
+        position = draft.index(sources[0])
+        draft = [c for c in draft if c not in sources]
+        draft.insert(min(position, len(draft)), merged)
+    elif kind == "split":
+        source = find(op["skill"])
+        parts = op["into"]
+        by_fine = {m.split("\t", 1)[-1]: m for m in source.get("members") or []}
+        assigned: set[str] = set()
+        new = []
+        for part_name, fines in parts.items():
+            unknown = [f for f in fines if f not in by_fine]
+            if unknown:
+                raise UsageError(f"'{op['skill']}' has no fine label(s) {unknown}; it has: {', '.join(by_fine)}")
+            assigned |= set(fines)
+            new.append({"name": check_new(part_name, allow=(op["skill"],)), "definition": "",
+                        "subject": source.get("subject") or "", "members": [by_fine[f] for f in fines]})
+        left = [f for f in by_fine if f not in assigned]
+        if left:
+            raise UsageError(f"split of '{op['skill']}' leaves fine label(s) {left} unassigned; give each a part")
+        position = draft.index(source)
+        draft = draft[:position] + new + draft[position + 1:]
+    elif kind == "drop":
+        source = find(op["skill"])
+        draft.remove(source)
+        if op.get("exclude_questions"):
+            excluded = list(source.get("members") or [])
+    else:
+        raise UsageError(f"unknown review edit '{kind}'")
+    return draft, excluded
+
+
+def _edit(ctx, run_id: str, op: dict, as_json: bool) -> None:
+    store = open_store(ctx)
+    item = _waiting(store, run_id)
+    p = item["payload"]
+    draft, excluded = apply_review_op(p.get("review_draft") or p["clusters"], op)
+    store.update_item(item["id"], payload_update={
+        "review_draft": draft, "review_ops": [*(p.get("review_ops") or []), {**op, "at": now()}],
+        "review_excluded": [*(p.get("review_excluded") or []), *excluded]})
+    store.add_event(item["run_id"], item["id"], "review", "edited", f"{op['op']}: {op}")
+    _show(store, item["run_id"], as_json)
+
+
+def _show(store, run_id: str, as_json: bool) -> None:
+    item = _catalog_item(store, run_id)
+    p = item["payload"]
+    draft = p.get("review_draft") or p.get("final_clusters") or p.get("clusters") or []
+    if as_json:
+        echo_json({"run_id": item["run_id"], "status": item["status"], "skills": draft,
+                   "ops": p.get("review_ops") or [], "excluded": p.get("review_excluded") or []})
+        return
+    click.echo(f"run {item['run_id']} ({item['status']}): {len(draft)} coarse skills, "
+               f"{len(p.get('review_ops') or [])} edits")
+    echo_table([{"skill": c["name"], "subject": c.get("subject") or "", "fine_labels": ", ".join(_members(c)),
+                 "definition": c.get("definition") or ""} for c in draft],
+               ["skill", "subject", "fine_labels", "definition"])
+
+
+@review_group.group("skills")
+def review_skills() -> None:
+    """Shape the coarse skills of a paused `run extract-skills` (rename, merge, split, drop), then approve."""
+
+
+@review_skills.command("list")
+@json_option
+@click.pass_context
+def review_skills_list(ctx, as_json):
+    """Extract-skills runs waiting for a skill review."""
+    store = open_store(ctx)
+    rows = []
+    for run in store.list_runs(limit=200, pipeline="extract-skills"):
+        for item in store.items(run["id"], kind=CATALOG_KIND, status="review"):
+            draft = item["payload"].get("review_draft") or []
+            rows.append({"run_id": run["id"], "skills": len(draft), "edits": len(item["payload"].get("review_ops") or []),
+                         "since": item["updated_at"]})
+    echo_json(rows) if as_json else echo_table(rows, ["run_id", "skills", "edits", "since"], empty="(nothing waits)")
+
+
+@review_skills.command("show")
+@click.argument("run_id", default="latest")
+@json_option
+@click.pass_context
+def review_skills_show(ctx, run_id, as_json):
+    """The current draft of coarse skills with their fine labels."""
+    _show(open_store(ctx), run_id, as_json)
+
+
+@review_skills.command("rename")
+@click.argument("run_id")
+@click.argument("skill")
+@click.argument("new_name")
+@json_option
+@click.pass_context
+def review_skills_rename(ctx, run_id, skill, new_name, as_json):
+    """Rename a coarse skill (the name is snake_cased)."""
+    _edit(ctx, run_id, {"op": "rename", "skill": skill, "to": new_name}, as_json)
+
+
+@review_skills.command("define")
+@click.argument("run_id")
+@click.argument("skill")
+@click.argument("definition")
+@json_option
+@click.pass_context
+def review_skills_define(ctx, run_id, skill, definition, as_json):
+    """Replace a coarse skill's one-line definition."""
+    _edit(ctx, run_id, {"op": "define", "skill": skill, "definition": definition}, as_json)
+
+
+@review_skills.command("merge")
+@click.argument("run_id")
+@click.argument("skills", nargs=-1, required=True)
+@click.option("--into", required=True, help="Name of the merged skill (may be one of the merged names).")
+@click.option("--definition", default=None, help="Definition of the merged skill.")
+@json_option
+@click.pass_context
+def review_skills_merge(ctx, run_id, skills, into, definition, as_json):
+    """Merge two or more coarse skills into one.
+
+    \b
+    Example:
+      skillweave review skills merge RUN gcd_skills lcm_skills --into gcd_lcm
+    """
+    _edit(ctx, run_id, {"op": "merge", "skills": list(skills), "into": into, "definition": definition}, as_json)
+
+
+@review_skills.command("split")
+@click.argument("run_id")
+@click.argument("skill")
+@click.option("--into", "parts", multiple=True, required=True,
+              help="NEW_NAME=fine1,fine2 (repeat; every fine label of SKILL must go to one part).")
+@json_option
+@click.pass_context
+def review_skills_split(ctx, run_id, skill, parts, as_json):
+    """Split a coarse skill by assigning its fine labels to new skills.
+
+    \b
+    Example:
+      skillweave review skills split RUN number_skills --into gcd=gcd_calc --into modular=mod_power,remainders
+    """
+    into = {}
+    for part in parts:
+        name, sep, fines = part.partition("=")
+        if not sep or not name.strip() or not fines.strip():
+            raise UsageError(f"--into '{part}' must look like NEW_NAME=fine1,fine2")
+        into[name.strip()] = [f.strip() for f in fines.split(",") if f.strip()]
+    _edit(ctx, run_id, {"op": "split", "skill": skill, "into": into}, as_json)
+
+
+@review_skills.command("drop")
+@click.argument("run_id")
+@click.argument("skill")
+@click.option("--exclude-questions", is_flag=True,
+              help="Leave its questions out of the bank (default: the model relabels them among the rest).")
+@json_option
+@click.pass_context
+def review_skills_drop(ctx, run_id, skill, exclude_questions, as_json):
+    """Remove a coarse skill from the catalog."""
+    _edit(ctx, run_id, {"op": "drop", "skill": skill, "exclude_questions": exclude_questions}, as_json)
+
+
+def _resume(ctx, item: dict, decision: dict) -> None:
+    from skillweave.graphs.runtime import run_pipeline
+    from skillweave.metrics import REPORTERS, resolve
+
+    store = open_store(ctx)
+    request = item["payload"]["review_request"]
+    summary = run_pipeline("extract-skills", store, item["run_id"], prompts_dir=prompts_dir(ctx), progress=False,
+                           only_threads={request["thread_id"]: decision})
+    click.echo(f"run {item['run_id']}: {summary.status}", err=True)
+    report = resolve(REPORTERS, "extract-skills")(store, store.get_run(item["run_id"]))
+    echo_table(report["table"], report["columns"])
+    _hint(ctx, item["run_id"])
+
+
+@review_skills.command("approve")
+@click.argument("run_id")
+@click.option("--reason", default="", help="A note kept with the review.")
+@click.option("--reviewer", default=None, help="Reviewer name (default: $SKILLWEAVE_REVIEWER or the login).")
+@click.pass_context
+def review_skills_approve(ctx, run_id, reason, reviewer):
+    """Accept the draft (with its edits) and resume the run: relabel questions, build the bank."""
+    from skillweave.agents.review import default_reviewer_name
+
+    store = open_store(ctx)
+    item = _waiting(store, run_id)
+    p = item["payload"]
+    decision = {"action": "approve", "reviewer": reviewer or default_reviewer_name(), "reason": reason,
+                "skills": p.get("review_draft") or p["clusters"], "ops": p.get("review_ops") or [],
+                "excluded_fine": p.get("review_excluded") or [], "at": now()}
+    _resume(ctx, item, decision)
+
+
+@review_skills.command("reject")
+@click.argument("run_id")
+@click.option("--reason", required=True, help="Why the catalog is rejected (the run ends without a bank).")
+@click.option("--reviewer", default=None, help="Reviewer name.")
+@click.pass_context
+def review_skills_reject(ctx, run_id, reason, reviewer):
+    """Reject the clustered skills; the run ends without a bank."""
+    from skillweave.agents.review import default_reviewer_name
+
+    item = _waiting(open_store(ctx), run_id)
+    _resume(ctx, item, {"action": "reject", "reviewer": reviewer or default_reviewer_name(), "reason": reason,
+                        "at": now()})
+
+
+# ---- skills list|show|import|export -------------------------------------------------------------------
+@click.group("skills")
+def skills_group() -> None:
+    """Skill banks and skill catalogs: list, show, import and export (AdaptMI JSON, Instruct-SkillMix text)."""
+
+
+def _resolve_catalog(store, ref: str) -> dict:
+    if ref == "bundled":
+        bank = bk.bundled_bank()
+        return store.get_catalog(bk.save_bank(store, bank, "bundled", source="bundled"))
+    if store.db["catalogs"].count_where("id = ?", [ref]):
+        return store.get_catalog(ref)
+    rows = list(store.db["catalogs"].rows_where("name = ? and kind in ('bank', 'skills', 'query_types')", [ref],
+                                                order_by="created_at desc", limit=1))
+    if rows:
+        return store.get_catalog(rows[0]["id"])
+    raise NotFound(f"no skill bank or catalog '{ref}' in {store.path}; `skillweave skills list` shows them")
+
+
+@skills_group.command("list")
+@json_option
+@click.pass_context
+def skills_list(ctx, as_json):
+    """Stored skill banks, skill catalogs and query-type catalogs."""
+    store = open_store(ctx)
+    rows = [{"id": r["id"], "kind": r["kind"], "name": r["name"],
+             "entries": store.db["catalog_entries"].count_where("catalog_id = ? and coalesce(status, '') != 'fine'",
+                                                                 [r["id"]]),
+             "exemplars": store.db["exemplars"].count_where("catalog_id = ?", [r["id"]]), "source": r["source"],
+             "created_at": r["created_at"]}
+            for r in store.db["catalogs"].rows_where("kind in ('bank', 'skills', 'query_types')",
+                                                     order_by="created_at desc")]
+    echo_json(rows) if as_json else echo_table(rows, ["id", "kind", "name", "entries", "exemplars", "source"])
+
+
+@skills_group.command("show")
+@click.argument("ref")
+@json_option
+@click.pass_context
+def skills_show(ctx, ref, as_json):
+    """A bank's skills with exemplar counts (or a catalog's entries). REF: id, name or 'bundled'."""
+    store = open_store(ctx)
+    catalog = _resolve_catalog(store, ref)
+    if catalog["kind"] == "bank":
+        rows = bk.bank_from_catalog(catalog).summary()
+        columns = ["skill", "subject", "exemplars", "fine_labels", "definition"]
+    else:
+        rows = [{"name": e["name"], "category": e["category"], "definition": e["definition"]}
+                for e in catalog["entries"]]
+        columns = ["name", "category", "definition"]
+    if as_json:
+        echo_json({"id": catalog["id"], "kind": catalog["kind"], "name": catalog["name"], "rows": rows})
+    else:
+        click.echo(f"{catalog['id']} ({catalog['kind']}, {catalog['name']})")
+        echo_table(rows, columns)
+
+
+def _guess_format(path: Path) -> str:
+    if path.suffix == ".json":
+        return "adaptmi"
+    if "quer" in path.name.lower():
+        return "queries-txt"
+    return "skills-txt"
+
+
+@skills_group.command("import")
+@click.argument("path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--format", "fmt_name", type=click.Choice(FORMATS[:3]), default=None,
+              help="adaptmi (bank.json), skills-txt (one skill a line) or queries-txt (### blocks); default: by name.")
+@click.option("--name", default=None, help="Catalog name (default: the file name).")
+@json_option
+@click.pass_context
+def skills_import(ctx, path, fmt_name, name, as_json):
+    """Store an AdaptMI bank.json, an Instruct-SkillMix skills.txt or queries.txt.
+
+    \b
+    Example:
+      skillweave skills import bank.json --name math-bank
+      skillweave skills import skills.txt && skillweave skills import queries.txt
+    """
+    store = open_store(ctx)
+    path = Path(path)
+    fmt_name = fmt_name or _guess_format(path)
+    name = name or path.stem
+    if fmt_name == "adaptmi":
+        bank = bk.read_bank_json(path)
+        catalog_id = bk.save_bank(store, bank, name, source=str(path))
+        info = {"skills": len(bank.skills), "exemplars": len(bank.exemplars)}
+    elif fmt_name == "skills-txt":
+        skills = fmt.read_skills_txt(path)
+        catalog_id = store.save_catalog(name, "skills", fmt.skill_entries(skills), source=str(path))
+        info = {"skills": len(skills), "unique": len(set(skills))}
+    else:
+        queries = fmt.read_queries_txt(path)
+        catalog_id = store.save_catalog(name, "query_types", fmt.query_entries(queries), source=str(path))
+        info = {"query_types": len(queries)}
+    result = {"id": catalog_id, "name": name, "format": fmt_name, **info}
+    echo_json(result) if as_json else click.echo(" ".join(f"{k}={v}" for k, v in result.items()))
+
+
+@skills_group.command("export")
+@click.argument("ref")
+@click.argument("out", type=click.Path(dir_okay=False))
+@click.option("--format", "fmt_name", type=click.Choice(FORMATS), default=None,
+              help="adaptmi, skills-txt, queries-txt or retrieval (AdaptMI retrieval.json); default: by name.")
+@click.option("--provenance", is_flag=True, help="AdaptMI: add each exemplar's provenance (model, prompts, labels).")
+@click.pass_context
+def skills_export(ctx, ref, out, fmt_name, provenance):
+    """Write a stored bank or catalog in an external format. REF: id, name or 'bundled'.
+
+    \b
+    Example:
+      skillweave skills export bundled bank.json
+      skillweave skills export my-run skills.txt --format skills-txt
+    """
+    store = open_store(ctx)
+    catalog = _resolve_catalog(store, ref)
+    out_path = Path(out)
+    fmt_name = fmt_name or _guess_format(out_path)
+    if fmt_name in ("adaptmi", "retrieval"):
+        if catalog["kind"] != "bank":
+            raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; {fmt_name} export needs a skill bank")
+        bank = bk.bank_from_catalog(catalog)
+        if fmt_name == "adaptmi":
+            bk.write_bank_json(bank, out_path, include_provenance=provenance)
+        else:
+            import json
+
+            out_path.write_text(json.dumps(bk.retrieval_map(bank), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    elif fmt_name == "skills-txt":
+        if catalog["kind"] == "query_types":
+            raise UsageError(f"'{ref}' is a query_types catalog; export it with --format queries-txt")
+        fmt.write_skills_txt(out_path, [e["name"] for e in catalog["entries"] if e["status"] != "fine"])
+    else:
+        if catalog["kind"] != "query_types":
+            raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; queries-txt export needs query types")
+        fmt.write_queries_txt(out_path, fmt.queries_from_entries(catalog["entries"]))
+    click.echo(f"wrote {out_path} ({fmt_name})", err=True)
+
+
+def register(root: click.Group) -> None:
+    run_group.add_command(run_extract_skills)
+    existing = root.commands.get("eval")
+    if existing is None:
+        root.add_command(eval_group)
+    elif existing is not eval_group and isinstance(existing, click.Group):  # someone else's eval group
+        for name, command in eval_group.commands.items():
+            existing.add_command(command, name)
+    root.add_command(skills_group)
