@@ -4,6 +4,8 @@ returning `columns`, `table` (rows) and any JSON fields; `PLOTTERS` likewise dra
 import importlib
 
 REPORTERS: dict[str, str] = {
+    "solve": "skillweave.agents.solver:run_report",
+    "extract-skills": "skillweave.agents.skill_extraction:run_report",
     "math2": "skillweave.metrics.math2:run_report",
     "math2-eval": "skillweave.metrics.math2:eval_report",
     "skillmix": "skillweave.metrics.skillmix:run_report",
