@@ -37,7 +37,7 @@ from skillweave.store import now
 
 QUESTION_KIND = "skills.question"
 CATALOG_KIND = "skills.catalog"
-_SNAKE = re.compile(r"^[a-z][a-z0-9_]{1,79}$")
+_SNAKE = re.compile(r"^[a-z][a-z0-9_]{0,79}$")
 
 
 class ExtractionState(TypedDict, total=False):
@@ -55,10 +55,14 @@ class ThreadSpec:
 # ---- parsing ------------------------------------------------------------------------------------------
 def parse_skill_label(text: str) -> str:
     """`Skill: some_skill` (or a reply that is just one identifier) -> a snake_case label."""
-    match = re.search(r"skill\s*[:：]\s*[`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
+    match = re.search(r"skill\s*[:：][\s`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
     raw = match.group(1) if match else text.strip().splitlines()[0] if text.strip() else ""
     if not match and len(raw.split()) > 1:
         raise ParseFailure(f"no 'Skill:' line in reply {text.strip()[:120]!r}")
+    if "_" in raw.split()[0] if raw.split() else False:  # "gcd_lcm because ..." -> the identifier only
+        raw = raw.split()[0]
+    if len(raw.split()) > 6:
+        raise ParseFailure(f"'{raw.strip()[:80]}' is a sentence, not a skill name")
     label = to_snake_case(raw)
     if not _SNAKE.match(label):
         raise ParseFailure(f"'{raw.strip()[:80]}' is not a snake_case skill name")
@@ -68,7 +72,7 @@ def parse_skill_label(text: str) -> str:
 def parse_choice(text: str, names: list[str]) -> str:
     """The one name from `names` a reply picks: the `Skill:` value if it is a name, else the only name quoted."""
     by_snake = {to_snake_case(n): n for n in names}
-    match = re.search(r"skill\s*[:：]\s*[`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
+    match = re.search(r"skill\s*[:：][\s`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
     if match:
         candidate = to_snake_case(match.group(1))
         if candidate in by_snake:

@@ -448,16 +448,18 @@ def skills_group() -> None:
     """Skill banks and skill catalogs: list, show, import and export (AdaptMI JSON, Instruct-SkillMix text)."""
 
 
-def _resolve_catalog(store, ref: str) -> dict:
+def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills", "query_types")) -> dict:
+    """A catalog by id, 'bundled', or name (newest; the first of `kinds` that has that name wins)."""
     if ref == "bundled":
         bank = bk.bundled_bank()
         return store.get_catalog(bk.save_bank(store, bank, "bundled", source="bundled"))
     if store.db["catalogs"].count_where("id = ?", [ref]):
         return store.get_catalog(ref)
-    rows = list(store.db["catalogs"].rows_where("name = ? and kind in ('bank', 'skills', 'query_types')", [ref],
-                                                order_by="created_at desc", limit=1))
-    if rows:
-        return store.get_catalog(rows[0]["id"])
+    for kind in kinds:
+        rows = list(store.db["catalogs"].rows_where("name = ? and kind = ?", [ref, kind], order_by="created_at desc",
+                                                    limit=1))
+        if rows:
+            return store.get_catalog(rows[0]["id"])
     raise NotFound(f"no skill bank or catalog '{ref}' in {store.path}; `skillweave skills list` shows them")
 
 
@@ -558,9 +560,10 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
       skillweave skills export my-run skills.txt --format skills-txt
     """
     store = open_store(ctx)
-    catalog = _resolve_catalog(store, ref)
     out_path = Path(out)
     fmt_name = fmt_name or _guess_format(out_path)
+    catalog = _resolve_catalog(store, ref, {"skills-txt": ("skills", "bank"), "queries-txt": ("query_types",)}
+                               .get(fmt_name, ("bank", "skills", "query_types")))
     if fmt_name in ("adaptmi", "retrieval"):
         if catalog["kind"] != "bank":
             raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; {fmt_name} export needs a skill bank")

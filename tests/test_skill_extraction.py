@@ -1,0 +1,255 @@
+"""Skill extraction: reply parsers, the dataset route end to end with a scripted model, the review pause and
+resume from the CLI, parse-failure handling, the dataset-agnostic route, and import/export round trips."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+from skillweave.agents.providers import FakeProvider, message_text, register_provider
+from skillweave.agents.skill_extraction import (
+    dedupe_skills,
+    parse_choice,
+    parse_clusters,
+    parse_skill_label,
+    parse_skill_outline,
+)
+from skillweave.catalog import instruct_formats as fmt
+from skillweave.catalog.bank import bank_from_catalog
+from skillweave.catalog.mathdata import bundled_questions
+from skillweave.errors import ParseFailure
+from skillweave.store import Store
+
+CONC = 4
+
+# Two fine spellings per true skill, so clustering has real work: the scripted clusterer merges them back.
+QUESTIONS = {q["question"]: q for q in bundled_questions("train")}
+
+
+def _fine(question: str) -> str:
+    q = QUESTIONS[question]
+    variant = int(q["id"].rsplit("-", 1)[1]) % 2
+    return f"{q['skill']}_{'technique' if variant else 'method'}"
+
+
+def _user(request) -> str:
+    return message_text(request.messages[-1])
+
+
+def oracle_script(request):
+    text = _user(request)
+    if "Which one skill does a student most need" in text:
+        question = re.search(r"Problem:\n(.+?)\n", text).group(1).strip()
+        return f"Skill: {_fine(question)}"
+    if "fine-grained skill labels" in text:
+        labels = re.findall(r"^- (\S+) \(\d+\)", text, re.M)
+        groups: dict[str, list[str]] = {}
+        for label in labels:
+            groups.setdefault(re.sub(r"_(technique|method)$", "", label), []).append(label)
+        return "```json\n" + json.dumps({"skills": [
+            {"name": name, "definition": f"The skill {name}.", "members": members}
+            for name, members in groups.items()]}) + "\n```"
+    if "Which one of the following skills" in text:
+        return "Skill: " + re.findall(r"^- (\w+):", text, re.M)[-1]
+    raise AssertionError(f"unexpected prompt: {text[:80]}")
+
+
+def test_parse_skill_label():
+    assert parse_skill_label("Skill: fraction_simplification") == "fraction_simplification"
+    assert parse_skill_label("**Skill:** `Modular Arithmetic`\nbecause...") == "modular_arithmetic"
+    assert parse_skill_label("base_conversion") == "base_conversion"
+    for bad in ("", "I think this needs algebra and geometry", "Skill: 42"):
+        with pytest.raises(ParseFailure):
+            parse_skill_label(bad)
+
+
+def test_parse_choice_picks_exactly_one_listed_name():
+    names = ["gcd_lcm", "modular_arithmetic", "linear_equations"]
+    assert parse_choice("Skill: modular_arithmetic", names) == "modular_arithmetic"
+    assert parse_choice("Skill: gcd_lcm because it asks for a divisor", names) == "gcd_lcm"
+    assert parse_choice("The problem needs linear_equations to solve.", names) == "linear_equations"
+    with pytest.raises(ParseFailure, match="several"):
+        parse_choice("either gcd_lcm or modular_arithmetic", names)
+    with pytest.raises(ParseFailure, match="no"):
+        parse_choice("Skill: geometry", names)
+
+
+def test_parse_clusters_formats_and_missing_labels():
+    labels = ["a_x", "a_y", "b_x"]
+    groups, missing = parse_clusters('{"skills": [{"name": "A Skills", "definition": "d", "members": ["a_x", "a_y", "zzz"]}]}',
+                                     labels)
+    assert groups == [{"name": "a_skills", "definition": "d", "members": ["a_x", "a_y"]}] and missing == ["b_x"]
+    groups, missing = parse_clusters('Here:\n```json\n{"a": ["a_x", "a_y"], "b": ["b_x"]}\n```', labels)
+    assert [g["name"] for g in groups] == ["a", "b"] and not missing
+    groups, _ = parse_clusters('{"a_x": "a", "a_y": "a", "b_x": "b"}', labels)
+    assert groups[0]["members"] == ["a_x", "a_y"]
+    with pytest.raises(ParseFailure):
+        parse_clusters("no json here", labels)
+    with pytest.raises(ParseFailure):
+        parse_clusters('{"skills": [{"name": "!!", "members": ["a_x"]}]}', labels)
+
+
+def test_outline_and_dedupe():
+    pairs = parse_skill_outline("## Writing\n- concise_summary\n- Concise Summary\n## Logic\n1. error_analysis\n")
+    assert pairs == [("Writing", "concise_summary"), ("Writing", "concise_summary"), ("Logic", "error_analysis")]
+    assert [(s["name"], s["count"]) for s in dedupe_skills(pairs)] == [("concise_summary", 2), ("error_analysis", 1)]
+
+
+def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
+    register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
+    code, out, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--model",
+                             "fake:oracle", "--reviewer", "auto", "--concurrency", str(CONC), "--bank-name", "mybank")
+    assert code == 0, err
+    store = Store(db_path)
+    run = store.list_runs(pipeline="extract-skills")[0]
+    from skillweave.agents.skill_extraction import run_report
+
+    report = run_report(store, store.get_run(run["id"]))
+    assert report["status"] == "done" and report["questions"] == {"relabelled": 60}
+    assert report["fine_labels"] == 30 and report["coarse_skills"] == 15
+    assert report["purity"] == 1.0 and report["inverse_purity"] == 1.0
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run["id"])["bank"]))
+    assert bank.name == "mybank" and len(bank.exemplars) == 60
+    skill = bank.skill("gcd_lcm")
+    assert skill.subject == "number_theory" and skill.fine == ["gcd_lcm_method", "gcd_lcm_technique"]
+    assert skill.definition == "The skill gcd_lcm."
+    x = next(x for x in bank.exemplars if x.skill == "gcd_lcm")
+    assert x.provenance["label_model"] == "fake:oracle" and x.provenance["fine_skill"].startswith("gcd_lcm_")
+    assert x.provenance["prompt_versions"][0].startswith("b2:")
+    lineage = store.lineage(x.source_item_id)
+    assert [c["role"] for c in lineage["llm_calls"]] == ["label"]
+    assert lineage["catalogs"]["dataset"].startswith("questions-")
+    # the bank is usable by name and exports to AdaptMI JSON
+    code, out, _ = cli_run("skills", "show", "mybank", "--json")
+    assert code == 0 and {r["skill"]: r["exemplars"] for r in json.loads(out)["rows"]}["gcd_lcm"] == 4
+
+
+def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
+    register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
+    code, _, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "16",
+                           "--model", "fake:oracle", "--concurrency", str(CONC))
+    assert code == 0 and "paused for review" in err
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    assert store.run_catalogs(run_id).get("bank") is None  # nothing relabelled before the review
+    code, out, _ = cli_run("review", "skills", "list", "--json")
+    assert [r["run_id"] for r in json.loads(out)] == [run_id]
+    # 16 questions: percentage, ratio_proportion, order_of_operations, linear_equations (4 each)
+    assert cli_run("review", "skills", "merge", run_id, "percentage", "ratio_proportion", "--into",
+                   "proportional_reasoning")[0] == 0
+    assert cli_run("review", "skills", "rename", run_id, "order_of_operations", "Arithmetic Evaluation")[0] == 0
+    assert cli_run("review", "skills", "split", run_id, "linear_equations", "--into",
+                   "linear_a=linear_equations_method", "--into", "linear_b=linear_equations_technique")[0] == 0
+    assert cli_run("review", "skills", "drop", run_id, "linear_b")[0] == 0
+    code, _, err = cli_run("review", "skills", "drop", run_id, "no_such_skill")
+    assert code == 2 and "no coarse skill 'no_such_skill'" in err
+    code, out, _ = cli_run("review", "skills", "show", run_id, "--json")
+    draft = json.loads(out)
+    assert [s["name"] for s in draft["skills"]] == ["arithmetic_evaluation", "linear_a", "proportional_reasoning"] \
+        or sorted(s["name"] for s in draft["skills"]) == ["arithmetic_evaluation", "linear_a", "proportional_reasoning"]
+    assert len(draft["ops"]) == 4
+    code, out, err = cli_run("review", "skills", "approve", run_id, "--reason", "looks right", "--reviewer", "ana")
+    assert code == 0, err
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    counts = {s: len(v) for s, v in bank.by_skill().items()}
+    # the dropped skill's 2 questions were relabelled by the model (the script picks the last listed skill)
+    assert counts == {"arithmetic_evaluation": 4, "linear_a": 4, "proportional_reasoning": 8}
+    relabelled = [x for x in bank.exemplars if x.provenance["relabel"] == "llm"]
+    assert len(relabelled) == 2 and all(x.provenance["fine_skill"] == "linear_equations_technique" for x in relabelled)
+    reviews = list(store.db["reviews"].rows_where("run_id = ?", [run_id]))
+    assert len(reviews) == 1 and reviews[0]["reviewer"] == "ana" and reviews[0]["decision"] == "edit"
+    assert [op["op"] for op in json.loads(reviews[0]["changes"])["ops"]] == ["merge", "rename", "split", "drop"]
+    code, _, err = cli_run("review", "skills", "approve", run_id)
+    assert code == 2 and "not waiting" in err
+
+
+def test_drop_with_exclusion_and_reject(cli_run, db_path):
+    register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
+    cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "8", "--model",
+            "fake:oracle", "--concurrency", str(CONC))
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    assert cli_run("review", "skills", "drop", run_id, "percentage", "--exclude-questions")[0] == 0
+    assert cli_run("review", "skills", "approve", run_id)[0] == 0
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    assert bank.skill_names() == ["ratio_proportion"] and len(bank.exemplars) == 4
+    assert sum(1 for _ in store.items(run_id, status="excluded")) == 4
+    # a second run, rejected: no bank
+    cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "4", "--model",
+            "fake:oracle", "--concurrency", str(CONC))
+    run2 = store.list_runs(pipeline="extract-skills")[0]["id"]
+    code, _, err = cli_run("review", "skills", "reject", run2, "--reason", "too coarse")
+    assert code == 0, err
+    assert "bank" not in store.run_catalogs(run2)
+
+
+def test_unparseable_labels_are_retried_then_failed(cli_run, db_path):
+    calls = {"n": 0}
+
+    def script(request):
+        text = _user(request)
+        if "Which one skill" in text:
+            calls["n"] += 1
+            question = re.search(r"Problem:\n(.+?)\n", text).group(1).strip()
+            if QUESTIONS[question]["id"] == "percentage-0":
+                return "I am not sure what to say here."
+            return "Skill: percent_stuff" if calls["n"] % 2 else "no idea, sorry!"  # every other reply fails once
+        return oracle_script(request)
+
+    register_provider("fake:s", FakeProvider("s", script=script), max_concurrency=1)
+    code, _, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "4",
+                           "--model", "fake:s", "--reviewer", "auto", "--concurrency", "1", "--parse-retries", "2")
+    assert code == 0, err
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    failed = list(store.items(run_id, kind="skills.question", status="failed"))
+    assert len(failed) == 1 and "no parseable reply after 3 attempts" in failed[0]["error"]
+    assert failed[0]["payload"]["question_id"] == "percentage-0"
+    events = list(store.db["events"].rows_where("run_id = ? and status = 'parse_failed'", [run_id]))
+    assert len(events) >= 3
+    assert sum(1 for _ in store.items(run_id, kind="skills.question", status="relabelled")) == 3
+
+
+def test_dataset_agnostic_route_dedupes_and_exports(cli_run, db_path, tmp_path):
+    code, _, err = cli_run("run", "extract-skills", "--model", "fake", "--reviewer", "auto", "--bank-name", "sda")
+    assert code == 0, err
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    roles = store.run_catalogs(run_id)
+    skills = [e["name"] for e in store.get_catalog(roles["skills"])["entries"]]
+    # the fake reply repeats concise_summarization and spells one skill "Error Analysis"
+    assert skills == ["concise_summarization", "persuasive_argumentation", "step_by_step_planning", "error_analysis",
+                      "polite_request_phrasing"]
+    queries = [e["name"] for e in store.get_catalog(roles["query_types"])["entries"]]
+    assert queries == ["Information-Seeking", "Decision-Making"]
+    assert cli_run("skills", "export", "sda", str(tmp_path / "skills.txt"), "--format", "skills-txt")[0] == 0
+    assert fmt.read_skills_txt(tmp_path / "skills.txt") == skills
+    code, _, err = cli_run("skills", "export", roles["query_types"], str(tmp_path / "queries.txt"))
+    assert code == 0, err
+    assert [q.name for q in fmt.read_queries_txt(tmp_path / "queries.txt")] == queries
+
+
+def test_import_export_round_trips(cli_run, tmp_path):
+    bank = {"skills": ["b", "a"], "example_nums": {"a": 1, "b": 3},
+            "skill_dict": {"a": [{"question": "q1", "answer": "s1"}], "b": [{"question": "q2", "answer": "s2", "x": 1}]}}
+    (tmp_path / "bank.json").write_text(json.dumps(bank))
+    code, out, err = cli_run("skills", "import", str(tmp_path / "bank.json"), "--name", "ext", "--json")
+    assert code == 0, err and json.loads(out)["exemplars"] == 2
+    assert cli_run("skills", "export", "ext", str(tmp_path / "out.json"))[0] == 0
+    assert json.loads((tmp_path / "out.json").read_text()) == bank
+    skills_txt = "marketing_and_promotion\nbudget_planning\nmarketing_and_promotion\n"
+    (tmp_path / "skills.txt").write_text(skills_txt)
+    assert cli_run("skills", "import", str(tmp_path / "skills.txt"), "--name", "sk")[0] == 0
+    assert cli_run("skills", "export", "sk", str(tmp_path / "skills_out.txt"))[0] == 0
+    assert (tmp_path / "skills_out.txt").read_text() == skills_txt
+    queries = fmt.bundled_query_types()
+    fmt.write_queries_txt(tmp_path / "queries.txt", queries)
+    assert cli_run("skills", "import", str(tmp_path / "queries.txt"), "--name", "qt")[0] == 0
+    assert cli_run("skills", "export", "qt", str(tmp_path / "queries_out.txt"))[0] == 0
+    assert (tmp_path / "queries_out.txt").read_text() == (tmp_path / "queries.txt").read_text()
+    assert fmt.read_queries_txt(tmp_path / "queries_out.txt") == queries
+    code, _, err = cli_run("skills", "export", "sk", str(tmp_path / "x.json"))
+    assert code == 2 and "needs a skill bank" in err
+    code, _, err = cli_run("skills", "show", "nothing")
+    assert code == 2 and "no skill bank or catalog 'nothing'" in err
