@@ -1,0 +1,180 @@
+"""Verification C3 (CHES ranks likelihood displacement) and C4 (CHES~ filtering preserves refusals) on tiny models.
+
+C3: SFT a tiny random-init model on a synthetic prompt -> response task; build pairs (y+ = the taught response,
+    y- = y+ with 1..all tokens replaced); score CHES~ with the SFT model; DPO (RMSprop, beta 0.1) separately on the
+    top and bottom CHES~ quintiles; per seed compare mean change of ln pi(y+). Then single-pair DPO runs on pairs
+    spread over the CHES~ range: Spearman(score, change of ln pi(y+)) for CHES~, CHES, -NED and the last-state
+    inner product.
+C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and comply with "task" prompts; pairs are
+    90% refusal vs other refusal and 10% refusal vs compliance; DPO on the full set vs on the lowest 10% by CHES~;
+    P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
+
+    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4]
+
+Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import random
+import time
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from skillweave.trainers import ches, dpo, sft
+from skillweave.trainers.data import PreferencePair, SFTExample
+from skillweave.trainers.models import tiny_model_and_tokenizer
+
+CONTENT = [f"w{i}" for i in range(24)]
+REFUSALS = ["sorry i cannot help with that", "sorry i will not help with that", "no i refuse to do that",
+            "sorry that is not something i do"]
+COMPLIANCE = ["sure here are the steps", "ok step one is easy", "sure first you do this"]
+REFUSAL_WORDS = sorted({w for r in REFUSALS + COMPLIANCE for w in r.split()})
+
+
+def sft_model(examples: list[SFTExample], seed: int, steps: int):
+    model, tokenizer = tiny_model_and_tokenizer([*CONTENT, *REFUSAL_WORDS, "harm", "task"], seed=seed, hidden_size=64)
+    config = sft.SFTConfig(train_template="model", lr=3e-3, max_steps=steps, batch_size=16, warmup_ratio=0.0,
+                           scheduler="constant", seed=seed)
+    result = sft.train_sft(model, tokenizer, examples, config)
+    return result["model"], tokenizer, result["losses"][-1]
+
+
+def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs: int, batch_size: int, seed: int):
+    policy = copy.deepcopy(model)
+    chosen, rejected, _ = ches.encode_pairs(tokenizer, pairs)
+    config = dpo.DPOConfig(lr=lr, epochs=epochs, batch_size=batch_size, beta=0.1, optimizer="rmsprop", seed=seed)
+    return policy, dpo.train_dpo(policy, tokenizer, chosen, rejected, config)
+
+
+# ---- C3 ------------------------------------------------------------------------------------------------
+def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40) -> dict:
+    rng = random.Random(seed)
+    prompts = [" ".join(rng.sample(CONTENT, 3)) for _ in range(n_pairs)]
+    # The taught response: the prompt reversed plus a fixed number of mapped tokens (lengths 3-6).
+    def target(prompt: str) -> list[str]:
+        words = prompt.split()[::-1]
+        extra = [CONTENT[(CONTENT.index(w) + 7) % len(CONTENT)] for w in words][: len(words) % 4]
+        return words + extra
+    examples = [SFTExample(p, " ".join(target(p))) for p in prompts]
+    model, tokenizer, sft_loss = sft_model(examples, seed, steps=150)
+    pairs = []
+    for i, p in enumerate(prompts):
+        plus = target(p)
+        edits = rng.randint(1, len(plus))
+        minus = list(plus)
+        for pos in rng.sample(range(len(plus)), edits):
+            minus[pos] = rng.choice([w for w in CONTENT if w != plus[pos]])
+        if rng.random() < 0.5:  # vary lengths so raw CHES and CHES~ differ
+            minus = minus + [rng.choice(CONTENT) for _ in range(rng.randint(1, 4))]
+        pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3-{seed}-{i}"))
+    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
+    order = sorted(scores, key=lambda r: r["ches_norm"])
+    quint = len(order) // 5
+    low = [pairs[r["index"]] for r in order[:quint]]
+    high = [pairs[r["index"]] for r in order[-quint:]]
+    _, low_result = run_dpo(model, tokenizer, low, lr=1e-4, epochs=3, batch_size=8, seed=seed)
+    _, high_result = run_dpo(model, tokenizer, high, lr=1e-4, epochs=3, batch_size=8, seed=seed)
+    # Single-pair runs across the CHES~ range.
+    picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
+    deltas = []
+    for r in picks:
+        _, result = run_dpo(model, tokenizer, [pairs[r["index"]]], lr=1e-4, epochs=10, batch_size=1, seed=seed)
+        deltas.append(result["delta_logp_chosen"])
+    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
+           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
+    return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
+            "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
+            "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho}
+
+
+# ---- C4 ------------------------------------------------------------------------------------------------
+def p_refuse(model, tokenizer, prompts: list[str]) -> float:
+    """Mean probability of a refusal first token after the chat prompt."""
+    from skillweave.trainers.templates import get_template
+
+    template = get_template("model").bind(tokenizer)
+    refusal_first = sorted({tokenizer.convert_tokens_to_ids(r.split()[0]) for r in REFUSALS})
+    model.eval()
+    total = 0.0
+    with torch.no_grad():
+        for p in prompts:
+            ids = tokenizer(template.render_prompt(p, tokenizer=tokenizer), add_special_tokens=False)["input_ids"]
+            probs = model(input_ids=torch.tensor([ids])).logits[0, -1].softmax(-1)
+            total += float(probs[refusal_first].sum())
+    return total / len(prompts)
+
+
+def c4_seed(seed: int, n_pairs: int = 200, lr: float = 1e-3, epochs: int = 2) -> dict:
+    rng = random.Random(seed)
+    harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
+    task = lambda: "task " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
+    examples = [SFTExample(harm(), rng.choice(REFUSALS)) for _ in range(150)]
+    examples += [SFTExample(task(), rng.choice(COMPLIANCE)) for _ in range(150)]
+    rng.shuffle(examples)
+    model, tokenizer, sft_loss = sft_model(examples, seed, steps=150)
+    pairs = []
+    for i in range(n_pairs):
+        if i % 10:  # refusal vs another refusal: the displacing kind
+            plus, minus = rng.sample(REFUSALS, 2)
+        else:
+            plus, minus = rng.choice(REFUSALS), rng.choice(COMPLIANCE)
+        pairs.append(PreferencePair(harm(), plus, minus, f"c4-{seed}-{i}"))
+    held_out = [harm() for _ in range(50)]
+    before = p_refuse(model, tokenizer, held_out)
+    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
+    kept = ches.keep_lowest(scores, 0.10)
+    kept_pairs = [pairs[r["index"]] for r in kept]
+    kinds = sum(p.rejected in COMPLIANCE for p in kept_pairs)
+    full_model, full = run_dpo(model, tokenizer, pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
+    filt_model, filt = run_dpo(model, tokenizer, kept_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
+    return {"seed": seed, "sft_loss": sft_loss, "p_refuse_before": before,
+            "p_refuse_full": p_refuse(full_model, tokenizer, held_out),
+            "p_refuse_filtered": p_refuse(filt_model, tokenizer, held_out),
+            "full_steps": full["steps"], "filtered_steps": filt["steps"], "kept": len(kept_pairs),
+            "kept_refusal_vs_compliance": kinds, "full_delta_logp_chosen": full["delta_logp_chosen"],
+            "filtered_delta_logp_chosen": filt["delta_logp_chosen"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--only", choices=["c3", "c4"], default=None)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    if args.only in (None, "c3"):
+        start = time.perf_counter()
+        rows = [c3_seed(seed) for seed in range(args.seeds)]
+        print("C3: DPO on bottom vs top CHES~ quintile (40 pairs each), mean change of ln pi(y+)")
+        for r in rows:
+            print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  low-CHES {r['low_delta']:+.3f}  "
+                  f"high-CHES {r['high_delta']:+.3f}  high more negative: {r['high_delta'] < r['low_delta']}")
+        print("  single-pair runs (40 per seed): Spearman(score, change of ln pi(y+))")
+        for r in rows:
+            print("  seed {seed}: ".format(**r) + "  ".join(f"{k} {v:+.3f}" for k, v in r["spearman"].items()))
+        wins = sum(r["high_delta"] < r["low_delta"] for r in rows)
+        mean_rho = {k: float(np.mean([r["spearman"][k] for r in rows])) for k in rows[0]["spearman"]}
+        print(f"  high-CHES quintile more negative in {wins}/{len(rows)} seeds; mean Spearman " +
+              "  ".join(f"{k} {v:+.3f}" for k, v in mean_rho.items()) + f"  ({time.perf_counter() - start:.0f} s)")
+    if args.only in (None, "c4"):
+        start = time.perf_counter()
+        rows = [c4_seed(seed) for seed in range(args.seeds)]
+        print("C4: P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
+        for r in rows:
+            print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  before {r['p_refuse_before']:.3f}  "
+                  f"full-set DPO {r['p_refuse_full']:.3f}  filtered DPO {r['p_refuse_filtered']:.3f}  "
+                  f"(kept {r['kept']}, of which refusal-vs-compliance {r['kept_refusal_vs_compliance']}; "
+                  f"delta ln pi(y+) full {r['full_delta_logp_chosen']:+.2f}, filtered {r['filtered_delta_logp_chosen']:+.2f})")
+        print(f"  ({time.perf_counter() - start:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
