@@ -314,16 +314,20 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     model.eval()
     for chunk_start in range(start, len(encoded), config.chunk_examples):
         chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-        parts = []
+        # Batch examples of similar length (less padding); rows go back to pool order before projecting.
+        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]["input_ids"]))
+        rows = torch.empty(0)
         for b in range(0, len(chunk), config.feature_batch_size):
-            grads = lf.example_gradients(model, chunk[b : b + config.feature_batch_size], pad_id,
-                                         config.gradient_method)
+            index = order[b : b + config.feature_batch_size]
+            grads = lf.example_gradients(model, [chunk[i] for i in index], pad_id, config.gradient_method)
             if kind.startswith("adam"):
                 grads = lf.adam_features(grads, moments, adam_variant)
-            parts.append(grads)
+            if b == 0:
+                rows = torch.empty(len(chunk), grads.shape[1])
+            rows[index] = grads
             if progress:
                 progress(chunk_start + b + len(grads), len(encoded), folder.parent.name)
-        projected = projector.project(torch.cat(parts))
+        projected = projector.project(rows)
         torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     raw = torch.cat([torch.load(p) for p in chunks])

@@ -168,8 +168,12 @@ def batched_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[
         captures.append(_LinearCapture(module))
     try:
         batch = pad_batch(examples, pad_id)
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
-        total = per_example_loss(logits, batch["labels"]).sum()
+        # Logits only from the position before the first response token on (prompts need no vocab projection).
+        start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
+        width = batch["input_ids"].shape[1]
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       logits_to_keep=width - start).logits
+        total = per_example_loss(logits, batch["labels"][:, start:]).sum()
         torch.autograd.grad(total, [p for _, p in names_params])
         return torch.cat([c.per_example() for c in captures], dim=1)
     finally:
@@ -233,12 +237,16 @@ class RademacherProjector:
 
     BLOCK_ROWS = 1024
 
-    def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None):
+    def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None,
+                 cache_bytes: int = 1 << 28):
         if dim_out <= 0 or dim_out % 8:
             raise ConfigError(f"projection dimension {dim_out} must be a positive multiple of 8 (e.g. 512, 8192)")
         self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
         # ~64 MB of float32 matrix per chunk by default.
         self.chunk_rows = chunk_rows or max(self.BLOCK_ROWS, (1 << 24) // dim_out)
+        # A small Π (tiny models, small d) is kept after its first use: the same bits, generated once.
+        self.cache = dim_in * dim_out * 4 <= cache_bytes
+        self._matrix: torch.Tensor | None = None
 
     def block(self, index: int) -> torch.Tensor:
         """Rows [index·1024, (index+1)·1024) of Π, as float32 ±1 (same bits for any P, chunk size or call)."""
@@ -256,6 +264,10 @@ class RademacherProjector:
     def project(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.dim_in:
             raise ConfigError(f"projector built for {self.dim_in} inputs got {x.shape[1]}")
+        if self.cache:
+            if self._matrix is None:
+                self._matrix = self.rows(0, self.dim_in)
+            return x.float() @ self._matrix
         out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32)
         for start in range(0, self.dim_in, self.chunk_rows):
             end = min(start + self.chunk_rows, self.dim_in)
