@@ -8,6 +8,8 @@ relabels the questions and builds the bank.
 from __future__ import annotations
 
 import copy
+import shlex
+import sys
 from pathlib import Path
 
 import click
@@ -19,6 +21,7 @@ from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.cli.review import review_group
 from skillweave.cli.run import check_model, run_group, start_run
 from skillweave.errors import NotFound, UsageError
+from skillweave.prompts import load_template
 from skillweave.store import now
 
 FORMATS = ("adaptmi", "skills-txt", "queries-txt", "retrieval")
@@ -165,13 +168,24 @@ def eval_solve(ctx, dataset, split, bank_ref, methods, model, k, seed, judge, sk
               "max_tokens": max_tokens, "temperature": 0.0, "parse_retries": parse_retries,
               "concurrency": concurrency, "bank_catalog": bank_id, "dataset": dataset, "split": split,
               "pick_template": "solve/pick_skill", "solve_template": "solve/cot", "judge_template": "solve/judge"}
-    catalogs = {"dataset": _dataset_catalog(dataset, rows)}
-    run_id = start_run(ctx, "solve", config, catalogs)
-    store.link_run_catalog(run_id, bank_id, "bank")
-    if as_json:
-        from skillweave.agents.solver import run_report
+    from skillweave.agents.solver import run_report
+    from skillweave.graphs.runtime import run_pipeline
 
-        echo_json({"run_id": run_id, **run_report(store, store.get_run(run_id))})
+    for key in [k for k in config if k.endswith("_template")]:
+        load_template(config[key], prompts_dir(ctx))
+    name, kind, entries, source = _dataset_catalog(dataset, rows)
+    config["dataset_catalog"] = store.save_catalog(name, kind, entries, source=source)
+    run_id = store.create_run("solve", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    store.link_run_catalog(run_id, config["dataset_catalog"], "dataset")
+    store.link_run_catalog(run_id, bank_id, "bank")
+    click.echo(f"run {run_id}", err=True)
+    summary = run_pipeline("solve", store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    click.echo(f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True)
+    report = run_report(store, store.get_run(run_id))
+    if as_json:
+        echo_json({"run_id": run_id, **report})
+    else:
+        echo_table(report["table"], report["columns"])
 
 
 # ---- review skills ------------------------------------------------------------------------------------
