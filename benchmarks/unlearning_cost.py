@@ -17,7 +17,6 @@ import argparse
 import time
 
 import numpy as np
-
 from skillweave.trainers.unlearning.topic_model import TopicModelConfig, fit, planted_topics, sample_documents
 from skillweave.trainers.unlearning.unlearn import UnlearnConfig, model_distance, unlearn_base
 
@@ -51,9 +50,9 @@ def main() -> None:
         forget = np.random.default_rng(args.seed).choice(m, args.forget, replace=False)
         keep = np.setdiff1d(np.arange(m), forget)
         forget_docs, kept_docs = docs[forget], docs[keep]
-        t_u, result = best_time(lambda: unlearn_base(model, forget_docs, UnlearnConfig(sensitivity=1e-3)),
+        t_u, result = best_time(lambda model=model, f=forget_docs: unlearn_base(model, f, UnlearnConfig(sensitivity=1e-3)),
                                 args.repeats)
-        t_r, retrained = best_time(lambda: fit(kept_docs, config, n_words=args.words), min(2, args.repeats))
+        t_r, retrained = best_time(lambda k=kept_docs, c=config: fit(k, c, n_words=args.words), min(2, args.repeats))
         noiseless = unlearn_base(model, forget_docs, UnlearnConfig(noiseless=True)).model
         same = sorted(retrained.anchors.tolist()) == sorted(model.anchors.tolist())
         rows.append((m, t_u, t_r, model_distance(noiseless.A, retrained.A)["l1"], same))
