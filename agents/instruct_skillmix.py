@@ -51,7 +51,10 @@ class InstructState(TypedDict, total=False):
 
 # ---- sampling ------------------------------------------------------------------------------------------
 def balanced_query_types(query_types: list, n: int, rng: np.random.RandomState) -> list:
-    """Repeat the type list to >= n entries, shuffle, truncate: every type appears floor or ceil(n/T) times."""
+    """Repeat the type list to >= n entries, shuffle, truncate (upstream's balancing).
+
+    No type appears more than ceil(n/T) times; when T divides n every type appears exactly n/T times.
+    """
     if not query_types:
         raise ValueError("no query types to sample from")
     repeated = list(query_types) * math.ceil(n / len(query_types))

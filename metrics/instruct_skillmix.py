@@ -12,7 +12,7 @@ def _words(text: str | None) -> int:
     return len((text or "").split())
 
 
-def run_report(store, run: dict) -> dict:
+def run_report(store, run: dict, **_options) -> dict:
     items = list(store.items(run["id"], kind=KIND))
     status = Counter(i["status"] for i in items)
     done = [i for i in items if i["status"] == "done"]
