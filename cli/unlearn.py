@@ -50,7 +50,7 @@ def list_cmd(ctx, as_json) -> None:
     if as_json:
         echo_json(rows)
     else:
-        echo_table(rows, ["id", "name", "version", "parent_id", "request_id", "n_docs", "n_words", "anchors"],
+        echo_table(rows, ["id", "kind", "name", "version", "parent_id", "request_id", "n_docs", "anchors"],
                    empty="(no topic models; run `skillweave topic-model train`)")
 
 
@@ -65,6 +65,27 @@ def show(ctx, model_id, as_json) -> None:
     _print_model(model_summary(open_store(ctx), model_id), as_json)
 
 
+@topic_model.command("head")
+@click.option("--label", "label_selectors", multiple=True, required=True,
+              help="Items labelled 1 (same selector syntax as unlearn --forget); the model's other items are 0.")
+@click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to build on.")
+@click.option("--ridge", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
+              help="Ridge penalty of the linear head.")
+@json_option
+@click.pass_context
+def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
+    """Train a linear classification head on topic posteriors (released as B = A w); `skillweave unlearn
+    --head` later forgets items from the head alone, leaving the topic model bit-identical."""
+    from skillweave.trainers.unlearning.lineage import train_store_head
+
+    report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=ridge)
+    if as_json:
+        echo_json(report)
+    else:
+        click.echo(f"head {report['id']} on model {report['model_id']}: {report['n_docs']} items, "
+                   f"{report['positives']} positive, training accuracy {report['train_accuracy']:.3f}")
+
+
 @topic_model.command("requests")
 @json_option
 @click.pass_context
@@ -76,8 +97,8 @@ def requests(ctx, as_json) -> None:
     if as_json:
         echo_json(rows)
     else:
-        echo_table(rows, ["id", "model_id", "new_model_id", "selectors", "n_forget", "n_forget_in_model", "sigma",
-                          "created_at"], empty="(no unlearning requests)")
+        echo_table(rows, ["id", "mode", "model_id", "new_model_id", "selectors", "n_forget", "n_forget_in_model",
+                          "sigma", "created_at"], empty="(no unlearning requests)")
 
 
 def _print_model(summary: dict, as_json: bool) -> None:
@@ -95,6 +116,10 @@ def _print_model(summary: dict, as_json: bool) -> None:
 @click.command("unlearn")
 @click.option("--forget", "selectors", multiple=True, required=True, help=SELECTOR_HELP)
 @click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to unlearn from.")
+@click.option("--head", "head_id", default=None,
+              help="Unlearn from this downstream head ('latest' or an id) instead; the topic model is not modified.")
+@click.option("--task-q", type=float, default=1.0, show_default=True,
+              help="Head task constant q in [1/r, 1] for the head's default sensitivity.")
 @click.option("--epsilon", type=float, default=1.0, show_default=True, help="Privacy epsilon.")
 @click.option("--delta", type=float, default=1e-5, show_default=True, help="Privacy delta.")
 @click.option("--sensitivity", type=float, default=None,
@@ -107,8 +132,8 @@ def _print_model(summary: dict, as_json: bool) -> None:
 @click.option("--dry-run", is_flag=True, help="Only resolve and print the forget set.")
 @json_option
 @click.pass_context
-def unlearn(ctx, selectors, model_id, epsilon, delta, sensitivity, capacity, noiseless, newton_only, seed, dry_run,
-            as_json) -> None:
+def unlearn(ctx, selectors, model_id, head_id, task_q, epsilon, delta, sensitivity, capacity, noiseless, newton_only,
+            seed, dry_run, as_json) -> None:
     """Forget store records from a topic model: the forget set is built through lineage, the model is
     downdated (cost independent of the retained data), and the request, forget set and new version recorded.
 
@@ -117,20 +142,28 @@ def unlearn(ctx, selectors, model_id, epsilon, delta, sensitivity, capacity, noi
       skillweave topic-model train --topics 5
       skillweave unlearn --forget skill:irony --forget item:3f2a...
     """
-    from skillweave.trainers.unlearning.lineage import unlearn_store
+    from skillweave.trainers.unlearning.lineage import unlearn_store, unlearn_store_head
     from skillweave.trainers.unlearning.unlearn import UnlearnConfig
 
     config = UnlearnConfig(epsilon=epsilon, delta=delta, sensitivity=sensitivity, capacity=capacity,
-                           noiseless=noiseless, newton_only=newton_only, seed=seed)
-    report = unlearn_store(open_store(ctx), list(selectors), model_id=model_id, config=config, dry_run=dry_run)
+                           noiseless=noiseless, newton_only=newton_only, seed=seed, task_q=task_q)
+    if head_id:
+        report = unlearn_store_head(open_store(ctx), list(selectors), head_id=head_id, config=config,
+                                    dry_run=dry_run)
+    else:
+        report = unlearn_store(open_store(ctx), list(selectors), model_id=model_id, config=config, dry_run=dry_run)
     if as_json:
         echo_json(report)
         return
-    click.echo(f"forget set: {report['forget_items']} items ({report['forget_items_in_model']} in model "
-               f"{report['model_id']})")
+    target = f"head {report['head_id']}" if head_id else f"model {report['model_id']}"
+    click.echo(f"forget set: {report['forget_items']} items ({report['forget_items_in_model']} in {target})")
     if dry_run:
         for item_id in report["items"]:
             click.echo(f"  {item_id}")
+        return
+    if head_id:
+        click.echo(f"new head {report['new_head_id']} (request {report['request_id']}): topic model "
+                   f"{report['model_id']} unchanged, sigma {report['sigma']:.4g}")
         return
     s = report["stats"]
     click.echo(f"new model {report['new_model_id']} (request {report['request_id']}): retained docs "

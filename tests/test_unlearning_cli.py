@@ -165,3 +165,27 @@ def test_unlearn_after_a_generation_run(tmp_path):
     student = store.db.execute("select name from prompt_versions where name like '%student%'").fetchone()
     if student:  # template lineage: every generated item used the student template
         assert len(resolve_selectors(store, [f"template:{student[0]}"])) == store.db["items"].count
+
+
+def test_cli_head_unlearning_leaves_the_topic_model_untouched(db):
+    from skillweave.trainers.unlearning.unlearn import fit_head, topic_posteriors
+
+    model = json.loads(invoke(db, "topic-model", "train", "--topics", "4", "--json"))
+    head = json.loads(invoke(db, "topic-model", "head", "--label", "skill:simile", "--json"))
+    assert head["model_id"] == model["id"] and head["positives"] == 21 and head["n_docs"] == 61
+    store = Store(db)
+    before = store.db["topic_models"].get(model["id"])["state"]
+    report = json.loads(invoke(db, "unlearn", "--head", "latest", "--forget", "run:run-b", "--json"))
+    assert report["head_id"] == head["id"] and report["forget_items_in_model"] == 30 and report["sigma"] > 0
+    assert store.db["topic_models"].get(model["id"])["state"] == before  # A and its statistics bit-identical
+    assert store.db["topic_models"].count_where("kind = 'base'") == 1    # no new topic-model version
+    # the unlearned head equals a head retrained on the remaining items
+    tm, _ = load_model(store, model["id"])
+    kept = [r["item_id"] for r in store.db.query(
+        "select item_id from topic_model_docs where model_id = ? order by item_id", [report["new_head_id"]])]
+    docs = store_documents(store, kept)
+    X = topic_posteriors(count_matrix([docs[i] for i in kept], tm.vocab), tm.C)
+    y = np.array([float(i in resolve_selectors(store, ["skill:simile"])) for i in kept])
+    state = np.load(__import__("io").BytesIO(store.db["topic_models"].get(report["new_head_id"])["state"]))
+    np.testing.assert_allclose(state["w"], fit_head(X, y).w, atol=1e-9)
+    assert "head" in invoke(db, "topic-model", "requests")

@@ -12,6 +12,9 @@ Design choices
   alphabetic tokens without a small stop-word list, vocabulary = the most document-frequent words.
 - Each model version stores, per training item, the exact word counts it used (`topic_model_docs`), so an
   unlearning request subtracts precisely what was added, even if the item was edited or deleted since.
+- A downstream head (`topic-model head --label SELECTOR`) is a ridge classifier on the model's topic
+  posteriors, stored as a `topic_models` row of kind `head` with one label per training item; unlearning it
+  (Uhead) reads the model's stored counts and A, and writes only a new head version.
 - export-forget writes question/answer JSON-lines files (keys `question`, `answer`, as OpenUnlearning's
   QA datasets read them, plus `item_id`) for forget and retain sets; a multi-turn item contributes its
   first turn (`prompt_0`, then `output_0` or `text_0`).
@@ -20,6 +23,7 @@ Design choices
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from collections import Counter
@@ -31,7 +35,15 @@ import scipy.sparse as sp
 from skillweave.errors import NotFound, UsageError
 from skillweave.store import Store, jdump, jload, now, stable_id
 from skillweave.trainers.unlearning.topic_model import TopicModel, TopicModelConfig, fit
-from skillweave.trainers.unlearning.unlearn import UnlearnConfig, unlearn_base
+from skillweave.trainers.unlearning.unlearn import (
+    TopicHead,
+    UnlearnConfig,
+    fit_head,
+    min_anchor_probability,
+    topic_posteriors,
+    unlearn_base,
+    unlearn_head,
+)
 
 SELECTOR_KINDS = ("run", "skill", "template", "item")
 TEXT_KEYS = ("instruction", "question", "prompt", "text", "response", "answer", "solution", "output")
@@ -179,13 +191,7 @@ def _save_model(store: Store, model_id: str, model: TopicModel, *, name: str, ve
                 request_id: str | None, released: dict | None, source: str, docs=None,
                 drop: set[str] | None = None) -> None:
     anchors = [model.vocab[a] if model.vocab else int(a) for a in model.anchors]
-    rel = None
-    if released is not None:
-        import io
-
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **released)
-        rel = buf.getvalue()
+    rel = None if released is None else _npz(**released)
     with store.transaction():
         store.db["topic_models"].insert({
             "id": model_id, "parent_id": parent_id, "request_id": request_id, "name": name, "version": version,
@@ -215,15 +221,19 @@ def _counts_json(row: sp.csr_matrix) -> str:
     return json.dumps({int(j): int(v) for j, v in zip(row.indices, row.data, strict=True)}, sort_keys=True)
 
 
-def _model_row(store: Store, model_id: str) -> dict:
+def _model_row(store: Store, model_id: str, kind: str = "base") -> dict:
     if model_id == "latest":
-        rows = list(store.db["topic_models"].rows_where(order_by="created_at desc, version desc", limit=1))
+        rows = list(store.db["topic_models"].rows_where("kind = ?", [kind], order_by="created_at desc, version desc",
+                                                        limit=1))
         if not rows:
-            raise NotFound(f"no topic model in {store.path}; train one with `skillweave topic-model train`")
+            how = "topic-model train" if kind == "base" else "topic-model head --label SELECTOR"
+            raise NotFound(f"no topic {'model' if kind == 'base' else 'head'} in {store.path}; create one with "
+                           f"`skillweave {how}`")
         return rows[0]
     rows = list(store.db["topic_models"].rows_where("id = ?", [model_id]))
-    if not rows:
-        raise NotFound(f"no topic model '{model_id}' in {store.path}; `skillweave topic-model list` shows them")
+    if not rows or rows[0]["kind"] != kind:
+        raise NotFound(f"no topic {'model' if kind == 'base' else 'head'} '{model_id}' in {store.path}; "
+                       "`skillweave topic-model list` shows them")
     return rows[0]
 
 
@@ -247,8 +257,8 @@ def model_summary(store: Store, model_id: str, top: int = 8) -> dict:
 
 def list_models(store: Store) -> list[dict]:
     return [
-        {k: r[k] for k in ("id", "name", "version", "parent_id", "request_id", "n_docs", "n_words", "n_topics",
-                           "anchors", "created_at")}
+        {k: r[k] for k in ("id", "kind", "name", "version", "parent_id", "request_id", "n_docs", "n_words",
+                           "n_topics", "anchors", "created_at")}
         for r in store.db.query("select * from topic_models order by created_at, version")
     ]
 
@@ -268,33 +278,134 @@ def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest
     if dry_run:
         return report | {"dry_run": True}
     ids = sorted(stored)
-    H_f = sp.csr_matrix((len(ids), model.n_words))
-    if ids:
-        rows, cols, vals = [], [], []
-        for d, i in enumerate(ids):
-            for j, v in stored[i].items():
-                rows.append(d)
-                cols.append(int(j))
-                vals.append(float(v))
-        H_f = sp.csr_matrix((vals, (rows, cols)), shape=(len(ids), model.n_words))
+    H_f = _docs_matrix(stored, ids, model.n_words)
     result = unlearn_base(model, H_f, config)
     request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
     new_id = "tm-" + stable_id(row["id"], request_id, length=16)
     _save_model(store, new_id, result.model, name=row["name"], version=row["version"] + 1, parent_id=row["id"],
                 request_id=request_id, released=result.released, source=jdump(selectors), drop=set(ids))
     stats = {**result.stats, "seconds": round(result.stats["seconds"], 6)}
-    with store.transaction():
-        store.db["unlearning_requests"].insert({
-            "id": request_id, "model_id": row["id"], "new_model_id": new_id, "selectors": jdump(selectors),
-            "mode": "base", "epsilon": config.epsilon, "delta": config.delta, "sensitivity": result.sensitivity,
-            "sigma": result.sigma, "noiseless": int(config.noiseless), "n_forget": len(forget),
-            "n_forget_in_model": len(ids), "stats": jdump(stats), "status": "done", "created_at": now(),
-        })
-        store.db["forget_sets"].insert_all(
-            {"request_id": request_id, "item_id": i, "matched_by": m, "in_model": int(i in stored)}
-            for i, m in forget.items())
+    _record_request(store, request_id, row["id"], new_id, selectors, "base", config, result, forget, set(ids), stats)
     return {**report, "request_id": request_id, "new_model_id": new_id, "sigma": result.sigma,
             "sensitivity": result.sensitivity, "stats": stats}
+
+
+# ---- downstream heads (Uhead): the topic model is only read ------------------------------------------
+
+def _npz(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _docs_matrix(stored: dict[str, dict], ids: list[str], n_words: int) -> sp.csr_matrix:
+    rows, cols, vals = [], [], []
+    for d, i in enumerate(ids):
+        for j, v in stored[i].items():
+            rows.append(d)
+            cols.append(int(j))
+            vals.append(float(v))
+    return sp.csr_matrix((vals, (rows, cols)), shape=(len(ids), n_words))
+
+
+def train_store_head(store: Store, label_selectors: list[str], *, model_id: str = "latest",
+                     ridge: float = 1e-3) -> dict:
+    """A ridge head on topic posteriors of the model's training items; label 1 = matched by the selectors."""
+    model, row = load_model(store, model_id)
+    positives = set(resolve_selectors(store, label_selectors))
+    stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
+        "select item_id, counts from topic_model_docs where model_id = ? order by item_id", [row["id"]])}
+    ids = list(stored)
+    X = topic_posteriors(_docs_matrix(stored, ids, model.n_words), model.C)
+    y = np.array([float(i in positives) for i in ids])
+    if y.min() == y.max():
+        raise UsageError(f"labels from {label_selectors} are all {int(y[0])} on the model's {len(ids)} items; "
+                         "pick a selector that matches some but not all of them")
+    head = fit_head(X, y, ridge)
+    head_id = "th-" + stable_id(row["id"], sorted(label_selectors), ridge, length=16)
+    if not store.db["topic_models"].count_where("id = ?", [head_id]):
+        _save_head(store, head_id, head, model, row, version=1, parent_id=None, request_id=None,
+                   released=model.A @ head.w, labels={i: int(v) for i, v in zip(ids, y, strict=True)},
+                   label_selectors=label_selectors)
+    accuracy = float((head.predict(X) == y).mean())
+    return {"id": head_id, "model_id": row["id"], "n_docs": len(ids), "positives": int(y.sum()),
+            "train_accuracy": accuracy, "w": head.w.tolist()}
+
+
+def _save_head(store: Store, head_id: str, head: TopicHead, model: TopicModel, model_row: dict, *, version: int,
+               parent_id: str | None, request_id: str | None, released: np.ndarray, labels: dict[str, int] | None,
+               label_selectors: list[str], drop: set[str] | None = None) -> None:
+    state = _npz(w=head.w, gram=head.gram, xty=head.xty, n=np.array(head.n), ridge=np.array(head.ridge))
+    with store.transaction():
+        store.db["topic_models"].insert({
+            "id": head_id, "parent_id": parent_id, "request_id": request_id, "name": f"head:{model_row['name']}",
+            "version": version, "kind": "head", "config": jdump({"ridge": head.ridge, "labels": label_selectors}),
+            "vocab": "[]", "n_docs": head.n, "n_words": model.n_words, "n_topics": model.n_topics,
+            "anchors": model_row["anchors"], "metrics": "{}", "source": jdump({"model_id": model_row["id"]}),
+            "state": state, "released": _npz(B=released), "created_at": now(),
+        })
+        if labels is not None:  # label per training item: the head's stored data besides the model's counts
+            store.db["topic_model_docs"].insert_all(
+                {"model_id": head_id, "item_id": i, "counts": json.dumps({"y": y}), "content_hash": ""}
+                for i, y in labels.items())
+        else:
+            store.db.execute("create temp table if not exists _forget (item_id text primary key)")
+            store.db.execute("delete from _forget")
+            store.db.conn.executemany("insert into _forget values (?)", [(i,) for i in drop or ()])
+            store.db.execute(
+                "insert into topic_model_docs (model_id, item_id, counts, content_hash) select ?, item_id, counts, "
+                "content_hash from topic_model_docs where model_id = ? and item_id not in (select item_id from _forget)",
+                [head_id, parent_id])
+
+
+def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "latest",
+                       config: UnlearnConfig | None = None, dry_run: bool = False) -> dict:
+    """Uhead through lineage: downdate the head, release B = A w + noise; the topic model is not modified."""
+    config = config or UnlearnConfig()
+    forget = resolve_selectors(store, selectors)
+    row = _model_row(store, head_id, kind="head")
+    model_id = jload(row["source"], {})["model_id"]
+    model, model_row = load_model(store, model_id)
+    marks = ", ".join("?" * len(forget))
+    labels = {r["item_id"]: json.loads(r["counts"])["y"] for r in store.db.query(
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
+        [row["id"], *forget])}
+    report = {"head_id": row["id"], "model_id": model_id, "selectors": selectors, "forget_items": len(forget),
+              "forget_items_in_model": len(labels), "items": sorted(forget)}
+    if dry_run:
+        return report | {"dry_run": True}
+    ids = sorted(labels)
+    counts = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
+        [model_id, *forget])}
+    X_f = topic_posteriors(_docs_matrix(counts, ids, model.n_words), model.C)
+    y_f = np.array([float(labels[i]) for i in ids])
+    z = np.load(io.BytesIO(row["state"]))
+    head = TopicHead(w=z["w"], gram=z["gram"], xty=z["xty"], n=int(z["n"]), ridge=float(z["ridge"]))
+    result = unlearn_head(head, model.A, X_f, y_f, config, p_min=min_anchor_probability(model))
+    request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
+    new_id = "th-" + stable_id(row["id"], request_id, length=16)
+    _save_head(store, new_id, result.model, model, model_row, version=row["version"] + 1, parent_id=row["id"],
+               request_id=request_id, released=result.released["B"], labels=None,
+               label_selectors=jload(row["config"], {}).get("labels", []), drop=set(ids))
+    stats = {**result.stats, "seconds": round(result.stats["seconds"], 6)}
+    _record_request(store, request_id, row["id"], new_id, selectors, "head", config, result, forget, set(ids), stats)
+    return {**report, "request_id": request_id, "new_head_id": new_id, "sigma": result.sigma,
+            "sensitivity": result.sensitivity, "stats": stats}
+
+
+def _record_request(store: Store, request_id: str, model_id: str, new_id: str, selectors: list[str], mode: str,
+                    config: UnlearnConfig, result, forget: dict[str, str], in_model: set[str], stats: dict) -> None:
+    with store.transaction():
+        store.db["unlearning_requests"].insert({
+            "id": request_id, "model_id": model_id, "new_model_id": new_id, "selectors": jdump(selectors),
+            "mode": mode, "epsilon": config.epsilon, "delta": config.delta, "sensitivity": result.sensitivity,
+            "sigma": result.sigma, "noiseless": int(config.noiseless), "n_forget": len(forget),
+            "n_forget_in_model": len(in_model), "stats": jdump(stats), "status": "done", "created_at": now(),
+        })
+        store.db["forget_sets"].insert_all(
+            {"request_id": request_id, "item_id": i, "matched_by": m, "in_model": int(i in in_model)}
+            for i, m in forget.items())
 
 
 def list_requests(store: Store) -> list[dict]:
