@@ -150,7 +150,7 @@ def load_concept_catalog(folder: str | Path | None = None) -> ConceptCatalog:
         categories[cat.name] = cat
     if not categories:
         raise UsageError(f"no category .json files in '{folder}'")
-    return ConceptCatalog(categories, str(folder))
+    return ConceptCatalog({name: categories[name] for name in CATEGORIES if name in categories}, str(folder))
 
 
 # ---- sampling -------------------------------------------------------------------------------------------
@@ -235,7 +235,12 @@ def object_phrase(config: dict, object_id: Any) -> str:
 
 
 def relation_names(config: dict, relation: dict) -> tuple[str, str]:
-    """Noun phrases for ObjectA / ObjectB; the same object on both sides reads as a second instance of it."""
+    """Noun phrases for ObjectA / ObjectB; the same object on both sides reads as a second instance of it.
+
+    Unfilled endpoints (`?`, before refinement) read as "object A" / "object B".
+    """
+    if PLACEHOLDER in (str(relation["ObjectA_id"]), str(relation["ObjectB_id"])):
+        return "object A", "object B"
     a = object_phrase(config, relation["ObjectA_id"])
     b = object_phrase(config, relation["ObjectB_id"])
     if str(relation["ObjectA_id"]) == str(relation["ObjectB_id"]):
