@@ -186,3 +186,10 @@ def test_t4_deleting_every_document_with_an_anchor_is_refused(planted):
         unlearn_base(model, adversarial, UnlearnConfig(noiseless=True))
     most = unlearn_base(model, adversarial[: len(adversarial) // 2], UnlearnConfig(noiseless=True))
     assert 0.3 < most.stats["anchor_mass_left"] < 0.7
+
+
+def test_run_entry_point_on_a_planted_corpus():
+    from skillweave.trainers.unlearning.topic_model import RunConfig, run
+
+    out = run(RunConfig(model=TopicModelConfig(n_topics=R, anchor_min_docs=1000), planted_docs=200_000))
+    assert out["anchors_recovered"] and out["matched_l1"] < 0.2 and out["m"] == 200_000
