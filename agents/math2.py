@@ -76,7 +76,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
 # ---- parsing ------------------------------------------------------------------------------------------
 def extract_question(text: str) -> str | None:
     """The text after the last `Question:` marker, cut before any `Solution:`/`Answer:` section."""
-    parts = re.split(r"(?im)^\W*question\s*:", text or "")
+    parts = re.split(r"(?im)^\W*question\s*:\**", text or "")
     if len(parts) < 2:
         return None
     question = re.split(r"(?im)^\W*(solution|answer|final answer)\s*:", parts[-1])[0].strip()
