@@ -17,7 +17,7 @@ def topic_model() -> None:
 @topic_model.command("train")
 @click.option("--topics", "n_topics", type=click.IntRange(2, 200), default=5, show_default=True,
               help="Number of topics r (= anchor words).")
-@click.option("--vocab", "vocab_size", type=click.IntRange(2, 5000), default=500, show_default=True,
+@click.option("--vocab", "vocab_size", type=click.IntRange(2, 3000), default=500, show_default=True,
               help="Keep this many most document-frequent words.")
 @click.option("--min-df", type=click.IntRange(1), default=2, show_default=True,
               help="A word must appear in at least this many items.")

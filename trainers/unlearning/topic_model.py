@@ -65,15 +65,19 @@ class TopicModel:
 
     def to_bytes(self) -> bytes:
         buf = io.BytesIO()
-        np.savez_compressed(buf, A=self.A, R=self.R, C=self.C, anchors=self.anchors, q_sum=self.q_sum,
-                            m=np.array(self.m))
+        rows, cols = np.nonzero(self.q_sum)  # store text gives sparse co-occurrence: keep versions small
+        np.savez_compressed(buf, A=self.A, R=self.R, C=self.C, anchors=self.anchors, m=np.array(self.m),
+                            q_rows=rows.astype(np.int32), q_cols=cols.astype(np.int32), q_vals=self.q_sum[rows, cols],
+                            q_shape=np.array(self.q_sum.shape))
         return buf.getvalue()
 
     @classmethod
     def from_bytes(cls, blob: bytes, config: TopicModelConfig | None = None, vocab: list[str] | None = None,
                    info: dict | None = None) -> TopicModel:
         z = np.load(io.BytesIO(blob))
-        return cls(A=z["A"], R=z["R"], C=z["C"], anchors=z["anchors"], q_sum=z["q_sum"], m=int(z["m"]),
+        q_sum = np.zeros(tuple(z["q_shape"]))
+        q_sum[z["q_rows"], z["q_cols"]] = z["q_vals"]
+        return cls(A=z["A"], R=z["R"], C=z["C"], anchors=z["anchors"], q_sum=q_sum, m=int(z["m"]),
                    config=config or TopicModelConfig(), vocab=vocab, info=info or {})
 
 
