@@ -251,3 +251,20 @@ def test_templates_declare_what_the_nodes_supply():
     values = {"properties": ["one or more dogs appear in the image"], "config_json": "{}", "sentinel": "CONFLICT",
               "num_questions": 1, "template_questions": ["Is there at least one dog in the image?"]}
     assert "CONFLICT" in caption.render_turn(0, values) and "exactly 1 yes/no" in caption.render_turn(1, values)
+
+
+@pytest.mark.slow
+def test_embedded_model_finishes_a_record(tmp_path):
+    """The issue's offline command at its smallest: SmolLM2 writes, Pillow draws, the scripted grader answers."""
+    db = tmp_path / "s.db"
+    result = invoke(db, "run", "conceptmix", "--k", "1", "--n", "1", "--model", "local", "--grader", "fake",
+                    "--max-tokens", "200")
+    assert result.exit_code == 0, result.output
+    store = Store(db)
+    item = next(store.items(run_id_of(db), kind=KIND))
+    calls = list(store.db["llm_calls"].rows_where("item_id = ?", [item["id"]]))
+    assert {c["role"] for c in calls} >= {"refine", "caption", "verify"}
+    if item["status"] == "done":
+        assert item["payload"]["sentence"] and len(item["payload"]["questions"]) == 2
+    else:
+        assert item["status"] == "failed" and item["error"]
