@@ -56,6 +56,8 @@ class ThreadSpec:
 def parse_skill_label(text: str) -> str:
     """`Skill: some_skill` (or a reply that is just one identifier) -> a snake_case label."""
     match = re.search(r"skill\s*[:：][\s`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
+    # small models answer in prose: 'The skill ... is "fraction_simplification".'
+    match = match or re.search(r"skill\b[^\n]{0,80}?\bis\s*:?\s*[\"'`*“]+([A-Za-z][\w \-]{0,79})[\"'`*”]", text, re.I)
     raw = match.group(1) if match else text.strip().splitlines()[0] if text.strip() else ""
     if not match and len(raw.split()) > 1:
         raise ParseFailure(f"no 'Skill:' line in reply {text.strip()[:120]!r}")

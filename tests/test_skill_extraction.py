@@ -59,7 +59,8 @@ def test_parse_skill_label():
     assert parse_skill_label("Skill: fraction_simplification") == "fraction_simplification"
     assert parse_skill_label("**Skill:** `Modular Arithmetic`\nbecause...") == "modular_arithmetic"
     assert parse_skill_label("base_conversion") == "base_conversion"
-    for bad in ("", "I think this needs algebra and geometry", "Skill: 42"):
+    assert parse_skill_label('The skill a student needs most is "Ratio Reasoning".') == "ratio_reasoning"
+    for bad in ("", "I think this needs algebra and geometry", "Skill: 42", 'The skill needed is "30% of 580"'):
         with pytest.raises(ParseFailure):
             parse_skill_label(bad)
 
