@@ -14,6 +14,8 @@ Design choices
   accept a response format may pass it through `ChatRequest.meta["response_format"]`.
 - A model call that fails after the provider's retries leaves the response empty: the question is graded 0
   (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason.
+- `blind=True` sends the question without the image: a text-only baseline (the questions' priors), which
+  also lets the text-only embedded model run the pipeline.
 - `grading="programmatic"` skips the judge for questions with exact answers (the judge still grades the
   rest); `"both"` (default) records both; `"judge"` records only the judge.
 """
@@ -110,7 +112,8 @@ async def ask(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
             reply = await call_template(
                 ctx, item_id=item_id, role="model", template=ASK, values={"question": q.question, "rules": q.rules},
                 model=config["model"], temperature=config.get("temperature", 0.0),
-                max_tokens=config.get("max_tokens", 1024), images=[_image_part(q.image_path)],
+                max_tokens=config.get("max_tokens", 1024),
+                images=None if config.get("blind") else [_image_part(q.image_path)],
             )
             response, call_id, error = reply.text, reply.call_id, None
         except (ModelCallError, OSError) as exc:

@@ -67,7 +67,7 @@ def is_not_applicable(text: str) -> bool:
 
 
 def normalise_text(text: str) -> str:
-    t = (text or "").strip().lower()
+    t = (text or "").strip().strip("\"'`*").strip().lower()
     t = re.sub(r"\\(?:mathrm|text|mathbf|mathit|rm|bf)\s*", "", t)
     for name, letter in _GREEK.items():
         t = re.sub(rf"\\?\b{name}\b", letter, t)
@@ -107,8 +107,8 @@ def _trend_tokens(text: str) -> list[str]:
     words = re.findall(r"[a-z]+", (text or "").lower())
     out: list[str] = []
     for w in words:
-        token = ("up" if re.match(r"(increas|ris|grow|climb|up)", w) else
-                 "down" if re.match(r"(decreas|fall|fell|drop|declin|down|decay|shrink)", w) else
+        token = ("up" if re.match(r"(increas|rise|rising|rose|grow|climb|up$|upward|higher)", w) else
+                 "down" if re.match(r"(decreas|fall|fell|drop|declin|down|decay|shrink|dip|sink|lower)", w) else
                  "flat" if re.match(r"(constant|stable|stabili|flat|plateau|steady|saturat)", w) else None)
         if token and (not out or out[-1] != token):
             out.append(token)

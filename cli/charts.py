@@ -30,12 +30,14 @@ from skillweave.errors import UsageError
               help="Judge budget; doubled on a truncated JSON reply, up to 1024.")
 @click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=1),
               help="Answer budget of the model.")
+@click.option("--blind", is_flag=True,
+              help="Send questions without the image: a text-only baseline (works with --model local).")
 @click.option("--temperature", default=0.0, show_default=True, help="Answer sampling temperature.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Threads (batches / reasoning questions) in flight.")
 @click.pass_context
 def run_chart_eval(ctx, data_dir, split, model, judge, mode, limit, grading, batch_size, judge_retries,
-                   judge_max_tokens, max_tokens, temperature, concurrency):
+                   judge_max_tokens, max_tokens, blind, temperature, concurrency):
     """CharXiv-style chart evaluation: ask a multimodal model about each chart, grade with a judge.
 
     \b
@@ -53,7 +55,7 @@ def run_chart_eval(ctx, data_dir, split, model, judge, mode, limit, grading, bat
     config = {
         "data": str(Path(data_dir).resolve()), "split": release.split, "model": model, "judge": judge or model,
         "mode": mode, "limit": limit, "grading": grading, "batch_size": batch_size, "judge_retries": judge_retries,
-        "judge_max_tokens": judge_max_tokens, "max_tokens": max_tokens, "temperature": temperature,
+        "judge_max_tokens": judge_max_tokens, "max_tokens": max_tokens, "blind": blind, "temperature": temperature,
         "concurrency": concurrency, "ask_template": "chart_eval/ask",
         "judge_descriptive_template": "chart_eval/judge_descriptive",
         "judge_reasoning_template": "chart_eval/judge_reasoning",
