@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_math2 import make_store, script, start  # noqa: F401  (also installs the provider fixture)
-
 from skillweave.agents.math2 import (
     DEFAULT_CRITERIA,
     TEMPLATES,
@@ -24,6 +22,7 @@ from skillweave.agents.math2_eval import parse_judge
 from skillweave.cli import cli
 from skillweave.metrics.math2 import plot_square_law, square_law
 from skillweave.prompts import load_template
+from test_math2 import _fresh_providers, make_store, script, start  # noqa: F401  (autouse: fresh providers)
 
 
 def test_question_and_answer_extraction():
