@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import click
-
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.errors import UsageError
 

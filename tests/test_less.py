@@ -7,7 +7,6 @@ import random
 
 import pytest
 import torch
-
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import (
@@ -22,10 +21,18 @@ from skillweave.trainers.less import (
 WORDS = [str(i) for i in range(10)] + list("abcdefghij") + ["+", "="]
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, loaded CPU two threads spin against each other and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def lora_model():
     from peft import LoraConfig, get_peft_model
-
     from skillweave.trainers.models import tiny_model_and_tokenizer
 
     model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=1)

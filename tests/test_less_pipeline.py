@@ -7,9 +7,18 @@ import random
 
 import click
 import pytest
-
+import torch
 from skillweave.cli import main
 from skillweave.store import Store
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """One torch thread: on a shared, loaded CPU two threads spin against each other and run several times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _task_rows(n_per_task: int, seed: int = 0) -> list[dict]:
@@ -94,12 +103,13 @@ def test_less_selects_on_target_rows_stores_provenance_and_exports(files, capsys
     assert code == 0 and "row_index" in out and "less" in out
 
 
-def test_baselines_random_and_rds_from_a_store_run(files, capsys):
+def test_baselines_random_and_rds_from_a_store_run(files, capsys, tmp_path):
     store = Store(files["db"])
     run_id = store.create_run("test", {})
     for i, row in enumerate(files["rows"]):
-        store.ensure_item(run_id, "example", i, payload={"instruction": row["prompt"], "response": row["completion"]})
-    store.ensure_item(run_id, "unfinished", 99, payload={"instruction": "no response yet"})
+        store.ensure_item(run_id, "example", i, status="done",
+                          payload={"instruction": row["prompt"], "response": row["completion"]})
+    store.ensure_item(run_id, "example", 99, status="pending", payload={"instruction": "no response yet"})
     code, out, err = _cli(capsys, "--db", files["db"], "select", "random", "--run", run_id, "--fraction", "0.2",
                           "--out", files["out"], "--json")
     assert code == 0, err
@@ -112,6 +122,13 @@ def test_baselines_random_and_rds_from_a_store_run(files, capsys):
     assert len(selected) == 4 and all(i["parent_id"] for i in selected)
     code, out, _ = _cli(capsys, "--db", files["db"], "select", "list", "--json")
     assert {r["method"] for r in json.loads(out)} == {"random", "rds"}
+    # A selection is a run: the store's own exporter writes it like any dataset.
+    target = tmp_path / "rds.jsonl"
+    code, _, err = _cli(capsys, "--db", files["db"], "export", rds["selection_id"], "--out", str(target))
+    assert code == 0, err
+    exported = [json.loads(line) for line in target.read_text().splitlines()]
+    by_prompt = {r["prompt"]: r["completion"] for r in files["rows"]}
+    assert len(exported) == 4 and all(by_prompt[r["instruction"]] == r["output"] for r in exported)
 
 
 def test_user_errors_are_one_line_with_exit_2(files, capsys, tmp_path):

@@ -33,7 +33,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers import less_features as lf
 
@@ -122,22 +121,17 @@ def write_jsonl(path: str | Path, rows: list[dict[str, Any]]) -> None:
 
 
 def pool_from_store(store: Any, run_id: str) -> list[dict[str, Any]]:
-    """Pool rows from a run's items: payload `instruction`/`response`, `prompt`/`completion`, `messages` or Alpaca
-    `instruction`/`output`; items without such fields (e.g. unfinished ones) are skipped."""
-    store.get_run(run_id)
-    rows = []
-    for item in store.items(run_id):
-        payload = item["payload"]
-        try:
-            lf.to_messages(payload)
-        except UsageError:
-            continue
-        keys = ("messages", "prompt", "completion", "instruction", "input", "output", "response")
-        rows.append({"item_id": item["id"], **{k: payload[k] for k in keys if k in payload}})
-    if not rows:
-        raise UsageError(f"run '{run_id}' has no items whose payload holds instruction/response, prompt/completion "
-                         "or messages; export the pool as JSONL and pass --pool instead")
-    return rows
+    """Pool rows from a run exactly as `skillweave export RUN --shape alpaca` writes them: Alpaca
+    `instruction`/`input`/`output` plus `item_id`, status `done` items only, reviewer rejections dropped."""
+    from skillweave.export import ExportFilters, collect
+
+    examples, dropped, _, seen = collect(store, [run_id], ExportFilters())
+    if not examples:
+        reasons = "; ".join(f"{n} {r}" for r, n in dropped.items()) or "the run has no items"
+        raise UsageError(f"run '{run_id}' gives no training rows ({seen} items seen: {reasons}); export a pool "
+                         "as JSONL and pass --pool instead")
+    return [{"instruction": e.instruction, "input": e.input, "output": e.output, "item_id": e.item_id}
+            for e in examples]
 
 
 def rows_hash(rows: list[dict[str, Any]]) -> str:

@@ -2,8 +2,9 @@
 `train_side='sgd'`.
 
 Design choices
-- A saved selection is a store run (pipeline `select-<method>`) with one `selected` item per chosen row (payload =
-  the original row, `parent_id` = its item_id), so any exporter that reads runs exports it; the `selections` and
+- A saved selection is a store run (pipeline `select-<method>`) with one `selected` item per chosen row (payload:
+  Alpaca `instruction`/`input`/`output`, the original `row`, its index and score; `parent_id` = its item_id), so
+  `skillweave export SELECTION_ID` writes it like any dataset; the `selections` and
   `selection_rows` tables keep the method provenance and per-row scores. The id hashes method, pool, provenance
   and the chosen rows, so rerunning the same selection never duplicates it.
 - Files next to the datastore, as upstream: `selected/<id>/sorted.csv` (row, item_id, score; all rows, best
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from skillweave.errors import NotFound
 from skillweave.trainers import less_features as lf
 
@@ -62,7 +62,7 @@ def save_selection(store: Any, method: str, pool: list[dict], selected: list[int
     store.create_run(f"select-{method}", provenance, command=f"skillweave select {method}", run_id=selection_id)
     for rank, i in enumerate(selected):
         store.ensure_item(selection_id, "selected", rank, status="done", parent_id=pool[i].get("item_id"),
-                          payload={**pool[i], "row_index": i, "score": score_list[i]})
+                          payload={**_alpaca(pool[i]), "row": pool[i], "row_index": i, "score": score_list[i]})
     with store.lock, store.db.conn:
         store.db["selections"].insert({
             "id": selection_id, "method": method, "run_id": selection_id, "source_run": source_run,
@@ -73,6 +73,17 @@ def save_selection(store: Any, method: str, pool: list[dict], selected: list[int
              "score": score_list[i]} for rank, i in enumerate(selected))
     store.set_run_status(selection_id, "done")
     return result
+
+
+def _alpaca(row: dict) -> dict[str, str]:
+    """instruction/input/output of a row (last user turn, last assistant turn), for the store's exporters."""
+    if "instruction" in row and "output" in row:
+        return {"instruction": str(row["instruction"]), "input": str(row.get("input") or ""),
+                "output": str(row["output"])}
+    messages = lf.to_messages(row)
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    answers = [m["content"] for m in messages if m["role"] == "assistant"]
+    return {"instruction": users[-1] if users else "", "input": "", "output": answers[-1]}
 
 
 def get_selection(store: Any, selection_id: str) -> dict[str, Any]:
@@ -88,15 +99,9 @@ def get_selection(store: Any, selection_id: str) -> dict[str, Any]:
 
 
 def selected_payloads(store: Any, selection_id: str) -> list[dict]:
-    """The selected rows as originally given (without the added row_index/score), best first."""
+    """The selected rows exactly as they were in the pool, best first."""
     get_selection(store, selection_id)
-    rows = []
-    for item in store.items(selection_id, kind="selected"):
-        payload = dict(item["payload"])
-        payload.pop("row_index", None)
-        payload.pop("score", None)
-        rows.append(payload)
-    return rows
+    return [item["payload"]["row"] for item in store.items(selection_id, kind="selected")]
 
 
 def random_selection(n_pool: int, fraction: float, seed: int) -> list[int]:
