@@ -10,8 +10,9 @@ Design choices
   Grades are rows in `grades`: `judge=<judge spec>` (score 1/0/-1) and `judge="programmatic"` (1/0).
 - Judge: temperature 0, `judge_max_tokens` (256) doubled on a truncated JSON reply up to 1024, at most
   `judge_retries` (10) calls; after that every question of the batch scores -1 (`parse_status="invalid"`),
-  which reports count as wrong and tally in N_invalid. JSON mode is requested in the prompt; providers that
-  accept a response format may pass it through `ChatRequest.meta["response_format"]`.
+  which reports count as wrong and tally in N_invalid. JSON output is requested in the prompt only:
+  `agents.llm.call_template` has no response-format (JSON mode) or seed parameter yet, so the reference's
+  `response_format=json_object` and `seed=42` are not sent; the parser tolerates fences and chatter.
 - A model call that fails after the provider's retries leaves the response empty: the question is graded 0
   (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason.
 - `blind=True` sends the question without the image: a text-only baseline (the questions' priors), which

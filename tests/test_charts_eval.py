@@ -76,6 +76,11 @@ def test_fake_model_and_judge_end_to_end_on_a_synthetic_set(tmp_path, synthetic)
     ask = next(store.db["llm_calls"].rows_where("run_id = ? and role = 'model'", [run_id], limit=1))
     assert '"type": "image"' in ask["request"] and '"mime": "image/jpeg"' in ask["request"]
     assert "descriptive" in invoke(db, "report", run_id).output
+    invoke(db, "charts", "report", run_id, "--plot", str(tmp_path / "acc.png"))
+    assert (tmp_path / "acc.png").read_bytes()[:4] == b"\x89PNG"
+    exported = invoke(db, "charts", "export", run_id, "--out", str(tmp_path / "results")).output.split()
+    assert sorted(p.rsplit("/", 1)[1] for p in exported) == sorted(
+        f"{prefix}-fake-{mode}_val.json" for prefix in ("gen", "scores", "stats") for mode in ("descriptive", "reasoning"))
 
 
 def _oracle(folder):
