@@ -52,7 +52,7 @@ def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs:
 
 
 # ---- C3 ------------------------------------------------------------------------------------------------
-def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40) -> dict:
+def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e-4) -> dict:
     rng = random.Random(seed)
     prompts = [" ".join(rng.sample(CONTENT, 3)) for _ in range(n_pairs)]
     # The taught response: the prompt reversed plus a fixed number of mapped tokens (lengths 3-6).
@@ -77,13 +77,13 @@ def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40) -> dict:
     quint = len(order) // 5
     low = [pairs[r["index"]] for r in order[:quint]]
     high = [pairs[r["index"]] for r in order[-quint:]]
-    _, low_result = run_dpo(model, tokenizer, low, lr=1e-4, epochs=3, batch_size=8, seed=seed)
-    _, high_result = run_dpo(model, tokenizer, high, lr=1e-4, epochs=3, batch_size=8, seed=seed)
+    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
+    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
     # Single-pair runs across the CHES~ range.
     picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
     deltas = []
     for r in picks:
-        _, result = run_dpo(model, tokenizer, [pairs[r["index"]]], lr=1e-4, epochs=10, batch_size=1, seed=seed)
+        _, result = run_dpo(model, tokenizer, [pairs[r["index"]]], lr=lr, epochs=10, batch_size=1, seed=seed)
         deltas.append(result["delta_logp_chosen"])
     rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
            for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
@@ -109,7 +109,7 @@ def p_refuse(model, tokenizer, prompts: list[str]) -> float:
     return total / len(prompts)
 
 
-def c4_seed(seed: int, n_pairs: int = 200, lr: float = 1e-3, epochs: int = 2) -> dict:
+def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2) -> dict:
     rng = random.Random(seed)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
     task = lambda: "task " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
@@ -132,9 +132,13 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 1e-3, epochs: int = 2) ->
     kinds = sum(p.rejected in COMPLIANCE for p in kept_pairs)
     full_model, full = run_dpo(model, tokenizer, pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     filt_model, filt = run_dpo(model, tokenizer, kept_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
+    # Control: a random subset of the same size and steps, so "fewer steps" alone cannot explain the result.
+    random_pairs = random.Random(seed + 100).sample(pairs, len(kept_pairs))
+    rand_model, _ = run_dpo(model, tokenizer, random_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     return {"seed": seed, "sft_loss": sft_loss, "p_refuse_before": before,
             "p_refuse_full": p_refuse(full_model, tokenizer, held_out),
             "p_refuse_filtered": p_refuse(filt_model, tokenizer, held_out),
+            "p_refuse_random": p_refuse(rand_model, tokenizer, held_out),
             "full_steps": full["steps"], "filtered_steps": filt["steps"], "kept": len(kept_pairs),
             "kept_refusal_vs_compliance": kinds, "full_delta_logp_chosen": full["delta_logp_chosen"],
             "filtered_delta_logp_chosen": filt["delta_logp_chosen"]}
@@ -171,6 +175,7 @@ def main() -> None:
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  before {r['p_refuse_before']:.3f}  "
                   f"full-set DPO {r['p_refuse_full']:.3f}  filtered DPO {r['p_refuse_filtered']:.3f}  "
+                  f"random-10% DPO {r['p_refuse_random']:.3f}  "
                   f"(kept {r['kept']}, of which refusal-vs-compliance {r['kept_refusal_vs_compliance']}; "
                   f"delta ln pi(y+) full {r['full_delta_logp_chosen']:+.2f}, filtered {r['filtered_delta_logp_chosen']:+.2f})")
         print(f"  ({time.perf_counter() - start:.0f} s)")

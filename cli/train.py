@@ -99,6 +99,11 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--ches-keep-lowest", default=None, type=float, help="Train only on this fraction with the lowest CHES~ (e.g. 0.05).")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
+@click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
+@click.option("--eval-prompts", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="JSONL of safety prompts: refusal rate before/after (keyword judge).")
+@click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length for --eval-prompts.")
 @json_option
 @click.pass_context
 def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:

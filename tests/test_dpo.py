@@ -100,10 +100,17 @@ def test_cli_train_dpo_with_ches_keep_lowest(tmp_path, capsys):
     tokenizer.save_pretrained(folder)
     data = tmp_path / "pairs.jsonl"
     data.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(40)))
+    held_out = tmp_path / "held_out.jsonl"
+    held_out.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(3)))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": p}) for p in ("a b", "c d")))
     db = tmp_path / "s.db"
     main(["--db", str(db), "train", "dpo", "--data", str(data), "--model", str(folder), "--ches-keep-lowest", "0.05",
-          "--lr", "1e-4", "--output", str(tmp_path / "out"), "--json"])
+          "--lr", "1e-4", "--output", str(tmp_path / "out"), "--eval-data", str(held_out), "--eval-prompts",
+          str(prompts), "--eval-max-new-tokens", "3", "--json"])
     summary = json.loads(capsys.readouterr().out)
+    assert summary["eval"]["pairs"] == 3 and math.isfinite(summary["eval"]["delta_logp_chosen"])
+    assert summary["refusal_rate_before"] in (0.0, 0.5, 1.0) and summary["refusal_rate_after"] in (0.0, 0.5, 1.0)
     assert summary["filter"]["ches_kept"] == 2 and summary["filter"]["ches_dropped"] == 38
     assert summary["filter"]["trained_pairs"] == 2 and summary["steps"] == 1
     assert (tmp_path / "out" / "config.json").exists()

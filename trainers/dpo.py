@@ -58,6 +58,9 @@ class DPOConfig:
     ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
     ches_batch_size: int = field(default=8, metadata={"help": "sequences per forward when scoring CHES"})
     seed: int = field(default=0, metadata={"help": "shuffling and tie-breaking seed"})
+    eval_data: str | None = field(default=None, metadata={"help": "held-out pairs JSONL: log the change of mean ln pi(y+) on them too"})
+    eval_prompts: str | None = field(default=None, metadata={"help": "JSONL of safety prompts: refusal rate before/after (keyword judge)"})
+    eval_max_new_tokens: int = field(default=64, metadata={"help": "generation length for eval_prompts"})
     db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
 
 
@@ -173,6 +176,14 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
     }
 
 
+def _refusal_rate(model: Any, tokenizer: Any, template: Any, config: DPOConfig) -> float:
+    from skillweave.trainers.evaluate import evaluate, load_eval_rows
+
+    safety, _ = load_eval_rows(config.eval_prompts or "")
+    result = evaluate(model, tokenizer, template, safety_prompts=safety, max_new_tokens=config.eval_max_new_tokens)
+    return result["metrics"]["refusal_rate"]
+
+
 def run(config: DPOConfig) -> dict[str, Any]:
     """Load the policy and pairs, optionally keep the lowest-CHES~ fraction, train, save, record."""
     from skillweave.agents.local_model import resolve_model_path
@@ -200,7 +211,22 @@ def run(config: DPOConfig) -> dict[str, Any]:
     if not survived:
         raise ConfigError("no pair left to train on after filtering/truncation; raise --max-length or keep more pairs")
     run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    held_out = encode_pairs(tokenizer, load_pairs(config.eval_data), config.template, config.max_length) \
+        if config.eval_data else None
+    before_eval = [all_logps(model, side, pad_id) for side in held_out[:2]] if held_out else None
+    refusal_before = _refusal_rate(model, tokenizer, template, config) if config.eval_prompts else None
     result = train_dpo(model, tokenizer, chosen, rejected, config)
+    if held_out and before_eval:
+        after_c, after_r = (all_logps(model, side, pad_id) for side in held_out[:2])
+        result["eval"] = {"pairs": len(held_out[2]),
+                          "delta_logp_chosen": float((after_c - before_eval[0]).mean()),
+                          "delta_logp_rejected": float((after_r - before_eval[1]).mean()),
+                          "preference_accuracy_before": float((before_eval[0] > before_eval[1]).float().mean()),
+                          "preference_accuracy_after": float((after_c > after_r).float().mean())}
+    if config.eval_prompts:
+        result["refusal_rate_before"] = refusal_before
+        result["refusal_rate_after"] = _refusal_rate(model, tokenizer, template, config)
     result.update({"filter": filter_log, "run_id": run_id, "template": template.record()})
     if config.output_dir:
         out = Path(config.output_dir)
