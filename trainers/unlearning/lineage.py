@@ -70,6 +70,14 @@ def parse_selector(text: str) -> tuple[str, list[str]]:
     return kind, values
 
 
+def _id_table(store: Store, ids) -> str:
+    """Load ids into a temp table (no SQLite variable limit for forget sets of any size); returns its name."""
+    store.db.execute("create temp table if not exists _sw_ids (id text primary key)")
+    store.db.execute("delete from _sw_ids")
+    store.db.conn.executemany("insert or ignore into _sw_ids values (?)", [(i,) for i in ids])
+    return "(select id from _sw_ids)"
+
+
 def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
     """{item id: the selector that matched it first} for the union of selectors, closed under parent_id."""
     if not selectors:
@@ -94,8 +102,7 @@ def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
                 f"where prompt_version in ({marks}) and item_id is not null", [*versions, *versions])]
         else:
             ids = values
-            marks = ", ".join("?" * len(ids))
-            present = {r["id"] for r in db.query(f"select id from items where id in ({marks})", ids)}
+            present = {r["id"] for r in db.query(f"select id from items where id in {_id_table(store, ids)}")}
             missing = [i for i in ids if i not in present]
             if missing:
                 raise NotFound(f"no item '{missing[0]}' in {store.path}; `skillweave unlearn --dry-run` with a "
@@ -106,8 +113,7 @@ def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
             found.setdefault(item_id, text)
     frontier = list(found)
     while frontier:  # derived items (parent_id chains) are forgotten with their sources
-        marks = ", ".join("?" * len(frontier))
-        children = [r["id"] for r in db.query(f"select id from items where parent_id in ({marks})", frontier)]
+        children = [r["id"] for r in db.query(f"select id from items where parent_id in {_id_table(store, frontier)}")]
         frontier = [c for c in children if c not in found]
         for c in frontier:
             found[c] = "lineage:parent"
@@ -183,7 +189,7 @@ def train_store_model(store: Store, config: TopicModelConfig, *, selectors: list
     if not store.db["topic_models"].count_where("id = ?", [model_id]):
         _save_model(store, model_id, model, name=name, version=1, parent_id=None, request_id=None,
                     released=None, source=jdump(selectors or ["all"]),
-                    docs=[(i, H[j]) for j, i in enumerate(ids)])
+                    docs=list(zip(ids, _counts_json(H), strict=True)))
     return model_summary(store, model_id)
 
 
@@ -201,10 +207,10 @@ def _save_model(store: Store, model_id: str, model: TopicModel, *, name: str, ve
             "created_at": now(),
         })
         if docs is not None:
-            store.db["topic_model_docs"].insert_all(
-                {"model_id": model_id, "item_id": item_id, "counts": _counts_json(row),
-                 "content_hash": hashlib.blake2b(_counts_json(row).encode(), digest_size=8).hexdigest()}
-                for item_id, row in docs)
+            store.db.conn.executemany(
+                "insert into topic_model_docs (model_id, item_id, counts, content_hash) values (?, ?, ?, ?)",
+                ((model_id, item_id, counts, hashlib.blake2b(counts.encode(), digest_size=8).hexdigest())
+                 for item_id, counts in docs))
         else:  # an unlearned version keeps its parent's documents minus the forget set
             drop = drop or set()
             store.db.execute("create temp table if not exists _forget (item_id text primary key)")
@@ -216,9 +222,12 @@ def _save_model(store: Store, model_id: str, model: TopicModel, *, name: str, ve
                 [model_id, parent_id])
 
 
-def _counts_json(row: sp.csr_matrix) -> str:
-    row = sp.csr_matrix(row)
-    return json.dumps({int(j): int(v) for j, v in zip(row.indices, row.data, strict=True)}, sort_keys=True)
+def _counts_json(H: sp.csr_matrix) -> list[str]:
+    """One JSON object {word index: count} per row (indptr slicing: fast for 1e5 rows)."""
+    H = sp.csr_matrix(H)
+    H.sort_indices()
+    idx, val, ptr = H.indices.tolist(), H.data.tolist(), H.indptr.tolist()
+    return [json.dumps({idx[k]: int(val[k]) for k in range(ptr[d], ptr[d + 1])}) for d in range(H.shape[0])]
 
 
 def _model_row(store: Store, model_id: str, kind: str = "base") -> dict:
@@ -269,10 +278,9 @@ def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest
     config = config or UnlearnConfig()
     forget = resolve_selectors(store, selectors)
     model, row = load_model(store, model_id)
-    marks = ", ".join("?" * len(forget))
     stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
-        [row["id"], *forget])}
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, forget)}",
+        [row["id"]])}
     report = {"model_id": row["id"], "selectors": selectors, "forget_items": len(forget),
               "forget_items_in_model": len(stored), "items": sorted(forget)}
     if dry_run:
@@ -366,18 +374,16 @@ def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "la
     row = _model_row(store, head_id, kind="head")
     model_id = jload(row["source"], {})["model_id"]
     model, model_row = load_model(store, model_id)
-    marks = ", ".join("?" * len(forget))
+    in_forget = _id_table(store, forget)
     labels = {r["item_id"]: json.loads(r["counts"])["y"] for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
-        [row["id"], *forget])}
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {in_forget}", [row["id"]])}
     report = {"head_id": row["id"], "model_id": model_id, "selectors": selectors, "forget_items": len(forget),
               "forget_items_in_model": len(labels), "items": sorted(forget)}
     if dry_run:
         return report | {"dry_run": True}
     ids = sorted(labels)
     counts = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in ({marks})",
-        [model_id, *forget])}
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {in_forget}", [model_id])}
     X_f = topic_posteriors(_docs_matrix(counts, ids, model.n_words), model.C)
     y_f = np.array([float(labels[i]) for i in ids])
     z = np.load(io.BytesIO(row["state"]))
