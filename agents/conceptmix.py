@@ -144,9 +144,16 @@ def parse_questions(text: str, expected: int) -> list[str]:
     return questions
 
 
-def _llm_options(config: dict) -> dict:
+# Reply budgets per step (tokens), capped by --max-tokens: a caption or a verdict is short, and a small model
+# that rambles to the full budget on every step makes offline runs several times slower.
+STEP_TOKENS = {"refine": None, "caption": 120, "verify": 120}
+
+
+def _llm_options(config: dict, step: str, k: int = 0) -> dict:
+    cap = config.get("max_tokens", 400)
+    budget = 24 * (k + 1) + 24 if step == "questions" else STEP_TOKENS.get(step)
     return {"model": config["model"], "temperature": config.get("temperature", 0.7),
-            "max_tokens": config.get("max_tokens", 400)}
+            "max_tokens": min(cap, budget) if budget else cap}
 
 
 # ---- nodes ---------------------------------------------------------------------------------------------
@@ -181,7 +188,7 @@ async def refine(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
                 for turn in (0, 1):
                     reply = await call_template(ctx, item_id=item["id"], role="refine", template="conceptmix/refine",
                                                 values=values, turn=turn, previous_outputs=outputs,
-                                                key=(attempt, try_), **_llm_options(config))
+                                                key=(attempt, try_), **_llm_options(config, "refine"))
                     outputs.append(reply.text)
                 refined = validate_refined_config(sampled, parse_json_reply(outputs[-1]))
                 break
@@ -210,7 +217,8 @@ async def caption(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     for try_ in range(1 + config.get("parse_retries", 1)):
         try:
             reply = await call_template(ctx, item_id=item["id"], role="caption", template="conceptmix/caption",
-                                        values=values, turn=0, key=(attempt, try_), **_llm_options(config))
+                                        values=values, turn=0, key=(attempt, try_),
+                                        **_llm_options(config, "caption"))
         except ModelCallError as exc:
             return _fail(ctx, item["id"], "caption", str(exc))
         text = reply.text.strip().strip('"').strip()
@@ -239,7 +247,7 @@ async def verify(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     try:
         reply = await call_template(ctx, item_id=item["id"], role="verify", template="conceptmix/verify",
                                     values={"caption": item["payload"]["sentence"], "sentinel": SENTINEL},
-                                    key=(attempt,), **_llm_options(config))
+                                    key=(attempt,), **_llm_options(config, "verify"))
     except ModelCallError as exc:
         return _fail(ctx, item["id"], "verify", str(exc))
     ctx.store.update_item(item["id"], prompt_versions=[ctx.template("conceptmix/verify").version],
@@ -260,7 +268,7 @@ async def questions(state: ConceptMixState, runtime: Runtime[RunContext]) -> dic
             try:
                 reply = await call_template(ctx, item_id=item["id"], role="questions", template="conceptmix/caption",
                                             values=values, turn=1, previous_outputs=[item["payload"]["caption_output"]],
-                                            key=(attempt, try_), **_llm_options(config))
+                                            key=(attempt, try_), **_llm_options(config, "questions", item["k"]))
             except ModelCallError as exc:
                 return _fail(ctx, item["id"], "questions", str(exc))
             try:
