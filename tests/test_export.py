@@ -1,5 +1,5 @@
 """Exports: every format loads back with its natural reader, shapes and filters behave, the card says what was
-done, the Skill-Mix full-marks recipe (Zhao et al.) works, and TRL's SFTTrainer eats the prompt/completion file."""
+done, the Skill-Mix full-marks recipe (Zhao et al.) works, and the JSONL feeds `trainers.data` (TRL's SFTTrainer: test_export_trl.py)."""
 
 from __future__ import annotations
 
@@ -35,9 +35,29 @@ def make_instruct_run(store, n: int = 10, shirker_fraction: float = 0.2) -> str:
     return run_id
 
 
+@pytest.fixture(scope="module")
+def _ism_template(tmp_path_factory):
+    """One fake Instruct-SkillMix run (10 points, 2 shirkers) per module; each test gets its own copy."""
+    from skillweave.store import Store
+
+    path = tmp_path_factory.mktemp("ism") / "template.db"
+    store = Store(path)
+    run_id = make_instruct_run(store)
+    store.close()  # the last connection closing checkpoints the WAL into the file
+    return path, run_id
+
+
 @pytest.fixture
-def ism(store):
-    return store, make_instruct_run(store)
+def ism(_ism_template, tmp_path):
+    import shutil
+
+    from skillweave.store import Store
+
+    source, run_id = _ism_template
+    shutil.copy(source, tmp_path / "ism.db")
+    store = Store(tmp_path / "ism.db")
+    yield store, run_id
+    store.close()
 
 
 def test_every_format_loads_back_with_its_natural_reader(ism, tmp_path):
@@ -182,26 +202,19 @@ def test_cli_export_prints_summary_and_one_line_errors(cli_run, db_path, tmp_pat
     assert code == 2 and "no run 'no-such-run'" in err
 
 
-def test_trl_sft_trainer_accepts_prompt_completion_export(ism, tmp_path):
-    import torch
-    from datasets import load_dataset
-    from trl import SFTConfig, SFTTrainer
-
-    from skillweave.trainers.models import tiny_model_and_tokenizer
+def test_trainers_data_reads_every_sft_shape_and_keeps_item_ids(ism, tmp_path):
+    from skillweave.trainers.data import load_preference_pairs, load_sft_examples
 
     store, run_id = ism
-    path = tmp_path / "pc.jsonl"
-    export_runs(store, [run_id], path, shape="prompt-completion", filters=ExportFilters(exclude_shirkers=True))
-    dataset = load_dataset("json", data_files=str(path), split="train")
-    words = sorted({w for row in dataset for w in (row["prompt"] + " " + row["completion"]).split()})
-    model, tokenizer = tiny_model_and_tokenizer(words, seed=0)
-    before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    config = SFTConfig(output_dir=str(tmp_path / "out"), max_steps=3, per_device_train_batch_size=4,
-                       learning_rate=1e-2, logging_steps=1, report_to=[], save_strategy="no", use_cpu=True,
-                       max_length=128, bf16=False, fp16=False, dataloader_num_workers=0)
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer)
-    trainer.train()
-    losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
-    assert len(losses) == 3 and all(torch.isfinite(torch.tensor(losses)))
-    changed = [n for n, p in model.named_parameters() if not torch.equal(before[n], p.detach())]
-    assert len(changed) == len(before)  # every trainable parameter moved
+    ids = {i["id"] for i in store.items(run_id)}
+    expected = None
+    for shape in ("alpaca", "messages", "prompt-completion"):
+        export_runs(store, [run_id], tmp_path / f"{shape}.jsonl", shape=shape)
+        examples = load_sft_examples(tmp_path / f"{shape}.jsonl")
+        assert {e.item_id for e in examples} == ids
+        got = sorted((e.item_id, e.instruction + e.input, e.response) for e in examples)
+        expected = expected or got
+        assert got == expected
+    export_runs(store, [run_id], tmp_path / "p.json", fmt="json", shape="preference")
+    pairs = load_preference_pairs(tmp_path / "p.json")
+    assert len(pairs) == 2 and all(p.item_id in ids and p.chosen != p.rejected for p in pairs)
