@@ -167,3 +167,14 @@ def test_reviewer_specs_and_llm_reply_parsing():
     assert action == "reject" and "unparseable" in reason
     with pytest.raises(UsageError):
         make_decision("maybe")
+
+
+def test_every_review_and_math2_command_has_help_and_json():
+    groups = {"review": cli.commands["review"], "run": cli.commands["run"], "eval": cli.commands["eval"]}
+    mine = [("review", n) for n in ("list", "show", "approve", "edit", "reject", "serve")] + \
+        [("run", "math2"), ("eval", "math2"), ("eval", "square-law")]
+    for group, name in mine:
+        command = groups[group].commands[name]
+        assert command.help and "Example" in command.help, f"{group} {name} lacks help"
+        if name not in ("serve", "math2") or group == "eval":  # `run` prints the report table like `run skillmix`
+            assert "as_json" in {p.name for p in command.params}, f"{group} {name} lacks --json"
