@@ -210,3 +210,21 @@ def test_synth_and_questions_commands(tmp_path):
     assert sum(r["count"] for r in rows if r["mode"] == "descriptive") == 12
     export = invoke(db, "charts", "questions", str(tmp_path / "s")).output
     assert "For the" in export
+
+
+def test_failing_model_and_failing_judge_are_counted_not_dropped(tmp_path, synthetic):
+    n_questions = len(load_release(synthetic).questions())
+    db = tmp_path / "t.db"
+    store, run_id = run_eval(db, synthetic, "--model", "fake", "--judge", "fake:fail", "--judge-retries", "2",
+                             "--mode", "descriptive", "--limit", "2")
+    d = report(db, run_id)["stats"]["judge"]["descriptive"]
+    assert (d["N_valid"], d["N_invalid"], d["Overall Score"]) == (8, 8, 0.0)
+    failed_calls = store.db["llm_calls"].count_where("run_id = ? and role = 'judge' and error is not null", [run_id])
+    batches = len({q.qid for q in load_release(synthetic).questions() if q.mode == "descriptive"
+                   and q.figure_id in ("0", "1")})
+    assert failed_calls == 2 * batches  # every batch tried judge_retries times
+    store, run_id = run_eval(db, synthetic, "--model", "fake:fail", "--judge", "fake")
+    rep = report(db, run_id)
+    assert rep["stats"]["judge"]["descriptive"]["N_valid"] + rep["stats"]["judge"]["reasoning"]["N_valid"] == n_questions
+    assert rep["stats"]["judge"]["descriptive"]["Overall Score"] == 0.0
+    assert store.db["events"].count_where("run_id = ? and stage = 'ask' and status = 'failed'", [run_id]) == n_questions
