@@ -26,6 +26,12 @@ from skillweave.store import Store, now
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
+FIELD_ORDER = ("question", "solution", "answer")  # how editable fields are shown; others follow by name
+
+
+def ordered_fields(editable: dict) -> list[tuple[str, str]]:
+    names = [f for f in FIELD_ORDER if f in editable] + sorted(f for f in editable if f not in FIELD_ORDER)
+    return [(name, editable[name]) for name in names]
 
 
 def parse_reviewer(spec: str) -> str:

@@ -6,11 +6,13 @@ exactly that item's thread and is stored as a `reviews` row (who, when, what cha
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 from skillweave.agents.review import (
     make_decision,
+    ordered_fields,
     resolve_item_id,
     review_entry,
     review_queue,
@@ -80,7 +82,7 @@ def review_show(ctx, item_id, as_json):
         return
     item, request = entry["item"], entry["request"]
     click.echo(f"item {item['id']}  run {item['run_id']}  status {item['status']}")
-    for field, value in (request.get("editable") or {}).items():
+    for field, value in ordered_fields(request.get("editable") or {}):
         click.echo(f"\n== {field} (editable) ==\n{value}")
     for section in request.get("context") or []:
         click.echo(f"\n== {section['label']} ==\n{section['text']}")
@@ -161,6 +163,68 @@ def review_reject(ctx, item_id, reason, reviewer, as_json):
       skillweave review reject 3f2a9c1b --reason "needs only one skill"
     """
     _submit(ctx, item_id, make_decision("reject", reviewer=reviewer, reason=reason), as_json)
+
+
+@review_group.command("export")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--run", "run_id", default=None, help="Only items of this run (default: every run).")
+@click.pass_context
+def review_export(ctx, path, run_id):
+    """Write the queue as JSON Lines for offline review; fill in `action` (and edits), then `review import`.
+
+    Each line: item_id, run_id, skills, the editable fields, the context sections, and empty `action`/`reason`.
+
+    \b
+    Example:
+      skillweave review export queue.jsonl
+      skillweave review import queue.jsonl --as alice
+    """
+    store = open_store(ctx)
+    items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
+    with Path(path).open("w", encoding="utf-8") as fh:
+        for item in items:
+            request = item["payload"].get("review_request") or {}
+            fh.write(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
+                                 "action": "", "reason": "", **dict(ordered_fields(request.get("editable") or {})),
+                                 "context": request.get("context") or []}, ensure_ascii=False) + "\n")
+    click.echo(f"wrote {len(items)} item(s) to {path}", err=True)
+
+
+@review_group.command("import")
+@click.argument("path", type=click.Path(dir_okay=False, exists=True))
+@reviewer_option
+@json_option
+@click.pass_context
+def review_import(ctx, path, reviewer, as_json):
+    """Apply decisions from a JSON Lines file (as written by `review export`); lines without an action are skipped.
+
+    `action` is approve, edit or reject; for edit, changed editable fields count as the edit.
+
+    \b
+    Example:
+      skillweave review import queue.jsonl --as alice --json
+    """
+    store = open_store(ctx)
+    results = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{path} line {number} is not JSON: {exc}") from None
+        if not row.get("action"):
+            continue
+        item_id = resolve_item_id(store, str(row.get("item_id", "")))
+        editable = (store.get_item(item_id)["payload"].get("review_request") or {}).get("editable") or {}
+        changes = {f: row[f] for f in editable if f in row and row[f] != editable[f]} if row["action"] == "edit" else {}
+        decision = make_decision(row["action"], reviewer=row.get("reviewer") or reviewer,
+                                 reason=row.get("reason") or "", changes=changes)
+        results.append(submit_decision(store, item_id, decision, prompts_dir=prompts_dir(ctx)))
+    if as_json:
+        echo_json(results)
+    else:
+        echo_table(results, ["item_id", "action", "status", "run_id"], empty="(no decisions in the file)")
 
 
 @review_group.command("serve")

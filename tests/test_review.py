@@ -171,10 +171,26 @@ def test_reviewer_specs_and_llm_reply_parsing():
 
 def test_every_review_and_math2_command_has_help_and_json():
     groups = {"review": cli.commands["review"], "run": cli.commands["run"], "eval": cli.commands["eval"]}
-    mine = [("review", n) for n in ("list", "show", "approve", "edit", "reject", "serve")] + \
+    mine = [("review", n) for n in ("list", "show", "approve", "edit", "reject", "import", "serve")] + \
         [("run", "math2"), ("eval", "math2"), ("eval", "square-law")]
     for group, name in mine:
         command = groups[group].commands[name]
         assert command.help and "Example" in command.help, f"{group} {name} lacks help"
         if name not in ("serve", "math2") or group == "eval":  # `run` prints the report table like `run skillmix`
             assert "as_json" in {p.name for p in command.params}, f"{group} {name} lacks --json"
+
+
+def test_export_then_import_decisions(paused, tmp_path):
+    store, run_id = paused
+    path = tmp_path / "queue.jsonl"
+    CliRunner().invoke(cli, ["--db", store.path, "review", "export", str(path)], catch_exceptions=False)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 3 and rows[0]["question"] and rows[0]["action"] == "" and rows[0]["context"]
+    rows[0]["action"] = "approve"
+    rows[1].update(action="edit", answer="7")
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")  # the third stays undecided
+    result = invoke(store.path, "review", "import", str(path), "--as", "erin", "--json")
+    assert [(r["action"], r["status"]) for r in result] == [("approve", "accepted"), ("edit", "accepted")]
+    assert store.get_item(rows[1]["item_id"])["payload"]["answer"] == "7"
+    assert store.get_item(rows[2]["item_id"])["status"] == "review"
+    assert {r["reviewer"] for r in store.db["reviews"].rows} == {"erin"}

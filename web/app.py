@@ -20,7 +20,13 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import jinja2
-from skillweave.agents.review import make_decision, review_entry, review_queue, submit_decision
+from skillweave.agents.review import (
+    make_decision,
+    ordered_fields,
+    review_entry,
+    review_queue,
+    submit_decision,
+)
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
 from starlette.applications import Starlette
@@ -30,7 +36,6 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 COOKIE = "skillweave_review"
-FIELD_ORDER = ("question", "solution", "answer")
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
                                "frame-ancestors 'none'; base-uri 'none'",
@@ -41,11 +46,6 @@ SECURITY_HEADERS = {
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
-
-
-def ordered_fields(editable: dict) -> list[tuple[str, str]]:
-    names = [f for f in FIELD_ORDER if f in editable] + sorted(f for f in editable if f not in FIELD_ORDER)
-    return [(name, editable[name]) for name in names]
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
