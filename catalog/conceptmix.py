@@ -119,7 +119,8 @@ class ConceptCatalog:
 
 
 def _normalise_template(text: str) -> str:
-    return text.replace("{skills}", "{value}").replace("{skill}", "{value}").strip()
+    # Official files: {skills} is the plural object name (object.json), {skill} the value.
+    return text.replace("{skills}", "{objects}").replace("{skill}", "{value}").strip()
 
 
 def load_category_file(path: str | Path) -> ConceptCategory:
@@ -261,6 +262,7 @@ def _slots(catalog: ConceptCatalog, concept: dict, config: dict) -> dict[str, st
         relation = config["relation"][concept["target"]]
         a, b = relation_names(config, relation)
         detail = catalog.categories["spatial"].values.get(value) or f"{{ObjectA}} is {value} {{ObjectB}}"
+        detail = detail.strip().rstrip(".")
         slots.update(ObjectA=a, ObjectB=b, detail=_fill(detail, ObjectA=a, ObjectB=b))
     elif concept["target"] is not None:
         obj = _object(config, concept["target"])
@@ -269,8 +271,14 @@ def _slots(catalog: ConceptCatalog, concept: dict, config: dict) -> dict[str, st
 
 
 def describe_concept(catalog: ConceptCatalog, concept: dict, config: dict) -> str:
-    """The concept as a plain property sentence, from the category's description template."""
-    return _fill(catalog.categories[concept["category"]].description, **_slots(catalog, concept, config))
+    """The concept as a plain property sentence, from the category's description template.
+
+    A spatial value with its own detail text (both catalogs have one) is described by that detail.
+    """
+    slots = _slots(catalog, concept, config)
+    text = slots["detail"] if concept["category"] == "spatial" and slots.get("detail") else _fill(
+        catalog.categories[concept["category"]].description, **slots)
+    return text.strip().rstrip(".")
 
 
 def template_question(catalog: ConceptCatalog, concept: dict, config: dict) -> str:

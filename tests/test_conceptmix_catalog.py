@@ -44,6 +44,9 @@ def test_official_layout_loads_and_placeholders_are_normalised(tmp_path):
         {"category": "color", "description": "{object} is {skill}", "skill": {"teal": ""}}))
     cat = load_concept_catalog(tmp_path)
     assert cat.values("object") == ["kettle", "owl"]
+    assert cat.categories["object"].description == "picture has {objects}."
+    owl = {"category": "object", "value": "owl", "target": 1}
+    assert describe_concept(cat, owl, {"objects": [{"id": 1, "item": "owl"}]}) == "picture has owls"
     assert cat.categories["color"].description == "{object} is {value}"
     sample = sample_record(cat, 1, seed=3, index=0)
     assert sample.categories == ["object", "color"] or sample.categories == ["object", "object"]
