@@ -70,7 +70,7 @@ class PromptTemplate:
 
     def _render(self, source: str, values: dict, what: str) -> str:
         try:
-            return _ENV.from_string(source).render(**values).strip()
+            return _compiled(source).render(**values).strip()
         except jinja2.TemplateError as exc:
             raise TemplateError(f"template '{self.name}' {what}: {exc}") from None
 
@@ -96,6 +96,11 @@ class PromptTemplate:
             "system": self.render_system(values),
             "turns": [self.render_turn(i, values) for i in range(len(self.turns))],
         }
+
+
+@lru_cache(maxsize=1024)
+def _compiled(source: str) -> jinja2.Template:
+    return _ENV.from_string(source)
 
 
 def search_dirs(prompts_dir: str | os.PathLike | None = None) -> list[Path]:

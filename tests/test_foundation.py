@@ -1,0 +1,149 @@
+"""Store, prompt templates and providers: the behaviour every pipeline relies on."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+import pytest
+
+from skillweave.agents.providers import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
+from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
+from skillweave.prompts import content_version, list_templates, load_template
+from skillweave.store import Store
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+# ---- store ---------------------------------------------------------------------------------------------
+def test_store_migrations_wal_and_idempotent_items(tmp_path):
+    store = Store(tmp_path / "a.db")
+    assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
+    applied = [r["name"] for r in store.db["_migrations"].rows]
+    assert applied[0] == "m0001_core" and applied == sorted(applied)
+    run = store.create_run("skillmix", {"k": [2]})
+    first = store.ensure_item(run, "x", 0, 0, k=2)
+    again = store.ensure_item(run, "x", 0, 0, k=3)
+    assert first == again and store.db["items"].count == 1 and store.get_item(first)["k"] == 2
+    store.close()
+    reopened = Store(tmp_path / "a.db")  # migrations are not applied twice
+    assert [r["name"] for r in reopened.db["_migrations"].rows] == applied
+
+
+def test_store_transaction_rolls_back_everything(store):
+    run = store.create_run("p", {})
+    with pytest.raises(RuntimeError), store.transaction():
+        store.ensure_item(run, "x", 0)
+        store.update_item(store.item_id(run, "x", 0), status="done")
+        raise RuntimeError("boom")
+    assert store.db["items"].count == 0
+
+
+def test_store_errors_name_the_record(store, tmp_path):
+    with pytest.raises(NotFound, match="no run 'r-missing'"):
+        store.get_run("r-missing")
+    with pytest.raises(NotFound, match="has no runs"):
+        store.get_run("latest")
+    from skillweave.errors import StoreError
+
+    with pytest.raises(StoreError, match="does not exist"):
+        Store(tmp_path / "no" / "such" / "dir.db")
+
+
+def test_catalogs_are_content_addressed(store):
+    a = store.save_catalog("x", "skills", [{"name": "a"}, {"name": "b"}])
+    b = store.save_catalog("renamed", "skills", [{"name": "a"}, {"name": "b"}])
+    c = store.save_catalog("x", "skills", [{"name": "b"}, {"name": "a"}])
+    assert a == b != c
+    assert [e["name"] for e in store.get_catalog(c)["entries"]] == ["b", "a"]
+
+
+# ---- prompts -------------------------------------------------------------------------------------------
+def test_every_packaged_template_parses_and_renders_its_fake_reply():
+    templates = list_templates()
+    assert {"skillmix/student", "skillmix/judge", "skillmix/judge_points"} <= {t.name for t in templates}
+    for t in templates:
+        assert t.version.startswith("b2:") and t.description, t.name
+        for folder in {Path(t.path).parent}:
+            assert (folder / "README.md").exists(), f"{folder} needs a README describing its templates"
+
+
+def test_skillmix_templates_take_what_the_nodes_supply():
+    skill = {"name": "metaphor", "definition": "d", "example": "e"}
+    student = {"skills": [skill], "topic": "Knots", "k": 1, "sentence_limit": "one sentence", "shorten": True}
+    t = load_template("skillmix/student")
+    assert "Knots" in t.render_turn(0, student) and "shorter" in t.render_turn(1, student)
+    judge = {**student, "text": "A knot."}
+    judge.pop("shorten")
+    for name in ("skillmix/judge", "skillmix/judge_points"):
+        assert "A knot." in load_template(name).render_turn(0, judge)
+
+
+def test_missing_and_unknown_variables_fail_before_any_call():
+    t = load_template("skillmix/judge")
+    with pytest.raises(TemplateError, match="missing text"):
+        t.render_turn(0, {"skills": [], "topic": "x", "k": 1, "sentence_limit": "one"})
+    with pytest.raises(TemplateError, match="unknown colour"):
+        t.render_turn(0, {"skills": [], "topic": "x", "k": 1, "sentence_limit": "one", "text": "t", "colour": 1})
+    with pytest.raises(TemplateError, match="unknown template 'skillmix/nope'"):
+        load_template("skillmix/nope")
+
+
+def test_user_folder_overrides_and_edit_changes_version(tmp_path):
+    packaged = load_template("skillmix/judge")
+    (tmp_path / "skillmix").mkdir()
+    override = tmp_path / "skillmix" / "judge.yaml"
+    override.write_text(packaged.text)
+    same = load_template("skillmix/judge", tmp_path)
+    assert same.source == "user" and same.version == packaged.version  # same content, same version
+    override.write_text(packaged.text.replace("You are grading", "Please grade"))
+    edited = load_template("skillmix/judge", tmp_path)
+    assert edited.version != packaged.version and edited.version == content_version(override.read_text())
+    (tmp_path / "skillmix" / "bad.yaml").write_text("variables: [a]\nprompt: '{{ a }} {{ b }}'\n")
+    with pytest.raises(TemplateError, match="undeclared variable"):
+        load_template("skillmix/bad", tmp_path)
+
+
+# ---- providers -----------------------------------------------------------------------------------------
+def test_model_specs():
+    assert parse_spec("local") == ("local", "local")
+    assert parse_spec("openai:gpt-4o") == ("openai", "gpt-4o")
+    assert parse_spec("anthropic:claude-3-5-sonnet") == ("anthropic", "claude-3-5-sonnet")
+    with pytest.raises(ConfigError, match="unknown model spec 'gtp-4o'; expected local, fake"):
+        parse_spec("gtp-4o")
+    with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
+        OpenAIProvider("gpt-4o")
+
+
+def test_fake_provider_gives_up_after_retries():
+    p = FakeProvider("fail", retry=RetryPolicy(max_attempts=3, base_delay=0))
+    with pytest.raises(ModelCallError, match="scripted failure"):
+        asyncio.run(p.chat(ChatRequest(messages=[{"role": "user", "content": "x"}])))
+
+
+@pytest.fixture
+def mock_server():
+    sys.path.insert(0, str(BENCH))
+    from mock_openai import run_in_process
+
+    proc, port = run_in_process(0.01, fail_every=2)
+    yield f"http://127.0.0.1:{port}/v1"
+    proc.terminate()
+    sys.path.remove(str(BENCH))
+
+
+def test_openai_provider_honours_retry_after_on_429(mock_server, monkeypatch):
+    """Every 2nd request gets 429 + Retry-After: 0.05; the provider waits that long and retries."""
+    monkeypatch.setenv("OPENAI_BASE_URL", mock_server)
+    p = OpenAIProvider("mock", retry=RetryPolicy(max_attempts=3, base_delay=5.0, timeout=10))
+
+    async def go():
+        return [await p.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], n=2)) for _ in range(3)]
+
+    import time
+
+    start = time.perf_counter()
+    results = asyncio.run(go())
+    elapsed = time.perf_counter() - start
+    assert [attempts for _, attempts in results] == [1, 2, 2]  # server requests 2 and 4 get the 429
+    assert all(len(r.texts) == 2 and r.input_tokens for r, _ in results)
+    assert elapsed < 4.0  # Retry-After (0.05 s) was used instead of the 5 s backoff base
