@@ -148,11 +148,15 @@ def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -
 
     scores = conceptmix_scores(graded_records(store, run["id"]), breakdown_k=breakdown_k)
     failed: dict[int, int] = defaultdict(int)
-    for item in store.items(run["id"], kind=KIND, status="failed"):
-        failed[item["k"]] += 1
-    events = store.db.execute(
-        "select stage, status, count(*) from events where run_id = ? and status in ('fallback', 'resample') "
-        "group by stage, status", [run["id"]]).fetchall()
+    steps: dict[str, int] = defaultdict(int)  # from item payloads, so a resumed run never counts twice
+    for item in store.items(run["id"], kind=KIND):
+        payload = item["payload"]
+        if item["status"] == "failed":
+            failed[item["k"]] += 1
+        steps["resamples"] += len(payload.get("resample_reasons") or [])
+        steps["rule_refine"] += payload.get("refine_source") == "rule" and run["config"].get("refine") != "rule"
+        steps["template_questions"] += (payload.get("questions_source") == "template"
+                                        and run["config"].get("questions") != "template")
     table = scores_table(scores)
     for row in table:
         row["failed_items"] = failed.get(row["k"], 0)
@@ -166,7 +170,7 @@ def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -
         "category_table": category_table(scores),
         "scores": scores,
         "failed_items": dict(failed),
-        "fallbacks_and_resamples": {f"{stage}.{status}": n for stage, status, n in events},
+        "fallbacks_and_resamples": {key: n for key, n in steps.items() if n},
         "label": f"{run['config'].get('image_model')} / {run['config'].get('grader')}",
     }
 

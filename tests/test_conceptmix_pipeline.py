@@ -150,6 +150,8 @@ def test_unparseable_llm_steps_fall_back_or_resample(tmp_path):
     fallbacks = store.db.execute("select count(*) from events where run_id = ? and status = 'fallback'",
                                  [run_id]).fetchone()[0]
     assert fallbacks == 4
+    report = json.loads(invoke(db, "conceptmix", "report", "latest", "--json").stdout)[0]
+    assert report["fallbacks_and_resamples"] == {"rule_refine": 2, "template_questions": 2}
     db2 = tmp_path / "strict.db"
     invoke(db2, "run", "conceptmix", "--k", "2", "--n", "1", "--model", "fake:junk", "--grader", "fake",
            "--refine", "llm", "--max-resamples", "1")
