@@ -53,7 +53,7 @@ def _grading_options(f):
         click.option("--grader", required=True, help=GRADER_HELP),
         click.option("--grader-max-tokens", default=1, show_default=True, type=click.IntRange(min=1),
                      help="Reply length for the grader (the paper uses 1: Yes or No)."),
-        click.option("--concurrency", default=4, show_default=True, type=click.IntRange(min=1),
+        click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
                      help="Prompts in flight at once."),
     ]):
         f = option(f)

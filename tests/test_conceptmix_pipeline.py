@@ -41,7 +41,7 @@ def run_id_of(db: Path) -> str:
     return Store(db).get_run("latest")["id"]
 
 
-def scripted(spec: str, reply, concurrency: int = 4) -> FakeProvider:
+def scripted(spec: str, reply, concurrency: int = 8) -> FakeProvider:
     """A fake provider whose reply is `reply(request, text_of_last_user_message)`, or the template's fake reply."""
 
     def script(request: ChatRequest):
