@@ -117,14 +117,15 @@ def one_seed(seed: int, tmp: Path) -> dict:
     start = time.perf_counter()
     less = run(config)
     result["less_seconds"] = round(time.perf_counter() - start, 1)
-    selections = {
-        "less": less["selected"],
-        "less_paper_aggregation": run(replace(config, aggregation="paper"))["selected"],
-        "less_inner_product": run(replace(config, similarity="inner"))["selected"],  # same datastore
-        "infsgd": run(replace(config, train_side="sgd"))["selected"],
-        "infsgd_inner_product": run(replace(config, train_side="sgd", similarity="inner"))["selected"],
-        "random": random_selection(len(pool), config.fraction, seed),
+    runs = {
+        "less": less,
+        "less_paper_aggregation": run(replace(config, aggregation="paper")),
+        "less_inner_product": run(replace(config, similarity="inner")),  # same datastore
+        "infsgd": run(replace(config, train_side="sgd")),
+        "infsgd_inner_product": run(replace(config, train_side="sgd", similarity="inner")),
     }
+    selections = {name: r["selected"] for name, r in runs.items()}
+    selections["random"] = random_selection(len(pool), config.fraction, seed)
     p = prepare(config)
     selections["rds"] = top_fraction(rds_scores(p["model"], p["pool_enc"], p["target_enc"],
                                                 p["tokenizer"].pad_token_id, subtask_count(targets)), config.fraction)
@@ -136,6 +137,17 @@ def one_seed(seed: int, tmp: Path) -> dict:
         result[f"addition_loss_after_{name}"] = round(finetune_loss(rows, test, texts, folder / f"ft-{name}", seed), 4)
     for name in ("less", "less_inner_product", "infsgd", "infsgd_inner_product"):
         result[f"median_len_{name}"] = statistics.median(completion_length(pool[i]) for i in selections[name])
+    for name in ("less", "less_inner_product", "infsgd", "infsgd_inner_product"):
+        result[f"mean_len_{name}"] = round(statistics.mean(completion_length(pool[i]) for i in selections[name]), 2)
+    # A finer length-bias measure than the selection medians: rank correlation of score and completion length
+    # over all addition rows (negative = shorter rows score higher).
+    from scipy.stats import spearmanr
+
+    adds = [i for i, r in enumerate(pool) if r["task"] == "add"]
+    for name in ("less", "less_inner_product", "infsgd", "infsgd_inner_product"):
+        scores = runs[name]["scores"]
+        result[f"spearman_score_len_{name}"] = round(float(spearmanr(
+            [scores[i].item() for i in adds], [completion_length(pool[i]) for i in adds])[0]), 3)
     result["median_len_pool_addition"] = statistics.median(completion_length(r) for r in pool if r["task"] == "add")
     for side in ("adam", "sgd"):
         raw = torch.load(Path(config.out) / f"pool-ckpt1-{side}" / f"dim{config.dim}" / "all_unormalized.pt")
@@ -154,7 +166,7 @@ def main() -> None:
         results = [one_seed(seed, Path(tmp)) for seed in args.seeds]
     for r in results:
         print(json.dumps(r))
-    keys = [k for k in results[0] if k.startswith(("precision", "addition", "median", "spearman"))]
+    keys = [k for k in results[0] if k.startswith(("precision", "addition", "median", "mean_len", "spearman"))]
     print("\nmetric                                " + "  ".join(f"seed {r['seed']:>3}" for r in results))
     for k in keys:
         print(f"{k:38s}" + "  ".join(f"{r[k]:>8}" for r in results))
