@@ -57,7 +57,9 @@ def parse_skill_label(text: str) -> str:
     """`Skill: some_skill` (or a reply that is just one identifier) -> a snake_case label."""
     match = re.search(r"skill\s*[:：][\s`*\"']*([A-Za-z][\w \-]{0,79})", text, re.I)
     # small models answer in prose: 'The skill ... is "fraction_simplification".'
-    match = match or re.search(r"skill\b[^\n]{0,80}?\bis\s*:?\s*[\"'`*“]+([A-Za-z][\w \-]{0,79})[\"'`*”]", text, re.I)
+    match = match or re.search(
+        r"skill\b[^\n]{0,80}?\bis\s*:?\s*[\"'`*“]+([A-Za-z][\w \-]{0,79})[\"'`*”]", text, re.I
+    )
     raw = match.group(1) if match else text.strip().splitlines()[0] if text.strip() else ""
     if not match and len(raw.split()) > 1:
         raise ParseFailure(f"no 'Skill:' line in reply {text.strip()[:120]!r}")
@@ -87,7 +89,9 @@ def parse_choice(text: str, names: list[str]) -> str:
     found = {n for n in found if not any(n != m and n in m for m in found)}  # prefer the longest names
     if len(found) == 1:
         return found.pop()
-    raise ParseFailure(f"reply names {'no' if not found else 'several'} listed skill(s): {text.strip()[:120]!r}")
+    raise ParseFailure(
+        f"reply names {'no' if not found else 'several'} listed skill(s): {text.strip()[:120]!r}"
+    )
 
 
 def parse_clusters(text: str, labels: list[str]) -> tuple[list[dict], list[str]]:
@@ -106,8 +110,13 @@ def parse_clusters(text: str, labels: list[str]) -> tuple[list[dict], list[str]]
     if isinstance(data, list):
         for g in data:
             if isinstance(g, dict) and g.get("name") and isinstance(g.get("members"), list):
-                groups.append({"name": str(g["name"]), "definition": str(g.get("definition") or ""),
-                               "members": [str(m) for m in g["members"]]})
+                groups.append(
+                    {
+                        "name": str(g["name"]),
+                        "definition": str(g.get("definition") or ""),
+                        "members": [str(m) for m in g["members"]],
+                    }
+                )
     elif isinstance(data, dict):  # {coarse: [fine, ...]} or {fine: coarse}
         if all(isinstance(v, list) for v in data.values()):
             groups = [{"name": k, "definition": "", "members": [str(m) for m in v]} for k, v in data.items()]
@@ -165,10 +174,20 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     if config.get("dataset_catalog"):
         for i, entry in enumerate(store.get_catalog(config["dataset_catalog"])["entries"]):
             extra = entry["extra"]
-            store.ensure_item(ctx.run_id, QUESTION_KIND, i, topic=entry["category"] or "", payload={
-                "question_id": entry["name"], "question": entry["definition"], "answer": entry["example"] or "",
-                "solution": extra.get("solution") or "", "subject": entry["category"] or "",
-                "true_skill": extra.get("skill")})
+            store.ensure_item(
+                ctx.run_id,
+                QUESTION_KIND,
+                i,
+                topic=entry["category"] or "",
+                payload={
+                    "question_id": entry["name"],
+                    "question": entry["definition"],
+                    "answer": entry["example"] or "",
+                    "solution": extra.get("solution") or "",
+                    "subject": entry["category"] or "",
+                    "true_skill": extra.get("skill"),
+                },
+            )
     mode = "dataset" if config.get("dataset_catalog") else "sda"
     return [ThreadSpec(f"{ctx.run_id}:extract", {"catalog_item": catalog_item, "mode": mode})]
 
@@ -177,17 +196,33 @@ def _questions(ctx: RunContext) -> list[dict]:
     return list(ctx.store.items(ctx.run_id, kind=QUESTION_KIND))
 
 
-async def _parsed_call(ctx: RunContext, item_id: str, role: str, template: str, values: dict, parse,
-                       max_tokens: int, temperature: float | None = None):
+async def _parsed_call(
+    ctx: RunContext,
+    item_id: str,
+    role: str,
+    template: str,
+    values: dict,
+    parse,
+    max_tokens: int,
+    temperature: float | None = None,
+):
     """Call and parse; a reply that does not parse gets a fresh call (new key), up to `parse_retries`."""
     retries = int(ctx.config.get("parse_retries", 2))
     errors = []
     for attempt in range(retries + 1):
         # the first try uses the run's temperature; retries sample (a greedy retry would repeat itself)
         first = ctx.config.get("temperature", 0.0) if temperature is None else temperature
-        reply = await call_template(ctx, item_id=item_id, role=role, template=template, values=values,
-                                    model=ctx.config["model"], max_tokens=max_tokens, key=(attempt,) if attempt else (),
-                                    temperature=first if attempt == 0 else 0.7)
+        reply = await call_template(
+            ctx,
+            item_id=item_id,
+            role=role,
+            template=template,
+            values=values,
+            model=ctx.config["model"],
+            max_tokens=max_tokens,
+            key=(attempt,) if attempt else (),
+            temperature=first if attempt == 0 else 0.7,
+        )
         try:
             return parse(reply.text), reply
         except ParseFailure as exc:
@@ -215,16 +250,25 @@ async def label_questions(state: ExtractionState, runtime: Runtime[RunContext]) 
 
     async def label(item: dict) -> None:
         p = item["payload"]
-        values = {"question": p["question"], "solution": p["solution"] if ctx.config.get("show_solution", True) else "",
-                  "subject": p["subject"]}
+        values = {
+            "question": p["question"],
+            "solution": p["solution"] if ctx.config.get("show_solution", True) else "",
+            "subject": p["subject"],
+        }
         try:
-            fine, reply = await _parsed_call(ctx, item["id"], "label", template, values, parse_skill_label, 48)
+            fine, reply = await _parsed_call(
+                ctx, item["id"], "label", template, values, parse_skill_label, 48
+            )
         except (ModelCallError, ParseFailure) as exc:
             ctx.store.update_item(item["id"], status="failed", error=f"label: {exc}")
             ctx.store.add_event(ctx.run_id, item["id"], "label", "failed", str(exc))
             return
-        ctx.store.update_item(item["id"], status="labelled", prompt_versions=[version],
-                              payload_update={"fine_skill": fine, "label_call_id": reply.call_id})
+        ctx.store.update_item(
+            item["id"],
+            status="labelled",
+            prompt_versions=[version],
+            payload_update={"fine_skill": fine, "label_call_id": reply.call_id},
+        )
         ctx.store.add_event(ctx.run_id, item["id"], "label", "labelled", fine)
 
     todo = [q for q in _questions(ctx) if q["status"] == "pending"]
@@ -250,17 +294,34 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
 
     async def cluster(subject: str, labels: list[str], counts: Counter, batch: int) -> list[dict]:
         target = max(1, round(len(labels) * float(ctx.config.get("cluster_ratio", 0.25))))
-        values = {"subject": subject, "labels": [{"name": n, "count": counts[n]} for n in labels], "target": target}
+        values = {
+            "subject": subject,
+            "labels": [{"name": n, "count": counts[n]} for n in labels],
+            "target": target,
+        }
         try:
             (groups, missing), reply = await _parsed_call(
-                ctx, item["id"], f"cluster:{subject}:{batch}", template, values,
-                lambda t: _complete_clusters(t, labels), max_tokens=int(ctx.config.get("cluster_max_tokens", 2048)))
+                ctx,
+                item["id"],
+                f"cluster:{subject}:{batch}",
+                template,
+                values,
+                lambda t: _complete_clusters(t, labels),
+                max_tokens=int(ctx.config.get("cluster_max_tokens", 2048)),
+            )
         except (ModelCallError, ParseFailure) as exc:
-            ctx.store.add_event(ctx.run_id, item["id"], "cluster", "failed", f"{subject or '(no subject)'}: {exc}")
+            ctx.store.add_event(
+                ctx.run_id, item["id"], "cluster", "failed", f"{subject or '(no subject)'}: {exc}"
+            )
             groups, missing, reply = [], labels, None
         if missing:
-            ctx.store.add_event(ctx.run_id, item["id"], "cluster", "unmapped",
-                                f"{subject or '(no subject)'}: kept as their own skill: {', '.join(missing)}")
+            ctx.store.add_event(
+                ctx.run_id,
+                item["id"],
+                "cluster",
+                "unmapped",
+                f"{subject or '(no subject)'}: kept as their own skill: {', '.join(missing)}",
+            )
             groups = groups + [{"name": m, "definition": "", "members": [m]} for m in missing]
         for g in groups:
             g["subject"], g["call_id"] = subject, reply.call_id if reply else None
@@ -270,27 +331,50 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
     for subject, counts in per_subject.items():
         labels = sorted(counts)
         for b in range(0, len(labels), batch_size):
-            jobs.append(cluster(subject, labels[b:b + batch_size], counts, b // batch_size))
+            jobs.append(cluster(subject, labels[b : b + batch_size], counts, b // batch_size))
     merged: dict[str, dict] = {}
     for groups in await _bounded(ctx, jobs):
         for g in groups:
             if g["name"] in merged:  # same coarse name from another batch or subject: one skill
-                merged[g["name"]]["members"] += [m for m in g["members"] if m not in merged[g["name"]]["members"]]
+                merged[g["name"]]["members"] += [
+                    m for m in g["members"] if m not in merged[g["name"]]["members"]
+                ]
                 merged[g["name"]]["definition"] = merged[g["name"]]["definition"] or g["definition"]
                 if g["subject"] not in merged[g["name"]]["subjects"]:
                     merged[g["name"]]["subjects"].append(g["subject"])
             else:
-                merged[g["name"]] = {"name": g["name"], "definition": g["definition"], "subject": g["subject"],
-                                     "subjects": [g["subject"]], "members": list(g["members"]),
-                                     "call_id": g["call_id"]}
-    clusters = [{**c, "members": [f"{s}\t{m}" for s in c["subjects"] for m in c["members"]
-                                  if m in per_subject.get(s, {})]} for c in merged.values()]
+                merged[g["name"]] = {
+                    "name": g["name"],
+                    "definition": g["definition"],
+                    "subject": g["subject"],
+                    "subjects": [g["subject"]],
+                    "members": list(g["members"]),
+                    "call_id": g["call_id"],
+                }
+    clusters = [
+        {
+            **c,
+            "members": [
+                f"{s}\t{m}" for s in c["subjects"] for m in c["members"] if m in per_subject.get(s, {})
+            ],
+        }
+        for c in merged.values()
+    ]
     for c in clusters:
         c.pop("subjects")
-    ctx.store.update_item(item["id"], status="clustered", prompt_versions=[ctx.template(template).version],
-                          payload_update={"clusters": clusters})
-    ctx.store.add_event(ctx.run_id, item["id"], "cluster", "clustered",
-                        f"{sum(len(c) for c in per_subject.values())} fine labels -> {len(clusters)} coarse skills")
+    ctx.store.update_item(
+        item["id"],
+        status="clustered",
+        prompt_versions=[ctx.template(template).version],
+        payload_update={"clusters": clusters},
+    )
+    ctx.store.add_event(
+        ctx.run_id,
+        item["id"],
+        "cluster",
+        "clustered",
+        f"{sum(len(c) for c in per_subject.values())} fine labels -> {len(clusters)} coarse skills",
+    )
     return {"status": "clustered"}
 
 
@@ -311,40 +395,82 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
     clusters = item["payload"]["clusters"]
     reviewer = ctx.config.get("reviewer", "auto")
     if reviewer == "auto":
-        decision = {"action": "approve", "reviewer": "auto", "reason": "auto-approved", "skills": clusters,
-                    "ops": [], "at": now()}
+        decision = {
+            "action": "approve",
+            "reviewer": "auto",
+            "reason": "auto-approved",
+            "skills": clusters,
+            "ops": [],
+            "at": now(),
+        }
     else:
         from langgraph.types import interrupt
 
-        request = {"item_id": item["id"], "run_id": ctx.run_id, "thread_id": f"{ctx.run_id}:extract",
-                   "pipeline": "extract-skills", "kind": "skill_catalog", "skills": clusters}
+        request = {
+            "item_id": item["id"],
+            "run_id": ctx.run_id,
+            "thread_id": f"{ctx.run_id}:extract",
+            "pipeline": "extract-skills",
+            "kind": "skill_catalog",
+            "skills": clusters,
+        }
         if item["status"] != "review":
-            ctx.store.update_item(item["id"], status="review",
-                                  payload_update={"review_request": request, "review_draft": clusters,
-                                                  "review_ops": []})
-            ctx.store.add_event(ctx.run_id, item["id"], "review", "waiting",
-                                f"{len(clusters)} coarse skills wait for `skillweave review skills`")
+            ctx.store.update_item(
+                item["id"],
+                status="review",
+                payload_update={"review_request": request, "review_draft": clusters, "review_ops": []},
+            )
+            ctx.store.add_event(
+                ctx.run_id,
+                item["id"],
+                "review",
+                "waiting",
+                f"{len(clusters)} coarse skills wait for `skillweave review skills`",
+            )
         decision = interrupt(request)
         if decision.get("action") == "approve" and "skills" not in decision:  # generic `review approve`
             draft = ctx.store.get_item(item["id"])["payload"].get("review_draft", clusters)
             decision = {**decision, "skills": draft, "ops": []}
     if decision.get("action") == "reject":
-        ctx.store.add_review(item["id"], ctx.run_id, decision.get("reviewer") or "unknown", "reject",
-                             decision.get("reason") or "", {"_at": decision.get("at")})
+        ctx.store.add_review(
+            item["id"],
+            ctx.run_id,
+            decision.get("reviewer") or "unknown",
+            "reject",
+            decision.get("reason") or "",
+            {"_at": decision.get("at")},
+        )
         ctx.store.update_item(item["id"], status="rejected", error=f"review: {decision.get('reason')}")
         ctx.store.add_event(ctx.run_id, item["id"], "review", "rejected", decision.get("reason") or "")
         return {"status": "rejected"}
     final = decision["skills"]
     before = {c["name"] for c in clusters}
     after = {c["name"] for c in final}
-    ctx.store.add_review(item["id"], ctx.run_id, decision.get("reviewer") or "unknown",
-                         "edit" if decision.get("ops") else "approve", decision.get("reason") or "",
-                         {"ops": decision.get("ops") or [], "removed": sorted(before - after),
-                          "added": sorted(after - before), "_at": decision.get("at")})
-    ctx.store.update_item(item["id"], status="reviewed", payload_update={
-        "final_clusters": final, "excluded_fine": decision.get("excluded_fine") or []})
-    ctx.store.add_event(ctx.run_id, item["id"], "review", "approved",
-                        f"{decision.get('reviewer')}: {len(final)} coarse skills, {len(decision.get('ops') or [])} edits")
+    ctx.store.add_review(
+        item["id"],
+        ctx.run_id,
+        decision.get("reviewer") or "unknown",
+        "edit" if decision.get("ops") else "approve",
+        decision.get("reason") or "",
+        {
+            "ops": decision.get("ops") or [],
+            "removed": sorted(before - after),
+            "added": sorted(after - before),
+            "_at": decision.get("at"),
+        },
+    )
+    ctx.store.update_item(
+        item["id"],
+        status="reviewed",
+        payload_update={"final_clusters": final, "excluded_fine": decision.get("excluded_fine") or []},
+    )
+    ctx.store.add_event(
+        ctx.run_id,
+        item["id"],
+        "review",
+        "approved",
+        f"{decision.get('reviewer')}: {len(final)} coarse skills, {len(decision.get('ops') or [])} edits",
+    )
     return {"status": "reviewed"}
 
 
@@ -363,24 +489,41 @@ async def relabel_questions(state: ExtractionState, runtime: Runtime[RunContext]
         key = f"{p['subject']}\t{p['fine_skill']}"
         if key in excluded:
             ctx.store.update_item(q["id"], status="excluded", payload_update={"coarse_skill": None})
-            ctx.store.add_event(ctx.run_id, q["id"], "relabel", "excluded", f"reviewer dropped {p['fine_skill']}")
+            ctx.store.add_event(
+                ctx.run_id, q["id"], "relabel", "excluded", f"reviewer dropped {p['fine_skill']}"
+            )
             return
         if key in fine_map and not use_llm:
-            ctx.store.update_item(q["id"], status="relabelled",
-                                  payload_update={"coarse_skill": fine_map[key], "relabel": "map"})
+            ctx.store.update_item(
+                q["id"], status="relabelled", payload_update={"coarse_skill": fine_map[key], "relabel": "map"}
+            )
             return
         options = [c for c in final if c.get("subject") == p["subject"]] or final
-        values = {"question": p["question"], "subject": p["subject"],
-                  "skills": [{"name": c["name"], "definition": c.get("definition") or ""} for c in options]}
+        values = {
+            "question": p["question"],
+            "subject": p["subject"],
+            "skills": [{"name": c["name"], "definition": c.get("definition") or ""} for c in options],
+        }
         try:
-            coarse, reply = await _parsed_call(ctx, q["id"], "relabel", template, values,
-                                               lambda t: parse_choice(t, [c["name"] for c in options]), 48)
+            coarse, reply = await _parsed_call(
+                ctx,
+                q["id"],
+                "relabel",
+                template,
+                values,
+                lambda t: parse_choice(t, [c["name"] for c in options]),
+                48,
+            )
         except (ModelCallError, ParseFailure) as exc:
             ctx.store.update_item(q["id"], status="failed", error=f"relabel: {exc}")
             ctx.store.add_event(ctx.run_id, q["id"], "relabel", "failed", str(exc))
             return
-        ctx.store.update_item(q["id"], status="relabelled", prompt_versions=[ctx.template(template).version],
-                              payload_update={"coarse_skill": coarse, "relabel": "llm", "relabel_call_id": reply.call_id})
+        ctx.store.update_item(
+            q["id"],
+            status="relabelled",
+            prompt_versions=[ctx.template(template).version],
+            payload_update={"coarse_skill": coarse, "relabel": "llm", "relabel_call_id": reply.call_id},
+        )
 
     todo = [q for q in _questions(ctx) if q["status"] == "labelled"]
     await _bounded(ctx, [relabel(q) for q in todo])
@@ -398,26 +541,59 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
         p = q["payload"]
         if q["status"] != "relabelled":
             continue
-        exemplars.append(Exemplar(
-            skill=p["coarse_skill"], question=p["question"], answer=p["solution"] or p["answer"],
-            source_item_id=q["id"],
-            provenance={"question_id": p["question_id"], "subject": p["subject"], "fine_skill": p["fine_skill"],
-                        "final_answer": p["answer"], "label_model": ctx.config["model"], "relabel": p["relabel"],
-                        "label_call_id": p.get("label_call_id"), "relabel_call_id": p.get("relabel_call_id"),
-                        "prompt_versions": q["prompt_versions"] or [label_version]}))
-    skills = [BankSkill(name=c["name"], subject=c.get("subject") or "", definition=c.get("definition") or "",
-                        fine=sorted({m.split("\t", 1)[-1] for m in c["members"]}))
-              for c in final]
-    bank = Bank(skills=skills, exemplars=exemplars, meta={
-        "format": "skillweave", "source": "extract-skills", "run_id": ctx.run_id, "model": ctx.config["model"],
-        "prompt_versions": {k: ctx.template(ctx.config[k]).version
-                            for k in ("label_template", "cluster_template", "relabel_template")}})
+        exemplars.append(
+            Exemplar(
+                skill=p["coarse_skill"],
+                question=p["question"],
+                answer=p["solution"] or p["answer"],
+                source_item_id=q["id"],
+                provenance={
+                    "question_id": p["question_id"],
+                    "subject": p["subject"],
+                    "fine_skill": p["fine_skill"],
+                    "final_answer": p["answer"],
+                    "label_model": ctx.config["model"],
+                    "relabel": p["relabel"],
+                    "label_call_id": p.get("label_call_id"),
+                    "relabel_call_id": p.get("relabel_call_id"),
+                    "prompt_versions": q["prompt_versions"] or [label_version],
+                },
+            )
+        )
+    skills = [
+        BankSkill(
+            name=c["name"],
+            subject=c.get("subject") or "",
+            definition=c.get("definition") or "",
+            fine=sorted({m.split("\t", 1)[-1] for m in c["members"]}),
+        )
+        for c in final
+    ]
+    bank = Bank(
+        skills=skills,
+        exemplars=exemplars,
+        meta={
+            "format": "skillweave",
+            "source": "extract-skills",
+            "run_id": ctx.run_id,
+            "model": ctx.config["model"],
+            "prompt_versions": {
+                k: ctx.template(ctx.config[k]).version
+                for k in ("label_template", "cluster_template", "relabel_template")
+            },
+        },
+    )
     name = ctx.config.get("bank_name") or ctx.run_id
     bank_id = save_bank(ctx.store, bank, name, source=ctx.config.get("dataset") or "")
     ctx.store.link_run_catalog(ctx.run_id, bank_id, "bank")
     ctx.store.update_item(cat_item["id"], status="done", payload_update={"bank_id": bank_id})
-    ctx.store.add_event(ctx.run_id, cat_item["id"], "bank", "done",
-                        f"{bank_id}: {len(skills)} skills, {len(exemplars)} exemplars")
+    ctx.store.add_event(
+        ctx.run_id,
+        cat_item["id"],
+        "bank",
+        "done",
+        f"{bank_id}: {len(skills)} skills, {len(exemplars)} exemplars",
+    )
     return {"status": "done"}
 
 
@@ -432,10 +608,19 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
         pairs: list[tuple[str, str]] = []
         for r in range(int(config.get("proposals", 1))):
             outline, _ = await _parsed_call(
-                ctx, item["id"], f"propose_skills:{r}", config["skills_template"],
-                {"domain": config["domain"], "n_topics": config["n_topics"],
-                 "skills_per_topic": config["skills_per_topic"]}, parse_skill_outline,
-                max_tokens=int(config.get("propose_max_tokens", 2048)), temperature=0.7 if r else None)
+                ctx,
+                item["id"],
+                f"propose_skills:{r}",
+                config["skills_template"],
+                {
+                    "domain": config["domain"],
+                    "n_topics": config["n_topics"],
+                    "skills_per_topic": config["skills_per_topic"],
+                },
+                parse_skill_outline,
+                max_tokens=int(config.get("propose_max_tokens", 2048)),
+                temperature=0.7 if r else None,
+            )
             pairs += outline
 
         def parse_queries(text: str):
@@ -445,9 +630,14 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
             return queries
 
         queries, _ = await _parsed_call(
-            ctx, item["id"], "propose_query_types", config["query_types_template"],
-            {"domain": config["domain"], "n_query_types": config["n_query_types"]}, parse_queries,
-            max_tokens=int(config.get("propose_max_tokens", 2048)))
+            ctx,
+            item["id"],
+            "propose_query_types",
+            config["query_types_template"],
+            {"domain": config["domain"], "n_query_types": config["n_query_types"]},
+            parse_queries,
+            max_tokens=int(config.get("propose_max_tokens", 2048)),
+        )
     except (ModelCallError, ParseFailure) as exc:
         ctx.store.update_item(item["id"], status="failed", error=f"propose: {exc}")
         ctx.store.add_event(ctx.run_id, item["id"], "propose", "failed", str(exc))
@@ -458,11 +648,23 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
         unique_q.setdefault(to_snake_case(q.name), q)
     clusters = [{"name": s["name"], "definition": "", "subject": s["subject"], "members": []} for s in skills]
     versions = [ctx.template(config[k]).version for k in ("skills_template", "query_types_template")]
-    ctx.store.update_item(item["id"], status="clustered", prompt_versions=versions, payload_update={
-        "clusters": clusters, "query_types": query_entries(list(unique_q.values())),
-        "proposed": {"skills": len(pairs), "query_types": len(queries)}})
-    ctx.store.add_event(ctx.run_id, item["id"], "propose", "done",
-                        f"{len(pairs)} skills -> {len(skills)} unique; {len(queries)} query types -> {len(unique_q)} unique")
+    ctx.store.update_item(
+        item["id"],
+        status="clustered",
+        prompt_versions=versions,
+        payload_update={
+            "clusters": clusters,
+            "query_types": query_entries(list(unique_q.values())),
+            "proposed": {"skills": len(pairs), "query_types": len(queries)},
+        },
+    )
+    ctx.store.add_event(
+        ctx.run_id,
+        item["id"],
+        "propose",
+        "done",
+        f"{len(pairs)} skills -> {len(skills)} unique; {len(queries)} query types -> {len(unique_q)} unique",
+    )
     return {"status": "clustered"}
 
 
@@ -472,13 +674,23 @@ async def save_sda_catalogs(state: ExtractionState, runtime: Runtime[RunContext]
     item = ctx.store.get_item(state["catalog_item"])
     p = item["payload"]
     name = ctx.config.get("bank_name") or ctx.run_id
-    skills_id = ctx.store.save_catalog(name, "skills", [
-        {"name": c["name"], "category": c.get("subject") or "", "definition": c.get("definition") or ""}
-        for c in p["final_clusters"]], source=f"extract-skills {ctx.run_id}")
-    queries_id = ctx.store.save_catalog(name, "query_types", p["query_types"], source=f"extract-skills {ctx.run_id}")
+    skills_id = ctx.store.save_catalog(
+        name,
+        "skills",
+        [
+            {"name": c["name"], "category": c.get("subject") or "", "definition": c.get("definition") or ""}
+            for c in p["final_clusters"]
+        ],
+        source=f"extract-skills {ctx.run_id}",
+    )
+    queries_id = ctx.store.save_catalog(
+        name, "query_types", p["query_types"], source=f"extract-skills {ctx.run_id}"
+    )
     ctx.store.link_run_catalog(ctx.run_id, skills_id, "skills")
     ctx.store.link_run_catalog(ctx.run_id, queries_id, "query_types")
-    ctx.store.update_item(item["id"], status="done", payload_update={"skills_id": skills_id, "query_types_id": queries_id})
+    ctx.store.update_item(
+        item["id"], status="done", payload_update={"skills_id": skills_id, "query_types_id": queries_id}
+    )
     ctx.store.add_event(ctx.run_id, item["id"], "catalog", "done", f"{skills_id}, {queries_id}")
     return {"status": "done"}
 
@@ -506,19 +718,42 @@ def run_report(store, run: dict, **_) -> dict:
     payload = cat["payload"] if cat else {}
     statuses = Counter(q["status"] for q in questions)
     clusters = payload.get("final_clusters") or payload.get("clusters") or []
-    per_skill = Counter(q["payload"].get("coarse_skill") for q in questions if q["payload"].get("coarse_skill"))
-    table = [{"skill": c["name"], "subject": c.get("subject") or "", "exemplars": per_skill.get(c["name"], 0),
-              "fine_labels": len(c.get("members") or []), "definition": c.get("definition") or ""} for c in clusters]
-    out = {"columns": ["skill", "subject", "exemplars", "fine_labels", "definition"], "table": table,
-           "status": cat["status"] if cat else None, "questions": dict(statuses),
-           "fine_labels": len({q["payload"].get("fine_skill") for q in questions if q["payload"].get("fine_skill")}),
-           "coarse_skills": len(clusters), "bank_id": payload.get("bank_id"),
-           "skills_id": payload.get("skills_id"), "query_types_id": payload.get("query_types_id")}
-    pairs = [(q["payload"]["coarse_skill"], q["payload"]["true_skill"]) for q in questions
-             if q["payload"].get("coarse_skill") and q["payload"].get("true_skill")]
+    per_skill = Counter(
+        q["payload"].get("coarse_skill") for q in questions if q["payload"].get("coarse_skill")
+    )
+    table = [
+        {
+            "skill": c["name"],
+            "subject": c.get("subject") or "",
+            "exemplars": per_skill.get(c["name"], 0),
+            "fine_labels": len(c.get("members") or []),
+            "definition": c.get("definition") or "",
+        }
+        for c in clusters
+    ]
+    out = {
+        "columns": ["skill", "subject", "exemplars", "fine_labels", "definition"],
+        "table": table,
+        "status": cat["status"] if cat else None,
+        "questions": dict(statuses),
+        "fine_labels": len(
+            {q["payload"].get("fine_skill") for q in questions if q["payload"].get("fine_skill")}
+        ),
+        "coarse_skills": len(clusters),
+        "bank_id": payload.get("bank_id"),
+        "skills_id": payload.get("skills_id"),
+        "query_types_id": payload.get("query_types_id"),
+    }
+    pairs = [
+        (q["payload"]["coarse_skill"], q["payload"]["true_skill"])
+        for q in questions
+        if q["payload"].get("coarse_skill") and q["payload"].get("true_skill")
+    ]
     if pairs:
         out["purity"] = round(_purity(pairs), 4)  # each coarse skill's majority true skill
-        out["inverse_purity"] = round(_purity([(t, c) for c, t in pairs]), 4)  # each true skill's majority coarse
+        out["inverse_purity"] = round(
+            _purity([(t, c) for c, t in pairs]), 4
+        )  # each true skill's majority coarse
     return out
 
 

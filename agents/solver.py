@@ -9,7 +9,8 @@ Design choices
   shown. A pick that does not parse is retried (`parse_retries`) and then falls back to random exemplars,
   recorded as `pick_failed` (never silently counted as a skill pick).
 - `random`: k exemplars drawn uniformly from the whole bank. `fixed`: one seeded draw of k exemplars reused
-  for every question. All draws are seeded by (seed, question id), so runs are reproducible; a bank exemplar
+  for every question. `subject` (topic-based baseline): k random exemplars of skills in the question's subject
+  (the whole bank when the subject has none). All draws are seeded by (seed, question id), so runs are reproducible; a bank exemplar
   whose question is the question being solved is never shown.
 - Defaults: k = 4 (MATH setting; 8 for GSM8K, unverified), greedy decoding, chain-of-thought ending with
   "The answer is X." Matching: the final answer is read from "The answer is", \\boxed{}, "Answer:", else the
@@ -33,7 +34,7 @@ from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import stable_id
 
 KIND = "solve.answer"
-METHODS = ("skill", "random", "fixed")
+METHODS = ("skill", "random", "fixed", "subject")
 
 
 class SolveState(TypedDict, total=False):
@@ -87,7 +88,7 @@ def as_number(text: str) -> Fraction | None:
     if not match:
         return None
     number = match.group(1).replace(",", "").replace(" ", "")
-    rest = t[match.end():].strip().rstrip(".").strip()
+    rest = t[match.end() :].strip().rstrip(".").strip()
     if rest and not re.fullmatch(r"[a-zA-Z%°\s^²]*", rest):  # "3x + 1" is not the number 3
         return None
     try:
@@ -117,12 +118,26 @@ def parse_verdict(text: str) -> bool:
 
 
 # ---- exemplar choice ----------------------------------------------------------------------------------
-def choose_exemplars(bank: Bank, method: str, question: str, question_id: str, k: int, seed: int,
-                     skill: str | None = None) -> list[int]:
+def choose_exemplars(
+    bank: Bank,
+    method: str,
+    question: str,
+    question_id: str,
+    k: int,
+    seed: int,
+    skill: str | None = None,
+    subject: str | None = None,
+) -> list[int]:
     """Indices into `bank.exemplars` for one question (never the question itself)."""
     pool = [i for i, x in enumerate(bank.exemplars) if x.question != question]
+    if method == "subject":  # topic-based baseline: exemplars of the question's subject
+        subjects = {s.name: s.subject for s in bank.skills}
+        same = [i for i in pool if subjects.get(bank.exemplars[i].skill) == subject]
+        pool = same or pool
     if method == "fixed":
-        fixed = random.Random(f"fixed:{seed}").sample(range(len(bank.exemplars)), min(len(bank.exemplars), k + 1))
+        fixed = random.Random(f"fixed:{seed}").sample(
+            range(len(bank.exemplars)), min(len(bank.exemplars), k + 1)
+        )
         return [i for i in fixed if bank.exemplars[i].question != question][:k]
     rng = random.Random(f"{method}:{seed}:{question_id}")
     if method == "skill" and skill is not None:
@@ -147,11 +162,22 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     entries = store.get_catalog(config["dataset_catalog"])["entries"]
     for m, method in enumerate(config["methods"]):
         for i, e in enumerate(entries):
-            item_id = store.ensure_item(ctx.run_id, KIND, i, m, topic=e["category"] or "",
-                                        skills=[e["extra"].get("skill")] if e["extra"].get("skill") else [],
-                                        payload={"method": method, "question_id": e["name"], "question": e["definition"],
-                                                 "answer": e["example"] or "", "subject": e["category"] or "",
-                                                 "true_skill": e["extra"].get("skill")})
+            item_id = store.ensure_item(
+                ctx.run_id,
+                KIND,
+                i,
+                m,
+                topic=e["category"] or "",
+                skills=[e["extra"].get("skill")] if e["extra"].get("skill") else [],
+                payload={
+                    "method": method,
+                    "question_id": e["name"],
+                    "question": e["definition"],
+                    "answer": e["example"] or "",
+                    "subject": e["category"] or "",
+                    "true_skill": e["extra"].get("skill"),
+                },
+            )
             threads.append(ThreadSpec(f"{ctx.run_id}:{i}:{method}", {"item_id": item_id}))
     return threads
 
@@ -174,14 +200,25 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     if config.get("skill_list") == "subject" and p["subject"]:
         options = [s for s in bank.skills if s.subject == p["subject"]] or bank.skills
     names = [s.name for s in options]
-    values = {"question": p["question"], "skills": [{"name": s.name, "definition": s.definition} for s in options]}
+    values = {
+        "question": p["question"],
+        "skills": [{"name": s.name, "definition": s.definition} for s in options],
+    }
     template = config["pick_template"]
     errors = []
     for attempt in range(int(config.get("parse_retries", 1)) + 1):
         try:
-            reply = await call_template(ctx, item_id=item["id"], role="pick_skill", template=template, values=values,
-                                        model=config["model"], temperature=0.0 if attempt == 0 else 0.7,
-                                        max_tokens=32, key=(attempt,) if attempt else ())
+            reply = await call_template(
+                ctx,
+                item_id=item["id"],
+                role="pick_skill",
+                template=template,
+                values=values,
+                model=config["model"],
+                temperature=0.0 if attempt == 0 else 0.7,
+                max_tokens=32,
+                key=(attempt,) if attempt else (),
+            )
         except ModelCallError as exc:
             return await _fail(ctx, item["id"], "pick_skill", exc)
         try:
@@ -190,12 +227,20 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             errors.append(str(exc))
             ctx.store.add_event(ctx.run_id, item["id"], "pick_skill", "parse_failed", str(exc))
             continue
-        ctx.store.update_item(item["id"], prompt_versions=[ctx.template(template).version],
-                              payload_update={"picked_skill": skill, "pick_call_id": reply.call_id})
+        ctx.store.update_item(
+            item["id"],
+            prompt_versions=[ctx.template(template).version],
+            payload_update={"picked_skill": skill, "pick_call_id": reply.call_id},
+        )
         return {"status": "picked"}
-    ctx.store.update_item(item["id"], prompt_versions=[ctx.template(template).version],
-                          payload_update={"picked_skill": None, "pick_failed": errors[-1]})
-    ctx.store.add_event(ctx.run_id, item["id"], "pick_skill", "pick_failed", "falling back to random exemplars")
+    ctx.store.update_item(
+        item["id"],
+        prompt_versions=[ctx.template(template).version],
+        payload_update={"picked_skill": None, "pick_failed": errors[-1]},
+    )
+    ctx.store.add_event(
+        ctx.run_id, item["id"], "pick_skill", "pick_failed", "falling back to random exemplars"
+    )
     return {"status": "picked"}
 
 
@@ -208,30 +253,59 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     method = p["method"]
     skill = p.get("picked_skill")
     retrieval = "random" if method == "skill" and skill is None else method
-    chosen = choose_exemplars(bank, retrieval, p["question"], p["question_id"], int(config["k"]), int(config["seed"]),
-                              skill=skill)
+    chosen = choose_exemplars(
+        bank,
+        retrieval,
+        p["question"],
+        p["question_id"],
+        int(config["k"]),
+        int(config["seed"]),
+        skill=skill,
+        subject=p["subject"],
+    )
     exemplars = [{"question": bank.exemplars[i].question, "answer": bank.exemplars[i].answer} for i in chosen]
     template = config["solve_template"]
     try:
-        reply = await call_template(ctx, item_id=item["id"], role="solver", template=template,
-                                    values={"question": p["question"], "exemplars": exemplars}, model=config["model"],
-                                    temperature=float(config.get("temperature", 0.0)),
-                                    max_tokens=int(config.get("max_tokens", 384)))
+        reply = await call_template(
+            ctx,
+            item_id=item["id"],
+            role="solver",
+            template=template,
+            values={"question": p["question"], "exemplars": exemplars},
+            model=config["model"],
+            temperature=float(config.get("temperature", 0.0)),
+            max_tokens=int(config.get("max_tokens", 384)),
+        )
     except ModelCallError as exc:
         return await _fail(ctx, item["id"], "solve", exc)
     predicted = extract_final_answer(reply.text)
     correct = answers_match(predicted, p["answer"])
     versions = [ctx.template(template).version]
-    ctx.store.add_grade(item["id"], ctx.run_id, 0, call_id=reply.call_id, judge="match", raw=predicted,
-                        points=[int(correct)], score=float(correct), parse_status="ok" if predicted else "no_answer")
+    ctx.store.add_grade(
+        item["id"],
+        ctx.run_id,
+        0,
+        call_id=reply.call_id,
+        judge="match",
+        raw=predicted,
+        points=[int(correct)],
+        score=float(correct),
+        parse_status="ok" if predicted else "no_answer",
+    )
     judged = None
     if config.get("judge"):
         judge_template = config["judge_template"]
         try:
-            jreply = await call_template(ctx, item_id=item["id"], role="judge", template=judge_template,
-                                         values={"question": p["question"], "reference": p["answer"],
-                                                 "response": reply.text},
-                                         model=config["judge"], temperature=0.0, max_tokens=16)
+            jreply = await call_template(
+                ctx,
+                item_id=item["id"],
+                role="judge",
+                template=judge_template,
+                values={"question": p["question"], "reference": p["answer"], "response": reply.text},
+                model=config["judge"],
+                temperature=0.0,
+                max_tokens=16,
+            )
             judged = parse_verdict(jreply.text)
             status = "ok"
         except ModelCallError as exc:
@@ -239,14 +313,37 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
         except ParseFailure as exc:
             status = "parse_failed"
             ctx.store.add_event(ctx.run_id, item["id"], "judge", "parse_failed", str(exc))
-        ctx.store.add_grade(item["id"], ctx.run_id, 1, call_id=jreply.call_id, judge=config["judge"], raw=jreply.text,
-                            points=[int(bool(judged))], score=float(bool(judged)), parse_status=status)
+        ctx.store.add_grade(
+            item["id"],
+            ctx.run_id,
+            1,
+            call_id=jreply.call_id,
+            judge=config["judge"],
+            raw=jreply.text,
+            points=[int(bool(judged))],
+            score=float(bool(judged)),
+            parse_status=status,
+        )
         versions.append(ctx.template(judge_template).version)
-    ctx.store.update_item(item["id"], status="done", prompt_versions=versions, payload_update={
-        "retrieval": retrieval, "exemplar_indices": chosen, "bank_catalog": config["bank_catalog"],
-        "exemplar_skills": [bank.exemplars[i].skill for i in chosen], "response": reply.text,
-        "predicted": predicted, "correct": correct, "judge_correct": judged, "solve_call_id": reply.call_id})
-    ctx.store.add_event(ctx.run_id, item["id"], "solve", "done", f"{method}: {predicted!r} vs {p['answer']!r}")
+    ctx.store.update_item(
+        item["id"],
+        status="done",
+        prompt_versions=versions,
+        payload_update={
+            "retrieval": retrieval,
+            "exemplar_indices": chosen,
+            "bank_catalog": config["bank_catalog"],
+            "exemplar_skills": [bank.exemplars[i].skill for i in chosen],
+            "response": reply.text,
+            "predicted": predicted,
+            "correct": correct,
+            "judge_correct": judged,
+            "solve_call_id": reply.call_id,
+        },
+    )
+    ctx.store.add_event(
+        ctx.run_id, item["id"], "solve", "done", f"{method}: {predicted!r} vs {p['answer']!r}"
+    )
     return {"status": "done"}
 
 
@@ -271,7 +368,9 @@ def run_report(store, run: dict, **_) -> dict:
         if item["status"] != "done":
             failed[method] = failed.get(method, 0) + 1
             continue
-        ok = int(bool(p["judge_correct"] if use_judge and p.get("judge_correct") is not None else p["correct"]))
+        ok = int(
+            bool(p["judge_correct"] if use_judge and p.get("judge_correct") is not None else p["correct"])
+        )
         skill = p.get("true_skill") or p.get("picked_skill") or "(none)"
         groups.setdefault((method, "ALL"), []).append(ok)
         groups.setdefault((method, skill), []).append(ok)
@@ -279,26 +378,52 @@ def run_report(store, run: dict, **_) -> dict:
             picks.setdefault("ALL", []).append(int(p.get("picked_skill") == p["true_skill"]))
     order = {m: i for i, m in enumerate(run["config"].get("methods", METHODS))}
     table = []
-    for (method, skill), oks in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1] != "ALL",
-                                                                          kv[0][1])):
+    for (method, skill), oks in sorted(
+        groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1] != "ALL", kv[0][1])
+    ):
         acc = sum(oks) / len(oks)
-        table.append({"method": method, "skill": skill, "n": len(oks), "correct": sum(oks),
-                      "accuracy": round(acc, 4), "ci95": round(_ci(acc, len(oks)), 4),
-                      "failed": failed.get(method, 0) if skill == "ALL" else ""})
-    summary = {r["method"]: {"accuracy": r["accuracy"], "ci95": r["ci95"], "n": r["n"]} for r in table
-               if r["skill"] == "ALL"}
-    pick = {"n": len(picks.get("ALL", [])), "accuracy": round(sum(picks["ALL"]) / len(picks["ALL"]), 4)} \
-        if picks.get("ALL") else None
-    return {"columns": ["method", "skill", "n", "correct", "accuracy", "ci95", "failed"], "table": table,
-            "summary": summary, "skill_pick": pick, "graded_by": run["config"].get("judge") or "match"}
+        table.append(
+            {
+                "method": method,
+                "skill": skill,
+                "n": len(oks),
+                "correct": sum(oks),
+                "accuracy": round(acc, 4),
+                "ci95": round(_ci(acc, len(oks)), 4),
+                "failed": failed.get(method, 0) if skill == "ALL" else "",
+            }
+        )
+    summary = {
+        r["method"]: {"accuracy": r["accuracy"], "ci95": r["ci95"], "n": r["n"]}
+        for r in table
+        if r["skill"] == "ALL"
+    }
+    pick = (
+        {"n": len(picks.get("ALL", [])), "accuracy": round(sum(picks["ALL"]) / len(picks["ALL"]), 4)}
+        if picks.get("ALL")
+        else None
+    )
+    return {
+        "columns": ["method", "skill", "n", "correct", "accuracy", "ci95", "failed"],
+        "table": table,
+        "summary": summary,
+        "skill_pick": pick,
+        "graded_by": run["config"].get("judge") or "match",
+    }
 
 
 def dataset_entries(questions: list[dict]) -> list[dict]:
     """Question rows -> `questions` catalog entries (name = id, category = subject, question, answer)."""
-    return [{"name": str(q["id"]), "category": q.get("subject") or "", "definition": q["question"],
-             "example": str(q.get("answer") or ""),
-             "extra": {k: v for k, v in q.items() if k not in ("id", "subject", "question", "answer")}}
-            for q in questions]
+    return [
+        {
+            "name": str(q["id"]),
+            "category": q.get("subject") or "",
+            "definition": q["question"],
+            "example": str(q.get("answer") or ""),
+            "extra": {k: v for k, v in q.items() if k not in ("id", "subject", "question", "answer")},
+        }
+        for q in questions
+    ]
 
 
 def dataset_key(questions: list[dict]) -> str:

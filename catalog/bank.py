@@ -77,8 +77,16 @@ class Bank:
 
     def summary(self) -> list[dict]:
         counts = self.by_skill()
-        return [{"skill": s.name, "subject": s.subject, "exemplars": len(counts.get(s.name, [])),
-                 "fine_labels": len(s.fine), "definition": s.definition} for s in self.skills]
+        return [
+            {
+                "skill": s.name,
+                "subject": s.subject,
+                "exemplars": len(counts.get(s.name, [])),
+                "fine_labels": len(s.fine),
+                "definition": s.definition,
+            }
+            for s in self.skills
+        ]
 
 
 # ---- AdaptMI JSON ------------------------------------------------------------------------------------
@@ -86,7 +94,9 @@ def bank_from_adaptmi(data: Any, *, source: str = "") -> Bank:
     """Parse an AdaptMI bank object; raises UsageError naming what is wrong."""
     where = f" in '{source}'" if source else ""
     if not isinstance(data, dict) or "skill_dict" not in data and "skills" not in data:
-        raise UsageError(f"not an AdaptMI skill bank{where}: expected an object with 'skills' and 'skill_dict'")
+        raise UsageError(
+            f"not an AdaptMI skill bank{where}: expected an object with 'skills' and 'skill_dict'"
+        )
     names = data.get("skills") or []
     skill_dict = data.get("skill_dict") or {}
     example_nums = data.get("example_nums") or {}
@@ -118,8 +128,9 @@ def bank_from_adaptmi(data: Any, *, source: str = "") -> Bank:
             missing = [k for k in _CORE_EXEMPLAR_KEYS if k not in row]
             if missing or list(row)[:2] != list(_CORE_EXEMPLAR_KEYS):
                 fields["_keys"] = list(row)  # exact key order / absent keys, restored on export
-            exemplars.append(Exemplar(skill=name, question=row.get("question"), answer=row.get("answer"),
-                                      fields=fields))
+            exemplars.append(
+                Exemplar(skill=name, question=row.get("question"), answer=row.get("answer"), fields=fields)
+            )
     meta = {"format": "adaptmi"}
     other = {k: v for k, v in data.items() if k not in ("skills", "example_nums", "skill_dict")}
     if other:
@@ -179,8 +190,11 @@ def read_bank_json(path: str | Path) -> Bank:
 
 def write_bank_json(bank: Bank, path: str | Path, *, include_provenance: bool = False) -> Path:
     path = Path(path)
-    path.write_text(json.dumps(bank_to_adaptmi(bank, include_provenance=include_provenance), ensure_ascii=False,
-                               indent=2) + "\n", encoding="utf-8")
+    path.write_text(
+        json.dumps(bank_to_adaptmi(bank, include_provenance=include_provenance), ensure_ascii=False, indent=2)
+        + "\n",
+        encoding="utf-8",
+    )
     return path
 
 
@@ -202,17 +216,33 @@ def save_bank(store, bank: Bank, name: str, *, source: str = "") -> str:
         extra = {**s.extra, "listed": s.listed}
         if s.example_num is not None:
             extra["example_num"] = s.example_num
-        entries.append({"name": s.name, "category": s.subject, "definition": s.definition, "status": "coarse",
-                        "extra": extra})
+        entries.append(
+            {
+                "name": s.name,
+                "category": s.subject,
+                "definition": s.definition,
+                "status": "coarse",
+                "extra": extra,
+            }
+        )
         for fine in s.fine:
             entries.append({"name": fine, "category": s.subject, "status": "fine", "parent": s.name})
     exemplars = [
-        {"skill": x.skill, "question": x.question, "answer": x.answer, "source_item_id": x.source_item_id,
-         "extra": {**({"fields": x.fields} if x.fields else {}),
-                   **({"provenance": x.provenance} if x.provenance else {})}}
+        {
+            "skill": x.skill,
+            "question": x.question,
+            "answer": x.answer,
+            "source_item_id": x.source_item_id,
+            "extra": {
+                **({"fields": x.fields} if x.fields else {}),
+                **({"provenance": x.provenance} if x.provenance else {}),
+            },
+        }
         for x in bank.exemplars
     ]
-    catalog_id = store.save_catalog(name, BANK_KIND, entries, source=source, meta=bank.meta, exemplars=exemplars)
+    catalog_id = store.save_catalog(
+        name, BANK_KIND, entries, source=source, meta=bank.meta, exemplars=exemplars
+    )
     bank.catalog_id, bank.name = catalog_id, name
     return catalog_id
 
@@ -231,18 +261,34 @@ def bank_from_catalog(catalog: dict) -> Bank:
         extra = dict(e["extra"])
         listed = extra.pop("listed", True)
         example_num = extra.pop("example_num", None)
-        skill = BankSkill(name=e["name"], subject=e["category"] or "", definition=e["definition"] or "",
-                          example_num=example_num, listed=listed, extra=extra)
+        skill = BankSkill(
+            name=e["name"],
+            subject=e["category"] or "",
+            definition=e["definition"] or "",
+            example_num=example_num,
+            listed=listed,
+            extra=extra,
+        )
         skills.append(skill)
         by_name.setdefault(skill.name, skill)
     exemplars = [
-        Exemplar(skill=x["skill"], question=x["question"], answer=x["answer"],
-                 fields=x["extra"].get("fields", {}), provenance=x["extra"].get("provenance", {}),
-                 source_item_id=x["source_item_id"])
+        Exemplar(
+            skill=x["skill"],
+            question=x["question"],
+            answer=x["answer"],
+            fields=x["extra"].get("fields", {}),
+            provenance=x["extra"].get("provenance", {}),
+            source_item_id=x["source_item_id"],
+        )
         for x in catalog["exemplars"]
     ]
-    return Bank(skills=skills, exemplars=exemplars, meta=catalog["meta"], catalog_id=catalog["id"],
-                name=catalog["name"])
+    return Bank(
+        skills=skills,
+        exemplars=exemplars,
+        meta=catalog["meta"],
+        catalog_id=catalog["id"],
+        name=catalog["name"],
+    )
 
 
 def list_banks(store) -> list[dict]:
@@ -251,8 +297,16 @@ def list_banks(store) -> list[dict]:
     for r in rows:
         n_skills = store.db["catalog_entries"].count_where("catalog_id = ? and status = 'coarse'", [r["id"]])
         n_ex = store.db["exemplars"].count_where("catalog_id = ?", [r["id"]])
-        out.append({"id": r["id"], "name": r["name"], "skills": n_skills, "exemplars": n_ex, "source": r["source"],
-                    "created_at": r["created_at"]})
+        out.append(
+            {
+                "id": r["id"],
+                "name": r["name"],
+                "skills": n_skills,
+                "exemplars": n_ex,
+                "source": r["source"],
+                "created_at": r["created_at"],
+            }
+        )
     return out
 
 
@@ -263,14 +317,19 @@ def load_bank(store, ref: str) -> Bank:
     if store is not None:
         if store.db["catalogs"].count_where("id = ?", [ref]):
             return bank_from_catalog(store.get_catalog(ref))
-        rows = list(store.db["catalogs"].rows_where("kind = ? and name = ?", [BANK_KIND, ref],
-                                                    order_by="created_at desc", limit=1))
+        rows = list(
+            store.db["catalogs"].rows_where(
+                "kind = ? and name = ?", [BANK_KIND, ref], order_by="created_at desc", limit=1
+            )
+        )
         if rows:
             return bank_from_catalog(store.get_catalog(rows[0]["id"]))
     if Path(ref).suffix == ".json" or Path(ref).is_file():
         return read_bank_json(ref)
-    raise NotFound(f"no skill bank '{ref}': pass 'bundled', a bank JSON file, or a stored bank id/name "
-                   "(`skillweave skills list` shows them)")
+    raise NotFound(
+        f"no skill bank '{ref}': pass 'bundled', a bank JSON file, or a stored bank id/name "
+        "(`skillweave skills list` shows them)"
+    )
 
 
 # ---- the bundled bank ----------------------------------------------------------------------------------
@@ -278,10 +337,22 @@ def bundled_bank(split: str = "train") -> Bank:
     """The bank of the bundled math set's true skills, from its `split` questions (train by default)."""
     from skillweave.catalog.mathdata import SKILLS, bundled_questions
 
-    skills = [BankSkill(name=name, subject=subject, definition=definition)
-              for name, (subject, definition) in SKILLS.items()]
-    exemplars = [Exemplar(skill=q["skill"], question=q["question"], answer=q["solution"],
-                          provenance={"source": "bundled", "question_id": q["id"], "final_answer": q["answer"]})
-                 for q in bundled_questions(split)]
-    return Bank(skills=skills, exemplars=exemplars, meta={"format": "skillweave", "source": "bundled",
-                                                          "split": split}, name="bundled")
+    skills = [
+        BankSkill(name=name, subject=subject, definition=definition)
+        for name, (subject, definition) in SKILLS.items()
+    ]
+    exemplars = [
+        Exemplar(
+            skill=q["skill"],
+            question=q["question"],
+            answer=q["solution"],
+            provenance={"source": "bundled", "question_id": q["id"], "final_answer": q["answer"]},
+        )
+        for q in bundled_questions(split)
+    ]
+    return Bank(
+        skills=skills,
+        exemplars=exemplars,
+        meta={"format": "skillweave", "source": "bundled", "split": split},
+        name="bundled",
+    )

@@ -37,7 +37,10 @@ BANK_PER_SKILL = 4
 SKILLS: dict[str, tuple[str, str]] = {
     "percentage": ("prealgebra", "Compute a percent of a quantity or a percent change."),
     "ratio_proportion": ("prealgebra", "Split or scale quantities in a given ratio."),
-    "order_of_operations": ("prealgebra", "Evaluate an arithmetic expression respecting operator precedence."),
+    "order_of_operations": (
+        "prealgebra",
+        "Evaluate an arithmetic expression respecting operator precedence.",
+    ),
     "linear_equations": ("algebra", "Solve a linear equation in one unknown."),
     "systems_of_linear_equations": ("algebra", "Solve two linear equations in two unknowns."),
     "quadratic_equations": ("algebra", "Find roots of a quadratic by factoring or Vieta's formulas."),
@@ -49,7 +52,10 @@ SKILLS: dict[str, tuple[str, str]] = {
     "angle_sum": ("geometry", "Use the angle sums of triangles and polygons."),
     "combinations": ("counting_and_probability", "Count unordered selections (binomial coefficients)."),
     "permutations": ("counting_and_probability", "Count ordered arrangements."),
-    "basic_probability": ("counting_and_probability", "Compute probabilities as favourable over total outcomes."),
+    "basic_probability": (
+        "counting_and_probability",
+        "Compute probabilities as favourable over total outcomes.",
+    ),
 }
 
 
@@ -82,7 +88,7 @@ def _ratio(r: random.Random):
     while math.gcd(a, b) != 1 or a == b:
         a, b = r.randrange(1, 6), r.randrange(2, 8)
     total = (a + b) * unit
-    q = (f"Alice and Bob share {total} marbles in the ratio {a}:{b}. How many marbles does Bob get?")
+    q = f"Alice and Bob share {total} marbles in the ratio {a}:{b}. How many marbles does Bob get?"
     ans = b * unit
     sol = f"There are {a}+{b} = {a + b} parts, each worth {total}/{a + b} = {unit}, so Bob gets {b}*{unit} = {ans}."
     ok = Fraction(total - ans, ans) == Fraction(a, b)
@@ -112,7 +118,9 @@ def _system(r: random.Random):
     x, y = r.randrange(-5, 10), r.randrange(-5, 10)
     s, d = x + y, x - y
     q = f"If x + y = {s} and x - y = {d}, what is the value of x * y?"
-    sol = f"Adding the equations gives 2x = {s + d}, so x = {x}; then y = {s} - {x} = {y}, and x * y = {x * y}."
+    sol = (
+        f"Adding the equations gives 2x = {s + d}, so x = {x}; then y = {s} - {x} = {y}, and x * y = {x * y}."
+    )
     ok = (x + y == s) and (x - y == d)
     return q, str(x * y), sol, ok
 
@@ -137,12 +145,20 @@ def _gcd_lcm(r: random.Random):
     if r.random() < 0.5:
         ans = math.gcd(a, b)
         brute = max(d for d in range(1, min(a, b) + 1) if a % d == 0 and b % d == 0)
-        return (f"What is the greatest common divisor of {a} and {b}?", str(ans),
-                f"The common divisors of {a} and {b} are bounded by the Euclidean algorithm result {ans}.", ans == brute)
+        return (
+            f"What is the greatest common divisor of {a} and {b}?",
+            str(ans),
+            f"The common divisors of {a} and {b} are bounded by the Euclidean algorithm result {ans}.",
+            ans == brute,
+        )
     ans = a * b // math.gcd(a, b)
     brute = next(m for m in range(max(a, b), a * b + 1) if m % a == 0 and m % b == 0)
-    return (f"What is the least common multiple of {a} and {b}?", str(ans),
-            f"lcm = {a} * {b} / gcd({a}, {b}) = {a * b} / {math.gcd(a, b)} = {ans}.", ans == brute)
+    return (
+        f"What is the least common multiple of {a} and {b}?",
+        str(ans),
+        f"lcm = {a} * {b} / gcd({a}, {b}) = {a * b} / {math.gcd(a, b)} = {ans}.",
+        ans == brute,
+    )
 
 
 def _modular(r: random.Random):
@@ -150,7 +166,7 @@ def _modular(r: random.Random):
     ans = pow(base, exp, m)
     q = f"What is the remainder when {base}^{exp} is divided by {m}?"
     sol = f"Reduce powers of {base} modulo {m} step by step; {base}^{exp} mod {m} = {ans}."
-    return q, str(ans), sol, (base ** exp) % m == ans
+    return q, str(ans), sol, (base**exp) % m == ans
 
 
 def _base(r: random.Random):
@@ -161,7 +177,11 @@ def _base(r: random.Random):
         k //= b
     rep = "".join(reversed(digits))
     q = f"Convert the base-{b} number {rep}_{b} to base 10."
-    sol = f"Expand by powers of {b}: " + " + ".join(f"{d}*{b}^{i}" for i, d in enumerate(reversed(rep))) + f" = {n}."
+    sol = (
+        f"Expand by powers of {b}: "
+        + " + ".join(f"{d}*{b}^{i}" for i, d in enumerate(reversed(rep)))
+        + f" = {n}."
+    )
     return q, str(n), sol, int(rep, b) == n
 
 
@@ -172,37 +192,64 @@ def _pythagoras(r: random.Random):
     k = r.randrange(1, 4)
     a, b, c = k * (m * m - n * n), k * 2 * m * n, k * (m * m + n * n)
     if r.random() < 0.5:
-        return (f"A right triangle has legs of length {a} and {b}. How long is its hypotenuse?", str(c),
-                f"c = sqrt({a}^2 + {b}^2) = sqrt({a * a + b * b}) = {c}.", a * a + b * b == c * c)
-    return (f"A right triangle has hypotenuse {c} and one leg {a}. How long is the other leg?", str(b),
-            f"b = sqrt({c}^2 - {a}^2) = sqrt({c * c - a * a}) = {b}.", a * a + b * b == c * c)
+        return (
+            f"A right triangle has legs of length {a} and {b}. How long is its hypotenuse?",
+            str(c),
+            f"c = sqrt({a}^2 + {b}^2) = sqrt({a * a + b * b}) = {c}.",
+            a * a + b * b == c * c,
+        )
+    return (
+        f"A right triangle has hypotenuse {c} and one leg {a}. How long is the other leg?",
+        str(b),
+        f"b = sqrt({c}^2 - {a}^2) = sqrt({c * c - a * a}) = {b}.",
+        a * a + b * b == c * c,
+    )
 
 
 def _area(r: random.Random):
     w, h = r.randrange(2, 20), r.randrange(2, 20)
     kind = r.choice(["area", "perimeter", "triangle"])
     if kind == "area":
-        return (f"A rectangle is {w} cm wide and {h} cm tall. What is its area in square cm?", str(w * h),
-                f"Area = width * height = {w} * {h} = {w * h}.", sum(h for _ in range(w)) == w * h)
+        return (
+            f"A rectangle is {w} cm wide and {h} cm tall. What is its area in square cm?",
+            str(w * h),
+            f"Area = width * height = {w} * {h} = {w * h}.",
+            sum(h for _ in range(w)) == w * h,
+        )
     if kind == "perimeter":
-        return (f"A rectangle is {w} cm wide and {h} cm tall. What is its perimeter in cm?", str(2 * (w + h)),
-                f"Perimeter = 2 * ({w} + {h}) = {2 * (w + h)}.", w + h + w + h == 2 * (w + h))
+        return (
+            f"A rectangle is {w} cm wide and {h} cm tall. What is its perimeter in cm?",
+            str(2 * (w + h)),
+            f"Perimeter = 2 * ({w} + {h}) = {2 * (w + h)}.",
+            w + h + w + h == 2 * (w + h),
+        )
     w = w + (w % 2)
-    return (f"A triangle has base {w} and height {h}. What is its area?", str(w * h // 2),
-            f"Area = base * height / 2 = {w} * {h} / 2 = {w * h // 2}.", Fraction(w * h, 2) == w * h // 2)
+    return (
+        f"A triangle has base {w} and height {h}. What is its area?",
+        str(w * h // 2),
+        f"Area = base * height / 2 = {w} * {h} / 2 = {w * h // 2}.",
+        Fraction(w * h, 2) == w * h // 2,
+    )
 
 
 def _angles(r: random.Random):
     if r.random() < 0.5:
         a, b = r.randrange(20, 80), r.randrange(20, 80)
         ans = 180 - a - b
-        return (f"Two angles of a triangle measure {a} and {b} degrees. What is the third angle in degrees?",
-                str(ans), f"The angles of a triangle sum to 180, so 180 - {a} - {b} = {ans}.", a + b + ans == 180)
+        return (
+            f"Two angles of a triangle measure {a} and {b} degrees. What is the third angle in degrees?",
+            str(ans),
+            f"The angles of a triangle sum to 180, so 180 - {a} - {b} = {ans}.",
+            a + b + ans == 180,
+        )
     n = r.randrange(5, 13)
     ans = Fraction(180 * (n - 2), n)
-    return (f"What is the measure in degrees of each interior angle of a regular polygon with {n} sides?",
-            _frac(ans), f"The interior angles sum to 180*({n}-2) = {180 * (n - 2)}; divided by {n} gives {_frac(ans)}.",
-            ans * n + 360 == 180 * n)
+    return (
+        f"What is the measure in degrees of each interior angle of a regular polygon with {n} sides?",
+        _frac(ans),
+        f"The interior angles sum to 180*({n}-2) = {180 * (n - 2)}; divided by {n} gives {_frac(ans)}.",
+        ans * n + 360 == 180 * n,
+    )
 
 
 def _combinations(r: random.Random):
@@ -225,29 +272,47 @@ def _probability(r: random.Random):
     if r.random() < 0.5:
         red, blue = r.randrange(1, 10), r.randrange(1, 10)
         ans = Fraction(red, red + blue)
-        return (f"A bag has {red} red and {blue} blue marbles. One marble is drawn at random. What is the "
-                f"probability that it is red? Give a fraction in lowest terms.", _frac(ans),
-                f"There are {red + blue} marbles and {red} are red, so the probability is {red}/{red + blue} = {_frac(ans)}.",
-                Fraction(sum(1 for m in range(red + blue) if m < red), red + blue) == ans)
+        return (
+            f"A bag has {red} red and {blue} blue marbles. One marble is drawn at random. What is the "
+            f"probability that it is red? Give a fraction in lowest terms.",
+            _frac(ans),
+            f"There are {red + blue} marbles and {red} are red, so the probability is {red}/{red + blue} = {_frac(ans)}.",
+            Fraction(sum(1 for m in range(red + blue) if m < red), red + blue) == ans,
+        )
     target = r.randrange(3, 12)
     hits = sum(1 for a in range(1, 7) for b in range(1, 7) if a + b == target)
     ans = Fraction(hits, 36)
-    return (f"Two fair six-sided dice are rolled. What is the probability that the sum is {target}? "
-            f"Give a fraction in lowest terms.", _frac(ans),
-            f"Of the 36 equally likely outcomes, {hits} give a sum of {target}, so the probability is {_frac(ans)}.",
-            hits == 6 - abs(target - 7))
+    return (
+        f"Two fair six-sided dice are rolled. What is the probability that the sum is {target}? "
+        f"Give a fraction in lowest terms.",
+        _frac(ans),
+        f"Of the 36 equally likely outcomes, {hits} give a sum of {target}, so the probability is {_frac(ans)}.",
+        hits == 6 - abs(target - 7),
+    )
 
 
 GENERATORS: dict[str, Gen] = {
-    "percentage": _percentage, "ratio_proportion": _ratio, "order_of_operations": _order_ops,
-    "linear_equations": _linear, "systems_of_linear_equations": _system, "quadratic_equations": _quadratic,
-    "gcd_lcm": _gcd_lcm, "modular_arithmetic": _modular, "base_conversion": _base,
-    "pythagorean_theorem": _pythagoras, "area_perimeter": _area, "angle_sum": _angles,
-    "combinations": _combinations, "permutations": _permutations, "basic_probability": _probability,
+    "percentage": _percentage,
+    "ratio_proportion": _ratio,
+    "order_of_operations": _order_ops,
+    "linear_equations": _linear,
+    "systems_of_linear_equations": _system,
+    "quadratic_equations": _quadratic,
+    "gcd_lcm": _gcd_lcm,
+    "modular_arithmetic": _modular,
+    "base_conversion": _base,
+    "pythagorean_theorem": _pythagoras,
+    "area_perimeter": _area,
+    "angle_sum": _angles,
+    "combinations": _combinations,
+    "permutations": _permutations,
+    "basic_probability": _probability,
 }
 
 
-def generate_questions(seed: int = SEED, per_skill: int = PER_SKILL, bank_per_skill: int = BANK_PER_SKILL) -> list[dict]:
+def generate_questions(
+    seed: int = SEED, per_skill: int = PER_SKILL, bank_per_skill: int = BANK_PER_SKILL
+) -> list[dict]:
     """Seeded questions, `per_skill` distinct ones per skill, each verified; raises if a check ever fails."""
     rng = random.Random(seed)
     rows: list[dict] = []
@@ -266,11 +331,17 @@ def generate_questions(seed: int = SEED, per_skill: int = PER_SKILL, bank_per_sk
                 continue
             seen.add(question)
             index = len(seen) - 1
-            rows.append({
-                "id": f"{skill}-{index}", "subject": subject, "skill": skill, "question": question,
-                "answer": answer, "solution": f"{solution} The answer is {answer}.",
-                "split": "train" if index < bank_per_skill else "test",
-            })
+            rows.append(
+                {
+                    "id": f"{skill}-{index}",
+                    "subject": subject,
+                    "skill": skill,
+                    "question": question,
+                    "answer": answer,
+                    "solution": f"{solution} The answer is {answer}.",
+                    "split": "train" if index < bank_per_skill else "test",
+                }
+            )
     return rows
 
 
@@ -318,8 +389,12 @@ def load_questions(path: str | Path, split: str | None = None) -> list[dict]:
     for i, row in enumerate(rows):
         if not str(row.get("question") or "").strip():
             raise UsageError(f"dataset '{path}' row {i + 1} has an empty question")
-        row = {**row, "id": str(row.get("id") or i), "answer": "" if row.get("answer") is None else str(row["answer"]),
-               "subject": row.get("subject") or ""}
+        row = {
+            **row,
+            "id": str(row.get("id") or i),
+            "answer": "" if row.get("answer") is None else str(row["answer"]),
+            "subject": row.get("subject") or "",
+        }
         out.append(row)
     if not out:
         raise UsageError(f"dataset '{path}' has no questions")

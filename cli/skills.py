@@ -37,41 +37,123 @@ def _questions(dataset: str, split: str | None, limit: int | None) -> list[dict]
 def _dataset_catalog(dataset: str, rows: list[dict]) -> tuple:
     from skillweave.agents.solver import dataset_entries
 
-    return (Path(dataset).name if dataset != "bundled" else "bundled-math", "questions", dataset_entries(rows), dataset)
+    return (
+        Path(dataset).name if dataset != "bundled" else "bundled-math",
+        "questions",
+        dataset_entries(rows),
+        dataset,
+    )
 
 
 # ---- run extract-skills -------------------------------------------------------------------------------
 @click.command("extract-skills")
-@click.option("--dataset", default=None, help="Questions (JSONL or CSV with question, answer, optional subject "
-              "and solution) or 'bundled'. Without it: direct prompting for skills and query types.")
-@click.option("--split", default="all", show_default=True, help="Use only rows with this `split` value (all = every row).")
+@click.option(
+    "--dataset",
+    default=None,
+    help="Questions (JSONL or CSV with question, answer, optional subject "
+    "and solution) or 'bundled'. Without it: direct prompting for skills and query types.",
+)
+@click.option(
+    "--split",
+    default="all",
+    show_default=True,
+    help="Use only rows with this `split` value (all = every row).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N questions.")
-@click.option("--model", default="local", show_default=True, help="Model spec: local, fake, openai:<m>, anthropic:<m>.")
-@click.option("--reviewer", type=click.Choice(["human", "auto"]), default="human", show_default=True,
-              help="human: pause after clustering for `skillweave review skills`; auto: no pause.")
+@click.option(
+    "--model", default="local", show_default=True, help="Model spec: local, fake, openai:<m>, anthropic:<m>."
+)
+@click.option(
+    "--reviewer",
+    type=click.Choice(["human", "auto"]),
+    default="human",
+    show_default=True,
+    help="human: pause after clustering for `skillweave review skills`; auto: no pause.",
+)
 @click.option("--bank-name", default=None, help="Name of the stored bank / catalogs (default: the run id).")
-@click.option("--relabel", type=click.Choice(["map", "llm"]), default="map", show_default=True,
-              help="map: each question takes its fine label's coarse skill; llm: the model picks for every question.")
-@click.option("--cluster-batch", default=80, show_default=True, type=click.IntRange(min=2),
-              help="Fine labels per clustering call (per subject).")
-@click.option("--cluster-ratio", default=0.25, show_default=True, type=click.FloatRange(0.01, 1.0),
-              help="Target coarse/fine ratio suggested to the clustering model (MATH: ~117/5000; unverified).")
+@click.option(
+    "--relabel",
+    type=click.Choice(["map", "llm"]),
+    default="map",
+    show_default=True,
+    help="map: each question takes its fine label's coarse skill; llm: the model picks for every question.",
+)
+@click.option(
+    "--cluster-batch",
+    default=80,
+    show_default=True,
+    type=click.IntRange(min=2),
+    help="Fine labels per clustering call (per subject).",
+)
+@click.option(
+    "--cluster-ratio",
+    default=0.25,
+    show_default=True,
+    type=click.FloatRange(0.01, 1.0),
+    help="Target coarse/fine ratio suggested to the clustering model (MATH: ~117/5000; unverified).",
+)
+@click.option(
+    "--cluster-max-tokens",
+    default=2048,
+    show_default=True,
+    type=click.IntRange(min=16),
+    help="Max new tokens of a clustering / skill-list / query-type reply.",
+)
 @click.option("--no-solution", is_flag=True, help="Do not show solutions to the labeller.")
-@click.option("--parse-retries", default=2, show_default=True, type=click.IntRange(min=0),
-              help="Fresh calls after a reply that does not parse.")
-@click.option("--temperature", default=0.0, show_default=True, help="First-try temperature (retries use 0.7).")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight.")
-@click.option("--domain", default="helpful instruction following", show_default=True,
-              help="Without a dataset: the domain to enumerate skills for.")
+@click.option(
+    "--parse-retries",
+    default=2,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Fresh calls after a reply that does not parse.",
+)
+@click.option(
+    "--temperature", default=0.0, show_default=True, help="First-try temperature (retries use 0.7)."
+)
+@click.option(
+    "--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight."
+)
+@click.option(
+    "--domain",
+    default="helpful instruction following",
+    show_default=True,
+    help="Without a dataset: the domain to enumerate skills for.",
+)
 @click.option("--n-topics", default=8, show_default=True, help="Without a dataset: topics to ask for.")
 @click.option("--skills-per-topic", default=6, show_default=True, help="Without a dataset: skills per topic.")
-@click.option("--n-query-types", default=12, show_default=True, help="Without a dataset: query types to ask for.")
-@click.option("--proposals", default=1, show_default=True, type=click.IntRange(min=1),
-              help="Without a dataset: skill-list calls whose union is deduplicated.")
+@click.option(
+    "--n-query-types", default=12, show_default=True, help="Without a dataset: query types to ask for."
+)
+@click.option(
+    "--proposals",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Without a dataset: skill-list calls whose union is deduplicated.",
+)
 @click.pass_context
-def run_extract_skills(ctx, dataset, split, limit, model, reviewer, bank_name, relabel, cluster_batch, cluster_ratio,
-                       no_solution, parse_retries, temperature, concurrency, domain, n_topics, skills_per_topic,
-                       n_query_types, proposals):
+def run_extract_skills(
+    ctx,
+    dataset,
+    split,
+    limit,
+    model,
+    reviewer,
+    bank_name,
+    relabel,
+    cluster_batch,
+    cluster_ratio,
+    cluster_max_tokens,
+    no_solution,
+    parse_retries,
+    temperature,
+    concurrency,
+    domain,
+    n_topics,
+    skills_per_topic,
+    n_query_types,
+    proposals,
+):
     """Build a skill exemplar bank from a question set (label, cluster, review, relabel), or a skill list and
     query types by direct prompting when no dataset is given.
 
@@ -85,20 +167,40 @@ def run_extract_skills(ctx, dataset, split, limit, model, reviewer, bank_name, r
     """
     check_model("--model", model)
     config = {
-        "model": model, "reviewer": reviewer, "bank_name": bank_name, "relabel": relabel,
-        "cluster_batch": cluster_batch, "cluster_ratio": cluster_ratio, "show_solution": not no_solution,
-        "parse_retries": parse_retries, "temperature": temperature, "concurrency": concurrency,
-        "label_template": "skill_extraction/label", "cluster_template": "skill_extraction/cluster",
-        "relabel_template": "skill_extraction/relabel", "dataset": dataset, "split": split, "limit": limit,
+        "model": model,
+        "reviewer": reviewer,
+        "bank_name": bank_name,
+        "relabel": relabel,
+        "cluster_batch": cluster_batch,
+        "cluster_ratio": cluster_ratio,
+        "show_solution": not no_solution,
+        "cluster_max_tokens": cluster_max_tokens,
+        "propose_max_tokens": cluster_max_tokens,
+        "parse_retries": parse_retries,
+        "temperature": temperature,
+        "concurrency": concurrency,
+        "label_template": "skill_extraction/label",
+        "cluster_template": "skill_extraction/cluster",
+        "relabel_template": "skill_extraction/relabel",
+        "dataset": dataset,
+        "split": split,
+        "limit": limit,
     }
     catalogs = {}
     if dataset:
         catalogs["dataset"] = _dataset_catalog(dataset, _questions(dataset, split, limit))
     else:
-        config.update({"domain": domain, "n_topics": n_topics, "skills_per_topic": skills_per_topic,
-                       "n_query_types": n_query_types, "proposals": proposals,
-                       "skills_template": "skill_extraction/propose_skills",
-                       "query_types_template": "skill_extraction/propose_query_types"})
+        config.update(
+            {
+                "domain": domain,
+                "n_topics": n_topics,
+                "skills_per_topic": skills_per_topic,
+                "n_query_types": n_query_types,
+                "proposals": proposals,
+                "skills_template": "skill_extraction/propose_skills",
+                "query_types_template": "skill_extraction/propose_query_types",
+            }
+        )
     run_id = start_run(ctx, "extract-skills", config, catalogs)
     _hint(ctx, run_id)
 
@@ -106,8 +208,11 @@ def run_extract_skills(ctx, dataset, split, limit, model, reviewer, bank_name, r
 def _hint(ctx, run_id: str) -> None:
     item = _catalog_item(open_store(ctx), run_id)
     if item["status"] == "review":
-        click.echo(f"paused for review: `skillweave review skills show {run_id}`, edit, then "
-                   f"`skillweave review skills approve {run_id}`", err=True)
+        click.echo(
+            f"paused for review: `skillweave review skills show {run_id}`, edit, then "
+            f"`skillweave review skills approve {run_id}`",
+            err=True,
+        )
     elif item["payload"].get("bank_id"):
         click.echo(f"bank {item['payload']['bank_id']}", err=True)
 
@@ -120,26 +225,67 @@ def eval_group() -> None:
 
 @eval_group.command("solve")
 @click.option("--dataset", default="bundled", show_default=True, help="Questions (JSONL/CSV) or 'bundled'.")
-@click.option("--split", default=None, help="Rows with this `split` value (default: test for bundled, else all).")
-@click.option("--bank", "bank_ref", default="bundled", show_default=True,
-              help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.")
-@click.option("--exemplars", "methods", default="skill,random,fixed", show_default=True,
-              help="Exemplar methods to compare, comma-separated: skill, random, fixed.")
+@click.option(
+    "--split", default=None, help="Rows with this `split` value (default: test for bundled, else all)."
+)
+@click.option(
+    "--bank",
+    "bank_ref",
+    default="bundled",
+    show_default=True,
+    help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.",
+)
+@click.option(
+    "--exemplars",
+    "methods",
+    default="skill,random,fixed",
+    show_default=True,
+    help="Exemplar methods to compare, comma-separated: skill, random, fixed, subject (same-subject baseline).",
+)
 @click.option("--model", default="local", show_default=True, help="Solver model spec.")
 @click.option("--k", default=4, show_default=True, type=click.IntRange(min=0), help="Exemplars per question.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the exemplar draws.")
-@click.option("--judge", default=None, help="Also grade with an LLM judge (model spec); the report then uses it.")
-@click.option("--skill-list", type=click.Choice(["all", "subject"]), default="all", show_default=True,
-              help="Skills shown to the picker: all, or only the question's subject's skills.")
+@click.option(
+    "--judge", default=None, help="Also grade with an LLM judge (model spec); the report then uses it."
+)
+@click.option(
+    "--skill-list",
+    type=click.Choice(["all", "subject"]),
+    default="all",
+    show_default=True,
+    help="Skills shown to the picker: all, or only the question's subject's skills.",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
 @click.option("--max-tokens", default=384, show_default=True, help="Solver max new tokens.")
-@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Fresh skill-pick calls after an unparseable pick.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight.")
+@click.option(
+    "--parse-retries",
+    default=1,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Fresh skill-pick calls after an unparseable pick.",
+)
+@click.option(
+    "--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight."
+)
 @json_option
 @click.pass_context
-def eval_solve(ctx, dataset, split, bank_ref, methods, model, k, seed, judge, skill_list, limit, max_tokens,
-               parse_retries, concurrency, as_json):
+def eval_solve(
+    ctx,
+    dataset,
+    split,
+    bank_ref,
+    methods,
+    model,
+    k,
+    seed,
+    judge,
+    skill_list,
+    limit,
+    max_tokens,
+    parse_retries,
+    concurrency,
+    as_json,
+):
     """Solve each question with skill-based, random or fixed exemplars; report accuracy per method and skill.
 
     \b
@@ -156,18 +302,36 @@ def eval_solve(ctx, dataset, split, bank_ref, methods, model, k, seed, judge, sk
     chosen = [m.strip() for m in methods.split(",") if m.strip()]
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
-        raise UsageError(f"--exemplars '{methods}': unknown method(s) {bad}; choose from {', '.join(METHODS)}")
+        raise UsageError(
+            f"--exemplars '{methods}': unknown method(s) {bad}; choose from {', '.join(METHODS)}"
+        )
     store = open_store(ctx)
     bank = bk.load_bank(store, bank_ref)
     if not bank.exemplars:
-        raise UsageError(f"bank '{bank_ref}' has no exemplars; build one with `skillweave run extract-skills`")
+        raise UsageError(
+            f"bank '{bank_ref}' has no exemplars; build one with `skillweave run extract-skills`"
+        )
     bank_id = bank.catalog_id or bk.save_bank(store, bank, bank.name or bank_ref, source=bank_ref)
     split = split or ("test" if dataset == "bundled" else None)
     rows = _questions(dataset, split, limit)
-    config = {"model": model, "k": k, "seed": seed, "methods": chosen, "judge": judge, "skill_list": skill_list,
-              "max_tokens": max_tokens, "temperature": 0.0, "parse_retries": parse_retries,
-              "concurrency": concurrency, "bank_catalog": bank_id, "dataset": dataset, "split": split,
-              "pick_template": "solve/pick_skill", "solve_template": "solve/cot", "judge_template": "solve/judge"}
+    config = {
+        "model": model,
+        "k": k,
+        "seed": seed,
+        "methods": chosen,
+        "judge": judge,
+        "skill_list": skill_list,
+        "max_tokens": max_tokens,
+        "temperature": 0.0,
+        "parse_retries": parse_retries,
+        "concurrency": concurrency,
+        "bank_catalog": bank_id,
+        "dataset": dataset,
+        "split": split,
+        "pick_template": "solve/pick_skill",
+        "solve_template": "solve/cot",
+        "judge_template": "solve/judge",
+    }
     from skillweave.agents.solver import run_report
     from skillweave.graphs.runtime import run_pipeline
 
@@ -180,7 +344,9 @@ def eval_solve(ctx, dataset, split, bank_ref, methods, model, k, seed, judge, sk
     store.link_run_catalog(run_id, bank_id, "bank")
     click.echo(f"run {run_id}", err=True)
     summary = run_pipeline("solve", store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
-    click.echo(f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True)
+    click.echo(
+        f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True
+    )
     report = run_report(store, store.get_run(run_id))
     if as_json:
         echo_json({"run_id": run_id, **report})
@@ -207,7 +373,9 @@ def _latest_extraction(store) -> dict:
 def _waiting(store, run_id: str) -> dict:
     item = _catalog_item(store, run_id)
     if item["status"] != "review":
-        raise UsageError(f"run '{item['run_id']}' is not waiting for a skill review (status: {item['status']})")
+        raise UsageError(
+            f"run '{item['run_id']}' is not waiting for a skill review (status: {item['status']})"
+        )
     return item
 
 
@@ -246,9 +414,12 @@ def apply_review_op(draft: list[dict], op: dict) -> tuple[list[dict], list[str]]
         if len(sources) < 2:
             raise UsageError("merge needs at least two skills")
         into = check_new(op["into"], allow=tuple(op["skills"]))
-        merged = {"name": into, "definition": op.get("definition") or sources[0].get("definition") or "",
-                  "subject": sources[0].get("subject") or "",
-                  "members": [m for s in sources for m in s.get("members") or []]}
+        merged = {
+            "name": into,
+            "definition": op.get("definition") or sources[0].get("definition") or "",
+            "subject": sources[0].get("subject") or "",
+            "members": [m for s in sources for m in s.get("members") or []],
+        }
         position = draft.index(sources[0])
         draft = [c for c in draft if c not in sources]
         draft.insert(min(position, len(draft)), merged)
@@ -261,15 +432,25 @@ def apply_review_op(draft: list[dict], op: dict) -> tuple[list[dict], list[str]]
         for part_name, fines in parts.items():
             unknown = [f for f in fines if f not in by_fine]
             if unknown:
-                raise UsageError(f"'{op['skill']}' has no fine label(s) {unknown}; it has: {', '.join(by_fine)}")
+                raise UsageError(
+                    f"'{op['skill']}' has no fine label(s) {unknown}; it has: {', '.join(by_fine)}"
+                )
             assigned |= set(fines)
-            new.append({"name": check_new(part_name, allow=(op["skill"],)), "definition": "",
-                        "subject": source.get("subject") or "", "members": [by_fine[f] for f in fines]})
+            new.append(
+                {
+                    "name": check_new(part_name, allow=(op["skill"],)),
+                    "definition": "",
+                    "subject": source.get("subject") or "",
+                    "members": [by_fine[f] for f in fines],
+                }
+            )
         left = [f for f in by_fine if f not in assigned]
         if left:
-            raise UsageError(f"split of '{op['skill']}' leaves fine label(s) {left} unassigned; give each a part")
+            raise UsageError(
+                f"split of '{op['skill']}' leaves fine label(s) {left} unassigned; give each a part"
+            )
         position = draft.index(source)
-        draft = draft[:position] + new + draft[position + 1:]
+        draft = draft[:position] + new + draft[position + 1 :]
     elif kind == "drop":
         source = find(op["skill"])
         draft.remove(source)
@@ -285,9 +466,14 @@ def _edit(ctx, run_id: str, op: dict, as_json: bool) -> None:
     item = _waiting(store, run_id)
     p = item["payload"]
     draft, excluded = apply_review_op(p.get("review_draft") or p["clusters"], op)
-    store.update_item(item["id"], payload_update={
-        "review_draft": draft, "review_ops": [*(p.get("review_ops") or []), {**op, "at": now()}],
-        "review_excluded": [*(p.get("review_excluded") or []), *excluded]})
+    store.update_item(
+        item["id"],
+        payload_update={
+            "review_draft": draft,
+            "review_ops": [*(p.get("review_ops") or []), {**op, "at": now()}],
+            "review_excluded": [*(p.get("review_excluded") or []), *excluded],
+        },
+    )
     store.add_event(item["run_id"], item["id"], "review", "edited", f"{op['op']}: {op}")
     _show(store, item["run_id"], as_json)
 
@@ -297,14 +483,32 @@ def _show(store, run_id: str, as_json: bool) -> None:
     p = item["payload"]
     draft = p.get("review_draft") or p.get("final_clusters") or p.get("clusters") or []
     if as_json:
-        echo_json({"run_id": item["run_id"], "status": item["status"], "skills": draft,
-                   "ops": p.get("review_ops") or [], "excluded": p.get("review_excluded") or []})
+        echo_json(
+            {
+                "run_id": item["run_id"],
+                "status": item["status"],
+                "skills": draft,
+                "ops": p.get("review_ops") or [],
+                "excluded": p.get("review_excluded") or [],
+            }
+        )
         return
-    click.echo(f"run {item['run_id']} ({item['status']}): {len(draft)} coarse skills, "
-               f"{len(p.get('review_ops') or [])} edits")
-    echo_table([{"skill": c["name"], "subject": c.get("subject") or "", "fine_labels": ", ".join(_members(c)),
-                 "definition": c.get("definition") or ""} for c in draft],
-               ["skill", "subject", "fine_labels", "definition"])
+    click.echo(
+        f"run {item['run_id']} ({item['status']}): {len(draft)} coarse skills, "
+        f"{len(p.get('review_ops') or [])} edits"
+    )
+    echo_table(
+        [
+            {
+                "skill": c["name"],
+                "subject": c.get("subject") or "",
+                "fine_labels": ", ".join(_members(c)),
+                "definition": c.get("definition") or "",
+            }
+            for c in draft
+        ],
+        ["skill", "subject", "fine_labels", "definition"],
+    )
 
 
 @review_group.group("skills")
@@ -322,9 +526,17 @@ def review_skills_list(ctx, as_json):
     for run in store.list_runs(limit=200, pipeline="extract-skills"):
         for item in store.items(run["id"], kind=CATALOG_KIND, status="review"):
             draft = item["payload"].get("review_draft") or []
-            rows.append({"run_id": run["id"], "skills": len(draft), "edits": len(item["payload"].get("review_ops") or []),
-                         "since": item["updated_at"]})
-    echo_json(rows) if as_json else echo_table(rows, ["run_id", "skills", "edits", "since"], empty="(nothing waits)")
+            rows.append(
+                {
+                    "run_id": run["id"],
+                    "skills": len(draft),
+                    "edits": len(item["payload"].get("review_ops") or []),
+                    "since": item["updated_at"],
+                }
+            )
+    echo_json(rows) if as_json else echo_table(
+        rows, ["run_id", "skills", "edits", "since"], empty="(nothing waits)"
+    )
 
 
 @review_skills.command("show")
@@ -372,14 +584,21 @@ def review_skills_merge(ctx, run_id, skills, into, definition, as_json):
     Example:
       skillweave review skills merge RUN gcd_skills lcm_skills --into gcd_lcm
     """
-    _edit(ctx, run_id, {"op": "merge", "skills": list(skills), "into": into, "definition": definition}, as_json)
+    _edit(
+        ctx, run_id, {"op": "merge", "skills": list(skills), "into": into, "definition": definition}, as_json
+    )
 
 
 @review_skills.command("split")
 @click.argument("run_id")
 @click.argument("skill")
-@click.option("--into", "parts", multiple=True, required=True,
-              help="NEW_NAME=fine1,fine2 (repeat; every fine label of SKILL must go to one part).")
+@click.option(
+    "--into",
+    "parts",
+    multiple=True,
+    required=True,
+    help="NEW_NAME=fine1,fine2 (repeat; every fine label of SKILL must go to one part).",
+)
 @json_option
 @click.pass_context
 def review_skills_split(ctx, run_id, skill, parts, as_json):
@@ -401,8 +620,11 @@ def review_skills_split(ctx, run_id, skill, parts, as_json):
 @review_skills.command("drop")
 @click.argument("run_id")
 @click.argument("skill")
-@click.option("--exclude-questions", is_flag=True,
-              help="Leave its questions out of the bank (default: the model relabels them among the rest).")
+@click.option(
+    "--exclude-questions",
+    is_flag=True,
+    help="Leave its questions out of the bank (default: the model relabels them among the rest).",
+)
 @json_option
 @click.pass_context
 def review_skills_drop(ctx, run_id, skill, exclude_questions, as_json):
@@ -416,8 +638,14 @@ def _resume(ctx, item: dict, decision: dict) -> None:
 
     store = open_store(ctx)
     request = item["payload"]["review_request"]
-    summary = run_pipeline("extract-skills", store, item["run_id"], prompts_dir=prompts_dir(ctx), progress=False,
-                           only_threads={request["thread_id"]: decision})
+    summary = run_pipeline(
+        "extract-skills",
+        store,
+        item["run_id"],
+        prompts_dir=prompts_dir(ctx),
+        progress=False,
+        only_threads={request["thread_id"]: decision},
+    )
     click.echo(f"run {item['run_id']}: {summary.status}", err=True)
     report = resolve(REPORTERS, "extract-skills")(store, store.get_run(item["run_id"]))
     echo_table(report["table"], report["columns"])
@@ -436,9 +664,15 @@ def review_skills_approve(ctx, run_id, reason, reviewer):
     store = open_store(ctx)
     item = _waiting(store, run_id)
     p = item["payload"]
-    decision = {"action": "approve", "reviewer": reviewer or default_reviewer_name(), "reason": reason,
-                "skills": p.get("review_draft") or p["clusters"], "ops": p.get("review_ops") or [],
-                "excluded_fine": p.get("review_excluded") or [], "at": now()}
+    decision = {
+        "action": "approve",
+        "reviewer": reviewer or default_reviewer_name(),
+        "reason": reason,
+        "skills": p.get("review_draft") or p["clusters"],
+        "ops": p.get("review_ops") or [],
+        "excluded_fine": p.get("review_excluded") or [],
+        "at": now(),
+    }
     _resume(ctx, item, decision)
 
 
@@ -452,8 +686,11 @@ def review_skills_reject(ctx, run_id, reason, reviewer):
     from skillweave.agents.review import default_reviewer_name
 
     item = _waiting(open_store(ctx), run_id)
-    _resume(ctx, item, {"action": "reject", "reviewer": reviewer or default_reviewer_name(), "reason": reason,
-                        "at": now()})
+    _resume(
+        ctx,
+        item,
+        {"action": "reject", "reviewer": reviewer or default_reviewer_name(), "reason": reason, "at": now()},
+    )
 
 
 # ---- skills list|show|import|export -------------------------------------------------------------------
@@ -470,8 +707,11 @@ def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills"
     if store.db["catalogs"].count_where("id = ?", [ref]):
         return store.get_catalog(ref)
     for kind in kinds:
-        rows = list(store.db["catalogs"].rows_where("name = ? and kind = ?", [ref, kind], order_by="created_at desc",
-                                                    limit=1))
+        rows = list(
+            store.db["catalogs"].rows_where(
+                "name = ? and kind = ?", [ref, kind], order_by="created_at desc", limit=1
+            )
+        )
         if rows:
             return store.get_catalog(rows[0]["id"])
     raise NotFound(f"no skill bank or catalog '{ref}' in {store.path}; `skillweave skills list` shows them")
@@ -483,13 +723,22 @@ def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills"
 def skills_list(ctx, as_json):
     """Stored skill banks, skill catalogs and query-type catalogs."""
     store = open_store(ctx)
-    rows = [{"id": r["id"], "kind": r["kind"], "name": r["name"],
-             "entries": store.db["catalog_entries"].count_where("catalog_id = ? and coalesce(status, '') != 'fine'",
-                                                                 [r["id"]]),
-             "exemplars": store.db["exemplars"].count_where("catalog_id = ?", [r["id"]]), "source": r["source"],
-             "created_at": r["created_at"]}
-            for r in store.db["catalogs"].rows_where("kind in ('bank', 'skills', 'query_types')",
-                                                     order_by="created_at desc")]
+    rows = [
+        {
+            "id": r["id"],
+            "kind": r["kind"],
+            "name": r["name"],
+            "entries": store.db["catalog_entries"].count_where(
+                "catalog_id = ? and coalesce(status, '') != 'fine'", [r["id"]]
+            ),
+            "exemplars": store.db["exemplars"].count_where("catalog_id = ?", [r["id"]]),
+            "source": r["source"],
+            "created_at": r["created_at"],
+        }
+        for r in store.db["catalogs"].rows_where(
+            "kind in ('bank', 'skills', 'query_types')", order_by="created_at desc"
+        )
+    ]
     echo_json(rows) if as_json else echo_table(rows, ["id", "kind", "name", "entries", "exemplars", "source"])
 
 
@@ -505,8 +754,10 @@ def skills_show(ctx, ref, as_json):
         rows = bk.bank_from_catalog(catalog).summary()
         columns = ["skill", "subject", "exemplars", "fine_labels", "definition"]
     else:
-        rows = [{"name": e["name"], "category": e["category"], "definition": e["definition"]}
-                for e in catalog["entries"]]
+        rows = [
+            {"name": e["name"], "category": e["category"], "definition": e["definition"]}
+            for e in catalog["entries"]
+        ]
         columns = ["name", "category", "definition"]
     if as_json:
         echo_json({"id": catalog["id"], "kind": catalog["kind"], "name": catalog["name"], "rows": rows})
@@ -525,8 +776,13 @@ def _guess_format(path: Path) -> str:
 
 @skills_group.command("import")
 @click.argument("path", type=click.Path(exists=True, dir_okay=False))
-@click.option("--format", "fmt_name", type=click.Choice(FORMATS[:3]), default=None,
-              help="adaptmi (bank.json), skills-txt (one skill a line) or queries-txt (### blocks); default: by name.")
+@click.option(
+    "--format",
+    "fmt_name",
+    type=click.Choice(FORMATS[:3]),
+    default=None,
+    help="adaptmi (bank.json), skills-txt (one skill a line) or queries-txt (### blocks); default: by name.",
+)
 @click.option("--name", default=None, help="Catalog name (default: the file name).")
 @json_option
 @click.pass_context
@@ -561,9 +817,16 @@ def skills_import(ctx, path, fmt_name, name, as_json):
 @skills_group.command("export")
 @click.argument("ref")
 @click.argument("out", type=click.Path(dir_okay=False))
-@click.option("--format", "fmt_name", type=click.Choice(FORMATS), default=None,
-              help="adaptmi, skills-txt, queries-txt or retrieval (AdaptMI retrieval.json); default: by name.")
-@click.option("--provenance", is_flag=True, help="AdaptMI: add each exemplar's provenance (model, prompts, labels).")
+@click.option(
+    "--format",
+    "fmt_name",
+    type=click.Choice(FORMATS),
+    default=None,
+    help="adaptmi, skills-txt, queries-txt or retrieval (AdaptMI retrieval.json); default: by name.",
+)
+@click.option(
+    "--provenance", is_flag=True, help="AdaptMI: add each exemplar's provenance (model, prompts, labels)."
+)
 @click.pass_context
 def skills_export(ctx, ref, out, fmt_name, provenance):
     """Write a stored bank or catalog in an external format. REF: id, name or 'bundled'.
@@ -576,8 +839,13 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
     store = open_store(ctx)
     out_path = Path(out)
     fmt_name = fmt_name or _guess_format(out_path)
-    catalog = _resolve_catalog(store, ref, {"skills-txt": ("skills", "bank"), "queries-txt": ("query_types",)}
-                               .get(fmt_name, ("bank", "skills", "query_types")))
+    catalog = _resolve_catalog(
+        store,
+        ref,
+        {"skills-txt": ("skills", "bank"), "queries-txt": ("query_types",)}.get(
+            fmt_name, ("bank", "skills", "query_types")
+        ),
+    )
     if fmt_name in ("adaptmi", "retrieval"):
         if catalog["kind"] != "bank":
             raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; {fmt_name} export needs a skill bank")
@@ -587,7 +855,9 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
         else:
             import json
 
-            out_path.write_text(json.dumps(bk.retrieval_map(bank), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+            out_path.write_text(
+                json.dumps(bk.retrieval_map(bank), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+            )
     elif fmt_name == "skills-txt":
         if catalog["kind"] == "query_types":
             raise UsageError(f"'{ref}' is a query_types catalog; export it with --format queries-txt")

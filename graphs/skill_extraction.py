@@ -34,8 +34,9 @@ def build_graph(checkpointer=None):
     graph.add_conditional_edges("label", route_ok, {"next": "cluster", "__end__": END})
     graph.add_edge("cluster", "review")
     graph.add_conditional_edges("propose", route_ok, {"next": "review", "__end__": END})
-    graph.add_conditional_edges("review", route_after_review,
-                                {"relabel": "relabel", "save_catalogs": "save_catalogs", "__end__": END})
+    graph.add_conditional_edges(
+        "review", route_after_review, {"relabel": "relabel", "save_catalogs": "save_catalogs", "__end__": END}
+    )
     graph.add_edge("relabel", "bank")
     graph.add_edge("bank", END)
     graph.add_edge("save_catalogs", END)

@@ -84,7 +84,9 @@ def test_splits_are_disjoint_and_bank_uses_train_only():
 
 
 def test_load_questions_jsonl_and_csv(tmp_path):
-    (tmp_path / "q.jsonl").write_text('{"question": "1+1?", "answer": 2}\n\n{"question": "2+2?", "subject": "a"}\n')
+    (tmp_path / "q.jsonl").write_text(
+        '{"question": "1+1?", "answer": 2}\n\n{"question": "2+2?", "subject": "a"}\n'
+    )
     rows = mathdata.load_questions(tmp_path / "q.jsonl")
     assert [(r["id"], r["answer"], r["subject"]) for r in rows] == [("0", "2", ""), ("1", "", "a")]
     (tmp_path / "q.csv").write_text("question,answer,subject\nWhat is 3*3?,9,arith\n")
@@ -102,8 +104,10 @@ ADAPTMI = {
     "example_nums": {"quadratic_equation_skills": 2, "base_conversion": 7, "unused_skill": 0},
     "skill_dict": {
         "base_conversion": [{"question": "Convert 101_2.", "answer": "It is 5.", "level": "Level 2"}],
-        "quadratic_equation_skills": [{"question": "Solve x^2=4.", "answer": "x=2 or x=-2"},
-                                      {"answer": "first answer then question", "question": "Q?"}],
+        "quadratic_equation_skills": [
+            {"question": "Solve x^2=4.", "answer": "x=2 or x=-2"},
+            {"answer": "first answer then question", "question": "Q?"},
+        ],
         "only_in_dict": [{"question": "Orphan?", "answer": "yes"}],
     },
     "note": "top-level extra",
@@ -114,7 +118,12 @@ def test_adaptmi_json_round_trips_through_the_store(store, tmp_path):
     path = tmp_path / "bank.json"
     path.write_text(json.dumps(ADAPTMI))
     bank = bk.read_bank_json(path)
-    assert bank.skill_names() == ["quadratic_equation_skills", "base_conversion", "unused_skill", "only_in_dict"]
+    assert bank.skill_names() == [
+        "quadratic_equation_skills",
+        "base_conversion",
+        "unused_skill",
+        "only_in_dict",
+    ]
     catalog_id = bk.save_bank(store, bank, "adaptmi")
     assert store.get_catalog(catalog_id)["kind"] == "bank"
     again = bk.load_bank(store, "adaptmi")
@@ -122,7 +131,10 @@ def test_adaptmi_json_round_trips_through_the_store(store, tmp_path):
     bk.write_bank_json(again, out)
     assert json.loads(out.read_text()) == ADAPTMI
     # key order inside exemplars survives too
-    assert list(json.loads(out.read_text())["skill_dict"]["quadratic_equation_skills"][1]) == ["answer", "question"]
+    assert list(json.loads(out.read_text())["skill_dict"]["quadratic_equation_skills"][1]) == [
+        "answer",
+        "question",
+    ]
 
 
 def test_bundled_bank_stored_and_exported(store, tmp_path):
@@ -140,9 +152,18 @@ def test_bundled_bank_stored_and_exported(store, tmp_path):
 
 
 def test_fine_labels_and_provenance_survive_the_store(store):
-    bank = bk.Bank(skills=[bk.BankSkill("ratio_skills", "prealgebra", "ratios", fine=["part_whole_ratio", "scale"])],
-                   exemplars=[bk.Exemplar("ratio_skills", "Q", "A", provenance={"model": "fake", "fine": "scale"},
-                                          source_item_id="item1")])
+    bank = bk.Bank(
+        skills=[bk.BankSkill("ratio_skills", "prealgebra", "ratios", fine=["part_whole_ratio", "scale"])],
+        exemplars=[
+            bk.Exemplar(
+                "ratio_skills",
+                "Q",
+                "A",
+                provenance={"model": "fake", "fine": "scale"},
+                source_item_id="item1",
+            )
+        ],
+    )
     loaded = bk.load_bank(store, bk.save_bank(store, bank, "x"))
     assert loaded.skills[0].fine == ["part_whole_ratio", "scale"]
     assert loaded.exemplars[0].provenance == {"model": "fake", "fine": "scale"}

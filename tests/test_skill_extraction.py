@@ -47,9 +47,18 @@ def oracle_script(request):
         groups: dict[str, list[str]] = {}
         for label in labels:
             groups.setdefault(re.sub(r"_(technique|method)$", "", label), []).append(label)
-        return "```json\n" + json.dumps({"skills": [
-            {"name": name, "definition": f"The skill {name}.", "members": members}
-            for name, members in groups.items()]}) + "\n```"
+        return (
+            "```json\n"
+            + json.dumps(
+                {
+                    "skills": [
+                        {"name": name, "definition": f"The skill {name}.", "members": members}
+                        for name, members in groups.items()
+                    ]
+                }
+            )
+            + "\n```"
+        )
     if "Which one of the following skills" in text:
         return "Skill: " + re.findall(r"^- (\w+):", text, re.M)[-1]
     raise AssertionError(f"unexpected prompt: {text[:80]}")
@@ -60,7 +69,12 @@ def test_parse_skill_label():
     assert parse_skill_label("**Skill:** `Modular Arithmetic`\nbecause...") == "modular_arithmetic"
     assert parse_skill_label("base_conversion") == "base_conversion"
     assert parse_skill_label('The skill a student needs most is "Ratio Reasoning".') == "ratio_reasoning"
-    for bad in ("", "I think this needs algebra and geometry", "Skill: 42", 'The skill needed is "30% of 580"'):
+    for bad in (
+        "",
+        "I think this needs algebra and geometry",
+        "Skill: 42",
+        'The skill needed is "30% of 580"',
+    ):
         with pytest.raises(ParseFailure):
             parse_skill_label(bad)
 
@@ -78,9 +92,12 @@ def test_parse_choice_picks_exactly_one_listed_name():
 
 def test_parse_clusters_formats_and_missing_labels():
     labels = ["a_x", "a_y", "b_x"]
-    groups, missing = parse_clusters('{"skills": [{"name": "A Skills", "definition": "d", "members": ["a_x", "a_y", "zzz"]}]}',
-                                     labels)
-    assert groups == [{"name": "a_skills", "definition": "d", "members": ["a_x", "a_y"]}] and missing == ["b_x"]
+    groups, missing = parse_clusters(
+        '{"skills": [{"name": "A Skills", "definition": "d", "members": ["a_x", "a_y", "zzz"]}]}', labels
+    )
+    assert groups == [{"name": "a_skills", "definition": "d", "members": ["a_x", "a_y"]}] and missing == [
+        "b_x"
+    ]
     groups, missing = parse_clusters('Here:\n```json\n{"a": ["a_x", "a_y"], "b": ["b_x"]}\n```', labels)
     assert [g["name"] for g in groups] == ["a", "b"] and not missing
     groups, _ = parse_clusters('{"a_x": "a", "a_y": "a", "b_x": "b"}', labels)
@@ -92,15 +109,38 @@ def test_parse_clusters_formats_and_missing_labels():
 
 
 def test_outline_and_dedupe():
-    pairs = parse_skill_outline("## Writing\n- concise_summary\n- Concise Summary\n## Logic\n1. error_analysis\n")
-    assert pairs == [("Writing", "concise_summary"), ("Writing", "concise_summary"), ("Logic", "error_analysis")]
-    assert [(s["name"], s["count"]) for s in dedupe_skills(pairs)] == [("concise_summary", 2), ("error_analysis", 1)]
+    pairs = parse_skill_outline(
+        "## Writing\n- concise_summary\n- Concise Summary\n## Logic\n1. error_analysis\n"
+    )
+    assert pairs == [
+        ("Writing", "concise_summary"),
+        ("Writing", "concise_summary"),
+        ("Logic", "error_analysis"),
+    ]
+    assert [(s["name"], s["count"]) for s in dedupe_skills(pairs)] == [
+        ("concise_summary", 2),
+        ("error_analysis", 1),
+    ]
 
 
 def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    code, out, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--model",
-                             "fake:oracle", "--reviewer", "auto", "--concurrency", str(CONC), "--bank-name", "mybank")
+    code, out, err = cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--model",
+        "fake:oracle",
+        "--reviewer",
+        "auto",
+        "--concurrency",
+        str(CONC),
+        "--bank-name",
+        "mybank",
+    )
     assert code == 0, err
     store = Store(db_path)
     run = store.list_runs(pipeline="extract-skills")[0]
@@ -128,8 +168,20 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
 
 def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    code, _, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "16",
-                           "--model", "fake:oracle", "--concurrency", str(CONC))
+    code, _, err = cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "16",
+        "--model",
+        "fake:oracle",
+        "--concurrency",
+        str(CONC),
+    )
     assert code == 0 and "paused for review" in err
     store = Store(db_path)
     run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
@@ -137,38 +189,91 @@ def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
     code, out, _ = cli_run("review", "skills", "list", "--json")
     assert [r["run_id"] for r in json.loads(out)] == [run_id]
     # 16 questions: percentage, ratio_proportion, order_of_operations, linear_equations (4 each)
-    assert cli_run("review", "skills", "merge", run_id, "percentage", "ratio_proportion", "--into",
-                   "proportional_reasoning")[0] == 0
-    assert cli_run("review", "skills", "rename", run_id, "order_of_operations", "Arithmetic Evaluation")[0] == 0
-    assert cli_run("review", "skills", "split", run_id, "linear_equations", "--into",
-                   "linear_a=linear_equations_method", "--into", "linear_b=linear_equations_technique")[0] == 0
+    assert (
+        cli_run(
+            "review",
+            "skills",
+            "merge",
+            run_id,
+            "percentage",
+            "ratio_proportion",
+            "--into",
+            "proportional_reasoning",
+        )[0]
+        == 0
+    )
+    assert (
+        cli_run("review", "skills", "rename", run_id, "order_of_operations", "Arithmetic Evaluation")[0] == 0
+    )
+    assert (
+        cli_run(
+            "review",
+            "skills",
+            "split",
+            run_id,
+            "linear_equations",
+            "--into",
+            "linear_a=linear_equations_method",
+            "--into",
+            "linear_b=linear_equations_technique",
+        )[0]
+        == 0
+    )
     assert cli_run("review", "skills", "drop", run_id, "linear_b")[0] == 0
     code, _, err = cli_run("review", "skills", "drop", run_id, "no_such_skill")
     assert code == 2 and "no coarse skill 'no_such_skill'" in err
     code, out, _ = cli_run("review", "skills", "show", run_id, "--json")
     draft = json.loads(out)
-    assert [s["name"] for s in draft["skills"]] == ["arithmetic_evaluation", "linear_a", "proportional_reasoning"] \
-        or sorted(s["name"] for s in draft["skills"]) == ["arithmetic_evaluation", "linear_a", "proportional_reasoning"]
+    assert [s["name"] for s in draft["skills"]] == [
+        "arithmetic_evaluation",
+        "linear_a",
+        "proportional_reasoning",
+    ] or sorted(s["name"] for s in draft["skills"]) == [
+        "arithmetic_evaluation",
+        "linear_a",
+        "proportional_reasoning",
+    ]
     assert len(draft["ops"]) == 4
-    code, out, err = cli_run("review", "skills", "approve", run_id, "--reason", "looks right", "--reviewer", "ana")
+    code, out, err = cli_run(
+        "review", "skills", "approve", run_id, "--reason", "looks right", "--reviewer", "ana"
+    )
     assert code == 0, err
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
     counts = {s: len(v) for s, v in bank.by_skill().items()}
     # the dropped skill's 2 questions were relabelled by the model (the script picks the last listed skill)
     assert counts == {"arithmetic_evaluation": 4, "linear_a": 4, "proportional_reasoning": 8}
     relabelled = [x for x in bank.exemplars if x.provenance["relabel"] == "llm"]
-    assert len(relabelled) == 2 and all(x.provenance["fine_skill"] == "linear_equations_technique" for x in relabelled)
+    assert len(relabelled) == 2 and all(
+        x.provenance["fine_skill"] == "linear_equations_technique" for x in relabelled
+    )
     reviews = list(store.db["reviews"].rows_where("run_id = ?", [run_id]))
     assert len(reviews) == 1 and reviews[0]["reviewer"] == "ana" and reviews[0]["decision"] == "edit"
-    assert [op["op"] for op in json.loads(reviews[0]["changes"])["ops"]] == ["merge", "rename", "split", "drop"]
+    assert [op["op"] for op in json.loads(reviews[0]["changes"])["ops"]] == [
+        "merge",
+        "rename",
+        "split",
+        "drop",
+    ]
     code, _, err = cli_run("review", "skills", "approve", run_id)
     assert code == 2 and "not waiting" in err
 
 
 def test_drop_with_exclusion_and_reject(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "8", "--model",
-            "fake:oracle", "--concurrency", str(CONC))
+    cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "8",
+        "--model",
+        "fake:oracle",
+        "--concurrency",
+        str(CONC),
+    )
     store = Store(db_path)
     run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
     assert cli_run("review", "skills", "drop", run_id, "percentage", "--exclude-questions")[0] == 0
@@ -177,8 +282,20 @@ def test_drop_with_exclusion_and_reject(cli_run, db_path):
     assert bank.skill_names() == ["ratio_proportion"] and len(bank.exemplars) == 4
     assert sum(1 for _ in store.items(run_id, status="excluded")) == 4
     # a second run, rejected: no bank
-    cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "4", "--model",
-            "fake:oracle", "--concurrency", str(CONC))
+    cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "4",
+        "--model",
+        "fake:oracle",
+        "--concurrency",
+        str(CONC),
+    )
     run2 = store.list_runs(pipeline="extract-skills")[0]["id"]
     code, _, err = cli_run("review", "skills", "reject", run2, "--reason", "too coarse")
     assert code == 0, err
@@ -195,12 +312,30 @@ def test_unparseable_labels_are_retried_then_failed(cli_run, db_path):
             question = re.search(r"Problem:\n(.+?)\n", text).group(1).strip()
             if QUESTIONS[question]["id"] == "percentage-0":
                 return "I am not sure what to say here."
-            return "Skill: percent_stuff" if calls["n"] % 2 else "no idea, sorry!"  # every other reply fails once
+            return (
+                "Skill: percent_stuff" if calls["n"] % 2 else "no idea, sorry!"
+            )  # every other reply fails once
         return oracle_script(request)
 
     register_provider("fake:s", FakeProvider("s", script=script), max_concurrency=1)
-    code, _, err = cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", "4",
-                           "--model", "fake:s", "--reviewer", "auto", "--concurrency", "1", "--parse-retries", "2")
+    code, _, err = cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "4",
+        "--model",
+        "fake:s",
+        "--reviewer",
+        "auto",
+        "--concurrency",
+        "1",
+        "--parse-retries",
+        "2",
+    )
     assert code == 0, err
     store = Store(db_path)
     run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
@@ -213,15 +348,22 @@ def test_unparseable_labels_are_retried_then_failed(cli_run, db_path):
 
 
 def test_dataset_agnostic_route_dedupes_and_exports(cli_run, db_path, tmp_path):
-    code, _, err = cli_run("run", "extract-skills", "--model", "fake", "--reviewer", "auto", "--bank-name", "sda")
+    code, _, err = cli_run(
+        "run", "extract-skills", "--model", "fake", "--reviewer", "auto", "--bank-name", "sda"
+    )
     assert code == 0, err
     store = Store(db_path)
     run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
     roles = store.run_catalogs(run_id)
     skills = [e["name"] for e in store.get_catalog(roles["skills"])["entries"]]
     # the fake reply repeats concise_summarization and spells one skill "Error Analysis"
-    assert skills == ["concise_summarization", "persuasive_argumentation", "step_by_step_planning", "error_analysis",
-                      "polite_request_phrasing"]
+    assert skills == [
+        "concise_summarization",
+        "persuasive_argumentation",
+        "step_by_step_planning",
+        "error_analysis",
+        "polite_request_phrasing",
+    ]
     queries = [e["name"] for e in store.get_catalog(roles["query_types"])["entries"]]
     assert queries == ["Information-Seeking", "Decision-Making"]
     assert cli_run("skills", "export", "sda", str(tmp_path / "skills.txt"), "--format", "skills-txt")[0] == 0
@@ -232,8 +374,14 @@ def test_dataset_agnostic_route_dedupes_and_exports(cli_run, db_path, tmp_path):
 
 
 def test_import_export_round_trips(cli_run, tmp_path):
-    bank = {"skills": ["b", "a"], "example_nums": {"a": 1, "b": 3},
-            "skill_dict": {"a": [{"question": "q1", "answer": "s1"}], "b": [{"question": "q2", "answer": "s2", "x": 1}]}}
+    bank = {
+        "skills": ["b", "a"],
+        "example_nums": {"a": 1, "b": 3},
+        "skill_dict": {
+            "a": [{"question": "q1", "answer": "s1"}],
+            "b": [{"question": "q2", "answer": "s2", "x": 1}],
+        },
+    }
     (tmp_path / "bank.json").write_text(json.dumps(bank))
     code, out, err = cli_run("skills", "import", str(tmp_path / "bank.json"), "--name", "ext", "--json")
     assert code == 0, err and json.loads(out)["exemplars"] == 2

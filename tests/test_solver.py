@@ -28,11 +28,22 @@ def test_extract_final_answer():
     assert extract_final_answer("no numbers at all") == ""
 
 
-@pytest.mark.parametrize("pred,ref,ok", [
-    ("0.5", "1/2", True), ("\\frac{1}{2}", "1/2", True), ("1,234", "1234", True), ("-3", "-3", True),
-    ("42 dollars", "42", True), ("3x + 1", "3", False), ("", "0", False), ("7", "8", False),
-    ("1080/7", "1080/7", True), ("x = 5", "5", False), ("Yes", "yes", True),
-])
+@pytest.mark.parametrize(
+    "pred,ref,ok",
+    [
+        ("0.5", "1/2", True),
+        ("\\frac{1}{2}", "1/2", True),
+        ("1,234", "1234", True),
+        ("-3", "-3", True),
+        ("42 dollars", "42", True),
+        ("3x + 1", "3", False),
+        ("", "0", False),
+        ("7", "8", False),
+        ("1080/7", "1080/7", True),
+        ("x = 5", "5", False),
+        ("Yes", "yes", True),
+    ],
+)
 def test_answers_match(pred, ref, ok):
     assert answers_match(pred, ref) is ok
 
@@ -47,12 +58,20 @@ def test_choose_exemplars():
     q = bank.exemplars[0].question
     skill_pick = choose_exemplars(bank, "skill", q, "id0", 4, 0, skill="percentage")
     assert len(skill_pick) == 3  # 4 percentage exemplars minus the question itself
-    assert all(bank.exemplars[i].skill == "percentage" and bank.exemplars[i].question != q for i in skill_pick)
-    assert choose_exemplars(bank, "random", "other", "id1", 4, 0) == choose_exemplars(bank, "random", "other", "id1", 4, 0)
-    assert choose_exemplars(bank, "random", "other", "id1", 4, 0) != choose_exemplars(bank, "random", "other", "id2", 4, 0)
+    assert all(
+        bank.exemplars[i].skill == "percentage" and bank.exemplars[i].question != q for i in skill_pick
+    )
+    assert choose_exemplars(bank, "random", "other", "id1", 4, 0) == choose_exemplars(
+        bank, "random", "other", "id1", 4, 0
+    )
+    assert choose_exemplars(bank, "random", "other", "id1", 4, 0) != choose_exemplars(
+        bank, "random", "other", "id2", 4, 0
+    )
     fixed = choose_exemplars(bank, "fixed", "other", "a", 4, 0)
     assert fixed == choose_exemplars(bank, "fixed", "another", "b", 4, 0) and len(fixed) == 4
     assert q not in [bank.exemplars[i].question for i in choose_exemplars(bank, "fixed", q, "a", 60, 0)]
+    same = choose_exemplars(bank, "subject", "other", "a", 6, 0, subject="geometry")
+    assert len(same) == 6 and {bank.skill(bank.exemplars[i].skill).subject for i in same} == {"geometry"}
 
 
 def skill_aware_script(request):
@@ -70,14 +89,16 @@ def skill_aware_script(request):
 
 def test_eval_solve_all_three_methods(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=skill_aware_script), max_concurrency=CONC)
-    code, out, err = cli_run("eval", "solve", "--model", "fake:oracle", "--limit", "8", "--concurrency", str(CONC),
-                             "--json")
+    code, out, err = cli_run(
+        "eval", "solve", "--model", "fake:oracle", "--limit", "8", "--concurrency", str(CONC), "--json"
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["summary"]["skill"] == {"accuracy": 1.0, "ci95": 0.0, "n": 8}
     assert report["summary"]["fixed"]["accuracy"] == 0.0  # the fixed set mixes skills
     assert report["summary"]["random"]["accuracy"] < 0.5
     assert report["skill_pick"] == {"n": 8, "accuracy": 1.0}
+    assert "subject" not in report["summary"]  # the topic baseline runs only when asked for
     per_skill = {(r["method"], r["skill"]): r for r in report["table"]}
     first_skills = list(SKILLS)[:4]  # 8 test questions = 2 per skill for the first 4 skills
     assert all(per_skill[("skill", s)]["n"] == 2 for s in first_skills)
@@ -106,8 +127,21 @@ def test_judge_and_unparseable_pick_fallback(cli_run, db_path):
         return "I think it is 5."
 
     register_provider("fake:s", FakeProvider("s", script=script), max_concurrency=CONC)
-    code, out, err = cli_run("eval", "solve", "--model", "fake:s", "--judge", "fake:s", "--limit", "3",
-                             "--exemplars", "skill", "--concurrency", str(CONC), "--json")
+    code, out, err = cli_run(
+        "eval",
+        "solve",
+        "--model",
+        "fake:s",
+        "--judge",
+        "fake:s",
+        "--limit",
+        "3",
+        "--exemplars",
+        "skill",
+        "--concurrency",
+        str(CONC),
+        "--json",
+    )
     assert code == 0, err
     report = json.loads(out)
     assert report["graded_by"] == "fake:s" and report["summary"]["skill"]["accuracy"] == 1.0
@@ -128,6 +162,15 @@ def test_eval_solve_usage_errors(cli_run, tmp_path):
     code, _, err = cli_run("eval", "solve", "--model", "gtp-4o")
     assert code == 2 and "gtp-4o" in err
     (tmp_path / "q.jsonl").write_text('{"question": "What is 2+2?", "answer": "4"}\n')
-    code, out, err = cli_run("eval", "solve", "--model", "fake", "--dataset", str(tmp_path / "q.jsonl"),
-                             "--exemplars", "random", "--json")
+    code, out, err = cli_run(
+        "eval",
+        "solve",
+        "--model",
+        "fake",
+        "--dataset",
+        str(tmp_path / "q.jsonl"),
+        "--exemplars",
+        "random",
+        "--json",
+    )
     assert code == 0, err and json.loads(out)["summary"]["random"]["n"] == 1
