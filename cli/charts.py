@@ -109,7 +109,11 @@ def questions_command(data_dir, split, summary, as_json):
     questions = load_release(data_dir, split, require_images=False).questions()
     if summary:
         counts = Counter((q.mode, f"Q{q.qid}" if q.mode == "descriptive" else q.group) for q in questions)
-        rows = [{"mode": m, "type": t, "count": c} for (m, t), c in sorted(counts.items())]
+        def order(entry):  # Q2 before Q10
+            (mode, kind), _ = entry
+            return mode, int(kind[1:]) if kind[1:].isdigit() else 99, kind
+
+        rows = [{"mode": m, "type": t, "count": c} for (m, t), c in sorted(counts.items(), key=order)]
         echo_json(rows) if as_json else echo_table(rows, ["mode", "type", "count"])
         return
     rows = [{"key": q.key, "mode": q.mode, "type": f"Q{q.qid}" if q.mode == "descriptive" else q.group,
