@@ -28,7 +28,7 @@ from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 from skillweave.agents.llm import RunContext, call_template
-from skillweave.agents.skill_extraction import parse_choice
+from skillweave.agents.skill_parsing import parse_choice
 from skillweave.catalog.bank import Bank, bank_from_catalog
 from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import stable_id
