@@ -124,8 +124,13 @@ class _Group:
 
 def _layout(config: dict) -> list[_Group]:
     objects = config.get("objects") or []
-    groups = {str(o.get("id")): _Group(o, i * 2.2 * BASE, 0.0, SIZES.get(str(o.get("size")), 1.0), float(i))
-              for i, o in enumerate(objects)}
+    groups: dict[str, _Group] = {}
+    cursor = 0.0
+    for i, o in enumerate(objects):  # default: side by side, left to right, a gap between groups
+        group = _Group(o, 0.0, 0.0, SIZES.get(str(o.get("size")), 1.0), float(i))
+        group.x = cursor + group.size[0] / 2
+        cursor += group.size[0] + 0.6 * BASE
+        groups[str(o.get("id"))] = group
     for rel in config.get("relation") or []:
         a, b = groups.get(str(rel.get("ObjectA_id"))), groups.get(str(rel.get("ObjectB_id")))
         if a is None or b is None or a is b:

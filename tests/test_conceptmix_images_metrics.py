@@ -63,6 +63,13 @@ def test_relations_place_objects():
         xs = [x for x in range(0, 512, 2) for y in range(0, 512, 4) if img.getpixel((x, y)) == rgb]
         return sum(xs) / len(xs)
 
+    def xs(config: dict, rgb: tuple) -> list[int]:
+        img = _pixels(render_configuration(config))
+        return [x for x in range(0, 512, 2) for y in range(0, 512, 4) if img.getpixel((x, y)) == rgb]
+
+    crowd = {"objects": [{"id": 1, "item": "apple", "number": "4", "color": "red"},
+                         {"id": 2, "item": "book", "color": "blue"}]}
+    assert max(xs(crowd, (214, 40, 40))) < min(xs(crowd, (40, 90, 214)))  # no relation: side by side, no overlap
     for name, sign in (("left", -1), ("right", 1)):
         config = {"objects": [{"id": 1, "item": "cat", "color": "red"}, {"id": 2, "item": "dog", "color": "blue"}],
                   "relation": [{"name": name, "ObjectA_id": 2, "ObjectB_id": 1}]}
