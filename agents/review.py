@@ -149,8 +149,12 @@ def review_entry(store: Store, item_id: str) -> dict:
     request = item["payload"].get("review_request") or {}
     reviews = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
     events = list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
-    return {"item": item, "request": request, "reviews": reviews, "events": events,
-            "waiting": item["status"] == REVIEW_STATUS}
+    waiting = item["status"] == REVIEW_STATUS
+    editable = request.get("editable") or {}
+    # after a decision, show the item's current values (an edit changed them), not the request's
+    current = editable if waiting else {f: item["payload"].get(f, v) for f, v in editable.items()}
+    return {"item": item, "request": request, "current": current, "reviews": reviews, "events": events,
+            "waiting": waiting}
 
 
 def resolve_item_id(store: Store, prefix: str) -> str:

@@ -82,8 +82,8 @@ def review_show(ctx, item_id, as_json):
         return
     item, request = entry["item"], entry["request"]
     click.echo(f"item {item['id']}  run {item['run_id']}  status {item['status']}")
-    for field, value in ordered_fields(request.get("editable") or {}):
-        click.echo(f"\n== {field} (editable) ==\n{value}")
+    for field, value in ordered_fields(entry["current"]):
+        click.echo(f"\n== {field}{' (editable)' if entry['waiting'] else ''} ==\n{value}")
     for section in request.get("context") or []:
         click.echo(f"\n== {section['label']} ==\n{section['text']}")
     for review in entry["reviews"]:

@@ -133,3 +133,17 @@ def test_browser_approves_and_edits_through_the_page(paused):
         state = thread_state(store, run_id, store.get_item(item_id)["payload"]["thread_id"])
         assert not state.interrupts and not state.next and state.values["status"] == "accepted"
     assert store.get_run(run_id)["status"] == "done"
+
+
+def test_a_decided_item_shows_its_current_values(paused):
+    store, run_id = paused
+    client = TestClient(create_app(store, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"},
+                        follow_redirects=False)
+    item_id = items(store, run_id)[0]["id"]
+    response = client.post(f"/item/{item_id}/decide", data={
+        "action": "edit", "csrf": TOKEN, "answer": "41", "reviewer": "zoe",
+        "question": store.get_item(item_id)["payload"]["question"]})
+    assert response.status_code == 303
+    page = client.get(f"/item/{item_id}").text
+    assert "not waiting for review" in page and "<h3>answer</h3><div class=\"text\">41</div>" in page
+    assert 'id="decision"' not in page and "zoe" in page

@@ -91,7 +91,7 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
             entry = review_entry(store, item_id)
         except SkillweaveError as exc:
             return render("error.html", status=404, message=str(exc))
-        return render("item.html", entry=entry, fields=ordered_fields(entry["request"].get("editable") or {}),
+        return render("item.html", entry=entry, fields=ordered_fields(entry["current"]),
                       reviewer=default_reviewer or "")
 
     async def decide(request: Request) -> Response:
