@@ -302,6 +302,18 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
             "pipeline": "extract-skills",
             "kind": "skill_catalog",
             "skills": clusters,
+            # the generic `skillweave review show|approve|reject` can read this too; edits go through
+            # `skillweave review skills ...` because they are catalog operations, not field edits
+            "editable": {},
+            "context": [
+                {
+                    "label": "coarse skills (edit with `skillweave review skills`)",
+                    "text": "\n".join(
+                        f"{c['name']}: {', '.join(m.split(chr(9))[-1] for m in c['members'])}"
+                        for c in clusters
+                    ),
+                }
+            ],
         }
         if item["status"] != "review":
             ctx.store.update_item(

@@ -402,3 +402,31 @@ def test_import_export_round_trips(cli_run, tmp_path):
     assert code == 2 and "needs a skill bank" in err
     code, _, err = cli_run("skills", "show", "nothing")
     assert code == 2 and "no skill bank or catalog 'nothing'" in err
+
+
+def test_generic_review_commands_see_and_approve_the_catalog(cli_run, db_path):
+    register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
+    cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "4",
+        "--model",
+        "fake:oracle",
+        "--concurrency",
+        str(CONC),
+    )
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    item = next(store.items(run_id, kind="skills.catalog"))
+    code, out, err = cli_run("review", "show", item["id"])
+    assert code == 0, err
+    assert "percentage: percentage_method, percentage_technique" in out
+    code, _, err = cli_run("review", "approve", item["id"])
+    assert code == 0, err
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    assert bank.skill_names() == ["percentage"] and len(bank.exemplars) == 4
