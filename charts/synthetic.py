@@ -11,7 +11,8 @@ Design choices
 - Reasoning questions compose two chart-reading skills (the Skill-Mix idea applied to charts), e.g. "find
   the line that is highest at x=t" + "find where that line is lowest". Each records its `skills`,
   `template` and `params` as extra keys of `reasoning_{split}.json` (readers of the official format ignore
-  them), so tests and reports can recompute and break down by skill.
+  them), so tests and reports can recompute and break down by skill. On multi-subplot charts 40% of the
+  reasoning questions span all subplots (e.g. "how many subplots have a legend?"); the rest name one subplot.
 - Metadata: `category` is the subject whose vocabulary named the axes; `year` is a sampled placeholder in
   20..23 (kept only so the official breakdowns work), `qa_source` is 4 = synthetic.
 - A figure's draw depends only on (seed, index), so figure i is identical whatever n is. Figures are
@@ -56,6 +57,7 @@ LAYOUTS = [((1, 1), 6), ((1, 2), 3), ((2, 1), 2), ((2, 2), 2), ((1, 3), 1), ((2,
 SHAPES = ["increases", "decreases", "increases then decreases", "decreases then increases"]
 Y_STEPS = [0.1, 0.2, 0.25, 0.5, 1, 2, 5, 10, 20, 25, 50]
 MARGIN = 0.04  # fraction of an axis span that separates anything a question depends on
+CROSS_PANEL_SHARE = 0.4  # multi-subplot charts whose reasoning question spans all subplots
 
 
 def _decimals(step: float) -> int:
@@ -428,6 +430,26 @@ def reasoning_candidates(panel: Panel, rng: np.random.Generator) -> list[dict]:
     return out
 
 
+def cross_panel_candidates(panels: list[Panel]) -> list[dict]:
+    """Two-skill questions over all subplots of a figure (no subplot locator): read in each, then compare/count."""
+    out: list[dict] = []
+    titles = [p.title for p in panels]
+    tops = [p.yaxis.hi for p in panels]
+    if all(titles) and len(set(titles)) == len(titles) and tops.count(max(tops)) == 1:
+        out.append({"template": "top_tick->compare_subplots", "skills": ["read a tick label", "compare across subplots"],
+                    "inst_category": 1, "params": {}, "answer": titles[tops.index(max(tops))],
+                    "query": "Which subplot has the largest highest labeled y-axis tick? Answer with its title."})
+    out.append({"template": "legend->count_subplots", "skills": ["read a legend", "count subplots"],
+                "inst_category": 4, "params": {}, "answer": str(sum(p.legend for p in panels)),
+                "query": "How many of the subplots have a legend?"})
+    if any(p.kind == "line" for p in panels):
+        crossing = sum(p.kind == "line" and _intersects(list(p.series.values())) for p in panels)
+        out.append({"template": "intersections->count_subplots", "skills": ["detect line intersections",
+                    "count subplots"], "inst_category": 4, "params": {}, "answer": str(crossing),
+                    "query": "In how many subplots do two of the lines cross each other?"})
+    return out
+
+
 # ---- one chart and a whole set ----------------------------------------------------------------------
 def build_chart(seed: int, index: int) -> SyntheticChart:
     """Sample, draw and question one chart (an Agg `Figure`, outside pyplot's registry)."""
@@ -466,6 +488,14 @@ def build_chart(seed: int, index: int) -> SyntheticChart:
         reasoning = {"figure_id": index, "query": query, "answer": pick["answer"],
                      "inst_category": pick["inst_category"], "qa_source": 4, "skills": pick["skills"],
                      "template": pick["template"], "params": pick["params"], "subplot_loc": loc, "exact": True}
+    # a separate stream, so adding cross-subplot questions left every other draw of a chart unchanged
+    side = np.random.default_rng([seed, index, 1])
+    if len(panels) > 1 and side.random() < CROSS_PANEL_SHARE:
+        cross = cross_panel_candidates(panels)
+        pick = cross[int(side.integers(len(cross)))]
+        reasoning = {"figure_id": index, "query": pick["query"], "answer": pick["answer"],
+                     "inst_category": pick["inst_category"], "qa_source": 4, "skills": pick["skills"],
+                     "template": pick["template"], "params": pick["params"], "subplot_loc": None, "exact": True}
     metadata = {"category": subject, "year": str(20 + int(rng.integers(0, 4))),
                 "figure_path": f"images/{figure_id}.jpg", "num_subplots": len(panels),
                 "caption": f"Synthetic {rows}x{cols} chart ({', '.join(p.kind for p in panels)}) about {subject}.",

@@ -205,6 +205,18 @@ def read_reasoning(ax, template, params):
     raise AssertionError(template)
 
 
+def read_cross_panel(fig, template):
+    axes = grid_axes(fig)
+    if template == "top_tick->compare_subplots":
+        tops = {ax.get_title(): float(ticks(ax, "y")[-1][1]) for ax in axes}
+        return max(tops, key=tops.get)
+    if template == "legend->count_subplots":
+        return str(sum(ax.get_legend() is not None for ax in axes))
+    if template == "intersections->count_subplots":
+        return str(sum(len(ax.lines) > 1 and lines_intersect(ax.lines) for ax in axes))
+    raise AssertionError(template)
+
+
 def test_compositional_reasoning_answers_match_the_figure(charts):
     templates = set()
     for chart in charts:
@@ -212,12 +224,16 @@ def test_compositional_reasoning_answers_match_the_figure(charts):
         if r is None:
             continue
         assert len(r["skills"]) == 2 and r["qa_source"] == 4 and r["inst_category"] in (1, 2, 3, 4)
-        ax = target_axes(chart, r["subplot_loc"])
-        read = read_reasoning(ax, r["template"], r["params"])
+        if r["subplot_loc"] is None:  # spans every subplot
+            assert len(grid_axes(chart.fig)) > 1 and "subplot" in r["query"]
+            read = read_cross_panel(chart.fig, r["template"])
+        else:
+            read = read_reasoning(target_axes(chart, r["subplot_loc"]), r["template"], r["params"])
         assert same(read, r["answer"]), f"chart {chart.figure_id} {r['template']}: {read!r} vs {r['answer']!r}"
         templates.add(r["template"])
     assert sum(c.reasoning is not None for c in charts) >= 0.8 * N_CHARTS
     assert len(templates) >= 5, templates
+    assert any(t.endswith("count_subplots") or t.endswith("compare_subplots") for t in templates)
 
 
 def test_figures_are_deterministic_per_seed_and_index():
