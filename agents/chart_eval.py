@@ -106,7 +106,7 @@ async def ask(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
 
     async def one(item_id: str) -> None:
         item = ctx.store.get_item(item_id)
-        if "response" in item["payload"]:
+        if item["payload"].get("response") is not None:  # answered before; a failed ask is tried again
             return
         q = ChartQuestion.from_dict(item["payload"]["question"])
         try:
