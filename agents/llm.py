@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from skillweave.agents.providers import ChatRequest, get_provider
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
-from skillweave.store import Store, jload, stable_id
+from skillweave.store import Store, jdump, jload, stable_id
 
 
 @dataclass
@@ -87,8 +87,9 @@ async def call_template(
     tmpl = ctx.template(template)
     messages = build_messages(tmpl, values, turn, list(previous_outputs), images)
     provider = ctx.provider(model)
-    call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, n, temperature, max_tokens,
-                         messages, *key, length=32)
+    request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
+                          "max_tokens": max_tokens, "n": n})
+    call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, request_json, *key, length=32)
     stored = ctx.store.find_call(call_key)
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
@@ -96,9 +97,7 @@ async def call_template(
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
                           meta={"fake_reply": tmpl.render_fake_reply(turn, values)})
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
-                  model=provider.model, prompt_version=tmpl.version,
-                  request={"messages": _redact_images(messages), "temperature": temperature,
-                           "max_tokens": max_tokens, "n": n})
+                  model=provider.model, prompt_version=tmpl.version, request=request_json)
     start = time.perf_counter()
     try:
         result, attempts = await provider.chat(request)

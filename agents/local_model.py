@@ -85,7 +85,6 @@ def resolve_model_path(spec: str) -> Path:
 def load_causal_lm(spec: str = "local"):
     """Load (model, tokenizer) once per process, in eval mode, with a pad token and left padding."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # keep the CLI's stderr for our own messages

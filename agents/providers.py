@@ -78,6 +78,15 @@ class Provider:
             self._semaphores[loop_id] = asyncio.Semaphore(self.max_concurrency)
         return self._semaphores[loop_id]
 
+    def _per_loop(self, factory):
+        """An SDK client per event loop: its connections belong to the loop that opened them."""
+        loop = asyncio.get_running_loop()
+        clients = self.__dict__.setdefault("_clients", {})
+        if clients.get("loop") is not loop:
+            clients.clear()
+            clients.update(loop=loop, client=factory())
+        return clients["client"]
+
     async def _chat(self, request: ChatRequest) -> ChatResult:
         raise NotImplementedError
 
@@ -87,9 +96,7 @@ class Provider:
         while True:
             attempt += 1
             try:
-                async with self._semaphore():
-                    if self.retry.timeout:
-                        return await asyncio.wait_for(self._chat(request), self.retry.timeout), attempt
+                async with self._semaphore(), asyncio.timeout(self.retry.timeout):
                     return await self._chat(request), attempt
             except (RetryableError, TimeoutError) as exc:
                 if attempt >= self.retry.max_attempts:
@@ -212,7 +219,6 @@ class LocalProvider(Provider):
 
     def _generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         import torch
-
         from skillweave.agents.local_model import load_causal_lm
 
         model, tokenizer = load_causal_lm(self.model)
@@ -259,9 +265,8 @@ class OpenAIProvider(Provider):
         if not api_key and not base_url:
             raise ConfigError(f"openai:{model} needs OPENAI_API_KEY (or OPENAI_BASE_URL for a local server)")
         self._openai = openai
-        self._client = openai.AsyncOpenAI(
-            api_key=api_key or "no-key", base_url=base_url, max_retries=0, timeout=self.retry.timeout
-        )
+        self._client_args = dict(api_key=api_key or "no-key", base_url=base_url, max_retries=0,
+                                 timeout=self.retry.timeout)
 
     @staticmethod
     def _content(message: dict):
@@ -280,7 +285,8 @@ class OpenAIProvider(Provider):
     async def _chat(self, request: ChatRequest) -> ChatResult:
         oa = self._openai
         try:
-            response = await self._client.chat.completions.create(
+            client = self._per_loop(lambda: oa.AsyncOpenAI(**self._client_args))
+            response = await client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages],
                 temperature=request.temperature, max_tokens=request.max_tokens, n=request.n,
@@ -318,7 +324,6 @@ class AnthropicProvider(Provider):
         if not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_BASE_URL"):
             raise ConfigError(f"anthropic:{model} needs ANTHROPIC_API_KEY")
         self._anthropic = anthropic
-        self._client = anthropic.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout)
 
     @staticmethod
     def _content(message: dict):
@@ -336,7 +341,8 @@ class AnthropicProvider(Provider):
         system = "\n".join(message_text(m) for m in request.messages if m["role"] == "system")
         kwargs = {"system": system} if system else {}
         try:
-            return await self._client.messages.create(
+            client = self._per_loop(lambda: an.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout))
+            return await client.messages.create(
                 model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
                 messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages
                           if m["role"] != "system"],

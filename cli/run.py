@@ -6,10 +6,16 @@ import shlex
 import sys
 
 import click
-
 from skillweave.agents.providers import parse_spec
-from skillweave.catalog import bundled_skills, bundled_topics, load_lines, load_skills, split_by_category, split_topics
-from skillweave.cli.common import echo_json, echo_table, open_store, prompts_dir
+from skillweave.catalog import (
+    bundled_skills,
+    bundled_topics,
+    load_lines,
+    load_skills,
+    split_by_category,
+    split_topics,
+)
+from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.errors import UsageError
 from skillweave.graphs.runtime import pipeline_module, run_pipeline
 from skillweave.prompts import load_template

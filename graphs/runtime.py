@@ -13,10 +13,8 @@ import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-import aiosqlite
-from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
-
 from skillweave.agents.llm import RunContext
 from skillweave.errors import ConfigError
 from skillweave.graphs import PIPELINES
@@ -46,33 +44,64 @@ def pipeline_module(name: str):
     return importlib.import_module(PIPELINES[name])
 
 
+class StoreCheckpointer(SqliteSaver):
+    """LangGraph's SQLite checkpointer on the store's own connection, awaited without a thread hop.
+
+    Checkpoint reads and writes take tens of microseconds, so running them inline on the event loop is cheaper
+    than aiosqlite's worker-thread round trips, and one connection means no write-lock contention between the
+    store and the checkpointer. Nodes never await inside a store transaction, so the saver's commits cannot
+    interleave with one.
+    """
+
+    async def aget_tuple(self, config):
+        return self.get_tuple(config)
+
+    async def alist(self, config, *, filter=None, before=None, limit=None):
+        for item in self.list(config, filter=filter, before=before, limit=limit):
+            yield item
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        return self.put(config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(self, config, writes, task_id, task_path=""):
+        return self.put_writes(config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id):
+        return self.delete_thread(thread_id)
+
+
 @asynccontextmanager
 async def checkpointer(store: Store):
-    """An async SQLite checkpointer on the store's own file (WAL, busy timeout).
+    """The checkpointer for a run: LangGraph's `checkpoints`/`writes` tables inside the store's file."""
+    saver = StoreCheckpointer(store.db.conn)
+    with store.lock:
+        saver.setup()
+    yield saver
 
-    Autocommit: each checkpoint write commits inside aiosqlite's worker thread, so no write lock is held
-    across an await while the store's own (synchronous) connection waits for it on the event loop.
-    """
-    conn = await aiosqlite.connect(store.path, timeout=30, isolation_level=None)
-    await conn.execute("PRAGMA busy_timeout = 30000")
-    saver = AsyncSqliteSaver(conn)
-    await saver.setup()
-    try:
-        yield saver
-    finally:
-        await conn.close()
+
+def _threads_with_checkpoints(saver: SqliteSaver, thread_ids: list[str]) -> set[str]:
+    """One query instead of a state lookup per thread: which threads have any checkpoint at all."""
+    found: set[str] = set()
+    with saver.cursor(transaction=False) as cur:
+        for start in range(0, len(thread_ids), 500):
+            chunk = thread_ids[start:start + 500]
+            cur.execute(f"SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id IN ({','.join('?' * len(chunk))})",
+                        chunk)
+            found.update(row[0] for row in cur.fetchall())
+    return found
 
 
 def thread_config(thread_id: str) -> dict:
     return {"configurable": {"thread_id": thread_id}}
 
 
-async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_value=None) -> None:
+async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_value=None,
+                      fresh: bool = False, durability: str = "async") -> None:
     config = thread_config(spec.thread_id)
-    snapshot = await graph.aget_state(config)
+    snapshot = None if fresh else await graph.aget_state(config)
     if resume_value is not None:
         payload = Command(resume=resume_value)
-    elif snapshot.created_at is None:  # never started
+    elif snapshot is None or snapshot.created_at is None:  # never started (or, with exit durability, never ended)
         payload = spec.input
     elif snapshot.interrupts:
         summary.paused += 1
@@ -83,7 +112,7 @@ async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_
         return
     else:
         payload = None  # continue from the last checkpoint
-    result = await graph.ainvoke(payload, config, context=ctx, durability="async")
+    result = await graph.ainvoke(payload, config, context=ctx, durability=durability)
     if result.get("__interrupt__"):
         summary.paused += 1
     else:
@@ -114,9 +143,13 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
 
+        started = _threads_with_checkpoints(saver, [s.thread_id for s in specs])
+        durability = getattr(module, "DURABILITY", "async")
+
         async def one(spec):
             async with semaphore:
-                await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id))
+                await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
+                                  fresh=spec.thread_id not in started, durability=durability)
             bar.update(1)
 
         try:

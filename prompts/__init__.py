@@ -20,7 +20,6 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 import yaml
-
 from skillweave.errors import TemplateError
 
 PACKAGE_DIR = Path(__file__).parent
@@ -33,6 +32,11 @@ def normalise(text: str) -> str:
 
 def content_version(text: str) -> str:
     return "b2:" + hashlib.blake2b(normalise(text).encode(), digest_size=8).hexdigest()
+
+
+@lru_cache(maxsize=512)
+def _version_of(text: str) -> str:
+    return content_version(text)
 
 
 @dataclass(frozen=True)
@@ -49,7 +53,7 @@ class PromptTemplate:
 
     @property
     def version(self) -> str:
-        return content_version(self.text)
+        return _version_of(self.text)
 
     @property
     def source(self) -> str:

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
-
 from skillweave.errors import NotFound, StoreError
 
 DEFAULT_DB = "skillweave.db"
@@ -89,6 +88,24 @@ class Store:
     def close(self) -> None:
         self.db.conn.close()
 
+    # Hot paths use plain SQL: sqlite-utils introspects the schema on every insert, which costs more than
+    # the write itself when a pipeline records thousands of calls.
+    def _insert(self, table: str, row: dict, conflict: str = "") -> None:
+        columns = ", ".join(f"[{c}]" for c in row)
+        marks = ", ".join("?" * len(row))
+        with self.lock:
+            self.db.conn.execute(f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})", list(row.values()))
+
+    def _one(self, sql: str, args: list) -> dict | None:
+        cursor = self.db.conn.execute(sql, args)
+        row = cursor.fetchone()
+        return dict(zip([d[0] for d in cursor.description], row, strict=True)) if row else None
+
+    def _all(self, sql: str, args: list) -> list[dict]:
+        cursor = self.db.conn.execute(sql, args)
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
     def transaction(self):
         """Context manager for an atomic group of writes (no half-written records)."""
         return _Transaction(self)
@@ -135,10 +152,8 @@ class Store:
 
     # ---- prompt versions --------------------------------------------------------------------------
     def put_prompt_version(self, version: str, name: str, text: str, source: str = "") -> str:
-        with self.lock:
-            self.db["prompt_versions"].insert(
-                {"id": version, "name": name, "text": text, "source": source, "created_at": now()}, ignore=True
-            )
+        self._insert("prompt_versions", {"id": version, "name": name, "text": text, "source": source,
+                                         "created_at": now()}, "OR IGNORE")
         return version
 
     # ---- catalogs ---------------------------------------------------------------------------------
@@ -211,22 +226,22 @@ class Store:
         }
         for key, value in fields.items():
             row[key] = jdump(value) if key in ("skills", "payload", "prompt_versions") else value
-        with self.lock:
-            self.db["items"].insert(row, ignore=True)
+        self._insert("items", row, "OR IGNORE")
         return item_id
 
     def get_item(self, item_id: str) -> dict:
-        try:
-            row = self.db["items"].get(item_id)
-        except sqlite_utils.db.NotFoundError:
-            raise NotFound(f"no item '{item_id}' in {self.path}") from None
+        row = self._one("SELECT * FROM items WHERE id = ?", [item_id])
+        if row is None:
+            raise NotFound(f"no item '{item_id}' in {self.path}")
         return _decode_item(row)
 
     def update_item(self, item_id: str, *, payload_update: dict | None = None, prompt_versions: Iterable[str] = (),
                     **fields) -> None:
         """Update columns; `payload_update` merges into the JSON payload; prompt versions accumulate."""
         with self.transaction():
-            current = self.db["items"].get(item_id)
+            current = self._one("SELECT payload, prompt_versions FROM items WHERE id = ?", [item_id])
+            if current is None:
+                raise NotFound(f"no item '{item_id}' in {self.path}")
             values = dict(fields)
             if payload_update:
                 values["payload"] = jdump({**jload(current["payload"], {}), **payload_update})
@@ -236,7 +251,8 @@ class Store:
             if "skills" in values:
                 values["skills"] = jdump(values["skills"])
             values["updated_at"] = now()
-            self.db["items"].update(item_id, values)
+            assignments = ", ".join(f"[{c}] = ?" for c in values)
+            self.db.conn.execute(f"UPDATE items SET {assignments} WHERE id = ?", [*values.values(), item_id])
 
     def items(self, run_id: str | None = None, *, kind: str | None = None, status: str | None = None) -> Iterator[dict]:
         clauses, args = [], []
@@ -251,8 +267,7 @@ class Store:
     # ---- model calls ------------------------------------------------------------------------------
     def find_call(self, call_key: str) -> dict | None:
         """The successful call already stored for this key, if any (resume never calls twice)."""
-        rows = list(self.db["llm_calls"].rows_where("call_key = ? and error is null", [call_key], limit=1))
-        return rows[0] if rows else None
+        return self._one("SELECT * FROM llm_calls WHERE call_key = ? AND error IS NULL LIMIT 1", [call_key])
 
     def record_call(self, **row) -> str:
         row.setdefault("id", uuid.uuid4().hex)
@@ -260,8 +275,7 @@ class Store:
         for key in ("request", "response"):
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = jdump(row[key])
-        with self.lock:
-            self.db["llm_calls"].insert(row)
+        self._insert("llm_calls", row)
         return row["id"]
 
     # ---- grades, reviews, events ------------------------------------------------------------------
@@ -271,8 +285,7 @@ class Store:
                "created_at": now(), **row}
         if not isinstance(row.get("points"), str | type(None)):
             row["points"] = jdump(row["points"])
-        with self.lock:
-            self.db["grades"].upsert(row, pk="id")
+        self._insert("grades", row, "OR REPLACE")
         return grade_id
 
     def grades(self, item_id: str) -> list[dict]:
@@ -292,11 +305,8 @@ class Store:
         return review_id
 
     def add_event(self, run_id: str, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
-        with self.lock:
-            self.db["events"].insert(
-                {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status, "reason": reason,
-                 "created_at": now()}
-            )
+        self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
+                                "reason": reason, "created_at": now()})
 
     # ---- lineage ----------------------------------------------------------------------------------
     def lineage(self, item_id: str) -> dict:

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-
 from skillweave.agents.skillmix import sample_skill_combinations
 from skillweave.metrics.skillmix import (
     aggregate,

@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-import pytest
-
 from skillweave.agents.providers import FakeProvider, register_provider
 from skillweave.store import Store
 
