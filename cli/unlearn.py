@@ -29,7 +29,12 @@ def topic_model() -> None:
 @json_option
 @click.pass_context
 def train(ctx, n_topics, vocab_size, min_df, anchor_min_docs, selectors, name, as_json) -> None:
-    """Train a topic model on the generated text in the store and save it as version 1."""
+    """Train a topic model on the generated text in the store and save it as version 1.
+
+    \b
+    Example:
+      skillweave topic-model train --topics 5 --vocab 500
+    """
     from skillweave.trainers.unlearning.lineage import train_store_model
     from skillweave.trainers.unlearning.topic_model import TopicModelConfig
 
@@ -43,7 +48,12 @@ def train(ctx, n_topics, vocab_size, min_df, anchor_min_docs, selectors, name, a
 @json_option
 @click.pass_context
 def list_cmd(ctx, as_json) -> None:
-    """List topic model versions (unlearned versions point at their parent and request)."""
+    """List topic model versions (unlearned versions point at their parent and request).
+
+    \b
+    Example:
+      skillweave topic-model list --json
+    """
     from skillweave.trainers.unlearning.lineage import list_models
 
     rows = list_models(open_store(ctx))
@@ -59,7 +69,12 @@ def list_cmd(ctx, as_json) -> None:
 @json_option
 @click.pass_context
 def show(ctx, model_id, as_json) -> None:
-    """Show a model version: anchors and the top words of each topic (MODEL_ID or 'latest')."""
+    """Show a model version: anchors and the top words of each topic (MODEL_ID or 'latest').
+
+    \b
+    Example:
+      skillweave topic-model show latest
+    """
     from skillweave.trainers.unlearning.lineage import model_summary
 
     _print_model(model_summary(open_store(ctx), model_id), as_json)
@@ -75,7 +90,12 @@ def show(ctx, model_id, as_json) -> None:
 @click.pass_context
 def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
     """Train a linear classification head on topic posteriors (released as B = A w); `skillweave unlearn
-    --head` later forgets items from the head alone, leaving the topic model bit-identical."""
+    --head` later forgets items from the head alone, leaving the topic model bit-identical.
+
+    \b
+    Example:
+      skillweave topic-model head --label skill:metaphor
+    """
     from skillweave.trainers.unlearning.lineage import train_store_head
 
     report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=ridge)
@@ -90,7 +110,12 @@ def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
 @json_option
 @click.pass_context
 def requests(ctx, as_json) -> None:
-    """List recorded unlearning requests with their forget-set sizes and noise."""
+    """List recorded unlearning requests with their forget-set sizes and noise.
+
+    \b
+    Example:
+      skillweave topic-model requests --json
+    """
     from skillweave.trainers.unlearning.lineage import list_requests
 
     rows = list_requests(open_store(ctx))
@@ -181,7 +206,12 @@ def unlearn(ctx, selectors, model_id, head_id, task_q, epsilon, delta, sensitivi
 @json_option
 @click.pass_context
 def export_forget_cmd(ctx, selectors, retain_selectors, out_dir, as_json) -> None:
-    """Write forget/retain question-answer sets (OpenUnlearning's QA shape) for LLM unlearning tools."""
+    """Write forget/retain question-answer sets (OpenUnlearning's QA shape) for LLM unlearning tools.
+
+    \b
+    Example:
+      skillweave export-forget --forget skill:metaphor --out forget-metaphor/
+    """
     from skillweave.trainers.unlearning.lineage import export_forget
 
     report = export_forget(open_store(ctx), list(selectors), out_dir, retain_selectors=list(retain_selectors) or None)
