@@ -26,6 +26,7 @@ from skillweave.store import Store, now
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
+CLAIMED_STATUS = "deciding"  # a decision is being applied: claimed atomically so two reviewers cannot both resume
 FIELD_ORDER = ("question", "solution", "answer")  # how editable fields are shown; others follow by name
 
 
@@ -84,7 +85,7 @@ async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, edi
 
     request = {"item_id": item["id"], "run_id": ctx.run_id, "thread_id": thread_id, "pipeline": pipeline,
                "skills": item.get("skills") or [], "editable": editable, "context": context}
-    if item.get("status") != REVIEW_STATUS:  # the node re-runs on resume; queue and log it once
+    if item.get("status") not in (REVIEW_STATUS, CLAIMED_STATUS):  # the node re-runs on resume; log it once
         ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update={"review_request": request})
         ctx.store.add_event(ctx.run_id, item["id"], "review", "waiting", "paused for a human reviewer")
     return interrupt(request)
@@ -181,8 +182,18 @@ def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: 
     unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
     if unknown:
         raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
-    summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir, progress=False,
-                           only_threads={request["thread_id"]: decision})
+    with store.lock:
+        claimed = store.db.execute("update items set status = ? where id = ? and status = ?",
+                                   [CLAIMED_STATUS, item_id, REVIEW_STATUS]).rowcount
+    if not claimed:
+        raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
+    try:
+        summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir,
+                               progress=False, only_threads={request["thread_id"]: decision})
+    finally:  # a resume that failed leaves the item in the queue
+        with store.lock:
+            store.db.execute("update items set status = ? where id = ? and status = ?",
+                             [REVIEW_STATUS, item_id, CLAIMED_STATUS])
     after = store.get_item(item_id)
     if after["status"] == REVIEW_STATUS:
         raise UsageError(f"thread {request['thread_id']} did not resume; is the run's checkpoint in {store.path}?")

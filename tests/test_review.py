@@ -194,3 +194,26 @@ def test_export_then_import_decisions(paused, tmp_path):
     assert store.get_item(rows[1]["item_id"])["payload"]["answer"] == "7"
     assert store.get_item(rows[2]["item_id"])["status"] == "review"
     assert {r["reviewer"] for r in store.db["reviews"].rows} == {"erin"}
+
+
+def test_two_reviewers_cannot_both_resume_one_item(paused):
+    import threading
+
+    store, run_id = paused
+    item_id = items(store, run_id)[0]["id"]
+    outcomes: list[str] = []
+
+    def decide(name):
+        try:
+            outcomes.append(submit_decision(store, item_id, make_decision("approve", reviewer=name))["status"])
+        except UsageError as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=decide, args=(n,)) for n in ("a", "b")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("accepted") == 1, outcomes
+    assert any("decided by someone else" in o or "not waiting for review" in o for o in outcomes)
+    assert store.db["reviews"].count_where("item_id = ?", [item_id]) == 1
