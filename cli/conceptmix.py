@@ -31,6 +31,9 @@ def _check_specs(model: str | None, image_model: str, grader: str) -> None:
     if model is not None:
         check_model("--model", model)
     check_model("--grader", grader)
+    if grader.partition(":")[0] == "local":
+        raise UsageError(f"--grader {grader} reads text only and cannot see images; "
+                         "use openai:<vision model>, anthropic:<model> or fake")
     image_backend(image_model)  # unknown spec, missing diffusers or a missing folder fail before any call
 
 

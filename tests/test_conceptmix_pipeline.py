@@ -207,6 +207,7 @@ def test_usage_errors_name_the_value(tmp_path):
     for args, message in (
         (["run", "conceptmix", "--grader", "fake", "--image-model", "dalle"], "unknown image model spec 'dalle'"),
         (["run", "conceptmix", "--grader", "gpt4"], "unknown model spec 'gpt4'"),
+        (["run", "conceptmix", "--grader", "local"], "--grader local reads text only"),
         (["import", "conceptmix", str(bad), "--grader", "fake"], "not a ConceptMix prompt set"),
     ):
         with pytest.raises(Exception, match=message):
