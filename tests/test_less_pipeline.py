@@ -155,3 +155,30 @@ def test_every_select_command_has_help():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.help, f"{name} {param.opts}"
+
+
+@pytest.mark.slow
+def test_less_runs_on_the_embedded_model(tmp_path, capsys):
+    """The whole pipeline through the CLI on SmolLM2-135M (skipped when the embedded model is not installed)."""
+    from skillweave.errors import ConfigError
+    from skillweave.trainers.models import load_model_and_tokenizer
+
+    try:
+        load_model_and_tokenizer("local")
+    except ConfigError as exc:
+        pytest.skip(str(exc))
+    pool = [{"instruction": f"What is {a} plus {b}?", "output": f"{a + b}."} for a, b in [(2, 3), (7, 1), (4, 4)]]
+    pool += [{"instruction": f"Name a colour like {c}.", "output": f"{c.title()} is a colour."}
+             for c in ("red", "blue", "green")]
+    targets = [{"instruction": "What is 5 plus 6?", "output": "11."}, {"instruction": "What is 1 plus 8?", "output": "9."}]
+    db = str(tmp_path / "sw.db")
+    code, out, err = _cli(capsys, "--db", db, "select", "less", "--pool", _write(tmp_path / "pool.jsonl", pool),
+                          "--targets", _write(tmp_path / "t.jsonl", targets), "--model", "local",
+                          "--out", str(tmp_path / "grads"), "--warmup-fraction", "0.5", "--epochs", "2",
+                          "--learning-rate", "1e-4", "--lora-r", "2", "--lora-alpha", "8", "--lora-targets", "q_proj",
+                          "--dim", "64", "--max-length", "96", "--fraction", "0.5", "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["n_selected"] == 3 and result["checkpoints"] == [1, 2]
+    rows = list(Store(db).db["selection_rows"].rows_where(order_by="rank"))
+    assert len(rows) == 3 and all(isinstance(r["score"], float) for r in rows)

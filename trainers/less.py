@@ -99,16 +99,10 @@ class LessConfig:
 
 # ---- data ---------------------------------------------------------------------------------------------
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    path = Path(path)
-    if not path.exists():
-        raise UsageError(f"data file '{path}' does not exist")
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError as exc:
-                raise UsageError(f"'{path}' line {number} is not valid JSON: {exc}") from None
+    """Rows of a JSONL file or a JSON list (e.g. `skillweave export --format json`), via trainers.data."""
+    from skillweave.trainers.data import read_records
+
+    rows = read_records(path)
     if not rows:
         raise UsageError(f"'{path}' holds no rows")
     return rows
