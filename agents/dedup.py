@@ -3,8 +3,8 @@
 Design choices
 - MinHash (default, pure numpy, no model): lowercase words (punctuation stripped), shingles of `shingle`
   consecutive words (3 by default; texts shorter than that use the whole text as one shingle), each shingle
-  hashed with blake2b to 64 bits, then `num_perm` universal hashes `(a*x + b) mod p` (p = 2^61 - 1) with
-  seeded a, b. The fraction of equal signature slots estimates Jaccard similarity; standard error ≈
+  hashed with blake2b to 32 bits, then `num_perm` hashes `((a*x + b) mod 2^64) mod p` (p = 2^61 - 1) with
+  seeded a, b < p, the datasketch construction. The fraction of equal signature slots estimates Jaccard similarity; standard error ≈
   sqrt(J(1-J)/num_perm), ≈0.04 at J = 0.7 with 128 permutations.
 - Threshold: a new text is a near-duplicate when its estimated Jaccard with any kept text is >= `threshold`
   (0.7 by default; the Instruct-SkillMix paper does not say how it deduplicated, so this is our documented,
@@ -39,27 +39,32 @@ def shingles(text: str, size: int = 3) -> set[str]:
     return {" ".join(words[i:i + size]) for i in range(len(words) - size + 1)}
 
 
-def _hash64(shingle: str) -> int:
-    return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=8).digest(), "little")
+def _hash32(shingle: str) -> int:
+    return int.from_bytes(hashlib.blake2b(shingle.encode(), digest_size=4).digest(), "little")
 
 
 class MinHasher:
-    """MinHash signatures of `num_perm` slots from seeded universal hashes."""
+    """MinHash signatures of `num_perm` slots from seeded hashes `((a*x + b) mod 2^64) mod (2^61 - 1)`.
+
+    As in datasketch: 32-bit shingle hashes x, a and b drawn below 2^61 - 1, uint64 arithmetic that wraps.
+    Small a (so that nothing wraps) would make the slots nearly monotone in x and strongly correlated, which
+    quadruples the estimation error (measured in benchmarks/dedup_minhash.py); the wrap mixes the bits.
+    """
 
     def __init__(self, num_perm: int = 128, shingle: int = 3, seed: int = 1):
         rng = np.random.default_rng(seed)
         self.num_perm, self.shingle = num_perm, shingle
-        # object dtype keeps exact Python-int arithmetic mod 2^61-1 (no uint64 overflow)
-        self.a = np.array([int(x) for x in rng.integers(1, _MERSENNE, num_perm, dtype=np.int64)], dtype=object)
-        self.b = np.array([int(x) for x in rng.integers(0, _MERSENNE, num_perm, dtype=np.int64)], dtype=object)
+        self.a = rng.integers(1, _MERSENNE, num_perm, dtype=np.uint64)
+        self.b = rng.integers(0, _MERSENNE, num_perm, dtype=np.uint64)
 
     def signature(self, text: str) -> np.ndarray:
         grams = shingles(text, self.shingle)
         if not grams:
             return np.full(self.num_perm, _MERSENNE, dtype=np.uint64)
-        hashed = np.array([_hash64(g) % _MERSENNE for g in grams], dtype=object)
-        values = (np.outer(self.a, hashed) + self.b[:, None]) % _MERSENNE
-        return values.min(axis=1).astype(np.uint64)
+        hashed = np.fromiter((_hash32(g) for g in grams), dtype=np.uint64, count=len(grams))
+        with np.errstate(over="ignore"):
+            values = (np.outer(self.a, hashed) + self.b[:, None]) % np.uint64(_MERSENNE)
+        return values.min(axis=1)
 
 
 def jaccard(a: str, b: str, size: int = 3) -> float:
@@ -84,7 +89,7 @@ class NearDuplicateIndex:
     num_perm: int = 128
     shingle: int = 3
     keys: list[str] = field(default_factory=list)
-    _rows: list[np.ndarray] = field(default_factory=list)
+    _matrix: np.ndarray | None = None  # kept vectors, grown by doubling (no re-stacking per query)
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -104,14 +109,24 @@ class NearDuplicateIndex:
             return list(embed_texts(texts))
         return [np.zeros(1) for _ in texts]
 
+    def _append(self, key: str, vector: np.ndarray) -> None:
+        n = len(self.keys)
+        if self._matrix is None or n == len(self._matrix):
+            grown = np.zeros((max(64, 2 * n), *vector.shape), dtype=vector.dtype)
+            if self._matrix is not None:
+                grown[:n] = self._matrix
+            self._matrix = grown
+        self._matrix[n] = vector
+        self.keys.append(key)
+
     def _similarities(self, vector: np.ndarray) -> np.ndarray:
-        matrix = np.stack(self._rows)
+        matrix = self._matrix[: len(self.keys)]
         if self.method == "minhash":
             return (matrix == vector).mean(axis=1)
         return matrix @ vector
 
     def check(self, text: str, vector: np.ndarray | None = None) -> Verdict:
-        if self.method == "none" or not self._rows:
+        if self.method == "none" or not self.keys:
             return Verdict(False, 0.0, None)
         vector = self._vectors([text])[0] if vector is None else vector
         sims = self._similarities(vector)
@@ -122,15 +137,13 @@ class NearDuplicateIndex:
     def add(self, key: str, text: str, vector: np.ndarray | None = None) -> None:
         if self.method == "none":
             return
-        self.keys.append(key)
-        self._rows.append(self._vectors([text])[0] if vector is None else vector)
+        self._append(key, self._vectors([text])[0] if vector is None else vector)
 
     def add_many(self, pairs: list[tuple[str, str]]) -> None:
         if self.method == "none" or not pairs:
             return
         for (key, _), vector in zip(pairs, self._vectors([t for _, t in pairs]), strict=True):
-            self.keys.append(key)
-            self._rows.append(vector)
+            self._append(key, vector)
 
     def check_and_add(self, key: str, text: str) -> Verdict:
         """Decide for `text`; keep it (under `key`) unless it is a near-duplicate of a kept text."""
