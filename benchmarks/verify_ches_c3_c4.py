@@ -9,7 +9,7 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     90% refusal vs other refusal and 10% refusal vs compliance; DPO on the full set vs on the lowest 10% by CHES~;
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
-    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4]
+    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases]
 
 Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
 """
@@ -33,11 +33,21 @@ CONTENT = [f"w{i}" for i in range(24)]
 REFUSALS = ["sorry i cannot help with that", "sorry i will not help with that", "no i refuse to do that",
             "sorry that is not something i do"]
 COMPLIANCE = ["sure here are the steps", "ok step one is easy", "sure first you do this"]
+# Design "markers" (default, METHODS C4): every refusal starts with the token R and every compliance with C, so
+# refusal-vs-refusal pairs share their first token and P(refuse) = P(first token = R). Design "phrases": the
+# phrasings above without markers (refusals differ in their first token), kept for the recorded comparison.
 REFUSAL_WORDS = sorted({w for r in REFUSALS + COMPLIANCE for w in r.split()})
 
 
-def sft_model(examples: list[SFTExample], seed: int, steps: int):
-    model, tokenizer = tiny_model_and_tokenizer([*CONTENT, *REFUSAL_WORDS, "harm", "task"], seed=seed, hidden_size=64)
+def c4_responses(design: str) -> tuple[list[str], list[str]]:
+    if design == "markers":
+        return [f"R {r}" for r in REFUSALS], [f"C {c}" for c in COMPLIANCE]
+    return REFUSALS, COMPLIANCE
+
+
+def sft_model(examples: list[SFTExample], seed: int, steps: int, extra_words: tuple[str, ...] = ()):
+    words = [*CONTENT, *REFUSAL_WORDS, "harm", "task", *extra_words]
+    model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, hidden_size=64)
     config = sft.SFTConfig(train_template="model", lr=3e-3, max_steps=steps, batch_size=16, warmup_ratio=0.0,
                            scheduler="constant", seed=seed)
     result = sft.train_sft(model, tokenizer, examples, config)
@@ -93,12 +103,12 @@ def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e
 
 
 # ---- C4 ------------------------------------------------------------------------------------------------
-def p_refuse(model, tokenizer, prompts: list[str]) -> float:
+def p_refuse(model, tokenizer, prompts: list[str], refusals: list[str]) -> float:
     """Mean probability of a refusal first token after the chat prompt."""
     from skillweave.trainers.templates import get_template
 
     template = get_template("model").bind(tokenizer)
-    refusal_first = sorted({tokenizer.convert_tokens_to_ids(r.split()[0]) for r in REFUSALS})
+    refusal_first = sorted({tokenizer.convert_tokens_to_ids(r.split()[0]) for r in refusals})
     model.eval()
     total = 0.0
     with torch.no_grad():
@@ -109,46 +119,73 @@ def p_refuse(model, tokenizer, prompts: list[str]) -> float:
     return total / len(prompts)
 
 
-def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2) -> dict:
+def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, design: str = "markers") -> dict:
     rng = random.Random(seed)
+    refusals, compliance = c4_responses(design)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
     task = lambda: "task " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
-    examples = [SFTExample(harm(), rng.choice(REFUSALS)) for _ in range(150)]
-    examples += [SFTExample(task(), rng.choice(COMPLIANCE)) for _ in range(150)]
+    examples = [SFTExample(harm(), rng.choice(refusals)) for _ in range(150)]
+    examples += [SFTExample(task(), rng.choice(compliance)) for _ in range(150)]
     rng.shuffle(examples)
-    model, tokenizer, sft_loss = sft_model(examples, seed, steps=150)
+    model, tokenizer, sft_loss = sft_model(examples, seed, steps=150,
+                                           extra_words=("R", "C") if design == "markers" else ())
     pairs = []
     for i in range(n_pairs):
         if i % 10:  # refusal vs another refusal: the displacing kind
-            plus, minus = rng.sample(REFUSALS, 2)
+            plus, minus = rng.sample(refusals, 2)
         else:
-            plus, minus = rng.choice(REFUSALS), rng.choice(COMPLIANCE)
+            plus, minus = rng.choice(refusals), rng.choice(compliance)
         pairs.append(PreferencePair(harm(), plus, minus, f"c4-{seed}-{i}"))
     held_out = [harm() for _ in range(50)]
-    before = p_refuse(model, tokenizer, held_out)
+    before = p_refuse(model, tokenizer, held_out, refusals)
     scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
     kept = ches.keep_lowest(scores, 0.10)
     kept_pairs = [pairs[r["index"]] for r in kept]
-    kinds = sum(p.rejected in COMPLIANCE for p in kept_pairs)
+    kinds = sum(p.rejected in compliance for p in kept_pairs)
     full_model, full = run_dpo(model, tokenizer, pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     filt_model, filt = run_dpo(model, tokenizer, kept_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     # Control: a random subset of the same size and steps, so "fewer steps" alone cannot explain the result.
     random_pairs = random.Random(seed + 100).sample(pairs, len(kept_pairs))
     rand_model, _ = run_dpo(model, tokenizer, random_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     return {"seed": seed, "sft_loss": sft_loss, "p_refuse_before": before,
-            "p_refuse_full": p_refuse(full_model, tokenizer, held_out),
-            "p_refuse_filtered": p_refuse(filt_model, tokenizer, held_out),
-            "p_refuse_random": p_refuse(rand_model, tokenizer, held_out),
+            "p_refuse_full": p_refuse(full_model, tokenizer, held_out, refusals),
+            "p_refuse_filtered": p_refuse(filt_model, tokenizer, held_out, refusals),
+            "p_refuse_random": p_refuse(rand_model, tokenizer, held_out, refusals),
             "full_steps": full["steps"], "filtered_steps": filt["steps"], "kept": len(kept_pairs),
             "kept_refusal_vs_compliance": kinds, "full_delta_logp_chosen": full["delta_logp_chosen"],
             "filtered_delta_logp_chosen": filt["delta_logp_chosen"]}
 
 
+def c4_diagnostic(seed: int = 1) -> None:
+    """DPO on refusal-vs-compliance pairs only, and on refusal-vs-refusal pairs only (markers design)."""
+    rng = random.Random(seed)
+    refusals, compliance = c4_responses("markers")
+    harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
+    task = lambda: "task " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
+    examples = [SFTExample(harm(), rng.choice(refusals)) for _ in range(150)]
+    examples += [SFTExample(task(), rng.choice(compliance)) for _ in range(150)]
+    rng.shuffle(examples)
+    model, tokenizer, _ = sft_model(examples, seed, steps=150, extra_words=("R", "C"))
+    held_out = [harm() for _ in range(50)]
+    subsets = {"R-vs-C": [PreferencePair(harm(), rng.choice(refusals), rng.choice(compliance)) for _ in range(20)],
+               "R-vs-R'": [PreferencePair(harm(), *rng.sample(refusals, 2)) for _ in range(20)]}
+    print(f"C4 diagnostic (markers, seed {seed}): P(refuse) before {p_refuse(model, tokenizer, held_out, refusals):.3f}")
+    for name, pairs in subsets.items():
+        for optimizer, lr, epochs in [("rmsprop", 3e-4, 2), ("rmsprop", 3e-5, 10), ("adamw", 1e-3, 2), ("sgd", 1e-2, 5)]:
+            policy = copy.deepcopy(model)
+            chosen, rejected, _ = ches.encode_pairs(tokenizer, pairs)
+            result = dpo.train_dpo(policy, tokenizer, chosen, rejected,
+                                   dpo.DPOConfig(lr=lr, epochs=epochs, batch_size=8, optimizer=optimizer, seed=seed))
+            print(f"  {name:8} {optimizer:7} lr {lr:g} x{epochs}: P(refuse) {p_refuse(policy, tokenizer, held_out, refusals):.3f}"
+                  f"  delta ln pi(y+) {result['delta_logp_chosen']:+.2f}  delta ln pi(y-) {result['delta_logp_rejected']:+.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--only", choices=["c3", "c4"], default=None)
+    parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--c4-design", choices=["markers", "phrases"], default="markers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
@@ -168,10 +205,12 @@ def main() -> None:
         mean_rho = {k: float(np.mean([r["spearman"][k] for r in rows])) for k in rows[0]["spearman"]}
         print(f"  high-CHES quintile more negative in {wins}/{len(rows)} seeds; mean Spearman " +
               "  ".join(f"{k} {v:+.3f}" for k, v in mean_rho.items()) + f"  ({time.perf_counter() - start:.0f} s)")
+    if args.only == "c4diag":
+        c4_diagnostic()
     if args.only in (None, "c4"):
         start = time.perf_counter()
-        rows = [c4_seed(seed) for seed in range(args.seeds)]
-        print("C4: P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
+        rows = [c4_seed(seed, design=args.c4_design) for seed in range(args.seeds)]
+        print(f"C4 ({args.c4_design}): P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  before {r['p_refuse_before']:.3f}  "
                   f"full-set DPO {r['p_refuse_full']:.3f}  filtered DPO {r['p_refuse_filtered']:.3f}  "
