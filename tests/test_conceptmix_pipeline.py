@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -127,8 +128,15 @@ def test_grading_errors_count_as_failures_and_are_recorded(tmp_path):
 def test_grader_answers_drive_scores(tmp_path):
     db = tmp_path / "s.db"
     # "No" to every question that is not about an object's presence: only all-object prompts pass
-    scripted("fake:picky", lambda req, text: "Yes" if text.startswith("Is there at least one") else "No.")
+    grader = scripted("fake:picky", lambda req, text: "Yes" if text.startswith("Is there at least one") else "No.")
     invoke(db, "run", "conceptmix", "--k", "1", "--n", "8", "--model", "fake", "--grader", "fake:picky")
+    # one question per call, the image attached as a base64 PNG content part, greedy and one token
+    assert len(grader.calls) == 16
+    for request in grader.calls:
+        parts = request.messages[-1]["content"]
+        assert [p["type"] for p in parts] == ["text", "image"] and parts[1]["mime"] == "image/png"
+        assert base64.b64decode(parts[1]["data"])[:8] == b"\x89PNG\r\n\x1a\n"
+        assert request.temperature == 0.0 and request.max_tokens == 1 and parts[0]["text"].count("?") == 1
     store = Store(db)
     items = list(store.items(run_id_of(db), kind=KIND))
     expected = sum(all(c == "object" for c in it["payload"]["categories"]) for it in items)
