@@ -86,6 +86,7 @@ def test_less_selects_on_target_rows_stores_provenance_and_exports(files, capsys
     assert chosen_tasks.count("add") >= 3, chosen_tasks  # random would give ≈ 1.3 of 4
     assert [r["item_id"] for r in rows] == [files["rows"][r["row_index"]]["item_id"] for r in rows]
     assert store.db["less_datastores"].count == 4  # pool + targets × 2 checkpoints
+    assert {r["status"] for r in store.db["less_datastores"].rows} == {"complete"}
     items = list(store.items(result["selection_id"], kind="selected"))
     assert [i["parent_id"] for i in items] == [r["item_id"] for r in rows]
 

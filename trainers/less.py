@@ -330,15 +330,19 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     return raw
 
 
-def index_datastore(store: Any, folder: Path, **row: Any) -> None:
+def index_datastore(store: Any, folder: Path, *, status: str, **row: Any) -> None:
+    """Record (or update) a feature folder in the store's `less_datastores` index."""
     if store is None:
         return
     from skillweave.store import now, stable_id
 
+    key = stable_id(str(folder.resolve()))
     with store.lock:
+        existing = list(store.db["less_datastores"].rows_where("id = ?", [key]))
+        created = existing[0]["created_at"] if existing else now()
         store.db["less_datastores"].upsert(
-            {"id": stable_id(str(folder.resolve())), "path": str(folder), "status": "complete",
-             "created_at": now(), "updated_at": now(), **row}, pk="id")
+            {"id": key, "path": str(folder), "status": status, "created_at": created, "updated_at": now(), **row},
+            pk="id")
 
 
 # ---- scoring ---------------------------------------------------------------------------------------------
@@ -429,17 +433,19 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
         checkpoints.append(k)
         kind = "sgd" if config.train_side == "sgd" else "adam" if config.adam_variant == "code" else "adam-paper"
         pool_dir = datastore_dir(p["out"], p["name"], k, kind, config.dim)
+        target_dir = datastore_dir(p["out"], "targets-" + rows_hash(p["targets"]), k, "sgd", config.dim)
+        common = {"checkpoint": k, "dim": config.dim, "seed": config.projector_seed, "model": config.model}
+        pool_row = {"pool": p["name"], "pool_hash": p["pool_hash"], "kind": kind, "n_rows": len(p["pool"]), **common}
+        target_row = {"pool": "targets", "pool_hash": rows_hash(p["targets"]), "kind": "sgd",
+                      "n_rows": len(p["targets"]), **common}
+        index_datastore(store, pool_dir, status="partial", **pool_row)  # visible while its chunks are written
         train_feats.append(build_features(model, pad_id, p["pool_enc"], pool_dir, kind=kind, moments=moments,
                                           projector=projector, config=config, adam_variant=config.adam_variant,
                                           checkpoint_key=meta["warmup_key"], progress=progress))
-        target_dir = datastore_dir(p["out"], "targets-" + rows_hash(p["targets"]), k, "sgd", config.dim)
+        index_datastore(store, pool_dir, status="complete", **pool_row)
         target_feats.append(build_features(model, pad_id, p["target_enc"], target_dir, kind="sgd", moments=None,
                                            projector=projector, config=config, checkpoint_key=meta["warmup_key"]))
-        common = {"checkpoint": k, "dim": config.dim, "seed": config.projector_seed, "model": config.model}
-        index_datastore(store, pool_dir, pool=p["name"], pool_hash=p["pool_hash"], kind=kind,
-                        n_rows=len(p["pool"]), **common)
-        index_datastore(store, target_dir, pool="targets", pool_hash=rows_hash(p["targets"]), kind="sgd",
-                        n_rows=len(p["targets"]), **common)
+        index_datastore(store, target_dir, status="complete", **target_row)
     weights = checkpoint_weights(mean_lrs)
     scores = less_scores(train_feats, target_feats, weights, n_subtasks, aggregation=config.aggregation,
                          similarity=config.similarity)
