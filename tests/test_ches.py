@@ -170,3 +170,32 @@ def test_cli_ches_bad_fraction_is_one_line_usage_error(tmp_path, tiny, capsys):
                                str(folder), "--keep-lowest", "1.5"], capsys)
     assert code == 2
     assert stderr.strip().count("\n") == 0 and "1.5" in stderr and "Traceback" not in stderr
+
+
+def test_cli_ches_score_reads_store_pairs(tmp_path, tiny, capsys):
+    from skillweave.store import Store
+
+    folder = _save_tiny(tmp_path, tiny)
+    db = tmp_path / "s.db"
+    store = Store(str(db))
+    run_id = store.create_run("judge-pairs", {})
+    for i, (a, b, preferred) in enumerate([("a b", "c", 1), ("d e f", "g", 0), ("h", "h", "tie")]):
+        store.ensure_item(run_id, "preference", i, payload={"prompt": "i j", "responses": [a, b], "preferred": preferred})
+    store.close()
+    code, stdout, stderr = run_cli(["--db", str(db), "ches", "score", "--store-run", run_id, "--model", str(folder),
+                                    "--json"], capsys)
+    assert code == 0, stderr
+    summary = json.loads(stdout)
+    assert (summary["pairs"], summary["scored"], summary["dropped"]) == (3, 2, 1)  # the identical pair is dropped
+    first = Store(str(db)).get_item(Store.item_id(run_id, "preference", 0))
+    assert summary["scores"][0]["item_id"] == first["id"]
+
+
+def test_every_trainer_command_has_help_and_json(capsys):
+    for args in (["train", "sft"], ["train", "dpo"], ["train", "templates"], ["ches", "score"]):
+        code, stdout, _ = run_cli([*args, "--help"], capsys)
+        assert code == 0
+        lines = [line for line in stdout.splitlines() if line.strip()]
+        assert len(lines[1]) > 20 and "--json" in stdout, args
+    code, stdout, _ = run_cli(["train", "templates", "--json"], capsys)
+    assert code == 0 and [t["name"] for t in json.loads(stdout)][:2] == ["text:vanilla", "text:alpaca"]
