@@ -117,3 +117,6 @@ def test_cli_train_dpo_with_ches_keep_lowest(tmp_path, capsys):
     row = next(Store(str(db)).db["train_checkpoints"].rows)
     assert row["run_id"] == summary["run_id"] and row["method"] == "dpo" and row["train_template"] == "model"
     assert "delta_logp_chosen" in json.loads(row["metrics"])
+    scores = list(Store(str(db)).db["ches_scores"].rows)
+    assert len(scores) == 40 and {r["run_id"] for r in scores} == {summary["run_id"]}
+    assert Store(str(db)).get_run(summary["run_id"])["status"] == "done"

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from skillweave.errors import ConfigError
-from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, score_pairs
+from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save_scores, score_pairs
 
 LOSS_TYPES = ("sigmoid", "ipo")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
@@ -198,11 +198,39 @@ def run(config: DPOConfig) -> dict[str, Any]:
     model_path = str(resolve_model_path(config.model))
     model, tokenizer = load_model_and_tokenizer(config.model)
     template = get_template(config.template).bind(tokenizer)
+    run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
+    try:
+        result = _filter_and_train(model, tokenizer, pairs, template, config, store, run_id, model_path)
+    except BaseException as exc:
+        if store is not None and run_id is not None:
+            store.set_run_status(run_id, "failed", error=str(exc)[:500])
+        raise
+    if store is not None and run_id is not None:
+        metrics = {k: v for k, v in result.items() if k not in ("logs", "before", "after")}
+        with store.lock:
+            store.db["train_checkpoints"].insert({
+                "id": stable_id(run_id, "final"), "run_id": run_id, "method": "dpo",
+                "path": config.output_dir, "base_model": model_path, "step": result["steps"],
+                "train_template": template.name, "train_template_version": template.version,
+                "eval_template": None, "eval_template_version": None, "metrics": jdump(metrics),
+                "created_at": now()})
+        store.set_run_status(run_id, "done")
+    return result
+
+
+def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, config: DPOConfig, store: Any,
+                      run_id: str | None, model_path: str) -> dict[str, Any]:
+    from skillweave.store import jdump
+
     filter_log: dict[str, Any] = {"pairs": len(pairs)}
     if config.ches_keep_lowest is not None:
         scores = score_pairs(model, tokenizer, pairs, template=config.template, batch_size=config.ches_batch_size,
                              max_length=config.max_length)
         kept = keep_lowest(scores, config.ches_keep_lowest)
+        if not kept:
+            raise ConfigError("no pair could be CHES-scored (all lost to truncation or identical); raise --max-length")
+        if store is not None:
+            save_scores(store, scores, config.model, model_path, config.data or f"store:{config.store_run}", run_id)
         filter_log.update({"ches_scored": len(scores), "ches_kept": len(kept), "ches_dropped": len(scores) - len(kept),
                            "ches_norm_max_kept": max(r["ches_norm"] for r in kept)})
         pairs = [pairs[r["index"]] for r in sorted(kept, key=lambda r: r["index"])]
@@ -210,7 +238,6 @@ def run(config: DPOConfig) -> dict[str, Any]:
     filter_log.update({"trained_pairs": len(survived), "dropped_by_truncation": len(pairs) - len(survived)})
     if not survived:
         raise ConfigError("no pair left to train on after filtering/truncation; raise --max-length or keep more pairs")
-    run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     held_out = encode_pairs(tokenizer, load_pairs(config.eval_data), config.template, config.max_length) \
         if config.eval_data else None
@@ -235,14 +262,4 @@ def run(config: DPOConfig) -> dict[str, Any]:
         (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": asdict(config),
                                                                "templates": {"train": template.record()}}))
         result["output_dir"] = str(out)
-    if store is not None and run_id is not None:
-        metrics = {k: v for k, v in result.items() if k not in ("logs", "before", "after")}
-        with store.lock:
-            store.db["train_checkpoints"].insert({
-                "id": stable_id(run_id, "final"), "run_id": run_id, "method": "dpo",
-                "path": config.output_dir, "base_model": model_path, "step": result["steps"],
-                "train_template": template.name, "train_template_version": template.version,
-                "eval_template": None, "eval_template_version": None, "metrics": jdump(metrics),
-                "created_at": now()})
-        store.set_run_status(run_id, "done")
     return result
