@@ -28,7 +28,7 @@ HELDOUT_SEED = 4242
               help="queries.txt with '### N. **Name**' blocks (default: bundled, 16 query types).")
 @click.option("--temperature", default=0.7, show_default=True, help="Generator sampling temperature.")
 @click.option("--max-tokens", default=None, type=click.IntRange(min=16),
-              help="Max new tokens per turn [default: 4096 for API models as upstream, 512 for local/fake].")
+              help="Max new tokens per turn [default: 4096 for API models as upstream, 256 for local/fake].")
 @click.option("--parse-retries", default=3, show_default=True, type=click.IntRange(min=0),
               help="Times the last turn is asked again when the fields do not parse, before the point fails.")
 @click.option("--shirkers", is_flag=True, help="Ablation: replace a fraction of responses with deliberately unhelpful ones.")
@@ -68,7 +68,7 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
     if k > len(skills):
         raise UsageError(f"--k {k} exceeds the {len(skills)} skills in {skills_file or 'the bundled list'}")
     if max_tokens is None:
-        max_tokens = 4096 if parse_spec(model)[0] in ("openai", "anthropic") else 512
+        max_tokens = 4096 if parse_spec(model)[0] in ("openai", "anthropic") else 256
     config = {
         "n": n or (100 if set_name == "heldout" else 5), "k": k, "set": set_name,
         "seed": seed if seed is not None else (HELDOUT_SEED if set_name == "heldout" else 42),
