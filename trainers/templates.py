@@ -112,9 +112,9 @@ class PromptTemplate:
             block = CHAT_SYSTEM_BLOCK.format(system=self.system) if self.system else ""
             user = _CHAT_USER_FORMS[self.content].format(instruction=instruction)
             return CHAT_TURN.format(system_block=block, user=user)
-        bound = self if self.chat_template else self.bind(tokenizer)
         if tokenizer is None:
             raise ConfigError(f"template '{self.name}' renders with a tokenizer's chat template; pass the tokenizer")
+        bound = self if self.chat_template else self.bind(tokenizer)
         messages = ([{"role": "system", "content": self.system}] if self.system else []) + [
             {"role": "user", "content": instruction}
         ]
