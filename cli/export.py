@@ -26,6 +26,10 @@ HELDOUT_SEED = 4242
               help="skills.txt, one snake_case skill a line (default: bundled, 40 skills).")
 @click.option("--queries", "queries_file", type=click.Path(dir_okay=False), default=None,
               help="queries.txt with '### N. **Name**' blocks (default: bundled, 16 query types).")
+@click.option("--from-run", default=None,
+              help="Use the skills and query types an extract-skills run stored (its run id) instead of files.")
+@click.option("--skills-catalog", default=None, help="A stored skills catalog (id or name) instead of --skills.")
+@click.option("--queries-catalog", default=None, help="A stored query-types catalog (id or name) instead of --queries.")
 @click.option("--temperature", default=0.7, show_default=True, help="Generator sampling temperature.")
 @click.option("--max-tokens", default=None, type=click.IntRange(min=16),
               help="Max new tokens per turn [default: 4096 for API models as upstream, 256 for local/fake].")
@@ -44,9 +48,9 @@ HELDOUT_SEED = 4242
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Data points in flight at once.")
 @click.pass_context
-def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries_file, temperature, max_tokens,
-                          parse_retries, shirkers, shirker_fraction, shirker_selection, brevity, dedup,
-                          dedup_threshold, concurrency):
+def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries_file, from_run, skills_catalog,
+                          queries_catalog, temperature, max_tokens, parse_retries, shirkers, shirker_fraction,
+                          shirker_selection, brevity, dedup, dedup_threshold, concurrency):
     """Instruct-SkillMix: k random skills + a balanced query type -> five-turn generator -> (instruction, response).
 
     \b
@@ -59,14 +63,28 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
     """
     from skillweave.agents.providers import parse_spec
     from skillweave.catalog.instruct_formats import (
-        bundled_instruct_skills, bundled_query_types, query_entries, read_queries_txt, read_skills_txt, skill_entries,
+        bundled_instruct_skills, bundled_query_types, queries_from_entries, query_entries, read_queries_txt,
+        read_skills_txt, skill_entries,
     )
 
     check_model("--model", model)
     skills = read_skills_txt(skills_file) if skills_file else bundled_instruct_skills()
     queries = read_queries_txt(queries_file) if queries_file else bundled_query_types()
+    skills_source, queries_source = skills_file or "bundled", queries_file or "bundled"
+    if from_run or skills_catalog or queries_catalog:
+        store = open_store(ctx)
+        linked = store.run_catalogs(store.get_run(from_run)["id"]) if from_run else {}
+        if from_run and not {"skills", "query_types"} & linked.keys():
+            raise UsageError(f"run '{from_run}' stored no skills or query_types catalog; pick an extract-skills run")
+        skills_ref, queries_ref = skills_catalog or linked.get("skills"), queries_catalog or linked.get("query_types")
+        if skills_ref:
+            catalog = _stored_catalog(store, skills_ref, "skills")
+            skills, skills_source = [e["name"] for e in catalog["entries"]], catalog["id"]
+        if queries_ref:
+            catalog = _stored_catalog(store, queries_ref, "query_types")
+            queries, queries_source = queries_from_entries(catalog["entries"]), catalog["id"]
     if k > len(skills):
-        raise UsageError(f"--k {k} exceeds the {len(skills)} skills in {skills_file or 'the bundled list'}")
+        raise UsageError(f"--k {k} exceeds the {len(skills)} skills in {skills_source}")
     if max_tokens is None:
         max_tokens = 4096 if parse_spec(model)[0] in ("openai", "anthropic") else 256
     config = {
@@ -78,9 +96,22 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
         "generate_template": "instruct_skillmix/generate", "shirker_template": "instruct_skillmix/shirker",
     }
     start_run(ctx, "instruct-skillmix", config, {
-        "skills": (skills_file or "bundled", "skills", skill_entries(skills), skills_file or "bundled"),
-        "query_types": (queries_file or "bundled", "query_types", query_entries(queries), queries_file or "bundled"),
+        "skills": (skills_source, "skills", skill_entries(skills), skills_source),
+        "query_types": (queries_source, "query_types", query_entries(queries), queries_source),
     })
+
+
+def _stored_catalog(store, ref: str, kind: str) -> dict:
+    """A stored catalog of `kind` by id, or the newest with that name."""
+    from skillweave.errors import NotFound
+
+    if store.db["catalogs"].count_where("id = ? and kind = ?", [ref, kind]):
+        return store.get_catalog(ref)
+    rows = list(store.db["catalogs"].rows_where("name = ? and kind = ?", [ref, kind], order_by="created_at desc",
+                                                limit=1))
+    if not rows:
+        raise NotFound(f"no {kind} catalog '{ref}' in {store.path}; `skillweave skills list` shows the catalogs")
+    return store.get_catalog(rows[0]["id"])
 
 
 @click.command("export")

@@ -222,3 +222,24 @@ def test_templates_render_with_what_the_nodes_supply():
     assert "single paragraph" in generate.render_turn(0, {**values, "brevity": True})
     assert generate.version != load_template("instruct_skillmix/shirker").version
     load_template("instruct_skillmix/shirker").render_turn(0, {"instruction": "x"})
+
+
+def test_skills_and_query_types_from_stored_catalogs(cli_run, db_path):
+    from skillweave.catalog.instruct_formats import query_entries, skill_entries
+
+    store = Store(db_path)
+    skills_id = store.save_catalog("extracted", "skills", skill_entries(["alpha_skill", "beta_skill", "gamma_skill"]))
+    queries_id = store.save_catalog("extracted", "query_types", query_entries([QueryType("Planning", "a plan")]))
+    source = store.create_run("extract-skills", {}, command="skillweave run extract-skills")
+    store.link_run_catalog(source, skills_id, "skills")
+    store.link_run_catalog(source, queries_id, "query_types")
+    code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--n", "3", "--from-run", source)
+    assert code == 0, err
+    _, run, items = _items(db_path)
+    assert {s for i in items for s in i["skills"]} <= {"alpha_skill", "beta_skill", "gamma_skill"}
+    assert {i["topic"] for i in items} == {"Planning"}
+    assert run["config"]["skills_catalog"] == skills_id  # content-addressed: the same catalog, not a copy
+    code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--n", "2", "--skills-catalog", "extracted")
+    assert code == 0, err
+    code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--skills-catalog", "nope")
+    assert code == 2 and "no skills catalog 'nope'" in err
