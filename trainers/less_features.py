@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-
 from skillweave.errors import ConfigError, UsageError
 
 IGNORE = -100
@@ -132,23 +131,23 @@ def loop_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int
 
 
 class _LinearCapture:
-    """Records the inputs and output gradients of one LoRA Linear layer during a batched forward/backward."""
+    """Records the inputs and outputs of one LoRA Linear layer during a batched forward."""
 
     def __init__(self, module: torch.nn.Linear):
         if module.bias is not None and module.bias.requires_grad:
             raise ConfigError("trainable LoRA biases are not supported by the batched gradient path")
         self.inputs: list[torch.Tensor] = []
-        self.grads: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
         self.handle = module.register_forward_hook(self._forward)
 
     def _forward(self, module, args, output):
         self.inputs.append(args[0].detach())
-        output.register_hook(lambda g: self.grads.append(g.detach()))
+        self.outputs.append(output)
 
-    def per_example(self) -> torch.Tensor:
-        # Backward visits calls in reverse order; pair each input with its gradient.
+    def per_example(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Σ over calls of Σ_t gy[n,t]ᵀ x[n,t], flattened like the weight, shape (B, out·in)."""
         total = None
-        for x, gy in zip(self.inputs, reversed(self.grads), strict=True):
+        for x, gy in zip(self.inputs, grads, strict=True):
             g = torch.einsum("nto,nti->noi", gy.float(), x.float()) if x.dim() == 3 else \
                 torch.einsum("no,ni->noi", gy.float(), x.float())
             total = g if total is None else total + g
@@ -174,8 +173,10 @@ def batched_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                        logits_to_keep=width - start).logits
         total = per_example_loss(logits, batch["labels"][:, start:]).sum()
-        torch.autograd.grad(total, [p for _, p in names_params])
-        return torch.cat([c.per_example() for c in captures], dim=1)
+        # Gradients with respect to the LoRA layers' outputs only: the summed weight gradients are never formed.
+        outputs = [out for c in captures for out in c.outputs]
+        grads = iter(torch.autograd.grad(total, outputs))
+        return torch.cat([c.per_example([next(grads) for _ in c.outputs]) for c in captures], dim=1)
     finally:
         for c in captures:
             c.handle.remove()
