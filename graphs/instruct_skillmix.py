@@ -21,6 +21,9 @@ from skillweave.agents.instruct_skillmix import (
 from skillweave.agents.llm import RunContext
 
 plan = plan_threads
+# Checkpoint only when a thread ends: every turn's output is already in the item payload and every node skips
+# work it finds done there, so a thread restarted from START after a crash reuses everything (fewer writes).
+DURABILITY = "exit"
 
 
 def build_graph(checkpointer=None):
