@@ -12,7 +12,7 @@ Design choices
   batch 4, not 128); the reference values are in docs/less.md.
 - Warmup uses transformers' `Trainer` with a callback that saves `{param_name: (exp_avg, exp_avg_sq, step)}`
   per epoch (index-keyed `optimizer.pt` breaks lookup upstream) and the mean of the LRs actually applied.
-- Datastore: `<out>/<name>-ckpt<K>-<adam|sgd>/dim<d>/grads-<n>.pt` chunks (row i = pool row i), resumed from
+- Datastore: `<out>/<name>-ckpt<K>-<adam|adam-paper|sgd>/dim<d>/grads-<n>.pt` chunks (row i = pool row i), resumed from
   the highest chunk, merged into `all_unormalized.pt` (float32) and `all_orig.pt` (normalised, fp16); each is
   indexed in the store table `less_datastores`. Warmup checkpoints are reused when present.
 - Variants behind flags: `adam_variant` code|paper (ε placement, bias correction), `aggregation` code|paper
@@ -44,9 +44,10 @@ def _f(default: Any, help: str) -> Any:
 
 @dataclass
 class LessConfig:
-    pool: str = _f("", "Candidate pool JSONL (messages, prompt/completion, instruction/response or Alpaca rows; "
-                       "optional item_id). Leave empty with pool_run.")
-    pool_run: str = _f("", "Read the pool from this store run's items instead of a file.")
+    pool: str = _f("", "Candidate pool, JSONL or a JSON list (messages, prompt/completion, instruction/response or "
+                       "Alpaca rows; optional item_id). Leave empty with pool_run.")
+    pool_run: str = _f("", "Read the pool from this store run instead of a file (the rows `skillweave export RUN "
+                           "--shape alpaca` writes).")
     targets: str = _f("", "Target examples JSONL (same shapes); an optional `subtask` field groups them "
                           "(contiguous, equal-sized groups).")
     model: str = _f("local", "'local' (embedded SmolLM2-135M-Instruct), a local HF model folder, or 'tiny' "
@@ -89,12 +90,14 @@ class LessConfig:
                                      ("similarity", self.similarity, ("cosine", "inner")),
                                      ("gradient_method", self.gradient_method, ("batched", "loop"))):
             if value not in choices:
-                raise ConfigError(f"{name}='{value}' is not one of {', '.join(choices)}")
+                raise ConfigError(f"--{name.replace('_', '-')} '{value}' is not one of {', '.join(choices)}")
         for name in ("warmup_fraction", "fraction"):
             if not 0 < getattr(self, name) <= 1:
-                raise ConfigError(f"{name}={getattr(self, name)} must be in (0, 1]")
-        if self.epochs < 1:
-            raise ConfigError(f"epochs={self.epochs} must be at least 1")
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in (0, 1]")
+        for name in ("epochs", "batch_size", "grad_accum", "lora_r", "max_length", "feature_batch_size",
+                     "chunk_examples"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
 
 
 # ---- data ---------------------------------------------------------------------------------------------
