@@ -228,3 +228,27 @@ def test_failing_model_and_failing_judge_are_counted_not_dropped(tmp_path, synth
     assert rep["stats"]["judge"]["descriptive"]["N_valid"] + rep["stats"]["judge"]["reasoning"]["N_valid"] == n_questions
     assert rep["stats"]["judge"]["descriptive"]["Overall Score"] == 0.0
     assert store.db["events"].count_where("run_id = ? and stage = 'ask' and status = 'failed'", [run_id]) == n_questions
+
+
+def test_an_interrupted_run_resumes_without_asking_twice(tmp_path, synthetic):
+    calls = {"n": 0}
+
+    def judge_then_interrupt(request):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt  # Ctrl-C in the middle of grading
+        return request.meta["fake_reply"]
+
+    register_provider("fake:judge", FakeProvider("judge", script=judge_then_interrupt), max_concurrency=2)
+    db = tmp_path / "t.db"
+    CliRunner().invoke(cli, ["--db", str(db), "run", "chart-eval", "--data", str(synthetic), "--model", "fake",
+                             "--judge", "fake:judge", "--concurrency", "2"])
+    store = Store(db)
+    run = store.list_runs(limit=1)[0]
+    n_items = store.db["items"].count
+    assert run["status"] == "interrupted"
+    assert 0 < sum(i["status"] == "done" for i in store.items(run["id"])) < n_items
+    invoke(db, "resume", run["id"])
+    assert all(i["status"] == "done" for i in store.items(run["id"]))
+    asked = store.db.execute("select count(*), count(distinct item_id) from llm_calls where role = 'model'").fetchone()
+    assert asked == (n_items, n_items)  # every question asked exactly once across both processes
