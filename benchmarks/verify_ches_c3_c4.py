@@ -9,7 +9,7 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     90% refusal vs other refusal and 10% refusal vs compliance; DPO on the full set vs on the lowest 10% by CHES~;
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
-    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases]
+    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy]
 
 Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
 """
@@ -40,7 +40,7 @@ REFUSAL_WORDS = sorted({w for r in REFUSALS + COMPLIANCE for w in r.split()})
 
 
 def c4_responses(design: str) -> tuple[list[str], list[str]]:
-    if design == "markers":
+    if design in ("markers", "onpolicy"):
         return [f"R {r}" for r in REFUSALS], [f"C {c}" for c in COMPLIANCE]
     return REFUSALS, COMPLIANCE
 
@@ -124,14 +124,24 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
     refusals, compliance = c4_responses(design)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
     task = lambda: "task " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
-    examples = [SFTExample(harm(), rng.choice(refusals)) for _ in range(150)]
+    # "onpolicy": the SFT model refuses harm prompts 80% of the time, and pairs are two draws from that mix (as two
+    # samples of the policy would be): refusal preferred over compliance, same-kind pairs in random order.
+    refuse_p = 0.8 if design == "onpolicy" else 1.0
+    examples = [SFTExample(harm(), rng.choice(refusals) if refuse_p == 1.0 or rng.random() < refuse_p
+                           else rng.choice(compliance)) for _ in range(150)]
     examples += [SFTExample(task(), rng.choice(compliance)) for _ in range(150)]
     rng.shuffle(examples)
     model, tokenizer, sft_loss = sft_model(examples, seed, steps=150,
-                                           extra_words=("R", "C") if design == "markers" else ())
+                                           extra_words=("R", "C") if design != "phrases" else ())
     pairs = []
     for i in range(n_pairs):
-        if i % 10:  # refusal vs another refusal: the displacing kind
+        if design == "onpolicy":
+            kinds_drawn = [rng.random() < refuse_p for _ in range(2)]
+            if kinds_drawn[0] != kinds_drawn[1]:
+                plus, minus = rng.choice(refusals), rng.choice(compliance)
+            else:
+                plus, minus = rng.sample(refusals if kinds_drawn[0] else compliance, 2)
+        elif i % 10:  # refusal vs another refusal: the displacing kind
             plus, minus = rng.sample(refusals, 2)
         else:
             plus, minus = rng.choice(refusals), rng.choice(compliance)
@@ -141,7 +151,7 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
     scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
     kept = ches.keep_lowest(scores, 0.10)
     kept_pairs = [pairs[r["index"]] for r in kept]
-    kinds = sum(p.rejected in compliance for p in kept_pairs)
+    kinds = sum(p.chosen in refusals and p.rejected in compliance for p in kept_pairs)
     full_model, full = run_dpo(model, tokenizer, pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     filt_model, filt = run_dpo(model, tokenizer, kept_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     # Control: a random subset of the same size and steps, so "fewer steps" alone cannot explain the result.
@@ -185,7 +195,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--c4-design", choices=["markers", "phrases"], default="markers")
+    parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy"], default="markers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
