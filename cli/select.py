@@ -69,7 +69,7 @@ def register(root: click.Group) -> None:
     def select() -> None:
         """Select training data for target examples: LESS, InfSGD, RDS, random."""
 
-    @select.command("less", epilog=EXAMPLE)
+    @select.command("less")
     @_config_options()
     @json_option
     @click.pass_context
@@ -78,6 +78,12 @@ def register(root: click.Group) -> None:
 
         Reruns reuse warmup checkpoints and datastore chunks under --out; the selection is stored as a run
         (one item per selected row) and written as sorted.csv and top_p<fraction>.jsonl.
+
+        \b
+        Example (embedded model, CPU-sized):
+          skillweave select less --pool pool.jsonl --targets targets.jsonl --epochs 2 --dim 1024 \\
+              --lora-r 4 --lora-targets q_proj,v_proj --max-length 256 --fraction 0.1
+          skillweave select less --run RUN_ID --targets targets.jsonl --adam-variant paper
         """
         _run_less(ctx, as_json, **options)
 
@@ -86,7 +92,12 @@ def register(root: click.Group) -> None:
     @json_option
     @click.pass_context
     def infsgd_cmd(ctx: click.Context, as_json: bool, **options) -> None:
-        """InfSGD baseline: like `select less` but with plain (SGD) gradients on the pool side too."""
+        """InfSGD baseline: like `select less` but with plain (SGD) gradients on the pool side too.
+
+        \b
+        Example:
+          skillweave select infsgd --pool pool.jsonl --targets targets.jsonl --epochs 2 --dim 1024 --lora-r 4
+        """
         _run_less(ctx, as_json, train_side="sgd", **options)
 
     @select.command("rds")
@@ -97,7 +108,12 @@ def register(root: click.Group) -> None:
     @json_option
     @click.pass_context
     def rds_cmd(ctx: click.Context, as_json: bool, **options) -> None:
-        """RDS baseline: cosine of final-layer hidden states at the last token (base model, no warmup)."""
+        """RDS baseline: cosine of final-layer hidden states at the last token (base model, no warmup).
+
+        \b
+        Example:
+          skillweave select rds --pool pool.jsonl --targets targets.jsonl --fraction 0.05
+        """
         from skillweave.trainers.less import LessConfig, prepare, rows_hash, subtask_count, top_fraction
         from skillweave.trainers.less_baselines import rds_scores, save_selection
 
@@ -124,7 +140,12 @@ def register(root: click.Group) -> None:
     @click.pass_context
     def random_cmd(ctx: click.Context, pool: str, pool_run: str, fraction: float, seed: int, out: str,
                    as_json: bool) -> None:
-        """Random baseline: a seeded uniform sample of the pool."""
+        """Random baseline: a seeded uniform sample of the pool.
+
+        \b
+        Example:
+          skillweave select random --run RUN_ID --fraction 0.05 --seed 1
+        """
         from skillweave.trainers.less import pool_from_store, read_jsonl, rows_hash
         from skillweave.trainers.less_baselines import random_selection, save_selection
 
@@ -145,7 +166,12 @@ def register(root: click.Group) -> None:
     @json_option
     @click.pass_context
     def list_cmd(ctx: click.Context, as_json: bool) -> None:
-        """Stored selections, newest first."""
+        """Stored selections, newest first.
+
+        \b
+        Example:
+          skillweave select list --json
+        """
         store = open_store(ctx)
         rows = list(store.db["selections"].rows_where(order_by="created_at desc",
                                                       select="id, method, pool, n_pool, n_selected, fraction, "
@@ -161,7 +187,12 @@ def register(root: click.Group) -> None:
     @json_option
     @click.pass_context
     def show_cmd(ctx: click.Context, selection_id: str, limit: int, as_json: bool) -> None:
-        """A selection's provenance and its rows, best first."""
+        """A selection's provenance and its rows, best first.
+
+        \b
+        Example:
+          skillweave select show select-less-0123456789ab -n 10
+        """
         from skillweave.trainers.less_baselines import get_selection
 
         selection = get_selection(open_store(ctx), selection_id)
@@ -177,7 +208,14 @@ def register(root: click.Group) -> None:
     @click.option("-o", "--output", required=True, help="JSONL file to write (the original rows, best first).")
     @click.pass_context
     def export_cmd(ctx: click.Context, selection_id: str, output: str) -> None:
-        """Write a selection's rows, unchanged, as JSONL (ready for any trainer that reads JSONL)."""
+        """Write a selection's rows, unchanged, as JSONL (ready for any trainer that reads JSONL).
+
+        `skillweave export SELECTION_ID --shape ...` also works: a selection is a run.
+
+        \b
+        Example:
+          skillweave select export select-less-0123456789ab -o selected.jsonl
+        """
         from skillweave.trainers.less import write_jsonl
         from skillweave.trainers.less_baselines import selected_payloads
 
