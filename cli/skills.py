@@ -346,7 +346,16 @@ def skills_group() -> None:
 
 
 def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills", "query_types")) -> dict:
-    """A catalog by id, 'bundled', or name (newest; the first of `kinds` that has that name wins)."""
+    """A catalog by id, 'bundled', name (newest; the first of `kinds` with that name wins), or the run id of an
+    extract-skills run ('latest' = the newest one): its bank, skills or query types."""
+    if ref == "latest" or store.db["runs"].count_where("id = ?", [ref]):
+        runs = store.list_runs(limit=1, pipeline="extract-skills") if ref == "latest" else [{"id": ref}]
+        roles = store.run_catalogs(runs[0]["id"]) if runs else {}
+        for kind in kinds:
+            if kind in roles:
+                return store.get_catalog(roles[kind])
+        if runs:
+            raise NotFound(f"run '{runs[0]['id']}' has no {' or '.join(kinds)} catalog (is it finished?)")
     if ref == "bundled":
         bank = bk.bundled_bank()
         return store.get_catalog(bk.save_bank(store, bank, "bundled", source="bundled"))
@@ -393,7 +402,7 @@ def skills_list(ctx, as_json):
 @json_option
 @click.pass_context
 def skills_show(ctx, ref, as_json):
-    """A bank's skills with exemplar counts (or a catalog's entries). REF: id, name or 'bundled'."""
+    """A bank's skills with exemplar counts (or a catalog's entries). REF: id, name, run id, latest or bundled."""
     store = open_store(ctx)
     catalog = _resolve_catalog(store, ref)
     if catalog["kind"] == "bank":
@@ -475,7 +484,7 @@ def skills_import(ctx, path, fmt_name, name, as_json):
 )
 @click.pass_context
 def skills_export(ctx, ref, out, fmt_name, provenance):
-    """Write a stored bank or catalog in an external format. REF: id, name or 'bundled'.
+    """Write a stored bank or catalog in an external format. REF: id, name, run id, latest or bundled.
 
     \b
     Example:
