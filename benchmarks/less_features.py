@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import LessConfig, add_lora, build_features, load_base
 

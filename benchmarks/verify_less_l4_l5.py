@@ -23,6 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
+
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import (
     LessConfig,

@@ -7,6 +7,7 @@ import random
 
 import pytest
 import torch
+
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import (
@@ -33,6 +34,7 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def lora_model():
     from peft import LoraConfig, get_peft_model
+
     from skillweave.trainers.models import tiny_model_and_tokenizer
 
     model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=1)

@@ -8,6 +8,7 @@ import random
 import click
 import pytest
 import torch
+
 from skillweave.cli import main
 from skillweave.store import Store
 

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers import less_features as lf
 

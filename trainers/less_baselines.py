@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from skillweave.errors import NotFound
 from skillweave.trainers import less_features as lf
 

@@ -4,15 +4,17 @@ Design choices
 - Examples become chat `messages`; every non-assistant span (system, user, the assistant role tag) is masked
   by character offsets of the rendered chat template, so multi-turn rows and any template work alike.
   The loss is the **token mean** over an example's unmasked tokens (METHODS §8.2).
-- Per-example gradients come from one padded forward/backward per batch plus hooks on the LoRA `Linear`
-  layers (the Opacus trick): for `y = x Wᵀ` the gradient of example n is `Σ_t gy[n,t]ᵀ x[n,t]`. Examples
-  never interact (right padding, causal attention, per-example loss), so this equals the batch-1 loop
-  (`loop_gradients`) up to float rounding; tests/test_less.py proves it (L1). We use hooks rather than
-  `torch.func.vmap(grad(...))` because transformers' mask construction has data-dependent branches that
-  vmap cannot trace, and hooks stay exact for any model whose trainable parameters are LoRA weights.
+- Per-example gradients come from one padded forward/backward per batch plus forward hooks on the LoRA
+  `Linear` layers (the Opacus trick): for `y = x Wᵀ` the gradient of example n is `Σ_t gy[n,t]ᵀ x[n,t]`, with
+  gy from `torch.autograd.grad` with respect to the recorded outputs. Examples never interact (right padding,
+  causal attention, per-example loss), so this equals the batch-1 loop (`loop_gradients`) up to float
+  rounding; tests/test_less.py proves it (L1). We use hooks rather than `torch.func.vmap(grad(...))`: with
+  transformers 5.24, vmap over a Llama forward with a padding mask stops at data-dependent control flow in the
+  mask construction (tried), while hooks stay exact for any model whose trainable parameters are LoRA weights.
 - Features are the concatenation of LoRA gradients in `named_parameters()` order (METHODS §8.3).
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
-  so Π is identical across calls, chunk sizes, checkpoints, and train/target sides, and is never held whole.
+  so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
+  by block and never held whole; one of at most 256 MB (`cache_bytes`) is generated once and kept.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from skillweave.errors import ConfigError, UsageError
 
 IGNORE = -100
