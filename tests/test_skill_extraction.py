@@ -140,6 +140,8 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
         str(CONC),
         "--bank-name",
         "mybank",
+        "--limit",
+        "28",  # the first 7 skills (4 train questions each), gcd_lcm included
     )
     assert code == 0, err
     store = Store(db_path)
@@ -147,11 +149,11 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
     from skillweave.agents.skill_extraction import run_report
 
     report = run_report(store, store.get_run(run["id"]))
-    assert report["status"] == "done" and report["questions"] == {"relabelled": 60}
-    assert report["fine_labels"] == 30 and report["coarse_skills"] == 15
+    assert report["status"] == "done" and report["questions"] == {"relabelled": 28}
+    assert report["fine_labels"] == 14 and report["coarse_skills"] == 7
     assert report["purity"] == 1.0 and report["inverse_purity"] == 1.0
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run["id"])["bank"]))
-    assert bank.name == "mybank" and len(bank.exemplars) == 60
+    assert bank.name == "mybank" and len(bank.exemplars) == 28
     skill = bank.skill("gcd_lcm")
     assert skill.subject == "number_theory" and skill.fine == ["gcd_lcm_method", "gcd_lcm_technique"]
     assert skill.definition == "The skill gcd_lcm."
