@@ -155,6 +155,7 @@ async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict
         try:
             reply = await call_template(ctx, item_id=item_id, role="judge", template=template, values=values,
                                         model=config["judge"], temperature=0.0, max_tokens=max_tokens,
+                                        options={"json": True, "seed": 42, "top_p": 1.0},
                                         key=("attempt", attempt))
         except ModelCallError as exc:
             last_raw, last_call = str(exc), exc.call_id

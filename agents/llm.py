@@ -81,21 +81,26 @@ async def call_template(
     temperature: float = 0.7,
     max_tokens: int = 512,
     images: list[dict] | None = None,
+    options: dict | None = None,
     key: tuple = (),
 ) -> Reply:
-    """Render `template` turn `turn` and get `n` replies, from the store when already made."""
+    """Render `template` turn `turn` and get `n` replies, from the store when already made.
+
+    `options` go to the provider where supported (`json`: JSON mode, `seed`, `top_p`) and are part of the
+    recorded request and its call key; `key` adds extra distinguishing parts (e.g. a retry attempt).
+    """
     tmpl = ctx.template(template)
     messages = build_messages(tmpl, values, turn, list(previous_outputs), images)
     provider = ctx.provider(model)
     request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
-                          "max_tokens": max_tokens, "n": n})
+                          "max_tokens": max_tokens, "n": n, **({"options": options} if options else {})})
     call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, request_json, *key, length=32)
     stored = ctx.store.find_call(call_key)
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
-                          meta={"fake_reply": tmpl.render_fake_reply(turn, values)})
+                          meta={"fake_reply": tmpl.render_fake_reply(turn, values)}, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
                   model=provider.model, prompt_version=tmpl.version, request=request_json)
     start = time.perf_counter()

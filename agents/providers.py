@@ -27,6 +27,8 @@ class ChatRequest:
     max_tokens: int = 512
     n: int = 1
     meta: dict = field(default_factory=dict)  # e.g. the template's scripted reply for the fake provider
+    # Provider options passed through where supported: `json` (JSON mode), `seed`, `top_p`.
+    options: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -286,10 +288,13 @@ class OpenAIProvider(Provider):
         oa = self._openai
         try:
             client = self._per_loop(lambda: oa.AsyncOpenAI(**self._client_args))
+            options = dict(request.options)
+            if options.pop("json", False):
+                options["response_format"] = {"type": "json_object"}
             response = await client.chat.completions.create(
                 model=self.model,
                 messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages],
-                temperature=request.temperature, max_tokens=request.max_tokens, n=request.n,
+                temperature=request.temperature, max_tokens=request.max_tokens, n=request.n, **options,
             )
         except oa.RateLimitError as exc:
             raise RetryableError(str(exc), retry_after=_retry_after(exc.response)) from exc
@@ -340,6 +345,8 @@ class AnthropicProvider(Provider):
         an = self._anthropic
         system = "\n".join(message_text(m) for m in request.messages if m["role"] == "system")
         kwargs = {"system": system} if system else {}
+        if "top_p" in request.options:  # Anthropic has no JSON mode or seed; the prompt asks for JSON instead
+            kwargs["top_p"] = request.options["top_p"]
         try:
             client = self._per_loop(lambda: an.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout))
             return await client.messages.create(

@@ -146,3 +146,24 @@ def test_openai_provider_honours_retry_after_on_429(mock_server, monkeypatch):
     assert [attempts for _, attempts in results] == [1, 2, 2]  # server requests 2 and 4 get the 429
     assert all(len(r.texts) == 2 and r.input_tokens for r, _ in results)
     assert elapsed < 4.0  # Retry-After (0.05 s) was used instead of the 5 s backoff base
+
+
+def test_provider_options_are_recorded_and_part_of_the_call_key(store):
+    from skillweave.agents.llm import RunContext, call_template
+    from skillweave.agents.providers import register_provider
+
+    seen = []
+    register_provider("fake:opts", FakeProvider("opts", script=lambda r: seen.append(r.options) or "ok"))
+    ctx = RunContext(store, store.create_run("t", {}), {})
+    values = {"skills": [], "topic": "x", "k": 1, "sentence_limit": "one", "text": "t"}
+
+    async def go(options):
+        return await call_template(ctx, item_id=None, role="judge", template="skillmix/judge", values=values,
+                                   model="fake:opts", options=options)
+
+    plain, json_mode = asyncio.run(go(None)), asyncio.run(go({"json": True, "seed": 42}))
+    assert plain.call_id != json_mode.call_id and seen == [{}, {"json": True, "seed": 42}]
+    assert asyncio.run(go({"json": True, "seed": 42})).cached
+    import json
+
+    assert json.loads(store.db["llm_calls"].get(json_mode.call_id)["request"])["options"] == {"json": True, "seed": 42}
