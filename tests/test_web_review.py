@@ -108,6 +108,10 @@ def test_browser_approves_and_edits_through_the_page(paused):
             assert f"approve: item {first} is now accepted" in page.locator("#notice").inner_text()
 
             page.click(f"a[href='/item/{second}']")
+            page.fill("#reason", "typing a reason")
+            page.press("#reason", "Enter")  # Enter must not submit a decision (the default button is disabled)
+            page.wait_for_timeout(300)
+            assert page.url.endswith(f"/item/{second}") and store.get_item(second)["status"] == "review"
             page.fill("#field-question", "What is 6 * 8?")
             page.fill("#field-answer", "48")
             page.fill("#reason", "changed the numbers")
