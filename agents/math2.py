@@ -32,6 +32,7 @@ from fractions import Fraction
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
@@ -112,9 +113,13 @@ def normalize_answer(answer: str | None) -> str | None:
     s = re.sub(r"\\frac\{([^{}]+)\}\{([^{}]+)\}", r"(\1)/(\2)", s)
     s = re.sub(r"\s+", "", s).rstrip(".")
     s = re.sub(r"^[a-zA-Z]\s*=", "", s)
-    plain = s.replace("(", "").replace(")", "").replace(",", "") if re.fullmatch(r"[\d\s(),./-]+", s) else s
+    if re.fullmatch(r"-?\d{1,3}(,\d{3})+(\.\d+)?", s):  # thousands separators, not a tuple
+        s = s.replace(",", "")
+    fraction = re.fullmatch(r"\((-?[\d.]+)\)/\((-?[\d.]+)\)", s)
+    if fraction:
+        s = f"{fraction.group(1)}/{fraction.group(2)}"
     try:
-        return str(Fraction(plain))
+        return str(Fraction(s))
     except (ValueError, ZeroDivisionError):
         return s.lower()
 

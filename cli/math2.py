@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from skillweave.agents.math2 import DEFAULT_CRITERIA, default_config
 from skillweave.agents.review import parse_reviewer
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir

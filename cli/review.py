@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import click
+
 from skillweave.agents.review import (
     make_decision,
     ordered_fields,
@@ -245,6 +246,7 @@ def review_serve(ctx, host, port, token, reviewer):
     import secrets
 
     import uvicorn
+
     from skillweave.web import create_app
 
     token = token or secrets.token_urlsafe(18)

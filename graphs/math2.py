@@ -2,6 +2,7 @@
 consistency -> review (human interrupt / LLM / auto) -> accept; any failure -> drop -> new pair (bounded)."""
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.math2 import (
     Math2State,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+
 from skillweave.agents.math2 import KIND, default_config
 from skillweave.agents.providers import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.graphs.runtime import run_pipeline

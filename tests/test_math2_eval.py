@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from test_math2 import _fresh_providers, make_store, script, start  # noqa: F401  (autouse: fresh providers)
+
 from skillweave.agents.math2 import (
     DEFAULT_CRITERIA,
     TEMPLATES,
@@ -22,7 +24,6 @@ from skillweave.agents.math2_eval import parse_judge
 from skillweave.cli import cli
 from skillweave.metrics.math2 import plot_square_law, square_law
 from skillweave.prompts import load_template
-from test_math2 import _fresh_providers, make_store, script, start  # noqa: F401  (autouse: fresh providers)
 
 
 def test_question_and_answer_extraction():
@@ -35,6 +36,8 @@ def test_question_and_answer_extraction():
     assert normalize_answer("\\dfrac{6}{8}") == "3/4" == normalize_answer("0.75")
     assert normalize_answer("$x = 12$") == "12" and normalize_answer("1,000") == "1000"
     assert answers_match("\\frac{1}{2}", "0.5") and not answers_match("2", "3") and not answers_match(None, None)
+    assert not answers_match("(1, 2)", "12") and answers_match("(1,2)", "(1, 2)")
+    assert normalize_answer("\\frac{-3}{6}") == "-1/2" and normalize_answer("x^{2}+1") == "x^{2}+1"
 
 
 def test_verdict_parsing_is_per_criterion():

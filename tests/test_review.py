@@ -9,13 +9,14 @@ import sys
 
 import pytest
 from click.testing import CliRunner
+from test_math2 import _fresh_providers, events, items, make_store, script, start  # noqa: F401  (autouse fixture)
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.review import make_decision, parse_llm_review, parse_reviewer, submit_decision
 from skillweave.cli import cli, main
 from skillweave.errors import ConfigError, UsageError
 from skillweave.graphs.runtime import checkpointer, paused_threads, thread_config
 from skillweave.store import Store
-from test_math2 import _fresh_providers, events, items, make_store, script, start  # noqa: F401  (autouse fixture)
 
 
 def invoke(db, *args) -> dict | list | str:

@@ -10,10 +10,11 @@ import threading
 import time
 
 import pytest
-from skillweave.web import create_app
 from starlette.testclient import TestClient
 from test_math2 import _fresh_providers, items, make_store, script, start  # noqa: F401  (autouse fixture)
 from test_review import thread_state
+
+from skillweave.web import create_app
 
 TOKEN = "test-token-0123456789"
 EVIL = '<script>alert("x")</script><img src=x onerror=alert(1)>'

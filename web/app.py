@@ -20,6 +20,12 @@ from pathlib import Path
 from urllib.parse import parse_qs
 
 import jinja2
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Route
+
 from skillweave.agents.review import (
     make_decision,
     ordered_fields,
@@ -29,11 +35,6 @@ from skillweave.agents.review import (
 )
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
-from starlette.applications import Starlette
-from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, RedirectResponse, Response
-from starlette.routing import Route
 
 COOKIE = "skillweave_review"
 SECURITY_HEADERS = {
