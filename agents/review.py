@@ -27,6 +27,18 @@ from skillweave.store import Store, now
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
 CLAIMED_STATUS = "deciding"  # a decision is being applied: claimed atomically so two reviewers cannot both resume
+STALE_CLAIM_SECONDS = 600  # a claim this old was abandoned (its process died mid-resume): the item is open again
+
+
+def _stale_before() -> str:
+    import datetime as dt
+
+    return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_CLAIM_SECONDS)).isoformat(timespec="milliseconds")
+
+
+def _open_clause() -> tuple[str, list]:
+    """SQL for items a reviewer may decide: waiting, or claimed by a process that died."""
+    return "(status = ? or (status = ? and updated_at < ?))", [REVIEW_STATUS, CLAIMED_STATUS, _stale_before()]
 FIELD_ORDER = ("question", "solution", "answer")  # how editable fields are shown; others follow by name
 
 
@@ -135,7 +147,7 @@ def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) 
 # ---- outside the graph: queue, show, submit ------------------------------------------------------------
 def review_queue(store: Store, run_id: str | None = None) -> list[dict]:
     """Items waiting for a person, across runs (or in one run), oldest first."""
-    where, args = "status = ?", [REVIEW_STATUS]
+    where, args = _open_clause()
     if run_id:
         where += " and run_id = ?"
         args.append(run_id)
@@ -150,7 +162,8 @@ def review_entry(store: Store, item_id: str) -> dict:
     request = item["payload"].get("review_request") or {}
     reviews = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
     events = list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
-    waiting = item["status"] == REVIEW_STATUS
+    where, args = _open_clause()
+    waiting = bool(store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]))
     editable = request.get("editable") or {}
     # after a decision, show the item's current values (an edit changed them), not the request's
     current = editable if waiting else {f: item["payload"].get(f, v) for f, v in editable.items()}
@@ -177,14 +190,15 @@ def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: 
 
     item = store.get_item(item_id)
     request: dict[str, Any] = item["payload"].get("review_request") or {}
-    if item["status"] != REVIEW_STATUS or not request:
+    where, args = _open_clause()
+    if not request or not store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]):
         raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")
     unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
     if unknown:
         raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
     with store.lock:
-        claimed = store.db.execute("update items set status = ? where id = ? and status = ?",
-                                   [CLAIMED_STATUS, item_id, REVIEW_STATUS]).rowcount
+        claimed = store.db.execute(f"update items set status = ?, updated_at = ? where id = ? and {where}",
+                                   [CLAIMED_STATUS, now(), item_id, *args]).rowcount
     if not claimed:
         raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
     try:

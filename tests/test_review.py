@@ -12,7 +12,13 @@ from click.testing import CliRunner
 from test_math2 import _fresh_providers, events, items, make_store, script, start  # noqa: F401  (autouse fixture)
 
 from skillweave.agents.llm import RunContext
-from skillweave.agents.review import make_decision, parse_llm_review, parse_reviewer, submit_decision
+from skillweave.agents.review import (
+    make_decision,
+    parse_llm_review,
+    parse_reviewer,
+    review_queue,
+    submit_decision,
+)
 from skillweave.cli import cli, main
 from skillweave.errors import ConfigError, UsageError
 from skillweave.graphs.runtime import checkpointer, paused_threads, thread_config
@@ -218,3 +224,14 @@ def test_two_reviewers_cannot_both_resume_one_item(paused):
     assert outcomes.count("accepted") == 1, outcomes
     assert any("decided by someone else" in o or "not waiting for review" in o for o in outcomes)
     assert store.db["reviews"].count_where("item_id = ?", [item_id]) == 1
+
+
+def test_a_claim_abandoned_by_a_dead_process_reopens_the_item(paused):
+    store, run_id = paused
+    fresh, stale = (i["id"] for i in items(store, run_id)[:2])
+    store.db.execute("update items set status = 'deciding' where id in (?, ?)", [fresh, stale])
+    store.db.execute("update items set updated_at = '2000-01-01T00:00:00.000+00:00' where id = ?", [stale])
+    assert {i["id"] for i in review_queue(store)} == {stale, items(store, run_id)[2]["id"]}
+    with pytest.raises(UsageError, match="not waiting for review"):
+        submit_decision(store, fresh, make_decision("approve", reviewer="x"))
+    assert submit_decision(store, stale, make_decision("approve", reviewer="x"))["status"] == "accepted"
