@@ -26,12 +26,14 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.images import image_backend, image_folder, save_image
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.catalog.conceptmix import (
     ConceptCatalog,
     complete_config_by_rule,
     describe_concept,
+    plural,
     record_rng,
     sample_record,
     template_question,
@@ -132,15 +134,25 @@ def parse_json_reply(text: str) -> dict:
     return value
 
 
-def parse_questions(text: str, expected: int) -> list[str]:
-    """One question per line (numbering and bullets stripped); exactly `expected` of them or ParseFailure."""
+def parse_questions(text: str, concepts: list[dict]) -> list[str]:
+    """One question per line (numbering and bullets stripped), one per concept, or ParseFailure.
+
+    Checks: exactly len(concepts) questions, all different, and each object concept's question names that
+    object (singular or plural); the content of the other questions is left to the writer.
+    """
     questions = []
     for line in text.splitlines():
         line = re.sub(r"^\s*(?:[-*•]|\d+[.):]|Q\d+[.:)]?)\s*", "", line).strip()
         if line.endswith("?"):
             questions.append(line)
-    if len(questions) != expected:
-        raise ParseFailure(f"expected {expected} questions, found {len(questions)}")
+    if len(questions) != len(concepts):
+        raise ParseFailure(f"expected {len(concepts)} questions, found {len(questions)}")
+    if len({q.lower() for q in questions}) != len(questions):
+        raise ParseFailure("the questions repeat each other")
+    for i, (question, concept) in enumerate(zip(questions, concepts, strict=True)):
+        names = {concept["value"].lower(), plural(concept["value"]).lower()}
+        if concept["category"] == "object" and not any(name in question.lower() for name in names):
+            raise ParseFailure(f"question {i + 1} does not mention the object '{concept['value']}'")
     return questions
 
 
@@ -272,7 +284,7 @@ async def questions(state: ConceptMixState, runtime: Runtime[RunContext]) -> dic
             except ModelCallError as exc:
                 return _fail(ctx, item["id"], "questions", str(exc))
             try:
-                found = parse_questions(reply.text, values["num_questions"])
+                found = parse_questions(reply.text, item["payload"]["concepts"])
                 break
             except ParseFailure as exc:
                 reason = str(exc)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from PIL import Image, ImageDraw, ImageFilter, ImageFont, ImageOps, PngImagePlugin
+
 from skillweave.errors import ConfigError, ModelCallError
 
 IMAGE_SPECS = "render, openai-images:<model> or diffusers:<local folder>"

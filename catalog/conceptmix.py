@@ -35,6 +35,8 @@ DATA_DIR = Path(__file__).parent / "data" / "conceptmix"
 PLACEHOLDER = "?"
 # Neutral things added as references when a relation or a relative size needs a second object (rule mode).
 REFERENCE_OBJECTS = ("box", "table", "tree", "rock", "bench", "lamp")
+# Fields an LLM-added reference object may carry (upstream references sometimes say "size": "normal").
+REFERENCE_FIELDS = {"id", "item", "size", "reference"}
 
 DEFAULT_QUESTIONS = {
     "object": "Is there at least one {object} in the image?",
@@ -330,6 +332,9 @@ def validate_refined_config(original: dict, refined: Any) -> dict:
             ids.append(int(o["id"]))
         except (TypeError, ValueError):
             raise ParseFailure(f"refined object id {o['id']!r} is not an integer") from None
+    extra = set(refined) - {"objects", "relation", "style"}
+    if extra:
+        raise ParseFailure(f"refined configuration adds top-level field(s) {sorted(extra)}")
     if sorted(ids) != list(range(1, len(objects) + 1)):
         raise ParseFailure(f"refined object ids {ids} are not 1..{len(objects)}")
     by_id = {int(o["id"]): o for o in objects}
@@ -340,10 +345,17 @@ def validate_refined_config(original: dict, refined: Any) -> dict:
         for key, value in o.items():
             if str(got.get(key)) != str(value):
                 raise ParseFailure(f"refined object {o['id']} changed {key} from {value!r} to {got.get(key)!r}")
+        added = set(got) - set(o) - {"reference"}
+        if added:
+            raise ParseFailure(f"refined object {o['id']} gained field(s) {sorted(added)}; only references may be added")
     original_ids = {int(o["id"]) for o in original["objects"]}
     for o in objects:
         o["id"] = int(o["id"])
         if o["id"] not in original_ids:
+            extra = set(o) - REFERENCE_FIELDS
+            if extra:
+                raise ParseFailure(f"added reference object {o['id']} has field(s) {sorted(extra)}; "
+                                   f"a reference has only {sorted(REFERENCE_FIELDS - {'reference'})}")
             o["reference"] = True
     relations = refined.get("relation") or []
     wanted = original.get("relation") or []

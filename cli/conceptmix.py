@@ -10,6 +10,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import click
+
 from skillweave.agents.conceptmix import KIND
 from skillweave.agents.images import IMAGE_SPECS, image_backend, image_folder
 from skillweave.catalog.conceptmix import (

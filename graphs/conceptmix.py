@@ -5,6 +5,7 @@ prompt sets enter at image.
 """
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.conceptmix import (
     ConceptMixState,
     caption,

@@ -7,6 +7,7 @@ import random
 from collections import Counter
 
 import pytest
+
 from skillweave.catalog.conceptmix import (
     CATEGORIES,
     ConceptCatalog,
@@ -168,6 +169,11 @@ def test_validate_refined_config(catalog):
          "missing object 5"),
         ({"objects": [{"id": 1, "item": "cow", "color": "brown"}, {"id": 3, "item": "barn"}],
           "relation": good["relation"]}, "not 1..2"),
+        ({"objects": [{"id": 1, "item": "cow", "color": "brown", "style": "Apple"}, {"id": 2, "item": "barn"}],
+          "relation": good["relation"]}, "gained field"),
+        ({"objects": [{"id": 1, "item": "cow", "color": "brown"}, {"id": 2, "item": "barn", "color": "red"}],
+          "relation": good["relation"]}, "has field"),
+        ({**good, "mood": "happy"}, "top-level"),
     ]
     for bad, message in bad_cases:
         with pytest.raises(ParseFailure, match=message):

@@ -9,6 +9,7 @@ import json
 import httpx
 import pytest
 from PIL import Image
+
 from skillweave.agents.images import (
     OpenAIImagesBackend,
     image_backend,

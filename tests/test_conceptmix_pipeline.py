@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+
 from skillweave.agents.conceptmix import KIND, parse_questions
 from skillweave.agents.images import image_folder
 from skillweave.agents.providers import (
@@ -223,9 +224,14 @@ def test_usage_errors_name_the_value(tmp_path):
 
 
 def test_parse_questions():
-    assert parse_questions("1. Is there a dog?\n2) Is it red?\nThanks!", 2) == ["Is there a dog?", "Is it red?"]
-    with pytest.raises(ParseFailure, match="expected 3 questions, found 2"):
-        parse_questions("- Is there a dog?\n- Is it red?", 3)
+    dog, red = {"category": "object", "value": "dog"}, {"category": "color", "value": "red"}
+    assert parse_questions("1. Is there a dog?\n2) Is it red?\nThanks!", [dog, red]) == ["Is there a dog?", "Is it red?"]
+    assert parse_questions("Are there dogs?\nIs it red?", [dog, red]) == ["Are there dogs?", "Is it red?"]
+    for reply, message in (("- Is there a dog?\n- Is it red?", "expected 3 questions, found 2"),
+                           ("Is there a dog?\nIs there a dog?\nIs it red?", "repeat"),
+                           ("Is there a cat?\nIs there a pig?\nIs it red?", "question 1 does not mention the object 'dog'")):
+        with pytest.raises(ParseFailure, match=message):
+            parse_questions(reply, [dog, {"category": "object", "value": "pig"}, red])
 
 
 def test_every_command_has_help():
