@@ -60,7 +60,8 @@ def extract_final_answer(text: str) -> str:
     for pattern in (r"the (?:final )?answer is[:\s]*\$?([^\n$]+)", r"answer\s*:\s*\$?([^\n$]+)"):
         matches = re.findall(pattern, text, re.I)
         if matches:
-            return matches[-1].strip().rstrip(".").strip()
+            # the answer ends at the first sentence break ("The answer is 2. Next problem: ...")
+            return re.split(r"\.\s|\.$", matches[-1].strip(), maxsplit=1)[0].strip()
     numbers = re.findall(_NUMBER, text)
     return numbers[-1].strip() if numbers else ""
 

@@ -26,6 +26,8 @@ def test_extract_final_answer():
     assert extract_final_answer("Answer: 7/8") == "7/8"
     assert extract_final_answer("first 3 then 5 and finally 12") == "12"
     assert extract_final_answer("no numbers at all") == ""
+    assert extract_final_answer("The answer is 2. The woman has two coins.") == "2"
+    assert extract_final_answer("The answer is 0.75.") == "0.75"
 
 
 @pytest.mark.parametrize(
