@@ -11,7 +11,8 @@ Design choices
 - Clustering is per subject (MATH-style) in batches of `cluster_batch` labels sorted by name (default 80,
   unverified: a label list must fit the clustering model's context). Batches that return the same coarse name
   are merged. Labels a valid reply leaves out are retried; after the retries they become their own coarse
-  skill and an event says so. No embedding pre-grouping: the embedded MiniLM is not used.
+  skill and an event says so. With `pregroup=embed`, batches are formed by MiniLM similarity instead of name
+  order (agents/skill_grouping.py).
 - The reviewer (`--reviewer human`) edits a draft of the coarse skills from the CLI (rename, merge, split,
   drop); `approve` resumes the thread with the draft. A dropped skill's questions are relabelled by the model
   among the remaining skills, or excluded when the drop says so.
@@ -27,7 +28,9 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.skill_grouping import batch_labels
 from skillweave.agents.skill_parsing import (  # noqa: F401  (parsers re-exported for callers and tests)
     dedupe_skills,
     parse_choice,
@@ -218,9 +221,10 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
 
     jobs = []
     for subject, counts in per_subject.items():
-        labels = sorted(counts)
-        for b in range(0, len(labels), batch_size):
-            jobs.append(cluster(subject, labels[b : b + batch_size], counts, b // batch_size))
+        method = ctx.config.get("pregroup", "alpha")
+        batches = await asyncio.to_thread(batch_labels, list(counts), batch_size, method)
+        for b, batch in enumerate(batches):
+            jobs.append(cluster(subject, batch, counts, b))
     merged: dict[str, dict] = {}
     for groups in await _bounded(ctx, jobs):
         for g in groups:

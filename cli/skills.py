@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from skillweave.catalog import bank as bk
 from skillweave.catalog import instruct_formats as fmt
 from skillweave.catalog.mathdata import load_questions
@@ -90,6 +91,13 @@ def _dataset_catalog(dataset: str, rows: list[dict]) -> tuple:
     help="Target coarse/fine ratio suggested to the clustering model (MATH: ~117/5000; unverified).",
 )
 @click.option(
+    "--pregroup",
+    type=click.Choice(["alpha", "embed"]),
+    default="alpha",
+    show_default=True,
+    help="How labels beyond --cluster-batch are split into clustering calls: sorted names, or MiniLM similarity.",
+)
+@click.option(
     "--cluster-max-tokens",
     default=2048,
     show_default=True,
@@ -140,6 +148,7 @@ def run_extract_skills(
     relabel,
     cluster_batch,
     cluster_ratio,
+    pregroup,
     cluster_max_tokens,
     no_solution,
     parse_retries,
@@ -172,6 +181,7 @@ def run_extract_skills(
         "cluster_ratio": cluster_ratio,
         "show_solution": not no_solution,
         "cluster_max_tokens": cluster_max_tokens,
+        "pregroup": pregroup,
         "propose_max_tokens": cluster_max_tokens,
         "parse_retries": parse_retries,
         "temperature": temperature,

@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+
 from skillweave.agents.providers import FakeProvider, message_text, register_provider
 from skillweave.agents.skill_extraction import (
     dedupe_skills,
@@ -432,3 +433,70 @@ def test_generic_review_commands_see_and_approve_the_catalog(cli_run, db_path):
     assert code == 0, err
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
     assert bank.skill_names() == ["percentage"] and len(bank.exemplars) == 4
+
+
+def _family_embed(texts):
+    """A stand-in for MiniLM: labels of the same family ('... gcd', '... modular') share a direction."""
+    import numpy as np
+
+    families = sorted({t.split()[-1] for t in texts})
+    out = np.zeros((len(texts), len(families) + 1))
+    for i, t in enumerate(texts):
+        out[i, families.index(t.split()[-1])] = 1.0
+        out[i, -1] = 0.01 * i
+    return out
+
+
+def test_embedding_pregrouping_keeps_similar_labels_together():
+    from skillweave.agents.skill_grouping import batch_labels
+
+    labels = [f"{p}_{fam}" for fam in ("gcd", "modular", "base") for p in ("alpha", "mid", "zed")]
+    alpha = batch_labels(labels, 3, "alpha")
+    assert any(len({b.split("_")[-1] for b in batch}) > 1 for batch in alpha)  # name order mixes families
+    embed = batch_labels(labels, 3, "embed", embed=_family_embed)
+    assert sorted(len(b) for b in embed) == [3, 3, 3]
+    assert all(len({b.split("_")[-1] for b in batch}) == 1 for batch in embed)
+    assert batch_labels(labels, 3, "embed", embed=_family_embed) == embed  # seeded
+    assert sum(len(b) for b in batch_labels(labels, 2, "embed", embed=_family_embed)) == len(labels)
+
+
+def test_pregroup_option_batches_the_clustering_calls(cli_run, db_path, monkeypatch):
+    import skillweave.agents.skill_grouping as grouping
+
+    # group by the label's last word (method / technique): different from name order, so the test can fail
+    monkeypatch.setattr(grouping, "minilm_embed", _family_embed)
+    register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
+    code, _, err = cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        "bundled",
+        "--split",
+        "train",
+        "--limit",
+        "12",
+        "--model",
+        "fake:oracle",
+        "--reviewer",
+        "auto",
+        "--concurrency",
+        str(CONC),
+        "--cluster-batch",
+        "2",
+        "--pregroup",
+        "embed",
+    )
+    assert code == 0, err
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    calls = list(store.db["llm_calls"].rows_where("run_id = ? and role like 'cluster:%'", [run_id]))
+    batches = [
+        re.findall(r"^- (\S+) \(\d+\)", json.loads(c["request"])["messages"][-1]["content"], re.M)
+        for c in calls
+    ]
+    assert sorted(len(b) for b in batches) == [1, 1, 2, 2]
+    assert all(len({b.rsplit("_", 1)[-1] for b in batch}) == 1 for batch in batches)
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    assert bank.skill_names() == ["order_of_operations", "percentage", "ratio_proportion"] or sorted(
+        bank.skill_names()
+    ) == ["order_of_operations", "percentage", "ratio_proportion"]
