@@ -500,3 +500,45 @@ def test_pregroup_option_batches_the_clustering_calls(cli_run, db_path, monkeypa
     assert bank.skill_names() == ["order_of_operations", "percentage", "ratio_proportion"] or sorted(
         bank.skill_names()
     ) == ["order_of_operations", "percentage", "ratio_proportion"]
+
+
+# LangGraph's callback manager complains (unraisably) when Ctrl-C tears the event loop down mid-node
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_interrupted_run_resumes_without_repeating_calls(store):
+    from skillweave.agents.solver import dataset_entries
+    from skillweave.graphs.runtime import run_pipeline
+
+    rows = bundled_questions("train")[:8]
+    config = {
+        "model": "fake:intr",
+        "reviewer": "auto",
+        "relabel": "map",
+        "concurrency": 1,
+        "parse_retries": 0,
+        "label_template": "skill_extraction/label",
+        "cluster_template": "skill_extraction/cluster",
+        "relabel_template": "skill_extraction/relabel",
+        "dataset_catalog": store.save_catalog("d", "questions", dataset_entries(rows)),
+    }
+    run_id = store.create_run("extract-skills", config)
+    seen = {"labels": 0}
+
+    def interrupting(request):
+        if "Which one skill" in _user(request):
+            seen["labels"] += 1
+            if seen["labels"] == 4:
+                raise KeyboardInterrupt  # the user presses Ctrl-C during the fourth label call
+        return oracle_script(request)
+
+    register_provider("fake:intr", FakeProvider("intr", script=interrupting), max_concurrency=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
+    assert store.get_run(run_id)["status"] == "interrupted"
+    done_before = store.db["llm_calls"].count_where("run_id = ? and error is null", [run_id])
+    assert done_before == 3
+    summary = run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
+    assert summary.done == 1 and store.get_run(run_id)["status"] == "done"
+    labels = store.db["llm_calls"].count_where("run_id = ? and role = 'label' and error is null", [run_id])
+    assert labels == 8  # 3 before the interruption + 5 after; none repeated
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    assert len(bank.exemplars) == 8
