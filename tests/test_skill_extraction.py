@@ -503,7 +503,7 @@ def test_pregroup_option_batches_the_clustering_calls(cli_run, db_path, monkeypa
 
 
 # LangGraph's callback manager complains (unraisably) when Ctrl-C tears the event loop down mid-node
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning", "ignore::RuntimeWarning")
 def test_interrupted_run_resumes_without_repeating_calls(store):
     from skillweave.agents.solver import dataset_entries
     from skillweave.graphs.runtime import run_pipeline
@@ -534,6 +534,12 @@ def test_interrupted_run_resumes_without_repeating_calls(store):
     with pytest.raises(KeyboardInterrupt):
         run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
     assert store.get_run(run_id)["status"] == "interrupted"
+    import gc
+    import warnings
+
+    with warnings.catch_warnings():  # collect the torn-down coroutines here, not in a later test
+        warnings.simplefilter("ignore")
+        gc.collect()
     done_before = store.db["llm_calls"].count_where("run_id = ? and error is null", [run_id])
     assert done_before == 3
     summary = run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
