@@ -59,6 +59,7 @@ class ThreadSpec:
     input: dict
 
 
+# Catalog snapshots are content-addressed, so one parsed copy per (store, catalog id) is safe to share.
 _CATALOGS: dict[tuple[str, str], ConceptCatalog] = {}
 
 
@@ -111,10 +112,6 @@ def _conflict(ctx: RunContext, item: dict, stage: str, reason: str, attempt: int
     ctx.store.update_item(item["id"], payload_update={
         "resample_reasons": [*item["payload"].get("resample_reasons", []), f"{stage}: {reason}"]})
     return {"status": "conflict", "attempt": attempt + 1}
-
-
-def _properties(catalog: ConceptCatalog, item: dict, config: dict) -> list[str]:
-    return [describe_concept(catalog, c, config) for c in item["payload"]["concepts"]]
 
 
 def _json_text(config: dict) -> str:
