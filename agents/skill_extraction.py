@@ -215,8 +215,9 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
                 f"{subject or '(no subject)'}: kept as their own skill: {', '.join(missing)}",
             )
             groups = groups + [{"name": m, "definition": "", "members": [m]} for m in missing]
-        for g in groups:
+        for g in groups:  # members are (subject, fine label) keys: one fine label may differ by subject
             g["subject"], g["call_id"] = subject, reply.call_id if reply else None
+            g["members"] = [f"{subject}\t{m}" for m in g["members"]]
         return groups
 
     jobs = []
@@ -233,28 +234,15 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
                     m for m in g["members"] if m not in merged[g["name"]]["members"]
                 ]
                 merged[g["name"]]["definition"] = merged[g["name"]]["definition"] or g["definition"]
-                if g["subject"] not in merged[g["name"]]["subjects"]:
-                    merged[g["name"]]["subjects"].append(g["subject"])
             else:
                 merged[g["name"]] = {
                     "name": g["name"],
                     "definition": g["definition"],
                     "subject": g["subject"],
-                    "subjects": [g["subject"]],
                     "members": list(g["members"]),
                     "call_id": g["call_id"],
                 }
-    clusters = [
-        {
-            **c,
-            "members": [
-                f"{s}\t{m}" for s in c["subjects"] for m in c["members"] if m in per_subject.get(s, {})
-            ],
-        }
-        for c in merged.values()
-    ]
-    for c in clusters:
-        c.pop("subjects")
+    clusters = list(merged.values())
     ctx.store.update_item(
         item["id"],
         status="clustered",
