@@ -13,8 +13,9 @@ Design choices:
   (token Jaccard >= `pair_similarity`) or asks a model.
 - A reply without the expected field is retried (`parse_retries`, each try its own recorded call, logged as a
   `parse_failed` event); still unparseable -> dropped at that stage. Never coerced.
-- Critic: one PASS/FAIL line per configurable criterion plus an overall verdict; the question passes only if the
-  overall verdict is PASS and no criterion FAILs. A fail refines the question (new round) while
+- Critic: one PASS/FAIL line per configurable criterion plus an overall verdict; a reply missing any criterion's
+  verdict is unparseable (a bare "Verdict: PASS" is not a review); the question passes only if no criterion FAILs
+  and the overall verdict, when given, is PASS. A fail refines the question (new round) while
   `round + 1 < max_rounds`, otherwise drops it.
 - Consistency: `consistency_samples` independent re-solves; the majority answer must be held by more than half of
   them and equal the attempt's answer (unverified default). The first agreeing re-solve is the final solution.
@@ -318,11 +319,9 @@ async def validate(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     values = {"question": payload["question"], "skills": payload["skill_rows"], "attempt": payload["attempts"][round_],
               "criteria": criteria}
 
-    def parse(text):
+    def parse(text):  # every criterion needs its own verdict; a bare "Verdict: PASS" is not a review
         verdicts, overall = parse_verdicts(text, criteria)
-        if overall is None and any(v["verdict"] == "missing" for v in verdicts):
-            return None
-        return verdicts, overall
+        return None if any(v["verdict"] == "missing" for v in verdicts) else (verdicts, overall)
 
     try:
         parsed, raw = await _parsed(ctx, item["id"], "critic", "validate", values, parse, model_role="critic",

@@ -153,6 +153,10 @@ DROP_CASES = {
     "validate_exhausted": ({"validate": FAIL_ALL}, {"max_rounds": 2}, "validate", "still failing after 2 round(s)"),
     "refine_unparseable": ({"validate": FAIL_ALL, "refine": "Sorry."}, {}, "refine", "no 'Question:'"),
     "critic_unparseable": ({"validate": "Looks fine to me."}, {}, "validate", "unparseable critic reply"),
+    # seen from the embedded model: the criteria echoed back with a bare overall verdict
+    "critic_without_per_criterion_verdicts": ({"validate": "1. The problem has exactly one final answer.\n"
+                                                           "2. Verdict: PASS."}, {}, "validate",
+                                              "unparseable critic reply"),
     "consistency": ({"solve": ["\\boxed{41}", "\\boxed{42}"]}, {"consistency_samples": 3}, "consistency",
                     "majority '41'"),
     "review_llm_reject": ({"review": "Decision: reject\nReason: the answer is wrong"}, {"reviewer": "llm:fake"},
