@@ -548,3 +548,50 @@ def test_interrupted_run_resumes_without_repeating_calls(store):
     assert labels == 8  # 3 before the interruption + 5 after; none repeated
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
     assert len(bank.exemplars) == 8
+
+
+def test_same_fine_label_in_two_subjects_keeps_each_subjects_coarse_skill(cli_run, db_path, tmp_path):
+    rows = [
+        {"question": f"Q{i} about {s}?", "answer": str(i), "subject": s}
+        for i, s in enumerate(["geo", "alg"] * 2)
+    ]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def script(request):
+        text = _user(request)
+        if "Which one skill" in text:
+            return "Skill: other_label" if "Q2 about" in text else "Skill: shared_label"
+        if "fine-grained skill labels" in text:
+            # geo: shared -> x, other -> y; alg: shared -> y (so y spans both subjects)
+            if '"geo"' in text:
+                groups = [
+                    {"name": "x", "members": ["shared_label"]},
+                    {"name": "y", "members": ["other_label"]},
+                ]
+            else:
+                groups = [{"name": "y", "members": ["shared_label"]}]
+            return json.dumps({"skills": groups})
+        raise AssertionError(text[:80])
+
+    register_provider("fake:two", FakeProvider("two", script=script), max_concurrency=CONC)
+    code, _, err = cli_run(
+        "run",
+        "extract-skills",
+        "--dataset",
+        str(tmp_path / "d.jsonl"),
+        "--model",
+        "fake:two",
+        "--reviewer",
+        "auto",
+        "--concurrency",
+        str(CONC),
+    )
+    assert code == 0, err
+    store = Store(db_path)
+    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
+    assert {(x.provenance["subject"], x.skill, x.provenance["fine_skill"]) for x in bank.exemplars} == {
+        ("geo", "x", "shared_label"),
+        ("geo", "y", "other_label"),
+        ("alg", "y", "shared_label"),
+    }
