@@ -407,5 +407,17 @@ def clear_providers() -> None:
     _CACHE.clear()
 
 
+async def close_clients() -> None:
+    """Close the SDK clients opened on the running loop (before the loop ends, not at garbage collection)."""
+    loop = asyncio.get_running_loop()
+    for provider in _CACHE.values():
+        clients = provider.__dict__.get("_clients") or {}
+        if clients.get("loop") is loop:
+            close = getattr(clients["client"], "close", None)
+            if close is not None:
+                await close()
+            clients.clear()
+
+
 def elapsed_ms(start: float) -> float:
     return round((time.perf_counter() - start) * 1000, 2)

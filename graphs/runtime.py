@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 from skillweave.agents.llm import RunContext
+from skillweave.agents.providers import close_clients
 from skillweave.errors import ConfigError
 from skillweave.graphs import PIPELINES
 from skillweave.store import Store
@@ -156,6 +157,7 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
             await asyncio.gather(*(one(s) for s in specs))
         finally:
             bar.close()
+            await close_clients()
         for spec in others:  # a partial resume still reports threads paused elsewhere in the run
             if (await graph.aget_state(thread_config(spec.thread_id))).interrupts:
                 summary.paused += 1
