@@ -203,19 +203,19 @@ async def drop_last_turn(state: InstructState, runtime: Runtime[RunContext]) -> 
     return {"status": "generating"}
 
 
-_INDEXES: dict[tuple, NearDuplicateIndex] = {}
-
-
 def _dedup_index(ctx: RunContext) -> NearDuplicateIndex:
-    """One index per (store, run) per process, rebuilt from the instructions the run has kept so far."""
-    method, threshold = ctx.config.get("dedup", "minhash"), ctx.config.get("dedup_threshold")
-    key = (ctx.store.path, ctx.run_id, method, threshold)
-    if key not in _INDEXES:
-        index = NearDuplicateIndex(method=method, threshold=threshold)
+    """One index per execution of a run (kept on its RunContext), built from the instructions the run has kept.
+
+    Per execution, not per process: a later resume in the same process rebuilds it from the store, so edits made
+    in between (another process, a reviewer) are seen.
+    """
+    index = getattr(ctx, "_instruct_dedup_index", None)
+    if index is None:
+        index = NearDuplicateIndex(method=ctx.config.get("dedup", "minhash"), threshold=ctx.config.get("dedup_threshold"))
         index.add_many([(i["id"], i["payload"]["instruction"]) for i in ctx.store.items(ctx.run_id, kind=KIND)
                         if i["payload"].get("dedup") == "kept"])
-        _INDEXES[key] = index
-    return _INDEXES[key]
+        ctx._instruct_dedup_index = index
+    return index
 
 
 async def dedup(state: InstructState, runtime: Runtime[RunContext]) -> dict:
@@ -224,8 +224,9 @@ async def dedup(state: InstructState, runtime: Runtime[RunContext]) -> dict:
     item = ctx.store.get_item(state["item_id"])
     if item["payload"].get("dedup") == "rejected":
         return {"status": "rejected"}
-    if item["payload"].get("dedup") != "kept":
-        verdict = _dedup_index(ctx).check_and_add(item["id"], item["payload"]["instruction"])
+    index = _dedup_index(ctx)
+    if item["payload"].get("dedup") != "kept" and item["id"] not in index.keys:
+        verdict = index.check_and_add(item["id"], item["payload"]["instruction"])
         if verdict.duplicate:
             reason = f"near-duplicate of {verdict.match_key} (similarity {verdict.similarity:.2f})"
             ctx.store.update_item(item["id"], status="rejected", error=f"dedup: {reason}", payload_update={

@@ -258,3 +258,23 @@ def test_embedding_dedup_catches_a_paraphrase_minhash_misses():
     c = "Write a poem about the ocean at night and the lighthouse keeper who watches it."
     assert find_near_duplicates([a, b, c], method="embedding") == [None, 0, None]
     assert find_near_duplicates([a, b, c], method="minhash") == [None, None, None]
+
+
+def test_thread_lost_mid_way_restarts_and_reuses_stored_turns(cli_run, db_path):
+    """A crash after turn 3 (no checkpoint yet, exit durability): resume re-enters from START, asks only turn 4."""
+    code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--n", "3")
+    assert code == 0, err
+    store, run, items = _items(db_path)
+    victim = items[1]
+    thread_id = f"{run['id']}:{victim['combo_index']}"
+    store.db.execute("delete from checkpoints where thread_id = ?", [thread_id])
+    store.db.execute("delete from writes where thread_id = ?", [thread_id])
+    store.db.execute("delete from llm_calls where item_id = ? and request like '%cut off%' "
+                     "and json_array_length(json_extract(request, '$.messages')) = 9", [victim["id"]])
+    store.update_item(victim["id"], status="pending", payload_update={"output_4": None, "dedup": None})
+    calls = store.db["llm_calls"].count
+    code, _, err = cli_run("resume", run["id"])
+    assert code == 0 and "2 already finished" in err, err
+    assert store.db["llm_calls"].count == calls + 1  # only turn 4 of the lost thread was asked again
+    again = store.get_item(victim["id"])
+    assert again["status"] == "done" and again["payload"]["output_4"] and again["payload"]["dedup"] == "kept"
