@@ -89,11 +89,12 @@ def _instruct_example(item: dict, run: dict) -> Example | None:
 
 def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Example | None:
     p = item["payload"]
-    if not p.get("prompt_0") or not p.get("text_1"):
+    prompt = p.get("prompt_0") or p.get("model_input_0")  # imported records.csv rows may carry model_input_0
+    if not prompt or not p.get("text_1"):
         return None
     k = item["k"]
     full = points is not None and len(points) == k + 3 and all(v == 1 for v in points)
-    return Example(item["id"], run["id"], p["prompt_0"], p["text_1"], meta={
+    return Example(item["id"], run["id"], prompt, p["text_1"], meta={
         "k": k, "skills": item["skills"], "topic": item["topic"], "round": item["round"],
         "combo_index": item["combo_index"], "category_split": run["config"].get("split", "all"),
         "train_categories": run["config"].get("train_categories"),
