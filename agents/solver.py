@@ -27,6 +27,7 @@ from fractions import Fraction
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.skill_parsing import parse_choice
 from skillweave.catalog.bank import Bank, bank_from_catalog

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 
 import click
+
 from skillweave.agents.skill_extraction import CATALOG_KIND
 from skillweave.catalog import instruct_formats as fmt
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir

@@ -2,6 +2,7 @@
 propose -> review -> save catalogs (without one); one thread per run."""
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.skill_extraction import (
     ExtractionState,

@@ -2,6 +2,7 @@
 one thread per (question, method)."""
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.solver import SolveState, pick_skill, plan_threads, route_after_pick, solve
 

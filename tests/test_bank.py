@@ -8,6 +8,7 @@ from collections import Counter
 from fractions import Fraction
 
 import pytest
+
 from skillweave.catalog import bank as bk
 from skillweave.catalog import mathdata
 from skillweave.errors import NotFound, UsageError

@@ -8,6 +8,7 @@ import re
 from fractions import Fraction
 
 import pytest
+
 from skillweave.agents.providers import FakeProvider, message_text, register_provider
 from skillweave.agents.solver import answers_match, as_number, choose_exemplars, extract_final_answer
 from skillweave.catalog.bank import bundled_bank
