@@ -386,7 +386,12 @@ def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills"
 @json_option
 @click.pass_context
 def skills_list(ctx, as_json):
-    """Stored skill banks, skill catalogs and query-type catalogs."""
+    """Stored skill banks, skill catalogs and query-type catalogs.
+
+    \b
+    Example:
+      skillweave skills list --json
+    """
     store = open_store(ctx)
     rows = [
         {
@@ -412,7 +417,12 @@ def skills_list(ctx, as_json):
 @json_option
 @click.pass_context
 def skills_show(ctx, ref, as_json):
-    """A bank's skills with exemplar counts (or a catalog's entries). REF: id, name, run id, latest or bundled."""
+    """A bank's skills with exemplar counts (or a catalog's entries). REF: id, name, run id, latest or bundled.
+
+    \b
+    Example:
+      skillweave skills show bundled
+    """
     store = open_store(ctx)
     catalog = _resolve_catalog(store, ref)
     if catalog["kind"] == "bank":

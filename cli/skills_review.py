@@ -197,7 +197,12 @@ def review_skills() -> None:
 @json_option
 @click.pass_context
 def review_skills_list(ctx, as_json):
-    """Extract-skills runs waiting for a skill review."""
+    """Extract-skills runs waiting for a skill review.
+
+    \b
+    Example:
+      skillweave review skills list --json
+    """
     store = open_store(ctx)
     rows = []
     for run in store.list_runs(limit=200, pipeline="extract-skills"):
@@ -221,7 +226,12 @@ def review_skills_list(ctx, as_json):
 @json_option
 @click.pass_context
 def review_skills_show(ctx, run_id, as_json):
-    """The current draft of coarse skills with their fine labels."""
+    """The current draft of coarse skills with their fine labels.
+
+    \b
+    Example:
+      skillweave review skills show latest
+    """
     _show(open_store(ctx), run_id, as_json)
 
 
@@ -232,7 +242,12 @@ def review_skills_show(ctx, run_id, as_json):
 @json_option
 @click.pass_context
 def review_skills_rename(ctx, run_id, skill, new_name, as_json):
-    """Rename a coarse skill (the name is snake_cased)."""
+    """Rename a coarse skill (the name is snake_cased).
+
+    \b
+    Example:
+      skillweave review skills rename RUN algebra_1 "Linear Equation Solving"
+    """
     _edit(ctx, run_id, {"op": "rename", "skill": skill, "to": new_name}, as_json)
 
 
@@ -243,7 +258,12 @@ def review_skills_rename(ctx, run_id, skill, new_name, as_json):
 @json_option
 @click.pass_context
 def review_skills_define(ctx, run_id, skill, definition, as_json):
-    """Replace a coarse skill's one-line definition."""
+    """Replace a coarse skill's one-line definition.
+
+    \b
+    Example:
+      skillweave review skills define RUN gcd_lcm "Compute gcds and lcms."
+    """
     _edit(ctx, run_id, {"op": "define", "skill": skill, "definition": definition}, as_json)
 
 
@@ -305,7 +325,12 @@ def review_skills_split(ctx, run_id, skill, parts, as_json):
 @json_option
 @click.pass_context
 def review_skills_drop(ctx, run_id, skill, exclude_questions, as_json):
-    """Remove a coarse skill from the catalog."""
+    """Remove a coarse skill from the catalog.
+
+    \b
+    Example:
+      skillweave review skills drop RUN misc_skills --exclude-questions
+    """
     _edit(ctx, run_id, {"op": "drop", "skill": skill, "exclude_questions": exclude_questions}, as_json)
 
 
@@ -335,7 +360,12 @@ def _resume(ctx, item: dict, decision: dict) -> None:
 @click.option("--reviewer", default=None, help="Reviewer name (default: $SKILLWEAVE_REVIEWER or the login).")
 @click.pass_context
 def review_skills_approve(ctx, run_id, reason, reviewer):
-    """Accept the draft (with its edits) and resume the run: relabel questions, build the bank."""
+    """Accept the draft (with its edits) and resume the run: relabel questions, build the bank.
+
+    \b
+    Example:
+      skillweave review skills approve RUN --reason "merged synonyms"
+    """
     from skillweave.agents.review import default_reviewer_name
 
     store = open_store(ctx)
@@ -359,7 +389,12 @@ def review_skills_approve(ctx, run_id, reason, reviewer):
 @click.option("--reviewer", default=None, help="Reviewer name.")
 @click.pass_context
 def review_skills_reject(ctx, run_id, reason, reviewer):
-    """Reject the clustered skills; the run ends without a bank."""
+    """Reject the clustered skills; the run ends without a bank.
+
+    \b
+    Example:
+      skillweave review skills reject RUN --reason "labels are too coarse"
+    """
     from skillweave.agents.review import default_reviewer_name
 
     item = _waiting(open_store(ctx), run_id)
