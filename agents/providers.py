@@ -199,8 +199,14 @@ class LocalProvider(Provider):
         return await future
 
     async def _drain(self) -> None:
+        import torch
+
         from skillweave.agents.local_model import load_causal_lm
 
+        # One intra-op thread by default ($SKILLWEAVE_TORCH_THREADS overrides): with the event loop on the other
+        # core, two OpenMP threads spin against it and any other load; measured here, a decode step was ~10x
+        # slower with 2 threads than with 1 once the machine was busy.
+        torch.set_num_threads(int(os.environ.get("SKILLWEAVE_TORCH_THREADS", "1")))
         await asyncio.to_thread(load_causal_lm, self.model)  # load (or reuse) off the event loop
         while self._pending:
             await asyncio.sleep(self.gather_seconds)  # let concurrent threads queue up a full batch

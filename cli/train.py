@@ -124,7 +124,13 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--show", default=None, help="Print one template rendered on an example instruction.")
 @json_option
 def train_templates(show: str | None, as_json: bool) -> None:
-    """List the PTST prompt-template registry (name, wrapper, content, content hash)."""
+    """List the PTST prompt-template registry (name, wrapper, content, content hash).
+
+    \b
+    Example:
+      skillweave train templates
+      skillweave train templates --show chat:llama
+    """
     from skillweave.trainers.templates import get_template, list_templates
 
     if show:
