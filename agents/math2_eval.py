@@ -84,7 +84,8 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
                     parse_status="ok" if verdict is not None else "unparsed")
     if verdict is None:
         store.update_item(item_id, status="failed", error="eval: unparseable judge reply",
-                          payload_update={"solution": solve.text, "answer": answer})
+                          payload_update={"solution": solve.text, "answer": answer, "answer_match": match,
+                                          "reference_answer": question["reference_answer"]})
         store.add_event(ctx.run_id, item_id, "judge", "failed", f"unparseable: {raw.strip()[:160]!r}")
         return "failed"
     store.update_item(item_id, status="done", prompt_versions=[
