@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.charts.charxiv import DESCRIPTIVE_TEMPLATES, ChartQuestion, load_release
 from skillweave.charts.grading import (

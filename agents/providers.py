@@ -227,6 +227,7 @@ class LocalProvider(Provider):
 
     def _generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         import torch
+
         from skillweave.agents.local_model import load_causal_lm
 
         model, tokenizer = load_causal_lm(self.model)

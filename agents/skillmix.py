@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
+
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.catalog import Skill
 from skillweave.errors import ModelCallError

@@ -17,6 +17,7 @@ import argparse
 import time
 
 import numpy as np
+
 from skillweave.trainers.unlearning.topic_model import TopicModelConfig, fit, planted_topics, sample_documents
 from skillweave.trainers.unlearning.unlearn import UnlearnConfig, model_distance, unlearn_base
 

@@ -13,6 +13,7 @@ import hashlib
 import sys
 
 import numpy as np
+
 from skillweave.errors import UsageError
 from skillweave.trainers.unlearning.topic_model import TopicModelConfig, fit, planted_topics, sample_documents
 from skillweave.trainers.unlearning.unlearn import (

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
 from skillweave.charts.charxiv import NOT_APPLICABLE, write_release
 
 VOCAB: dict[str, dict[str, list[str]]] = {

@@ -6,6 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import click
+
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.errors import UsageError
 

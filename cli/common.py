@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterable
 
 import click
+
 from skillweave.store import Store
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")

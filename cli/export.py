@@ -63,8 +63,13 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
     """
     from skillweave.agents.providers import parse_spec
     from skillweave.catalog.instruct_formats import (
-        bundled_instruct_skills, bundled_query_types, queries_from_entries, query_entries, read_queries_txt,
-        read_skills_txt, skill_entries,
+        bundled_instruct_skills,
+        bundled_query_types,
+        queries_from_entries,
+        query_entries,
+        read_queries_txt,
+        read_skills_txt,
+        skill_entries,
     )
 
     check_model("--model", model)

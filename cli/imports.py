@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from skillweave.cli.common import echo_json, json_option, open_store
 from skillweave.metrics.skillmix import run_report
 from skillweave.store.importers import import_skillmix

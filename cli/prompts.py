@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import click
+
 from skillweave.cli.common import echo_json, echo_table, json_option, prompts_dir
 from skillweave.errors import UsageError
 from skillweave.prompts import list_templates, load_template, search_dirs

@@ -6,6 +6,7 @@ import shlex
 import sys
 
 import click
+
 from skillweave.agents.providers import parse_spec
 from skillweave.catalog import (
     bundled_skills,

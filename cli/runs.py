@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.errors import UsageError
 from skillweave.metrics import PLOTTERS, REPORTERS, resolve

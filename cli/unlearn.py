@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import click
+
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 
 SELECTOR_HELP = ("Store records to forget: run:<id|latest>, skill:<name>, template:<version or name>, "

@@ -1,6 +1,7 @@
 """Chart evaluation (CharXiv-style): ask -> judge (descriptive batch of 5 per template, or one reasoning question)."""
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.chart_eval import (
     ChartEvalState,
     ask,

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
 from skillweave.errors import ConfigError

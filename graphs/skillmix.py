@@ -1,6 +1,7 @@
 """Skill-Mix: student turn 0 -> turn 1 -> judge; one thread per (combination, round)."""
 
 from langgraph.graph import END, START, StateGraph
+
 from skillweave.agents.llm import RunContext
 from skillweave.agents.skillmix import SkillMixState, grade, plan_threads, route_after_student, student_turn
 

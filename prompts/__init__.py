@@ -20,6 +20,7 @@ from pathlib import Path
 import jinja2
 import jinja2.meta
 import yaml
+
 from skillweave.errors import TemplateError
 
 PACKAGE_DIR = Path(__file__).parent

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+
 from skillweave.errors import NotFound, StoreError
 
 DEFAULT_DB = "skillweave.db"

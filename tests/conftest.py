@@ -58,6 +58,7 @@ def db_path(tmp_path):
 def cli_run(db_path):
     """Invoke the CLI in-process like a user would; returns (exit_code, stdout, stderr)."""
     from click.testing import CliRunner
+
     from skillweave.cli import main
 
     def run(*args, db: str | None = None):

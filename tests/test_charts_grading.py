@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from skillweave.charts.charxiv import (
     DESCRIPTIVE_GROUPS,
     DESCRIPTIVE_TEMPLATES,

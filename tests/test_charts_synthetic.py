@@ -11,6 +11,7 @@ import itertools
 
 import numpy as np
 import pytest
+
 from skillweave.charts.charxiv import NOT_APPLICABLE, load_release
 from skillweave.charts.synthetic import build_chart, generate_synthetic_set
 

@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from skillweave.agents.providers import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
 from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
 from skillweave.prompts import content_version, list_templates, load_template

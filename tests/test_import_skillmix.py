@@ -4,6 +4,7 @@ import csv
 import json
 
 import pytest
+
 from skillweave.store import Store
 
 GEN_COLUMNS = ["k", "skills", "topic", "system prompt", "user_0", "assistant_0", "model_input_0", "text_0",

@@ -1,6 +1,7 @@
 """Instruct-SkillMix stage-1 files: skills.txt and queries.txt read/write round trips and error messages."""
 
 import pytest
+
 from skillweave.catalog.instruct_formats import (
     QueryType,
     bundled_instruct_skills,

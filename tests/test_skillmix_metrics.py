@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+
 from skillweave.agents.skillmix import sample_skill_combinations
 from skillweave.metrics.skillmix import (
     aggregate,

@@ -7,6 +7,7 @@ import hashlib
 import numpy as np
 import pytest
 from scipy.optimize import minimize
+
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers.unlearning.topic_model import (
     TopicModel,

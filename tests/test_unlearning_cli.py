@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
+
 from skillweave.cli import cli, main
 from skillweave.store import Store
 from skillweave.trainers.unlearning.lineage import (

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
+
 from skillweave.errors import NotFound, UsageError
 from skillweave.store import Store, jdump, jload, now, stable_id
 from skillweave.trainers.unlearning.topic_model import TopicModel, TopicModelConfig, fit

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
+
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers.unlearning.topic_model import (
     TopicModel,
