@@ -25,13 +25,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.charts.charxiv import DESCRIPTIVE_TEMPLATES, ChartQuestion, load_release
 from skillweave.charts.grading import (
     exact_method,
@@ -53,12 +52,6 @@ class ChartEvalState(TypedDict, total=False):
     item_ids: list[str]
     mode: str
     status: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 def create_items(ctx: RunContext) -> None:

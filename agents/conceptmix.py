@@ -22,13 +22,12 @@ import asyncio
 import base64
 import json
 import re
-from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
 from skillweave.agents.images import image_backend, image_folder, save_image
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog.conceptmix import (
     ConceptCatalog,
     complete_config_by_rule,
@@ -51,12 +50,6 @@ class ConceptMixState(TypedDict, total=False):
     entry: str  # "sample" for generated records, "image" for imported prompt sets
     attempt: int
     status: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 # Catalog snapshots are content-addressed, so one parsed copy per (store, catalog id) is safe to share.

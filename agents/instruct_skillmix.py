@@ -29,8 +29,7 @@ import numpy as np
 from langgraph.runtime import Runtime
 
 from skillweave.agents.dedup import NearDuplicateIndex
-from skillweave.agents.llm import RunContext, call_template
-from skillweave.agents.skillmix import ThreadSpec
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog.instruct_formats import QueryType, queries_from_entries
 from skillweave.errors import ModelCallError
 

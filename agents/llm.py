@@ -40,6 +40,14 @@ class RunContext:
 
 
 @dataclass
+class ThreadSpec:
+    """One graph thread of a run: its id (unique within the store) and the input state that starts it."""
+
+    thread_id: str
+    input: dict
+
+
+@dataclass
 class Reply:
     texts: list[str]
     call_id: str

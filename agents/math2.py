@@ -28,13 +28,12 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
 
@@ -61,12 +60,6 @@ class Math2State(TypedDict, total=False):
     status: str
     drop_stage: str
     drop_reason: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:

@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_grouping import batch_labels
 from skillweave.agents.skill_parsing import (  # noqa: F401  (parsers re-exported for callers and tests)
     dedupe_skills,
@@ -51,12 +50,6 @@ class ExtractionState(TypedDict, total=False):
     catalog_item: str
     mode: str  # "dataset" or "sda"
     status: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 # ---- plan ---------------------------------------------------------------------------------------------

@@ -8,12 +8,11 @@ texts, calls and grades live in the store.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill
 from skillweave.errors import ModelCallError
 from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
@@ -24,12 +23,6 @@ KIND = "skillmix.text"
 class SkillMixState(TypedDict, total=False):
     item_id: str
     status: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: int = 10,

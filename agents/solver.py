@@ -22,13 +22,12 @@ from __future__ import annotations
 import math
 import random
 import re
-from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal, TypedDict
 
 from langgraph.runtime import Runtime
 
-from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_parsing import parse_choice
 from skillweave.catalog.bank import Bank, bank_from_catalog
 from skillweave.errors import ModelCallError, ParseFailure
@@ -41,12 +40,6 @@ METHODS = ("skill", "random", "fixed", "subject")
 class SolveState(TypedDict, total=False):
     item_id: str
     status: str
-
-
-@dataclass
-class ThreadSpec:
-    thread_id: str
-    input: dict
 
 
 # ---- answers ------------------------------------------------------------------------------------------
