@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import shutil
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -46,8 +47,10 @@ def embedded_model_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    print(f"skillweave: preparing the embedded model in {target} (first use only, about 20 s)", file=sys.stderr)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=GGUF_FILE)
         model = AutoModelForCausalLM.from_pretrained(source, gguf_file=GGUF_FILE)
