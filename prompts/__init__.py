@@ -111,6 +111,8 @@ def _compiled(source: str) -> jinja2.Template:
 def search_dirs(prompts_dir: str | os.PathLike | None = None) -> list[Path]:
     user = prompts_dir or os.environ.get("SKILLWEAVE_PROMPTS")
     dirs = [Path(user).expanduser()] if user else []
+    if dirs and not dirs[0].is_dir():
+        raise TemplateError(f"prompts folder '{user}' does not exist (from --prompts-dir or SKILLWEAVE_PROMPTS)")
     return [*dirs, PACKAGE_DIR]
 
 

@@ -98,6 +98,8 @@ def test_user_folder_overrides_and_edit_changes_version(tmp_path):
     override.write_text(packaged.text.replace("You are grading", "Please grade"))
     edited = load_template("skillmix/judge", tmp_path)
     assert edited.version != packaged.version and edited.version == content_version(override.read_text())
+    with pytest.raises(TemplateError, match="prompts folder .* does not exist"):
+        load_template("skillmix/judge", tmp_path / "missing")
     (tmp_path / "skillmix" / "bad.yaml").write_text("variables: [a]\nprompt: '{{ a }} {{ b }}'\n")
     with pytest.raises(TemplateError, match="undeclared variable"):
         load_template("skillmix/bad", tmp_path)
