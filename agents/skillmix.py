@@ -147,7 +147,7 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
                                           filter_explicit_name=config.get("filter_explicit_name", False))
             ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config["judge"], raw=raw,
                                 points=points, score=sum(points), parse_status=status)
-        ctx.store.update_item(item["id"], status="done",
+        ctx.store.update_item(item["id"], status="done", error=None,
                               prompt_versions=[ctx.template(config["judge_template"]).version])
     ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")
     return {"status": "done"}

@@ -62,11 +62,13 @@ def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[st
     return run_id
 
 
-def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurrency: int) -> None:
+def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurrency: int,
+                       retry_failed: bool = False) -> None:
     from skillweave.metrics import REPORTERS, resolve
 
     store = open_store(ctx)
-    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
+                           retry_failed=retry_failed)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
@@ -148,18 +150,22 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
 @click.command("resume")
 @click.argument("run_id")
 @click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
+@click.option("--retry-failed", is_flag=True,
+              help="Also run again the threads whose items failed (e.g. after a provider outage).")
 @click.pass_context
-def resume(ctx, run_id, concurrency):
+def resume(ctx, run_id, concurrency, retry_failed):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.
 
     \b
     Example:
       skillweave resume skillmix-20261126-101500-ab12cd
+      skillweave resume latest --retry-failed
     """
     store = open_store(ctx)
     run = store.get_run(run_id)
     pipeline_module(run["pipeline"])
-    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8))
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
+                       retry_failed=retry_failed)
 
 
 def register(root: click.Group) -> None:

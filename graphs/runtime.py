@@ -98,9 +98,12 @@ def thread_config(thread_id: str) -> dict:
 
 
 async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_value=None,
-                      fresh: bool = False, durability: str = "async") -> None:
+                      fresh: bool = False, durability: str = "async", retry_failed: bool = False) -> None:
     config = thread_config(spec.thread_id)
     snapshot = None if fresh else await graph.aget_state(config)
+    if retry_failed and snapshot is not None and not snapshot.next and snapshot.values.get("status") == "failed":
+        await graph.checkpointer.adelete_thread(spec.thread_id)  # run it again from its input; stored replies
+        snapshot = None                                          # are reused, failed calls are made again
     if resume_value is not None:
         payload = Command(resume=resume_value)
     elif snapshot is None or snapshot.created_at is None:  # never started (or, with exit durability, never ended)
@@ -130,8 +133,9 @@ def _count(summary: RunSummary, status: str | None) -> None:
 
 
 async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
-                  only_threads: dict[str, object] | None = None) -> RunSummary:
-    """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review)."""
+                  only_threads: dict[str, object] | None = None, retry_failed: bool = False) -> RunSummary:
+    """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review);
+    `retry_failed` runs threads that ended with status 'failed' again."""
     module = pipeline_module(pipeline)
     specs = module.plan(ctx)
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
@@ -151,7 +155,8 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
         async def one(spec):
             async with semaphore:
                 await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
-                                  fresh=spec.thread_id not in started, durability=durability)
+                                  fresh=spec.thread_id not in started, durability=durability,
+                                  retry_failed=retry_failed)
             bar.update(1)
 
         try:
@@ -185,7 +190,8 @@ def _progress(total: int, label: str, enabled: bool):
 
 
 def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
-                 concurrency: int = 8, progress: bool = True, only_threads: dict | None = None) -> RunSummary:
+                 concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
+                 retry_failed: bool = False) -> RunSummary:
     """Synchronous entry point used by the CLI and tests; records the run's final status."""
     run = store.get_run(run_id)
     ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
@@ -193,7 +199,7 @@ def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str |
     store.set_run_status(run_id, "running")
     try:
         summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                      only_threads=only_threads))
+                                      only_threads=only_threads, retry_failed=retry_failed))
     except BaseException as exc:
         store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                              error=f"{type(exc).__name__}: {exc}")

@@ -55,6 +55,24 @@ def test_failed_calls_are_recorded_and_mark_items_failed(cli_run, db_path):
     assert "2" in out.split("\n")[2]  # the failed-items column counts them
 
 
+def test_resume_retry_failed_reruns_only_failed_threads(cli_run, db_path):
+    code, _, err = cli_run("run", "skillmix", "--model", "fake", "--judge", "fake:fail", "--k", "2", "--n", "2",
+                           "--rounds", "1")
+    assert code == 0, err
+    store = Store(db_path)
+    run = store.get_run("latest")
+    # the judge is back: point the run at a working judge, then retry the failed threads
+    store.db["runs"].update(run["id"], {"config": __import__("json").dumps({**run["config"], "judge": "fake"})})
+    student_calls = store.db["llm_calls"].count_where("role = 'student'")
+    code, _, err = cli_run("resume", run["id"])
+    assert code == 0 and store.db["llm_calls"].count_where("role = 'judge' and error is null") == 0
+    code, _, err = cli_run("resume", run["id"], "--retry-failed")
+    assert code == 0, err
+    assert {(i["status"], i["error"]) for i in store.items(run["id"])} == {("done", None)}
+    assert store.db["llm_calls"].count_where("role = 'student'") == student_calls  # stored replies reused
+    assert store.db["llm_calls"].count_where("role = 'judge' and error is null") == 2
+
+
 def test_transient_failures_are_retried(cli_run, db_path, monkeypatch):
     from skillweave.agents import providers
 
