@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
 from skillweave.errors import UsageError
 
 
@@ -144,16 +144,10 @@ def report_command(ctx, run_id, plot_path, as_json):
     if run["pipeline"] != "chart-eval":
         raise UsageError(f"run '{run['id']}' is a {run['pipeline']} run, not chart-eval")
     report = run_report(store, run)
-    if plot_path:
-        plot_report(report, plot_path)
-        click.echo(f"wrote {plot_path}", err=True)
-    if as_json:
-        echo_json({k: v for k, v in report.items() if k not in ("columns", "table")})
-    else:
-        agree = ", ".join(f"{m}: {a['agree']}/{a['n']}" for m, a in report["agreement"].items())
-        click.echo(f"chart-eval run {run['id']} ({run['status']}), model {report['model']}, judge {report['judge']}; "
-                   f"judge/programmatic agreement {agree}")
-        echo_table(report["table"], report["columns"], empty="(no graded questions)")
+    agree = ", ".join(f"{m}: {a['agree']}/{a['n']}" for m, a in report["agreement"].items())
+    emit_report(report, headline=f"chart-eval run {run['id']} ({run['status']}), model {report['model']}, "
+                f"judge {report['judge']}; judge/programmatic agreement {agree}",
+                plotter=plot_report, plot_path=plot_path, as_json=as_json, empty="(no graded questions)")
 
 
 @charts_group.command("export")

@@ -43,3 +43,16 @@ def echo_table(rows: Iterable[dict], columns: list[str], empty: str = "(none)") 
 def _cell(value, limit: int = 60) -> str:
     text = "" if value is None else str(value).replace("\n", " ")
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def emit_report(result: dict, *, headline: str, plotter=None, plot_path: str | None = None, as_json: bool = False,
+                empty: str = "(no graded items)") -> None:
+    """Print a reporter's result: optional PNG, then JSON (without the table) or a headline and the table."""
+    if plot_path:
+        plotter(result, plot_path)
+        click.echo(f"wrote {plot_path}", err=True)
+    if as_json:
+        echo_json({k: v for k, v in result.items() if k not in ("columns", "table")})
+    else:
+        click.echo(headline)
+        echo_table(result["table"], result["columns"], empty=empty)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
 from skillweave.errors import UsageError
 from skillweave.metrics import PLOTTERS, REPORTERS, resolve
 from skillweave.store import jload
@@ -79,18 +79,12 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
     reporter = resolve(REPORTERS, run["pipeline"])
     if reporter is None:
         raise UsageError(f"pipeline '{run['pipeline']}' has no report")
+    plotter = resolve(PLOTTERS, run["pipeline"])
+    if plot_path and plotter is None:
+        raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
     result = reporter(store, run, across_rounds=across_rounds)
-    if plot_path:
-        plotter = resolve(PLOTTERS, run["pipeline"])
-        if plotter is None:
-            raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
-        plotter(result, plot_path)
-        click.echo(f"wrote {plot_path}", err=True)
-    if as_json:
-        echo_json({k: v for k, v in result.items() if k not in ("columns", "table")})
-    else:
-        click.echo(f"{run['pipeline']} run {run['id']} ({run['status']})")
-        echo_table(result["table"], result["columns"], empty="(no graded items)")
+    emit_report(result, headline=f"{run['pipeline']} run {run['id']} ({run['status']})", plotter=plotter,
+                plot_path=plot_path, as_json=as_json)
 
 
 @click.command("logs")
