@@ -64,15 +64,14 @@ class Store:
             parent = Path(self.path).expanduser().resolve().parent
             if not parent.exists():
                 raise StoreError(f"cannot open store '{self.path}': folder {parent} does not exist")
-        try:
-            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA busy_timeout = 30000")
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-        except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store '{self.path}': {exc}") from None
-        self.db = sqlite_utils.Database(conn)
+        # One connection per thread: Python's sqlite3 connection is not safe to use from two threads at once
+        # (the web page resumes a thread in a worker while serving pages), and SQLite's WAL mode lets the
+        # connections read while one writes. `lock` still serialises this process's writes.
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
         self.lock = threading.RLock()
+        self._shared = self._connect() if self.path == ":memory:" else None  # one in-memory database
+        self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
         self._migrate()
 
     def _migrate(self) -> None:
@@ -86,8 +85,31 @@ class Store:
                     module.migrate(self.db)
                     self.db["_migrations"].insert({"name": name, "applied_at": now()})
 
+    def _connect(self) -> sqlite_utils.Database:
+        try:
+            conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA busy_timeout = 30000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"cannot open store '{self.path}': {exc}") from None
+        with self.lock:
+            self._connections.append(conn)
+        return sqlite_utils.Database(conn)
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        """This thread's connection to the store (opened on first use)."""
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = self._local.db = self._shared if self._shared is not None else self._connect()
+        return db
+
     def close(self) -> None:
-        self.db.conn.close()
+        with self.lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
 
     # Hot paths use plain SQL: sqlite-utils introspects the schema on every insert, which costs more than
     # the write itself when a pipeline records thousands of calls.

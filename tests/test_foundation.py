@@ -38,6 +38,39 @@ def test_store_transaction_rolls_back_everything(store):
     assert store.db["items"].count == 0
 
 
+def test_one_store_is_safe_to_share_between_threads(tmp_path):
+    """The web page resumes a thread in a worker while serving pages from the same Store."""
+    import threading
+
+    from skillweave.graphs.runtime import StoreCheckpointer
+
+    store = Store(tmp_path / "a.db")
+    run = store.create_run("p", {})
+    errors: list[BaseException] = []
+
+    def work(worker: int):
+        try:
+            for i in range(300):
+                item = store.ensure_item(run, f"w{worker}", i)
+                store.update_item(item, status="done", payload_update={"i": i})
+                assert store.get_item(item)["payload"] == {"i": i}
+                assert store.db["items"].count_where("id = ?", [item]) == 1
+                if worker == 0:  # what a resumed run does first, while the others read and write
+                    with store.lock:
+                        StoreCheckpointer(store.db.conn).setup()
+        except BaseException as exc:  # noqa: BLE001  (collected and reported by the main thread)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    assert store.db["items"].count_where("status = 'done'") == 1200
+    store.close()
+
+
 def test_store_errors_name_the_record(store, tmp_path):
     with pytest.raises(NotFound, match="no run 'r-missing'"):
         store.get_run("r-missing")
