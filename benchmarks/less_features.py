@@ -5,7 +5,7 @@ the same examples with the same projector; the script prints examples/s for each
 relative difference between the two feature matrices. Nothing is asserted; results go in docs/less.md.
 
     .venv/bin/python benchmarks/less_features.py                      # tiny Llama, 256 examples
-    .venv/bin/python benchmarks/less_features.py --model local --n 32 --max-length 128 --batch-size 8
+    .venv/bin/python benchmarks/less_features.py --model local --n 64 --max-length 128
 """
 
 from __future__ import annotations
@@ -34,14 +34,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny, local (embedded SmolLM2-135M) or a model folder")
     parser.add_argument("--n", type=int, default=256, help="examples")
-    parser.add_argument("--batch-size", type=int, default=16, help="examples per batched pass")
+    parser.add_argument("--batch-size", type=int, default=LessConfig.feature_batch_size,
+                        help="most examples per batched pass (default: the CLI's --feature-batch-size)")
     parser.add_argument("--dim", type=int, default=1024, help="projection dimension")
     parser.add_argument("--lora-r", type=int, default=8)
     parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj")
     parser.add_argument("--repeat", type=int, default=3, help="alternating repetitions; the best rate is kept")
     parser.add_argument("--max-length", type=int, default=256)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (0: torch default); 1 is fastest on a shared, loaded CPU")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="torch threads (0: torch's default, as `skillweave select less` runs); 1 suits a "
+                             "machine loaded by other work")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -71,7 +73,8 @@ def main() -> None:
 
     # Best of --repeat alternating runs: the shared machine's load changes by the second.
     features, full_rate, grad_rate = {}, {"loop": 0.0, "batched": 0.0}, {"loop": 0.0, "batched": 0.0}
-    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]["input_ids"]))
+    batches = lf.length_batches([len(e["input_ids"]) for e in encoded], config.feature_batch_size,
+                                config.feature_batch_tokens)
     lf.example_gradients(model, encoded[:2], tokenizer.pad_token_id, "batched")  # warm up kernels
     with tempfile.TemporaryDirectory() as tmp:
         for repeat in range(args.repeat):
@@ -84,9 +87,13 @@ def main() -> None:
                 full_rate[method] = max(full_rate[method], len(encoded) / (time.perf_counter() - start))
                 # The gradient step alone (no Adam, projection or files), same examples and batches.
                 start = time.perf_counter()
-                for b in range(0, len(order), args.batch_size):
-                    lf.example_gradients(model, [encoded[i] for i in order[b : b + args.batch_size]],
-                                         tokenizer.pad_token_id, method)
+                if method == "batched":
+                    with lf.BatchedGradients(model) as batched:
+                        for index in batches:
+                            batched([encoded[i] for i in index], tokenizer.pad_token_id)
+                else:
+                    for index in batches:
+                        lf.loop_gradients(model, [encoded[i] for i in index])
                 grad_rate[method] = max(grad_rate[method], len(encoded) / (time.perf_counter() - start))
     for method in ("loop", "batched"):
         print(f"{method:8s} full feature step {full_rate[method]:8.1f} examples/s   "

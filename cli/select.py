@@ -105,7 +105,7 @@ def register(root: click.Group) -> None:
     @_config_options(skip=("train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction",
                            "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
                            "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed",
-                           "chunk_examples", "gradient_method"))
+                           "chunk_examples", "gradient_method", "feature_batch_tokens"))
     @json_option
     @click.pass_context
     def rds_cmd(ctx: click.Context, as_json: bool, **options) -> None:

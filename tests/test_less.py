@@ -84,6 +84,28 @@ def test_batched_gradients_equal_the_one_example_loop(lora_model):
     assert (loop.norm(dim=1) > 0).all() and (loop[0] - loop[1]).norm() > 1e-3
 
 
+def test_hooks_registered_once_serve_many_batches_and_come_off(lora_model):
+    model, tokenizer = lora_model
+    examples = _examples(tokenizer, 12, seed=3)
+    loop = lf.loop_gradients(model, examples)
+    with lf.BatchedGradients(model) as grads:
+        parts = [grads(examples[i : i + 5], tokenizer.pad_token_id) for i in range(0, 12, 5)]
+        assert all(not c.inputs and not c.outputs for c in grads.captures)  # nothing kept between batches
+    assert ((torch.cat(parts) - loop).norm(dim=1) / loop.norm(dim=1)).max() < 1e-5
+    assert not any(m._forward_hooks for m in model.modules())  # hooks removed on exit
+
+
+def test_length_batches_respect_the_example_and_token_limits():
+    lengths = [5, 40, 3, 12, 12, 100, 7, 8]
+    batches = lf.length_batches(lengths, max_examples=3, max_tokens=30)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) <= 3
+        assert len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 30
+    assert [lengths[b[0]] for b in batches] == sorted(lengths[b[0]] for b in batches)  # shortest first
+    assert [5] in batches  # the 100-token example longer than the budget gets a batch of its own
+
+
 def test_loss_is_the_token_mean_over_response_tokens():
     logits = torch.randn(2, 5, 7)
     labels = torch.tensor([[-100, -100, 1, 2, 3], [-100, 4, -100, -100, -100]])

@@ -24,6 +24,7 @@ Design choices
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -75,7 +76,9 @@ class LessConfig:
     train_side: str = _f("adam", "adam (LESS) or sgd (InfSGD baseline: plain gradients for the pool too).")
     similarity: str = _f("cosine", "cosine (LESS) or inner (raw projected inner products; shows length bias).")
     fraction: float = _f(0.05, "Fraction of the pool to select (global top, at least one row).")
-    feature_batch_size: int = _f(8, "Examples per batched gradient pass.")
+    feature_batch_size: int = _f(32, "Most examples per batched gradient pass.")
+    feature_batch_tokens: int = _f(8192, "Most padded tokens (examples x longest) per batched gradient pass; "
+                                         "bounds memory on long examples.")
     chunk_examples: int = _f(160, "Examples per datastore chunk file (resume granularity).")
     gradient_method: str = _f("batched", "batched (one padded pass + LoRA hooks) or loop (batch 1).")
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
@@ -96,7 +99,7 @@ class LessConfig:
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in (0, 1]")
         for name in ("epochs", "batch_size", "grad_accum", "lora_r", "max_length", "feature_batch_size",
-                     "chunk_examples"):
+                     "feature_batch_tokens", "chunk_examples"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be at least 1")
 
@@ -307,23 +310,30 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     done = sorted(int(p.stem.split("-")[1]) for p in folder.glob("grads-*.pt"))
     start = done[-1] if done else 0
     model.eval()
-    for chunk_start in range(start, len(encoded), config.chunk_examples):
-        chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-        # Batch examples of similar length (less padding); rows go back to pool order before projecting.
-        order = sorted(range(len(chunk)), key=lambda i: len(chunk[i]["input_ids"]))
-        rows = torch.empty(0)
-        for b in range(0, len(chunk), config.feature_batch_size):
-            index = order[b : b + config.feature_batch_size]
-            grads = lf.example_gradients(model, [chunk[i] for i in index], pad_id, config.gradient_method)
-            if kind.startswith("adam"):
-                grads = lf.adam_features(grads, moments, adam_variant)
-            if b == 0:
-                rows = torch.empty(len(chunk), grads.shape[1])
-            rows[index] = grads
-            if progress:
-                progress(chunk_start + b + len(grads), len(encoded), folder.parent.name)
-        projected = projector.project(rows)
-        torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
+    with contextlib.ExitStack() as stack:
+        if config.gradient_method == "batched":
+            batched = stack.enter_context(lf.BatchedGradients(model))
+            gradients = lambda examples: batched(examples, pad_id)  # noqa: E731
+        else:
+            gradients = lambda examples: lf.example_gradients(model, examples, pad_id, config.gradient_method)  # noqa: E731
+        for chunk_start in range(start, len(encoded), config.chunk_examples):
+            chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
+            # Batch examples of similar length (less padding); rows go back to pool order before projecting.
+            rows = torch.empty(0)
+            done_rows = 0
+            for index in lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
+                                           config.feature_batch_tokens):
+                grads = gradients([chunk[i] for i in index])
+                if kind.startswith("adam"):
+                    grads = lf.adam_features(grads, moments, adam_variant)
+                if not done_rows:
+                    rows = torch.empty(len(chunk), grads.shape[1])
+                rows[index] = grads
+                done_rows += len(index)
+                if progress:
+                    progress(chunk_start + done_rows, len(encoded), folder.parent.name)
+            projected = projector.project(rows)
+            torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     raw = torch.cat([torch.load(p) for p in chunks])
     if raw.shape[0] != len(encoded):

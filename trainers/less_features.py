@@ -88,14 +88,10 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: i
 def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad ids (pad_id) and labels (-100) to the longest example; attention mask marks real tokens."""
     width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), width), IGNORE, dtype=torch.long)
-    mask = torch.zeros((len(examples), width), dtype=torch.long)
-    for n, e in enumerate(examples):
-        length = len(e["input_ids"])
-        ids[n, :length] = torch.tensor(e["input_ids"])
-        labels[n, :length] = torch.tensor(e["labels"])
-        mask[n, :length] = 1
+    ids = torch.tensor([e["input_ids"] + [pad_id] * (width - len(e["input_ids"])) for e in examples], dtype=torch.long)
+    labels = torch.tensor([e["labels"] + [IGNORE] * (width - len(e["labels"])) for e in examples], dtype=torch.long)
+    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples],
+                        dtype=torch.long)
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
@@ -157,32 +153,77 @@ class _LinearCapture:
         return total.reshape(total.shape[0], -1)
 
 
+class BatchedGradients:
+    """Per-example LoRA gradients from one padded forward/backward per batch.
+
+    Hooks go on the LoRA layers once (on entry) and come off on exit, so a datastore build pays for them once,
+    not per batch: `with BatchedGradients(model) as grads: rows = grads(examples, pad_id)`.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self.captures: list[_LinearCapture] = []
+
+    def __enter__(self) -> BatchedGradients:
+        modules = dict(self.model.named_modules())
+        try:
+            for name, _ in trainable_parameters(self.model):
+                module_name, attr = name.rsplit(".", 1)
+                module = modules[module_name]
+                if attr != "weight" or not isinstance(module, torch.nn.Linear):
+                    raise ConfigError(f"batched gradients support LoRA Linear weights only, not '{name}'; "
+                                      "use method=loop")
+                self.captures.append(_LinearCapture(module))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for c in self.captures:
+            c.handle.remove()
+        self.captures = []
+
+    def __call__(self, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
+        captures = self.captures
+        try:
+            batch = pad_batch(examples, pad_id)
+            # Logits only from the position before the first response token on (prompts need no vocab projection).
+            start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
+            width = batch["input_ids"].shape[1]
+            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                                logits_to_keep=width - start).logits
+            total = per_example_loss(logits, batch["labels"][:, start:]).sum()
+            # Gradients with respect to the LoRA layers' outputs only: the summed weight gradients are never formed.
+            outputs = [out for c in captures for out in c.outputs]
+            grads = iter(torch.autograd.grad(total, outputs))
+            return torch.cat([c.per_example([next(grads) for _ in c.outputs]) for c in captures], dim=1)
+        finally:
+            for c in captures:
+                c.inputs.clear()
+                c.outputs.clear()
+
+
 def batched_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
     """Per-example gradients of the token-mean loss from one padded forward/backward, shape (B, P)."""
-    names_params = trainable_parameters(model)
-    modules = dict(model.named_modules())
-    captures = []
-    for name, _ in names_params:
-        module_name, attr = name.rsplit(".", 1)
-        module = modules[module_name]
-        if attr != "weight" or not isinstance(module, torch.nn.Linear):
-            raise ConfigError(f"batched gradients support LoRA Linear weights only, not '{name}'; use method=loop")
-        captures.append(_LinearCapture(module))
-    try:
-        batch = pad_batch(examples, pad_id)
-        # Logits only from the position before the first response token on (prompts need no vocab projection).
-        start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
-        width = batch["input_ids"].shape[1]
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                       logits_to_keep=width - start).logits
-        total = per_example_loss(logits, batch["labels"][:, start:]).sum()
-        # Gradients with respect to the LoRA layers' outputs only: the summed weight gradients are never formed.
-        outputs = [out for c in captures for out in c.outputs]
-        grads = iter(torch.autograd.grad(total, outputs))
-        return torch.cat([c.per_example([next(grads) for _ in c.outputs]) for c in captures], dim=1)
-    finally:
-        for c in captures:
-            c.handle.remove()
+    with BatchedGradients(model) as grads:
+        return grads(examples, pad_id)
+
+
+def length_batches(lengths: Sequence[int], max_examples: int, max_tokens: int) -> list[list[int]]:
+    """Indices grouped by length (shortest first): at most `max_examples` per batch and at most `max_tokens`
+    padded tokens (batch size × longest), so a batch of long examples stays within memory. An example longer
+    than `max_tokens` gets a batch of its own."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) >= max_examples or (len(current) + 1) * lengths[i] > max_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def example_gradients(model, examples, pad_id: int, method: str = "batched") -> torch.Tensor:
