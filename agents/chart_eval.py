@@ -231,5 +231,5 @@ async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -
     return {"status": "done"}
 
 
-def route_after_ask(state: ChartEvalState) -> Literal["judge_descriptive", "judge_reasoning"]:
+async def route_after_ask(state: ChartEvalState) -> Literal["judge_descriptive", "judge_reasoning"]:
     return "judge_descriptive" if state.get("mode") == "descriptive" else "judge_reasoning"

@@ -346,11 +346,11 @@ async def grade(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
 
 
 # ---- routers -------------------------------------------------------------------------------------------
-def route_start(state: ConceptMixState) -> Literal["sample", "image"]:
+async def route_start(state: ConceptMixState) -> Literal["sample", "image"]:
     return "image" if state.get("entry") == "image" else "sample"
 
 
-def route_after_step(state: ConceptMixState) -> Literal["continue", "resample", "stop"]:
+async def route_after_step(state: ConceptMixState) -> Literal["continue", "resample", "stop"]:
     """After an LLM step: go on, go back to SAMPLE on a conflict, or stop on a failure."""
     status = state.get("status")
     if status == "conflict":

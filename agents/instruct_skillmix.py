@@ -264,25 +264,25 @@ async def finish(state: InstructState, runtime: Runtime[RunContext]) -> dict:
 
 # ---- routers -------------------------------------------------------------------------------------------
 def route_after_turn(next_node: str):
-    def router(state: InstructState) -> str:
+    async def router(state: InstructState) -> str:
         return "__end__" if state.get("status") == "failed" else next_node
 
     router.__name__ = f"route_to_{next_node}"
     return router
 
 
-def route_after_parse(state: InstructState) -> Literal["dedup", "drop_last_turn", "__end__"]:
+async def route_after_parse(state: InstructState) -> Literal["dedup", "drop_last_turn", "__end__"]:
     status = state.get("status")
     if status == "parsed":
         return "dedup"
     return "drop_last_turn" if status == "parse_failed" else "__end__"
 
 
-def route_after_dedup(state: InstructState) -> Literal["shirk", "finish", "__end__"]:
+async def route_after_dedup(state: InstructState) -> Literal["shirk", "finish", "__end__"]:
     if state.get("status") == "rejected":
         return "__end__"
     return "shirk" if state.get("shirker") else "finish"
 
 
-def route_after_shirk(state: InstructState) -> Literal["finish", "__end__"]:
+async def route_after_shirk(state: InstructState) -> Literal["finish", "__end__"]:
     return "__end__" if state.get("status") == "failed" else "finish"

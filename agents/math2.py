@@ -442,33 +442,33 @@ def _route(state: Math2State, following: str) -> str:
     return "drop" if status == "drop" else "__end__" if status == "failed" else following
 
 
-def route_after_check(state: Math2State) -> Literal["qgen", "drop", "__end__"]:
+async def route_after_check(state: Math2State) -> Literal["qgen", "drop", "__end__"]:
     return _route(state, "qgen")
 
 
-def route_after_qgen(state: Math2State) -> Literal["attempt", "drop", "__end__"]:
+async def route_after_qgen(state: Math2State) -> Literal["attempt", "drop", "__end__"]:
     return _route(state, "attempt")
 
 
-def route_after_attempt(state: Math2State) -> Literal["validate", "__end__"]:
+async def route_after_attempt(state: Math2State) -> Literal["validate", "__end__"]:
     return _route(state, "validate")
 
 
-def route_after_validate(state: Math2State) -> Literal["final", "refine", "drop", "__end__"]:
+async def route_after_validate(state: Math2State) -> Literal["final", "refine", "drop", "__end__"]:
     return _route(state, "refine" if state.get("status") == "refine" else "final")
 
 
-def route_after_refine(state: Math2State) -> Literal["attempt", "drop", "__end__"]:
+async def route_after_refine(state: Math2State) -> Literal["attempt", "drop", "__end__"]:
     return _route(state, "attempt")
 
 
-def route_after_final(state: Math2State) -> Literal["review", "drop", "__end__"]:
+async def route_after_final(state: Math2State) -> Literal["review", "drop", "__end__"]:
     return _route(state, "review")
 
 
-def route_after_review(state: Math2State) -> Literal["accept", "drop"]:
+async def route_after_review(state: Math2State) -> Literal["accept", "drop"]:
     return "drop" if state.get("status") == "drop" else "accept"
 
 
-def route_after_drop(state: Math2State) -> Literal["pair", "__end__"]:
+async def route_after_drop(state: Math2State) -> Literal["pair", "__end__"]:
     return "pair" if state.get("status") == "resample" else "__end__"

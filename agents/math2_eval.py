@@ -18,6 +18,7 @@ import re
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
+from skillweave.agents.providers import close_clients
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
 
@@ -104,8 +105,11 @@ async def evaluate(ctx: RunContext, concurrency: int = 8) -> dict[str, int]:
         async with semaphore:
             return await _evaluate_one(ctx, qi, mi, q, model)
 
-    results = await asyncio.gather(*(one(qi, mi, q, model) for qi, q in enumerate(questions)
-                                     for mi, model in enumerate(ctx.config["models"])))
+    try:
+        results = await asyncio.gather(*(one(qi, mi, q, model) for qi, q in enumerate(questions)
+                                         for mi, model in enumerate(ctx.config["models"])))
+    finally:
+        await close_clients()  # HTTP sessions belong to this loop
     return {"items": len(results), "done": results.count("done"), "failed": results.count("failed")}
 
 

@@ -582,15 +582,15 @@ async def save_sda_catalogs(state: ExtractionState, runtime: Runtime[RunContext]
 
 
 # ---- routers ------------------------------------------------------------------------------------------
-def route_start(state: ExtractionState) -> Literal["label", "propose"]:
+async def route_start(state: ExtractionState) -> Literal["label", "propose"]:
     return "label" if state.get("mode") == "dataset" else "propose"
 
 
-def route_ok(state: ExtractionState) -> Literal["next", "__end__"]:
+async def route_ok(state: ExtractionState) -> Literal["next", "__end__"]:
     return "__end__" if state.get("status") in ("failed", "rejected") else "next"
 
 
-def route_after_review(state: ExtractionState) -> Literal["relabel", "save_catalogs", "__end__"]:
+async def route_after_review(state: ExtractionState) -> Literal["relabel", "save_catalogs", "__end__"]:
     if state.get("status") == "rejected":
         return "__end__"
     return "relabel" if state.get("mode") == "dataset" else "save_catalogs"

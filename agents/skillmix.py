@@ -153,5 +153,5 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
     return {"status": "done"}
 
 
-def route_after_student(state: SkillMixState) -> Literal["grade", "__end__"]:
+async def route_after_student(state: SkillMixState) -> Literal["grade", "__end__"]:
     return "grade" if state.get("status") == "generated" else "__end__"

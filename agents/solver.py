@@ -342,7 +342,7 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     return {"status": "done"}
 
 
-def route_after_pick(state: SolveState) -> Literal["solve", "__end__"]:
+async def route_after_pick(state: SolveState) -> Literal["solve", "__end__"]:
     return "__end__" if state.get("status") == "failed" else "solve"
 
 

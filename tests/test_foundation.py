@@ -172,7 +172,10 @@ def test_openai_provider_honours_retry_after_on_429(mock_server, monkeypatch):
     p = OpenAIProvider("mock", retry=RetryPolicy(max_attempts=3, base_delay=5.0, timeout=10))
 
     async def go():
-        return [await p.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], n=2)) for _ in range(3)]
+        try:
+            return [await p.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], n=2)) for _ in range(3)]
+        finally:
+            await p.aclose()
 
     import time
 
@@ -182,6 +185,70 @@ def test_openai_provider_honours_retry_after_on_429(mock_server, monkeypatch):
     assert [attempts for _, attempts in results] == [1, 2, 2]  # server requests 2 and 4 get the 429
     assert all(len(r.texts) == 2 and r.input_tokens for r, _ in results)
     assert elapsed < 4.0  # Retry-After (0.05 s) was used instead of the 5 s backoff base
+
+
+@pytest.fixture()
+def scripted_server():
+    """A 127.0.0.1 chat-completions server answering with scripted (status, body) pairs, then 200s."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    script: list[tuple[int, str]] = []
+    bodies: list[dict] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            status, text = script.pop(0) if script else (200, json.dumps(
+                {"choices": [{"message": {"role": "assistant", "content": "ok"}}],
+                 "usage": {"prompt_tokens": 3, "completion_tokens": 1}}))
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", script, bodies
+    server.shutdown()
+
+
+def test_openai_provider_statuses_retries_and_request_body(scripted_server, monkeypatch):
+    url, script, bodies = scripted_server
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    p = OpenAIProvider("m", retry=RetryPolicy(max_attempts=3, base_delay=0.01, timeout=10))
+
+    def chat(provider=p, **options):
+        async def go():
+            try:
+                return await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], options=options))
+            finally:
+                await provider.aclose()
+
+        return asyncio.run(go())
+
+    script[:] = [(503, "busy"), (500, "{}")]  # 5xx are retried
+    result, attempts = chat(json=True, seed=7)
+    assert (result.texts, result.input_tokens, result.output_tokens, attempts) == (["ok"], 3, 1, 3)
+    assert bodies[-1]["response_format"] == {"type": "json_object"} and bodies[-1]["seed"] == 7
+    assert bodies[-1]["model"] == "m" and "json" not in bodies[-1]
+    script[:] = [(400, '{"error": {"message": "max_tokens is too large"}}')]  # a client error is not retried
+    with pytest.raises(ModelCallError, match="HTTP 400 .*max_tokens is too large") as failure:
+        chat()
+    assert not failure.value.retryable and not script
+    script[:] = [(200, '{"unexpected": true}')]
+    with pytest.raises(ModelCallError, match="unexpected reply"):
+        chat()
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens: retried, then given up
+    with pytest.raises(ModelCallError, match="gave up after 3 attempts"):
+        chat(OpenAIProvider("m", retry=RetryPolicy(max_attempts=3, base_delay=0.01, timeout=10)))
 
 
 def test_provider_options_are_recorded_and_part_of_the_call_key(store):
