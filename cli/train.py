@@ -156,7 +156,7 @@ def ches_group() -> None:
 @click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
 @click.option("--model", default="local", show_default=True, help="'local' or a local HF folder (the policy to score with).")
 @click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
-@click.option("--batch-size", default=8, show_default=True, help="Sequences per forward pass.")
+@click.option("--batch-size", default=32, show_default=True, help="Sequences per forward pass (sorted by length).")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--keep-lowest", default=None, type=float, help="Keep this fraction with the lowest CHES~ (e.g. 0.05).")
 @click.option("--output", default=None, help="JSONL for the kept rows (with --keep-lowest).")

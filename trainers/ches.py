@@ -53,7 +53,7 @@ class CHESConfig:
     store_run: str | None = field(default=None, metadata={"help": "read pairs from store items of kind 'preference' of this run"})
     model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
     template: str = field(default="model", metadata={"help": "prompt template from the registry (default: the model's chat template)"})
-    batch_size: int = field(default=8, metadata={"help": "sequences per forward pass"})
+    batch_size: int = field(default=32, metadata={"help": "sequences per forward pass"})
     max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
     keep_lowest: float | None = field(default=None, metadata={"help": "fraction of pairs with the lowest CHES~ to keep"})
     output: str | None = field(default=None, metadata={"help": "JSONL file for the kept rows (needs keep_lowest)"})
@@ -102,7 +102,7 @@ def _final_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
 
 
 @torch.no_grad()
-def hidden_sums(model: Any, sequences: list[tuple[list[int], int]], batch_size: int = 8, pad_id: int = 0
+def hidden_sums(model: Any, sequences: list[tuple[list[int], int]], batch_size: int = 32, pad_id: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Convention A, batched: for each (ids ending in EOS, prompt_len) return S(y) [N,d], |y| [N], last state [N,d]."""
     model.eval()
@@ -173,7 +173,7 @@ def encode_pairs(tokenizer: Any, pairs: list[PreferencePair], template_name: str
 
 
 def score_pairs(model: Any, tokenizer: Any, pairs: list[PreferencePair], *, template: str = "model",
-                batch_size: int = 8, max_length: int = 1024) -> list[dict[str, Any]]:
+                batch_size: int = 32, max_length: int = 1024) -> list[dict[str, Any]]:
     """One score record per scorable pair: item_id, index, ches, ches_norm, neg_ned, last_inner, lengths."""
     chosen, rejected, kept = encode_pairs(tokenizer, pairs, template, max_length)
     if not kept:

@@ -56,7 +56,7 @@ class DPOConfig:
     batch_size: int = field(default=8, metadata={"help": "pairs per optimizer step"})
     max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
     ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
-    ches_batch_size: int = field(default=8, metadata={"help": "sequences per forward when scoring CHES"})
+    ches_batch_size: int = field(default=32, metadata={"help": "sequences per forward when scoring CHES"})
     seed: int = field(default=0, metadata={"help": "shuffling and tie-breaking seed"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out pairs JSONL: log the change of mean ln pi(y+) on them too"})
     eval_prompts: str | None = field(default=None, metadata={"help": "JSONL of safety prompts: refusal rate before/after (keyword judge)"})
