@@ -8,7 +8,7 @@ loss after fully fine-tuning a fresh tiny model on each selection; the median co
 raw-inner-product selections (Adam and SGD features); and the within-task Spearman correlation of gradient norm
 with completion length. Prints numbers only; nothing is asserted.
 
-    .venv/bin/python benchmarks/verify_less_l4_l5.py [--seeds 0 1 2]
+    .venv/bin/python benchmarks/verify_less_l4_l5.py [--seeds 0 1 2] [--add-digits 1 8]
 """
 
 from __future__ import annotations
@@ -52,16 +52,17 @@ def make_row(task: str, rng: random.Random, digits: tuple[int, int] = (1, 5)) ->
             "completion": " ".join(rng.choice(vocab) for _ in range(rng.randint(1, 30))), "task": task}
 
 
-def make_data(seed: int, per_task: int = 600) -> tuple[list[dict], list[dict], list[dict]]:
+def make_data(seed: int, per_task: int = 600, add_digits: tuple[int, int] = (1, 5)
+              ) -> tuple[list[dict], list[dict], list[dict]]:
     rng = random.Random(seed)
-    pool = [make_row(task, rng) for task in ("add", "rev", "noise") for _ in range(per_task)]
+    pool = [make_row(task, rng, add_digits) for task in ("add", "rev", "noise") for _ in range(per_task)]
     rng.shuffle(pool)
     for i, row in enumerate(pool):
         row["item_id"] = f"row-{i}"
     # Targets: 3-digit and 5-digit additions (two subtasks), longer than the pool's typical addition, so a
     # selection that follows gradient norms rather than direction shows up as a shift to shorter rows (L5).
     targets = [{**make_row("add", rng, (k, k)), "subtask": f"{k}-digit"} for k in (3, 5) for _ in range(4)]
-    test = [make_row("add", rng) for _ in range(100)]
+    test = [make_row("add", rng, add_digits) for _ in range(100)]
     return pool, targets, test
 
 
@@ -102,8 +103,8 @@ def norm_length_correlation(features: torch.Tensor, pool: list[dict], task: str)
     return float(spearmanr([norms[i].item() for i in idx], [completion_length(pool[i]) for i in idx])[0])
 
 
-def one_seed(seed: int, tmp: Path) -> dict:
-    pool, targets, test = make_data(seed)
+def one_seed(seed: int, tmp: Path, add_digits: tuple[int, int] = (1, 5)) -> dict:
+    pool, targets, test = make_data(seed, add_digits=add_digits)
     folder = tmp / f"seed{seed}"
     folder.mkdir()
     for name, rows in (("pool", pool), ("targets", targets)):
@@ -154,6 +155,13 @@ def one_seed(seed: int, tmp: Path) -> dict:
         raw = torch.load(Path(config.out) / f"pool-ckpt1-{side}" / f"dim{config.dim}" / "all_unormalized.pt")
         for task in ("add", "noise"):
             result[f"spearman_norm_len_{side}_{task}"] = round(norm_length_correlation(raw, pool, task), 3)
+        # How much feature norms vary across the pool (std / mean). Where they barely vary, dividing by the norm
+        # (cosine) changes no ranking and the inner-product selection equals the cosine one.
+        norms = raw.norm(dim=1)
+        result[f"norm_cv_{side}"] = round((norms.std() / norms.mean()).item(), 3)
+    for side, name in (("adam", "less"), ("sgd", "infsgd")):  # overlap of the cosine and inner-product selections
+        a, b = set(selections[name]), set(selections[f"{name}_inner_product"])
+        result[f"jaccard_cos_inner_{side}"] = round(len(a & b) / len(a | b), 3)
     return result
 
 
@@ -161,13 +169,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--threads", type=int, default=1, help="torch threads; 1 is fastest on a loaded CPU")
+    parser.add_argument("--add-digits", type=int, nargs=2, default=[1, 5], metavar=("LO", "HI"),
+                        help="operand digits of the pool's additions (wider = more length spread within the task)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        results = [one_seed(seed, Path(tmp)) for seed in args.seeds]
+        results = [one_seed(seed, Path(tmp), tuple(args.add_digits)) for seed in args.seeds]
     for r in results:
         print(json.dumps(r))
-    keys = [k for k in results[0] if k.startswith(("precision", "addition", "median", "mean_len", "spearman"))]
+    keys = [k for k in results[0] if k.startswith(("precision", "addition", "median", "mean_len", "spearman", "norm_cv",
+                                                   "jaccard"))]
     print("\nmetric                                " + "  ".join(f"seed {r['seed']:>3}" for r in results))
     for k in keys:
         print(f"{k:38s}" + "  ".join(f"{r[k]:>8}" for r in results))
