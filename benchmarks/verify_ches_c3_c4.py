@@ -10,6 +10,12 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
     .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy]
+        [--c3-design edits|synonyms] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150]
+
+C3 design "synonyms" (2026-11-26 follow-up): response tokens come in interchangeable pairs (the SFT data uses either
+token of a pair with equal probability in the same slot); y- = y+ with k tokens replaced, in half the pairs each by
+its synonym and in the other half by a token of another pair, so pairs with the same edit distance differ strongly
+in hidden-state similarity.
 
 Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
 """
@@ -45,23 +51,34 @@ def c4_responses(design: str) -> tuple[list[str], list[str]]:
     return REFUSALS, COMPLIANCE
 
 
-def sft_model(examples: list[SFTExample], seed: int, steps: int, extra_words: tuple[str, ...] = ()):
+def sft_model(examples: list[SFTExample], seed: int, steps: int, extra_words: tuple[str, ...] = (),
+              hidden_size: int = 64, num_layers: int = 2):
     words = [*CONTENT, *REFUSAL_WORDS, "harm", "task", *extra_words]
-    model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, hidden_size=64)
+    model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
     config = sft.SFTConfig(train_template="model", lr=3e-3, max_steps=steps, batch_size=16, warmup_ratio=0.0,
                            scheduler="constant", seed=seed)
     result = sft.train_sft(model, tokenizer, examples, config)
     return result["model"], tokenizer, result["losses"][-1]
 
 
-def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs: int, batch_size: int, seed: int):
+def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs: int, batch_size: int, seed: int,
+            optimizer: str = "rmsprop"):
     policy = copy.deepcopy(model)
     chosen, rejected, _ = ches.encode_pairs(tokenizer, pairs)
-    config = dpo.DPOConfig(lr=lr, epochs=epochs, batch_size=batch_size, beta=0.1, optimizer="rmsprop", seed=seed)
+    config = dpo.DPOConfig(lr=lr, epochs=epochs, batch_size=batch_size, beta=0.1, optimizer=optimizer, seed=seed)
     return policy, dpo.train_dpo(policy, tokenizer, chosen, rejected, config)
 
 
 # ---- C3 ------------------------------------------------------------------------------------------------
+SINGLE = {"lr": None, "epochs": 10, "optimizer": "rmsprop"}  # single-pair runs; lr None = the subset runs' lr
+
+
+def single_pair_delta(model, tokenizer, pair: PreferencePair, lr: float, seed: int) -> float:
+    _, result = run_dpo(model, tokenizer, [pair], lr=SINGLE["lr"] or lr, epochs=SINGLE["epochs"], batch_size=1,
+                        seed=seed, optimizer=SINGLE["optimizer"])
+    return result["delta_logp_chosen"]
+
+
 def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e-4) -> dict:
     rng = random.Random(seed)
     prompts = [" ".join(rng.sample(CONTENT, 3)) for _ in range(n_pairs)]
@@ -91,15 +108,64 @@ def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e
     _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
     # Single-pair runs across the CHES~ range.
     picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
-    deltas = []
-    for r in picks:
-        _, result = run_dpo(model, tokenizer, [pairs[r["index"]]], lr=lr, epochs=10, batch_size=1, seed=seed)
-        deltas.append(result["delta_logp_chosen"])
+    deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
     rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
            for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
     return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
             "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
             "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho}
+
+
+SYN_GROUPS = [(f"a{j}", f"b{j}") for j in range(12)]  # "synonyms" design: interchangeable response tokens
+SYN_WORDS = tuple(t for g in SYN_GROUPS for t in g)
+
+
+def c3_synonyms_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e-4, sft_steps: int = 150,
+                     prompt_len: tuple[int, int] = (3, 3)) -> dict:
+    """C3 with synonym groups: same edit distance, very different hidden-state similarity."""
+    rng = random.Random(seed)
+    group_of = {w: SYN_GROUPS[i % len(SYN_GROUPS)] for i, w in enumerate(CONTENT)}
+    synonym = {t: g[1 - k] for g in SYN_GROUPS for k, t in enumerate(g)}
+
+    def sample_response(prompt: str) -> list[str]:  # prompt reversed, each word -> either token of its group
+        return [rng.choice(group_of[w]) for w in prompt.split()[::-1]]
+
+    def prompt() -> str:
+        return " ".join(rng.sample(CONTENT, rng.randint(*prompt_len)))
+
+    examples = [SFTExample(p, " ".join(sample_response(p))) for p in (prompt() for _ in range(400))]
+    model, tokenizer, sft_loss = sft_model(examples, seed, steps=sft_steps, extra_words=SYN_WORDS)
+    pairs, kinds = [], []
+    for i in range(n_pairs):
+        p = prompt()
+        plus = sample_response(p)
+        minus = list(plus)
+        kind = "synonym" if i % 2 else "unrelated"
+        for pos in rng.sample(range(len(plus)), rng.randint(1, len(plus))):
+            minus[pos] = synonym[plus[pos]] if kind == "synonym" else rng.choice(
+                [t for t in SYN_WORDS if t not in (plus[pos], synonym[plus[pos]])])
+        pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3s-{seed}-{i}"))
+        kinds.append(kind)
+    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
+    order = sorted(scores, key=lambda r: r["ches_norm"])
+    quint = len(order) // 5
+    low = [pairs[r["index"]] for r in order[:quint]]
+    high = [pairs[r["index"]] for r in order[-quint:]]
+    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
+    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
+    picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
+    deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
+    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
+           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
+    syn_high = sum(kinds[r["index"]] == "synonym" for r in order[-quint:])
+    syn_low = sum(kinds[r["index"]] == "synonym" for r in order[:quint])
+    by_kind = {k: float(np.mean([d for r, d in zip(picks, deltas, strict=True) if kinds[r["index"]] == k] or [float("nan")]))
+               for k in ("synonym", "unrelated")}
+    return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
+            "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
+            "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho,
+            "extra": f"synonym pairs in top quintile {syn_high}/{quint}, bottom {syn_low}/{quint}; single-pair mean "
+                     f"delta synonym {by_kind['synonym']:+.3f} unrelated {by_kind['unrelated']:+.3f}"}
 
 
 # ---- C4 ------------------------------------------------------------------------------------------------
@@ -119,7 +185,8 @@ def p_refuse(model, tokenizer, prompts: list[str], refusals: list[str]) -> float
     return total / len(prompts)
 
 
-def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, design: str = "markers") -> dict:
+def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, design: str = "markers",
+            hidden_size: int = 64, num_layers: int = 2, sft_steps: int = 150) -> dict:
     rng = random.Random(seed)
     refusals, compliance = c4_responses(design)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
@@ -131,8 +198,9 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
                            else rng.choice(compliance)) for _ in range(150)]
     examples += [SFTExample(task(), rng.choice(compliance)) for _ in range(150)]
     rng.shuffle(examples)
-    model, tokenizer, sft_loss = sft_model(examples, seed, steps=150,
-                                           extra_words=("R", "C") if design != "phrases" else ())
+    model, tokenizer, sft_loss = sft_model(examples, seed, steps=sft_steps,
+                                           extra_words=("R", "C") if design != "phrases" else (),
+                                           hidden_size=hidden_size, num_layers=num_layers)
     pairs = []
     for i in range(n_pairs):
         if design == "onpolicy":
@@ -196,21 +264,43 @@ def main() -> None:
     parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy"], default="markers")
+    parser.add_argument("--c3-design", choices=["edits", "synonyms"], default="edits")
+    parser.add_argument("--c3-sft-steps", type=int, default=150, help="synonyms design only")
+    parser.add_argument("--c3-prompt-len", default="3-3", help="synonyms design only: prompt (= response) length range")
+    parser.add_argument("--c3-single-lr", type=float, default=None, help="single-pair runs (default: 3e-4)")
+    parser.add_argument("--c3-single-steps", type=int, default=10, help="single-pair runs: steps (epochs of 1 pair)")
+    parser.add_argument("--c3-single-optimizer", choices=["rmsprop", "adamw", "sgd"], default="rmsprop")
+    parser.add_argument("--c4-lr", type=float, default=3e-4)
+    parser.add_argument("--c4-epochs", type=int, default=2)
+    parser.add_argument("--c4-hidden", type=int, default=64)
+    parser.add_argument("--c4-layers", type=int, default=2)
+    parser.add_argument("--c4-sft-steps", type=int, default=150)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
+    SINGLE.update(lr=args.c3_single_lr, epochs=args.c3_single_steps, optimizer=args.c3_single_optimizer)
     if args.only in (None, "c3"):
         start = time.perf_counter()
-        rows = [c3_seed(seed) for seed in range(args.seeds)]
+        if args.c3_design == "synonyms":
+            lo, hi = (int(x) for x in args.c3_prompt_len.split("-"))
+            rows = [c3_synonyms_seed(seed, sft_steps=args.c3_sft_steps, prompt_len=(lo, hi)) for seed in range(args.seeds)]
+            print(f"C3 design: synonyms, sft_steps {args.c3_sft_steps}, prompt length {lo}-{hi}")
+        else:
+            rows = [c3_seed(seed) for seed in range(args.seeds)]
         print("C3: DPO on bottom vs top CHES~ quintile (40 pairs each), mean change of ln pi(y+)")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  low-CHES {r['low_delta']:+.3f}  "
                   f"high-CHES {r['high_delta']:+.3f}  high more negative: {r['high_delta'] < r['low_delta']}")
-        print("  single-pair runs (40 per seed): Spearman(score, change of ln pi(y+))")
+        single = "" if SINGLE == {"lr": None, "epochs": 10, "optimizer": "rmsprop"} else (
+            f", {SINGLE['optimizer']} lr {SINGLE['lr'] or 3e-4:g} x{SINGLE['epochs']} steps")
+        print(f"  single-pair runs (40 per seed{single}): Spearman(score, change of ln pi(y+))")
         for r in rows:
             print("  seed {seed}: ".format(**r) + "  ".join(f"{k} {v:+.3f}" for k, v in r["spearman"].items()))
+        for r in rows:
+            if "extra" in r:
+                print(f"  seed {r['seed']}: {r['extra']}")
         wins = sum(r["high_delta"] < r["low_delta"] for r in rows)
         mean_rho = {k: float(np.mean([r["spearman"][k] for r in rows])) for k in rows[0]["spearman"]}
         print(f"  high-CHES quintile more negative in {wins}/{len(rows)} seeds; mean Spearman " +
@@ -219,8 +309,13 @@ def main() -> None:
         c4_diagnostic()
     if args.only in (None, "c4"):
         start = time.perf_counter()
-        rows = [c4_seed(seed, design=args.c4_design) for seed in range(args.seeds)]
-        print(f"C4 ({args.c4_design}): P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
+        settings = {"lr": args.c4_lr, "epochs": args.c4_epochs, "hidden_size": args.c4_hidden,
+                    "num_layers": args.c4_layers, "sft_steps": args.c4_sft_steps}
+        rows = [c4_seed(seed, design=args.c4_design, **settings) for seed in range(args.seeds)]
+        changed = {k: v for k, v in settings.items()
+                   if v != {"lr": 3e-4, "epochs": 2, "hidden_size": 64, "num_layers": 2, "sft_steps": 150}[k]}
+        suffix = (", " + ", ".join(f"{k} {v:g}" for k, v in changed.items())) if changed else ""
+        print(f"C4 ({args.c4_design}{suffix}): P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  before {r['p_refuse_before']:.3f}  "
                   f"full-set DPO {r['p_refuse_full']:.3f}  filtered DPO {r['p_refuse_filtered']:.3f}  "
