@@ -149,6 +149,18 @@ def test_model_specs():
         OpenAIProvider("gpt-4o")
 
 
+def test_local_torch_threads_follow_the_override_and_the_load(monkeypatch):
+    from skillweave.agents import providers
+
+    monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS", raising=False)
+    monkeypatch.setattr(providers.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
+    assert providers.local_torch_threads(4) == 4  # idle: every core
+    monkeypatch.setattr(providers.os, "getloadavg", lambda: (2.5, 1.0, 1.0))
+    assert providers.local_torch_threads(4) == 1  # busy: one thread
+    monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "3")
+    assert providers.local_torch_threads(4) == 3
+
+
 def test_fake_provider_gives_up_after_retries():
     p = FakeProvider("fail", retry=RetryPolicy(max_attempts=3, base_delay=0))
     with pytest.raises(ModelCallError, match="scripted failure"):
