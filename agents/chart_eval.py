@@ -26,9 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 from pathlib import Path
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.charts.charxiv import DESCRIPTIVE_TEMPLATES, ChartQuestion, load_release
@@ -41,6 +39,9 @@ from skillweave.charts.grading import (
     programmatic_grade,
 )
 from skillweave.errors import ModelCallError, ParseFailure
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 KINDS = {"descriptive": "chart.descriptive", "reasoning": "chart.reasoning"}
 ASK, JUDGE_D, JUDGE_R = "chart_eval/ask", "chart_eval/judge_descriptive", "chart_eval/judge_reasoning"

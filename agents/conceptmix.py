@@ -22,9 +22,7 @@ import asyncio
 import base64
 import json
 import re
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.images import image_backend, image_folder, save_image
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
@@ -40,6 +38,9 @@ from skillweave.catalog.conceptmix import (
 )
 from skillweave.errors import ConfigError, ModelCallError, ParseFailure
 from skillweave.store import stable_id
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 KIND = "conceptmix.prompt"
 SENTINEL = "CONFLICT"

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal, TypedDict
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 import numpy as np
-from langgraph.runtime import Runtime
 
 from skillweave.agents.dedup import NearDuplicateIndex
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
@@ -39,6 +38,9 @@ _HEADER = re.compile(
     r"^[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*)?[ \t]*(instruction|query|response)[ \t]*(?:\*\*)?[ \t]*:[ \t]*(?:\*\*)?",
     re.IGNORECASE | re.MULTILINE,
 )
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 
 class InstructState(TypedDict, total=False):

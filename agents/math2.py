@@ -29,13 +29,14 @@ import random
 import re
 from collections import Counter
 from fractions import Fraction
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 KIND = "math2.question"
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_grouping import batch_labels
@@ -41,6 +39,9 @@ from skillweave.catalog.bank import Bank, BankSkill, Exemplar, save_bank
 from skillweave.catalog.instruct_formats import parse_queries_txt, query_entries, to_snake_case
 from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import now
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 QUESTION_KIND = "skills.question"
 CATALOG_KIND = "skills.catalog"

@@ -8,14 +8,15 @@ texts, calls and grades live in the store.
 from __future__ import annotations
 
 import random
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill
 from skillweave.errors import ModelCallError
 from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 KIND = "skillmix.text"
 

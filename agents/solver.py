@@ -23,15 +23,16 @@ import math
 import random
 import re
 from fractions import Fraction
-from typing import Literal, TypedDict
-
-from langgraph.runtime import Runtime
+from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_parsing import parse_choice
 from skillweave.catalog.bank import Bank, bank_from_catalog
 from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import stable_id
+
+if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
+    from langgraph.runtime import Runtime
 
 KIND = "solve.answer"
 METHODS = ("skill", "random", "fixed", "subject")

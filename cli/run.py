@@ -18,7 +18,6 @@ from skillweave.catalog import (
 )
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.errors import UsageError
-from skillweave.graphs.runtime import pipeline_module, run_pipeline
 from skillweave.prompts import load_template
 
 
@@ -67,6 +66,8 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     from skillweave.metrics import REPORTERS, resolve
 
     store = open_store(ctx)
+    from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
+
     summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
                            retry_failed=retry_failed)
     click.echo(
@@ -163,6 +164,8 @@ def resume(ctx, run_id, concurrency, retry_failed):
     """
     store = open_store(ctx)
     run = store.get_run(run_id)
+    from skillweave.graphs.runtime import pipeline_module
+
     pipeline_module(run["pipeline"])
     execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
                        retry_failed=retry_failed)

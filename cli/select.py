@@ -25,7 +25,7 @@ Example (tiny CPU run on the embedded model):
 
 def _config_options(skip: tuple[str, ...] = ()):
     """Click options for every LessConfig field (help text from the dataclass)."""
-    from skillweave.trainers.less import LessConfig
+    from skillweave.trainers.less_config import LessConfig
 
     def decorate(func):
         for f in reversed(dataclasses.fields(LessConfig)):

@@ -44,3 +44,13 @@ def test_help_and_version_exit_zero(cli_run):
 def test_unknown_command_is_a_usage_error(cli_run):
     code, _, err = cli_run("frobnicate")
     assert code == 2 and err.startswith("Error: No such command 'frobnicate'") and err.count("\n") == 1
+
+
+def test_building_the_cli_imports_neither_torch_nor_langgraph():
+    """`skillweave --help` stays quick: heavy libraries load in the commands that use them."""
+    import subprocess
+    import sys
+
+    code = "import sys, skillweave.cli; print(sorted(m for m in ('torch', 'langgraph', 'transformers') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
