@@ -70,6 +70,23 @@ def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs:
 
 
 # ---- C3 ------------------------------------------------------------------------------------------------
+def rank_and_train(model, tokenizer, pairs: list[PreferencePair], lr: float, seed: int, single_runs: int):
+    """Score CHES~; DPO on the bottom and top quintile; single-pair runs spread over the CHES~ range with the
+    Spearman correlation of each score with the change of ln pi(y+)."""
+    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
+    order = sorted(scores, key=lambda r: r["ches_norm"])
+    quint = len(order) // 5
+    low = [pairs[r["index"]] for r in order[:quint]]
+    high = [pairs[r["index"]] for r in order[-quint:]]
+    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
+    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
+    picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
+    deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
+    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
+           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
+    return order, quint, low_result, high_result, picks, deltas, rho
+
+
 SINGLE = {"lr": None, "epochs": 10, "optimizer": "rmsprop"}  # single-pair runs; lr None = the subset runs' lr
 
 
@@ -99,18 +116,8 @@ def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e
         if rng.random() < 0.5:  # vary lengths so raw CHES and CHES~ differ
             minus = minus + [rng.choice(CONTENT) for _ in range(rng.randint(1, 4))]
         pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3-{seed}-{i}"))
-    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
-    order = sorted(scores, key=lambda r: r["ches_norm"])
-    quint = len(order) // 5
-    low = [pairs[r["index"]] for r in order[:quint]]
-    high = [pairs[r["index"]] for r in order[-quint:]]
-    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
-    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
-    # Single-pair runs across the CHES~ range.
-    picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
-    deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
-    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
-           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
+    order, quint, low_result, high_result, picks, deltas, rho = rank_and_train(model, tokenizer, pairs, lr, seed,
+                                                                                single_runs)
     return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
             "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
             "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho}
@@ -146,17 +153,8 @@ def c3_synonyms_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: f
                 [t for t in SYN_WORDS if t not in (plus[pos], synonym[plus[pos]])])
         pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3s-{seed}-{i}"))
         kinds.append(kind)
-    scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
-    order = sorted(scores, key=lambda r: r["ches_norm"])
-    quint = len(order) // 5
-    low = [pairs[r["index"]] for r in order[:quint]]
-    high = [pairs[r["index"]] for r in order[-quint:]]
-    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
-    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
-    picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
-    deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
-    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
-           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
+    order, quint, low_result, high_result, picks, deltas, rho = rank_and_train(model, tokenizer, pairs, lr, seed,
+                                                                                single_runs)
     syn_high = sum(kinds[r["index"]] == "synonym" for r in order[-quint:])
     syn_low = sum(kinds[r["index"]] == "synonym" for r in order[:quint])
     by_kind = {k: float(np.mean([d for r, d in zip(picks, deltas, strict=True) if kinds[r["index"]] == k] or [float("nan")]))
