@@ -98,6 +98,10 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--batch-size", default=8, show_default=True, help="Pairs per step.")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--ches-keep-lowest", default=None, type=float, help="Train only on this fraction with the lowest CHES~ (e.g. 0.05).")
+@click.option("--lora/--full", default=False, show_default=True,
+              help="LoRA adapters (reference = the base model; merged on save) or full fine-tuning.")
+@click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
+@click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
@@ -112,6 +116,7 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
     \b
     Example (keep the 5% of pairs least likely to displace the preferred response):
       skillweave train dpo --data pairs.jsonl --model local --ches-keep-lowest 0.05 --lr 1e-6 --output ckpt/dpo
+      skillweave train dpo --data pairs.jsonl --model local --lora --lora-r 8 --lr 1e-4 --output ckpt/dpo-lora
     """
     from skillweave.trainers import dpo
 

@@ -120,3 +120,28 @@ def test_cli_train_dpo_with_ches_keep_lowest(tmp_path, capsys):
     scores = list(Store(str(db)).db["ches_scores"].rows)
     assert len(scores) == 40 and {r["run_id"] for r in scores} == {summary["run_id"]}
     assert Store(str(db)).get_run(summary["run_id"])["status"] == "done"
+
+
+def test_cli_train_dpo_with_lora_trains_adapters_against_the_base_and_saves_merged(tmp_path, capsys):
+    from transformers import AutoModelForCausalLM
+
+    from skillweave.cli import main
+
+    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(8)))
+    main(["train", "dpo", "--data", str(data), "--model", str(folder), "--lora", "--lora-r", "4", "--lr", "1e-2",
+          "--epochs", "3", "--batch-size", "4", "--output", str(tmp_path / "out"), "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["steps"] == 6
+    assert summary["logs"][0]["loss"] == pytest.approx(math.log(2), abs=1e-5)  # adapters start at zero: policy = base
+    assert summary["reward_accuracy_after"] > 0.5
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "out")  # a plain folder: adapters merged, no peft needed
+    assert not any("lora" in n for n, _ in saved.named_parameters())
+    base = dict(model.named_parameters())
+    changed = [n for n, p in saved.named_parameters() if not torch.equal(base[n], p)]
+    assert changed and all(("proj" in n or "lm_head" in n) for n in changed)  # only adapted Linear weights moved
+    assert torch.equal(base["model.embed_tokens.weight"], dict(saved.named_parameters())["model.embed_tokens.weight"])

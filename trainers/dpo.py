@@ -8,7 +8,9 @@ Design choices
   completion mask, selective log-softmax of shifted logits, **sum** over response tokens (incl. EOS).
 - Frozen reference: the reference is the initial policy, so its log-probabilities are computed once before the
   first step (TRL's `precompute_ref_log_probs`); no second model is held in memory. They double as the "before"
-  values for likelihood displacement.
+  values for likelihood displacement. With `lora=True` the policy is the base model plus fresh peft adapters
+  (B = 0), so that reference is the base model, as TRL's PEFT path (adapter disabled) has it; the saved folder
+  has the adapters merged in.
 - Loss (per pair, mean over the batch), h = (s_w - s_l) - (s_w^ref - s_l^ref):
   sigmoid  -log sig(beta h);  ipo  (h - 1/(2 beta))^2 (beta plays tau);
   label smoothing eps (cDPO)  (1-eps)(-log sig(beta h)) + eps(-log sig(-beta h));  plus c_sft * (-mean s_w).
@@ -31,6 +33,7 @@ import torch.nn.functional as F
 
 from skillweave.errors import ConfigError
 from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save_scores, score_pairs
+from skillweave.trainers.models import apply_lora, plain_model
 
 LOSS_TYPES = ("sigmoid", "ipo")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
@@ -57,6 +60,12 @@ class DPOConfig:
     max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
     ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
     ches_batch_size: int = field(default=32, metadata={"help": "sequences per forward when scoring CHES"})
+    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights; the "
+                                                        "reference is the base model, saved merged"})
+    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_targets: str = field(default="all-linear", metadata={"help": "comma-separated module names or 'all-linear'"})
     seed: int = field(default=0, metadata={"help": "shuffling and tie-breaking seed"})
     eval_data: str | None = field(default=None, metadata={"help": "held-out pairs JSONL: log the change of mean ln pi(y+) on them too"})
     eval_prompts: str | None = field(default=None, metadata={"help": "JSONL of safety prompts: refusal rate before/after (keyword judge)"})
@@ -243,6 +252,9 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
         if config.eval_data else None
     before_eval = [all_logps(model, side, pad_id) for side in held_out[:2]] if held_out else None
     refusal_before = _refusal_rate(model, tokenizer, template, config) if config.eval_prompts else None
+    if config.lora:  # adapters start at B = 0, so the precomputed reference is the base model (TRL's PEFT path)
+        model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                           targets=config.lora_targets)
     result = train_dpo(model, tokenizer, chosen, rejected, config)
     if held_out and before_eval:
         after_c, after_r = (all_logps(model, side, pad_id) for side in held_out[:2])
@@ -257,6 +269,7 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
     result.update({"filter": filter_log, "run_id": run_id, "template": template.record()})
     if config.output_dir:
         out = Path(config.output_dir)
+        model = plain_model(model)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": asdict(config),

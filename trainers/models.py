@@ -31,6 +31,20 @@ def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: s
     return model, tokenizer
 
 
+def apply_lora(model, *, r: int, alpha: int, dropout: float = 0.0, targets: str = "all-linear"):
+    """Wrap `model` with fresh peft LoRA adapters (B = 0, so it starts equal to the base model)."""
+    from peft import LoraConfig, get_peft_model
+
+    modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
+    return get_peft_model(model, LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=modules,
+                                            task_type="CAUSAL_LM"))
+
+
+def plain_model(model):
+    """The model to save: LoRA adapters merged into the weights, so the folder loads without peft."""
+    return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
+
+
 def word_tokenizer(words: Iterable[str]):
     """A whitespace word-level fast tokenizer over `words` plus special tokens, with a chat template."""
     from tokenizers import Tokenizer, models, pre_tokenizers

@@ -25,6 +25,7 @@ import torch
 
 from skillweave.errors import ConfigError
 from skillweave.trainers.data import SFTExample, encode_prompt_response, load_sft_examples
+from skillweave.trainers.models import apply_lora, plain_model
 from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
 
 
@@ -93,16 +94,6 @@ class ResponseOnlyCollator:
         }
 
 
-def _apply_lora(model: Any, config: SFTConfig) -> Any:
-    from peft import LoraConfig, get_peft_model
-
-    targets: Any = config.lora_targets if config.lora_targets == "all-linear" else [
-        t.strip() for t in config.lora_targets.split(",") if t.strip()]
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
-
-
 def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SFTConfig) -> dict[str, Any]:
     """Fine-tune `model` (in place, or its LoRA wrapper) on examples; returns the model, losses and counts."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
@@ -113,7 +104,8 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
     if not features:
         raise ConfigError(f"all {len(examples)} examples lost their response to truncation; raise --max-length")
     if config.lora:
-        model = _apply_lora(model, config)
+        model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
+                           targets=config.lora_targets)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with tempfile.TemporaryDirectory(prefix="skillweave-sft-") as scratch:
         args = TrainingArguments(
@@ -142,8 +134,7 @@ def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConf
     """Save weights (LoRA merged), tokenizer and the templates used; returns the plain (merged) model."""
     from skillweave.store import jdump
 
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
+    model = plain_model(model)
     out = Path(output_dir)
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
