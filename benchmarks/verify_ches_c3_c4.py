@@ -9,7 +9,7 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     90% refusal vs other refusal and 10% refusal vs compliance; DPO on the full set vs on the lowest 10% by CHES~;
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
-    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy]
+    .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy|tokens]
         [--c3-design edits|synonyms] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150]
 
 C3 design "synonyms" (2026-11-26 follow-up): response tokens come in interchangeable pairs (the SFT data uses either
@@ -45,7 +45,12 @@ COMPLIANCE = ["sure here are the steps", "ok step one is easy", "sure first you 
 REFUSAL_WORDS = sorted({w for r in REFUSALS + COMPLIANCE for w in r.split()})
 
 
+TOKEN_REFUSALS, TOKEN_COMPLIANCE = ["R1", "R2", "R3", "R4"], ["C1", "C2", "C3"]
+
+
 def c4_responses(design: str) -> tuple[list[str], list[str]]:
+    if design == "tokens":  # one-token responses: the single-token setting of the CHES theory (METHODS §9)
+        return TOKEN_REFUSALS, TOKEN_COMPLIANCE
     if design in ("markers", "onpolicy"):
         return [f"R {r}" for r in REFUSALS], [f"C {c}" for c in COMPLIANCE]
     return REFUSALS, COMPLIANCE
@@ -197,7 +202,8 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
     examples += [SFTExample(task(), rng.choice(compliance)) for _ in range(150)]
     rng.shuffle(examples)
     model, tokenizer, sft_loss = sft_model(examples, seed, steps=sft_steps,
-                                           extra_words=("R", "C") if design != "phrases" else (),
+                                           extra_words={"phrases": (), "tokens": (*TOKEN_REFUSALS, *TOKEN_COMPLIANCE)
+                                                        }.get(design, ("R", "C")),
                                            hidden_size=hidden_size, num_layers=num_layers)
     pairs = []
     for i in range(n_pairs):
@@ -261,7 +267,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy"], default="markers")
+    parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy", "tokens"], default="markers")
     parser.add_argument("--c3-design", choices=["edits", "synonyms"], default="edits")
     parser.add_argument("--c3-sft-steps", type=int, default=150, help="synonyms design only")
     parser.add_argument("--c3-prompt-len", default="3-3", help="synonyms design only: prompt (= response) length range")
