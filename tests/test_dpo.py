@@ -18,6 +18,17 @@ from skillweave.trainers.templates import template_words
 WORDS = [*template_words(), *"a b c d e f g h i j k l".split()]
 
 
+def tiny_folder_and_pairs(tmp_path, seed: int, n_pairs: int):
+    """A tiny model saved as a plain folder, and a JSONL of n_pairs pairs; returns (model, folder, data path)."""
+    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=seed)
+    folder = tmp_path / "tiny"
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    data = tmp_path / "pairs.jsonl"
+    data.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(n_pairs)))
+    return model, folder, data
+
+
 def make_pairs(n: int = 20) -> list[PreferencePair]:
     letters = "abcdefghijkl"
     return [PreferencePair(f"{letters[i % 12]} {letters[(i + 3) % 12]}", " ".join(letters[(i + j) % 12] for j in range(1 + i % 3)),
@@ -94,12 +105,7 @@ def test_cli_train_dpo_with_ches_keep_lowest(tmp_path, capsys):
     from skillweave.cli import main
     from skillweave.store import Store
 
-    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=4)
-    folder = tmp_path / "tiny"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(40)))
+    _, folder, data = tiny_folder_and_pairs(tmp_path, seed=4, n_pairs=40)
     held_out = tmp_path / "held_out.jsonl"
     held_out.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(3)))
     prompts = tmp_path / "prompts.jsonl"
@@ -127,12 +133,7 @@ def test_cli_train_dpo_with_lora_trains_adapters_against_the_base_and_saves_merg
 
     from skillweave.cli import main
 
-    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
-    folder = tmp_path / "tiny"
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    data = tmp_path / "pairs.jsonl"
-    data.write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(8)))
+    model, folder, data = tiny_folder_and_pairs(tmp_path, seed=5, n_pairs=8)
     main(["train", "dpo", "--data", str(data), "--model", str(folder), "--lora", "--lora-r", "4", "--lr", "1e-2",
           "--epochs", "3", "--batch-size", "4", "--output", str(tmp_path / "out"), "--json"])
     summary = json.loads(capsys.readouterr().out)
