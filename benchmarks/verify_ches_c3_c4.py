@@ -188,8 +188,27 @@ def p_refuse(model, tokenizer, prompts: list[str], refusals: list[str]) -> float
     return total / len(prompts)
 
 
+def sampled_refusal_rate(model, tokenizer, prompts: list[str], samples: int = 8, seed: int = 0) -> float:
+    """Refusal rate as the CHES paper measures it: sample responses (temperature 1, 12 new tokens, `samples` per
+    prompt) and judge each; here with the project's offline keyword judge (trainers/evaluate.py)."""
+    from skillweave.trainers.evaluate import KeywordJudge, generate
+    from skillweave.trainers.templates import get_template
+
+    torch.manual_seed(seed)
+    judge = KeywordJudge()
+    replies = generate(model, tokenizer, get_template("model"), [p for p in prompts for _ in range(samples)],
+                       max_new_tokens=12, temperature=1.0, batch_size=64)
+    return sum(judge(p, reply).refused for p, (_, reply) in zip(prompts * samples, replies, strict=True)) / len(replies)
+
+
+def refusal(model, tokenizer, prompts: list[str], refusals: list[str], metric: str, seed: int) -> float:
+    if metric == "sampled":
+        return sampled_refusal_rate(model, tokenizer, prompts, seed=seed)
+    return p_refuse(model, tokenizer, prompts, refusals)
+
+
 def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, design: str = "markers",
-            hidden_size: int = 64, num_layers: int = 2, sft_steps: int = 150) -> dict:
+            hidden_size: int = 64, num_layers: int = 2, sft_steps: int = 150, metric: str = "first-token") -> dict:
     rng = random.Random(seed)
     refusals, compliance = c4_responses(design)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
@@ -219,7 +238,7 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
             plus, minus = rng.choice(refusals), rng.choice(compliance)
         pairs.append(PreferencePair(harm(), plus, minus, f"c4-{seed}-{i}"))
     held_out = [harm() for _ in range(50)]
-    before = p_refuse(model, tokenizer, held_out, refusals)
+    before = refusal(model, tokenizer, held_out, refusals, metric, seed)
     scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
     kept = ches.keep_lowest(scores, 0.10)
     kept_pairs = [pairs[r["index"]] for r in kept]
@@ -230,9 +249,9 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
     random_pairs = random.Random(seed + 100).sample(pairs, len(kept_pairs))
     rand_model, _ = run_dpo(model, tokenizer, random_pairs, lr=lr, epochs=epochs, batch_size=8, seed=seed)
     return {"seed": seed, "sft_loss": sft_loss, "p_refuse_before": before,
-            "p_refuse_full": p_refuse(full_model, tokenizer, held_out, refusals),
-            "p_refuse_filtered": p_refuse(filt_model, tokenizer, held_out, refusals),
-            "p_refuse_random": p_refuse(rand_model, tokenizer, held_out, refusals),
+            "p_refuse_full": refusal(full_model, tokenizer, held_out, refusals, metric, seed),
+            "p_refuse_filtered": refusal(filt_model, tokenizer, held_out, refusals, metric, seed),
+            "p_refuse_random": refusal(rand_model, tokenizer, held_out, refusals, metric, seed),
             "full_steps": full["steps"], "filtered_steps": filt["steps"], "kept": len(kept_pairs),
             "kept_refusal_vs_compliance": kinds, "full_delta_logp_chosen": full["delta_logp_chosen"],
             "filtered_delta_logp_chosen": filt["delta_logp_chosen"]}
@@ -268,6 +287,9 @@ def main() -> None:
     parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy", "tokens"], default="markers")
+    parser.add_argument("--c4-metric", choices=["first-token", "sampled"], default="first-token",
+                        help="first-token: probability of a refusal's first token (the recorded results); sampled: "
+                             "share of sampled responses the keyword judge calls refusals (as the paper measures)")
     parser.add_argument("--c3-design", choices=["edits", "synonyms"], default="edits")
     parser.add_argument("--c3-sft-steps", type=int, default=150, help="synonyms design only")
     parser.add_argument("--c3-prompt-len", default="3-3", help="synonyms design only: prompt (= response) length range")
@@ -315,11 +337,13 @@ def main() -> None:
         start = time.perf_counter()
         settings = {"lr": args.c4_lr, "epochs": args.c4_epochs, "hidden_size": args.c4_hidden,
                     "num_layers": args.c4_layers, "sft_steps": args.c4_sft_steps}
-        rows = [c4_seed(seed, design=args.c4_design, **settings) for seed in range(args.seeds)]
+        rows = [c4_seed(seed, design=args.c4_design, metric=args.c4_metric, **settings) for seed in range(args.seeds)]
         changed = {k: v for k, v in settings.items()
                    if v != {"lr": 3e-4, "epochs": 2, "hidden_size": 64, "num_layers": 2, "sft_steps": 150}[k]}
         suffix = (", " + ", ".join(f"{k} {v:g}" for k, v in changed.items())) if changed else ""
-        print(f"C4 ({args.c4_design}{suffix}): P(refuse) on 50 held-out harm prompts; DPO on all 200 pairs vs the lowest 10% by CHES~")
+        measure = "P(refuse)" if args.c4_metric == "first-token" else "sampled refusal rate (8 x 50, keyword judge)"
+        print(f"C4 ({args.c4_design}{suffix}): {measure} on 50 held-out harm prompts; DPO on all 200 pairs vs the "
+              "lowest 10% by CHES~")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  before {r['p_refuse_before']:.3f}  "
                   f"full-set DPO {r['p_refuse_full']:.3f}  filtered DPO {r['p_refuse_filtered']:.3f}  "
