@@ -117,7 +117,9 @@ def last_token_states(model, encoded: list[dict], pad_id: int, batch_size: int =
     rows = []
     for b in range(0, len(encoded), batch_size):
         batch = lf.pad_batch(encoded[b : b + batch_size], pad_id)
-        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True)
+        # logits_to_keep=1: the vocabulary projection of every position would cost batch x length x vocab floats
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
+                    logits_to_keep=1)
         last = batch["attention_mask"].sum(1) - 1
         rows.append(out.hidden_states[-1][torch.arange(len(last)), last].float())
     return torch.cat(rows)
