@@ -10,7 +10,7 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
     .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy|tokens]
-        [--c3-design edits|synonyms] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150]
+        [--c3-design edits|synonyms] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150] [--c4-base tiny|local] [--c4-metric first-token|sampled]
 
 C3 design "synonyms" (2026-11-26 follow-up): response tokens come in interchangeable pairs (the SFT data uses either
 token of a pair with equal probability in the same slot); y- = y+ with k tokens replaced, in half the pairs each by
@@ -57,10 +57,19 @@ def c4_responses(design: str) -> tuple[list[str], list[str]]:
 
 
 def sft_model(examples: list[SFTExample], seed: int, steps: int, extra_words: tuple[str, ...] = (),
-              hidden_size: int = 64, num_layers: int = 2):
-    words = [*CONTENT, *REFUSAL_WORDS, "harm", "task", *extra_words]
-    model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
-    config = sft.SFTConfig(train_template="model", lr=3e-3, max_steps=steps, batch_size=16, warmup_ratio=0.0,
+              hidden_size: int = 64, num_layers: int = 2, base: str = "tiny"):
+    """SFT a fresh tiny random-init model, or (base="local") the embedded pretrained SmolLM2-135M-Instruct."""
+    if base == "local":
+        from skillweave.trainers.models import load_model_and_tokenizer
+
+        torch.manual_seed(seed)
+        model, tokenizer = load_model_and_tokenizer("local")
+        lr = 5e-5
+    else:
+        words = [*CONTENT, *REFUSAL_WORDS, "harm", "task", *extra_words]
+        model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, hidden_size=hidden_size, num_layers=num_layers)
+        lr = 3e-3
+    config = sft.SFTConfig(train_template="model", lr=lr, max_steps=steps, batch_size=16, warmup_ratio=0.0,
                            scheduler="constant", seed=seed)
     result = sft.train_sft(model, tokenizer, examples, config)
     return result["model"], tokenizer, result["losses"][-1]
@@ -208,7 +217,8 @@ def refusal(model, tokenizer, prompts: list[str], refusals: list[str], metric: s
 
 
 def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, design: str = "markers",
-            hidden_size: int = 64, num_layers: int = 2, sft_steps: int = 150, metric: str = "first-token") -> dict:
+            hidden_size: int = 64, num_layers: int = 2, sft_steps: int = 150, metric: str = "first-token",
+            base: str = "tiny") -> dict:
     rng = random.Random(seed)
     refusals, compliance = c4_responses(design)
     harm = lambda: "harm " + " ".join(rng.sample(CONTENT, 3))  # noqa: E731
@@ -223,7 +233,7 @@ def c4_seed(seed: int, n_pairs: int = 200, lr: float = 3e-4, epochs: int = 2, de
     model, tokenizer, sft_loss = sft_model(examples, seed, steps=sft_steps,
                                            extra_words={"phrases": (), "tokens": (*TOKEN_REFUSALS, *TOKEN_COMPLIANCE)
                                                         }.get(design, ("R", "C")),
-                                           hidden_size=hidden_size, num_layers=num_layers)
+                                           hidden_size=hidden_size, num_layers=num_layers, base=base)
     pairs = []
     for i in range(n_pairs):
         if design == "onpolicy":
@@ -299,6 +309,8 @@ def main() -> None:
     parser.add_argument("--c4-lr", type=float, default=3e-4)
     parser.add_argument("--c4-epochs", type=int, default=2)
     parser.add_argument("--c4-hidden", type=int, default=64)
+    parser.add_argument("--c4-base", choices=["tiny", "local"], default="tiny",
+                        help="tiny: random-init Llama; local: the embedded pretrained SmolLM2-135M-Instruct")
     parser.add_argument("--c4-layers", type=int, default=2)
     parser.add_argument("--c4-sft-steps", type=int, default=150)
     args = parser.parse_args()
@@ -336,11 +348,13 @@ def main() -> None:
     if args.only in (None, "c4"):
         start = time.perf_counter()
         settings = {"lr": args.c4_lr, "epochs": args.c4_epochs, "hidden_size": args.c4_hidden,
-                    "num_layers": args.c4_layers, "sft_steps": args.c4_sft_steps}
+                    "num_layers": args.c4_layers, "sft_steps": args.c4_sft_steps, "base": args.c4_base}
         rows = [c4_seed(seed, design=args.c4_design, metric=args.c4_metric, **settings) for seed in range(args.seeds)]
         changed = {k: v for k, v in settings.items()
-                   if v != {"lr": 3e-4, "epochs": 2, "hidden_size": 64, "num_layers": 2, "sft_steps": 150}[k]}
-        suffix = (", " + ", ".join(f"{k} {v:g}" for k, v in changed.items())) if changed else ""
+                   if v != {"lr": 3e-4, "epochs": 2, "hidden_size": 64, "num_layers": 2, "sft_steps": 150,
+                            "base": "tiny"}[k]}
+        suffix = (", " + ", ".join(f"{k} {v:g}" if isinstance(v, float | int) else f"{k} {v}"
+                                   for k, v in changed.items())) if changed else ""
         measure = "P(refuse)" if args.c4_metric == "first-token" else "sampled refusal rate (8 x 50, keyword judge)"
         print(f"C4 ({args.c4_design}{suffix}): {measure} on 50 held-out harm prompts; DPO on all 200 pairs vs the "
               "lowest 10% by CHES~")
