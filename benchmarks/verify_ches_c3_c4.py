@@ -293,7 +293,8 @@ def c4_diagnostic(seed: int = 1) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many seeds")
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds run from here (to add seeds to a result)")
     parser.add_argument("--only", choices=["c3", "c4", "c4diag"], default=None)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--c4-design", choices=["markers", "phrases", "onpolicy", "tokens"], default="markers")
@@ -315,6 +316,7 @@ def main() -> None:
     parser.add_argument("--c4-sft-steps", type=int, default=150)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
@@ -323,10 +325,10 @@ def main() -> None:
         start = time.perf_counter()
         if args.c3_design == "synonyms":
             lo, hi = (int(x) for x in args.c3_prompt_len.split("-"))
-            rows = [c3_synonyms_seed(seed, sft_steps=args.c3_sft_steps, prompt_len=(lo, hi)) for seed in range(args.seeds)]
+            rows = [c3_synonyms_seed(seed, sft_steps=args.c3_sft_steps, prompt_len=(lo, hi)) for seed in seeds]
             print(f"C3 design: synonyms, sft_steps {args.c3_sft_steps}, prompt length {lo}-{hi}")
         else:
-            rows = [c3_seed(seed) for seed in range(args.seeds)]
+            rows = [c3_seed(seed) for seed in seeds]
         print("C3: DPO on bottom vs top CHES~ quintile (40 pairs each), mean change of ln pi(y+)")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  low-CHES {r['low_delta']:+.3f}  "
@@ -349,7 +351,7 @@ def main() -> None:
         start = time.perf_counter()
         settings = {"lr": args.c4_lr, "epochs": args.c4_epochs, "hidden_size": args.c4_hidden,
                     "num_layers": args.c4_layers, "sft_steps": args.c4_sft_steps, "base": args.c4_base}
-        rows = [c4_seed(seed, design=args.c4_design, metric=args.c4_metric, **settings) for seed in range(args.seeds)]
+        rows = [c4_seed(seed, design=args.c4_design, metric=args.c4_metric, **settings) for seed in seeds]
         changed = {k: v for k, v in settings.items()
                    if v != {"lr": 3e-4, "epochs": 2, "hidden_size": 64, "num_layers": 2, "sft_steps": 150,
                             "base": "tiny"}[k]}
