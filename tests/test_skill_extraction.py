@@ -24,6 +24,16 @@ from skillweave.store import Store
 
 CONC = 4
 
+
+def run_bundled(cli_run, limit: int, *options: str, model: str = "fake:oracle", concurrency: int = CONC):
+    """`skillweave run extract-skills` on the first `limit` bundled train questions; returns (code, out, err)."""
+    return cli_run("run", "extract-skills", "--dataset", "bundled", "--split", "train", "--limit", str(limit),
+                   "--model", model, "--concurrency", str(concurrency), *options)
+
+
+def latest_run_id(db_path) -> str:
+    return Store(db_path).list_runs(pipeline="extract-skills")[0]["id"]
+
 # Two fine spellings per true skill, so clustering has real work: the scripted clusterer merges them back.
 QUESTIONS = {q["question"]: q for q in bundled_questions("train")}
 
@@ -126,24 +136,8 @@ def test_outline_and_dedupe():
 
 def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    code, out, err = cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--model",
-        "fake:oracle",
-        "--reviewer",
-        "auto",
-        "--concurrency",
-        str(CONC),
-        "--bank-name",
-        "mybank",
-        "--limit",
-        "28",  # the first 7 skills (4 train questions each), gcd_lcm included
-    )
+    # the first 7 skills (4 train questions each), gcd_lcm included
+    code, out, err = run_bundled(cli_run, 28, "--reviewer", "auto", "--bank-name", "mybank")
     assert code == 0, err
     store = Store(db_path)
     run = store.list_runs(pipeline="extract-skills")[0]
@@ -171,23 +165,10 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
 
 def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    code, _, err = cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "16",
-        "--model",
-        "fake:oracle",
-        "--concurrency",
-        str(CONC),
-    )
+    code, _, err = run_bundled(cli_run, 16)
     assert code == 0 and "paused for review" in err
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     assert store.run_catalogs(run_id).get("bank") is None  # nothing relabelled before the review
     code, out, _ = cli_run("review", "skills", "list", "--json")
     assert [r["run_id"] for r in json.loads(out)] == [run_id]
@@ -263,43 +244,17 @@ def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
 
 def test_drop_with_exclusion_and_reject(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "8",
-        "--model",
-        "fake:oracle",
-        "--concurrency",
-        str(CONC),
-    )
+    run_bundled(cli_run, 8)
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     assert cli_run("review", "skills", "drop", run_id, "percentage", "--exclude-questions")[0] == 0
     assert cli_run("review", "skills", "approve", run_id)[0] == 0
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
     assert bank.skill_names() == ["ratio_proportion"] and len(bank.exemplars) == 4
     assert sum(1 for _ in store.items(run_id, status="excluded")) == 4
     # a second run, rejected: no bank
-    cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "4",
-        "--model",
-        "fake:oracle",
-        "--concurrency",
-        str(CONC),
-    )
-    run2 = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_bundled(cli_run, 4)
+    run2 = latest_run_id(db_path)
     code, _, err = cli_run("review", "skills", "reject", run2, "--reason", "too coarse")
     assert code == 0, err
     assert "bank" not in store.run_catalogs(run2)
@@ -321,27 +276,10 @@ def test_unparseable_labels_are_retried_then_failed(cli_run, db_path):
         return oracle_script(request)
 
     register_provider("fake:s", FakeProvider("s", script=script), max_concurrency=1)
-    code, _, err = cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "4",
-        "--model",
-        "fake:s",
-        "--reviewer",
-        "auto",
-        "--concurrency",
-        "1",
-        "--parse-retries",
-        "2",
-    )
+    code, _, err = run_bundled(cli_run, 4, "--reviewer", "auto", "--parse-retries", "2", model="fake:s", concurrency=1)
     assert code == 0, err
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     failed = list(store.items(run_id, kind="skills.question", status="failed"))
     assert len(failed) == 1 and "no parseable reply after 3 attempts" in failed[0]["error"]
     assert failed[0]["payload"]["question_id"] == "percentage-0"
@@ -356,7 +294,7 @@ def test_dataset_agnostic_route_dedupes_and_exports(cli_run, db_path, tmp_path):
     )
     assert code == 0, err
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     roles = store.run_catalogs(run_id)
     skills = [e["name"] for e in store.get_catalog(roles["skills"])["entries"]]
     # the fake reply repeats concise_summarization and spells one skill "Error Analysis"
@@ -409,22 +347,9 @@ def test_import_export_round_trips(cli_run, tmp_path):
 
 def test_generic_review_commands_see_and_approve_the_catalog(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "4",
-        "--model",
-        "fake:oracle",
-        "--concurrency",
-        str(CONC),
-    )
+    run_bundled(cli_run, 4)
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     item = next(store.items(run_id, kind="skills.catalog"))
     code, out, err = cli_run("review", "show", item["id"])
     assert code == 0, err
@@ -466,29 +391,10 @@ def test_pregroup_option_batches_the_clustering_calls(cli_run, db_path, monkeypa
     # group by the label's last word (method / technique): different from name order, so the test can fail
     monkeypatch.setattr(grouping, "minilm_embed", _family_embed)
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
-    code, _, err = cli_run(
-        "run",
-        "extract-skills",
-        "--dataset",
-        "bundled",
-        "--split",
-        "train",
-        "--limit",
-        "12",
-        "--model",
-        "fake:oracle",
-        "--reviewer",
-        "auto",
-        "--concurrency",
-        str(CONC),
-        "--cluster-batch",
-        "2",
-        "--pregroup",
-        "embed",
-    )
+    code, _, err = run_bundled(cli_run, 12, "--reviewer", "auto", "--cluster-batch", "2", "--pregroup", "embed")
     assert code == 0, err
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     calls = list(store.db["llm_calls"].rows_where("run_id = ? and role like 'cluster:%'", [run_id]))
     batches = [
         re.findall(r"^- (\S+) \(\d+\)", json.loads(c["request"])["messages"][-1]["content"], re.M)
@@ -588,7 +494,7 @@ def test_same_fine_label_in_two_subjects_keeps_each_subjects_coarse_skill(cli_ru
     )
     assert code == 0, err
     store = Store(db_path)
-    run_id = store.list_runs(pipeline="extract-skills")[0]["id"]
+    run_id = latest_run_id(db_path)
     bank = bank_from_catalog(store.get_catalog(store.run_catalogs(run_id)["bank"]))
     assert {(x.provenance["subject"], x.skill, x.provenance["fine_skill"]) for x in bank.exemplars} == {
         ("geo", "x", "shared_label"),
