@@ -40,6 +40,18 @@ def _fresh_providers():
     clear_providers()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module: on a shared, loaded CPU two threads spin against each other and run several
+    times slower. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def store(tmp_path):
     from skillweave.store import Store

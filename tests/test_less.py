@@ -22,13 +22,7 @@ from skillweave.trainers.less import (
 WORDS = [str(i) for i in range(10)] + list("abcdefghij") + ["+", "="]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, loaded CPU two threads spin against each other and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

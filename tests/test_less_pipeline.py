@@ -7,19 +7,11 @@ import random
 
 import click
 import pytest
-import torch
 
 from skillweave.cli import main
 from skillweave.store import Store
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: on a shared, loaded CPU two threads spin against each other and run several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _task_rows(n_per_task: int, seed: int = 0) -> list[dict]:
