@@ -96,6 +96,8 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--epochs", default=1, show_default=True, help="Passes over the pairs.")
 @click.option("--max-steps", default=None, type=int, help="Stop after this many steps.")
 @click.option("--batch-size", default=8, show_default=True, help="Pairs per step.")
+@click.option("--micro-batch-size", default=None, type=click.IntRange(min=1),
+              help="Pairs per forward/backward; gradients accumulate to one step of --batch-size (less memory).")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--ches-keep-lowest", default=None, type=float, help="Train only on this fraction with the lowest CHES~ (e.g. 0.05).")
 @click.option("--lora/--full", default=False, show_default=True,

@@ -83,6 +83,25 @@ def test_train_dpo_logs_and_updates_every_parameter_with_rmsprop():
         dpo.make_optimizer("lion", model.parameters(), 1e-3)
 
 
+def test_micro_batches_accumulate_to_the_full_batch_update():
+    trained = []
+    for micro in (None, 4):  # 6 pairs per step split 4 + 2: the weighted micro-batch means must sum to the batch mean
+        model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=4)
+        chosen, rejected, _ = encode_pairs(tokenizer, make_pairs(12))
+        config = dpo.DPOConfig(lr=1e-2, batch_size=6, micro_batch_size=micro, epochs=1, optimizer="sgd", c_sft=0.5)
+        result = dpo.train_dpo(model, tokenizer, chosen, rejected, config)
+        trained.append((dict(model.named_parameters()), result))
+    (whole, whole_result), (micro, micro_result) = trained
+    assert whole_result["steps"] == micro_result["steps"] == 2
+    assert [e["loss"] for e in micro_result["logs"]] == pytest.approx([e["loss"] for e in whole_result["logs"]], rel=1e-5)
+    assert micro_result["logs"][1]["logps/chosen"] == pytest.approx(whole_result["logs"][1]["logps/chosen"], rel=1e-5)
+    for name, param in whole.items():
+        assert torch.allclose(micro[name], param, atol=1e-6), name
+    assert not torch.allclose(whole["lm_head.weight"], tiny_model_and_tokenizer(WORDS, seed=4)[0].lm_head.weight)
+    with pytest.raises(ConfigError, match="micro batch size must be at least 1"):
+        dpo.train_dpo(model, tokenizer, chosen, rejected, dpo.DPOConfig(micro_batch_size=0))
+
+
 def test_store_pairs_break_ties_with_a_fair_coin(tmp_path):
     from skillweave.store import Store
 

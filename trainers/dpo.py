@@ -57,6 +57,9 @@ class DPOConfig:
     epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "pairs per optimizer step"})
+    micro_batch_size: int | None = field(default=None, metadata={
+        "help": "pairs per forward/backward; gradients are accumulated to one step of --batch-size pairs (less "
+                "memory, same update; None: the whole batch at once)"})
     max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
     ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
     ches_batch_size: int = field(default=32, metadata={"help": "sequences per forward when scoring CHES"})
@@ -143,6 +146,8 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
         raise ConfigError(f"unknown optimizer '{config.optimizer}'; expected one of {', '.join(OPTIMIZERS)}")
     if config.loss_type not in LOSS_TYPES:
         raise ConfigError(f"unknown loss type '{config.loss_type}'; expected one of {', '.join(LOSS_TYPES)}")
+    if config.micro_batch_size is not None and config.micro_batch_size < 1:
+        raise ConfigError(f"micro batch size must be at least 1, got {config.micro_batch_size}")
     torch.manual_seed(config.seed)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy
@@ -159,16 +164,22 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
                 break
             idx = order[start:start + config.batch_size]
             model.train()
-            logps = sequence_logps(model, [chosen[i] for i in idx] + [rejected[i] for i in idx], pad_id)
-            pol_c, pol_r = logps[:len(idx)], logps[len(idx):]
-            loss = dpo_loss(pol_c, pol_r, ref_chosen[idx], ref_rejected[idx], beta=config.beta,
-                            loss_type=config.loss_type, label_smoothing=config.label_smoothing, c_sft=config.c_sft)
             optimizer.zero_grad()
-            loss.backward()
+            loss, pol_c, pol_r = 0.0, [], []
+            micro = config.micro_batch_size or len(idx)
+            for part in (idx[i:i + micro] for i in range(0, len(idx), micro)):
+                logps = sequence_logps(model, [chosen[i] for i in part] + [rejected[i] for i in part], pad_id)
+                part_loss = dpo_loss(logps[:len(part)], logps[len(part):], ref_chosen[part], ref_rejected[part],
+                                     beta=config.beta, loss_type=config.loss_type,
+                                     label_smoothing=config.label_smoothing, c_sft=config.c_sft) * (len(part) / len(idx))
+                part_loss.backward()  # the batch mean is the size-weighted sum of the micro-batch means
+                loss += part_loss.item()
+                pol_c.append(logps[:len(part)].detach())
+                pol_r.append(logps[len(part):].detach())
             optimizer.step()
             step += 1
-            logs.append({"step": step, "epoch": epoch, "loss": loss.item(),
-                         **_summary(pol_c.detach(), pol_r.detach(), ref_chosen[idx], ref_rejected[idx], config.beta)})
+            logs.append({"step": step, "epoch": epoch, "loss": loss,
+                         **_summary(torch.cat(pol_c), torch.cat(pol_r), ref_chosen[idx], ref_rejected[idx], config.beta)})
     final_chosen = all_logps(model, chosen, pad_id)
     final_rejected = all_logps(model, rejected, pad_id)
     return {
