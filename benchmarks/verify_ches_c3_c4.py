@@ -10,12 +10,17 @@ C4: SFT a tiny model to refuse "harm" prompts (several refusal phrasings) and co
     P(refuse) = probability mass of refusal first tokens on held-out harm prompts, before and after.
 
     .venv/bin/python benchmarks/verify_ches_c3_c4.py [--seeds 3] [--only c3|c4|c4diag] [--c4-design markers|phrases|onpolicy|tokens]
-        [--c3-design edits|synonyms] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150] [--c4-base tiny|local] [--c4-metric first-token|sampled]
+        [--c3-design edits|synonyms|onpolicy] [--c3-windows 5] [--c4-lr 3e-4] [--c4-epochs 2] [--c4-hidden 64] [--c4-layers 2] [--c4-sft-steps 150] [--c4-base tiny|local] [--c4-metric first-token|sampled]
 
 C3 design "synonyms" (2026-11-26 follow-up): response tokens come in interchangeable pairs (the SFT data uses either
 token of a pair with equal probability in the same slot); y- = y+ with k tokens replaced, in half the pairs each by
 its synonym and in the other half by a token of another pair, so pairs with the same edit distance differ strongly
 in hidden-state similarity.
+
+C3 design "onpolicy": the paper's regime instead of a tiny model. The pretrained embedded SmolLM2-135M-Instruct
+(no SFT) samples two responses (temperature 1) to each of 200 prompts built from the bundled topics; each pair is the
+two samples in random order, so edit distance is not set by construction. DPO: RMSprop lr 1e-7, beta 0.1, 1 epoch,
+batch 8. `--c3-windows 5` adds the paper's protocol for every score (DPO on each fifth of the pairs ranked by it).
 
 Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import random
 import time
 
@@ -84,21 +90,40 @@ def run_dpo(model, tokenizer, pairs: list[PreferencePair], *, lr: float, epochs:
 
 
 # ---- C3 ------------------------------------------------------------------------------------------------
-def rank_and_train(model, tokenizer, pairs: list[PreferencePair], lr: float, seed: int, single_runs: int):
+SCORES = ("ches_norm", "ches", "neg_ned", "last_inner")
+
+
+def rank_and_train(model, tokenizer, pairs: list[PreferencePair], lr: float, seed: int, single_runs: int, *,
+                   windows: int = 0, epochs: int = 3) -> dict:
     """Score CHES~; DPO on the bottom and top quintile; single-pair runs spread over the CHES~ range with the
-    Spearman correlation of each score with the change of ln pi(y+)."""
+    Spearman correlation of each score with the change of ln pi(y+).
+
+    windows > 0 adds the paper's protocol: for each score, sort the pairs, cut them into equal windows (lowest
+    first) and DPO on each window separately; "windows" maps each score to the change of mean ln pi(y+) per window.
+    With 5 windows the CHES~ end windows are the quintile runs (reused, not run twice)."""
     scores = ches.score_pairs(model, tokenizer, pairs, template="model", batch_size=32)
     order = sorted(scores, key=lambda r: r["ches_norm"])
     quint = len(order) // 5
-    low = [pairs[r["index"]] for r in order[:quint]]
-    high = [pairs[r["index"]] for r in order[-quint:]]
-    _, low_result = run_dpo(model, tokenizer, low, lr=lr, epochs=3, batch_size=8, seed=seed)
-    _, high_result = run_dpo(model, tokenizer, high, lr=lr, epochs=3, batch_size=8, seed=seed)
+
+    def subset_delta(rows: list[dict]) -> float:
+        _, result = run_dpo(model, tokenizer, [pairs[r["index"]] for r in rows], lr=lr, epochs=epochs, batch_size=8,
+                            seed=seed)
+        return result["delta_logp_chosen"]
+
+    out = {"order": order, "quint": quint, "windows": None}
+    if windows:
+        size = len(order) // windows
+        out["windows"] = {key: [subset_delta(sorted(order, key=lambda r: r[key])[w * size:(w + 1) * size])
+                                for w in range(windows)] for key in SCORES}
+    if windows == 5:
+        out["low_delta"], out["high_delta"] = out["windows"]["ches_norm"][0], out["windows"]["ches_norm"][-1]
+    else:
+        out["low_delta"], out["high_delta"] = subset_delta(order[:quint]), subset_delta(order[-quint:])
     picks = [order[round(i * (len(order) - 1) / (single_runs - 1))] for i in range(single_runs)]
     deltas = [single_pair_delta(model, tokenizer, pairs[r["index"]], lr, seed) for r in picks]
-    rho = {key: float(spearmanr([r[key] for r in picks], deltas)[0])
-           for key in ("ches_norm", "ches", "neg_ned", "last_inner")}
-    return order, quint, low_result, high_result, picks, deltas, rho
+    out.update(picks=picks, deltas=deltas,
+               spearman={key: float(spearmanr([r[key] for r in picks], deltas)[0]) for key in SCORES})
+    return out
 
 
 SINGLE = {"lr": None, "epochs": 10, "optimizer": "rmsprop"}  # single-pair runs; lr None = the subset runs' lr
@@ -110,7 +135,7 @@ def single_pair_delta(model, tokenizer, pair: PreferencePair, lr: float, seed: i
     return result["delta_logp_chosen"]
 
 
-def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e-4) -> dict:
+def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e-4, windows: int = 0) -> dict:
     rng = random.Random(seed)
     prompts = [" ".join(rng.sample(CONTENT, 3)) for _ in range(n_pairs)]
     # The taught response: the prompt reversed plus a fixed number of mapped tokens (lengths 3-6).
@@ -130,11 +155,8 @@ def c3_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 3e
         if rng.random() < 0.5:  # vary lengths so raw CHES and CHES~ differ
             minus = minus + [rng.choice(CONTENT) for _ in range(rng.randint(1, 4))]
         pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3-{seed}-{i}"))
-    order, quint, low_result, high_result, picks, deltas, rho = rank_and_train(model, tokenizer, pairs, lr, seed,
-                                                                                single_runs)
-    return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
-            "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
-            "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho}
+    ranked = rank_and_train(model, tokenizer, pairs, lr, seed, single_runs, windows=windows)
+    return {"seed": seed, "sft_loss": sft_loss, **ranked}
 
 
 SYN_GROUPS = [(f"a{j}", f"b{j}") for j in range(12)]  # "synonyms" design: interchangeable response tokens
@@ -167,17 +189,65 @@ def c3_synonyms_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: f
                 [t for t in SYN_WORDS if t not in (plus[pos], synonym[plus[pos]])])
         pairs.append(PreferencePair(p, " ".join(plus), " ".join(minus), f"c3s-{seed}-{i}"))
         kinds.append(kind)
-    order, quint, low_result, high_result, picks, deltas, rho = rank_and_train(model, tokenizer, pairs, lr, seed,
-                                                                                single_runs)
+    ranked = rank_and_train(model, tokenizer, pairs, lr, seed, single_runs)
+    order, quint, picks, deltas = ranked["order"], ranked["quint"], ranked["picks"], ranked["deltas"]
     syn_high = sum(kinds[r["index"]] == "synonym" for r in order[-quint:])
     syn_low = sum(kinds[r["index"]] == "synonym" for r in order[:quint])
     by_kind = {k: float(np.mean([d for r, d in zip(picks, deltas, strict=True) if kinds[r["index"]] == k] or [float("nan")]))
                for k in ("synonym", "unrelated")}
-    return {"seed": seed, "sft_loss": sft_loss, "low_delta": low_result["delta_logp_chosen"],
-            "high_delta": high_result["delta_logp_chosen"], "low_ches_norm_max": order[quint - 1]["ches_norm"],
-            "high_ches_norm_min": order[-quint]["ches_norm"], "spearman": rho,
+    return {"seed": seed, "sft_loss": sft_loss, **ranked,
             "extra": f"synonym pairs in top quintile {syn_high}/{quint}, bottom {syn_low}/{quint}; single-pair mean "
                      f"delta synonym {by_kind['synonym']:+.3f} unrelated {by_kind['unrelated']:+.3f}"}
+
+
+def print_windows(rows: list[dict]) -> None:
+    """Per score: change of ln pi(y+) per window (lowest score first), Spearman(window rank, change) and whether the
+    windows are perfectly ordered (every higher window lowers ln pi(y+) more); a perfect ranking gives rho -1."""
+    n = len(rows[0]["windows"]["ches_norm"])
+    print(f"  DPO on each of {n} windows per score (lowest first): change of ln pi(y+); rho = Spearman(rank, change)")
+    for key in SCORES:
+        rhos = []
+        for r in rows:
+            deltas = r["windows"][key]
+            rho = float(spearmanr(range(n), deltas)[0])
+            rhos.append(rho)
+            ordered = all(b < a for a, b in itertools.pairwise(deltas))
+            print(f"  seed {r['seed']} {key:>10}: " + " ".join(f"{d:+.3f}" for d in deltas) +
+                  f"  rho {rho:+.2f}  perfectly ordered: {ordered}")
+        print(f"  {key}: mean rho {np.mean(rhos):+.2f}")
+
+
+TASKS = ["Describe {} in one sentence.", "Give one practical tip about {}.", "What is a surprising fact about {}?",
+         "Explain {} to a child.", "Name a common mistake people make with {}.", "Write a short slogan about {}.",
+         "Why does {} matter?"]
+
+
+def c3_onpolicy_seed(seed: int, n_pairs: int = 200, single_runs: int = 40, lr: float = 1e-7, windows: int = 0,
+                     max_new_tokens: int = 32) -> dict:
+    """C3 in the paper's regime: the pretrained embedded SmolLM2-135M-Instruct, no SFT, and pairs of two sampled
+    responses (temperature 1) to one prompt, in random order, so NED is not set by construction."""
+    from skillweave.catalog import bundled_topics
+    from skillweave.trainers.evaluate import generate
+    from skillweave.trainers.models import load_model_and_tokenizer
+    from skillweave.trainers.templates import get_template
+
+    rng = random.Random(seed)
+    torch.manual_seed(seed)
+    model, tokenizer = load_model_and_tokenizer("local")
+    prompts = rng.sample([t.format(topic.lower()) for t in TASKS for topic in bundled_topics()], n_pairs)
+    replies = generate(model, tokenizer, get_template("model"), [p for p in prompts for _ in range(2)],
+                       max_new_tokens=max_new_tokens, temperature=1.0, batch_size=16)
+    pairs = []
+    for i, prompt in enumerate(prompts):
+        a, b = replies[2 * i][1], replies[2 * i + 1][1]
+        if rng.random() < 0.5:
+            a, b = b, a
+        pairs.append(PreferencePair(prompt, a, b, f"c3o-{seed}-{i}"))
+    ranked = rank_and_train(model, tokenizer, pairs, lr, seed, single_runs, windows=windows, epochs=1)
+    identical = sum(p.chosen == p.rejected for p in pairs)
+    return {"seed": seed, "sft_loss": float("nan"), **ranked,
+            "extra": f"{identical} of {len(pairs)} pairs have y+ = y-; mean NED "
+                     f"{-np.mean([r['neg_ned'] for r in ranked['order']]):.3f}"}
 
 
 # ---- C4 ------------------------------------------------------------------------------------------------
@@ -301,10 +371,15 @@ def main() -> None:
     parser.add_argument("--c4-metric", choices=["first-token", "sampled"], default="first-token",
                         help="first-token: probability of a refusal's first token (the recorded results); sampled: "
                              "share of sampled responses the keyword judge calls refusals (as the paper measures)")
-    parser.add_argument("--c3-design", choices=["edits", "synonyms"], default="edits")
+    parser.add_argument("--c3-design", choices=["edits", "synonyms", "onpolicy"], default="edits",
+                        help="onpolicy: pretrained SmolLM2, pairs of two sampled responses (lr --c3-lr, default 1e-7, as the paper)")
+    parser.add_argument("--c3-lr", type=float, default=None, help="subset DPO lr (default 3e-4 tiny, 1e-7 onpolicy)")
+    parser.add_argument("--c3-windows", type=int, default=0,
+                        help="edits/onpolicy designs: also DPO on each of N equal windows of every score (the paper's protocol)")
     parser.add_argument("--c3-sft-steps", type=int, default=150, help="synonyms design only")
     parser.add_argument("--c3-prompt-len", default="3-3", help="synonyms design only: prompt (= response) length range")
     parser.add_argument("--c3-single-lr", type=float, default=None, help="single-pair runs (default: 3e-4)")
+    parser.add_argument("--c3-single-runs", type=int, default=40, help="single-pair runs per seed")
     parser.add_argument("--c3-single-steps", type=int, default=10, help="single-pair runs: steps (epochs of 1 pair)")
     parser.add_argument("--c3-single-optimizer", choices=["rmsprop", "adamw", "sgd"], default="rmsprop")
     parser.add_argument("--c4-lr", type=float, default=3e-4)
@@ -323,24 +398,31 @@ def main() -> None:
     SINGLE.update(lr=args.c3_single_lr, epochs=args.c3_single_steps, optimizer=args.c3_single_optimizer)
     if args.only in (None, "c3"):
         start = time.perf_counter()
+        lr = args.c3_lr or (1e-7 if args.c3_design == "onpolicy" else 3e-4)
         if args.c3_design == "synonyms":
             lo, hi = (int(x) for x in args.c3_prompt_len.split("-"))
-            rows = [c3_synonyms_seed(seed, sft_steps=args.c3_sft_steps, prompt_len=(lo, hi)) for seed in seeds]
+            rows = [c3_synonyms_seed(seed, lr=lr, sft_steps=args.c3_sft_steps, prompt_len=(lo, hi)) for seed in seeds]
             print(f"C3 design: synonyms, sft_steps {args.c3_sft_steps}, prompt length {lo}-{hi}")
+        elif args.c3_design == "onpolicy":
+            rows = [c3_onpolicy_seed(seed, lr=lr, windows=args.c3_windows, single_runs=args.c3_single_runs)
+                    for seed in seeds]
+            print(f"C3 design: onpolicy (pretrained SmolLM2, two sampled responses per prompt), lr {lr:g}, 1 epoch")
         else:
-            rows = [c3_seed(seed) for seed in seeds]
+            rows = [c3_seed(seed, lr=lr, windows=args.c3_windows, single_runs=args.c3_single_runs) for seed in seeds]
         print("C3: DPO on bottom vs top CHES~ quintile (40 pairs each), mean change of ln pi(y+)")
         for r in rows:
             print(f"  seed {r['seed']}: sft_loss {r['sft_loss']:.3f}  low-CHES {r['low_delta']:+.3f}  "
                   f"high-CHES {r['high_delta']:+.3f}  high more negative: {r['high_delta'] < r['low_delta']}")
         single = "" if SINGLE == {"lr": None, "epochs": 10, "optimizer": "rmsprop"} else (
-            f", {SINGLE['optimizer']} lr {SINGLE['lr'] or 3e-4:g} x{SINGLE['epochs']} steps")
-        print(f"  single-pair runs (40 per seed{single}): Spearman(score, change of ln pi(y+))")
+            f", {SINGLE['optimizer']} lr {SINGLE['lr'] or lr:g} x{SINGLE['epochs']} steps")
+        print(f"  single-pair runs ({len(rows[0]['picks'])} per seed{single}): Spearman(score, change of ln pi(y+))")
         for r in rows:
             print("  seed {seed}: ".format(**r) + "  ".join(f"{k} {v:+.3f}" for k, v in r["spearman"].items()))
         for r in rows:
             if "extra" in r:
                 print(f"  seed {r['seed']}: {r['extra']}")
+        if rows[0].get("windows"):
+            print_windows(rows)
         wins = sum(r["high_delta"] < r["low_delta"] for r in rows)
         mean_rho = {k: float(np.mean([r["spearman"][k] for r in rows])) for k in rows[0]["spearman"]}
         print(f"  high-CHES quintile more negative in {wins}/{len(rows)} seeds; mean Spearman " +
