@@ -45,14 +45,15 @@ def _cell(value, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def emit_report(result: dict, *, headline: str, plotter=None, plot_path: str | None = None, as_json: bool = False,
-                empty: str = "(no graded items)") -> None:
-    """Print a reporter's result: optional PNG, then JSON (without the table) or a headline and the table."""
+def emit_report(result: dict, *, headline: str | None = None, plotter=None, plot_path: str | None = None,
+                as_json: bool = False, empty: str = "(no graded items)") -> None:
+    """Print a reporter's result: optional PNG, then JSON (without the table) or the headline (if any) and the table."""
     if plot_path:
         plotter(result, plot_path)
         click.echo(f"wrote {plot_path}", err=True)
     if as_json:
         echo_json({k: v for k, v in result.items() if k not in ("columns", "table")})
     else:
-        click.echo(headline)
+        if headline:
+            click.echo(headline)
         echo_table(result["table"], result["columns"], empty=empty)

@@ -12,7 +12,7 @@ import click
 
 from skillweave.agents.math2 import DEFAULT_CRITERIA, default_config
 from skillweave.agents.review import parse_reviewer
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store, prompts_dir
 from skillweave.cli.run import check_model, execute_and_report, run_group
 from skillweave.errors import UsageError
 from skillweave.prompts import load_template
@@ -146,14 +146,8 @@ def eval_math2(ctx, sources, models, judge, x_questions, x_limit, limit, max_tok
     summary = run_eval(store, run_id, prompts_dir=prompts_dir(ctx))
     click.echo(f"run {run_id}: {summary['items']} solutions, {summary['done']} graded, {summary['failed']} failed",
                err=True)
-    report = eval_report(store, store.get_run(run_id))
-    if plot_path:
-        plot_eval_report(report, plot_path)
-        click.echo(f"wrote {plot_path}", err=True)
-    if as_json:
-        echo_json({k: v for k, v in report.items() if k not in ("columns", "table")})
-    else:
-        echo_table(report["table"], report["columns"], empty="(nothing graded)")
+    emit_report(eval_report(store, store.get_run(run_id)), plotter=plot_eval_report, plot_path=plot_path,
+                as_json=as_json, empty="(nothing graded)")
 
 
 def read_accuracies(path: str) -> list[dict]:
