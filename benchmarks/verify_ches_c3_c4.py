@@ -113,8 +113,10 @@ def rank_and_train(model, tokenizer, pairs: list[PreferencePair], lr: float, see
     out = {"order": order, "quint": quint, "windows": None}
     if windows:
         size = len(order) // windows
-        out["windows"] = {key: [subset_delta(sorted(order, key=lambda r: r[key])[w * size:(w + 1) * size])
-                                for w in range(windows)] for key in SCORES}
+        out["windows"] = {}
+        for key in SCORES:
+            ranked = sorted(order, key=lambda r: r[key])
+            out["windows"][key] = [subset_delta(ranked[w * size:(w + 1) * size]) for w in range(windows)]
     if windows == 5:
         out["low_delta"], out["high_delta"] = out["windows"]["ches_norm"][0], out["windows"]["ches_norm"][-1]
     else:
@@ -378,7 +380,7 @@ def main() -> None:
                         help="edits/onpolicy designs: also DPO on each of N equal windows of every score (the paper's protocol)")
     parser.add_argument("--c3-sft-steps", type=int, default=150, help="synonyms design only")
     parser.add_argument("--c3-prompt-len", default="3-3", help="synonyms design only: prompt (= response) length range")
-    parser.add_argument("--c3-single-lr", type=float, default=None, help="single-pair runs (default: 3e-4)")
+    parser.add_argument("--c3-single-lr", type=float, default=None, help="single-pair runs (default: the subset runs' lr)")
     parser.add_argument("--c3-single-runs", type=int, default=40, help="single-pair runs per seed")
     parser.add_argument("--c3-single-steps", type=int, default=10, help="single-pair runs: steps (epochs of 1 pair)")
     parser.add_argument("--c3-single-optimizer", choices=["rmsprop", "adamw", "sgd"], default="rmsprop")
