@@ -7,8 +7,10 @@ Design choices
   (`extra.exact`), and on any folder the templates whose gold is a number, yes/no or an 'n by m' layout
   (Q8-10, Q12, Q14, Q15, Q17-19, Q11, Q18) and Number-in-Chart / Number-in-General reasoning. Its score is
   reported as a second column with its agreement with the judge, so a lenient or broken judge shows up.
-- The model is asked to end with "Final answer: ..."; extraction takes the text after the last such marker,
-  else the last non-empty line. Numbers accept notation variants (1.5e3, 10^-2, 1,500, a percent sign);
+- The model is asked to end with "Final answer: ..."; extraction takes the text after the last answer marker
+  ("Final answer:", "Answer:", "the answer is", with or without a colon), else the last non-empty line. An
+  extracted number is the one value the answer states: after the last '=' ("5 + 6 = 11" is 11), locators such
+  as "row 2" ignored, two different numbers refused. Numbers accept notation variants (1.5e3, 10^-2, 1,500, %);
   texts compare after light normalisation (case, TeX markup, Greek names, quotes, a leading panel letter).
 - Questions without a gold answer (the official test split) are reported as `N_ungraded`, not as wrong.
 """
@@ -39,23 +41,37 @@ EXACT_ON_ANY_FOLDER = {8: "number", 9: "number", 10: "number", 12: "number", 14:
 _RUBRIC_METHOD = {"title": "text", "ocr": "text_or_number", "quant": "number", "bool": "yesno", "enum": "list",
                   "trend": "trend", "layout": "layout"}
 _REASONING_METHOD = {1: "set", 2: "text", 3: "number", 4: "number"}
-_MARKER = re.compile(r"(?:final\s+answer|answer)\s*(?:is)?\s*[:：]\s*", re.IGNORECASE)
-_NA = re.compile(r"\b(not\s+applicable|n/?a|none|no\s+(?:title|label|legend|colorbar|lines?|ticks?))\b", re.I)
+# "Final answer: x", "Answer: x", "The (final) answer is x" (with or without a colon), "Final answer\nx"
+_MARKER = re.compile(r"(?:final\s+answer\s*(?:is\b)?\s*[:：]?|answer\s*(?:is\b)?\s*[:：]|\banswer\s+is\b)\s*",
+                     re.IGNORECASE)
+_NA_WORDS = {"not applicable", "n/a", "na", "none", "nan", "null", "nil", "not available"}
+_CHART_PARTS = (r"(?:title|label|labels|legend|legends|colou?r\s*bar|colorbar|ticks?|tick\s+labels?|lines?|"
+                r"axis|axes|x-axis|y-axis|subplot|subplots|grid|data|markers?|text)")
+_NA_PHRASES = re.compile(
+    r"not\s+applicable|\bn/a\b|\bno\s+(?:\w+\s+){0,2}" + _CHART_PARTS + r"\b|"
+    r"\b(?:does|do|did)\s*(?:not|n't)\s+(?:have|contain|include|show|display)\b|\bthere\s+(?:is|are)\s+no\b|"
+    r"\bcannot\s+be\s+determined\b|\bnot\s+(?:present|shown|visible|available)\b", re.IGNORECASE)
+# "row 2", "column 1", "subplot 3", "2nd": locators that are not the answer
+_LOCATOR = re.compile(r"\b(?:row|column|col|subplot|panel|plot|figure|fig\.?|chart|graph|axis)\s*#?\s*\d+\b"
+                      r"|\b\d+\s*(?:st|nd|rd|th)\b", re.IGNORECASE)
+_SCI = re.compile(r"(\d(?:\.\d+)?)\s*(?:x|×|\*|\\times|\\cdot|·)\s*10\s*(?:\^|\*\*)\s*\{?\s*([-−+]?\d+)\s*\}?")
 _GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "lambda": "λ", "mu": "μ",
           "sigma": "σ", "theta": "θ", "tau": "τ", "eta": "η", "rho": "ρ", "pi": "π", "omega": "ω", "phi": "φ"}
 
 
 # ---- extraction and normalisation -------------------------------------------------------------------
 def extract_final_answer(response: str | None) -> str:
-    """The model's final answer: text after the last 'Final answer:' marker, else the last non-empty line."""
+    """The model's final answer: the first non-empty line after the last answer marker ("Final answer: x",
+    "The answer is x", with or without a colon), else the last non-empty line."""
     text = (response or "").strip()
     if not text:
         return ""
     matches = list(_MARKER.finditer(text))
+    answer = ""
     if matches:
-        tail = text[matches[-1].end():].strip()
-        answer = tail.splitlines()[0] if tail else ""
-    else:
+        tail_lines = [line for line in text[matches[-1].end():].splitlines() if line.strip("*_`\"' .:")]
+        answer = tail_lines[0] if tail_lines else ""
+    if not answer.strip():
         answer = [line for line in text.splitlines() if line.strip()][-1]
     for _ in range(2):  # "**0.25**." -> "0.25"
         answer = answer.strip().strip("*_`\"' ").rstrip(".")
@@ -63,7 +79,36 @@ def extract_final_answer(response: str | None) -> str:
 
 
 def is_not_applicable(text: str) -> bool:
-    return bool(_NA.search(text or ""))
+    """An answer that says the element does not exist ("Not Applicable", "There is no legend", "N/A",
+    "The plot does not have a colorbar"). A plain "No" or "none of the lines cross" is not one."""
+    t = re.sub(r"\s+", " ", (text or "").strip().strip("*_`\"' .").lower())
+    if t in _NA_WORDS:
+        return True
+    if re.match(r"^(?:no|none)\b,?\s+(?:of\s+the\s+)?(?:lines?|curves?|series)\s+(?:intersect|cross|overlap)", t):
+        return False
+    return bool(_NA_PHRASES.search(t))
+
+
+def answer_number(text: str | None) -> float | None:
+    """The number an extracted answer states, or None when it states none or several.
+
+    Unlike `parse_number` (the first number anywhere), this reads "5 + 6 = 11" as 11 (the value after the
+    last '='), ignores locators ("row 2", "subplot 3", "2nd"), and refuses an answer holding two different
+    numbers ("between 2 and 3") instead of guessing one of them.
+    """
+    if text is None:
+        return None
+    t = str(text)
+    if "=" in t:
+        t = t.rsplit("=", 1)[1]
+    t = _SCI.sub(lambda m: f"{m.group(1)}e{m.group(2).replace('−', '-')}", t)
+    t = _LOCATOR.sub(" ", t)
+    values: list[float] = []
+    for match in _NUM.finditer(t.replace("×", "x")):
+        value = parse_number(match.group(0))
+        if value is not None and not any(numbers_equal(value, v) for v in values):
+            values.append(value)
+    return values[0] if len(values) == 1 else None
 
 
 def normalise_text(text: str) -> str:
@@ -139,13 +184,13 @@ def exact_method(q: ChartQuestion) -> str | None:
 def compare(method: str, extracted: str, gold: str) -> int:
     """1 when the extracted answer matches the gold answer under `method`, else 0."""
     if gold.strip() == NOT_APPLICABLE:
-        return int(is_not_applicable(extracted) and parse_number(extracted) is None)
-    if is_not_applicable(extracted) and not is_not_applicable(gold):
+        return int(is_not_applicable(extracted) and answer_number(extracted) is None)
+    if method != "yesno" and is_not_applicable(extracted) and not is_not_applicable(gold):
         return 0
     if method == "text_or_number":
         method = "number" if parse_number(gold) is not None and re.fullmatch(r"[-−\d.,^e{} ]+", gold) else "text"
     if method == "number":
-        a, b = parse_number(extracted), parse_number(gold)
+        a, b = answer_number(extracted), parse_number(gold)
         return int(a is not None and b is not None and numbers_equal(a, b))
     if method == "yesno":
         m = re.search(r"\b(yes|no)\b", extracted.lower())
