@@ -16,7 +16,14 @@ import sys
 from pathlib import Path
 
 from skillweave.errors import UsageError
-from skillweave.metrics.skillmix import KIND_PREFIX, count_sentences, repair_length, sentence_limit
+from skillweave.metrics.skillmix import (
+    KIND_PREFIX,
+    count_sentences,
+    parse_point_list,
+    parse_table,
+    repair_length,
+    sentence_limit,
+)
 from skillweave.store import Store
 
 _GEN_DIR = re.compile(r"^k(?P<k>\d+)_s(?P<seed>\d+)_v(?P<prompt>[^_]+)_r(?P<round>\d+)$")
@@ -85,17 +92,17 @@ def _import_one(store: Store, run_id: str, rec: dict, graded: dict | None, grade
     k = rec["k"]
     rows = _read_csv(rec["path"])
     grade_rows = _read_csv(graded["path"]) if graded else []
-    if grade_rows and len(grade_rows) != len(rows):
+    if len(grade_rows) > len(rows):  # fewer is an unfinished grading run: row i still grades generation i
         raise UsageError(f"{graded['path']} has {len(grade_rows)} rows but {rec['path']} has {len(rows)}")
     for i, row in enumerate(rows):
         texts = {key: value for key, value in row.items() if key and key.startswith("text_")}
         final_text = texts[max(texts, key=lambda key: int(key.split("_")[1]))] if texts else ""
         item_id = store.ensure_item(
             run_id, KIND_PREFIX, k * 1_000_000 + i, rec["round"], k=k, skills=_split_skills(row.get("skills", "")),
-            topic=row.get("topic"), status="done" if grade_rows else "generated",
+            topic=row.get("topic"), status="done" if i < len(grade_rows) else "generated",
             payload={**texts, "student": rec["student"], "source": str(rec["path"])},
         )
-        if not grade_rows:
+        if i >= len(grade_rows):
             continue
         g = grade_rows[i]
         j = 0
@@ -109,3 +116,61 @@ def _import_one(store: Store, run_id: str, rec: dict, graded: dict | None, grade
             store.add_grade(item_id, run_id, j, judge=grader, raw=g.get(f"assistant_{j}", ""), points=points,
                             score=sum(points), parse_status=status)
             j += 1
+
+
+# ---- re-parse the official grader replies with skillweave's parser ------------------------------------------
+def rubric_labels(k: int) -> list[str]:
+    return [f"skill {i + 1}" for i in range(k)] + ["topic", "makes sense", "sentence limit"]
+
+
+def _own_parse(reply: str, grading_prompt: str) -> list[float]:
+    """skillweave's parser for the reply style the grading prompt asked for: a rubric table when the prompt
+    asks for one (the official 'gpt' prompt), else one 'Point(s) earned: x' line per item."""
+    if "table" in (grading_prompt or "").lower():
+        return parse_table(reply)[0]
+    return parse_point_list(reply, marker="earned:")[0]
+
+
+def reparse_skillmix(root: str | Path, grader: str | None = None, examples: int = 5) -> dict:
+    """Re-parse every graded reply (`assistant_j`) under root with skillweave's parser and compare the points,
+    rubric item by rubric item, with the official parsed points (`points_j`, before the sentence override).
+
+    Returns {'samples', 'records_agree', 'length_agree', 'by_k': {k: [{'item', 'n', 'agree', 'rate'}...]},
+    'disagreements': [...]} where a record agrees when all k+3 points are equal (both sides length-repaired).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise UsageError(f"'{root}' is not a folder in the Skill-Mix output layout")
+    samples = records_agree = length_agree = 0
+    per_item: dict[int, list[list[int]]] = {}
+    shown: list[dict] = []
+    for rec in find_records(root):
+        for graded in rec["graded"]:
+            if grader is not None and graded["grader"] != grader:
+                continue
+            k = rec["k"]
+            cells = per_item.setdefault(k, [[0, 0] for _ in range(k + 3)])
+            for row_index, row in enumerate(_read_csv(graded["path"])):
+                j = 0
+                while f"points_{j}" in row:
+                    official_raw = [float(p) for p in row[f"points_{j}"].split(",") if p.strip()]
+                    own_raw = _own_parse(row.get(f"assistant_{j}", ""), row.get(f"user_{j}") or row.get("user_0", ""))
+                    official, own = repair_length(official_raw, k), repair_length(own_raw, k)
+                    samples += 1
+                    length_agree += len(official_raw) == len(own_raw)
+                    records_agree += official == own
+                    for i in range(k + 3):
+                        cells[i][0] += 1
+                        cells[i][1] += official[i] == own[i]
+                    if official != own and len(shown) < examples:
+                        shown.append({"file": str(graded["path"]), "row": row_index, "sample": j,
+                                      "official": official_raw, "skillweave": own_raw})
+                    j += 1
+    if not samples:
+        raise UsageError(f"no graded records (graded/by_<grader>_on_text_1_*/records.csv) under '{root}'"
+                         + (f" for grader '{grader}'" if grader else ""))
+    by_k = {str(k): [{"item": label, "n": n, "agree": agree, "rate": round(agree / n, 4)}
+                     for label, (n, agree) in zip(rubric_labels(k), cells, strict=True)]
+            for k, cells in sorted(per_item.items())}
+    return {"samples": samples, "records_agree": records_agree, "records_rate": round(records_agree / samples, 4),
+            "length_agree": length_agree, "by_k": by_k, "disagreements": shown}

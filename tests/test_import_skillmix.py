@@ -81,8 +81,8 @@ def test_import_rejects_a_folder_without_records(cli_run, tmp_path):
 def test_import_is_all_or_nothing(cli_run, db_path, official_layout):
     bad = official_layout / "k3_s10_vdefault_r2" / "llama2-7b-chat" / "graded" / "by_gpt-4_on_text_1_2_gpt"
     rows = list(csv.DictReader((bad / "records.csv").open()))
-    _write(bad / "records.csv", GRADE_COLUMNS, rows[:1])  # one grade row for two generations
+    _write(bad / "records.csv", GRADE_COLUMNS, rows + rows[:1])  # three grade rows for two generations
     code, _, err = cli_run("import", "skillmix", str(official_layout))
-    assert code == 2 and "has 1 rows" in err
+    assert code == 2 and "has 3 rows" in err
     store = Store(db_path)
     assert store.list_runs() == [] and store.db["items"].count == 0
