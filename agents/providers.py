@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from skillweave.errors import ConfigError, ModelCallError
 
-SPEC_HELP = "local, fake, openai:<model> or anthropic:<model>"
+SPEC_HELP = "local, fake, openai:<model>, anthropic:<model> or replay:<recordings>"
 
 
 @dataclass
@@ -457,6 +457,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "fake", model or "default"
     if kind in ("openai", "anthropic") and model:
         return kind, model
+    if kind == "replay" and model:  # recorded replies instead of a model: agents/replay.py
+        from skillweave.agents.replay import parse_replay_spec
+
+        parse_replay_spec(model)
+        return kind, model
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
 
@@ -465,6 +470,11 @@ def get_provider(spec: str, *, max_concurrency: int = 64) -> Provider:
     kind, model = parse_spec(spec)
     key = (kind, model, max_concurrency)
     if key not in _CACHE:
+        if kind == "replay":  # recorded replies: agents/replay.py
+            from skillweave.agents.replay import ReplayProvider
+
+            _CACHE[key] = ReplayProvider(model, max_concurrency=max_concurrency)
+            return _CACHE[key]
         cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
                "anthropic": AnthropicProvider}[kind]
         _CACHE[key] = cls(model, max_concurrency=max_concurrency)

@@ -102,5 +102,31 @@ def prompts_path(ctx, name):
             click.echo(folder)
 
 
+@prompts_group.command("import-skillmix")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--generation", default="default", show_default=True,
+              help="Which prompts/generation/<name>.json to convert (the student's two turns).")
+@click.option("--grading", default="gpt", show_default=True,
+              help="Which prompts/grade/<name>.json to convert (the grader's prompt; its name picks the rubric "
+                   "wording as upstream does).")
+@click.option("--force", is_flag=True, help="Overwrite OUT/skillmix/student.yaml and judge.yaml if they exist.")
+@click.pass_context
+def prompts_import_skillmix(ctx, folder, out, generation, grading, force):
+    """Convert the official Skill-Mix prompt JSON files of a LeoYu/skill-mix checkout (FOLDER, or its prompts/
+    folder) into a prompts folder OUT (skillmix/student.yaml, skillmix/judge.yaml) that renders the same text.
+
+    \b
+    Example:
+      skillweave prompts import-skillmix skill-mix official-prompts
+      skillweave --prompts-dir official-prompts run skillmix --skills skill-mix/skills.csv \\
+        --topics skill-mix/topics.txt --k 3 --n 5 --model replay:skill-mix/test --judge replay:skill-mix/test
+    """
+    from skillweave.prompts.skillmix_import import import_skillmix_prompts
+
+    for path in import_skillmix_prompts(folder, out, generation=generation, grading=grading, force=force):
+        click.echo(f"wrote {path}")
+
+
 def register(root: click.Group) -> None:
     root.add_command(prompts_group)

@@ -1,0 +1,244 @@
+"""`replay:` model specs: answer each request from recorded replies instead of calling a model.
+
+Sources
+- `replay:store=PATH` (or `replay:PATH` naming a file): the successful calls in a skillweave store, any earlier
+  run; add `,run=RUN_ID` to use one run's calls only.
+- `replay:skillmix=DIR` (or `replay:DIR` naming a folder): the official Skill-Mix output layout
+  (LeoYu/skill-mix): `<k.._s.._v.._r..>/<student>/records.csv` and `conv/*.json` (the student conversations) and
+  `graded/by_<grader>_on_text_1_<r>_<prompt>/records.csv` (the grader's replies); add `,grader=NAME` to read
+  one grader's folders only. Grading samples of the same request from several `graded/` folders answer a
+  request with `n` > 1 in folder order.
+
+Matching is by the request's conversation: the sequence of user and assistant messages (roles mapped to
+user/assistant, each content with surrounding whitespace stripped). System messages are not part of the
+match (the official conversations carry each chat template's own default system prompt), nor are
+temperature, max_tokens or model. When one conversation has several recordings (generation rounds r1, r2,
+... of the same prompt), successive requests for it get them in turn, so a run gets each recorded reply once
+whatever order its requests come in (which round gets which reply may differ; per-combination metrics that
+take the best or the mean over rounds do not change). A request
+with no recording, or with fewer recorded replies than it asks for, fails with the reason (recorded like any
+failed model call); no reply is ever made up.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import re
+import sqlite3
+import sys
+from pathlib import Path
+
+from skillweave.agents.providers import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
+from skillweave.errors import ConfigError, ModelCallError
+
+_GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<gradprompt>.+)$")
+_TURN_COLUMN = re.compile(r"^(?P<role>.+)_(?P<turn>\d+)$")
+_NOT_ROLES = {"model_input", "text", "score", "score_extracted", "points", "num_sentences_manual_in_student_answer",
+              "true_sentence_lim_pt", "num_sentences_extracted_eq_num_sentences_model"}
+SPEC_FORMS = "replay:store=FILE[,run=RUN], replay:skillmix=DIR[,grader=NAME], or replay:PATH"
+
+
+def parse_replay_spec(spec: str) -> dict:
+    """'store=a.db,run=r1' -> {'store': 'a.db', 'run': 'r1'}; a bare path picks store (file) or skillmix (dir)."""
+    parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
+    if not parts:
+        raise ConfigError(f"empty replay spec; expected {SPEC_FORMS}")
+    options: dict = {}
+    for part in parts:
+        key, sep, value = part.partition("=")
+        if not sep:
+            if "source" in options or "store" in options or "skillmix" in options:
+                raise ConfigError(f"replay spec '{spec}' names more than one source; expected {SPEC_FORMS}")
+            path = Path(key).expanduser()
+            kind = "skillmix" if path.is_dir() else "store"
+            options[kind] = key
+            continue
+        if key not in ("store", "skillmix", "run", "grader") or not value:
+            raise ConfigError(f"replay spec '{spec}': unknown or empty '{key}'; expected {SPEC_FORMS}")
+        options[key] = value
+    sources = [k for k in ("store", "skillmix") if k in options]
+    if len(sources) != 1:
+        raise ConfigError(f"replay spec '{spec}' needs exactly one source; expected {SPEC_FORMS}")
+    path = Path(options[sources[0]]).expanduser()
+    if sources[0] == "store" and not path.is_file():
+        raise ConfigError(f"replay store '{path}' is not a file")
+    if sources[0] == "skillmix" and not path.is_dir():
+        raise ConfigError(f"replay folder '{path}' is not a folder")
+    if "run" in options and sources[0] != "store" or "grader" in options and sources[0] != "skillmix":
+        raise ConfigError(f"replay spec '{spec}': run= goes with store=, grader= with skillmix=")
+    return options
+
+
+def conversation_key(messages: list[dict]) -> str:
+    """The match key of a request: its user/assistant turns, in order, stripped; system messages left out."""
+    turns = [(m["role"], message_text(m).strip()) for m in messages if m.get("role") in ("user", "assistant")]
+    return hashlib.blake2b(json.dumps(turns, ensure_ascii=False).encode(), digest_size=16).hexdigest()
+
+
+class Recordings:
+    """Recorded replies by conversation key: each key holds recordings, each a list of reply texts."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[str, list[list[str]]] = {}
+        self._cursor: dict[str, int] = {}
+        self.sources = 0
+
+    def add(self, messages: list[dict], texts: list[str], *, merge: bool = False) -> None:
+        """One recording; with `merge`, texts join the key's first recording (grading samples of one request
+        read from several graded/ folders)."""
+        key = conversation_key(messages)
+        recs = self.by_key.setdefault(key, [])
+        self.sources += 1
+        if merge and recs:
+            recs[0].extend(texts)
+        else:
+            recs.append(list(texts))
+
+    def answer(self, messages: list[dict], n: int) -> list[str]:
+        recs = self.by_key.get(conversation_key(messages))
+        if not recs:
+            last = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
+            raise ModelCallError(f"replay: no recorded reply for this conversation ({len(messages)} messages; "
+                                 f"last user message starts {last.strip()[:60]!r})")
+        usable = [texts for texts in recs if len(texts) >= n]
+        if not usable:
+            raise ModelCallError(f"replay: the request asks for {n} replies but at most {max(map(len, recs))} "
+                                 "are recorded for this conversation")
+        key = conversation_key(messages)
+        turn = self._cursor.get(key, 0)
+        self._cursor[key] = turn + 1
+        return usable[turn % len(usable)][:n]
+
+
+def load_store(path: str | Path, run: str | None = None) -> Recordings:
+    """Every successful call in a skillweave store (read-only), optionally one run's."""
+    recordings = Recordings()
+    uri = f"file:{Path(path).expanduser().resolve()}?mode=ro"
+    try:
+        con = sqlite3.connect(uri, uri=True)
+        sql = "SELECT request, response FROM llm_calls WHERE error IS NULL AND response IS NOT NULL"
+        rows = con.execute(sql + (" AND run_id = ?" if run else "") + " ORDER BY created_at", [run] if run else [])
+        rows = rows.fetchall()
+        con.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"replay store '{path}' cannot be read as a skillweave store: {exc}") from None
+    for request, response in rows:
+        try:
+            messages, texts = json.loads(request)["messages"], json.loads(response)
+        except (ValueError, KeyError, TypeError):
+            continue
+        recordings.add(messages, texts if isinstance(texts, list) else [texts])
+    if not recordings.by_key:
+        raise ConfigError(f"replay store '{path}' holds no successful model calls" + (f" for run {run}" if run else ""))
+    return recordings
+
+
+def _roles(fieldnames: list[str]) -> tuple[str, str] | None:
+    """The two chat roles of an official records.csv, from its '<role>_<turn>' columns in column order."""
+    roles: list[str] = []
+    for name in fieldnames:
+        m = _TURN_COLUMN.match(name or "")
+        if m and m["role"] not in _NOT_ROLES and m["role"] not in roles:
+            roles.append(m["role"])
+    return (roles[0], roles[1]) if len(roles) >= 2 else None
+
+
+def _conversation_turns(turns: list[tuple[str, str]]) -> list[tuple[list[dict], str]]:
+    """[(user_i, assistant_i)] -> one (request messages, reply) per turn, each with the turns before it."""
+    out, history = [], []
+    for user, reply in turns:
+        messages = [*history, {"role": "user", "content": user}]
+        out.append((messages, reply))
+        history = [*messages, {"role": "assistant", "content": reply}]
+    return out
+
+
+def _read_rows(path: Path) -> tuple[list[str], list[dict]]:
+    csv.field_size_limit(sys.maxsize)
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def _record_turns(fieldnames: list[str], row: dict) -> list[tuple[str, str]]:
+    roles = _roles(fieldnames)
+    if not roles:
+        return []
+    turns, i = [], 0
+    while f"{roles[0]}_{i}" in row and row.get(f"{roles[1]}_{i}") not in (None, ""):
+        turns.append((row[f"{roles[0]}_{i}"], row[f"{roles[1]}_{i}"]))
+        i += 1
+    return turns
+
+
+def load_skillmix(root: str | Path, grader: str | None = None) -> Recordings:
+    """Student conversations (records.csv, conv/*.json) and grader replies (graded/*/records.csv)."""
+    root = Path(root).expanduser()
+    recordings = Recordings()
+    seen: set[tuple[str, str]] = set()  # (key, reply): the same turn from records.csv and conv/*.json once
+
+    def add_student(turns: list[tuple[str, str]]) -> None:
+        for messages, reply in _conversation_turns(turns):
+            mark = (conversation_key(messages), reply)
+            if mark not in seen:
+                seen.add(mark)
+                recordings.add(messages, [reply])
+
+    for path in sorted(root.rglob("records.csv")):
+        graded_dir = path.parent
+        if graded_dir.parent.name == "graded":
+            m = _GRADED_DIR.match(graded_dir.name)
+            if not m or (grader is not None and m["grader"] != grader):
+                continue
+            fieldnames, rows = _read_rows(path)
+            for row in rows:
+                for messages, reply in _conversation_turns(_record_turns(fieldnames, row)):
+                    recordings.add(messages, [reply], merge=True)
+        elif "graded" not in path.parts:
+            fieldnames, rows = _read_rows(path)
+            for row in rows:
+                add_student(_record_turns(fieldnames, row))
+    for path in sorted(root.rglob("conv/*.json")):
+        try:
+            conv = json.loads(path.read_text(encoding="utf-8"))["conv"]
+            turns = [tuple(turn.values())[:2] for turn in conv]
+        except (ValueError, KeyError, TypeError, AttributeError):
+            continue
+        if all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
+            add_student([(u, a) for u, a in turns])
+    if not recordings.by_key:
+        raise ConfigError(f"replay folder '{root}' holds no Skill-Mix records.csv or conv/*.json replies"
+                          + (f" for grader '{grader}'" if grader else ""))
+    return recordings
+
+
+class ReplayProvider(Provider):
+    """Answers from recordings, loaded once on first use; never retries (a missing recording stays missing)."""
+
+    provider = "replay"
+
+    def __init__(self, model: str, **kw):
+        kw.setdefault("retry", RetryPolicy(max_attempts=1, timeout=None))
+        super().__init__(model, **kw)
+        self.options = parse_replay_spec(model)
+        self._recordings: Recordings | None = None
+
+    @property
+    def recordings(self) -> Recordings:
+        if self._recordings is None:
+            if "store" in self.options:
+                self._recordings = load_store(self.options["store"], self.options.get("run"))
+            else:
+                self._recordings = load_skillmix(self.options["skillmix"], self.options.get("grader"))
+        return self._recordings
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        try:
+            texts = self.recordings.answer(request.messages, request.n)
+        except ConfigError as exc:  # an unreadable source fails each call with its reason
+            raise ModelCallError(f"{self.spec}: {exc}") from None
+        except ModelCallError as exc:
+            raise ModelCallError(f"{self.spec}: {exc}") from None
+        return ChatResult(texts=texts)

@@ -1,0 +1,219 @@
+"""The `replay:` provider and `prompts import-skillmix`: re-running Skill-Mix on recorded replies.
+
+The official-layout fixture is written here the way LeoYu/skill-mix writes its outputs: prompts are Python
+format strings filled with `str.format` (as upstream's task.py does), the student's text is cut from its
+reply after 'Answer:' and before 'Explanation', and the grader's table points and the programmatic sentence
+point are recorded per row. The prompt wording is our own; only the layout and placeholders follow upstream.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import sqlite3
+
+import pytest
+
+from skillweave.metrics.skillmix import aggregate_records, count_sentences
+from skillweave.store import Store
+
+SKILLS = [  # (category, skill, definition, example, status)
+    ("rhetorical", "red herring", "Bringing up something beside the point to draw attention away.",
+     "Asked about the bill, she praised the weather.", "keep"),
+    ("literary", "metaphor", "Calling one thing by the name of another to suggest a likeness.",
+     "Time is a thief.", ""),
+    ("logical", "modus ponens", "From 'if P then Q' and P, concluding Q.", "If it rains the road is wet; it rains.",
+     "keep"),
+    ("logical", "begging the question", "A circular argument.", "It is true because it is true.", "remove"),
+]
+TOPICS = ["Sewing", "Knots"]
+GENERATION = [
+    "Write a short text set in {topic} that uses these {num_skills_str} skills: {skills_str}.\n"
+    "Definitions:\n{skills_defs_and_examples_simple}\nStart with 'Answer:'; {{braces}} stay literal.",
+    "Now improve it; use at most {num_sentences_str}. Start with 'Answer:' again, then 'Explanation:'.",
+]
+GRADING = [
+    "Grade this text about {topic} (at most {num_sentences_str}), which should show {skills_str}.\n"
+    "Text: \"{student_answer}\"\nSkills:\n{skills_defs_and_examples_simple}\n"
+    "Make a rubric table, one row per criterion: {rubric_items}. End with 'Total Points Earned'."
+]
+
+
+def _words(n: int) -> str:
+    return ["zero", "one", "two", "three"][n]
+
+
+def _official_row_values(combo, topic):
+    defs = {s[1]: s for s in SKILLS}
+    k = len(combo)
+    limit = max(1, k - 1)
+    limit_str = f"{_words(limit)} sentence" + ("s" if limit > 1 else "")
+    simple = "\n".join(f"**{c}**: {defs[c][2]} For example, {defs[c][3]}" for c in combo)
+    rubric = ", ".join([f"Correctly illustrates {c.lower()}" for c in combo]
+                       + [f"Pertains to {topic}", "Text makes sense", f"At most {limit_str}"])
+    return dict(topic=topic, num_skills_str=_words(k), skills_str=", ".join(combo), num_skills=k,
+                skills_defs_and_examples_simple=simple, num_sentences_str=limit_str, rubric_items=rubric)
+
+
+def _write_csv(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.fixture
+def checkout(tmp_path):
+    """A LeoYu/skill-mix-shaped checkout: prompts, skills.csv, topics.txt and test/ outputs for every ordered
+    skill pair and topic (so any sampler's draws, in any order, have a recording)."""
+    root = tmp_path / "skill-mix"
+    (root / "prompts" / "generation").mkdir(parents=True)
+    (root / "prompts" / "grade").mkdir(parents=True)
+    (root / "prompts" / "generation" / "default.json").write_text(json.dumps(GENERATION, indent=4))
+    (root / "prompts" / "grade" / "gpt.json").write_text(json.dumps(GRADING, indent=4))
+    with (root / "skills.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["category", "skill", "definition", "example", "comments", "status", "added by"])
+        for cat, skill, definition, example, status in SKILLS:
+            writer.writerow([cat, skill, definition, example, "", status, ""])
+    (root / "topics.txt").write_text("\n".join(TOPICS) + "\n")
+    kept = [s[1] for s in SKILLS if s[4] != "remove"]
+    student = root / "test" / "k2_s10_vdefault_r1" / "student-x"
+    gen_rows, graded_rows = [], []
+    for i, (combo, topic) in enumerate(itertools.product(itertools.permutations(kept, 2), TOPICS)):
+        values = _official_row_values(combo, topic)
+        prompts = [p.format(**values) for p in GENERATION]
+        texts = [f"{topic} draft {i}.", f"In {topic}, {combo[0]} meets {combo[1]} (row {i})."
+                 + (" A second sentence." if i % 3 == 0 else "")]
+        replies = [f"Answer: {texts[0]}\nExplanation: first try.", f"Answer: {texts[1]}\nExplanation: better."]
+        record = {"k": 2, "skills": ", \n".join(combo), "topic": topic, "system prompt": "You are a helpful assistant."}
+        for t in range(2):
+            record |= {f"user_{t}": prompts[t], f"assistant_{t}": replies[t], f"model_input_{t}": "[]",
+                       f"text_{t}": replies[t].split("Answer:")[-1].split("Explanation")[0].strip()}
+        gen_rows.append(record)
+        conv = {"skills": list(combo), "topic": topic, "system prompt": record["system prompt"],
+                "conv": [{"user": prompts[t], "assistant": replies[t]} for t in range(2)]}
+        name = f"k_2-topic_{topic}-skills_{'_'.join(combo).replace(' ', '_')}.json"
+        (student / "conv").mkdir(parents=True, exist_ok=True)
+        (student / "conv" / name).write_text(json.dumps(conv, indent=4))
+        points = [float(i % 2), 1.0, 1.0, float(i % 4 != 1), 1.0]
+        table = "Here's the grading table:\n\n| Criteria | Points Earned |\n|---|---|\n" + "".join(
+            f"| {c} | {p:g} |\n" for c, p in zip(values["rubric_items"].split(", "), points, strict=True))
+        table += f"| Total Points Earned | {sum(points):g} |\n\nExplanation: ok."
+        grading_prompt = GRADING[0].format(**values, student_answer=record["text_1"])
+        graded_rows.append({"k": 2, "skills": record["skills"], "topic": topic, "system prompt": "",
+                            "user_0": grading_prompt, "assistant_0": table, "model_input_0": "[]",
+                            "score_0": sum(points), "score_extracted_0": sum(points),
+                            "points_0": ",".join(str(p) for p in points),
+                            "num_sentences_manual_in_student_answer_0": count_sentences(record["text_1"]),
+                            "true_sentence_lim_pt_0": float(count_sentences(record["text_1"]) <= 1),
+                            "num_sentences_extracted_eq_num_sentences_model_0": True})
+    _write_csv(student / "records.csv", gen_rows)
+    _write_csv(student / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv", graded_rows)
+    return root
+
+
+def test_prompts_import_then_replay_reproduces_the_official_records_and_metrics(cli_run, db_path, checkout,
+                                                                                  tmp_path):
+    out = tmp_path / "official-prompts"
+    code, stdout, err = cli_run("prompts", "import-skillmix", str(checkout), str(out))
+    assert code == 0, err
+    assert (out / "skillmix" / "student.yaml").is_file() and (out / "skillmix" / "judge.yaml").is_file()
+    code, _, err = cli_run("prompts", "import-skillmix", str(checkout), str(out))
+    assert code == 2 and "--force" in err  # never overwrites silently
+
+    outputs = checkout / "test"
+    code, stdout, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                                "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                                "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                                "--judge", f"replay:{outputs}")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 5 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+
+    gen = {(r["skills"], r["topic"]): r for r in csv.DictReader((outputs / "k2_s10_vdefault_r1" / "student-x" /
+                                                                 "records.csv").open())}
+    graded = {(r["skills"], r["topic"]): r for r in csv.DictReader(
+        (outputs / "k2_s10_vdefault_r1" / "student-x" / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv").open())}
+    official_records = []
+    for item in items:
+        key = (", \n".join(item["skills"]), item["topic"])
+        row, grade_row = gen[key], graded[key]
+        # the same records: prompts as rendered upstream, replies, extracted texts
+        assert item["payload"]["prompt_0"] == row["user_0"] and item["payload"]["prompt_1"] == row["user_1"]
+        assert [item["payload"][f"output_{t}"] for t in range(2)] == [row["assistant_0"], row["assistant_1"]]
+        assert [item["payload"][f"text_{t}"] for t in range(2)] == [row["text_0"], row["text_1"]]
+        # the same points: the official parsed points with the programmatic sentence point
+        official = [float(p) for p in grade_row["points_0"].split(",")]
+        official[-1] = float(grade_row["true_sentence_lim_pt_0"])
+        (grade,) = store.grades(item["id"])
+        assert grade["points"] == official and grade["raw"] == grade_row["assistant_0"]
+        official_records.append((item["combo_index"], item["round"], [official]))
+    # the same metrics
+    code, stdout, err = cli_run("report", run["id"], "--json")
+    assert code == 0, err
+    report = json.loads(stdout)["metrics"]["2"]
+    expected = aggregate_records(official_records, 2)
+    for name, label in [("all_points_earned_binary", "Ratio of Full Marks"),
+                        ("all_skills_and_good_rest", "Ratio of All Skills"),
+                        ("average_over_skills_filtered", "Skill Fraction")]:
+        assert report[label]["mean"] == pytest.approx(expected[name]["mean"])
+    # every call was answered from the recordings (5 items x 2 student turns + 5 judge calls)
+    con = sqlite3.connect(db_path)
+    assert con.execute("SELECT count(*), count(error) FROM llm_calls WHERE provider = 'replay'").fetchone() == (15, 0)
+
+
+def test_a_request_without_a_recording_is_a_recorded_failure(cli_run, db_path, checkout, tmp_path):
+    # the packaged prompts differ from the recorded ones: nothing matches, every item fails with the reason
+    outputs = checkout / "test"
+    code, stdout, err = cli_run("run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics",
+                                str(checkout / "topics.txt"), "--k", "2", "--n", "2", "--rounds", "1",
+                                "--grading-samples", "1", "--model", f"replay:{outputs}")
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert items and all(i["status"] == "failed" for i in items)
+    assert all("replay: no recorded reply for this conversation" in i["error"] for i in items)
+    con = sqlite3.connect(db_path)
+    calls = con.execute("SELECT response, error FROM llm_calls").fetchall()
+    assert calls and all(r is None and "no recorded reply" in e for r, e in calls)
+    assert store.db["grades"].count == 0  # nothing made up, nothing graded
+
+
+def test_replay_from_an_earlier_run_in_a_store(cli_run, tmp_path):
+    first, second = tmp_path / "first.db", tmp_path / "second.db"
+    args = ["run", "skillmix", "--k", "2", "--n", "3", "--rounds", "2", "--grading-samples", "2"]
+    code, _, err = cli_run("--db", str(first), *args, "--model", "fake")
+    assert code == 0, err
+    code, _, err = cli_run("--db", str(second), *args, "--model", f"replay:store={first}")
+    assert code == 0, err
+
+    def texts(db):
+        con = sqlite3.connect(db)
+        return sorted(con.execute("SELECT role, request, response FROM llm_calls WHERE error IS NULL").fetchall(),
+                      key=lambda r: (r[0], r[1]))
+
+    a, b = texts(first), texts(second)
+    assert len(a) == len(b) == 3 * 2 * 3
+    assert [(r[0], json.loads(r[1])["messages"], r[2]) for r in a] == [(r[0], json.loads(r[1])["messages"], r[2])
+                                                                         for r in b]
+    code, out_a, _ = cli_run("--db", str(first), "report", "latest", "--json")
+    code, out_b, _ = cli_run("--db", str(second), "report", "latest", "--json")
+    assert json.loads(out_a)["metrics"] == json.loads(out_b)["metrics"]
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("replay:", "unknown model spec"),
+    ("replay:store=/nonexistent.db", "is not a file"),
+    ("replay:skillmix=/nonexistent", "is not a folder"),
+    ("replay:store=a.db,grader=x", "run= goes with store="),
+])
+def test_bad_replay_specs_are_usage_errors(cli_run, tmp_path, spec, message):
+    (tmp_path / "a.db").write_text("")
+    code, _, err = cli_run("run", "skillmix", "--k", "2", "--n", "1", "--model", spec.replace("a.db",
+                                                                                               str(tmp_path / "a.db")))
+    assert code == 2 and message in err and "Traceback" not in err
