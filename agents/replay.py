@@ -5,8 +5,9 @@ Sources
   run; add `,run=RUN_ID` to use one run's calls only.
 - `replay:skillmix=DIR` (or `replay:DIR` naming a folder): the official Skill-Mix output layout
   (LeoYu/skill-mix): `<k.._s.._v.._r..>/<student>/records.csv` and `conv/*.json` (the student conversations) and
-  `graded/by_<grader>_on_text_1_<r>_<prompt>/records.csv` (the grader's replies); add `,grader=NAME` to read
-  one grader's folders only. Grading samples of the same request from several `graded/` folders answer a
+  `graded/by_<grader>_on_text_1_<r>_<prompt>/records.csv` (the grader's replies); add `,student=NAME` and
+  `,grader=NAME` to read one student's and one grader's folders only (several students answered the same
+  prompts: without `student=` their replies would take turns). Grading samples of the same request from several `graded/` folders answer a
   request with `n` > 1 in folder order.
 
 Matching is by the request's conversation: the sequence of user and assistant messages (roles mapped to
@@ -37,7 +38,7 @@ _GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<g
 _TURN_COLUMN = re.compile(r"^(?P<role>.+)_(?P<turn>\d+)$")
 _NOT_ROLES = {"model_input", "text", "score", "score_extracted", "points", "num_sentences_manual_in_student_answer",
               "true_sentence_lim_pt", "num_sentences_extracted_eq_num_sentences_model"}
-SPEC_FORMS = "replay:store=FILE[,run=RUN], replay:skillmix=DIR[,grader=NAME], or replay:PATH"
+SPEC_FORMS = "replay:store=FILE[,run=RUN], replay:skillmix=DIR[,student=NAME][,grader=NAME], or replay:PATH"
 
 
 def parse_replay_spec(spec: str) -> dict:
@@ -55,7 +56,7 @@ def parse_replay_spec(spec: str) -> dict:
             kind = "skillmix" if path.is_dir() else "store"
             options[kind] = key
             continue
-        if key not in ("store", "skillmix", "run", "grader") or not value:
+        if key not in ("store", "skillmix", "run", "student", "grader") or not value:
             raise ConfigError(f"replay spec '{spec}': unknown or empty '{key}'; expected {SPEC_FORMS}")
         options[key] = value
     sources = [k for k in ("store", "skillmix") if k in options]
@@ -66,8 +67,8 @@ def parse_replay_spec(spec: str) -> dict:
         raise ConfigError(f"replay store '{path}' is not a file")
     if sources[0] == "skillmix" and not path.is_dir():
         raise ConfigError(f"replay folder '{path}' is not a folder")
-    if "run" in options and sources[0] != "store" or "grader" in options and sources[0] != "skillmix":
-        raise ConfigError(f"replay spec '{spec}': run= goes with store=, grader= with skillmix=")
+    if "run" in options and sources[0] != "store" or sources[0] != "skillmix" and ({"student", "grader"} & set(options)):
+        raise ConfigError(f"replay spec '{spec}': run= goes with store=, student= and grader= with skillmix=")
     return options
 
 
@@ -173,8 +174,9 @@ def _record_turns(fieldnames: list[str], row: dict) -> list[tuple[str, str]]:
     return turns
 
 
-def load_skillmix(root: str | Path, grader: str | None = None) -> Recordings:
-    """Student conversations (records.csv, conv/*.json) and grader replies (graded/*/records.csv)."""
+def load_skillmix(root: str | Path, grader: str | None = None, student: str | None = None) -> Recordings:
+    """Student conversations (records.csv, conv/*.json) and grader replies (graded/*/records.csv), optionally
+    of one student (its `<k.._s.._v.._r..>/<student>/` folders) and one grader."""
     root = Path(root).expanduser()
     recordings = Recordings()
     seen: set[tuple[str, str]] = set()  # (key, reply): the same turn from records.csv and conv/*.json once
@@ -188,6 +190,9 @@ def load_skillmix(root: str | Path, grader: str | None = None) -> Recordings:
 
     for path in sorted(root.rglob("records.csv")):
         graded_dir = path.parent
+        owner = graded_dir.parent.parent if graded_dir.parent.name == "graded" else graded_dir
+        if student is not None and owner.name != student:
+            continue
         if graded_dir.parent.name == "graded":
             m = _GRADED_DIR.match(graded_dir.name)
             if not m or (grader is not None and m["grader"] != grader):
@@ -201,6 +206,8 @@ def load_skillmix(root: str | Path, grader: str | None = None) -> Recordings:
             for row in rows:
                 add_student(_record_turns(fieldnames, row))
     for path in sorted(root.rglob("conv/*.json")):
+        if student is not None and path.parent.parent.name != student:
+            continue
         try:
             conv = json.loads(path.read_text(encoding="utf-8"))["conv"]
             turns = [tuple(turn.values())[:2] for turn in conv]
@@ -231,7 +238,8 @@ class ReplayProvider(Provider):
             if "store" in self.options:
                 self._recordings = load_store(self.options["store"], self.options.get("run"))
             else:
-                self._recordings = load_skillmix(self.options["skillmix"], self.options.get("grader"))
+                self._recordings = load_skillmix(self.options["skillmix"], self.options.get("grader"),
+                                                 self.options.get("student"))
         return self._recordings
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
