@@ -217,3 +217,34 @@ def test_bad_replay_specs_are_usage_errors(cli_run, tmp_path, spec, message):
     code, _, err = cli_run("run", "skillmix", "--k", "2", "--n", "1", "--model", spec.replace("a.db",
                                                                                                str(tmp_path / "a.db")))
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def _release_bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "skillmix_replay_release.py"
+    spec = importlib.util.spec_from_file_location("skillmix_replay_release", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_release_replay_benchmark_on_the_fixture(checkout):
+    (result,) = _release_bench().measure(checkout).values()
+    assert result["records"] == result["student_equal"] == 12 and result["missing_count"] == 0
+    assert result["samples"] == result["points_equal"] == 12
+    assert all(v["official"] == v["replayed"] for v in result["metrics"]["2"].values())
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("SKILLWEAVE_OFFICIAL_SKILLMIX"),
+                    reason="SKILLWEAVE_OFFICIAL_SKILLMIX not set")
+def test_release_replay_on_a_checkout_of_the_official_repository():
+    import os
+    from pathlib import Path
+
+    out = _release_bench().measure(Path(os.environ["SKILLWEAVE_OFFICIAL_SKILLMIX"]), raw_definitions=True)
+    gpt4 = out["gpt-4"]  # the student graded with the released 'gpt' grading prompt
+    assert gpt4["records"] == gpt4["student_equal"] == gpt4["judge_found"] == 10
+    assert gpt4["points_equal"] == gpt4["samples"] == 30
+    assert all(v["official"] == v["replayed"] for v in gpt4["metrics"]["3"].values())
