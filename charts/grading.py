@@ -54,6 +54,9 @@ _NA_PHRASES = re.compile(
 # "row 2", "column 1", "subplot 3", "2nd": locators that are not the answer
 _LOCATOR = re.compile(r"\b(?:row|column|col|subplot|panel|plot|figure|fig\.?|chart|graph|axis)\s*#?\s*\d+\b"
                       r"|\b\d+\s*(?:st|nd|rd|th)\b", re.IGNORECASE)
+# "... is 15", "are about 3", "equals 0.5": the number a sentence states as its value
+_STATED = re.compile(r"\b(?:is|are|was|were|equals?|becomes?)\s+(?:about|approximately|around|roughly|exactly|"
+                     r"nearly|almost|just|only)?\s*(?P<num>[-−]?\s*\d[\d,]*(?:\.\d+)?(?:\s*[eE]\s*[-+]?\d+)?)")
 _SCI = re.compile(r"(\d(?:\.\d+)?)\s*(?:x|×|\*|\\times|\\cdot|·)\s*10\s*(?:\^|\*\*)\s*\{?\s*([-−+]?\d+)\s*\}?")
 _GREEK = {"alpha": "α", "beta": "β", "gamma": "γ", "delta": "δ", "epsilon": "ε", "lambda": "λ", "mu": "μ",
           "sigma": "σ", "theta": "θ", "tau": "τ", "eta": "η", "rho": "ρ", "pi": "π", "omega": "ω", "phi": "φ"}
@@ -89,12 +92,23 @@ def is_not_applicable(text: str) -> bool:
     return bool(_NA_PHRASES.search(t))
 
 
+def _distinct_numbers(text: str) -> list[float]:
+    values: list[float] = []
+    for match in _NUM.finditer(text.replace("×", "x")):
+        value = parse_number(match.group(0))
+        if value is not None and not any(numbers_equal(value, v) for v in values):
+            values.append(value)
+    return values
+
+
 def answer_number(text: str | None) -> float | None:
     """The number an extracted answer states, or None when it states none or several.
 
     Unlike `parse_number` (the first number anywhere), this reads "5 + 6 = 11" as 11 (the value after the
     last '='), ignores locators ("row 2", "subplot 3", "2nd"), and refuses an answer holding two different
-    numbers ("between 2 and 3") instead of guessing one of them.
+    numbers ("between 2 and 3") instead of guessing one of them, unless the sentence states which one it means:
+    the number right after its last 'is' / 'are' / 'equals' ("the gap between 2010 and 2020 is 15"), or the
+    one number before a colon that lists others ("5 labeled ticks: 0, 2, 4, 6, 8").
     """
     if text is None:
         return None
@@ -103,12 +117,15 @@ def answer_number(text: str | None) -> float | None:
         t = t.rsplit("=", 1)[1]
     t = _SCI.sub(lambda m: f"{m.group(1)}e{m.group(2).replace('−', '-')}", t)
     t = _LOCATOR.sub(" ", t)
-    values: list[float] = []
-    for match in _NUM.finditer(t.replace("×", "x")):
-        value = parse_number(match.group(0))
-        if value is not None and not any(numbers_equal(value, v) for v in values):
-            values.append(value)
-    return values[0] if len(values) == 1 else None
+    values = _distinct_numbers(t)
+    if len(values) <= 1:
+        return values[0] if values else None
+    stated = list(_STATED.finditer(t))
+    if stated:
+        return parse_number(stated[-1].group("num"))
+    head = t.split(":", 1)[0] if ":" in t else ""
+    head_values = _distinct_numbers(head)
+    return head_values[0] if len(head_values) == 1 else None
 
 
 def normalise_text(text: str) -> str:

@@ -37,8 +37,13 @@ def _q(qid=10, answer="1", mode="descriptive", **kw):
     ("Counting carefully, the final answer is **12**.", "12", 1),
     # a heading, then the value on its own line
     ("### Final Answer\n\n6", "6", 1),
-    # two different numbers: refused, not guessed
+    # two different numbers: refused, not guessed, unless the sentence says which one is the value
     ("Between 2 and 3 lines.", "2", 0),
+    ("Between 2 and 3 lines.", "3", 0),
+    ("The gap between 2010 and 2020 is 15", "15", 1),
+    ("There are 3 lines, 2 of which are dashed.", "3", 1),
+    ("The x-axis has 5 labeled ticks: 0, 2, 4, 6, 8", "5", 1),
+    ("The x-axis has 5 labeled ticks: 0, 2, 4, 6, 8", "8", 0),
     # scientific notation written with a multiplication sign
     ("Final answer: 1.5 × 10^3", "1500", 1),
 ])
