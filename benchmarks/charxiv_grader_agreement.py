@@ -13,6 +13,7 @@ are comparable.
 
     python benchmarks/charxiv_grader_agreement.py --data CharXiv/data --results CharXiv-hf/existing_evaluations
     python benchmarks/charxiv_grader_agreement.py --data ... --results ... --json --disagreements 20
+    python benchmarks/charxiv_grader_agreement.py --data CharXiv/data --gold-only   # no released outputs needed
 """
 
 from __future__ import annotations
@@ -24,7 +25,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from skillweave.charts.grading import EXACT_ON_ANY_FOLDER, compare, extract_final_answer, parse_number
+from skillweave.charts.grading import (
+    EXACT_ON_ANY_FOLDER,
+    compare,
+    extract_final_answer,
+    numbers_equal,
+    parse_number,
+)
 
 _RESULT = re.compile(r"^scores-(?P<model>.+)-(?P<mode>descriptive|reasoning)_(?P<split>\w+)\.json$")
 
@@ -47,7 +54,7 @@ def earlier_rule(method: str, response: str, gold: str) -> int:
         return 0
     if method == "number":
         a, b = parse_number(answer), parse_number(gold)
-        return int(a is not None and b is not None and abs(a - b) <= 1e-6 * max(1.0, abs(b)))
+        return int(a is not None and b is not None and numbers_equal(a, b))
     return compare(method, answer, gold)
 
 
@@ -76,6 +83,48 @@ def exact_rows(data_dir: Path, results_dir: Path):
                        scores[fid]["score"])
 
 
+def near_miss(gold: str) -> str | None:
+    """A wrong answer one digit away from the gold (its last digit + 1), or the other yes/no."""
+    if gold == "Not Applicable":
+        return "3"
+    if gold in ("Yes", "No"):
+        return "No" if gold == "Yes" else "Yes"
+    digits = list(re.finditer(r"\d", gold))
+    if not digits:
+        return None
+    i = digits[-1].start()
+    return gold[:i] + str((int(gold[i]) + 1) % 10) + gold[i + 1:]
+
+
+def gold_check(data_dir: Path, split: str = "val") -> dict:
+    """Needs only the data folder: every exactly gradable gold answer, written back as 'Final answer: <gold>'
+    and 'The answer is <gold>.', must be accepted; the same with a one-digit near miss must be rejected."""
+    rows = []
+    for fig in json.loads((data_dir / f"descriptive_{split}.json").read_text()).values():
+        rows += [(EXACT_ON_ANY_FOLDER[q], str(a)) for q, a in zip(fig["qids"], fig["answers"], strict=True)
+                 if q in EXACT_ON_ANY_FOLDER and a is not None]
+    rows += [("number", str(q["answer"])) for q in json.loads((data_dir / f"reasoning_{split}.json").read_text()).values()
+             if int(q["inst_category"]) in (3, 4) and q.get("answer") is not None]
+    out = {"questions": len(rows)}
+    for name, grade in (("now", lambda m, r, g: compare(m, extract_final_answer(r), g)), ("before", earlier_rule)):
+        accepted = rejected = misses = 0
+        wrong = []
+        for method, gold in rows:
+            accepted += sum(grade(method, f, gold) == 1 for f in (f"Final answer: {gold}", f"The answer is {gold}."))
+            miss = near_miss(gold)
+            if miss is None:
+                continue
+            for reply in (f"Final answer: {miss}", f"The answer is {miss}."):
+                misses += 1
+                ok = grade(method, reply, gold) == 0
+                rejected += ok
+                if not ok and (gold, miss) not in wrong:
+                    wrong.append((gold, miss))
+        out[name] = {"gold_accepted": accepted, "gold_n": 2 * len(rows), "near_miss_rejected": rejected,
+                     "near_miss_n": misses, "accepted_near_misses": wrong[:10]}
+    return out
+
+
 def measure(data_dir: Path, results_dir: Path, disagreements: int = 0) -> dict:
     per: dict = defaultdict(lambda: {"n": 0, "now": 0, "before": 0, "judge_invalid": 0})
     shown = []
@@ -102,11 +151,31 @@ def measure(data_dir: Path, results_dir: Path, disagreements: int = 0) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", required=True, help="CharXiv data folder (descriptive_val.json, reasoning_val.json)")
-    ap.add_argument("--results", required=True, help="folder with released gen-*.json and scores-*.json files")
+    ap.add_argument("--results", help="folder with released gen-*.json and scores-*.json files")
+    ap.add_argument("--gold-only", action="store_true",
+                    help="only the check that needs no released outputs: gold answers accepted, near misses rejected")
     ap.add_argument("--json", action="store_true", help="print the result as JSON")
     ap.add_argument("--disagreements", type=int, default=0, help="list up to this many rows where they differ")
     args = ap.parse_args(argv)
-    data_dir, results_dir = Path(args.data), Path(args.results)
+    data_dir = Path(args.data)
+    if args.gold_only:
+        if not (data_dir / "descriptive_val.json").is_file():
+            print(f"Error: '{data_dir}' holds no descriptive_val.json", file=sys.stderr)
+            return 2
+        out = gold_check(data_dir)
+        if args.json:
+            print(json.dumps(out, indent=2))
+            return 0
+        for name in ("now", "before"):
+            r = out[name]
+            print(f"{name:6} {out['questions']} exactly gradable questions: gold accepted {r['gold_accepted']}/"
+                  f"{r['gold_n']}, near misses rejected {r['near_miss_rejected']}/{r['near_miss_n']}; accepted near "
+                  f"misses: {r['accepted_near_misses']}")
+        return 0
+    if not args.results:
+        print("Error: --results is required unless --gold-only is given", file=sys.stderr)
+        return 2
+    results_dir = Path(args.results)
     for folder in (data_dir, results_dir):
         if not folder.is_dir():
             print(f"Error: '{folder}' is not a folder", file=sys.stderr)

@@ -101,6 +101,12 @@ def _distinct_numbers(text: str) -> list[float]:
     return values
 
 
+def numbers_in(text: str) -> list[float]:
+    """Every number in the text in order (scientific '4 x 10^-4' read as one), e.g. a gold list '30, 40'."""
+    t = _SCI.sub(lambda m: f"{m.group(1)}e{m.group(2).replace('−', '-')}", str(text or ""))
+    return [v for v in (parse_number(m.group(0)) for m in _NUM.finditer(t.replace("×", "x"))) if v is not None]
+
+
 def answer_number(text: str | None) -> float | None:
     """The number an extracted answer states, or None when it states none or several.
 
@@ -207,7 +213,12 @@ def compare(method: str, extracted: str, gold: str) -> int:
     if method == "text_or_number":
         method = "number" if parse_number(gold) is not None and re.fullmatch(r"[-−\d.,^e{} ]+", gold) else "text"
     if method == "number":
-        a, b = answer_number(extracted), parse_number(gold)
+        gold_values = numbers_in(gold)
+        if len(gold_values) > 1:  # a list of numbers ("30, 40"): the same numbers, in any order
+            got = numbers_in(_LOCATOR.sub(" ", extracted.rsplit("=", 1)[-1]))
+            return int(len(got) == len(gold_values) and all(
+                numbers_equal(x, y) for x, y in zip(sorted(got), sorted(gold_values), strict=True)))
+        a, b = answer_number(extracted), (gold_values[0] if gold_values else None)
         return int(a is not None and b is not None and numbers_equal(a, b))
     if method == "yesno":
         m = re.search(r"\b(yes|no)\b", extracted.lower())

@@ -44,8 +44,16 @@ def _q(qid=10, answer="1", mode="descriptive", **kw):
     ("There are 3 lines, 2 of which are dashed.", "3", 1),
     ("The x-axis has 5 labeled ticks: 0, 2, 4, 6, 8", "5", 1),
     ("The x-axis has 5 labeled ticks: 0, 2, 4, 6, 8", "8", 0),
-    # scientific notation written with a multiplication sign
+    # scientific notation written with a multiplication sign, in the answer or in the gold (CharXiv val holds
+    # '4 x 10^-4'): the earlier grader read both as their first number, 4
     ("Final answer: 1.5 × 10^3", "1500", 1),
+    ("Final answer: 4 x 10^-4", "4 x 10^-4", 1),
+    ("Final answer: 0.0004", "4 x 10^-4", 1),
+    ("Final answer: 4 x 10^-5", "4 x 10^-4", 0),
+    # a gold list of numbers (CharXiv val holds '30, 40'): the same numbers in any order
+    ("Final answer: 40, 30", "30, 40", 1),
+    ("Final answer: 30, 41", "30, 40", 0),
+    ("Final answer: 30", "30, 40", 0),
 ])
 def test_number_answers(response, gold, score):
     assert programmatic_grade(_q(answer=gold), response)["score"] == score

@@ -76,6 +76,23 @@ def test_agreement_on_a_fixture_in_the_official_layout(tmp_path):
     assert bench.main(["--data", str(data), "--results", str(tmp_path / "nowhere")]) == 2
 
 
+def test_gold_check_on_the_fixture(tmp_path):
+    bench = _bench()
+    data, _ = _write_official(tmp_path)
+    out = bench.gold_check(data)
+    assert out["questions"] == 11
+    now = out["now"]
+    assert now["gold_accepted"] == now["gold_n"] == 22 and now["near_miss_rejected"] == now["near_miss_n"]
+    assert bench.near_miss("30, 40") == "30, 41" and bench.near_miss("4 x 10^-4") == "4 x 10^-5"
+
+
+@pytest.mark.skipif(not os.environ.get("SKILLWEAVE_OFFICIAL_CHARXIV"), reason="SKILLWEAVE_OFFICIAL_CHARXIV not set")
+def test_gold_answers_of_the_official_data():
+    out = _bench().gold_check(Path(os.environ["SKILLWEAVE_OFFICIAL_CHARXIV"]) / "data")
+    assert out["now"]["gold_accepted"] == out["now"]["gold_n"]
+    assert out["now"]["near_miss_rejected"] == out["now"]["near_miss_n"]
+
+
 @pytest.mark.skipif(not os.environ.get("SKILLWEAVE_OFFICIAL_CHARXIV"), reason="SKILLWEAVE_OFFICIAL_CHARXIV not set")
 def test_agreement_on_the_released_evaluations():
     root = Path(os.environ["SKILLWEAVE_OFFICIAL_CHARXIV"])
