@@ -11,7 +11,8 @@ Sources
   request with `n` > 1 in folder order.
 
 Matching is by the request's conversation: the sequence of user and assistant messages (roles mapped to
-user/assistant, each content with surrounding whitespace stripped). System messages are not part of the
+user/assistant, each content with surrounding whitespace stripped, and the hash of each image it carries, so
+the same question about two charts is two conversations). System messages are not part of the
 match (the official conversations carry each chat template's own default system prompt), nor are
 temperature, max_tokens or model. When one conversation has several recordings (generation rounds r1, r2,
 ... of the same prompt), successive requests for it get them in turn, so a run gets each recorded reply once
@@ -33,6 +34,7 @@ from pathlib import Path
 
 from skillweave.agents.providers import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
 from skillweave.errors import ConfigError, ModelCallError
+from skillweave.store import stable_id
 
 _GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<gradprompt>.+)$")
 _TURN_COLUMN = re.compile(r"^(?P<role>.+)_(?P<turn>\d+)$")
@@ -72,9 +74,18 @@ def parse_replay_spec(spec: str) -> dict:
     return options
 
 
+def _images(message: dict) -> list[str]:
+    """The identity of each image part: the hash the store records for it (`sha`), computed from `data` when
+    the part still holds its bytes, so a live request and its stored copy agree."""
+    parts = message.get("content") if isinstance(message.get("content"), list) else []
+    return [p.get("sha") or stable_id(p.get("data")) for p in parts if p.get("type") == "image"]
+
+
 def conversation_key(messages: list[dict]) -> str:
-    """The match key of a request: its user/assistant turns, in order, stripped; system messages left out."""
-    turns = [(m["role"], message_text(m).strip()) for m in messages if m.get("role") in ("user", "assistant")]
+    """The match key of a request: its user/assistant turns, in order, stripped (and the images each carries);
+    system messages left out."""
+    turns = [(m["role"], message_text(m).strip(), _images(m)) for m in messages
+             if m.get("role") in ("user", "assistant")]
     return hashlib.blake2b(json.dumps(turns, ensure_ascii=False).encode(), digest_size=16).hexdigest()
 
 

@@ -248,3 +248,18 @@ def test_release_replay_on_a_checkout_of_the_official_repository():
     assert gpt4["records"] == gpt4["student_equal"] == gpt4["judge_found"] == 10
     assert gpt4["points_equal"] == gpt4["samples"] == 30
     assert all(v["official"] == v["replayed"] for v in gpt4["metrics"]["3"].values())
+
+
+def test_images_are_part_of_the_match():
+    from skillweave.agents.llm import _redact_images
+    from skillweave.agents.replay import conversation_key
+
+    def ask(data):
+        return [{"role": "user", "content": [{"type": "text", "text": "What is the title?"},
+                                             {"type": "image", "data": data, "mime": "image/png"}]}]
+
+    live_a, live_b = ask("aGVsbG8="), ask("d29ybGQ=")
+    assert conversation_key(live_a) != conversation_key(live_b)  # the same question about two charts
+    assert conversation_key(_redact_images(live_a)) == conversation_key(live_a)  # stored copy matches the live one
+    system = [{"role": "system", "content": "be brief"}, *live_a]
+    assert conversation_key(system) == conversation_key(live_a)
