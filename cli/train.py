@@ -82,7 +82,7 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 
 
 @train_group.command("dpo")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
 @click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
 @click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
 @click.option("--output", "output_dir", default=None, help="Folder to save the trained policy.")
@@ -159,7 +159,7 @@ def ches_group() -> None:
 
 
 @ches_group.command("score")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
 @click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
 @click.option("--model", default="local", show_default=True, help="'local' or a local HF folder (the policy to score with).")
 @click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
