@@ -51,7 +51,8 @@ def train_group() -> None:
 @click.option("--eval-template", default="chat:llama", show_default=True, help="Template for evaluation (PTST: with a safety prompt).")
 @click.option("--system-prompts", default=None, type=click.Path(exists=True, dir_okay=False), help="JSON file overriding system-prompt texts.")
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL to evaluate after training: rows with `answer` are Q/A, others safety prompts.")
+              help="JSONL to evaluate after training (rows with `answer` are Q/A, others safety prompts), or an "
+                   "AdvBench-style CSV (one prompt a row, no header).")
 @click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length at evaluation.")
 @click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
 @click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
@@ -151,6 +152,28 @@ def train_templates(show: str | None, as_json: bool) -> None:
     rows = [{**t.record(), "wrapper": t.wrapper, "content": t.content, "description": t.description}
             for t in list_templates()]
     echo_json(rows) if as_json else echo_table(rows, ["name", "wrapper", "content", "version", "description"])
+
+
+@train_group.command("judge-outputs")
+@click.argument("outputs", type=click.Path(exists=True, dir_okay=False))
+@json_option
+def train_judge_outputs(outputs: str, as_json: bool) -> None:
+    """Judge recorded model outputs in the PTST release format ({"prompt": question, "answer": model output}
+    per line) with the offline keyword judge: ASR, mean harmfulness, refusal rate. Nothing is generated.
+
+    \b
+    Example:
+      skillweave train judge-outputs question_output/example.jsonl
+      skillweave train judge-outputs outputs.jsonl --json
+    """
+    from skillweave.trainers.evaluate import judge_outputs, read_ptst_outputs
+
+    result = judge_outputs(read_ptst_outputs(outputs))
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([{"file": outputs, **result["safety"]}],
+               ["file", "n_safety", "refusal_rate", "asr", "mean_harmfulness", "parse_failures"])
 
 
 @click.group("ches")
