@@ -494,7 +494,8 @@ def skills_import(ctx, path, fmt_name, name, as_json):
         info = {"skills": len(bank.skills), "exemplars": len(bank.exemplars)}
     elif fmt_name == "skills-txt":
         skills = fmt.read_skills_txt(path)
-        catalog_id = store.save_catalog(name, "skills", fmt.skill_entries(skills), source=str(path))
+        entries = fmt.skills_txt_entries(fmt.read_text_exact(path))  # remembers the bytes for export
+        catalog_id = store.save_catalog(name, "skills", entries, source=str(path))
         info = {"skills": len(skills), "unique": len(set(skills))}
     else:
         queries = fmt.read_queries_txt(path)
@@ -552,7 +553,8 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
     elif fmt_name == "skills-txt":
         if catalog["kind"] == "query_types":
             raise UsageError(f"'{ref}' is a query_types catalog; export it with --format queries-txt")
-        fmt.write_skills_txt(out_path, [e["name"] for e in catalog["entries"] if e["status"] != "fine"])
+        kept = [e for e in catalog["entries"] if e["status"] != "fine"]
+        out_path.write_text(fmt.skills_txt_from_entries(kept), encoding="utf-8", newline="")
     else:
         if catalog["kind"] != "query_types":
             raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; queries-txt export needs query types")
