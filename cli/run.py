@@ -89,7 +89,7 @@ def run_group() -> None:
 @run_group.command("skillmix")
 @click.option("--k", "k_value", default="2", show_default=True, help="Skills per combination: 2, 2,3 or 2..4.")
 @click.option("--n", default=5, show_default=True, type=click.IntRange(min=-1),
-              help="Combinations per k (-1 enumerates all C(N,k)).")
+              help="Combinations per k (-1 enumerates all C(N,k) in sorted order; with --sampler official 0 does too).")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Generation rounds per combination (same combinations; the best round counts).")
 @click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
