@@ -223,7 +223,7 @@ def load_pairs(data: str | None, store: Any = None, store_run: str | None = None
         return load_preference_pairs(data)
     if store is not None and store_run:
         return load_store_pairs(store, store_run)
-    raise UsageError("give the pairs with --data PAIRS.jsonl (prompt/chosen/rejected, SORRY-Bench or AlpacaFarm rows) or --store-run RUN_ID")
+    raise UsageError("give the pairs with --data PAIRS.jsonl (prompt/chosen/rejected) or --store-run RUN_ID")
 
 
 def run(config: CHESConfig) -> dict[str, Any]:
