@@ -180,3 +180,16 @@ def test_against_the_official_checkout(cli_run, db_path):
         with path.open(newline="", encoding="utf-8") as fh:
             shipped = [(row["skills"].split(", \n"), row["topic"]) for row in csv.DictReader(fh)]
         assert ours == shipped, path
+
+
+def test_runs_stored_before_the_option_keep_their_plan(catalog):
+    """A config without `sampler` (stored by an older version) plans as it did then: interleaved."""
+    from skillweave.agents.skillmix import plan_combinations
+
+    skills_csv, _ = catalog
+    names = [s.name for s in load_skills_csv(skills_csv)]
+    old = {"n": 4, "seed": 10}
+    expected = sample_skill_combinations(names, TOPICS, 2, 4, seed=10, reshuffle_key="k2_s10")
+    assert plan_combinations(old, names, TOPICS, 2) == [(c, t[0]) for c, t in expected]
+    with pytest.raises(ValueError, match="unknown Skill-Mix sampler 'mine'"):
+        plan_combinations({**old, "sampler": "mine"}, names, TOPICS, 2)
