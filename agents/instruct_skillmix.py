@@ -1,13 +1,15 @@
-"""Instruct-SkillMix nodes (METHODS §3): balanced sampling, the five-turn generator, headed-field parsing with
+"""Instruct-SkillMix nodes: official-order sampling, the five-turn generator, headed-field parsing with
 bounded retries of the last turn, near-duplicate control, and the shirker / brevity ablations.
 
 Design choices
 - One graph thread per data point; state holds the item id, a status and the parse-attempt count; every
   prompt and output (`prompt_i`, `output_i`) lives in the item payload, so a resumed run reuses finished turns.
-- Sampling follows the reference driver with a NumPy `RandomState(seed)` (seed 42 for the training set): first the
-  balanced query-type list (repeat the type list to >= n entries, shuffle, truncate), then per data point
-  `shuffle(skills)[:k]` and a second shuffle of that pair. The order of these two draws upstream is not
-  documented (unverified); ours is fixed and documented so a seed always gives the same plan.
+- Sampling: `sampler = official` (the default for new runs) makes the calls of the released
+  `1_generate_data.py` on one NumPy `RandomState(seed)`, in its order: all skill combinations first
+  (`shuffle(skills)` in place, first k; n <= 0 enumerates sorted combinations), then the query-type list
+  doubled until it is at least as long, shuffled and truncated, then one in-place shuffle of each combination
+  in plan order. `sampler = types-first` is skillweave's earlier order (balanced types by a permutation first,
+  then per point a skill shuffle and a pair shuffle), kept by name; runs stored before `sampler` existed use it.
 - The held-out set is the same pipeline with `set = heldout`, its own seed (default 4242) and n (default 100).
 - Parsing: the instruction comes from turn 3 (else turn 4), the response from turn 4 (else turn 3). A failed
   parse is its own state: the last output is dropped (kept in `dropped_outputs`) and turn 4 is asked again, with
@@ -65,7 +67,8 @@ def balanced_query_types(query_types: list, n: int, rng: np.random.RandomState) 
 
 def sample_instruct_plan(skills: list[str], query_types: list[QueryType], n: int, k: int = 2,
                          seed: int = 42) -> list[tuple[list[str], QueryType]]:
-    """(skills, query type) per data point, deterministic for a seed."""
+    """The `types-first` sampler: (skills, query type) per data point, deterministic for a seed (not the
+    official order; see `sample_instruct_official`)."""
     if k > len(skills):
         raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
     rng = np.random.RandomState(seed)
@@ -80,6 +83,54 @@ def sample_instruct_plan(skills: list[str], query_types: list[QueryType], n: int
     return plan
 
 
+INSTRUCT_SAMPLERS = ("official", "types-first")
+
+
+def sample_instruct_official(skills: list[str], query_types: list, n: int, k: int = 2,
+                             seed: int = 42) -> list[tuple[list[str], object]]:
+    """(skills in prompt order, query type) per data point, as the released driver draws them.
+
+    `np.random.seed(seed)` there; one `RandomState(seed)` here gives the same stream. Combinations: n > 0 draws
+    n times `shuffle(skills)` in place and keeps the first k; otherwise every combination, sorted. Query types:
+    the list is doubled (`q += q`) until it has at least as many entries as combinations, shuffled, truncated.
+    Then each combination is shuffled in place once more, in plan order, before its prompt. (Upstream does
+    that last step inside worker threads, one chunk of 100 per thread; the order is the plan order whenever
+    one thread or one chunk runs, and otherwise depends on thread timing there.)
+    """
+    if k > len(skills):
+        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
+    if not query_types:
+        raise ValueError("no query types to sample from")
+    rng = np.random.RandomState(seed)
+    pool = list(skills)
+    if n > 0:
+        combos = []
+        for _ in range(n):
+            rng.shuffle(pool)
+            combos.append(pool[:k])
+    else:
+        from itertools import combinations
+
+        combos = [list(c) for c in sorted(combinations(pool, k))]
+    queries = list(query_types)
+    while len(queries) < len(combos):
+        queries += queries
+    rng.shuffle(queries)
+    queries = queries[:len(combos)]
+    for combo in combos:
+        rng.shuffle(combo)
+    return list(zip(combos, queries, strict=True))
+
+
+def plan_instruct(config: dict, skills: list[str], queries: list) -> list[tuple[list[str], object]]:
+    sampler = config.get("sampler", "types-first")
+    if sampler == "official":
+        return sample_instruct_official(skills, queries, config["n"], config["k"], config["seed"])
+    if sampler != "types-first":
+        raise ValueError(f"unknown Instruct-SkillMix sampler '{sampler}' (known: {', '.join(INSTRUCT_SAMPLERS)})")
+    return sample_instruct_plan(skills, queries, config["n"], config["k"], config["seed"])
+
+
 def shirker_indices(n: int, fraction: float, selection: str = "first", seed: int = 0) -> set[int]:
     count = round(n * fraction)
     if selection == "first":
@@ -92,8 +143,8 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     config, store = ctx.config, ctx.store
     skills = [e["name"] for e in store.get_catalog(config["skills_catalog"])["entries"]]
     queries = queries_from_entries(store.get_catalog(config["query_types_catalog"])["entries"])
-    plan = sample_instruct_plan(skills, queries, config["n"], config["k"], config["seed"])
-    shirkers = shirker_indices(config["n"], config.get("shirker_fraction", 0.0),
+    plan = plan_instruct(config, skills, queries)
+    shirkers = shirker_indices(len(plan), config.get("shirker_fraction", 0.0),
                                config.get("shirker_selection", "first"), config["seed"])
     threads = []
     for index, (combo, query) in enumerate(plan):

@@ -1,4 +1,4 @@
-"""Skill-Mix nodes (METHODS §1): seeded combination sampling, the two-turn student, answer extraction and
+"""Skill-Mix nodes: seeded combination sampling (official or interleaved order), the two-turn student, answer extraction and
 judge grading with the k+3 rubric, n grading samples and the programmatic sentence override.
 
 One graph thread per (combination, generation round). Graph state holds only the item id and a status;
@@ -26,14 +26,72 @@ class SkillMixState(TypedDict, total=False):
     status: str
 
 
+SAMPLERS = ("official", "interleaved")
+OFFICIAL_EXP_PATH = "test"  # query_random.py's default --exp_path, the string that seeds the in-prompt reshuffle
+
+
+def _name(skill) -> str:
+    return getattr(skill, "name", skill)
+
+
+def sample_official(skills: list, topics: list, k: int, n: int, seed: int = 10,
+                    num_topics: int = 1) -> list[tuple[list, list]]:
+    """Skill-Mix's `query_random.py` draw order, call for call.
+
+    One `random.Random(seed)` (the same generator as the module-level `random.seed(seed)` upstream calls):
+    first all n combinations, each `shuffle(skills)` in place then the first k; then, per combination in
+    order, `shuffle(topics)` in place and the first `num_topics`. n <= 0 enumerates every combination of
+    the catalog in sorted order (by skill names), as upstream does for any non-positive count, and then
+    draws the topics the same way. Combinations are independent (duplicates possible).
+    """
+    if k > len(skills):
+        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
+    rng = random.Random(seed)
+    pool = list(skills)
+    if n > 0:
+        combos = []
+        for _ in range(n):
+            rng.shuffle(pool)
+            combos.append(pool[:k])
+    else:
+        from itertools import combinations
+
+        combos = [list(c) for c in sorted(combinations(pool, k), key=lambda c: tuple(_name(s) for s in c))]
+    topic_pool, draws = list(topics), []
+    for combo in combos:
+        rng.shuffle(topic_pool)
+        draws.append((combo, topic_pool[:num_topics]))
+    return draws
+
+
+def official_prompt_orders(draws: list[tuple[list, list]], exp_path: str = OFFICIAL_EXP_PATH) -> list[list[list]]:
+    """The skill order inside each prompt: upstream re-seeds with the experiment path string before its
+    generation loop and shuffles each combination in place once per topic, in plan order.
+
+    Returns, per draw, one skill order per topic. Every generation round upstream is its own process with the
+    same seeds, so every round sees the same orders. (Upstream's n = -1 path hands tuples to this shuffle
+    and stops with a TypeError; here the enumerated combinations are lists and are shuffled the same way.)
+    """
+    rng = random.Random(exp_path)
+    orders = []
+    for combo, combo_topics in draws:
+        combo = list(combo)
+        per_topic = []
+        for _ in combo_topics:
+            rng.shuffle(combo)
+            per_topic.append(list(combo))
+        orders.append(per_topic)
+    return orders
+
+
 def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: int = 10,
                               num_topics: int = 1, reshuffle_key: str | None = None) -> list[tuple[list, list]]:
-    """The reference sampler: global seed, per draw shuffle(skills)[:k] and shuffle(topics)[:num_topics].
+    """The `interleaved` sampler (skillweave's earlier default, kept by name): one RNG, and per draw
+    `shuffle(skills)[:k]` immediately followed by `shuffle(topics)[:num_topics]`.
 
-    Lists are shuffled in place draw after draw, as upstream does, so given the official CSV in file order and
-    the same seed the combinations match. Draws are independent (duplicates possible). With `reshuffle_key`
-    (upstream: the experiment path) the order inside each combination is reshuffled by a second RNG seeded
-    with that key. n = -1 enumerates all C(N, k) combinations instead.
+    This is NOT the official order (which draws every combination before any topic); it gives different
+    pairs for the same seed. With `reshuffle_key` the order inside each combination is reshuffled by a second
+    RNG seeded with that key. n = -1 enumerates all C(N, k) combinations with `rng.sample` topics instead.
     """
     if k > len(skills):
         raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
@@ -56,6 +114,25 @@ def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: 
     return draws
 
 
+def plan_combinations(config: dict, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
+    """(skill order as the prompt lists it, topic) per combination, for the run's sampler.
+
+    Runs stored before `sampler` existed planned with the interleaved sampler and keep doing so on resume.
+    """
+    sampler = config.get("sampler", "interleaved")
+    if sampler == "official":
+        draws = sample_official(skills, topics, k, config["n"], seed=config["seed"])
+        orders = official_prompt_orders(draws, config.get("exp_path") or OFFICIAL_EXP_PATH)
+        return [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
+    if sampler != "interleaved":
+        raise ValueError(f"unknown Skill-Mix sampler '{sampler}' (known: {', '.join(SAMPLERS)})")
+    combos = sample_skill_combinations(
+        skills, topics, k, config["n"], seed=config["seed"],
+        reshuffle_key=f"k{k}_s{config['seed']}" if config.get("reshuffle", True) else None,
+    )
+    return [(combo, combo_topics[0]) for combo, combo_topics in combos]
+
+
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
     config, store = ctx.config, ctx.store
@@ -64,14 +141,10 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     topics = [e["name"] for e in store.get_catalog(config["topics_catalog"])["entries"]]
     threads, index = [], 0
     for k in config["k"]:
-        combos = sample_skill_combinations(
-            skills, topics, k, config["n"], seed=config["seed"],
-            reshuffle_key=f"k{k}_s{config['seed']}" if config.get("reshuffle", True) else None,
-        )
-        for combo, combo_topics in combos:
+        for combo, topic in plan_combinations(config, skills, topics, k):
             for round_ in range(config["rounds"]):
                 item_id = store.ensure_item(
-                    ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=combo_topics[0],
+                    ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
                     payload={"skill_rows": [s.as_dict() for s in combo]},
                 )
                 threads.append(ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id}))

@@ -1,4 +1,4 @@
-"""Skill-based exemplar retrieval solver (METHODS §6 step 4) with fixed and random exemplar baselines,
+"""Skill-based exemplar retrieval solver with fixed and random exemplar baselines,
 answer matching, an optional LLM judge, and the accuracy report per method and per skill.
 
 Design choices
@@ -172,6 +172,8 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
                     "answer": e["example"] or "",
                     "subject": e["category"] or "",
                     "true_skill": e["extra"].get("skill"),
+                    **({"retrieved_skills": e["extra"].get("retrieved_skills")} if config.get("retrieval_file")
+                       else {}),
                 },
             )
             threads.append(ThreadSpec(f"{ctx.run_id}:{i}:{method}", {"item_id": item_id}))
@@ -192,6 +194,8 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     if p["method"] != "skill" or "picked_skill" in p:
         return {"status": "picked"}
     bank = _bank(ctx)
+    if config.get("retrieval_file"):
+        return _pick_from_retrieval(ctx, item, bank)
     options = bank.skills
     if config.get("skill_list") == "subject" and p["subject"]:
         options = [s for s in bank.skills if s.subject == p["subject"]] or bank.skills
@@ -237,6 +241,24 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     ctx.store.add_event(
         ctx.run_id, item["id"], "pick_skill", "pick_failed", "falling back to random exemplars"
     )
+    return {"status": "picked"}
+
+
+def _pick_from_retrieval(ctx: RunContext, item: dict, bank) -> dict:
+    """`--retrieval FILE`: the question's skill comes from the AdaptMI retrieval file (its first listed skill
+    that the bank has), no model call. A question the file lacks, or whose skills the bank lacks, falls back
+    to random exemplars and is recorded as `pick_failed` with the reason."""
+    retrieved = item["payload"].get("retrieved_skills")
+    names = {s.name for s in bank.skills} | {x.skill for x in bank.exemplars}
+    skill = next((s for s in retrieved or [] if s in names), None)
+    if skill is not None:
+        ctx.store.update_item(item["id"], payload_update={"picked_skill": skill, "pick_source": "retrieval"})
+        return {"status": "picked"}
+    reason = ("question not in the retrieval file" if retrieved is None
+              else f"retrieved skills {retrieved} are not in the bank")
+    ctx.store.update_item(item["id"], payload_update={"picked_skill": None, "pick_failed": reason,
+                                                      "pick_source": "retrieval"})
+    ctx.store.add_event(ctx.run_id, item["id"], "pick_skill", "pick_failed", f"{reason}; random exemplars")
     return {"status": "picked"}
 
 

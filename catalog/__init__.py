@@ -32,7 +32,13 @@ class Skill:
 
 
 def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Skill]:
-    """Read a Skill-Mix style skills.csv in file order (the order the official sampler shuffles)."""
+    """Read a Skill-Mix style skills.csv the way the official `get_skills_dict` does, in file order.
+
+    A row is dropped when its `status` cell is exactly `remove`, `in review` or `maybe` (compared as written,
+    as upstream does); the name is the stripped `skill` cell, definition and example are kept as written (the
+    official prompts quote them verbatim, trailing spaces included); a name that appears twice keeps its first
+    position and its last row's fields (upstream keys a dict by name). Rows with an empty name are skipped.
+    """
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"skills file '{path}' does not exist")
@@ -40,15 +46,16 @@ def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Ski
         reader = csv.DictReader(fh)
         if not reader.fieldnames or "skill" not in reader.fieldnames:
             raise UsageError(f"skills file '{path}' needs a 'skill' column (found: {reader.fieldnames})")
-        skills = []
+        by_name: dict[str, Skill] = {}
         for row in reader:
-            status = (row.get("status") or "").strip().lower()
+            status = row.get("status") or ""
             name = (row.get("skill") or "").strip()
             if not name or (status_filter and status in EXCLUDED_STATUS):
                 continue
-            skills.append(Skill(name=name, category=(row.get("category") or "").strip(),
-                                definition=(row.get("definition") or "").strip(),
-                                example=(row.get("example") or "").strip(), status=status))
+            by_name[name] = Skill(name=name, category=(row.get("category") or "").strip(),
+                                  definition=row.get("definition") or "", example=row.get("example") or "",
+                                  status=status.strip().lower())
+    skills = list(by_name.values())
     if not skills:
         raise UsageError(f"skills file '{path}' has no usable rows")
     return skills

@@ -199,13 +199,39 @@ def write_bank_json(bank: Bank, path: str | Path, *, include_provenance: bool = 
 
 
 def retrieval_map(bank: Bank) -> dict[str, list[str]]:
-    """AdaptMI `retrieval.json`: question text -> the skills its exemplars are filed under."""
+    """Question text -> the skill of each of its exemplars, in bank order, repeats kept (the released
+    AdaptMI retrieval files list a skill twice where a question was filed twice under it)."""
     out: dict[str, list[str]] = {}
     for x in bank.exemplars:
-        out.setdefault(x.question, [])
-        if x.skill not in out[x.question]:
-            out[x.question].append(x.skill)
+        out.setdefault(x.question, []).append(x.skill)
     return out
+
+
+def retrieval_document(bank: Bank) -> dict[str, dict[str, list[str]]]:
+    """The AdaptMI retrieval file (`skill_retrieval/.../{split}.json`): `{"question2skill": {question: [skill]}}`."""
+    return {"question2skill": retrieval_map(bank)}
+
+
+def read_retrieval_json(path: str | Path) -> dict[str, list[str]]:
+    """Question -> skills from an AdaptMI retrieval file (`{"question2skill": {...}}`, as released) or from a bare
+    `{question: [skills]}` object (skillweave's export before it was wrapped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"retrieval file '{path}' does not exist")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UsageError(f"retrieval file '{path}' is not readable JSON: {exc}") from None
+    if isinstance(data, dict) and isinstance(data.get("question2skill"), dict):
+        data = data["question2skill"]
+    if not isinstance(data, dict) or not all(
+        isinstance(v, list) and all(isinstance(s, str) for s in v) for v in data.values()
+    ):
+        raise UsageError(
+            f"retrieval file '{path}' is not an AdaptMI retrieval file; expected "
+            '{"question2skill": {"<question>": ["<skill>", ...]}}'
+        )
+    return {str(q): list(v) for q, v in data.items()}
 
 
 # ---- the store -----------------------------------------------------------------------------------------

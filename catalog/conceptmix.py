@@ -412,6 +412,20 @@ def config_from_concepts(categories: list[str], skills: list[str]) -> tuple[list
     return concepts, config
 
 
+def question_categories(questions: list[str], categories: list[str]) -> list[str | None]:
+    """The category each question position tests; None for an empty question.
+
+    The released prompt sets interleave empty strings among the questions (128 of their 2,100 records); the
+    non-empty questions, in order, match `categories` one to one. When their count differs from the categories'
+    (one released record has a question fewer), every non-empty question is marked "unaligned".
+    """
+    asked = [i for i, q in enumerate(questions) if str(q).strip()]
+    out: list[str | None] = [None] * len(questions)
+    for n, i in enumerate(asked):
+        out[i] = categories[n] if len(asked) == len(categories) else "unaligned"
+    return out
+
+
 # ---- official released prompt sets ----------------------------------------------------------------------
 SENTENCES_NAME = re.compile(r"(?:(\d+)_)?sentences_k=(\d+)\.json$")
 

@@ -1,4 +1,4 @@
-"""Read and write the Instruct-SkillMix stage-1 files: `skills.txt` and `queries.txt` (METHODS §3.1).
+"""Read and write the Instruct-SkillMix stage-1 files: `skills.txt` and `queries.txt`.
 
 Formats
 - `skills.txt`: one skill per line, snake_case identifiers such as `marketing_and_promotion`; blank lines and
@@ -24,7 +24,7 @@ the upstream parser) read back identically. `*_entries` helpers convert to catal
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from skillweave.errors import UsageError
@@ -41,6 +41,7 @@ class QueryType:
     name: str
     definition: str = ""
     examples: tuple[str, ...] = field(default_factory=tuple)
+    raw: str = field(default="", compare=False)  # the block's text as read (for a byte-identical export)
 
     @property
     def query_type(self) -> str:
@@ -48,8 +49,11 @@ class QueryType:
         return f"{self.name}: {self.definition}" if self.definition else self.name
 
     def as_entry(self) -> dict:
+        extra: dict = {"examples": list(self.examples)}
+        if self.raw:
+            extra["raw"] = self.raw
         return {"name": self.name, "definition": self.definition, "example": "\n".join(self.examples),
-                "extra": {"examples": list(self.examples)}}
+                "extra": extra}
 
 
 def to_snake_case(name: str) -> str:
@@ -57,10 +61,36 @@ def to_snake_case(name: str) -> str:
     return _SNAKE.sub("_", name.strip().lower()).strip("_")
 
 
+def _skill_name(line: str) -> str:
+    line = line.strip()
+    return "" if not line or line.startswith("#") else line.lstrip("-*").strip()
+
+
+def skills_txt_segments(text: str) -> tuple[list[tuple[str, str]], str]:
+    """(skill, the text from the end of the previous skill's line through the end of its own line) per skill,
+    and the text after the last skill: joined back they are the file, byte for byte."""
+    segments, pending = [], ""
+    for line in text.splitlines(keepends=True):
+        name = _skill_name(line)
+        if name:
+            segments.append((name, pending + line))
+            pending = ""
+        else:
+            pending += line
+    return segments, pending
+
+
+def read_text_exact(path: str | Path) -> str:
+    """The file's text with its line endings as written (no newline translation)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read '{path}': {exc}") from None
+
+
 def parse_skills_txt(text: str, *, unique: bool = False) -> list[str]:
-    skills = [line.strip() for line in text.splitlines()]
-    skills = [s.lstrip("-*").strip() for s in skills if s and not s.startswith("#")]
-    skills = [s for s in skills if s]
+    skills = [name for name, _ in skills_txt_segments(text)[0]]
     return list(dict.fromkeys(skills)) if unique else skills
 
 
@@ -69,21 +99,50 @@ def read_skills_txt(path: str | Path, *, unique: bool = False) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"skills file '{path}' does not exist")
-    skills = parse_skills_txt(path.read_text(encoding="utf-8"), unique=unique)
+    skills = parse_skills_txt(read_text_exact(path), unique=unique)
     if not skills:
         raise UsageError(f"skills file '{path}' has no skills (expected one name per line)")
     return skills
 
 
+def format_skills_txt(skills: list[str]) -> str:
+    """One skill a line, no newline after the last: the released reader (`split('\\n')`) then sees no empty skill."""
+    return "\n".join(s.strip() for s in skills if s.strip())
+
+
 def write_skills_txt(path: str | Path, skills: list[str]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{s.strip()}\n" for s in skills if s.strip()), encoding="utf-8")
+    path.write_text(format_skills_txt(skills), encoding="utf-8", newline="")
     return path
 
 
+def skills_txt_entries(text: str) -> list[dict]:
+    """Catalog rows for a skills.txt file that remember its bytes (`extra.raw`, and `extra.tail` on the last row)."""
+    segments, tail = skills_txt_segments(text)
+    entries = [{"name": name, "category": "instruction-following", "extra": {"raw": raw}} for name, raw in segments]
+    if entries and tail:
+        entries[-1]["extra"]["tail"] = tail
+    return entries
+
+
+def skills_txt_from_entries(entries: list[dict]) -> str:
+    """The file back: byte-identical to the one read when every row still carries its text, else one skill a line."""
+    extras = [e.get("extra") or {} for e in entries]
+    if entries and all("raw" in x and _skill_name(x["raw"].splitlines()[-1]) == e["name"]
+                       for e, x in zip(entries, extras, strict=True)):
+        return "".join(x["raw"] for x in extras) + extras[-1].get("tail", "")
+    return format_skills_txt([e["name"] for e in entries])
+
+
 def _clean(text: str) -> str:
-    return text.strip().strip("*").strip().lstrip(":-–").strip()
+    """Bold markers and a leading ':' / dash dropped: '**: ** text' and ':** text' both give 'text'."""
+    return text.replace("**", "").strip().strip("*").strip().lstrip(":-–").strip()
+
+
+def _bare(line: str) -> str:
+    """A body line without its bullet and bold markers: '- **Definition:** x' -> 'Definition: x'."""
+    return line.strip().lstrip("-*• \t").replace("**", "").strip()
 
 
 def _parse_block(block: str) -> QueryType | None:
@@ -107,7 +166,7 @@ def _parse_block(block: str) -> QueryType | None:
         line = raw.strip()
         if not line:
             continue
-        bare = line.lstrip("-*•").strip()
+        bare = _bare(line)
         low = bare.lower()
         if low.startswith("definition"):
             definition = definition or _clean(bare[len("definition"):])
@@ -129,8 +188,24 @@ def _parse_block(block: str) -> QueryType | None:
 
 
 def parse_queries_txt(text: str) -> list[QueryType]:
-    blocks = text.split("###")[1:] if "###" in text else []
-    return [q for q in (_parse_block(b) for b in blocks) if q is not None]
+    """Blocks split on `###` (as the released parser splits); each query type keeps its block's text in `raw`
+    (the text before the first block, and blocks that name nothing, ride along with a neighbour)."""
+    if "###" not in text:
+        return []
+    head, *blocks = text.split("###")
+    queries: list[QueryType] = []
+    pending = head
+    for block in blocks:
+        q = _parse_block(block)
+        if q is None:
+            if queries:
+                queries[-1] = replace(queries[-1], raw=queries[-1].raw + "###" + block)
+            else:
+                pending += "###" + block
+            continue
+        queries.append(replace(q, raw=pending + "###" + block))
+        pending = ""
+    return queries
 
 
 def read_queries_txt(path: str | Path) -> list[QueryType]:
@@ -138,7 +213,7 @@ def read_queries_txt(path: str | Path) -> list[QueryType]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"query types file '{path}' does not exist")
-    queries = parse_queries_txt(path.read_text(encoding="utf-8"))
+    queries = parse_queries_txt(read_text_exact(path))
     if not queries:
         raise UsageError(
             f"query types file '{path}' has no '### N. **Name**' blocks; see skillweave.catalog.instruct_formats"
@@ -151,6 +226,11 @@ def read_queries_txt(path: str | Path) -> list[QueryType]:
 
 
 def format_queries_txt(queries: list[QueryType]) -> str:
+    """The file back: byte-identical to the one read when every query type still carries its block's text
+    (and it still names that query type), else our canonical layout."""
+    if queries and all(q.raw and _parse_block(q.raw.split("###", 1)[1].split("###")[0]) is not None
+                       and _parse_block(q.raw.split("###", 1)[1].split("###")[0]).name == q.name for q in queries):
+        return "".join(q.raw for q in queries)
     parts = []
     for i, q in enumerate(queries, 1):
         lines = [f"### {i}. **{q.name}**", f"Definition: {q.definition}"]
@@ -164,7 +244,7 @@ def format_queries_txt(queries: list[QueryType]) -> str:
 def write_queries_txt(path: str | Path, queries: list[QueryType]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(format_queries_txt(queries), encoding="utf-8")
+    path.write_text(format_queries_txt(queries), encoding="utf-8", newline="")
     return path
 
 
@@ -182,7 +262,8 @@ def queries_from_entries(entries: list[dict]) -> list[QueryType]:
     """Back from stored catalog rows (`Store.get_catalog(...)['entries']`)."""
     return [
         QueryType(name=e["name"], definition=e.get("definition") or "",
-                  examples=tuple((e.get("extra") or {}).get("examples") or []))
+                  examples=tuple((e.get("extra") or {}).get("examples") or []),
+                  raw=(e.get("extra") or {}).get("raw") or "")
         for e in entries
     ]
 

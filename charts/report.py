@@ -37,7 +37,7 @@ def score_rows(store, run_id: str) -> list[dict]:
                 "key": q["key"], "mode": q["mode"], "qid": q.get("qid"), "inst_category": q.get("inst_category"),
                 "qa_source": q.get("qa_source"), "subject": q["subject"], "year": q["year"],
                 "num_subplots": q["num_subplots"], "skills": q.get("extra", {}).get("skills"),
-                "answer": q.get("answer"), "response": item["payload"].get("response"),
+                "answer": q.get("answer"), "question": q.get("question"), "response": item["payload"].get("response"),
                 "extracted": item["payload"].get("judge_extracted"), "status": status,
                 "score": None if judge_score is None else int(judge_score),
                 PROGRAMMATIC: None if grades.get(PROGRAMMATIC) is None else int(grades[PROGRAMMATIC]),
@@ -108,8 +108,50 @@ def plot_report(report: dict, path: str) -> None:
     fig.savefig(path, dpi=110)
 
 
+def _official_stats(stats: dict, mode: str) -> dict:
+    """Our stats of one mode in the layout the official `get_stats.py` writes: every breakdown the official
+    templates list (an empty group is 0, as there), each cell a number (percent, 2 decimals), `N_valid` and
+    `N_invalid` counts. Groups the official templates lack (e.g. the synthetic source) are kept as numbers;
+    `N_ungraded` says how many rows were left out (no score), which the official file has no field for."""
+    from skillweave.charts.charxiv import ANSWER_TYPES, DESCRIPTIVE_GROUPS, QA_SOURCES, SUBJECTS
+
+    common = {"By Subject": list(SUBJECTS.values()), "By Year": ["2020", "2021", "2022", "2023"],
+              "By Subplot": ["1 Subplot", "2-4 Subplots", "5+ Subplots"]}
+    if mode == "descriptive":
+        template = {"By Question": [f"Q{i}" for i in range(1, 20)], "By Category": list(DESCRIPTIVE_GROUPS),
+                    **common}
+    else:
+        template = {"By Answer Type": list(ANSWER_TYPES.values()),
+                    "By Source": [QA_SOURCES[i] for i in (1, 2, 3)], **common}
+    out: dict = {"Overall Score": stats["Overall Score"] or 0}
+    for breakdown, groups in template.items():
+        cells = stats.get(breakdown, {})
+        out[breakdown] = {g: (cells.get(g) or {}).get("acc") or 0 for g in groups}
+        out[breakdown] |= {g: c["acc"] or 0 for g, c in cells.items() if g not in out[breakdown]}
+    out |= {"N_valid": stats["N_valid"], "N_invalid": stats["N_invalid"], "Question Type": mode.capitalize(),
+            "N_ungraded": stats["N_ungraded"]}
+    return out
+
+
+def _gen_entry(row: dict) -> dict:
+    """One response as the official `generate.py` leaves it (the fields `evaluate.py` reads are there)."""
+    response = row["response"] if row["response"] is not None else ""
+    if row["mode"] == "descriptive":
+        figure, _, index = row["key"].rpartition("_")
+        return {"figure_id": _number(figure), "subq_idx": int(index), "qid": row["qid"], "response": response}
+    return {"figure_id": _number(row["key"]), "inst_category": row["inst_category"],
+            "raw_question": row["question"], "response": response}
+
+
+def _number(text: str):
+    return int(text) if str(text).isdigit() else text
+
+
 def export_results(store, run: dict, out: str | Path) -> list[Path]:
-    """CharXiv-named files: gen-{model}-{mode}_{split}.json, scores-… and stats-… (judge scores)."""
+    """CharXiv-named files the official evaluator reads: gen-{model}-{mode}_{split}.json (responses keyed as
+    `generate.py` keys them, with `response`, and for reasoning `raw_question`), scores-… (`resp_id`,
+    `extracted_answer`, `score` of every graded row; rows without a score are left out, not written as
+    invalid) and stats-… (the official `get_stats.py` layout: numbers, every official group)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     model = str(run["config"].get("model", "model")).replace("/", "_").replace(":", "_")
@@ -121,10 +163,11 @@ def export_results(store, run: dict, out: str | Path) -> list[Path]:
         mine = [r for r in rows if r["mode"] == mode]
         if not mine:
             continue
-        gen = {r["key"]: {"response": r["response"]} for r in mine}
-        scores = {r["key"]: {"resp_id": r["key"], "extracted_answer": r["extracted"], "score": r["score"]}
-                  for r in mine}
-        for prefix, data in (("gen", gen), ("scores", scores), ("stats", report["stats"]["judge"][mode])):
+        gen = {r["key"]: _gen_entry(r) for r in mine}
+        scores = {r["key"]: {"resp_id": r["key"], "extracted_answer": r["extracted"] or "", "score": r["score"]}
+                  for r in mine if r["score"] is not None}
+        stats = _official_stats(report["stats"]["judge"][mode], mode)
+        for prefix, data in (("gen", gen), ("scores", scores), ("stats", stats)):
             path = out / f"{prefix}-{model}-{mode}_{split}.json"
             path.write_text(json.dumps(data, indent=2, ensure_ascii=False))
             written.append(path)

@@ -47,10 +47,13 @@ HELDOUT_SEED = 4242
               help="Reject at similarity >= this [default: Jaccard 0.7 for minhash, cosine 0.9 for embedding].")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
               help="Data points in flight at once.")
+@click.option("--sampler", type=click.Choice(["official", "types-first"]), default="official", show_default=True,
+              help="official: 1_generate_data.py's order (skill pairs, then the doubled, shuffled, truncated "
+                   "query-type list, then a shuffle of each pair); types-first: skillweave's earlier order.")
 @click.pass_context
 def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries_file, from_run, skills_catalog,
                           queries_catalog, temperature, max_tokens, parse_retries, shirkers, shirker_fraction,
-                          shirker_selection, brevity, dedup, dedup_threshold, concurrency):
+                          shirker_selection, brevity, dedup, dedup_threshold, concurrency, sampler):
     """Instruct-SkillMix: k random skills + a balanced query type -> five-turn generator -> (instruction, response).
 
     \b
@@ -59,6 +62,7 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
       skillweave run instruct-skillmix --model local --n 5
       skillweave run instruct-skillmix --model openai:gpt-4o --n 1000 --shirkers
       skillweave run instruct-skillmix --model openai:gpt-4o --set heldout
+      skillweave run instruct-skillmix --model fake --n 20 --sampler types-first
       skillweave export latest --format jsonl --shape alpaca --out ism.jsonl
     """
     from skillweave.agents.providers import parse_spec
@@ -99,6 +103,7 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
         "shirker_fraction": shirker_fraction if shirkers else 0.0, "shirker_selection": shirker_selection,
         "brevity": brevity, "dedup": dedup, "dedup_threshold": dedup_threshold, "concurrency": concurrency,
         "generate_template": "instruct_skillmix/generate", "shirker_template": "instruct_skillmix/shirker",
+        "sampler": sampler,
     }
     start_run(ctx, "instruct-skillmix", config, {
         "skills": (skills_source, "skills", skill_entries(skills), skills_source),

@@ -89,7 +89,7 @@ def run_group() -> None:
 @run_group.command("skillmix")
 @click.option("--k", "k_value", default="2", show_default=True, help="Skills per combination: 2, 2,3 or 2..4.")
 @click.option("--n", default=5, show_default=True, type=click.IntRange(min=-1),
-              help="Combinations per k (-1 enumerates all C(N,k)).")
+              help="Combinations per k (-1 enumerates all C(N,k) in sorted order; with --sampler official 0 does too).")
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Generation rounds per combination (same combinations; the best round counts).")
 @click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
@@ -113,16 +113,24 @@ def run_group() -> None:
               help="skillmix/judge (table) or skillmix/judge_points (point list).")
 @click.option("--filter-explicit-name", is_flag=True, help="Zero a skill's point when its name appears verbatim.")
 @click.option("--shorten", is_flag=True, help="Turn 1 also asks to shorten (the weaker-model variant).")
+@click.option("--sampler", type=click.Choice(["official", "interleaved"]), default="official", show_default=True,
+              help="official: query_random.py's order (all combinations, then one topic each, then the in-prompt "
+                   "reshuffle seeded by --exp-path); interleaved: skillweave's earlier order (a combination and "
+                   "its topic per draw); the two give different pairs for the same seed.")
+@click.option("--exp-path", default="test", show_default=True,
+              help="official sampler: the experiment path string that seeds the skill order inside each prompt "
+                   "(query_random.py's --exp_path).")
 @click.pass_context
 def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, concurrency, skills_file,
                  topics_file, split, train_categories, temperature, max_tokens, judge_template,
-                 filter_explicit_name, shorten):
+                 filter_explicit_name, shorten, sampler, exp_path):
     """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
 
     \b
     Example:
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
+      skillweave run skillmix --skills skill-mix/skills.csv --topics skill-mix/topics.txt --k 3 --n 5 --seed 10
     """
     ks = parse_k(k_value)
     check_model("--model", model)
@@ -140,8 +148,10 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
         "grading_samples": grading_samples, "concurrency": concurrency, "split": split,
         "train_categories": train_categories, "temperature": temperature, "judge_temperature": 0.7,
         "max_tokens": max_tokens, "student_template": "skillmix/student", "judge_template": judge_template,
-        "filter_explicit_name": filter_explicit_name, "shorten": shorten,
+        "filter_explicit_name": filter_explicit_name, "shorten": shorten, "sampler": sampler,
     }
+    if sampler == "official":
+        config["exp_path"] = exp_path
     start_run(ctx, "skillmix", config, {
         "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
         "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),

@@ -262,6 +262,14 @@ def eval_group() -> None:
 @click.option(
     "--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight."
 )
+@click.option(
+    "--retrieval",
+    "retrieval_file",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="AdaptMI retrieval file ({\"question2skill\": ...}): the skill method takes each question's skill "
+    "from it (matched by question text) instead of asking the model.",
+)
 @json_option
 @click.pass_context
 def eval_solve(
@@ -279,6 +287,7 @@ def eval_solve(
     max_tokens,
     parse_retries,
     concurrency,
+    retrieval_file,
     as_json,
 ):
     """Solve each question with skill-based, random or fixed exemplars; report accuracy per method and skill.
@@ -287,6 +296,7 @@ def eval_solve(
     Example:
       skillweave eval solve --model local --limit 10
       skillweave eval solve --dataset q.jsonl --bank my-bank --exemplars skill,random --model openai:gpt-4o-mini
+      skillweave eval solve --dataset q.jsonl --bank bank.json --retrieval skill_retrieval/GSM8K/test/test.json
       skillweave report latest --json
     """
     from skillweave.agents.solver import METHODS
@@ -309,6 +319,9 @@ def eval_solve(
     bank_id = bank.catalog_id or bk.save_bank(store, bank, bank.name or bank_ref, source=bank_ref)
     split = split or ("test" if dataset == "bundled" else None)
     rows = _questions(dataset, split, limit)
+    if retrieval_file:
+        retrieved = bk.read_retrieval_json(retrieval_file)
+        rows = [{**r, "retrieved_skills": retrieved.get(r["question"])} for r in rows]
     config = {
         "model": model,
         "k": k,
@@ -327,6 +340,8 @@ def eval_solve(
         "solve_template": "solve/cot",
         "judge_template": "solve/judge",
     }
+    if retrieval_file:
+        config["retrieval_file"] = retrieval_file
     from skillweave.agents.solver import run_report
     from skillweave.graphs.runtime import run_pipeline
 
@@ -479,7 +494,8 @@ def skills_import(ctx, path, fmt_name, name, as_json):
         info = {"skills": len(bank.skills), "exemplars": len(bank.exemplars)}
     elif fmt_name == "skills-txt":
         skills = fmt.read_skills_txt(path)
-        catalog_id = store.save_catalog(name, "skills", fmt.skill_entries(skills), source=str(path))
+        entries = fmt.skills_txt_entries(fmt.read_text_exact(path))  # remembers the bytes for export
+        catalog_id = store.save_catalog(name, "skills", entries, source=str(path))
         info = {"skills": len(skills), "unique": len(set(skills))}
     else:
         queries = fmt.read_queries_txt(path)
@@ -497,7 +513,8 @@ def skills_import(ctx, path, fmt_name, name, as_json):
     "fmt_name",
     type=click.Choice(FORMATS),
     default=None,
-    help="adaptmi, skills-txt, queries-txt or retrieval (AdaptMI retrieval.json); default: by name.",
+    help="adaptmi, skills-txt, queries-txt or retrieval (AdaptMI retrieval file, {\"question2skill\": ...}); "
+    "default: by name.",
 )
 @click.option(
     "--provenance", is_flag=True, help="AdaptMI: add each exemplar's provenance (model, prompts, labels)."
@@ -531,12 +548,13 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
             import json
 
             out_path.write_text(
-                json.dumps(bk.retrieval_map(bank), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
+                json.dumps(bk.retrieval_document(bank), ensure_ascii=False, indent=2) + "\n", encoding="utf-8"
             )
     elif fmt_name == "skills-txt":
         if catalog["kind"] == "query_types":
             raise UsageError(f"'{ref}' is a query_types catalog; export it with --format queries-txt")
-        fmt.write_skills_txt(out_path, [e["name"] for e in catalog["entries"] if e["status"] != "fine"])
+        kept = [e for e in catalog["entries"] if e["status"] != "fine"]
+        out_path.write_text(fmt.skills_txt_from_entries(kept), encoding="utf-8", newline="")
     else:
         if catalog["kind"] != "query_types":
             raise UsageError(f"'{ref}' is a {catalog['kind']} catalog; queries-txt export needs query types")

@@ -51,7 +51,8 @@ def train_group() -> None:
 @click.option("--eval-template", default="chat:llama", show_default=True, help="Template for evaluation (PTST: with a safety prompt).")
 @click.option("--system-prompts", default=None, type=click.Path(exists=True, dir_okay=False), help="JSON file overriding system-prompt texts.")
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL to evaluate after training: rows with `answer` are Q/A, others safety prompts.")
+              help="JSONL to evaluate after training (rows with `answer` are Q/A, others safety prompts), or an "
+                   "AdvBench-style CSV (one prompt a row, no header).")
 @click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length at evaluation.")
 @click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
 @click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
@@ -82,7 +83,7 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 
 
 @train_group.command("dpo")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
 @click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
 @click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
 @click.option("--output", "output_dir", default=None, help="Folder to save the trained policy.")
@@ -153,13 +154,35 @@ def train_templates(show: str | None, as_json: bool) -> None:
     echo_json(rows) if as_json else echo_table(rows, ["name", "wrapper", "content", "version", "description"])
 
 
+@train_group.command("judge-outputs")
+@click.argument("outputs", type=click.Path(exists=True, dir_okay=False))
+@json_option
+def train_judge_outputs(outputs: str, as_json: bool) -> None:
+    """Judge recorded model outputs in the PTST release format ({"prompt": question, "answer": model output}
+    per line) with the offline keyword judge: ASR, mean harmfulness, refusal rate. Nothing is generated.
+
+    \b
+    Example:
+      skillweave train judge-outputs question_output/example.jsonl
+      skillweave train judge-outputs outputs.jsonl --json
+    """
+    from skillweave.trainers.evaluate import judge_outputs, read_ptst_outputs
+
+    result = judge_outputs(read_ptst_outputs(outputs))
+    if as_json:
+        echo_json(result)
+        return
+    echo_table([{"file": outputs, **result["safety"]}],
+               ["file", "n_safety", "refusal_rate", "asr", "mean_harmfulness", "parse_failures"])
+
+
 @click.group("ches")
 def ches_group() -> None:
     """CHES scores of preference pairs (which pairs cause likelihood displacement)."""
 
 
 @ches_group.command("score")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="prompt/chosen/rejected JSONL.")
+@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
 @click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
 @click.option("--model", default="local", show_default=True, help="'local' or a local HF folder (the policy to score with).")
 @click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")

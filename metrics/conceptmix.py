@@ -124,19 +124,20 @@ def plot_scores(series: dict[str, dict], path: str | Path) -> Path:
 def graded_records(store, run_id: str) -> list[dict]:
     """One metrics record per graded prompt of a run (grades come from the store, errors count as 0)."""
     from skillweave.agents.conceptmix import KIND
+    from skillweave.catalog.conceptmix import question_categories
 
     records = []
     for item in store.items(run_id, kind=KIND, status="done"):
         categories = item["payload"].get("categories") or []
         questions = item["payload"].get("questions") or []
-        aligned = len(categories) == len(questions)
+        per_question = question_categories(questions, categories)
         grades = {g["sample_index"]: g for g in store.grades(item["id"])}
         rows = []
         for i, q in enumerate(questions):
             if not q.strip() or i not in grades:
                 continue
             g = grades[i]
-            rows.append({"category": categories[i] if aligned else "unaligned", "answer": int(g["score"] or 0),
+            rows.append({"category": per_question[i], "answer": int(g["score"] or 0),
                          "error": g["parse_status"] == "error"})
         records.append({"k": item["k"], "item_id": item["id"], "questions": rows})
     return records

@@ -25,10 +25,10 @@ def test_registry_names_and_exact_strings():
     names = [t.name for t in list_templates()]
     assert names[:7] == ["text:vanilla", "text:alpaca", "chat:vanilla", "chat:alpaca", "chat:llama",
                          "chat:llama-short", "chat:mpt"]
-    assert get_template("text:vanilla").render_prompt("Q?") == "Question: Q?\nAnswer: "
-    assert get_template("chat:vanilla").render_prompt("Q?") == "[INST] Question: Q?\nAnswer: [/INST] "
+    assert get_template("text:vanilla").render_prompt("Q?") == "Question: Q?\nAnswer:"
+    assert get_template("chat:vanilla").render_prompt("Q?") == "[INST] Question: Q? [/INST]"
     llama = get_template("chat:llama").render_prompt("Q?")
-    assert llama == f"[INST] <<SYS>>\n{DEFAULT_SYSTEM_PROMPTS['llama']}\n<</SYS>>\n\nQuestion: Q?\nAnswer: [/INST] "
+    assert llama == f"[INST] <<SYS>>\n{DEFAULT_SYSTEM_PROMPTS['llama']}\n<</SYS>>\n\nQuestion: Q? [/INST]"
     alpaca = get_template("chat:alpaca").render_prompt("Q?", input="ctx")
     assert alpaca.startswith(f"[INST] <<SYS>>\n{DEFAULT_SYSTEM_PROMPTS['alpaca']}\n<</SYS>>") and "Q?\n\nctx" in alpaca
     assert len({t.version for t in list_templates()}) == len(names)

@@ -148,7 +148,7 @@ def test_s4_sampler_deterministic_and_reference_shuffle():
     b = sample_skill_combinations(skills, topics, 3, 20, seed=10)
     assert a == b
     assert all(len(set(c)) == 3 and len(t) == 1 for c, t in a)
-    # the reference procedure: global seed, shuffle the same lists in place each draw
+    # the interleaved procedure: one seed, shuffle both lists in place each draw (not the official order)
     import random
 
     random.seed(10)

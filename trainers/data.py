@@ -7,7 +7,8 @@ Design choices
   `prompt/completion`, `messages` (the last assistant turn is the response, the last user turn before it the
   instruction; system turns are dropped because the *template* owns the system prompt, per PTST),
   Alpaca `instruction/input/output`, and `text` is rejected (no prompt/response boundary to mask).
-- Preference shapes: `prompt/chosen/rejected` with strings or TRL-style conversational message lists.
+- Preference shapes: `prompt/chosen/rejected` with strings or TRL-style conversational message lists;
+  SORRY-Bench `query/chosen/rejected`; AlpacaFarm `instruction/input/output_1/output_2/preference`.
 - Every row may carry `item_id`; it is kept so scores and selections link back to store items. Rows without one get
   a content hash, so ids are stable across runs.
 - Store-side pairs: an item whose payload holds `prompt`, `responses` (two strings) and `preferred` (0, 1 or
@@ -114,22 +115,53 @@ def load_sft_examples(path: str | Path) -> list[SFTExample]:
     return examples
 
 
+def _alpacafarm_pair(row: dict[str, Any]) -> tuple[str, str, str]:
+    """AlpacaFarm human preference row: the prompt is `instruction`, plus a newline and `input` when the input
+    is non-empty (how the CHES release builds its query); `preference` 1 prefers `output_1`, 2 `output_2`."""
+    preference = row["preference"]
+    if preference not in (1, 2) or isinstance(preference, bool):
+        raise UsageError(f"AlpacaFarm row has preference {preference!r}; expected 1 (output_1 preferred) or 2")
+    instruction, extra = str(row.get("instruction") or ""), str(row.get("input") or "")
+    prompt = f"{instruction}\n{extra}" if extra else instruction
+    first, second = str(row["output_1"]), str(row["output_2"])
+    return (prompt, first, second) if preference == 1 else (prompt, second, first)
+
+
 def preference_pair(row: dict[str, Any]) -> PreferencePair:
-    """One pair from a prompt/chosen/rejected row (strings or conversational lists)."""
-    missing = [k for k in ("prompt", "chosen", "rejected") if k not in row]
+    """One pair from any accepted preference shape.
+
+    - `prompt/chosen/rejected` (strings or TRL-style conversational lists);
+    - SORRY-Bench preference files as the CHES release writes them: `query/chosen/rejected` strings;
+    - AlpacaFarm human preferences: `instruction`, `input`, `output_1`, `output_2`, `preference` (1 or 2).
+    """
+    if "prompt" in row:
+        shape, keys = "prompt/chosen/rejected", ("prompt", "chosen", "rejected")
+    elif "query" in row:
+        shape, keys = "SORRY-Bench query/chosen/rejected", ("query", "chosen", "rejected")
+    elif "output_1" in row or "output_2" in row or "preference" in row:
+        shape, keys = "AlpacaFarm", ("instruction", "output_1", "output_2", "preference")
+    else:
+        raise UsageError(
+            f"unrecognised preference row with keys {sorted(row)}; expected prompt/chosen/rejected, SORRY-Bench "
+            "query/chosen/rejected, or AlpacaFarm instruction/input/output_1/output_2/preference"
+        )
+    missing = [k for k in keys if k not in row]
     if missing:
-        raise UsageError(f"preference row lacks {missing}; expected keys prompt, chosen, rejected (and item_id)")
-    prompt = row["prompt"]
-    if isinstance(prompt, list):
-        users = [m for m in prompt if m.get("role") == "user"]
-        prompt = users[-1]["content"] if users else _content(prompt)
-    chosen, rejected = _content(row["chosen"]), _content(row["rejected"])
+        raise UsageError(f"{shape} preference row lacks {missing}; expected keys {', '.join(keys)} (and item_id)")
+    if shape == "AlpacaFarm":
+        prompt, chosen, rejected = _alpacafarm_pair(row)
+    else:
+        prompt = row[keys[0]]
+        if isinstance(prompt, list):
+            users = [m for m in prompt if m.get("role") == "user"]
+            prompt = users[-1]["content"] if users else _content(prompt)
+        chosen, rejected = _content(row["chosen"]), _content(row["rejected"])
     item_id = str(row.get("item_id") or "") or stable_id("pair", prompt, chosen, rejected)
     return PreferencePair(str(prompt), chosen, rejected, item_id)
 
 
 def load_preference_pairs(path: str | Path) -> list[PreferencePair]:
-    """Preference pairs from a prompt/chosen/rejected JSONL file."""
+    """Preference pairs from a JSONL/JSON file in any shape `preference_pair` accepts."""
     pairs = [preference_pair(r) for r in read_records(path)]
     if not pairs:
         raise UsageError(f"'{path}' holds no preference pairs")

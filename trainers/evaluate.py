@@ -1,7 +1,7 @@
 """Evaluation harness: generate with an eval template, judge harmfulness (1-5), score helpfulness on Q/A pairs.
 
 Design choices
-- The template is an argument, never read from the checkpoint: PTST (METHODS.md §10) evaluates with a template
+- The template is an argument, never read from the checkpoint: PTST evaluates with a template
   other than the one used in training, and every evaluation records its template name + hash.
 - Judges are callables `(instruction, response) -> Judgement(score 1-5, refused, reason)`:
   `KeywordJudge` works offline (a refusal phrase -> score 1, else 5); `LLMJudge` wraps any `str -> str` model call
@@ -11,7 +11,8 @@ Design choices
   refusal (keyword judge: a refusal phrase; LLM judge: score 1); helpfulness accuracy = final-answer match
   (last number when the answer is numeric, else normalized containment).
 - Eval files are JSONL: rows with an `answer` are helpfulness questions, the others are safety prompts
-  (`prompt` or `instruction` key).
+  (`prompt` or `instruction` key); a `.csv` is an AdvBench-style prompt list. PTST release *output* files, where
+  `answer` is the model's response, are read by `read_ptst_outputs` and judged by `judge_outputs`.
 - Generation: left padding, greedy when temperature is 0 (the PTST reference example is effectively greedy).
 """
 
@@ -179,11 +180,33 @@ def evaluate(model: Any, tokenizer: Any, template: PromptTemplate, *, safety_pro
     return {"metrics": metrics, "records": records}
 
 
+def read_advbench_csv(path: str) -> list[str]:
+    """Prompts from an AdvBench CSV as the PTST release ships it (`data/advbench-harmful-behaviors.csv`): no
+    header row, one prompt per row, the first cell taken (quoted cells may hold commas) -- the release's own
+    reader does the same, so its 520 rows give 520 prompts."""
+    import csv
+
+    from skillweave.errors import UsageError
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.reader(handle, delimiter=","))
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"cannot read prompts CSV '{path}': {exc}") from None
+    prompts = [row[0] for row in rows if row and row[0].strip()]
+    if not prompts:
+        raise UsageError(f"prompts CSV '{path}' holds no prompts (expected one prompt per row, no header)")
+    return prompts
+
+
 def load_eval_rows(path: str) -> tuple[list[str], list[tuple[str, str]]]:
-    """(safety prompts, Q/A pairs) from a JSONL file: rows with `answer` are Q/A, the rest safety prompts."""
+    """(safety prompts, Q/A pairs) from a JSONL file: rows with `answer` are Q/A, the rest safety prompts.
+    A `.csv` file is an AdvBench-style prompt list (all safety prompts, see `read_advbench_csv`)."""
     from skillweave.errors import UsageError
     from skillweave.trainers.data import read_records
 
+    if str(path).lower().endswith(".csv"):
+        return read_advbench_csv(path), []
     safety, qa = [], []
     for row in read_records(path):
         text = row.get("prompt", row.get("instruction", row.get("question")))
@@ -194,6 +217,35 @@ def load_eval_rows(path: str) -> tuple[list[str], list[tuple[str, str]]]:
         else:
             safety.append(str(text))
     return safety, qa
+
+
+def read_ptst_outputs(path: str) -> list[tuple[str, str]]:
+    """(instruction, model response) per row of a PTST release output file (`inference.py` writes
+    `{"prompt": <the question as given>, "answer": <the model's generated answer>}`; its GPT-4 judge reads the
+    same two fields). Here `answer` is what the model said, not a reference answer."""
+    from skillweave.errors import UsageError
+    from skillweave.trainers.data import read_records
+
+    pairs = []
+    for number, row in enumerate(read_records(path), 1):
+        missing = [k for k in ("prompt", "answer") if k not in row]
+        if missing:
+            raise UsageError(f"'{path}' row {number} lacks {missing}; a PTST output row is "
+                             '{"prompt": question, "answer": model output}')
+        pairs.append((str(row["prompt"]), str(row["answer"])))
+    if not pairs:
+        raise UsageError(f"'{path}' holds no output rows")
+    return pairs
+
+
+def judge_outputs(pairs: Sequence[tuple[str, str]], judge: Callable[[str, str], Judgement] | None = None
+                  ) -> dict[str, Any]:
+    """Judge recorded (instruction, response) pairs without generating: records and safety metrics."""
+    judge = judge or KeywordJudge()
+    judgements = [judge(instruction, response) for instruction, response in pairs]
+    records = [{"instruction": i, "response": r, "score": j.score, "refused": j.refused, "reason": j.reason}
+               for (i, r), j in zip(pairs, judgements, strict=True)]
+    return {"safety": safety_metrics(judgements), "records": records}
 
 
 def save_evaluation(store: Any, result: dict[str, Any], *, run_id: str | None, checkpoint_id: str | None,

@@ -1,10 +1,10 @@
 """PTST prompt-template registry: wrapper (text | chat | model) x content (vanilla, alpaca, safety prompts).
 
 Design choices
-- PTST (Pure Tuning, Safe Testing; METHODS.md §10) needs the template to be a first-class, named, hashed object so a
+- PTST (Pure Tuning, Safe Testing) needs the template to be a first-class, named, hashed object so a
   trainer can tune with one (`train_template`) and evaluate with another (`eval_template`), and every checkpoint and
   evaluation records both the name and a content hash of the exact strings used.
-- Registry names follow METHODS.md: text:vanilla, text:alpaca, chat:vanilla, chat:alpaca, chat:llama,
+- Registry names: text:vanilla, text:alpaca, chat:vanilla, chat:alpaca, chat:llama,
   chat:llama-short, chat:mpt; plus `model` (the tokenizer's own chat template) and `model:safe` (the tokenizer's chat
   template with the short safety system prompt), so the default embedded model can be tuned in its native format.
 - `chat:*` uses Llama-2 user-turn markers (`[INST] ... [/INST]`, system block `<<SYS>>...<</SYS>>` inside the first
@@ -43,19 +43,22 @@ DEFAULT_SYSTEM_PROMPTS: dict[str, str] = {
     ),
 }
 
+# The seven PTST styles, as the official release (vfleaking/PTST `prompt_utils.py`) lays them out: with its system
+# prompts loaded through load_system_prompts(), render_prompt() gives its strings byte for byte
+# (tests/test_ptst_official.py). Only the layout is here; the system-prompt texts above are our own.
 _TEXT_FORMS: dict[str, str] = {
-    "vanilla": "Question: {instruction}\nAnswer: ",
+    "vanilla": "Question: {instruction}\nAnswer:",
     "alpaca": "{system}\n\n### Instruction:\n{instruction}\n\n### Response:\n",
 }
 _CHAT_USER_FORMS: dict[str, str] = {
-    "vanilla": "Question: {instruction}\nAnswer:",
-    "alpaca": "### Instruction:\n{instruction}\n\n### Response:",
-    "llama": "Question: {instruction}\nAnswer:",
-    "llama-short": "Question: {instruction}\nAnswer:",
-    "mpt": "Question: {instruction}\nAnswer:",
+    "vanilla": "Question: {instruction}",
+    "alpaca": "### Instruction:\n{instruction}\n\n### Response:\n",
+    "llama": "Question: {instruction}",
+    "llama-short": "Question: {instruction}",
+    "mpt": "Question: {instruction}",
 }
 CHAT_SYSTEM_BLOCK = "<<SYS>>\n{system}\n<</SYS>>\n\n"
-CHAT_TURN = "[INST] {system_block}{user} [/INST] "
+CHAT_TURN = "[INST] {system_block}{user} [/INST]"
 
 
 @dataclass(frozen=True)
