@@ -218,22 +218,22 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
                 filters: ExportFilters | None = None, system: str | None = None, overwrite: bool = False,
                 command: str = "") -> dict:
     """Collect, shape and write rows of one or more runs; write the dataset card; return a summary."""
-    from skillweave.export.writers import card_path, shape_rows, write_card, write_rows
+    from skillweave.export.writers import card_path, check_destination, render_card, shape_rows, write_rows
 
     filters = filters or ExportFilters()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
+    protect = () if store.path == ":memory:" else (Path(store.path),)
+    check_destination(out, fmt, overwrite=overwrite, protect=protect)  # before any work, and again when writing
     examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
     if not examples:
         reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
         raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
     rows = shape_rows(examples, shape, system=system)
-    write_rows(rows, out, fmt, overwrite=overwrite)
     summary = {
         "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
         "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
         "card": str(card_path(out, fmt)),
     }
-    write_card(store, runs, examples, summary, command)
+    write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
+               protect=protect)
     return summary
