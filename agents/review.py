@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from skillweave.errors import ConfigError, NotFound, UsageError
-from skillweave.store import Store, now
+from skillweave.store import Store, like_prefix, now
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
@@ -176,7 +176,8 @@ def resolve_item_id(store: Store, prefix: str) -> str:
     if store.db["items"].count_where("id = ?", [prefix]):
         return prefix
     if len(prefix) >= 6:
-        rows = [r["id"] for r in store.db["items"].rows_where("id like ?", [prefix + "%"], limit=3)]
+        pattern = like_prefix(prefix)  # `_` and `%` in the prefix match themselves, not any character
+        rows = [r["id"] for r in store.db["items"].rows_where("id like ? escape '\\'", [pattern], limit=3)]
         if len(rows) == 1:
             return rows[0]
         if len(rows) > 1:

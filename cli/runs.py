@@ -88,7 +88,8 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
 
 
 @click.command("logs")
-@click.option("-n", "--count", default=10, show_default=True, help="Number of calls to show.")
+@click.option("-n", "--count", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Number of calls to show.")
 @click.option("--run", "run_id", default=None, help="Only calls of this run.")
 @click.option("--errors", is_flag=True, help="Only failed calls.")
 @json_option

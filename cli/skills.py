@@ -251,7 +251,8 @@ def eval_group() -> None:
     help="Skills shown to the picker: all, or only the question's subject's skills.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
-@click.option("--max-tokens", default=384, show_default=True, help="Solver max new tokens.")
+@click.option("--max-tokens", default=384, show_default=True, type=click.IntRange(min=1),
+              help="Solver max new tokens.")
 @click.option(
     "--parse-retries",
     default=1,
