@@ -80,7 +80,8 @@ def make_decision(action: str, *, reviewer: str | None = None, reason: str = "",
         raise UsageError("an edit needs at least one changed field (e.g. --question, --solution, --answer)")
     if action == "reject" and not reason.strip():
         raise UsageError("a rejection needs a reason (--reason '...')")
-    return {"action": action, "reviewer": reviewer or default_reviewer_name(), "reason": reason,
+    # one rule for the CLI, imports and the web page: a blank or all-space name means the default reviewer
+    return {"action": action, "reviewer": (reviewer or "").strip() or default_reviewer_name(), "reason": reason,
             "changes": changes if action == "edit" else {}, "at": now()}
 
 

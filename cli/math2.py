@@ -92,6 +92,18 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, "math2", run_id, concurrency)
+    _review_hint(store, run_id)
+
+
+def _review_hint(store, run_id: str) -> None:
+    """After a run that paused for a person, the commands that continue it (as extract-skills prints)."""
+    from skillweave.agents.review import review_queue
+
+    waiting = review_queue(store, run_id)
+    if waiting:
+        click.echo(f"{len(waiting)} question(s) paused for review: `skillweave review list --run {run_id}`, "
+                   f"`skillweave review show {waiting[0]['id'][:8]}`, then `skillweave review approve|edit|reject "
+                   "ITEM`, or `skillweave review serve` for the web page", err=True)
 
 
 @click.command("math2")

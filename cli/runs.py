@@ -156,8 +156,12 @@ def items_lineage(ctx, item_id, as_json):
     \b
     Example:
       skillweave items lineage 1be56989ac97e4b0ec31 --json
+      skillweave items lineage 1be569        # an unambiguous prefix of at least 6 characters
     """
-    lineage = open_store(ctx).lineage(item_id)
+    from skillweave.agents.review import resolve_item_id
+
+    store = open_store(ctx)
+    lineage = store.lineage(resolve_item_id(store, item_id))  # a full id or an unambiguous prefix (>= 6)
     if as_json:
         echo_json(lineage)
         return

@@ -109,7 +109,7 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
             if action == "edit":  # only fields the reviewer actually changed
                 changes = {f: form[f].replace("\r\n", "\n") for f in editable
                            if f in form and form[f].replace("\r\n", "\n") != editable[f]}
-            decision = make_decision(action, reviewer=form.get("reviewer") or default_reviewer or "web",
+            decision = make_decision(action, reviewer=form.get("reviewer", "").strip() or default_reviewer,
                                      reason=form.get("reason", ""), changes=changes)
             async with lock:
                 result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir)
