@@ -110,3 +110,24 @@ def test_prompts_dir_templates_are_sandboxed(tmp_path, cli_run):
                              "--var", "topic=x", db=str(tmp_path / "x.db"))
     assert code == 2 and err.startswith("Error: ") and "unsafe" in err and len(err.strip().splitlines()) == 1
     assert not marker.exists()
+
+
+def test_review_page_renders_latex_as_mathml_without_scripts(tmp_path):
+    from skillweave.web import create_app
+    from skillweave.web.mathtext import render_math
+
+    store, bank = make_store(tmp_path)
+    script("fake", {"qgen": r"Question: Compute $\frac{84}{2}$ and say $\text{<img src=x onerror=alert(1)>}$."})
+    run_id, summary = start(store, bank, n=1, reviewer="human")
+    assert summary.paused == 1
+    client = TestClient(create_app(store, token=TOKEN), headers={"Authorization": f"Bearer {TOKEN}"})
+    page = client.get(f"/item/{items(store, run_id)[0]['id']}")
+    assert "<mfrac><mrow><mn>84</mn></mrow><mrow><mn>2</mn></mrow></mfrac>" in page.text
+    assert "<img src=x" not in page.text and "&lt;img src=x onerror=alert(1)&gt;" in page.text
+    assert page.headers["content-security-policy"].startswith("default-src 'none'")
+    assert "<script" not in page.text and "cdn" not in page.text.lower()
+    boxed = str(render_math(r"so \boxed{42}, costs $5 and $6"))
+    assert '<menclose notation="box"><mrow><mn>42</mn></mrow></menclose>' in boxed and "costs $5 and $6" in boxed
+    hostile = str(render_math(r"$\href{javascript:alert(1)}{y}$ \(a < b\) <b>"))
+    assert "javascript" not in hostile and "href" not in hostile and "&lt;b&gt;" in hostile
+    assert "<mo>&lt;</mo>" in hostile

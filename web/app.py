@@ -35,6 +35,7 @@ from skillweave.agents.review import (
 )
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
+from skillweave.web.mathtext import render_math
 
 COOKIE = "skillweave_review"
 SECURITY_HEADERS = {
@@ -47,6 +48,7 @@ SECURITY_HEADERS = {
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
+_ENV.filters["math"] = render_math  # LaTeX -> MathML on the server (web/mathtext.py): no script, no CDN
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
