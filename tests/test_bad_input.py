@@ -211,3 +211,22 @@ def test_store_opening_refusals_keep_their_store_error_type(tmp_path):
     (tmp_path / "d.db").mkdir()
     with pytest.raises(StoreError):
         Store(tmp_path / "d.db")
+
+
+@pytest.mark.parametrize("what", ["read-only store file", "read-only folder", "read-only folder, new store"])
+def test_read_only_store_or_folder_as_seen_by_a_normal_user(what, _good_store, tmp_path, cli_run, monkeypatch):
+    """The permission check as a non-root user sees it (os.access answers for the real uid; root passes it)."""
+    import skillweave.store as store_module
+
+    db = tmp_path / ("new.db" if "new" in what else "s.db")
+    if "new" not in what:
+        shutil.copy(_good_store, db)
+    denied = db if what == "read-only store file" else tmp_path
+    real = os.access
+    monkeypatch.setattr(store_module.os, "access",
+                        lambda p, mode: False if (os.path.realpath(p) == str(denied.resolve()) and mode & os.W_OK)
+                        else real(p, mode))
+    before = dump(db)
+    code, _, err = cli_run(*RUN, db=str(db))
+    assert code == 2 and err.startswith("Error: ") and "read" in err and len(err.strip().splitlines()) == 1, err
+    assert dump(db) == before
