@@ -131,3 +131,51 @@ def test_review_page_renders_latex_as_mathml_without_scripts(tmp_path):
     hostile = str(render_math(r"$\href{javascript:alert(1)}{y}$ \(a < b\) <b>"))
     assert "javascript" not in hostile and "href" not in hostile and "&lt;b&gt;" in hostile
     assert "<mo>&lt;</mo>" in hostile
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(not (__import__("shutil").which("chromium") or __import__("shutil").which("chromium-browser")),
+                    reason="Debian's chromium is not installed (`apt-get install -y chromium`)")
+def test_chromium_draws_the_mathml_under_the_page_policy(tmp_path):
+    """Chromium lays the server-made MathML out as math (numerator above denominator) with no policy violation."""
+    import shutil
+    import threading
+    import time
+
+    import uvicorn
+    from playwright.sync_api import sync_playwright
+    from test_web_review import _free_port
+
+    from skillweave.web import create_app
+
+    store, bank = make_store(tmp_path)
+    script("fake", {"qgen": r"Question: Compute $\frac{84}{2}$, then state \boxed{42}."})
+    run_id, summary = start(store, bank, n=1, reviewer="human")
+    assert summary.paused == 1
+    item_id = items(store, run_id)[0]["id"]
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(store, token=TOKEN), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started and time.time() < deadline:
+        time.sleep(0.05)
+    try:
+        with sync_playwright() as pw:
+            chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+            browser = pw.chromium.launch(executable_path=chromium, headless=True, args=["--no-sandbox"])
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda m: console.append(m.text))
+            page.goto(f"http://127.0.0.1:{port}/item/{item_id}?token={TOKEN}")
+            fraction = page.locator("#preview-question mfrac").first
+            numerator, denominator = fraction.locator(":scope > *").nth(0), fraction.locator(":scope > *").nth(1)
+            top, bottom = numerator.bounding_box(), denominator.bounding_box()
+            assert top and bottom and top["y"] + top["height"] <= bottom["y"] + 1  # stacked, not inline text
+            assert page.locator("#preview-question menclose").count() == 1
+            assert not [m for m in console if "Content Security Policy" in m]
+            browser.close()
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
