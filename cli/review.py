@@ -7,7 +7,6 @@ exactly that item's thread and is stored as a `reviews` row (who, when, what cha
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -181,14 +180,18 @@ def review_export(ctx, path, run_id):
       skillweave review export queue.jsonl
       skillweave review import queue.jsonl --as alice
     """
+    from skillweave.export.writers import refuse_store, write_text_atomic
+
     store = open_store(ctx)
+    refuse_store(path, store)
     items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for item in items:
-            request = item["payload"].get("review_request") or {}
-            fh.write(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
+    lines = []
+    for item in items:
+        request = item["payload"].get("review_request") or {}
+        lines.append(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
                                  "action": "", "reason": "", **dict(ordered_fields(request.get("editable") or {})),
                                  "context": request.get("context") or []}, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(lines))
     click.echo(f"wrote {len(items)} item(s) to {path}", err=True)
 
 

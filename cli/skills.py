@@ -512,8 +512,11 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
       skillweave skills export bundled bank.json
       skillweave skills export my-run skills.txt --format skills-txt
     """
+    from skillweave.export.writers import refuse_store
+
     store = open_store(ctx)
     out_path = Path(out)
+    refuse_store(out_path, store)  # never write over the store
     fmt_name = fmt_name or _guess_format(out_path)
     catalog = _resolve_catalog(
         store,

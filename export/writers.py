@@ -121,6 +121,26 @@ def check_destination(out: Path, fmt: str, *, overwrite: bool, protect: tuple[Pa
                 raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
 
 
+def refuse_store(out: str | Path, store) -> None:
+    """An output path that is the store (or its -wal/-shm, or a folder holding it) is refused."""
+    if store.path != ":memory:":
+        check_destination(Path(out), "json", overwrite=True, protect=(Path(store.path),))
+
+
+def write_text_atomic(out: str | Path, text: str) -> None:
+    """Write a text file through a temporary name and a rename (a kill leaves the old file or the new one)."""
+    out = Path(out)
+    tmp = _temp_name(out)
+    try:
+        _write_file(tmp, text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write '{out}': {exc.strerror or exc}; nothing was replaced") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def _is_hf_export(folder: Path) -> bool:
     names = [p.name for p in folder.iterdir()]
     return "state.json" in names and all(

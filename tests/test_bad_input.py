@@ -94,6 +94,8 @@ CASES = {
     "review serve port 99999": lambda t: ["review", "serve", "--port", "99999"],
     "export --out the store": lambda t: ["export", "latest", "--shape", "prompt-completion", "--overwrite",
                                          "--out", "@STORE"],
+    "review export over the store": lambda t: ["review", "export", "@STORE"],
+    "skills export over the store": lambda t: ["skills", "export", "bundled", "@STORE", "--format", "skills-txt"],
     "export --out . --overwrite": lambda t: ["export", "latest", "--format", "hf", "--overwrite", "--out",
                                              str(t.parent)],  # the folder holding the store
 }
