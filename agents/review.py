@@ -22,7 +22,7 @@ import re
 from typing import Any
 
 from skillweave.errors import ConfigError, NotFound, UsageError
-from skillweave.store import Store, now
+from skillweave.store import Store, like_prefix, now
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
@@ -80,7 +80,8 @@ def make_decision(action: str, *, reviewer: str | None = None, reason: str = "",
         raise UsageError("an edit needs at least one changed field (e.g. --question, --solution, --answer)")
     if action == "reject" and not reason.strip():
         raise UsageError("a rejection needs a reason (--reason '...')")
-    return {"action": action, "reviewer": reviewer or default_reviewer_name(), "reason": reason,
+    # one rule for the CLI, imports and the web page: a blank or all-space name means the default reviewer
+    return {"action": action, "reviewer": (reviewer or "").strip() or default_reviewer_name(), "reason": reason,
             "changes": changes if action == "edit" else {}, "at": now()}
 
 
@@ -176,7 +177,8 @@ def resolve_item_id(store: Store, prefix: str) -> str:
     if store.db["items"].count_where("id = ?", [prefix]):
         return prefix
     if len(prefix) >= 6:
-        rows = [r["id"] for r in store.db["items"].rows_where("id like ?", [prefix + "%"], limit=3)]
+        pattern = like_prefix(prefix)  # `_` and `%` in the prefix match themselves, not any character
+        rows = [r["id"] for r in store.db["items"].rows_where("id like ? escape '\\'", [pattern], limit=3)]
         if len(rows) == 1:
             return rows[0]
         if len(rows) > 1:

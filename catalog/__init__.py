@@ -8,11 +8,11 @@ own wording, written to exercise the same categories as the public Skill-Mix rel
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from skillweave.catalog.textfiles import MAX_LINE, read_csv, read_text
 from skillweave.errors import UsageError
 
 DATA_DIR = Path(__file__).parent / "data"
@@ -40,21 +40,19 @@ def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Ski
     position and its last row's fields (upstream keys a dict by name). Rows with an empty name are skipped.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"skills file '{path}' does not exist")
-    with path.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or "skill" not in reader.fieldnames:
-            raise UsageError(f"skills file '{path}' needs a 'skill' column (found: {reader.fieldnames})")
-        by_name: dict[str, Skill] = {}
-        for row in reader:
-            status = row.get("status") or ""
-            name = (row.get("skill") or "").strip()
-            if not name or (status_filter and status in EXCLUDED_STATUS):
-                continue
-            by_name[name] = Skill(name=name, category=(row.get("category") or "").strip(),
-                                  definition=row.get("definition") or "", example=row.get("example") or "",
-                                  status=status.strip().lower())
+    rows = read_csv(path, "skills")
+    fieldnames = list(rows[0]) if rows else []
+    if "skill" not in fieldnames:
+        raise UsageError(f"skills file '{path}' needs a 'skill' column (found: {fieldnames or None})")
+    by_name: dict[str, Skill] = {}
+    for row in rows:
+        status = row.get("status") or ""
+        name = (row.get("skill") or "").strip()
+        if not name or (status_filter and status in EXCLUDED_STATUS):
+            continue
+        by_name[name] = Skill(name=name, category=(row.get("category") or "").strip(),
+                              definition=row.get("definition") or "", example=row.get("example") or "",
+                              status=status.strip().lower())
     skills = list(by_name.values())
     if not skills:
         raise UsageError(f"skills file '{path}' has no usable rows")
@@ -64,9 +62,7 @@ def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Ski
 def load_lines(path: str | Path, what: str = "topics") -> list[str]:
     """One entry per line, blanks dropped (topics.txt, Instruct-SkillMix skills.txt)."""
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{what} file '{path}' does not exist")
-    lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    lines = [line.strip() for line in read_text(path, what, max_line=MAX_LINE).splitlines()]
     lines = [line for line in lines if line]
     if not lines:
         raise UsageError(f"{what} file '{path}' is empty")
@@ -80,11 +76,19 @@ def load_skills(path: str | Path) -> list[Skill]:
         return load_skills_csv(path)
     if path.suffix == ".json":
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+            rows = json.loads(read_text(path, "skills"))
+        except json.JSONDecodeError as exc:
             raise UsageError(f"skills file '{path}' is not readable JSON: {exc}") from None
         if isinstance(rows, dict) and "skills" in rows:  # AdaptMI bank: {"skills": [...], ...}
             rows = rows["skills"]
+        shape = "a JSON list of names or of objects with a 'name' (or 'skill') string"
+        if not isinstance(rows, list) or not rows:
+            raise UsageError(f"skills file '{path}' must be {shape}")
+        for i, r in enumerate(rows):
+            name = r if isinstance(r, str) else (r.get("name") or r.get("skill")) if isinstance(r, dict) else None
+            fields = [r.get(f, "") for f in ("category", "definition", "example")] if isinstance(r, dict) else []
+            if not isinstance(name, str) or not name.strip() or not all(isinstance(f, str) for f in fields):
+                raise UsageError(f"skills file '{path}' entry {i + 1} is not a skill; the file must be {shape}")
         return [Skill(name=r) if isinstance(r, str) else Skill(name=r.get("name") or r["skill"],
                                                                 category=r.get("category", ""),
                                                                 definition=r.get("definition", ""),

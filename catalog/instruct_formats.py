@@ -81,12 +81,10 @@ def skills_txt_segments(text: str) -> tuple[list[tuple[str, str]], str]:
 
 
 def read_text_exact(path: str | Path) -> str:
-    """The file's text with its line endings as written (no newline translation)."""
-    try:
-        with open(path, encoding="utf-8", newline="") as handle:
-            return handle.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UsageError(f"cannot read '{path}': {exc}") from None
+    """The file's text with its line endings as written (no newline translation), checked as user input."""
+    from skillweave.catalog.textfiles import read_text
+
+    return read_text(path)
 
 
 def parse_skills_txt(text: str, *, unique: bool = False) -> list[str]:
@@ -96,10 +94,10 @@ def parse_skills_txt(text: str, *, unique: bool = False) -> list[str]:
 
 def read_skills_txt(path: str | Path, *, unique: bool = False) -> list[str]:
     """Skills from a `skills.txt` file, in file order."""
+    from skillweave.catalog.textfiles import MAX_LINE, read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"skills file '{path}' does not exist")
-    skills = parse_skills_txt(read_text_exact(path), unique=unique)
+    skills = parse_skills_txt(read_text(path, "skills", max_line=MAX_LINE), unique=unique)
     if not skills:
         raise UsageError(f"skills file '{path}' has no skills (expected one name per line)")
     return skills
@@ -210,10 +208,10 @@ def parse_queries_txt(text: str) -> list[QueryType]:
 
 def read_queries_txt(path: str | Path) -> list[QueryType]:
     """Query types from a `queries.txt` file (blocks starting with `###`), in file order."""
+    from skillweave.catalog.textfiles import read_text
+
     path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"query types file '{path}' does not exist")
-    queries = parse_queries_txt(read_text_exact(path))
+    queries = parse_queries_txt(read_text(path, "query types"))
     if not queries:
         raise UsageError(
             f"query types file '{path}' has no '### N. **Name**' blocks; see skillweave.catalog.instruct_formats"

@@ -17,7 +17,6 @@ Regenerate the file with `python -m skillweave.catalog.mathdata` (deterministic:
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import random
@@ -364,18 +363,18 @@ def load_questions(path: str | Path, split: str | None = None) -> list[dict]:
     """
     if str(path) == "bundled":
         return bundled_questions(split)
+    from skillweave.catalog.textfiles import read_csv, read_text
+
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"dataset '{path}' does not exist; pass a .jsonl or .csv file, or 'bundled'")
     rows: list[dict] = []
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as fh:
-            reader = csv.DictReader(fh)
-            if not reader.fieldnames or "question" not in reader.fieldnames:
-                raise UsageError(f"dataset '{path}' needs a 'question' column (found: {reader.fieldnames})")
-            rows = [dict(r) for r in reader]
+        rows = read_csv(path, "dataset")
+        if not rows or "question" not in rows[0]:
+            raise UsageError(f"dataset '{path}' needs a 'question' column (found: {list(rows[0]) if rows else None})")
     else:
-        for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        for lineno, line in enumerate(read_text(path, "dataset").splitlines(), 1):
             if not line.strip():
                 continue
             try:

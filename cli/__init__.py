@@ -5,7 +5,9 @@ Each command module registers itself on the root group; library errors become on
 
 from __future__ import annotations
 
+import csv
 import importlib
+import sqlite3
 import sys
 
 import click
@@ -75,6 +77,13 @@ def main(argv: list[str] | None = None) -> None:
     except SkillweaveError as exc:
         click.echo(f"Error: {exc}", err=True)
         sys.exit(exc.exit_code)
+    except (UnicodeDecodeError, csv.Error) as exc:  # an input file no specific reader checked
+        click.echo(f"Error: an input file is not valid {'UTF-8 text' if isinstance(exc, UnicodeError) else 'CSV'}: "
+                   f"{exc}", err=True)
+        sys.exit(2)
+    except sqlite3.DatabaseError as exc:  # damage found after opening (a truncated or corrupt store)
+        click.echo(f"Error: the store cannot be read: {exc}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("Interrupted; `skillweave resume RUN_ID` continues where it stopped.", err=True)
         sys.exit(130)

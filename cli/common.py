@@ -4,18 +4,32 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from pathlib import Path
 
 import click
 
+from skillweave.errors import UsageError
 from skillweave.store import Store
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+# Commands that only read the store: at a path with no file they stop instead of creating an empty store.
+READ_ONLY_COMMANDS = {
+    "runs list", "runs show", "report", "logs", "items list", "items lineage", "export", "review list",
+    "review show", "review export", "skills list", "skills show", "skills export",
+}
+
+
 def open_store(ctx: click.Context) -> Store:
     root = ctx.find_root()
     if "store" not in root.obj:
-        root.obj["store"] = Store(root.obj["db"])
+        path = root.obj["db"]
+        command = " ".join(ctx.command_path.split()[1:])
+        if command in READ_ONLY_COMMANDS and path != ":memory:" and not Path(path).expanduser().exists():
+            raise UsageError(f"no store at '{path}' (from --db or SKILLWEAVE_DB); `{command}` reads an existing "
+                             "store and creates none")
+        root.obj["store"] = Store(path)
     return root.obj["store"]
 
 

@@ -84,7 +84,8 @@ def _grading_options(f):
               help="Probability that each of the k slots is another object.")
 @click.option("--max-style", default=1, show_default=True, type=click.IntRange(min=0), help="Styles per prompt, at most.")
 @click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the LLM steps.")
-@click.option("--max-tokens", default=400, show_default=True, help="Max new tokens per LLM step.")
+@click.option("--max-tokens", default=400, show_default=True, type=click.IntRange(min=1),
+              help="Max new tokens per LLM step.")
 @_catalog_option
 @click.pass_context
 def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max_tokens, concurrency, refine_mode,

@@ -131,7 +131,9 @@ def _stored_catalog(store, ref: str, kind: str) -> dict:
 @click.option("--shape", type=click.Choice(["alpaca", "messages", "prompt-completion", "preference"]), default="alpaca",
               show_default=True, help="Row shape: instruction/input/output, messages, prompt/completion, prompt/chosen/rejected.")
 @click.option("--out", "out", required=True, type=click.Path(), help="Output file (or folder for --format hf).")
-@click.option("--status", default="done", show_default=True, help="Item status to keep ('any' keeps all).")
+@click.option("--status", default="finished", show_default=True,
+              help="Item status to keep: 'finished' (each pipeline's finished items: accepted for MATH², done "
+                   "otherwise), a status such as done, or 'any'.")
 @click.option("--min-score", default=None, type=float, help="Keep items whose voted rubric score (sum of points) is >= this.")
 @click.option("--full-marks", is_flag=True, help="Skill-Mix: keep only texts whose voted points are all 1 (Zhao et al.).")
 @click.option("--reviewed-only", is_flag=True, help="Keep only items a reviewer approved or edited.")
@@ -151,6 +153,7 @@ def export(ctx, run_ids, fmt, shape, out, status, min_score, full_marks, reviewe
       skillweave export RUN --format hf --shape prompt-completion --out ism_hf --exclude-shirkers
       skillweave export RUN --shape preference --out pairs.jsonl      # shirker or Skill-Mix round pairs
       skillweave export SKILLMIX_RUN --full-marks --k 1..3 --out d123.jsonl   # Zhao et al. SFT data
+      skillweave export MATH2_RUN --shape prompt-completion --out math2.jsonl  # accepted, reviewed questions
     """
     from skillweave.export import ExportFilters, export_runs
 

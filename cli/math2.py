@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shlex
 import sys
@@ -21,7 +20,9 @@ from skillweave.prompts import load_template
 def _criteria(path: str | None) -> list[str]:
     if not path:
         return list(DEFAULT_CRITERIA)
-    lines = [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    from skillweave.catalog.textfiles import read_text
+
+    lines = [line.strip() for line in read_text(path, "--criteria").splitlines() if line.strip()]
     if not lines:
         raise UsageError(f"--criteria file '{path}' has no criteria (one per line)")
     return lines
@@ -51,7 +52,8 @@ def _criteria(path: str | None) -> list[str]:
               help="Re-asks when a reply lacks the expected field.")
 @click.option("--seed", default=0, show_default=True, help="Pair sampling seed.")
 @click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature for generation and solving.")
-@click.option("--max-tokens", default=512, show_default=True, help="Max new tokens per call.")
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Max new tokens per call.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight.")
 @click.pass_context
 def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pairs, consistency_samples,
@@ -90,6 +92,18 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, "math2", run_id, concurrency)
+    _review_hint(store, run_id)
+
+
+def _review_hint(store, run_id: str) -> None:
+    """After a run that paused for a person, the commands that continue it (as extract-skills prints)."""
+    from skillweave.agents.review import review_queue
+
+    waiting = review_queue(store, run_id)
+    if waiting:
+        click.echo(f"{len(waiting)} question(s) paused for review: `skillweave review list --run {run_id}`, "
+                   f"`skillweave review show {waiting[0]['id'][:8]}`, then `skillweave review approve|edit|reject "
+                   "ITEM`, or `skillweave review serve` for the web page", err=True)
 
 
 @click.command("math2")
@@ -102,7 +116,8 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
               help="Source questions for X: 'bundled' (test split), a JSONL/CSV question file, or 'none'.")
 @click.option("--x-limit", default=None, type=click.IntRange(min=1), help="At most this many source questions.")
 @click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many MATH² questions.")
-@click.option("--max-tokens", default=512, show_default=True, help="Solver max new tokens.")
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Solver max new tokens.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight.")
 @click.option("--resume", "resume_run", default=None, help="Finish an interrupted evaluation run (stored replies reused).")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Draw the square-law PNG.")
@@ -152,8 +167,12 @@ def eval_math2(ctx, sources, models, judge, x_questions, x_limit, limit, max_tok
 
 def read_accuracies(path: str) -> list[dict]:
     """model,x,y[,n_x,n_y] rows from CSV, or a JSON list of such objects."""
-    text = Path(path).read_text(encoding="utf-8")
-    rows = json.loads(text) if path.endswith(".json") else list(csv.DictReader(text.splitlines()))
+    from skillweave.catalog.textfiles import read_csv, read_text
+
+    try:
+        rows = json.loads(read_text(path, "accuracies")) if path.endswith(".json") else read_csv(path, "accuracies")
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"accuracies file '{path}' is not JSON: {exc}") from None
     out = []
     for i, row in enumerate(rows):
         try:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 
 from skillweave.cli.common import echo_json, echo_table, json_option, prompts_dir
-from skillweave.errors import UsageError
-from skillweave.prompts import list_templates, load_template, search_dirs
+from skillweave.errors import TemplateError, UsageError
+from skillweave.prompts import load_template, search_dirs
 
 
 @click.group("prompts")
@@ -26,12 +27,27 @@ def prompts_list(ctx, as_json):
     Example:
       skillweave prompts list
     """
-    rows = [{"name": t.name, "version": t.version, "source": t.source, "variables": ", ".join(t.variables),
-             "description": t.description} for t in list_templates(prompts_dir(ctx))]
+    rows, broken = [], []
+    for name in _template_names(prompts_dir(ctx)):
+        try:  # one broken file (bad YAML, not UTF-8) is named, the rest still listed
+            t = load_template(name, prompts_dir(ctx))
+        except TemplateError as exc:
+            broken.append(str(exc))
+            continue
+        rows.append({"name": t.name, "version": t.version, "source": t.source, "variables": ", ".join(t.variables),
+                     "description": t.description})
     if as_json:
         echo_json(rows)
     else:
         echo_table(rows, ["name", "version", "source", "variables", "description"])
+    for message in broken:
+        click.echo(f"Error: {message}", err=True)
+    if broken:
+        sys.exit(1)
+
+
+def _template_names(folder: str | None) -> list[str]:
+    return sorted({f"{p.parent.name}/{p.stem}" for d in search_dirs(folder) for p in d.glob("*/*.yaml")})
 
 
 @prompts_group.command("show")

@@ -7,7 +7,6 @@ exactly that item's thread and is stored as a `reviews` row (who, when, what cha
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
@@ -31,10 +30,9 @@ def review_group() -> None:
 def _text(value: str | None) -> str | None:
     """A value, or the contents of a file when written as @path."""
     if value is not None and value.startswith("@"):
-        path = Path(value[1:])
-        if not path.is_file():
-            raise UsageError(f"cannot read '{value}': no file {path}")
-        return path.read_text(encoding="utf-8").strip()
+        from skillweave.catalog.textfiles import read_text
+
+        return read_text(value[1:], value).strip()
     return value
 
 
@@ -102,6 +100,8 @@ def _submit(ctx, item_id: str, decision: dict, as_json: bool) -> None:
         click.echo(f"{result['action']}: item {result['item_id']} is now {result['status']}; "
                    f"run {result['run_id']} {result['run_status']} ({result['paused_in_run']} still waiting)")
 
+
+MIN_TOKEN_LENGTH = 16  # the random default is 24 characters
 
 reviewer_option = click.option("--as", "reviewer", default=None,
                                help="Reviewer name stored with the decision (default: $SKILLWEAVE_REVIEWER or login).")
@@ -180,14 +180,18 @@ def review_export(ctx, path, run_id):
       skillweave review export queue.jsonl
       skillweave review import queue.jsonl --as alice
     """
+    from skillweave.export.writers import refuse_store, write_text_atomic
+
     store = open_store(ctx)
+    refuse_store(path, store)
     items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
-    with Path(path).open("w", encoding="utf-8") as fh:
-        for item in items:
-            request = item["payload"].get("review_request") or {}
-            fh.write(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
+    lines = []
+    for item in items:
+        request = item["payload"].get("review_request") or {}
+        lines.append(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
                                  "action": "", "reason": "", **dict(ordered_fields(request.get("editable") or {})),
                                  "context": request.get("context") or []}, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(lines))
     click.echo(f"wrote {len(items)} item(s) to {path}", err=True)
 
 
@@ -205,15 +209,22 @@ def review_import(ctx, path, reviewer, as_json):
     Example:
       skillweave review import queue.jsonl --as alice --json
     """
-    store = open_store(ctx)
-    results = []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+    from skillweave.catalog.textfiles import read_text
+
+    rows = []  # the whole file is checked before the store is opened or any decision recorded
+    for number, line in enumerate(read_text(path, "review decisions").splitlines(), 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise UsageError(f"{path} line {number} is not JSON: {exc}") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path} line {number} is not a JSON object with item_id and action")
+        rows.append(row)
+    store = open_store(ctx)
+    results = []
+    for row in rows:
         if not row.get("action"):
             continue
         item_id = resolve_item_id(store, str(row.get("item_id", "")))
@@ -230,7 +241,7 @@ def review_import(ctx, path, reviewer, as_json):
 
 @review_group.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (keep 127.0.0.1 unless needed).")
-@click.option("--port", default=8765, show_default=True, help="Port.")
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(1, 65535), help="Port (1-65535).")
 @click.option("--token", envvar="SKILLWEAVE_REVIEW_TOKEN", default=None,
               help="Access token (or $SKILLWEAVE_REVIEW_TOKEN); a random one is made and printed when absent.")
 @reviewer_option
@@ -249,6 +260,9 @@ def review_serve(ctx, host, port, token, reviewer):
 
     from skillweave.web import create_app
 
+    if token is not None and len(token) < MIN_TOKEN_LENGTH:
+        raise UsageError(f"--token is {len(token)} characters; use at least {MIN_TOKEN_LENGTH} (or leave it out "
+                         "for a random one)")
     token = token or secrets.token_urlsafe(18)
     store = open_store(ctx)
     app = create_app(store, token=token, prompts_dir=prompts_dir(ctx), default_reviewer=reviewer)

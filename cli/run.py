@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 import sys
 
@@ -25,15 +26,23 @@ def parse_k(value: str) -> list[int]:
     """'2' -> [2]; '2,3' -> [2, 3]; '2..4' -> [2, 3, 4]."""
     try:
         if ".." in value:
-            lo, hi = value.split("..")
-            ks = list(range(int(lo), int(hi) + 1))
+            lo, hi = (int(v) for v in value.split(".."))
+            if hi - lo >= K_MAX or hi > K_MAX:  # bounded before the list is built
+                raise UsageError(f"--k '{value}' names k up to {hi}; at most {K_MAX}")
+            ks = list(range(lo, hi + 1))
         else:
             ks = [int(v) for v in value.split(",") if v.strip()]
     except ValueError:
         raise UsageError(f"--k '{value}' is not a number, a list like 2,3 or a range like 2..4") from None
     if not ks or min(ks) < 1:
         raise UsageError(f"--k '{value}' must name k >= 1")
+    if max(ks) > K_MAX:
+        raise UsageError(f"--k '{value}' names k = {max(ks)}; at most {K_MAX}")
     return ks
+
+
+K_MAX = 1000  # no skill catalog comes near this; a larger --k is a typo
+MAX_COMBINATIONS = 1_000_000  # graph threads one run may start (--n -1 enumerates C(N, k) of them)
 
 
 def check_model(option: str, spec: str) -> str:
@@ -108,7 +117,8 @@ def run_group() -> None:
 @click.option("--train-categories", default="literary,rhetorical", show_default=True,
               help="Skill categories in the train split (comma-separated).")
 @click.option("--temperature", default=0.7, show_default=True, help="Student sampling temperature.")
-@click.option("--max-tokens", default=512, show_default=True, help="Student max new tokens per turn.")
+@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
+              help="Student max new tokens per turn.")
 @click.option("--judge-template", default="skillmix/judge", show_default=True,
               help="skillmix/judge (table) or skillmix/judge_points (point list).")
 @click.option("--filter-explicit-name", is_flag=True, help="Zero a skill's point when its name appears verbatim.")
@@ -143,6 +153,12 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
         topics = split_topics(topics)[0 if split == "train" else 1]
     if max(ks) > len(skills):
         raise UsageError(f"--k {max(ks)} exceeds the {len(skills)} skills available")
+    if n == 0:
+        raise UsageError("--n 0 makes no combinations; give n >= 1 (or -1 for all C(N, k))")
+    total = sum(math.comb(len(skills), k) for k in ks) if n == -1 else n * len(ks)
+    if total > MAX_COMBINATIONS:  # checked before anything is sampled or allocated
+        raise UsageError(f"--n {n} with --k {k_value} makes {total:,} combinations; at most {MAX_COMBINATIONS:,} "
+                         "a run")
     config = {
         "k": ks, "n": n, "rounds": rounds, "seed": seed, "model": model, "judge": judge or model,
         "grading_samples": grading_samples, "concurrency": concurrency, "split": split,

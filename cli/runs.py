@@ -88,7 +88,8 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
 
 
 @click.command("logs")
-@click.option("-n", "--count", default=10, show_default=True, help="Number of calls to show.")
+@click.option("-n", "--count", default=10, show_default=True, type=click.IntRange(min=1),
+              help="Number of calls to show.")
 @click.option("--run", "run_id", default=None, help="Only calls of this run.")
 @click.option("--errors", is_flag=True, help="Only failed calls.")
 @json_option
@@ -155,8 +156,12 @@ def items_lineage(ctx, item_id, as_json):
     \b
     Example:
       skillweave items lineage 1be56989ac97e4b0ec31 --json
+      skillweave items lineage 1be569        # an unambiguous prefix of at least 6 characters
     """
-    lineage = open_store(ctx).lineage(item_id)
+    from skillweave.agents.review import resolve_item_id
+
+    store = open_store(ctx)
+    lineage = store.lineage(resolve_item_id(store, item_id))  # a full id or an unambiguous prefix (>= 6)
     if as_json:
         echo_json(lineage)
         return

@@ -251,7 +251,8 @@ def eval_group() -> None:
     help="Skills shown to the picker: all, or only the question's subject's skills.",
 )
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
-@click.option("--max-tokens", default=384, show_default=True, help="Solver max new tokens.")
+@click.option("--max-tokens", default=384, show_default=True, type=click.IntRange(min=1),
+              help="Solver max new tokens.")
 @click.option(
     "--parse-retries",
     default=1,
@@ -528,8 +529,11 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
       skillweave skills export bundled bank.json
       skillweave skills export my-run skills.txt --format skills-txt
     """
+    from skillweave.export.writers import refuse_store
+
     store = open_store(ctx)
     out_path = Path(out)
+    refuse_store(out_path, store)  # never write over the store
     fmt_name = fmt_name or _guess_format(out_path)
     catalog = _resolve_catalog(
         store,

@@ -15,7 +15,9 @@ Design choices
   Instruct-SkillMix shirker (chosen = real response, rejected = shirker response) and Skill-Mix generation
   rounds of one combination with different voted scores (chosen = best round, rejected = worst; ties skipped);
   also any payload with `prompt`, `responses` [a, b] and `preferred` (0 or 1).
-- Filters: status (default done), voted score threshold, full marks, reviewed only (latest review approve/edit;
+- MATH² items export question -> full solution (the reviewed values: an edit is already in the payload), with
+  `answer`, `reviewed_by` and `review_changes` ({field: {before, after}}) columns.
+- Filters: status (default `finished`: each pipeline's finished status, `accepted` for MATH², else `done`), voted score threshold, full marks, reviewed only (latest review approve/edit;
   an edit's `changes` replace the exported fields), exclude shirkers, k. Items whose latest review is a reject
   never export. Every drop is counted by reason and written into the card.
 """
@@ -35,9 +37,17 @@ APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
 REJECTED = {"reject", "rejected"}
 
 
+FINISHED = "finished"  # the default --status: each pipeline's own finished status
+FINISHED_STATUS = {"math2": "accepted"}  # MATH² items end `accepted` (after review); every other pipeline `done`
+
+
+def finished_status(pipeline: str) -> str:
+    return FINISHED_STATUS.get(pipeline, "done")
+
+
 @dataclass
 class ExportFilters:
-    status: str | None = "done"
+    status: str | None = FINISHED
     min_score: float | None = None
     full_marks: bool = False
     reviewed_only: bool = False
@@ -102,6 +112,22 @@ def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Exam
     })
 
 
+def _math2_example(item: dict, run: dict, review: dict | None) -> Example | None:
+    """A MATH² question: prompt = the question, completion = the full solution (its \\boxed answer inside), with
+    the answer and what review changed, by whom, as columns. The payload already holds a reviewer's edits."""
+    p = item["payload"]
+    if not p.get("question") or not p.get("solution"):
+        return None
+    changes = {k: v for k, v in ((review or {}).get("changes") or {}).items() if not k.startswith("_")}
+    return Example(item["id"], run["id"], p["question"], p["solution"], meta={
+        "answer": p.get("answer"), "skills": [r["name"] for r in p.get("skill_rows") or []] or item.get("skills"),
+        "k": item.get("k"), "reviewed_by": p.get("reviewed_by") or (review or {}).get("reviewer"),
+        "review_changes": {f: {"before": c.get("before"), "after": c.get("after")} for f, c in changes.items()
+                           if isinstance(c, dict)} or None,
+        "shirker": False,
+    })
+
+
 def _generic_example(item: dict, run: dict) -> Example | None:
     p = item["payload"]
     instruction = p.get("instruction") or p.get("prompt") or p.get("question")
@@ -112,8 +138,10 @@ def _generic_example(item: dict, run: dict) -> Example | None:
                    meta={"k": item.get("k"), "skills": item.get("skills"), "shirker": bool(p.get("shirker"))})
 
 
-def _example(item: dict, run: dict, points) -> Example | None:
+def _example(item: dict, run: dict, points, review: dict | None = None) -> Example | None:
     pipeline = run["pipeline"]
+    if pipeline == "math2":
+        return _math2_example(item, run, review)
     if pipeline == "instruct-skillmix":
         return _instruct_example(item, run)
     if pipeline == "skillmix" or item["kind"].startswith("skillmix."):
@@ -147,8 +175,9 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
         candidates = []
         for item in store.items(run["id"]):
             seen += 1
-            if filters.status and item["status"] != filters.status:
-                dropped[f"status {item['status']} (not {filters.status})"] += 1
+            wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
+            if wanted and item["status"] != wanted:
+                dropped[f"status {item['status']} (not {wanted})"] += 1
                 continue
             if filters.k and item.get("k") not in filters.k:
                 dropped[f"k {item.get('k')} not in {filters.k}"] += 1
@@ -162,7 +191,7 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
                 dropped["not approved by a reviewer"] += 1
                 continue
             points = voted_points(store, item["id"])
-            example = _example(item, run, points)
+            example = _example(item, run, points, review)
             if example is None:
                 dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
                 continue
@@ -218,22 +247,22 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
                 filters: ExportFilters | None = None, system: str | None = None, overwrite: bool = False,
                 command: str = "") -> dict:
     """Collect, shape and write rows of one or more runs; write the dataset card; return a summary."""
-    from skillweave.export.writers import card_path, shape_rows, write_card, write_rows
+    from skillweave.export.writers import card_path, check_destination, render_card, shape_rows, write_rows
 
     filters = filters or ExportFilters()
     out = Path(out)
-    if out.exists() and not overwrite:
-        raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
+    protect = () if store.path == ":memory:" else (Path(store.path),)
+    check_destination(out, fmt, overwrite=overwrite, protect=protect)  # before any work, and again when writing
     examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
     if not examples:
         reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
         raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
     rows = shape_rows(examples, shape, system=system)
-    write_rows(rows, out, fmt, overwrite=overwrite)
     summary = {
         "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
         "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
         "card": str(card_path(out, fmt)),
     }
-    write_card(store, runs, examples, summary, command)
+    write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
+               protect=protect)
     return summary

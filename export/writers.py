@@ -9,12 +9,18 @@ Formats: JSONL (one object a line), JSON (one list, like the released Alpaca fil
 Hugging Face `datasets` folder (`Dataset.save_to_disk`). Metadata columns are the same in every row (missing
 values are null), so Parquet and Arrow see one schema. The card is `README.md` inside an hf folder, else
 `<out>.card.md` next to the file.
+
+Writes never destroy other data: rows and card go to temporary names in the destination folder and are renamed
+into place, so a killed export leaves the old output or the new one. `--overwrite` replaces an earlier export
+(a file, or an hf folder holding only what `save_to_disk` and the card write), never another folder or the store.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -59,27 +65,156 @@ def _column_value(value):
     return value
 
 
-def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False) -> None:
+# Columns a pipeline declares, so an export whose column is all null still gets its type (Arrow would infer
+# `null`, and `datasets.concatenate_datasets` refuses to join that with the same column typed elsewhere).
+# Other all-null columns are strings.
+COLUMN_TYPES = {
+    "k": "int64", "round": "int64", "combo_index": "int64", "score": "float64", "rejected_score": "float64",
+    "full_marks": "bool", "shirker": "bool", "skills": "list<string>", "train_categories": "list<string>",
+}
+# What `Dataset.save_to_disk` writes into its folder (plus the card); an hf --overwrite replaces only such a folder.
+HF_FILES = ("dataset_info.json", "state.json", "README.md")
+
+
+def arrow_table(rows: list[dict]):
+    """The rows as one Arrow table; all-null columns get their declared type instead of `null`."""
+    import pyarrow as pa
+
+    table = pa.Table.from_pylist(rows)
+    fields = []
+    for f in table.schema:
+        if pa.types.is_null(f.type):
+            declared = COLUMN_TYPES.get(f.name, "string")
+            f = pa.field(f.name, pa.list_(pa.string()) if declared == "list<string>" else pa.type_for_alias(declared))
+        fields.append(f)
+    return table.cast(pa.schema(fields))
+
+
+def check_destination(out: Path, fmt: str, *, overwrite: bool, protect: tuple[Path, ...] = ()) -> None:
+    """Refuse an --out that would replace the store, a folder with other content, or an existing export without
+    --overwrite."""
     if fmt not in FORMATS:
         raise UsageError(f"unknown format '{fmt}'; expected one of {', '.join(FORMATS)}")
-    if not out.parent.exists():
+    resolved = out.resolve()
+    for path in (resolved, card_path(resolved, fmt)):
+        for kept in protect:
+            kept = kept.resolve()
+            if path == kept or path.name in (kept.name + "-wal", kept.name + "-shm") and path.parent == kept.parent \
+                    or kept.is_relative_to(path):
+                raise UsageError(f"--out '{out}' would overwrite the store {kept}; choose another path")
+    if not resolved.parent.is_dir():
         raise UsageError(f"--out '{out}': folder {out.parent} does not exist")
-    if overwrite and out.is_dir():
-        shutil.rmtree(out)
-    if fmt == "jsonl":
-        out.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    elif fmt == "json":
-        out.write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    elif fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        pq.write_table(pa.Table.from_pylist(rows), out)
+    if fmt == "hf":
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"--out '{out}' is a file; --format hf writes a folder")
+        if out.is_dir() and any(out.iterdir()):
+            if not overwrite:
+                raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
+            if not _is_hf_export(out):
+                raise UsageError(f"--out '{out}' is a folder with other content; --overwrite replaces only an "
+                                 "earlier hf export (dataset_info.json, state.json, data-*.arrow, README.md)")
     else:
-        import datasets
+        for path in (out, card_path(out, fmt)):
+            if path.is_dir():
+                raise UsageError(f"--out '{out}': {path} is a folder; --format {fmt} writes a file")
+            if path.exists() and not overwrite and path == out:
+                raise UsageError(f"--out '{out}' already exists; pass --overwrite or choose another path")
 
-        datasets.disable_progress_bars()
-        datasets.Dataset.from_list(rows).save_to_disk(str(out))
+
+def refuse_store(out: str | Path, store) -> None:
+    """An output path that is the store (or its -wal/-shm, or a folder holding it) is refused."""
+    if store.path != ":memory:":
+        check_destination(Path(out), "json", overwrite=True, protect=(Path(store.path),))
+
+
+def write_text_atomic(out: str | Path, text: str) -> None:
+    """Write a text file through a temporary name and a rename (a kill leaves the old file or the new one)."""
+    out = Path(out)
+    tmp = _temp_name(out)
+    try:
+        _write_file(tmp, text)
+        os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write '{out}': {exc.strerror or exc}; nothing was replaced") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _is_hf_export(folder: Path) -> bool:
+    names = [p.name for p in folder.iterdir()]
+    return "state.json" in names and all(
+        n in HF_FILES or (n.startswith("data-") and n.endswith(".arrow")) for n in names)
+
+
+def _temp_name(out: Path) -> Path:
+    return out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex[:8]}")
+
+
+def _write_file(path: Path, text: str) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False, card: str | None = None,
+               protect: tuple[Path, ...] = ()) -> None:
+    """Write rows (and the card text, if given) to temporary names, then rename them over --out and its card."""
+    check_destination(out, fmt, overwrite=overwrite, protect=protect)
+    temps: list[Path] = []
+    try:
+        tmp = _temp_name(out)
+        temps.append(tmp)
+        if fmt == "jsonl":
+            _write_file(tmp, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        elif fmt == "json":
+            _write_file(tmp, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
+        elif fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pq.write_table(arrow_table(rows), tmp)
+        else:
+            import datasets
+
+            datasets.disable_progress_bars()
+            table = arrow_table(rows)
+            datasets.Dataset.from_list(rows, features=datasets.Features.from_arrow_schema(table.schema)
+                                       ).save_to_disk(str(tmp))
+        card_tmp = None
+        if card is not None:
+            card_tmp = tmp / "README.md" if fmt == "hf" else _temp_name(card_path(out, fmt))
+            temps.append(card_tmp)
+            _write_file(card_tmp, card)
+        if fmt == "hf":
+            _swap_folder(tmp, out)
+        else:  # the card first: a kill between the two renames leaves the old rows with the new card's name
+            if card_tmp is not None:
+                os.replace(card_tmp, card_path(out, fmt))
+            os.replace(tmp, out)
+    except OSError as exc:
+        raise UsageError(f"cannot write --out '{out}': {exc.strerror or exc}; nothing was replaced") from None
+    finally:
+        for path in temps:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            elif path.exists():
+                path.unlink()
+
+
+def _swap_folder(new: Path, out: Path) -> None:
+    """Put the finished folder `new` at `out`; an earlier export there is moved aside, then removed."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    old = _temp_name(out)
+    os.rename(out, old)
+    try:
+        os.rename(new, out)
+    except OSError:
+        os.rename(old, out)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def card_path(out: Path, fmt: str) -> Path:
@@ -114,8 +249,14 @@ def _prompt_versions(store, examples: list) -> list[str]:
 
 
 def write_card(store, runs: list[dict], examples: list, summary: dict, command: str) -> Path:
-    """A markdown dataset card: counts, filters, models, prompt versions, seeds and commands."""
+    """Write the dataset card to `summary["card"]` (see `render_card`)."""
     path = Path(summary["card"])
+    path.write_text(render_card(store, runs, examples, summary, command), encoding="utf-8")
+    return path
+
+
+def render_card(store, runs: list[dict], examples: list, summary: dict, command: str) -> str:
+    """A markdown dataset card: counts, filters, models, prompt versions, seeds and commands."""
     per_k = Counter(e.meta.get("k") for e in examples)
     per_type = Counter(e.meta.get("query_str") or e.meta.get("topic") for e in examples)
     shirkers = sum(bool(e.meta.get("shirker")) for e in examples)
@@ -144,5 +285,4 @@ def write_card(store, runs: list[dict], examples: list, summary: dict, command: 
         *(f"- run: `{r.get('command') or '(not recorded)'}`" for r in runs),
         f"- export: `{command or '(library call)'}`", "",
     ]
-    path.write_text("\n".join(lines), encoding="utf-8")
-    return path
+    return "\n".join(lines)

@@ -19,12 +19,15 @@ from pathlib import Path
 
 import jinja2
 import jinja2.meta
+import jinja2.sandbox
 import yaml
 
 from skillweave.errors import TemplateError
 
 PACKAGE_DIR = Path(__file__).parent
-_ENV = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+# Sandboxed: a template from --prompts-dir cannot reach Python internals (`cycler.__init__.__globals__...`).
+_ENV = jinja2.sandbox.SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False,
+                                           autoescape=False)
 
 
 def normalise(text: str) -> str:
@@ -117,16 +120,22 @@ def search_dirs(prompts_dir: str | os.PathLike | None = None) -> list[Path]:
 
 
 def _parse(name: str, path: Path) -> PromptTemplate:
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TemplateError(f"template '{name}' ({path}) is not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise TemplateError(f"template '{name}' ({path}) is not valid YAML: {exc}") from None
+        raise TemplateError(f"template '{name}' ({path}) is not valid YAML: {' '.join(str(exc).split())}") from None
     if not isinstance(data, dict):
         raise TemplateError(f"template '{name}' ({path}) must be a YAML mapping")
     if ("prompt" in data) == ("turns" in data):
         raise TemplateError(f"template '{name}' ({path}) needs exactly one of 'prompt' or 'turns'")
-    turns = (data["prompt"],) if "prompt" in data else tuple(data["turns"])
+    turns = (data["prompt"],) if "prompt" in data else data["turns"]
+    turns = tuple(turns) if isinstance(turns, list) else turns
+    if not isinstance(turns, tuple) or not turns or not all(isinstance(t, str) for t in turns):
+        raise TemplateError(f"template '{name}' ({path}): 'prompt' must be a string and 'turns' a list of strings")
     variables = tuple(data.get("variables") or ())
     fake = data.get("fake_replies") or ([data["fake_reply"]] if "fake_reply" in data else [])
     sources = [*turns, data.get("system") or "", *fake]

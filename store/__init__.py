@@ -48,6 +48,54 @@ def stable_id(*parts: Any, length: int = 20) -> str:
     return hashlib.blake2b(jdump(list(parts)).encode(), digest_size=16).hexdigest()[:length]
 
 
+class StoreOpenError(StoreError):
+    """The store file cannot be opened or is not a skillweave store (exit status 2, the file left as it was)."""
+
+    exit_code = 2
+
+
+def _check_store_path(path: str) -> None:
+    """Refuse, before SQLite touches anything, a store path that cannot be a store file."""
+    p = Path(path).expanduser()
+    parent = p.resolve().parent
+    if not parent.is_dir():
+        raise StoreOpenError(f"cannot open store '{path}': folder {parent} does not exist")
+    if p.is_dir():
+        raise StoreOpenError(f"cannot open store '{path}': it is a folder; --db names a file")
+    if p.exists() and not os.access(p, os.R_OK | os.W_OK):
+        raise StoreOpenError(f"cannot open store '{path}': the file is not readable and writable by you")
+    if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreOpenError(f"cannot create store '{path}': folder {parent} is read-only for you")
+    if p.exists() and not os.access(parent, os.W_OK | os.X_OK):
+        raise StoreOpenError(f"cannot open store '{path}': folder {parent} is read-only for you (SQLite writes "
+                             "its -wal and -shm files beside the store)")
+    if p.is_file():
+        _check_not_truncated(p)
+
+
+def _check_not_truncated(p: Path) -> None:
+    """An SQLite file shorter than the page count its header records was cut off (a copy or download stopped)."""
+    with open(p, "rb") as f:
+        header = f.read(100)
+    if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
+        return  # empty (a new store) or not SQLite: SQLite itself reports the latter
+    wal = p.with_name(p.name + "-wal")
+    if wal.exists() and wal.stat().st_size:
+        return  # pages may still live in the WAL
+    page_size = int.from_bytes(header[16:18], "big")
+    page_size = 65536 if page_size == 1 else page_size
+    pages = int.from_bytes(header[28:32], "big")
+    valid = header[24:28] == header[92:96]  # the header's page count is valid only when these match
+    if valid and pages and p.stat().st_size < pages * page_size:
+        raise StoreOpenError(f"cannot open store '{p}': the file is truncated ({p.stat().st_size:,} of "
+                             f"{pages * page_size:,} bytes); restore it from a copy")
+
+
+def like_prefix(prefix: str) -> str:
+    """A LIKE pattern matching values that start with `prefix` literally (use with `ESCAPE '\\'`)."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _migration_modules() -> list[tuple[str, Any]]:
     from skillweave.store import migrations
 
@@ -61,9 +109,7 @@ class Store:
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = str(path or default_db_path())
         if self.path != ":memory:":
-            parent = Path(self.path).expanduser().resolve().parent
-            if not parent.exists():
-                raise StoreError(f"cannot open store '{self.path}': folder {parent} does not exist")
+            _check_store_path(self.path)
         # One connection per thread: Python's sqlite3 connection is not safe to use from two threads at once
         # (the web page resumes a thread in a worker while serving pages), and SQLite's WAL mode lets the
         # connections read while one writes. `lock` still serialises this process's writes.
@@ -71,8 +117,20 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self.lock = threading.RLock()
         self._shared = self._connect() if self.path == ":memory:" else None  # one in-memory database
-        self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
-        self._migrate()
+        try:
+            self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
+            self._migrate()
+        except sqlite3.DatabaseError as exc:  # corrupt, read-only
+            self.close()
+            raise StoreOpenError(f"cannot open store '{self.path}': {exc}") from None
+
+    def _check_is_store(self, conn: sqlite3.Connection) -> None:
+        """Before anything is written (WAL mode, migrations): the file is an empty database or a store."""
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if tables and "_migrations" not in tables:
+            conn.close()
+            raise StoreOpenError(f"'{self.path}' is an SQLite database but not a skillweave store (no _migrations "
+                                 f"table; it has {', '.join(sorted(tables)[:5])}); nothing was changed")
 
     def _migrate(self) -> None:
         with self.lock:
@@ -89,10 +147,12 @@ class Store:
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
+            if not self._connections:
+                self._check_is_store(conn)
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
-            raise StoreError(f"cannot open store '{self.path}': {exc}") from None
+            raise StoreOpenError(f"cannot open store '{self.path}': {exc}") from None
         with self.lock:
             self._connections.append(conn)
         return sqlite_utils.Database(conn)

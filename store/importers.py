@@ -10,7 +10,6 @@ identified by (k, row) across rounds, since the same seed gives the same combina
 
 from __future__ import annotations
 
-import csv
 import re
 import sys
 from pathlib import Path
@@ -31,9 +30,9 @@ _GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<g
 
 
 def _read_csv(path: Path) -> list[dict]:
-    csv.field_size_limit(sys.maxsize)
-    with path.open(newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh))
+    from skillweave.catalog.textfiles import read_csv
+
+    return read_csv(path, "records", field_limit=sys.maxsize)  # model texts can exceed 128 KiB
 
 
 def _split_skills(value: str) -> list[str]:

@@ -119,9 +119,9 @@ def test_bad_input_gets_one_line_and_exit_2(cli_run):
         (("run", "skillmix", "--model", "gtp-4o"), "unknown model spec 'gtp-4o'"),
         (("run", "skillmix", "--k", "two"), "--k 'two'"),
         (("run", "skillmix", "--k", "99", "--model", "fake"), "exceeds"),
-        (("report", "nope"), "no run 'nope'"),
         (("run", "skillmix", "--skills", "/nonexistent.csv", "--model", "fake"), "does not exist"),
         (("run", "skillmix", "--judge-template", "skillmix/nope", "--model", "fake"), "unknown template"),
+        (("report", "nope"), "no run 'nope'"),  # after a command that created the store (report creates none)
     ]:
         code, out, err = cli_run(*args)
         assert code == 2, (args, err)

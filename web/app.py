@@ -35,6 +35,7 @@ from skillweave.agents.review import (
 )
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
+from skillweave.web.mathtext import render_math
 
 COOKIE = "skillweave_review"
 SECURITY_HEADERS = {
@@ -47,6 +48,7 @@ SECURITY_HEADERS = {
 
 _ENV = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
                           autoescape=True, undefined=jinja2.StrictUndefined)
+_ENV.filters["math"] = render_math  # LaTeX -> MathML on the server (web/mathtext.py): no script, no CDN
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
@@ -109,7 +111,7 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
             if action == "edit":  # only fields the reviewer actually changed
                 changes = {f: form[f].replace("\r\n", "\n") for f in editable
                            if f in form and form[f].replace("\r\n", "\n") != editable[f]}
-            decision = make_decision(action, reviewer=form.get("reviewer") or default_reviewer or "web",
+            decision = make_decision(action, reviewer=form.get("reviewer", "").strip() or default_reviewer,
                                      reason=form.get("reason", ""), changes=changes)
             async with lock:
                 result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir)
