@@ -4,8 +4,12 @@ Design choices
 - A corpus is a scipy CSR document-term count matrix H (m x n). The co-occurrence estimator is the
   per-document one for any length: Q_sum = sum_d (H_d H_d^T - diag(H_d)) / (n_d (n_d - 1)); documents with
   fewer than two words carry no pair and are not counted in m. For L = 2 this is the symmetrised pair
-  indicator. Q_sum (unnormalised, float64) and m are the stored statistics T(S): deleting documents is a
-  subtraction, so unlearning never touches the retained documents.
+  indicator. Q_sum (unnormalised, float64), m, and the per-word document frequencies (`doc_freq` over all
+  documents, `pair_df` over documents with a pair) are the stored statistics T(S): all are sums over
+  documents, so deleting documents is a subtraction and unlearning never touches the retained documents.
+  The document frequencies let the unlearner re-run the anchor search on the downdated statistics exactly
+  as retraining would (candidates need `doc_freq >= anchor_min_docs`; a word with `pair_df == 0` has an
+  exactly zero co-occurrence row).
 - FastAnchorWords runs on the row-normalised rows of frequent words (document frequency >=
   `anchor_min_docs`), optionally after a seeded Gaussian random projection, with the optional clean-up pass.
 - RecoverL2 solves every word's simplex-constrained least squares exactly (not with exponentiated gradient):
@@ -55,6 +59,8 @@ class TopicModel:
     config: TopicModelConfig = field(default_factory=TopicModelConfig)
     vocab: list[str] | None = None
     info: dict = field(default_factory=dict)
+    doc_freq: np.ndarray | None = None   # n: documents containing the word (None: saved before it was stored)
+    pair_df: np.ndarray | None = None    # n: documents with >= 2 words containing the word
 
     @property
     def n_words(self) -> int:
@@ -69,7 +75,8 @@ class TopicModel:
         rows, cols = np.nonzero(self.q_sum)  # store text gives sparse co-occurrence: keep versions small
         np.savez_compressed(buf, A=self.A, R=self.R, C=self.C, anchors=self.anchors, m=np.array(self.m),
                             q_rows=rows.astype(np.int32), q_cols=cols.astype(np.int32), q_vals=self.q_sum[rows, cols],
-                            q_shape=np.array(self.q_sum.shape))
+                            q_shape=np.array(self.q_sum.shape),
+                            **({} if self.doc_freq is None else {"doc_freq": self.doc_freq, "pair_df": self.pair_df}))
         return buf.getvalue()
 
     @classmethod
@@ -79,7 +86,9 @@ class TopicModel:
         q_sum = np.zeros(tuple(z["q_shape"]))
         q_sum[z["q_rows"], z["q_cols"]] = z["q_vals"]
         return cls(A=z["A"], R=z["R"], C=z["C"], anchors=z["anchors"], q_sum=q_sum, m=int(z["m"]),
-                   config=config or TopicModelConfig(), vocab=vocab, info=info or {})
+                   config=config or TopicModelConfig(), vocab=vocab, info=info or {},
+                   doc_freq=z["doc_freq"] if "doc_freq" in z else None,
+                   pair_df=z["pair_df"] if "pair_df" in z else None)
 
 
 # ---- co-occurrence statistics -----------------------------------------------------------------------
@@ -110,6 +119,16 @@ def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
     q = (H.T @ WH).toarray()
     q[np.diag_indices_from(q)] -= np.asarray(WH.sum(axis=0)).ravel()
     return q, int(ok.sum())
+
+
+def document_frequencies(H: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(documents containing each word, documents with >= 2 words containing each word), as float64 counts."""
+    H = sp.csr_matrix(H)
+    present = (H > 0).astype(np.float64)
+    lengths = np.asarray(H.sum(axis=1)).ravel()
+    doc_freq = np.asarray(present.sum(axis=0)).ravel()
+    pair_df = np.asarray(present[lengths >= 2].sum(axis=0)).ravel() if H.shape[0] else np.zeros(H.shape[1])
+    return doc_freq, pair_df
 
 
 def row_normalize(q: np.ndarray) -> np.ndarray:
@@ -306,15 +325,26 @@ def fit(docs, config: TopicModelConfig | None = None, *, n_words: int | None = N
     q_sum, m = cooccurrence_sum(H)
     if m == 0:
         raise UsageError("no document has two or more words; nothing to learn co-occurrence from")
+    doc_freq, pair_df = document_frequencies(H)
     if anchors is None:
-        doc_freq = np.asarray((H > 0).sum(axis=0)).ravel()
-        candidates = np.flatnonzero((doc_freq >= config.anchor_min_docs) & (q_sum.sum(axis=1) > 0))
-        anchors = find_anchors(row_normalize(q_sum), config.n_topics, candidates,
-                               projection_dim=config.projection_dim, seed=config.seed, cleanup=config.cleanup)
-        anchors = np.sort(anchors)  # canonical topic order: retrained and unlearned releases line up column by column
+        anchors = search_anchors(q_sum, doc_freq, config)
     A, R, C, iters = recover(q_sum, m, anchors, max_iter=config.max_iter)
     return TopicModel(A=A, R=R, C=C, anchors=np.asarray(anchors), q_sum=q_sum, m=m, config=config, vocab=vocab,
-                      info={"fallback_words": int((iters > config.max_iter).sum())})
+                      info={"fallback_words": int((iters > config.max_iter).sum())}, doc_freq=doc_freq,
+                      pair_df=pair_df)
+
+
+def search_anchors(q_sum: np.ndarray, doc_freq: np.ndarray, config: TopicModelConfig) -> np.ndarray:
+    """The learner's anchor step from the statistics alone (retraining and unlearning both call this).
+
+    Candidates are words in >= `anchor_min_docs` documents with a non-zero co-occurrence row; the anchors are
+    sorted by word id so that topic order is canonical (retrained and unlearned releases line up column by
+    column). Cost O(n^2 + candidates * n * r): independent of the number of documents.
+    """
+    candidates = np.flatnonzero((doc_freq >= config.anchor_min_docs) & (q_sum.sum(axis=1) > 0))
+    anchors = find_anchors(row_normalize(q_sum), config.n_topics, candidates,
+                           projection_dim=config.projection_dim, seed=config.seed, cleanup=config.cleanup)
+    return np.sort(anchors)
 
 
 # ---- planted (separable) synthetic corpora for verification -------------------------------------------
