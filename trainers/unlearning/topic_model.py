@@ -139,6 +139,19 @@ def row_normalize(q: np.ndarray) -> np.ndarray:
 
 # ---- anchors ----------------------------------------------------------------------------------------
 
+TIE_TOL = 1e-10
+
+
+def _first_max(values: np.ndarray) -> int:
+    """argmax that treats values within TIE_TOL (relative) of the maximum as tied and takes the first.
+
+    Corpora with repeated texts have words with identical co-occurrence rows; a plain argmax would break
+    such ties by floating-point rounding, which differs between statistics summed from scratch and the same
+    statistics downdated by subtraction. Breaking them by word id makes both pick the same anchor.
+    """
+    top = float(values.max())
+    return int(np.flatnonzero(values >= top - TIE_TOL * max(abs(top), 1e-300))[0])
+
 def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projection_dim: int = 0, seed: int = 0,
                  cleanup: bool = True) -> np.ndarray:
     """FastAnchorWords: farthest-point search with stabilised Gram-Schmidt over candidate rows."""
@@ -149,13 +162,13 @@ def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projectio
     if projection_dim and projection_dim < X.shape[1]:
         proj = np.random.default_rng(seed).standard_normal((X.shape[1], projection_dim)) / np.sqrt(projection_dim)
         X = X @ proj
-    chosen = [int(np.argmax(np.einsum("ij,ij->i", X, X)))]
+    chosen = [_first_max(np.einsum("ij,ij->i", X, X))]
     Y = X - X[chosen[0]]
     basis: list[np.ndarray] = []
     for _ in range(1, r):
         norms = np.einsum("ij,ij->i", Y, Y)
         norms[chosen] = -1.0
-        j = int(np.argmax(norms))
+        j = _first_max(norms)
         b = Y[j] / np.sqrt(norms[j])
         for prev in basis:  # stabilised Gram-Schmidt: re-orthogonalise the new direction
             b = b - (b @ prev) * prev
@@ -181,7 +194,7 @@ def _cleanup_anchors(X: np.ndarray, chosen: list[int]) -> list[int]:
             Y = Y - (Y @ qmat) @ qmat.T
         dist = np.einsum("ij,ij->i", Y, Y)
         dist[others] = -1.0
-        chosen[k] = int(np.argmax(dist))
+        chosen[k] = _first_max(dist)
     return chosen
 
 
