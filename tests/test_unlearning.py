@@ -22,6 +22,7 @@ from skillweave.trainers.unlearning.topic_model import (
 from skillweave.trainers.unlearning.unlearn import (
     UnlearnConfig,
     fit_head,
+    gaussian_delta,
     gaussian_sigma,
     matched_l1,
     model_distance,
@@ -128,7 +129,12 @@ def test_unlearning_rejects_documents_not_in_the_training_set(planted):
 
 def test_noise_calibration_and_two_sample_indistinguishability(planted):
     _, _, docs, _, config, model = planted
-    assert gaussian_sigma(1.0, 1e-5, 2.0) == pytest.approx(2.0 * np.sqrt(2 * np.log(1.25e5)))
+    sigma = gaussian_sigma(1.0, 1e-5, 2.0)  # analytic Gaussian mechanism: tight, below the classical formula
+    assert gaussian_delta(1.0, 2.0 / sigma) == pytest.approx(1e-5, rel=1e-6)
+    assert gaussian_delta(1.0, 2.0 / (0.99 * sigma)) > 1e-5
+    assert 2.0 * 3.6 < sigma < 2.0 * np.sqrt(2 * np.log(1.25e5))
+    assert gaussian_sigma(0.5, 1e-5, 1.0) < np.sqrt(2 * np.log(1.25e5)) / 0.5
+    assert gaussian_sigma(1.0, 1e-5, 0.0) == 0.0
     with pytest.raises(ConfigError, match="epsilon"):
         gaussian_sigma(0.0, 1e-5, 1.0)
     forget = np.arange(100)

@@ -133,7 +133,7 @@ def test_noise_covers_neighbouring_datasets_and_the_check_fails_when_it_is_too_s
     sigma, many seeds: the (epsilon, delta) inequality holds at the calibrated sigma and fails at a quarter of it.
     """
     docs, labels, _, model = corpus
-    epsilon, delta, trials = 1.0, 0.05, 4000
+    epsilon, delta, trials = 1.0, 0.05, 8000
     config = UnlearnConfig(epsilon=epsilon, delta=delta, utility_threshold=1e6)
     forget = docs[:20]
     if kind == "base":
@@ -152,14 +152,14 @@ def test_noise_covers_neighbouring_datasets_and_the_check_fails_when_it_is_too_s
                          for s in range(trials)])
 
     direction = np.concatenate([(after[k] - before[k]).ravel() for k in after])
-    for scale, ok in ((1.0, True), (0.25, False)):
+    for scale, ok in ((1.0, True), (0.7, False), (0.25, False)):  # true delta there: 0.05, 0.15, 0.79
         sigma = result.sigma * scale
         violation = privacy_violation(releases(after, sigma, 0), releases(before, sigma, 10**6), direction, epsilon)
         assert (violation <= delta + 0.03) == ok, (scale, violation)
     # the theory behind the check: at the calibrated sigma the optimal test's violation is below delta
     mu = gap / result.sigma
     t = np.linspace(-5, 5, 2001)
-    assert (norm.sf(t - mu) - math.exp(epsilon) * norm.sf(t)).max() <= delta
+    assert (norm.sf(t - mu) - math.exp(epsilon) * norm.sf(t)).max() <= delta + 1e-9
     # released = noiseless + N(0, sigma^2) with the calibrated sigma
     noise = result.released[next(iter(after))] - after[next(iter(after))]
     assert np.std(noise) == pytest.approx(result.sigma, rel=0.15)

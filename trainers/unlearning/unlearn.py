@@ -15,7 +15,8 @@ Design choices
   space (D^T D and D^T y, D = length-normalised counts), so the refit on the new C~ is C~^T (D^T D) C~: an
   n x n x r product, again independent of the number of documents. The base model is only read; the
   downdated base is returned privately (`UnlearnResult.base`) for later requests on the same head.
-- Noise: Gaussian mechanism sigma = Delta sqrt(2 ln(1.25/delta)) / epsilon on every released entry. Delta is
+- Noise: the Gaussian mechanism on every released entry, sigma the smallest value whose exact privacy curve
+  (Balle and Wang 2018) meets (epsilon, delta) for sensitivity Delta (`gaussian_sigma`). Delta is
   caller-supplied, or measured per request: the l2 distance between the noiseless release after deletion
   and the release before it (the neighbouring datasets S \\ S_f and S), scaled linearly to a declared
   capacity m_U > m_f. It is an empirical per-request value, not a worst-case bound (docs/unlearning.md).
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
+from scipy.stats import norm
 
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers.unlearning.topic_model import (
@@ -70,13 +72,34 @@ class UnlearnConfig:
 
 # ---- noise calibration and deletion capacity ----------------------------------------------------------
 
+def gaussian_delta(epsilon: float, ratio: float) -> float:
+    """The exact delta(epsilon) of the Gaussian mechanism with Delta / sigma = ratio (Balle and Wang 2018):
+    Phi(ratio/2 - epsilon/ratio) - e^epsilon Phi(-ratio/2 - epsilon/ratio)."""
+    if ratio <= 0:
+        return 0.0
+    a, b = ratio / 2 - epsilon / ratio, -ratio / 2 - epsilon / ratio
+    return float(norm.cdf(a) - math.exp(min(epsilon + norm.logcdf(b), 700.0)))
+
+
 def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """Gaussian mechanism: sigma = Delta * sqrt(2 ln(1.25 / delta)) / epsilon."""
+    """The smallest sigma with gaussian_delta(epsilon, Delta / sigma) <= delta (the analytic Gaussian mechanism).
+
+    Valid for every epsilon > 0; the classical Delta sqrt(2 ln(1.25/delta)) / epsilon is proven only for
+    epsilon < 1, where it is larger than this value.
+    """
     if epsilon <= 0 or not 0 < delta < 1:
         raise ConfigError(f"need epsilon > 0 and 0 < delta < 1, got epsilon={epsilon}, delta={delta}")
     if sensitivity < 0:
         raise ConfigError(f"sensitivity must be >= 0, got {sensitivity}")
-    return sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+    if sensitivity == 0:
+        return 0.0
+    lo, hi = 1e-6, 1e6  # bisection on ratio = Delta / sigma: delta(epsilon, ratio) grows with ratio
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if gaussian_delta(epsilon, mid) <= delta else (lo, mid)
+        if hi / lo < 1 + 1e-12:
+            break
+    return sensitivity / lo
 
 
 def deletion_capacity(per_doc_sensitivity: float, sigma_max: float, epsilon: float, delta: float) -> int | None:
