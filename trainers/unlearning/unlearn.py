@@ -30,11 +30,12 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
-from scipy.stats import norm
+from scipy.special import log_ndtr, ndtr
 
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers.unlearning.topic_model import (
@@ -78,7 +79,7 @@ def gaussian_delta(epsilon: float, ratio: float) -> float:
     if ratio <= 0:
         return 0.0
     a, b = ratio / 2 - epsilon / ratio, -ratio / 2 - epsilon / ratio
-    return float(norm.cdf(a) - math.exp(min(epsilon + norm.logcdf(b), 700.0)))
+    return float(ndtr(a) - math.exp(min(epsilon + float(log_ndtr(b)), 700.0)))
 
 
 def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
@@ -91,15 +92,19 @@ def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
         raise ConfigError(f"need epsilon > 0 and 0 < delta < 1, got epsilon={epsilon}, delta={delta}")
     if sensitivity < 0:
         raise ConfigError(f"sensitivity must be >= 0, got {sensitivity}")
-    if sensitivity == 0:
-        return 0.0
-    lo, hi = 1e-6, 1e6  # bisection on ratio = Delta / sigma: delta(epsilon, ratio) grows with ratio
+    return 0.0 if sensitivity == 0 else sensitivity / _largest_ratio(float(epsilon), float(delta))
+
+
+@lru_cache(maxsize=256)
+def _largest_ratio(epsilon: float, delta: float) -> float:
+    """The largest Delta / sigma with gaussian_delta(epsilon, ratio) <= delta (sigma is linear in Delta)."""
+    lo, hi = 1e-6, 1e6  # bisection: delta(epsilon, ratio) grows with ratio
     for _ in range(200):
         mid = math.sqrt(lo * hi)
         lo, hi = (mid, hi) if gaussian_delta(epsilon, mid) <= delta else (lo, mid)
         if hi / lo < 1 + 1e-12:
             break
-    return sensitivity / lo
+    return lo
 
 
 def deletion_capacity(per_doc_sensitivity: float, sigma_max: float, epsilon: float, delta: float) -> int | None:
