@@ -123,11 +123,14 @@ def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
 
 def document_frequencies(H: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """(documents containing each word, documents with >= 2 words containing each word), as float64 counts."""
-    H = sp.csr_matrix(H)
-    present = (H > 0).astype(np.float64)
-    lengths = np.asarray(H.sum(axis=1)).ravel()
-    doc_freq = np.asarray(present.sum(axis=0)).ravel()
-    pair_df = np.asarray(present[lengths >= 2].sum(axis=0)).ravel() if H.shape[0] else np.zeros(H.shape[1])
+    H = sp.csr_matrix(H, copy=True)
+    H.sum_duplicates()
+    H.eliminate_zeros()
+    n = H.shape[1]
+    row_of = np.repeat(np.arange(H.shape[0]), np.diff(H.indptr))
+    lengths = np.bincount(row_of, weights=H.data, minlength=H.shape[0])
+    doc_freq = np.bincount(H.indices, minlength=n).astype(np.float64)
+    pair_df = np.bincount(H.indices[lengths[row_of] >= 2], minlength=n).astype(np.float64)
     return doc_freq, pair_df
 
 
@@ -182,17 +185,21 @@ def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projectio
 
 
 def _cleanup_anchors(X: np.ndarray, chosen: list[int]) -> list[int]:
-    """Replace each anchor by the row farthest from the affine span of the other anchors."""
+    """Replace each anchor by the row farthest from the affine span of the other anchors.
+
+    Squared distances come from inner products with the origin and an orthonormal basis of the span
+    (||x - o||^2 - ||Q^T (x - o)||^2), so no shifted copy of X is built.
+    """
     chosen = list(chosen)
+    sq = np.einsum("ij,ij->i", X, X)
     for k in range(len(chosen)):
         others = [c for i, c in enumerate(chosen) if i != k]
         origin = X[others[0]]
-        span = (X[others[1:]] - origin).T
-        Y = X - origin
-        if span.shape[1]:
-            qmat, _ = np.linalg.qr(span)
-            Y = Y - (Y @ qmat) @ qmat.T
-        dist = np.einsum("ij,ij->i", Y, Y)
+        dist = sq - 2.0 * (X @ origin) + origin @ origin
+        if len(others) > 1:
+            qmat, _ = np.linalg.qr((X[others[1:]] - origin).T)
+            proj = X @ qmat - origin @ qmat
+            dist = dist - np.einsum("ij,ij->i", proj, proj)
         dist[others] = -1.0
         chosen[k] = _first_max(dist)
     return chosen
@@ -215,6 +222,34 @@ def _kkt_solve(G: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.ndarr
     c = np.zeros((g.shape[0], G.shape[0]))
     c[:, idx] = sol[:k].T
     return c, sol[k]  # multiplier of the equality constraint in  G c - g + lam 1 - mu = 0
+
+
+def _kkt_solve_rows(G: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_kkt_solve for every row with its own face, as one batched solve of (r+1) x (r+1) systems.
+
+    A variable off the face gets the row c_j = 0 in place of its equation, so all systems share one shape;
+    falls back to one solve per face when a system is singular.
+    """
+    k, r = g.shape
+    both = free[:, :, None] & free[:, None, :]
+    K = np.zeros((k, r + 1, r + 1))
+    K[:, :r, :r] = np.where(both, G, 0.0)
+    diag = np.arange(r)
+    K[:, diag, diag] = np.where(free, G[diag, diag], 1.0)
+    K[:, :r, r] = free
+    K[:, r, :r] = free
+    rhs = np.concatenate([np.where(free, g, 0.0), np.ones((k, 1))], axis=1)
+    try:
+        sol = np.linalg.solve(K, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        patterns, inverse = np.unique(free, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        c, lam = np.zeros((k, r)), np.zeros(k)
+        for p, pattern in enumerate(patterns):
+            rows = np.flatnonzero(inverse == p)
+            c[rows], lam[rows] = _kkt_solve(G, g[rows], pattern)
+        return c, lam
+    return np.where(free, sol[:, :r], 0.0), sol[:, r]
 
 
 def _active_set_one(G: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
@@ -264,13 +299,7 @@ def simplex_least_squares(G: np.ndarray, g: np.ndarray, support: np.ndarray | No
     for it in range(1, max_iter + 1):
         if not len(todo):
             break
-        patterns, inverse = np.unique(free[todo], axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).ravel()
-        c = np.zeros((len(todo), r))
-        lam = np.zeros(len(todo))
-        for p, pattern in enumerate(patterns):
-            rows = np.flatnonzero(inverse == p)
-            c[rows], lam[rows] = _kkt_solve(G, g[todo[rows]], pattern)
+        c, lam = _kkt_solve_rows(G, g[todo], free[todo])
         mu = c @ G - g[todo] + lam[:, None]
         F = free[todo]
         primal_bad = F & (c < -tol)

@@ -192,7 +192,7 @@ def downdate_base(model: TopicModel, forget_docs, config: UnlearnConfig | None =
     if m_f >= model.m:
         raise UsageError(f"the forget set ({m_f} documents) must be smaller than the training set ({model.m})")
     q_new = model.q_sum - q_f
-    floor = -1e-9 * max(1.0, float(np.abs(model.q_sum).max()))
+    floor = -1e-9 * max(1.0, float(model.q_sum.max()))  # Q_sum >= 0
     foreign = UsageError("the forget documents are not part of this model's training data "
                          "(removing them makes a co-occurrence count negative)")
     if q_new.min() < floor:
@@ -205,9 +205,10 @@ def downdate_base(model: TopicModel, forget_docs, config: UnlearnConfig | None =
         doc_freq, pair_df = model.doc_freq - df_f, model.pair_df - pdf_f
         if doc_freq.min() < 0 or pair_df.min() < 0:
             raise foreign
-        gone = pair_df == 0  # no retained document pairs this word: its row and column are exactly zero
-        q_new[gone, :] = 0.0
-        q_new[:, gone] = 0.0
+        gone = np.flatnonzero(pair_df == 0)  # no retained document pairs this word: row and column exactly 0
+        if len(gone):
+            q_new[gone, :] = 0.0
+            q_new[:, gone] = 0.0
     old_mass = np.maximum(model.q_sum[model.anchors].sum(axis=1), 1e-300)
     anchor_mass = q_new[model.anchors].sum(axis=1)
     search = "re-searched" if not config.keep_anchors and doc_freq is not None else (
