@@ -108,6 +108,9 @@ def as_counts(docs, n_words: int | None = None) -> sp.csr_matrix:
     return H
 
 
+PAIR_LIMIT = 200_000  # word pairs (sum of squared distinct words per document) below which pairs are summed directly
+
+
 def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
     """(sum_d (H_d H_d^T - diag H_d) / (n_d (n_d - 1)), number of documents with >= 2 words)."""
     H = sp.csr_matrix(H, dtype=np.float64)
@@ -115,6 +118,20 @@ def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
     ok = lengths >= 2
     weights = np.zeros_like(lengths)
     weights[ok] = 1.0 / (lengths[ok] * (lengths[ok] - 1))
+    counts = np.diff(H.indptr)
+    sizes = counts.astype(np.int64) ** 2
+    n = H.shape[1]
+    if sizes.sum() <= PAIR_LIMIT and n <= 2048:  # small inputs (forget sets): sum the pairs directly
+        total = int(sizes.sum())
+        k = np.repeat(counts, sizes)
+        offset = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        start = np.repeat(H.indptr[:-1], sizes)
+        a, b = start + offset // np.maximum(k, 1), start + offset % np.maximum(k, 1)
+        val = H.data[a] * H.data[b] * np.repeat(weights, sizes)
+        q = np.bincount(H.indices[a] * n + H.indices[b], weights=val, minlength=n * n).reshape(n, n)
+        row_of = np.repeat(np.arange(H.shape[0]), counts)
+        q[np.diag_indices_from(q)] -= np.bincount(H.indices, weights=H.data * weights[row_of], minlength=n)
+        return q, int(ok.sum())
     WH = sp.diags(weights) @ H
     q = (H.T @ WH).toarray()
     q[np.diag_indices_from(q)] -= np.asarray(WH.sum(axis=0)).ravel()
