@@ -193,3 +193,14 @@ def test_deletion_capacity_is_reported_and_enforced(corpus):
     assert model.info.get("deleted_since_training", 0) == 0
     report = unlearn_base(model, docs[:M_F], UnlearnConfig(noiseless=True)).stats
     assert report["capacity"] is not None and report["capacity"] < M_F and report["deleted_since_training"] == M_F
+
+
+def test_a_model_saved_without_document_frequencies_keeps_its_anchors(corpus):
+    docs, _, _, model = corpus
+    old = type(model)(A=model.A, R=model.R, C=model.C, anchors=model.anchors, q_sum=model.q_sum, m=model.m,
+                      config=model.config)
+    again = type(model).from_bytes(old.to_bytes(), config=model.config)
+    assert again.doc_freq is None
+    result = unlearn_base(again, docs[:50], UnlearnConfig(noiseless=True))
+    assert result.stats["anchor_search"].startswith("kept (model saved without")
+    assert np.array_equal(result.model.anchors, model.anchors)
