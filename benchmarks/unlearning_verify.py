@@ -1,4 +1,4 @@
-"""Verification experiments T1, T2, T4, T5 of METHODS.md for topic-model unlearning (T3: unlearning_cost.py).
+"""Verification experiments T1, T2, T4, T5 of docs/unlearning.md for topic-model unlearning (T3: unlearning_cost.py).
 
 Planted separable model: n = 200 words, r = 5 topics, anchor probability p = 0.05, Dirichlet(0.1) topic
 prior, documents of L = 2 words. Every number is measured in this run; nothing is asserted.
@@ -116,7 +116,7 @@ def t4(threshold: float = 0.01, trials: int = 10) -> None:
             if q90 <= threshold:
                 capacity = m_f
             print(f"  {m_f:>7,d}  {res.sigma:9.2e}  {q90:10.4f}  {np.median(reported):26g}")
-        print(f"  capacity (grid) at epsilon={epsilon:g}: {capacity}   (METHODS' m/(r^2 sqrt(nr)) = {predicted:.0f})")
+        print(f"  capacity (grid) at epsilon={epsilon:g}: {capacity}   (the paper's m/(r^2 sqrt(nr)) = {predicted:.0f})")
     # adversarial deletion: every document that contains anchor s_1
     anchor = int(model.anchors[0])
     hit = np.flatnonzero((docs == anchor).any(axis=1))
