@@ -91,7 +91,8 @@ def show(ctx, model_id, as_json) -> None:
 @click.pass_context
 def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
     """Train a linear classification head on topic posteriors (released as B = A w); `skillweave unlearn
-    --head` later forgets items from the head alone, leaving the topic model bit-identical.
+    --head` later forgets items through it (base statistics downdated privately, head refit), leaving the
+    topic model row bit-identical.
 
     \b
     Example:
@@ -143,41 +144,53 @@ def _print_model(summary: dict, as_json: bool) -> None:
 @click.option("--forget", "selectors", multiple=True, required=True, help=SELECTOR_HELP)
 @click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to unlearn from.")
 @click.option("--head", "head_id", default=None,
-              help="Unlearn from this downstream head ('latest' or an id) instead; the topic model is not modified.")
-@click.option("--task-q", type=float, default=1.0, show_default=True,
-              help="Head task constant q in [1/r, 1] for the head's default sensitivity.")
+              help="Unlearn through this downstream head ('latest' or an id): the base statistics are downdated "
+                   "privately, the head refit and B = A w released; the topic model row is not modified.")
 @click.option("--epsilon", type=float, default=1.0, show_default=True, help="Privacy epsilon.")
 @click.option("--delta", type=float, default=1e-5, show_default=True, help="Privacy delta.")
 @click.option("--sensitivity", type=float, default=None,
-              help="Sensitivity bound Delta; default: the documented bound 2 m_U/(m-m_U) * r/p.")
+              help="Sensitivity bound Delta (l2 change of the release); default: measured for this request.")
 @click.option("--capacity", type=click.IntRange(0), default=0, show_default=True,
-              help="Declared deletion capacity m_U for noise calibration (0 = forget-set size).")
+              help="Deletion count m_U the noise must cover (0 = forget-set size); the measured Delta scales "
+                   "linearly to it.")
+@click.option("--utility-threshold", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
+              help="Deletion capacity: the noise may add at most this fraction of a released vector's l1 mass; a "
+                   "request beyond the capacity is refused.")
+@click.option("--keep-anchors", is_flag=True,
+              help="Keep the anchor words instead of re-searching them on the downdated statistics (faster; differs "
+                   "from retraining when retraining would change the anchors).")
 @click.option("--noiseless", is_flag=True, help="Release without noise (testing only: no privacy guarantee).")
 @click.option("--newton-only", is_flag=True, help="One Newton step per word, then project (cheaper, approximate).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Gaussian noise.")
+@click.option("--verify", is_flag=True,
+              help="Also retrain from scratch on the retained items (base, and head with --head) and report the "
+                   "largest absolute difference of the noiseless releases and whether the anchors agree.")
 @click.option("--dry-run", is_flag=True, help="Only resolve and print the forget set.")
 @json_option
 @click.pass_context
-def unlearn(ctx, selectors, model_id, head_id, task_q, epsilon, delta, sensitivity, capacity, noiseless, newton_only,
-            seed, dry_run, as_json) -> None:
+def unlearn(ctx, selectors, model_id, head_id, epsilon, delta, sensitivity, capacity, utility_threshold, keep_anchors,
+            noiseless, newton_only, seed, verify, dry_run, as_json) -> None:
     """Forget store records from a topic model: the forget set is built through lineage, the model is
-    downdated (cost independent of the retained data), and the request, forget set and new version recorded.
+    downdated and its anchors re-searched (cost independent of the retained data), noise calibrated, and the
+    request, forget set and new version recorded.
 
     \b
     Example:
       skillweave topic-model train --topics 5
-      skillweave unlearn --forget skill:irony --forget item:3f2a...
+      skillweave unlearn --forget skill:irony --forget item:3f2a... --verify
     """
     from skillweave.trainers.unlearning.lineage import unlearn_store, unlearn_store_head
     from skillweave.trainers.unlearning.unlearn import UnlearnConfig
 
     config = UnlearnConfig(epsilon=epsilon, delta=delta, sensitivity=sensitivity, capacity=capacity,
-                           noiseless=noiseless, newton_only=newton_only, seed=seed, task_q=task_q)
+                           utility_threshold=utility_threshold, keep_anchors=keep_anchors, noiseless=noiseless,
+                           newton_only=newton_only, seed=seed)
     if head_id:
         report = unlearn_store_head(open_store(ctx), list(selectors), head_id=head_id, config=config,
-                                    dry_run=dry_run)
+                                    dry_run=dry_run, verify=verify)
     else:
-        report = unlearn_store(open_store(ctx), list(selectors), model_id=model_id, config=config, dry_run=dry_run)
+        report = unlearn_store(open_store(ctx), list(selectors), model_id=model_id, config=config, dry_run=dry_run,
+                               verify=verify)
     if as_json:
         echo_json(report)
         return
@@ -187,15 +200,25 @@ def unlearn(ctx, selectors, model_id, head_id, task_q, epsilon, delta, sensitivi
         for item_id in report["items"]:
             click.echo(f"  {item_id}")
         return
+    s = report["stats"]
+    capacity_text = "unbounded" if s["capacity"] is None else str(s["capacity"])
+    anchors = f"anchors {s['anchor_search']}{', changed' if s['anchors_changed'] else ', unchanged'}"
     if head_id:
         click.echo(f"new head {report['new_head_id']} (request {report['request_id']}): topic model "
-                   f"{report['model_id']} unchanged, sigma {report['sigma']:.4g}")
-        return
-    s = report["stats"]
-    click.echo(f"new model {report['new_model_id']} (request {report['request_id']}): retained docs "
-               f"{s['retained_docs']}, anchors in forget set {s['anchors_in_forget']}, smallest anchor mass left "
-               f"{s['anchor_mass_left']:.2f}, Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}, "
-               f"sigma {report['sigma']:.4g}, {s['seconds'] * 1000:.1f} ms")
+                   f"{report['model_id']} unchanged, base downdated privately ({anchors}), head retained "
+                   f"{s['head_retained']}")
+    else:
+        click.echo(f"new model {report['new_model_id']} (request {report['request_id']}): retained docs "
+                   f"{s['retained_docs']}, {anchors}, smallest old-anchor mass left {s['anchor_mass_left']:.2f}, "
+                   f"Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}")
+    click.echo(f"noise: Delta {report['sensitivity']:.4g} ({s['sensitivity_source']}), sigma {report['sigma']:.4g}; "
+               f"deletion capacity {capacity_text} at epsilon={epsilon:g}, delta={delta:g} "
+               f"({s['deleted_since_training']} deleted since training); {s['seconds'] * 1000:.1f} ms")
+    if verify:
+        v = report["verify"]
+        click.echo(f"verify: retrained on {v['retrained_docs']} items in {v['retrain_seconds']:.3f} s; largest "
+                   f"|unlearned - retrained| (noiseless release) {v['max_abs_diff']:.3g}; anchors agree "
+                   f"{'yes' if v['anchors_agree'] else 'no'}")
 
 
 @click.command("export-forget")

@@ -105,9 +105,11 @@ def test_cli_unlearn_records_request_and_equals_retraining(db):
     retrained = fit(H, new.config, vocab=new.vocab, anchors=new.anchors)
     np.testing.assert_allclose(new.q_sum, retrained.q_sum, atol=1e-12)
     assert np.abs(new.A - retrained.A).sum() < 1e-8
-    # a noisy request releases perturbed parameters and reports sigma
-    noisy = json.loads(invoke(db, "unlearn", "--forget", "run:run-b", "--model", report["new_model_id"], "--json"))
+    # a noisy request releases perturbed parameters and reports sigma and the deletion capacity
+    noisy = json.loads(invoke(db, "unlearn", "--forget", "run:run-b", "--model", report["new_model_id"],
+                              "--utility-threshold", "1e6", "--json"))
     assert noisy["sigma"] > 0 and noisy["forget_items_in_model"] == 30 - 10
+    assert noisy["stats"]["capacity"] >= noisy["stats"]["deleted_since_training"] == 21 + 20
     listed = invoke(db, "topic-model", "list")
     assert report["new_model_id"] in listed and noisy["new_model_id"] in listed
     assert "topic 0" in invoke(db, "topic-model", "show", noisy["new_model_id"])
@@ -133,6 +135,7 @@ def test_cli_dry_run_and_export_forget(db, tmp_path):
     (["unlearn", "--forget", "skill:simile"], "no topic model"),
     (["unlearn", "--forget", "run:nope"], "no run 'nope'"),
     (["unlearn", "--forget", "skill:none-such"], "matches no items"),
+    (["unlearn", "--forget", "run:run-b", "--utility-threshold", "0"], "Invalid value for '--utility-threshold'"),
 ])
 def test_cli_errors_are_one_line(db, capsys, args, message):
     with pytest.raises(SystemExit) as exc:
@@ -166,27 +169,91 @@ def test_unlearn_after_a_generation_run(tmp_path):
     student = store.db.execute("select name from prompt_versions where name like '%student%'").fetchone()
     if student:  # template lineage: every generated item used the student template
         assert len(resolve_selectors(store, [f"template:{student[0]}"])) == store.db["items"].count
+    # scripted replies repeat texts, so words tie in the anchor search: unlearning must break ties as
+    # retraining does (by word id, not by rounding) to stay equal to it
+    skills = sorted({s for it in store.items() for s in it["skills"] or []})
+    for name in skills[:6]:
+        out = json.loads(invoke(db, "unlearn", "--model", model["id"], "--forget", f"skill:{name}", "--noiseless",
+                                "--verify", "--json"))
+        assert out["verify"]["anchors_agree"] and out["verify"]["max_abs_diff"] < 1e-8, (name, out["verify"])
 
 
-def test_cli_head_unlearning_leaves_the_topic_model_untouched(db):
-    from skillweave.trainers.unlearning.unlearn import fit_head, topic_posteriors
+def test_cli_head_unlearning_equals_retraining_base_and_head(db):
+    """Uhead through the CLI: the base row is untouched, and the released B equals retraining both the topic
+    model and the head on the retained items (the head-only refit of the old Uhead does not)."""
+    from skillweave.trainers.unlearning.unlearn import fit_head
 
     model = json.loads(invoke(db, "topic-model", "train", "--topics", "4", "--json"))
     head = json.loads(invoke(db, "topic-model", "head", "--label", "skill:simile", "--json"))
     assert head["model_id"] == model["id"] and head["positives"] == 21 and head["n_docs"] == 61
     store = Store(db)
     before = store.db["topic_models"].get(model["id"])["state"]
-    report = json.loads(invoke(db, "unlearn", "--head", "latest", "--forget", "run:run-b", "--json"))
-    assert report["head_id"] == head["id"] and report["forget_items_in_model"] == 30 and report["sigma"] > 0
+    report = json.loads(invoke(db, "unlearn", "--head", "latest", "--forget", "run:run-b", "--noiseless",
+                               "--verify", "--json"))
+    assert report["head_id"] == head["id"] and report["forget_items_in_model"] == 30
     assert store.db["topic_models"].get(model["id"])["state"] == before  # A and its statistics bit-identical
     assert store.db["topic_models"].count_where("kind = 'base'") == 1    # no new topic-model version
-    # the unlearned head equals a head retrained on the remaining items
-    tm, _ = load_model(store, model["id"])
+    v = report["verify"]
+    assert v["retrained_docs"] == 31 and v["anchors_agree"] and v["max_abs_diff"] < 1e-8
+    # independent check: retrain base and head on the kept items; compare with the released B
     kept = [r["item_id"] for r in store.db.query(
         "select item_id from topic_model_docs where model_id = ? order by item_id", [report["new_head_id"]])]
+    tm, _ = load_model(store, model["id"])
     docs = store_documents(store, kept)
-    X = topic_posteriors(count_matrix([docs[i] for i in kept], tm.vocab), tm.C)
+    H = count_matrix([docs[i] for i in kept], tm.vocab)
     y = np.array([float(i in resolve_selectors(store, ["skill:simile"])) for i in kept])
-    state = np.load(__import__("io").BytesIO(store.db["topic_models"].get(report["new_head_id"])["state"]))
-    np.testing.assert_allclose(state["w"], fit_head(X, y).w, atol=1e-9)
+    base_r = fit(H, tm.config, vocab=tm.vocab)
+    B_r = base_r.A @ fit_head(H, y, base_r.C).w
+    released = np.load(__import__("io").BytesIO(store.db["topic_models"].get(report["new_head_id"])["released"]))
+    np.testing.assert_allclose(released["B"], B_r, atol=1e-8)
+    head_only = tm.A @ fit_head(H, y, tm.C).w  # what the head-only Uhead released: A still carries run-b
+    assert np.abs(head_only - B_r).max() > 1e-4
+    # a second request on the new head starts from the privately downdated base
+    again = json.loads(invoke(db, "unlearn", "--head", report["new_head_id"], "--forget", "skill:simile",
+                              "--noiseless", "--verify", "--json"))
+    assert again["verify"]["retrained_docs"] == 31 - 11 and again["verify"]["max_abs_diff"] < 1e-8
     assert "head" in invoke(db, "topic-model", "requests")
+    still = store.db.execute("select item_id from topic_model_docs where model_id = ? order by item_id limit 1",
+                             [again["new_head_id"]]).fetchone()[0]
+    text = invoke(db, "unlearn", "--head", "latest", "--forget", "item:" + still, "--utility-threshold", "1e6",
+                  "--verify")
+    assert "verify: retrained on 19 items" in text and "deletion capacity" in text
+
+
+def test_cli_verify_with_and_without_anchor_changes(db, capsys):
+    """--verify retrains from scratch: exact when anchors are re-searched, even where they change; with
+    --keep-anchors the same request keeps a stale anchor and differs from retraining."""
+    model = json.loads(invoke(db, "topic-model", "train", "--topics", "4", "--json"))
+    anchors = model["anchors"]
+    store = Store(db)
+    docs = store_documents(store)
+    hit = sorted(i for i, tokens in docs.items() if anchors[0] in tokens)  # every item with the first anchor
+    most = ["--model", model["id"], "--forget", "item:" + ",".join(hit[:-1]), "--noiseless", "--verify", "--json"]
+    exact = json.loads(invoke(db, "unlearn", *most))
+    v = exact["verify"]
+    assert exact["stats"]["anchors_changed"] and exact["stats"]["anchor_search"] == "re-searched"
+    assert v["anchors_agree"] and v["max_abs_diff"] < 1e-8
+    kept = json.loads(invoke(db, "unlearn", *most, "--keep-anchors"))
+    assert kept["stats"]["anchor_search"] == "kept" and not kept["stats"]["anchors_changed"]
+    assert not kept["verify"]["anchors_agree"] and kept["verify"]["max_abs_diff"] > 1e-3
+    everything = ["--model", model["id"], "--forget", "item:" + ",".join(hit), "--noiseless"]
+    gone = json.loads(invoke(db, "unlearn", *everything, "--verify", "--json"))
+    vocab = load_model(store, model["id"])[0].vocab
+    assert vocab.index(anchors[0]) in gone["stats"]["anchors_before"]
+    assert vocab.index(anchors[0]) not in gone["stats"]["anchors_after"] and gone["verify"]["max_abs_diff"] < 1e-8
+    with pytest.raises(SystemExit) as exc:
+        main(["--db", db, "unlearn", *everything, "--keep-anchors"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and "anchor word" in err and len(err.splitlines()) == 1
+    text = invoke(db, "unlearn", "--model", model["id"], "--forget", "item:" + hit[0], "--noiseless", "--verify")
+    assert "verify: retrained on" in text and "anchors agree yes" in text
+
+
+def test_cli_refuses_a_request_beyond_the_deletion_capacity(db, capsys):
+    invoke(db, "topic-model", "train", "--topics", "4")
+    with pytest.raises(SystemExit) as exc:
+        main(["--db", db, "unlearn", "--forget", "run:run-b"])
+    err = capsys.readouterr().err.strip()
+    assert exc.value.code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("Error: ") and "deletion capacity" in err
+    assert Store(db).db["unlearning_requests"].count == 0  # nothing recorded for a refused request

@@ -13,8 +13,12 @@ Design choices
 - Each model version stores, per training item, the exact word counts it used (`topic_model_docs`), so an
   unlearning request subtracts precisely what was added, even if the item was edited or deleted since.
 - A downstream head (`topic-model head --label SELECTOR`) is a ridge classifier on the model's topic
-  posteriors, stored as a `topic_models` row of kind `head` with one label per training item; unlearning it
-  (Uhead) reads the model's stored counts and A, and writes only a new head version.
+  posteriors, stored as a `topic_models` row of kind `head` with one label per training item and its
+  word-space statistics; unlearning it (Uhead) downdates the base statistics privately (the downdated base
+  is kept in the new head version's state, the base model row is never written), refits the head and
+  writes only a new head version.
+- `verify=True` retrains from scratch on the retained items (same vocabulary and settings; the head too for
+  Uhead) and reports the largest absolute difference of the noiseless releases and whether anchors agree.
 - export-forget writes question/answer JSON-lines files (keys `question`, `answer`, as OpenUnlearning's
   QA datasets read them, plus `item_id`) for forget and retain sets; a multi-turn item contributes its
   first turn (`prompt_0`, then `output_0` or `text_0`).
@@ -26,6 +30,7 @@ import hashlib
 import io
 import json
 import re
+import time
 from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
@@ -40,7 +45,6 @@ from skillweave.trainers.unlearning.unlearn import (
     TopicHead,
     UnlearnConfig,
     fit_head,
-    min_anchor_probability,
     topic_posteriors,
     unlearn_base,
     unlearn_head,
@@ -274,7 +278,7 @@ def list_models(store: Store) -> list[dict]:
 
 
 def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest",
-                  config: UnlearnConfig | None = None, dry_run: bool = False) -> dict:
+                  config: UnlearnConfig | None = None, dry_run: bool = False, verify: bool = False) -> dict:
     """Resolve the forget set through lineage, run Ubase on the model, record request, forget set, new version."""
     config = config or UnlearnConfig()
     forget = resolve_selectors(store, selectors)
@@ -295,8 +299,53 @@ def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest
                 request_id=request_id, released=result.released, source=jdump(selectors), drop=set(ids))
     stats = {**result.stats, "seconds": round(result.stats["seconds"], 6)}
     _record_request(store, request_id, row["id"], new_id, selectors, "base", config, result, forget, set(ids), stats)
-    return {**report, "request_id": request_id, "new_model_id": new_id, "sigma": result.sigma,
-            "sensitivity": result.sensitivity, "stats": stats}
+    out = {**report, "request_id": request_id, "new_model_id": new_id, "sigma": result.sigma,
+           "sensitivity": result.sensitivity, "stats": stats}
+    return out | ({"verify": verify_model(store, new_id)} if verify else {})
+
+
+def _retained(store: Store, version_id: str, model_id: str) -> tuple[list[str], sp.csr_matrix]:
+    """Items a version keeps (sorted) and their stored counts from the base model `model_id`."""
+    ids = [r["item_id"] for r in store.db.query(
+        "select item_id from topic_model_docs where model_id = ? order by item_id", [version_id])]
+    stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        [model_id])}
+    n_words = len(jload(_model_row(store, model_id)["vocab"], []))
+    return ids, _docs_matrix(stored, ids, n_words)
+
+
+def _compare(released: dict[str, np.ndarray], retrained: dict[str, np.ndarray], anchors_u, anchors_r, n: int,
+             seconds: float) -> dict:
+    diff = max(float(np.abs(released[k] - retrained[k]).max()) for k in released)
+    return {"retrained_docs": n, "max_abs_diff": diff, "anchors_agree": bool(np.array_equal(anchors_u, anchors_r)),
+            "anchors_unlearned": [int(a) for a in anchors_u], "anchors_retrained": [int(a) for a in anchors_r],
+            "retrain_seconds": round(seconds, 6)}
+
+
+def verify_model(store: Store, model_id: str) -> dict:
+    """Retrain a model version from scratch on the items it keeps (same vocabulary and settings, anchors
+    searched afresh) and compare its noiseless release (A, R) with the version's."""
+    model, row = load_model(store, model_id)
+    start = time.perf_counter()
+    _, H = _retained(store, model_id, model_id)
+    retrained = fit(H, model.config, vocab=model.vocab)
+    return _compare({"A": model.A, "R": model.R}, {"A": retrained.A, "R": retrained.R}, model.anchors,
+                    retrained.anchors, H.shape[0], time.perf_counter() - start)
+
+
+def verify_head(store: Store, head_id: str) -> dict:
+    """Retrain base and head from scratch on the items a head version keeps and compare B = A w (noiseless)."""
+    row = _model_row(store, head_id, kind="head")
+    head, base, _ = _load_head(store, row)
+    start = time.perf_counter()
+    model_id = jload(row["source"], {})["model_id"]
+    ids, H = _retained(store, head_id, model_id)
+    y = _head_labels(store, head_id, ids)
+    retrained = fit(H, base.config, vocab=base.vocab)
+    head_r = fit_head(H, y, retrained.C, head.ridge)
+    return _compare({"B": base.A @ head.w}, {"B": retrained.A @ head_r.w}, base.anchors, retrained.anchors,
+                    H.shape[0], time.perf_counter() - start)
 
 
 # ---- downstream heads (Uhead): the topic model is only read ------------------------------------------
@@ -325,12 +374,13 @@ def train_store_head(store: Store, label_selectors: list[str], *, model_id: str 
     stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
         "select item_id, counts from topic_model_docs where model_id = ? order by item_id", [row["id"]])}
     ids = list(stored)
-    X = topic_posteriors(_docs_matrix(stored, ids, model.n_words), model.C)
+    H = _docs_matrix(stored, ids, model.n_words)
+    X = topic_posteriors(H, model.C)
     y = np.array([float(i in positives) for i in ids])
     if y.min() == y.max():
         raise UsageError(f"labels from {label_selectors} are all {int(y[0])} on the model's {len(ids)} items; "
                          "pick a selector that matches some but not all of them")
-    head = fit_head(X, y, ridge)
+    head = fit_head(H, y, model.C, ridge)
     head_id = "th-" + stable_id(row["id"], sorted(label_selectors), ridge, length=16)
     if not store.db["topic_models"].count_where("id = ?", [head_id]):
         _save_head(store, head_id, head, model, row, version=1, parent_id=None, request_id=None,
@@ -343,14 +393,21 @@ def train_store_head(store: Store, label_selectors: list[str], *, model_id: str 
 
 def _save_head(store: Store, head_id: str, head: TopicHead, model: TopicModel, model_row: dict, *, version: int,
                parent_id: str | None, request_id: str | None, released: np.ndarray, labels: dict[str, int] | None,
-               label_selectors: list[str], drop: set[str] | None = None) -> None:
-    state = _npz(w=head.w, gram=head.gram, xty=head.xty, n=np.array(head.n), ridge=np.array(head.ridge))
+               label_selectors: list[str], drop: set[str] | None = None, base: TopicModel | None = None) -> None:
+    rows, cols = np.nonzero(head.doc_gram)
+    extra = {} if base is None else {"base_state": np.frombuffer(base.to_bytes(), dtype=np.uint8),
+                                     "base_info": np.frombuffer(jdump(base.info).encode(), dtype=np.uint8)}
+    state = _npz(w=head.w, g_rows=rows.astype(np.int32), g_cols=cols.astype(np.int32),
+                 g_vals=head.doc_gram[rows, cols], doc_xty=head.doc_xty, n=np.array(head.n), ridge=np.array(head.ridge),
+                 deleted=np.array(head.deleted_since_training), **extra)
     with store.transaction():
         store.db["topic_models"].insert({
             "id": head_id, "parent_id": parent_id, "request_id": request_id, "name": f"head:{model_row['name']}",
             "version": version, "kind": "head", "config": jdump({"ridge": head.ridge, "labels": label_selectors}),
             "vocab": "[]", "n_docs": head.n, "n_words": model.n_words, "n_topics": model.n_topics,
-            "anchors": model_row["anchors"], "metrics": "{}", "source": jdump({"model_id": model_row["id"]}),
+            "anchors": model_row["anchors"] if base is None else jdump(
+                [base.vocab[a] if base.vocab else int(a) for a in base.anchors]),
+            "metrics": "{}", "source": jdump({"model_id": model_row["id"]}),
             "state": state, "released": _npz(B=released), "created_at": now(),
         })
         if labels is not None:  # label per training item: the head's stored data besides the model's counts
@@ -367,38 +424,64 @@ def _save_head(store: Store, head_id: str, head: TopicHead, model: TopicModel, m
                 [head_id, parent_id])
 
 
+def _load_head(store: Store, row: dict) -> tuple[TopicHead, TopicModel, dict]:
+    """(head, the base statistics it stands on: the downdated base after a Uhead request, else its model, model row)."""
+    z = np.load(io.BytesIO(row["state"]))
+    model, model_row = load_model(store, jload(row["source"], {})["model_id"])
+    if "doc_xty" not in z:
+        raise UsageError(f"head {row['id']} was saved without its word-space statistics (an older version); "
+                         "train it again with `skillweave topic-model head`")
+    n = model.n_words
+    doc_gram = np.zeros((n, n))
+    doc_gram[z["g_rows"], z["g_cols"]] = z["g_vals"]
+    head = TopicHead(w=z["w"], doc_gram=doc_gram, doc_xty=z["doc_xty"], n=int(z["n"]), ridge=float(z["ridge"]),
+                     deleted_since_training=int(z["deleted"]))
+    base = model
+    if "base_state" in z:
+        base = TopicModel.from_bytes(z["base_state"].tobytes(), config=model.config, vocab=model.vocab,
+                                     info=json.loads(z["base_info"].tobytes().decode()))
+    return head, base, model_row
+
+
+def _head_labels(store: Store, head_id: str, ids: list[str]) -> np.ndarray:
+    labels = {r["item_id"]: json.loads(r["counts"])["y"] for r in store.db.query(
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        [head_id])}
+    return np.array([float(labels[i]) for i in ids])
+
+
 def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "latest",
-                       config: UnlearnConfig | None = None, dry_run: bool = False) -> dict:
-    """Uhead through lineage: downdate the head, release B = A w + noise; the topic model is not modified."""
+                       config: UnlearnConfig | None = None, dry_run: bool = False, verify: bool = False) -> dict:
+    """Uhead through lineage: downdate the base statistics (privately), refit the head, release B~ = A~ w~ +
+    noise; the topic model row is not modified."""
     config = config or UnlearnConfig()
     forget = resolve_selectors(store, selectors)
     row = _model_row(store, head_id, kind="head")
     model_id = jload(row["source"], {})["model_id"]
-    model, model_row = load_model(store, model_id)
     in_forget = _id_table(store, forget)
-    labels = {r["item_id"]: json.loads(r["counts"])["y"] for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {in_forget}", [row["id"]])}
+    ids = sorted(r["item_id"] for r in store.db.query(
+        f"select item_id from topic_model_docs where model_id = ? and item_id in {in_forget}", [row["id"]]))
     report = {"head_id": row["id"], "model_id": model_id, "selectors": selectors, "forget_items": len(forget),
-              "forget_items_in_model": len(labels), "items": sorted(forget)}
+              "forget_items_in_model": len(ids), "items": sorted(forget)}
     if dry_run:
         return report | {"dry_run": True}
-    ids = sorted(labels)
+    head, base, model_row = _load_head(store, row)
+    y_f = _head_labels(store, row["id"], ids)
     counts = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {in_forget}", [model_id])}
-    X_f = topic_posteriors(_docs_matrix(counts, ids, model.n_words), model.C)
-    y_f = np.array([float(labels[i]) for i in ids])
-    z = np.load(io.BytesIO(row["state"]))
-    head = TopicHead(w=z["w"], gram=z["gram"], xty=z["xty"], n=int(z["n"]), ridge=float(z["ridge"]))
-    result = unlearn_head(head, model.A, X_f, y_f, config, p_min=min_anchor_probability(model))
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        [model_id])}
+    H_f = _docs_matrix(counts, ids, base.n_words)
+    result = unlearn_head(base, head, H_f, config, head_forget_docs=H_f, head_forget_labels=y_f)
     request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
     new_id = "th-" + stable_id(row["id"], request_id, length=16)
-    _save_head(store, new_id, result.model, model, model_row, version=row["version"] + 1, parent_id=row["id"],
+    _save_head(store, new_id, result.model, base, model_row, version=row["version"] + 1, parent_id=row["id"],
                request_id=request_id, released=result.released["B"], labels=None,
-               label_selectors=jload(row["config"], {}).get("labels", []), drop=set(ids))
+               label_selectors=jload(row["config"], {}).get("labels", []), drop=set(ids), base=result.base)
     stats = {**result.stats, "seconds": round(result.stats["seconds"], 6)}
     _record_request(store, request_id, row["id"], new_id, selectors, "head", config, result, forget, set(ids), stats)
-    return {**report, "request_id": request_id, "new_head_id": new_id, "sigma": result.sigma,
-            "sensitivity": result.sensitivity, "stats": stats}
+    out = {**report, "request_id": request_id, "new_head_id": new_id, "sigma": result.sigma,
+           "sensitivity": result.sensitivity, "stats": stats}
+    return out | ({"verify": verify_head(store, new_id)} if verify else {})
 
 
 def _record_request(store: Store, request_id: str, model_id: str, new_id: str, selectors: list[str], mode: str,

@@ -4,8 +4,12 @@ Design choices
 - A corpus is a scipy CSR document-term count matrix H (m x n). The co-occurrence estimator is the
   per-document one for any length: Q_sum = sum_d (H_d H_d^T - diag(H_d)) / (n_d (n_d - 1)); documents with
   fewer than two words carry no pair and are not counted in m. For L = 2 this is the symmetrised pair
-  indicator. Q_sum (unnormalised, float64) and m are the stored statistics T(S): deleting documents is a
-  subtraction, so unlearning never touches the retained documents.
+  indicator. Q_sum (unnormalised, float64), m, and the per-word document frequencies (`doc_freq` over all
+  documents, `pair_df` over documents with a pair) are the stored statistics T(S): all are sums over
+  documents, so deleting documents is a subtraction and unlearning never touches the retained documents.
+  The document frequencies let the unlearner re-run the anchor search on the downdated statistics exactly
+  as retraining would (candidates need `doc_freq >= anchor_min_docs`; a word with `pair_df == 0` has an
+  exactly zero co-occurrence row).
 - FastAnchorWords runs on the row-normalised rows of frequent words (document frequency >=
   `anchor_min_docs`), optionally after a seeded Gaussian random projection, with the optional clean-up pass.
 - RecoverL2 solves every word's simplex-constrained least squares exactly (not with exponentiated gradient):
@@ -55,6 +59,8 @@ class TopicModel:
     config: TopicModelConfig = field(default_factory=TopicModelConfig)
     vocab: list[str] | None = None
     info: dict = field(default_factory=dict)
+    doc_freq: np.ndarray | None = None   # n: documents containing the word (None: saved before it was stored)
+    pair_df: np.ndarray | None = None    # n: documents with >= 2 words containing the word
 
     @property
     def n_words(self) -> int:
@@ -69,7 +75,8 @@ class TopicModel:
         rows, cols = np.nonzero(self.q_sum)  # store text gives sparse co-occurrence: keep versions small
         np.savez_compressed(buf, A=self.A, R=self.R, C=self.C, anchors=self.anchors, m=np.array(self.m),
                             q_rows=rows.astype(np.int32), q_cols=cols.astype(np.int32), q_vals=self.q_sum[rows, cols],
-                            q_shape=np.array(self.q_sum.shape))
+                            q_shape=np.array(self.q_sum.shape),
+                            **({} if self.doc_freq is None else {"doc_freq": self.doc_freq, "pair_df": self.pair_df}))
         return buf.getvalue()
 
     @classmethod
@@ -79,7 +86,9 @@ class TopicModel:
         q_sum = np.zeros(tuple(z["q_shape"]))
         q_sum[z["q_rows"], z["q_cols"]] = z["q_vals"]
         return cls(A=z["A"], R=z["R"], C=z["C"], anchors=z["anchors"], q_sum=q_sum, m=int(z["m"]),
-                   config=config or TopicModelConfig(), vocab=vocab, info=info or {})
+                   config=config or TopicModelConfig(), vocab=vocab, info=info or {},
+                   doc_freq=z["doc_freq"] if "doc_freq" in z else None,
+                   pair_df=z["pair_df"] if "pair_df" in z else None)
 
 
 # ---- co-occurrence statistics -----------------------------------------------------------------------
@@ -99,6 +108,9 @@ def as_counts(docs, n_words: int | None = None) -> sp.csr_matrix:
     return H
 
 
+PAIR_LIMIT = 200_000  # word pairs (sum of squared distinct words per document) below which pairs are summed directly
+
+
 def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
     """(sum_d (H_d H_d^T - diag H_d) / (n_d (n_d - 1)), number of documents with >= 2 words)."""
     H = sp.csr_matrix(H, dtype=np.float64)
@@ -106,10 +118,37 @@ def cooccurrence_sum(H: sp.csr_matrix) -> tuple[np.ndarray, int]:
     ok = lengths >= 2
     weights = np.zeros_like(lengths)
     weights[ok] = 1.0 / (lengths[ok] * (lengths[ok] - 1))
+    counts = np.diff(H.indptr)
+    sizes = counts.astype(np.int64) ** 2
+    n = H.shape[1]
+    if sizes.sum() <= PAIR_LIMIT and n <= 2048:  # small inputs (forget sets): sum the pairs directly
+        total = int(sizes.sum())
+        k = np.repeat(counts, sizes)
+        offset = np.arange(total) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        start = np.repeat(H.indptr[:-1], sizes)
+        a, b = start + offset // np.maximum(k, 1), start + offset % np.maximum(k, 1)
+        val = H.data[a] * H.data[b] * np.repeat(weights, sizes)
+        q = np.bincount(H.indices[a] * n + H.indices[b], weights=val, minlength=n * n).reshape(n, n)
+        row_of = np.repeat(np.arange(H.shape[0]), counts)
+        q[np.diag_indices_from(q)] -= np.bincount(H.indices, weights=H.data * weights[row_of], minlength=n)
+        return q, int(ok.sum())
     WH = sp.diags(weights) @ H
     q = (H.T @ WH).toarray()
     q[np.diag_indices_from(q)] -= np.asarray(WH.sum(axis=0)).ravel()
     return q, int(ok.sum())
+
+
+def document_frequencies(H: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+    """(documents containing each word, documents with >= 2 words containing each word), as float64 counts."""
+    H = sp.csr_matrix(H, copy=True)
+    H.sum_duplicates()
+    H.eliminate_zeros()
+    n = H.shape[1]
+    row_of = np.repeat(np.arange(H.shape[0]), np.diff(H.indptr))
+    lengths = np.bincount(row_of, weights=H.data, minlength=H.shape[0])
+    doc_freq = np.bincount(H.indices, minlength=n).astype(np.float64)
+    pair_df = np.bincount(H.indices[lengths[row_of] >= 2], minlength=n).astype(np.float64)
+    return doc_freq, pair_df
 
 
 def row_normalize(q: np.ndarray) -> np.ndarray:
@@ -119,6 +158,19 @@ def row_normalize(q: np.ndarray) -> np.ndarray:
 
 
 # ---- anchors ----------------------------------------------------------------------------------------
+
+TIE_TOL = 1e-10
+
+
+def _first_max(values: np.ndarray) -> int:
+    """argmax that treats values within TIE_TOL (relative) of the maximum as tied and takes the first.
+
+    Corpora with repeated texts have words with identical co-occurrence rows; a plain argmax would break
+    such ties by floating-point rounding, which differs between statistics summed from scratch and the same
+    statistics downdated by subtraction. Breaking them by word id makes both pick the same anchor.
+    """
+    top = float(values.max())
+    return int(np.flatnonzero(values >= top - TIE_TOL * max(abs(top), 1e-300))[0])
 
 def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projection_dim: int = 0, seed: int = 0,
                  cleanup: bool = True) -> np.ndarray:
@@ -130,13 +182,13 @@ def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projectio
     if projection_dim and projection_dim < X.shape[1]:
         proj = np.random.default_rng(seed).standard_normal((X.shape[1], projection_dim)) / np.sqrt(projection_dim)
         X = X @ proj
-    chosen = [int(np.argmax(np.einsum("ij,ij->i", X, X)))]
+    chosen = [_first_max(np.einsum("ij,ij->i", X, X))]
     Y = X - X[chosen[0]]
     basis: list[np.ndarray] = []
     for _ in range(1, r):
         norms = np.einsum("ij,ij->i", Y, Y)
         norms[chosen] = -1.0
-        j = int(np.argmax(norms))
+        j = _first_max(norms)
         b = Y[j] / np.sqrt(norms[j])
         for prev in basis:  # stabilised Gram-Schmidt: re-orthogonalise the new direction
             b = b - (b @ prev) * prev
@@ -150,19 +202,23 @@ def find_anchors(q_bar: np.ndarray, r: int, candidates: np.ndarray, *, projectio
 
 
 def _cleanup_anchors(X: np.ndarray, chosen: list[int]) -> list[int]:
-    """Replace each anchor by the row farthest from the affine span of the other anchors."""
+    """Replace each anchor by the row farthest from the affine span of the other anchors.
+
+    Squared distances come from inner products with the origin and an orthonormal basis of the span
+    (||x - o||^2 - ||Q^T (x - o)||^2), so no shifted copy of X is built.
+    """
     chosen = list(chosen)
+    sq = np.einsum("ij,ij->i", X, X)
     for k in range(len(chosen)):
         others = [c for i, c in enumerate(chosen) if i != k]
         origin = X[others[0]]
-        span = (X[others[1:]] - origin).T
-        Y = X - origin
-        if span.shape[1]:
-            qmat, _ = np.linalg.qr(span)
-            Y = Y - (Y @ qmat) @ qmat.T
-        dist = np.einsum("ij,ij->i", Y, Y)
+        dist = sq - 2.0 * (X @ origin) + origin @ origin
+        if len(others) > 1:
+            qmat, _ = np.linalg.qr((X[others[1:]] - origin).T)
+            proj = X @ qmat - origin @ qmat
+            dist = dist - np.einsum("ij,ij->i", proj, proj)
         dist[others] = -1.0
-        chosen[k] = int(np.argmax(dist))
+        chosen[k] = _first_max(dist)
     return chosen
 
 
@@ -183,6 +239,34 @@ def _kkt_solve(G: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.ndarr
     c = np.zeros((g.shape[0], G.shape[0]))
     c[:, idx] = sol[:k].T
     return c, sol[k]  # multiplier of the equality constraint in  G c - g + lam 1 - mu = 0
+
+
+def _kkt_solve_rows(G: np.ndarray, g: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """_kkt_solve for every row with its own face, as one batched solve of (r+1) x (r+1) systems.
+
+    A variable off the face gets the row c_j = 0 in place of its equation, so all systems share one shape;
+    falls back to one solve per face when a system is singular.
+    """
+    k, r = g.shape
+    both = free[:, :, None] & free[:, None, :]
+    K = np.zeros((k, r + 1, r + 1))
+    K[:, :r, :r] = np.where(both, G, 0.0)
+    diag = np.arange(r)
+    K[:, diag, diag] = np.where(free, G[diag, diag], 1.0)
+    K[:, :r, r] = free
+    K[:, r, :r] = free
+    rhs = np.concatenate([np.where(free, g, 0.0), np.ones((k, 1))], axis=1)
+    try:
+        sol = np.linalg.solve(K, rhs[:, :, None])[:, :, 0]
+    except np.linalg.LinAlgError:
+        patterns, inverse = np.unique(free, axis=0, return_inverse=True)
+        inverse = np.asarray(inverse).ravel()
+        c, lam = np.zeros((k, r)), np.zeros(k)
+        for p, pattern in enumerate(patterns):
+            rows = np.flatnonzero(inverse == p)
+            c[rows], lam[rows] = _kkt_solve(G, g[rows], pattern)
+        return c, lam
+    return np.where(free, sol[:, :r], 0.0), sol[:, r]
 
 
 def _active_set_one(G: np.ndarray, g: np.ndarray, tol: float) -> np.ndarray:
@@ -232,13 +316,7 @@ def simplex_least_squares(G: np.ndarray, g: np.ndarray, support: np.ndarray | No
     for it in range(1, max_iter + 1):
         if not len(todo):
             break
-        patterns, inverse = np.unique(free[todo], axis=0, return_inverse=True)
-        inverse = np.asarray(inverse).ravel()
-        c = np.zeros((len(todo), r))
-        lam = np.zeros(len(todo))
-        for p, pattern in enumerate(patterns):
-            rows = np.flatnonzero(inverse == p)
-            c[rows], lam[rows] = _kkt_solve(G, g[todo[rows]], pattern)
+        c, lam = _kkt_solve_rows(G, g[todo], free[todo])
         mu = c @ G - g[todo] + lam[:, None]
         F = free[todo]
         primal_bad = F & (c < -tol)
@@ -306,15 +384,26 @@ def fit(docs, config: TopicModelConfig | None = None, *, n_words: int | None = N
     q_sum, m = cooccurrence_sum(H)
     if m == 0:
         raise UsageError("no document has two or more words; nothing to learn co-occurrence from")
+    doc_freq, pair_df = document_frequencies(H)
     if anchors is None:
-        doc_freq = np.asarray((H > 0).sum(axis=0)).ravel()
-        candidates = np.flatnonzero((doc_freq >= config.anchor_min_docs) & (q_sum.sum(axis=1) > 0))
-        anchors = find_anchors(row_normalize(q_sum), config.n_topics, candidates,
-                               projection_dim=config.projection_dim, seed=config.seed, cleanup=config.cleanup)
-        anchors = np.sort(anchors)  # canonical topic order: retrained and unlearned releases line up column by column
+        anchors = search_anchors(q_sum, doc_freq, config)
     A, R, C, iters = recover(q_sum, m, anchors, max_iter=config.max_iter)
     return TopicModel(A=A, R=R, C=C, anchors=np.asarray(anchors), q_sum=q_sum, m=m, config=config, vocab=vocab,
-                      info={"fallback_words": int((iters > config.max_iter).sum())})
+                      info={"fallback_words": int((iters > config.max_iter).sum())}, doc_freq=doc_freq,
+                      pair_df=pair_df)
+
+
+def search_anchors(q_sum: np.ndarray, doc_freq: np.ndarray, config: TopicModelConfig) -> np.ndarray:
+    """The learner's anchor step from the statistics alone (retraining and unlearning both call this).
+
+    Candidates are words in >= `anchor_min_docs` documents with a non-zero co-occurrence row; the anchors are
+    sorted by word id so that topic order is canonical (retrained and unlearned releases line up column by
+    column). Cost O(n^2 + candidates * n * r): independent of the number of documents.
+    """
+    candidates = np.flatnonzero((doc_freq >= config.anchor_min_docs) & (q_sum.sum(axis=1) > 0))
+    anchors = find_anchors(row_normalize(q_sum), config.n_topics, candidates,
+                           projection_dim=config.projection_dim, seed=config.seed, cleanup=config.cleanup)
+    return np.sort(anchors)
 
 
 # ---- planted (separable) synthetic corpora for verification -------------------------------------------

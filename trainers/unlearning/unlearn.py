@@ -1,18 +1,28 @@
-"""Unlearners for anchor-word topic models (METHODS.md §11.3-11.4): Ubase, Uhead, Gaussian noise, metrics.
+"""Unlearners for anchor-word topic models and their linear heads: Ubase, Uhead, noise, capacity, metrics.
 
 Design choices
-- Ubase downdates the stored statistics (Q_sum -= forget documents' pairs, m -= m_f; cost O(m_f L^2)),
-  keeps the anchor set fixed and re-solves every word's simplex least squares starting from its old face of
-  the simplex. On that face the objective is quadratic with one equality constraint, so the first KKT
-  (Newton) step is the exact face minimiser; a word whose step leaves the simplex or violates a multiplier
-  sign continues with the active-set iterations (still independent of the number of retained documents).
-  The per-word counts are reported (`newton_exact`, `resolved`). Total cost: O(m_f L^2 + n^2 r + n r^2).
-- Released parameters (A and R for Ubase, B = A w for Uhead) get N(0, sigma^2) noise with the Gaussian
-  mechanism sigma = Delta sqrt(2 ln(1.25/delta)) / epsilon. Delta is caller-supplied or the documented default
-  `default_sensitivity` (reconstructed, unverified constants). `noiseless=True` skips the noise for tests.
-- Uhead: the downstream head is ridge regression on topic posteriors theta_hat(d) = (H_d / n_d) C. Its stored
-  statistics are X^T X and X^T y, so deleting labelled documents is a downdate plus one r x r solve, exactly
-  equal to retraining the head on the rest. A and C are only read, never written: A stays bit-identical.
+- Ubase downdates the stored statistics (Q_sum, m and the document frequencies, minus the forget
+  documents' contributions; cost O(m_f L^2)), re-runs the anchor search on the downdated statistics (the
+  learner's own `search_anchors`, O(n^2 + candidates * n * r)) and re-solves every word's simplex least
+  squares, warm-started from its old face when the anchors did not change. Every step is the learner's step
+  on statistics equal to those of the retained documents, so the noiseless result equals retraining (up to
+  floating-point rounding of the subtraction); nothing depends on the number of retained documents.
+  `keep_anchors=True` skips the search (the paper's fixed-anchor unlearner): equal to retraining only while
+  retraining would keep the anchors, refused when a forget set removes every occurrence of an anchor.
+- Uhead (the method's setting: a topic model pre-trained on documents, a ridge head fine-tuned on its topic
+  posteriors theta_hat(d) = (H_d / n_d) C) downdates the base statistics exactly as Ubase does, refits the
+  head on the downdated features and releases B~ = A~ w~ plus noise. The head stores its statistics in word
+  space (D^T D and D^T y, D = length-normalised counts), so the refit on the new C~ is C~^T (D^T D) C~: an
+  n x n x r product, again independent of the number of documents. The base model is only read; the
+  downdated base is returned privately (`UnlearnResult.base`) for later requests on the same head.
+- Noise: the Gaussian mechanism on every released entry, sigma the smallest value whose exact privacy curve
+  (Balle and Wang 2018) meets (epsilon, delta) for sensitivity Delta (`gaussian_sigma`). Delta is
+  caller-supplied, or measured per request: the l2 distance between the noiseless release after deletion
+  and the release before it (the neighbouring datasets S \\ S_f and S), scaled linearly to a declared
+  capacity m_U > m_f. It is an empirical per-request value, not a worst-case bound (docs/unlearning.md).
+- Deletion capacity: the most deletions (since the last full training) whose noise keeps the expected l1
+  mass of the noise per released n-vector under `utility_threshold` times that vector's l1 mass, at the
+  request's measured per-document sensitivity. A request beyond it is refused.
 """
 
 from __future__ import annotations
@@ -20,16 +30,21 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.optimize import linear_sum_assignment
+from scipy.special import log_ndtr, ndtr
 
 from skillweave.errors import ConfigError, UsageError
 from skillweave.trainers.unlearning.topic_model import (
     TopicModel,
     as_counts,
     cooccurrence_sum,
+    document_frequencies,
     recover,
+    search_anchors,
 )
 
 
@@ -40,53 +55,112 @@ class UnlearnConfig:
     epsilon: float = field(default=1.0, metadata={"help": "Privacy epsilon of the (epsilon, delta)-unlearning guarantee."})
     delta: float = field(default=1e-5, metadata={"help": "Privacy delta."})
     sensitivity: float | None = field(
-        default=None, metadata={"help": "Delta bound on ||U(S_f) - U(empty, retrain)||_2; default: default_sensitivity()."})
+        default=None, metadata={"help": "Delta bound on the l2 change of the release; default: measured per request."})
     capacity: int = field(
-        default=0, metadata={"help": "Declared deletion capacity m_U used to calibrate noise (0 = the forget set's size)."})
-    sensitivity_scale: float = field(default=1.0, metadata={"help": "kappa: multiplies the default sensitivity."})
-    task_q: float = field(default=1.0, metadata={"help": "Head task constant q in [1/r, 1] (Uhead sensitivity)."})
+        default=0, metadata={"help": "Declared deletion count m_U the noise must cover (0 = the forget set's size)."})
+    utility_threshold: float = field(
+        default=0.1, metadata={"help": "Deletion capacity: noise may add at most this fraction of a released "
+                                       "vector's l1 mass (expected)."})
     noiseless: bool = field(default=False, metadata={"help": "Skip the noise (testing only: no guarantee)."})
+    keep_anchors: bool = field(
+        default=False, metadata={"help": "Keep the anchor words instead of re-searching them (faster; not equal to "
+                                         "retraining when retraining would pick other anchors)."})
     newton_only: bool = field(
         default=False, metadata={"help": "One Newton step per word, then project onto the simplex (no active-set "
                                          "continuation): cheaper, approximate."})
     seed: int = field(default=0, metadata={"help": "Seed of the Gaussian noise."})
 
 
-# ---- noise calibration ------------------------------------------------------------------------------
+# ---- noise calibration and deletion capacity ----------------------------------------------------------
+
+def gaussian_delta(epsilon: float, ratio: float) -> float:
+    """The exact delta(epsilon) of the Gaussian mechanism with Delta / sigma = ratio (Balle and Wang 2018):
+    Phi(ratio/2 - epsilon/ratio) - e^epsilon Phi(-ratio/2 - epsilon/ratio)."""
+    if ratio <= 0:
+        return 0.0
+    a, b = ratio / 2 - epsilon / ratio, -ratio / 2 - epsilon / ratio
+    return float(ndtr(a) - math.exp(min(epsilon + float(log_ndtr(b)), 700.0)))
+
 
 def gaussian_sigma(epsilon: float, delta: float, sensitivity: float) -> float:
-    """Gaussian mechanism: sigma = Delta * sqrt(2 ln(1.25 / delta)) / epsilon."""
+    """The smallest sigma with gaussian_delta(epsilon, Delta / sigma) <= delta (the analytic Gaussian mechanism).
+
+    Valid for every epsilon > 0; the classical Delta sqrt(2 ln(1.25/delta)) / epsilon is proven only for
+    epsilon < 1, where it is larger than this value.
+    """
     if epsilon <= 0 or not 0 < delta < 1:
         raise ConfigError(f"need epsilon > 0 and 0 < delta < 1, got epsilon={epsilon}, delta={delta}")
     if sensitivity < 0:
         raise ConfigError(f"sensitivity must be >= 0, got {sensitivity}")
-    return sensitivity * math.sqrt(2 * math.log(1.25 / delta)) / epsilon
+    return 0.0 if sensitivity == 0 else sensitivity / _largest_ratio(float(epsilon), float(delta))
 
 
-def default_sensitivity(kind: str, m_u: int, m: int, r: int, p_min: float, *, q: float = 1.0,
-                        scale: float = 1.0) -> float:
-    """Documented default Delta (reconstruction of the paper's bound; constants unverified).
+@lru_cache(maxsize=256)
+def _largest_ratio(epsilon: float, delta: float) -> float:
+    """The largest Delta / sigma with gaussian_delta(epsilon, ratio) <= delta (sigma is linear in Delta)."""
+    lo, hi = 1e-6, 1e6  # bisection: delta(epsilon, ratio) grows with ratio
+    for _ in range(200):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if gaussian_delta(epsilon, mid) <= delta else (lo, mid)
+        if hi / lo < 1 + 1e-12:
+            break
+    return lo
 
-    Deleting m_U of m documents moves the normalised co-occurrence matrix by at most 2 m_U / (m - m_U) in l1
-    (exact: each document's pairs carry mass 1). Anchor-word recovery amplifies an l1 error in Q by about r / p
-    (p = smallest anchor probability), giving Delta_base = kappa * 2 m_U/(m - m_U) * r / p. The head releases
-    one n-vector B = A w whose bound is smaller by the factor r q (q in [1/r, 1], task dependent), matching
-    the head/base capacity ratio r q of METHODS §11.5: Delta_head = Delta_base / (r q).
+
+def deletion_capacity(per_doc_sensitivity: float, sigma_max: float, epsilon: float, delta: float) -> int | None:
+    """Largest k with gaussian_sigma(epsilon, delta, k * per_doc_sensitivity) <= sigma_max (None: unbounded)."""
+    if per_doc_sensitivity <= 0:
+        return None
+    return int(math.floor(sigma_max / gaussian_sigma(epsilon, delta, per_doc_sensitivity) + 1e-9))
+
+
+def utility_sigma_max(threshold: float, n: int, mass: float) -> float:
+    """sigma whose expected l1 noise over an n-vector, n sigma sqrt(2/pi), is `threshold` times `mass`."""
+    return threshold * mass / (n * math.sqrt(2 / math.pi))
+
+
+def calibrate(gap: float, m_f: int, deleted_before: int, config: UnlearnConfig, *, n: int, mass: float) -> dict:
+    """Delta, sigma and the deletion capacity of one request; refuses a request beyond the capacity.
+
+    gap = ||release after - release before||_2 (noiseless), measured for this request's m_f deletions.
     """
-    if m_u >= m:
-        raise UsageError(f"cannot delete {m_u} of {m} documents: the forget set must be smaller than the corpus")
-    if not 1.0 / r - 1e-12 <= q <= 1.0:
-        raise ConfigError(f"task_q must lie in [1/r, 1] = [{1.0 / r:.3g}, 1], got {q}")
-    base = scale * 2.0 * m_u / (m - m_u) * r / max(p_min, 1e-12)
-    if kind == "base":
-        return base
-    if kind == "head":
-        return base / (r * q)
-    raise ConfigError(f"unknown unlearning kind '{kind}'; expected base or head")
+    if config.utility_threshold <= 0:
+        raise ConfigError(f"utility_threshold must be > 0, got {config.utility_threshold}")
+    m_u = max(config.capacity, m_f)
+    if config.sensitivity is not None:
+        sensitivity, source = float(config.sensitivity), "given"
+        per_doc = sensitivity / m_u if m_u else 0.0
+    else:
+        per_doc = gap / m_f if m_f else 0.0
+        sensitivity, source = per_doc * m_u, "measured"
+    sigma = 0.0 if config.noiseless else gaussian_sigma(config.epsilon, config.delta, sensitivity)
+    sigma_max = utility_sigma_max(config.utility_threshold, n, mass)
+    capacity = deletion_capacity(per_doc, sigma_max, config.epsilon, config.delta) if per_doc > 0 else None
+    total = deleted_before + m_f
+    if not config.noiseless and capacity is not None and max(total, m_u) > capacity:
+        raise UsageError(
+            f"deleting {m_f} document(s) brings this model to {max(total, m_u)} deletions since training, beyond "
+            f"its deletion capacity of {capacity} at epsilon={config.epsilon:g}, delta={config.delta:g} (noise "
+            f"would exceed {config.utility_threshold:g} of the release's mass); retrain instead "
+            "(skillweave topic-model train), or raise --epsilon or --utility-threshold")
+    return {"sensitivity": float(sensitivity), "sensitivity_source": source, "sigma": float(sigma),
+            "per_doc_sensitivity": float(per_doc), "capacity": capacity, "deleted_since_training": total,
+            "sigma_max": float(sigma_max)}
 
 
-def min_anchor_probability(model: TopicModel) -> float:
-    return float(model.A[model.anchors, np.arange(model.n_topics)].min())
+def add_noise(params: dict[str, np.ndarray], sigma: float, seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return {k: (v.copy() if sigma == 0 else v + rng.normal(0.0, sigma, size=v.shape)) for k, v in params.items()}
+
+
+def release(model: TopicModel, sigma: float, seed: int = 0) -> dict[str, np.ndarray]:
+    """U(empty, A(S'), T(S')): a (re)trained model's A and R released with the given noise."""
+    return add_noise({"A": model.A, "R": model.R}, sigma, seed)
+
+
+def release_distance(before: dict[str, np.ndarray], after: dict[str, np.ndarray]) -> float:
+    """l2 distance between two releases (all released entries together)."""
+    return float(math.sqrt(sum(float(np.sum((after[k] - before[k]) ** 2)) for k in after)))
 
 
 # ---- Ubase ------------------------------------------------------------------------------------------
@@ -98,12 +172,19 @@ class UnlearnResult:
     sigma: float
     sensitivity: float
     stats: dict
+    base: TopicModel | None = None   # Uhead: the downdated base model (private; the given base is unchanged)
 
 
-def unlearn_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = None) -> UnlearnResult:
-    """Ubase: remove the forget documents' statistics, keep anchors, re-solve, rebuild A and R, add noise."""
+def min_anchor_probability(model: TopicModel) -> float:
+    return float(model.A[model.anchors, np.arange(model.n_topics)].min())
+
+
+def downdate_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = None) -> tuple[TopicModel, dict]:
+    """The deterministic part of Ubase: downdated statistics, anchors (re-searched or kept), A, R, C.
+
+    Returns the new (noiseless) model and statistics of the step. `model` is not modified.
+    """
     config = config or UnlearnConfig()
-    start = time.perf_counter()
     H_f = as_counts(forget_docs, model.n_words)
     if H_f.shape[1] != model.n_words:
         raise UsageError(f"forget documents have {H_f.shape[1]} word columns, the model has {model.n_words}")
@@ -111,105 +192,154 @@ def unlearn_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = 
     if m_f >= model.m:
         raise UsageError(f"the forget set ({m_f} documents) must be smaller than the training set ({model.m})")
     q_new = model.q_sum - q_f
-    floor = -1e-9 * max(1.0, float(np.abs(model.q_sum).max()))
-    if q_new.min() < floor:
-        raise UsageError("the forget documents are not part of this model's training data "
+    floor = -1e-9 * max(1.0, float(model.q_sum.max()))  # Q_sum >= 0
+    foreign = UsageError("the forget documents are not part of this model's training data "
                          "(removing them makes a co-occurrence count negative)")
+    if q_new.min() < floor:
+        raise foreign
     np.maximum(q_new, 0.0, out=q_new)
     m_new = model.m - m_f
+    doc_freq = pair_df = None
+    if model.doc_freq is not None and model.pair_df is not None:
+        df_f, pdf_f = document_frequencies(H_f)
+        doc_freq, pair_df = model.doc_freq - df_f, model.pair_df - pdf_f
+        if doc_freq.min() < 0 or pair_df.min() < 0:
+            raise foreign
+        gone = np.flatnonzero(pair_df == 0)  # no retained document pairs this word: row and column exactly 0
+        if len(gone):
+            q_new[gone, :] = 0.0
+            q_new[:, gone] = 0.0
+    old_mass = np.maximum(model.q_sum[model.anchors].sum(axis=1), 1e-300)
     anchor_mass = q_new[model.anchors].sum(axis=1)
-    if (anchor_mass <= 0).any():  # the documented failure mode (METHODS §11.5): no guarantee without the anchor
-        lost = [model.vocab[a] if model.vocab else int(a) for a in model.anchors[anchor_mass <= 0]]
-        raise UsageError(f"the forget set removes every occurrence of anchor word(s) {lost}: the unlearning "
-                         "guarantee needs the anchors, so retrain instead (skillweave topic-model train)")
-    A, R, C, iters = recover(q_new, m_new, model.anchors, support=model.C > 0,
-                             max_iter=1 if config.newton_only else model.config.max_iter, exact=not config.newton_only)
+    search = "re-searched" if not config.keep_anchors and doc_freq is not None else (
+        "kept" if config.keep_anchors else "kept (model saved without document frequencies)")
+    if search == "re-searched":
+        anchors = search_anchors(q_new, doc_freq, model.config)
+    else:
+        if (anchor_mass <= 0).any():  # no guarantee without the anchor: the fixed-anchor failure mode
+            lost = [model.vocab[a] if model.vocab else int(a) for a in model.anchors[anchor_mass <= 0]]
+            raise UsageError(f"the forget set removes every occurrence of anchor word(s) {lost}: with fixed anchors "
+                             "there is no guarantee; drop --keep-anchors (re-search them) or retrain")
+        anchors = model.anchors.copy()
+    changed = not np.array_equal(anchors, model.anchors)
+    A, R, C, iters = recover(q_new, m_new, anchors, support=None if changed else model.C > 0,
+                             max_iter=1 if config.newton_only else model.config.max_iter,
+                             exact=not config.newton_only)
     forget_words = np.flatnonzero(np.asarray(H_f.sum(axis=0)).ravel() > 0)
-    new = TopicModel(A=A, R=R, C=C, anchors=model.anchors.copy(), q_sum=q_new, m=m_new, config=model.config,
-                     vocab=model.vocab)
-    m_u = max(config.capacity, m_f)
-    sensitivity = config.sensitivity
-    if sensitivity is None:
-        sensitivity = default_sensitivity("base", m_u, model.m, model.n_topics, min_anchor_probability(model),
-                                          scale=config.sensitivity_scale)
-    sigma = 0.0 if config.noiseless else gaussian_sigma(config.epsilon, config.delta, sensitivity)
-    released = add_noise({"A": A, "R": R}, sigma, config.seed)
+    deleted = int(model.info.get("deleted_since_training", 0))
+    new = TopicModel(A=A, R=R, C=C, anchors=anchors, q_sum=q_new, m=m_new, config=model.config, vocab=model.vocab,
+                     info={**model.info, "deleted_since_training": deleted + int(m_f)},
+                     doc_freq=doc_freq, pair_df=pair_df)
     stats = {
         "forget_docs": int(m_f), "retained_docs": int(m_new), "forget_words": int(len(forget_words)),
+        "anchor_search": search, "anchors_changed": bool(changed),
+        "anchors_before": model.anchors.tolist(), "anchors_after": anchors.tolist(),
         "anchors_in_forget": int(np.isin(model.anchors, forget_words).sum()),
-        "anchor_mass_left": float((anchor_mass / np.maximum(model.q_sum[model.anchors].sum(axis=1), 1e-300)).min()),
+        "anchor_mass_left": float((anchor_mass / old_mass).min()),
         "newton_exact": int((iters == 1).sum()), "resolved": int((iters > 1).sum()),
-        "seconds": time.perf_counter() - start,
     }
-    return UnlearnResult(model=new, released=released, sigma=sigma, sensitivity=float(sensitivity), stats=stats)
+    return new, stats
 
 
-def release(model: TopicModel, config: UnlearnConfig, m_u: int) -> UnlearnResult:
-    """U(empty, A(S'), T(S')): the comparator, a (re)trained model released with the same noise calibration."""
-    return unlearn_base(model, np.zeros((0, 2), dtype=np.int64), UnlearnConfig(**{
-        **config.__dict__, "capacity": max(config.capacity, m_u)}))
-
-
-def add_noise(params: dict[str, np.ndarray], sigma: float, seed: int) -> dict[str, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return {k: (v.copy() if sigma == 0 else v + rng.normal(0.0, sigma, size=v.shape)) for k, v in params.items()}
+def unlearn_base(model: TopicModel, forget_docs, config: UnlearnConfig | None = None) -> UnlearnResult:
+    """Ubase: downdate the statistics, re-search the anchors, re-solve, rebuild A and R, add calibrated noise."""
+    config = config or UnlearnConfig()
+    start = time.perf_counter()
+    new, stats = downdate_base(model, forget_docs, config)
+    before, after = {"A": model.A, "R": model.R}, {"A": new.A, "R": new.R}
+    cal = calibrate(release_distance(before, after), stats["forget_docs"],
+                    int(model.info.get("deleted_since_training", 0)), config, n=model.n_words, mass=1.0)
+    released = add_noise(after, cal["sigma"], config.seed)
+    stats.update({k: v for k, v in cal.items() if k not in ("sigma", "sensitivity")},
+                 seconds=time.perf_counter() - start)
+    return UnlearnResult(model=new, released=released, sigma=cal["sigma"], sensitivity=cal["sensitivity"], stats=stats)
 
 
 # ---- Uhead ------------------------------------------------------------------------------------------
 
+def normalized_docs(docs, n_words: int) -> sp.csr_matrix:
+    """D: each document's counts divided by its length (empty documents stay zero)."""
+    H = as_counts(docs, n_words)
+    lengths = np.asarray(H.sum(axis=1)).ravel()
+    inv = np.divide(1.0, lengths, out=np.zeros_like(lengths), where=lengths > 0)
+    return sp.csr_matrix(sp.diags(inv) @ H)
+
+
 def topic_posteriors(docs, C: np.ndarray) -> np.ndarray:
     """theta_hat(d) = (H_d / n_d) C: the average per-word topic posterior p(z | w) over the document."""
-    H = as_counts(docs, C.shape[0])
-    lengths = np.asarray(H.sum(axis=1)).ravel()
-    X = np.asarray(H @ C)
-    return np.divide(X, lengths[:, None], out=np.zeros_like(X), where=lengths[:, None] > 0)
+    return np.asarray(normalized_docs(docs, C.shape[0]) @ C)
 
 
 @dataclass
 class TopicHead:
-    """A ridge-regression linear head on topic posteriors, with its downdatable statistics."""
+    """A ridge-regression linear head on topic posteriors, with its downdatable word-space statistics.
+
+    With D the length-normalised counts of the head's documents and X = D C its features, X^T X = C^T (D^T D) C
+    and X^T y = C^T (D^T y): storing D^T D and D^T y lets the head be refit on any new C without the documents.
+    """
 
     w: np.ndarray
-    gram: np.ndarray   # X^T X
-    xty: np.ndarray    # X^T y
+    doc_gram: np.ndarray   # D^T D (n x n)
+    doc_xty: np.ndarray    # D^T y (n)
     n: int
     ridge: float = 1e-3
+    deleted_since_training: int = 0
 
     def predict(self, features: np.ndarray) -> np.ndarray:
         return (features @ self.w > 0.5).astype(int)
 
 
-def fit_head(features: np.ndarray, labels: np.ndarray, ridge: float = 1e-3) -> TopicHead:
-    X = np.asarray(features, dtype=np.float64)
+def solve_head(doc_gram: np.ndarray, doc_xty: np.ndarray, C: np.ndarray, ridge: float) -> np.ndarray:
+    gram = C.T @ doc_gram @ C
+    return np.linalg.solve(gram + ridge * np.eye(len(gram)), C.T @ doc_xty)
+
+
+def fit_head(docs, labels, C: np.ndarray, ridge: float = 1e-3) -> TopicHead:
+    """Ridge head on the topic posteriors of `docs` under C (retraining the head = this on its retained data)."""
+    D = normalized_docs(docs, C.shape[0])
     y = np.asarray(labels, dtype=np.float64)
-    gram, xty = X.T @ X, X.T @ y
-    w = np.linalg.solve(gram + ridge * np.eye(len(gram)), xty)
-    return TopicHead(w=w, gram=gram, xty=xty, n=len(y), ridge=ridge)
+    if D.shape[0] != len(y):
+        raise UsageError(f"{D.shape[0]} documents but {len(y)} labels")
+    doc_gram, doc_xty = (D.T @ D).toarray(), np.asarray(D.T @ y).ravel()
+    return TopicHead(w=solve_head(doc_gram, doc_xty, C, ridge), doc_gram=doc_gram, doc_xty=doc_xty, n=len(y),
+                     ridge=ridge)
 
 
-def unlearn_head(head: TopicHead, A: np.ndarray, forget_features: np.ndarray, forget_labels: np.ndarray,
-                 config: UnlearnConfig | None = None, *, p_min: float | None = None) -> UnlearnResult:
-    """Uhead: downdate the head's statistics, re-solve w, release B = A w + noise. A is never modified."""
+def unlearn_head(model: TopicModel, head: TopicHead, forget_docs, config: UnlearnConfig | None = None, *,
+                 head_forget_docs=None, head_forget_labels=None) -> UnlearnResult:
+    """Uhead: downdate the base statistics as Ubase does, refit the head on the downdated features, release
+    B~ = A~ w~ + noise. `forget_docs` leave the base's (pre-training) statistics; `head_forget_docs` with
+    their labels leave the head's own data (the same documents when the head was trained on the base corpus).
+    `model` is not modified; the downdated base is returned in `result.base` (private).
+    """
     config = config or UnlearnConfig()
     start = time.perf_counter()
-    X = np.asarray(forget_features, dtype=np.float64)
-    y = np.asarray(forget_labels, dtype=np.float64)
-    if len(X) >= head.n:
-        raise UsageError(f"the forget set ({len(X)} examples) must be smaller than the head's data ({head.n})")
-    gram, xty = head.gram - X.T @ X, head.xty - X.T @ y
-    w = np.linalg.solve(gram + head.ridge * np.eye(len(gram)), xty)
-    new = TopicHead(w=w, gram=gram, xty=xty, n=head.n - len(y), ridge=head.ridge)
-    r = A.shape[1]
-    sensitivity = config.sensitivity
-    if sensitivity is None:
-        p = p_min if p_min is not None else float(np.sort(A.max(axis=0))[0])
-        sensitivity = default_sensitivity("head", max(config.capacity, len(y)), head.n, r, p, q=config.task_q,
-                                          scale=config.sensitivity_scale)
-    sigma = 0.0 if config.noiseless else gaussian_sigma(config.epsilon, config.delta, sensitivity)
-    released = add_noise({"B": A @ w}, sigma, config.seed)
-    stats = {"forget_docs": len(y), "retained_docs": new.n, "seconds": time.perf_counter() - start}
-    return UnlearnResult(model=new, released=released, sigma=sigma, sensitivity=float(sensitivity),  # type: ignore[arg-type]
-                         stats=stats)
+    base, stats = downdate_base(model, forget_docs, config)
+    doc_gram, doc_xty, n = head.doc_gram, head.doc_xty, head.n
+    m_head = 0
+    if head_forget_docs is not None:
+        D_f = normalized_docs(head_forget_docs, model.n_words)
+        y_f = np.asarray(head_forget_labels, dtype=np.float64)
+        if D_f.shape[0] != len(y_f):
+            raise UsageError(f"{D_f.shape[0]} head forget documents but {len(y_f)} labels")
+        m_head = len(y_f)
+        if m_head >= n:
+            raise UsageError(f"the forget set ({m_head} examples) must be smaller than the head's data ({n})")
+        doc_gram = doc_gram - (D_f.T @ D_f).toarray()
+        doc_xty = doc_xty - np.asarray(D_f.T @ y_f).ravel()
+        n -= m_head
+    w = solve_head(doc_gram, doc_xty, base.C, head.ridge)
+    m_f = max(stats["forget_docs"], m_head)
+    new = TopicHead(w=w, doc_gram=doc_gram, doc_xty=doc_xty, n=n, ridge=head.ridge,
+                    deleted_since_training=head.deleted_since_training + m_f)
+    B_before, B_after = model.A @ head.w, base.A @ w
+    cal = calibrate(float(np.linalg.norm(B_after - B_before)), m_f, head.deleted_since_training, config,
+                    n=model.n_words, mass=max(float(np.abs(B_before).sum()), 1e-300))
+    released = add_noise({"B": B_after}, cal["sigma"], config.seed)
+    stats.update({k: v for k, v in cal.items() if k not in ("sigma", "sensitivity")},
+                 head_forget_docs=m_head, head_retained=n, seconds=time.perf_counter() - start)
+    return UnlearnResult(model=new, released=released, sigma=cal["sigma"], sensitivity=cal["sensitivity"],  # type: ignore[arg-type]
+                         stats=stats, base=base)
 
 
 # ---- metrics ----------------------------------------------------------------------------------------
