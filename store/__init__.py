@@ -328,8 +328,16 @@ class Store:
         return review_id
 
     def add_event(self, run_id: str, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
-        self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
-                                "reason": reason, "created_at": now()})
+        """Log an item's transition; the same transition as the item's latest event is not logged again (a node
+        that re-runs on resume, after a kill between its event and its checkpoint, logs it once)."""
+        with self.lock:
+            if item_id is not None:
+                last = self._one("SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
+                                 "ORDER BY id DESC LIMIT 1", [item_id])
+                if last == {"run_id": run_id, "stage": stage, "status": status, "reason": reason}:
+                    return
+            self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
+                                    "reason": reason, "created_at": now()})
 
     # ---- lineage ----------------------------------------------------------------------------------
     def lineage(self, item_id: str) -> dict:
