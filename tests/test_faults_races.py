@@ -138,3 +138,30 @@ def test_a_node_rerun_on_resume_logs_its_event_once(cli_run, db_path, monkeypatc
     assert {i["status"] for i in store.items(run_id)} == {"done"}
     events = [(e["stage"], e["status"]) for e in store.db["events"].rows_where("item_id = ?", died, order_by="id")]
     assert events.count(("student", "generated")) == 1, events
+
+
+def test_import_skillmix_is_idempotent(cli_run, db_path, tmp_path):
+    """The same official outputs imported again (say, after an import killed once it had committed) give the
+    existing run, not a duplicate; changed content gives a new run."""
+    import csv
+
+    student = tmp_path / "out" / "k2_s10_vdefault_r1" / "model"
+    student.mkdir(parents=True)
+
+    def write(text):
+        with (student / "records.csv").open("w", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=["k", "skills", "topic", "text_0", "text_1"])
+            writer.writeheader()
+            writer.writerow({"k": 2, "skills": "irony, metaphor", "topic": "Sewing", "text_0": "a", "text_1": text})
+
+    write("One sentence.")
+    runs = []
+    for _ in range(2):
+        code, out, err = cli_run("import", "skillmix", str(tmp_path / "out"), "--json")
+        assert code == 0, err
+        runs.append([r["run_id"] for r in json.loads(out)])
+    store = Store(db_path)
+    assert runs[0] == runs[1] and store.db["runs"].count == 1 and store.db["items"].count == 1
+    write("Another sentence.")
+    code, out, err = cli_run("import", "skillmix", str(tmp_path / "out"), "--json")
+    assert code == 0 and [r["run_id"] for r in json.loads(out)] != runs[0] and store.db["runs"].count == 2
