@@ -236,9 +236,12 @@ def resume(ctx, run_id, concurrency, retry_failed):
         config = {**run["config"], "retry": retry}
         with store.lock:
             store.db["runs"].update(run["id"], {"config": jdump(config)})
+    from skillweave.agents.review import reopen_dead_claims
     from skillweave.graphs.runtime import pipeline_module
 
     pipeline_module(run["pipeline"])
+    for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume
+        click.echo(f"item {item_id}: its reviewer's process is gone; it waits for review again", err=True)
     execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
                        retry_failed=retry_failed)
 
