@@ -149,15 +149,15 @@ def _chat(provider, **kw):
 
 
 def _policy(**kw):
-    return RetryPolicy(**{"max_attempts": 3, "base_delay": 0.01, "max_delay": 0.05, "timeout": 0.5, **kw})
+    return RetryPolicy(**{"max_attempts": 3, "base_delay": 0.01, "max_delay": 0.05, "timeout": 10.0, **kw})
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_each_fault_is_a_retried_failure_never_a_success(fault_server, fault):
     """One faulty reply, then a good one: the call succeeds on its second attempt with the good text."""
-    server = fault_server(hang_seconds=1.5)
+    server = fault_server(hang_seconds=4.0)
     server.script[:] = [fault]
-    result, attempts = _chat(OpenAIProvider("m", retry=_policy()))
+    result, attempts = _chat(OpenAIProvider("m", retry=_policy(timeout=1.0 if fault == "hang" else 10.0)))
     assert (result.texts, attempts) == ([STUDENT], 2)
     assert server.served == [fault, "ok"]
 
@@ -271,14 +271,14 @@ def test_fault_matrix_at_30_percent_every_run_finishes_or_ends_resumable(cli_run
     """429, 500, reset, hang, truncated, malformed JSON, no choices, null/empty content and garbage at 30%:
     the run finishes; no done item holds an empty or unparsed reply; every failed call and item has a reason;
     `resume --retry-failed` finishes what failed, and no successful reply is paid for twice."""
-    server = fault_server(rate=0.3, seed=21, hang_seconds=1.0)
-    options = ["--timeout", "0.3", "--max-attempts", "3", "--max-retry-wait", "0.02"]
+    server = fault_server(rate=0.3, seed=21, hang_seconds=1.5)
+    options = ["--timeout", "0.5", "--max-attempts", "3", "--max-retry-wait", "0.02"]
     code, _, err = cli_run("run", "skillmix", "--model", "openai:m", "--k", "2", "--n", "8", "--rounds", "1",
                            "--grading-samples", "2", "--concurrency", "8", *options)
     assert code == 0, err
     store = Store(db_path)
     run_id = store.get_run("latest")["id"]
-    for attempt in range(6):
+    for attempt in range(10):
         items = list(store.items(run_id))
         for item in items:
             if item["status"] == "done":
