@@ -105,6 +105,17 @@ class Store:
             db = self._local.db = self._shared if self._shared is not None else self._connect()
         return db
 
+    def close_thread_connection(self) -> None:
+        """Close the calling thread's connection (for worker threads that end while the store stays open)."""
+        db = getattr(self._local, "db", None)
+        if db is None or db is self._shared:
+            return
+        self._local.db = None
+        with self.lock:
+            if db.conn in self._connections:
+                self._connections.remove(db.conn)
+        db.conn.close()
+
     def close(self) -> None:
         with self.lock:
             for conn in self._connections:

@@ -109,17 +109,22 @@ class RunLease:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_seconds):
-            try:
+        try:
+            while not self._stop.wait(self.heartbeat_seconds):
                 with self.store.lock:
                     updated = self.store.db.conn.execute(
                         "UPDATE run_leases SET heartbeat_at = ? WHERE run_id = ? AND token = ?",
                         [now(), self.run_id, self.token]).rowcount
-            except Exception:  # the store is closing; the lease simply goes stale
-                return
-            if not updated:
-                self.lost = True
-                return
+                if not updated:
+                    self.lost = True
+                    return
+        except Exception:  # the store is closing; the lease simply goes stale
+            return
+        finally:
+            try:
+                self.store.close_thread_connection()  # this thread's own connection, if it opened one
+            except Exception:
+                pass
 
     def release(self) -> None:
         self._stop.set()

@@ -165,3 +165,14 @@ def test_import_skillmix_is_idempotent(cli_run, db_path, tmp_path):
     write("Another sentence.")
     code, out, err = cli_run("import", "skillmix", str(tmp_path / "out"), "--json")
     assert code == 0 and [r["run_id"] for r in json.loads(out)] != runs[0] and store.db["runs"].count == 2
+
+
+def test_repeated_leases_do_not_leak_connections(store):
+    """A long-lived process (the review page) takes a lease per resume: each heartbeat thread's connection closes."""
+    run_id = store.create_run("skillmix", {})
+    before = len(store._connections)
+    for _ in range(5):
+        lease = RunLease(store, run_id, heartbeat_seconds=0.01).acquire()
+        _wait_for(lambda: len(store._connections) > before, timeout=10)  # the heartbeat thread opened one
+        lease.release()
+    assert len(store._connections) == before

@@ -43,6 +43,12 @@ class BackgroundResumer:
         return job
 
     def _work(self, run_id: str) -> None:
+        try:
+            self._drain(run_id)
+        finally:
+            self.store.close_thread_connection()  # the worker ends; its SQLite connection goes with it
+
+    def _drain(self, run_id: str) -> None:
         while True:
             with self._lock:
                 batch = self._queued.pop(run_id, [])
