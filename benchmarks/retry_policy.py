@@ -5,8 +5,12 @@ RetryPolicy; only the loop differs. Measured in one run, alternating the variant
   - CPU ms per request (this process's CPU time / requests) against benchmarks/mock_openai.py on 127.0.0.1,
     `--concurrency` workers, no latency, no faults (the fast path every successful call takes);
   - CPU µs per call of the loop alone, around a `_chat` that returns at once (no HTTP).
+With `--baseline FILE` (an older agents/providers.py, e.g. from `git show REV:agents/providers.py`), its
+`openai:` provider is measured in the same run as a third variant, to see what the fault checks cost.
 
     python benchmarks/retry_policy.py --requests 3000 --concurrency 64 --repeats 3
+    git show c32c4dd:agents/providers.py > /tmp/providers_before.py
+    python benchmarks/retry_policy.py --repeats 8 --baseline /tmp/providers_before.py
 """
 
 from __future__ import annotations
@@ -88,6 +92,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-calls", type=int, default=20000)
+    parser.add_argument("--baseline", default=None, help="An older agents/providers.py to measure alongside.")
     args = parser.parse_args()
 
     from skillweave.agents.providers import ChatResult, FakeProvider, OpenAIProvider
@@ -96,6 +101,14 @@ def main() -> None:
     os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     os.environ["OPENAI_API_KEY"] = "mock"
     variants = {"own loop": OpenAIProvider, "tenacity": tenacity_chat_class(OpenAIProvider)}
+    if args.baseline:
+        import importlib.util
+
+        spec = importlib.util.spec_from_file_location("providers_baseline", args.baseline)
+        baseline = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = baseline
+        spec.loader.exec_module(baseline)
+        variants["baseline"] = baseline.OpenAIProvider
     http = {name: [] for name in variants}
     try:
         for cls in variants.values():  # warm-up
@@ -111,7 +124,7 @@ def main() -> None:
         async def _chat(self, request):
             return ChatResult(texts=["ok"])
 
-    loops = {name: [] for name in variants}
+    loops = {name: [] for name in ("own loop", "tenacity")}
     for _ in range(args.repeats):
         for name, cls in (("own loop", Instant), ("tenacity", tenacity_chat_class(Instant))):
             loops[name].append(asyncio.run(loop_only(cls("x"), args.loop_calls)))
@@ -120,7 +133,13 @@ def main() -> None:
           f"loop alone: {args.loop_calls} calls x {args.repeats}")
     for name in variants:
         print(f"{name:9} CPU per HTTP request {min(http[name]) * 1000:6.3f} ms (runs: "
-              f"{', '.join(f'{v * 1000:.3f}' for v in http[name])})   loop alone {min(loops[name]) * 1e6:6.1f} µs")
+              f"{', '.join(f'{v * 1000:.3f}' for v in http[name])})"
+              + (f"   loop alone {min(loops[name]) * 1e6:6.1f} µs" if name in loops else ""))
+    if args.baseline:
+        import statistics
+
+        print(f"own loop / baseline: HTTP request CPU, best {min(http['own loop']) / min(http['baseline']):.3f}, "
+              f"median {statistics.median(http['own loop']) / statistics.median(http['baseline']):.3f}")
     ratio = min(http["tenacity"]) / min(http["own loop"])
     print(f"tenacity / own loop: HTTP request CPU {ratio:.3f}, loop alone "
           f"{min(loops['tenacity']) / min(loops['own loop']):.2f}")
