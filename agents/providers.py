@@ -480,12 +480,14 @@ class AnthropicProvider(Provider):
         an = self._anthropic
         system = "\n".join(message_text(m) for m in request.messages if m["role"] == "system")
         kwargs = {"system": system} if system else {}
+        # The SDK (1.x) dropped temperature/top_p from its signature; the API still takes them in the body.
+        sampling = {"temperature": request.temperature}
         if "top_p" in request.options:  # Anthropic has no JSON mode or seed; the prompt asks for JSON instead
-            kwargs["top_p"] = request.options["top_p"]
+            sampling["top_p"] = request.options["top_p"]
         try:
             client = self._per_loop(lambda: an.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout))
             return await client.messages.create(
-                model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
+                model=self.model, max_tokens=request.max_tokens, extra_body=sampling,
                 messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages
                           if m["role"] != "system"],
                 **kwargs,

@@ -142,11 +142,14 @@ def _thread_crashed(ctx: RunContext, spec, summary: RunSummary, exc: Exception) 
     summary.crashed += 1
     summary.errors.append(reason)
     item_ids = [spec.input.get("item_id")] if spec.input.get("item_id") else list(spec.input.get("item_ids") or [])
-    for item_id in item_ids:
-        ctx.store.update_item(item_id, status="failed", error=reason)
-        ctx.store.add_event(ctx.run_id, item_id, "thread", "crashed", reason)
-    if not item_ids:
-        ctx.store.add_event(ctx.run_id, None, "thread", "crashed", reason)
+    try:
+        for item_id in item_ids:
+            ctx.store.update_item(item_id, status="failed", error=reason)
+            ctx.store.add_event(ctx.run_id, item_id, "thread", "crashed", reason)
+        if not item_ids:
+            ctx.store.add_event(ctx.run_id, None, "thread", "crashed", reason)
+    except Exception as exc:  # recording must not stop the other threads; the summary still counts it
+        summary.errors.append(f"recording it failed: {type(exc).__name__}: {exc}")
 
 
 def _count(summary: RunSummary, status: str | None) -> None:

@@ -303,3 +303,60 @@ def test_fault_matrix_at_30_percent_every_run_finishes_or_ends_resumable(cli_run
     assert 0.2 < 1 - server.served.count("ok") / len(server.served) < 0.45
     keys = [r["call_key"] for r in store.db["llm_calls"].rows_where("run_id = ? and error is null", [run_id])]
     assert len(keys) == len(set(keys)) == 8 * 3
+
+
+@pytest.fixture
+def anthropic_server(monkeypatch):
+    """A 127.0.0.1 Anthropic messages endpoint answering scripted (status, body, headers), then a good reply."""
+    script: list[tuple[int, str, dict]] = []
+    served = []
+    bodies = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            good = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                               "content": [{"type": "text", "text": "fine"}], "stop_reason": "end_turn",
+                               "usage": {"input_tokens": 3, "output_tokens": 1}})
+            status, text, headers = script.pop(0) if script else (200, good, {})
+            served.append(status)
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
+    yield script, served, bodies
+    server.shutdown()
+    server.server_close()
+
+
+def test_anthropic_reply_without_text_and_bad_retry_after_are_retried(anthropic_server):
+    """Also: the sampling temperature reaches the request body (the 1.x SDK no longer takes it as an argument;
+    passing it raised TypeError before any request was made)."""
+    from skillweave.agents.providers import AnthropicProvider
+
+    script, served, bodies = anthropic_server
+    empty = json.dumps({"id": "msg_0", "type": "message", "role": "assistant", "model": "m", "content": [],
+                        "stop_reason": "max_tokens", "usage": {"input_tokens": 3, "output_tokens": 0}})
+    limited = json.dumps({"type": "error", "error": {"type": "rate_limit_error", "message": "slow down"}})
+    script[:] = [(200, empty, {}), (429, limited, {"retry-after": "nan"}), (529, limited, {})]
+    start = time.perf_counter()
+    result, attempts = _chat(AnthropicProvider("m", retry=_policy(max_attempts=4, max_delay=0.2)))
+    assert (result.texts, attempts, served) == (["fine"], 4, [200, 429, 529, 200])
+    assert bodies[-1]["temperature"] == 0.7 and bodies[-1]["model"] == "m"
+    assert time.perf_counter() - start < 10
+    script[:] = [(200, empty, {})] * 2
+    with pytest.raises(ModelCallError, match="gave up after 2 attempts: .*without text content .*max_tokens"):
+        _chat(AnthropicProvider("m", retry=_policy(max_attempts=2)))
