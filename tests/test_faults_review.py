@@ -112,3 +112,23 @@ def test_web_page_records_at_once_and_resumes_in_the_background(paused):
     assert store.get_item(second)["status"] == "accepted"
     assert store.get_item(first)["status"] == "dropped" and len(calls) > 1  # its thread drew and ran a new pair
     assert "job-done" in client.get("/").text
+
+
+def test_web_decision_on_a_run_held_elsewhere_fails_visibly_and_the_item_returns(paused):
+    """While another process continues the run (its lease is held), a decision cannot resume the thread: the
+    page says so, the job is listed as failed with the reason, and the item is back in the queue."""
+    from skillweave.store.leases import RunLease
+
+    store, run_id = paused
+    item_id = items(store, run_id)[0]["id"]
+    app = create_app(store, token=TOKEN)
+    client = TestClient(app, headers={"Authorization": f"Bearer {TOKEN}"}, follow_redirects=False)
+    with RunLease(store, run_id):
+        posted = client.post(f"/item/{item_id}/decide", data={"action": "approve", "csrf": TOKEN})
+        assert app.state.resumer.wait(30)
+    assert posted.status_code == 303 and "back in the queue" in posted.headers["location"].replace("+", " ")
+    [job] = app.state.resumer.jobs()
+    assert job["state"] == "failed" and "is being continued by pid" in job["error"]
+    assert store.get_item(item_id)["status"] == "review" and "review_claim" not in store.get_item(item_id)["payload"]
+    assert 'class="job-failed"' in client.get("/").text
+    assert submit_decision(store, item_id, make_decision("approve", reviewer="x"))["status"] == "accepted"
