@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from skillweave.agents.providers import ChatRequest, get_provider
+from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
 from skillweave.store import Store, jdump, jload, stable_id
@@ -36,7 +36,9 @@ class RunContext:
         return template
 
     def provider(self, spec: str):
-        return get_provider(spec, max_concurrency=self.max_concurrency)
+        # this run's timeout / attempts / longest retry wait for the spec (`--timeout` ...; {}: the defaults)
+        return get_provider(spec, max_concurrency=self.max_concurrency,
+                            retry=policy_overrides(self.config.get("retry"), spec))
 
 
 @dataclass
@@ -116,7 +118,8 @@ async def call_template(
         result, attempts = await provider.chat(request)
     except ModelCallError as exc:
         exc.call_id = ctx.store.record_call(**record, response=None, error=str(exc),
-                                            latency_ms=_ms(start), attempts=provider.retry.max_attempts)
+                                            latency_ms=_ms(start),
+                                            attempts=getattr(exc, "attempts", provider.retry.max_attempts))
         raise
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
                                     output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,

@@ -8,8 +8,10 @@ Messages use the OpenAI chat shape; an image is a content part `{"type": "image"
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
+import math
 import os
 import random
 import time
@@ -49,15 +51,29 @@ class RetryableError(Exception):
 
 @dataclass
 class RetryPolicy:
+    """How a provider retries: attempts per call, backoff base, the longest wait between attempts (a server's
+    `Retry-After` is capped by it too) and the timeout of one attempt (None: no timeout)."""
+
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
     timeout: float | None = 120.0
 
     def delay(self, attempt: int, retry_after: float | None) -> float:
-        if retry_after is not None:
-            return min(retry_after, self.max_delay)
+        if retry_after is not None and math.isfinite(retry_after):  # nan/inf never reach asyncio.sleep
+            return max(0.0, min(retry_after, self.max_delay))
         return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+# `--timeout`, `--max-attempts`, `--max-retry-wait` (run/resume) and a run config's "retry" map use these names.
+POLICY_FIELDS = {"timeout": "timeout", "max_attempts": "max_attempts", "max_retry_wait": "max_delay"}
+
+
+def policy_overrides(retry_config: dict | None, spec: str) -> dict:
+    """RetryPolicy fields for one model spec from a run config's "retry" map: `{"*": {...}, "<spec>": {...}}`,
+    the spec's own entry winning over "*". Keys are those of POLICY_FIELDS."""
+    merged = {**((retry_config or {}).get("*") or {}), **((retry_config or {}).get(spec) or {})}
+    return {POLICY_FIELDS[k]: v for k, v in merged.items() if k in POLICY_FIELDS}
 
 
 class Provider:
@@ -69,11 +85,22 @@ class Provider:
         self.model = model
         self.max_concurrency = max_concurrency
         self.retry = retry or RetryPolicy()
+        self.default_retry = self.retry
         self._semaphores: dict[int, asyncio.Semaphore] = {}
 
     @property
     def spec(self) -> str:
         return f"{self.provider}:{self.model}"
+
+    def policy(self, overrides: dict) -> RetryPolicy:
+        """The default policy with `overrides` (RetryPolicy fields) applied; the same object for the same overrides."""
+        if not overrides:
+            return self.default_retry
+        key = tuple(sorted(overrides.items()))
+        policies = self.__dict__.setdefault("_policies", {})
+        if key not in policies:
+            policies[key] = dataclasses.replace(self.default_retry, **overrides)
+        return policies[key]
 
     def _semaphore(self) -> asyncio.Semaphore:
         loop_id = id(asyncio.get_running_loop())
@@ -103,23 +130,32 @@ class Provider:
         raise NotImplementedError
 
     async def chat(self, request: ChatRequest) -> tuple[ChatResult, int]:
-        """Returns (result, attempts). Raises ModelCallError after the last failed attempt."""
+        """Returns (result, attempts). Raises ModelCallError after the last failed attempt; its `attempts`
+        says how many attempts were made."""
         attempt = 0
+        policy = self.retry
         while True:
             attempt += 1
             try:
-                async with self._semaphore(), asyncio.timeout(self.retry.timeout):
-                    return await self._chat(request), attempt
+                async with self._semaphore(), asyncio.timeout(policy.timeout):
+                    result = await self._chat(request)
+                if not result.texts or not all(isinstance(t, str) and t.strip() for t in result.texts):
+                    raise RetryableError(f"reply without text ({len(result.texts)} sample(s), some empty)")
+                return result, attempt
             except (RetryableError, TimeoutError) as exc:
-                if attempt >= self.retry.max_attempts:
-                    raise ModelCallError(
-                        f"{self.spec}: gave up after {attempt} attempts: {_describe(exc)}", retryable=True
-                    ) from exc
-                await asyncio.sleep(self.retry.delay(attempt, getattr(exc, "retry_after", None)))
-            except ModelCallError:
+                if attempt >= policy.max_attempts:
+                    error = ModelCallError(f"{self.spec}: gave up after {attempt} attempts: {_describe(exc)}",
+                                           retryable=True)
+                    error.attempts = attempt
+                    raise error from exc
+                await asyncio.sleep(policy.delay(attempt, getattr(exc, "retry_after", None)))
+            except ModelCallError as exc:
+                exc.attempts = attempt
                 raise
             except Exception as exc:  # a fatal provider error: no retry
-                raise ModelCallError(f"{self.spec}: {_describe(exc)}") from exc
+                error = ModelCallError(f"{self.spec}: {_describe(exc)}")
+                error.attempts = attempt
+                raise error from exc
 
 
 def _describe(exc: BaseException) -> str:
@@ -347,15 +383,38 @@ class OpenAIProvider(Provider):
                     if response.status in self.RETRY_STATUSES or response.status >= 500:
                         raise RetryableError(message, retry_after=_retry_after(response))
                     raise ModelCallError(f"{self.spec}: {message}")
-                reply = await response.json(content_type=None)
-        except aiohttp.ClientError as exc:  # connection refused or reset, bad response framing
+                raw = await response.read()
+        except aiohttp.ClientError as exc:  # connection refused or reset, truncated body, bad response framing
             raise RetryableError(_describe(exc)) from exc
         try:
-            usage = reply.get("usage") or {}
-            return ChatResult(texts=[choice["message"].get("content") or "" for choice in reply["choices"]],
-                              input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ModelCallError(f"{self.spec}: unexpected reply from {self.url}: {str(reply)[:200]}") from exc
+            reply = json.loads(raw)
+        except ValueError:  # not JSON (or not UTF-8): a broken reply, retried like a 5xx
+            raise RetryableError(f"HTTP 200 from {self.url} with a body that is not JSON: {raw[:120]!r}") from None
+        return _openai_result(reply, self.url)
+
+
+def _openai_result(reply, url: str) -> ChatResult:
+    """The texts of a chat-completions reply, or RetryableError when it holds nothing usable: no choices, a
+    choice without text content, or an error object. Such a reply is never stored as a success."""
+    if not isinstance(reply, dict):
+        raise RetryableError(f"unexpected reply from {url}: {str(reply)[:200]}")
+    choices = reply.get("choices")
+    if not isinstance(choices, list) or not choices:
+        detail = _error_message(json.dumps(reply["error"])) if reply.get("error") else "no choices"
+        raise RetryableError(f"unusable reply from {url} ({detail}): {str(reply)[:200]}")
+    texts = []
+    for i, choice in enumerate(choices):
+        message = choice.get("message") if isinstance(choice, dict) else None
+        content = message.get("content") if isinstance(message, dict) else None
+        if isinstance(content, list):  # content parts
+            content = "".join(p.get("text") or "" for p in content if isinstance(p, dict))
+        if not isinstance(content, str) or not content.strip():
+            reason = choice.get("finish_reason") if isinstance(choice, dict) else None
+            raise RetryableError(f"unusable reply from {url}: choice {i} has no text content"
+                                 + (f" (finish_reason {reason})" if reason else ""))
+        texts.append(content)
+    usage = reply.get("usage") if isinstance(reply.get("usage"), dict) else {}
+    return ChatResult(texts=texts, input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
 
 
 def _env_proxy(url: str) -> str | None:
@@ -383,13 +442,15 @@ def _error_message(text: str) -> str:
 
 
 def _retry_after(response) -> float | None:
+    """Seconds from a Retry-After header; None when absent, not a number, negative or not finite (nan, inf)."""
     if response is None:
         return None
     value = response.headers.get("retry-after")
     try:
-        return float(value) if value is not None else None
+        seconds = float(value) if value is not None else None
     except ValueError:
         return None
+    return seconds if seconds is not None and math.isfinite(seconds) and seconds >= 0 else None
 
 
 # ---- Anthropic -----------------------------------------------------------------------------------------
@@ -419,25 +480,33 @@ class AnthropicProvider(Provider):
         an = self._anthropic
         system = "\n".join(message_text(m) for m in request.messages if m["role"] == "system")
         kwargs = {"system": system} if system else {}
+        # The SDK (1.x) dropped temperature/top_p from its signature; the API still takes them in the body.
+        sampling = {"temperature": request.temperature}
         if "top_p" in request.options:  # Anthropic has no JSON mode or seed; the prompt asks for JSON instead
-            kwargs["top_p"] = request.options["top_p"]
+            sampling["top_p"] = request.options["top_p"]
         try:
             client = self._per_loop(lambda: an.AsyncAnthropic(max_retries=0, timeout=self.retry.timeout))
             return await client.messages.create(
-                model=self.model, max_tokens=request.max_tokens, temperature=request.temperature,
+                model=self.model, max_tokens=request.max_tokens, extra_body=sampling,
                 messages=[{"role": m["role"], "content": self._content(m)} for m in request.messages
                           if m["role"] != "system"],
                 **kwargs,
             )
         except an.RateLimitError as exc:
             raise RetryableError(str(exc), retry_after=_retry_after(exc.response)) from exc
-        except (an.APITimeoutError, an.APIConnectionError, an.InternalServerError) as exc:
+        except (an.APITimeoutError, an.APIConnectionError, an.InternalServerError,
+                an.APIResponseValidationError) as exc:
             raise RetryableError(str(exc)) from exc
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
         replies = await asyncio.gather(*(self._one(request) for _ in range(request.n)))
+        texts = ["".join(b.text for b in r.content or [] if getattr(b, "type", "") == "text") for r in replies]
+        for text, reply in zip(texts, replies, strict=True):
+            if not text.strip():  # no text block: a failed call, never an empty success
+                raise RetryableError(f"{self.spec}: reply without text content "
+                                     f"(stop_reason {getattr(reply, 'stop_reason', None)})")
         return ChatResult(
-            texts=["".join(b.text for b in r.content if getattr(b, "type", "") == "text") for r in replies],
+            texts=texts,
             input_tokens=sum(r.usage.input_tokens for r in replies),
             output_tokens=sum(r.usage.output_tokens for r in replies),
         )
@@ -465,8 +534,9 @@ def parse_spec(spec: str) -> tuple[str, str]:
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
 
-def get_provider(spec: str, *, max_concurrency: int = 64) -> Provider:
-    """One provider instance per (spec, bound) per process, so the local model loads once."""
+def get_provider(spec: str, *, max_concurrency: int = 64, retry: dict | None = None) -> Provider:
+    """One provider instance per (spec, bound) per process, so the local model loads once. `retry` overrides
+    fields of the provider's default RetryPolicy (`timeout`, `max_attempts`, `max_delay`) for this run."""
     kind, model = parse_spec(spec)
     key = (kind, model, max_concurrency)
     if key not in _CACHE:
@@ -478,7 +548,10 @@ def get_provider(spec: str, *, max_concurrency: int = 64) -> Provider:
         cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
                "anthropic": AnthropicProvider}[kind]
         _CACHE[key] = cls(model, max_concurrency=max_concurrency)
-    return _CACHE[key]
+    provider = _CACHE[key]
+    if retry is not None:
+        provider.retry = provider.policy(retry)
+    return provider
 
 
 def register_provider(spec: str, provider: Provider, *, max_concurrency: int = 64) -> None:

@@ -27,7 +27,10 @@ from skillweave.store import Store, like_prefix, now
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
 CLAIMED_STATUS = "deciding"  # a decision is being applied: claimed atomically so two reviewers cannot both resume
-STALE_CLAIM_SECONDS = 600  # a claim this old was abandoned (its process died mid-resume): the item is open again
+# A claim names its process (pid, host, start time). On the claimer's host a claim is abandoned as soon as that
+# process is gone (kill -9 mid-resume); from another host, once neither the claim nor the run's lease heartbeat
+# is fresher than this. Abandoned claims are reopened by the queue, the next reviewer and `resume`.
+STALE_CLAIM_SECONDS = 600
 
 
 def _stale_before() -> str:
@@ -37,8 +40,49 @@ def _stale_before() -> str:
 
 
 def _open_clause() -> tuple[str, list]:
-    """SQL for items a reviewer may decide: waiting, or claimed by a process that died."""
-    return "(status = ? or (status = ? and updated_at < ?))", [REVIEW_STATUS, CLAIMED_STATUS, _stale_before()]
+    """SQL for items a reviewer may decide (after `reopen_dead_claims`): those waiting for review."""
+    return "status = ?", [REVIEW_STATUS]
+
+
+def _claim_alive(store: Store, row: dict) -> bool:
+    from skillweave.store import jload
+    from skillweave.store.leases import get_lease, holder_alive
+
+    claim = jload(row.get("payload"), {}).get("review_claim")
+    if not claim:  # a claim from before claims named their process: judged by its age
+        return (row.get("updated_at") or "") >= _stale_before()
+    beat = claim.get("claimed_at") or ""
+    lease = get_lease(store, row["run_id"])
+    if lease and (lease["pid"], lease["host"]) == (claim.get("pid"), claim.get("host")):
+        beat = max(beat, lease["heartbeat_at"] or "")
+    return holder_alive({**claim, "heartbeat_at": beat}, stale_seconds=STALE_CLAIM_SECONDS)
+
+
+def reopen_dead_claims(store: Store, run_id: str | None = None) -> list[str]:
+    """Put items whose claim's process is gone back in the review queue (their decision was never applied)."""
+    sql, args = "SELECT id, run_id, payload, updated_at FROM items WHERE status = ?", [CLAIMED_STATUS]
+    if run_id:
+        sql, args = sql + " AND run_id = ?", [*args, run_id]
+    reopened = []
+    for row in store._all(sql, args):
+        if _claim_alive(store, row):
+            continue
+        from skillweave.store import jload
+
+        claim = jload(row["payload"], {}).get("review_claim") or {}
+        with store.lock:
+            changed = store.db.conn.execute(
+                "UPDATE items SET status = ?, updated_at = ?, payload = json_remove(payload, '$.review_claim') "
+                "WHERE id = ? AND status = ? AND updated_at = ?",
+                [REVIEW_STATUS, now(), row["id"], CLAIMED_STATUS, row["updated_at"]]).rowcount
+        if changed:
+            decision = claim.get("decision") or {}
+            store.add_event(row["run_id"], row["id"], "review", "reopened",
+                            f"claim by pid {claim.get('pid')} on {claim.get('host')} abandoned (process gone)"
+                            + (f"; its {decision.get('action')} by {decision.get('reviewer')} was not applied"
+                               if decision else ""))
+            reopened.append(row["id"])
+    return reopened
 FIELD_ORDER = ("question", "solution", "answer")  # how editable fields are shown; others follow by name
 
 
@@ -148,6 +192,7 @@ def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) 
 # ---- outside the graph: queue, show, submit ------------------------------------------------------------
 def review_queue(store: Store, run_id: str | None = None) -> list[dict]:
     """Items waiting for a person, across runs (or in one run), oldest first."""
+    reopen_dead_claims(store, run_id)
     where, args = _open_clause()
     if run_id:
         where += " and run_id = ?"
@@ -159,6 +204,7 @@ def review_queue(store: Store, run_id: str | None = None) -> list[dict]:
 
 def review_entry(store: Store, item_id: str) -> dict:
     """An item with its review request, earlier reviews and events (for `review show` and the web page)."""
+    reopen_dead_claims(store, store.get_item(item_id)["run_id"])
     item = store.get_item(item_id)
     request = item["payload"].get("review_request") or {}
     reviews = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
@@ -188,31 +234,76 @@ def resolve_item_id(store: Store, prefix: str) -> str:
 
 def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
     """Check a decision against the item's pending request and resume exactly that thread."""
-    from skillweave.graphs.runtime import run_pipeline
+    request = claim_decision(store, item_id, decision)
+    return apply_claimed_decision(store, item_id, request, decision, prompts_dir=prompts_dir)
+
+
+def claim_decision(store: Store, item_id: str, decision: dict) -> dict:
+    """Check a decision and claim the item for it (status `deciding`, the claim naming this process and the
+    decision); returns the item's review request. Nothing is resumed yet: `apply_claimed_decision` does that."""
+    import json
+
+    from skillweave.store.leases import me
 
     item = store.get_item(item_id)
+    reopen_dead_claims(store, item["run_id"])
     request: dict[str, Any] = item["payload"].get("review_request") or {}
     where, args = _open_clause()
     if not request or not store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]):
+        item = store.get_item(item_id)
         raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")
     unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
     if unknown:
         raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
+    claim = {**me(), "claimed_at": now(), "decision": {k: decision.get(k) for k in ("action", "reviewer", "at")}}
     with store.lock:
-        claimed = store.db.execute(f"update items set status = ?, updated_at = ? where id = ? and {where}",
-                                   [CLAIMED_STATUS, now(), item_id, *args]).rowcount
+        claimed = store.db.execute(
+            f"update items set status = ?, updated_at = ?, payload = json_set(payload, '$.review_claim', json(?)) "
+            f"where id = ? and {where}", [CLAIMED_STATUS, now(), json.dumps(claim), item_id, *args]).rowcount
     if not claimed:
         raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
+    return request
+
+
+def apply_claimed_decision(store: Store, item_id: str, request: dict, decision: dict, *,
+                           prompts_dir: str | None = None) -> dict:
+    """Resume the claimed item's thread with the decision; a resume that fails puts the item back in the queue."""
+    [result] = apply_claimed_decisions(store, [(item_id, request, decision)], prompts_dir=prompts_dir)
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def apply_claimed_decisions(store: Store, claimed: list[tuple[str, dict, dict]], *,
+                            prompts_dir: str | None = None) -> list[dict | Exception]:
+    """Resume the threads of claimed items of one run together (one run_pipeline call, one lease), each with its
+    decision. Returns a result dict per item, or the exception that stopped it (its item is back in the queue)."""
+    from skillweave.graphs.runtime import run_pipeline
+
+    request = claimed[0][1]
+    summary, failure = None, None
     try:
         summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir,
-                               progress=False, only_threads={request["thread_id"]: decision})
+                               progress=False, only_threads={r["thread_id"]: d for _, r, d in claimed})
+    except Exception as exc:  # e.g. another process holds the run: every claim goes back to the queue
+        failure = exc
     finally:  # a resume that failed leaves the item in the queue
         with store.lock:
-            store.db.execute("update items set status = ? where id = ? and status = ?",
-                             [REVIEW_STATUS, item_id, CLAIMED_STATUS])
-    after = store.get_item(item_id)
-    if after["status"] == REVIEW_STATUS:
-        raise UsageError(f"thread {request['thread_id']} did not resume; is the run's checkpoint in {store.path}?")
-    return {"item_id": item_id, "run_id": request["run_id"], "thread_id": request["thread_id"],
-            "action": decision["action"], "status": after["status"], "run_status": summary.status,
-            "paused_in_run": summary.paused}
+            for item_id, _, _ in claimed:
+                store.db.execute("update items set status = ? where id = ? and status = ?",
+                                 [REVIEW_STATUS, item_id, CLAIMED_STATUS])
+                store.db.execute("update items set payload = json_remove(payload, '$.review_claim') where id = ?",
+                                 [item_id])
+    results: list[dict | Exception] = []
+    for item_id, req, decision in claimed:
+        after = store.get_item(item_id)
+        if failure is not None:
+            results.append(failure)
+        elif after["status"] == REVIEW_STATUS:
+            results.append(UsageError(f"thread {req['thread_id']} did not resume; is the run's checkpoint in "
+                                      f"{store.path}?"))
+        else:
+            results.append({"item_id": item_id, "run_id": req["run_id"], "thread_id": req["thread_id"],
+                            "action": decision["action"], "status": after["status"], "run_status": summary.status,
+                            "paused_in_run": summary.paused})
+    return results

@@ -53,9 +53,67 @@ def check_model(option: str, spec: str) -> str:
     return spec
 
 
+RETRY_META = "skillweave.retry"
+_RETRY_OPTIONS = (
+    ("--timeout", "timeout", float,
+     "Seconds one model request may take before it is retried (default 120; the local model: none). "
+     "S for every model or SPEC=S for one (repeatable), e.g. --timeout 30 --timeout openai:gpt-4o=90."),
+    ("--max-attempts", "max_attempts", int,
+     "Attempts per model call before it is recorded as failed (default 5; local: 1). N or SPEC=N, repeatable."),
+    ("--max-retry-wait", "max_retry_wait", float,
+     "Longest wait in seconds between attempts, a server's Retry-After included (default 30). S or SPEC=S."),
+)
+
+
+def parse_retry_values(option: str, key: str, kind, values, retry: dict | None = None) -> dict:
+    """`--timeout 30 --timeout openai:gpt-4o=90` -> {"*": {"timeout": 30.0}, "openai:gpt-4o": {"timeout": 90.0}}."""
+    import math
+
+    retry = {spec: dict(fields) for spec, fields in (retry or {}).items()}
+    for raw in values:
+        spec, _, number = raw.rpartition("=") if "=" in raw else ("*", "", raw)
+        spec = spec.strip() or "*"
+        if spec != "*":
+            check_model(option, spec)
+        try:
+            value = kind(number)
+        except ValueError:
+            raise UsageError(f"{option} '{raw}' is not a {'whole ' if kind is int else ''}number (or SPEC=number)") from None
+        lowest = 1 if key == "max_attempts" else 0
+        if not math.isfinite(value) or value < lowest or (key == "timeout" and value == 0):
+            raise UsageError(f"{option} '{raw}' must be a finite number {'>= 1' if lowest else '> 0' if key == 'timeout' else '>= 0'}")
+        retry.setdefault(spec, {})[key] = value
+    return retry
+
+
+def _store_retry_option(ctx: click.Context, param: click.Parameter, values) -> None:
+    if values:
+        option, key, kind = next((o, k, t) for o, k, t, _ in _RETRY_OPTIONS if o.lstrip("-") == param.name.replace("_", "-"))
+        ctx.meta[RETRY_META] = parse_retry_values(option, key, kind, values, ctx.meta.get(RETRY_META))
+
+
+def retry_options(command: click.Command) -> click.Command:
+    """Add --timeout / --max-attempts / --max-retry-wait to a command; parsed values land in ctx.meta."""
+    if not any(p.name == "timeout" for p in command.params):
+        for option, _key, _kind, help_text in _RETRY_OPTIONS:
+            command.params.append(click.Option([option], multiple=True, expose_value=False, metavar="[SPEC=]VALUE",
+                                               callback=_store_retry_option, help=help_text))
+    return command
+
+
+class RunGroup(click.Group):
+    """`skillweave run`: every pipeline command gets the retry options (--timeout, --max-attempts, ...)."""
+
+    def get_command(self, ctx, cmd_name):
+        command = super().get_command(ctx, cmd_name)
+        return retry_options(command) if command is not None else None
+
+
 def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[str, tuple]) -> str:
     """Validate templates, store catalogs and the run, then execute it and print its report."""
     store = open_store(ctx)
+    if ctx.meta.get(RETRY_META):
+        config["retry"] = ctx.meta[RETRY_META]
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))  # unknown / malformed templates fail before any call
     catalog_ids = {}
@@ -81,7 +139,9 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
                            retry_failed=retry_failed)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
-        f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
+        f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else "")
+        + (f", {summary.crashed} raised ({summary.errors[0]}; `skillweave resume {run_id}` continues them)"
+           if summary.crashed else ""),
         err=True,
     )
     reporter = resolve(REPORTERS, pipeline)
@@ -90,7 +150,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
         echo_table(report["table"], report["columns"])
 
 
-@click.group("run")
+@click.group("run", cls=RunGroup)
 def run_group() -> None:
     """Run a generation or evaluation pipeline; everything lands in the store."""
 
@@ -174,6 +234,7 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
     })
 
 
+@retry_options
 @click.command("resume")
 @click.argument("run_id")
 @click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
@@ -186,13 +247,27 @@ def resume(ctx, run_id, concurrency, retry_failed):
     \b
     Example:
       skillweave resume skillmix-20261126-101500-ab12cd
-      skillweave resume latest --retry-failed
+      skillweave resume latest --retry-failed --timeout 30 --max-attempts 3
+
+    A run is continued by one process at a time: while another live process holds it, resume is refused.
     """
     store = open_store(ctx)
     run = store.get_run(run_id)
+    if ctx.meta.get(RETRY_META):  # kept in the run's config, so the next resume uses them too
+        from skillweave.store import jdump
+
+        retry = {spec: dict(fields) for spec, fields in (run["config"].get("retry") or {}).items()}
+        for spec, fields in ctx.meta[RETRY_META].items():
+            retry.setdefault(spec, {}).update(fields)
+        config = {**run["config"], "retry": retry}
+        with store.lock:
+            store.db["runs"].update(run["id"], {"config": jdump(config)})
+    from skillweave.agents.review import reopen_dead_claims
     from skillweave.graphs.runtime import pipeline_module
 
     pipeline_module(run["pipeline"])
+    for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume
+        click.echo(f"item {item_id}: its reviewer's process is gone; it waits for review again", err=True)
     execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
                        retry_failed=retry_failed)
 

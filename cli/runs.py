@@ -21,13 +21,17 @@ def runs_group() -> None:
 @json_option
 @click.pass_context
 def runs_list(ctx, limit, pipeline, as_json):
-    """Recent runs, newest first.
+    """Recent runs, newest first. A `running` run whose process is gone (killed) shows as
+    `interrupted (process gone)`; `skillweave resume RUN` continues it.
 
     \b
     Example:
       skillweave runs list --limit 5 --json
     """
-    rows = open_store(ctx).list_runs(limit=limit, pipeline=pipeline)
+    from skillweave.store.leases import run_liveness
+
+    store = open_store(ctx)
+    rows = [{**r, "status": run_liveness(store, r)} for r in store.list_runs(limit=limit, pipeline=pipeline)]
     if as_json:
         echo_json([{**r, "config": jload(r["config"], {})} for r in rows])
     else:
@@ -45,8 +49,11 @@ def runs_show(ctx, run_id, as_json):
     Example:
       skillweave runs show latest
     """
+    from skillweave.store.leases import run_liveness
+
     store = open_store(ctx)
     run = store.get_run(run_id)
+    run["status"] = run_liveness(store, run)
     counts = {r["status"]: r["n"] for r in store.db.query(
         "select status, count(*) n from items where run_id = ? group by status", [run["id"]])}
     run = {**run, "items": counts, "catalogs": store.run_catalogs(run["id"])}

@@ -31,13 +31,24 @@ class RunSummary:
     failed: int = 0
     paused: int = 0
     skipped: int = 0
+    crashed: int = 0  # threads that raised: recorded, the others go on, `resume` continues them
+    errors: list = field(default_factory=list)
     statuses: dict = field(default_factory=dict)
 
     @property
     def status(self) -> str:
+        if self.crashed:
+            return "failed"
         if self.paused:
             return "paused"
         return "done"
+
+    @property
+    def error(self) -> str | None:
+        if not self.crashed:
+            return None
+        return (f"{self.crashed} thread(s) raised (first: {self.errors[0]}); "
+                f"`skillweave resume {self.run_id}` continues them")
 
 
 def pipeline_module(name: str):
@@ -124,6 +135,23 @@ async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_
         _count(summary, result.get("status"))
 
 
+def _thread_crashed(ctx: RunContext, spec, summary: RunSummary, exc: Exception) -> None:
+    """Record a thread that raised: its items are marked failed with the reason and an event names the thread.
+    Its checkpoint stays where it was, so `resume` continues it from its last finished node."""
+    reason = f"thread {spec.thread_id} raised {type(exc).__name__}: {exc}"[:500]
+    summary.crashed += 1
+    summary.errors.append(reason)
+    item_ids = [spec.input.get("item_id")] if spec.input.get("item_id") else list(spec.input.get("item_ids") or [])
+    try:
+        for item_id in item_ids:
+            ctx.store.update_item(item_id, status="failed", error=reason)
+            ctx.store.add_event(ctx.run_id, item_id, "thread", "crashed", reason)
+        if not item_ids:
+            ctx.store.add_event(ctx.run_id, None, "thread", "crashed", reason)
+    except Exception as exc:  # recording must not stop the other threads; the summary still counts it
+        summary.errors.append(f"recording it failed: {type(exc).__name__}: {exc}")
+
+
 def _count(summary: RunSummary, status: str | None) -> None:
     summary.statuses[status] = summary.statuses.get(status, 0) + 1
     if status == "failed":
@@ -154,9 +182,12 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
 
         async def one(spec):
             async with semaphore:
-                await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
-                                  fresh=spec.thread_id not in started, durability=durability,
-                                  retry_failed=retry_failed)
+                try:
+                    await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
+                                      fresh=spec.thread_id not in started, durability=durability,
+                                      retry_failed=retry_failed)
+                except Exception as exc:  # one thread's bug or bad reply never takes the others down
+                    _thread_crashed(ctx, spec, summary, exc)
             bar.update(1)
 
         try:
@@ -192,17 +223,21 @@ def _progress(total: int, label: str, enabled: bool):
 def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
                  concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
                  retry_failed: bool = False) -> RunSummary:
-    """Synchronous entry point used by the CLI and tests; records the run's final status."""
+    """Synchronous entry point used by the CLI and tests; records the run's final status. The run is held by
+    a lease (store/leases.py) while it runs: a second process continuing the same run is refused."""
+    from skillweave.store.leases import RunLease
+
     run = store.get_run(run_id)
     ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
                      max_concurrency=max(concurrency, 1))
-    store.set_run_status(run_id, "running")
-    try:
-        summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                      only_threads=only_threads, retry_failed=retry_failed))
-    except BaseException as exc:
-        store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
-                             error=f"{type(exc).__name__}: {exc}")
-        raise
-    store.set_run_status(run_id, summary.status)
+    with RunLease(store, run_id, command=" ".join(sys.argv[1:])):
+        store.set_run_status(run_id, "running")
+        try:
+            summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
+                                          only_threads=only_threads, retry_failed=retry_failed))
+        except BaseException as exc:
+            store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+                                 error=f"{type(exc).__name__}: {exc}")
+            raise
+        store.set_run_status(run_id, summary.status, error=summary.error)
     return summary

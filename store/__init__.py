@@ -165,6 +165,17 @@ class Store:
             db = self._local.db = self._shared if self._shared is not None else self._connect()
         return db
 
+    def close_thread_connection(self) -> None:
+        """Close the calling thread's connection (for worker threads that end while the store stays open)."""
+        db = getattr(self._local, "db", None)
+        if db is None or db is self._shared:
+            return
+        self._local.db = None
+        with self.lock:
+            if db.conn in self._connections:
+                self._connections.remove(db.conn)
+        db.conn.close()
+
     def close(self) -> None:
         with self.lock:
             for conn in self._connections:
@@ -388,8 +399,16 @@ class Store:
         return review_id
 
     def add_event(self, run_id: str, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
-        self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
-                                "reason": reason, "created_at": now()})
+        """Log an item's transition; the same transition as the item's latest event is not logged again (a node
+        that re-runs on resume, after a kill between its event and its checkpoint, logs it once)."""
+        with self.lock:
+            if item_id is not None:
+                last = self._one("SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
+                                 "ORDER BY id DESC LIMIT 1", [item_id])
+                if last == {"run_id": run_id, "stage": stage, "status": status, "reason": reason}:
+                    return
+            self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
+                                    "reason": reason, "created_at": now()})
 
     # ---- lineage ----------------------------------------------------------------------------------
     def lineage(self, item_id: str) -> dict:

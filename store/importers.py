@@ -77,14 +77,39 @@ def import_skillmix(store: Store, root: str | Path, grader: str | None = None) -
     run_ids = []
     for (student, grader_name), members in sorted(groups.items()):
         config = {"imported_from": str(root.resolve()), "student": student, "grader": grader_name,
-                  "k": sorted({m[0]["k"] for m in members}), "rounds": sorted({m[0]["round"] for m in members})}
+                  "k": sorted({m[0]["k"] for m in members}), "rounds": sorted({m[0]["round"] for m in members}),
+                  "import_digest": _digest(root, student, grader_name, members)}
         with store.transaction():  # all or nothing: no half-imported run
+            existing = _existing_import(store, config)
+            if existing:  # same source, same content (also after an import killed once it had committed)
+                run_ids.append(existing)
+                continue
             run_id = store.create_run("skillmix", config, command=f"skillweave import skillmix {root}")
             for rec, graded in members:
                 _import_one(store, run_id, rec, graded, grader_name)
             store.set_run_status(run_id, "done")
         run_ids.append(run_id)
     return run_ids
+
+
+def _digest(root: Path, student: str, grader: str, members: list[tuple[dict, dict | None]]) -> str:
+    """A hash of what one imported run is made of: its files' paths (relative to root) and bytes."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{student}\0{grader}\0".encode())
+    paths = sorted({p for rec, graded in members for p in (rec["path"], graded and graded["path"]) if p})
+    for path in paths:
+        h.update(f"{path.relative_to(root)}\0".encode())
+        h.update(hashlib.blake2b(path.read_bytes(), digest_size=16).digest())
+    return h.hexdigest()
+
+
+def _existing_import(store: Store, config: dict) -> str | None:
+    row = store._one("SELECT id FROM runs WHERE pipeline = 'skillmix' AND json_extract(config, '$.import_digest') = ? "
+                     "AND json_extract(config, '$.imported_from') = ? ORDER BY created_at LIMIT 1",
+                     [config["import_digest"], config["imported_from"]])
+    return row["id"] if row else None
 
 
 def _import_one(store: Store, run_id: str, rec: dict, graded: dict | None, grader: str) -> None:

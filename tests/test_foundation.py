@@ -255,8 +255,8 @@ def test_openai_provider_statuses_retries_and_request_body(scripted_server, monk
     with pytest.raises(ModelCallError, match="HTTP 400 .*max_tokens is too large") as failure:
         chat()
     assert not failure.value.retryable and not script
-    script[:] = [(200, '{"unexpected": true}')]
-    with pytest.raises(ModelCallError, match="unexpected reply"):
+    script[:] = [(200, '{"unexpected": true}')] * 3  # a 200 without choices is retried, then given up
+    with pytest.raises(ModelCallError, match="gave up after 3 attempts: .*unusable reply .*no choices"):
         chat()
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")  # nothing listens: retried, then given up
     with pytest.raises(ModelCallError, match="gave up after 3 attempts"):

@@ -8,8 +8,9 @@ Design choices:
   HttpOnly, SameSite=Strict cookie and the URL is cleaned), the cookie, or `Authorization: Bearer <token>`. Forms
   also carry the token as a CSRF field, so a cookie alone cannot post a decision. Comparison is constant-time.
 - Form bodies are parsed with the standard library (urlencoded only), so no multipart dependency.
-- A decision runs `agents.review.submit_decision` in a worker thread (it drives the graph with its own event
-  loop), one at a time; the page then redirects back to the queue (POST -> redirect -> GET).
+- A decision is recorded at once (`agents.review.claim_decision`) and its thread is resumed in the background
+  (web/resumer.py), so no reviewer waits on another's model calls; the page waits up to `settle_seconds` for
+  the result, then redirects back to the queue (POST -> redirect -> GET), which lists each decision's progress.
 """
 
 from __future__ import annotations
@@ -27,15 +28,16 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from skillweave.agents.review import (
+    claim_decision,
     make_decision,
     ordered_fields,
     review_entry,
     review_queue,
-    submit_decision,
 )
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
 from skillweave.web.mathtext import render_math
+from skillweave.web.resumer import BackgroundResumer
 
 COOKIE = "skillweave_review"
 SECURITY_HEADERS = {
@@ -52,10 +54,10 @@ _ENV.filters["math"] = render_math  # LaTeX -> MathML on the server (web/mathtex
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
-               default_reviewer: str | None = None) -> Starlette:
+               default_reviewer: str | None = None, settle_seconds: float = 5.0) -> Starlette:
     if not token or len(token) < 8:
         raise ValueError("the review page needs an access token of at least 8 characters")
-    lock = asyncio.Lock()
+    resumer = BackgroundResumer(store, prompts_dir=prompts_dir)
 
     def render(name: str, status: int = 200, **values) -> HTMLResponse:
         html = _ENV.get_template(name).render(csrf=token, **values)
@@ -86,7 +88,7 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
             rows.append({"id": item["id"], "run_id": item["run_id"], "skills": " + ".join(item["skills"]),
                          "question": (request_.get("editable") or {}).get("question", ""),
                          "since": item["updated_at"]})
-        return render("queue.html", rows=rows, notice=request.query_params.get("notice", ""))
+        return render("queue.html", rows=rows, notice=request.query_params.get("notice", ""), jobs=resumer.jobs())
 
     async def show(request: Request) -> Response:
         item_id = request.path_params["item_id"]
@@ -113,11 +115,20 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
                            if f in form and form[f].replace("\r\n", "\n") != editable[f]}
             decision = make_decision(action, reviewer=form.get("reviewer", "").strip() or default_reviewer,
                                      reason=form.get("reason", ""), changes=changes)
-            async with lock:
-                result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir)
+            claimed = await run_in_threadpool(claim_decision, store, item_id, decision)
         except SkillweaveError as exc:
             return render("error.html", status=400, message=str(exc))
-        notice = f"{result['action']}: item {item_id} is now {result['status']}"
+        job = resumer.submit(item_id, claimed, decision)
+        for _ in range(int(settle_seconds / 0.02)):  # a quick resume reports its outcome; a slow one goes on
+            if job["done"].is_set():
+                break
+            await asyncio.sleep(0.02)
+        if job["state"] == "done":
+            notice = f"{decision['action']}: item {item_id} is now {job['status']}"
+        elif job["state"] == "failed":
+            notice = f"{decision['action']} of item {item_id} failed and the item is back in the queue: {job['error']}"
+        else:
+            notice = f"{decision['action']}: item {item_id} recorded; its thread resumes in the background"
         url = request.url_for("queue").include_query_params(notice=notice)
         return RedirectResponse(url, status_code=303)
 
@@ -126,4 +137,6 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
         Route("/item/{item_id}", guard(show), name="show"),
         Route("/item/{item_id}/decide", guard(decide), methods=["POST"], name="decide"),
     ]
-    return Starlette(routes=routes)
+    app = Starlette(routes=routes)
+    app.state.resumer = resumer
+    return app
