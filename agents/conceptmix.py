@@ -37,12 +37,12 @@ from skillweave.catalog.conceptmix import (
     validate_refined_config,
 )
 from skillweave.errors import ConfigError, ModelCallError, ParseFailure
+from skillweave.metrics.conceptmix import KIND
 from skillweave.store import stable_id
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
-KIND = "conceptmix.prompt"
 SENTINEL = "CONFLICT"
 
 

@@ -10,7 +10,7 @@ import sys
 
 import click
 
-from skillweave import __version__
+from skillweave._version import __version__
 from skillweave.errors import SkillweaveError
 
 EPILOG = """\b
