@@ -7,7 +7,7 @@ Design choices:
   `review` and the request is stored in `payload.review_request`, so the review queue across runs is one SQL
   query (no checkpoint scans); the pause itself lives in the SQLite checkpointer and survives process exit.
 - A decision is a plain dict `{action: approve|edit|reject, reviewer, reason, changes: {field: value}, at}`.
-  `submit_decision` checks it against the stored request and resumes exactly that thread
+  `skillweave.decisions.submit_decision` checks it against the stored request and resumes exactly that thread
   (`run_pipeline(..., only_threads={thread_id: decision})`); the node then records it as provenance
   (`reviews` row: who, when, what changed before -> after) via `record_decision`.
 - `llm:<model>` asks a model to approve or reject (template named by the pipeline, reply
@@ -19,7 +19,6 @@ from __future__ import annotations
 import getpass
 import os
 import re
-from typing import Any
 
 from skillweave.errors import ConfigError, NotFound, UsageError
 from skillweave.store import Store, now
@@ -182,35 +181,3 @@ def resolve_item_id(store: Store, prefix: str) -> str:
         if len(rows) > 1:
             raise UsageError(f"item id prefix '{prefix}' is ambiguous; give more characters")
     raise NotFound(f"no item '{prefix}' in {store.path}; `skillweave review list` shows the queue")
-
-
-def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
-    """Check a decision against the item's pending request and resume exactly that thread."""
-    from skillweave.graphs.runtime import run_pipeline
-
-    item = store.get_item(item_id)
-    request: dict[str, Any] = item["payload"].get("review_request") or {}
-    where, args = _open_clause()
-    if not request or not store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]):
-        raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")
-    unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
-    if unknown:
-        raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
-    with store.lock:
-        claimed = store.db.execute(f"update items set status = ?, updated_at = ? where id = ? and {where}",
-                                   [CLAIMED_STATUS, now(), item_id, *args]).rowcount
-    if not claimed:
-        raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
-    try:
-        summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir,
-                               progress=False, only_threads={request["thread_id"]: decision})
-    finally:  # a resume that failed leaves the item in the queue
-        with store.lock:
-            store.db.execute("update items set status = ? where id = ? and status = ?",
-                             [REVIEW_STATUS, item_id, CLAIMED_STATUS])
-    after = store.get_item(item_id)
-    if after["status"] == REVIEW_STATUS:
-        raise UsageError(f"thread {request['thread_id']} did not resume; is the run's checkpoint in {store.path}?")
-    return {"item_id": item_id, "run_id": request["run_id"], "thread_id": request["thread_id"],
-            "action": decision["action"], "status": after["status"], "run_status": summary.status,
-            "paused_in_run": summary.paused}

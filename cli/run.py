@@ -17,7 +17,9 @@ from skillweave.catalog import (
     split_topics,
 )
 from skillweave.cli.common import echo_table, open_store, prompts_dir
+from skillweave.cli.options import config_from_options, config_options
 from skillweave.errors import UsageError
+from skillweave.pipelines.skillmix import SkillMixConfig
 from skillweave.prompts import load_template
 
 
@@ -44,38 +46,43 @@ def check_model(option: str, spec: str) -> str:
     return spec
 
 
-def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[str, tuple]) -> str:
-    """Validate templates, store catalogs and the run, then execute it and print its report."""
+def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
+    """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
+    from skillweave.pipelines import get_pipeline
+
+    spec = get_pipeline(pipeline)
+    config = spec.load_config(config)  # a dict from an older command module is checked here, before any write
     store = open_store(ctx)
-    for key in [k for k in config if k.endswith("_template")]:
-        load_template(config[key], prompts_dir(ctx))  # unknown / malformed templates fail before any call
+    for template in config.templates():
+        load_template(template, prompts_dir(ctx))  # unknown / malformed templates fail before any call
     catalog_ids = {}
     for role, (name, kind, entries, source) in catalogs.items():
         catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
-        config[f"{role}_catalog"] = catalog_ids[role]
-    run_id = store.create_run(pipeline, config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+        setattr(config, f"{role}_catalog", catalog_ids[role])
+    run_id = store.create_run(pipeline, config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
     for role, catalog_id in catalog_ids.items():
         store.link_run_catalog(run_id, catalog_id, role)
     click.echo(f"run {run_id}", err=True)
-    execute_and_report(ctx, pipeline, run_id, config.get("concurrency", 8))
+    execute_and_report(ctx, pipeline, run_id, config.concurrency)
     return run_id
 
 
 def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurrency: int,
                        retry_failed: bool = False) -> None:
-    from skillweave.metrics import REPORTERS, resolve
+    from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
-    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
+    spec = get_pipeline(pipeline)
+    summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
                            retry_failed=retry_failed)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
         err=True,
     )
-    reporter = resolve(REPORTERS, pipeline)
+    reporter = spec.reporter()
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
         echo_table(report["table"], report["columns"])
@@ -86,66 +93,57 @@ def run_group() -> None:
     """Run a generation or evaluation pipeline; everything lands in the store."""
 
 
+def _parse_k_option(_ctx, _param, value):
+    return parse_k(value) if isinstance(value, str) else value
+
+
 @run_group.command("skillmix")
-@click.option("--k", "k_value", default="2", show_default=True, help="Skills per combination: 2, 2,3 or 2..4.")
-@click.option("--n", default=5, show_default=True, type=click.IntRange(min=-1),
-              help="Combinations per k (-1 enumerates all C(N,k)).")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Generation rounds per combination (same combinations; the best round counts).")
-@click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
-@click.option("--model", default="local", show_default=True, help="Student model spec: local, fake, openai:<m>, anthropic:<m>.")
-@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
-@click.option("--grading-samples", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Judge samples per text; rubric items are decided by majority vote.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Combinations in flight at once.")
+@config_options(SkillMixConfig, overrides={"k": {"type": str, "default": "2", "multiple": False, "callback": _parse_k_option}})
 @click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
               help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, 44 skills).")
 @click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
               help="topics.txt, one topic per line (default: bundled, 33 topics).")
-@click.option("--split", type=click.Choice(["all", "train", "heldout"]), default="all", show_default=True,
-              help="Use only the train or held-out part of the category split (Zhao et al.).")
-@click.option("--train-categories", default="literary,rhetorical", show_default=True,
-              help="Skill categories in the train split (comma-separated).")
-@click.option("--temperature", default=0.7, show_default=True, help="Student sampling temperature.")
-@click.option("--max-tokens", default=512, show_default=True, help="Student max new tokens per turn.")
-@click.option("--judge-template", default="skillmix/judge", show_default=True,
-              help="skillmix/judge (table) or skillmix/judge_points (point list).")
-@click.option("--filter-explicit-name", is_flag=True, help="Zero a skill's point when its name appears verbatim.")
-@click.option("--shorten", is_flag=True, help="Turn 1 also asks to shorten (the weaker-model variant).")
 @click.pass_context
-def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, concurrency, skills_file,
-                 topics_file, split, train_categories, temperature, max_tokens, judge_template,
-                 filter_explicit_name, shorten):
+def run_skillmix(ctx, skills_file, topics_file, **options):
     """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
+
+    Every option is a field of the run's settings (SkillMixConfig), stored with the run.
 
     \b
     Example:
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
     """
-    ks = parse_k(k_value)
-    check_model("--model", model)
-    check_model("--judge", judge or model)
+    config = config_from_options(SkillMixConfig, options)
+    check_model("--model", config.model)
+    check_model("--judge", config.judge)
     skills = load_skills(skills_file) if skills_file else bundled_skills()
     topics = load_lines(topics_file) if topics_file else bundled_topics()
-    if split != "all":
-        train, heldout = split_by_category(skills, {c.strip() for c in train_categories.split(",") if c.strip()})
-        skills = train if split == "train" else heldout
-        topics = split_topics(topics)[0 if split == "train" else 1]
-    if max(ks) > len(skills):
-        raise UsageError(f"--k {max(ks)} exceeds the {len(skills)} skills available")
-    config = {
-        "k": ks, "n": n, "rounds": rounds, "seed": seed, "model": model, "judge": judge or model,
-        "grading_samples": grading_samples, "concurrency": concurrency, "split": split,
-        "train_categories": train_categories, "temperature": temperature, "judge_temperature": 0.7,
-        "max_tokens": max_tokens, "student_template": "skillmix/student", "judge_template": judge_template,
-        "filter_explicit_name": filter_explicit_name, "shorten": shorten,
-    }
+    if config.split != "all":
+        train, heldout = split_by_category(skills, {c.strip() for c in config.train_categories.split(",") if c.strip()})
+        skills = train if config.split == "train" else heldout
+        topics = split_topics(topics)[0 if config.split == "train" else 1]
+    if max(config.k) > len(skills):
+        raise UsageError(f"--k {max(config.k)} exceeds the {len(skills)} skills available")
     start_run(ctx, "skillmix", config, {
         "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
         "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),
     })
+
+
+def generic_run_command(spec) -> click.Command:
+    """`run <name>` for a pipeline without a hand-written command (e.g. one from a plugin): its options are
+    the fields of its settings model."""
+    model = spec.config_model
+
+    @click.pass_context
+    def command(ctx, **options):
+        config = config_from_options(model, options)
+        start_run(ctx, spec.name, config, {})
+
+    command.__doc__ = (spec.description or f"Run the {spec.name} pipeline.") + (
+        f"\n\n\b\nExample:\n  skillweave run {spec.name} --help")
+    return click.command(spec.name)(config_options(model)(command))
 
 
 @click.command("resume")
@@ -162,15 +160,25 @@ def resume(ctx, run_id, concurrency, retry_failed):
       skillweave resume skillmix-20261126-101500-ab12cd
       skillweave resume latest --retry-failed
     """
+    from skillweave.pipelines import get_pipeline
+
     store = open_store(ctx)
     run = store.get_run(run_id)
-    from skillweave.graphs.runtime import pipeline_module
-
-    pipeline_module(run["pipeline"])
-    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
+    get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail before any write
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency") or 8,
                        retry_failed=retry_failed)
 
 
 def register(root: click.Group) -> None:
     root.add_command(run_group)
     root.add_command(resume)
+
+
+def register_pipelines(root: click.Group) -> None:
+    """After every command module registered: a generated `run <name>` for each registered pipeline that has
+    a graph and no hand-written command (the plugins' pipelines among them)."""
+    from skillweave.pipelines import all_pipelines
+
+    for name, spec in all_pipelines().items():
+        if spec.graph is not None and name not in run_group.commands:
+            run_group.add_command(generic_run_command(spec))

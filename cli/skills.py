@@ -329,6 +329,7 @@ def eval_solve(
     }
     from skillweave.agents.solver import run_report
     from skillweave.graphs.runtime import run_pipeline
+    from skillweave.pipelines import get_pipeline
 
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
@@ -338,7 +339,7 @@ def eval_solve(
     store.link_run_catalog(run_id, config["dataset_catalog"], "dataset")
     store.link_run_catalog(run_id, bank_id, "bank")
     click.echo(f"run {run_id}", err=True)
-    summary = run_pipeline("solve", store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    summary = run_pipeline(get_pipeline("solve"), store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True
     )

@@ -75,7 +75,7 @@ def latest_review(store: Store, item_id: str) -> dict | None:
 
 
 # ---- per-pipeline examples ---------------------------------------------------------------------------------
-def _instruct_example(item: dict, run: dict) -> Example | None:
+def _instruct_example(item: dict, run: dict, points=None) -> Example | None:
     p = item["payload"]
     if not p.get("instruction") or not p.get("output"):
         return None
@@ -102,7 +102,7 @@ def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Exam
     })
 
 
-def _generic_example(item: dict, run: dict) -> Example | None:
+def _generic_example(item: dict, run: dict, points=None) -> Example | None:
     p = item["payload"]
     instruction = p.get("instruction") or p.get("prompt") or p.get("question")
     output = p.get("output") or p.get("response") or p.get("answer")
@@ -113,12 +113,15 @@ def _generic_example(item: dict, run: dict) -> Example | None:
 
 
 def _example(item: dict, run: dict, points) -> Example | None:
-    pipeline = run["pipeline"]
-    if pipeline == "instruct-skillmix":
-        return _instruct_example(item, run)
-    if pipeline == "skillmix" or item["kind"].startswith("skillmix."):
-        return _skillmix_example(item, run, points)
-    return _generic_example(item, run)
+    """The run's pipeline spec says how its items become examples (`Pipeline.export`); Skill-Mix items in
+    other runs export as Skill-Mix; anything else through the generic instruction/response keys."""
+    from skillweave.pipelines import find_pipeline
+
+    spec = find_pipeline(run["pipeline"])
+    builder = spec.exporter() if spec is not None else None
+    if builder is None and item["kind"].startswith("skillmix."):
+        builder = _skillmix_example
+    return (builder or _generic_example)(item, run, points)
 
 
 def _apply_review(example: Example, review: dict | None) -> None:

@@ -31,8 +31,8 @@ from skillweave.agents.review import (
     ordered_fields,
     review_entry,
     review_queue,
-    submit_decision,
 )
+from skillweave.decisions import submit_decision
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
 
