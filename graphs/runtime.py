@@ -139,6 +139,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     `retry_failed` runs threads that ended with status 'failed' again. A pipeline without a graph runs its
     `runner` (which reuses stored replies the same way)."""
     module = _spec(pipeline)
+    ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
     if module.runner is not None:
         return await _run_runner(module, ctx, concurrency)
     specs = module.plan(ctx)
@@ -189,6 +190,7 @@ async def paused_threads(pipeline: Pipeline, ctx: RunContext) -> list[tuple[str,
     module = _spec(pipeline)
     if module.graph is None:
         return []
+    ctx.config = module.load_config(ctx.config)
     out = []
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
