@@ -84,6 +84,8 @@ class Pipeline:
       or `runner`: `async (ctx, concurrency) -> {"items", "done", "failed"}` for a pipeline without a graph.
     - `report` / `plot`: `(store, run, **options) -> {"columns", "table", ...}` and `(report, path)`.
     - `export`: `(item, run, points) -> Example | None`, how its items become training rows.
+    - `inputs`: `(config, **files) -> {role: (name, kind, entries, source)}`, the catalogs a new run stores
+      (the Python API calls it; a pipeline without it starts from the command line only).
     """
 
     name: str
@@ -93,6 +95,7 @@ class Pipeline:
     report: Any = None
     plot: Any = None
     export: Any = None
+    inputs: Any = None
     description: str = ""
     source: str = field(default="skillweave", compare=False)
 
@@ -126,6 +129,11 @@ class Pipeline:
 
     def plotter(self):
         return resolve(self.plot) if self.plot else None
+
+    def input_catalogs(self, config: PipelineConfig, **files) -> dict[str, tuple]:
+        if self.inputs is None:
+            return {}
+        return resolve(self.inputs)(config, **files)
 
     def exporter(self):
         return resolve(self.export) if self.export else None

@@ -41,7 +41,7 @@ def source_questions(store, config: Math2EvalConfig) -> list[dict]:
     for run_id in config.source_runs:
         y_items += [i for i in store.items(run_id, kind=KIND, status="accepted")]
     if not y_items and config.source_runs:
-        raise UsageError(f"run(s) {', '.join(config['source_runs'])} have no accepted MATH² questions yet; "
+        raise UsageError(f"run(s) {', '.join(config.source_runs)} have no accepted MATH² questions yet; "
                          "finish their review (`skillweave review list`) or run `skillweave run math2` first")
     for item in y_items[: config.limit or None]:
         p = item["payload"]

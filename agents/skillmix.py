@@ -57,6 +57,32 @@ def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: 
     return draws
 
 
+def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: str | None = None) -> dict[str, tuple]:
+    """The skill and topic catalogs a new run stores: bundled or from files, cut to the configured split."""
+    from skillweave.catalog import (
+        bundled_skills,
+        bundled_topics,
+        load_lines,
+        load_skills,
+        split_by_category,
+        split_topics,
+    )
+    from skillweave.errors import UsageError
+
+    skill_rows = load_skills(skills) if skills else bundled_skills()
+    topic_rows = load_lines(topics) if topics else bundled_topics()
+    if config.split != "all":
+        train, heldout = split_by_category(skill_rows, {c.strip() for c in config.train_categories.split(",") if c.strip()})
+        skill_rows = train if config.split == "train" else heldout
+        topic_rows = split_topics(topic_rows)[0 if config.split == "train" else 1]
+    if max(config.k) > len(skill_rows):
+        raise UsageError(f"--k {max(config.k)} exceeds the {len(skill_rows)} skills available")
+    return {
+        "skills": (skills or "bundled", "skills", [s.as_dict() for s in skill_rows], skills or "bundled"),
+        "topics": (topics or "bundled", "topics", [{"name": t} for t in topic_rows], topics or "bundled"),
+    }
+
+
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
     config, store = ctx.config, ctx.store
@@ -67,7 +93,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     for k in config.k:
         combos = sample_skill_combinations(
             skills, topics, k, config.n, seed=config.seed,
-            reshuffle_key=f"k{k}_s{config['seed']}" if config.reshuffle else None,
+            reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None,
         )
         for combo, combo_topics in combos:
             for round_ in range(config.rounds):

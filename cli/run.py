@@ -8,19 +8,10 @@ import sys
 import click
 
 from skillweave.agents.providers import parse_spec
-from skillweave.catalog import (
-    bundled_skills,
-    bundled_topics,
-    load_lines,
-    load_skills,
-    split_by_category,
-    split_topics,
-)
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.cli.options import config_from_options, config_options
 from skillweave.errors import UsageError
 from skillweave.pipelines.skillmix import SkillMixConfig
-from skillweave.prompts import load_template
 
 
 def parse_k(value: str) -> list[int]:
@@ -48,20 +39,12 @@ def check_model(option: str, spec: str) -> str:
 
 def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
     """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
+    from skillweave.api import create_run
     from skillweave.pipelines import get_pipeline
 
-    spec = get_pipeline(pipeline)
-    config = spec.load_config(config)  # a dict from an older command module is checked here, before any write
-    store = open_store(ctx)
-    for template in config.templates():
-        load_template(template, prompts_dir(ctx))  # unknown / malformed templates fail before any call
-    catalog_ids = {}
-    for role, (name, kind, entries, source) in catalogs.items():
-        catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
-        setattr(config, f"{role}_catalog", catalog_ids[role])
-    run_id = store.create_run(pipeline, config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
-    for role, catalog_id in catalog_ids.items():
-        store.link_run_catalog(run_id, catalog_id, role)
+    config = get_pipeline(pipeline).load_config(config)  # a dict from an older command module is checked here
+    run_id = create_run(open_store(ctx), pipeline, config, catalogs=catalogs, prompts_dir=prompts_dir(ctx),
+                        command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, pipeline, run_id, config.concurrency)
     return run_id
@@ -114,21 +97,12 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
     """
+    from skillweave.agents.skillmix import input_catalogs
+
     config = config_from_options(SkillMixConfig, options)
     check_model("--model", config.model)
     check_model("--judge", config.judge)
-    skills = load_skills(skills_file) if skills_file else bundled_skills()
-    topics = load_lines(topics_file) if topics_file else bundled_topics()
-    if config.split != "all":
-        train, heldout = split_by_category(skills, {c.strip() for c in config.train_categories.split(",") if c.strip()})
-        skills = train if config.split == "train" else heldout
-        topics = split_topics(topics)[0 if config.split == "train" else 1]
-    if max(config.k) > len(skills):
-        raise UsageError(f"--k {max(config.k)} exceeds the {len(skills)} skills available")
-    start_run(ctx, "skillmix", config, {
-        "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
-        "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),
-    })
+    start_run(ctx, "skillmix", config, input_catalogs(config, skills=skills_file, topics=topics_file))
 
 
 def generic_run_command(spec) -> click.Command:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from skillweave.pipeline import Pipeline, PipelineConfig
 
@@ -42,6 +42,26 @@ class SkillMixConfig(PipelineConfig):
     student: str | None = Field(None, description="Imported run: the student model's name.")
     grader: str | None = Field(None, description="Imported run: the grader's name.")
 
+    @field_validator("k", mode="before")
+    @classmethod
+    def _k_forms(cls, value):
+        """k as 2, [2, 3], "2,3" or "2..4"."""
+        if isinstance(value, int):
+            return [value]
+        if isinstance(value, str):
+            if ".." in value:
+                lo, _, hi = value.partition("..")
+                return list(range(int(lo), int(hi) + 1))
+            return [int(v) for v in value.split(",") if v.strip()]
+        return value
+
+    @field_validator("k")
+    @classmethod
+    def _k_positive(cls, value):
+        if not value or min(value) < 1:
+            raise ValueError("k must name at least one k >= 1")
+        return value
+
     @model_validator(mode="after")
     def _judge_defaults_to_model(self):
         if self.judge is None and self.imported_from is None:
@@ -52,5 +72,5 @@ class SkillMixConfig(PipelineConfig):
 PIPELINE = Pipeline(
     name="skillmix", config=SkillMixConfig, graph="skillweave.graphs.skillmix",
     report="skillweave.metrics.skillmix:run_report", plot="skillweave.metrics.skillmix:plot_report",
-    export="skillweave.export:_skillmix_example",
+    export="skillweave.export:_skillmix_example", inputs="skillweave.agents.skillmix:input_catalogs",
     description="Skill-Mix: k skills + a topic, two student turns, judged with the k+3 rubric.")
