@@ -5,7 +5,27 @@ The Python API (docs/python-api.md): `skillweave.run(...)`, `await skillweave.ar
 first use, so `import skillweave` stays light.
 """
 
+import importlib.abc
+import sys
+
 from skillweave._version import __version__
+
+# Folders of the source tree that are not part of the package (setup.py leaves them out of the wheel). In an
+# editable install the repository root is the package folder, so Python would import them as namespace
+# packages; this finder makes `import skillweave.tests` fail there exactly as it does from the wheel.
+NOT_SHIPPED = frozenset({"tests", "benchmarks", "docs", "build", "dist"})
+
+
+class _SourceTreeOnly(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        head, _, rest = name.partition(".")
+        if head == "skillweave" and rest.split(".")[0] in NOT_SHIPPED:
+            raise ModuleNotFoundError(f"No module named {name!r} ({rest.split('.')[0]}/ is not shipped)", name=name)
+        return None
+
+
+if not any(isinstance(f, _SourceTreeOnly) for f in sys.meta_path):
+    sys.meta_path.insert(0, _SourceTreeOnly())
 
 __all__ = ["__version__", "arun", "aresume", "resume", "run"]
 
