@@ -7,13 +7,13 @@ from typing import Any
 
 from skillweave.agents.review import CLAIMED_STATUS, REVIEW_STATUS, _open_clause
 from skillweave.errors import UsageError
-from skillweave.pipelines import get_pipeline
 from skillweave.store import Store, now
 
 
 def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
     """Check a decision against the item's pending request and resume exactly that thread."""
     from skillweave.graphs.runtime import run_pipeline  # LangGraph: only when a decision is applied
+    from skillweave.pipelines import get_pipeline
 
     item = store.get_item(item_id)
     request: dict[str, Any] = item["payload"].get("review_request") or {}

@@ -39,10 +39,11 @@ from skillweave.charts.grading import (
     programmatic_grade,
 )
 from skillweave.errors import ModelCallError, ParseFailure
-from skillweave.pipelines.chart_eval import ChartEvalConfig
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
+
+    from skillweave.pipelines.chart_eval import ChartEvalConfig
 
 KINDS = {"descriptive": "chart.descriptive", "reasoning": "chart.reasoning"}
 ASK, JUDGE_D, JUDGE_R = "chart_eval/ask", "chart_eval/judge_descriptive", "chart_eval/judge_reasoning"

@@ -38,11 +38,12 @@ from skillweave.catalog.conceptmix import (
 )
 from skillweave.errors import ConfigError, ModelCallError, ParseFailure
 from skillweave.metrics.conceptmix import KIND
-from skillweave.pipelines.conceptmix import ConceptMixConfig
 from skillweave.store import stable_id
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
+
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
 
 SENTINEL = "CONFLICT"
 

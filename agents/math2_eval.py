@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import TYPE_CHECKING
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
 from skillweave.agents.providers import close_clients
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
-from skillweave.pipelines import get_pipeline
-from skillweave.pipelines.math2 import Math2EvalConfig
+
+if TYPE_CHECKING:  # annotations only: the settings models load pydantic
+    from skillweave.pipelines.math2 import Math2EvalConfig
 
 
 def source_questions(store, config: Math2EvalConfig) -> list[dict]:
@@ -116,6 +118,8 @@ async def evaluate(ctx: RunContext, concurrency: int = 8) -> dict[str, int]:
 
 
 def run_eval(store, run_id: str, *, prompts_dir: str | None = None) -> dict[str, int]:
+    from skillweave.pipelines import get_pipeline
+
     run = store.get_run(run_id)
     config = get_pipeline("math2-eval").load_config(run["config"])
     ctx = RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,

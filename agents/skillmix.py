@@ -14,10 +14,11 @@ from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill
 from skillweave.errors import ModelCallError
 from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
-from skillweave.pipelines.skillmix import SkillMixConfig
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
+
+    from skillweave.pipelines.skillmix import SkillMixConfig
 
 KIND = "skillmix.text"
 

@@ -52,7 +52,6 @@ def cli(ctx: click.Context, db: str, prompts_dir: str | None) -> None:
 
 for _module in (unlearn, train, run, runs, prompts, imports, review, select, conceptmix, export, charts, math2, skills):
     _module.register(cli)
-run.register_pipelines(cli)  # `run <name>` for registered pipelines without a hand-written command (plugins)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,9 +9,7 @@ import click
 
 from skillweave.agents.providers import parse_spec
 from skillweave.cli.common import echo_table, open_store, prompts_dir
-from skillweave.cli.options import config_from_options, config_options
 from skillweave.errors import UsageError
-from skillweave.pipelines.skillmix import SkillMixConfig
 
 
 def parse_k(value: str) -> list[int]:
@@ -71,7 +69,36 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
         echo_table(report["table"], report["columns"])
 
 
-@click.group("run")
+class RunGroup(click.Group):
+    """`run` subcommands. Those generated from a settings model are built when first asked for, so commands
+    that do not start a run never load the pydantic models (CLI start-up time)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, object] = {}  # name -> () -> click.Command
+
+    def _registry_names(self) -> set[str]:
+        from skillweave.pipelines import all_pipelines
+
+        return {name for name, spec in all_pipelines().items() if spec.graph is not None}
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy, *self._registry_names()})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            if name in self.lazy:
+                self.add_command(self.lazy.pop(name)(), name)
+            else:  # a registered pipeline without a hand-written command (e.g. from a plugin package)
+                from skillweave.pipelines import find_pipeline
+
+                spec = find_pipeline(name)
+                if spec is not None and spec.graph is not None:
+                    self.add_command(generic_run_command(spec), name)
+        return self.commands.get(name)
+
+
+@click.group("run", cls=RunGroup)
 def run_group() -> None:
     """Run a generation or evaluation pipeline; everything lands in the store."""
 
@@ -80,13 +107,22 @@ def _parse_k_option(_ctx, _param, value):
     return parse_k(value) if isinstance(value, str) else value
 
 
-@run_group.command("skillmix")
-@config_options(SkillMixConfig, overrides={"k": {"type": str, "default": "2", "multiple": False, "callback": _parse_k_option}})
-@click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
-              help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, 44 skills).")
-@click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
-              help="topics.txt, one topic per line (default: bundled, 33 topics).")
-@click.pass_context
+def _skillmix_command() -> click.Command:
+    """`run skillmix`: one option per SkillMixConfig field, plus the catalog files."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.skillmix import SkillMixConfig
+
+    f = click.pass_context(run_skillmix)
+    f = click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
+                     help="topics.txt, one topic per line (default: bundled, 33 topics).")(f)
+    f = click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
+                     help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, "
+                          "44 skills).")(f)
+    f = config_options(SkillMixConfig, overrides={
+        "k": {"type": str, "default": "2", "multiple": False, "callback": _parse_k_option}})(f)
+    return click.command("skillmix")(f)
+
+
 def run_skillmix(ctx, skills_file, topics_file, **options):
     """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
 
@@ -98,6 +134,8 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
     """
     from skillweave.agents.skillmix import input_catalogs
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.skillmix import SkillMixConfig
 
     config = config_from_options(SkillMixConfig, options)
     check_model("--model", config.model)
@@ -105,9 +143,14 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
     start_run(ctx, "skillmix", config, input_catalogs(config, skills=skills_file, topics=topics_file))
 
 
+run_group.lazy["skillmix"] = _skillmix_command
+
+
 def generic_run_command(spec) -> click.Command:
     """`run <name>` for a pipeline without a hand-written command (e.g. one from a plugin): its options are
     the fields of its settings model."""
+    from skillweave.cli.options import config_from_options, config_options
+
     model = spec.config_model
 
     @click.pass_context
@@ -146,13 +189,3 @@ def resume(ctx, run_id, concurrency, retry_failed):
 def register(root: click.Group) -> None:
     root.add_command(run_group)
     root.add_command(resume)
-
-
-def register_pipelines(root: click.Group) -> None:
-    """After every command module registered: a generated `run <name>` for each registered pipeline that has
-    a graph and no hand-written command (the plugins' pipelines among them)."""
-    from skillweave.pipelines import all_pipelines
-
-    for name, spec in all_pipelines().items():
-        if spec.graph is not None and name not in run_group.commands:
-            run_group.add_command(generic_run_command(spec))
