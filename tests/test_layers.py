@@ -146,3 +146,14 @@ def test_the_walker_sees_function_level_imports_and_cycles(tmp_path):
     source.write_text("def f():\n    from skillweave.trainers import less\n    import skillweave.cli.run\n")
     assert imports_of("skillweave.x.m", source, {"skillweave.trainers.less"}) == {
         "skillweave.trainers.less", "skillweave.cli.run"}
+
+
+def test_building_the_cli_loads_no_settings_models():
+    """Commands that start no run stay quick: pydantic and the settings models load when a run is built."""
+    import subprocess
+    import sys
+
+    code = ("import sys, skillweave.cli; "
+            "print(sorted(m for m in sys.modules if m == 'pydantic' or m.startswith('skillweave.pipeline')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
