@@ -43,6 +43,8 @@ from skillweave.errors import ModelCallError, ParseFailure
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
+    from skillweave.pipelines.chart_eval import ChartEvalConfig
+
 KINDS = {"descriptive": "chart.descriptive", "reasoning": "chart.reasoning"}
 ASK, JUDGE_D, JUDGE_R = "chart_eval/ask", "chart_eval/judge_descriptive", "chart_eval/judge_reasoning"
 PROGRAMMATIC = "programmatic"
@@ -58,11 +60,11 @@ class ChartEvalState(TypedDict, total=False):
 def create_items(ctx: RunContext) -> None:
     """Load the run's data folder once and store one item per question (idempotent by key)."""
     config, store = ctx.config, ctx.store
-    release = load_release(config["data"], config.get("split"))
-    modes = ("descriptive", "reasoning") if config.get("mode", "both") == "both" else (config["mode"],)
+    release = load_release(config.data, config.split)
+    modes = ("descriptive", "reasoning") if config.mode == "both" else (config.mode,)
     questions = release.questions(modes)
-    if config.get("limit"):
-        keep = list(dict.fromkeys(q.figure_id for q in questions))[: int(config["limit"])]
+    if config.limit:
+        keep = list(dict.fromkeys(q.figure_id for q in questions))[: int(config.limit)]
         questions = [q for q in questions if q.figure_id in set(keep)]
     for index, q in enumerate(questions):
         store.ensure_item(ctx.run_id, KINDS[q.mode], index, 0, topic=q.key,
@@ -73,7 +75,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Descriptive items in batches per template, reasoning items one per thread."""
     if not any(True for _ in ctx.store.items(ctx.run_id)):
         create_items(ctx)
-    batch_size = int(ctx.config.get("batch_size", 5))
+    batch_size = int(ctx.config.batch_size)
     by_qid: dict[int, list[str]] = {}
     threads = []
     for item in ctx.store.items(ctx.run_id):
@@ -107,9 +109,9 @@ async def ask(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
         try:
             reply = await call_template(
                 ctx, item_id=item_id, role="model", template=ASK, values={"question": q.question, "rules": q.rules},
-                model=config["model"], temperature=config.get("temperature", 0.0),
-                max_tokens=config.get("max_tokens", 1024),
-                images=None if config.get("blind") else [_image_part(q.image_path)],
+                model=config.model, temperature=config.temperature,
+                max_tokens=config.max_tokens,
+                images=None if config.blind else [_image_part(q.image_path)],
             )
             response, call_id, error = reply.text, reply.call_id, None
         except (ModelCallError, OSError) as exc:
@@ -144,12 +146,12 @@ def _finish(ctx: RunContext, item_id: str, judge: str, score: int | None, extrac
 async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict, parse):
     """Call the judge until its reply parses: double max_tokens on truncation, stop after `judge_retries`."""
     config = ctx.config
-    max_tokens, limit = int(config.get("judge_max_tokens", 256)), int(config.get("judge_max_tokens_cap", 1024))
+    max_tokens, limit = int(config.judge_max_tokens), int(config.judge_max_tokens_cap)
     last_raw, last_call = None, None
-    for attempt in range(int(config.get("judge_retries", 10))):
+    for attempt in range(int(config.judge_retries)):
         try:
             reply = await call_template(ctx, item_id=item_id, role="judge", template=template, values=values,
-                                        model=config["judge"], temperature=0.0, max_tokens=max_tokens,
+                                        model=config.judge, temperature=0.0, max_tokens=max_tokens,
                                         options={"json": True, "seed": 42, "top_p": 1.0},
                                         key=("attempt", attempt))
         except ModelCallError as exc:
@@ -167,20 +169,20 @@ async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict
     return None, last_call, last_raw
 
 
-def _use_judge(config: dict, q: ChartQuestion) -> bool:
-    return config.get("grading", "both") != PROGRAMMATIC or exact_method(q) is None
+def _use_judge(config: ChartEvalConfig, q: ChartQuestion) -> bool:
+    return config.grading != PROGRAMMATIC or exact_method(q) is None
 
 
 async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
     """Programmatic grades, then one judge call for the batch (same template) with that template's rubric."""
     ctx, config = runtime.context, runtime.context.config
-    judge = config["judge"]
+    judge = config.judge
     pending = []
     for item_id in state["item_ids"]:
         item = ctx.store.get_item(item_id)
         q = ChartQuestion.from_dict(item["payload"]["question"])
         response = item["payload"].get("response")
-        programmatic = _record_programmatic(ctx, item, q, response) if config.get("grading", "both") != "judge" else None
+        programmatic = _record_programmatic(ctx, item, q, response) if config.grading != "judge" else None
         if q.answer is None:
             _finish(ctx, item_id, judge, None, "", "ungraded", None, None)
         elif response is None:
@@ -213,11 +215,11 @@ async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -
     item = ctx.store.get_item(item_id)
     q = ChartQuestion.from_dict(item["payload"]["question"])
     response = item["payload"].get("response")
-    programmatic = _record_programmatic(ctx, item, q, response) if config.get("grading", "both") != "judge" else None
+    programmatic = _record_programmatic(ctx, item, q, response) if config.grading != "judge" else None
     if q.answer is None:
-        _finish(ctx, item_id, config["judge"], None, "", "ungraded", None, None)
+        _finish(ctx, item_id, config.judge, None, "", "ungraded", None, None)
     elif response is None:
-        _finish(ctx, item_id, config["judge"], 0, "", "no_response", None, None)
+        _finish(ctx, item_id, config.judge, 0, "", "no_response", None, None)
     elif not _use_judge(config, q):
         _finish(ctx, item_id, PROGRAMMATIC, None, programmatic["extracted"], "programmatic", None, None)
     else:
@@ -225,9 +227,9 @@ async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -
                   "inst_category": q.inst_category, "extracted": extract_final_answer(response)}
         parsed, call_id, raw = await _judge_call(ctx, item_id, JUDGE_R, values, parse_reasoning_judge)
         if parsed is None:
-            _finish(ctx, item_id, config["judge"], -1, FAILED_EXTRACTION, "invalid", call_id, raw)
+            _finish(ctx, item_id, config.judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw)
         else:
-            _finish(ctx, item_id, config["judge"], parsed["score"], parsed["extracted"], "ok", call_id, raw)
+            _finish(ctx, item_id, config.judge, parsed["score"], parsed["extracted"], "ok", call_id, raw)
         ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_R).version])
     return {"status": "done"}
 

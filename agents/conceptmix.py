@@ -37,12 +37,14 @@ from skillweave.catalog.conceptmix import (
     validate_refined_config,
 )
 from skillweave.errors import ConfigError, ModelCallError, ParseFailure
+from skillweave.metrics.conceptmix import KIND
 from skillweave.store import stable_id
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
-KIND = "conceptmix.prompt"
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
 SENTINEL = "CONFLICT"
 
 
@@ -58,24 +60,24 @@ _CATALOGS: dict[tuple[str, str], ConceptCatalog] = {}
 
 
 def run_catalog(ctx: RunContext) -> ConceptCatalog:
-    key = (ctx.store.path, ctx.config["concepts_catalog"])
+    key = (ctx.store.path, ctx.config.concepts_catalog)
     if key not in _CATALOGS:
-        entries = ctx.store.get_catalog(ctx.config["concepts_catalog"])["entries"]
-        _CATALOGS[key] = ConceptCatalog.from_entries(entries, source=ctx.config["concepts_catalog"])
+        entries = ctx.store.get_catalog(ctx.config.concepts_catalog)["entries"]
+        _CATALOGS[key] = ConceptCatalog.from_entries(entries, source=ctx.config.concepts_catalog)
     return _CATALOGS[key]
 
 
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Generated runs: one item per (k, index), sampled at attempt 0. Imported runs: the items already stored."""
     config, store = ctx.config, ctx.store
-    if config.get("source", "generate") != "generate":
+    if config.source != "generate":
         items = list(store.items(ctx.run_id, kind=KIND))
         return [ThreadSpec(f"{ctx.run_id}:{it['combo_index']}", {"item_id": it["id"], "entry": "image", "attempt": 0})
                 for it in items]
     catalog = run_catalog(ctx)
     threads, index = [], 0
-    for k in config["k"]:
-        for _ in range(config["n"]):
+    for k in config.k:
+        for _ in range(config.n):
             sample = _sample(catalog, config, k, index, 0)
             item_id = store.ensure_item(ctx.run_id, KIND, index, 0, k=k, skills=sample.skills,
                                         payload={"concepts": sample.concepts, "categories": sample.categories,
@@ -85,9 +87,9 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     return threads
 
 
-def _sample(catalog: ConceptCatalog, config: dict, k: int, index: int, attempt: int):
-    return sample_record(catalog, k, config["seed"], index, attempt,
-                         p_extra_object=config.get("p_extra_object", 0.25), max_style=config.get("max_style", 1))
+def _sample(catalog: ConceptCatalog, config: ConceptMixConfig, k: int, index: int, attempt: int):
+    return sample_record(catalog, k, config.seed, index, attempt,
+                         p_extra_object=config.p_extra_object, max_style=config.max_style)
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def _fail(ctx: RunContext, item_id: str, stage: str, reason: str) -> dict:
 
 def _conflict(ctx: RunContext, item: dict, stage: str, reason: str, attempt: int) -> dict:
     """Resample the record (bounded), recording why."""
-    limit = ctx.config.get("max_resamples", 3)
+    limit = ctx.config.max_resamples
     if attempt >= limit:
         return _fail(ctx, item["id"], stage, f"{reason} (no resamples left after {limit})")
     ctx.store.add_event(ctx.run_id, item["id"], stage, "resample", reason)
@@ -152,10 +154,10 @@ def parse_questions(text: str, concepts: list[dict]) -> list[str]:
 STEP_TOKENS = {"refine": None, "caption": 120, "verify": 120}
 
 
-def _llm_options(config: dict, step: str, k: int = 0) -> dict:
-    cap = config.get("max_tokens", 400)
+def _llm_options(config: ConceptMixConfig, step: str, k: int = 0) -> dict:
+    cap = config.max_tokens
     budget = 24 * (k + 1) + 24 if step == "questions" else STEP_TOKENS.get(step)
-    return {"model": config["model"], "temperature": config.get("temperature", 0.7),
+    return {"model": config.model, "temperature": config.temperature,
             "max_tokens": min(cap, budget) if budget else cap}
 
 
@@ -179,13 +181,13 @@ async def refine(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     item = ctx.store.get_item(state["item_id"])
     catalog, sampled = run_catalog(ctx), item["payload"]["config"]
     concepts = item["payload"]["concepts"]
-    rule_config = complete_config_by_rule(sampled, concepts, record_rng(config["seed"], item["k"],
+    rule_config = complete_config_by_rule(sampled, concepts, record_rng(config.seed, item["k"],
                                                                          item["combo_index"], 1000 + attempt))
-    mode, refined, reason = config.get("refine", "auto"), None, ""
+    mode, refined, reason = config.refine, None, ""
     if mode != "rule":
         values = {"config_json": _json_text(sampled), "rule_config_json": _json_text(rule_config),
                   "properties": [describe_concept(catalog, c, rule_config) for c in concepts]}
-        for try_ in range(1 + config.get("parse_retries", 1)):
+        for try_ in range(1 + config.parse_retries):
             outputs: list[str] = []
             try:
                 for turn in (0, 1):
@@ -217,7 +219,7 @@ async def caption(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     ctx, config, attempt = runtime.context, runtime.context.config, state.get("attempt", 0)
     item = ctx.store.get_item(state["item_id"])
     values = _caption_values(ctx, item)
-    for try_ in range(1 + config.get("parse_retries", 1)):
+    for try_ in range(1 + config.parse_retries):
         try:
             reply = await call_template(ctx, item_id=item["id"], role="caption", template="conceptmix/caption",
                                         values=values, turn=0, key=(attempt, try_),
@@ -265,9 +267,9 @@ async def questions(state: ConceptMixState, runtime: Runtime[RunContext]) -> dic
     ctx, config, attempt = runtime.context, runtime.context.config, state.get("attempt", 0)
     item = ctx.store.get_item(state["item_id"])
     values = _caption_values(ctx, item)
-    mode, found, reason = config.get("questions", "auto"), None, ""
+    mode, found, reason = config.questions, None, ""
     if mode != "template":
-        for try_ in range(1 + config.get("parse_retries", 1)):
+        for try_ in range(1 + config.parse_retries):
             try:
                 reply = await call_template(ctx, item_id=item["id"], role="questions", template="conceptmix/caption",
                                             values=values, turn=1, previous_outputs=[item["payload"]["caption_output"]],
@@ -301,7 +303,7 @@ async def generate_image(state: ConceptMixState, runtime: Runtime[RunContext]) -
     if payload.get("image"):
         return {"status": "imaged"}
     try:
-        backend = image_backend(config["image_model"])
+        backend = image_backend(config.image_model)
         seed = int(stable_id(ctx.run_id, item["id"], "image"), 16) % 2**31
         image = await asyncio.to_thread(backend.generate, payload["sentence"],
                                         payload.get("refined_config") or payload.get("config"), seed)
@@ -325,14 +327,14 @@ async def grade(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     path = image_folder(ctx.store.path) / payload["image"]
     part = {"type": "image", "mime": "image/png" if path.suffix == ".png" else f"image/{path.suffix[1:]}",
             "data": base64.b64encode(path.read_bytes()).decode()}
-    grader = config["grader"]
+    grader = config.grader
 
     async def ask(index: int, question: str) -> None:
         try:
             reply = await call_template(ctx, item_id=item["id"], role="grade", template="conceptmix/grade",
                                         values={"question": question}, model=grader, images=[part],
-                                        temperature=config.get("grader_temperature", 0.0),
-                                        max_tokens=config.get("grader_max_tokens", 1), key=(index,))
+                                        temperature=config.grader_temperature,
+                                        max_tokens=config.grader_max_tokens, key=(index,))
             answer, raw, status, call_id = int(bool(YES.search(reply.text))), reply.text, "ok", reply.call_id
         except ModelCallError as exc:
             answer, raw, status, call_id = 0, str(exc), "error", exc.call_id

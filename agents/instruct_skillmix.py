@@ -141,19 +141,18 @@ def shirker_indices(n: int, fraction: float, selection: str = "first", seed: int
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Items are created once, by (run, index); the plan depends only on the config and stored catalogs."""
     config, store = ctx.config, ctx.store
-    skills = [e["name"] for e in store.get_catalog(config["skills_catalog"])["entries"]]
-    queries = queries_from_entries(store.get_catalog(config["query_types_catalog"])["entries"])
+    skills = [e["name"] for e in store.get_catalog(config.skills_catalog)["entries"]]
+    queries = queries_from_entries(store.get_catalog(config.query_types_catalog)["entries"])
     plan = plan_instruct(config, skills, queries)
-    shirkers = shirker_indices(len(plan), config.get("shirker_fraction", 0.0),
-                               config.get("shirker_selection", "first"), config["seed"])
+    shirkers = shirker_indices(len(plan), config.shirker_fraction, config.shirker_selection, config.seed)
     threads = []
     for index, (combo, query) in enumerate(plan):
         item_id = store.ensure_item(
-            ctx.run_id, KIND, index, 0, k=config["k"], skills=combo, topic=query.name,
+            ctx.run_id, KIND, index, 0, k=config.k, skills=combo, topic=query.name,
             payload={
-                "set": config.get("set", "train"), "query_str": query.name, "query_type": query.query_type,
+                "set": config.set, "query_str": query.name, "query_type": query.query_type,
                 "query_definition": query.definition, "skills_joined_str": ", ".join(combo),
-                "shirker_planned": index in shirkers, "brevity": bool(config.get("brevity")),
+                "shirker_planned": index in shirkers, "brevity": bool(config.brevity),
             },
         )
         threads.append(ThreadSpec(f"{ctx.run_id}:{index}", {"item_id": item_id, "parse_attempts": 0,
@@ -208,18 +207,18 @@ def generator_turn(turn: int):
             return {"status": "generating"}
         outputs = [item["payload"][f"output_{i}"] for i in range(turn)]
         attempt = state.get("parse_attempts", 0) if turn == len(TURNS) - 1 else 0
-        template = config["generate_template"]
+        template = config.generate_template
         try:
             reply = await call_template(
                 ctx, item_id=item["id"], role="generator", template=template, values=_values(item),
-                model=config["model"], turn=turn, previous_outputs=outputs, temperature=config["temperature"],
-                max_tokens=config["max_tokens"], key=(attempt,) if attempt else (),
+                model=config.model, turn=turn, previous_outputs=outputs, temperature=config.temperature,
+                max_tokens=config.max_tokens, key=(attempt,) if attempt else (),
             )
         except ModelCallError as exc:
             return _fail(ctx, item["id"], TURNS[turn], str(exc))
         ctx.store.update_item(item["id"], prompt_versions=[ctx.template(template).version], payload_update={
             f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
-            "generator": config["model"],
+            "generator": config.model,
         })
         return {"status": "generating"}
 
@@ -238,7 +237,7 @@ async def parse(state: InstructState, runtime: Runtime[RunContext]) -> dict:
         return {"status": "parsed"}
     missing = " and ".join(n for n, v in (("instruction", instruction), ("response", response)) if not v)
     attempts = state.get("parse_attempts", 0) + 1
-    if attempts > config.get("parse_retries", 3):
+    if attempts > config.parse_retries:
         return {**_fail(ctx, item["id"], "parse", f"no {missing} field after {attempts} attempts"),
                 "parse_attempts": attempts}
     ctx.store.add_event(ctx.run_id, item["id"], "parse", "retry", f"no {missing} field; asking turn 4 again")
@@ -263,7 +262,7 @@ def _dedup_index(ctx: RunContext) -> NearDuplicateIndex:
     """
     index = getattr(ctx, "_instruct_dedup_index", None)
     if index is None:
-        index = NearDuplicateIndex(method=ctx.config.get("dedup", "minhash"), threshold=ctx.config.get("dedup_threshold"))
+        index = NearDuplicateIndex(method=ctx.config.dedup, threshold=ctx.config.dedup_threshold)
         index.add_many([(i["id"], i["payload"]["instruction"]) for i in ctx.store.items(ctx.run_id, kind=KIND)
                         if i["payload"].get("dedup") == "kept"])
         ctx._instruct_dedup_index = index
@@ -294,11 +293,11 @@ async def shirk(state: InstructState, runtime: Runtime[RunContext]) -> dict:
     """Replace the response with a deliberately unhelpful one; the real response stays as `orig_output`."""
     ctx, config = runtime.context, runtime.context.config
     item = ctx.store.get_item(state["item_id"])
-    template = config["shirker_template"]
+    template = config.shirker_template
     try:
         reply = await call_template(ctx, item_id=item["id"], role="shirker", template=template,
-                                    values={"instruction": item["payload"]["instruction"]}, model=config["model"],
-                                    temperature=config["temperature"], max_tokens=config["max_tokens"])
+                                    values={"instruction": item["payload"]["instruction"]}, model=config.model,
+                                    temperature=config.temperature, max_tokens=config.max_tokens)
     except ModelCallError as exc:
         return _fail(ctx, item["id"], "shirk", str(exc))
     orig = item["payload"].get("orig_output") or item["payload"]["output"]

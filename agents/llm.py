@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
 from skillweave.errors import ModelCallError
@@ -23,7 +24,7 @@ class RunContext:
 
     store: Store
     run_id: str
-    config: dict
+    config: Any  # the run's typed settings: a skillweave.pipeline.PipelineConfig of the run's pipeline
     prompts_dir: str | None = None
     max_concurrency: int = 64
     _registered_versions: set = field(default_factory=set)

@@ -195,7 +195,7 @@ def _cfg(ctx: RunContext, key: str):
 
 
 def _model(ctx: RunContext, role: str) -> str:
-    return ctx.config.get(role) or ctx.config["model"]
+    return ctx.config.get(role) or ctx.config.model
 
 
 def _template(ctx: RunContext, name: str) -> str:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import TYPE_CHECKING
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
@@ -22,26 +23,29 @@ from skillweave.agents.providers import close_clients
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
 
+if TYPE_CHECKING:  # annotations only: the settings models load pydantic
+    from skillweave.pipelines.math2 import Math2EvalConfig
 
-def source_questions(store, config: dict) -> list[dict]:
+
+def source_questions(store, config: Math2EvalConfig) -> list[dict]:
     """The X set (source questions) then the Y set (accepted MATH² questions), in a stable order."""
     out: list[dict] = []
-    x_source = config.get("x_questions") or "none"
+    x_source = config.x_questions or "none"
     if x_source != "none":
         from skillweave.catalog.mathdata import bundled_questions, load_questions
 
         rows = bundled_questions("test") if x_source == "bundled" else load_questions(x_source)
-        for row in rows[: config.get("x_limit") or None]:
+        for row in rows[: config.x_limit or None]:
             out.append({"set": "x", "question": row["question"], "reference": row.get("solution") or row["answer"],
                         "reference_answer": row.get("answer"), "skills": [row.get("skill") or ""],
                         "source": f"{x_source}:{row.get('id', '')}"})
     y_items = []
-    for run_id in config["source_runs"]:
+    for run_id in config.source_runs:
         y_items += [i for i in store.items(run_id, kind=KIND, status="accepted")]
-    if not y_items and config["source_runs"]:
-        raise UsageError(f"run(s) {', '.join(config['source_runs'])} have no accepted MATH² questions yet; "
+    if not y_items and config.source_runs:
+        raise UsageError(f"run(s) {', '.join(config.source_runs)} have no accepted MATH² questions yet; "
                          "finish their review (`skillweave review list`) or run `skillweave run math2` first")
-    for item in y_items[: config.get("limit") or None]:
+    for item in y_items[: config.limit or None]:
         p = item["payload"]
         out.append({"set": "y", "question": p["question"], "reference": p["solution"], "reference_answer": p.get("answer"),
                     "skills": item["skills"], "source": item["id"]})
@@ -62,16 +66,16 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
     if item["status"] in ("done", "failed"):
         return item["status"]
     try:
-        solve = await call_template(ctx, item_id=item_id, role="solver", template=config["solve_template"],
+        solve = await call_template(ctx, item_id=item_id, role="solver", template=config.solve_template,
                                     values={"question": question["question"]}, model=model,
-                                    temperature=config["temperature"], max_tokens=config["max_tokens"])
+                                    temperature=config.temperature, max_tokens=config.max_tokens)
         answer = extract_boxed(solve.text)
         verdict, raw, call_id = None, "", None
         for attempt in range(2):
             judged = await call_template(
-                ctx, item_id=item_id, role="judge", template=config["judge_template"], values={
+                ctx, item_id=item_id, role="judge", template=config.judge_template, values={
                     "question": question["question"], "reference": question["reference"], "student": solve.text},
-                model=config["judge"], temperature=0.0, max_tokens=config["judge_max_tokens"], key=(f"try{attempt}",))
+                model=config.judge, temperature=0.0, max_tokens=config.judge_max_tokens, key=(f"try{attempt}",))
             raw, call_id, verdict = judged.text, judged.call_id, parse_judge(judged.text)
             if verdict is not None:
                 break
@@ -80,7 +84,7 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
         store.add_event(ctx.run_id, item_id, "eval", "failed", str(exc))
         return "failed"
     match = answers_match(answer, question["reference_answer"]) if question["reference_answer"] else False
-    store.add_grade(item_id, ctx.run_id, 0, call_id=call_id, judge=config["judge"], raw=raw,
+    store.add_grade(item_id, ctx.run_id, 0, call_id=call_id, judge=config.judge, raw=raw,
                     points=[int(bool(verdict))], score=float(bool(verdict)),
                     parse_status="ok" if verdict is not None else "unparsed")
     if verdict is None:
@@ -90,7 +94,7 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
         store.add_event(ctx.run_id, item_id, "judge", "failed", f"unparseable: {raw.strip()[:160]!r}")
         return "failed"
     store.update_item(item_id, status="done", prompt_versions=[
-        ctx.template(config["solve_template"]).version, ctx.template(config["judge_template"]).version],
+        ctx.template(config.solve_template).version, ctx.template(config.judge_template).version],
         payload_update={"solution": solve.text, "answer": answer, "answer_match": match, "judged_correct": verdict,
                         "question": question["question"], "reference_answer": question["reference_answer"]})
     store.add_event(ctx.run_id, item_id, "judge", "graded", f"{'correct' if verdict else 'incorrect'}; answer {answer!r}")
@@ -107,19 +111,22 @@ async def evaluate(ctx: RunContext, concurrency: int = 8) -> dict[str, int]:
 
     try:
         results = await asyncio.gather(*(one(qi, mi, q, model) for qi, q in enumerate(questions)
-                                         for mi, model in enumerate(ctx.config["models"])))
+                                         for mi, model in enumerate(ctx.config.models)))
     finally:
         await close_clients()  # HTTP sessions belong to this loop
     return {"items": len(results), "done": results.count("done"), "failed": results.count("failed")}
 
 
 def run_eval(store, run_id: str, *, prompts_dir: str | None = None) -> dict[str, int]:
+    from skillweave.pipelines import get_pipeline
+
     run = store.get_run(run_id)
-    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
-                     max_concurrency=run["config"].get("concurrency", 8))
+    config = get_pipeline("math2-eval").load_config(run["config"])
+    ctx = RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,
+                     max_concurrency=config.concurrency)
     store.set_run_status(run_id, "running")
     try:
-        summary = asyncio.run(evaluate(ctx, run["config"].get("concurrency", 8)))
+        summary = asyncio.run(evaluate(ctx, config.concurrency))
     except BaseException as exc:
         store.set_run_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
         raise

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skillweave.agents.provider_plugins import load_provider_class, plugin_providers
 from skillweave.errors import ConfigError, ModelCallError
 
 SPEC_HELP = "local, fake, openai:<model>, anthropic:<model> or replay:<recordings>"
@@ -531,6 +532,8 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
         parse_replay_spec(model)
         return kind, model
+    if kind in plugin_providers():  # a provider from another package (entry point group skillweave.providers)
+        return kind, model or "default"
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
 
@@ -546,7 +549,9 @@ def get_provider(spec: str, *, max_concurrency: int = 64, retry: dict | None = N
             _CACHE[key] = ReplayProvider(model, max_concurrency=max_concurrency)
             return _CACHE[key]
         cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
-               "anthropic": AnthropicProvider}[kind]
+               "anthropic": AnthropicProvider}.get(kind) or load_provider_class(kind)
+        if not (isinstance(cls, type) and issubclass(cls, Provider)):
+            raise ConfigError(f"provider '{kind}' is not a skillweave.agents.providers.Provider subclass")
         _CACHE[key] = cls(model, max_concurrency=max_concurrency)
     provider = _CACHE[key]
     if retry is not None:

@@ -7,7 +7,7 @@ Design choices:
   `review` and the request is stored in `payload.review_request`, so the review queue across runs is one SQL
   query (no checkpoint scans); the pause itself lives in the SQLite checkpointer and survives process exit.
 - A decision is a plain dict `{action: approve|edit|reject, reviewer, reason, changes: {field: value}, at}`.
-  `submit_decision` checks it against the stored request and resumes exactly that thread
+  `skillweave.decisions.submit_decision` checks it against the stored request and resumes exactly that thread
   (`run_pipeline(..., only_threads={thread_id: decision})`); the node then records it as provenance
   (`reviews` row: who, when, what changed before -> after) via `record_decision`.
 - `llm:<model>` asks a model to approve or reject (template named by the pipeline, reply
@@ -232,12 +232,6 @@ def resolve_item_id(store: Store, prefix: str) -> str:
     raise NotFound(f"no item '{prefix}' in {store.path}; `skillweave review list` shows the queue")
 
 
-def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
-    """Check a decision against the item's pending request and resume exactly that thread."""
-    request = claim_decision(store, item_id, decision)
-    return apply_claimed_decision(store, item_id, request, decision, prompts_dir=prompts_dir)
-
-
 def claim_decision(store: Store, item_id: str, decision: dict) -> dict:
     """Check a decision and claim the item for it (status `deciding`, the claim naming this process and the
     decision); returns the item's review request. Nothing is resumed yet: `apply_claimed_decision` does that."""
@@ -263,47 +257,3 @@ def claim_decision(store: Store, item_id: str, decision: dict) -> dict:
     if not claimed:
         raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
     return request
-
-
-def apply_claimed_decision(store: Store, item_id: str, request: dict, decision: dict, *,
-                           prompts_dir: str | None = None) -> dict:
-    """Resume the claimed item's thread with the decision; a resume that fails puts the item back in the queue."""
-    [result] = apply_claimed_decisions(store, [(item_id, request, decision)], prompts_dir=prompts_dir)
-    if isinstance(result, Exception):
-        raise result
-    return result
-
-
-def apply_claimed_decisions(store: Store, claimed: list[tuple[str, dict, dict]], *,
-                            prompts_dir: str | None = None) -> list[dict | Exception]:
-    """Resume the threads of claimed items of one run together (one run_pipeline call, one lease), each with its
-    decision. Returns a result dict per item, or the exception that stopped it (its item is back in the queue)."""
-    from skillweave.graphs.runtime import run_pipeline
-
-    request = claimed[0][1]
-    summary, failure = None, None
-    try:
-        summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir,
-                               progress=False, only_threads={r["thread_id"]: d for _, r, d in claimed})
-    except Exception as exc:  # e.g. another process holds the run: every claim goes back to the queue
-        failure = exc
-    finally:  # a resume that failed leaves the item in the queue
-        with store.lock:
-            for item_id, _, _ in claimed:
-                store.db.execute("update items set status = ? where id = ? and status = ?",
-                                 [REVIEW_STATUS, item_id, CLAIMED_STATUS])
-                store.db.execute("update items set payload = json_remove(payload, '$.review_claim') where id = ?",
-                                 [item_id])
-    results: list[dict | Exception] = []
-    for item_id, req, decision in claimed:
-        after = store.get_item(item_id)
-        if failure is not None:
-            results.append(failure)
-        elif after["status"] == REVIEW_STATUS:
-            results.append(UsageError(f"thread {req['thread_id']} did not resume; is the run's checkpoint in "
-                                      f"{store.path}?"))
-        else:
-            results.append({"item_id": item_id, "run_id": req["run_id"], "thread_id": req["thread_id"],
-                            "action": decision["action"], "status": after["status"], "run_status": summary.status,
-                            "paused_in_run": summary.paused})
-    return results

@@ -57,8 +57,8 @@ class ExtractionState(TypedDict, total=False):
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     store, config = ctx.store, ctx.config
     catalog_item = store.ensure_item(ctx.run_id, CATALOG_KIND, 0)
-    if config.get("dataset_catalog"):
-        for i, entry in enumerate(store.get_catalog(config["dataset_catalog"])["entries"]):
+    if config.dataset_catalog:
+        for i, entry in enumerate(store.get_catalog(config.dataset_catalog)["entries"]):
             extra = entry["extra"]
             store.ensure_item(
                 ctx.run_id,
@@ -74,7 +74,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
                     "true_skill": extra.get("skill"),
                 },
             )
-    mode = "dataset" if config.get("dataset_catalog") else "sda"
+    mode = "dataset" if config.dataset_catalog else "sda"
     return [ThreadSpec(f"{ctx.run_id}:extract", {"catalog_item": catalog_item, "mode": mode})]
 
 
@@ -93,18 +93,18 @@ async def _parsed_call(
     temperature: float | None = None,
 ):
     """Call and parse; a reply that does not parse gets a fresh call (new key), up to `parse_retries`."""
-    retries = int(ctx.config.get("parse_retries", 2))
+    retries = int(ctx.config.parse_retries)
     errors = []
     for attempt in range(retries + 1):
         # the first try uses the run's temperature; retries sample (a greedy retry would repeat itself)
-        first = ctx.config.get("temperature", 0.0) if temperature is None else temperature
+        first = ctx.config.temperature if temperature is None else temperature
         reply = await call_template(
             ctx,
             item_id=item_id,
             role=role,
             template=template,
             values=values,
-            model=ctx.config["model"],
+            model=ctx.config.model,
             max_tokens=max_tokens,
             key=(attempt,) if attempt else (),
             temperature=first if attempt == 0 else 0.7,
@@ -118,7 +118,7 @@ async def _parsed_call(
 
 
 async def _bounded(ctx: RunContext, coros) -> list:
-    semaphore = asyncio.Semaphore(max(1, int(ctx.config.get("concurrency", 8))))
+    semaphore = asyncio.Semaphore(max(1, int(ctx.config.concurrency)))
 
     async def one(coro):
         async with semaphore:
@@ -131,14 +131,14 @@ async def _bounded(ctx: RunContext, coros) -> list:
 async def label_questions(state: ExtractionState, runtime: Runtime[RunContext]) -> dict:
     """Step 1: one fine-grained snake_case skill per question (skips questions labelled before a resume)."""
     ctx = runtime.context
-    template = ctx.config["label_template"]
+    template = ctx.config.label_template
     version = ctx.template(template).version
 
     async def label(item: dict) -> None:
         p = item["payload"]
         values = {
             "question": p["question"],
-            "solution": p["solution"] if ctx.config.get("show_solution", True) else "",
+            "solution": p["solution"] if ctx.config.show_solution else "",
             "subject": p["subject"],
         }
         try:
@@ -172,14 +172,14 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
     item = ctx.store.get_item(state["catalog_item"])
     if "clusters" in item["payload"]:
         return {"status": "clustered"}
-    template, batch_size = ctx.config["cluster_template"], int(ctx.config.get("cluster_batch", 80))
+    template, batch_size = ctx.config.cluster_template, int(ctx.config.cluster_batch)
     per_subject: dict[str, Counter] = {}
     for q in _questions(ctx):
         if "fine_skill" in q["payload"]:
             per_subject.setdefault(q["payload"]["subject"], Counter())[q["payload"]["fine_skill"]] += 1
 
     async def cluster(subject: str, labels: list[str], counts: Counter, batch: int) -> list[dict]:
-        target = max(1, round(len(labels) * float(ctx.config.get("cluster_ratio", 0.25))))
+        target = max(1, round(len(labels) * float(ctx.config.cluster_ratio)))
         values = {
             "subject": subject,
             "labels": [{"name": n, "count": counts[n]} for n in labels],
@@ -193,7 +193,7 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
                 template,
                 values,
                 lambda t: _complete_clusters(t, labels),
-                max_tokens=int(ctx.config.get("cluster_max_tokens", 2048)),
+                max_tokens=int(ctx.config.cluster_max_tokens),
             )
         except (ModelCallError, ParseFailure) as exc:
             ctx.store.add_event(
@@ -216,7 +216,7 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
 
     jobs = []
     for subject, counts in per_subject.items():
-        method = ctx.config.get("pregroup", "alpha")
+        method = ctx.config.pregroup
         batches = await asyncio.to_thread(batch_labels, list(counts), batch_size, method)
         for b, batch in enumerate(batches):
             jobs.append(cluster(subject, batch, counts, b))
@@ -268,7 +268,7 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
     if "final_clusters" in item["payload"]:
         return {"status": "reviewed"}
     clusters = item["payload"]["clusters"]
-    reviewer = ctx.config.get("reviewer", "auto")
+    reviewer = ctx.config.reviewer
     if reviewer == "auto":
         decision = {
             "action": "approve",
@@ -368,8 +368,8 @@ async def relabel_questions(state: ExtractionState, runtime: Runtime[RunContext]
     cat = ctx.store.get_item(state["catalog_item"])["payload"]
     final, excluded = cat["final_clusters"], set(cat.get("excluded_fine") or [])
     fine_map = {m: c["name"] for c in final for m in c["members"]}
-    template = ctx.config["relabel_template"]
-    use_llm = ctx.config.get("relabel", "map") == "llm"
+    template = ctx.config.relabel_template
+    use_llm = ctx.config.relabel == "llm"
 
     async def relabel(q: dict) -> None:
         p = q["payload"]
@@ -422,7 +422,7 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
     ctx = runtime.context
     cat_item = ctx.store.get_item(state["catalog_item"])
     final = cat_item["payload"]["final_clusters"]
-    label_version = ctx.template(ctx.config["label_template"]).version
+    label_version = ctx.template(ctx.config.label_template).version
     exemplars = []
     for q in _questions(ctx):
         p = q["payload"]
@@ -439,7 +439,7 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
                     "subject": p["subject"],
                     "fine_skill": p["fine_skill"],
                     "final_answer": p["answer"],
-                    "label_model": ctx.config["model"],
+                    "label_model": ctx.config.model,
                     "relabel": p["relabel"],
                     "label_call_id": p.get("label_call_id"),
                     "relabel_call_id": p.get("relabel_call_id"),
@@ -463,15 +463,15 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
             "format": "skillweave",
             "source": "extract-skills",
             "run_id": ctx.run_id,
-            "model": ctx.config["model"],
+            "model": ctx.config.model,
             "prompt_versions": {
                 k: ctx.template(ctx.config[k]).version
                 for k in ("label_template", "cluster_template", "relabel_template")
             },
         },
     )
-    name = ctx.config.get("bank_name") or ctx.run_id
-    bank_id = save_bank(ctx.store, bank, name, source=ctx.config.get("dataset") or "")
+    name = ctx.config.bank_name or ctx.run_id
+    bank_id = save_bank(ctx.store, bank, name, source=ctx.config.dataset or "")
     ctx.store.link_run_catalog(ctx.run_id, bank_id, "bank")
     ctx.store.update_item(cat_item["id"], status="done", payload_update={"bank_id": bank_id})
     ctx.store.add_event(
@@ -498,14 +498,14 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
                 ctx,
                 item["id"],
                 f"propose_skills:{r}",
-                config["skills_template"],
+                config.skills_template,
                 {
-                    "domain": config["domain"],
-                    "n_topics": config["n_topics"],
-                    "skills_per_topic": config["skills_per_topic"],
+                    "domain": config.domain,
+                    "n_topics": config.n_topics,
+                    "skills_per_topic": config.skills_per_topic,
                 },
                 parse_skill_outline,
-                max_tokens=int(config.get("propose_max_tokens", 2048)),
+                max_tokens=int(config.propose_max_tokens),
                 temperature=0.7 if r else None,
             )
             pairs += outline
@@ -520,10 +520,10 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
             ctx,
             item["id"],
             "propose_query_types",
-            config["query_types_template"],
-            {"domain": config["domain"], "n_query_types": config["n_query_types"]},
+            config.query_types_template,
+            {"domain": config.domain, "n_query_types": config.n_query_types},
             parse_queries,
-            max_tokens=int(config.get("propose_max_tokens", 2048)),
+            max_tokens=int(config.propose_max_tokens),
         )
     except (ModelCallError, ParseFailure) as exc:
         ctx.store.update_item(item["id"], status="failed", error=f"propose: {exc}")
@@ -560,7 +560,7 @@ async def save_sda_catalogs(state: ExtractionState, runtime: Runtime[RunContext]
     ctx = runtime.context
     item = ctx.store.get_item(state["catalog_item"])
     p = item["payload"]
-    name = ctx.config.get("bank_name") or ctx.run_id
+    name = ctx.config.bank_name or ctx.run_id
     skills_id = ctx.store.save_catalog(
         name,
         "skills",

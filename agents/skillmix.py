@@ -18,6 +18,8 @@ from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_l
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
+    from skillweave.pipelines.skillmix import SkillMixConfig
+
 KIND = "skillmix.text"
 
 
@@ -133,16 +135,42 @@ def plan_combinations(config: dict, skills: list, topics: list, k: int) -> list[
     return [(combo, combo_topics[0]) for combo, combo_topics in combos]
 
 
+def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: str | None = None) -> dict[str, tuple]:
+    """The skill and topic catalogs a new run stores: bundled or from files, cut to the configured split."""
+    from skillweave.catalog import (
+        bundled_skills,
+        bundled_topics,
+        load_lines,
+        load_skills,
+        split_by_category,
+        split_topics,
+    )
+    from skillweave.errors import UsageError
+
+    skill_rows = load_skills(skills) if skills else bundled_skills()
+    topic_rows = load_lines(topics) if topics else bundled_topics()
+    if config.split != "all":
+        train, heldout = split_by_category(skill_rows, {c.strip() for c in config.train_categories.split(",") if c.strip()})
+        skill_rows = train if config.split == "train" else heldout
+        topic_rows = split_topics(topic_rows)[0 if config.split == "train" else 1]
+    if max(config.k) > len(skill_rows):
+        raise UsageError(f"--k {max(config.k)} exceeds the {len(skill_rows)} skills available")
+    return {
+        "skills": (skills or "bundled", "skills", [s.as_dict() for s in skill_rows], skills or "bundled"),
+        "topics": (topics or "bundled", "topics", [{"name": t} for t in topic_rows], topics or "bundled"),
+    }
+
+
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
     config, store = ctx.config, ctx.store
     skills = [Skill(**{f: e.get(f) or "" for f in ("name", "category", "definition", "example", "status")})
-              for e in store.get_catalog(config["skills_catalog"])["entries"]]
-    topics = [e["name"] for e in store.get_catalog(config["topics_catalog"])["entries"]]
+              for e in store.get_catalog(config.skills_catalog)["entries"]]
+    topics = [e["name"] for e in store.get_catalog(config.topics_catalog)["entries"]]
     threads, index = [], 0
-    for k in config["k"]:
+    for k in config.k:
         for combo, topic in plan_combinations(config, skills, topics, k):
-            for round_ in range(config["rounds"]):
+            for round_ in range(config.rounds):
                 item_id = store.ensure_item(
                     ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
                     payload={"skill_rows": [s.as_dict() for s in combo]},
@@ -152,19 +180,19 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     return threads
 
 
-def _values(item: dict, config: dict) -> dict:
+def _values(item: dict, config: SkillMixConfig) -> dict:
     k = item["k"]
     return {
         "skills": item["payload"]["skill_rows"],
         "topic": item["topic"],
         "k": k,
         "sentence_limit": sentence_limit_words(k),
-        "shorten": bool(config.get("shorten")),
+        "shorten": bool(config.shorten),
     }
 
 
-def _temperature(config: dict, round_: int) -> float:
-    temps = config.get("temperatures") or [config.get("temperature", 0.7)]
+def _temperature(config: SkillMixConfig, round_: int) -> float:
+    temps = config.temperatures or [config.temperature]
     return temps[round_ % len(temps)]
 
 
@@ -183,14 +211,14 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
     for turn in range(len(outputs), 2):
         try:
             reply = await call_template(
-                ctx, item_id=item["id"], role="student", template=ctx.config["student_template"], values=values,
-                model=ctx.config["model"], turn=turn, previous_outputs=outputs,
-                temperature=_temperature(ctx.config, item["round"]), max_tokens=ctx.config["max_tokens"],
+                ctx, item_id=item["id"], role="student", template=ctx.config.student_template, values=values,
+                model=ctx.config.model, turn=turn, previous_outputs=outputs,
+                temperature=_temperature(ctx.config, item["round"]), max_tokens=ctx.config.max_tokens,
             )
         except ModelCallError as exc:
             return await _fail(ctx, item["id"], f"student_turn{turn}", exc)
         outputs.append(reply.text)
-        version = ctx.template(ctx.config["student_template"]).version
+        version = ctx.template(ctx.config.student_template).version
         ctx.store.update_item(item["id"], prompt_versions=[version], payload_update={
             f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
             f"text_{turn}": extract_answer(reply.text),
@@ -208,21 +236,21 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
     values.pop("shorten")
     try:
         reply = await call_template(
-            ctx, item_id=item["id"], role="judge", template=config["judge_template"], values=values,
-            model=config["judge"], n=config["grading_samples"], temperature=config["judge_temperature"],
-            max_tokens=config.get("judge_max_tokens") or 120 + 20 * k,
+            ctx, item_id=item["id"], role="judge", template=config.judge_template, values=values,
+            model=config.judge, n=config.grading_samples, temperature=config.judge_temperature,
+            max_tokens=config.judge_max_tokens or 120 + 20 * k,
         )
     except ModelCallError as exc:
         return await _fail(ctx, item["id"], "grade", exc)
-    variant = "points" if "points" in config["judge_template"] else "table"
+    variant = "points" if "points" in config.judge_template else "table"
     with ctx.store.transaction():
         for i, raw in enumerate(reply.texts):
             points, status = grade_points(raw, k, text, variant=variant, skills=item["skills"],
-                                          filter_explicit_name=config.get("filter_explicit_name", False))
-            ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config["judge"], raw=raw,
+                                          filter_explicit_name=config.filter_explicit_name)
+            ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config.judge, raw=raw,
                                 points=points, score=sum(points), parse_status=status)
         ctx.store.update_item(item["id"], status="done", error=None,
-                              prompt_versions=[ctx.template(config["judge_template"]).version])
+                              prompt_versions=[ctx.template(config.judge_template).version])
     ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")
     return {"status": "done"}
 

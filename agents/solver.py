@@ -145,7 +145,7 @@ _BANKS: dict[str, Bank] = {}
 
 
 def _bank(ctx: RunContext) -> Bank:
-    catalog_id = ctx.config["bank_catalog"]
+    catalog_id = ctx.config.bank_catalog
     if catalog_id not in _BANKS:
         _BANKS[catalog_id] = bank_from_catalog(ctx.store.get_catalog(catalog_id))
     return _BANKS[catalog_id]
@@ -155,8 +155,8 @@ def _bank(ctx: RunContext) -> Bank:
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     store, config = ctx.store, ctx.config
     threads = []
-    entries = store.get_catalog(config["dataset_catalog"])["entries"]
-    for m, method in enumerate(config["methods"]):
+    entries = store.get_catalog(config.dataset_catalog)["entries"]
+    for m, method in enumerate(config.methods):
         for i, e in enumerate(entries):
             item_id = store.ensure_item(
                 ctx.run_id,
@@ -197,16 +197,16 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     if config.get("retrieval_file"):
         return _pick_from_retrieval(ctx, item, bank)
     options = bank.skills
-    if config.get("skill_list") == "subject" and p["subject"]:
+    if config.skill_list == "subject" and p["subject"]:
         options = [s for s in bank.skills if s.subject == p["subject"]] or bank.skills
     names = [s.name for s in options]
     values = {
         "question": p["question"],
         "skills": [{"name": s.name, "definition": s.definition} for s in options],
     }
-    template = config["pick_template"]
+    template = config.pick_template
     errors = []
-    for attempt in range(int(config.get("parse_retries", 1)) + 1):
+    for attempt in range(int(config.parse_retries) + 1):
         try:
             reply = await call_template(
                 ctx,
@@ -214,7 +214,7 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
                 role="pick_skill",
                 template=template,
                 values=values,
-                model=config["model"],
+                model=config.model,
                 temperature=0.0 if attempt == 0 else 0.7,
                 max_tokens=32,
                 key=(attempt,) if attempt else (),
@@ -276,13 +276,13 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
         retrieval,
         p["question"],
         p["question_id"],
-        int(config["k"]),
-        int(config["seed"]),
+        int(config.k),
+        int(config.seed),
         skill=skill,
         subject=p["subject"],
     )
     exemplars = [{"question": bank.exemplars[i].question, "answer": bank.exemplars[i].answer} for i in chosen]
-    template = config["solve_template"]
+    template = config.solve_template
     try:
         reply = await call_template(
             ctx,
@@ -290,9 +290,9 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             role="solver",
             template=template,
             values={"question": p["question"], "exemplars": exemplars},
-            model=config["model"],
-            temperature=float(config.get("temperature", 0.0)),
-            max_tokens=int(config.get("max_tokens", 384)),
+            model=config.model,
+            temperature=float(config.temperature),
+            max_tokens=int(config.max_tokens),
         )
     except ModelCallError as exc:
         return await _fail(ctx, item["id"], "solve", exc)
@@ -311,8 +311,8 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
         parse_status="ok" if predicted else "no_answer",
     )
     judged = None
-    if config.get("judge"):
-        judge_template = config["judge_template"]
+    if config.judge:
+        judge_template = config.judge_template
         try:
             jreply = await call_template(
                 ctx,
@@ -320,7 +320,7 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
                 role="judge",
                 template=judge_template,
                 values={"question": p["question"], "reference": p["answer"], "response": reply.text},
-                model=config["judge"],
+                model=config.judge,
                 temperature=0.0,
                 max_tokens=16,
             )
@@ -336,7 +336,7 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             ctx.run_id,
             1,
             call_id=jreply.call_id,
-            judge=config["judge"],
+            judge=config.judge,
             raw=jreply.text,
             points=[int(bool(judged))],
             score=float(bool(judged)),
@@ -350,7 +350,7 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
         payload_update={
             "retrieval": retrieval,
             "exemplar_indices": chosen,
-            "bank_catalog": config["bank_catalog"],
+            "bank_catalog": config.bank_catalog,
             "exemplar_skills": [bank.exemplars[i].skill for i in chosen],
             "response": reply.text,
             "predicted": predicted,

@@ -16,6 +16,7 @@ from skillweave.agents.llm import RunContext
 from skillweave.agents.math2 import default_config
 from skillweave.agents.review import review_queue
 from skillweave.graphs.runtime import paused_threads, run_pipeline
+from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
 
@@ -40,15 +41,15 @@ def main() -> None:
                                              for s in skills])
         run_id = store.create_run("math2", default_config(bank, model="fake", n=args.threads, reviewer="human"))
         start = time.perf_counter()
-        first = run_pipeline("math2", store, run_id, progress=False)
+        first = run_pipeline(get_pipeline("math2"), store, run_id, progress=False)
         t_first = time.perf_counter() - start
         assert first.paused == args.threads
         ctx = RunContext(store=store, run_id=run_id, config=store.get_run(run_id)["config"])
         t_sql = timed(lambda: review_queue(store))
-        t_scan = timed(lambda: asyncio.run(paused_threads("math2", ctx)))
-        assert len(review_queue(store)) == len(asyncio.run(paused_threads("math2", ctx))) == args.threads
+        t_scan = timed(lambda: asyncio.run(paused_threads(get_pipeline("math2"), ctx)))
+        assert len(review_queue(store)) == len(asyncio.run(paused_threads(get_pipeline("math2"), ctx))) == args.threads
         calls = store.db["llm_calls"].count
-        t_resume = timed(lambda: run_pipeline("math2", store, run_id, progress=False), repeat=1)
+        t_resume = timed(lambda: run_pipeline(get_pipeline("math2"), store, run_id, progress=False), repeat=1)
         assert store.db["llm_calls"].count == calls
     print(f"threads paused for review: {args.threads}")
     print(f"first run (fake model, {calls} calls): {t_first:.2f}s; resume with all threads paused: {t_resume:.2f}s "

@@ -79,6 +79,7 @@ def recorded_requests(db: str) -> list[dict]:
 def pipeline(concurrency: int, items: int, db: str) -> tuple[float, float, int]:
     from skillweave.catalog import bundled_skills, bundled_topics
     from skillweave.graphs.runtime import run_pipeline
+    from skillweave.pipelines import get_pipeline
     from skillweave.store import Store
 
     store = Store(db)
@@ -91,7 +92,7 @@ def pipeline(concurrency: int, items: int, db: str) -> tuple[float, float, int]:
     }
     run_id = store.create_run("skillmix", config)
     start = time.perf_counter()
-    summary = run_pipeline("skillmix", store, run_id, concurrency=concurrency, progress=False)
+    summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
     elapsed = time.perf_counter() - start
     calls = store.db["llm_calls"].count_where("error is null")
     if summary.failed:

@@ -6,13 +6,27 @@ Each command module registers itself on the root group; library errors become on
 from __future__ import annotations
 
 import csv
-import importlib
 import sqlite3
 import sys
 
 import click
 
-from skillweave import __version__
+from skillweave._version import __version__
+from skillweave.cli import (
+    charts,
+    conceptmix,
+    export,
+    imports,
+    math2,
+    prompts,
+    review,
+    run,
+    runs,
+    select,
+    skills,
+    train,
+    unlearn,
+)
 from skillweave.errors import SkillweaveError
 
 EPILOG = """\b
@@ -22,22 +36,6 @@ Example (embedded model, no API key):
   skillweave logs -n 5
 """
 
-# Modules under skillweave.cli that each define `register(root)`; add yours here.
-COMMAND_MODULES: list[str] = [
-    "unlearn",
-    "train",
-    "run",
-    "runs",
-    "prompts",
-    "imports",
-    "review",
-    "select",
-    "conceptmix",
-    "export",
-    "charts",
-    "math2",
-    "skills",
-]
 
 
 @click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -54,8 +52,8 @@ def cli(ctx: click.Context, db: str, prompts_dir: str | None) -> None:
     ctx.obj["prompts_dir"] = prompts_dir
 
 
-for _name in COMMAND_MODULES:
-    importlib.import_module(f"skillweave.cli.{_name}").register(cli)
+for _module in (unlearn, train, run, runs, prompts, imports, review, select, conceptmix, export, charts, math2, skills):
+    _module.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -20,7 +20,7 @@ from skillweave.catalog.conceptmix import (
     load_sentence_file,
     sample_record,
 )
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store, typed_config
 from skillweave.errors import UsageError
 
 GRADER_HELP = "VLM grader: openai:<vision model>, anthropic:<model>, or fake (always answers Yes; dry runs only)."
@@ -120,7 +120,7 @@ def _create_prompt_run(ctx: click.Context, config: dict, prompts: list[dict]) ->
     store = open_store(ctx)
     catalog = load_concept_catalog()
     config["concepts_catalog"] = store.save_catalog("bundled", "concepts", catalog.to_entries(), source="bundled")
-    run_id = store.create_run("conceptmix", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    run_id = store.create_run("conceptmix", typed_config("conceptmix", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, config["concepts_catalog"], "concepts")
     for index, p in enumerate(prompts):
         store.ensure_item(run_id, KIND, index, 0, k=p["k"], skills=p["skills"], status="prompted",

@@ -11,7 +11,15 @@ import click
 
 from skillweave.agents.math2 import DEFAULT_CRITERIA, default_config
 from skillweave.agents.review import parse_reviewer
-from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store, prompts_dir
+from skillweave.cli.common import (
+    echo_json,
+    echo_table,
+    emit_report,
+    json_option,
+    open_store,
+    prompts_dir,
+    typed_config,
+)
 from skillweave.cli.run import check_model, execute_and_report, run_group
 from skillweave.errors import UsageError
 from skillweave.prompts import load_template
@@ -88,7 +96,7 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     )
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
-    run_id = store.create_run("math2", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    run_id = store.create_run("math2", typed_config("math2", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, "math2", run_id, concurrency)
@@ -156,7 +164,7 @@ def eval_math2(ctx, sources, models, judge, x_questions, x_limit, limit, max_tok
                   "judge_template": "math2/judge"}
         for key in ("solve_template", "judge_template"):
             load_template(config[key], prompts_dir(ctx))
-        run_id = store.create_run("math2-eval", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+        run_id = store.create_run("math2-eval", typed_config("math2-eval", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
     summary = run_eval(store, run_id, prompts_dir=prompts_dir(ctx))
     click.echo(f"run {run_id}: {summary['items']} solutions, {summary['done']} graded, {summary['failed']} failed",

@@ -16,9 +16,9 @@ from skillweave.agents.review import (
     resolve_item_id,
     review_entry,
     review_queue,
-    submit_decision,
 )
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.decisions import submit_decision
 from skillweave.errors import UsageError
 
 

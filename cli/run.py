@@ -9,17 +9,8 @@ import sys
 import click
 
 from skillweave.agents.providers import parse_spec
-from skillweave.catalog import (
-    bundled_skills,
-    bundled_topics,
-    load_lines,
-    load_skills,
-    split_by_category,
-    split_topics,
-)
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.errors import UsageError
-from skillweave.prompts import load_template
 
 
 def parse_k(value: str) -> list[int]:
@@ -101,41 +92,30 @@ def retry_options(command: click.Command) -> click.Command:
     return command
 
 
-class RunGroup(click.Group):
-    """`skillweave run`: every pipeline command gets the retry options (--timeout, --max-attempts, ...)."""
+def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
+    """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
+    from skillweave.api import create_run
+    from skillweave.pipelines import get_pipeline
 
-    def get_command(self, ctx, cmd_name):
-        command = super().get_command(ctx, cmd_name)
-        return retry_options(command) if command is not None else None
-
-
-def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[str, tuple]) -> str:
-    """Validate templates, store catalogs and the run, then execute it and print its report."""
-    store = open_store(ctx)
+    config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
-        config["retry"] = ctx.meta[RETRY_META]
-    for key in [k for k in config if k.endswith("_template")]:
-        load_template(config[key], prompts_dir(ctx))  # unknown / malformed templates fail before any call
-    catalog_ids = {}
-    for role, (name, kind, entries, source) in catalogs.items():
-        catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
-        config[f"{role}_catalog"] = catalog_ids[role]
-    run_id = store.create_run(pipeline, config, command=shlex.join(["skillweave", *sys.argv[1:]]))
-    for role, catalog_id in catalog_ids.items():
-        store.link_run_catalog(run_id, catalog_id, role)
+        config.retry = ctx.meta[RETRY_META]
+    run_id = create_run(open_store(ctx), pipeline, config, catalogs=catalogs, prompts_dir=prompts_dir(ctx),
+                        command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
-    execute_and_report(ctx, pipeline, run_id, config.get("concurrency", 8))
+    execute_and_report(ctx, pipeline, run_id, config.concurrency)
     return run_id
 
 
 def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurrency: int,
                        retry_failed: bool = False) -> None:
-    from skillweave.metrics import REPORTERS, resolve
+    from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
-    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
+    spec = get_pipeline(pipeline)
+    summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
                            retry_failed=retry_failed)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
@@ -144,10 +124,40 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
            if summary.crashed else ""),
         err=True,
     )
-    reporter = resolve(REPORTERS, pipeline)
+    reporter = spec.reporter()
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
         echo_table(report["table"], report["columns"])
+
+
+class RunGroup(click.Group):
+    """`run` subcommands, each with the retry options (--timeout, --max-attempts, ...). Those generated from a settings model are built when first asked for, so commands
+    that do not start a run never load the pydantic models (CLI start-up time)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy: dict[str, object] = {}  # name -> () -> click.Command
+
+    def _registry_names(self) -> set[str]:
+        from skillweave.pipelines import all_pipelines
+
+        return {name for name, spec in all_pipelines().items() if spec.graph is not None}
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy, *self._registry_names()})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands:
+            if name in self.lazy:
+                self.add_command(self.lazy.pop(name)(), name)
+            else:  # a registered pipeline without a hand-written command (e.g. from a plugin package)
+                from skillweave.pipelines import find_pipeline
+
+                spec = find_pipeline(name)
+                if spec is not None and spec.graph is not None:
+                    self.add_command(generic_run_command(spec), name)
+        command = self.commands.get(name)
+        return retry_options(command) if command is not None else None  # --timeout, --max-attempts, ...
 
 
 @click.group("run", cls=RunGroup)
@@ -155,46 +165,30 @@ def run_group() -> None:
     """Run a generation or evaluation pipeline; everything lands in the store."""
 
 
-@run_group.command("skillmix")
-@click.option("--k", "k_value", default="2", show_default=True, help="Skills per combination: 2, 2,3 or 2..4.")
-@click.option("--n", default=5, show_default=True, type=click.IntRange(min=-1),
-              help="Combinations per k (-1 enumerates all C(N,k) in sorted order; with --sampler official 0 does too).")
-@click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Generation rounds per combination (same combinations; the best round counts).")
-@click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
-@click.option("--model", default="local", show_default=True, help="Student model spec: local, fake, openai:<m>, anthropic:<m>.")
-@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
-@click.option("--grading-samples", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Judge samples per text; rubric items are decided by majority vote.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Combinations in flight at once.")
-@click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
-              help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, 44 skills).")
-@click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
-              help="topics.txt, one topic per line (default: bundled, 33 topics).")
-@click.option("--split", type=click.Choice(["all", "train", "heldout"]), default="all", show_default=True,
-              help="Use only the train or held-out part of the category split (Zhao et al.).")
-@click.option("--train-categories", default="literary,rhetorical", show_default=True,
-              help="Skill categories in the train split (comma-separated).")
-@click.option("--temperature", default=0.7, show_default=True, help="Student sampling temperature.")
-@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Student max new tokens per turn.")
-@click.option("--judge-template", default="skillmix/judge", show_default=True,
-              help="skillmix/judge (table) or skillmix/judge_points (point list).")
-@click.option("--filter-explicit-name", is_flag=True, help="Zero a skill's point when its name appears verbatim.")
-@click.option("--shorten", is_flag=True, help="Turn 1 also asks to shorten (the weaker-model variant).")
-@click.option("--sampler", type=click.Choice(["official", "interleaved"]), default="official", show_default=True,
-              help="official: query_random.py's order (all combinations, then one topic each, then the in-prompt "
-                   "reshuffle seeded by --exp-path); interleaved: skillweave's earlier order (a combination and "
-                   "its topic per draw); the two give different pairs for the same seed.")
-@click.option("--exp-path", default="test", show_default=True,
-              help="official sampler: the experiment path string that seeds the skill order inside each prompt "
-                   "(query_random.py's --exp_path).")
-@click.pass_context
-def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, concurrency, skills_file,
-                 topics_file, split, train_categories, temperature, max_tokens, judge_template,
-                 filter_explicit_name, shorten, sampler, exp_path):
+def _parse_k_option(_ctx, _param, value):
+    return parse_k(value) if isinstance(value, str) else value
+
+
+def _skillmix_command() -> click.Command:
+    """`run skillmix`: one option per SkillMixConfig field, plus the catalog files."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.skillmix import SkillMixConfig
+
+    f = click.pass_context(run_skillmix)
+    f = click.option("--topics", "topics_file", type=click.Path(dir_okay=False), default=None,
+                     help="topics.txt, one topic per line (default: bundled, 33 topics).")(f)
+    f = click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
+                     help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, "
+                          "44 skills).")(f)
+    f = config_options(SkillMixConfig, overrides={
+        "k": {"type": str, "default": "2", "multiple": False, "callback": _parse_k_option}})(f)
+    return click.command("skillmix")(f)
+
+
+def run_skillmix(ctx, skills_file, topics_file, **options):
     """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
+
+    Every option is a field of the run's settings (SkillMixConfig), stored with the run.
 
     \b
     Example:
@@ -202,36 +196,42 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
       skillweave run skillmix --skills skill-mix/skills.csv --topics skill-mix/topics.txt --k 3 --n 5 --seed 10
     """
-    ks = parse_k(k_value)
-    check_model("--model", model)
-    check_model("--judge", judge or model)
-    skills = load_skills(skills_file) if skills_file else bundled_skills()
-    topics = load_lines(topics_file) if topics_file else bundled_topics()
-    if split != "all":
-        train, heldout = split_by_category(skills, {c.strip() for c in train_categories.split(",") if c.strip()})
-        skills = train if split == "train" else heldout
-        topics = split_topics(topics)[0 if split == "train" else 1]
-    if max(ks) > len(skills):
-        raise UsageError(f"--k {max(ks)} exceeds the {len(skills)} skills available")
-    if n == 0:
+    from skillweave.agents.skillmix import input_catalogs
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.skillmix import SkillMixConfig
+
+    config = config_from_options(SkillMixConfig, options)
+    check_model("--model", config.model)
+    check_model("--judge", config.judge)
+    if config.n == 0:
         raise UsageError("--n 0 makes no combinations; give n >= 1 (or -1 for all C(N, k))")
-    total = sum(math.comb(len(skills), k) for k in ks) if n == -1 else n * len(ks)
+    catalogs = input_catalogs(config, skills=skills_file, topics=topics_file)
+    available = len(catalogs["skills"][2])
+    total = sum(math.comb(available, k) for k in config.k) if config.n == -1 else config.n * len(config.k)
     if total > MAX_COMBINATIONS:  # checked before anything is sampled or allocated
-        raise UsageError(f"--n {n} with --k {k_value} makes {total:,} combinations; at most {MAX_COMBINATIONS:,} "
-                         "a run")
-    config = {
-        "k": ks, "n": n, "rounds": rounds, "seed": seed, "model": model, "judge": judge or model,
-        "grading_samples": grading_samples, "concurrency": concurrency, "split": split,
-        "train_categories": train_categories, "temperature": temperature, "judge_temperature": 0.7,
-        "max_tokens": max_tokens, "student_template": "skillmix/student", "judge_template": judge_template,
-        "filter_explicit_name": filter_explicit_name, "shorten": shorten, "sampler": sampler,
-    }
-    if sampler == "official":
-        config["exp_path"] = exp_path
-    start_run(ctx, "skillmix", config, {
-        "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
-        "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),
-    })
+        raise UsageError(f"--n {config.n} with --k {','.join(map(str, config.k))} makes {total:,} combinations; "
+                         f"at most {MAX_COMBINATIONS:,} a run")
+    start_run(ctx, "skillmix", config, catalogs)
+
+
+run_group.lazy["skillmix"] = _skillmix_command
+
+
+def generic_run_command(spec) -> click.Command:
+    """`run <name>` for a pipeline without a hand-written command (e.g. one from a plugin): its options are
+    the fields of its settings model."""
+    from skillweave.cli.options import config_from_options, config_options
+
+    model = spec.config_model
+
+    @click.pass_context
+    def command(ctx, **options):
+        config = config_from_options(model, options)
+        start_run(ctx, spec.name, config, {})
+
+    command.__doc__ = (spec.description or f"Run the {spec.name} pipeline.") + (
+        f"\n\n\b\nExample:\n  skillweave run {spec.name} --help")
+    return click.command(spec.name)(config_options(model)(command))
 
 
 @retry_options
@@ -251,8 +251,11 @@ def resume(ctx, run_id, concurrency, retry_failed):
 
     A run is continued by one process at a time: while another live process holds it, resume is refused.
     """
+    from skillweave.pipelines import get_pipeline
+
     store = open_store(ctx)
     run = store.get_run(run_id)
+    get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail before any write
     if ctx.meta.get(RETRY_META):  # kept in the run's config, so the next resume uses them too
         from skillweave.store import jdump
 
@@ -263,12 +266,10 @@ def resume(ctx, run_id, concurrency, retry_failed):
         with store.lock:
             store.db["runs"].update(run["id"], {"config": jdump(config)})
     from skillweave.agents.review import reopen_dead_claims
-    from skillweave.graphs.runtime import pipeline_module
 
-    pipeline_module(run["pipeline"])
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume
         click.echo(f"item {item_id}: its reviewer's process is gone; it waits for review again", err=True)
-    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency", 8),
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency") or 8,
                        retry_failed=retry_failed)
 
 

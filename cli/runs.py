@@ -6,7 +6,6 @@ import click
 
 from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
 from skillweave.errors import UsageError
-from skillweave.metrics import PLOTTERS, REPORTERS, resolve
 from skillweave.store import jload
 
 
@@ -83,10 +82,13 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
     """
     store = open_store(ctx)
     run = store.get_run(run_id)
-    reporter = resolve(REPORTERS, run["pipeline"])
+    from skillweave.pipelines import get_pipeline
+
+    spec = get_pipeline(run["pipeline"])
+    reporter = spec.reporter()
     if reporter is None:
         raise UsageError(f"pipeline '{run['pipeline']}' has no report")
-    plotter = resolve(PLOTTERS, run["pipeline"])
+    plotter = spec.plotter()
     if plot_path and plotter is None:
         raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
     result = reporter(store, run, across_rounds=across_rounds)

@@ -16,7 +16,7 @@ import click
 from skillweave.catalog import bank as bk
 from skillweave.catalog import instruct_formats as fmt
 from skillweave.catalog.mathdata import load_questions
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir, typed_config
 from skillweave.cli.run import check_model, run_group, start_run
 from skillweave.cli.skills_review import _hint  # also registers `review skills ...`
 from skillweave.errors import NotFound, UsageError
@@ -345,16 +345,17 @@ def eval_solve(
         config["retrieval_file"] = retrieval_file
     from skillweave.agents.solver import run_report
     from skillweave.graphs.runtime import run_pipeline
+    from skillweave.pipelines import get_pipeline
 
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
     name, kind, entries, source = _dataset_catalog(dataset, rows)
     config["dataset_catalog"] = store.save_catalog(name, kind, entries, source=source)
-    run_id = store.create_run("solve", config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    run_id = store.create_run("solve", typed_config("solve", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, config["dataset_catalog"], "dataset")
     store.link_run_catalog(run_id, bank_id, "bank")
     click.echo(f"run {run_id}", err=True)
-    summary = run_pipeline("solve", store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    summary = run_pipeline(get_pipeline("solve"), store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True
     )

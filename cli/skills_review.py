@@ -336,12 +336,12 @@ def review_skills_drop(ctx, run_id, skill, exclude_questions, as_json):
 
 def _resume(ctx, item: dict, decision: dict) -> None:
     from skillweave.graphs.runtime import run_pipeline
-    from skillweave.metrics import REPORTERS, resolve
+    from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
     request = item["payload"]["review_request"]
     summary = run_pipeline(
-        "extract-skills",
+        get_pipeline("extract-skills"),
         store,
         item["run_id"],
         prompts_dir=prompts_dir(ctx),
@@ -349,7 +349,7 @@ def _resume(ctx, item: dict, decision: dict) -> None:
         only_threads={request["thread_id"]: decision},
     )
     click.echo(f"run {item['run_id']}: {summary.status}", err=True)
-    report = resolve(REPORTERS, "extract-skills")(store, store.get_run(item["run_id"]))
+    report = get_pipeline("extract-skills").reporter()(store, store.get_run(item["run_id"]))
     echo_table(report["table"], report["columns"])
     _hint(ctx, item["run_id"])
 

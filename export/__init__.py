@@ -85,7 +85,7 @@ def latest_review(store: Store, item_id: str) -> dict | None:
 
 
 # ---- per-pipeline examples ---------------------------------------------------------------------------------
-def _instruct_example(item: dict, run: dict) -> Example | None:
+def _instruct_example(item: dict, run: dict, points=None, review=None) -> Example | None:
     p = item["payload"]
     if not p.get("instruction") or not p.get("output"):
         return None
@@ -97,7 +97,7 @@ def _instruct_example(item: dict, run: dict) -> Example | None:
     })
 
 
-def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Example | None:
+def _skillmix_example(item: dict, run: dict, points: list[float] | None, review=None) -> Example | None:
     p = item["payload"]
     prompt = p.get("prompt_0") or p.get("model_input_0")  # imported records.csv rows may carry model_input_0
     if not prompt or not p.get("text_1"):
@@ -112,7 +112,7 @@ def _skillmix_example(item: dict, run: dict, points: list[float] | None) -> Exam
     })
 
 
-def _math2_example(item: dict, run: dict, review: dict | None) -> Example | None:
+def _math2_example(item: dict, run: dict, points=None, review: dict | None = None) -> Example | None:
     """A MATH² question: prompt = the question, completion = the full solution (its \\boxed answer inside), with
     the answer and what review changed, by whom, as columns. The payload already holds a reviewer's edits."""
     p = item["payload"]
@@ -128,7 +128,7 @@ def _math2_example(item: dict, run: dict, review: dict | None) -> Example | None
     })
 
 
-def _generic_example(item: dict, run: dict) -> Example | None:
+def _generic_example(item: dict, run: dict, points=None, review=None) -> Example | None:
     p = item["payload"]
     instruction = p.get("instruction") or p.get("prompt") or p.get("question")
     output = p.get("output") or p.get("response") or p.get("answer")
@@ -139,14 +139,15 @@ def _generic_example(item: dict, run: dict) -> Example | None:
 
 
 def _example(item: dict, run: dict, points, review: dict | None = None) -> Example | None:
-    pipeline = run["pipeline"]
-    if pipeline == "math2":
-        return _math2_example(item, run, review)
-    if pipeline == "instruct-skillmix":
-        return _instruct_example(item, run)
-    if pipeline == "skillmix" or item["kind"].startswith("skillmix."):
-        return _skillmix_example(item, run, points)
-    return _generic_example(item, run)
+    """The run's pipeline spec says how its items become examples (`Pipeline.export`); Skill-Mix items in
+    other runs export as Skill-Mix; anything else through the generic instruction/response keys."""
+    from skillweave.pipelines import find_pipeline
+
+    spec = find_pipeline(run["pipeline"])
+    builder = spec.exporter() if spec is not None else None
+    if builder is None and item["kind"].startswith("skillmix."):
+        builder = _skillmix_example
+    return (builder or _generic_example)(item, run, points, review=review)
 
 
 def _apply_review(example: Example, review: dict | None) -> None:

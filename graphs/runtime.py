@@ -8,7 +8,6 @@ the store are reused by `agents.llm`, so a resumed run never pays for the same c
 from __future__ import annotations
 
 import asyncio
-import importlib
 import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from langgraph.types import Command
 from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
 from skillweave.errors import ConfigError
-from skillweave.graphs import PIPELINES
+from skillweave.pipeline import Pipeline
 from skillweave.store import Store
 
 
@@ -51,10 +50,12 @@ class RunSummary:
                 f"`skillweave resume {self.run_id}` continues them")
 
 
-def pipeline_module(name: str):
-    if name not in PIPELINES:
-        raise ConfigError(f"unknown pipeline '{name}'; known: {', '.join(sorted(PIPELINES))}")
-    return importlib.import_module(PIPELINES[name])
+def _spec(pipeline: Pipeline) -> Pipeline:
+    """The runtime is handed a spec (from `skillweave.pipelines.get_pipeline`); it never looks names up."""
+    if not isinstance(pipeline, Pipeline):
+        raise ConfigError(f"the runtime takes a Pipeline spec, not {pipeline!r}; "
+                          f"use skillweave.pipelines.get_pipeline({pipeline!r})")
+    return pipeline
 
 
 class StoreCheckpointer(SqliteSaver):
@@ -160,11 +161,15 @@ def _count(summary: RunSummary, status: str | None) -> None:
         summary.done += 1
 
 
-async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
+async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
                   only_threads: dict[str, object] | None = None, retry_failed: bool = False) -> RunSummary:
     """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review);
-    `retry_failed` runs threads that ended with status 'failed' again."""
-    module = pipeline_module(pipeline)
+    `retry_failed` runs threads that ended with status 'failed' again. A pipeline without a graph runs its
+    `runner` (which reuses stored replies the same way)."""
+    module = _spec(pipeline)
+    ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
+    if module.runner is not None:
+        return await _run_runner(module, ctx, concurrency)
     specs = module.plan(ctx)
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
     others = []
@@ -172,13 +177,13 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
         others = [s for s in specs if s.thread_id not in only_threads]
         specs = [s for s in specs if s.thread_id in only_threads]
     semaphore = asyncio.Semaphore(max(1, concurrency))
-    bar = _progress(len(specs), pipeline, progress)
+    bar = _progress(len(specs), module.name, progress)
 
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
 
         started = _threads_with_checkpoints(saver, [s.thread_id for s in specs])
-        durability = getattr(module, "DURABILITY", "async")
+        durability = module.durability
 
         async def one(spec):
             async with semaphore:
@@ -201,9 +206,22 @@ async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progr
     return summary
 
 
-async def paused_threads(pipeline: str, ctx: RunContext) -> list[tuple[str, list]]:
+async def _run_runner(pipeline: Pipeline, ctx: RunContext, concurrency: int) -> RunSummary:
+    from skillweave.pipeline import resolve
+
+    result = await resolve(pipeline.runner)(ctx, concurrency)
+    summary = RunSummary(run_id=ctx.run_id, threads=result.get("items", 0), done=result.get("done", 0),
+                         failed=result.get("failed", 0))
+    summary.statuses = {"done": summary.done, "failed": summary.failed}
+    return summary
+
+
+async def paused_threads(pipeline: Pipeline, ctx: RunContext) -> list[tuple[str, list]]:
     """(thread id, interrupt values) for every thread of a run that waits for a reviewer."""
-    module = pipeline_module(pipeline)
+    module = _spec(pipeline)
+    if module.graph is None:
+        return []
+    ctx.config = module.load_config(ctx.config)
     out = []
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
@@ -220,24 +238,43 @@ def _progress(total: int, label: str, enabled: bool):
     return tqdm(total=total, desc=label, unit="thread", disable=not enabled or not sys.stderr.isatty(), leave=False)
 
 
-def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
-                 concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                 retry_failed: bool = False) -> RunSummary:
-    """Synchronous entry point used by the CLI and tests; records the run's final status. The run is held by
-    a lease (store/leases.py) while it runs: a second process continuing the same run is refused."""
+def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
+                concurrency: int = 8) -> RunContext:
+    """The context of a run: its stored settings loaded into the pipeline's typed config."""
+    run = store.get_run(run_id)
+    return RunContext(store=store, run_id=run_id, config=_spec(pipeline).load_config(run["config"]),
+                      prompts_dir=prompts_dir, max_concurrency=max(concurrency, 1))
+
+
+async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
+                        concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
+                        retry_failed: bool = False) -> RunSummary:
+    """Run (or resume) a run on the running event loop; records the run's final status. The run is held by a
+    lease (store/leases.py) while it runs: a second process continuing the same run is refused."""
     from skillweave.store.leases import RunLease
 
-    run = store.get_run(run_id)
-    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
-                     max_concurrency=max(concurrency, 1))
+    ctx = run_context(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency)
     with RunLease(store, run_id, command=" ".join(sys.argv[1:])):
         store.set_run_status(run_id, "running")
         try:
-            summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                          only_threads=only_threads, retry_failed=retry_failed))
+            summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
+                                    only_threads=only_threads, retry_failed=retry_failed)
         except BaseException as exc:
-            store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
+            interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+            store.set_run_status(run_id, "interrupted" if interrupted else "failed",
                                  error=f"{type(exc).__name__}: {exc}")
             raise
         store.set_run_status(run_id, summary.status, error=summary.error)
     return summary
+
+
+def run_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
+                 concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
+                 retry_failed: bool = False) -> RunSummary:
+    """Synchronous entry point used by the CLI and tests; records the run's final status."""
+    try:
+        return asyncio.run(arun_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
+                                         progress=progress, only_threads=only_threads, retry_failed=retry_failed))
+    except KeyboardInterrupt as exc:  # raised inside a task, it ends the loop without reaching arun_pipeline
+        store.set_run_status(run_id, "interrupted", error=f"{type(exc).__name__}: {exc}")
+        raise

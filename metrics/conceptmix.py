@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+KIND = "conceptmix.prompt"  # item kind of a ConceptMix prompt (agents.conceptmix creates them)
 Z95 = 1.96
 
 
@@ -123,7 +124,6 @@ def plot_scores(series: dict[str, dict], path: str | Path) -> Path:
 # ---- store reports ------------------------------------------------------------------------------------
 def graded_records(store, run_id: str) -> list[dict]:
     """One metrics record per graded prompt of a run (grades come from the store, errors count as 0)."""
-    from skillweave.agents.conceptmix import KIND
     from skillweave.catalog.conceptmix import question_categories
 
     records = []
@@ -145,8 +145,6 @@ def graded_records(store, run_id: str) -> list[dict]:
 
 def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -> dict:
     """The ConceptMix report of a run: the per-k table plus JSON fields (scores, categories, failures)."""
-    from skillweave.agents.conceptmix import KIND
-
     scores = conceptmix_scores(graded_records(store, run["id"]), breakdown_k=breakdown_k)
     failed: dict[int, int] = defaultdict(int)
     steps: dict[str, int] = defaultdict(int)  # from item payloads, so a resumed run never counts twice

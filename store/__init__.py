@@ -206,7 +206,7 @@ class Store:
 
     # ---- runs -------------------------------------------------------------------------------------
     def create_run(self, pipeline: str, config: dict, command: str = "", run_id: str | None = None) -> str:
-        from skillweave import __version__
+        from skillweave._version import __version__
 
         run_id = run_id or f"{pipeline.replace('_', '-')}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         with self.lock:

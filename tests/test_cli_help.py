@@ -8,9 +8,10 @@ from skillweave.cli import cli
 
 def _walk(command, path=()):
     yield path, command
-    if isinstance(command, click.Group):
-        for name, sub in command.commands.items():
-            yield from _walk(sub, (*path, name))
+    if isinstance(command, click.Group):  # list/get_command: `run` builds its generated commands on demand
+        ctx = click.Context(command)
+        for name in command.list_commands(ctx):
+            yield from _walk(command.get_command(ctx, name), (*path, name))
 
 
 COMMANDS = list(_walk(cli))

@@ -16,6 +16,7 @@ from skillweave.catalog.instruct_formats import (
 from skillweave.errors import UsageError
 from skillweave.export import ExportFilters, export_runs
 from skillweave.graphs.runtime import run_pipeline
+from skillweave.pipelines import get_pipeline
 
 KIND = "instruct_skillmix.example"
 
@@ -30,7 +31,7 @@ def make_instruct_run(store, n: int = 10, shirker_fraction: float = 0.2) -> str:
         "query_types_catalog": store.save_catalog("bundled", "query_types", query_entries(bundled_query_types())),
     }
     run_id = store.create_run("instruct-skillmix", config, command="skillweave run instruct-skillmix --model fake")
-    summary = run_pipeline("instruct-skillmix", store, run_id, progress=False)
+    summary = run_pipeline(get_pipeline("instruct-skillmix"), store, run_id, progress=False)
     assert summary.done == n
     return run_id
 

@@ -10,6 +10,7 @@ from skillweave.agents.math2 import KIND, default_config
 from skillweave.agents.providers import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.graphs.runtime import run_pipeline
 from skillweave.metrics.math2 import run_report
+from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
 BANK_SKILLS = {
@@ -80,7 +81,7 @@ def make_store(tmp_path, skills: dict | None = None) -> tuple[Store, str]:
 def start(store: Store, bank: str, **overrides) -> tuple[str, object]:
     config = default_config(bank, **{"model": "fake", "n": 1, "max_pairs": 1, **overrides})
     run_id = store.create_run("math2", config)
-    return run_id, run_pipeline("math2", store, run_id, progress=False, concurrency=8)
+    return run_id, run_pipeline(get_pipeline("math2"), store, run_id, progress=False, concurrency=8)
 
 
 def items(store: Store, run_id: str) -> list[dict]:
@@ -117,7 +118,7 @@ def test_same_seed_draws_the_same_pairs_and_resume_calls_nothing(tmp_path):
     run_b, _ = start(store, bank, n=3, seed=5)
     assert [i["skills"] for i in items(store, run_a)] == [i["skills"] for i in items(store, run_b)]
     before = store.db["llm_calls"].count
-    summary = run_pipeline("math2", store, run_a, progress=False)
+    summary = run_pipeline(get_pipeline("math2"), store, run_a, progress=False)
     assert summary.skipped == 3 and store.db["llm_calls"].count == before
 
 

@@ -9,7 +9,8 @@ import pytest
 from starlette.testclient import TestClient
 from test_math2 import _fresh_providers, items, make_store, script, start  # noqa: F401  (autouse fixture)
 
-from skillweave.agents.review import default_reviewer_name, make_decision, resolve_item_id, submit_decision
+from skillweave.agents.review import default_reviewer_name, make_decision, resolve_item_id
+from skillweave.decisions import submit_decision
 from skillweave.errors import NotFound
 from skillweave.export import ExportFilters, export_runs
 

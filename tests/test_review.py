@@ -17,11 +17,12 @@ from skillweave.agents.review import (
     parse_llm_review,
     parse_reviewer,
     review_queue,
-    submit_decision,
 )
 from skillweave.cli import cli, main
+from skillweave.decisions import submit_decision
 from skillweave.errors import ConfigError, UsageError
 from skillweave.graphs.runtime import checkpointer, paused_threads, thread_config
+from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
 
@@ -53,7 +54,7 @@ def test_human_reviewer_pauses_every_thread_with_what_to_show(paused):
     store, run_id = paused
     assert [i["status"] for i in items(store, run_id)] == ["review"] * 3
     ctx = RunContext(store=store, run_id=run_id, config=store.get_run(run_id)["config"])
-    waiting = asyncio.run(paused_threads("math2", ctx))
+    waiting = asyncio.run(paused_threads(get_pipeline("math2"), ctx))
     assert len(waiting) == 3
     request = waiting[0][1][0]
     assert set(request["editable"]) == {"question", "solution", "answer"}

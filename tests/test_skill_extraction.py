@@ -20,6 +20,7 @@ from skillweave.catalog import instruct_formats as fmt
 from skillweave.catalog.bank import bank_from_catalog
 from skillweave.catalog.mathdata import bundled_questions
 from skillweave.errors import ParseFailure
+from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
 CONC = 4
@@ -438,7 +439,7 @@ def test_interrupted_run_resumes_without_repeating_calls(store):
 
     register_provider("fake:intr", FakeProvider("intr", script=interrupting), max_concurrency=1)
     with pytest.raises(KeyboardInterrupt):
-        run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
+        run_pipeline(get_pipeline("extract-skills"), store, run_id, concurrency=1, progress=False)
     assert store.get_run(run_id)["status"] == "interrupted"
     import gc
     import warnings
@@ -448,7 +449,7 @@ def test_interrupted_run_resumes_without_repeating_calls(store):
         gc.collect()
     done_before = store.db["llm_calls"].count_where("run_id = ? and error is null", [run_id])
     assert done_before == 3
-    summary = run_pipeline("extract-skills", store, run_id, concurrency=1, progress=False)
+    summary = run_pipeline(get_pipeline("extract-skills"), store, run_id, concurrency=1, progress=False)
     assert summary.done == 1 and store.get_run(run_id)["status"] == "done"
     labels = store.db["llm_calls"].count_where("run_id = ? and role = 'label' and error is null", [run_id])
     assert labels == 8  # 3 before the interruption + 5 after; none repeated

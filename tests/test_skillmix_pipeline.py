@@ -8,6 +8,7 @@ import sys
 import time
 
 from skillweave.agents.providers import FakeProvider, register_provider
+from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
 
@@ -108,7 +109,7 @@ def test_judge_sees_only_revised_text(store):
               "skills_catalog": store.save_catalog("s", "skills", [{"name": f"s{i}"} for i in range(5)]),
               "topics_catalog": store.save_catalog("t", "topics", [{"name": "Knots"}])}
     run_id = store.create_run("skillmix", config)
-    asyncio.run(execute("skillmix", RunContext(store, run_id, config), progress=False))
+    asyncio.run(execute(get_pipeline("skillmix"), RunContext(store, run_id, config), progress=False))
     assert len(seen) == 1 and "REVISED TEXT." in seen[0] and "DRAFT ONE" not in seen[0]
     (item,) = store.items(run_id)
     assert store.grades(item["id"])[0]["points"] == [1, 1, 1, 0, 1]

@@ -190,7 +190,7 @@ def test_t4_deleting_every_document_with_an_anchor(planted):
 
 
 def test_run_entry_point_on_a_planted_corpus():
-    from skillweave.trainers.unlearning.topic_model import RunConfig, run
+    from skillweave.trainers.unlearning.train import RunConfig, run
 
     out = run(RunConfig(model=TopicModelConfig(n_topics=R, anchor_min_docs=1000), planted_docs=200_000))
     assert out["anchors_recovered"] and out["matched_l1"] < 0.2 and out["m"] == 200_000

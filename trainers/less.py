@@ -20,7 +20,7 @@ Design choices
   (mean of per-example cosines vs cosine with the subtask-mean gradient), `train_side` adam|sgd (InfSGD
   baseline), `similarity` cosine|inner (raw inner products, for the length-bias check L5).
 - Selections (LESS and the random / RDS baselines in `less_baselines.py`) are saved by
-  `less_baselines.save_selection` as a run with one item per selected row plus provenance rows.
+  `selection.save_selection` as a run with one item per selected row plus provenance rows.
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
 
 def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     """Warmup → features → scores → selection; returns a summary with the selection id (if a store is given)."""
-    from skillweave.trainers.less_baselines import save_selection
+    from skillweave.trainers.selection import save_selection
 
     config.validate()
     p = prepare(config, store)

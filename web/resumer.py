@@ -13,7 +13,7 @@ from __future__ import annotations
 import threading
 import uuid
 
-from skillweave.agents.review import apply_claimed_decisions
+from skillweave.decisions import apply_claimed_decisions
 from skillweave.store import Store, now
 
 
