@@ -51,6 +51,8 @@ class SolveConfig(PipelineConfig):
     dataset: str | None = Field(None, description="Question set.")
     split: str | None = Field(None, description="Split of the question set.")
     dataset_catalog: str | None = Field(None, description="Stored question catalog id.")
+    retrieval_file: str | None = Field(None, description="AdaptMI retrieval file the skill method took each "
+                                                         "question's skill from (instead of the skill picker).")
     pick_template: str = Field("solve/pick_skill", description="Prompt template.")
     solve_template: str = Field("solve/cot", description="Prompt template.")
     judge_template: str = Field("solve/judge", description="Prompt template.")
