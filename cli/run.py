@@ -93,8 +93,10 @@ def run_group() -> None:
 @click.option("--rounds", default=3, show_default=True, type=click.IntRange(min=1),
               help="Generation rounds per combination (same combinations; the best round counts).")
 @click.option("--seed", default=10, show_default=True, help="Sampling seed (the reference default is 10).")
-@click.option("--model", default="local", show_default=True, help="Student model spec: local, fake, openai:<m>, anthropic:<m>.")
-@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
+@click.option("--model", default="local", show_default=True, help="Student model spec: local, fake, openai:<m>, anthropic:<m>, or replay:<recordings> "
+              "(replay:store=old.db, replay:skillmix=DIR,student=NAME; see docs/skillmix.md).")
+@click.option("--judge", default=None, help="Judge model spec (default: same as --model); replay:... answers "
+              "from recorded grades.")
 @click.option("--grading-samples", default=3, show_default=True, type=click.IntRange(min=1),
               help="Judge samples per text; rubric items are decided by majority vote.")
 @click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
@@ -131,6 +133,9 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
       skillweave run skillmix --skills skill-mix/skills.csv --topics skill-mix/topics.txt --k 3 --n 5 --seed 10
+      skillweave --prompts-dir official-prompts run skillmix --skills skill-mix/skills.csv \\
+        --topics skill-mix/topics.txt --k 3 --n 5 --seed 10 --rounds 2 \\
+        --model replay:skillmix=skill-mix/test,student=gpt-4 --judge replay:skillmix=skill-mix/test,student=gpt-4
     """
     ks = parse_k(k_value)
     check_model("--model", model)
