@@ -167,6 +167,75 @@ def test_prompts_import_then_replay_reproduces_the_official_records_and_metrics(
     assert con.execute("SELECT count(*), count(error) FROM llm_calls WHERE provider = 'replay'").fetchone() == (15, 0)
 
 
+def _second_round(checkout):
+    """A copy of round 1 as round 2 with the same student replies (a greedy student answers alike), graded
+    differently: the first rubric point is flipped in every row."""
+    import shutil
+
+    r1 = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    r2 = checkout / "test" / "k2_s10_vdefault_r2" / "student-x"
+    shutil.copytree(r1, r2)
+    graded = r2 / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    rows = list(csv.DictReader(graded.open(newline="")))
+    for row in rows:
+        points = [float(p) for p in row["points_0"].split(",")]
+        points[0] = 1.0 - points[0]
+        row["points_0"] = ",".join(str(p) for p in points)
+        lines = row["assistant_0"].split("\n")
+        first = lines.index("|---|---|") + 1  # the first skill's row
+        criterion = lines[first].split("|")[1]
+        lines[first] = f"|{criterion}| {points[0]:g} |"
+        row["assistant_0"] = "Round two.\n" + "\n".join(lines)
+    _write_csv(graded, rows)
+    return {(r["skills"], r["topic"]): r for r in csv.DictReader((r1 / "graded" / "by_judge-x_on_text_1_1_gpt" /
+                                                                  "records.csv").open(newline=""))}, \
+        {(r["skills"], r["topic"]): r for r in rows}
+
+
+def test_each_round_gets_its_own_recorded_grade(cli_run, db_path, checkout, tmp_path):
+    # the same text graded in two rounds is two recorded calls: each round's request gets one of them, never
+    # the first round's grade twice
+    first, second = _second_round(checkout)
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "2",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 10 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    by_combo: dict = {}
+    for item in items:
+        (grade,) = store.grades(item["id"])
+        by_combo.setdefault((", \n".join(item["skills"]), item["topic"]), []).append(grade["raw"])
+    assert len(by_combo) == 5
+    for key, raws in by_combo.items():
+        assert sorted(raws) == sorted([first[key]["assistant_0"], second[key]["assistant_0"]])
+
+
+def test_more_rounds_than_recorded_fail_instead_of_reusing_a_reply(cli_run, db_path, checkout, tmp_path):
+    _second_round(checkout)
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics",
+            str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "3", "--grading-samples", "1",
+            "--model", f"replay:skillmix={outputs}", "--judge", f"replay:skillmix={outputs}")
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    failed = [i for i in items if i["status"] == "failed"]
+    assert len(items) == 15 and len(failed) == 5  # two recorded rounds answer two rounds; the third fails
+    assert all("were used by earlier requests" in i["error"] for i in failed)
+    con = sqlite3.connect(db_path)
+    ok = con.execute("SELECT response FROM llm_calls WHERE error IS NULL AND role LIKE 'student%'").fetchall()
+    assert len(ok) == len(set(ok)) * 2  # every recorded student reply handed out exactly twice: once per round
+
+
 def test_a_request_without_a_recording_is_a_recorded_failure(cli_run, db_path, checkout, tmp_path):
     # the packaged prompts differ from the recorded ones: nothing matches, every item fails with the reason
     outputs = checkout / "test"
