@@ -100,7 +100,8 @@ def grade_points(reply: str, k: int, text: str, *, variant: str = "table", skill
 
     Returns (points, parse_status) where status is 'ok', 'repaired' (wrong length) or 'empty'.
     """
-    parsed, _ = parse_table(reply) if variant == "table" else parse_point_list(reply)
+    parsed, _ = parse_table(reply) if variant == "table" else \
+        parse_point_list(reply, marker="earned:" if variant == "points_earned" else "points:")
     status = "ok" if len(parsed) == k + 3 else ("empty" if not parsed else "repaired")
     points = repair_length(parsed, k)  # numerators as parsed (the reference keeps them unclipped)
     points[k + 2] = 1.0 if count_sentences(text) <= sentence_limit(k) else 0.0

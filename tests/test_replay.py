@@ -236,6 +236,59 @@ def test_more_rounds_than_recorded_fail_instead_of_reusing_a_reply(cli_run, db_p
     assert len(ok) == len(set(ok)) * 2  # every recorded student reply handed out exactly twice: once per round
 
 
+GRADING_POINTS = [
+    "Grade this text about {topic} (at most {num_sentences_str}), meant to show {skills_str}.\n"
+    "Text: \"{student_answer}\"\nSkills:\n{skills_defs}\nFor each of {rubric_items}, write 'Point earned: 1' "
+    "or 'Point earned: 0'. End with 'Grade:' and the total."
+]
+
+
+def test_a_point_list_grading_prompt_is_parsed_as_upstream_parses_it(cli_run, db_path, checkout, tmp_path):
+    # upstream reads grading versions 'llama' and '14' (and those without a rubric) by the number after each
+    # 'earned:', not as a table; a converted 'llama' prompt must be read the same way in a run
+    (checkout / "prompts" / "grade" / "llama.json").write_text(json.dumps(GRADING_POINTS))
+    student = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    rows = list(csv.DictReader((student / "records.csv").open(newline="")))
+    defs = {s[1]: s for s in SKILLS}
+    graded, expected = [], {}
+    for i, row in enumerate(rows):
+        combo = [s.strip() for s in row["skills"].split(",")]
+        values = _official_row_values(combo, row["topic"])
+        values["rubric_items"] = values["rubric_items"].replace("Correctly illustrates", "Contains")
+        values["skills_defs"] = "\n".join(f"**{c}**: {defs[c][2]}" for c in combo)
+        points = [1.0, float(i % 2), 1.0, float(i % 3 != 0), 1.0]
+        reply = "".join(f"{n + 1}. {item}: reasons.\nPoint earned: {p:g}\n"
+                        for n, (item, p) in enumerate(zip(values["rubric_items"].split(", "), points, strict=True)))
+        reply += f"Grade: {sum(points):g}"
+        sentence = float(count_sentences(row["text_1"]) <= 1)
+        graded.append({"k": 2, "skills": row["skills"], "topic": row["topic"], "system prompt": "",
+                       "user_0": GRADING_POINTS[0].format(**values, student_answer=row["text_1"]),
+                       "assistant_0": reply, "model_input_0": "[]", "score_0": sum(points),
+                       "score_extracted_0": sum(points), "points_0": ",".join(str(p) for p in points),
+                       "num_sentences_manual_in_student_answer_0": count_sentences(row["text_1"]),
+                       "true_sentence_lim_pt_0": sentence, "num_sentences_extracted_eq_num_sentences_model_0": True})
+        expected[(row["skills"], row["topic"])] = [*points[:4], sentence]
+    _write_csv(student / "graded" / "by_judge-x_on_text_1_1_llama" / "records.csv", graded)
+
+    out = tmp_path / "official-prompts"
+    code, _, err = cli_run("prompts", "import-skillmix", str(checkout), str(out), "--grading", "llama")
+    assert code == 0, err
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs},grader=judge-x")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 5 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    for item in items:
+        (grade,) = store.grades(item["id"])
+        assert grade["points"] == expected[(", \n".join(item["skills"]), item["topic"])]
+        assert grade["parse_status"] == "ok"
+
+
 def test_a_request_without_a_recording_is_a_recorded_failure(cli_run, db_path, checkout, tmp_path):
     # the packaged prompts differ from the recorded ones: nothing matches, every item fails with the reason
     outputs = checkout / "test"
