@@ -372,6 +372,34 @@ def test_release_replay_on_a_checkout_of_the_official_repository():
     assert all(v["official"] == v["replayed"] for v in gpt4["metrics"]["3"].values())
 
 
+@pytest.mark.skipif(not __import__("os").environ.get("SKILLWEAVE_OFFICIAL_SKILLMIX"),
+                    reason="SKILLWEAVE_OFFICIAL_SKILLMIX not set")
+def test_end_to_end_replay_of_the_released_gpt4_run(cli_run, db_path, tmp_path):
+    # as a user would: convert the official prompts, run skillmix on the official catalog with the released
+    # experiment's seed, k and n (test_pipeline.sh: k=3, n=5, seed=10, 3 grading runs; gpt-4's rounds 2 and 3 are
+    # released), replaying student and grader, then compare item by item and the metrics
+    import os
+    from pathlib import Path
+
+    checkout = Path(os.environ["SKILLWEAVE_OFFICIAL_SKILLMIX"])
+    out, outputs = tmp_path / "official-prompts", checkout / "test"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    replay = f"replay:skillmix={outputs},student=gpt-4"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "3", "--n", "5", "--seed", "10",
+                           "--rounds", "2", "--grading-samples", "3", "--model", replay, "--judge", replay)
+    assert code == 0, err
+    result = _release_bench().compare_run(checkout, Path(db_path), "gpt-4")["per_k"]["3"]
+    assert result["items"] == result["done"] == result["released_rows"] == 10
+    assert result["pairs_equal"] == result["records_reproduced"] == 10, result["differences"]
+    assert result["grades"] == result["grades_equal"] == result["points_equal"] == 30
+    for label, m in result["metrics"].items():
+        assert m["run"] == m["official_points"] and m["run_se"] == m["official_points_se"], label
+        if m["official_script"] is not None:  # the checkout's aggregate_metrics.py prints 2 and 3 decimals
+            assert f"{m['run']:.2f} ± {m['run_se']:.3f}" == \
+                f"{m['official_script']['mean']:.2f} ± {m['official_script']['se']:.3f}", label
+
+
 def test_images_are_part_of_the_match():
     from skillweave.agents.llm import _redact_images
     from skillweave.agents.replay import conversation_key
