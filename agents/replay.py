@@ -7,7 +7,7 @@ Sources
   (LeoYu/skill-mix): `<k.._s.._v.._r..>/<student>/records.csv` and `conv/*.json` (the student conversations) and
   `graded/by_<grader>_on_text_1_<r>_<prompt>/records.csv` (the grader's replies); add `,student=NAME` and
   `,grader=NAME` to read one student's and one grader's folders only (several students answered the same
-  prompts: without `student=` their replies would take turns). Row i of each `graded/` folder of a student
+  prompts: `student=` is required when a folder holds several, or their replies would take turns). Row i of each `graded/` folder of a student
   folder is one sample of the call that graded its generation row i: a request with `n` > 1 gets them in
   folder order.
 
@@ -73,7 +73,21 @@ def parse_replay_spec(spec: str) -> dict:
         raise ConfigError(f"replay folder '{path}' is not a folder")
     if "run" in options and sources[0] != "store" or sources[0] != "skillmix" and ({"student", "grader"} & set(options)):
         raise ConfigError(f"replay spec '{spec}': run= goes with store=, student= and grader= with skillmix=")
+    if sources[0] == "skillmix":
+        students = _students(path)
+        if "student" not in options and len(students) > 1:  # their replies to the same prompts would mix
+            raise ConfigError(f"replay folder '{path}' holds the outputs of {len(students)} students "
+                              f"({', '.join(students)}); add student=NAME to the spec")
+        if "student" in options and students and options["student"] not in students:
+            raise ConfigError(f"replay folder '{path}' holds no student '{options['student']}' "
+                              f"(it holds: {', '.join(students)})")
     return options
+
+
+def _students(root: Path) -> list[str]:
+    """The student folder names of an official Skill-Mix output folder (`<k.._s.._v.._r..>/<student>`)."""
+    names = {_owner(p).name for p in [*root.rglob("records.csv"), *root.rglob("conv/*.json")]}
+    return sorted(names)
 
 
 def _images(message: dict) -> list[str]:

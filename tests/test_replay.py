@@ -341,6 +341,21 @@ def test_bad_replay_specs_are_usage_errors(cli_run, tmp_path, spec, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_a_folder_with_several_students_needs_student(cli_run, db_path, checkout):
+    # two students answered the same prompts: without student= their replies would be handed out in turn, mixed
+    import shutil
+
+    outputs = checkout / "test"
+    shutil.copytree(outputs / "k2_s10_vdefault_r1" / "student-x", outputs / "k2_s10_vdefault_r1" / "student-y")
+    args = ["run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics", str(checkout / "topics.txt"),
+            "--k", "2", "--n", "1", "--rounds", "1", "--grading-samples", "1"]
+    code, _, err = cli_run(*args, "--model", f"replay:skillmix={outputs}")
+    assert code == 2 and "2 students (student-x, student-y); add student=NAME" in err and "Traceback" not in err
+    code, _, err = cli_run(*args, "--model", f"replay:skillmix={outputs},student=student-z")
+    assert code == 2 and "holds no student 'student-z'" in err
+    assert not Store(db_path).list_runs()  # refused before a run was created
+
+
 def _release_bench():
     import importlib.util
     from pathlib import Path
