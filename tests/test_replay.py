@@ -374,6 +374,43 @@ def test_release_replay_benchmark_on_the_fixture(checkout):
     assert all(v["official"] == v["replayed"] for v in result["metrics"]["2"].values())
 
 
+def test_run_comparison_benchmark_on_the_fixture(cli_run, db_path, checkout, tmp_path):
+    # benchmarks/skillmix_replay_release.py --db: a run compared with released rows in the order it drew them
+    # agrees everywhere; against rows in another order it reports the differing pairs
+    import shutil
+    from pathlib import Path
+
+    out, outputs = tmp_path / "official-prompts", checkout / "test"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    bench = _release_bench()
+    everything = bench.compare_run(checkout, Path(db_path), "student-x")["per_k"]["2"]
+    assert everything["items"] == everything["done"] == 5 and everything["pairs_equal"] < 5
+    assert everything["differences"]
+
+    drawn = tmp_path / "drawn"  # the same checkout, its released rows cut to the run's draws in its order
+    shutil.copytree(checkout, drawn)
+    folder = drawn / "test" / "k2_s10_vdefault_r1" / "student-x"
+    graded_csv = folder / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    gen = {(r["skills"], r["topic"]): r for r in csv.DictReader((folder / "records.csv").open(newline=""))}
+    graded = {(r["skills"], r["topic"]): r for r in csv.DictReader(graded_csv.open(newline=""))}
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    order = [(", \n".join(i["skills"]), i["topic"]) for i in sorted(store.items(run["id"]),
+                                                                     key=lambda i: i["combo_index"])]
+    _write_csv(folder / "records.csv", [gen[key] for key in order])
+    _write_csv(graded_csv, [graded[key] for key in order])
+    result = bench.compare_run(drawn, Path(db_path), "student-x")["per_k"]["2"]
+    assert result["pairs_equal"] == result["records_reproduced"] == 5, result["differences"]
+    assert result["grades"] == result["grades_equal"] == result["points_equal"] == 5
+    for m in result["metrics"].values():
+        assert m["run"] == m["official_points"]
+
+
 @pytest.mark.skipif(not __import__("os").environ.get("SKILLWEAVE_OFFICIAL_SKILLMIX"),
                     reason="SKILLWEAVE_OFFICIAL_SKILLMIX not set")
 def test_release_replay_on_a_checkout_of_the_official_repository():
