@@ -97,10 +97,16 @@ def _images(message: dict) -> list[str]:
     return [p.get("sha") or stable_id(p.get("data")) for p in parts if p.get("type") == "image"]
 
 
+def _newlines(text: str) -> str:
+    """Line endings as a text-mode read gives them: upstream's grader reads the student's text back from
+    records.csv in text mode, so a reply's '\r\n' reaches the grading prompt as '\n'."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def conversation_key(messages: list[dict]) -> str:
-    """The match key of a request: its user/assistant turns, in order, stripped (and the images each carries);
-    system messages left out."""
-    turns = [(m["role"], message_text(m).strip(), _images(m)) for m in messages
+    """The match key of a request: its user/assistant turns, in order, stripped, line endings as '\n' (and the
+    images each carries); system messages left out."""
+    turns = [(m["role"], _newlines(message_text(m)).strip(), _images(m)) for m in messages
              if m.get("role") in ("user", "assistant")]
     return hashlib.blake2b(json.dumps(turns, ensure_ascii=False).encode(), digest_size=16).hexdigest()
 

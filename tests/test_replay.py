@@ -289,6 +289,36 @@ def test_a_point_list_grading_prompt_is_parsed_as_upstream_parses_it(cli_run, db
         assert grade["parse_status"] == "ok"
 
 
+def test_a_reply_with_windows_line_endings_is_graded_from_its_recording(cli_run, db_path, checkout, tmp_path):
+    # some chat models answer with '\r\n'; upstream's grader reads the text back from records.csv in text mode,
+    # so the recorded grading prompt holds '\n' where the student's reply (and skillweave's text) hold '\r\n'
+    student = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    gen_path, graded_path = student / "records.csv", student / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    gen, graded = list(csv.DictReader(gen_path.open(newline=""))), list(csv.DictReader(graded_path.open(newline="")))
+    for row, grade in zip(gen, graded, strict=True):
+        text = row["text_1"].replace("(row", "\r\n(row")
+        row["assistant_1"] = row["assistant_1"].replace(row["text_1"], text)
+        grade["user_0"] = grade["user_0"].replace(row["text_1"], text.replace("\r\n", "\n"))
+        row["text_1"] = text
+    _write_csv(gen_path, gen)
+    _write_csv(graded_path, graded)
+    for conv in (student / "conv").glob("*.json"):
+        conv.unlink()  # records.csv only
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 5 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    assert all("\r\n" in i["payload"]["text_1"] for i in items)
+
+
 def test_a_request_without_a_recording_is_a_recorded_failure(cli_run, db_path, checkout, tmp_path):
     # the packaged prompts differ from the recorded ones: nothing matches, every item fails with the reason
     outputs = checkout / "test"
