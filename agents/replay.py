@@ -27,6 +27,7 @@ a run resumed in a new process starts again from each conversation's first recor
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import re
@@ -84,10 +85,12 @@ def parse_replay_spec(spec: str) -> dict:
     return options
 
 
-def _students(root: Path) -> list[str]:
-    """The student folder names of an official Skill-Mix output folder (`<k.._s.._v.._r..>/<student>`)."""
+@functools.lru_cache(maxsize=32)
+def _students(root: Path) -> tuple[str, ...]:
+    """The student folder names of an official Skill-Mix output folder (`<k.._s.._v.._r..>/<student>`); read
+    once per process (the spec is checked on every call)."""
     names = {_owner(p).name for p in [*root.rglob("records.csv"), *root.rglob("conv/*.json")]}
-    return sorted(names)
+    return tuple(sorted(names))
 
 
 def _images(message: dict) -> list[str]:
