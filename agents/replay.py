@@ -7,24 +7,27 @@ Sources
   (LeoYu/skill-mix): `<k.._s.._v.._r..>/<student>/records.csv` and `conv/*.json` (the student conversations) and
   `graded/by_<grader>_on_text_1_<r>_<prompt>/records.csv` (the grader's replies); add `,student=NAME` and
   `,grader=NAME` to read one student's and one grader's folders only (several students answered the same
-  prompts: without `student=` their replies would take turns). Grading samples of the same request from several `graded/` folders answer a
-  request with `n` > 1 in folder order.
+  prompts: `student=` is required when a folder holds several, or their replies would take turns). Row i of each `graded/` folder of a student
+  folder is one sample of the call that graded its generation row i: a request with `n` > 1 gets them in
+  folder order.
 
 Matching is by the request's conversation: the sequence of user and assistant messages (roles mapped to
 user/assistant, each content with surrounding whitespace stripped, and the hash of each image it carries, so
 the same question about two charts is two conversations). System messages are not part of the
 match (the official conversations carry each chat template's own default system prompt), nor are
 temperature, max_tokens or model. When one conversation has several recordings (generation rounds r1, r2,
-... of the same prompt), successive requests for it get them in turn, so a run gets each recorded reply once
-whatever order its requests come in (which round gets which reply may differ; per-combination metrics that
-take the best or the mean over rounds do not change). A request
-with no recording, or with fewer recorded replies than it asks for, fails with the reason (recorded like any
-failed model call); no reply is ever made up.
+... of the same prompt, read in folder order), successive requests for it get them in turn, each once; which
+round gets which reply follows the order the requests arrive in (per-combination metrics that take the best or
+the mean over rounds do not depend on it). A request with no recording, with fewer recorded replies than it
+asks for, or after every recording of its conversation was used, fails with the reason (recorded like any
+failed model call); no reply is ever made up or handed out twice. The handing-out state lives in the process:
+a run resumed in a new process starts again from each conversation's first recording.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import re
@@ -71,7 +74,23 @@ def parse_replay_spec(spec: str) -> dict:
         raise ConfigError(f"replay folder '{path}' is not a folder")
     if "run" in options and sources[0] != "store" or sources[0] != "skillmix" and ({"student", "grader"} & set(options)):
         raise ConfigError(f"replay spec '{spec}': run= goes with store=, student= and grader= with skillmix=")
+    if sources[0] == "skillmix":
+        students = _students(path)
+        if "student" not in options and len(students) > 1:  # their replies to the same prompts would mix
+            raise ConfigError(f"replay folder '{path}' holds the outputs of {len(students)} students "
+                              f"({', '.join(students)}); add student=NAME to the spec")
+        if "student" in options and students and options["student"] not in students:
+            raise ConfigError(f"replay folder '{path}' holds no student '{options['student']}' "
+                              f"(it holds: {', '.join(students)})")
     return options
+
+
+@functools.lru_cache(maxsize=32)
+def _students(root: Path) -> tuple[str, ...]:
+    """The student folder names of an official Skill-Mix output folder (`<k.._s.._v.._r..>/<student>`); read
+    once per process (the spec is checked on every call)."""
+    names = {_owner(p).name for p in [*root.rglob("records.csv"), *root.rglob("conv/*.json")]}
+    return tuple(sorted(names))
 
 
 def _images(message: dict) -> list[str]:
@@ -81,47 +100,53 @@ def _images(message: dict) -> list[str]:
     return [p.get("sha") or stable_id(p.get("data")) for p in parts if p.get("type") == "image"]
 
 
+def _newlines(text: str) -> str:
+    """Line endings as a text-mode read gives them: upstream's grader reads the student's text back from
+    records.csv in text mode, so a reply's '\r\n' reaches the grading prompt as '\n'."""
+    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
 def conversation_key(messages: list[dict]) -> str:
-    """The match key of a request: its user/assistant turns, in order, stripped (and the images each carries);
-    system messages left out."""
-    turns = [(m["role"], message_text(m).strip(), _images(m)) for m in messages
+    """The match key of a request: its user/assistant turns, in order, stripped, line endings as '\n' (and the
+    images each carries); system messages left out."""
+    turns = [(m["role"], _newlines(message_text(m)).strip(), _images(m)) for m in messages
              if m.get("role") in ("user", "assistant")]
     return hashlib.blake2b(json.dumps(turns, ensure_ascii=False).encode(), digest_size=16).hexdigest()
 
 
 class Recordings:
-    """Recorded replies by conversation key: each key holds recordings, each a list of reply texts."""
+    """Recorded replies by conversation key: each key holds recordings, each a list of reply texts (the samples
+    of one recorded call). Each recording answers one request: successive requests for the same conversation
+    get its recordings in the order they were added, and a request after the last one fails."""
 
     def __init__(self) -> None:
         self.by_key: dict[str, list[list[str]]] = {}
-        self._cursor: dict[str, int] = {}
+        self._used: dict[str, set[int]] = {}
         self.sources = 0
 
-    def add(self, messages: list[dict], texts: list[str], *, merge: bool = False) -> None:
-        """One recording; with `merge`, texts join the key's first recording (grading samples of one request
-        read from several graded/ folders)."""
-        key = conversation_key(messages)
-        recs = self.by_key.setdefault(key, [])
+    def add(self, messages: list[dict], texts: list[str]) -> None:
+        """One recording: the reply texts of one recorded call."""
+        self.by_key.setdefault(conversation_key(messages), []).append(list(texts))
         self.sources += 1
-        if merge and recs:
-            recs[0].extend(texts)
-        else:
-            recs.append(list(texts))
 
     def answer(self, messages: list[dict], n: int) -> list[str]:
-        recs = self.by_key.get(conversation_key(messages))
+        key = conversation_key(messages)
+        recs = self.by_key.get(key)
         if not recs:
             last = next((message_text(m) for m in reversed(messages) if m.get("role") == "user"), "")
             raise ModelCallError(f"replay: no recorded reply for this conversation ({len(messages)} messages; "
                                  f"last user message starts {last.strip()[:60]!r})")
-        usable = [texts for texts in recs if len(texts) >= n]
+        usable = [i for i, texts in enumerate(recs) if len(texts) >= n]
         if not usable:
             raise ModelCallError(f"replay: the request asks for {n} replies but at most {max(map(len, recs))} "
                                  "are recorded for this conversation")
-        key = conversation_key(messages)
-        turn = self._cursor.get(key, 0)
-        self._cursor[key] = turn + 1
-        return usable[turn % len(usable)][:n]
+        used = self._used.setdefault(key, set())
+        fresh = [i for i in usable if i not in used]
+        if not fresh:
+            raise ModelCallError(f"replay: all {len(usable)} recording(s) of this conversation were used by earlier "
+                                 "requests (more requests than recorded calls, e.g. more rounds than recorded)")
+        used.add(fresh[0])
+        return recs[fresh[0]][:n]
 
 
 def load_store(path: str | Path, run: str | None = None) -> Recordings:
@@ -185,47 +210,64 @@ def _record_turns(fieldnames: list[str], row: dict) -> list[tuple[str, str]]:
     return turns
 
 
+def _owner(path: Path) -> Path:
+    """The student folder (`<k.._s.._v.._r..>/<student>`) a records.csv or conv/*.json belongs to."""
+    if path.parent.parent.name == "graded":
+        return path.parent.parent.parent
+    return path.parent.parent if path.parent.name == "conv" else path.parent
+
+
 def load_skillmix(root: str | Path, grader: str | None = None, student: str | None = None) -> Recordings:
     """Student conversations (records.csv, conv/*.json) and grader replies (graded/*/records.csv), optionally
-    of one student (its `<k.._s.._v.._r..>/<student>/` folders) and one grader."""
+    of one student (its `<k.._s.._v.._r..>/<student>/` folders) and one grader.
+
+    Each student folder (one generation round) is read on its own, in sorted order: every records.csv row is
+    one recorded call per turn (a conv/*.json adds only turns its folder's records.csv lacks), and row i of
+    every graded folder is one sample of the call that graded generation row i. So a conversation asked in
+    several rounds (the same prompt, or the same text graded twice) has one recording per round, never merged.
+    """
     root = Path(root).expanduser()
     recordings = Recordings()
-    seen: set[tuple[str, str]] = set()  # (key, reply): the same turn from records.csv and conv/*.json once
-
-    def add_student(turns: list[tuple[str, str]]) -> None:
-        for messages, reply in _conversation_turns(turns):
-            mark = (conversation_key(messages), reply)
-            if mark not in seen:
-                seen.add(mark)
-                recordings.add(messages, [reply])
-
-    for path in sorted(root.rglob("records.csv")):
-        graded_dir = path.parent
-        owner = graded_dir.parent.parent if graded_dir.parent.name == "graded" else graded_dir
-        if student is not None and owner.name != student:
-            continue
-        if graded_dir.parent.name == "graded":
-            m = _GRADED_DIR.match(graded_dir.name)
-            if not m or (grader is not None and m["grader"] != grader):
+    files: dict[Path, list[Path]] = {}
+    for path in [*root.rglob("records.csv"), *root.rglob("conv/*.json")]:
+        owner = _owner(path)
+        if path.parent.parent.name != "graded" and "graded" in path.relative_to(root).parts:
+            continue  # not at graded/<folder>/records.csv: not the official layout
+        if student is None or owner.name == student:
+            files.setdefault(owner, []).append(path)
+    for owner in sorted(files):
+        seen: set[tuple[str, str]] = set()  # turns from records.csv; conv/*.json repeats them
+        grades: dict[tuple[int, str], tuple[list[dict], list[str]]] = {}
+        for path in sorted(files[owner]):
+            if path.suffix == ".json":
                 continue
             fieldnames, rows = _read_rows(path)
-            for row in rows:
+            if path.parent == owner:
+                for row in rows:
+                    for messages, reply in _conversation_turns(_record_turns(fieldnames, row)):
+                        seen.add((conversation_key(messages), reply))
+                        recordings.add(messages, [reply])
+                continue
+            m = _GRADED_DIR.match(path.parent.name)
+            if not m or (grader is not None and m["grader"] != grader):
+                continue
+            for i, row in enumerate(rows):
                 for messages, reply in _conversation_turns(_record_turns(fieldnames, row)):
-                    recordings.add(messages, [reply], merge=True)
-        elif "graded" not in path.parts:
-            fieldnames, rows = _read_rows(path)
-            for row in rows:
-                add_student(_record_turns(fieldnames, row))
-    for path in sorted(root.rglob("conv/*.json")):
-        if student is not None and path.parent.parent.name != student:
-            continue
-        try:
-            conv = json.loads(path.read_text(encoding="utf-8"))["conv"]
-            turns = [tuple(turn.values())[:2] for turn in conv]
-        except (ValueError, KeyError, TypeError, AttributeError):
-            continue
-        if all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
-            add_student([(u, a) for u, a in turns])
+                    grades.setdefault((i, conversation_key(messages)), (messages, []))[1].append(reply)
+        for messages, samples in grades.values():
+            recordings.add(messages, samples)
+        for path in sorted(p for p in files[owner] if p.suffix == ".json"):
+            try:
+                conv = json.loads(path.read_text(encoding="utf-8"))["conv"]
+                turns = [tuple(turn.values())[:2] for turn in conv]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if not all(len(t) == 2 and all(isinstance(x, str) for x in t) for t in turns):
+                continue
+            for messages, reply in _conversation_turns([(u, a) for u, a in turns]):
+                if (conversation_key(messages), reply) not in seen:
+                    seen.add((conversation_key(messages), reply))
+                    recordings.add(messages, [reply])
     if not recordings.by_key:
         raise ConfigError(f"replay folder '{root}' holds no Skill-Mix records.csv or conv/*.json replies"
                           + (f" for grader '{grader}'" if grader else ""))

@@ -242,7 +242,8 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
         )
     except ModelCallError as exc:
         return await _fail(ctx, item["id"], "grade", exc)
-    variant = "points" if "points" in config.judge_template else "table"
+    variant = ctx.template(config.judge_template).meta.get("reply_format") or \
+        ("points" if "points" in config.judge_template else "table")  # reply_format: converted official prompts
     with ctx.store.transaction():
         for i, raw in enumerate(reply.texts):
             points, status = grade_points(raw, k, text, variant=variant, skills=item["skills"],

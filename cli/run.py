@@ -195,6 +195,9 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
       skillweave run skillmix --skills skill-mix/skills.csv --topics skill-mix/topics.txt --k 3 --n 5 --seed 10
+      skillweave --prompts-dir official-prompts run skillmix --skills skill-mix/skills.csv \\
+        --topics skill-mix/topics.txt --k 3 --n 5 --seed 10 --rounds 2 \\
+        --model replay:skillmix=skill-mix/test,student=gpt-4 --judge replay:skillmix=skill-mix/test,student=gpt-4
     """
     from skillweave.agents.skillmix import input_catalogs
     from skillweave.cli.options import config_from_options

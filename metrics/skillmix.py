@@ -39,12 +39,12 @@ def count_sentences(text: str) -> int:
     return len(_SENTENCE_BREAK.split(text))
 
 
-def extract_answer(output: str, answer_marker: str = "answer:", explanation_marker: str = "explanation") -> str:
-    """Text after the last answer marker, cut at the first explanation marker (case-insensitive)."""
-    lower = output.lower()
-    start = lower.rfind(answer_marker)
+def extract_answer(output: str, answer_marker: str = "Answer:", explanation_marker: str = "Explanation") -> str:
+    """Text after the last answer marker, cut at the first explanation marker after it, stripped; markers are
+    case-sensitive, as the official text extraction splits on them (no marker: the whole reply)."""
+    start = output.rfind(answer_marker)
     text = output[start + len(answer_marker):] if start >= 0 else output
-    cut = text.lower().find(explanation_marker)
+    cut = text.find(explanation_marker)
     if cut >= 0:
         text = text[:cut]
     return text.strip()
@@ -100,7 +100,8 @@ def grade_points(reply: str, k: int, text: str, *, variant: str = "table", skill
 
     Returns (points, parse_status) where status is 'ok', 'repaired' (wrong length) or 'empty'.
     """
-    parsed, _ = parse_table(reply) if variant == "table" else parse_point_list(reply)
+    parsed, _ = parse_table(reply) if variant == "table" else \
+        parse_point_list(reply, marker="earned:" if variant == "points_earned" else "points:")
     status = "ok" if len(parsed) == k + 3 else ("empty" if not parsed else "repaired")
     points = repair_length(parsed, k)  # numerators as parsed (the reference keeps them unclipped)
     points[k + 2] = 1.0 if count_sentences(text) <= sentence_limit(k) else 0.0

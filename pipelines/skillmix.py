@@ -20,8 +20,11 @@ class SkillMixConfig(PipelineConfig):
         3, description="Generation rounds per combination (same combinations; the best round counts). "
                        "Imported runs store the list of rounds found.")
     seed: int = Field(10, description="Sampling seed (the reference default is 10).")
-    model: str = Field("local", description="Student model spec: local, fake, openai:<m>, anthropic:<m>.")
-    judge: str | None = Field(None, description="Judge model spec (default: same as --model).")
+    model: str = Field("local", description="Student model spec: local, fake, openai:<m>, anthropic:<m>, a name "
+                                            "from the models file, or replay:<recordings> (replay:store=old.db, "
+                                            "replay:skillmix=DIR,student=NAME; see docs/skillmix.md).")
+    judge: str | None = Field(None, description="Judge model spec (default: same as --model); replay:... answers "
+                                                "from recorded grades.")
     grading_samples: int = Field(3, ge=1, description="Judge samples per text; rubric items are decided by majority vote.")
     concurrency: int = Field(8, ge=1, description="Combinations in flight at once.")
     split: Literal["all", "train", "heldout"] = Field(

@@ -15,6 +15,10 @@ pipeline passes (`skills` rows, `topic`, `k`, `sentence_limit`, and `text` for t
 | `num_skills_str`, `num_sentences`, `num_sentences_str` | k in words, max(1, k-1), e.g. 'two sentences' |
 | `rubric_items` | 'Correctly illustrates <skill, lower case>' per skill (grading prompts 8 and 9: 'Illustrates'; 13, 14, llama: 'Contains'), then 'Pertains to <topic>', 'Text makes sense', 'At most <n sentences>'; empty for prompt versions without a rubric, as upstream |
 
+The judge template also records `reply_format`: `table` for the grading versions upstream reads with its table
+parser (those with a rubric, except 14 and llama), else `points_earned` (the number after each 'earned:', as
+upstream reads the others); `run skillmix` parses the judge's replies accordingly.
+
 Literal text is kept byte for byte (inside `{% raw %}` where it holds braces); `{{`/`}}` escapes become single
 braces, as Python's str.format renders them.
 """
@@ -33,6 +37,12 @@ from skillweave.errors import UsageError
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
                  "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen", "eighteen", "nineteen", "twenty"]
 _WITH_RUBRIC = {"5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "gpt", "llama"}
+
+
+def reply_format(version: str) -> str:
+    """How upstream reads a grading prompt's replies: a rubric table for the prompt versions with a rubric
+    (except 14 and llama), else the number after each 'earned:' (one 'Point earned: x' line per item)."""
+    return "table" if version in _WITH_RUBRIC and version not in ("14", "llama") else "points_earned"
 
 
 def _rubric_start(version: str) -> str:
@@ -129,8 +139,10 @@ def import_skillmix_prompts(folder: str | Path, out: str | Path, *, generation: 
                  "turns", [to_jinja(t, generation) for t in turns]),
              target / "judge.yaml": _template(
                  f"Official Skill-Mix grading prompt '{grading}' ({_describe(grade_path)}), converted by "
-                 "`skillweave prompts import-skillmix`; the grader answers with a rubric table.",
-                 ["skills", "topic", "k", "sentence_limit", "text"], "prompt", to_jinja(grade[0], grading))}
+                 "`skillweave prompts import-skillmix`; the grader answers with "
+                 + ("a rubric table." if reply_format(grading) == "table" else "one 'Point earned: x' line per item."),
+                 ["skills", "topic", "k", "sentence_limit", "text"], "prompt", to_jinja(grade[0], grading),
+                 reply_format=reply_format(grading))}
     existing = [str(p) for p in files if p.exists()]
     if existing and not force:
         raise UsageError(f"{', '.join(existing)} already exist(s); pass --force to overwrite")
@@ -145,6 +157,6 @@ def _describe(path: Path) -> str:
     return f"{path.parent.name}/{path.name}, sha256 {digest}"
 
 
-def _template(description: str, variables: list[str], key: str, body) -> str:
-    data = {"description": description, "variables": variables, key: body}
+def _template(description: str, variables: list[str], key: str, body, **extra) -> str:
+    data = {"description": description, "variables": variables, key: body, **extra}
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100000, default_style=None)

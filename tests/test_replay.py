@@ -167,6 +167,158 @@ def test_prompts_import_then_replay_reproduces_the_official_records_and_metrics(
     assert con.execute("SELECT count(*), count(error) FROM llm_calls WHERE provider = 'replay'").fetchone() == (15, 0)
 
 
+def _second_round(checkout):
+    """A copy of round 1 as round 2 with the same student replies (a greedy student answers alike), graded
+    differently: the first rubric point is flipped in every row."""
+    import shutil
+
+    r1 = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    r2 = checkout / "test" / "k2_s10_vdefault_r2" / "student-x"
+    shutil.copytree(r1, r2)
+    graded = r2 / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    rows = list(csv.DictReader(graded.open(newline="")))
+    for row in rows:
+        points = [float(p) for p in row["points_0"].split(",")]
+        points[0] = 1.0 - points[0]
+        row["points_0"] = ",".join(str(p) for p in points)
+        lines = row["assistant_0"].split("\n")
+        first = lines.index("|---|---|") + 1  # the first skill's row
+        criterion = lines[first].split("|")[1]
+        lines[first] = f"|{criterion}| {points[0]:g} |"
+        row["assistant_0"] = "Round two.\n" + "\n".join(lines)
+    _write_csv(graded, rows)
+    return {(r["skills"], r["topic"]): r for r in csv.DictReader((r1 / "graded" / "by_judge-x_on_text_1_1_gpt" /
+                                                                  "records.csv").open(newline=""))}, \
+        {(r["skills"], r["topic"]): r for r in rows}
+
+
+def test_each_round_gets_its_own_recorded_grade(cli_run, db_path, checkout, tmp_path):
+    # the same text graded in two rounds is two recorded calls: each round's request gets one of them, never
+    # the first round's grade twice
+    first, second = _second_round(checkout)
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "2",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 10 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    by_combo: dict = {}
+    for item in items:
+        (grade,) = store.grades(item["id"])
+        by_combo.setdefault((", \n".join(item["skills"]), item["topic"]), []).append(grade["raw"])
+    assert len(by_combo) == 5
+    for key, raws in by_combo.items():
+        assert sorted(raws) == sorted([first[key]["assistant_0"], second[key]["assistant_0"]])
+
+
+def test_more_rounds_than_recorded_fail_instead_of_reusing_a_reply(cli_run, db_path, checkout, tmp_path):
+    _second_round(checkout)
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics",
+            str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "3", "--grading-samples", "1",
+            "--model", f"replay:skillmix={outputs}", "--judge", f"replay:skillmix={outputs}")
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    failed = [i for i in items if i["status"] == "failed"]
+    assert len(items) == 15 and len(failed) == 5  # two recorded rounds answer two rounds; the third fails
+    assert all("were used by earlier requests" in i["error"] for i in failed)
+    con = sqlite3.connect(db_path)
+    ok = con.execute("SELECT response FROM llm_calls WHERE error IS NULL AND role LIKE 'student%'").fetchall()
+    assert len(ok) == len(set(ok)) * 2  # every recorded student reply handed out exactly twice: once per round
+
+
+GRADING_POINTS = [
+    "Grade this text about {topic} (at most {num_sentences_str}), meant to show {skills_str}.\n"
+    "Text: \"{student_answer}\"\nSkills:\n{skills_defs}\nFor each of {rubric_items}, write 'Point earned: 1' "
+    "or 'Point earned: 0'. End with 'Grade:' and the total."
+]
+
+
+def test_a_point_list_grading_prompt_is_parsed_as_upstream_parses_it(cli_run, db_path, checkout, tmp_path):
+    # upstream reads grading versions 'llama' and '14' (and those without a rubric) by the number after each
+    # 'earned:', not as a table; a converted 'llama' prompt must be read the same way in a run
+    (checkout / "prompts" / "grade" / "llama.json").write_text(json.dumps(GRADING_POINTS))
+    student = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    rows = list(csv.DictReader((student / "records.csv").open(newline="")))
+    defs = {s[1]: s for s in SKILLS}
+    graded, expected = [], {}
+    for i, row in enumerate(rows):
+        combo = [s.strip() for s in row["skills"].split(",")]
+        values = _official_row_values(combo, row["topic"])
+        values["rubric_items"] = values["rubric_items"].replace("Correctly illustrates", "Contains")
+        values["skills_defs"] = "\n".join(f"**{c}**: {defs[c][2]}" for c in combo)
+        points = [1.0, float(i % 2), 1.0, float(i % 3 != 0), 1.0]
+        reply = "".join(f"{n + 1}. {item}: reasons.\nPoint earned: {p:g}\n"
+                        for n, (item, p) in enumerate(zip(values["rubric_items"].split(", "), points, strict=True)))
+        reply += f"Grade: {sum(points):g}"
+        sentence = float(count_sentences(row["text_1"]) <= 1)
+        graded.append({"k": 2, "skills": row["skills"], "topic": row["topic"], "system prompt": "",
+                       "user_0": GRADING_POINTS[0].format(**values, student_answer=row["text_1"]),
+                       "assistant_0": reply, "model_input_0": "[]", "score_0": sum(points),
+                       "score_extracted_0": sum(points), "points_0": ",".join(str(p) for p in points),
+                       "num_sentences_manual_in_student_answer_0": count_sentences(row["text_1"]),
+                       "true_sentence_lim_pt_0": sentence, "num_sentences_extracted_eq_num_sentences_model_0": True})
+        expected[(row["skills"], row["topic"])] = [*points[:4], sentence]
+    _write_csv(student / "graded" / "by_judge-x_on_text_1_1_llama" / "records.csv", graded)
+
+    out = tmp_path / "official-prompts"
+    code, _, err = cli_run("prompts", "import-skillmix", str(checkout), str(out), "--grading", "llama")
+    assert code == 0, err
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs},grader=judge-x")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 5 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    for item in items:
+        (grade,) = store.grades(item["id"])
+        assert grade["points"] == expected[(", \n".join(item["skills"]), item["topic"])]
+        assert grade["parse_status"] == "ok"
+
+
+def test_a_reply_with_windows_line_endings_is_graded_from_its_recording(cli_run, db_path, checkout, tmp_path):
+    # some chat models answer with '\r\n'; upstream's grader reads the text back from records.csv in text mode,
+    # so the recorded grading prompt holds '\n' where the student's reply (and skillweave's text) hold '\r\n'
+    student = checkout / "test" / "k2_s10_vdefault_r1" / "student-x"
+    gen_path, graded_path = student / "records.csv", student / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    gen, graded = list(csv.DictReader(gen_path.open(newline=""))), list(csv.DictReader(graded_path.open(newline="")))
+    for row, grade in zip(gen, graded, strict=True):
+        text = row["text_1"].replace("(row", "\r\n(row")
+        row["assistant_1"] = row["assistant_1"].replace(row["text_1"], text)
+        grade["user_0"] = grade["user_0"].replace(row["text_1"], text.replace("\r\n", "\n"))
+        row["text_1"] = text
+    _write_csv(gen_path, gen)
+    _write_csv(graded_path, graded)
+    for conv in (student / "conv").glob("*.json"):
+        conv.unlink()  # records.csv only
+    out = tmp_path / "official-prompts"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    outputs = checkout / "test"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    items = list(store.items(run["id"]))
+    assert len(items) == 5 and all(i["status"] == "done" for i in items), [i.get("error") for i in items]
+    assert all("\r\n" in i["payload"]["text_1"] for i in items)
+
+
 def test_a_request_without_a_recording_is_a_recorded_failure(cli_run, db_path, checkout, tmp_path):
     # the packaged prompts differ from the recorded ones: nothing matches, every item fails with the reason
     outputs = checkout / "test"
@@ -219,6 +371,21 @@ def test_bad_replay_specs_are_usage_errors(cli_run, tmp_path, spec, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_a_folder_with_several_students_needs_student(cli_run, db_path, checkout):
+    # two students answered the same prompts: without student= their replies would be handed out in turn, mixed
+    import shutil
+
+    outputs = checkout / "test"
+    shutil.copytree(outputs / "k2_s10_vdefault_r1" / "student-x", outputs / "k2_s10_vdefault_r1" / "student-y")
+    args = ["run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics", str(checkout / "topics.txt"),
+            "--k", "2", "--n", "1", "--rounds", "1", "--grading-samples", "1"]
+    code, _, err = cli_run(*args, "--model", f"replay:skillmix={outputs}")
+    assert code == 2 and "2 students (student-x, student-y); add student=NAME" in err and "Traceback" not in err
+    code, _, err = cli_run(*args, "--model", f"replay:skillmix={outputs},student=student-z")
+    assert code == 2 and "holds no student 'student-z'" in err
+    assert not Store(db_path).list_runs()  # refused before a run was created
+
+
 def _release_bench():
     import importlib.util
     from pathlib import Path
@@ -237,6 +404,43 @@ def test_release_replay_benchmark_on_the_fixture(checkout):
     assert all(v["official"] == v["replayed"] for v in result["metrics"]["2"].values())
 
 
+def test_run_comparison_benchmark_on_the_fixture(cli_run, db_path, checkout, tmp_path):
+    # benchmarks/skillmix_replay_release.py --db: a run compared with released rows in the order it drew them
+    # agrees everywhere; against rows in another order it reports the differing pairs
+    import shutil
+    from pathlib import Path
+
+    out, outputs = tmp_path / "official-prompts", checkout / "test"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
+                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                           "--judge", f"replay:skillmix={outputs}")
+    assert code == 0, err
+    bench = _release_bench()
+    everything = bench.compare_run(checkout, Path(db_path), "student-x")["per_k"]["2"]
+    assert everything["items"] == everything["done"] == 5 and everything["pairs_equal"] < 5
+    assert everything["differences"]
+
+    drawn = tmp_path / "drawn"  # the same checkout, its released rows cut to the run's draws in its order
+    shutil.copytree(checkout, drawn)
+    folder = drawn / "test" / "k2_s10_vdefault_r1" / "student-x"
+    graded_csv = folder / "graded" / "by_judge-x_on_text_1_1_gpt" / "records.csv"
+    gen = {(r["skills"], r["topic"]): r for r in csv.DictReader((folder / "records.csv").open(newline=""))}
+    graded = {(r["skills"], r["topic"]): r for r in csv.DictReader(graded_csv.open(newline=""))}
+    store = Store(db_path)
+    (run,) = store.list_runs()
+    order = [(", \n".join(i["skills"]), i["topic"]) for i in sorted(store.items(run["id"]),
+                                                                     key=lambda i: i["combo_index"])]
+    _write_csv(folder / "records.csv", [gen[key] for key in order])
+    _write_csv(graded_csv, [graded[key] for key in order])
+    result = bench.compare_run(drawn, Path(db_path), "student-x")["per_k"]["2"]
+    assert result["pairs_equal"] == result["records_reproduced"] == 5, result["differences"]
+    assert result["grades"] == result["grades_equal"] == result["points_equal"] == 5
+    for m in result["metrics"].values():
+        assert m["run"] == m["official_points"]
+
+
 @pytest.mark.skipif(not __import__("os").environ.get("SKILLWEAVE_OFFICIAL_SKILLMIX"),
                     reason="SKILLWEAVE_OFFICIAL_SKILLMIX not set")
 def test_release_replay_on_a_checkout_of_the_official_repository():
@@ -248,6 +452,34 @@ def test_release_replay_on_a_checkout_of_the_official_repository():
     assert gpt4["records"] == gpt4["student_equal"] == gpt4["judge_found"] == 10
     assert gpt4["points_equal"] == gpt4["samples"] == 30
     assert all(v["official"] == v["replayed"] for v in gpt4["metrics"]["3"].values())
+
+
+@pytest.mark.skipif(not __import__("os").environ.get("SKILLWEAVE_OFFICIAL_SKILLMIX"),
+                    reason="SKILLWEAVE_OFFICIAL_SKILLMIX not set")
+def test_end_to_end_replay_of_the_released_gpt4_run(cli_run, db_path, tmp_path):
+    # as a user would: convert the official prompts, run skillmix on the official catalog with the released
+    # experiment's seed, k and n (test_pipeline.sh: k=3, n=5, seed=10, 3 grading runs; gpt-4's rounds 2 and 3 are
+    # released), replaying student and grader, then compare item by item and the metrics
+    import os
+    from pathlib import Path
+
+    checkout = Path(os.environ["SKILLWEAVE_OFFICIAL_SKILLMIX"])
+    out, outputs = tmp_path / "official-prompts", checkout / "test"
+    assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
+    replay = f"replay:skillmix={outputs},student=gpt-4"
+    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                           "--topics", str(checkout / "topics.txt"), "--k", "3", "--n", "5", "--seed", "10",
+                           "--rounds", "2", "--grading-samples", "3", "--model", replay, "--judge", replay)
+    assert code == 0, err
+    result = _release_bench().compare_run(checkout, Path(db_path), "gpt-4")["per_k"]["3"]
+    assert result["items"] == result["done"] == result["released_rows"] == 10
+    assert result["pairs_equal"] == result["records_reproduced"] == 10, result["differences"]
+    assert result["grades"] == result["grades_equal"] == result["points_equal"] == 30
+    for label, m in result["metrics"].items():
+        assert m["run"] == m["official_points"] and m["run_se"] == m["official_points_se"], label
+        if m["official_script"] is not None:  # the checkout's aggregate_metrics.py prints 2 and 3 decimals
+            assert f"{m['run']:.2f} ± {m['run_se']:.3f}" == \
+                f"{m['official_script']['mean']:.2f} ± {m['official_script']['se']:.3f}", label
 
 
 def test_images_are_part_of_the_match():
