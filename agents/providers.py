@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from skillweave.errors import ConfigError, ModelCallError
 
-SPEC_HELP = "local, fake, openai:<model>, anthropic:<model> or replay:<recordings>"
+SPEC_HELP = ("local, fake, openai:<model>, anthropic:<model>, replay:<recordings>, langchain:<model> or a name "
+             "from the models file")
 
 
 @dataclass
@@ -462,6 +463,11 @@ def parse_spec(spec: str) -> tuple[str, str]:
 
         parse_replay_spec(model)
         return kind, model
+    # models-file names and the langchain: kind (agents/model_config.py, docs/models.md)
+    from skillweave.agents.model_config import parse_extra_spec
+
+    if (extra := parse_extra_spec(spec)) is not None:
+        return extra
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
 
@@ -474,6 +480,11 @@ def get_provider(spec: str, *, max_concurrency: int = 64) -> Provider:
             from skillweave.agents.replay import ReplayProvider
 
             _CACHE[key] = ReplayProvider(model, max_concurrency=max_concurrency)
+            return _CACHE[key]
+        if kind in ("named", "langchain"):  # the models file and the langchain: kind: agents/model_config.py
+            from skillweave.agents.model_config import build_provider
+
+            _CACHE[key] = build_provider(kind, model, max_concurrency=max_concurrency)
             return _CACHE[key]
         cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
                "anthropic": AnthropicProvider}[kind]

@@ -35,6 +35,7 @@ COMMAND_MODULES: list[str] = [
     "charts",
     "math2",
     "skills",
+    "models",
 ]
 
 
