@@ -81,6 +81,9 @@ class ModelEntry(BaseModel):
             raise ValueError(f"base_urls apply to kind openai or anthropic, not {self.kind}")
         if self.kind == "anthropic" and len(self.base_urls) > 1:
             raise ValueError("a fleet (several base_urls) needs kind openai")
+        limits = [f for f in ("requests_per_minute", "tokens_per_minute", "cooldown") if getattr(self, f) is not None]
+        if limits and self.kind != "openai":
+            raise ValueError(f"{limits[0]} applies to kind openai only")
         if self.kwargs and self.kind != "langchain":
             raise ValueError("kwargs apply to kind langchain only")
         return self

@@ -80,6 +80,7 @@ def test_usage_errors(cli_run):
     for args, message in [
         (("models", "add", "x", "--kind", "fake", "--model", "m", "--base-url", "http://h/v1"), "base_urls apply"),
         (("models", "add", "local", "--kind", "fake", "--model", "m"), "not a shorthand"),
+        (("models", "add", "x", "--kind", "anthropic", "--model", "m", "--rpm", "10"), "applies to kind openai only"),
         (("models", "add", "x", "--kind", "openai", "--model", "m", "--base-url", "localhost:8000"), "http(s) URL"),
         (("models", "add", "x", "--kind", "langchain", "--model", "m:C", "--kwarg", "novalue"), "KEY=VALUE"),
         (("models", "show", "ghost"), "no model 'ghost'"),
