@@ -200,6 +200,8 @@ class FleetOpenAIProvider(OpenAIProvider):
                         raise RetryableError(message)
                     raise ModelCallError(f"{self.spec}: {message}")
                 reply = await response.json(content_type=None)
+        except TimeoutError:  # slow, not broken (aiohttp's timeout errors are also ClientErrors): no cool-down
+            raise
         except aiohttp.ClientError as exc:  # connection refused or reset, bad framing
             raise self._fail(endpoint, f"{endpoint.base_url}: {_describe(exc)}") from exc
         finally:

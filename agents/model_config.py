@@ -238,7 +238,7 @@ def _anthropic(entry: ModelEntry, kw: dict):
     from skillweave.agents.providers import AnthropicProvider, Provider
 
     key = os.environ.get(entry.api_key_env or "ANTHROPIC_API_KEY")
-    if not key and not entry.base_urls:
+    if not key and (entry.api_key_env or not entry.base_urls):
         raise ConfigError(f"anthropic:{entry.model} needs ${entry.api_key_env or 'ANTHROPIC_API_KEY'}")
     base_url = entry.base_urls[0] if entry.base_urls else None
 

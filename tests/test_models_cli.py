@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -116,3 +117,26 @@ def test_check_calls_each_model_and_each_fleet_endpoint(cli_run, tmp_path):
     finally:
         proc.terminate()
         sys.path.pop(0)
+
+
+def test_anthropic_entry_uses_its_key_variable_and_base_url(monkeypatch):
+    from skillweave.agents.model_config import ModelEntry, build_from_entry
+
+    monkeypatch.setenv("MY_CLAUDE_KEY", "sk-test")
+    provider = build_from_entry("claude", ModelEntry(kind="anthropic", model="claude-x", api_key_env="MY_CLAUDE_KEY",
+                                                     base_urls=["http://127.0.0.1:9/anthropic"], attempts=2))
+
+    async def client():
+        made = provider._per_loop(None)
+        await provider.aclose()
+        return made
+
+    made = asyncio.run(client())
+    assert (made.api_key, str(made.base_url).rstrip("/"), made.max_retries) == (
+        "sk-test", "http://127.0.0.1:9/anthropic", 0)
+    assert provider.retry.max_attempts == 2 and provider.spec == "anthropic:claude-x"
+    monkeypatch.delenv("MY_CLAUDE_KEY")
+    from skillweave.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"needs \$MY_CLAUDE_KEY"):
+        build_from_entry("claude", ModelEntry(kind="anthropic", model="claude-x", api_key_env="MY_CLAUDE_KEY"))
