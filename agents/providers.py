@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import importlib
 import json
 import math
 import os
@@ -21,7 +22,8 @@ from dataclasses import dataclass, field
 from skillweave.agents.provider_plugins import load_provider_class, plugin_providers
 from skillweave.errors import ConfigError, ModelCallError
 
-SPEC_HELP = "local, fake, openai:<model>, anthropic:<model> or replay:<recordings>"
+SPEC_HELP = ("local, fake, openai:<model>, anthropic:<model>, replay:<recordings>, langchain:<model> or a name "
+             "from the models file")
 
 
 @dataclass
@@ -517,6 +519,20 @@ class AnthropicProvider(Provider):
 _CACHE: dict[tuple, Provider] = {}
 
 
+# Kinds implemented in modules of their own, named as "module:attr" (each of those modules imports this one, so
+# this one never imports them): kind -> (spec checker, factory `(kind, model, max_concurrency=) -> Provider`).
+MODULE_KINDS: dict[str, tuple[str | None, str]] = {
+    "replay": ("skillweave.agents.replay:parse_replay_spec", "skillweave.agents.replay:make_provider"),
+    "named": (None, "skillweave.agents.model_config:build_provider"),
+    "langchain": (None, "skillweave.agents.model_config:build_provider"),
+}
+
+
+def _attr(target: str):
+    module, _, name = target.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 def parse_spec(spec: str) -> tuple[str, str]:
     """'openai:gpt-4o' -> ('openai', 'gpt-4o'); 'local' -> ('local', 'local'); 'fake' -> ('fake', 'default')."""
     spec = (spec or "").strip()
@@ -528,12 +544,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
     if kind in ("openai", "anthropic") and model:
         return kind, model
     if kind == "replay" and model:  # recorded replies instead of a model: agents/replay.py
-        from skillweave.agents.replay import parse_replay_spec
-
-        parse_replay_spec(model)
+        _attr(MODULE_KINDS["replay"][0])(model)
         return kind, model
     if kind in plugin_providers():  # a provider from another package (entry point group skillweave.providers)
         return kind, model or "default"
+    # models-file names and the langchain: kind (agents/model_config.py, docs/models.md)
+    if (extra := _attr("skillweave.agents.model_config:parse_extra_spec")(spec)) is not None:
+        return extra
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
 
@@ -543,16 +560,14 @@ def get_provider(spec: str, *, max_concurrency: int = 64, retry: dict | None = N
     kind, model = parse_spec(spec)
     key = (kind, model, max_concurrency)
     if key not in _CACHE:
-        if kind == "replay":  # recorded replies: agents/replay.py
-            from skillweave.agents.replay import ReplayProvider
-
-            _CACHE[key] = ReplayProvider(model, max_concurrency=max_concurrency)
-            return _CACHE[key]
-        cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
-               "anthropic": AnthropicProvider}.get(kind) or load_provider_class(kind)
-        if not (isinstance(cls, type) and issubclass(cls, Provider)):
-            raise ConfigError(f"provider '{kind}' is not a skillweave.agents.providers.Provider subclass")
-        _CACHE[key] = cls(model, max_concurrency=max_concurrency)
+        if kind in MODULE_KINDS:  # implemented in its own module (replay, models file, langchain)
+            _CACHE[key] = _attr(MODULE_KINDS[kind][1])(kind, model, max_concurrency=max_concurrency)
+        else:
+            cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
+                   "anthropic": AnthropicProvider}.get(kind) or load_provider_class(kind)
+            if not (isinstance(cls, type) and issubclass(cls, Provider)):
+                raise ConfigError(f"provider '{kind}' is not a skillweave.agents.providers.Provider subclass")
+            _CACHE[key] = cls(model, max_concurrency=max_concurrency)
     provider = _CACHE[key]
     if retry is not None:
         provider.retry = provider.policy(retry)

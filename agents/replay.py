@@ -303,3 +303,8 @@ class ReplayProvider(Provider):
         except ModelCallError as exc:
             raise ModelCallError(f"{self.spec}: {exc}") from None
         return ChatResult(texts=texts)
+
+
+def make_provider(kind: str, model: str, *, max_concurrency: int = 64) -> ReplayProvider:
+    """The `replay:` kind's factory (named in `agents.providers.MODULE_KINDS`)."""
+    return ReplayProvider(model, max_concurrency=max_concurrency)

@@ -2,7 +2,9 @@
 
 Plain asyncio streams with HTTP/1.1 keep-alive, so the server itself costs little CPU. Every reply waits
 `--latency` seconds, then returns a Skill-Mix-shaped answer (a judge table when the prompt asks for grading).
-Optional `--fail-every N` answers every Nth request with 429 and a Retry-After header.
+Optional `--fail-every N` answers every Nth request with 429 and a Retry-After header; `--fail-after N`
+answers every request after the Nth with 503 (a replica that dies mid-run); `--log FILE` appends one line per
+request (`<request number> <status>`), so a test or a person can see how load was spread.
 """
 
 from __future__ import annotations
@@ -16,10 +18,19 @@ JUDGE = "| Criteria | Points |\n|---|---|\n" + "| item | 1 |\n" * 5 + "| Total |
 
 
 class MockServer:
-    def __init__(self, latency: float, fail_every: int = 0):
+    def __init__(self, latency: float, fail_every: int = 0, fail_after: int = 0, log: str | None = None):
         self.latency = latency
         self.fail_every = fail_every
+        self.fail_after = fail_after
+        self.log = log
         self.count = 0
+        self.statuses: list[int] = []  # one per request, in arrival order
+
+    def _note(self, status: int) -> None:
+        self.statuses.append(status)
+        if self.log:
+            with open(self.log, "a") as f:
+                f.write(f"{self.count} {status}\n")
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -32,13 +43,22 @@ class MockServer:
                         length = int(value)
                 body = json.loads(await reader.readexactly(length)) if length else {}
                 self.count += 1
+                if self.fail_after and self.count > self.fail_after:
+                    self._note(503)
+                    payload = b'{"error": {"message": "replica down", "type": "server_error"}}'
+                    writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+                                 b"content-length: %d\r\n\r\n%s" % (len(payload), payload))
+                    await writer.drain()
+                    continue
                 if self.fail_every and self.count % self.fail_every == 0:
+                    self._note(429)
                     payload = b'{"error": {"message": "rate limited", "type": "rate_limit"}}'
                     writer.write(b"HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
                                  b"retry-after: 0.05\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload))
                     await writer.drain()
                     continue
                 await asyncio.sleep(self.latency)
+                self._note(200)
                 prompt = json.dumps(body.get("messages", []))
                 text = JUDGE if "grading" in prompt else STUDENT
                 n = int(body.get("n") or 1)
@@ -59,8 +79,9 @@ class MockServer:
             writer.close()
 
 
-async def serve(port: int, latency: float, fail_every: int = 0, ready=None) -> None:
-    server = MockServer(latency, fail_every)
+async def serve(port: int, latency: float, fail_every: int = 0, ready=None, *, fail_after: int = 0,
+                log: str | None = None) -> None:
+    server = MockServer(latency, fail_every, fail_after, log)
     srv = await asyncio.start_server(server.handle, "127.0.0.1", port, backlog=1024)
     if ready is not None:
         ready.put(srv.sockets[0].getsockname()[1])
@@ -88,5 +109,7 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--latency", type=float, default=0.1)
     parser.add_argument("--fail-every", type=int, default=0)
+    parser.add_argument("--fail-after", type=int, default=0, help="Answer 503 after this many requests.")
+    parser.add_argument("--log", default=None, help="Append '<request number> <status>' per request here.")
     args = parser.parse_args()
-    asyncio.run(serve(args.port, args.latency, args.fail_every))
+    asyncio.run(serve(args.port, args.latency, args.fail_every, fail_after=args.fail_after, log=args.log))

@@ -10,6 +10,7 @@ Prints, measured in one run on the same server and concurrency:
 and the ratios. Goal: pipeline requests/s >= 90% of the bare SDK loop's at concurrency 64.
 
     python benchmarks/pipeline_throughput.py --concurrency 64 --latency 0.2 --items 256
+    python benchmarks/pipeline_throughput.py --named   # also through a models-file name (agents/fleet.py)
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ def recorded_requests(db: str) -> list[dict]:
     return [{k: v for k, v in jload(r["request"]).items()} for r in rows]
 
 
-def pipeline(concurrency: int, items: int, db: str) -> tuple[float, float, int]:
+CPU_MS: dict[str, float] = {}  # this process's CPU ms per request of the last measured pipeline run, per model
+
+
+def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") -> tuple[float, float, int]:
     from skillweave.catalog import bundled_skills, bundled_topics
     from skillweave.graphs.runtime import run_pipeline
     from skillweave.pipelines import get_pipeline
@@ -84,17 +88,18 @@ def pipeline(concurrency: int, items: int, db: str) -> tuple[float, float, int]:
 
     store = Store(db)
     config = {
-        "k": [2], "n": items, "rounds": 1, "seed": 10, "model": "openai:mock", "judge": "openai:mock",
+        "k": [2], "n": items, "rounds": 1, "seed": 10, "model": model, "judge": model,
         "grading_samples": 3, "concurrency": concurrency, "temperature": 0.7, "judge_temperature": 0.7,
         "max_tokens": 512, "student_template": "skillmix/student", "judge_template": "skillmix/judge",
         "skills_catalog": store.save_catalog("b", "skills", [s.as_dict() for s in bundled_skills()]),
         "topics_catalog": store.save_catalog("b", "topics", [{"name": t} for t in bundled_topics()]),
     }
     run_id = store.create_run("skillmix", config)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
     elapsed = time.perf_counter() - start
     calls = store.db["llm_calls"].count_where("error is null")
+    CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
     if summary.failed:
         errors = [r["error"] for r in store.db.query("select distinct error from llm_calls where error is not null")]
         print(f"{summary.failed} items failed: {errors[:3]}", file=sys.stderr)
@@ -106,6 +111,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--latency", type=float, default=0.2, help="Mock server latency per request (s).")
     parser.add_argument("--items", type=int, default=256, help="Skill-Mix combinations (3 requests each).")
+    parser.add_argument("--named", action="store_true",
+                        help="Also run the pipeline through a named model of a models file (one base URL).")
     args = parser.parse_args()
 
     proc, port = run_in_process(args.latency)
@@ -117,6 +124,14 @@ def main() -> None:
             db = os.path.join(tmp, "bench.db")
             items_ps, pipe_rps, calls = pipeline(args.concurrency, args.items, db)
             requests = recorded_requests(db)
+            named_rps = None
+            if args.named:  # the same run through a named model of a models file (agents/fleet.py)
+                models = os.path.join(tmp, "models.yaml")
+                with open(models, "w") as f:
+                    f.write(f"models:\n  mock-named:\n    kind: openai\n    model: mock\n"
+                            f"    base_urls: [{os.environ['OPENAI_BASE_URL']}]\n")
+                os.environ["SKILLWEAVE_MODELS"] = models
+                _, named_rps, _ = pipeline(args.concurrency, args.items, os.path.join(tmp, "named.db"), "mock-named")
         asyncio.run(bare_loop(args.concurrency, requests[: args.concurrency]))  # warm the SDK path too
         bare_rps = asyncio.run(bare_loop(args.concurrency, requests))
         asyncio.run(bare_provider_loop(args.concurrency, requests[: args.concurrency]))
@@ -132,6 +147,11 @@ def main() -> None:
     print(f"bare provider requests/s {provider_rps:8.1f}   (skillweave's openai: provider alone, aiohttp)")
     print(f"pipeline / bare SDK loop {pipe_rps / bare_rps:8.2f}   (goal >= 0.90)")
     print(f"pipeline / bare provider {pipe_rps / provider_rps:8.2f}   (the pipeline's own overhead)")
+    print(f"pipeline CPU per request {CPU_MS['openai:mock']:8.2f} ms (this process: graph, store and HTTP client)")
+    if named_rps is not None:
+        print(f"named model requests/s   {named_rps:8.1f}   (the same run through a models-file name)")
+        print(f"named / bare SDK loop    {named_rps / bare_rps:8.2f}")
+        print(f"named CPU per request    {CPU_MS['mock-named']:8.2f} ms")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from skillweave.cli import (
     export,
     imports,
     math2,
+    models,
     prompts,
     review,
     run,
@@ -52,7 +53,8 @@ def cli(ctx: click.Context, db: str, prompts_dir: str | None) -> None:
     ctx.obj["prompts_dir"] = prompts_dir
 
 
-for _module in (unlearn, train, run, runs, prompts, imports, review, select, conceptmix, export, charts, math2, skills):
+for _module in (unlearn, train, run, runs, prompts, imports, review, select, conceptmix, export, charts, math2, skills,
+                models):
     _module.register(cli)
 
 
