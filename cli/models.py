@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import click
-from pydantic import ValidationError
 
 from skillweave.cli.common import echo_json, echo_table, json_option
 from skillweave.errors import ConfigError, SkillweaveError, UsageError
@@ -163,6 +162,8 @@ def register(root: click.Group) -> None:
           skillweave models add vllm --kind openai --model my-model \\
               --base-url http://127.0.0.1:8001/v1 --base-url http://127.0.0.1:8002/v1
         """
+        from pydantic import ValidationError  # pydantic only where a command needs it (CLI start-up)
+
         from skillweave.agents.model_config import ModelEntry, ModelsFile, save_models
 
         path, entries = _load(ctx)
