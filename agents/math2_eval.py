@@ -19,6 +19,7 @@ import re
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
 from skillweave.agents.providers import close_clients
+from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
 
@@ -115,8 +116,9 @@ async def evaluate(ctx: RunContext, concurrency: int = 8) -> dict[str, int]:
 
 def run_eval(store, run_id: str, *, prompts_dir: str | None = None) -> dict[str, int]:
     run = store.get_run(run_id)
-    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
-                     max_concurrency=run["config"].get("concurrency", 8))
+    prompts = open_run_prompts(store, run_id, prompts_dir)  # a resumed evaluation keeps the run's templates
+    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts.prompts_dir,
+                     max_concurrency=run["config"].get("concurrency", 8), pins=prompts.pins, scheme=prompts.scheme)
     store.set_run_status(run_id, "running")
     try:
         summary = asyncio.run(evaluate(ctx, run["config"].get("concurrency", 8)))

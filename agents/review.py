@@ -186,7 +186,8 @@ def resolve_item_id(store: Store, prefix: str) -> str:
     raise NotFound(f"no item '{prefix}' in {store.path}; `skillweave review list` shows the queue")
 
 
-def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
+def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None,
+                    allow_changed_prompts: bool = False) -> dict:
     """Check a decision against the item's pending request and resume exactly that thread."""
     from skillweave.graphs.runtime import run_pipeline
 
@@ -205,7 +206,8 @@ def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: 
         raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
     try:
         summary = run_pipeline(request["pipeline"], store, request["run_id"], prompts_dir=prompts_dir,
-                               progress=False, only_threads={request["thread_id"]: decision})
+                               progress=False, only_threads={request["thread_id"]: decision},
+                               allow_changed_prompts=allow_changed_prompts)
     finally:  # a resume that failed leaves the item in the queue
         with store.lock:
             store.db.execute("update items set status = ? where id = ? and status = ?",

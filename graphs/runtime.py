@@ -18,6 +18,7 @@ from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
+from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.graphs import PIPELINES
 from skillweave.store import Store
@@ -191,11 +192,16 @@ def _progress(total: int, label: str, enabled: bool):
 
 def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
                  concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                 retry_failed: bool = False) -> RunSummary:
-    """Synchronous entry point used by the CLI and tests; records the run's final status."""
+                 retry_failed: bool = False, allow_changed_prompts: bool = False) -> RunSummary:
+    """Synchronous entry point used by the CLI and tests; records the run's final status.
+
+    `prompts_dir` is what the command asked for; the run's own recorded folder and template versions win
+    (agents.run_prompts), and a changed template stops here unless `allow_changed_prompts`."""
     run = store.get_run(run_id)
-    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
-                     max_concurrency=max(concurrency, 1))
+    prompts = open_run_prompts(store, run_id, prompts_dir, allow_changed=allow_changed_prompts)
+    ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts.prompts_dir,
+                     max_concurrency=max(concurrency, 1), pins=prompts.pins, scheme=prompts.scheme,
+                     allow_changed_prompts=allow_changed_prompts)
     store.set_run_status(run_id, "running")
     try:
         summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,

@@ -52,7 +52,7 @@ _ENV.filters["math"] = render_math  # LaTeX -> MathML on the server (web/mathtex
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
-               default_reviewer: str | None = None) -> Starlette:
+               default_reviewer: str | None = None, allow_changed_prompts: bool = False) -> Starlette:
     if not token or len(token) < 8:
         raise ValueError("the review page needs an access token of at least 8 characters")
     lock = asyncio.Lock()
@@ -114,7 +114,8 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
             decision = make_decision(action, reviewer=form.get("reviewer", "").strip() or default_reviewer,
                                      reason=form.get("reason", ""), changes=changes)
             async with lock:
-                result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir)
+                result = await run_in_threadpool(submit_decision, store, item_id, decision, prompts_dir=prompts_dir,
+                                                 allow_changed_prompts=allow_changed_prompts)
         except SkillweaveError as exc:
             return render("error.html", status=400, message=str(exc))
         notice = f"{result['action']}: item {item_id} is now {result['status']}"
