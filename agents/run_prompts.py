@@ -88,9 +88,11 @@ def open_run_prompts(store: Store, run_id: str, prompts_dir: str | os.PathLike |
     if changed and not allow_changed:
         details = "; ".join(f"template '{name}' was {' or '.join(sorted(pins[name]))}, is now {t.version} "
                             f"({t.path})" for name, t in changed)
+        older = (" The run was stored before prompt folders were recorded: give the --prompts-dir it was made "
+                 "with." if recorded is None else "")
         raise PromptsChangedError(
             f"run {run_id}: {details}. Its stored replies were made with the old version: restore the template, "
-            f"or pass {ALLOW_FLAG} to continue with the new version (its model calls are made again)")
+            f"or pass {ALLOW_FLAG} to continue with the new version (its model calls are made again).{older}")
     for name, template in changed:
         rows.pin_version(store, run_id, name, template.version, replace=True)
         pins[name] = {template.version}

@@ -270,3 +270,4 @@ def test_a_b2_run_resumed_with_the_wrong_templates_names_them(legacy_run, cli_ru
     packaged = load_template("skillmix/student").legacy_version
     code, _, err = cli_run("resume", run["id"], "--retry-failed")  # forgot the --prompts-dir it was made with
     assert code == 1 and f"template 'skillmix/student' was {legacy}, is now {packaged}" in err
+    assert "stored before prompt folders were recorded" in err and err.count("\n") == 1
