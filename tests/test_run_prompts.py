@@ -271,3 +271,44 @@ def test_a_b2_run_resumed_with_the_wrong_templates_names_them(legacy_run, cli_ru
     code, _, err = cli_run("resume", run["id"], "--retry-failed")  # forgot the --prompts-dir it was made with
     assert code == 1 and f"template 'skillmix/student' was {legacy}, is now {packaged}" in err
     assert "stored before prompt folders were recorded" in err and err.count("\n") == 1
+
+
+# ---- a store written by the release before b3 ----------------------------------------------------------
+FIXTURE = Path(__file__).parent / "fixtures" / "legacy_b2_run"
+
+
+@pytest.fixture
+def release_store(tmp_path):
+    import gzip
+
+    db = tmp_path / "legacy.db"
+    db.write_bytes(gzip.decompress((FIXTURE / "skillmix.db.gz").read_bytes()))
+    folder = tmp_path / "prompts"
+    shutil.copytree(FIXTURE / "prompts", folder)
+    store = Store(db)  # migrates the old file
+    run = store.get_run("latest")
+    assert run["prompts_dir"] is None and {v[:3] for v in versions(store, "student")} == {"b2:"}
+    judge_back(store, run)
+    return store, run, folder
+
+
+def test_a_run_stored_by_the_previous_release_resumes_with_its_replies(release_store, cli_run):
+    store, run, folder = release_store
+    student = versions(store, "student")
+    judge = load_template("skillmix/judge", folder).legacy_version
+    assert student == {load_template("skillmix/student", folder).legacy_version}
+    code, _, err = cli_run("--prompts-dir", str(folder), "resume", run["id"], "--retry-failed", db=store.path)
+    assert code == 0, err
+    assert store.db["llm_calls"].count_where("role = 'student'") == 4 and versions(store, "student") == student
+    assert store.db["llm_calls"].count_where("role = 'judge' and error is null and prompt_version = ?", [judge]) == 2
+    assert {i["status"] for i in store.items(run["id"])} == {"done"}
+    code, out, err = cli_run("report", run["id"], db=store.path)
+    assert code == 0 and "1.000" in out, err
+
+
+def test_a_run_stored_by_the_previous_release_names_templates_it_did_not_use(release_store, cli_run):
+    store, run, folder = release_store
+    judge = load_template("skillmix/judge", folder).legacy_version
+    code, _, err = cli_run("resume", run["id"], "--retry-failed", db=store.path)  # without its --prompts-dir
+    assert code == 1 and f"template 'skillmix/judge' was {judge}, is now " in err and err.count("\n") == 1
+    assert store.db["llm_calls"].count_where("role = 'judge'") == 2  # nothing was called
