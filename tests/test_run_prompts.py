@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -312,3 +313,23 @@ def test_a_run_stored_by_the_previous_release_names_templates_it_did_not_use(rel
     code, _, err = cli_run("resume", run["id"], "--retry-failed", db=store.path)  # without its --prompts-dir
     assert code == 1 and f"template 'skillmix/judge' was {judge}, is now " in err and err.count("\n") == 1
     assert store.db["llm_calls"].count_where("role = 'judge'") == 2  # nothing was called
+
+
+def test_a_template_edited_while_the_run_goes_is_refused_at_first_use(store, tmp_path):
+    from skillweave.agents.run_prompts import PromptsChangedError
+
+    (tmp_path / "d").mkdir()
+    path = tmp_path / "d" / "t.yaml"
+    path.write_text("variables: [x]\nprompt: Say {{ x }}.\n")
+    run_id = store.create_run("demo", {})
+    ctx = RunContext(store=store, run_id=run_id, config={}, prompts_dir=str(tmp_path))
+    first = ctx.template("d/t").version
+    stat = path.stat()
+    path.write_text("variables: [x]\nprompt: Shout {{ x }}.\n")
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # a new mtime even on coarse clocks
+    with pytest.raises(PromptsChangedError, match=f"template 'd/t' was {first}, is now b3:"):
+        ctx.template("d/t")
+    later = RunContext(store=store, run_id=run_id, config={}, prompts_dir=str(tmp_path), allow_changed_prompts=True)
+    second = later.template("d/t").version  # pins loaded from the store, then replaced
+    assert second != first
+    assert [r["version"] for r in store.db["run_prompts"].rows_where("run_id = ?", [run_id])] == [second]
