@@ -18,7 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from skillweave.errors import SkillweaveError
+from skillweave.errors import TemplateError
 from skillweave.prompts import load_template, scheme_of
 from skillweave.store import Store
 from skillweave.store import run_prompts as rows
@@ -26,8 +26,8 @@ from skillweave.store import run_prompts as rows
 ALLOW_FLAG = "--allow-changed-prompts"
 
 
-class PromptsChangedError(SkillweaveError):
-    """A template a run used differs from the one a continuation would load."""
+class PromptsChangedError(TemplateError):
+    """A template a run used differs from the one a continuation would load (exit 2, nothing written)."""
 
 
 @dataclass
@@ -47,16 +47,22 @@ def requested_dir(prompts_dir: str | os.PathLike | None) -> str | None:
     return str(Path(chosen).expanduser().resolve()) if chosen else None
 
 
-def load_pins(store: Store, run_id: str) -> tuple[dict[str, set[str]], str]:
-    """The run's pinned versions and their scheme; a run from before `run_prompts` is pinned from its calls."""
+def load_pins(store: Store, run_id: str, *, record: bool = True) -> tuple[dict[str, set[str]], str]:
+    """The run's pinned versions and their scheme; a run from before `run_prompts` is pinned from its calls
+    (and, with `record`, those pins are written, so later continuations read one small table)."""
     pins = rows.pinned_versions(store, run_id)
     if not pins:
         pins = rows.used_versions(store, run_id)
-        for name, versions in pins.items():  # recorded once, so later continuations read one small table
-            for version in versions:
-                rows.pin_version(store, run_id, name, version)
+        if record:
+            record_pins(store, run_id, pins)
     schemes = {scheme_of(v) for versions in pins.values() for v in versions}
     return pins, ("b2" if schemes == {"b2"} else "b3")
+
+
+def record_pins(store: Store, run_id: str, pins: dict[str, set[str]]) -> None:
+    for name, versions in pins.items():
+        for version in versions:
+            rows.pin_version(store, run_id, name, version)
 
 
 def open_run_prompts(store: Store, run_id: str, prompts_dir: str | os.PathLike | None = None, *,
@@ -79,7 +85,7 @@ def open_run_prompts(store: Store, run_id: str, prompts_dir: str | os.PathLike |
         raise PromptsChangedError(
             f"run {run_id} uses prompts folder '{use}', which does not exist any more; restore it, or pass "
             f"--prompts-dir DIR {ALLOW_FLAG} to continue with another folder")
-    pins, scheme = load_pins(store, run_id)
+    pins, scheme = load_pins(store, run_id, record=False)  # nothing is written before the checks pass
     changed = []
     for name in sorted(pins):
         template = load_template(name, use or None).in_scheme(scheme)
@@ -93,6 +99,7 @@ def open_run_prompts(store: Store, run_id: str, prompts_dir: str | os.PathLike |
         raise PromptsChangedError(
             f"run {run_id}: {details}. Its stored replies were made with the old version: restore the template, "
             f"or pass {ALLOW_FLAG} to continue with the new version (its model calls are made again).{older}")
+    record_pins(store, run_id, pins)  # no-op for pins already in run_prompts (INSERT OR IGNORE)
     for name, template in changed:
         rows.pin_version(store, run_id, name, template.version, replace=True)
         pins[name] = {template.version}
