@@ -9,23 +9,27 @@ from skillweave.errors import UsageError
 from skillweave.store import Store
 
 
-def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None) -> dict:
+def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None,
+                    allow_changed_prompts: bool = False) -> dict:
     """Check a decision against the item's pending request and resume exactly that thread."""
     request = claim_decision(store, item_id, decision)
-    return apply_claimed_decision(store, item_id, request, decision, prompts_dir=prompts_dir)
+    return apply_claimed_decision(store, item_id, request, decision, prompts_dir=prompts_dir,
+                                  allow_changed_prompts=allow_changed_prompts)
 
 
 def apply_claimed_decision(store: Store, item_id: str, request: dict, decision: dict, *,
-                           prompts_dir: str | None = None) -> dict:
+                           prompts_dir: str | None = None, allow_changed_prompts: bool = False) -> dict:
     """Resume the claimed item's thread with the decision; a resume that fails puts the item back in the queue."""
-    [result] = apply_claimed_decisions(store, [(item_id, request, decision)], prompts_dir=prompts_dir)
+    [result] = apply_claimed_decisions(store, [(item_id, request, decision)], prompts_dir=prompts_dir,
+                                       allow_changed_prompts=allow_changed_prompts)
     if isinstance(result, Exception):
         raise result
     return result
 
 
 def apply_claimed_decisions(store: Store, claimed: list[tuple[str, dict, dict]], *,
-                            prompts_dir: str | None = None) -> list[dict | Exception]:
+                            prompts_dir: str | None = None, allow_changed_prompts: bool = False
+                            ) -> list[dict | Exception]:
     """Resume the threads of claimed items of one run together (one run_pipeline call, one lease), each with its
     decision. Returns a result dict per item, or the exception that stopped it (its item is back in the queue)."""
     from skillweave.graphs.runtime import run_pipeline  # LangGraph: only when a decision is applied
@@ -35,7 +39,8 @@ def apply_claimed_decisions(store: Store, claimed: list[tuple[str, dict, dict]],
     summary, failure = None, None
     try:
         summary = run_pipeline(get_pipeline(request["pipeline"]), store, request["run_id"], prompts_dir=prompts_dir,
-                               progress=False, only_threads={r["thread_id"]: d for _, r, d in claimed})
+                               progress=False, only_threads={r["thread_id"]: d for _, r, d in claimed},
+                               allow_changed_prompts=allow_changed_prompts)
     except Exception as exc:  # e.g. another process holds the run: every claim goes back to the queue
         failure = exc
     finally:  # a resume that failed leaves the item in the queue

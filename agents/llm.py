@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
+from skillweave.agents.run_prompts import check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
 from skillweave.store import Store, jdump, jload, stable_id
@@ -27,13 +28,21 @@ class RunContext:
     config: Any  # the run's typed settings: a skillweave.pipeline.PipelineConfig of the run's pipeline
     prompts_dir: str | None = None
     max_concurrency: int = 64
+    pins: dict | None = None  # template name -> versions the run used (agents.run_prompts); loaded when None
+    scheme: str = "b3"  # version scheme of the run's pins ("b2" for runs recorded before b3)
+    allow_changed_prompts: bool = False
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
+        if self.pins is None:
+            self.pins, self.scheme = load_pins(self.store, self.run_id)
         template = load_template(name, self.prompts_dir)
-        if template.version not in self._registered_versions:
+        if self.scheme != template.scheme:
+            template = template.in_scheme(self.scheme)
+        if (name, template.version) not in self._registered_versions:
+            check_pin(self, template)
             self.store.put_prompt_version(template.version, template.name, template.text, template.source)
-            self._registered_versions.add(template.version)
+            self._registered_versions.add((name, template.version))
         return template
 
     def provider(self, spec: str):
@@ -110,8 +119,10 @@ async def call_template(
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
+    # test scaffolding (`fake_replies`) is rendered for the fake provider only, never for a real model call
+    meta = {"fake_reply": tmpl.render_fake_reply(turn, values)} if provider.provider == "fake" else {}
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
-                          meta={"fake_reply": tmpl.render_fake_reply(turn, values)}, options=dict(options or {}))
+                          meta=meta, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
                   model=provider.model, prompt_version=tmpl.version, request=request_json)
     start = time.perf_counter()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
 from skillweave.agents.providers import close_clients
+from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
 
@@ -122,8 +123,9 @@ def run_eval(store, run_id: str, *, prompts_dir: str | None = None) -> dict[str,
 
     run = store.get_run(run_id)
     config = get_pipeline("math2-eval").load_config(run["config"])
-    ctx = RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,
-                     max_concurrency=config.concurrency)
+    prompts = open_run_prompts(store, run_id, prompts_dir)  # a resumed evaluation keeps the run's templates
+    ctx = RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts.prompts_dir,
+                     max_concurrency=config.concurrency, pins=prompts.pins, scheme=prompts.scheme)
     store.set_run_status(run_id, "running")
     try:
         summary = asyncio.run(evaluate(ctx, config.concurrency))

@@ -18,6 +18,7 @@ from skillweave.agents.review import (
     review_queue,
 )
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
 from skillweave.decisions import submit_decision
 from skillweave.errors import UsageError
 
@@ -93,7 +94,8 @@ def review_show(ctx, item_id, as_json):
 
 def _submit(ctx, item_id: str, decision: dict, as_json: bool) -> None:
     store = open_store(ctx)
-    result = submit_decision(store, resolve_item_id(store, item_id), decision, prompts_dir=prompts_dir(ctx))
+    result = submit_decision(store, resolve_item_id(store, item_id), decision, prompts_dir=prompts_dir(ctx),
+                             allow_changed_prompts=allow_changed_prompts(ctx))
     if as_json:
         echo_json(result)
     else:
@@ -112,6 +114,7 @@ reviewer_option = click.option("--as", "reviewer", default=None,
 @click.option("--reason", default="", help="Optional note stored with the decision.")
 @reviewer_option
 @json_option
+@allow_changed_prompts_option
 @click.pass_context
 def review_approve(ctx, item_id, reason, reviewer, as_json):
     """Approve an item as it is and resume its thread.
@@ -132,6 +135,7 @@ def review_approve(ctx, item_id, reason, reviewer, as_json):
 @click.option("--reason", default="", help="Why it was edited.")
 @reviewer_option
 @json_option
+@allow_changed_prompts_option
 @click.pass_context
 def review_edit(ctx, item_id, question, solution, answer, sets, reason, reviewer, as_json):
     """Edit fields of an item, accept it, and resume its thread (before/after is kept).
@@ -155,6 +159,7 @@ def review_edit(ctx, item_id, question, solution, answer, sets, reason, reviewer
 @click.option("--reason", required=True, help="Why it is rejected (stored as the drop reason).")
 @reviewer_option
 @json_option
+@allow_changed_prompts_option
 @click.pass_context
 def review_reject(ctx, item_id, reason, reviewer, as_json):
     """Reject an item with a reason; its thread resumes and drops it (and may draw a new pair).
@@ -199,6 +204,7 @@ def review_export(ctx, path, run_id):
 @click.argument("path", type=click.Path(dir_okay=False, exists=True))
 @reviewer_option
 @json_option
+@allow_changed_prompts_option
 @click.pass_context
 def review_import(ctx, path, reviewer, as_json):
     """Apply decisions from a JSON Lines file (as written by `review export`); lines without an action are skipped.
@@ -232,7 +238,8 @@ def review_import(ctx, path, reviewer, as_json):
         changes = {f: row[f] for f in editable if f in row and row[f] != editable[f]} if row["action"] == "edit" else {}
         decision = make_decision(row["action"], reviewer=row.get("reviewer") or reviewer,
                                  reason=row.get("reason") or "", changes=changes)
-        results.append(submit_decision(store, item_id, decision, prompts_dir=prompts_dir(ctx)))
+        results.append(submit_decision(store, item_id, decision, prompts_dir=prompts_dir(ctx),
+                                       allow_changed_prompts=allow_changed_prompts(ctx)))
     if as_json:
         echo_json(results)
     else:
@@ -245,6 +252,7 @@ def review_import(ctx, path, reviewer, as_json):
 @click.option("--token", envvar="SKILLWEAVE_REVIEW_TOKEN", default=None,
               help="Access token (or $SKILLWEAVE_REVIEW_TOKEN); a random one is made and printed when absent.")
 @reviewer_option
+@allow_changed_prompts_option
 @click.pass_context
 def review_serve(ctx, host, port, token, reviewer):
     """Serve the review queue as a web page (server-rendered, escaped, access token required).
@@ -265,7 +273,8 @@ def review_serve(ctx, host, port, token, reviewer):
                          "for a random one)")
     token = token or secrets.token_urlsafe(18)
     store = open_store(ctx)
-    app = create_app(store, token=token, prompts_dir=prompts_dir(ctx), default_reviewer=reviewer)
+    app = create_app(store, token=token, prompts_dir=prompts_dir(ctx), default_reviewer=reviewer,
+                     allow_changed_prompts=allow_changed_prompts(ctx))
     click.echo(f"review page: http://{host}:{port}/?token={token}", err=True)
     uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -10,6 +10,7 @@ import click
 
 from skillweave.agents.providers import parse_spec
 from skillweave.cli.common import echo_table, open_store, prompts_dir
+from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
 from skillweave.errors import UsageError
 
 
@@ -116,7 +117,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
 
     spec = get_pipeline(pipeline)
     summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
-                           retry_failed=retry_failed)
+                           retry_failed=retry_failed, allow_changed_prompts=allow_changed_prompts(ctx))
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else "")
@@ -243,14 +244,19 @@ def generic_run_command(spec) -> click.Command:
 @click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
 @click.option("--retry-failed", is_flag=True,
               help="Also run again the threads whose items failed (e.g. after a provider outage).")
+@allow_changed_prompts_option
 @click.pass_context
 def resume(ctx, run_id, concurrency, retry_failed):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.
+
+    The run keeps its own prompts: the folder it was started with (--prompts-dir) and the template versions
+    it used; a changed template stops the resume unless --allow-changed-prompts.
 
     \b
     Example:
       skillweave resume skillmix-20261126-101500-ab12cd
       skillweave resume latest --retry-failed --timeout 30 --max-attempts 3
+      skillweave resume latest --allow-changed-prompts   # continue with edited templates
 
     A run is continued by one process at a time: while another live process holds it, resume is refused.
     """

@@ -61,6 +61,8 @@ def runs_show(ctx, run_id, as_json):
     else:
         for key in ("id", "pipeline", "status", "version", "created_at", "finished_at", "command", "error"):
             click.echo(f"{key:12} {run.get(key) or ''}")
+        prompts = run.get("prompts_dir")  # '' for the packaged templates, None before the run first executed
+        click.echo(f"{'prompts':12} {'(packaged)' if prompts == '' else prompts or ''}")
         click.echo(f"{'items':12} {counts}")
         click.echo(f"{'config':12} {run['config']}")
 

@@ -17,6 +17,7 @@ from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
+from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.pipeline import Pipeline
 from skillweave.store import Store
@@ -239,22 +240,27 @@ def _progress(total: int, label: str, enabled: bool):
 
 
 def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
-                concurrency: int = 8) -> RunContext:
-    """The context of a run: its stored settings loaded into the pipeline's typed config."""
+                concurrency: int = 8, allow_changed_prompts: bool = False) -> RunContext:
+    """The context of a run: its stored settings loaded into the pipeline's typed config, and the prompt
+    templates it owns (its recorded folder and versions win over `prompts_dir`; agents.run_prompts)."""
     run = store.get_run(run_id)
-    return RunContext(store=store, run_id=run_id, config=_spec(pipeline).load_config(run["config"]),
-                      prompts_dir=prompts_dir, max_concurrency=max(concurrency, 1))
+    config = _spec(pipeline).load_config(run["config"])
+    prompts = open_run_prompts(store, run_id, prompts_dir, allow_changed=allow_changed_prompts)
+    return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts.prompts_dir,
+                      max_concurrency=max(concurrency, 1), pins=prompts.pins, scheme=prompts.scheme,
+                      allow_changed_prompts=allow_changed_prompts)
 
 
 async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
                         concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                        retry_failed: bool = False) -> RunSummary:
+                        retry_failed: bool = False, allow_changed_prompts: bool = False) -> RunSummary:
     """Run (or resume) a run on the running event loop; records the run's final status. The run is held by a
     lease (store/leases.py) while it runs: a second process continuing the same run is refused."""
     from skillweave.store.leases import RunLease
 
-    ctx = run_context(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency)
     with RunLease(store, run_id, command=" ".join(sys.argv[1:])):
+        ctx = run_context(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
+                          allow_changed_prompts=allow_changed_prompts)
         store.set_run_status(run_id, "running")
         try:
             summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
@@ -270,11 +276,15 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
 
 def run_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
                  concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                 retry_failed: bool = False) -> RunSummary:
-    """Synchronous entry point used by the CLI and tests; records the run's final status."""
+                 retry_failed: bool = False, allow_changed_prompts: bool = False) -> RunSummary:
+    """Synchronous entry point used by the CLI and tests; records the run's final status.
+
+    `prompts_dir` is what the command asked for; the run's own recorded folder and template versions win
+    (agents.run_prompts), and a changed template stops here unless `allow_changed_prompts`."""
     try:
         return asyncio.run(arun_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
-                                         progress=progress, only_threads=only_threads, retry_failed=retry_failed))
+                                         progress=progress, only_threads=only_threads, retry_failed=retry_failed,
+                                         allow_changed_prompts=allow_changed_prompts))
     except KeyboardInterrupt as exc:  # raised inside a task, it ends the loop without reaching arun_pipeline
         store.set_run_status(run_id, "interrupted", error=f"{type(exc).__name__}: {exc}")
         raise

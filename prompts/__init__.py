@@ -1,17 +1,22 @@
 """Prompt templates: one YAML file each under `prompts/<pipeline>/`, Jinja2 with strict undefined variables.
 
-A template's version is the content hash of its file (`b2:` + blake2b of the normalised text), recorded with
-every model call and item it produced. A user folder (`--prompts-dir` / $SKILLWEAVE_PROMPTS) overrides packaged
-templates by relative path without touching the install.
+A template's version is a hash of what it sends (`b3:` + blake2b of its system text, its turns and its sorted
+declared variables), recorded with every model call and item it produced; its description and `fake_replies`
+are not part of it. Runs recorded before this scheme used `b2:` (a hash of the whole normalised file) and keep
+it: `legacy_version` computes it and a run pinned to `b2:` versions gets templates in that scheme. A user
+folder (`--prompts-dir` / $SKILLWEAVE_PROMPTS) overrides packaged templates by relative path without touching
+the install.
 
 File fields: `description`, `variables` (names the caller must supply), optional `system`, and either `prompt`
 (one user turn) or `turns` (a list of user turns of one conversation), plus optional `fake_replies` (one Jinja
-string per turn) that the `fake` provider renders as its scripted reply.
+string per turn) that only the `fake` provider renders, as its scripted reply.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -35,12 +40,28 @@ def normalise(text: str) -> str:
 
 
 def content_version(text: str) -> str:
+    """The `b2:` version of a template file: a hash of its whole normalised text (the scheme before `b3:`)."""
     return "b2:" + hashlib.blake2b(normalise(text).encode(), digest_size=8).hexdigest()
 
 
 @lru_cache(maxsize=512)
 def _version_of(text: str) -> str:
     return content_version(text)
+
+
+SCHEMES = ("b3", "b2")  # newest first
+
+
+@lru_cache(maxsize=512)
+def send_version(system: str | None, turns: tuple[str, ...], variables: tuple[str, ...]) -> str:
+    """The `b3:` version: a hash of exactly what a template sends (system, turns) and the variables it takes."""
+    parts = json.dumps({"system": system or "", "turns": list(turns), "variables": sorted(variables)},
+                       ensure_ascii=False, sort_keys=True)
+    return "b3:" + hashlib.blake2b(parts.encode(), digest_size=8).hexdigest()
+
+
+def scheme_of(version: str) -> str:
+    return version.partition(":")[0]
 
 
 @dataclass(frozen=True)
@@ -54,10 +75,23 @@ class PromptTemplate:
     system: str | None = None
     fake_replies: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, hash=False, compare=False)
+    scheme: str = "b3"  # which version scheme `version` reports (a run pinned to `b2:` versions keeps b2)
 
     @property
     def version(self) -> str:
+        if self.scheme == "b2":
+            return _version_of(self.text)
+        return send_version(self.system, self.turns, self.variables)
+
+    @property
+    def legacy_version(self) -> str:
+        """The `b2:` whole-file version, which runs recorded before `b3:` were keyed by."""
         return _version_of(self.text)
+
+    def in_scheme(self, scheme: str) -> PromptTemplate:
+        if scheme not in SCHEMES:
+            raise TemplateError(f"unknown prompt version scheme '{scheme}'; known: {', '.join(SCHEMES)}")
+        return self if scheme == self.scheme else dataclasses.replace(self, scheme=scheme)
 
     @property
     def source(self) -> str:
@@ -92,6 +126,7 @@ class PromptTemplate:
         return self._render(self.system, values, "system") if self.system else None
 
     def render_fake_reply(self, index: int, values: dict) -> str | None:
+        """Test scaffolding: the `fake` provider's scripted reply. Never rendered for a real model call."""
         if index >= len(self.fake_replies):
             return None
         return self._render(self.fake_replies[index], values, f"fake reply {index}")

@@ -263,7 +263,7 @@ def test_templates_declare_what_the_nodes_supply():
     for name, variables in supplied.items():
         template = load_template(name)
         assert set(template.variables) == variables, name
-        assert template.version.startswith("b2:")
+        assert template.version.startswith("b3:")
     caption = load_template("conceptmix/caption")
     values = {"properties": ["one or more dogs appear in the image"], "config_json": "{}", "sentinel": "CONFLICT",
               "num_questions": 1, "template_questions": ["Is there at least one dog in the image?"]}

@@ -119,7 +119,7 @@ def test_filters_shirkers_reviews_and_card(ism, tmp_path):
     assert result["rows"] == 8 and not shirker_ids & {r["item_id"] for r in rows}
     card = (tmp_path / "a.jsonl.card.md").read_text()
     for expected in ("8 rows", "2 shirker response", "exclude_shirkers: True", "generator calls: fake:default",
-                     "instruct_skillmix/generate b2:", "seed 42", "skillweave export X --exclude-shirkers",
+                     "instruct_skillmix/generate b3:", "seed 42", "skillweave export X --exclude-shirkers",
                      "skillweave run instruct-skillmix --model fake"):
         assert expected in card, expected
 

@@ -95,7 +95,7 @@ def test_every_packaged_template_parses_and_renders_its_fake_reply():
     templates = list_templates()
     assert {"skillmix/student", "skillmix/judge", "skillmix/judge_points"} <= {t.name for t in templates}
     for t in templates:
-        assert t.version.startswith("b2:") and t.description, t.name
+        assert t.version.startswith("b3:") and t.description, t.name
         for folder in {Path(t.path).parent}:
             assert (folder / "README.md").exists(), f"{folder} needs a README describing its templates"
 
@@ -130,7 +130,7 @@ def test_user_folder_overrides_and_edit_changes_version(tmp_path):
     assert same.source == "user" and same.version == packaged.version  # same content, same version
     override.write_text(packaged.text.replace("You are grading", "Please grade"))
     edited = load_template("skillmix/judge", tmp_path)
-    assert edited.version != packaged.version and edited.version == content_version(override.read_text())
+    assert edited.version != packaged.version and edited.legacy_version == content_version(override.read_text())
     with pytest.raises(TemplateError, match="prompts folder .* does not exist"):
         load_template("skillmix/judge", tmp_path / "missing")
     (tmp_path / "skillmix" / "bad.yaml").write_text("variables: [a]\nprompt: '{{ a }} {{ b }}'\n")

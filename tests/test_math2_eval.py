@@ -65,7 +65,7 @@ VALUES = {  # what the nodes pass to each template
 def test_every_template_renders_with_what_its_node_supplies(name):
     template = load_template(f"math2/{name}")
     rendered = template.render_all(VALUES[name])
-    assert rendered["turns"][0] and template.version.startswith("b2:")
+    assert rendered["turns"][0] and template.version.startswith("b3:")
     assert template.render_fake_reply(0, VALUES[name])
 
 

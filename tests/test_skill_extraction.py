@@ -155,7 +155,7 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
     assert skill.definition == "The skill gcd_lcm."
     x = next(x for x in bank.exemplars if x.skill == "gcd_lcm")
     assert x.provenance["label_model"] == "fake:oracle" and x.provenance["fine_skill"].startswith("gcd_lcm_")
-    assert x.provenance["prompt_versions"][0].startswith("b2:")
+    assert x.provenance["prompt_versions"][0].startswith("b3:")
     lineage = store.lineage(x.source_item_id)
     assert [c["role"] for c in lineage["llm_calls"]] == ["label"]
     assert lineage["catalogs"]["dataset"].startswith("questions-")

@@ -54,10 +54,11 @@ _ENV.filters["math"] = render_math  # LaTeX -> MathML on the server (web/mathtex
 
 
 def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
-               default_reviewer: str | None = None, settle_seconds: float = 5.0) -> Starlette:
+               default_reviewer: str | None = None, settle_seconds: float = 5.0,
+               allow_changed_prompts: bool = False) -> Starlette:
     if not token or len(token) < 8:
         raise ValueError("the review page needs an access token of at least 8 characters")
-    resumer = BackgroundResumer(store, prompts_dir=prompts_dir)
+    resumer = BackgroundResumer(store, prompts_dir=prompts_dir, allow_changed_prompts=allow_changed_prompts)
 
     def render(name: str, status: int = 200, **values) -> HTMLResponse:
         html = _ENV.get_template(name).render(csrf=token, **values)

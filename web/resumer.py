@@ -18,8 +18,10 @@ from skillweave.store import Store, now
 
 
 class BackgroundResumer:
-    def __init__(self, store: Store, *, prompts_dir: str | None = None, keep: int = 50):
+    def __init__(self, store: Store, *, prompts_dir: str | None = None, allow_changed_prompts: bool = False,
+                 keep: int = 50):
         self.store, self.prompts_dir, self.keep = store, prompts_dir, keep
+        self.allow_changed_prompts = allow_changed_prompts
         self._lock = threading.Lock()
         self._jobs: list[dict] = []  # newest first
         self._queued: dict[str, list[tuple[dict, dict, dict]]] = {}  # run id -> (job, request, decision)
@@ -60,7 +62,8 @@ class BackgroundResumer:
                     job["state"] = "running"
             try:
                 results = apply_claimed_decisions(self.store, [(j["item_id"], r, d) for j, r, d in batch],
-                                                  prompts_dir=self.prompts_dir)
+                                                  prompts_dir=self.prompts_dir,
+                                                  allow_changed_prompts=self.allow_changed_prompts)
             except Exception as exc:  # never lose the worker: report it on every job of the batch
                 results = [exc] * len(batch)
             with self._lock:
