@@ -18,6 +18,7 @@ from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import default_config
 from skillweave.agents.providers import ChatResult, Provider, register_provider
 from skillweave.graphs.runtime import run_pipeline
+from skillweave.pipelines import get_pipeline
 from skillweave.prompts import PACKAGE_DIR, load_template
 from skillweave.store import Store
 
@@ -141,7 +142,7 @@ def paused_math2(tmp_path):
     store, bank = make_store(tmp_path)
     config = default_config(bank, model="fake", n=1, max_pairs=2, reviewer="human")
     run_id = store.create_run("math2", config)
-    summary = run_pipeline("math2", store, run_id, prompts_dir=str(folder), progress=False)
+    summary = run_pipeline(get_pipeline("math2"), store, run_id, prompts_dir=str(folder), progress=False)
     assert summary.paused == 1
     user = load_template("math2/qgen", folder).version
     assert versions(store, "qgen") == {user} and user != load_template("math2/qgen").version
