@@ -42,3 +42,14 @@ class ModelCallError(SkillweaveError):
 
 class ParseFailure(SkillweaveError):
     """A model reply that did not contain the expected fields."""
+
+
+class RunIncomplete(Exception):
+    """A run that ended with failed items (exit 3), paused for review or budget (exit 4) or interrupted (130).
+
+    Not an error line: the run's summary is already printed; the CLI only sets the exit status.
+    """
+
+    def __init__(self, exit_code: int):
+        super().__init__(f"exit status {exit_code}")
+        self.exit_code = exit_code

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 
 from skillweave.agents.providers import ChatRequest, get_provider
+from skillweave.agents.reply_cache import open_cache
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
 from skillweave.store import Store, jdump, jload, stable_id
@@ -107,6 +108,14 @@ async def call_template(
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
+    cache = open_cache(ctx.config.get("reply_cache"))  # opt-in, shared across runs: agents/reply_cache.py
+    hit = cache.get(model, request_json) if cache is not None else None
+    if hit is not None:  # recorded as this run's call with attempts 0: no provider was called
+        call_id = ctx.store.record_call(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role,
+                                        provider=provider.provider, model=provider.model, prompt_version=tmpl.version,
+                                        request=request_json, response=hit["texts"], input_tokens=hit["input_tokens"],
+                                        output_tokens=hit["output_tokens"], latency_ms=0.0, attempts=0, error=None)
+        return Reply(texts=hit["texts"], call_id=call_id, messages=messages, cached=True)
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
                           meta={"fake_reply": tmpl.render_fake_reply(turn, values)}, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
@@ -121,6 +130,8 @@ async def call_template(
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
                                     output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,
                                     error=None)
+    if cache is not None:
+        cache.put(model, request_json, result.texts, result.input_tokens, result.output_tokens)
     return Reply(texts=result.texts, call_id=call_id, messages=messages, cached=False)
 
 

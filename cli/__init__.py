@@ -13,7 +13,7 @@ import sys
 import click
 
 from skillweave import __version__
-from skillweave.errors import SkillweaveError
+from skillweave.errors import RunIncomplete, SkillweaveError
 
 EPILOG = """\b
 Example (embedded model, no API key):
@@ -37,6 +37,7 @@ COMMAND_MODULES: list[str] = [
     "charts",
     "math2",
     "skills",
+    "largeruns",
 ]
 
 
@@ -63,6 +64,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="skillweave", standalone_mode=False)
     except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except RunIncomplete as exc:  # items failed (3), paused (4), interrupted (130): docs/large-runs.md
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 
 import click
 
 from skillweave.agents.providers import parse_spec
+from skillweave.agents.reply_cache import open_cache
 from skillweave.catalog import (
     bundled_skills,
     bundled_topics,
@@ -18,7 +20,15 @@ from skillweave.catalog import (
     split_topics,
 )
 from skillweave.cli.common import echo_table, open_store, prompts_dir
-from skillweave.errors import UsageError
+from skillweave.cli.largeruns import (
+    exit_when_done,
+    preflight,
+    progress_every,
+    progress_every_option,
+    resume_command,
+)
+from skillweave.errors import RunIncomplete, UsageError
+from skillweave.graphs import shards
 from skillweave.prompts import load_template
 
 
@@ -58,11 +68,23 @@ def start_run(ctx: click.Context, pipeline: str, config: dict, catalogs: dict[st
     store = open_store(ctx)
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))  # unknown / malformed templates fail before any call
+    preflight(config)  # API keys and endpoints, before any run row exists
+    if "reply_cache" not in config and os.environ.get("SKILLWEAVE_REPLY_CACHE"):
+        config["reply_cache"] = os.environ["SKILLWEAVE_REPLY_CACHE"]
+    if config.get("reply_cache"):
+        config["reply_cache"] = os.path.abspath(os.path.expanduser(config["reply_cache"]))
+        open_cache(config["reply_cache"])  # an unusable cache file fails here, not mid-run
     catalog_ids = {}
     for role, (name, kind, entries, source) in catalogs.items():
         catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
         config[f"{role}_catalog"] = catalog_ids[role]
-    run_id = store.create_run(pipeline, config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    run_id = None
+    if config.get("shard"):  # every shard of one run shares its id, so `merge` joins them (graphs/shards.py)
+        run_id = shards.sharded_run_id(pipeline, config)
+        if store.db["runs"].count_where("id = ?", [run_id]):
+            raise UsageError(f"run {run_id} (this shard's run) is already in {store.path}; continue it with "
+                             f"`skillweave resume {run_id}`, or give each shard its own --db")
+    run_id = store.create_run(pipeline, config, command=shlex.join(["skillweave", *sys.argv[1:]]), run_id=run_id)
     for role, catalog_id in catalog_ids.items():
         store.link_run_catalog(run_id, catalog_id, role)
     click.echo(f"run {run_id}", err=True)
@@ -77,8 +99,12 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     store = open_store(ctx)
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
-    summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
-                           retry_failed=retry_failed)
+    try:
+        summary = run_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
+                               retry_failed=retry_failed, progress_every=progress_every(ctx))
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: run {run_id} stopped; continue it with: {resume_command(ctx, run_id)}", err=True)
+        raise RunIncomplete(130) from None
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
@@ -88,6 +114,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
         echo_table(report["table"], report["columns"])
+    exit_when_done(ctx, summary)
 
 
 @click.group("run")
@@ -130,10 +157,16 @@ def run_group() -> None:
 @click.option("--exp-path", default="test", show_default=True,
               help="official sampler: the experiment path string that seeds the skill order inside each prompt "
                    "(query_random.py's --exp_path).")
+@click.option("--shard", default=None, metavar="I/N",
+              help="Run only part I of N of the plan (same plan on every machine); join with `skillweave merge`.")
+@click.option("--reply-cache", type=click.Path(dir_okay=False), default=None,
+              help="Reuse replies to identical requests from this file, shared across runs (or set "
+                   "SKILLWEAVE_REPLY_CACHE).")
+@progress_every_option
 @click.pass_context
 def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, concurrency, skills_file,
                  topics_file, split, train_categories, temperature, max_tokens, judge_template,
-                 filter_explicit_name, shorten, sampler, exp_path):
+                 filter_explicit_name, shorten, sampler, exp_path, shard, reply_cache):
     """Skill-Mix: sample k skills + a topic, two student turns, judge with the k+3 rubric.
 
     \b
@@ -141,8 +174,11 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
       skillweave run skillmix --model local --k 2 --n 2 --rounds 1
       skillweave run skillmix --model openai:gpt-4o-mini --judge openai:gpt-4o --k 2..4 --n 100
       skillweave run skillmix --skills skill-mix/skills.csv --topics skill-mix/topics.txt --k 3 --n 5 --seed 10
+      skillweave --db shard1.db run skillmix --model fake --k 2 --n 10 --shard 1/2
+      skillweave run skillmix --model fake --k 2 --n 2 --reply-cache replies.db
     """
     ks = parse_k(k_value)
+    shards.parse_shard(shard)
     check_model("--model", model)
     check_model("--judge", judge or model)
     skills = load_skills(skills_file) if skills_file else bundled_skills()
@@ -168,6 +204,10 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
     }
     if sampler == "official":
         config["exp_path"] = exp_path
+    if shard:
+        config["shard"] = shard
+    if reply_cache:
+        config["reply_cache"] = reply_cache
     start_run(ctx, "skillmix", config, {
         "skills": (skills_file or "bundled", "skills", [s.as_dict() for s in skills], skills_file or "bundled"),
         "topics": (topics_file or "bundled", "topics", [{"name": t} for t in topics], topics_file or "bundled"),
@@ -179,6 +219,7 @@ def run_skillmix(ctx, k_value, n, rounds, seed, model, judge, grading_samples, c
 @click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
 @click.option("--retry-failed", is_flag=True,
               help="Also run again the threads whose items failed (e.g. after a provider outage).")
+@progress_every_option
 @click.pass_context
 def resume(ctx, run_id, concurrency, retry_failed):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.

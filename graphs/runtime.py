@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import sys
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -19,7 +18,8 @@ from langgraph.types import Command
 from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
 from skillweave.errors import ConfigError
-from skillweave.graphs import PIPELINES
+from skillweave.graphs import PIPELINES, shards
+from skillweave.graphs.progress import Progress
 from skillweave.store import Store
 
 
@@ -133,18 +133,21 @@ def _count(summary: RunSummary, status: str | None) -> None:
 
 
 async def execute(pipeline: str, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
-                  only_threads: dict[str, object] | None = None, retry_failed: bool = False) -> RunSummary:
+                  only_threads: dict[str, object] | None = None, retry_failed: bool = False,
+                  progress_every: float | None = None) -> RunSummary:
     """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review);
     `retry_failed` runs threads that ended with status 'failed' again."""
     module = pipeline_module(pipeline)
-    specs = module.plan(ctx)
+    specs = shards.select(module.plan(ctx), ctx.config.get("shard"))  # the whole plan unless --shard I/N
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
     others = []
     if only_threads is not None:
         others = [s for s in specs if s.thread_id not in only_threads]
         specs = [s for s in specs if s.thread_id in only_threads]
     semaphore = asyncio.Semaphore(max(1, concurrency))
-    bar = _progress(len(specs), pipeline, progress)
+    bar = Progress(len(specs), pipeline, enabled=progress, summary=summary, store=ctx.store, run_id=ctx.run_id,
+                   every=progress_every)
+    bar.start()
 
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
@@ -183,15 +186,9 @@ async def paused_threads(pipeline: str, ctx: RunContext) -> list[tuple[str, list
     return out
 
 
-def _progress(total: int, label: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit="thread", disable=not enabled or not sys.stderr.isatty(), leave=False)
-
-
 def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str | None = None,
                  concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                 retry_failed: bool = False) -> RunSummary:
+                 retry_failed: bool = False, progress_every: float | None = None) -> RunSummary:
     """Synchronous entry point used by the CLI and tests; records the run's final status."""
     run = store.get_run(run_id)
     ctx = RunContext(store=store, run_id=run_id, config=run["config"], prompts_dir=prompts_dir,
@@ -199,7 +196,8 @@ def run_pipeline(pipeline: str, store: Store, run_id: str, *, prompts_dir: str |
     store.set_run_status(run_id, "running")
     try:
         summary = asyncio.run(execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                      only_threads=only_threads, retry_failed=retry_failed))
+                                      only_threads=only_threads, retry_failed=retry_failed,
+                                      progress_every=progress_every))
     except BaseException as exc:
         store.set_run_status(run_id, "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed",
                              error=f"{type(exc).__name__}: {exc}")
