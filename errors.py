@@ -1,5 +1,7 @@
 """Typed errors raised by library code; the CLI turns each into one line on stderr."""
 
+import click
+
 
 class SkillweaveError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""
@@ -44,12 +46,11 @@ class ParseFailure(SkillweaveError):
     """A model reply that did not contain the expected fields."""
 
 
-class RunIncomplete(Exception):
+class RunIncomplete(click.exceptions.Exit):
     """A run that ended with failed items (exit 3), paused for review or budget (exit 4) or interrupted (130).
 
     Not an error line: the run's summary is already printed; the CLI only sets the exit status.
     """
 
     def __init__(self, exit_code: int):
-        super().__init__(f"exit status {exit_code}")
-        self.exit_code = exit_code
+        super().__init__(exit_code)

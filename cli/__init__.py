@@ -13,7 +13,7 @@ import sys
 import click
 
 from skillweave import __version__
-from skillweave.errors import RunIncomplete, SkillweaveError
+from skillweave.errors import SkillweaveError
 
 EPILOG = """\b
 Example (embedded model, no API key):
@@ -62,10 +62,13 @@ for _name in COMMAND_MODULES:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors exit 2, library errors exit 1, each as one line on stderr."""
     try:
+        from skillweave.cli.largeruns import pending_exit_code
+
+        pending_exit_code()  # clear what an earlier in-process invocation left
         cli.main(args=argv, prog_name="skillweave", standalone_mode=False)
+        if code := pending_exit_code():  # items failed (3), paused (4), interrupted (130): docs/large-runs.md
+            sys.exit(code)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except RunIncomplete as exc:  # items failed (3), paused (4), interrupted (130): docs/large-runs.md
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)

@@ -33,10 +33,22 @@ def exit_when_done(ctx: click.Context, summary) -> None:
     """Set the exit status once the command has printed everything (hints after the report included)."""
     code = exit_code(summary)
     if code:
-        def _exit():
-            raise RunIncomplete(code)
+        ctx.find_root().call_on_close(lambda: stop(code))
 
-        ctx.find_root().call_on_close(_exit)
+
+def stop(code: int):
+    """End the command with this exit status (no error line: the run's summary says what happened)."""
+    _PENDING[0] = code  # for main(), where click returns an Exit's code instead of raising it
+    raise RunIncomplete(code)
+
+
+_PENDING = [0]
+
+
+def pending_exit_code() -> int:
+    """The exit status a finished run asked for (0 when none), cleared on reading."""
+    code, _PENDING[0] = _PENDING[0], 0
+    return code
 
 
 # ---- checks before the run row is created ---------------------------------------------------------------

@@ -21,13 +21,15 @@ from skillweave.catalog import (
 )
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.cli.largeruns import (
+    EXIT_INTERRUPTED,
     exit_when_done,
     preflight,
     progress_every,
     progress_every_option,
     resume_command,
+    stop,
 )
-from skillweave.errors import RunIncomplete, UsageError
+from skillweave.errors import UsageError
 from skillweave.graphs import shards
 from skillweave.prompts import load_template
 
@@ -104,7 +106,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
                                retry_failed=retry_failed, progress_every=progress_every(ctx))
     except KeyboardInterrupt:
         click.echo(f"Interrupted: run {run_id} stopped; continue it with: {resume_command(ctx, run_id)}", err=True)
-        raise RunIncomplete(130) from None
+        stop(EXIT_INTERRUPTED)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else ""),
