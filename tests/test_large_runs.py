@@ -96,6 +96,28 @@ def test_progress_bar_counts_done_failed_and_tokens(store):
     assert bar.line().startswith("progress skillmix: 2/3 threads, 1 done, 1 failed, 0 paused, 15 tokens")
 
 
+def test_progress_bar_on_a_terminal_shows_done_failed_tokens(store):
+    import io
+
+    from skillweave.graphs.progress import Progress
+    from skillweave.graphs.runtime import RunSummary
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    run_id = store.create_run("skillmix", {})
+    store.record_call(run_id=run_id, role="judge", input_tokens=7, output_tokens=3, response=["x"])
+    stream = Terminal()
+    bar = Progress(4, "skillmix", enabled=True, summary=RunSummary(run_id=run_id, done=1, failed=1), store=store,
+                   run_id=run_id, stream=stream)
+    bar.update(2)
+    bar._bar.refresh()
+    text = stream.getvalue()
+    assert "2/4" in text and "done=1" in text and "failed=1" in text and "tokens=10" in text
+    bar.close()
+
+
 def test_logs_show_prints_a_whole_call_and_logs_says_when_none_failed(cli_run, db_path):
     cli_run("run", "skillmix", *SMALL)
     code, out, _ = cli_run("logs", "--errors")
@@ -244,3 +266,36 @@ def test_shard_and_merge_bad_input(cli_run, tmp_path):
     sqlite3.connect(other).execute("create table t (x)").connection.commit()
     code, _, err = cli_run("merge", str(other), "--into", str(tmp_path / "t.db"))
     assert code == 2 and "not a skillweave store" in err
+
+
+@pytest.mark.slow
+def test_real_sigint_prints_the_resume_command_and_resume_finishes(tmp_path):
+    """A real SIGINT in a child process (not a mocked KeyboardInterrupt): exit 130, the hint, then resume works."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = str(tmp_path / "sigint.db")
+    env = {**os.environ, "SKILLWEAVE_FAKE_LATENCY": "0.3"}
+    args = [sys.executable, "-m", "skillweave", "--db", db, "run", "skillmix", "--model", "fake", "--k", "2", "--n",
+            "40", "--rounds", "1", "--concurrency", "2", "--grading-samples", "1"]
+    child = subprocess.Popen(args, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 60
+    while not os.path.exists(db) and time.monotonic() < deadline:  # the run is being created
+        time.sleep(0.2)
+    time.sleep(2.5)  # a few calls in: the whole run takes about 20 s at this latency
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    run_id = Store(db).get_run("latest")["id"]
+    assert child.returncode == 130, err
+    assert f"Interrupted: run {run_id} stopped; continue it with: skillweave --db {db} resume {run_id}" in err
+    assert Store(db).get_run(run_id)["status"] == "interrupted"
+    assert 0 < Store(db).db["llm_calls"].count < 120  # stopped part-way
+    env["SKILLWEAVE_FAKE_LATENCY"] = "0"
+    done = subprocess.run([sys.executable, "-m", "skillweave", "--db", db, "resume", run_id], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert {i["status"] for i in Store(db).items(run_id)} == {"done"}
