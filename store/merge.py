@@ -129,20 +129,24 @@ def _merge_table(tconn, sconn, table: str, path: str, target: str) -> int:
     collist = ", ".join(f"[{c}]" for c in cols)
     insert = f"INSERT INTO [{table}] ({collist}) VALUES ({', '.join('?' * len(cols))})"
     count = 0
+    # no identity (events): the same row, all columns but an autoincrement id, is copied once; one set per table
+    # instead of a full-table query per row
+    seen = None if pk else {tuple(r) for r in tconn.execute(f"SELECT {collist} FROM [{table}]")}
     for src in sconn.execute(f"SELECT {collist} FROM [{table}]"):
-        row = dict(zip(cols, tuple(src), strict=True))
-        if pk:
-            cur = tconn.execute(f"SELECT * FROM [{table}] WHERE " + " AND ".join(f"[{c}] = ?" for c in pk),
-                                [row[c] for c in pk])
-        else:  # no identity: the same row (all columns but an autoincrement id) is copied once
-            cur = tconn.execute(f"SELECT * FROM [{table}] WHERE " + " AND ".join(f"[{c}] IS ?" for c in cols),
-                                list(row.values()))
+        values = tuple(src)
+        if seen is not None:
+            if values not in seen:
+                tconn.execute(insert, list(values))
+                seen.add(values)
+                count += 1
+            continue
+        row = dict(zip(cols, values, strict=True))
+        cur = tconn.execute(f"SELECT * FROM [{table}] WHERE " + " AND ".join(f"[{c}] = ?" for c in pk),
+                            [row[c] for c in pk])
         found = cur.fetchone()
         if found is None:
-            tconn.execute(insert, list(row.values()))
+            tconn.execute(insert, list(values))
             count += 1
-            continue
-        if not pk:
             continue
         existing = dict(zip([d[0] for d in cur.description], found, strict=True))
         where = f"'{path}' against '{target}'"
