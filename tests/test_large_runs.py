@@ -159,6 +159,23 @@ def test_rejudge_grades_again_without_calling_the_student(cli_run, db_path):
     assert roles == ["judge"] * 3
 
 
+def test_rejudge_of_items_without_text_fails_them_without_calling_the_student(cli_run, db_path):
+    code, _, _ = cli_run("run", "skillmix", *SMALL[2:], "--model", "fake:fail", "--judge", "fake")
+    assert code == 3
+    source = Store(db_path).get_run("latest")
+    student = FakeProvider("fail")
+    register_provider("fake:fail", student, max_concurrency=8)
+    code, _, err = cli_run("rejudge", source["id"], "--judge", "fake")
+    assert code == 3 and "2 items have no text" in err
+    assert student.calls == []
+    store = Store(db_path)
+    new = store.get_run("latest")
+    items = list(store.items(new["id"]))
+    assert {i["status"] for i in items} == {"failed"}
+    assert all(i["error"].startswith("rejudge: source item") for i in items)
+    assert store.db["llm_calls"].count_where("run_id = ?", [new["id"]]) == 0
+
+
 def test_rejudge_refuses_unsupported_pipelines(cli_run, db_path):
     store = Store(db_path)
     run_id = store.create_run("math2", {})
