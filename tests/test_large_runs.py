@@ -231,7 +231,8 @@ def test_sharded_run_merged_equals_the_unsharded_run(cli_run, tmp_path):
     parts = [str(tmp_path / f"part{i}.db") for i in (1, 2, 3)]
     threads = 0
     for i, part in enumerate(parts, start=1):
-        code, _, err = cli_run("run", "skillmix", *SHARDED, "--shard", f"{i}/3", db=part)
+        per_machine = ("--concurrency", str(i + 1))  # may differ per machine: same run id, same plan
+        code, _, err = cli_run("run", "skillmix", *SHARDED, "--shard", f"{i}/3", *per_machine, db=part)
         assert code == 0, err
         threads += int(err.split(": ")[1].split()[0])
     assert threads == 12  # every thread of the plan ran in exactly one shard
