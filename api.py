@@ -35,7 +35,15 @@ def create_run(store: Store, pipeline: str | Pipeline, config: PipelineConfig | 
     for role, (name, kind, entries, source) in (catalogs or {}).items():
         catalog_ids[role] = store.save_catalog(name, kind, entries, source=source)
         setattr(config, f"{role}_catalog", catalog_ids[role])
-    run_id = store.create_run(spec.name, config.model_dump(), command=command)
+    run_id = None
+    if config.shard:  # every shard of one run shares its id, so `merge` joins them (graphs/shards.py)
+        from skillweave.graphs.shards import sharded_run_id
+
+        run_id = sharded_run_id(spec.name, config.model_dump())
+        if store.db["runs"].count_where("id = ?", [run_id]):
+            raise UsageError(f"run {run_id} (this shard's run) is already in {store.path}; continue it with "
+                             f"`skillweave resume {run_id}`, or give each shard its own --db")
+    run_id = store.create_run(spec.name, config.model_dump(), command=command, run_id=run_id)
     for role, catalog_id in catalog_ids.items():
         store.link_run_catalog(run_id, catalog_id, role)
     return run_id

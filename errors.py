@@ -1,5 +1,7 @@
 """Typed errors raised by library code; the CLI turns each into one line on stderr."""
 
+import click
+
 
 class SkillweaveError(Exception):
     """Base class: a problem the user can fix, reported without a traceback."""
@@ -42,3 +44,13 @@ class ModelCallError(SkillweaveError):
 
 class ParseFailure(SkillweaveError):
     """A model reply that did not contain the expected fields."""
+
+
+class RunIncomplete(click.exceptions.Exit):
+    """A run that ended with failed items (exit 3), paused for review or budget (exit 4) or interrupted (130).
+
+    Not an error line: the run's summary is already printed; the CLI only sets the exit status.
+    """
+
+    def __init__(self, exit_code: int):
+        super().__init__(exit_code)

@@ -47,6 +47,10 @@ class PipelineConfig(BaseModel):
     legacy_defaults: ClassVar[dict[str, Any]] = {}
 
     concurrency: int = Field(8, ge=1, description="Threads (records) in flight at once.")
+    shard: str | None = Field(None, description="Run only part I/N of the plan (same plan on every machine); "
+                                                "join the shards with `skillweave merge`.")
+    reply_cache: str | None = Field(None, description="Reuse replies to identical requests from this file, shared "
+                                                      "across runs (or set SKILLWEAVE_REPLY_CACHE).")
     retry: dict[str, dict[str, float]] | None = Field(
         None, description="Per-model retry policy overrides ({spec or '*': {timeout, max_attempts, "
                           "max_retry_wait}}), from --timeout / --max-attempts / --max-retry-wait.")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
+from skillweave.agents.reply_cache import open_cache
 from skillweave.agents.run_prompts import check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
@@ -119,6 +120,14 @@ async def call_template(
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
+    cache = open_cache(ctx.config.get("reply_cache"))  # opt-in, shared across runs: agents/reply_cache.py
+    hit = cache.get(model, request_json) if cache is not None else None
+    if hit is not None:  # recorded as this run's call with attempts 0: no provider was called
+        call_id = ctx.store.record_call(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role,
+                                        provider=provider.provider, model=provider.model, prompt_version=tmpl.version,
+                                        request=request_json, response=hit["texts"], input_tokens=hit["input_tokens"],
+                                        output_tokens=hit["output_tokens"], latency_ms=0.0, attempts=0, error=None)
+        return Reply(texts=hit["texts"], call_id=call_id, messages=messages, cached=True)
     # test scaffolding (`fake_replies`) is rendered for the fake provider only, never for a real model call
     meta = {"fake_reply": tmpl.render_fake_reply(turn, values)} if provider.provider == "fake" else {}
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
@@ -136,6 +145,8 @@ async def call_template(
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
                                     output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,
                                     error=None)
+    if cache is not None:
+        cache.put(model, request_json, result.texts, result.input_tokens, result.output_tokens)
     return Reply(texts=result.texts, call_id=call_id, messages=messages, cached=False)
 
 

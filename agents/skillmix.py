@@ -208,6 +208,8 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
     item = ctx.store.get_item(state["item_id"])
     values = _values(item, ctx.config)
     outputs = [item["payload"][f"output_{i}"] for i in range(2) if f"output_{i}" in item["payload"]]
+    if ctx.config.get("rejudge_of") and len(outputs) < 2:  # a re-judge run never calls the student
+        return {"status": "failed"}  # agents/rejudge.py failed the item with its reason when it copied it
     for turn in range(len(outputs), 2):
         try:
             reply = await call_template(

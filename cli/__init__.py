@@ -17,6 +17,7 @@ from skillweave.cli import (
     conceptmix,
     export,
     imports,
+    largeruns,
     math2,
     models,
     prompts,
@@ -54,14 +55,19 @@ def cli(ctx: click.Context, db: str, prompts_dir: str | None) -> None:
 
 
 for _module in (unlearn, train, run, runs, prompts, imports, review, select, conceptmix, export, charts, math2, skills,
-                models):
+                models, largeruns):
     _module.register(cli)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors exit 2, library errors exit 1, each as one line on stderr."""
     try:
+        from skillweave.cli.largeruns import pending_exit_code
+
+        pending_exit_code()  # clear what an earlier in-process invocation left
         cli.main(args=argv, prog_name="skillweave", standalone_mode=False)
+        if code := pending_exit_code():  # items failed (3), paused (4), interrupted (130): docs/large-runs.md
+            sys.exit(code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:

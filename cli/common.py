@@ -16,7 +16,7 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON i
 
 # Commands that only read the store: at a path with no file they stop instead of creating an empty store.
 READ_ONLY_COMMANDS = {
-    "runs list", "runs show", "report", "logs", "items list", "items lineage", "export", "review list",
+    "runs list", "runs show", "report", "logs", "logs show", "items list", "items lineage", "export", "review list",
     "review show", "review export", "skills list", "skills show", "skills export",
 }
 

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import sys
 
 import click
 
 from skillweave.agents.providers import parse_spec
+from skillweave.agents.reply_cache import open_cache
 from skillweave.cli.common import echo_table, open_store, prompts_dir
+from skillweave.cli.largeruns import (
+    EXIT_INTERRUPTED,
+    exit_when_done,
+    preflight,
+    progress_every,
+    progress_every_option,
+    resume_command,
+    stop,
+)
 from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
 from skillweave.errors import UsageError
+from skillweave.graphs import shards
 
 
 def parse_k(value: str) -> list[int]:
@@ -101,6 +113,13 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
         config.retry = ctx.meta[RETRY_META]
+    shards.parse_shard(config.shard)
+    preflight(config)  # API keys and endpoints, before any run row exists
+    if config.reply_cache is None and os.environ.get("SKILLWEAVE_REPLY_CACHE"):
+        config.reply_cache = os.environ["SKILLWEAVE_REPLY_CACHE"]
+    if config.reply_cache:
+        config.reply_cache = os.path.abspath(os.path.expanduser(config.reply_cache))
+        open_cache(config.reply_cache)  # an unusable cache file fails here, not mid-run
     run_id = create_run(open_store(ctx), pipeline, config, catalogs=catalogs, prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
@@ -116,8 +135,13 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
     spec = get_pipeline(pipeline)
-    summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
-                           retry_failed=retry_failed, allow_changed_prompts=allow_changed_prompts(ctx))
+    try:
+        summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
+                               retry_failed=retry_failed, allow_changed_prompts=allow_changed_prompts(ctx),
+                               progress_every=progress_every(ctx))
+    except KeyboardInterrupt:
+        click.echo(f"Interrupted: run {run_id} stopped; continue it with: {resume_command(ctx, run_id)}", err=True)
+        stop(EXIT_INTERRUPTED)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed, "
         f"{summary.paused} paused for review" + (f", {summary.skipped} already finished" if summary.skipped else "")
@@ -129,6 +153,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
         echo_table(report["table"], report["columns"])
+    exit_when_done(ctx, summary)
 
 
 class RunGroup(click.Group):
@@ -181,6 +206,7 @@ def _skillmix_command() -> click.Command:
     f = click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
                      help="Skill catalog: official skills.csv, JSON, or one name per line (default: bundled, "
                           "44 skills).")(f)
+    f = progress_every_option(f)
     f = config_options(SkillMixConfig, overrides={
         "k": {"type": str, "default": "2", "multiple": False, "callback": _parse_k_option}})(f)
     return click.command("skillmix")(f)
@@ -199,6 +225,8 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
       skillweave --prompts-dir official-prompts run skillmix --skills skill-mix/skills.csv \\
         --topics skill-mix/topics.txt --k 3 --n 5 --seed 10 --rounds 2 \\
         --model replay:skillmix=skill-mix/test,student=gpt-4 --judge replay:skillmix=skill-mix/test,student=gpt-4
+      skillweave --db shard1.db run skillmix --model fake --k 2 --n 10 --shard 1/2
+      skillweave run skillmix --model fake --k 2 --n 2 --reply-cache replies.db
     """
     from skillweave.agents.skillmix import input_catalogs
     from skillweave.cli.options import config_from_options
@@ -245,6 +273,7 @@ def generic_run_command(spec) -> click.Command:
 @click.option("--retry-failed", is_flag=True,
               help="Also run again the threads whose items failed (e.g. after a provider outage).")
 @allow_changed_prompts_option
+@progress_every_option
 @click.pass_context
 def resume(ctx, run_id, concurrency, retry_failed):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.

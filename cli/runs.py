@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
+from skillweave.cli.logs_show import empty_logs_message, logs_show
 from skillweave.errors import UsageError
 from skillweave.store import jload
 
@@ -98,7 +99,7 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
                 plot_path=plot_path, as_json=as_json)
 
 
-@click.command("logs")
+@click.group("logs", invoke_without_command=True)
 @click.option("-n", "--count", default=10, show_default=True, type=click.IntRange(min=1),
               help="Number of calls to show.")
 @click.option("--run", "run_id", default=None, help="Only calls of this run.")
@@ -106,12 +107,15 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
 @json_option
 @click.pass_context
 def logs(ctx, count, run_id, errors, as_json):
-    """Recent model calls with tokens, latency and errors.
+    """Recent model calls with tokens, latency and errors; `logs show CALL` prints one call whole.
 
     \b
     Example:
       skillweave logs -n 5 --errors
+      skillweave logs show 3f2a9c
     """
+    if ctx.invoked_subcommand is not None:
+        return
     store = open_store(ctx)
     clauses, args = [], []
     if run_id:
@@ -128,7 +132,10 @@ def logs(ctx, count, run_id, errors, as_json):
         r["reply"] = (jload(r["response"]) or [""])[0] if r["response"] else ""
         r["tokens"] = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
     echo_table(rows, ["created_at", "role", "provider", "model", "prompt_version", "tokens", "latency_ms",
-                      "error", "reply"], empty="(no model calls)")
+                      "error", "reply"], empty=empty_logs_message(store, run_id and args[0], errors))
+
+
+logs.add_command(logs_show)
 
 
 @click.group("items")

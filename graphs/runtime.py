@@ -19,6 +19,8 @@ from skillweave.agents.llm import RunContext
 from skillweave.agents.providers import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
+from skillweave.graphs import shards
+from skillweave.graphs.progress import Progress
 from skillweave.pipeline import Pipeline
 from skillweave.store import Store
 
@@ -163,7 +165,8 @@ def _count(summary: RunSummary, status: str | None) -> None:
 
 
 async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
-                  only_threads: dict[str, object] | None = None, retry_failed: bool = False) -> RunSummary:
+                  only_threads: dict[str, object] | None = None, retry_failed: bool = False,
+                  progress_every: float | None = None) -> RunSummary:
     """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review);
     `retry_failed` runs threads that ended with status 'failed' again. A pipeline without a graph runs its
     `runner` (which reuses stored replies the same way)."""
@@ -171,14 +174,16 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
     if module.runner is not None:
         return await _run_runner(module, ctx, concurrency)
-    specs = module.plan(ctx)
+    specs = shards.select(module.plan(ctx), ctx.config.get("shard"))  # the whole plan unless --shard I/N
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
     others = []
     if only_threads is not None:
         others = [s for s in specs if s.thread_id not in only_threads]
         specs = [s for s in specs if s.thread_id in only_threads]
     semaphore = asyncio.Semaphore(max(1, concurrency))
-    bar = _progress(len(specs), module.name, progress)
+    bar = Progress(len(specs), module.name, enabled=progress, summary=summary, store=ctx.store, run_id=ctx.run_id,
+                   every=progress_every)
+    bar.start()
 
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
@@ -233,12 +238,6 @@ async def paused_threads(pipeline: Pipeline, ctx: RunContext) -> list[tuple[str,
     return out
 
 
-def _progress(total: int, label: str, enabled: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=label, unit="thread", disable=not enabled or not sys.stderr.isatty(), leave=False)
-
-
 def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
                 concurrency: int = 8, allow_changed_prompts: bool = False) -> RunContext:
     """The context of a run: its stored settings loaded into the pipeline's typed config, and the prompt
@@ -253,7 +252,8 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
 
 async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
                         concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                        retry_failed: bool = False, allow_changed_prompts: bool = False) -> RunSummary:
+                        retry_failed: bool = False, allow_changed_prompts: bool = False,
+                        progress_every: float | None = None) -> RunSummary:
     """Run (or resume) a run on the running event loop; records the run's final status. The run is held by a
     lease (store/leases.py) while it runs: a second process continuing the same run is refused."""
     from skillweave.store.leases import RunLease
@@ -264,7 +264,8 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
         store.set_run_status(run_id, "running")
         try:
             summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                    only_threads=only_threads, retry_failed=retry_failed)
+                                    only_threads=only_threads, retry_failed=retry_failed,
+                                    progress_every=progress_every)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
             store.set_run_status(run_id, "interrupted" if interrupted else "failed",
@@ -276,7 +277,8 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
 
 def run_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
                  concurrency: int = 8, progress: bool = True, only_threads: dict | None = None,
-                 retry_failed: bool = False, allow_changed_prompts: bool = False) -> RunSummary:
+                 retry_failed: bool = False, allow_changed_prompts: bool = False,
+                 progress_every: float | None = None) -> RunSummary:
     """Synchronous entry point used by the CLI and tests; records the run's final status.
 
     `prompts_dir` is what the command asked for; the run's own recorded folder and template versions win
@@ -284,7 +286,8 @@ def run_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: 
     try:
         return asyncio.run(arun_pipeline(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
                                          progress=progress, only_threads=only_threads, retry_failed=retry_failed,
-                                         allow_changed_prompts=allow_changed_prompts))
+                                         allow_changed_prompts=allow_changed_prompts,
+                                         progress_every=progress_every))
     except KeyboardInterrupt as exc:  # raised inside a task, it ends the loop without reaching arun_pipeline
         store.set_run_status(run_id, "interrupted", error=f"{type(exc).__name__}: {exc}")
         raise

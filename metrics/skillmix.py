@@ -174,6 +174,15 @@ def aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
     return out
 
 
+def format_mean_se(metric: dict, failed: int = 0) -> str:
+    """'0.500 ± 0.100'; one combination has no standard error; with none graded it says so and how many failed."""
+    if not metric["n"]:
+        return f"no graded items ({failed} failed)" if failed else "no graded items"
+    if metric["n"] == 1:
+        return f"{metric['mean']:.3f} (1 combination, no SE)"
+    return f"{metric['mean']:.3f} ± {metric['se']:.3f}"
+
+
 def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
     per_k: dict[int, list] = {}
@@ -190,7 +199,7 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     for k, metrics in by_k.items():
         row = {"k": k, "combinations": metrics["all_points_earned_binary"]["n"], "failed items": failed.get(k, 0)}
         for key, label in HEADLINE.items():
-            row[label] = f"{metrics[key]['mean']:.3f} ± {metrics[key]['se']:.3f}"
+            row[label] = format_mean_se(metrics[key], failed.get(k, 0))
         rows.append(row)
     return {
         "run_id": run["id"], "pipeline": run["pipeline"], "across_rounds": across_rounds,

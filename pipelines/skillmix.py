@@ -11,7 +11,7 @@ from skillweave.pipeline import Pipeline, PipelineConfig
 
 class SkillMixConfig(PipelineConfig):
     cli_exclude: ClassVar[frozenset[str]] = frozenset(
-        {"skills_catalog", "topics_catalog", "imported_from", "student", "grader", "temperatures"})
+        {"skills_catalog", "topics_catalog", "imported_from", "student", "grader", "temperatures", "rejudge_of"})
     legacy_defaults: ClassVar[dict] = {"sampler": "interleaved"}  # runs stored before the official sampler
 
     k: list[int] = Field([2], description="Skills per combination: 2, 2,3 or 2..4.")
@@ -51,6 +51,7 @@ class SkillMixConfig(PipelineConfig):
     imported_from: str | None = Field(None, description="Imported run: the official output folder.")
     student: str | None = Field(None, description="Imported run: the student model's name.")
     grader: str | None = Field(None, description="Imported run: the grader's name.")
+    rejudge_of: str | None = Field(None, description="Re-judged run: the run whose texts are graded again.")
 
     @field_validator("k", mode="before")
     @classmethod

@@ -167,7 +167,7 @@ def test_dataset_route_builds_a_bank_with_provenance(cli_run, db_path):
 def test_review_pause_edit_and_approve_from_the_cli(cli_run, db_path):
     register_provider("fake:oracle", FakeProvider("oracle", script=oracle_script), max_concurrency=CONC)
     code, _, err = run_bundled(cli_run, 16)
-    assert code == 0 and "paused for review" in err
+    assert code == 4 and "paused for review" in err  # paused: exit status 4 (docs/large-runs.md)
     store = Store(db_path)
     run_id = latest_run_id(db_path)
     assert store.run_catalogs(run_id).get("bank") is None  # nothing relabelled before the review

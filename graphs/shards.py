@@ -1,0 +1,46 @@
+"""Shards: one deterministic part of a run's plan, so a run can be split across machines.
+
+Every machine plans the whole run from the same config and catalogs (so the same items, in the same order, with
+the same ids) and then runs only the threads at plan positions p with p % N == I - 1. The run id of a sharded
+run is derived from its config (everything except the shard, concurrency and reply cache), so every shard
+writes the same run id and `skillweave merge` puts the shards back together as one run.
+"""
+
+from __future__ import annotations
+
+from skillweave.errors import UsageError
+from skillweave.store import jdump, stable_id
+
+# Config keys that may differ between the shards of one run (they do not change the plan or the results).
+PER_MACHINE_KEYS = ("shard", "concurrency", "reply_cache")
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'2/8' -> (2, 8); None -> None. I counts from 1."""
+    if value in (None, ""):
+        return None
+    try:
+        i, n = (int(v) for v in str(value).split("/"))
+    except ValueError:
+        raise UsageError(f"--shard '{value}' is not I/N (e.g. 1/4)") from None
+    if n < 1 or not 1 <= i <= n:
+        raise UsageError(f"--shard '{value}': need 1 <= I <= N")
+    return i, n
+
+
+def select(specs: list, shard: str | None) -> list:
+    """The threads of `specs` (the whole plan, in plan order) that belong to this shard."""
+    parsed = parse_shard(shard)
+    if parsed is None:
+        return specs
+    i, n = parsed
+    return [s for p, s in enumerate(specs) if p % n == i - 1]
+
+
+def plan_config(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k not in PER_MACHINE_KEYS}
+
+
+def sharded_run_id(pipeline: str, config: dict) -> str:
+    """The run id every shard of the same run shares."""
+    return f"{pipeline.replace('_', '-')}-shards-{stable_id(pipeline, jdump(plan_config(config)), length=16)}"
