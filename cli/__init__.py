@@ -62,7 +62,7 @@ for _module in (unlearn, train, run, runs, prompts, imports, review, select, con
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: usage errors exit 2, library errors exit 1, each as one line on stderr."""
     try:
-        from skillweave.cli.largeruns import pending_exit_code
+        from skillweave.cli.outcome import pending_exit_code
 
         pending_exit_code()  # clear what an earlier in-process invocation left
         cli.main(args=argv, prog_name="skillweave", standalone_mode=False)

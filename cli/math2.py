@@ -20,7 +20,7 @@ from skillweave.cli.common import (
     prompts_dir,
     typed_config,
 )
-from skillweave.cli.largeruns import preflight
+from skillweave.cli.outcome import preflight
 from skillweave.cli.run import check_model, execute_and_report, run_group
 from skillweave.errors import UsageError
 from skillweave.prompts import load_template
@@ -97,7 +97,7 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     )
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
-    preflight(config)  # API keys and endpoints before the run row: cli/largeruns.py
+    preflight(config)  # API keys and endpoints before the run row: cli/outcome.py
     run_id = store.create_run("math2", typed_config("math2", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)

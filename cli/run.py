@@ -12,7 +12,7 @@ import click
 from skillweave.agents.providers import parse_spec
 from skillweave.agents.reply_cache import open_cache
 from skillweave.cli.common import echo_table, open_store, prompts_dir
-from skillweave.cli.largeruns import (
+from skillweave.cli.outcome import (
     EXIT_INTERRUPTED,
     exit_when_done,
     preflight,

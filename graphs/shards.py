@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from skillweave.errors import UsageError
 from skillweave.store import jdump, stable_id
-
-# Config keys that may differ between the shards of one run (they do not change the plan or the results).
-PER_MACHINE_KEYS = ("shard", "concurrency", "reply_cache")
+from skillweave.store.merge import PER_MACHINE_KEYS
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:

@@ -21,10 +21,11 @@ import sqlite3
 from pathlib import Path
 
 from skillweave.errors import UsageError
-from skillweave.graphs.shards import PER_MACHINE_KEYS
 from skillweave.store import Store, jdump, jload
 
-IGNORED = {"created_at", "updated_at", "finished_at"}
+IGNORED = {"created_at", "updated_at", "finished_at", "pinned_at"}
+# Config keys that may differ between the shards of one run (they do not change the plan or the results).
+PER_MACHINE_KEYS = ("shard", "concurrency", "reply_cache")
 STATUS_ORDER = ["running", "interrupted", "failed", "paused", "done"]
 SKIP_TABLES = {"_migrations", "sqlite_sequence"}
 

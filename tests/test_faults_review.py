@@ -57,7 +57,7 @@ def test_kill_9_during_review_reject_is_taken_over_by_resume_and_the_next_review
     assert store.get_item(item_id)["status"] == "deciding"  # the kill left the claim behind
 
     code, _, err = cli_run("resume", run_id, db=store.path)
-    assert code == 0, err
+    assert code == 4, err  # the run is paused for review again: exit 4
     assert f"item {item_id}: its reviewer's process is gone" in err
     assert store.get_item(item_id)["status"] == "review" and item_id in {i["id"] for i in review_queue(store)}
     reopened = [e for e in store.db["events"].rows_where("item_id = ? and status = 'reopened'", [item_id])]

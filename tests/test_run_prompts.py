@@ -61,7 +61,7 @@ def user_run(tmp_path, cli_run, db_path):
     """A Skill-Mix run made with a --prompts-dir (student and judge edited) whose judge failed."""
     folder = user_folder(tmp_path / "mine", "skillmix/student", "skillmix/judge")
     code, _, err = cli_run("--prompts-dir", str(folder), *SKILLMIX)
-    assert code == 0, err
+    assert code == 3, err  # its judge failed: exit 3
     store = Store(db_path)
     run = store.get_run("latest")
     judge_back(store, run)
@@ -112,9 +112,9 @@ def test_another_prompts_dir_is_refused_unless_allowed(user_run, cli_run, tmp_pa
     code, _, err = cli_run("--prompts-dir", str(other), "resume", run["id"])
     assert code == 2 and f"was made with prompts folder '{folder.resolve()}'" in err and err.count("\n") == 1
     code, _, err = cli_run("resume", run["id"])
-    assert code == 0, err
+    assert code == 3, err  # the judge fails: exit 3
     code, _, err = cli_run("--prompts-dir", str(other), "resume", run["id"], "--allow-changed-prompts")
-    assert code == 0, err
+    assert code == 3, err  # the judge fails: exit 3
     assert store.get_run(run["id"])["prompts_dir"] == str(other.resolve())
 
 
@@ -127,7 +127,7 @@ def test_a_deleted_prompts_folder_is_named(user_run, cli_run):
 
 def test_a_packaged_run_refuses_a_prompts_dir_on_resume(cli_run, db_path, tmp_path):
     code, _, err = cli_run(*SKILLMIX)
-    assert code == 0, err
+    assert code == 3, err  # the judge fails: exit 3
     store = Store(db_path)
     run = store.get_run("latest")
     assert run["prompts_dir"] == ""
@@ -249,7 +249,7 @@ def legacy_run(tmp_path, cli_run, db_path, monkeypatch):
     for module in (llm, run_prompts):  # b2 versions, as before b3
         monkeypatch.setattr(module, "load_pins", lambda store, run_id, record=True: ({}, "b2"))
     code, _, err = cli_run("--prompts-dir", str(folder), *SKILLMIX)
-    assert code == 0, err
+    assert code == 3, err  # the judge fails: exit 3
     monkeypatch.undo()
     store = Store(db_path)
     run = store.get_run("latest")
