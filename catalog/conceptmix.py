@@ -1,6 +1,7 @@
 """ConceptMix concept catalog, seeded difficulty-k sampler and configuration helpers.
 
-What they compute: docs/methods.md#conceptmix-catalog, #conceptmix-sampler and #conceptmix-refinement.
+What they compute: docs/methods.md#conceptmix-catalog, docs/methods.md#conceptmix-sampler and
+docs/methods.md#conceptmix-refinement.
 
 Design choices:
 - The packaged catalog (`catalog/data/conceptmix/*.json`) uses the official file layout
