@@ -122,3 +122,21 @@ def test_every_methods_anchor_link_resolves():
 def test_anchors_are_unique():
     ids = ANCHOR.findall(METHODS_PAGE.read_text(encoding="utf-8"))
     assert len(ids) == len(set(ids))
+
+
+RELATIVE_LINK = re.compile(r"\]\(([^)\s]+)\)")
+
+
+def test_relative_links_in_markdown_reach_existing_files():
+    """Guides link to docs/results/ pages and to each other; a moved or renamed page must not leave a dead link."""
+    broken = []
+    for path in _package_files():
+        if path.suffix != ".md":
+            continue
+        for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            for target in RELATIVE_LINK.findall(line):
+                if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+                    continue  # a URL or an anchor on the same page
+                if not (path.parent / target.split("#")[0]).exists():
+                    broken.append(f"{_rel(path)}:{n}: {target}")
+    assert not broken, "dead relative links:\n" + "\n".join(broken)
