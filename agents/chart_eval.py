@@ -1,4 +1,4 @@
-"""Chart evaluation nodes (METHODS.md §7): ask a multimodal model about each chart, then grade.
+"""Chart evaluation nodes (docs/methods.md#chart-eval): ask a multimodal model about each chart, then grade.
 
 Design choices
 - One graph thread per grading unit: a batch of up to `batch_size` (5) descriptive questions that share a

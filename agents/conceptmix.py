@@ -1,4 +1,4 @@
-"""ConceptMix nodes (METHODS.md §4): sample -> refine -> caption -> verify -> questions -> image -> grade.
+"""ConceptMix nodes (docs/methods.md#conceptmix): sample -> refine -> caption -> verify -> questions -> image -> grade.
 
 Design choices:
 - One graph thread per prompt record. State carries the item id, the resample attempt and a status;

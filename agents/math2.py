@@ -1,4 +1,4 @@
-"""MATH² nodes (METHODS.md §5): pair -> pair check -> question -> attempt -> critic -> refine loop ->
+"""MATH² nodes (docs/methods.md#math2): pair -> pair check -> question -> attempt -> critic -> refine loop ->
 consistency -> review -> accept; any failure drops the question with its stage and reason and draws a new pair.
 
 Design choices:
@@ -6,7 +6,8 @@ Design choices:
   (`combo_index = index`, `round = pair attempt`) with `status = dropped`, `error = "<stage>: <reason>"`, and the
   thread draws a new pair, at most `max_pairs` times. `events` log every transition with its reason.
 - Roles are separate agents with their own model spec (`model` generator, `solver`, `critic`) and each sees
-  exactly the context it needs; METHODS describes one conversation, but the consistency re-solves must be
+  exactly the context it needs; the paper runs every step as one conversation
+  (docs/methods.md#math2-pipeline), but the consistency re-solves must be
   independent, and separate calls keep every step cacheable and resumable on its own.
 - Pair sampling is seeded per (seed, index, attempt), so a resumed or repeated run draws the same pairs. The pair
   check (`pair_check`: rule | llm | off, unverified in the paper) rejects identical or near-duplicate names

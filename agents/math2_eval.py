@@ -1,4 +1,4 @@
-"""MATH² evaluation (METHODS.md §5.2): solve source questions (X) and accepted MATH² questions (Y) with each model,
+"""MATH² evaluation (docs/methods.md#math2-grading): solve source questions (X) and accepted MATH² questions (Y) with each model,
 grade with an LLM judge that marks a solution wrong when its steps are wrong even if the final answer matches.
 
 Design choices:

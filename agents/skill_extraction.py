@@ -1,4 +1,5 @@
-"""Skill extraction nodes (METHODS §6 steps 1-3, §3.1 SDA): fine labels, per-subject clustering, human review,
+"""Skill extraction nodes (docs/methods.md#skill-labelling-steps; the dataset-agnostic mode is
+docs/methods.md#instruct-skillmix-stage1): fine labels, per-subject clustering, human review,
 relabelling, and the skill exemplar bank; or, without a dataset, direct prompting for skills and query types.
 
 Design choices

@@ -1,4 +1,5 @@
-"""Pre-grouping of large fine-label sets before LLM clustering (METHODS §6 step 2, optional).
+"""Pre-grouping of large fine-label sets before LLM clustering (clustering step of
+docs/methods.md#skill-labelling-steps, optional).
 
 When one subject has more fine labels than fit in one clustering call (`cluster_batch`), the labels must be
 split into batches. Sorted-name batches (`alpha`, the default) keep `gcd_computation` and `greatest_common_divisor`

@@ -1,4 +1,5 @@
-"""Verification experiments T1, T2, T4, T5 of docs/unlearning.md for topic-model unlearning (T3: unlearning_cost.py).
+"""Verification experiments T1, T2, T4, T5 of docs/methods.md#verification-unlearning for topic-model unlearning
+(T3: unlearning_cost.py); recorded results in docs/results/unlearning.md.
 
 Planted separable model: n = 200 words, r = 5 topics, anchor probability p = 0.05, Dirichlet(0.1) topic
 prior, documents of L = 2 words. Every number is measured in this run; nothing is asserted.

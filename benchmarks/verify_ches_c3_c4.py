@@ -45,7 +45,7 @@ CONTENT = [f"w{i}" for i in range(24)]
 REFUSALS = ["sorry i cannot help with that", "sorry i will not help with that", "no i refuse to do that",
             "sorry that is not something i do"]
 COMPLIANCE = ["sure here are the steps", "ok step one is easy", "sure first you do this"]
-# Design "markers" (default, METHODS C4): every refusal starts with the token R and every compliance with C, so
+# Design "markers" (default, verification C4 of docs/methods.md#verification-ches): every refusal starts with the token R and every compliance with C, so
 # refusal-vs-refusal pairs share their first token and P(refuse) = P(first token = R). Design "phrases": the
 # phrasings above without markers (refusals differ in their first token), kept for the recorded comparison.
 REFUSAL_WORDS = sorted({w for r in REFUSALS + COMPLIANCE for w in r.split()})
@@ -55,7 +55,7 @@ TOKEN_REFUSALS, TOKEN_COMPLIANCE = ["R1", "R2", "R3", "R4"], ["C1", "C2", "C3"]
 
 
 def c4_responses(design: str) -> tuple[list[str], list[str]]:
-    if design == "tokens":  # one-token responses: the single-token setting of the CHES theory (METHODS §9)
+    if design == "tokens":  # one-token responses: the single-token setting of the CHES theory (docs/methods.md#ches)
         return TOKEN_REFUSALS, TOKEN_COMPLIANCE
     if design in ("markers", "onpolicy"):
         return [f"R {r}" for r in REFUSALS], [f"C {c}" for c in COMPLIANCE]

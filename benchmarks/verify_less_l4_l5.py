@@ -1,4 +1,5 @@
-"""Verification L4 (on-target selection) and L5 (length bias of raw inner products) from METHODS.md.
+"""Verification L4 (on-target selection) and L5 (length bias of raw inner products), as
+docs/methods.md#verification-less defines them.
 
 Pool: 3 tasks × 600 (digit addition, string reversal, random-token distractors) with task-dependent completion
 lengths; targets: 2 subtasks × 4 held-out addition examples (3- and 5-digit operands). Tiny random-init Llama +
@@ -188,7 +189,7 @@ def main() -> None:
     for side in ("less", "infsgd"):
         l5 = all(r[f"median_len_{side}_inner_product"] < r[f"median_len_{side}"] for r in results)
         print(f"L5 {side} features (inner-product selection's median completion length below the cosine "
-              f"selection's, every seed; the METHODS criterion): {'pass' if l5 else 'FAIL'}")
+              f"selection's, every seed; the L5 criterion): {'pass' if l5 else 'FAIL'}")
         finer = all(r[f"mean_len_{side}_inner_product"] < r[f"mean_len_{side}"] for r in results)
         print(f"   finer: inner-product selection's mean completion length below the cosine selection's, every "
               f"seed: {'yes' if finer else 'no'}")

@@ -106,7 +106,7 @@ def bundled_topics() -> list[str]:
 
 
 def split_by_category(skills: list[Skill], train_categories: set[str]) -> tuple[list[Skill], list[Skill]]:
-    """Partition skills into (train, held-out) by category (METHODS §2)."""
+    """Partition skills into (train, held-out) by category (docs/methods.md#skill-composition-data)."""
     unknown = train_categories - {s.category for s in skills}
     if unknown:
         raise UsageError(f"unknown skill categories {sorted(unknown)}; known: {sorted({s.category for s in skills})}")

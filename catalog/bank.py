@@ -1,7 +1,8 @@
 """Skill exemplar banks: the AdaptMI `bank.json` format, storage as a catalog of kind "bank", the bundled bank.
 
 A bank is a list of skills (coarse skills, optionally with the fine labels that were merged into each) and,
-per coarse skill, exemplars (question + worked answer). METHODS §6 calls it the Skill Exemplar Repository.
+per coarse skill, exemplars (question + worked answer): the paper's Skill Exemplar Repository
+(docs/methods.md#skill-bank).
 
 Design choices
 - In the store a bank is an ordinary content-addressed catalog (`catalogs.kind = "bank"`): coarse skills are

@@ -1,4 +1,7 @@
-"""ConceptMix concept catalog, seeded difficulty-k sampler and configuration helpers (METHODS.md §4.1-4.3).
+"""ConceptMix concept catalog, seeded difficulty-k sampler and configuration helpers.
+
+What they compute: docs/methods.md#conceptmix-catalog, docs/methods.md#conceptmix-sampler and
+docs/methods.md#conceptmix-refinement.
 
 Design choices:
 - The packaged catalog (`catalog/data/conceptmix/*.json`) uses the official file layout

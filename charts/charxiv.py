@@ -8,7 +8,7 @@ Design choices
   question of a chart and `{figure_id}` for its reasoning question (the keys CharXiv's result files use).
 - The template and instruction wording is our own; only the meaning of each of the 19 templates, the subplot
   locator rule (every template but 18 and 19 is prefixed with where the subplot is), the rubric families
-  and the answer-type rules follow METHODS.md §7.
+  and the answer-type rules follow docs/methods.md#chart-eval-questions.
 - Keys the official files do not have (the synthetic set's `skills`, `exact`) are kept in `extra`, so the
   same loader reads both and the official readers ignore them.
 - Test-split answers are null in the release; such questions load with `answer=None` and are reported as

@@ -56,7 +56,7 @@ def _criteria(path: str | None) -> list[str]:
 @click.option("--pair-check", type=click.Choice(["rule", "llm", "off"]), default="rule", show_default=True,
               help="Reject near-duplicate (rule) or incompatible (llm) pairs before generating.")
 @click.option("--criteria", "criteria_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Critic criteria, one per line (default: the 8 criteria of METHODS §5.1).")
+              help="Critic criteria, one per line (default: the 8 criteria of docs/methods.md#math2-pipeline).")
 @click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
               help="Re-asks when a reply lacks the expected field.")
 @click.option("--seed", default=0, show_default=True, help="Pair sampling seed.")

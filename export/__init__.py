@@ -8,7 +8,7 @@ Design choices
   can trace a row back to the store.
 - Instruct-SkillMix items export `instruction/input/output` plus the released keys (`orig_instruction`,
   `skills_joined_str`, `query_type`); a shirker item keeps its real response as `orig_output`.
-- Skill-Mix items (the Zhao et al. recipe, METHODS §2): prompt = the stored TURN0 request, target = the graded
+- Skill-Mix items (the Zhao et al. recipe, docs/methods.md#skill-composition-data): prompt = the stored TURN0 request, target = the graded
   revised answer `text_1`; metadata `k, skills, topic, category_split, round, score, full_marks`. Points are
   voted per rubric item over grading samples (numpy rint, as the metrics do); Full Marks = every voted point 1.
 - Preference pairs exist where the store holds two responses of different quality for one prompt: an

@@ -1,4 +1,4 @@
-"""ConceptMix metrics (METHODS.md §4.5): all-correct proportion per k, pooled concept accuracy, category breakdown.
+"""ConceptMix metrics (docs/methods.md#conceptmix-grading): all-correct proportion per k, pooled concept accuracy, category breakdown.
 
 Design choices:
 - Input is one record per graded image: `{"k", "questions": [{"category", "answer": 0|1, "error": bool}]}`.

@@ -1,5 +1,6 @@
 """Instruct-SkillMix run report: how many points were kept, failed (and why), rejected as near-duplicates,
-replaced by shirkers; query-type balance; mean instruction and response length in words (METHODS §3.3-3.5)."""
+replaced by shirkers; query-type balance; mean instruction and response length in words
+(docs/methods.md#instruct-skillmix-records)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MATH² metrics (METHODS.md §5.3): acceptance and drops per stage, evaluation accuracy per model, and the square
+"""MATH² metrics (docs/methods.md#math2-square-law): acceptance and drops per stage, evaluation accuracy per model, and the square
 law Y ≈ X² (X = accuracy on source questions, Y = accuracy on generated two-skill questions).
 
 Square-law outputs per model: relative drop (X − Y)/X and residual Y − X²; across models: the least-squares

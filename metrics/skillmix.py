@@ -1,4 +1,5 @@
-"""Skill-Mix grading maths (METHODS §1.4-1.5): judge-reply parsers, length repair, the programmatic
+"""Skill-Mix grading maths (docs/methods.md#skillmix-judge and
+docs/methods.md#skillmix-metrics): judge-reply parsers, length repair, the programmatic
 sentence override, and the metrics aggregated over grading samples, generation rounds and combinations.
 
 Score tensor P[G rounds, R grading samples, M combinations, k+3]. Per item a majority vote over R

@@ -1,6 +1,6 @@
 """Import the official Skill-Mix output layout (LeoYu/skill-mix) into the store, so `report` recomputes metrics.
 
-Layout (METHODS §1.6): `{root}/k{k}_s{seed}_v{genprompt}_r{round}/{student}/records.csv` (generations) and
+Layout (docs/methods.md#skillmix-records): `{root}/k{k}_s{seed}_v{genprompt}_r{round}/{student}/records.csv` (generations) and
 `.../{student}/graded/by_{grader}_on_text_1_{gradround}_{gradprompt}/records.csv` (grades, row i grades
 generation row i). Each graded row holds per grading sample j `points_j` (comma-joined floats, sometimes
 truncated: repaired to k+3) and `true_sentence_lim_pt_j` (the programmatic sentence point, which overrides

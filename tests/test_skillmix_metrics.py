@@ -1,4 +1,4 @@
-"""S1-S4 from METHODS: aggregation, judge parsing and repair, sentence override, sampler determinism."""
+"""Verification S1-S4 (docs/methods.md#verification-skillmix): aggregation, judge parsing and repair, sentence override, sampler determinism."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""Topic-model learner and unlearners on planted data (experiments T1, T2, T4, T5 of docs/unlearning.md in small form)."""
+"""Topic-model learner and unlearners on planted data (experiments T1, T2, T4, T5 of
+docs/methods.md#verification-unlearning in small form; recorded full-size results: docs/results/unlearning.md)."""
 
 from __future__ import annotations
 
