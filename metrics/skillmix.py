@@ -177,11 +177,13 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
     per_k: dict[int, list] = {}
     failed: dict[int, int] = {}
-    for item in store.items(run["id"], kind=KIND_PREFIX):
+    from skillweave.store.reads import items_with_grades
+
+    for item in items_with_grades(store, run["id"], kind=KIND_PREFIX):  # one statement, not one per item
         failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
         if item["status"] != "done":
             continue
-        samples = [g["points"] for g in store.grades(item["id"])]
+        samples = [g["points"] for g in item["grades"]]
         per_k.setdefault(item["k"], []).append((item["combo_index"], item["round"], samples))
     ks = sorted(set(per_k) | set(failed))
     by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}
