@@ -232,7 +232,9 @@ class LocalProvider(Provider):
         if "_fast" not in self.__dict__:
             from skillweave.agents.local_engine import load_engine
 
-            self._fast = await asyncio.to_thread(load_engine, self.model, self.batch_size)
+            # SKILLWEAVE_LOCAL_ENGINE=transformers keeps transformers' generate (static batches), for comparison.
+            self._fast = None if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") == "transformers" else (
+                await asyncio.to_thread(load_engine, self.model, self.batch_size))
         return self._fast
 
     async def _chat_engine(self, engine, request: ChatRequest) -> ChatResult:
