@@ -529,22 +529,50 @@ class Scheduler:
                 finished = await asyncio.to_thread(engine.run, admit, budget_s=0.25,
                                                    want_slots=lambda: bool(self.waiting))
             except Exception as exc:  # a failed step fails the requests in the batch, not the process
-                for request in admit + [r.request for r in engine.rows]:
-                    if not request.token.done():
-                        request.token.set_exception(exc)
-                engine.reset()
+                with engine.lock:
+                    failed = admit + [r.request for r in engine.rows]
+                    engine.reset()
+                for request in failed:
+                    _resolve(request, exc)
                 continue
             for request in finished:
-                if not request.token.done():
-                    request.token.set_result(request)
+                _resolve(request)
+
+
+def _resolve(request: GenRequest, exc: Exception | None = None) -> None:
+    """Complete a request's future on its own event loop (rows of two loops may share one batch)."""
+    future = request.token
+    loop = future.get_loop()
+    if loop.is_closed():
+        return
+
+    def complete():
+        if not future.done():
+            future.set_exception(exc) if exc is not None else future.set_result(request)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        complete()
+    else:
+        loop.call_soon_threadsafe(complete)
 
 
 _SCHEDULERS: dict[tuple, Scheduler] = {}
 
 
 def scheduler(engine: Engine) -> Scheduler:
-    key = (id(engine), id(asyncio.get_running_loop()))
+    loop = asyncio.get_running_loop()
+    key = (id(engine), id(loop))
     if key not in _SCHEDULERS:
-        _SCHEDULERS.clear()  # a new event loop: the old loop's scheduler is gone with it
+        for old_key, old in list(_SCHEDULERS.items()):  # rows left by a loop that has ended leave the batch
+            if old.worker is None or old.worker.get_loop().is_closed():
+                del _SCHEDULERS[old_key]
+        with engine.lock:
+            for row in engine.rows:
+                if row.request.token is None or row.request.token.get_loop().is_closed():
+                    row.request.dropped = True
         _SCHEDULERS[key] = Scheduler(engine)
     return _SCHEDULERS[key]

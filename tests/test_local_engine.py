@@ -195,3 +195,21 @@ def test_thread_count_follows_the_load_while_running(monkeypatch):
         assert local_engine.adaptive_threads(force=True) == 3
     finally:
         torch.set_num_threads(before)
+
+
+def test_local_provider_works_across_event_loops(tiny_model):
+    from skillweave.agents.providers import ChatRequest, LocalProvider
+
+    provider = LocalProvider(str(tiny_model))
+    request = ChatRequest(messages=[{"role": "user", "content": CORPUS[3]}], temperature=0, max_tokens=6)
+    first = asyncio.run(provider.chat(request))[0].texts
+
+    async def abandoned():  # a loop that ends while its request is still generating
+        task = asyncio.ensure_future(provider.chat(ChatRequest(
+            messages=[{"role": "user", "content": CORPUS[0]}], temperature=0, max_tokens=200)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(abandoned())
+    assert asyncio.run(provider.chat(request))[0].texts == first
+    assert not load_engine(str(tiny_model)).rows
