@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--child", choices=["engine", "transformers"], help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(throughput(args)))
@@ -73,8 +73,10 @@ def main() -> None:
     print(f"warm load: engine {loads['engine']:.2f} s, transformers {loads['transformers']:.2f} s "
           f"(ratio {loads['transformers'] / loads['engine']:.2f}x)")
     runs = {}
-    for kind in ("engine", "transformers"):
-        env = dict(os.environ, SKILLWEAVE_LOCAL_ENGINE=kind)
+    variants = {"engine": {}, "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
+                "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
+    for kind, extra in variants.items():
+        env = {**os.environ, **extra}
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                               "--requests", str(args.requests), "--max-tokens", str(args.max_tokens)],
                              capture_output=True, text=True, env=env, check=True)
@@ -83,9 +85,10 @@ def main() -> None:
         print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
               f"{r['cpu_ms_per_token']:.1f} CPU ms per token")
     same = sum(a == b for a, b in zip(runs["engine"]["texts"], runs["transformers"]["texts"], strict=True))
-    print(f"engine / transformers tokens/s: {runs['engine']['tokens_per_s'] / runs['transformers']['tokens_per_s']:.2f}x;"
-          f" CPU per token {runs['transformers']['cpu_ms_per_token'] / runs['engine']['cpu_ms_per_token']:.2f}x less;"
-          f" identical greedy texts: {same}/{args.requests}")
+    for kind in ("engine", "engine bf16"):
+        print(f"{kind} / transformers tokens/s: {runs[kind]['tokens_per_s'] / runs['transformers']['tokens_per_s']:.2f}x;"
+              f" CPU per token {runs['transformers']['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
+    print(f"identical greedy texts, engine (float32) and transformers: {same}/{args.requests}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

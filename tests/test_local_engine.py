@@ -213,3 +213,29 @@ def test_local_provider_works_across_event_loops(tiny_model):
     asyncio.run(abandoned())
     assert asyncio.run(provider.chat(request))[0].texts == first
     assert not load_engine(str(tiny_model)).rows
+
+
+def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "bfloat16")
+    local_engine._load_engine.cache_clear()
+    try:
+        engine = load_engine(str(tiny_model))
+        assert engine.model.blocks[0]["qkv"].dtype == torch.bfloat16
+        prompts = _prompts(engine, CORPUS)
+        alone = []
+        for ids in prompts:
+            request = GenRequest(ids, max_tokens=12)
+            engine.generate([request])
+            alone.append(request.outputs)
+        batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
+        engine.generate(batched)
+        assert [r.outputs for r in batched] == alone
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+        from skillweave.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="expected float32 or bfloat16"):
+            local_engine.local_dtype()
+    finally:
+        local_engine._load_engine.cache_clear()
