@@ -179,7 +179,7 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     failed: dict[int, int] = {}
     from skillweave.store.reads import items_with_grades
 
-    for item in items_with_grades(store, run["id"], kind=KIND_PREFIX):  # one statement, not one per item
+    for item in items_with_grades(store, run["id"], kind=KIND_PREFIX, payload=False):  # one statement in all
         failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
         if item["status"] != "done":
             continue

@@ -17,14 +17,17 @@ REVIEW_COLUMNS = ("id", "item_id", "run_id", "reviewer", "decision", "reason", "
 
 
 def items_with_grades(store, run_id: str, *, kind: str | None = None, status: str | None = None,
-                      grades: bool = True, reviews: bool = False) -> Iterator[dict]:
+                      grades: bool = True, reviews: bool = False, payload: bool = True) -> Iterator[dict]:
     """Items of a run as `Store.items` gives them, plus `grades` (the item's grade rows by sample index, points
     decoded, as `Store.grades` gives them) and `latest_review` (the newest review with `changes` decoded, or
-    None) when asked for."""
-    columns = ["i.*"]
-    if grades:
+    None) when asked for. `payload=False` leaves out `payload` and `prompt_versions` (reports that only count)."""
+    columns = ["i.*"] if payload else [
+        "i.id", "i.run_id", "i.kind", "i.combo_index", "i.round", "i.k", "i.skills", "i.topic", "i.status",
+        "i.error", "i.parent_id", "i.created_at", "i.updated_at"]
+    if grades:  # points nested as JSON (not JSON text inside JSON), so each item's grades decode in one call
         columns.append(
-            "(SELECT json_group_array(json_array(g.sample_index, g.points, g.score, g.parse_status, g.judge))"
+            "(SELECT json_group_array(json_array(g.sample_index,"
+            " CASE WHEN json_valid(g.points) THEN json(g.points) END, g.score, g.parse_status, g.judge))"
             " FROM (SELECT * FROM grades g WHERE g.item_id = i.id ORDER BY g.sample_index) g) AS _grades")
     if reviews:
         fields = ", ".join(f"r.{c}" for c in REVIEW_COLUMNS)
@@ -46,11 +49,15 @@ def items_with_grades(store, run_id: str, *, kind: str | None = None, status: st
         for values in chunk:
             row = dict(zip(names, values, strict=True))
             packed_grades, packed_review = row.pop("_grades", None), row.pop("_review", None)
-            item = _decode_item(row)
+            if payload:
+                item = _decode_item(row)
+            else:
+                item = row
+                row["skills"] = jload(row["skills"], [])
             if grades:
                 item["grades"] = [
-                    {"sample_index": g[0], "points": jload(g[1], []), "score": g[2], "parse_status": g[3],
-                     "judge": g[4]}
+                    {"sample_index": g[0], "points": [] if g[1] is None else g[1], "score": g[2],
+                     "parse_status": g[3], "judge": g[4]}
                     for g in jload(packed_grades, [])
                 ]
             if reviews:

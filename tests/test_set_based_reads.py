@@ -103,3 +103,20 @@ def test_items_list_json_streams_the_same_text_as_before(tmp_path, cli_run):
     assert out == expected
     code, out, _ = cli_run("items", "list", run_id, "--json", "--status", "nothing", db=db)
     assert out.strip() == "[]"
+
+
+def test_vote_matches_numpys_rounded_mean():
+    import random
+
+    import numpy as np
+
+    from skillweave.export import _vote
+
+    rng = random.Random(0)
+    for _ in range(500):
+        n, width = rng.randint(1, 5), rng.randint(1, 7)
+        samples = [[rng.choice([0, 1, 0.5, 1.0]) for _ in range(width + rng.randint(0, 2))] for _ in range(n)]
+        w = min(len(s) for s in samples)
+        expected = [float(v) for v in np.rint(np.asarray([s[:w] for s in samples], dtype=float).mean(axis=0))]
+        assert _vote([{"points": s} for s in samples]) == expected
+    assert _vote([{"points": []}]) is None
