@@ -150,21 +150,37 @@ def aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
                       across_rounds: str = "max") -> dict[str, dict[str, float]]:
     """Ragged form of `aggregate`: records of (combination, round, samples[R][k+3]) for one k.
 
-    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has.
+    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has. Records with
+    the same number of samples and width are voted and scored as one array (10^5 items report in one pass);
+    the per-combination max or mean runs in record order, so every value equals the record-by-record result.
     """
-    by_combo: dict[int, list[dict[str, float]]] = {}
+    combos: dict[int, int] = {}  # combination -> its position, in first-seen order
+    groups: dict[tuple[int, int], list[int]] = {}
+    kept: list[tuple[int, list[list[float]]]] = []
     for combo, _round, samples in records:
         if not samples:
             continue
-        voted = np.rint(np.asarray(samples, dtype=float).mean(axis=0))
-        by_combo.setdefault(combo, []).append({k_: float(v) for k_, v in generation_metrics(voted, k).items()})
+        widths = {len(s) for s in samples}
+        if len(widths) != 1:  # ragged samples fail as they always did
+            np.asarray(samples, dtype=float)
+        groups.setdefault((len(samples), widths.pop()), []).append(len(kept))
+        kept.append((combos.setdefault(combo, len(combos)), samples))
+    values = {name: np.zeros(len(kept)) for name in generation_metrics(np.zeros(k + 3), k)}
+    for members in groups.values():
+        voted = np.rint(np.asarray([kept[i][1] for i in members], dtype=float).mean(axis=1))
+        for name, column in generation_metrics(voted, k).items():
+            values[name][members] = column
+    position = np.array([c for c, _ in kept], dtype=np.intp)
+    m = len(combos)
     out = {}
-    for name in generation_metrics(np.zeros(k + 3), k):
-        per_combo = np.array([
-            (max if across_rounds == "max" else lambda xs: sum(xs) / len(xs))([g[name] for g in gens])
-            for gens in by_combo.values()
-        ])
-        m = len(per_combo)
+    for name, column in values.items():
+        if across_rounds == "max":
+            per_combo = np.full(m, -np.inf)
+            np.maximum.at(per_combo, position, column)
+        else:
+            per_combo = np.zeros(m)
+            np.add.at(per_combo, position, column)
+            per_combo /= np.bincount(position, minlength=m)
         out[name] = {
             "mean": float(per_combo.mean()) if m else float("nan"),
             "se": float(per_combo.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan"),

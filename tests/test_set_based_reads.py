@@ -120,3 +120,55 @@ def test_vote_matches_numpys_rounded_mean():
         expected = [float(v) for v in np.rint(np.asarray([s[:w] for s in samples], dtype=float).mean(axis=0))]
         assert _vote([{"points": s} for s in samples]) == expected
     assert _vote([{"points": []}]) is None
+
+
+# The record-by-record aggregation the vectorised `aggregate_records` replaced (kept here as the reference).
+import numpy as np  # noqa: E402
+
+from skillweave.metrics.skillmix import generation_metrics  # noqa: E402
+
+
+def _reference_aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
+                      across_rounds: str = "max") -> dict[str, dict[str, float]]:
+    """Ragged form of `aggregate`: records of (combination, round, samples[R][k+3]) for one k.
+
+    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has.
+    """
+    by_combo: dict[int, list[dict[str, float]]] = {}
+    for combo, _round, samples in records:
+        if not samples:
+            continue
+        voted = np.rint(np.asarray(samples, dtype=float).mean(axis=0))
+        by_combo.setdefault(combo, []).append({k_: float(v) for k_, v in generation_metrics(voted, k).items()})
+    out = {}
+    for name in generation_metrics(np.zeros(k + 3), k):
+        per_combo = np.array([
+            (max if across_rounds == "max" else lambda xs: sum(xs) / len(xs))([g[name] for g in gens])
+            for gens in by_combo.values()
+        ])
+        m = len(per_combo)
+        out[name] = {
+            "mean": float(per_combo.mean()) if m else float("nan"),
+            "se": float(per_combo.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan"),
+            "n": m,
+        }
+    return out
+
+
+def test_vectorised_aggregate_records_equals_the_record_by_record_one():
+    import random
+
+    from skillweave.metrics.skillmix import aggregate_records
+
+    rng = random.Random(1)
+    for k in (2, 3, 4):
+        records = []
+        for combo in range(40):
+            for rnd in range(rng.randint(1, 3)):
+                n = rng.choice([0, 1, 2, 3, 5])
+                records.append((combo * 7 % 13 + combo, rnd, [[rng.choice([0, 1, 0.5]) for _ in range(k + 3)]
+                                                              for _ in range(n)]))
+        rng.shuffle(records)
+        for mode in ("max", "mean"):
+            assert aggregate_records(records, k, mode) == _reference_aggregate_records(records, k, mode)
+    assert aggregate_records([], 2)["sum"]["n"] == 0
