@@ -26,6 +26,8 @@ LOAD = {
 
 TOPICS = ["gardening", "chess", "a rainy city", "the history of bread", "learning to swim", "volcanoes",
           "a job interview", "space travel", "friendship", "a lost umbrella", "jazz", "the ocean"]
+LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (scaled by --max-tokens / 96): rows of
+# different lengths, as in a pipeline where replies end at different points
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
 
 
@@ -44,7 +46,7 @@ def throughput(args) -> dict:
     requests = [ChatRequest(messages=[{"role": "user", "content": (
         f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=0, max_tokens=args.max_tokens) for i in range(args.requests)]
+        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96) for i in range(args.requests)]
 
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
