@@ -450,15 +450,18 @@ def adaptive_threads(force: bool = False) -> int:
     from skillweave.agents.providers import local_torch_threads
 
     now = time.monotonic()
-    if not force and now - _threads_state["checked"] < THREAD_CHECK_SECONDS:
-        return torch.get_num_threads()
-    _threads_state["checked"] = now
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if os.environ.get("SKILLWEAVE_TORCH_THREADS"):
-        threads = local_torch_threads(cores)
-    else:
-        others = _others_busy_cores(_threads_state)
-        threads = local_torch_threads(cores) if others is None else (1 if others >= cores / 2 else cores)
+    if force or "threads" not in _threads_state or now - _threads_state["checked"] >= THREAD_CHECK_SECONDS:
+        _threads_state["checked"] = now
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if os.environ.get("SKILLWEAVE_TORCH_THREADS"):
+            _threads_state["threads"] = local_torch_threads(cores)
+        else:
+            others = _others_busy_cores(_threads_state)
+            _threads_state["threads"] = (local_torch_threads(cores) if others is None
+                                         else 1 if others >= cores / 2 else cores)
+    # OpenMP keeps the count per OS thread and generation runs on whichever worker thread asyncio picks, so the
+    # decision is applied to the calling thread every time (a cheap comparison when nothing changed).
+    threads = _threads_state["threads"]
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
