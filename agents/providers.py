@@ -257,11 +257,38 @@ class LocalProvider(Provider):
     async def _chat(self, request: ChatRequest) -> ChatResult:
         if _has_images(request.messages):
             raise ConfigError("the local model reads text only; use openai:<vision model> or anthropic:<model>")
+        engine = await self._engine()
+        if engine is not None:
+            return await self._chat_engine(engine, request)
         future = asyncio.get_running_loop().create_future()
         self._pending.append((request, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
+
+    async def _engine(self):
+        """The continuous-batching engine (agents/local_engine.py), or None where the folder needs transformers."""
+        if "_fast" not in self.__dict__:
+            from skillweave.agents.local_engine import load_engine
+
+            # SKILLWEAVE_LOCAL_ENGINE=transformers keeps transformers' generate (static batches), for comparison.
+            self._fast = None if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") == "transformers" else (
+                await asyncio.to_thread(load_engine, self.model, self.batch_size))
+        return self._fast
+
+    async def _chat_engine(self, engine, request: ChatRequest) -> ChatResult:
+        from skillweave.agents.local_engine import GenRequest, scheduler
+
+        tokenizer = engine.tokenizer
+        ids = tokenizer.encode(tokenizer.chat_prompt(
+            [{"role": m["role"], "content": message_text(m)} for m in request.messages]))
+        if len(ids) >= engine.model.max_positions:
+            raise ValueError(f"prompt of {len(ids)} tokens exceeds the model's {engine.model.max_positions} positions")
+        job = await scheduler(engine).submit(GenRequest(
+            ids, n=request.n, max_tokens=request.max_tokens, temperature=request.temperature,
+            seed=request.options.get("seed")))
+        return ChatResult(texts=[tokenizer.decode(out).strip() for out in job.outputs],
+                          input_tokens=len(ids) * request.n, output_tokens=sum(len(out) for out in job.outputs))
 
     async def _drain(self) -> None:
         import torch

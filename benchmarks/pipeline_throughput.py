@@ -7,7 +7,11 @@ Prints, measured in one run on the same server and concurrency:
     (the issue's reference: the practical limit of an SDK client on this machine),
   - a bare loop of skillweave's own `openai:` provider replaying the same bodies (no store, no graph), which
     isolates what the pipeline itself costs: the provider talks HTTP through aiohttp, not the SDK,
-and the ratios. Goal: pipeline requests/s >= 90% of the bare SDK loop's at concurrency 64.
+  - a bare aiohttp loop that posts the recorded bodies three in sequence per item (the chain's shape) with the
+    same concurrency: the floor any client reaches, with its client CPU ms per request,
+and the ratios and the pipeline's client CPU ms per request. Goals: pipeline requests/s >= 90% of the bare SDK
+loop's at concurrency 64 and 0.2 s; at 0.05 s and concurrency 256, <= 1.0 ms of CPU per request and >= 0.5 of
+the bare aiohttp three-step loop.
 
     python benchmarks/pipeline_throughput.py --concurrency 64 --latency 0.2 --items 256
     python benchmarks/pipeline_throughput.py --named   # also through a models-file name (agents/fleet.py)
@@ -69,6 +73,32 @@ async def bare_provider_loop(concurrency: int, requests: list[dict]) -> float:
     return len(requests) / elapsed
 
 
+async def bare_aiohttp_three_steps(concurrency: int, requests: list[dict]) -> tuple[float, float]:
+    """The issue's floor: `concurrency` workers, each posting three recorded bodies in sequence per item (like
+    the Skill-Mix chain) over one aiohttp session, parsing each reply; no store, no graph, no templates.
+    Returns (requests/s, client CPU ms per request)."""
+    import aiohttp
+
+    url = os.environ["OPENAI_BASE_URL"].rstrip("/") + "/chat/completions"
+    items = [requests[i:i + CALLS_PER_ITEM] for i in range(0, len(requests) - CALLS_PER_ITEM + 1, CALLS_PER_ITEM)]
+    queue = list(reversed(items))
+    sent = 0
+    async with aiohttp.ClientSession(headers={"Authorization": "Bearer mock"},
+                                     connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def worker():
+            nonlocal sent
+            while queue:
+                for body in queue.pop():
+                    async with session.post(url, json={"model": "mock", **body}) as response:
+                        await response.json()
+                    sent += 1
+
+        start, cpu = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return sent / elapsed, 1000 * cpu / sent
+
+
 def recorded_requests(db: str) -> list[dict]:
     """The exact request bodies the pipeline sent (messages, n, temperature, max tokens), in call order."""
     from skillweave.store import Store, jload
@@ -98,6 +128,7 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
     start, cpu_start = time.perf_counter(), time.process_time()
     summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
     elapsed = time.perf_counter() - start
+    pipeline.cpu_s = time.process_time() - cpu_start
     calls = store.db["llm_calls"].count_where("error is null")
     CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
     if summary.failed:
@@ -136,6 +167,7 @@ def main() -> None:
         bare_rps = asyncio.run(bare_loop(args.concurrency, requests))
         asyncio.run(bare_provider_loop(args.concurrency, requests[: args.concurrency]))
         provider_rps = asyncio.run(bare_provider_loop(args.concurrency, requests))
+        three_rps, three_cpu_ms = asyncio.run(bare_aiohttp_three_steps(args.concurrency, requests))
     finally:
         proc.terminate()
     ideal_items = args.concurrency / (CALLS_PER_ITEM * args.latency)
@@ -152,6 +184,10 @@ def main() -> None:
         print(f"named model requests/s   {named_rps:8.1f}   (the same run through a models-file name)")
         print(f"named / bare SDK loop    {named_rps / bare_rps:8.2f}")
         print(f"named CPU per request    {CPU_MS['mock-named']:8.2f} ms")
+    pipe_cpu_ms = 1000 * pipeline.cpu_s / calls
+    print(f"bare aiohttp 3-step req/s {three_rps:7.1f}   ({three_cpu_ms:.2f} client CPU ms per request)")
+    print(f"pipeline CPU ms/request  {pipe_cpu_ms:8.2f}   (goal <= 1.0)")
+    print(f"pipeline / bare aiohttp 3-step {pipe_rps / three_rps:6.2f}   (goal >= 0.5 at 0.05 s latency, concurrency 256)")
 
 
 if __name__ == "__main__":

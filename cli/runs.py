@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
@@ -156,12 +158,22 @@ def items_list(ctx, run_id, status, as_json):
       skillweave items list latest --status failed
     """
     store = open_store(ctx)
-    rows = list(store.items(store.get_run(run_id)["id"], status=status))
+    rows = store.items(store.get_run(run_id)["id"], status=status)
     if as_json:
-        echo_json(rows)
+        _echo_json_stream(rows)  # the same text as echo_json(list(rows)), written row by row
     else:
         echo_table(rows, ["id", "kind", "combo_index", "round", "k", "status", "topic", "skills", "error"],
                    empty="(no items)")
+
+
+def _echo_json_stream(rows) -> None:
+    """Write an iterable of dicts as the indented JSON list echo_json prints, one row at a time."""
+    first = True
+    for row in rows:
+        text = json.dumps(row, indent=2, ensure_ascii=False, default=str).replace("\n", "\n  ")
+        click.echo(("[\n  " if first else ",\n  ") + text, nl=False)
+        first = False
+    click.echo("[]" if first else "\n]")
 
 
 @items_group.command("lineage")

@@ -236,10 +236,8 @@ def _models(store, runs: list[dict]) -> list[str]:
 
 
 def _prompt_versions(store, examples: list) -> list[str]:
-    versions: set[str] = set()
-    for item_id in {e.item_id for e in examples} | {e.meta.get("rejected_item_id") for e in examples} - {None}:
-        row = store.db["items"].get(item_id)
-        versions |= set(json.loads(row["prompt_versions"] or "[]"))
+    # each example carries its item's (and a pair's rejected item's) versions: no lookup per item
+    versions: set[str] = {v for e in examples for v in getattr(e, "prompt_versions", ())}
     if not versions:
         return []
     marks = ", ".join("?" * len(versions))

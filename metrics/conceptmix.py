@@ -125,13 +125,14 @@ def plot_scores(series: dict[str, dict], path: str | Path) -> Path:
 def graded_records(store, run_id: str) -> list[dict]:
     """One metrics record per graded prompt of a run (grades come from the store, errors count as 0)."""
     from skillweave.catalog.conceptmix import question_categories
+    from skillweave.store.reads import items_with_grades
 
     records = []
-    for item in store.items(run_id, kind=KIND, status="done"):
+    for item in items_with_grades(store, run_id, kind=KIND, status="done"):  # one statement, not one per item
         categories = item["payload"].get("categories") or []
         questions = item["payload"].get("questions") or []
         per_question = question_categories(questions, categories)
-        grades = {g["sample_index"]: g for g in store.grades(item["id"])}
+        grades = {g["sample_index"]: g for g in item["grades"]}
         rows = []
         for i, q in enumerate(questions):
             if not q.strip() or i not in grades:

@@ -152,21 +152,37 @@ def aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
                       across_rounds: str = "max") -> dict[str, dict[str, float]]:
     """Ragged form of `aggregate`: records of (combination, round, samples[R][k+3]) for one k.
 
-    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has.
+    Rounds with no grade (failed items) are left out; a combination enters with the rounds it has. Records with
+    the same number of samples and width are voted and scored as one array (10^5 items report in one pass);
+    the per-combination max or mean runs in record order, so every value equals the record-by-record result.
     """
-    by_combo: dict[int, list[dict[str, float]]] = {}
+    combos: dict[int, int] = {}  # combination -> its position, in first-seen order
+    groups: dict[tuple[int, int], list[int]] = {}
+    kept: list[tuple[int, list[list[float]]]] = []
     for combo, _round, samples in records:
         if not samples:
             continue
-        voted = np.rint(np.asarray(samples, dtype=float).mean(axis=0))
-        by_combo.setdefault(combo, []).append({k_: float(v) for k_, v in generation_metrics(voted, k).items()})
+        widths = {len(s) for s in samples}
+        if len(widths) != 1:  # ragged samples fail as they always did
+            np.asarray(samples, dtype=float)
+        groups.setdefault((len(samples), widths.pop()), []).append(len(kept))
+        kept.append((combos.setdefault(combo, len(combos)), samples))
+    values = {name: np.zeros(len(kept)) for name in generation_metrics(np.zeros(k + 3), k)}
+    for members in groups.values():
+        voted = np.rint(np.asarray([kept[i][1] for i in members], dtype=float).mean(axis=1))
+        for name, column in generation_metrics(voted, k).items():
+            values[name][members] = column
+    position = np.array([c for c, _ in kept], dtype=np.intp)
+    m = len(combos)
     out = {}
-    for name in generation_metrics(np.zeros(k + 3), k):
-        per_combo = np.array([
-            (max if across_rounds == "max" else lambda xs: sum(xs) / len(xs))([g[name] for g in gens])
-            for gens in by_combo.values()
-        ])
-        m = len(per_combo)
+    for name, column in values.items():
+        if across_rounds == "max":
+            per_combo = np.full(m, -np.inf)
+            np.maximum.at(per_combo, position, column)
+        else:
+            per_combo = np.zeros(m)
+            np.add.at(per_combo, position, column)
+            per_combo /= np.bincount(position, minlength=m)
         out[name] = {
             "mean": float(per_combo.mean()) if m else float("nan"),
             "se": float(per_combo.std(ddof=1) / np.sqrt(m)) if m > 1 else float("nan"),
@@ -188,11 +204,13 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
     per_k: dict[int, list] = {}
     failed: dict[int, int] = {}
-    for item in store.items(run["id"], kind=KIND_PREFIX):
+    from skillweave.store.reads import items_with_grades
+
+    for item in items_with_grades(store, run["id"], kind=KIND_PREFIX, payload=False):  # one statement in all
         failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
         if item["status"] != "done":
             continue
-        samples = [g["points"] for g in store.grades(item["id"])]
+        samples = [g["points"] for g in item["grades"]]
         per_k.setdefault(item["k"], []).append((item["combo_index"], item["round"], samples))
     ks = sorted(set(per_k) | set(failed))
     by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}

@@ -1,0 +1,603 @@
+"""Continuous batching for the embedded model (and any local Llama-family folder).
+
+`transformers.generate` on a batch waits for its longest row, and loading transformers' model classes costs
+about two seconds of imports alone. This module runs a Llama-architecture causal LM (SmolLM2 is one) in plain
+torch from its `model.safetensors`, with the tokenizer from `tokenizer.json` (the `tokenizers` library) and
+the folder's own chat template (Jinja2, rendered the way transformers renders it):
+
+- every in-flight request gets one or more rows (`n`) in one decode batch; a row that finishes leaves at once
+  and a waiting request takes its place after its prompt is prefilled, so no row waits for another;
+- the KV cache is one padded buffer per layer, `[rows, kv heads, positions, head dim]`: all rows write their
+  next token at the same column, each row's prompt is placed so that it ends at that column, and a mask hides
+  the padding on the left; each row keeps its own rotary positions, so padding never changes a row's result;
+- greedy decoding gives the same tokens as running each prompt alone (tests/test_local_engine.py checks that,
+  and checks the tokens against transformers' own `generate` on a small random Llama built from a config);
+- the torch thread count follows the load while it runs (`adaptive_threads`).
+
+A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
+returns None from `load_engine`; the provider then uses transformers' `generate` as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+THREAD_CHECK_SECONDS = 2.0
+
+
+# ---- tokenizer ------------------------------------------------------------------------------------------
+class ChatTokenizer:
+    """`tokenizer.json` through the `tokenizers` library, plus the folder's chat template."""
+
+    def __init__(self, path: Path):
+        import jinja2
+        from jinja2.sandbox import ImmutableSandboxedEnvironment
+        from tokenizers import Tokenizer
+
+        self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
+        config_file = path / "tokenizer_config.json"
+        config = json.loads(config_file.read_text()) if config_file.exists() else {}
+        if config.get("clean_up_tokenization_spaces"):
+            raise _Unsupported("clean_up_tokenization_spaces")
+        template_file = path / "chat_template.jinja"
+        template = template_file.read_text() if template_file.exists() else config.get("chat_template")
+        if not isinstance(template, str):
+            raise _Unsupported("no single chat template")
+        self.special = {}
+        for key in ("bos_token", "eos_token", "unk_token", "pad_token", "sep_token", "cls_token", "mask_token"):
+            value = config.get(key)
+            if isinstance(value, dict):
+                value = value.get("content")
+            if value is not None:
+                self.special[key] = str(value)
+
+        def raise_exception(message):
+            raise jinja2.exceptions.TemplateError(message)
+
+        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                            extensions=["jinja2.ext.loopcontrols"])
+        env.filters["tojson"] = lambda x, ensure_ascii=False, indent=None, separators=None, sort_keys=False: (
+            json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys))
+        env.globals["raise_exception"] = raise_exception
+        env.globals["strftime_now"] = lambda fmt: time.strftime(fmt)
+        self.template = env.from_string(template)
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return self.template.render(messages=messages, add_generation_prompt=True, **self.special)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False).ids
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+class _Unsupported(Exception):
+    pass
+
+
+# ---- model ----------------------------------------------------------------------------------------------
+class LlamaLite:
+    """A Llama-architecture decoder in plain torch (fp32), weights from one safetensors file."""
+
+    def __init__(self, config: dict, weights: dict, dtype=None):
+        import torch
+
+        self.torch = torch
+        c = config
+        if c.get("model_type") != "llama" or c.get("hidden_act", "silu") != "silu":
+            raise _Unsupported(f"model_type {c.get('model_type')}")
+        rope = c.get("rope_parameters") or {}
+        if (rope.get("rope_type") or "default") != "default" or c.get("rope_scaling"):
+            raise _Unsupported("rope scaling")
+        theta = float(rope.get("rope_theta") or c.get("rope_theta") or 10000.0)
+        self.hidden = c["hidden_size"]
+        self.heads = c["num_attention_heads"]
+        self.kv_heads = c.get("num_key_value_heads") or self.heads
+        self.head_dim = c.get("head_dim") or self.hidden // self.heads
+        self.layers = c["num_hidden_layers"]
+        self.eps = float(c.get("rms_norm_eps", 1e-6))
+        self.max_positions = int(c.get("max_position_embeddings", 2048))
+        self.inv_freq = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64).float() / self.head_dim))
+        w = {k: v.float() for k, v in weights.items()}
+        self.embed = w["model.embed_tokens.weight"]
+        tied = c.get("tie_word_embeddings", False)
+        self.lm_head = self.embed if tied or "lm_head.weight" not in w else w["lm_head.weight"]
+        self.norm = w["model.norm.weight"]
+        self.blocks = []
+        for i in range(self.layers):
+            p = f"model.layers.{i}."
+
+            def get(name, p=p):
+                return w.get(p + name)
+
+            qkv_b = None
+            if get("self_attn.q_proj.bias") is not None:
+                qkv_b = torch.cat([get("self_attn.q_proj.bias"), get("self_attn.k_proj.bias"),
+                                   get("self_attn.v_proj.bias")])
+            gate_up_b = None
+            if get("mlp.gate_proj.bias") is not None:
+                gate_up_b = torch.cat([get("mlp.gate_proj.bias"), get("mlp.up_proj.bias")])
+            self.blocks.append(dict(
+                ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
+                qkv=torch.cat([get("self_attn.q_proj.weight"), get("self_attn.k_proj.weight"),
+                               get("self_attn.v_proj.weight")]).contiguous(), qkv_b=qkv_b,
+                o=get("self_attn.o_proj.weight"), o_b=get("self_attn.o_proj.bias"),
+                gate_up=torch.cat([get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")]).contiguous(),
+                gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
+            ))
+        if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
+            for blk in self.blocks:
+                for name in ("qkv", "qkv_b", "o", "o_b", "gate_up", "gate_up_b", "down", "down_b"):
+                    if blk[name] is not None:
+                        blk[name] = blk[name].to(dtype)
+            self.lm_head = self.lm_head.to(dtype)
+
+    def _linear(self, x, weight, bias=None):
+        return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
+    def _rms(self, x, weight):
+        x = x * self.torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+        return weight * x
+
+    def _rope(self, positions):
+        """cos, sin of shape [B, T, head_dim] for integer positions [B, T]."""
+        freqs = positions[..., None].float() * self.inv_freq
+        emb = self.torch.cat([freqs, freqs], dim=-1)
+        return emb.cos(), emb.sin()
+
+    @staticmethod
+    def _rotate(x, cos, sin):
+        half = x.shape[-1] // 2
+        rotated = x.new_empty(x.shape)
+        rotated[..., :half] = -x[..., half:]
+        rotated[..., half:] = x[..., :half]
+        return x * cos + rotated * sin
+
+    def forward(self, ids, positions, kv_write, attend):
+        """One forward pass over ids [B, T]; returns the last position's logits [B, vocab].
+
+        kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
+        returns the attention output [B, heads, T, head dim] for queries q.
+        """
+        F = self.torch.nn.functional
+        B, T = ids.shape
+        x = F.embedding(ids, self.embed)
+        cos, sin = self._rope(positions)
+        cos, sin = cos[:, None], sin[:, None]
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        for layer, blk in enumerate(self.blocks):
+            h = self._rms(x, blk["ln1"])
+            qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
+            q = qkv[..., : H * D].view(B, T, H, D).transpose(1, 2)
+            k = qkv[..., H * D: (H + KV) * D].view(B, T, KV, D).transpose(1, 2)
+            v = qkv[..., (H + KV) * D:].view(B, T, KV, D).transpose(1, 2)
+            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
+            kv_write(layer, k, v)
+            a = attend(layer, q).transpose(1, 2).reshape(B, T, H * D)
+            x = x + self._linear(a, blk["o"], blk["o_b"])
+            h = self._rms(x, blk["ln2"])
+            gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
+            x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
+        last = self._rms(x[:, -1], self.norm)
+        return self._linear(last, self.lm_head)
+
+
+# ---- rows and the padded KV cache ----------------------------------------------------------------------
+@dataclass
+class GenRequest:
+    """One chat request: its prompt ids, how many rows (n), and what each row produced."""
+
+    prompt_ids: list[int]
+    n: int = 1
+    max_tokens: int = 512
+    temperature: float = 0.0
+    seed: int | None = None
+    outputs: list[list[int]] = field(default_factory=list)
+    rows_left: int = 0
+    dropped: bool = False
+    token: object = None  # the caller's handle (the provider's future)
+
+
+@dataclass
+class _Row:
+    request: GenRequest
+    index: int
+    position: int  # position of the next token to write
+    last: int  # last generated token (fed at the next step)
+    generated: list[int]
+    generator: object = None
+
+
+class Engine:
+    """Decode batch with a padded KV cache; `step` advances every row by one token."""
+
+    def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8):
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.eos_ids = eos_ids
+        self.max_rows = max_rows
+        self.rows: list[_Row] = []
+        self.cap = 0
+        self.lo = self.hi = 0
+        self.k = self.v = None
+        self.valid = None
+        self.finished: list[GenRequest] = []
+        self.steps = 0  # decode steps run (tests and benchmarks)
+        self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
+
+    # -- layout
+    def _allocate(self, rows: int, cap: int, hi: int) -> None:
+        """New buffers of `rows` slots and `cap` columns; the current window [lo, hi) moves to end at `hi`."""
+        torch, m = self.torch, self.model
+        width = self.hi - self.lo
+        shape = (rows, m.kv_heads, cap, m.head_dim)
+        k = [torch.zeros(shape) for _ in range(m.layers)]
+        v = [torch.zeros(shape) for _ in range(m.layers)]
+        valid = torch.zeros((rows, cap), dtype=torch.bool)
+        b = len(self.rows)
+        if self.k is not None and width and b:
+            for layer in range(m.layers):
+                k[layer][:b, :, hi - width: hi] = self.k[layer][:b, :, self.lo: self.hi]
+                v[layer][:b, :, hi - width: hi] = self.v[layer][:b, :, self.lo: self.hi]
+            valid[:b, hi - width: hi] = self.valid[:b, self.lo: self.hi]
+        self.k, self.v, self.valid, self.cap = k, v, valid, cap
+        self.lo, self.hi = hi - width, hi
+
+    def _make_room(self, rows: int, left: int, right: int) -> None:
+        """Ensure `rows` slots, `left` columns before `hi` and `right` columns from `hi` on."""
+        if self.k is not None and rows <= self.k[0].shape[0] and self.hi >= left and self.hi + right <= self.cap:
+            return
+        slots = max(rows, self.k[0].shape[0] if self.k is not None else 0, self.max_rows)
+        hi = max(self.hi - self.lo, left)
+        self._allocate(slots, hi + max(right, 256), hi)
+
+    def _trim(self) -> None:
+        if not self.rows:
+            self.lo = self.hi
+            return
+        seen = self.valid[: len(self.rows), self.lo: self.hi].any(0).nonzero()
+        self.lo += int(seen[0]) if len(seen) else self.hi - self.lo
+
+    def _remove(self, slot: int) -> None:
+        """Drop the row in `slot`; the last row moves into its place."""
+        last = len(self.rows) - 1
+        if slot != last:
+            lo, hi = self.lo, self.hi
+            for layer in range(self.model.layers):
+                self.k[layer][slot, :, lo:hi] = self.k[layer][last, :, lo:hi]
+                self.v[layer][slot, :, lo:hi] = self.v[layer][last, :, lo:hi]
+            self.valid[slot, lo:hi] = self.valid[last, lo:hi]
+            self.rows[slot] = self.rows[last]
+        self.valid[last] = False
+        self.rows.pop()
+
+    # -- scheduling
+    @property
+    def free_rows(self) -> int:
+        return self.max_rows - len(self.rows)
+
+    def _choose(self, logits, temperature: float, generator) -> int:
+        torch = self.torch
+        if temperature <= 0:
+            return int(torch.argmax(logits))
+        probs = torch.softmax(logits / temperature, dim=-1)
+        return int(torch.multinomial(probs, 1, generator=generator))
+
+    def add(self, request: GenRequest) -> None:
+        """Prefill the prompt once and add `n` rows for it (each picks its first token)."""
+        torch, m = self.torch, self.model
+        ids = request.prompt_ids
+        T = len(ids)
+        if T == 0:
+            raise ValueError("empty prompt")
+        if T >= m.max_positions:
+            raise ValueError(f"prompt of {T} tokens exceeds the model's {m.max_positions} positions")
+        request.outputs = [[] for _ in range(request.n)]
+        request.rows_left = request.n
+        b = len(self.rows)
+        self._make_room(b + request.n, T, 1)
+        hi = self.hi
+        keys, values = [], []
+
+        def kv_write(layer, k, v):
+            keys.append(k)
+            values.append(v)
+
+        def attend(layer, q):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, keys[layer], values[layer], is_causal=True, enable_gqa=m.kv_heads != m.heads)
+
+        with torch.no_grad():
+            logits = m.forward(torch.tensor([ids]), torch.arange(T)[None], kv_write, attend)[0]
+        for i in range(request.n):
+            slot = b + i
+            for layer in range(m.layers):
+                self.k[layer][slot, :, hi - T: hi] = keys[layer][0]
+                self.v[layer][slot, :, hi - T: hi] = values[layer][0]
+            self.valid[slot, hi - T: hi] = True
+            generator = None
+            if request.temperature > 0 and request.seed is not None:
+                generator = torch.Generator().manual_seed(int(request.seed) + i)
+            row = _Row(request, i, T, -1, [], generator)
+            row.last = self._choose(logits, request.temperature, generator)
+            self.rows.append(row)
+        self.lo = min(self.lo, hi - T) if b else hi - T
+        self._finish_rows(b)
+
+    def _finish_rows(self, first: int = 0) -> list[GenRequest]:
+        """Record the last token of the rows from slot `first` on; remove rows that hit EOS or their limit.
+        Returns the requests that finished."""
+        done = []
+        for slot in range(len(self.rows) - 1, first - 1, -1):
+            row = self.rows[slot]
+            request = row.request
+            ended = request.dropped or row.last in self.eos_ids
+            if not ended:
+                row.generated.append(row.last)
+            if (ended or len(row.generated) >= request.max_tokens
+                    or row.position >= self.model.max_positions):
+                request.outputs[row.index] = row.generated
+                request.rows_left -= 1
+                self._remove(slot)
+                if request.rows_left == 0 and not request.dropped:
+                    done.append(request)
+        self._trim()
+        self.finished.extend(done)
+        return done
+
+    def step(self) -> None:
+        """Advance every row by one token."""
+        torch, m = self.torch, self.model
+        B = len(self.rows)
+        if not B:
+            return
+        self._make_room(B, 0, 1)
+        hi, lo = self.hi, self.lo
+        self.valid[:B, hi] = True
+        ids = torch.tensor([[r.last] for r in self.rows])
+        positions = torch.tensor([[r.position] for r in self.rows])
+        mask = self.valid[:B, None, None, lo: hi + 1]
+
+        def kv_write(layer, k, v):
+            self.k[layer][:B, :, hi: hi + 1] = k
+            self.v[layer][:B, :, hi: hi + 1] = v
+
+        def attend(layer, q):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, self.k[layer][:B, :, lo: hi + 1], self.v[layer][:B, :, lo: hi + 1], attn_mask=mask,
+                enable_gqa=m.kv_heads != m.heads)
+
+        with torch.no_grad():
+            logits = m.forward(ids, positions, kv_write, attend)
+        self.hi = hi + 1
+        self.steps += 1
+        for i, row in enumerate(self.rows):
+            row.position += 1
+            row.last = self._choose(logits[i], row.request.temperature, row.generator)
+        self._finish_rows()
+
+    def reset(self) -> None:
+        self.rows.clear()
+        self.lo = self.hi = 0
+        if self.valid is not None:
+            self.valid.zero_()
+
+    def run(self, admit: list[GenRequest], *, budget_s: float, want_slots=lambda: False) -> list[GenRequest]:
+        """Admit new requests, then decode until a request finishes, the budget is spent, or a waiting
+        request could take a freed row. Returns the requests that finished (their rows' token ids)."""
+        with self.lock:
+            self.finished = []
+            for request in admit:
+                self.add(request)
+            deadline = time.perf_counter() + budget_s
+            while self.rows and not self.finished and time.perf_counter() < deadline:
+                adaptive_threads()
+                self.step()
+                if self.free_rows > 0 and want_slots():
+                    break
+            return self.finished
+
+    def generate(self, requests: list[GenRequest]) -> list[GenRequest]:
+        """Run requests to completion (tests and benchmarks): all admitted that fit, the rest as rows free up."""
+        waiting = list(requests)
+        while waiting or self.rows:
+            admit = []
+            free = self.free_rows
+            while waiting and (waiting[0].n <= free or (not self.rows and not admit)):
+                free -= waiting[0].n
+                admit.append(waiting.pop(0))
+            self.run(admit, budget_s=3600, want_slots=lambda: bool(waiting))
+        return requests
+
+
+# ---- threads --------------------------------------------------------------------------------------------
+_threads_state = {"checked": 0.0, "proc": None}
+
+
+def _others_busy_cores(state: dict) -> float | None:
+    """Cores used by other processes since the last call: busy CPU time from /proc/stat minus our own."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except OSError:
+        return None
+    hz = os.sysconf("SC_CLK_TCK")
+    busy = (sum(fields) - fields[3] - (fields[4] if len(fields) > 4 else 0)) / hz
+    now, own = time.monotonic(), time.process_time()
+    previous, state["proc"] = state["proc"], (now, busy, own)
+    if previous is None or now - previous[0] < 0.2:
+        return None
+    return max(0.0, ((busy - previous[1]) - (own - previous[2])) / (now - previous[0]))
+
+
+def adaptive_threads(force: bool = False) -> int:
+    """Re-check at most every THREAD_CHECK_SECONDS while generating: $SKILLWEAVE_TORCH_THREADS if set; else every
+    core while other processes leave at least half the cores idle, one thread when they do not. Our own CPU
+    time is subtracted, so the model's own threads never count as load."""
+    import torch
+
+    from skillweave.agents.providers import local_torch_threads
+
+    now = time.monotonic()
+    if force or "threads" not in _threads_state or now - _threads_state["checked"] >= THREAD_CHECK_SECONDS:
+        _threads_state["checked"] = now
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        if os.environ.get("SKILLWEAVE_TORCH_THREADS"):
+            _threads_state["threads"] = local_torch_threads(cores)
+        else:
+            others = _others_busy_cores(_threads_state)
+            _threads_state["threads"] = (local_torch_threads(cores) if others is None
+                                         else 1 if others >= cores / 2 else cores)
+    # OpenMP keeps the count per OS thread and generation runs on whichever worker thread asyncio picks, so the
+    # decision is applied to the calling thread every time (a cheap comparison when nothing changed).
+    threads = _threads_state["threads"]
+    if threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
+    return threads
+
+
+# ---- loading --------------------------------------------------------------------------------------------
+_LOAD_LOCK = threading.Lock()
+
+
+def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
+    """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
+    with _LOAD_LOCK:
+        return _load_engine(spec, max_rows)
+
+
+@lru_cache(maxsize=4)
+def _load_engine(spec: str, max_rows: int) -> Engine | None:
+    from skillweave.agents.local_model import resolve_model_path
+
+    path = resolve_model_path(spec)
+    try:
+        config = json.loads((path / "config.json").read_text())
+        if not (path / "model.safetensors").exists() or not (path / "tokenizer.json").exists():
+            raise _Unsupported("no single model.safetensors or tokenizer.json")
+        if config.get("model_type") != "llama":
+            raise _Unsupported("not a Llama-architecture model")
+        tokenizer = ChatTokenizer(path)
+        from safetensors.torch import load_file
+
+        model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=local_dtype())
+    except _Unsupported:
+        return None
+    eos: set[int] = set()
+    for source in (config, _read_json(path / "generation_config.json")):
+        value = source.get("eos_token_id")
+        eos.update(value if isinstance(value, list) else [] if value is None else [value])
+    adaptive_threads(force=True)
+    return Engine(model, tokenizer, eos, max_rows=max_rows)
+
+
+def local_dtype():
+    """$SKILLWEAVE_LOCAL_DTYPE: float32 (default, the weights as prepared) or bfloat16 (half the memory traffic per
+    decode step; outputs differ slightly from float32, and batched still equals unbatched)."""
+    import torch
+
+    from skillweave.errors import ConfigError
+
+    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE", "float32")
+    if name not in ("float32", "bfloat16"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32 or bfloat16")
+    return getattr(torch, name)
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# ---- asyncio side: one scheduler per engine and event loop ---------------------------------------------
+class Scheduler:
+    """Feeds requests from any number of coroutines into one engine, continuously."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.waiting: list[GenRequest] = []
+        self.worker: asyncio.Task | None = None
+
+    async def submit(self, request: GenRequest) -> GenRequest:
+        future = asyncio.get_running_loop().create_future()
+        request.token = future
+        self.waiting.append(request)
+        if self.worker is None or self.worker.done():
+            self.worker = asyncio.create_task(self._drive())
+        try:
+            return await future
+        except asyncio.CancelledError:
+            request.dropped = True  # its rows leave the batch at the next step
+            raise
+
+    async def _drive(self) -> None:
+        engine = self.engine
+        while self.waiting or engine.rows:
+            admit, free = [], engine.free_rows
+            while self.waiting and (self.waiting[0].n <= free or (not engine.rows and not admit)):
+                request = self.waiting.pop(0)
+                if request.token.done():
+                    continue
+                free -= request.n
+                admit.append(request)
+            try:
+                finished = await asyncio.to_thread(engine.run, admit, budget_s=0.25,
+                                                   want_slots=lambda: bool(self.waiting))
+            except Exception as exc:  # a failed step fails the requests in the batch, not the process
+                with engine.lock:
+                    failed = admit + [r.request for r in engine.rows]
+                    engine.reset()
+                for request in failed:
+                    _resolve(request, exc)
+                continue
+            for request in finished:
+                _resolve(request)
+
+
+def _resolve(request: GenRequest, exc: Exception | None = None) -> None:
+    """Complete a request's future on its own event loop (rows of two loops may share one batch)."""
+    future = request.token
+    loop = future.get_loop()
+    if loop.is_closed():
+        return
+
+    def complete():
+        if not future.done():
+            future.set_exception(exc) if exc is not None else future.set_result(request)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        complete()
+    else:
+        loop.call_soon_threadsafe(complete)
+
+
+_SCHEDULERS: dict[tuple, Scheduler] = {}
+
+
+def scheduler(engine: Engine) -> Scheduler:
+    loop = asyncio.get_running_loop()
+    key = (id(engine), id(loop))
+    if key not in _SCHEDULERS:
+        for old_key, old in list(_SCHEDULERS.items()):  # rows left by a loop that has ended leave the batch
+            if old.worker is None or old.worker.get_loop().is_closed():
+                del _SCHEDULERS[old_key]
+        with engine.lock:
+            for row in engine.rows:
+                if row.request.token is None or row.request.token.get_loop().is_closed():
+                    row.request.dropped = True
+        _SCHEDULERS[key] = Scheduler(engine)
+    return _SCHEDULERS[key]

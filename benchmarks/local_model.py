@@ -1,0 +1,98 @@
+"""The embedded model: load time and decode throughput, continuous batching against transformers' generate.
+
+Prints, measured in one run on the same machine:
+  - warm load (a fresh process, weights already prepared): the continuous-batching engine (plain torch +
+    tokenizers) against transformers' AutoModelForCausalLM/AutoTokenizer, imports included;
+  - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
+    `local` provider, first with the engine, then with SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of
+    up to 8 rows that wait for their longest row), each in its own process, and the ratio.
+
+    python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+LOAD = {
+    "engine": "from skillweave.agents.local_engine import load_engine; load_engine('local')",
+    "transformers": "from skillweave.agents.local_model import load_causal_lm; load_causal_lm('local')",
+}
+
+TOPICS = ["gardening", "chess", "a rainy city", "the history of bread", "learning to swim", "volcanoes",
+          "a job interview", "space travel", "friendship", "a lost umbrella", "jazz", "the ocean"]
+LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (scaled by --max-tokens / 96): rows of
+# different lengths, as in a pipeline where replies end at different points
+SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
+
+
+def warm_load(kind: str) -> float:
+    code = f"import time; t = time.perf_counter(); {LOAD[kind]}; print(time.perf_counter() - t)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
+def throughput(args) -> dict:
+    import asyncio
+
+    from skillweave.agents.providers import ChatRequest, LocalProvider
+
+    provider = LocalProvider("local", max_concurrency=args.concurrency)
+    requests = [ChatRequest(messages=[{"role": "user", "content": (
+        f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
+        f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
+        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96) for i in range(args.requests)]
+
+    async def main():
+        await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
+        wall, cpu = time.perf_counter(), time.process_time()
+        results = await asyncio.gather(*(provider.chat(r) for r in requests))
+        return results, time.perf_counter() - wall, time.process_time() - cpu
+
+    results, wall, cpu = asyncio.run(main())
+    tokens = sum(r.output_tokens for r, _ in results)
+    return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
+            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--requests", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(throughput(args)))
+        return
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    loads = {kind: warm_load(kind) for kind in ("engine", "transformers")}
+    print(f"warm load: engine {loads['engine']:.2f} s, transformers {loads['transformers']:.2f} s "
+          f"(ratio {loads['transformers'] / loads['engine']:.2f}x)")
+    runs = {}
+    variants = {"engine": {}, "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
+                "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
+    for kind, extra in variants.items():
+        env = {**os.environ, **extra}
+        out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
+                              "--requests", str(args.requests), "--max-tokens", str(args.max_tokens)],
+                             capture_output=True, text=True, env=env, check=True)
+        runs[kind] = json.loads(out.stdout.strip().splitlines()[-1])
+        r = runs[kind]
+        print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
+              f"{r['cpu_ms_per_token']:.1f} CPU ms per token")
+    same = sum(a == b for a, b in zip(runs["engine"]["texts"], runs["transformers"]["texts"], strict=True))
+    for kind in ("engine", "engine bf16"):
+        print(f"{kind} / transformers tokens/s: {runs[kind]['tokens_per_s'] / runs['transformers']['tokens_per_s']:.2f}x;"
+              f" CPU per token {runs['transformers']['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
+    print(f"identical greedy texts, engine (float32) and transformers: {same}/{args.requests}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

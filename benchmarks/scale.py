@@ -1,0 +1,156 @@
+"""Large runs: per-item cost of a pipeline run, and report / export / items list on a large store.
+
+Two parts, each measured in one run of this script:
+
+1. `run`: Skill-Mix with the fake provider (k=3, one round, one judge sample) at each size in --run-sizes, each
+   in its own process; prints CPU ms per item, peak RSS and both relative to the smallest size (flat = 1.00).
+2. `reads`: a store with --items graded Skill-Mix items (two judge samples each, every third reviewed) written
+   in bulk; times `report`, `export` (JSONL) and `items list --json` (to /dev/null) as the CLI runs them, and
+   the per-item reads they replaced (`Store.items` + `Store.grades` + a review lookup per item), with ratios.
+
+    python benchmarks/scale.py --run-sizes 100,1000,10000 --items 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def run_size(n: int, folder: str) -> dict:
+    db = os.path.join(folder, f"run-{n}.db")
+    code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
+        "import sys, time, resource\n"
+        "from skillweave.cli import main\n"
+        "def run(db, n):\n"
+        "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
+        " '--grading-samples', '1', '--concurrency', '64']\n"
+        "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+        f"run({db!r} + '.warm', 20)\n"
+        "t = time.process_time()\n"
+        f"run({db!r}, {n})\n"
+        "print('RESULT', time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
+    if not line:
+        raise SystemExit(f"run of {n} items failed: {out.stderr[-2000:]}")
+    _, cpu, rss_kb = line[0].split()
+    return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024}
+
+
+def fill(db: str, n: int) -> str:
+    """A Skill-Mix run of n done items with two grades each and a review on every third, in bulk."""
+    from skillweave.store import Store, jdump, now, stable_id
+
+    store = Store(db)
+    run_id = store.create_run("skillmix", {"k": [3], "n": n, "seed": 0}, command="benchmark")
+    store.put_prompt_version("b2:bench", "skillmix/student", "text")
+    stamp = now()
+    items, grades, reviews = [], [], []
+    for i in range(n):
+        item_id = store.item_id(run_id, "skillmix.text", i, 0)
+        items.append((item_id, run_id, "skillmix.text", i, 0, 3, jdump(["metaphor", "red herring", "hyperbole"]),
+                      "gardening", "done", jdump({"prompt_0": f"Write about gardening, item {i}. " * 8,
+                                                  "text_1": f"A text about gardening number {i}. " * 12}),
+                      jdump(["b2:bench"]), stamp, stamp))
+        for s in range(2):
+            points = [1, 1, 1, i % 2, 1, 0] if s == 0 else [1, 1, 0, i % 2, 1, 1]
+            grades.append((stable_id(item_id, "fake", s), item_id, run_id, "fake", s, jdump(points), sum(points),
+                           "ok", stamp))
+        if i % 3 == 0:
+            reviews.append((stable_id("review", item_id), item_id, run_id, "bench", "approve", "", "{}", stamp))
+    conn = store.db.conn
+    with store.transaction():
+        conn.executemany("INSERT INTO items (id, run_id, kind, combo_index, round, k, skills, topic, status, payload,"
+                         " prompt_versions, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", items)
+        conn.executemany("INSERT INTO grades (id, item_id, run_id, judge, sample_index, points, score, parse_status,"
+                         " created_at) VALUES (?,?,?,?,?,?,?,?,?)", grades)
+        conn.executemany("INSERT INTO reviews (id, item_id, run_id, reviewer, decision, reason, changes, created_at)"
+                         " VALUES (?,?,?,?,?,?,?,?)", reviews)
+    store.close()
+    return run_id
+
+
+def timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def cli(*args) -> None:
+    from skillweave.cli import main
+
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
+        try:
+            main(list(args))
+        except SystemExit as exc:
+            if exc.code:
+                raise
+
+
+def reads(n: int, folder: str) -> None:
+    from skillweave.store import Store
+
+    db = os.path.join(folder, "reads.db")
+    t = time.perf_counter()
+    run_id = fill(db, n)
+    print(f"filled {n} items in {time.perf_counter() - t:.1f} s")
+    store = Store(db)
+
+    def per_item_reads():  # what report and export did before: three statements per item
+        for item in store.items(run_id):
+            store.grades(item["id"])
+            list(store.db["reviews"].rows_where("item_id = ?", [item["id"]], order_by="created_at desc", limit=1))
+
+    out = os.path.join(folder, "export.jsonl")
+    small = os.path.join(folder, "warm.db")
+    small_run = fill(small, 20)
+    for args in (["report", small_run], ["export", small_run, "--out", out, "--overwrite"],
+                 ["items", "list", small_run, "--json"]):
+        cli("--db", small, *args)  # imports and first-use costs, not counted below
+    results = {
+        "report": timed(lambda: cli("--db", db, "report", run_id, "--json")),
+        "export": timed(lambda: cli("--db", db, "export", run_id, "--out", out, "--overwrite")),
+        "items list --json": timed(lambda: cli("--db", db, "items", "list", run_id, "--json")),
+        "per-item reads (before)": timed(per_item_reads),
+    }
+    rows = sum(1 for _ in open(out))
+    for name, (wall, cpu) in results.items():
+        print(f"{name:>24}: {wall:6.2f} s wall, {cpu:6.2f} s CPU; {n / wall:8.0f} items/s, "
+              f"{n / cpu:8.0f} items per CPU second")
+    print(f"export wrote {rows} rows: {rows / results['export'][0]:.0f} rows/s "
+          f"({rows / results['export'][1]:.0f} per CPU second)")
+    base = results["per-item reads (before)"]
+    print(f"per-item reads alone / whole report: {base[0] / results['report'][0]:.2f}x wall, "
+          f"{base[1] / results['report'][1]:.2f}x CPU; / whole export: {base[0] / results['export'][0]:.2f}x wall, "
+          f"{base[1] / results['export'][1]:.2f}x CPU")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
+    parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
+    args = parser.parse_args()
+    print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    with tempfile.TemporaryDirectory() as folder:
+        sizes = [int(s) for s in args.run_sizes.split(",") if s]
+        base = None
+        for n in sizes:
+            r = run_size(n, folder)
+            base = base or r
+            print(f"run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
+                  f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
+                  f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)")
+        if args.items:
+            reads(args.items, folder)
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

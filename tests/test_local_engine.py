@@ -1,0 +1,241 @@
+"""Continuous batching on the local model (agents/local_engine.py), on a tiny random Llama built from a config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from skillweave.agents import local_engine
+from skillweave.agents.local_engine import GenRequest, load_engine
+
+SMOL_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a tiny test model<|im_end|>\n' }}{% endif %}"
+    "{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+CORPUS = [
+    "Write a short story about a cat who learns to fly.",
+    "Explain rhetorical questions and metaphors in one paragraph.",
+    "The quick brown fox jumps over the lazy dog; numbers 0123456789 and punctuation!?",
+    "Skill composition: combine k skills in a single coherent text about gardening.",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A 2-layer Llama (GQA, tied embeddings) with a byte-level BPE tokenizer, saved as a transformers folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    special = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    tok.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<|endoftext|>", bos_token="<|im_start|>",
+                                   eos_token="<|im_end|>", pad_token="<|im_end|>")
+    fast.chat_template = SMOL_TEMPLATE
+    fast.save_pretrained(folder)
+    config = LlamaConfig(vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                         tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2,
+                         initializer_range=0.2, rope_theta=10000.0)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).eval().save_pretrained(folder)
+    local_engine._load_engine.cache_clear()
+    return folder
+
+
+def _prompts(engine, texts):
+    return [engine.tokenizer.encode(engine.tokenizer.chat_prompt([{"role": "user", "content": t}])) for t in texts]
+
+
+def test_tokenizer_and_chat_template_match_transformers(tiny_model):
+    from transformers import AutoTokenizer
+
+    reference = AutoTokenizer.from_pretrained(tiny_model)
+    engine = load_engine(str(tiny_model))
+    assert engine is not None
+    for messages in ([{"role": "user", "content": CORPUS[0]}],
+                     [{"role": "system", "content": "Be brief."}, {"role": "user", "content": CORPUS[2]},
+                      {"role": "assistant", "content": "ok"}, {"role": "user", "content": CORPUS[1]}]):
+        prompt = engine.tokenizer.chat_prompt(messages)
+        assert prompt == reference.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = engine.tokenizer.encode(prompt)
+        assert ids == reference(prompt, add_special_tokens=False)["input_ids"]
+        assert engine.tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True)
+
+
+def test_greedy_tokens_match_transformers_generate(tiny_model):
+    """The plain-torch Llama gives the same greedy tokens as transformers' generate, prompt by prompt."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    engine = load_engine(str(tiny_model))
+    prompts = _prompts(engine, CORPUS)
+    requests = [GenRequest(ids, max_tokens=16) for ids in prompts]
+    engine.generate(requests)
+    for ids, request in zip(prompts, requests, strict=True):
+        with torch.no_grad():
+            out = reference.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                     max_new_tokens=16, do_sample=False, pad_token_id=2, eos_token_id=2)
+        expected = out[0, len(ids):].tolist()
+        if 2 in expected:
+            expected = expected[: expected.index(2)]
+        assert request.outputs == [expected]
+    assert any(len(r.outputs[0]) > 3 for r in requests)  # the comparison covered real decoding steps
+
+
+def test_continuous_batching_is_identical_to_one_at_a_time_and_never_waits_for_the_longest_row(tiny_model):
+    engine = load_engine(str(tiny_model))
+    eos = engine.eos_ids
+    engine.eos_ids = set()  # lengths set by max_tokens only, so the schedule is known
+    try:
+        texts = [CORPUS[0], CORPUS[1][:20], CORPUS[2], CORPUS[3][:9], "hi", CORPUS[1]]
+        lengths = [30, 4, 5, 6, 3, 7]
+        prompts = _prompts(engine, texts)
+        alone = []
+        for ids, n in zip(prompts, lengths, strict=True):
+            request = GenRequest(ids, max_tokens=n)
+            engine.generate([request])
+            alone.append(request.outputs)
+        engine.max_rows = 2
+        steps = engine.steps
+        batched = [GenRequest(ids, max_tokens=n) for ids, n in zip(prompts, lengths, strict=True)]
+        engine.generate(batched)
+        assert [r.outputs for r in batched] == alone
+        # Two rows: the 30-token row stays while the five short requests (25 tokens) pass through the other
+        # row. Decode steps = tokens after each row's first (picked at prefill): static batches of two would
+        # need 29 + 5 + 6 = 40 steps; continuous batching needs the longest row's 29 and at most one more.
+        assert engine.steps - steps <= 30
+    finally:
+        engine.eos_ids = eos
+        engine.max_rows = 8
+
+
+def test_n_rows_share_one_prefill_and_sampling_follows_the_seed(tiny_model):
+    engine = load_engine(str(tiny_model))
+    ids = _prompts(engine, [CORPUS[0]])[0]
+    greedy = GenRequest(ids, n=3, max_tokens=8)
+    engine.generate([greedy])
+    assert greedy.outputs[0] == greedy.outputs[1] == greedy.outputs[2]
+    first = GenRequest(ids, n=2, max_tokens=8, temperature=1.5, seed=7)
+    second = GenRequest(ids, n=2, max_tokens=8, temperature=1.5, seed=7)
+    engine.generate([first])
+    engine.generate([second])
+    assert first.outputs == second.outputs
+
+
+def test_local_provider_runs_concurrent_requests_through_the_engine(tiny_model):
+    from skillweave.agents.providers import ChatRequest, LocalProvider
+
+    provider = LocalProvider(str(tiny_model))
+    engine = load_engine(str(tiny_model))
+    requests = [ChatRequest(messages=[{"role": "user", "content": t}], temperature=0, max_tokens=10, n=1 + i % 2)
+                for i, t in enumerate(CORPUS)]
+
+    async def main():
+        return await asyncio.gather(*(provider.chat(r) for r in requests))
+
+    results = asyncio.run(main())
+    for request, (result, attempts) in zip(requests, results, strict=True):
+        ids = _prompts(engine, [request.messages[0]["content"]])[0]
+        alone = GenRequest(ids, n=request.n, max_tokens=10)
+        engine.generate([alone])
+        assert attempts == 1
+        assert result.texts == [engine.tokenizer.decode(o).strip() for o in alone.outputs]
+        assert result.input_tokens == len(ids) * request.n
+        assert result.output_tokens == sum(len(o) for o in alone.outputs)
+
+
+def test_local_provider_fails_a_too_long_prompt_alone(tiny_model):
+    from skillweave.agents.providers import ChatRequest, LocalProvider
+    from skillweave.errors import ModelCallError
+
+    provider = LocalProvider(str(tiny_model))
+
+    async def main():
+        return await asyncio.gather(
+            provider.chat(ChatRequest(messages=[{"role": "user", "content": "word " * 600}], max_tokens=4)),
+            provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], temperature=0, max_tokens=4)),
+            return_exceptions=True)
+
+    too_long, fine = asyncio.run(main())
+    assert isinstance(too_long, ModelCallError) and "positions" in str(too_long)
+    assert fine[0].texts and fine[1] == 1
+
+
+def test_unsupported_architecture_falls_back_to_transformers(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    (tmp_path / "tokenizer.json").write_text("{}")
+    assert load_engine(str(tmp_path)) is None
+
+
+def test_thread_count_follows_the_load_while_running(monkeypatch):
+    import torch
+
+    before = torch.get_num_threads()
+    monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS", raising=False)
+    monkeypatch.setattr(local_engine.os, "sched_getaffinity", lambda _: {0, 1, 2, 3})
+    try:
+        monkeypatch.setattr(local_engine, "_others_busy_cores", lambda state: 3.0)
+        assert local_engine.adaptive_threads(force=True) == 1 and torch.get_num_threads() == 1
+        monkeypatch.setattr(local_engine, "_others_busy_cores", lambda state: 0.2)
+        assert local_engine.adaptive_threads() == 1  # re-checked at most every THREAD_CHECK_SECONDS
+        assert local_engine.adaptive_threads(force=True) == 4 and torch.get_num_threads() == 4
+        monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "3")
+        assert local_engine.adaptive_threads(force=True) == 3
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_local_provider_works_across_event_loops(tiny_model):
+    from skillweave.agents.providers import ChatRequest, LocalProvider
+
+    provider = LocalProvider(str(tiny_model))
+    request = ChatRequest(messages=[{"role": "user", "content": CORPUS[3]}], temperature=0, max_tokens=6)
+    first = asyncio.run(provider.chat(request))[0].texts
+
+    async def abandoned():  # a loop that ends while its request is still generating
+        task = asyncio.ensure_future(provider.chat(ChatRequest(
+            messages=[{"role": "user", "content": CORPUS[0]}], temperature=0, max_tokens=200)))
+        await asyncio.sleep(0.01)
+        task.cancel()
+
+    asyncio.run(abandoned())
+    assert asyncio.run(provider.chat(request))[0].texts == first
+    assert not load_engine(str(tiny_model)).rows
+
+
+def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
+    import torch
+
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "bfloat16")
+    local_engine._load_engine.cache_clear()
+    try:
+        engine = load_engine(str(tiny_model))
+        assert engine.model.blocks[0]["qkv"].dtype == torch.bfloat16
+        prompts = _prompts(engine, CORPUS)
+        alone = []
+        for ids in prompts:
+            request = GenRequest(ids, max_tokens=12)
+            engine.generate([request])
+            alone.append(request.outputs)
+        batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
+        engine.generate(batched)
+        assert [r.outputs for r in batched] == alone
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+        from skillweave.errors import ConfigError
+
+        with pytest.raises(ConfigError, match="expected float32 or bfloat16"):
+            local_engine.local_dtype()
+    finally:
+        local_engine._load_engine.cache_clear()
