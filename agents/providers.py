@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skillweave.agents.local_engine import local_torch_threads
 from skillweave.agents.provider_plugins import load_provider_class, plugin_providers
 from skillweave.errors import ConfigError, ModelCallError
 
@@ -163,22 +164,6 @@ class Provider:
 
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def local_torch_threads(cores: int) -> int:
-    """Intra-op threads for local generation: $SKILLWEAVE_TORCH_THREADS if set; else every core while the
-    machine is idle (1-minute load average below half the cores) and one thread when it is busy.
-
-    Measured on 2 cores (SmolLM2-135M, batch 6): idle, 2 threads decode at 81 tokens/s against 44 with one; with
-    one other busy process, 2 threads drop to 21 (OpenMP threads spin against it) while one thread keeps 53.
-    """
-    if os.environ.get("SKILLWEAVE_TORCH_THREADS"):
-        return max(1, int(os.environ["SKILLWEAVE_TORCH_THREADS"]))
-    try:
-        busy = os.getloadavg()[0] >= cores / 2
-    except OSError:  # no load average on this platform
-        busy = False
-    return 1 if busy else cores
 
 
 def _has_images(messages: list[dict]) -> bool:

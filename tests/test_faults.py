@@ -275,7 +275,7 @@ def test_fault_matrix_at_30_percent_every_run_finishes_or_ends_resumable(cli_run
     options = ["--timeout", "0.5", "--max-attempts", "3", "--max-retry-wait", "0.02"]
     code, _, err = cli_run("run", "skillmix", "--model", "openai:m", "--k", "2", "--n", "8", "--rounds", "1",
                            "--grading-samples", "2", "--concurrency", "8", *options)
-    assert code == 0, err
+    assert code in (0, 3), err  # 3: some items failed (they end resumable)
     store = Store(db_path)
     run_id = store.get_run("latest")["id"]
     for attempt in range(10):
@@ -296,7 +296,7 @@ def test_fault_matrix_at_30_percent_every_run_finishes_or_ends_resumable(cli_run
             print(f"fault matrix: {len(server.served)} requests, {attempt} resume(s)")
             break
         code, _, err = cli_run("resume", run_id, "--retry-failed")
-        assert code == 0, err
+        assert code in (0, 3), err
     assert {i["status"] for i in store.items(run_id)} == {"done"}
     assert store.get_run(run_id)["status"] == "done"
     assert set(server.served) == {"ok", *FAULTS}, server.served  # every fault kind was met

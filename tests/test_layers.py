@@ -21,7 +21,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("store", ["skillweave.store", "skillweave.prompts"]),
     ("data", ["skillweave.catalog", "skillweave.charts", "skillweave.metrics", "skillweave.export",
               "skillweave.store.importers"]),
-    ("providers", ["skillweave.agents.providers", "skillweave.agents.provider_plugins", "skillweave.agents.local_model",
+    ("providers", ["skillweave.agents.providers", "skillweave.agents.provider_plugins", "skillweave.agents.local_model", "skillweave.agents.local_engine",
                    "skillweave.agents.images"]),
     ("trainers", ["skillweave.trainers"]),
     ("roles", ["skillweave.agents"]),
