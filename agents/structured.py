@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from typing import Any
-
-from pydantic import BaseModel, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from skillweave.agents.llm import Reply, RunContext, call_template
 from skillweave.errors import ParseFailure
+
+if TYPE_CHECKING:  # pydantic loads when a structured step runs, not when the CLI is built
+    from pydantic import BaseModel, ValidationError
 
 REPAIR_PROMPT = ("Your reply could not be used: {error}\n"
                  "Reply again with only the corrected JSON object, matching this JSON schema:\n{schema}")
@@ -72,6 +73,8 @@ def _describe_errors(exc: ValidationError) -> str:
 
 def validate_reply(text: str | None, schema: type[BaseModel], check: Callable[[BaseModel, dict], Any] | None = None):
     """Parse and validate one reply: the check's value (else the model instance); ParseFailure with the reason."""
+    from pydantic import ValidationError
+
     data = first_json_object(text)
     try:
         model = schema.model_validate(data)
