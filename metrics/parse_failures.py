@@ -1,6 +1,7 @@
 """Parse failures per step of a run: how many model replies a step could not use, so none hides in a score.
 
-A step is a model-call role (`judge`, `refine`, `critic`, ...). Per step:
+A step is a model-call role (`judge`, `refine`, `critic`, ...; `cluster:<subject>:<batch>` counts as `cluster`).
+Per step:
 
 - `replies`: reply texts the step received (successful calls; a call with n samples counts n);
 - `parse_failures`: replies that did not parse or validate, from the `parse_failed` (and chart judges' older
@@ -26,6 +27,7 @@ def parse_failures(store, run_id: str) -> list[dict]:
     steps: dict[str, dict] = {}
 
     def row(step: str) -> dict:
+        step = step.split(":")[0]  # `cluster:<subject>:<batch>` is the step `cluster`
         return steps.setdefault(step, {"step": step, "replies": 0, "parse_failures": 0, "unparsed_grades": 0})
 
     db = store.db

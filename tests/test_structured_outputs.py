@@ -175,3 +175,35 @@ def test_call_template_without_extra_messages_is_unchanged(tmp_path):
                               values={"k": 2, "skills": [{"name": "a", "definition": "x", "example": "y"}] * 2,
                                       "topic": "t", "sentence_limit": 3, "text": "t"}))
     assert seen[0].messages[-1]["role"] == "user" and len(seen[0].messages) <= 2
+
+
+def test_skill_clustering_reply_is_typed_and_repaired(tmp_path):
+    """The clustering step's JSON is validated against its schema: a reply in another shape gets one repair turn
+    and the corrected reply is used; `parse_clusters` still checks names and membership."""
+    from skillweave.agents.skill_extraction import _complete_clusters, _parsed_call
+    from skillweave.agents.skill_parsing import clusters_schema
+
+    store = Store(str(tmp_path / "k.db"))
+    run_id = store.create_run("extract-skills", {})
+
+    class Config:
+        parse_retries, temperature, model = 0, 0.0, "fake:s"
+
+        def get(self, key, default=None):
+            return default
+
+    ctx = RunContext(store, run_id, Config())
+    good = '{"skills": [{"name": "counting", "definition": "Count.", "members": ["count", "tally"]}]}'
+    seen = _script('[{"title": "counting"}]', good)
+    values = {"subject": "Algebra", "labels": [{"name": "count", "count": 2}, {"name": "tally", "count": 1}],
+              "target": 1}
+    (groups, missing), reply = asyncio.run(_parsed_call(
+        ctx, None, "cluster:Algebra:0", "skill_extraction/cluster", values,
+        lambda t: _complete_clusters(t, ["count", "tally"]), max_tokens=200, schema=clusters_schema()))
+    assert groups == [{"name": "counting", "definition": "Count.", "members": ["count", "tally"]}] and not missing
+    assert len(seen) == 2 and "skills: Field required" in message_text(seen[1].messages[-1])
+    assert seen[0].options["json_schema"]["name"] == "SkillClusters"
+    from skillweave.metrics.parse_failures import parse_failures
+
+    assert parse_failures(store, run_id) == [{"step": "cluster", "replies": 2, "parse_failures": 1,
+                                              "unparsed_grades": 0}]
