@@ -207,3 +207,67 @@ def test_skill_clustering_reply_is_typed_and_repaired(tmp_path):
 
     assert parse_failures(store, run_id) == [{"step": "cluster", "replies": 2, "parse_failures": 1,
                                               "unparsed_grades": 0}]
+
+
+@pytest.fixture
+def capturing_server():
+    """A 127.0.0.1 chat-completions server that records request bodies and answers the scripted contents."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    bodies, contents = [], []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            content = contents.pop(0) if contents else '{"verdict": "ok", "score": 1}'
+            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
+                                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1", bodies, contents
+    server.shutdown()
+
+
+@pytest.mark.parametrize("spec", ["openai:m", "named"])
+def test_openai_compatible_servers_get_the_schema_and_the_repair_turn(capturing_server, tmp_path, monkeypatch, spec):
+    """Both OpenAI-compatible paths (`openai:` and a models-file name, i.e. a fleet) send
+    `response_format: json_schema`; the repair request repeats the schema and quotes the error."""
+    import yaml
+
+    from skillweave.agents.providers import close_clients
+
+    url, bodies, contents = capturing_server
+    monkeypatch.setenv("OPENAI_BASE_URL", url)
+    monkeypatch.setenv("OPENAI_API_KEY", "k")
+    models = tmp_path / "models.yaml"
+    models.write_text(yaml.safe_dump({"models": {"named": {"kind": "openai", "model": "m", "base_urls": [url]}}}))
+    monkeypatch.setenv("SKILLWEAVE_MODELS", str(models))
+    contents[:] = ['{"verdict": "ok"}']
+    ctx = _ctx(tmp_path)
+
+    async def go():
+        try:
+            return await call_structured(
+                ctx, schema=Verdict, item_id=None, role="judge", template="skillmix/judge", model=spec,
+                values={"k": 2, "skills": [{"name": "a", "definition": "x", "example": "y"}] * 2, "topic": "t",
+                        "sentence_limit": 3, "text": "t"}, options={"json": True, "seed": 3})
+        finally:
+            await close_clients()
+
+    value, reply = asyncio.run(go())
+    assert value == Verdict(verdict="ok", score=1) and len(bodies) == 2
+    for body in bodies:
+        assert body["response_format"] == {"type": "json_schema", "json_schema": schema_option(Verdict)}
+        assert body["seed"] == 3 and "json_schema" not in body
+    assert bodies[1]["messages"][-2] == {"role": "assistant", "content": '{"verdict": "ok"}'}
+    assert "score: Field required" in bodies[1]["messages"][-1]["content"]
