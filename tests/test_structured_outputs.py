@@ -139,6 +139,10 @@ def test_report_counts_unparseable_judge_replies_per_step(cli_run, db_path):
     rows = {r["step"]: r for r in json.loads(out)["parse_failures"]}
     assert rows["judge"] == {"step": "judge", "replies": 20, "parse_failures": 5, "unparsed_grades": 5}
     assert rows["student"]["parse_failures"] == 0
+    from skillweave.api import RunHandle
+
+    handle = RunHandle(run_id=Store(db_path).get_run("latest")["id"], pipeline="skillmix", db=db_path)
+    assert {r["step"]: r for r in handle.metrics["parse_failures"]}["judge"]["parse_failures"] == 5
 
 
 def test_chart_judge_reply_repaired_once_scores_instead_of_minus_one(tmp_path):
