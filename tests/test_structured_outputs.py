@@ -275,3 +275,32 @@ def test_openai_compatible_servers_get_the_schema_and_the_repair_turn(capturing_
         assert body["seed"] == 3 and "json_schema" not in body
     assert bodies[1]["messages"][-2] == {"role": "assistant", "content": '{"verdict": "ok"}'}
     assert "score: Field required" in bodies[1]["messages"][-1]["content"]
+
+
+def test_conceptmix_refine_reply_is_repaired_not_dropped_to_the_rule(cli_run, db_path):
+    """REFINE's JSON with a top-level field the schema forbids gets a repair turn; the repaired configuration is
+    used (refine_source llm) instead of falling back to the rule completion."""
+    refine_requests = []
+
+    def script(request):
+        text = message_text(request.messages[-1])
+        fake = request.meta.get("fake_reply")
+        if "completed JSON only" in text:
+            refine_requests.append(request)
+            return json.dumps({**json.loads(fake), "mood": "cheerful"})
+        return fake
+
+    register_provider("fake:cm", FakeProvider("cm", script=script), max_concurrency=4)
+    code, out, err = cli_run("run", "conceptmix", "--k", "2", "--n", "2", "--model", "fake:cm", "--grader", "fake",
+                             "--concurrency", "4")
+    assert code == 0, err
+    store = Store(db_path)
+    run_id = store.get_run("latest")["id"]
+    items = [i for i in store.items(run_id) if "refine_source" in i["payload"]]
+    assert len(items) == 2 and all(i["payload"]["refine_source"] == "llm" for i in items)
+    assert all("mood" not in i["payload"]["refined_config"] for i in items)
+    assert len(refine_requests) == 2 and all(r.options["json_schema"]["name"] == "RefinedConfig"
+                                             for r in refine_requests)
+    events = list(store.db.query("select reason from events where run_id = ? and stage = 'refine' and "
+                                 "status = 'parse_failed'", [run_id]))
+    assert len(events) == 2 and all("mood: Extra inputs are not permitted" in e["reason"] for e in events)
