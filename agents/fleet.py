@@ -1,8 +1,8 @@
 """Named OpenAI-compatible models from the models file: endpoint fleets and client-side rate limits.
 
 A fleet is one model name with several base URLs (e.g. vLLM replicas). Each request goes to the healthy
-endpoint with the fewest requests in flight (ties rotate). An endpoint that fails with a connection error or a
-5xx is taken out for a cool-down (doubling on each further failure, up to 16x); the failed request is retried
+endpoint with the fewest requests in flight (ties rotate). An endpoint that fails with a connection error, a
+5xx or an HTTP 200 without usable content (the `openai:` provider's `openai_reply` decides) is taken out for a cool-down (doubling on each further failure, up to 16x); the failed request is retried
 at once on another endpoint, so the run goes on. After the cool-down the endpoint gets one probe request at a
 time until one succeeds, then its full share again.
 
