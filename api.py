@@ -75,11 +75,15 @@ class RunHandle:
 
     @property
     def metrics(self) -> dict:
-        """The pipeline's report of the run (what `skillweave report RUN --json` prints, plus the table)."""
+        """The pipeline's report of the run (what `skillweave report RUN --json` prints, plus the table), with
+        `parse_failures` per step."""
+        from skillweave.metrics.parse_failures import parse_failures
+
         reporter = get_pipeline(self.pipeline).reporter()
         if reporter is None:
             raise UsageError(f"pipeline '{self.pipeline}' has no report")
-        return reporter(self.store, self.store.get_run(self.run_id))
+        result = reporter(self.store, self.store.get_run(self.run_id))
+        return {**result, "parse_failures": parse_failures(self.store, self.run_id)}
 
     def items(self, status: str | None = None) -> list[dict]:
         return list(self.store.items(self.run_id, status=status))

@@ -8,11 +8,13 @@ Design choices
 - Questions are items (`chart.descriptive` / `chart.reasoning`) created once per run from the data folder;
   the payload keeps the question, the response, the programmatic grade and the judge's extraction.
   Grades are rows in `grades`: `judge=<judge spec>` (score 1/0/-1) and `judge="programmatic"` (1/0).
-- Judge: temperature 0, `judge_max_tokens` (256) doubled on a truncated JSON reply up to 1024, at most
-  `judge_retries` (10) calls; after that every question of the batch scores -1 (`parse_status="invalid"`),
-  which reports count as wrong and tally in N_invalid. JSON output is requested in the prompt only:
-  `agents.llm.call_template` has no response-format (JSON mode) or seed parameter yet, so the reference's
-  `response_format=json_object` and `seed=42` are not sent; the parser tolerates fences and chatter.
+- Judge: temperature 0, `seed=42`, `top_p=1`, `judge_max_tokens` (256) doubled on a truncated JSON reply up to
+  1024, at most `judge_retries` (10) tries; after that every question of the batch scores -1
+  (`parse_status="invalid"`, the last reason in the item's `judge_error`), which reports count as wrong and
+  tally in N_invalid. The reply is typed (charts.grading's judge schemas, agents/structured.py): OpenAI-compatible
+  judges get the schema as `response_format` (a JSON-schema output in place of the reference's `json_object`
+  mode), and a reply that does not validate gets one repair turn quoting the error before the next try (not
+  when it was cut off: that try doubles the budget instead). Every failed reply is a `parse_failed` event.
 - A model call that fails after the provider's retries leaves the response empty: the question is graded 0
   (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason.
 - `blind=True` sends the question without the image: a text-only baseline (the questions' priors), which
@@ -29,16 +31,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
+from skillweave.agents.structured import StructuredFailure, call_structured
 from skillweave.charts.charxiv import DESCRIPTIVE_TEMPLATES, ChartQuestion, load_release
 from skillweave.charts.grading import (
+    descriptive_from_model,
+    descriptive_judge_schema,
     exact_method,
     extract_final_answer,
     looks_truncated,
-    parse_descriptive_judge,
-    parse_reasoning_judge,
     programmatic_grade,
+    reasoning_from_model,
+    reasoning_judge_schema,
 )
-from skillweave.errors import ModelCallError, ParseFailure
+from skillweave.errors import ModelCallError
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
@@ -134,39 +139,40 @@ def _record_programmatic(ctx: RunContext, item: dict, q: ChartQuestion, response
 
 
 def _finish(ctx: RunContext, item_id: str, judge: str, score: int | None, extracted: str, status: str,
-            call_id: str | None, raw: str | None) -> None:
+            call_id: str | None, raw: str | None, reason: str | None = None) -> None:
     if score is not None:
         ctx.store.add_grade(item_id, ctx.run_id, 0, judge=judge, call_id=call_id, raw=raw, points=[score],
                             score=float(score), parse_status=status)
     ctx.store.update_item(item_id, status="done", payload_update={"judge_extracted": extracted,
-                                                                   "judge_status": status})
+                                                                   "judge_status": status,
+                                                                   **({"judge_error": reason} if reason else {})})
     ctx.store.add_event(ctx.run_id, item_id, "grade", "done", status)
 
 
-async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict, parse):
-    """Call the judge until its reply parses: double max_tokens on truncation, stop after `judge_retries`."""
+async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict, schema, check):
+    """Call the judge until its reply validates against `schema` (one repair turn per try): double max_tokens
+    on truncation, stop after `judge_retries` tries. Returns (value or None, call id, raw, last reason)."""
     config = ctx.config
     max_tokens, limit = int(config.judge_max_tokens), int(config.judge_max_tokens_cap)
-    last_raw, last_call = None, None
+    last_raw, last_call, reason = None, None, None
     for attempt in range(int(config.judge_retries)):
         try:
-            reply = await call_template(ctx, item_id=item_id, role="judge", template=template, values=values,
-                                        model=config.judge, temperature=0.0, max_tokens=max_tokens,
-                                        options={"json": True, "seed": 42, "top_p": 1.0},
-                                        key=("attempt", attempt))
+            parsed, reply = await call_structured(
+                ctx, schema=schema, check=check, repair_if=lambda text: not looks_truncated(text),
+                item_id=item_id, role="judge", template=template, values=values, model=config.judge,
+                temperature=0.0, max_tokens=max_tokens, options={"json": True, "seed": 42, "top_p": 1.0},
+                key=("attempt", attempt))
+            return parsed, reply.call_id, reply.text, None
         except ModelCallError as exc:
-            last_raw, last_call = str(exc), exc.call_id
+            last_raw, last_call, reason = str(exc), exc.call_id, str(exc)
             continue
-        last_raw, last_call = reply.text, reply.call_id
-        try:
-            return parse(reply.text), reply.call_id, reply.text
-        except ParseFailure as exc:
-            ctx.store.add_event(ctx.run_id, item_id, "judge", "parse_failure", f"attempt {attempt + 1}: {exc}")
-            if looks_truncated(reply.text):
+        except StructuredFailure as exc:
+            last_raw, last_call, reason = exc.raw, exc.call_id, str(exc)
+            if looks_truncated(exc.raw):
                 if max_tokens >= limit:
                     break
                 max_tokens = min(limit, max_tokens * 2)
-    return None, last_call, last_raw
+    return None, last_call, last_raw, reason
 
 
 def _use_judge(config: ChartEvalConfig, q: ChartQuestion) -> bool:
@@ -196,12 +202,13 @@ async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext])
         pairs = [{"response": r, "answer": q.answer, "extracted": extract_final_answer(r)} for _, q, r in pending]
         values = {"n": len(pending), "question": DESCRIPTIVE_TEMPLATES[qid]["short"],
                   "rubric": DESCRIPTIVE_TEMPLATES[qid]["rubric"], "pairs": pairs}
-        parsed, call_id, raw = await _judge_call(ctx, pending[0][0], JUDGE_D, values,
-                                                 lambda text: parse_descriptive_judge(text, len(pending)))
+        parsed, call_id, raw, reason = await _judge_call(ctx, pending[0][0], JUDGE_D, values,
+                                                         descriptive_judge_schema(len(pending)),
+                                                         descriptive_from_model)
         with ctx.store.transaction():
             for i, (item_id, _, _) in enumerate(pending):
                 if parsed is None:
-                    _finish(ctx, item_id, judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw)
+                    _finish(ctx, item_id, judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw, reason)
                 else:
                     _finish(ctx, item_id, judge, parsed[i]["score"], parsed[i]["extracted"], "ok", call_id, raw)
                 ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_D).version])
@@ -225,9 +232,10 @@ async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -
     else:
         values = {"question": q.question, "answer": q.answer, "response": response,
                   "inst_category": q.inst_category, "extracted": extract_final_answer(response)}
-        parsed, call_id, raw = await _judge_call(ctx, item_id, JUDGE_R, values, parse_reasoning_judge)
+        parsed, call_id, raw, reason = await _judge_call(ctx, item_id, JUDGE_R, values, reasoning_judge_schema(),
+                                                         reasoning_from_model)
         if parsed is None:
-            _finish(ctx, item_id, config.judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw)
+            _finish(ctx, item_id, config.judge, -1, FAILED_EXTRACTION, "invalid", call_id, raw, reason)
         else:
             _finish(ctx, item_id, config.judge, parsed["score"], parsed["extracted"], "ok", call_id, raw)
         ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_R).version])

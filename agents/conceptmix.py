@@ -6,6 +6,8 @@ Design choices:
 - A conflict (the sentinel at caption or verify, or an LLM step whose reply never parses) resamples the
   record from scratch with the next attempt's seed, at most `max_resamples` times; each resample is an
   event with its reason, and running out marks the item failed with the last reason (upstream loops forever).
+- REFINE's JSON reply is typed (`catalog.conceptmix.refined_config_schema`, sent as a JSON schema where the
+  provider supports one) and gets one repair turn quoting the validation error (agents/structured.py).
 - A reply that does not parse is retried `parse_retries` times (each try is its own recorded call). With
   `refine`/`questions` = `auto` (the default) a step that still fails falls back to the rule-based
   completion / template questions and records the fallback; `llm` resamples instead; `rule`/`template`
@@ -26,12 +28,14 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.images import image_backend, image_folder, save_image
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
+from skillweave.agents.structured import call_structured
 from skillweave.catalog.conceptmix import (
     ConceptCatalog,
     complete_config_by_rule,
     describe_concept,
     plural,
     record_rng,
+    refined_config_schema,
     sample_record,
     template_question,
     validate_refined_config,
@@ -188,20 +192,18 @@ async def refine(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
         values = {"config_json": _json_text(sampled), "rule_config_json": _json_text(rule_config),
                   "properties": [describe_concept(catalog, c, rule_config) for c in concepts]}
         for try_ in range(1 + config.parse_retries):
-            outputs: list[str] = []
-            try:
-                for turn in (0, 1):
-                    reply = await call_template(ctx, item_id=item["id"], role="refine", template="conceptmix/refine",
-                                                values=values, turn=turn, previous_outputs=outputs,
-                                                key=(attempt, try_), **_llm_options(config, "refine"))
-                    outputs.append(reply.text)
-                refined = validate_refined_config(sampled, parse_json_reply(outputs[-1]))
+            try:  # turn 0 plans in prose; turn 1's JSON is typed (a schema, one repair turn: agents/structured.py)
+                first = await call_template(ctx, item_id=item["id"], role="refine", template="conceptmix/refine",
+                                            values=values, turn=0, key=(attempt, try_), **_llm_options(config, "refine"))
+                refined, _ = await call_structured(
+                    ctx, schema=refined_config_schema(), check=lambda _model, data: validate_refined_config(sampled, data),
+                    item_id=item["id"], role="refine", template="conceptmix/refine", values=values, turn=1,
+                    previous_outputs=[first.text], key=(attempt, try_), **_llm_options(config, "refine"))
                 break
             except ModelCallError as exc:
                 return _fail(ctx, item["id"], "refine", str(exc))
-            except ParseFailure as exc:
+            except ParseFailure as exc:  # StructuredFailure: each failed reply is already a parse_failed event
                 reason = str(exc)
-                ctx.store.add_event(ctx.run_id, item["id"], "refine", "parse_failed", reason)
         if refined is None and mode == "llm":
             return _conflict(ctx, item, "refine", f"no valid configuration: {reason}", attempt)
     source = "llm" if refined is not None else "rule"

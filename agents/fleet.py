@@ -1,8 +1,8 @@
 """Named OpenAI-compatible models from the models file: endpoint fleets and client-side rate limits.
 
 A fleet is one model name with several base URLs (e.g. vLLM replicas). Each request goes to the healthy
-endpoint with the fewest requests in flight (ties rotate). An endpoint that fails with a connection error or a
-5xx is taken out for a cool-down (doubling on each further failure, up to 16x); the failed request is retried
+endpoint with the fewest requests in flight (ties rotate). An endpoint that fails with a connection error, a
+5xx or an HTTP 200 without usable content (the `openai:` provider's `openai_reply` decides) is taken out for a cool-down (doubling on each further failure, up to 16x); the failed request is retried
 at once on another endpoint, so the run goes on. After the cool-down the endpoint gets one probe request at a
 time until one succeeds, then its full share again.
 
@@ -31,6 +31,7 @@ from skillweave.agents.providers import (
     _env_proxy,
     _error_message,
     _retry_after,
+    openai_reply,
 )
 from skillweave.errors import ConfigError, ModelCallError
 
@@ -173,15 +174,10 @@ class FleetOpenAIProvider(OpenAIProvider):
     async def _chat(self, request: ChatRequest) -> ChatResult:
         import aiohttp
 
-        options = dict(request.options)
-        if options.pop("json", False):
-            options["response_format"] = {"type": "json_object"}
-        messages = [{"role": m["role"], "content": self._content(m)} for m in request.messages]
-        body = {"model": self.model, "messages": messages, "temperature": request.temperature,
-                "max_tokens": request.max_tokens, "n": request.n, **options}
+        body = self._body(request)
         estimate = 0
         if self.limiter.tpm:
-            estimate = len(json.dumps(messages)) // 4 + request.max_tokens * request.n
+            estimate = len(json.dumps(body["messages"])) // 4 + request.max_tokens * request.n
         await self.limiter.acquire(estimate)
         endpoint = await self._pick()
         endpoint.in_flight += 1
@@ -199,20 +195,18 @@ class FleetOpenAIProvider(OpenAIProvider):
                     if response.status in self.RETRY_STATUSES:
                         raise RetryableError(message)
                     raise ModelCallError(f"{self.spec}: {message}")
-                reply = await response.json(content_type=None)
+                raw = await response.read()
         except TimeoutError:  # slow, not broken (aiohttp's timeout errors are also ClientErrors): no cool-down
             raise
         except aiohttp.ClientError as exc:  # connection refused or reset, bad framing
             raise self._fail(endpoint, f"{endpoint.base_url}: {_describe(exc)}") from exc
         finally:
             endpoint.in_flight -= 1
+        try:  # the `openai:` provider's reply validation: a 200 without usable text is a retried failure
+            result = openai_reply(raw, endpoint.url)
+        except RetryableError as exc:  # a replica answering garbage is taken out like one answering 5xx
+            raise self._fail(endpoint, str(exc)) from None
         endpoint.failures_in_row = 0
-        try:
-            usage = reply.get("usage") or {}
-            result = ChatResult(texts=[choice["message"].get("content") or "" for choice in reply["choices"]],
-                                input_tokens=usage.get("prompt_tokens"), output_tokens=usage.get("completion_tokens"))
-        except (KeyError, TypeError, AttributeError) as exc:
-            raise ModelCallError(f"{self.spec}: unexpected reply from {endpoint.url}: {str(reply)[:200]}") from exc
         actual = None if result.input_tokens is None else result.input_tokens + (result.output_tokens or 0)
         self.limiter.settle(estimate, actual)
         return result

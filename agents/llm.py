@@ -104,14 +104,16 @@ async def call_template(
     images: list[dict] | None = None,
     options: dict | None = None,
     key: tuple = (),
+    extra_messages: list[dict] = (),
 ) -> Reply:
     """Render `template` turn `turn` and get `n` replies, from the store when already made.
 
     `options` go to the provider where supported (`json`: JSON mode, `seed`, `top_p`) and are part of the
-    recorded request and its call key; `key` adds extra distinguishing parts (e.g. a retry attempt).
+    recorded request and its call key; `key` adds extra distinguishing parts (e.g. a retry attempt);
+    `extra_messages` go after the turn (a repair turn: agents/structured.py).
     """
     tmpl = ctx.template(template)
-    messages = build_messages(tmpl, values, turn, list(previous_outputs), images)
+    messages = build_messages(tmpl, values, turn, list(previous_outputs), images) + list(extra_messages)
     provider = ctx.provider(model)
     request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
                           "max_tokens": max_tokens, "n": n, **({"options": options} if options else {})})

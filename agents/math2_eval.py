@@ -80,6 +80,7 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
             raw, call_id, verdict = judged.text, judged.call_id, parse_judge(judged.text)
             if verdict is not None:
                 break
+            store.add_event(ctx.run_id, item_id, "judge", "parse_failed", f"try {attempt + 1}: no verdict in the reply")
     except ModelCallError as exc:
         store.update_item(item_id, status="failed", error=f"eval: {exc}")
         store.add_event(ctx.run_id, item_id, "eval", "failed", str(exc))

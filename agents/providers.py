@@ -382,15 +382,22 @@ class OpenAIProvider(Provider):
                 parts.append({"type": "text", "text": part["text"]})
         return parts
 
-    async def _chat(self, request: ChatRequest) -> ChatResult:
-        import aiohttp
-
+    def _body(self, request: ChatRequest) -> dict:
+        """The chat-completions request body: messages, sampling, and the options turned into API fields (`json`
+        -> JSON mode; `json_schema` -> structured output with that schema, which wins over JSON mode)."""
         options = dict(request.options)
         if options.pop("json", False):
             options["response_format"] = {"type": "json_object"}
-        body = {"model": self.model, "messages": [{"role": m["role"], "content": self._content(m)}
-                                                   for m in request.messages],
+        if schema := options.pop("json_schema", None):
+            options["response_format"] = {"type": "json_schema", "json_schema": schema}
+        return {"model": self.model, "messages": [{"role": m["role"], "content": self._content(m)}
+                                                  for m in request.messages],
                 "temperature": request.temperature, "max_tokens": request.max_tokens, "n": request.n, **options}
+
+    async def _chat(self, request: ChatRequest) -> ChatResult:
+        import aiohttp
+
+        body = self._body(request)
         try:
             async with self._per_loop(self._session).post(self.url, json=body, proxy=self._proxy) as response:
                 if response.status >= 400:
@@ -401,11 +408,17 @@ class OpenAIProvider(Provider):
                 raw = await response.read()
         except aiohttp.ClientError as exc:  # connection refused or reset, truncated body, bad response framing
             raise RetryableError(_describe(exc)) from exc
-        try:
-            reply = json.loads(raw)
-        except ValueError:  # not JSON (or not UTF-8): a broken reply, retried like a 5xx
-            raise RetryableError(f"HTTP 200 from {self.url} with a body that is not JSON: {raw[:120]!r}") from None
-        return _openai_result(reply, self.url)
+        return openai_reply(raw, self.url)
+
+
+def openai_reply(raw: bytes, url: str) -> ChatResult:
+    """The result of an HTTP 200 chat-completions body, or RetryableError when it is not JSON (or not UTF-8) or
+    holds nothing usable. Shared by every OpenAI-compatible provider (`openai:` and the models file's fleets)."""
+    try:
+        reply = json.loads(raw)
+    except ValueError:  # a broken reply, retried like a 5xx
+        raise RetryableError(f"HTTP 200 from {url} with a body that is not JSON: {raw[:120]!r}") from None
+    return _openai_result(reply, url)
 
 
 def _openai_result(reply, url: str) -> ChatResult:

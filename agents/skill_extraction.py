@@ -8,7 +8,8 @@ Design choices
   question is its own item (`skills.question`) with its own calls, so lineage and resume stay per question.
   The run-wide state (clusters, the reviewer's draft, the bank id) lives on one `skills.catalog` item.
 - A reply that does not parse is retried with a fresh call (`parse_retries`, default 2) and then marks the
-  question failed with the reason; it is never coerced into a label.
+  question failed with the reason; it is never coerced into a label. The clustering reply is typed JSON
+  (`skill_parsing.clusters_schema`, sent as a JSON schema where supported, one repair turn per try).
 - Clustering is per subject (MATH-style) in batches of `cluster_batch` labels sorted by name (default 80,
   unverified: a label list must fit the clustering model's context). Batches that return the same coarse name
   are merged. Labels a valid reply leaves out are retried; after the retries they become their own coarse
@@ -24,18 +25,21 @@ Design choices
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_grouping import batch_labels
 from skillweave.agents.skill_parsing import (  # noqa: F401  (parsers re-exported for callers and tests)
+    clusters_schema,
     dedupe_skills,
     parse_choice,
     parse_clusters,
     parse_skill_label,
     parse_skill_outline,
 )
+from skillweave.agents.structured import StructuredFailure, call_structured
 from skillweave.catalog.bank import Bank, BankSkill, Exemplar, save_bank
 from skillweave.catalog.instruct_formats import parse_queries_txt, query_entries, to_snake_case
 from skillweave.errors import ModelCallError, ParseFailure
@@ -92,24 +96,27 @@ async def _parsed_call(
     parse,
     max_tokens: int,
     temperature: float | None = None,
+    schema=None,
 ):
-    """Call and parse; a reply that does not parse gets a fresh call (new key), up to `parse_retries`."""
+    """Call and parse; a reply that does not parse gets a fresh call (new key), up to `parse_retries`. With a
+    pydantic `schema` the reply is typed (agents/structured.py: schema sent, one repair turn) and `parse` gets
+    the validated JSON."""
     retries = int(ctx.config.parse_retries)
     errors = []
     for attempt in range(retries + 1):
         # the first try uses the run's temperature; retries sample (a greedy retry would repeat itself)
         first = ctx.config.temperature if temperature is None else temperature
-        reply = await call_template(
-            ctx,
-            item_id=item_id,
-            role=role,
-            template=template,
-            values=values,
-            model=ctx.config.model,
-            max_tokens=max_tokens,
-            key=(attempt,) if attempt else (),
-            temperature=first if attempt == 0 else 0.7,
-        )
+        call = dict(item_id=item_id, role=role, template=template, values=values, model=ctx.config.model,
+                    max_tokens=max_tokens, key=(attempt,) if attempt else (),
+                    temperature=first if attempt == 0 else 0.7)
+        if schema is not None:
+            try:  # each failed reply is already a parse_failed event
+                return await call_structured(ctx, schema=schema, check=lambda _m, data: parse(json.dumps(data)),
+                                             **call)
+            except StructuredFailure as exc:
+                errors.append(str(exc))
+                continue
+        reply = await call_template(ctx, **call)
         try:
             return parse(reply.text), reply
         except ParseFailure as exc:
@@ -195,6 +202,7 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
                 values,
                 lambda t: _complete_clusters(t, labels),
                 max_tokens=int(ctx.config.cluster_max_tokens),
+                schema=clusters_schema(),
             )
         except (ModelCallError, ParseFailure) as exc:
             ctx.store.add_event(

@@ -54,6 +54,22 @@ def parse_choice(text: str, names: list[str]) -> str:
     )
 
 
+def clusters_schema():
+    """The typed clustering reply: `{"skills": [{"name", "definition", "members": [fine label, ...]}]}`. Names,
+    membership and coverage are `parse_clusters`' checks (a schema cannot list the labels)."""
+    from pydantic import BaseModel, Field
+
+    class SkillGroup(BaseModel):
+        name: str = Field(min_length=1, description="snake_case name of the coarse skill")
+        definition: str = ""
+        members: list[str] = Field(min_length=1, description="fine labels, spelled as given")
+
+    class SkillClusters(BaseModel):
+        skills: list[SkillGroup] = Field(min_length=1)
+
+    return SkillClusters
+
+
 def parse_clusters(text: str, labels: list[str]) -> tuple[list[dict], list[str]]:
     """JSON groups -> ([{name, definition, members}], labels left out). Unknown members are ignored."""
     body = re.sub(r"^```(?:json)?|```$", "", text.strip(), flags=re.M).strip()

@@ -252,6 +252,9 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
                                           filter_explicit_name=config.filter_explicit_name)
             ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config.judge, raw=raw,
                                 points=points, score=sum(points), parse_status=status)
+            if status == "empty":  # counted per step by `report` (metrics/parse_failures.py)
+                ctx.store.add_event(ctx.run_id, item["id"], "judge", "parse_failed",
+                                    f"call {reply.call_id} sample {i}: no rubric points in the reply")
         ctx.store.update_item(item["id"], status="done", error=None,
                               prompt_versions=[ctx.template(config.judge_template).version])
     ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")

@@ -18,8 +18,15 @@ JUDGE = "| Criteria | Points |\n|---|---|\n" + "| item | 1 |\n" * 5 + "| Total |
 
 
 class MockServer:
-    def __init__(self, latency: float, fail_every: int = 0, fail_after: int = 0, log: str | None = None):
+    BAD = {"empty_choices": b'{"id": "x", "object": "chat.completion", "choices": []}',
+           "null_content": b'{"id": "x", "choices": [{"index": 0, "finish_reason": "stop", '
+                           b'"message": {"role": "assistant", "content": null}}]}',
+           "garbage": b"<html>502 bad gateway</html>"}
+
+    def __init__(self, latency: float, fail_every: int = 0, fail_after: int = 0, log: str | None = None,
+                 bad: str | None = None):
         self.latency = latency
+        self.bad = bad
         self.fail_every = fail_every
         self.fail_after = fail_after
         self.log = log
@@ -59,6 +66,12 @@ class MockServer:
                     continue
                 await asyncio.sleep(self.latency)
                 self._note(200)
+                if self.bad:
+                    payload = self.BAD[self.bad]
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s"
+                                 % (len(payload), payload))
+                    await writer.drain()
+                    continue
                 prompt = json.dumps(body.get("messages", []))
                 text = JUDGE if "grading" in prompt else STUDENT
                 n = int(body.get("n") or 1)

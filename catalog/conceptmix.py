@@ -319,6 +319,26 @@ def complete_config_by_rule(config: dict, concepts: list[dict], rng: random.Rand
     return refined
 
 
+def refined_config_schema():
+    """The typed shape of a refined configuration (ConceptMix refine, turn 1): a non-empty `objects` list of
+    `{id, item, ...attributes}`, optional `relation` entries and `style`, no other top-level field. What the
+    schema cannot say (objects kept unchanged, ids 1..n, references bare) is `validate_refined_config`'s."""
+    from pydantic import BaseModel, ConfigDict, Field
+
+    class ConfigObject(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        id: int
+        item: str
+
+    class RefinedConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        objects: list[ConfigObject] = Field(min_length=1)
+        relation: list[dict] | None = None
+        style: str | None = None
+
+    return RefinedConfig
+
+
 def validate_refined_config(original: dict, refined: Any) -> dict:
     """Check an LLM-refined configuration against the sampled one; mark added objects as references.
 

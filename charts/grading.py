@@ -298,6 +298,53 @@ def parse_reasoning_judge(text: str | None) -> dict:
     return {"extracted": str(extracted), "score": _binary(data["score"])}
 
 
+# ---- typed judge replies (agents/structured.py sends the schema and validates against it) -------------------
+def _score_field():
+    from pydantic import Field
+
+    return Field(ge=0, le=1, description="1 when the response is correct, else 0")
+
+
+def reasoning_judge_schema():
+    """The reasoning judge's reply: `extracted_answer` (`extract_answer` accepted) and a 0/1 `score`."""
+    from pydantic import BaseModel, ConfigDict, model_validator
+
+    class ReasoningJudgeReply(BaseModel):
+        model_config = ConfigDict(coerce_numbers_to_str=True)
+        extracted_answer: str = ""
+        score: int = _score_field()
+
+        @model_validator(mode="before")
+        @classmethod
+        def _alias(cls, data):
+            if isinstance(data, dict) and "extracted_answer" not in data and "extract_answer" in data:
+                data = {**data, "extracted_answer": data["extract_answer"]}
+            return data
+
+    return ReasoningJudgeReply
+
+
+def descriptive_judge_schema(n: int):
+    """The descriptive judge's reply for a batch of n: `extract_answer_T{i}` and a 0/1 `score_T{i}`, i = 1..n."""
+    from pydantic import ConfigDict, create_model
+
+    fields = {}
+    for i in range(1, n + 1):
+        fields[f"extract_answer_T{i}"] = (str, "")
+        fields[f"score_T{i}"] = (int, _score_field())
+    return create_model(f"DescriptiveJudgeReply{n}", __config__=ConfigDict(coerce_numbers_to_str=True), **fields)
+
+
+def reasoning_from_model(model, data=None) -> dict:
+    return {"extracted": model.extracted_answer, "score": model.score}
+
+
+def descriptive_from_model(model, data=None) -> list[dict]:
+    n = len(type(model).model_fields) // 2
+    return [{"extracted": getattr(model, f"extract_answer_T{i}"), "score": getattr(model, f"score_T{i}")}
+            for i in range(1, n + 1)]
+
+
 # ---- accuracy and breakdowns ------------------------------------------------------------------------
 def _new_stats(mode: str) -> dict:
     stats: dict = {"Question Type": mode.capitalize(), "N": 0, "N_valid": 0, "N_invalid": 0, "N_ungraded": 0,

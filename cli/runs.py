@@ -78,7 +78,8 @@ def runs_show(ctx, run_id, as_json):
 @json_option
 @click.pass_context
 def report(ctx, run_id, across_rounds, plot_path, as_json):
-    """The metrics table of a run (mean ± standard error over combinations, per k for Skill-Mix).
+    """The metrics table of a run (mean ± standard error over combinations, per k for Skill-Mix), then the
+    parse failures per step (replies a step could not parse; grades stored unparsed).
 
     \b
     Example:
@@ -97,8 +98,14 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
     if plot_path and plotter is None:
         raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
     result = reporter(store, run, across_rounds=across_rounds)
+    from skillweave.metrics.parse_failures import format_parse_failures, parse_failures
+
+    result = {**result, "parse_failures": parse_failures(store, run["id"])}
     emit_report(result, headline=f"{run['pipeline']} run {run['id']} ({run['status']})", plotter=plotter,
                 plot_path=plot_path, as_json=as_json)
+    if not as_json:
+        for line in format_parse_failures(result["parse_failures"]):
+            click.echo(line)
 
 
 @click.group("logs", invoke_without_command=True)

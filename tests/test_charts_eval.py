@@ -102,13 +102,18 @@ def _oracle(folder):
     return script
 
 
+def _judge_turn(request) -> str:
+    """The text of the judge template's turn (the first user message), also in a repair turn's request."""
+    return message_text(next(m for m in request.messages if m["role"] == "user"))
+
+
 def test_oracle_scores_100_and_a_broken_judge_scores_minus_one(tmp_path, synthetic):
     register_provider("fake:oracle", FakeProvider("oracle", script=_oracle(synthetic)), max_concurrency=CONCURRENCY)
     judge_calls = []
 
     def judge_script(request):
         judge_calls.append(request)
-        text = message_text(request.messages[-1])
+        text = _judge_turn(request)  # a repair turn gets the same answer as the turn it repairs
         if "What is the title of the plot?" in text:
             return "I would rather not grade titles."  # never parses: the batch scores -1
         if "Question: " in text and "Ground Truth: " in text:
@@ -128,11 +133,17 @@ def test_oracle_scores_100_and_a_broken_judge_scores_minus_one(tmp_path, synthet
     assert d["N_invalid"] == n_titles and d["N_valid"] == 24
     assert d["Overall Score"] == pytest.approx(100 * (24 - n_titles) / 24, abs=0.01)
     assert judge["reasoning"]["N_invalid"] == n_reasoning and judge["reasoning"]["Overall Score"] == 0.0
-    budgets = sorted(r.max_tokens for r in judge_calls if "Ground Truth: " in message_text(r.messages[-1])
-                     and "Response 1:" not in message_text(r.messages[-1]))
-    assert budgets == sorted([256, 512, 1024] * n_reasoning)
+    budgets = sorted(r.max_tokens for r in judge_calls if "Ground Truth: " in _judge_turn(r)
+                     and "Response 1:" not in _judge_turn(r))
+    assert budgets == sorted([256, 512, 1024] * n_reasoning)  # a truncated reply gets no repair turn
     title_batches = -(-n_titles // 5)
-    assert sum("What is the title of the plot?" in message_text(r.messages[-1]) for r in judge_calls) == 4 * title_batches
+    # each of the 4 tries on an unparseable reply is a call and one repair turn that quotes the error
+    title_calls = [r for r in judge_calls if "What is the title of the plot?" in _judge_turn(r)]
+    assert len(title_calls) == 2 * 4 * title_batches
+    repairs = [r for r in title_calls if r.messages[-1]["role"] == "user" and len(r.messages) > 2]
+    assert len(repairs) == 4 * title_batches
+    assert all("holds no JSON object" in message_text(r.messages[-1]) for r in repairs)
+    assert all(r.options["json_schema"]["name"].startswith("DescriptiveJudgeReply") for r in title_calls)
     invalid = [g for g in store.db["grades"].rows_where("run_id = ? and parse_status = 'invalid'", [run_id])]
     assert len(invalid) == n_titles + n_reasoning and all(g["score"] == -1 for g in invalid)
     # resuming a finished run makes no new model calls

@@ -170,3 +170,28 @@ def test_429_with_retry_after_pauses_the_named_model(mock_servers, models_file):
     assert [attempts for _, attempts in results] == [1, 2, 2]
     assert provider.limiter.throttled == 2 and provider.limiter.rate < 6000
     assert mock.statuses == [200, 429, 200, 429, 200]
+
+
+@pytest.mark.parametrize("bad", ["empty_choices", "null_content", "garbage"])
+def test_fleet_replica_answering_200_without_usable_content_is_drained(mock_servers, models_file, cli_run, db_path,
+                                                                       bad):
+    """A replica that answers HTTP 200 with no choices, null content or a body that is not JSON gets the `openai:`
+    provider's reply validation: a retried failure that takes it out, never a fatal error or a stored success."""
+    good, mock_good = mock_servers(latency=0.0)
+    broken, mock_broken = mock_servers(latency=0.0, bad=bad)
+    models_file({"students": {"kind": "openai", "model": "m", "base_urls": [broken, good], "cooldown": 60}})
+    code, out, err = cli_run("run", "skillmix", "--model", "students", "--judge", "students", "--k", "2", "--n", "4",
+                             "--rounds", "1", "--grading-samples", "1", "--concurrency", "2")
+    assert code == 0, err
+    store = Store(db_path)
+    run = store.get_run("latest")
+    items = list(store.items(run["id"]))
+    assert len(items) == 4 and all(i["status"] == "done" for i in items)
+    calls = list(store.db.query("select response, error, attempts from llm_calls"))
+    assert calls and all(c["error"] is None for c in calls)
+    import json as _json
+    assert all(t.strip() for c in calls for t in _json.loads(c["response"]))  # no empty text stored as a success
+    assert mock_broken.statuses and set(mock_broken.statuses) == {200}
+    # the broken replica was taken out after its first bad replies (at most the concurrency in flight)
+    assert len(mock_broken.statuses) <= 2
+    assert sum(c["attempts"] - 1 for c in calls) == len(mock_broken.statuses)
