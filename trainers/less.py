@@ -99,14 +99,21 @@ def subtask_count(rows: list[dict[str, Any]]) -> int:
 
 
 # ---- model ----------------------------------------------------------------------------------------------
-def load_base(spec: str, texts: list[str], seed: int = 0):
-    """(model, tokenizer) for a spec; 'tiny' builds a word-level model over the words of `texts`."""
+def load_base(spec: str, texts: list[str], seed: int = 0, device=None, dtype=None):
+    """(model, tokenizer) for a spec; 'tiny' builds a word-level model over the words of `texts`.
+
+    `device`/`dtype` are torch objects or `--device`/`--dtype` values (default fp32 on the CPU).
+    """
+    from skillweave.trainers.devices import resolve_device, resolve_dtype
     from skillweave.trainers.models import load_model_and_tokenizer, tiny_model_and_tokenizer
 
+    target = device if isinstance(device, torch.device) else resolve_device(device or "cpu")
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype or "fp32", target)
     if spec == "tiny":
         words = sorted({w for t in texts for w in t.split()})
-        return tiny_model_and_tokenizer(words, seed=seed, max_position_embeddings=512)
-    return load_model_and_tokenizer(spec)
+        model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, max_position_embeddings=512)
+        return model.to(device=target, dtype=dtype), tokenizer
+    return load_model_and_tokenizer(spec, device=target, dtype=dtype)
 
 
 def add_lora(model, config: LessConfig):
@@ -162,13 +169,21 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
                             epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
             self.lrs = []
 
+    from skillweave.trainers.devices import model_device, warmup_steps
+
     subset = [encoded[i] for i in warmup_subset(len(encoded), config.warmup_fraction, config.warmup_seed)]
+    device = model_device(model)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # Trainer places the model on the current CUDA device
     args = TrainingArguments(
         output_dir=str(out / "warmup" / "trainer"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=config.warmup_ratio,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear",
+        warmup_steps=warmup_steps(config.warmup_ratio, examples=len(subset), batch_size=config.batch_size,
+                                  grad_accum=config.grad_accum, epochs=config.epochs),
         weight_decay=0.0, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        save_strategy="no", report_to="none", use_cpu=True, seed=config.warmup_seed, data_seed=config.warmup_seed,
+        save_strategy="no", report_to="none", use_cpu=device.type == "cpu", seed=config.warmup_seed,
+        data_seed=config.warmup_seed,
         logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
     )
     model.train()
@@ -192,12 +207,12 @@ def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: 
     """Adapter weights, Adam moments keyed by parameter name, and the epoch-mean learning rate."""
     folder.mkdir(parents=True, exist_ok=True)
     by_param = dict(model.named_parameters())
-    weights = {n: by_param[n].detach().clone() for n in names}
+    weights = {n: by_param[n].detach().cpu().clone() for n in names}  # saved on the CPU, loaded to the device
     state = {}
     for n in names:
         s = optimizer.state.get(by_param[n], {})
         if "exp_avg" in s:
-            state[n] = {"exp_avg": s["exp_avg"].clone(), "exp_avg_sq": s["exp_avg_sq"].clone(),
+            state[n] = {"exp_avg": s["exp_avg"].cpu().clone(), "exp_avg_sq": s["exp_avg_sq"].cpu().clone(),
                         "step": int(float(s["step"]))}
     group = optimizer.param_groups[0]
     torch.save(weights, folder / "lora.pt")
@@ -209,13 +224,16 @@ def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: 
 
 def load_checkpoint(model, folder: Path) -> tuple[dict, lf.AdamMoments | None]:
     """Load the adapter weights into `model`; return the checkpoint meta and its Adam moments."""
+    from skillweave.trainers.devices import model_device
+
     meta = json.loads((folder / "meta.json").read_text())
-    weights = torch.load(folder / "lora.pt")
+    device = model_device(model)
+    weights = torch.load(folder / "lora.pt", map_location=device)
     with torch.no_grad():
         params = dict(model.named_parameters())
         for name, value in weights.items():
             params[name].copy_(value)
-    state = torch.load(folder / "adam.pt")
+    state = torch.load(folder / "adam.pt", map_location=device)  # the moments live on the model's device
     names = [n for n, _ in lf.trainable_parameters(model)]
     moments = None
     if state:
@@ -254,24 +272,23 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             gradients = lambda examples: batched(examples, pad_id)  # noqa: E731
         else:
             gradients = lambda examples: lf.example_gradients(model, examples, pad_id, config.gradient_method)  # noqa: E731
+        device = projector.device
         for chunk_start in range(start, len(encoded), config.chunk_examples):
             chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-            # Batch examples of similar length (less padding); rows go back to pool order before projecting.
-            rows = torch.empty(0)
+            # Batch examples of similar length (less padding); each batch is projected straight into the chunk's
+            # (rows, d) accumulator in pool order, so no (rows, P) gradient matrix is ever held.
+            projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
             done_rows = 0
             for index in lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
                                            config.feature_batch_tokens):
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
                     grads = lf.adam_features(grads, moments, adam_variant)
-                if not done_rows:
-                    rows = torch.empty(len(chunk), grads.shape[1])
-                rows[index] = grads
+                projected[torch.tensor(index, device=device)] = projector.project(grads)
                 done_rows += len(index)
                 if progress:
                     progress(chunk_start + done_rows, len(encoded), folder.parent.name)
-            projected = projector.project(rows)
-            torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
+            torch.save(projected.cpu(), folder / f"grads-{chunk_start + len(chunk)}.pt")  # to the CPU only to save
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     raw = torch.cat([torch.load(p) for p in chunks])
     if raw.shape[0] != len(encoded):
@@ -356,7 +373,10 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
     pool_msgs = [lf.to_messages(r) for r in pool]
     target_msgs = [lf.to_messages(r) for r in targets]
     texts = [m["content"] for msgs in pool_msgs + target_msgs for m in msgs]
-    model, tokenizer = load_base(config.model, texts, config.seed)
+    from skillweave.trainers.devices import setup
+
+    device, dtype = setup(config.device, config.dtype)
+    model, tokenizer = load_base(config.model, texts, config.seed, device=device, dtype=dtype)
     return {"pool": pool, "targets": targets, "name": name, "out": out, "model": model, "tokenizer": tokenizer,
             "pool_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in pool_msgs],
             "target_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in target_msgs],
@@ -372,8 +392,12 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     n_subtasks = subtask_count(p["targets"])
     model = add_lora(p["model"], config)
     folders = warmup(model, p["tokenizer"], p["pool_enc"], config, p["out"])
+    from skillweave.trainers.devices import model_device
+
+    # One projector per run, on the model's device: a small Π is generated once and reused for every chunk,
+    # checkpoint and side (pool, targets).
     projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                       config.projector_seed)
+                                       config.projector_seed, device=model_device(model))
     pad_id = p["tokenizer"].pad_token_id
     train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
     for folder in folders:

@@ -53,6 +53,8 @@ class LessConfig:
     chunk_examples: int = _f(160, "Examples per datastore chunk file (resume granularity).")
     gradient_method: str = _f("batched", "batched (one padded pass + LoRA hooks) or loop (batch 1).")
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
+    device: str = _f("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+    dtype: str = _f("auto", "auto (bf16 on a CUDA device that supports it, else fp32), fp32, bf16 or fp16.")
 
     def validate(self) -> None:
         if bool(self.pool) == bool(self.pool_run):

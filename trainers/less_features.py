@@ -97,9 +97,12 @@ def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-mean next-token cross-entropy of each example over its unmasked tokens, shape (B,)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    from skillweave.trainers.devices import token_logps
+
+    logits, labels = logits[:, :-1], labels[:, 1:]
     mask = (labels != IGNORE).float()
+    # -log p(label) as gather minus logsumexp in fp32, chunked over the sequence
+    losses = -token_logps(logits, labels.clamp(min=0))
     return (losses * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
@@ -120,10 +123,11 @@ def loop_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int
     names_params = trainable_parameters(model)
     params = [p for _, p in names_params]
     rows = []
+    device = params[0].device
     for e in examples:
-        ids = torch.tensor([e["input_ids"]])
+        ids = torch.tensor([e["input_ids"]], device=device)
         logits = model(input_ids=ids).logits
-        loss = per_example_loss(logits, torch.tensor([e["labels"]]))[0]
+        loss = per_example_loss(logits, torch.tensor([e["labels"]], device=device))[0]
         grads = torch.autograd.grad(loss, params)
         rows.append(torch.cat([g.reshape(-1) for g in grads]).float())
     return torch.stack(rows)
@@ -187,7 +191,8 @@ class BatchedGradients:
     def __call__(self, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
         captures = self.captures
         try:
-            batch = pad_batch(examples, pad_id)
+            device = next(self.model.parameters()).device
+            batch = {k: v.to(device) for k, v in pad_batch(examples, pad_id).items()}
             # Logits only from the position before the first response token on (prompts need no vocab projection).
             start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
             width = batch["input_ids"].shape[1]
@@ -283,10 +288,11 @@ class RademacherProjector:
     BLOCK_ROWS = 1024
 
     def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None,
-                 cache_bytes: int = 1 << 28):
+                 cache_bytes: int = 1 << 28, device: str | torch.device = "cpu"):
         if dim_out <= 0 or dim_out % 8:
             raise ConfigError(f"projection dimension {dim_out} must be a positive multiple of 8 (e.g. 512, 8192)")
         self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
+        self.device = torch.device(device)
         # ~64 MB of float32 matrix per chunk by default.
         self.chunk_rows = chunk_rows or max(self.BLOCK_ROWS, (1 << 24) // dim_out)
         # A small Π (tiny models, small d) is kept after its first use: the same bits, generated once.
@@ -298,7 +304,7 @@ class RademacherProjector:
         rng = np.random.default_rng([self.seed, index])
         bits = np.unpackbits(np.frombuffer(rng.bytes(self.BLOCK_ROWS * self.dim_out // 8), dtype=np.uint8))
         signs = bits.reshape(self.BLOCK_ROWS, self.dim_out).astype(np.float32) * 2 - 1
-        return torch.from_numpy(signs)
+        return torch.from_numpy(signs).to(self.device)
 
     def rows(self, start: int, end: int) -> torch.Tensor:
         first, last = start // self.BLOCK_ROWS, (end - 1) // self.BLOCK_ROWS
@@ -313,7 +319,7 @@ class RademacherProjector:
             if self._matrix is None:
                 self._matrix = self.rows(0, self.dim_in)
             return x.float() @ self._matrix
-        out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32)
+        out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32, device=self.device)
         for start in range(0, self.dim_in, self.chunk_rows):
             end = min(start + self.chunk_rows, self.dim_in)
             out += x[:, start:end].float() @ self.rows(start, end)
