@@ -95,10 +95,19 @@ def _chunk_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def disable_dropout(model: Any) -> Any:
-    """Set every dropout probability to 0 (as TRL does for DPO): the policy's log-probs are deterministic."""
+    """Set every dropout probability to 0 (as TRL does for DPO): the policy's log-probs are deterministic.
+
+    Besides `nn.Dropout` modules (LoRA dropout among them) this zeroes the attention dropout that transformers'
+    attention layers read from a float attribute.
+    """
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
+        if isinstance(getattr(module, "attention_dropout", None), float):
+            module.attention_dropout = 0.0
+        config = getattr(module, "config", None)
+        if isinstance(getattr(config, "attention_dropout", None), float):
+            config.attention_dropout = 0.0
     return model
 
 
