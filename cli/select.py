@@ -61,7 +61,8 @@ def _run_less(ctx: click.Context, as_json: bool, **options) -> None:
     from skillweave.trainers.devices import is_main_process
     from skillweave.trainers.less import LessConfig, run
 
-    store = open_store(ctx)
+    # Under `accelerate launch` one process records; the others open the store only to read a pool run.
+    store = open_store(ctx) if is_main_process() or options.get("pool_run") else None
     result = run(LessConfig(**options), store, progress=_progress)
     if is_main_process():  # under `accelerate launch` one process reports
         _print_result(result, as_json)

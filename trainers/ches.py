@@ -276,9 +276,9 @@ def run(config: CHESConfig) -> dict[str, Any]:
     if config.keep_lowest is not None:
         keep_lowest([], config.keep_lowest)  # validate the fraction before loading anything
     device, dtype = setup(config.device, config.dtype)
-    store = Store(config.db) if config.db else None
-    pairs = load_pairs(config.data, store, config.store_run)
     main = is_main_process()  # under several processes all score, one stores and writes
+    store = Store(config.db) if config.db and (main or config.store_run) else None
+    pairs = load_pairs(config.data, store, config.store_run)
     store = store if main else None
     model_path = str(resolve_model_path(config.model))
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)

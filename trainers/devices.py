@@ -175,3 +175,11 @@ def warmup_steps(ratio: float, *, examples: int, batch_size: int, grad_accum: in
         batches = math.ceil(examples / max(batch_size * world, 1))
         total = math.ceil(epochs * max(math.ceil(batches / max(grad_accum, 1)), 1))
     return math.ceil(ratio * total)
+
+
+def wait_for_everyone() -> None:
+    """A barrier across the processes of a launch (nothing with one process)."""
+    if distributed():
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()

@@ -283,9 +283,10 @@ def run(config: DPOConfig) -> dict[str, Any]:
     if config.ches_keep_lowest is not None:
         keep_lowest([], config.ches_keep_lowest)  # validate the fraction before loading anything
     device, dtype = setup(config.device, config.dtype)
-    store = Store(config.db) if config.db else None
+    # One process records and saves; the others open the store only to read pairs from it.
+    store = Store(config.db) if config.db and (is_main_process() or config.store_run) else None
     pairs = load_pairs(config.data, store, config.store_run)
-    store = store if is_main_process() else None  # one process records and saves
+    store = store if is_main_process() else None
     model_path = str(resolve_model_path(config.model))
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     template = get_template(config.template).bind(tokenizer)

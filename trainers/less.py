@@ -163,10 +163,14 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
             self.lrs.append(float(lr_scheduler.get_last_lr()[0]))  # the LR this optimizer step applies
 
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            from skillweave.trainers.devices import is_main_process, wait_for_everyone
+
             folder = folders[self.epoch]
             self.epoch += 1
-            save_checkpoint(model, getattr(optimizer, "optimizer", optimizer), names, folder,
-                            epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
+            if is_main_process():  # under DDP every process holds the same adapter and moments
+                save_checkpoint(getattr(model, "module", model), getattr(optimizer, "optimizer", optimizer), names,
+                                folder, epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
+            wait_for_everyone()
             self.lrs = []
 
     from skillweave.trainers.devices import model_device, warmup_steps
@@ -258,7 +262,11 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     if meta_path.exists() and json.loads(meta_path.read_text()) != identity:
         raise ConfigError(f"datastore {folder} was built from other data, checkpoint or projector; pass another "
                           "--out or delete it")
-    meta_path.write_text(json.dumps(identity))
+    from skillweave.trainers.devices import is_main_process, process_info, shard, wait_for_everyone
+
+    rank, world = process_info()
+    if is_main_process():
+        meta_path.write_text(json.dumps(identity))
     if final.exists():
         raw = torch.load(final)
         if raw.shape == (len(encoded), projector.dim_out):
@@ -279,23 +287,33 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             # (rows, d) accumulator in pool order, so no (rows, P) gradient matrix is ever held.
             projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
             done_rows = 0
-            for index in lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
-                                           config.feature_batch_tokens):
+            # Under several processes each takes its share of the batches; the accumulators are summed.
+            batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
+                                        config.feature_batch_tokens)
+            for index in shard(batches, rank, world):
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
                     grads = lf.adam_features(grads, moments, adam_variant)
                 projected[torch.tensor(index, device=device)] = projector.project(grads)
                 done_rows += len(index)
-                if progress:
+                if progress and world == 1:
                     progress(chunk_start + done_rows, len(encoded), folder.parent.name)
-            torch.save(projected.cpu(), folder / f"grads-{chunk_start + len(chunk)}.pt")  # to the CPU only to save
+            if world > 1:
+                from accelerate.utils import reduce
+
+                projected = reduce(projected, reduction="sum")
+            if is_main_process():
+                torch.save(projected.cpu(), folder / f"grads-{chunk_start + len(chunk)}.pt")  # to the CPU to save
+    wait_for_everyone()  # every chunk file is written before any process reads them back
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     raw = torch.cat([torch.load(p) for p in chunks])
     if raw.shape[0] != len(encoded):
         raise ConfigError(f"datastore {folder} holds {raw.shape[0]} rows for {len(encoded)} examples; delete it "
                           "and rerun (the pool changed)")
-    torch.save(raw, final)
-    torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
+    if is_main_process():
+        torch.save(raw, final)
+        torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
+    wait_for_everyone()
     return raw
 
 
@@ -368,7 +386,9 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
     targets = read_jsonl(config.targets) if config.targets else []
     out = Path(config.out or Path("grads") / name)
     out.mkdir(parents=True, exist_ok=True)
-    if config.pool_run:
+    from skillweave.trainers.devices import is_main_process
+
+    if config.pool_run and is_main_process():
         write_jsonl(out / "pool.jsonl", pool)  # the row order the datastore indexes
     pool_msgs = [lf.to_messages(r) for r in pool]
     target_msgs = [lf.to_messages(r) for r in targets]
@@ -431,6 +451,10 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
                   "n_subtasks": n_subtasks, "targets": [r.get("item_id") or i for i, r in enumerate(p["targets"])],
                   "targets_hash": rows_hash(p["targets"]), "pool_hash": p["pool_hash"],
                   "n_params": projector.dim_in}
+    from skillweave.trainers.devices import is_main_process
+
+    if not is_main_process():  # under several processes one writes the selection
+        return {"scores": scores, "selected": selected, "weights": weights, "checkpoints": checkpoints}
     result = save_selection(store, method, p["pool"], selected, scores, provenance, out=p["out"], name=p["name"],
                             fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
     return {**result, "scores": scores, "selected": selected, "weights": weights, "checkpoints": checkpoints}
