@@ -56,13 +56,26 @@ def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(completion)}]
 
 
+def tulu_text(messages: list[dict[str, str]], eos: str) -> str:
+    """Messages in the tulu format the LESS reference trains and scores with (for models without a chat template):
+    `<|user|>\\n{content}\\n<|assistant|>\\n{content}{EOS}\\n`, contents stripped."""
+    parts = []
+    for m in messages:
+        if m["role"] == "assistant":
+            parts.append("<|assistant|>\n" + m["content"].strip() + eos + "\n")
+        else:
+            parts.append(f"<|{m['role']}|>\n" + m["content"].strip() + "\n")
+    return "".join(parts)
+
+
 def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
     """Token ids and labels (-100 on every non-assistant span) of one conversation, truncated to max_length."""
+    bos: list[int] = []
     if tokenizer.chat_template:
         render = lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)  # noqa: E731
-    else:  # plain concatenation, one message per line
-        def render(msgs: list[dict[str, str]], gen: bool) -> str:
-            return "".join(m["content"] + "\n" for m in msgs)
+    else:  # the reference's tulu format, BOS first, EOS closing every assistant turn
+        render = lambda msgs, gen: tulu_text(msgs, tokenizer.eos_token or "") + ("<|assistant|>\n" if gen else "")  # noqa: E731
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -74,10 +87,11 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: i
         spans.append((len(prefix), len(upto)))
     text = render(messages, False)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoded["input_ids"])[:max_length]
+    ids = (bos + list(encoded["input_ids"]))[:max_length]
+    offsets = [(-1, -1)] * len(bos) + list(encoded["offset_mapping"])
     labels = [
         token if any(start <= begin < end for start, end in spans) else IGNORE
-        for token, (begin, _) in zip(ids, encoded["offset_mapping"], strict=False)
+        for token, (begin, _) in zip(ids, offsets, strict=False)
     ]
     if all(label == IGNORE for label in labels):
         raise UsageError(f"an example has no response tokens within max_length={max_length}; raise --max-length "
