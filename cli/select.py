@@ -109,7 +109,7 @@ def register(root: click.Group) -> None:
     @select.command("rds")
     @_config_options(skip=("train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction",
                            "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
-                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed",
+                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed", "projector",
                            "chunk_examples", "gradient_method", "feature_batch_tokens"))
     @json_option
     @click.pass_context

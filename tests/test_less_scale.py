@@ -62,3 +62,23 @@ def test_models_without_a_chat_template_use_the_tulu_format_with_bos_and_eos():
                       "<|assistant|>", "there", "world", "</s>"]
     learned = [t for t, label in zip(tokens, encoded["labels"], strict=True) if label != lf.IGNORE]
     assert learned == ["world", "</s>", "there", "world", "</s>"]  # the responses and their EOS, nothing else
+
+
+def test_device_generated_projector_is_seeded_chunk_invariant_and_preserves_cosines():
+    from skillweave.errors import ConfigError
+
+    n_in, d = 3000, 512
+    a = lf.RademacherProjector(n_in, d, seed=5, generator="device")
+    streamed = lf.RademacherProjector(n_in, d, seed=5, generator="device", chunk_rows=700, cache_bytes=0)
+    x = torch.randn(6, n_in, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.rows(0, n_in), lf.RademacherProjector(n_in, d, seed=5, generator="device").rows(0, n_in))
+    assert not torch.equal(a.rows(0, 1024), lf.RademacherProjector(n_in, d, seed=6, generator="device").rows(0, 1024))
+    assert set(a.block(0).unique().tolist()) == {-1.0, 1.0}
+    assert torch.allclose(a.project(x), streamed.project(x), rtol=1e-4, atol=1e-3)  # same Π, any chunking
+    cos = lf.normalize_rows(x) @ lf.normalize_rows(x).T
+    projected = lf.normalize_rows(a.project(x))
+    assert (projected @ projected.T - cos).abs().max() < 4 * lf.expected_cosine_error(d)
+    with pytest.raises(ConfigError, match="--projector 'fast'"):
+        lf.RademacherProjector(n_in, d, generator="fast")
+    with pytest.raises(ConfigError, match="--projector 'fast'"):
+        LessConfig(pool="p", targets="t", projector="fast").validate()

@@ -258,6 +258,8 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     folder.mkdir(parents=True, exist_ok=True)
     identity = {"rows": rows_hash(encoded), "projector_seed": projector.seed, "dim": projector.dim_out,
                 "checkpoint": checkpoint_key}
+    if projector.generator != "numpy":  # other signs; numpy datastores keep their earlier identity
+        identity["projector"] = f"{projector.generator}-{projector.device.type}"
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != identity:
         raise ConfigError(f"datastore {folder} was built from other data, checkpoint or projector; pass another "
@@ -417,7 +419,7 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     # One projector per run, on the model's device: a small Π is generated once and reused for every chunk,
     # checkpoint and side (pool, targets).
     projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                       config.projector_seed, device=model_device(model))
+                                       config.projector_seed, device=model_device(model), generator=config.projector)
     pad_id = p["tokenizer"].pad_token_id
     train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
     for folder in folders:

@@ -296,17 +296,23 @@ def adam_features(grads: torch.Tensor, moments: AdamMoments, variant: str = "cod
 
 
 # ---- projection -----------------------------------------------------------------------------------------
+PROJECTOR_GENERATORS = ("numpy", "device")
+
+
 class RademacherProjector:
     """x (B, P) → xΠ (B, d) with Π ∈ {±1}^{P×d} generated block by block, never held whole."""
 
     BLOCK_ROWS = 1024
 
     def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None,
-                 cache_bytes: int = 1 << 28, device: str | torch.device = "cpu"):
+                 cache_bytes: int = 1 << 28, device: str | torch.device = "cpu", generator: str = "numpy"):
         if dim_out <= 0 or dim_out % 8:
             raise ConfigError(f"projection dimension {dim_out} must be a positive multiple of 8 (e.g. 512, 8192)")
+        if generator not in PROJECTOR_GENERATORS:
+            raise ConfigError(f"--projector '{generator}' is not one of {', '.join(PROJECTOR_GENERATORS)}")
         self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
         self.device = torch.device(device)
+        self.generator = generator
         # ~64 MB of float32 matrix per chunk by default.
         self.chunk_rows = chunk_rows or max(self.BLOCK_ROWS, (1 << 24) // dim_out)
         # A small Π (tiny models, small d) is kept after its first use: the same bits, generated once.
@@ -315,6 +321,13 @@ class RademacherProjector:
 
     def block(self, index: int) -> torch.Tensor:
         """Rows [index·1024, (index+1)·1024) of Π, as float32 ±1 (same bits for any P, chunk size or call)."""
+        if self.generator == "device":  # torch's generator on the device itself: no host work, no transfer
+            gen = torch.Generator(device=self.device)
+            # 32 bits (the CPU generator keeps only those); odd multiplier: distinct blocks never share a seed
+            gen.manual_seed((self.seed * 0x9E3779B1 + index * 0x85EBCA77) % (1 << 32))
+            bits = torch.randint(0, 2, (self.BLOCK_ROWS, self.dim_out), generator=gen, device=self.device,
+                                 dtype=torch.int8)
+            return bits.to(torch.float32).mul_(2).sub_(1)
         rng = np.random.default_rng([self.seed, index])
         bits = np.unpackbits(np.frombuffer(rng.bytes(self.BLOCK_ROWS * self.dim_out // 8), dtype=np.uint8))
         signs = bits.reshape(self.BLOCK_ROWS, self.dim_out).astype(np.float32) * 2 - 1
