@@ -44,8 +44,8 @@ def best_time(fn, repeat: int) -> float:
     return best
 
 
-def measure_blocks(device: torch.device, dim: int, batch: int, repeat: int) -> tuple[float, float]:
-    projector = lf.RademacherProjector(1 << 20, dim, seed=0, device=device)
+def measure_blocks(device: torch.device, dim: int, batch: int, repeat: int, generator: str) -> tuple[float, float]:
+    projector = lf.RademacherProjector(1 << 20, dim, seed=0, device=device, generator=generator)
     gen = best_time(lambda: projector.block(3), repeat)
     block = projector.block(0)
     x = torch.randn(batch, lf.RademacherProjector.BLOCK_ROWS, device=device)
@@ -124,10 +124,12 @@ def main() -> None:
           f"{2 * P * 4 / 2**30:.1f} GiB")
     devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
     for device in devices:
-        gen, matmul = measure_blocks(device, d, args.batch, args.repeat)
         tok_rate, base_params, lora = measure_gradients(args.model, device, args.measure_batch, args.measure_tokens,
                                                         args.lora_r, args.lora_targets)
-        report(f"{device.type}, torch threads {torch.get_num_threads()}", gen, matmul, tok_rate, base_params, args)
+        for generator in ("numpy", "device"):
+            gen, matmul = measure_blocks(device, d, args.batch, args.repeat, generator)
+            report(f"{device.type}, --projector {generator}, torch threads {torch.get_num_threads()}", gen, matmul,
+                   tok_rate, base_params, args)
     if not torch.cuda.is_available():
         print("\n[cuda] not measured: no GPU on this machine")
 

@@ -16,9 +16,11 @@ Design choices
   into batches with explicit position ids, so padding never changes a state.  The states come from the base
   decoder (`model.model`) so the vocabulary projection is skipped (it dominates SmolLM2's cost); a test checks
   that they equal `hidden_states[-1]` of the full model and reproduce its logits through `lm_head`.
-- fp32 throughout, eval mode, no_grad.  Prompts are rendered with a registry template (default `model`: the
+- States summed in fp32 on the model's device (any --dtype), eval mode, no_grad; a PEFT model is unwrapped to find
+  the base decoder. Under `accelerate launch` the length-sorted batches are split across processes.  Prompts are rendered with a registry template (default `model`: the
   tokenizer's chat template with the generation prompt; `add_special_tokens = not chat_template`).
-- Baselines stored alongside: -NED (normalized edit distance of response token ids; higher = more similar) and
+- Baselines stored alongside: -NED (normalized edit distance of the response token ids without the appended EOS;
+  higher = more similar) and
   the inner product of the last summed states (the ones predicting EOS).
 - `keep_lowest(fraction)` keeps floor(fraction * n) pairs (at least 1) in ascending CHES~ order, ties by input
   order: 5% of 382 SORRY-Bench train pairs = the first 19, as in the reference.

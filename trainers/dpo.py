@@ -10,7 +10,10 @@ Design choices
   first step (TRL's `precompute_ref_log_probs`); no second model is held in memory. They double as the "before"
   values for likelihood displacement. With `lora=True` the policy is the base model plus fresh peft adapters
   (B = 0), so that reference is the base model, as TRL's PEFT path (adapter disabled) has it; the saved folder
-  has the adapters merged in.
+  has the adapters merged in. The reference log-probs stay on the model's device; dropout is turned off (as TRL).
+- Log-probs are gather − logsumexp in fp32, chunked over the sequence (`devices.token_logps`), never a full fp32
+  log-softmax over the vocabulary. Under `accelerate launch` each process takes its share of every step's pairs
+  and the gradients are summed across processes before the step, so the update equals one process's.
 - Loss (per pair, mean over the batch), h = (s_w - s_l) - (s_w^ref - s_l^ref):
   sigmoid  -log sig(beta h);  ipo  (h - 1/(2 beta))^2 (beta plays tau);
   label smoothing eps (cDPO)  (1-eps)(-log sig(beta h)) + eps(-log sig(-beta h));  plus c_sft * (-mean s_w).
