@@ -5,7 +5,8 @@ memory (GPU: `torch.cuda.max_memory_allocated`; CPU: the process's peak RSS), an
 `--json FILE`. `benchmarks/gpu_check.sh` runs it on the GPU in bf16 and on the CPU and prints the ratios.
 
     .venv/bin/python benchmarks/gpu_check.py --device cuda --dtype bf16 --scale 8
-    .venv/bin/python benchmarks/gpu_check.py --device cpu --dtype fp32 --scale 1     # smoke check, ~minutes
+    .venv/bin/python benchmarks/gpu_check.py --device cpu --dtype fp32 --scale 1
+    .venv/bin/python benchmarks/gpu_check.py --device cpu --scale 0 --model tiny      # seconds: a smoke check
 """
 
 from __future__ import annotations
@@ -50,7 +51,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default="auto")
-    parser.add_argument("--model", default="local")
+    parser.add_argument("--model", default="local", help="local (embedded SmolLM2-135M), a model folder, or tiny "
+                                                         "(random-init, for a quick smoke check)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--scale", type=int, default=1,
                         help="workload multiplier (0: the smallest workload, a smoke check; 1: CPU; 16: GPU)")
     parser.add_argument("--only", default="sft,dpo,ches,less", help="comma-separated subset")
@@ -64,6 +67,8 @@ def main() -> None:
     from skillweave.trainers.less import LessConfig, add_lora, build_features
     from skillweave.trainers.models import load_model_and_tokenizer
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     rng = random.Random(0)
@@ -75,6 +80,11 @@ def main() -> None:
     only = set(args.only.split(","))
 
     def fresh():
+        if args.model == "tiny":
+            from skillweave.trainers.less import load_base
+            from skillweave.trainers.templates import template_words
+
+            return load_base("tiny", [" ".join([*template_words(), *WORDS])], device=device, dtype=dtype)
         return load_model_and_tokenizer(args.model, device=device, dtype=dtype)
 
     if "sft" in only:

@@ -4,13 +4,17 @@
 #
 #   benchmarks/gpu_check.sh                  # GPU (bf16, --scale 16) then CPU (fp32, --scale 1); < 8 min on one H100
 #   benchmarks/gpu_check.sh --device cpu     # CPU only, smallest workload (--scale 0): a smoke check anywhere
+#   MODEL=tiny benchmarks/gpu_check.sh --device cpu   # the same on a tiny random model: seconds
 #
-# Environment: PYTHON (default .venv/bin/python, else python3), GPU_SCALE (16), CPU_SCALE (1), SMOKE_SCALE (0).
+# Environment: PYTHON (default .venv/bin/python, else python3), GPU_SCALE (16), CPU_SCALE (1), SMOKE_SCALE (0), MODEL (local),
+# THREADS (0: torch's default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
 GPU_SCALE="${GPU_SCALE:-16}"
 CPU_SCALE="${CPU_SCALE:-1}"
+MODEL="${MODEL:-local}"
+THREADS="${THREADS:-0}"
 DEVICE=auto
 if [ "${1:-}" = "--device" ]; then DEVICE="${2:?--device needs cpu or cuda}"; fi
 OUT="$(mktemp -d)"
@@ -24,11 +28,12 @@ if [ "$DEVICE" != cpu ]; then
   fi
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
   echo "== GPU, bf16, scale $GPU_SCALE"
-  timeout 360 "$PYTHON" benchmarks/gpu_check.py --device cuda --dtype bf16 --scale "$GPU_SCALE" --json "$OUT/gpu.json"
+  timeout 360 "$PYTHON" benchmarks/gpu_check.py --device cuda --dtype bf16 --scale "$GPU_SCALE" --model "$MODEL" --json "$OUT/gpu.json"
 fi
 if [ "$DEVICE" = cpu ]; then CPU_SCALE="${SMOKE_SCALE:-0}"; fi
 echo "== CPU, fp32, scale $CPU_SCALE ($(nproc) cores, load: $(cut -d' ' -f1-3 /proc/loadavg))"
-timeout 420 "$PYTHON" benchmarks/gpu_check.py --device cpu --dtype fp32 --scale "$CPU_SCALE" --json "$OUT/cpu.json"
+timeout 420 "$PYTHON" benchmarks/gpu_check.py --device cpu --dtype fp32 --scale "$CPU_SCALE" --model "$MODEL" \
+  --threads "$THREADS" --json "$OUT/cpu.json"
 if [ -f "$OUT/gpu.json" ]; then
   "$PYTHON" - "$OUT/gpu.json" "$OUT/cpu.json" <<'EOF'
 import json, sys

@@ -65,7 +65,7 @@ def measure_gradients(model_spec: str, device: torch.device, batch: int, tokens:
     model.eval()
     half = tokens // 2
     row = {"prompt": " ".join(text.split()[:half]), "completion": " ".join(text.split()[half:])}
-    encoded = [lf.encode_example(tokenizer, lf.to_messages(row), tokens)] * batch
+    encoded = [lf.encode_example(tokenizer, lf.to_messages(row), 4 * tokens)] * batch  # room for a system prompt
     n_tokens = sum(len(e["input_ids"]) for e in encoded)
     with lf.BatchedGradients(model) as grads:
         grads(encoded[:1], tokenizer.pad_token_id)  # warm up
