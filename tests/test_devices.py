@@ -57,6 +57,10 @@ def test_token_logps_equal_the_full_fp32_log_softmax_values_and_gradients():
     half = logits.detach().bfloat16()  # model-dtype logits: computed in fp32 per chunk, as the old .float() path
     old = torch.gather(half.float().log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
     assert torch.allclose(devices.token_logps(half, targets, chunk=5), old, atol=1e-5)
+    half.requires_grad_()  # the checkpointed path (model-dtype logits with gradients): same values and gradients
+    (g_old,) = torch.autograd.grad(torch.gather(half.float().log_softmax(-1), 2, targets.unsqueeze(-1)).sum(), half)
+    (g_new,) = torch.autograd.grad(devices.token_logps(half, targets, chunk=5).sum(), half)
+    assert torch.allclose(g_new.float(), g_old.float(), atol=1e-2)
 
 
 def test_device_and_dtype_resolution_and_clear_errors(tmp_path, capsys):

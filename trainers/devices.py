@@ -9,7 +9,8 @@ Design choices
 - Log-probabilities of the target tokens are `logit[target] - logsumexp(logits)`, computed over the sequence in
   chunks in fp32; with gradients each chunk is checkpointed, so the fp32 copy of the logits is never held for
   the whole sequence (it is recomputed from the model-dtype logits in the backward pass). This equals the old
-  full fp32 `log_softmax` + gather (tests/test_devices.py pins the tolerance).
+  full fp32 `log_softmax` + gather (tests/test_devices.py pins the tolerance). fp32 logits are not copied, so
+  they are not checkpointed.
 - Several processes come from `accelerate launch` (DDP through `accelerate.Accelerator`); `process_info()`
   reads the launcher's environment without importing accelerate when there is one process.
 """
@@ -79,7 +80,9 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor, chunk: int = LOGP_C
     parts = []
     for start in range(0, logits.shape[1], chunk):
         piece, wanted = logits[:, start:start + chunk], targets[:, start:start + chunk]
-        if torch.is_grad_enabled() and piece.requires_grad:
+        if torch.is_grad_enabled() and piece.requires_grad and piece.dtype != torch.float32:
+            # bf16/fp16 logits: recompute the chunk's fp32 copy in the backward instead of keeping it (fp32
+            # logits need no copy, so nothing would be saved by checkpointing them)
             parts.append(torch.utils.checkpoint.checkpoint(_chunk_logps, piece, wanted, use_reentrant=False))
         else:
             parts.append(_chunk_logps(piece, wanted))
