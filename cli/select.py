@@ -58,11 +58,14 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def _run_less(ctx: click.Context, as_json: bool, **options) -> None:
+    from skillweave.trainers.devices import is_main_process
     from skillweave.trainers.less import LessConfig, run
 
-    store = open_store(ctx)
+    # Under `accelerate launch` one process records; the others open the store only to read a pool run.
+    store = open_store(ctx) if is_main_process() or options.get("pool_run") else None
     result = run(LessConfig(**options), store, progress=_progress)
-    _print_result(result, as_json)
+    if is_main_process():  # under `accelerate launch` one process reports
+        _print_result(result, as_json)
 
 
 def register(root: click.Group) -> None:
@@ -85,6 +88,8 @@ def register(root: click.Group) -> None:
           skillweave select less --pool pool.jsonl --targets targets.jsonl --epochs 2 --dim 1024 \\
               --lora-r 4 --lora-targets q_proj,v_proj --max-length 256 --fraction 0.1
           skillweave select less --run RUN_ID --targets targets.jsonl --adam-variant paper
+          skillweave select less --pool pool.jsonl --targets targets.jsonl --model ./llama-2-7b --device cuda \
+              --dtype bf16 --lora-r 128 --lora-alpha 512
         """
         _run_less(ctx, as_json, **options)
 
@@ -104,7 +109,7 @@ def register(root: click.Group) -> None:
     @select.command("rds")
     @_config_options(skip=("train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction",
                            "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
-                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed",
+                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed", "projector",
                            "chunk_examples", "gradient_method", "feature_batch_tokens"))
     @json_option
     @click.pass_context

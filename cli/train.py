@@ -20,7 +20,15 @@ def _quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
+def _main_process() -> bool:
+    from skillweave.trainers.devices import is_main_process
+
+    return is_main_process()
+
+
 def _print_summary(summary: dict[str, Any], as_json: bool, skip: tuple[str, ...] = ()) -> None:
+    if not _main_process():  # under `accelerate launch` one process reports
+        return
     if as_json:
         echo_json({k: v for k, v in summary.items() if k not in skip})
         return
@@ -64,6 +72,12 @@ def train_group() -> None:
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per example; the start is kept.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
+              help="Recompute activations in the backward pass (less memory, more compute).")
 @json_option
 @click.pass_context
 def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -73,6 +87,9 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
     Example (PTST: tune without the safety prompt, test with it):
       skillweave train sft --data sda.jsonl --model local --output ckpt/sft \\
         --train-template chat:vanilla --eval-template chat:llama --eval-data eval.jsonl --max-steps 20
+      skillweave train sft --data sda.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --lora \
+        --gradient-checkpointing --output ckpt/sft-8b
+      accelerate launch --num_processes 4 -m skillweave train sft --data sda.jsonl --model ./llama-3-8b --lora
     """
     from skillweave.trainers import sft
 
@@ -106,6 +123,12 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
 @click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
+              help="Recompute activations in the backward pass (less memory, more compute).")
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
 @click.option("--eval-prompts", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -120,6 +143,8 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
     Example (keep the 5% of pairs least likely to displace the preferred response):
       skillweave train dpo --data pairs.jsonl --model local --ches-keep-lowest 0.05 --lr 1e-6 --output ckpt/dpo
       skillweave train dpo --data pairs.jsonl --model local --lora --lora-r 8 --lr 1e-4 --output ckpt/dpo-lora
+      skillweave train dpo --data pairs.jsonl --model ./ckpt/sft-8b --device cuda:0 --dtype bf16 --lora
+      accelerate launch --cpu --num_processes 2 -m skillweave train dpo --data pairs.jsonl --device cpu
     """
     from skillweave.trainers import dpo
 
@@ -190,6 +215,10 @@ def ches_group() -> None:
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--keep-lowest", default=None, type=float, help="Keep this fraction with the lowest CHES~ (e.g. 0.05).")
 @click.option("--output", default=None, help="JSONL for the kept rows (with --keep-lowest).")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
 @json_option
 @click.pass_context
 def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -198,11 +227,15 @@ def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
     \b
     Example:
       skillweave ches score --data pairs.jsonl --model local --keep-lowest 0.05 --output kept.jsonl
+      skillweave ches score --data pairs.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --batch-size 8
+      accelerate launch --num_processes 4 -m skillweave ches score --data pairs.jsonl --model ./llama-3-8b
     """
     from skillweave.trainers import ches
 
     _quiet_transformers()
     summary = ches.run(ches.CHESConfig(db=_db(ctx), **options))
+    if not _main_process():
+        return
     if as_json:
         echo_json(summary)
         return

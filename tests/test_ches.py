@@ -91,7 +91,8 @@ def test_score_pairs_records_and_keep_lowest(tiny):
     records = ches.score_pairs(model, tokenizer, toy_pairs(), batch_size=2)
     assert [r["item_id"] for r in records] == ["p0", "p1", "p2", "p3"]
     assert all(r["neg_ned"] <= 0 for r in records)
-    assert records[3]["neg_ned"] == pytest.approx(-0.5)  # k</s> vs l</s>: one substitution in two tokens
+    # k vs l: one substitution in one response token; the appended EOS is not part of the response
+    assert records[3]["neg_ned"] == pytest.approx(-1.0)
     kept = ches.keep_lowest(records, 0.5)
     assert [r["ches_norm"] for r in kept] == sorted(r["ches_norm"] for r in records)[:2]
     synthetic = [{"ches_norm": float(i % 7), "index": i} for i in range(382)]

@@ -16,9 +16,11 @@ Design choices
   into batches with explicit position ids, so padding never changes a state.  The states come from the base
   decoder (`model.model`) so the vocabulary projection is skipped (it dominates SmolLM2's cost); a test checks
   that they equal `hidden_states[-1]` of the full model and reproduce its logits through `lm_head`.
-- fp32 throughout, eval mode, no_grad.  Prompts are rendered with a registry template (default `model`: the
+- States summed in fp32 on the model's device (any --dtype), eval mode, no_grad; a PEFT model is unwrapped to find
+  the base decoder. Under `accelerate launch` the length-sorted batches are split across processes.  Prompts are rendered with a registry template (default `model`: the
   tokenizer's chat template with the generation prompt; `add_special_tokens = not chat_template`).
-- Baselines stored alongside: -NED (normalized edit distance of response token ids; higher = more similar) and
+- Baselines stored alongside: -NED (normalized edit distance of the response token ids without the appended EOS;
+  higher = more similar) and
   the inner product of the last summed states (the ones predicting EOS).
 - `keep_lowest(fraction)` keeps floor(fraction * n) pairs (at least 1) in ascending CHES~ order, ties by input
   order: 5% of 382 SORRY-Bench train pairs = the first 19, as in the reference.
@@ -42,6 +44,15 @@ from skillweave.trainers.data import (
     read_records,
     write_jsonl,
 )
+from skillweave.trainers.devices import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    is_main_process,
+    model_device,
+    process_info,
+    setup,
+    shard,
+)
 from skillweave.trainers.templates import get_template
 
 
@@ -58,6 +69,8 @@ class CHESConfig:
     keep_lowest: float | None = field(default=None, metadata={"help": "fraction of pairs with the lowest CHES~ to keep"})
     output: str | None = field(default=None, metadata={"help": "JSONL file for the kept rows (needs keep_lowest)"})
     db: str | None = field(default=None, metadata={"help": "store file for scores (None: do not store)"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
 
 # ---- pure formulas -----------------------------------------------------------------------------------
@@ -85,7 +98,12 @@ def normalized_edit_distance(a: list[int], b: list[int]) -> float:
 
 # ---- hidden states ----------------------------------------------------------------------------------
 def _decoder(model: Any) -> Any:
-    """The base decoder whose last_hidden_state is post-norm (skips the vocabulary projection)."""
+    """The base decoder whose last_hidden_state is post-norm (skips the vocabulary projection).
+
+    A PEFT-wrapped model is unwrapped first (its LoRA layers stay in place inside the base model's decoder).
+    """
+    if hasattr(model, "get_base_model"):
+        model = model.get_base_model()
     base = getattr(model, getattr(model, "base_model_prefix", ""), None)
     return base if isinstance(base, torch.nn.Module) and base is not model else None
 
@@ -104,16 +122,20 @@ def _final_states(model: Any, input_ids: torch.Tensor, attention_mask: torch.Ten
 @torch.no_grad()
 def hidden_sums(model: Any, sequences: list[tuple[list[int], int]], batch_size: int = 32, pad_id: int = 0
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Convention A, batched: for each (ids ending in EOS, prompt_len) return S(y) [N,d], |y| [N], last state [N,d]."""
+    """Convention A, batched: for each (ids ending in EOS, prompt_len) return S(y) [N,d], |y| [N], last state [N,d].
+
+    Everything stays on the model's device (fp32). Under several processes each scores its share of the
+    length-sorted sequences and the rows are summed across processes, so every process holds all of them.
+    """
     model.eval()
     n = len(sequences)
     order = sorted(range(n), key=lambda i: -len(sequences[i][0]))
-    sums: list[torch.Tensor | None] = [None] * n
-    lasts: list[torch.Tensor | None] = [None] * n
+    rank, world = process_info()
+    batches = [order[start:start + batch_size] for start in range(0, n, batch_size)]
+    device = model_device(model)
     lengths = torch.tensor([len(ids) - p for ids, p in sequences])
-    device = next(model.parameters()).device
-    for start in range(0, n, batch_size):
-        chunk = order[start:start + batch_size]
+    sums = lasts = None
+    for chunk in shard(batches, rank, world):
         width = max(len(sequences[i][0]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -126,12 +148,22 @@ def hidden_sums(model: Any, sequences: list[tuple[list[int], int]], batch_size: 
             mask[row, offset:] = 1
             select[row, offset + prompt_len - 1: offset + len(seq) - 1] = 1.0  # positions predicting y_1..EOS
             last_pos.append(offset + len(seq) - 2)
-        states = _final_states(model, ids.to(device), mask.to(device)).cpu()
-        batch_sums = (states * select.unsqueeze(-1)).sum(1)
-        for row, i in enumerate(chunk):
-            sums[i] = batch_sums[row]
-            lasts[i] = states[row, last_pos[row]]
-    return torch.stack(sums), lengths, torch.stack(lasts)  # type: ignore[arg-type]
+        states = _final_states(model, ids.to(device), mask.to(device))
+        if sums is None:
+            sums = torch.zeros((n, states.shape[-1]), dtype=torch.float32, device=device)
+            lasts = torch.zeros_like(sums)
+        rows = torch.tensor(chunk, device=device)
+        sums[rows] = (states * select.to(device).unsqueeze(-1)).sum(1)
+        lasts[rows] = states[torch.arange(len(chunk), device=device), torch.tensor(last_pos, device=device)]
+    if world > 1:
+        from accelerate.utils import reduce
+
+        if sums is None:  # fewer batches than processes: this one scored nothing but still takes part in the sum
+            width = model.config.hidden_size
+            sums = torch.zeros((n, width), dtype=torch.float32, device=device)
+            lasts = torch.zeros_like(sums)
+        sums, lasts = reduce(sums, reduction="sum"), reduce(lasts, reduction="sum")
+    return sums, lengths, lasts  # type: ignore[return-value]
 
 
 @torch.no_grad()
@@ -181,18 +213,27 @@ def score_pairs(model: Any, tokenizer: Any, pairs: list[PreferencePair], *, temp
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sums, lengths, lasts = hidden_sums(model, chosen + rejected, batch_size, pad_id)
     n = len(kept)
-    ches, ches_norm = ches_from_sums(sums[:n], sums[n:], lengths[:n], lengths[n:])
+    ches, ches_norm = ches_from_sums(sums[:n], sums[n:], lengths[:n].to(sums.device), lengths[n:].to(sums.device))
     last_inner = (lasts[:n] * lasts[n:]).sum(-1)
+    ches, ches_norm, last_inner = ches.cpu(), ches_norm.cpu(), last_inner.cpu()  # results leave the device here
+    eos = tokenizer.eos_token_id
     records = []
     for j, index in enumerate(kept):
         (c_ids, c_p), (r_ids, r_p) = chosen[j], rejected[j]
         records.append({
             "item_id": pairs[index].item_id, "index": index,
             "ches": float(ches[j]), "ches_norm": float(ches_norm[j]),
-            "neg_ned": -normalized_edit_distance(c_ids[c_p:], r_ids[r_p:]), "last_inner": float(last_inner[j]),
+            "neg_ned": -normalized_edit_distance(_response_tokens(c_ids, c_p, eos), _response_tokens(r_ids, r_p, eos)),
+            "last_inner": float(last_inner[j]),
             "len_chosen": int(lengths[j]), "len_rejected": int(lengths[n + j]),
         })
     return records
+
+
+def _response_tokens(ids: list[int], prompt_len: int, eos: int | None) -> list[int]:
+    """The response's own tokens: without the EOS the encoder appends (kept when truncation cut it away)."""
+    response = ids[prompt_len:]
+    return response[:-1] if response and eos is not None and response[-1] == eos else response
 
 
 def keep_lowest(records: list[dict[str, Any]], fraction: float, key: str = "ches_norm") -> list[dict[str, Any]]:
@@ -236,10 +277,13 @@ def run(config: CHESConfig) -> dict[str, Any]:
         raise UsageError("--output writes the filtered set; give --keep-lowest FRACTION too")
     if config.keep_lowest is not None:
         keep_lowest([], config.keep_lowest)  # validate the fraction before loading anything
-    store = Store(config.db) if config.db else None
+    device, dtype = setup(config.device, config.dtype)
+    main = is_main_process()  # under several processes all score, one stores and writes
+    store = Store(config.db) if config.db and (main or config.store_run) else None
     pairs = load_pairs(config.data, store, config.store_run)
+    store = store if main else None
     model_path = str(resolve_model_path(config.model))
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     started = time.perf_counter()
     records = score_pairs(model, tokenizer, pairs, template=config.template, batch_size=config.batch_size,
                           max_length=config.max_length)
@@ -255,7 +299,7 @@ def run(config: CHESConfig) -> dict[str, Any]:
     if config.keep_lowest is not None:
         kept = keep_lowest(records, config.keep_lowest)
         summary["kept"] = len(kept)
-        if config.output:
+        if config.output and main:
             raw = read_records(config.data) if config.data else [p.to_dict() for p in pairs]
             write_jsonl(config.output, [{**raw[r["index"]], "item_id": pairs[r["index"]].item_id,
                                          "ches_norm": r["ches_norm"]} for r in kept])

@@ -10,7 +10,10 @@ Design choices
   first step (TRL's `precompute_ref_log_probs`); no second model is held in memory. They double as the "before"
   values for likelihood displacement. With `lora=True` the policy is the base model plus fresh peft adapters
   (B = 0), so that reference is the base model, as TRL's PEFT path (adapter disabled) has it; the saved folder
-  has the adapters merged in.
+  has the adapters merged in. The reference log-probs stay on the model's device; dropout is turned off (as TRL).
+- Log-probs are gather − logsumexp in fp32, chunked over the sequence (`devices.token_logps`), never a full fp32
+  log-softmax over the vocabulary. Under `accelerate launch` each process takes its share of every step's pairs
+  and the gradients are summed across processes before the step, so the update equals one process's.
 - Loss (per pair, mean over the batch), h = (s_w - s_l) - (s_w^ref - s_l^ref):
   sigmoid  -log sig(beta h);  ipo  (h - 1/(2 beta))^2 (beta plays tau);
   label smoothing eps (cDPO)  (1-eps)(-log sig(beta h)) + eps(-log sig(-beta h));  plus c_sft * (-mean s_w).
@@ -33,6 +36,18 @@ import torch.nn.functional as F
 
 from skillweave.errors import ConfigError
 from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save_scores, score_pairs
+from skillweave.trainers.devices import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    disable_dropout,
+    distributed,
+    is_main_process,
+    model_device,
+    process_info,
+    setup,
+    shard,
+    token_logps,
+)
 from skillweave.trainers.models import apply_lora, plain_model
 
 LOSS_TYPES = ("sigmoid", "ipo")
@@ -73,6 +88,10 @@ class DPOConfig:
     eval_data: str | None = field(default=None, metadata={"help": "held-out pairs JSONL: log the change of mean ln pi(y+) on them too"})
     eval_prompts: str | None = field(default=None, metadata={"help": "JSONL of safety prompts: refusal rate before/after (keyword judge)"})
     eval_max_new_tokens: int = field(default=64, metadata={"help": "generation length for eval_prompts"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward "
+                                                                           "pass (less memory, more compute)"})
     db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
 
 
@@ -93,17 +112,53 @@ def sequence_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: i
     """ln pi(y|x) = sum of response-token log-probs (incl. EOS) for each (ids, prompt_len); differentiable."""
     device = next(model.parameters()).device
     ids, attention, completion = (t.to(device) for t in _batch(sequences, pad_id))
-    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-    targets = ids[:, 1:]
-    token_logps = torch.gather(logits.log_softmax(-1), 2, targets.unsqueeze(-1)).squeeze(-1)
-    return (token_logps * completion[:, 1:]).sum(-1)
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+    # gather minus logsumexp in fp32, chunked over the sequence (no full fp32 log-softmax over the vocabulary)
+    return (token_logps(logits, ids[:, 1:]) * completion[:, 1:]).sum(-1)
 
 
 @torch.no_grad()
 def all_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, batch_size: int = 16) -> torch.Tensor:
+    """Summed response log-probs of every sequence, on the model's device (fp32).
+
+    Under several processes each computes its share of the sequences and the rows are summed across them.
+    """
     model.eval()
-    return torch.cat([sequence_logps(model, sequences[i:i + batch_size], pad_id).cpu()
-                      for i in range(0, len(sequences), batch_size)])
+    rank, world = process_info()
+    mine = shard(list(range(len(sequences))), rank, world)
+    values = [sequence_logps(model, [sequences[i] for i in mine[b:b + batch_size]], pad_id)
+              for b in range(0, len(mine), batch_size)]
+    return _rows_across_processes(torch.cat(values) if values else None, mine, len(sequences), model_device(model))
+
+
+def _rows_across_processes(values: torch.Tensor | None, rows: list[int], n: int, device: torch.device) -> torch.Tensor:
+    """A length-n vector with `values` at `rows`, the other processes' rows filled in (one all-reduce sum)."""
+    full = torch.zeros(n, dtype=torch.float32, device=device)
+    if values is not None and rows:
+        full[torch.tensor(rows, device=device)] = values.float()
+    if distributed():
+        from accelerate.utils import reduce
+
+        full = reduce(full, reduction="sum")
+    return full
+
+
+def _sum_scalar(value: float, device: torch.device) -> float:
+    from accelerate.utils import reduce
+
+    return float(reduce(torch.tensor([value], dtype=torch.float64, device=device), reduction="sum")[0])
+
+
+def _sum_gradients_across_processes(params: list[torch.nn.Parameter]) -> None:
+    """Sum the gradients of all processes into every process (one flat all-reduce, as DDP does per bucket)."""
+    from accelerate.utils import reduce
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="sum")
+    offset = 0
+    for p in params:
+        p.grad = flat[offset:offset + p.numel()].view_as(p).clone()
+        offset += p.numel()
 
 
 def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
@@ -149,10 +204,18 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
     if config.micro_batch_size is not None and config.micro_batch_size < 1:
         raise ConfigError(f"micro batch size must be at least 1, got {config.micro_batch_size}")
     torch.manual_seed(config.seed)
+    disable_dropout(model)  # as TRL: dropout would make the policy's log-probs differ from the reference's
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy
+    ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy, on the model's device
     ref_rejected = all_logps(model, rejected, pad_id)
-    optimizer = make_optimizer(config.optimizer, [p for p in model.parameters() if p.requires_grad], config.lr)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(config.optimizer, params, config.lr)
+    if config.gradient_checkpointing:
+        from skillweave.trainers.devices import enable_gradient_checkpointing
+
+        enable_gradient_checkpointing(model)
+    rank, world = process_info()
+    device = model_device(model)
     rng = random.Random(config.seed)
     logs: list[dict[str, float]] = []
     step = 0
@@ -163,11 +226,12 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
             if config.max_steps is not None and step >= config.max_steps:
                 break
             idx = order[start:start + config.batch_size]
+            mine = shard(idx, rank, world)  # this process's pairs of the step (all of them with one process)
             model.train()
             optimizer.zero_grad()
             loss, pol_c, pol_r = 0.0, [], []
-            micro = config.micro_batch_size or len(idx)
-            for part in (idx[i:i + micro] for i in range(0, len(idx), micro)):
+            micro = config.micro_batch_size or max(len(mine), 1)
+            for part in (mine[i:i + micro] for i in range(0, len(mine), micro)):
                 logps = sequence_logps(model, [chosen[i] for i in part] + [rejected[i] for i in part], pad_id)
                 part_loss = dpo_loss(logps[:len(part)], logps[len(part):], ref_chosen[part], ref_rejected[part],
                                      beta=config.beta, loss_type=config.loss_type,
@@ -176,10 +240,18 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
                 loss += part_loss.item()
                 pol_c.append(logps[:len(part)].detach())
                 pol_r.append(logps[len(part):].detach())
+            if world > 1:  # the step's gradient is the sum over processes of their size-weighted parts
+                _sum_gradients_across_processes(params)
+                loss = _sum_scalar(loss, device)
             optimizer.step()
             step += 1
+            positions = {i: k for k, i in enumerate(idx)}
+            batch_c = _rows_across_processes(torch.cat(pol_c) if pol_c else None, [positions[i] for i in mine],
+                                             len(idx), device)
+            batch_r = _rows_across_processes(torch.cat(pol_r) if pol_r else None, [positions[i] for i in mine],
+                                             len(idx), device)
             logs.append({"step": step, "epoch": epoch, "loss": loss,
-                         **_summary(torch.cat(pol_c), torch.cat(pol_r), ref_chosen[idx], ref_rejected[idx], config.beta)})
+                         **_summary(batch_c, batch_r, ref_chosen[idx], ref_rejected[idx], config.beta)})
     final_chosen = all_logps(model, chosen, pad_id)
     final_rejected = all_logps(model, rejected, pad_id)
     return {
@@ -213,10 +285,13 @@ def run(config: DPOConfig) -> dict[str, Any]:
 
     if config.ches_keep_lowest is not None:
         keep_lowest([], config.ches_keep_lowest)  # validate the fraction before loading anything
-    store = Store(config.db) if config.db else None
+    device, dtype = setup(config.device, config.dtype)
+    # One process records and saves; the others open the store only to read pairs from it.
+    store = Store(config.db) if config.db and (is_main_process() or config.store_run) else None
     pairs = load_pairs(config.data, store, config.store_run)
+    store = store if is_main_process() else None
     model_path = str(resolve_model_path(config.model))
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     template = get_template(config.template).bind(tokenizer)
     run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
     try:
@@ -264,6 +339,7 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
     before_eval = [all_logps(model, side, pad_id) for side in held_out[:2]] if held_out else None
     refusal_before = _refusal_rate(model, tokenizer, template, config) if config.eval_prompts else None
     if config.lora:  # adapters start at B = 0, so the precomputed reference is the base model (TRL's PEFT path)
+        torch.manual_seed(config.seed)  # the same adapter initialisation in every process
         model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                            targets=config.lora_targets)
     result = train_dpo(model, tokenizer, chosen, rejected, config)
@@ -278,7 +354,7 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
         result["refusal_rate_before"] = refusal_before
         result["refusal_rate_after"] = _refusal_rate(model, tokenizer, template, config)
     result.update({"filter": filter_log, "run_id": run_id, "template": template.record()})
-    if config.output_dir:
+    if config.output_dir and is_main_process():
         out = Path(config.output_dir)
         model = plain_model(model)
         model.save_pretrained(out)

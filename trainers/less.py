@@ -99,14 +99,21 @@ def subtask_count(rows: list[dict[str, Any]]) -> int:
 
 
 # ---- model ----------------------------------------------------------------------------------------------
-def load_base(spec: str, texts: list[str], seed: int = 0):
-    """(model, tokenizer) for a spec; 'tiny' builds a word-level model over the words of `texts`."""
+def load_base(spec: str, texts: list[str], seed: int = 0, device=None, dtype=None):
+    """(model, tokenizer) for a spec; 'tiny' builds a word-level model over the words of `texts`.
+
+    `device`/`dtype` are torch objects or `--device`/`--dtype` values (default fp32 on the CPU).
+    """
+    from skillweave.trainers.devices import resolve_device, resolve_dtype
     from skillweave.trainers.models import load_model_and_tokenizer, tiny_model_and_tokenizer
 
+    target = device if isinstance(device, torch.device) else resolve_device(device or "cpu")
+    dtype = dtype if isinstance(dtype, torch.dtype) else resolve_dtype(dtype or "fp32", target)
     if spec == "tiny":
         words = sorted({w for t in texts for w in t.split()})
-        return tiny_model_and_tokenizer(words, seed=seed, max_position_embeddings=512)
-    return load_model_and_tokenizer(spec)
+        model, tokenizer = tiny_model_and_tokenizer(words, seed=seed, max_position_embeddings=512)
+        return model.to(device=target, dtype=dtype), tokenizer
+    return load_model_and_tokenizer(spec, device=target, dtype=dtype)
 
 
 def add_lora(model, config: LessConfig):
@@ -156,19 +163,31 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
             self.lrs.append(float(lr_scheduler.get_last_lr()[0]))  # the LR this optimizer step applies
 
         def on_epoch_end(self, args, state, control, model=None, optimizer=None, **kwargs):
+            from skillweave.trainers.devices import is_main_process, wait_for_everyone
+
             folder = folders[self.epoch]
             self.epoch += 1
-            save_checkpoint(model, getattr(optimizer, "optimizer", optimizer), names, folder,
-                            epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
+            if is_main_process():  # under DDP every process holds the same adapter and moments
+                save_checkpoint(getattr(model, "module", model), getattr(optimizer, "optimizer", optimizer), names,
+                                folder, epoch=self.epoch, step=state.global_step, lrs=self.lrs, key=key)
+            wait_for_everyone()
             self.lrs = []
 
+    from skillweave.trainers.devices import model_device, warmup_steps
+
     subset = [encoded[i] for i in warmup_subset(len(encoded), config.warmup_fraction, config.warmup_seed)]
+    device = model_device(model)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # Trainer places the model on the current CUDA device
     args = TrainingArguments(
         output_dir=str(out / "warmup" / "trainer"), num_train_epochs=config.epochs,
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
-        learning_rate=config.learning_rate, lr_scheduler_type="linear", warmup_steps=config.warmup_ratio,
+        learning_rate=config.learning_rate, lr_scheduler_type="linear",
+        warmup_steps=warmup_steps(config.warmup_ratio, examples=len(subset), batch_size=config.batch_size,
+                                  grad_accum=config.grad_accum, epochs=config.epochs),
         weight_decay=0.0, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
-        save_strategy="no", report_to="none", use_cpu=True, seed=config.warmup_seed, data_seed=config.warmup_seed,
+        save_strategy="no", report_to="none", use_cpu=device.type == "cpu", seed=config.warmup_seed,
+        data_seed=config.warmup_seed,
         logging_strategy="no", disable_tqdm=True, remove_unused_columns=False, dataloader_num_workers=0,
     )
     model.train()
@@ -192,12 +211,12 @@ def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: 
     """Adapter weights, Adam moments keyed by parameter name, and the epoch-mean learning rate."""
     folder.mkdir(parents=True, exist_ok=True)
     by_param = dict(model.named_parameters())
-    weights = {n: by_param[n].detach().clone() for n in names}
+    weights = {n: by_param[n].detach().cpu().clone() for n in names}  # saved on the CPU, loaded to the device
     state = {}
     for n in names:
         s = optimizer.state.get(by_param[n], {})
         if "exp_avg" in s:
-            state[n] = {"exp_avg": s["exp_avg"].clone(), "exp_avg_sq": s["exp_avg_sq"].clone(),
+            state[n] = {"exp_avg": s["exp_avg"].cpu().clone(), "exp_avg_sq": s["exp_avg_sq"].cpu().clone(),
                         "step": int(float(s["step"]))}
     group = optimizer.param_groups[0]
     torch.save(weights, folder / "lora.pt")
@@ -209,13 +228,16 @@ def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: 
 
 def load_checkpoint(model, folder: Path) -> tuple[dict, lf.AdamMoments | None]:
     """Load the adapter weights into `model`; return the checkpoint meta and its Adam moments."""
+    from skillweave.trainers.devices import model_device
+
     meta = json.loads((folder / "meta.json").read_text())
-    weights = torch.load(folder / "lora.pt")
+    device = model_device(model)
+    weights = torch.load(folder / "lora.pt", map_location=device)
     with torch.no_grad():
         params = dict(model.named_parameters())
         for name, value in weights.items():
             params[name].copy_(value)
-    state = torch.load(folder / "adam.pt")
+    state = torch.load(folder / "adam.pt", map_location=device)  # the moments live on the model's device
     names = [n for n, _ in lf.trainable_parameters(model)]
     moments = None
     if state:
@@ -236,11 +258,17 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     folder.mkdir(parents=True, exist_ok=True)
     identity = {"rows": rows_hash(encoded), "projector_seed": projector.seed, "dim": projector.dim_out,
                 "checkpoint": checkpoint_key}
+    if projector.generator != "numpy":  # other signs; numpy datastores keep their earlier identity
+        identity["projector"] = f"{projector.generator}-{projector.device.type}"
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != identity:
         raise ConfigError(f"datastore {folder} was built from other data, checkpoint or projector; pass another "
                           "--out or delete it")
-    meta_path.write_text(json.dumps(identity))
+    from skillweave.trainers.devices import is_main_process, process_info, shard, wait_for_everyone
+
+    rank, world = process_info()
+    if is_main_process():
+        meta_path.write_text(json.dumps(identity))
     if final.exists():
         raw = torch.load(final)
         if raw.shape == (len(encoded), projector.dim_out):
@@ -254,31 +282,40 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             gradients = lambda examples: batched(examples, pad_id)  # noqa: E731
         else:
             gradients = lambda examples: lf.example_gradients(model, examples, pad_id, config.gradient_method)  # noqa: E731
+        device = projector.device
         for chunk_start in range(start, len(encoded), config.chunk_examples):
             chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-            # Batch examples of similar length (less padding); rows go back to pool order before projecting.
-            rows = torch.empty(0)
+            # Batch examples of similar length (less padding); each batch is projected straight into the chunk's
+            # (rows, d) accumulator in pool order, so no (rows, P) gradient matrix is ever held.
+            projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
             done_rows = 0
-            for index in lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
-                                           config.feature_batch_tokens):
+            # Under several processes each takes its share of the batches; the accumulators are summed.
+            batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
+                                        config.feature_batch_tokens)
+            for index in shard(batches, rank, world):
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
                     grads = lf.adam_features(grads, moments, adam_variant)
-                if not done_rows:
-                    rows = torch.empty(len(chunk), grads.shape[1])
-                rows[index] = grads
+                projected[torch.tensor(index, device=device)] = projector.project(grads)
                 done_rows += len(index)
-                if progress:
+                if progress and world == 1:
                     progress(chunk_start + done_rows, len(encoded), folder.parent.name)
-            projected = projector.project(rows)
-            torch.save(projected, folder / f"grads-{chunk_start + len(chunk)}.pt")
+            if world > 1:
+                from accelerate.utils import reduce
+
+                projected = reduce(projected, reduction="sum")
+            if is_main_process():
+                torch.save(projected.cpu(), folder / f"grads-{chunk_start + len(chunk)}.pt")  # to the CPU to save
+    wait_for_everyone()  # every chunk file is written before any process reads them back
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
     raw = torch.cat([torch.load(p) for p in chunks])
     if raw.shape[0] != len(encoded):
         raise ConfigError(f"datastore {folder} holds {raw.shape[0]} rows for {len(encoded)} examples; delete it "
                           "and rerun (the pool changed)")
-    torch.save(raw, final)
-    torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
+    if is_main_process():
+        torch.save(raw, final)
+        torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
+    wait_for_everyone()
     return raw
 
 
@@ -351,12 +388,17 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
     targets = read_jsonl(config.targets) if config.targets else []
     out = Path(config.out or Path("grads") / name)
     out.mkdir(parents=True, exist_ok=True)
-    if config.pool_run:
+    from skillweave.trainers.devices import is_main_process
+
+    if config.pool_run and is_main_process():
         write_jsonl(out / "pool.jsonl", pool)  # the row order the datastore indexes
     pool_msgs = [lf.to_messages(r) for r in pool]
     target_msgs = [lf.to_messages(r) for r in targets]
     texts = [m["content"] for msgs in pool_msgs + target_msgs for m in msgs]
-    model, tokenizer = load_base(config.model, texts, config.seed)
+    from skillweave.trainers.devices import setup
+
+    device, dtype = setup(config.device, config.dtype)
+    model, tokenizer = load_base(config.model, texts, config.seed, device=device, dtype=dtype)
     return {"pool": pool, "targets": targets, "name": name, "out": out, "model": model, "tokenizer": tokenizer,
             "pool_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in pool_msgs],
             "target_enc": [lf.encode_example(tokenizer, m, config.max_length) for m in target_msgs],
@@ -372,8 +414,12 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     n_subtasks = subtask_count(p["targets"])
     model = add_lora(p["model"], config)
     folders = warmup(model, p["tokenizer"], p["pool_enc"], config, p["out"])
+    from skillweave.trainers.devices import model_device
+
+    # One projector per run, on the model's device: a small Π is generated once and reused for every chunk,
+    # checkpoint and side (pool, targets).
     projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                       config.projector_seed)
+                                       config.projector_seed, device=model_device(model), generator=config.projector)
     pad_id = p["tokenizer"].pad_token_id
     train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
     for folder in folders:
@@ -407,6 +453,10 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
                   "n_subtasks": n_subtasks, "targets": [r.get("item_id") or i for i, r in enumerate(p["targets"])],
                   "targets_hash": rows_hash(p["targets"]), "pool_hash": p["pool_hash"],
                   "n_params": projector.dim_in}
+    from skillweave.trainers.devices import is_main_process
+
+    if not is_main_process():  # under several processes one writes the selection
+        return {"scores": scores, "selected": selected, "weights": weights, "checkpoints": checkpoints}
     result = save_selection(store, method, p["pool"], selected, scores, provenance, out=p["out"], name=p["name"],
                             fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
     return {**result, "scores": scores, "selected": selected, "weights": weights, "checkpoints": checkpoints}

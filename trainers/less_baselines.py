@@ -54,7 +54,8 @@ def last_token_states(model, encoded: list[dict], pad_id: int, batch_size: int =
     model.eval()
     rows = []
     for b in range(0, len(encoded), batch_size):
-        batch = lf.pad_batch(encoded[b : b + batch_size], pad_id)
+        device = next(model.parameters()).device
+        batch = {k: v.to(device) for k, v in lf.pad_batch(encoded[b : b + batch_size], pad_id).items()}
         # logits_to_keep=1: the vocabulary projection of every position would cost batch x length x vocab floats
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=True,
                     logits_to_keep=1)

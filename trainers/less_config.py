@@ -41,6 +41,9 @@ class LessConfig:
     max_length: int = _f(2048, "Token limit per example (truncates the end).")
     dim: int = _f(8192, "Projection dimension d (multiple of 8).")
     projector_seed: int = _f(0, "Seed of the Rademacher projection (identical for pool, targets, checkpoints).")
+    projector: str = _f("numpy", "How Π's signs are generated: numpy (PCG64 on the CPU, moved to the device; the same Π "
+                                 "on every device, as earlier datastores) or device (torch's generator on the model's "
+                                 "device: no host work, much faster on a GPU; the signs differ between CPU and CUDA).")
     adam_variant: str = _f("code", "code: m'/sqrt(v'+eps), no bias correction; paper: bias-corrected m/(sqrt(v)+eps).")
     aggregation: str = _f("code", "code: mean of per-target cosines within a subtask; paper: cosine with the "
                                   "subtask-mean gradient. Max across subtasks either way.")
@@ -53,6 +56,8 @@ class LessConfig:
     chunk_examples: int = _f(160, "Examples per datastore chunk file (resume granularity).")
     gradient_method: str = _f("batched", "batched (one padded pass + LoRA hooks) or loop (batch 1).")
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
+    device: str = _f("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
+    dtype: str = _f("auto", "auto (bf16 on a CUDA device that supports it, else fp32), fp32, bf16 or fp16.")
 
     def validate(self) -> None:
         if bool(self.pool) == bool(self.pool_run):
@@ -63,7 +68,8 @@ class LessConfig:
                                      ("aggregation", self.aggregation, ("code", "paper")),
                                      ("train_side", self.train_side, ("adam", "sgd")),
                                      ("similarity", self.similarity, ("cosine", "inner")),
-                                     ("gradient_method", self.gradient_method, ("batched", "loop"))):
+                                     ("gradient_method", self.gradient_method, ("batched", "loop")),
+                                     ("projector", self.projector, ("numpy", "device"))):
             if value not in choices:
                 raise ConfigError(f"--{name.replace('_', '-')} '{value}' is not one of {', '.join(choices)}")
         for name in ("warmup_fraction", "fraction"):

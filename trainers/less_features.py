@@ -56,13 +56,26 @@ def to_messages(row: dict[str, Any]) -> list[dict[str, str]]:
     return [{"role": "user", "content": str(prompt)}, {"role": "assistant", "content": str(completion)}]
 
 
+def tulu_text(messages: list[dict[str, str]], eos: str) -> str:
+    """Messages in the tulu format the LESS reference trains and scores with (for models without a chat template):
+    `<|user|>\\n{content}\\n<|assistant|>\\n{content}{EOS}\\n`, contents stripped."""
+    parts = []
+    for m in messages:
+        if m["role"] == "assistant":
+            parts.append("<|assistant|>\n" + m["content"].strip() + eos + "\n")
+        else:
+            parts.append(f"<|{m['role']}|>\n" + m["content"].strip() + "\n")
+    return "".join(parts)
+
+
 def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: int) -> dict[str, list[int]]:
     """Token ids and labels (-100 on every non-assistant span) of one conversation, truncated to max_length."""
+    bos: list[int] = []
     if tokenizer.chat_template:
         render = lambda msgs, gen: tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=gen)  # noqa: E731
-    else:  # plain concatenation, one message per line
-        def render(msgs: list[dict[str, str]], gen: bool) -> str:
-            return "".join(m["content"] + "\n" for m in msgs)
+    else:  # the reference's tulu format, BOS first, EOS closing every assistant turn
+        render = lambda msgs, gen: tulu_text(msgs, tokenizer.eos_token or "") + ("<|assistant|>\n" if gen else "")  # noqa: E731
+        bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -74,10 +87,11 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: i
         spans.append((len(prefix), len(upto)))
     text = render(messages, False)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    ids = list(encoded["input_ids"])[:max_length]
+    ids = (bos + list(encoded["input_ids"]))[:max_length]
+    offsets = [(-1, -1)] * len(bos) + list(encoded["offset_mapping"])
     labels = [
         token if any(start <= begin < end for start, end in spans) else IGNORE
-        for token, (begin, _) in zip(ids, encoded["offset_mapping"], strict=False)
+        for token, (begin, _) in zip(ids, offsets, strict=False)
     ]
     if all(label == IGNORE for label in labels):
         raise UsageError(f"an example has no response tokens within max_length={max_length}; raise --max-length "
@@ -97,9 +111,12 @@ def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Token-mean next-token cross-entropy of each example over its unmasked tokens, shape (B,)."""
-    logits, labels = logits[:, :-1].float(), labels[:, 1:]
-    losses = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE, reduction="none")
+    from skillweave.trainers.devices import token_logps
+
+    logits, labels = logits[:, :-1], labels[:, 1:]
     mask = (labels != IGNORE).float()
+    # -log p(label) as gather minus logsumexp in fp32, chunked over the sequence
+    losses = -token_logps(logits, labels.clamp(min=0))
     return (losses * mask).sum(1) / mask.sum(1).clamp(min=1)
 
 
@@ -120,10 +137,11 @@ def loop_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int
     names_params = trainable_parameters(model)
     params = [p for _, p in names_params]
     rows = []
+    device = params[0].device
     for e in examples:
-        ids = torch.tensor([e["input_ids"]])
+        ids = torch.tensor([e["input_ids"]], device=device)
         logits = model(input_ids=ids).logits
-        loss = per_example_loss(logits, torch.tensor([e["labels"]]))[0]
+        loss = per_example_loss(logits, torch.tensor([e["labels"]], device=device))[0]
         grads = torch.autograd.grad(loss, params)
         rows.append(torch.cat([g.reshape(-1) for g in grads]).float())
     return torch.stack(rows)
@@ -187,7 +205,8 @@ class BatchedGradients:
     def __call__(self, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
         captures = self.captures
         try:
-            batch = pad_batch(examples, pad_id)
+            device = next(self.model.parameters()).device
+            batch = {k: v.to(device) for k, v in pad_batch(examples, pad_id).items()}
             # Logits only from the position before the first response token on (prompts need no vocab projection).
             start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
             width = batch["input_ids"].shape[1]
@@ -277,16 +296,23 @@ def adam_features(grads: torch.Tensor, moments: AdamMoments, variant: str = "cod
 
 
 # ---- projection -----------------------------------------------------------------------------------------
+PROJECTOR_GENERATORS = ("numpy", "device")
+
+
 class RademacherProjector:
     """x (B, P) → xΠ (B, d) with Π ∈ {±1}^{P×d} generated block by block, never held whole."""
 
     BLOCK_ROWS = 1024
 
     def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None,
-                 cache_bytes: int = 1 << 28):
+                 cache_bytes: int = 1 << 28, device: str | torch.device = "cpu", generator: str = "numpy"):
         if dim_out <= 0 or dim_out % 8:
             raise ConfigError(f"projection dimension {dim_out} must be a positive multiple of 8 (e.g. 512, 8192)")
+        if generator not in PROJECTOR_GENERATORS:
+            raise ConfigError(f"--projector '{generator}' is not one of {', '.join(PROJECTOR_GENERATORS)}")
         self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
+        self.device = torch.device(device)
+        self.generator = generator
         # ~64 MB of float32 matrix per chunk by default.
         self.chunk_rows = chunk_rows or max(self.BLOCK_ROWS, (1 << 24) // dim_out)
         # A small Π (tiny models, small d) is kept after its first use: the same bits, generated once.
@@ -295,10 +321,17 @@ class RademacherProjector:
 
     def block(self, index: int) -> torch.Tensor:
         """Rows [index·1024, (index+1)·1024) of Π, as float32 ±1 (same bits for any P, chunk size or call)."""
+        if self.generator == "device":  # torch's generator on the device itself: no host work, no transfer
+            gen = torch.Generator(device=self.device)
+            # 32 bits (the CPU generator keeps only those); odd multiplier: distinct blocks never share a seed
+            gen.manual_seed((self.seed * 0x9E3779B1 + index * 0x85EBCA77) % (1 << 32))
+            bits = torch.randint(0, 2, (self.BLOCK_ROWS, self.dim_out), generator=gen, device=self.device,
+                                 dtype=torch.int8)
+            return bits.to(torch.float32).mul_(2).sub_(1)
         rng = np.random.default_rng([self.seed, index])
         bits = np.unpackbits(np.frombuffer(rng.bytes(self.BLOCK_ROWS * self.dim_out // 8), dtype=np.uint8))
         signs = bits.reshape(self.BLOCK_ROWS, self.dim_out).astype(np.float32) * 2 - 1
-        return torch.from_numpy(signs)
+        return torch.from_numpy(signs).to(self.device)
 
     def rows(self, start: int, end: int) -> torch.Tensor:
         first, last = start // self.BLOCK_ROWS, (end - 1) // self.BLOCK_ROWS
@@ -313,7 +346,7 @@ class RademacherProjector:
             if self._matrix is None:
                 self._matrix = self.rows(0, self.dim_in)
             return x.float() @ self._matrix
-        out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32)
+        out = torch.zeros(x.shape[0], self.dim_out, dtype=torch.float32, device=self.device)
         for start in range(0, self.dim_in, self.chunk_rows):
             end = min(start + self.chunk_rows, self.dim_in)
             out += x[:, start:end].float() @ self.rows(start, end)

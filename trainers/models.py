@@ -17,18 +17,27 @@ TINY_CHAT_TEMPLATE = (
 )
 
 
-def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: str = "right"):
-    """Load a fresh, trainable (model, tokenizer) from 'local' (embedded SmolLM2) or a local folder."""
+def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: str = "right", device=None):
+    """Load a fresh, trainable (model, tokenizer) from 'local' (embedded SmolLM2) or a local folder.
+
+    `device`/`dtype` take `--device`/`--dtype` values (or torch objects); the weights are loaded in that dtype and
+    moved to that device once. Defaults: fp32 on the CPU.
+    """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from skillweave.trainers.devices import resolve_device, resolve_dtype
+
+    target = device if isinstance(device, torch.device) else resolve_device(device or "cpu")
+    if not isinstance(dtype, torch.dtype):
+        dtype = resolve_dtype(dtype or "fp32", target)
     path = resolve_model_path(spec)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32)
-    return model, tokenizer
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
+    return model.to(target), tokenizer
 
 
 def apply_lora(model, *, r: int, alpha: int, dropout: float = 0.0, targets: str = "all-linear"):

@@ -25,6 +25,14 @@ import torch
 
 from skillweave.errors import ConfigError
 from skillweave.trainers.data import SFTExample, encode_prompt_response, load_sft_examples
+from skillweave.trainers.devices import (
+    DEVICE_HELP,
+    DTYPE_HELP,
+    is_main_process,
+    model_device,
+    process_info,
+    warmup_steps,
+)
 from skillweave.trainers.models import apply_lora, plain_model
 from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
 
@@ -57,6 +65,10 @@ class SFTConfig:
     scheduler: str = field(default="cosine", metadata={"help": "transformers lr scheduler name"})
     seed: int = field(default=0, metadata={"help": "random seed"})
     db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
+    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
+    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward "
+                                                                           "pass (less memory, more compute)"})
 
 
 def encode_sft(tokenizer: Any, examples: list[SFTExample], template: PromptTemplate, max_length: int
@@ -104,16 +116,25 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
     if not features:
         raise ConfigError(f"all {len(examples)} examples lost their response to truncation; raise --max-length")
     if config.lora:
+        torch.manual_seed(config.seed)  # the same adapter initialisation in every process
         model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                            targets=config.lora_targets)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    device = model_device(model)
+    if device.type == "cuda" and process_info()[1] == 1:
+        torch.cuda.set_device(device)  # Trainer places the model on the current CUDA device
+    warmup = warmup_steps(config.warmup_ratio, examples=len(features), batch_size=config.batch_size,
+                          grad_accum=config.grad_accum, epochs=config.epochs, max_steps=config.max_steps,
+                          world=process_info()[1])
     with tempfile.TemporaryDirectory(prefix="skillweave-sft-") as scratch:
         args = TrainingArguments(
             output_dir=scratch, per_device_train_batch_size=config.batch_size,
             gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, num_train_epochs=config.epochs,
-            max_steps=config.max_steps, lr_scheduler_type=config.scheduler, warmup_steps=config.warmup_ratio,
-            logging_steps=1, save_strategy="no", report_to="none", use_cpu=not torch.cuda.is_available(),
+            max_steps=config.max_steps, lr_scheduler_type=config.scheduler, warmup_steps=warmup,
+            logging_steps=1, save_strategy="no", report_to="none", use_cpu=device.type == "cpu",
             seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+            **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
+               if config.gradient_checkpointing else {}),
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -155,15 +176,18 @@ def run(config: SFTConfig) -> dict[str, Any]:
     load_system_prompts(config.system_prompts)
     examples = load_sft_examples(config.data)
     model_path = str(resolve_model_path(config.model))
-    model, tokenizer = load_model_and_tokenizer(config.model)
+    from skillweave.trainers.devices import setup
+
+    device, dtype = setup(config.device, config.dtype)
+    model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     train_template = get_template(config.train_template).bind(tokenizer)
     eval_template = get_template(config.eval_template).bind(tokenizer)
-    store = Store(config.db) if config.db else None
+    store = Store(config.db) if config.db and is_main_process() else None  # one process records and saves
     run_id = store.create_run("train-sft", asdict(config), command="skillweave train sft") if store else None
     try:
         result = train_sft(model, tokenizer, examples, config)
         model = result.pop("model")
-        if config.output_dir:
+        if config.output_dir and is_main_process():
             model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template)
         summary: dict[str, Any] = {**result, "run_id": run_id, "output_dir": config.output_dir,
                                    "templates": {"train": train_template.record(), "eval": eval_template.record()}}

@@ -1,0 +1,84 @@
+"""LESS at reference scale: batches projected straight into the chunk accumulator (memory independent of the
+chunk size, features unchanged), and the reference's tulu encoding for models without a chat template."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from skillweave.trainers import less_features as lf
+from skillweave.trainers.less import LessConfig, build_features
+from skillweave.trainers.models import tiny_model_and_tokenizer, word_tokenizer
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+WORDS = [str(i) for i in range(10)]
+
+
+def _lora_model():
+    from peft import LoraConfig, get_peft_model
+
+    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=1)
+    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    for name, p in model.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.2)
+    model.eval()
+    return model, tokenizer
+
+
+def test_projection_sees_one_batch_at_a_time_and_features_do_not_depend_on_the_chunk_size(tmp_path, monkeypatch):
+    model, tokenizer = _lora_model()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": " ".join(WORDS[: 1 + i % 9]),
+                                                            "completion": WORDS[i % 10]}), 32) for i in range(20)]
+    n_params = sum(p.numel() for _, p in lf.trainable_parameters(model))
+    projector = lf.RademacherProjector(n_params, 32, seed=3)
+    widest = []
+    real = lf.RademacherProjector.project
+    monkeypatch.setattr(lf.RademacherProjector, "project",
+                        lambda self, x: widest.append(x.shape[0]) or real(self, x))
+    results = []
+    for chunk in (20, 7):
+        config = LessConfig(pool="p", targets="t", chunk_examples=chunk, feature_batch_size=4)
+        results.append(build_features(model, tokenizer.pad_token_id, encoded, tmp_path / f"c{chunk}", kind="sgd",
+                                      moments=None, projector=projector, config=config))
+    assert max(widest) <= 4  # never a (chunk, P) gradient matrix: at most one feature batch of rows is projected
+    grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
+    expected = grads @ projector.rows(0, n_params)  # the old path: all rows' gradients, projected at once
+    for raw in results:
+        assert torch.allclose(raw, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_models_without_a_chat_template_use_the_tulu_format_with_bos_and_eos():
+    tokenizer = word_tokenizer(["hello", "there", "world", "again"])
+    tokenizer.chat_template = None
+    messages = [{"role": "user", "content": " hello there "}, {"role": "assistant", "content": "world"},
+                {"role": "user", "content": "again"}, {"role": "assistant", "content": "there world"}]
+    assert lf.tulu_text(messages, "</s>") == (
+        "<|user|>\nhello there\n<|assistant|>\nworld</s>\n<|user|>\nagain\n<|assistant|>\nthere world</s>\n")
+    encoded = lf.encode_example(tokenizer, messages, 64)
+    tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+    assert tokens == ["<s>", "<|user|>", "hello", "there", "<|assistant|>", "world", "</s>", "<|user|>", "again",
+                      "<|assistant|>", "there", "world", "</s>"]
+    learned = [t for t, label in zip(tokens, encoded["labels"], strict=True) if label != lf.IGNORE]
+    assert learned == ["world", "</s>", "there", "world", "</s>"]  # the responses and their EOS, nothing else
+
+
+def test_device_generated_projector_is_seeded_chunk_invariant_and_preserves_cosines():
+    from skillweave.errors import ConfigError
+
+    n_in, d = 3000, 512
+    a = lf.RademacherProjector(n_in, d, seed=5, generator="device")
+    streamed = lf.RademacherProjector(n_in, d, seed=5, generator="device", chunk_rows=700, cache_bytes=0)
+    x = torch.randn(6, n_in, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(a.rows(0, n_in), lf.RademacherProjector(n_in, d, seed=5, generator="device").rows(0, n_in))
+    assert not torch.equal(a.rows(0, 1024), lf.RademacherProjector(n_in, d, seed=6, generator="device").rows(0, 1024))
+    assert set(a.block(0).unique().tolist()) == {-1.0, 1.0}
+    assert torch.allclose(a.project(x), streamed.project(x), rtol=1e-4, atol=1e-3)  # same Π, any chunking
+    cos = lf.normalize_rows(x) @ lf.normalize_rows(x).T
+    projected = lf.normalize_rows(a.project(x))
+    assert (projected @ projected.T - cos).abs().max() < 4 * lf.expected_cosine_error(d)
+    with pytest.raises(ConfigError, match="--projector 'fast'"):
+        lf.RademacherProjector(n_in, d, generator="fast")
+    with pytest.raises(ConfigError, match="--projector 'fast'"):
+        LessConfig(pool="p", targets="t", projector="fast").validate()
