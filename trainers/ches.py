@@ -1,7 +1,7 @@
 """CHES (centered hidden embedding similarity) and its length-normalized form, to find and drop DPO pairs that
-cause likelihood displacement (Razin et al., ICLR 2025; METHODS.md §9).
+cause likelihood displacement (Razin et al., ICLR 2025; docs/methods.md#ches).
 
-Definitions (exactly as in METHODS.md §9.1)
+Definitions (as written in docs/methods.md#ches-definitions)
 - h_{x,y<k}: final-layer hidden state after the final norm (the input to the unembedding) at the position that
   predicts token y_k.  S(y) = sum_k h_{x,y<k}.
 - CHES  = <S(y+), S(y-)> - ||S(y+)||^2

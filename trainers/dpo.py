@@ -1,5 +1,5 @@
 """DPO (and IPO / cDPO) on preference pairs with an optional CHES~ pre-filter and likelihood-displacement logging
-(Rafailov et al. 2023; Razin et al. ICLR 2025; METHODS.md §9.2, §12).
+(Rafailov et al. 2023; Razin et al. ICLR 2025; docs/methods.md#ches-filtering, docs/methods.md#dpo).
 
 Design choices
 - A small hand-written loop rather than TRL's DPOTrainer: the CHES reference setup needs RMSprop, an SFT term,
@@ -164,7 +164,7 @@ def _sum_gradients_across_processes(params: list[torch.nn.Parameter]) -> None:
 def dpo_loss(chosen: torch.Tensor, rejected: torch.Tensor, ref_chosen: torch.Tensor, ref_rejected: torch.Tensor, *,
              beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0, c_sft: float = 0.0
              ) -> torch.Tensor:
-    """Mean preference loss over the batch (METHODS.md §12), inputs are summed sequence log-probs."""
+    """Mean preference loss over the batch (docs/methods.md#dpo), inputs are summed sequence log-probs."""
     h = (chosen - rejected) - (ref_chosen - ref_rejected)
     if loss_type == "sigmoid":
         losses = (1 - label_smoothing) * -F.logsigmoid(beta * h) + label_smoothing * -F.logsigmoid(-beta * h)

@@ -1,6 +1,6 @@
 """LESS: select the training examples whose Adam-preconditioned gradients align with a few target examples.
 
-Pipeline (METHODS §8; Xia et al. 2024, princeton-nlp/LESS): LoRA warmup on a random fraction of the pool,
+Pipeline (docs/methods.md#less; Xia et al. 2024, princeton-nlp/LESS): LoRA warmup on a random fraction of the pool,
 saving per epoch the adapter, the Adam moments keyed by parameter name and the epoch-mean learning rate →
 per-example gradient features of every pool row (Adam direction Γ) and every target (plain gradient) at each
 checkpoint, projected with one seeded Rademacher matrix and L2-normalised → score = Σ_i w_i cos, mean within
@@ -79,7 +79,7 @@ def rows_hash(rows: list[dict[str, Any]]) -> str:
 
 
 def subtask_count(rows: list[dict[str, Any]]) -> int:
-    """Number of target subtasks; `subtask` groups must be contiguous and equal-sized (METHODS §8.2)."""
+    """Number of target subtasks; `subtask` groups must be contiguous and equal-sized (docs/methods.md#less-formulas)."""
     labels = [str(r.get("subtask", "")) for r in rows]
     groups: list[list[str]] = []
     for label in labels:

@@ -3,7 +3,7 @@
 Design choices
 - Examples become chat `messages`; every non-assistant span (system, user, the assistant role tag) is masked
   by character offsets of the rendered chat template, so multi-turn rows and any template work alike.
-  The loss is the **token mean** over an example's unmasked tokens (METHODS §8.2).
+  The loss is the **token mean** over an example's unmasked tokens (docs/methods.md#less-formulas).
 - Per-example gradients come from one padded forward/backward per batch plus forward hooks on the LoRA
   `Linear` layers (the Opacus trick): for `y = x Wᵀ` the gradient of example n is `Σ_t gy[n,t]ᵀ x[n,t]`, with
   gy from `torch.autograd.grad` with respect to the recorded outputs. Examples never interact (right padding,
@@ -11,7 +11,7 @@ Design choices
   rounding; tests/test_less.py proves it (L1). We use hooks rather than `torch.func.vmap(grad(...))`: with
   transformers 5.24, vmap over a Llama forward with a padding mask stops at data-dependent control flow in the
   mask construction (tried), while hooks stay exact for any model whose trainable parameters are LoRA weights.
-- Features are the concatenation of LoRA gradients in `named_parameters()` order (METHODS §8.3).
+- Features are the concatenation of LoRA gradients in `named_parameters()` order (docs/methods.md#less-gradients).
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
   so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
   by block and never held whole; one of at most 256 MB (`cache_bytes`) is generated once and kept.

@@ -9,8 +9,9 @@ Design choices
   evaluation prompts (defaults chat:vanilla -> chat:llama, i.e. PTST). Nothing else in optimization depends on the
   template. Both names and content hashes are saved next to the weights (`skillweave_training.json`) and in the
   store (`checkpoints`, `evaluations`).
-- Recipe defaults follow METHODS.md §3.6/§12 where they fit a CPU (lr 2e-5, cosine, 3% warmup, max_length 1024);
-  epochs and batch size are small by default and configurable.
+- Recipe defaults follow the reference SFT recipe where it fits a CPU (lr 2e-5, cosine, 3% warmup, max_length
+  1024; docs/methods.md#instruct-skillmix-sft, docs/methods.md#dpo); epochs and batch size are small by default
+  and configurable.
 - Truncation keeps the start; examples whose response is cut away entirely are dropped and counted, never silently.
 """
 
