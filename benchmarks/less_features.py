@@ -2,7 +2,7 @@
 
 Both paths run the full feature step (gradient → Adam direction → Rademacher projection → datastore chunks) on
 the same examples with the same projector; the script prints examples/s for each, their ratio, and the largest
-relative difference between the two feature matrices. Nothing is asserted; results go in docs/less.md.
+relative difference between the two feature matrices. Nothing is asserted; results go in docs/results/less.md.
 
     .venv/bin/python benchmarks/less_features.py                      # tiny Llama, 256 examples
     .venv/bin/python benchmarks/less_features.py --model local --n 64 --max-length 128

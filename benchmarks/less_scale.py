@@ -13,7 +13,7 @@ script measures, on this machine, the blocks the datastore build is made of and 
   matrix before projecting; the current one holds one (batch x P) batch and a (chunk x d) accumulator).
 
 It prints the CPU projection and, when CUDA is available, the same blocks measured on the GPU. Nothing is
-asserted; results go in docs/less.md with the command line.
+asserted; results go in docs/results/less.md with the command line.
 
     .venv/bin/python benchmarks/less_scale.py                 # embedded SmolLM2 for the gradient rate
     .venv/bin/python benchmarks/less_scale.py --model tiny    # quicker, tiny random model

@@ -22,7 +22,7 @@ C3 design "onpolicy": the paper's regime instead of a tiny model. The pretrained
 two samples in random order, so edit distance is not set by construction. DPO: RMSprop lr 1e-7, beta 0.1, 1 epoch,
 batch 8. `--c3-windows 5` adds the paper's protocol for every score (DPO on each fifth of the pairs ranked by it).
 
-Prints every number it measures; nothing is asserted (the results are recorded in docs/trainers-sft-dpo-ches.md).
+Prints every number it measures; nothing is asserted (the results are recorded in docs/results/trainers-sft-dpo-ches.md).
 """
 
 from __future__ import annotations

@@ -21,17 +21,6 @@ ANY_USE = re.compile(r"\b" + _NAME + r"\b")
 
 # Files that still cite the external file, by path from the repository root.
 ALLOWED = {
-    # Pending: another change is rewriting these files now; take each out of this list once it is merged.
-    "docs/trainers-sft-dpo-ches.md",
-    "docs/less.md",
-    "docs/benchmarks.md",
-    "trainers/sft.py",
-    "trainers/dpo.py",
-    "trainers/ches.py",
-    "trainers/less.py",
-    "trainers/less_features.py",
-    "trainers/evaluate.py",
-    "agents/local_model.py",
     # Template files: a template's `b2:` version hashes the whole file, description included, and stored runs
     # (tests/fixtures' release store among them) are pinned to those versions, so editing only the citation in
     # a description would make those runs' templates count as changed. Rewrite these once versions no longer
