@@ -21,10 +21,10 @@ ANY_USE = re.compile(r"\b" + _NAME + r"\b")
 
 # Files that still cite the external file, by path from the repository root.
 ALLOWED = {
-    # Template files: a template's `b2:` version hashes the whole file, description included, and stored runs
-    # (tests/fixtures' release store among them) are pinned to those versions, so editing only the citation in
-    # a description would make those runs' templates count as changed. Rewrite these once versions no longer
-    # hash the description and the pinned runs are handled.
+    # Template files: new runs version templates with `b3:` (description not hashed), but runs stored before it
+    # (tests/fixtures' release store among them) keep the `b2:` scheme, a hash of the whole file with its
+    # description (docs/prompts.md), so editing the citation in a description would make those runs' templates
+    # count as changed. These files must stay byte-identical while such runs are supported.
     "prompts/skill_extraction/cluster.yaml",
     "prompts/skill_extraction/relabel.yaml",
     "prompts/skill_extraction/propose_query_types.yaml",
