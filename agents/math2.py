@@ -35,22 +35,13 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
+from skillweave.pipelines.math2 import DEFAULT_CRITERIA  # the settings' default criteria: one list
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
 KIND = "math2.question"
 
-DEFAULT_CRITERIA = [
-    "The problem has exactly one final answer.",
-    "The answer is exact; no approximation or rounding is needed.",
-    "Both skills are genuinely required to solve it.",
-    "It is clear and complete: no missing data and no ambiguity.",
-    "All information given is relevant.",
-    "It is realistic, logically consistent and solvable.",
-    "Its syntax and grammar are correct.",
-    "It is computationally tractable by hand (no heavy brute force).",
-]
 
 
 class Math2State(TypedDict, total=False):

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import click
 
-from skillweave.agents.math2 import DEFAULT_CRITERIA, default_config
 from skillweave.agents.review import parse_reviewer
 from skillweave.cli.common import (
     echo_json,
@@ -28,6 +27,8 @@ from skillweave.prompts import load_template
 
 def _criteria(path: str | None) -> list[str]:
     if not path:
+        from skillweave.pipelines.math2 import DEFAULT_CRITERIA  # settings models: only when a run starts
+
         return list(DEFAULT_CRITERIA)
     from skillweave.catalog.textfiles import read_text
 
@@ -88,6 +89,8 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     catalog_id = bank_obj.catalog_id or save_bank(store, bank_obj, bank_obj.name or Path(bank).stem, source=bank)
     if len(bank_obj.skills) < 2:
         raise UsageError(f"bank '{bank}' has {len(bank_obj.skills)} skill(s); MATH² pairs need at least 2")
+    from skillweave.agents.math2 import default_config
+
     config = default_config(
         catalog_id, bank=bank, n=n, model=model, solver=solver, critic=critic, reviewer=reviewer,
         max_rounds=max_rounds, max_pairs=max_pairs, consistency_samples=consistency_samples,

@@ -45,6 +45,27 @@ def _print_summary(summary: dict[str, Any], as_json: bool, skip: tuple[str, ...]
     echo_table(flat, ["key", "value"])
 
 
+
+def device_options(checkpointing: bool = False):
+    """--device and --dtype (and --gradient-checkpointing) for a trainer command (trainers/devices.py)."""
+    options = [
+        click.option("--device", default="auto", show_default=True,
+                     help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
+        click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
+                     help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32."),
+    ]
+    if checkpointing:
+        options.append(click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False,
+                                    show_default=True,
+                                    help="Recompute activations in the backward pass (less memory, more compute)."))
+
+    def decorate(f):
+        for option in reversed(options):
+            f = option(f)
+        return f
+
+    return decorate
+
 @click.group("train")
 def train_group() -> None:
     """Fine-tune models on exported data: SFT with PTST templates, DPO with CHES filtering."""
@@ -72,12 +93,7 @@ def train_group() -> None:
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per example; the start is kept.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
-              help="Recompute activations in the backward pass (less memory, more compute).")
+@device_options(checkpointing=True)
 @json_option
 @click.pass_context
 def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -123,12 +139,7 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
 @click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False, show_default=True,
-              help="Recompute activations in the backward pass (less memory, more compute).")
+@device_options(checkpointing=True)
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
 @click.option("--eval-prompts", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -215,10 +226,7 @@ def ches_group() -> None:
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
 @click.option("--keep-lowest", default=None, type=float, help="Keep this fraction with the lowest CHES~ (e.g. 0.05).")
 @click.option("--output", default=None, help="JSONL for the kept rows (with --keep-lowest).")
-@click.option("--device", default="auto", show_default=True,
-              help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
-@click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-              help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32.")
+@device_options()
 @json_option
 @click.pass_context
 def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
