@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillweave.agents.prices import price_of
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
@@ -27,6 +28,7 @@ class RunContext:
     config: Any  # the run's typed settings: a skillweave.pipeline.PipelineConfig of the run's pipeline
     prompts_dir: str | None = None
     max_concurrency: int = 64
+    budget: Any = None  # a skillweave.agents.prices.Budget when the run has --max-cost
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
@@ -114,17 +116,25 @@ async def call_template(
                           meta={"fake_reply": tmpl.render_fake_reply(turn, values)}, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
                   model=provider.model, prompt_version=tmpl.version, request=request_json)
+    # --max-cost: the call's worst case is reserved first; BudgetExceeded stops the thread, resumable
+    reserved = ctx.budget.reserve(model, messages, max_tokens, n) if ctx.budget is not None else 0.0
     start = time.perf_counter()
     try:
         result, attempts = await provider.chat(request)
     except ModelCallError as exc:
+        if ctx.budget is not None:
+            ctx.budget.settle(reserved, None)
         exc.call_id = ctx.store.record_call(**record, response=None, error=str(exc),
                                             latency_ms=_ms(start),
                                             attempts=getattr(exc, "attempts", provider.retry.max_attempts))
         raise
+    price = price_of(model)
+    cost = price.cost(result.input_tokens, result.output_tokens) if price is not None else None  # unknown, not 0
+    if ctx.budget is not None:
+        ctx.budget.settle(reserved, cost)
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
                                     output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,
-                                    error=None)
+                                    error=None, cost_usd=cost)
     return Reply(texts=result.texts, call_id=call_id, messages=messages, cached=False)
 
 

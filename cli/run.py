@@ -92,6 +92,20 @@ def retry_options(command: click.Command) -> click.Command:
     return command
 
 
+DRY_RUN_META = "skillweave.dry_run"
+
+
+def dry_run_option(command: click.Command) -> click.Command:
+    """Add --dry-run to a run command (docs/cost.md)."""
+    if command.name != "resume" and not any(p.name == "dry_run" for p in command.params):
+        command.params.append(click.Option(
+            ["--dry-run"], is_flag=True, expose_value=False,
+            callback=lambda ctx, _param, value: ctx.meta.__setitem__(DRY_RUN_META, value),
+            help="Plan the run and print its calls per stage and a projected cost range; no model is called and "
+                 "no run is stored. Exits 0."))
+    return command
+
+
 def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
     """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
     from skillweave.api import create_run
@@ -100,6 +114,11 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
         config.retry = ctx.meta[RETRY_META]
+    if ctx.meta.get(DRY_RUN_META):
+        from skillweave.dryrun import dry_run, format_projection
+
+        click.echo(format_projection(dry_run(pipeline, config, catalogs, prompts_dir=prompts_dir(ctx))))
+        return ""
     run_id = create_run(open_store(ctx), pipeline, config, catalogs=catalogs, prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
@@ -124,6 +143,8 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
            if summary.crashed else ""),
         err=True,
     )
+    if summary.budget:  # --max-cost stopped it: resumable
+        click.echo(f"run {run_id} stopped by its budget: {summary.error}", err=True)
     reporter = spec.reporter()
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
@@ -157,7 +178,8 @@ class RunGroup(click.Group):
                 if spec is not None and spec.graph is not None:
                     self.add_command(generic_run_command(spec), name)
         command = self.commands.get(name)
-        return retry_options(command) if command is not None else None  # --timeout, --max-attempts, ...
+        # --timeout, --max-attempts, ..., --dry-run
+        return dry_run_option(retry_options(command)) if command is not None else None
 
 
 @click.group("run", cls=RunGroup)
@@ -243,14 +265,17 @@ def generic_run_command(spec) -> click.Command:
 @click.option("--concurrency", default=None, type=click.IntRange(min=1), help="Override the run's concurrency.")
 @click.option("--retry-failed", is_flag=True,
               help="Also run again the threads whose items failed (e.g. after a provider outage).")
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+              help="Set (or raise) the run's budget in USD; kept with the run (docs/cost.md).")
 @click.pass_context
-def resume(ctx, run_id, concurrency, retry_failed):
+def resume(ctx, run_id, concurrency, retry_failed, max_cost):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.
 
     \b
     Example:
       skillweave resume skillmix-20261126-101500-ab12cd
       skillweave resume latest --retry-failed --timeout 30 --max-attempts 3
+      skillweave resume latest --max-cost 25      # a run stopped by its budget, with a larger one
 
     A run is continued by one process at a time: while another live process holds it, resume is refused.
     """
@@ -268,6 +293,12 @@ def resume(ctx, run_id, concurrency, retry_failed):
         config = {**run["config"], "retry": retry}
         with store.lock:
             store.db["runs"].update(run["id"], {"config": jdump(config)})
+    if max_cost is not None:  # kept in the run's config like the retry options
+        from skillweave.store import jdump
+
+        run["config"] = {**store.get_run(run["id"])["config"], "max_cost": max_cost}
+        with store.lock:
+            store.db["runs"].update(run["id"], {"config": jdump(run["config"])})
     from skillweave.agents.review import reopen_dead_claims
 
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume

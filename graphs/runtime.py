@@ -16,6 +16,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
+from skillweave.agents.prices import BudgetExceeded
 from skillweave.agents.providers import close_clients
 from skillweave.errors import ConfigError
 from skillweave.pipeline import Pipeline
@@ -31,6 +32,8 @@ class RunSummary:
     paused: int = 0
     skipped: int = 0
     crashed: int = 0  # threads that raised: recorded, the others go on, `resume` continues them
+    budget: int = 0  # threads stopped (or not started) by --max-cost: `resume --max-cost` continues them
+    budget_reason: str | None = None
     errors: list = field(default_factory=list)
     statuses: dict = field(default_factory=dict)
 
@@ -38,12 +41,17 @@ class RunSummary:
     def status(self) -> str:
         if self.crashed:
             return "failed"
+        if self.budget:
+            return "budget"
         if self.paused:
             return "paused"
         return "done"
 
     @property
     def error(self) -> str | None:
+        if self.budget and not self.crashed:
+            return (f"{self.budget_reason}; {self.budget} thread(s) wait: `skillweave resume {self.run_id} "
+                    f"--max-cost USD` raises the budget and continues them")
         if not self.crashed:
             return None
         return (f"{self.crashed} thread(s) raised (first: {self.errors[0]}); "
@@ -188,9 +196,14 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
         async def one(spec):
             async with semaphore:
                 try:
+                    if ctx.budget is not None and ctx.budget.stopped:  # --max-cost reached: start no thread
+                        raise BudgetExceeded(ctx.budget.stopped)
                     await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
                                       fresh=spec.thread_id not in started, durability=durability,
                                       retry_failed=retry_failed)
+                except BudgetExceeded as exc:  # its checkpoint stays at its last finished node; resumable
+                    summary.budget += 1
+                    summary.budget_reason = str(exc)
                 except Exception as exc:  # one thread's bug or bad reply never takes the others down
                     _thread_crashed(ctx, spec, summary, exc)
             bar.update(1)
@@ -242,8 +255,15 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
                 concurrency: int = 8) -> RunContext:
     """The context of a run: its stored settings loaded into the pipeline's typed config."""
     run = store.get_run(run_id)
-    return RunContext(store=store, run_id=run_id, config=_spec(pipeline).load_config(run["config"]),
-                      prompts_dir=prompts_dir, max_concurrency=max(concurrency, 1))
+    config = _spec(pipeline).load_config(run["config"])
+    budget = None
+    if config.get("max_cost"):
+        from skillweave.agents.prices import Budget
+        from skillweave.store.cost import run_spend
+
+        budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
+    return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,
+                      max_concurrency=max(concurrency, 1), budget=budget)
 
 
 async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
