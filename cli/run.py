@@ -93,6 +93,20 @@ def retry_options(command: click.Command) -> click.Command:
 
 
 DRY_RUN_META = "skillweave.dry_run"
+MODEL_FIELDS = ("model", "judge", "solver", "critic", "grader")  # settings that name a chat model spec
+
+
+def check_budget_prices(config) -> None:
+    """--max-cost needs a price for every chat model the run names: refused before the run is stored."""
+    from skillweave.agents.prices import price_of
+
+    if not config.get("max_cost"):
+        return
+    for field in MODEL_FIELDS:
+        spec = config.get(field)
+        if isinstance(spec, str) and spec and price_of(spec) is None:
+            raise UsageError(f"--max-cost: no price for '{spec}' (--{field}); give it price_input/price_output in "
+                             f"the models file or a `prices:` entry (docs/cost.md)")
 
 
 def dry_run_option(command: click.Command) -> click.Command:
@@ -114,6 +128,7 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
         config.retry = ctx.meta[RETRY_META]
+    check_budget_prices(config)
     if ctx.meta.get(DRY_RUN_META):
         from skillweave.dryrun import dry_run, format_projection
 
@@ -297,6 +312,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
         from skillweave.store import jdump
 
         run["config"] = {**store.get_run(run["id"])["config"], "max_cost": max_cost}
+        check_budget_prices(get_pipeline(run["pipeline"]).load_config(run["config"]))
         with store.lock:
             store.db["runs"].update(run["id"], {"config": jdump(run["config"])})
     from skillweave.agents.review import reopen_dead_claims

@@ -172,3 +172,10 @@ def test_budget_stop_kill_and_resume(models_file, tmp_path):
     assert total > calls_before
     assert _q(db, "select count(distinct call_key) from llm_calls where error is null")[0][0] == total
     assert json.loads(_q(db, "select config from runs")[0][0])["max_cost"] == 5
+
+
+def test_max_cost_without_a_price_is_refused_before_the_run(models_file, cli_run, db_path):
+    code, _, err = cli_run(*RUN, "--model", "cheap", "--judge", "fake", "--max-cost", "1")
+    assert code == 2 and "Error: --max-cost: no price for 'fake' (--judge)" in err
+    assert not _q(db_path, "select count(*) from sqlite_master where name = 'runs'")[0][0] or \
+        not _q(db_path, "select count(*) from runs")[0][0]
