@@ -29,6 +29,7 @@ class RunContext:
     prompts_dir: str | None = None
     max_concurrency: int = 64
     budget: Any = None  # a skillweave.agents.prices.Budget when the run has --max-cost
+    batch: Any = None  # a skillweave.agents.batch.OpenAIBatcher when the run has --batch
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
@@ -120,7 +121,10 @@ async def call_template(
     reserved = ctx.budget.reserve(model, messages, max_tokens, n) if ctx.budget is not None else 0.0
     start = time.perf_counter()
     try:
-        result, attempts = await provider.chat(request)
+        if ctx.batch is not None and ctx.batch.handles(provider):  # --batch: through the provider's batch API
+            result, attempts = await ctx.batch.chat(call_key, provider, request), 1
+        else:
+            result, attempts = await provider.chat(request)
     except ModelCallError as exc:
         if ctx.budget is not None:
             ctx.budget.settle(reserved, None)
@@ -130,6 +134,10 @@ async def call_template(
         raise
     price = price_of(model)
     cost = price.cost(result.input_tokens, result.output_tokens) if price is not None else None  # unknown, not 0
+    if cost is not None and getattr(result, "batch_id", None):
+        from skillweave.agents.batch import BATCH_DISCOUNT
+
+        cost *= BATCH_DISCOUNT
     if ctx.budget is not None:
         ctx.budget.settle(reserved, cost)
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,

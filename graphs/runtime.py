@@ -262,8 +262,13 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
         from skillweave.store.cost import run_spend
 
         budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
+    batch = None
+    if config.get("batch"):
+        from skillweave.agents.batch import OpenAIBatcher
+
+        batch = OpenAIBatcher(store, run_id)
     return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,
-                      max_concurrency=max(concurrency, 1), budget=budget)
+                      max_concurrency=max(concurrency, 1), budget=budget, batch=batch)
 
 
 async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
