@@ -26,6 +26,7 @@ from skillweave.store import Store, now
 
 BATCH_DISCOUNT = 0.5  # OpenAI bills Batch API tokens at half the standard price
 DONE = ("completed", "expired", "cancelled", "failed")
+MAX_REQUESTS = 50_000  # the Batch API's limit of requests in one input file
 
 
 class BatchError(ModelCallError):
@@ -80,9 +81,11 @@ class OpenAIBatcher:
 
     async def _flush_later(self, key: tuple, provider) -> None:
         await asyncio.sleep(self.window)
-        entries, self._pending[key] = self._pending.get(key, []), []
-        if not entries:
-            return
+        pending, self._pending[key] = self._pending.get(key, []), []
+        for start in range(0, len(pending), MAX_REQUESTS):
+            await self._submit_part(key, provider, pending[start:start + MAX_REQUESTS])
+
+    async def _submit_part(self, key: tuple, provider, entries: list) -> None:
         try:
             batch_id = await self._submit(key[0], provider, entries)
         except Exception as exc:  # nothing was submitted: every waiting call fails with the reason
