@@ -93,6 +93,56 @@ def retry_options(command: click.Command) -> click.Command:
 
 
 DRY_RUN_META = "skillweave.dry_run"
+COST_META = "skillweave.cost"  # {"max_cost": USD, "batch": True} from --max-cost / --batch
+NO_DRY_RUN = frozenset({"math2"})  # commands that store their inputs before the run starts: no --dry-run yet
+
+
+def _store_cost_option(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value:
+        ctx.meta.setdefault(COST_META, {})[param.name] = value
+
+
+def cost_options(command: click.Command) -> click.Command:
+    """Add --dry-run, --max-cost and --batch to a run command (docs/cost.md)."""
+    if any(p.name == "max_cost" for p in command.params):
+        return command
+    if command.name not in NO_DRY_RUN:
+        command.params.append(click.Option(
+            ["--dry-run"], is_flag=True, expose_value=False,
+            callback=lambda ctx, _param, value: ctx.meta.__setitem__(DRY_RUN_META, value),
+            help="Plan the run and print its calls per stage and a projected cost range; no model is called and "
+                 "no run is stored. Exits 0."))
+    command.params.append(click.Option(
+        ["--max-cost"], type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+        expose_value=False, callback=_store_cost_option,
+        help="Budget in USD: no model call starts that could take the run's spend above it; the run then stops "
+             "as 'budget', resumable with `resume RUN --max-cost USD`."))
+    command.params.append(click.Option(
+        ["--batch"], is_flag=True, expose_value=False, callback=_store_cost_option,
+        help="Send OpenAI chat calls through the OpenAI Batch API (half price, replies within 24 h); a killed run "
+             "resumes polling its batches."))
+    return command
+
+
+def apply_cost_settings(ctx: click.Context, store, run_id: str) -> None:
+    """--max-cost / --batch of a command that stored its run itself: kept in the run's config before it runs."""
+    settings = ctx.meta.get(COST_META) or {}
+    run = store.get_run(run_id)
+    if not settings or all(run["config"].get(k) == v for k, v in settings.items()):
+        return
+    from skillweave.pipelines import get_pipeline
+    from skillweave.store import jdump
+
+    config = {**run["config"], **settings}
+    try:
+        check_budget_prices(get_pipeline(run["pipeline"]).load_config(config))
+    except UsageError as exc:
+        store.set_run_status(run_id, "failed", error=str(exc))
+        raise
+    with store.lock:
+        store.db["runs"].update(run_id, {"config": jdump(config)})
+
+
 MODEL_FIELDS = ("model", "judge", "solver", "critic", "grader")  # settings that name a chat model spec
 
 
@@ -109,17 +159,6 @@ def check_budget_prices(config) -> None:
                              f"the models file or a `prices:` entry (docs/cost.md)")
 
 
-def dry_run_option(command: click.Command) -> click.Command:
-    """Add --dry-run to a run command (docs/cost.md)."""
-    if command.name != "resume" and not any(p.name == "dry_run" for p in command.params):
-        command.params.append(click.Option(
-            ["--dry-run"], is_flag=True, expose_value=False,
-            callback=lambda ctx, _param, value: ctx.meta.__setitem__(DRY_RUN_META, value),
-            help="Plan the run and print its calls per stage and a projected cost range; no model is called and "
-                 "no run is stored. Exits 0."))
-    return command
-
-
 def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
     """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
     from skillweave.api import create_run
@@ -128,6 +167,8 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
         config.retry = ctx.meta[RETRY_META]
+    for key, value in (ctx.meta.get(COST_META) or {}).items():  # --max-cost, --batch
+        setattr(config, key, value)
     check_budget_prices(config)
     if ctx.meta.get(DRY_RUN_META):
         from skillweave.dryrun import dry_run, format_projection
@@ -146,6 +187,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
+    apply_cost_settings(ctx, store, run_id)
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
     spec = get_pipeline(pipeline)
@@ -194,7 +236,7 @@ class RunGroup(click.Group):
                     self.add_command(generic_run_command(spec), name)
         command = self.commands.get(name)
         # --timeout, --max-attempts, ..., --dry-run
-        return dry_run_option(retry_options(command)) if command is not None else None
+        return cost_options(retry_options(command)) if command is not None else None
 
 
 @click.group("run", cls=RunGroup)

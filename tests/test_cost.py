@@ -179,3 +179,15 @@ def test_max_cost_without_a_price_is_refused_before_the_run(models_file, cli_run
     assert code == 2 and "Error: --max-cost: no price for 'fake' (--judge)" in err
     assert not _q(db_path, "select count(*) from sqlite_master where name = 'runs'")[0][0] or \
         not _q(db_path, "select count(*) from runs")[0][0]
+
+
+def test_every_run_command_takes_the_cost_options(cli_run, db_path):
+    code, out, _ = cli_run("run", "--help")
+    names = [line.split()[0] for line in out.split("Commands:")[1].splitlines() if line.strip()]
+    assert "skillmix" in names and "math2" in names
+    for name in names:
+        code, out, _ = cli_run("run", name, "--help")
+        assert code == 0 and "--max-cost USD" in out and "--batch " in out, name
+        assert ("--dry-run" in out) == (name != "math2"), name
+    code, _, err = cli_run("run", "math2", "--model", "fake", "--dry-run")  # not offered: refused, nothing stored
+    assert code == 2 and "--dry-run" in err and not os.path.exists(db_path)
