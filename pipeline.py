@@ -53,8 +53,8 @@ class PipelineConfig(BaseModel):
     max_cost: float | None = Field(
         None, gt=0, description="Budget in USD: no model call starts that could take the run's spend above it; "
                                 "the run then stops as 'budget', resumable (`resume RUN --max-cost USD`).")
-    batch: bool = Field(False, description="Send OpenAI chat calls through the OpenAI Batch API (half price, "
-                                           "replies within 24 h); a killed run resumes polling its batches.")
+    batch: bool = Field(False, description="Send OpenAI and Anthropic calls through their batch APIs (half "
+                                           "price, replies within 24 h); a killed run resumes polling its batches.")
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

@@ -119,8 +119,8 @@ def cost_options(command: click.Command) -> click.Command:
              "as 'budget', resumable with `resume RUN --max-cost USD`."))
     command.params.append(click.Option(
         ["--batch"], is_flag=True, expose_value=False, callback=_store_cost_option,
-        help="Send OpenAI chat calls through the OpenAI Batch API (half price, replies within 24 h); a killed run "
-             "resumes polling its batches."))
+        help="Send OpenAI and Anthropic calls through their batch APIs (half price, replies within 24 h); a "
+             "killed run resumes polling its batches."))
     return command
 
 

@@ -264,9 +264,9 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
         budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
     batch = None
     if config.get("batch"):
-        from skillweave.agents.batch import OpenAIBatcher
+        from skillweave.agents.batch import Batcher
 
-        batch = OpenAIBatcher(store, run_id)
+        batch = Batcher(store, run_id)
     return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts_dir,
                       max_concurrency=max(concurrency, 1), budget=budget, batch=batch)
 

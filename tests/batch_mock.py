@@ -1,5 +1,5 @@
-"""A local mock of the OpenAI Batch API endpoints on 127.0.0.1 (files upload and content, batch create and
-status), for tests/test_batch.py. Not a test module itself."""
+"""A local mock of the OpenAI Batch API (files upload and content, batch create and status) and of Anthropic's
+Message Batches (create, retrieve, results) on 127.0.0.1, for tests/test_batch.py. Not a test module itself."""
 
 from __future__ import annotations
 
@@ -84,6 +84,45 @@ class BatchMock:
                 self._finish(batch)
         return web.json_response({k: v for k, v in batch.items() if k != "lines"})
 
+    # ---- Anthropic Message Batches ----
+    async def an_create(self, request: web.Request):
+        assert request.headers.get("anthropic-version") and request.headers.get("x-api-key")
+        body = await request.json()
+        batch_id = f"msgbatch_{len(self.batches) + 1}"
+        self.batches[batch_id] = {"id": batch_id, "type": "message_batch", "processing_status": "in_progress",
+                                  "results_url": None, "lines": body["requests"]}
+        self.created.append(sorted({r["custom_id"].rsplit("-", 1)[0] for r in body["requests"]}))
+        return web.json_response({k: v for k, v in self.batches[batch_id].items() if k != "lines"})
+
+    async def an_status(self, request: web.Request):
+        self.polls += 1
+        batch = self.batches[request.match_info["batch_id"]]
+        if batch["processing_status"] == "in_progress" and not self.hold:
+            lines = batch["lines"]
+            answered = lines[: len(lines) // 2] if self.expire else lines
+            out = []
+            for line in lines:
+                if line not in answered:
+                    result = {"type": "expired"}
+                elif self.fail(line):
+                    result = {"type": "errored", "error": {"type": "error", "error": {
+                        "type": "invalid_request_error", "message": "scripted bad request"}}}
+                else:
+                    text = JUDGE if "grading" in json.dumps(line["params"]["messages"]) else STUDENT
+                    result = {"type": "succeeded", "message": {
+                        "id": "msg_x", "type": "message", "role": "assistant", "stop_reason": "end_turn",
+                        "content": [{"type": "text", "text": text}],
+                        "usage": {"input_tokens": 100, "output_tokens": 20}}}
+                out.append({"custom_id": line["custom_id"], "result": result})
+            batch["results"] = "".join(json.dumps(x) + "\n" for x in out).encode()
+            batch["processing_status"] = "ended"
+            batch["results_url"] = f"http://127.0.0.1:{self.port}/v1/messages/batches/{batch['id']}/results"
+        return web.json_response({k: v for k, v in batch.items() if k not in ("lines", "results")})
+
+    async def an_results(self, request: web.Request):
+        return web.Response(body=self.batches[request.match_info["batch_id"]]["results"],
+                            content_type="application/binary")
+
     async def content(self, request: web.Request):
         return web.Response(body=self.files[request.match_info["file_id"]], content_type="application/jsonl")
 
@@ -91,7 +130,10 @@ class BatchMock:
         app = web.Application()
         app.add_routes([web.post("/v1/files", self.upload), web.post("/v1/batches", self.create),
                         web.get("/v1/batches/{batch_id}", self.status),
-                        web.get("/v1/files/{file_id}/content", self.content)])
+                        web.get("/v1/files/{file_id}/content", self.content),
+                        web.post("/v1/messages/batches", self.an_create),
+                        web.get("/v1/messages/batches/{batch_id}", self.an_status),
+                        web.get("/v1/messages/batches/{batch_id}/results", self.an_results)])
         runner = web.AppRunner(app)
         ready = threading.Event()
 

@@ -1,5 +1,6 @@
-"""--batch: OpenAI Batch API against a local mock (tests/batch_mock.py): upload, create, poll, collect,
-partial failures, expiry, and a killed process that resumes polling instead of resubmitting."""
+"""--batch: OpenAI Batch API and Anthropic Message Batches against a local mock (tests/batch_mock.py): upload,
+create, poll, collect, partial failures, expiry, and a killed process that resumes polling instead of
+resubmitting."""
 
 from __future__ import annotations
 
@@ -24,6 +25,8 @@ def mock(monkeypatch):
     base = server.start()
     monkeypatch.setenv("OPENAI_BASE_URL", base)
     monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", base.removesuffix("/v1"))
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     monkeypatch.setenv("SKILLWEAVE_BATCH_WINDOW", "0.2")
     monkeypatch.setenv("SKILLWEAVE_BATCH_POLL", "0.05")
     monkeypatch.delenv("SKILLWEAVE_MODELS", raising=False)
@@ -102,4 +105,48 @@ def test_killed_process_resumes_polling_instead_of_resubmitting(mock, tmp_path):
     keys = [k for batch in mock.created for k in batch]
     assert len(keys) == len(set(keys)), "a request of the killed process's batch was submitted again"
     assert stored <= {k for (k,) in _q(db, "select call_key from llm_calls where error is null")}
+    assert _q(db, "select status from runs")[0][0] == "done"
+
+
+ANTHROPIC_RUN = [*RUN[:3], "anthropic:claude-3-5-haiku-20241022", *RUN[4:]]
+
+
+def test_anthropic_message_batches_with_an_errored_and_an_expired_request(mock, cli_run, db_path):
+    mock.expire = True  # the second half of each batch expires; of the first batch's first half, the first errs
+    mock.fail = lambda line: line is mock.batches["msgbatch_1"]["lines"][0]
+    code, _, err = cli_run(*ANTHROPIC_RUN[:7], "4", *ANTHROPIC_RUN[8:])  # --n 4
+    assert code == 0, err
+    rows = _q(db_path, "select call_key, output_tokens, cost_usd, error from llm_calls")
+    ok = [r for r in rows if r[3] is None]
+    assert ok and all(r[2] == pytest.approx((100 * 0.8 + r[1] * 4.0) / 1e6 * 0.5) for r in ok)  # batch price
+    errors = [r[3] for r in rows if r[3] is not None]
+    assert any("errored: invalid_request_error: scripted bad request" in e for e in errors)
+    assert any("request expired" in e for e in errors)
+    assert {p for (p,) in _q(db_path, "select provider from batch_jobs")} == {"anthropic"}
+    before = len(mock.created)
+    mock.expire, mock.fail = False, (lambda line: False)
+    code, _, err = cli_run("resume", "latest", "--retry-failed")
+    assert code == 0, err
+    assert len(mock.created) > before and _q(db_path, "select status from runs")[0][0] == "done"
+
+
+def test_anthropic_killed_process_resumes_polling(mock, tmp_path):
+    db = str(tmp_path / "batch.db")
+    mock.hold = True
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "skillweave.cli", "--db", db]
+    proc = subprocess.Popen([*cmd, *ANTHROPIC_RUN], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and mock.polls < 3:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert len(mock.created) == 1
+    assert {k for (k,) in _q(db, "select call_key from batch_requests")} == set(mock.created[0])
+    mock.hold = False
+    done = subprocess.run([*cmd, "resume", "latest"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    keys = [k for batch in mock.created for k in batch]
+    assert len(keys) == len(set(keys)), "a request of the killed process's batch was submitted again"
     assert _q(db, "select status from runs")[0][0] == "done"
