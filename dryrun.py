@@ -10,7 +10,9 @@ route an offline run takes and each call's prompt is rendered exactly. Each reco
   replies (the most the provider can bill);
 - cost: those tokens at the model's price (`unknown` when it has none).
 
-Threads that stop at a human review interrupt are counted up to the interrupt.
+Threads that stop at a human review interrupt are counted up to the interrupt. Image generation (ConceptMix's
+`--image-model`) is not a chat call: the dry run draws with the local `render` backend instead and reports how
+many images the run would ask the real backend for, without a cost.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
     from skillweave.store import Store, jload
 
     spec = get_pipeline(pipeline)
+    config = spec.new_config(config)
+    image_model = config.get("image_model")
+    if image_model and image_model != "render":  # never call an image API (or load a diffusion model) here
+        config = config.model_copy(update={"image_model": "render"})
     with tempfile.TemporaryDirectory(prefix="skillweave-dry-run-") as tmp:
         store = Store(os.path.join(tmp, "dry-run.db"))
         try:
@@ -60,6 +66,8 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
             summary = asyncio.run(execute(spec, ctx, concurrency=typed.get("concurrency", 8), progress=False))
             rows = store._all("SELECT role, model, request, response FROM llm_calls WHERE run_id = ? "
                               "AND error IS NULL ORDER BY created_at", [run_id])
+            images = store._one("SELECT count(*) n FROM events WHERE run_id = ? AND stage = 'image' "
+                                "AND status = 'generated'", [run_id])["n"]
         finally:
             store.close()
     stages: dict[str, dict] = {}
@@ -91,7 +99,7 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
         if stage["unpriced"] and stage["unpriced"] == stage["calls"]:
             stage["cost_low"] = stage["cost_high"] = None
     return {"pipeline": spec.name, "threads": summary.threads, "paused": summary.paused, "stages": stages,
-            "total": total}
+            "total": total, "images": {"model": image_model, "count": images} if image_model else None}
 
 
 def _usd(stage: dict) -> str:
@@ -111,4 +119,7 @@ def format_projection(projection: dict) -> str:
         lines.append(f"{name.ljust(width)}  {stage['calls']:5d}  {stage['input_tokens']:12d}  "
                      f"{stage['output_tokens_low']:>11d}-{stage['output_tokens_high']:<12d}  {_usd(stage):21}  "
                      f"{','.join(stage['models'])}")
+    if projection.get("images"):
+        images = projection["images"]
+        lines.append(f"images: {images['count']} from {images['model']} (not chat calls: cost not projected)")
     return "\n".join(lines)

@@ -191,3 +191,12 @@ def test_every_run_command_takes_the_cost_options(cli_run, db_path):
         assert ("--dry-run" in out) == (name != "math2"), name
     code, _, err = cli_run("run", "math2", "--model", "fake", "--dry-run")  # not offered: refused, nothing stored
     assert code == 2 and "--dry-run" in err and not os.path.exists(db_path)
+
+
+def test_dry_run_never_calls_an_image_api(cli_run, db_path, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")  # a real key would make a real image call possible
+    code, out, err = cli_run("run", "conceptmix", "--model", "fake", "--grader", "fake", "--k", "1", "--n", "2",
+                             "--image-model", "openai-images:dall-e-3", "--dry-run")
+    assert code == 0, err
+    assert "images: 2 from openai-images:dall-e-3 (not chat calls: cost not projected)" in out
+    assert not os.path.exists(db_path)
