@@ -64,11 +64,34 @@ def builtin_price(kind: str, model: str) -> tuple[float, float] | None:
     return best[1] if best else None
 
 
+_PRICE_CACHE: dict[tuple, Price | None] = {}
+
+
+def _models_file_key() -> tuple:
+    from skillweave.agents.model_config import models_path
+
+    path = models_path()
+    try:
+        stat = path.stat()
+    except OSError:
+        return (str(path), None)
+    return (str(path), stat.st_mtime_ns, stat.st_size)
+
+
 def price_of(spec: str) -> Price | None:
-    """The price of a model spec (a shorthand or a models-file name), or None when it is unknown."""
+    """The price of a model spec (a shorthand or a models-file name), or None when it is unknown. Looked up once
+    per spec while the models file is unchanged (each model call asks)."""
+    key = ((spec or "").strip(), _models_file_key())
+    if key not in _PRICE_CACHE:
+        if len(_PRICE_CACHE) > 1000:
+            _PRICE_CACHE.clear()
+        _PRICE_CACHE[key] = _lookup_price(key[0])
+    return _PRICE_CACHE[key]
+
+
+def _lookup_price(spec: str) -> Price | None:
     from skillweave.agents.model_config import find_model, load_price_table
 
-    spec = (spec or "").strip()
     entry = find_model(spec)
     if entry is not None and entry.price_input is not None and entry.price_output is not None:
         return Price(entry.price_input, entry.price_output, "models file")
