@@ -29,7 +29,7 @@ class RunContext:
     prompts_dir: str | None = None
     max_concurrency: int = 64
     budget: Any = None  # a skillweave.agents.prices.Budget when the run has --max-cost
-    batch: Any = None  # a skillweave.agents.batch.OpenAIBatcher when the run has --batch
+    batch: Any = None  # a skillweave.agents.batch.Batcher when the run has --batch
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
