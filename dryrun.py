@@ -8,7 +8,8 @@ route an offline run takes and each call's prompt is rendered exactly. Each reco
   about 4 characters a token otherwise);
 - output tokens, low: replies as long as the template's example reply; high: `max_tokens` for each of the `n`
   replies (the most the provider can bill);
-- cost: those tokens at the model's price (`unknown` when it has none).
+- cost: those tokens at the model's price (`unknown` when it has none; half of it for OpenAI and Anthropic
+  models in a `--batch` run).
 
 Threads that stop at a human review interrupt are counted up to the interrupt. Image generation (ConceptMix's
 `--image-model`) is not a chat call: the dry run draws with the local `render` backend instead and reports how
@@ -23,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 
 from skillweave.agents.llm import RunContext
-from skillweave.agents.prices import count_tokens, estimate_input_tokens, price_of
+from skillweave.agents.prices import Price, count_tokens, estimate_input_tokens, price_of
 from skillweave.agents.providers import FakeProvider
 
 
@@ -70,10 +71,17 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
                                 "AND status = 'generated'", [run_id])["n"]
         finally:
             store.close()
+    from skillweave.agents.batch import BATCH_DISCOUNT
+    from skillweave.agents.model_config import find_model
+
     stages: dict[str, dict] = {}
     for row in rows:
         model, request = row["model"], jload(row["request"], {})
         price = price_of(model)
+        entry = find_model(model)
+        if price is not None and config.get("batch") and \
+                (entry.kind if entry is not None else model.partition(":")[0]) in ("openai", "anthropic"):
+            price = Price(price.input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT, price.source + ", batch")
         inp = estimate_input_tokens(model, request.get("messages", []))
         low = sum(count_tokens(model, t) for t in jload(row["response"], []) or [])
         high = int(request.get("max_tokens") or 0) * max(int(request.get("n") or 1), 1)

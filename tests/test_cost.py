@@ -200,3 +200,15 @@ def test_dry_run_never_calls_an_image_api(cli_run, db_path, monkeypatch):
     assert code == 0, err
     assert "images: 2 from openai-images:dall-e-3 (not chat calls: cost not projected)" in out
     assert not os.path.exists(db_path)
+
+
+def test_dry_run_projects_batch_calls_at_half_price(cli_run):
+    args = [*RUN, "--model", "openai:gpt-4", "--dry-run"]  # $30/$60 per 1M: cents, well above the rounding
+    totals = []
+    for extra in ([], ["--batch"]):
+        code, out, err = cli_run(*args, *extra)
+        assert code == 0, err
+        total = next(line.split() for line in out.splitlines() if line.startswith("total"))
+        totals.append((float(total[4].lstrip("$")), float(total[6].lstrip("$"))))
+    assert totals[1][0] == pytest.approx(totals[0][0] / 2, rel=0.01)
+    assert totals[1][1] == pytest.approx(totals[0][1] / 2, rel=0.01)
