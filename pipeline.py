@@ -54,6 +54,11 @@ class PipelineConfig(BaseModel):
     retry: dict[str, dict[str, float]] | None = Field(
         None, description="Per-model retry policy overrides ({spec or '*': {timeout, max_attempts, "
                           "max_retry_wait}}), from --timeout / --max-attempts / --max-retry-wait.")
+    max_cost: float | None = Field(
+        None, gt=0, description="Budget in USD: no model call starts that could take the run's spend above it; "
+                                "the run then stops as 'budget', resumable (`resume RUN --max-cost USD`).")
+    batch: bool = Field(False, description="Send OpenAI and Anthropic calls through their batch APIs (half "
+                                           "price, replies within 24 h); a killed run resumes polling its batches.")
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillweave.agents.prices import price_of
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
 from skillweave.agents.reply_cache import open_cache
 from skillweave.agents.run_prompts import check_pin, load_pins
@@ -32,6 +33,8 @@ class RunContext:
     pins: dict | None = None  # template name -> versions the run used (agents.run_prompts); loaded when None
     scheme: str = "b3"  # version scheme of the run's pins ("b2" for runs recorded before b3)
     allow_changed_prompts: bool = False
+    budget: Any = None  # a skillweave.agents.prices.Budget when the run has --max-cost
+    batch: Any = None  # a skillweave.agents.batch.Batcher when the run has --batch
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
@@ -136,17 +139,32 @@ async def call_template(
                           meta=meta, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,
                   model=provider.model, prompt_version=tmpl.version, request=request_json)
+    # --max-cost: the call's worst case is reserved first; BudgetExceeded stops the thread, resumable
+    reserved = ctx.budget.reserve(model, messages, max_tokens, n) if ctx.budget is not None else 0.0
     start = time.perf_counter()
     try:
-        result, attempts = await provider.chat(request)
+        if ctx.batch is not None and ctx.batch.handles(provider):  # --batch: through the provider's batch API
+            result, attempts = await ctx.batch.chat(call_key, provider, request), 1
+        else:
+            result, attempts = await provider.chat(request)
     except ModelCallError as exc:
+        if ctx.budget is not None:
+            ctx.budget.settle(reserved, None)
         exc.call_id = ctx.store.record_call(**record, response=None, error=str(exc),
                                             latency_ms=_ms(start),
                                             attempts=getattr(exc, "attempts", provider.retry.max_attempts))
         raise
+    price = price_of(model)
+    cost = price.cost(result.input_tokens, result.output_tokens) if price is not None else None  # unknown, not 0
+    if cost is not None and getattr(result, "batch_id", None):
+        from skillweave.agents.batch import BATCH_DISCOUNT
+
+        cost *= BATCH_DISCOUNT
+    if ctx.budget is not None:
+        ctx.budget.settle(reserved, cost)
     call_id = ctx.store.record_call(**record, response=result.texts, input_tokens=result.input_tokens,
                                     output_tokens=result.output_tokens, latency_ms=_ms(start), attempts=attempts,
-                                    error=None)
+                                    error=None, cost_usd=cost)
     if cache is not None:
         cache.put(model, request_json, result.texts, result.input_tokens, result.output_tokens)
     return Reply(texts=result.texts, call_id=call_id, messages=messages, cached=False)

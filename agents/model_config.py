@@ -39,6 +39,7 @@ KINDS = ("openai", "anthropic", "langchain", "fake", "local")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SHORTHANDS = ("local", "fake", "openai", "anthropic", "replay", "langchain")
 _LOADED: dict[tuple, dict] = {}
+_PRICES: dict[tuple, dict] = {}
 
 
 class ModelEntry(BaseModel):
@@ -89,10 +90,19 @@ class ModelEntry(BaseModel):
         return self
 
 
+class PriceEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    input: float = Field(ge=0, description="USD per 1M input tokens.")
+    output: float = Field(ge=0, description="USD per 1M output tokens.")
+
+
 class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelEntry] = Field(default_factory=dict)
+    # prices by spec (`openai:gpt-4o`, `fake`), overriding the built-in table of agents/prices.py (docs/cost.md)
+    prices: dict[str, PriceEntry] = Field(default_factory=dict)
 
     @field_validator("models")
     @classmethod
@@ -135,12 +145,14 @@ def load_models(path: Path | None = None) -> dict[str, ModelEntry]:
     key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
     if key in _LOADED:  # parse_spec runs per model call: a named model costs one stat, not a YAML parse
         return _LOADED[key]
+    _PRICES.pop(key, None)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"models file {path}: {str(exc).splitlines()[0]}") from None
     try:
-        models = ModelsFile.model_validate(data).models
+        parsed = ModelsFile.model_validate(data)
+        models = parsed.models
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "(top level)"
@@ -150,7 +162,19 @@ def load_models(path: Path | None = None) -> dict[str, ModelEntry]:
         raise ConfigError(f"models file {path}: {where}: {message}") from None
     _LOADED.clear()
     _LOADED[key] = models
+    _PRICES.clear()
+    _PRICES[key] = parsed.prices
     return models
+
+
+def load_price_table(path: Path | None = None) -> dict[str, PriceEntry]:
+    """The models file's `prices:` table (spec -> input/output USD per 1M tokens); empty without a file."""
+    path = Path(path) if path is not None else models_path()
+    if not path.is_file():
+        return {}
+    load_models(path)
+    stat = path.stat()
+    return _PRICES.get((str(path.resolve()), stat.st_mtime_ns, stat.st_size), {})
 
 
 def find_model(name: str) -> ModelEntry | None:
@@ -167,6 +191,9 @@ def save_models(models: dict[str, ModelEntry], path: Path | None = None) -> Path
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"models": {name: entry.model_dump(exclude_defaults=True, exclude_none=True)
                        for name, entry in models.items()}}
+    prices = load_price_table(path)  # `models add/remove` keep the file's price table
+    if prices:
+        data["prices"] = {spec: price.model_dump() for spec, price in prices.items()}
     fd, tmp = tempfile.mkstemp(prefix=".models-", suffix=".yaml", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:

@@ -82,7 +82,8 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
     """Decorate a command with one option per field of `model` (in field order), except `exclude` and the
     model's own `cli_exclude`."""
     overrides = overrides or {}
-    skip = set(exclude) | set(model.cli_exclude) | {"retry"}  # retry: --timeout etc. on every run command
+    # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py
+    skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch"}
 
     def decorate(f):
         for name, info in reversed(list(model.model_fields.items())):

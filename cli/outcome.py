@@ -1,7 +1,7 @@
 """How a run command ends and starts: exit statuses, checks before a run starts, progress options.
 
 Exit statuses of `run`, `resume` and `rejudge` (docs/large-runs.md): 0 every planned item finished, 3 some items
-failed, 4 the run is paused (waiting for a reviewer), 130 interrupted (Ctrl-C); 2 bad usage, 1 other errors.
+failed, 4 the run is paused (waiting for a reviewer, or stopped by its --max-cost budget), 130 interrupted (Ctrl-C); 2 bad usage, 1 other errors.
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ EXIT_INTERRUPTED = 130
 
 
 def exit_code(summary) -> int:
-    """0 when every item finished; failures outrank a pause (both need a person, failures first)."""
+    """0 when every item finished; failures outrank a pause (both need a person, failures first). A run stopped
+    by its --max-cost budget is paused too (4): `resume --max-cost` continues it."""
     if summary.failed:
         return EXIT_ITEMS_FAILED
-    if summary.paused:
+    if summary.paused or getattr(summary, "budget", 0):
         return EXIT_PAUSED
     return 0
 

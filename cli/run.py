@@ -105,6 +105,73 @@ def retry_options(command: click.Command) -> click.Command:
     return command
 
 
+DRY_RUN_META = "skillweave.dry_run"
+COST_META = "skillweave.cost"  # {"max_cost": USD, "batch": True} from --max-cost / --batch
+NO_DRY_RUN = frozenset({"math2"})  # commands that store their inputs before the run starts: no --dry-run yet
+
+
+def _store_cost_option(ctx: click.Context, param: click.Parameter, value) -> None:
+    if value:
+        ctx.meta.setdefault(COST_META, {})[param.name] = value
+
+
+def cost_options(command: click.Command) -> click.Command:
+    """Add --dry-run, --max-cost and --batch to a run command (docs/cost.md)."""
+    if any(p.name == "max_cost" for p in command.params):
+        return command
+    if command.name not in NO_DRY_RUN:
+        command.params.append(click.Option(
+            ["--dry-run"], is_flag=True, expose_value=False,
+            callback=lambda ctx, _param, value: ctx.meta.__setitem__(DRY_RUN_META, value),
+            help="Plan the run and print its calls per stage and a projected cost range; no model is called and "
+                 "no run is stored. Exits 0."))
+    command.params.append(click.Option(
+        ["--max-cost"], type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+        expose_value=False, callback=_store_cost_option,
+        help="Budget in USD: no model call starts that could take the run's spend above it; the run then stops "
+             "as 'budget', resumable with `resume RUN --max-cost USD`."))
+    command.params.append(click.Option(
+        ["--batch"], is_flag=True, expose_value=False, callback=_store_cost_option,
+        help="Send OpenAI and Anthropic calls through their batch APIs (half price, replies within 24 h); a "
+             "killed run resumes polling its batches."))
+    return command
+
+
+def apply_cost_settings(ctx: click.Context, store, run_id: str) -> None:
+    """--max-cost / --batch of a command that stored its run itself: kept in the run's config before it runs."""
+    settings = ctx.meta.get(COST_META) or {}
+    run = store.get_run(run_id)
+    if not settings or all(run["config"].get(k) == v for k, v in settings.items()):
+        return
+    from skillweave.pipelines import get_pipeline
+    from skillweave.store import jdump
+
+    config = {**run["config"], **settings}
+    try:
+        check_budget_prices(get_pipeline(run["pipeline"]).load_config(config))
+    except UsageError as exc:
+        store.set_run_status(run_id, "failed", error=str(exc))
+        raise
+    with store.lock:
+        store.db["runs"].update(run_id, {"config": jdump(config)})
+
+
+MODEL_FIELDS = ("model", "judge", "solver", "critic", "grader")  # settings that name a chat model spec
+
+
+def check_budget_prices(config) -> None:
+    """--max-cost needs a price for every chat model the run names: refused before the run is stored."""
+    from skillweave.agents.prices import price_of
+
+    if not config.get("max_cost"):
+        return
+    for field in MODEL_FIELDS:
+        spec = config.get(field)
+        if isinstance(spec, str) and spec and price_of(spec) is None:
+            raise UsageError(f"--max-cost: no price for '{spec}' (--{field}); give it price_input/price_output in "
+                             f"the models file or a `prices:` entry (docs/cost.md)")
+
+
 def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tuple]) -> str:
     """Validate the settings and templates, store catalogs and the run, then execute it and print its report."""
     from skillweave.api import create_run
@@ -113,6 +180,14 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config = get_pipeline(pipeline).new_config(config)  # a dict from an older command module is checked here
     if ctx.meta.get(RETRY_META):
         config.retry = ctx.meta[RETRY_META]
+    for key, value in (ctx.meta.get(COST_META) or {}).items():  # --max-cost, --batch
+        setattr(config, key, value)
+    check_budget_prices(config)
+    if ctx.meta.get(DRY_RUN_META):
+        from skillweave.dryrun import dry_run, format_projection
+
+        click.echo(format_projection(dry_run(pipeline, config, catalogs, prompts_dir=prompts_dir(ctx))))
+        return ""
     shards.parse_shard(config.shard)
     preflight(config)  # API keys and endpoints, before any run row exists
     if config.reply_cache is None and os.environ.get("SKILLWEAVE_REPLY_CACHE"):
@@ -132,6 +207,7 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
+    apply_cost_settings(ctx, store, run_id)
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
     spec = get_pipeline(pipeline)
@@ -149,6 +225,8 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
            if summary.crashed else ""),
         err=True,
     )
+    if summary.budget:  # --max-cost stopped it: resumable
+        click.echo(f"run {run_id} stopped by its budget: {summary.error}", err=True)
     reporter = spec.reporter()
     if reporter is not None:
         report = reporter(store, store.get_run(run_id))
@@ -183,7 +261,8 @@ class RunGroup(click.Group):
                 if spec is not None and spec.graph is not None:
                     self.add_command(generic_run_command(spec), name)
         command = self.commands.get(name)
-        return retry_options(command) if command is not None else None  # --timeout, --max-attempts, ...
+        # --timeout, --max-attempts, ..., --dry-run
+        return cost_options(retry_options(command)) if command is not None else None
 
 
 @click.group("run", cls=RunGroup)
@@ -274,8 +353,10 @@ def generic_run_command(spec) -> click.Command:
               help="Also run again the threads whose items failed (e.g. after a provider outage).")
 @allow_changed_prompts_option
 @progress_every_option
+@click.option("--max-cost", type=click.FloatRange(min=0, min_open=True), default=None, metavar="USD",
+              help="Set (or raise) the run's budget in USD; kept with the run (docs/cost.md).")
 @click.pass_context
-def resume(ctx, run_id, concurrency, retry_failed):
+def resume(ctx, run_id, concurrency, retry_failed, max_cost):
     """Finish an interrupted run: finished threads are skipped, stored model replies are reused.
 
     The run keeps its own prompts: the folder it was started with (--prompts-dir) and the template versions
@@ -286,6 +367,7 @@ def resume(ctx, run_id, concurrency, retry_failed):
       skillweave resume skillmix-20261126-101500-ab12cd
       skillweave resume latest --retry-failed --timeout 30 --max-attempts 3
       skillweave resume latest --allow-changed-prompts   # continue with edited templates
+      skillweave resume latest --max-cost 25      # a run stopped by its budget, with a larger one
 
     A run is continued by one process at a time: while another live process holds it, resume is refused.
     """
@@ -303,6 +385,13 @@ def resume(ctx, run_id, concurrency, retry_failed):
         config = {**run["config"], "retry": retry}
         with store.lock:
             store.db["runs"].update(run["id"], {"config": jdump(config)})
+    if max_cost is not None:  # kept in the run's config like the retry options
+        from skillweave.store import jdump
+
+        run["config"] = {**store.get_run(run["id"])["config"], "max_cost": max_cost}
+        check_budget_prices(get_pipeline(run["pipeline"]).load_config(run["config"]))
+        with store.lock:
+            store.db["runs"].update(run["id"], {"config": jdump(run["config"])})
     from skillweave.agents.review import reopen_dead_claims
 
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume

@@ -30,14 +30,17 @@ def runs_list(ctx, limit, pipeline, as_json):
     Example:
       skillweave runs list --limit 5 --json
     """
+    from skillweave.store.cost import format_spend, runs_spend
     from skillweave.store.leases import run_liveness
 
     store = open_store(ctx)
     rows = [{**r, "status": run_liveness(store, r)} for r in store.list_runs(limit=limit, pipeline=pipeline)]
+    spend = runs_spend(store, [r["id"] for r in rows])
     if as_json:
-        echo_json([{**r, "config": jload(r["config"], {})} for r in rows])
+        echo_json([{**r, "config": jload(r["config"], {}), "spend": spend[r["id"]]} for r in rows])
     else:
-        echo_table(rows, ["id", "pipeline", "status", "created_at", "finished_at"], empty="(no runs)")
+        rows = [{**r, "spend": format_spend(spend[r["id"]])} for r in rows]
+        echo_table(rows, ["id", "pipeline", "status", "spend", "created_at", "finished_at"], empty="(no runs)")
 
 
 @runs_group.command("show")
@@ -97,15 +100,23 @@ def report(ctx, run_id, across_rounds, plot_path, as_json):
     plotter = spec.plotter()
     if plot_path and plotter is None:
         raise UsageError(f"pipeline '{run['pipeline']}' has no plot")
+    from skillweave.store.cost import format_spend, run_spend
+
     result = reporter(store, run, across_rounds=across_rounds)
     from skillweave.metrics.parse_failures import format_parse_failures, parse_failures
 
-    result = {**result, "parse_failures": parse_failures(store, run["id"])}
+    spend = run_spend(store, run["id"], by_stage=True)
+    result = {**result, "parse_failures": parse_failures(store, run["id"]), "spend": spend}
     emit_report(result, headline=f"{run['pipeline']} run {run['id']} ({run['status']})", plotter=plotter,
                 plot_path=plot_path, as_json=as_json)
     if not as_json:
         for line in format_parse_failures(result["parse_failures"]):
             click.echo(line)
+        click.echo(f"spend: {format_spend(spend)}, {spend['input_tokens']} input + {spend['output_tokens']} output "
+                   f"tokens in {spend['calls']} calls")
+        for stage, s in spend["stages"].items():
+            click.echo(f"  {stage}: {format_spend(s)}, {s['input_tokens']} + {s['output_tokens']} tokens, "
+                       f"{s['calls']} calls" + (f" ({s['failed']} failed)" if s["failed"] else ""))
 
 
 @click.group("logs", invoke_without_command=True)

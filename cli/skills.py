@@ -209,7 +209,8 @@ def run_extract_skills(
             }
         )
     run_id = start_run(ctx, "extract-skills", config, catalogs)
-    _hint(ctx, run_id)
+    if run_id:  # not a --dry-run
+        _hint(ctx, run_id)
 
 
 # ---- eval solve ---------------------------------------------------------------------------------------

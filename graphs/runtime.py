@@ -16,6 +16,7 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
+from skillweave.agents.prices import BudgetExceeded
 from skillweave.agents.providers import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
@@ -34,6 +35,8 @@ class RunSummary:
     paused: int = 0
     skipped: int = 0
     crashed: int = 0  # threads that raised: recorded, the others go on, `resume` continues them
+    budget: int = 0  # threads stopped (or not started) by --max-cost: `resume --max-cost` continues them
+    budget_reason: str | None = None
     errors: list = field(default_factory=list)
     statuses: dict = field(default_factory=dict)
 
@@ -41,12 +44,17 @@ class RunSummary:
     def status(self) -> str:
         if self.crashed:
             return "failed"
+        if self.budget:
+            return "budget"
         if self.paused:
             return "paused"
         return "done"
 
     @property
     def error(self) -> str | None:
+        if self.budget and not self.crashed:
+            return (f"{self.budget_reason}; {self.budget} thread(s) wait: `skillweave resume {self.run_id} "
+                    f"--max-cost USD` raises the budget and continues them")
         if not self.crashed:
             return None
         return (f"{self.crashed} thread(s) raised (first: {self.errors[0]}); "
@@ -197,9 +205,14 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
         async def worker():
             for spec in pending:
                 try:
+                    if ctx.budget is not None and ctx.budget.stopped:  # --max-cost reached: start no thread
+                        raise BudgetExceeded(ctx.budget.stopped)
                     await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
                                       fresh=spec.thread_id not in started, durability=durability,
                                       retry_failed=retry_failed)
+                except BudgetExceeded as exc:  # its checkpoint stays at its last finished node; resumable
+                    summary.budget += 1
+                    summary.budget_reason = str(exc)
                 except Exception as exc:  # one thread's bug or bad reply never takes the others down
                     _thread_crashed(ctx, spec, summary, exc)
                 bar.update(1)
@@ -248,9 +261,20 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
     run = store.get_run(run_id)
     config = _spec(pipeline).load_config(run["config"])
     prompts = open_run_prompts(store, run_id, prompts_dir, allow_changed=allow_changed_prompts)
+    budget = None
+    if config.get("max_cost"):
+        from skillweave.agents.prices import Budget
+        from skillweave.store.cost import run_spend
+
+        budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
+    batch = None
+    if config.get("batch"):
+        from skillweave.agents.batch import Batcher
+
+        batch = Batcher(store, run_id)
     return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts.prompts_dir,
                       max_concurrency=max(concurrency, 1), pins=prompts.pins, scheme=prompts.scheme,
-                      allow_changed_prompts=allow_changed_prompts)
+                      allow_changed_prompts=allow_changed_prompts, budget=budget, batch=batch)
 
 
 async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,
