@@ -134,7 +134,7 @@ async def call_template(
                                         output_tokens=hit["output_tokens"], latency_ms=0.0, attempts=0, error=None)
         return Reply(texts=hit["texts"], call_id=call_id, messages=messages, cached=True)
     # test scaffolding (`fake_replies`) is rendered for the fake provider only, never for a real model call
-    meta = {"fake_reply": tmpl.render_fake_reply(turn, values)} if provider.provider == "fake" else {}
+    meta = {"fake_reply": tmpl.render_fake_reply(turn, values)} if provider.uses_fake_replies else {}
     request = ChatRequest(messages=messages, temperature=temperature, max_tokens=max_tokens, n=n,
                           meta=meta, options=dict(options or {}))
     record = dict(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role, provider=provider.provider,

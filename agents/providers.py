@@ -84,6 +84,7 @@ class Provider:
     """Base class: subclasses implement `_chat`; `chat` adds the bound, timeout and retries."""
 
     provider = "base"
+    uses_fake_replies = False  # only the fake provider (and dry runs) get a template's test `fake_replies`
 
     def __init__(self, model: str, *, max_concurrency: int = 64, retry: RetryPolicy | None = None):
         self.model = model
@@ -190,6 +191,7 @@ class FakeProvider(Provider):
     """
 
     provider = "fake"
+    uses_fake_replies = True
 
     def __init__(self, model: str = "default", script: FakeScript | None = None, latency: float | None = None,
                  **kw):

@@ -53,7 +53,7 @@ def test_batch_run_collects_replies_at_half_price_and_records_a_failed_request(m
 
     mock.fail = fail
     code, out, err = cli_run(*RUN)
-    assert code == 0, err
+    assert code == 3, err  # the failed request fails its item: exit 3
     assert len(mock.created) >= 2  # the students' turns, then the judge: one batch per wave of requests
     keys = [k for batch in mock.created for k in batch]
     assert len(keys) == len(set(keys))
@@ -70,7 +70,7 @@ def test_batch_run_collects_replies_at_half_price_and_records_a_failed_request(m
 def test_expired_batch_fails_the_rest_and_retry_failed_submits_only_those(mock, cli_run, db_path):
     mock.expire = True
     code, _, err = cli_run(*RUN)
-    assert code == 0, err
+    assert code == 3, err  # expired requests fail their items: exit 3
     expired = {k for (k,) in _q(db_path, "select call_key from llm_calls where error like '%batch_expired%'")}
     assert expired and _q(db_path, "select count(*) from llm_calls where error is null")[0][0] > 0
     assert "expired" in {s for (s,) in _q(db_path, "select status from batch_jobs")}
@@ -115,7 +115,7 @@ def test_anthropic_message_batches_with_an_errored_and_an_expired_request(mock, 
     mock.expire = True  # the second half of each batch expires; of the first batch's first half, the first errs
     mock.fail = lambda line: line is mock.batches["msgbatch_1"]["lines"][0]
     code, _, err = cli_run(*ANTHROPIC_RUN[:7], "4", *ANTHROPIC_RUN[8:])  # --n 4
-    assert code == 0, err
+    assert code == 3, err  # errored and expired requests fail their items: exit 3
     rows = _q(db_path, "select call_key, output_tokens, cost_usd, error from llm_calls")
     ok = [r for r in rows if r[3] is None]
     assert ok and all(r[2] == pytest.approx((100 * 0.8 + r[1] * 4.0) / 1e6 * 0.5) for r in ok)  # batch price

@@ -154,7 +154,7 @@ def test_budget_stop_kill_and_resume(models_file, tmp_path):
     assert status == "running"
     env["SKILLWEAVE_FAKE_LATENCY"] = "0"
     stopped = subprocess.run([*cmd, "resume", run_id], env=env, capture_output=True, text=True, timeout=120)
-    assert stopped.returncode == 0, stopped.stderr
+    assert stopped.returncode == 4, stopped.stderr  # stopped by its budget: paused, exit 4
     assert "stopped by its budget" in stopped.stderr and f"resume {run_id} --max-cost" in stopped.stderr
     (status, error), = _q(db, "select status, error from runs")
     assert status == "budget" and "budget $0.5000 reached" in error
