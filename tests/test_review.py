@@ -140,7 +140,7 @@ def test_pause_survives_process_exit_and_resumes_from_the_cli(tmp_path):
                               timeout=300)
 
     first = skillweave("run", "math2", "--model", "fake", "--n", "1", "--reviewer", "human", "--bank", "bundled")
-    assert first.returncode == 0, first.stderr
+    assert first.returncode == 4, first.stderr  # paused for review: exit 4
     assert "1 paused for review" in first.stderr
     queue = [dict(r) for r in Store(db).db["items"].rows_where("status = 'review'")]
     assert len(queue) == 1
