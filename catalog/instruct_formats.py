@@ -14,11 +14,13 @@ Formats
 
   The parser splits on `###`; in each block the first `**bold**` run is the name (`query_str`) and the
   definition is the text after the name on the header line, else a `Definition:` line, else the first plain
-  line that is not an example. `query_type` = name + ": " + definition, as the reference parser builds it.
+  line that is not an example. `query_type` = name + ": " + definition (the reference parser joins the name
+  with the whole third `*`-separated piece instead, labels and examples included: the names agree, the
+  definitions do not; tests/test_instruct_export_release_keys.py pins both).
   Lines after an `Examples:` line (or lines starting with `Example`) are examples.
 
-Both readers raise UsageError naming the file and what is wrong; the writers produce files the readers (and
-the upstream parser) read back identically. `*_entries` helpers convert to catalog rows for `Store.save_catalog`.
+Both readers raise UsageError naming the file and what is wrong; the writers produce files the readers read
+back identically (and from which the upstream parser reads the same names). `*_entries` helpers convert to catalog rows for `Store.save_catalog`.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ Design choices
   readers need no mapping; every row carries `item_id` (and `run_id`) so training, selection and unlearning
   can trace a row back to the store.
 - Instruct-SkillMix items export `instruction/input/output` plus the released keys (`orig_instruction`,
-  `skills_joined_str`, `query_type`); a shirker item keeps its real response as `orig_output`.
+  `skills_joined_str`, `query_type` = the bare type name, as the release writes it; its definition goes in
+  `query_definition`); a shirker item keeps its real response as `orig_output`.
 - Skill-Mix items (the Zhao et al. recipe, docs/methods.md#skill-composition-data): prompt = the stored TURN0 request, target = the graded
   revised answer `text_1`; metadata `k, skills, topic, category_split, round, score, full_marks`. Points are
   voted per rubric item over grading samples (numpy rint, as the metrics do); Full Marks = every voted point 1.
@@ -98,7 +99,9 @@ def _instruct_example(item: dict, run: dict, points=None, review=None) -> Exampl
         return None
     return Example(item["id"], run["id"], p["instruction"], p["output"], p.get("input", ""), meta={
         "orig_instruction": p.get("orig_instruction", p["instruction"]), "skills_joined_str": p.get("skills_joined_str"),
-        "query_type": p.get("query_type"), "query_str": p.get("query_str"), "k": item["k"], "skills": item["skills"],
+        # the release's records keep the query type's bare name; "name: definition" only fills the prompt
+        "query_type": p.get("query_str"), "query_str": p.get("query_str"),
+        "query_definition": p.get("query_definition"), "k": item["k"], "skills": item["skills"],
         "shirker": bool(p.get("shirker")), "orig_output": p.get("orig_output"), "set": p.get("set"),
         "generator": p.get("generator"),
     })

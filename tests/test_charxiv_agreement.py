@@ -96,6 +96,8 @@ def test_gold_answers_of_the_official_data():
 @pytest.mark.skipif(not os.environ.get("SKILLWEAVE_OFFICIAL_CHARXIV"), reason="SKILLWEAVE_OFFICIAL_CHARXIV not set")
 def test_agreement_on_the_released_evaluations():
     root = Path(os.environ["SKILLWEAVE_OFFICIAL_CHARXIV"])
+    if not (root / "existing_evaluations").is_dir():  # a GitHub checkout alone: the outputs are on Hugging Face
+        pytest.skip(f"{root} has no existing_evaluations/ (the released outputs are published on Hugging Face)")
     out = _bench().measure(root / "data", root / "existing_evaluations")
     assert out["total"]["n"] > 0
     assert out["total"]["rate_now"] >= 0.98, out["total"]  # the target agreement with the official judge

@@ -66,3 +66,14 @@ def test_released_sets_align():
             total += 1
             unaligned += "unaligned" in question_categories(r["question"], r["categories"])
     assert total == 2100 and unaligned == 1  # the one record with a question fewer than its categories
+
+
+@pytest.mark.skipif(not OFFICIAL, reason="set SKILLWEAVE_OFFICIAL_CONCEPTMIX to a checkout of princetonvisualai/conceptmix")
+def test_released_concept_files_load():
+    from skillweave.catalog.conceptmix import load_concept_catalog
+
+    config = Path(OFFICIAL) / "config"
+    catalog = load_concept_catalog(config)
+    sizes = {name: len(c.values) for name, c in catalog.categories.items()}
+    assert sizes == {name: len(json.loads((config / f"{name}.json").read_text())["skill"]) for name in sizes}
+    assert set(sizes) == {p.stem for p in config.glob("*.json")} and sizes["object"] == 52 and sizes["spatial"] == 10
