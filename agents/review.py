@@ -144,7 +144,7 @@ async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, edi
                "skills": item.get("skills") or [], "editable": editable, "context": context}
     if item.get("status") not in (REVIEW_STATUS, CLAIMED_STATUS):  # the node re-runs on resume; log it once
         ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update={"review_request": request})
-        ctx.store.add_event(ctx.run_id, item["id"], "review", "waiting", "paused for a human reviewer")
+        ctx.event(item["id"], "review", "waiting", "paused for a human reviewer")
     return interrupt(request)
 
 
@@ -183,7 +183,7 @@ def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) 
     ctx.store.add_review(item_id, ctx.run_id, decision.get("reviewer") or "unknown", decision["action"],
                          decision.get("reason") or "", {**changes, "_at": decision.get("at")})
     status = {"approve": "approved", "edit": "edited", "reject": "rejected"}[decision["action"]]
-    ctx.store.add_event(ctx.run_id, item_id, "review", status,
+    ctx.event(item_id, "review", status,
                         f"{decision.get('reviewer')}: {decision.get('reason') or decision['action']}"
                         + (f" (changed {', '.join(changes)})" if changes else ""))
     return changes
