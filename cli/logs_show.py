@@ -6,13 +6,12 @@ import click
 
 from skillweave.cli.common import echo_json, json_option, open_store
 from skillweave.errors import NotFound, UsageError
-from skillweave.store import jload, like_prefix
+from skillweave.store import jload, like_prefix, queries
 
 
 def empty_logs_message(store, run_id: str | None, errors: bool) -> str:
     """What an empty `logs` listing says: no calls at all, or calls but none that failed."""
-    where, args = ("run_id = ?", [run_id]) if run_id else (None, [])
-    total = store.db["llm_calls"].count_where(where, args)
+    total = queries.call_count(store, run_id)
     scope = f" in run {run_id}" if run_id else ""
     if total and errors:
         return f"(no failed model calls{scope}; {total} calls, all succeeded)"
