@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skillweave.store import jload
+from skillweave.store import jload, like_prefix
 
 
 def run_exists(store, run_id: str) -> bool:
@@ -60,3 +60,44 @@ def latest_review(store, item_id: str) -> dict | None:
     """An item's newest review with its `changes` decoded, or None."""
     rows = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at desc", limit=1))
     return {**rows[0], "changes": jload(rows[0]["changes"], {})} if rows else None
+
+
+def item_exists(store, item_id: str) -> bool:
+    return bool(store.db["items"].count_where("id = ?", [item_id]))
+
+
+def item_ids_with_prefix(store, prefix: str, limit: int = 3) -> list[str]:
+    """Ids of items starting with `prefix` (`_` and `%` in it match themselves), at most `limit`."""
+    return [r["id"] for r in store.db["items"].rows_where("id like ? escape '\\'", [like_prefix(prefix)],
+                                                           limit=limit)]
+
+
+def item_reviews(store, item_id: str) -> list[dict]:
+    """An item's reviews as stored (`changes` as JSON text), oldest first."""
+    return list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
+
+
+def item_events(store, item_id: str) -> list[dict]:
+    """An item's events in the order they were logged."""
+    return list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
+
+
+def call_by_id(store, call_id: str) -> dict | None:
+    return store._one("SELECT * FROM llm_calls WHERE id = ?", [call_id])
+
+
+def calls_with_prefix(store, prefix: str, limit: int = 2) -> list[dict]:
+    """Model calls whose id starts with `prefix` (matched literally), at most `limit`."""
+    return store._all("SELECT * FROM llm_calls WHERE id LIKE ? ESCAPE '\\' LIMIT ?", [like_prefix(prefix), limit])
+
+
+def successful_calls(store, run_id: str) -> list[dict]:
+    """A run's model calls without an error (role, model, request and response as JSON text), oldest first."""
+    return store._all("SELECT role, model, request, response FROM llm_calls WHERE run_id = ? AND error IS NULL "
+                      "ORDER BY created_at", [run_id])
+
+
+def event_count(store, run_id: str, *, stage: str, status: str) -> int:
+    """How many events of a run have this stage and status."""
+    return store._one("SELECT count(*) n FROM events WHERE run_id = ? AND stage = ? AND status = ?",
+                      [run_id, stage, status])["n"]
