@@ -101,3 +101,71 @@ def event_count(store, run_id: str, *, stage: str, status: str) -> int:
     """How many events of a run have this stage and status."""
     return store._one("SELECT count(*) n FROM events WHERE run_id = ? AND stage = ? AND status = ?",
                       [run_id, stage, status])["n"]
+
+
+# ---- counts and listings for reports, `runs show`, `logs` and dataset cards ------------------------------
+def item_status_counts(store, run_id: str) -> dict[str, int]:
+    """`{status: items}` of one run."""
+    return {r["status"]: r["n"] for r in store._all(
+        "select status, count(*) n from items where run_id = ? group by status", [run_id])}
+
+
+def item_count(store, run_id: str, *, kind: str, status: str) -> int:
+    return store._one("select count(*) n from items where run_id = ? and kind = ? and status = ?",
+                      [run_id, kind, status])["n"]
+
+
+def review_count(store, run_id: str, *, decision: str) -> int:
+    return store._one("select count(*) n from reviews where run_id = ? and decision = ?", [run_id, decision])["n"]
+
+
+def recent_calls(store, run_id: str | None = None, *, errors_only: bool = False, limit: int = 20) -> list[dict]:
+    """The newest model calls (of one run; only failed ones with `errors_only`), newest first, as stored."""
+    clauses, args = [], []
+    if run_id:
+        clauses.append("run_id = ?")
+        args.append(run_id)
+    if errors_only:
+        clauses.append("error is not null")
+    return list(store.db["llm_calls"].rows_where(" and ".join(clauses) or None, args, order_by="created_at desc",
+                                                 limit=limit))
+
+
+def call_counts_by_model(store, run_id: str) -> list[dict]:
+    """`[{role, provider, model, n}]`: a run's successful calls per role and model."""
+    return store._all("select role, provider, model, count(*) as n from llm_calls where run_id = ? and error is null "
+                      "group by role, provider, model", [run_id])
+
+
+def prompt_names(store, versions) -> dict[str, str]:
+    """`{version: template name}` for the given prompt versions that are stored."""
+    versions = sorted(versions)
+    if not versions:
+        return {}
+    marks = ", ".join("?" * len(versions))
+    return {r["id"]: r["name"] for r in store._all(f"select id, name from prompt_versions where id in ({marks})",
+                                                   versions)}
+
+
+def replies_by_role(store, run_id: str) -> list[dict]:
+    """`[{role, n}]`: replies (samples) of a run's successful calls per role."""
+    return store._all("SELECT role, SUM(CASE WHEN json_valid(response) THEN json_array_length(response) ELSE 0 END)"
+                      " AS n FROM llm_calls WHERE run_id = ? AND error IS NULL GROUP BY role", [run_id])
+
+
+def distinct_events_by_stage(store, run_id: str, statuses) -> list[dict]:
+    """`[{stage, n}]`: distinct (item, stage, reason) events of a run with one of `statuses`, per stage."""
+    statuses = list(statuses)
+    marks = ",".join("?" * len(statuses))
+    return store._all(f"SELECT stage, COUNT(*) AS n FROM (SELECT DISTINCT item_id, stage, reason FROM events "
+                      f"WHERE run_id = ? AND status IN ({marks})) GROUP BY stage", [run_id, *statuses])
+
+
+def grades_by_step(store, run_id: str, parse_statuses) -> list[dict]:
+    """`[{step, n}]`: a run's grades with one of `parse_statuses`, per role of the call behind them ('grade'
+    when the grade has no call)."""
+    parse_statuses = list(parse_statuses)
+    marks = ",".join("?" * len(parse_statuses))
+    return store._all(f"SELECT COALESCE(c.role, 'grade') AS step, COUNT(*) AS n FROM grades g "
+                      f"LEFT JOIN llm_calls c ON c.id = g.call_id WHERE g.run_id = ? AND g.parse_status IN ({marks}) "
+                      f"GROUP BY step", [run_id, *parse_statuses])
