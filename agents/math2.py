@@ -36,6 +36,7 @@ from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
 from skillweave.pipelines.math2 import DEFAULT_CRITERIA  # the settings' default criteria: one list
+from skillweave.store.payload import drop_update
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
@@ -415,7 +416,7 @@ async def drop(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     stage, reason = state.get("drop_stage") or "unknown", state.get("drop_reason") or ""
     ctx.store.update_item(state["item_id"], status="dropped", error=f"{stage}: {reason}",
-                          payload_update={"drop_stage": stage, "drop_reason": reason})
+                          payload_update=drop_update(stage, reason))
     ctx.event(state["item_id"], stage, "dropped", reason)
     attempt = state.get("attempt", 0)
     if attempt + 1 < _cfg(ctx, "max_pairs"):

@@ -23,6 +23,7 @@ from typing import Any
 
 from skillweave.errors import ConfigError, NotFound, UsageError
 from skillweave.store import Store, now, queries, review_claims
+from skillweave.store.payload import review_claim, review_request, review_request_update
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
@@ -40,10 +41,9 @@ def _stale_before() -> str:
 
 
 def _claim_alive(store: Store, row: dict) -> bool:
-    from skillweave.store import jload
     from skillweave.store.leases import get_lease, holder_alive
 
-    claim = jload(row.get("payload"), {}).get("review_claim")
+    claim = review_claim(row.get("payload"))
     if not claim:  # a claim from before claims named their process: judged by its age
         return (row.get("updated_at") or "") >= _stale_before()
     beat = claim.get("claimed_at") or ""
@@ -59,9 +59,7 @@ def reopen_dead_claims(store: Store, run_id: str | None = None) -> list[str]:
     for row in review_claims.claimed_rows(store, CLAIMED_STATUS, run_id):
         if _claim_alive(store, row):
             continue
-        from skillweave.store import jload
-
-        claim = jload(row["payload"], {}).get("review_claim") or {}
+        claim = review_claim(row["payload"]) or {}
         if review_claims.reopen(store, row["id"], row["updated_at"], from_status=CLAIMED_STATUS,
                                to_status=REVIEW_STATUS):
             decision = claim.get("decision") or {}
@@ -131,7 +129,7 @@ async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, edi
     request = {"item_id": item["id"], "run_id": ctx.run_id, "thread_id": thread_id, "pipeline": pipeline,
                "skills": item.get("skills") or [], "editable": editable, "context": context}
     if item.get("status") not in (REVIEW_STATUS, CLAIMED_STATUS):  # the node re-runs on resume; log it once
-        ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update={"review_request": request})
+        ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update=review_request_update(request))
         ctx.event(item["id"], "review", "waiting", "paused for a human reviewer")
     return interrupt(request)
 
@@ -188,7 +186,7 @@ def review_entry(store: Store, item_id: str) -> dict:
     """An item with its review request, earlier reviews and events (for `review show` and the web page)."""
     reopen_dead_claims(store, store.get_item(item_id)["run_id"])
     item = store.get_item(item_id)
-    request = item["payload"].get("review_request") or {}
+    request = review_request(item)
     reviews = queries.item_reviews(store, item_id)
     events = queries.item_events(store, item_id)
     waiting = review_claims.has_status(store, item_id, REVIEW_STATUS)
@@ -219,7 +217,7 @@ def claim_decision(store: Store, item_id: str, decision: dict) -> dict:
 
     item = store.get_item(item_id)
     reopen_dead_claims(store, item["run_id"])
-    request: dict[str, Any] = item["payload"].get("review_request") or {}
+    request: dict[str, Any] = review_request(item)
     if not request or not review_claims.has_status(store, item_id, REVIEW_STATUS):
         item = store.get_item(item_id)
         raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")

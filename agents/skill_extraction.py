@@ -44,6 +44,7 @@ from skillweave.catalog.bank import Bank, BankSkill, Exemplar, save_bank
 from skillweave.catalog.instruct_formats import parse_queries_txt, query_entries, to_snake_case
 from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import now
+from skillweave.store.payload import review_request_update
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
@@ -311,7 +312,7 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
             ctx.store.update_item(
                 item["id"],
                 status="review",
-                payload_update={"review_request": request, "review_draft": clusters, "review_ops": []},
+                payload_update=review_request_update(request, review_draft=clusters, review_ops=[]),
             )
             ctx.event(
                 item["id"],

@@ -14,6 +14,7 @@ from collections import Counter
 import numpy as np
 
 from skillweave.store import queries
+from skillweave.store.payload import drop_stage
 
 KIND = "math2.question"
 EVAL_KIND = "math2.eval"
@@ -25,7 +26,7 @@ def run_report(store, run: dict, **_: object) -> dict:
     items = list(store.items(run["id"], kind=KIND))
     threads = run["config"].get("n", 0)
     status = Counter(i["status"] for i in items)
-    drops = Counter((i["payload"].get("drop_stage") or "unknown") for i in items if i["status"] == "dropped")
+    drops = Counter(drop_stage(i) for i in items if i["status"] == "dropped")
     accepted = [i for i in items if i["status"] == "accepted"]
     rounds = [len(i["payload"].get("questions") or [1]) for i in accepted]
     edited = queries.review_count(store, run["id"], decision="edit")

@@ -92,3 +92,17 @@ def test_the_detector_sees_each_form():
     assert kinds.count("db[...]") == 1 and kinds.count("db.conn") == 1
     assert kinds.count(".execute(") == 1 and kinds.count(".query(") == 1 and kinds.count(".executemany(") == 1
     assert kinds.count("Store._all(") == 1 and len(kinds) == 6
+
+
+# payload keys that several modules share: spelled only in store/payload.py (read and written through it)
+SHARED_PAYLOAD_KEYS = {"review_request", "review_claim"}
+
+
+def test_shared_payload_keys_are_spelled_in_one_module():
+    offenders = []
+    for rel, path in _modules():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Constant) and node.value in SHARED_PAYLOAD_KEYS:
+                offenders.append(f"{rel}:{node.lineno}: {node.value!r}")
+    assert not offenders, ("use skillweave.store.payload (review_request, review_claim, ...) instead of the key "
+                           "string:\n" + "\n".join(offenders))
