@@ -30,7 +30,6 @@ ALLOWED: dict[str, str] = {
     "trainers/dpo.py": "owns train_checkpoints (m0070)",
     "trainers/ches.py": "owns ches_scores (m0070)",
     "trainers/evaluate.py": "owns evaluations (m0070)",
-    "cli/select.py": "lists selections (m0080), the table of trainers/selection.py",
     "agents/batch.py": "owns batch_jobs, batch_requests (m0121)",
     # not the store
     "agents/reply_cache.py": "its own SQLite file (the cross-run reply cache), not the store",
