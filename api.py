@@ -21,7 +21,7 @@ from skillweave.errors import UsageError
 from skillweave.pipeline import Pipeline, PipelineConfig
 from skillweave.pipelines import get_pipeline
 from skillweave.prompts import load_template
-from skillweave.store import Store
+from skillweave.store import Store, queries
 
 
 def create_run(store: Store, pipeline: str | Pipeline, config: PipelineConfig | dict, *,
@@ -40,7 +40,7 @@ def create_run(store: Store, pipeline: str | Pipeline, config: PipelineConfig | 
         from skillweave.graphs.shards import sharded_run_id
 
         run_id = sharded_run_id(spec.name, config.model_dump())
-        if store.db["runs"].count_where("id = ?", [run_id]):
+        if queries.run_exists(store, run_id):
             raise UsageError(f"run {run_id} (this shard's run) is already in {store.path}; continue it with "
                              f"`skillweave resume {run_id}`, or give each shard its own --db")
     run_id = store.create_run(spec.name, config.model_dump(), command=command, run_id=run_id)

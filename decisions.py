@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from skillweave.agents.review import CLAIMED_STATUS, REVIEW_STATUS, claim_decision
 from skillweave.errors import UsageError
-from skillweave.store import Store
+from skillweave.store import Store, review_claims
 
 
 def submit_decision(store: Store, item_id: str, decision: dict, *, prompts_dir: str | None = None,
@@ -44,12 +44,8 @@ def apply_claimed_decisions(store: Store, claimed: list[tuple[str, dict, dict]],
     except Exception as exc:  # e.g. another process holds the run: every claim goes back to the queue
         failure = exc
     finally:  # a resume that failed leaves the item in the queue
-        with store.lock:
-            for item_id, _, _ in claimed:
-                store.db.execute("update items set status = ? where id = ? and status = ?",
-                                 [REVIEW_STATUS, item_id, CLAIMED_STATUS])
-                store.db.execute("update items set payload = json_remove(payload, '$.review_claim') where id = ?",
-                                 [item_id])
+        review_claims.release(store, [item_id for item_id, _, _ in claimed], from_status=CLAIMED_STATUS,
+                             to_status=REVIEW_STATUS)
     results: list[dict | Exception] = []
     for item_id, req, decision in claimed:
         after = store.get_item(item_id)

@@ -50,7 +50,7 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
     from skillweave.api import create_run
     from skillweave.graphs.runtime import execute
     from skillweave.pipelines import get_pipeline
-    from skillweave.store import Store, jload
+    from skillweave.store import Store, jload, queries
 
     spec = get_pipeline(pipeline)
     config = spec.new_config(config)
@@ -65,10 +65,8 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
             ctx = DryRunContext(store=store, run_id=run_id, config=typed, prompts_dir=prompts_dir,
                                 max_concurrency=max(typed.get("concurrency", 8), 1))
             summary = asyncio.run(execute(spec, ctx, concurrency=typed.get("concurrency", 8), progress=False))
-            rows = store._all("SELECT role, model, request, response FROM llm_calls WHERE run_id = ? "
-                              "AND error IS NULL ORDER BY created_at", [run_id])
-            images = store._one("SELECT count(*) n FROM events WHERE run_id = ? AND stage = 'image' "
-                                "AND status = 'generated'", [run_id])["n"]
+            rows = queries.successful_calls(store, run_id)
+            images = queries.event_count(store, run_id, stage="image", status="generated")
         finally:
             store.close()
     from skillweave.agents.batch import BATCH_DISCOUNT

@@ -121,7 +121,7 @@ async def ask(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
             response, call_id, error = reply.text, reply.call_id, None
         except (ModelCallError, OSError) as exc:
             response, call_id, error = None, getattr(exc, "call_id", None), str(exc)
-            ctx.store.add_event(ctx.run_id, item_id, "ask", "failed", error)
+            ctx.event(item_id, "ask", "failed", error)
         ctx.store.update_item(item_id, status="answered" if error is None else "no_response", error=error,
                               prompt_versions=[ctx.template(ASK).version],
                               payload_update={"response": response, "response_call_id": call_id})
@@ -146,7 +146,7 @@ def _finish(ctx: RunContext, item_id: str, judge: str, score: int | None, extrac
     ctx.store.update_item(item_id, status="done", payload_update={"judge_extracted": extracted,
                                                                    "judge_status": status,
                                                                    **({"judge_error": reason} if reason else {})})
-    ctx.store.add_event(ctx.run_id, item_id, "grade", "done", status)
+    ctx.event(item_id, "grade", "done", status)
 
 
 async def _judge_call(ctx: RunContext, item_id: str, template: str, values: dict, schema, check):

@@ -97,18 +97,12 @@ def _sample(catalog: ConceptCatalog, config: ConceptMixConfig, k: int, index: in
 
 
 # ---- helpers -------------------------------------------------------------------------------------------
-def _fail(ctx: RunContext, item_id: str, stage: str, reason: str) -> dict:
-    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {reason}")
-    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", reason)
-    return {"status": "failed"}
-
-
 def _conflict(ctx: RunContext, item: dict, stage: str, reason: str, attempt: int) -> dict:
     """Resample the record (bounded), recording why."""
     limit = ctx.config.max_resamples
     if attempt >= limit:
-        return _fail(ctx, item["id"], stage, f"{reason} (no resamples left after {limit})")
-    ctx.store.add_event(ctx.run_id, item["id"], stage, "resample", reason)
+        return ctx.fail(item["id"], stage, f"{reason} (no resamples left after {limit})")
+    ctx.event(item["id"], stage, "resample", reason)
     ctx.store.update_item(item["id"], payload_update={
         "resample_reasons": [*item["payload"].get("resample_reasons", []), f"{stage}: {reason}"]})
     return {"status": "conflict", "attempt": attempt + 1}
@@ -175,7 +169,7 @@ async def sample(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
         ctx.store.update_item(item["id"], skills=drawn.skills, payload_update={
             "concepts": drawn.concepts, "categories": drawn.categories, "config": drawn.config, "attempt": attempt,
             "refined_config": None, "sentence": None, "questions": None})
-        ctx.store.add_event(ctx.run_id, item["id"], "sample", "resampled", f"attempt {attempt}")
+        ctx.event(item["id"], "sample", "resampled", f"attempt {attempt}")
     return {"status": "sampled"}
 
 
@@ -201,7 +195,7 @@ async def refine(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
                     previous_outputs=[first.text], key=(attempt, try_), **_llm_options(config, "refine"))
                 break
             except ModelCallError as exc:
-                return _fail(ctx, item["id"], "refine", str(exc))
+                return ctx.fail(item["id"], "refine", str(exc))
             except ParseFailure as exc:  # StructuredFailure: each failed reply is already a parse_failed event
                 reason = str(exc)
         if refined is None and mode == "llm":
@@ -210,7 +204,7 @@ async def refine(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
     if refined is None:
         refined = rule_config
         if mode == "auto":
-            ctx.store.add_event(ctx.run_id, item["id"], "refine", "fallback", f"rule completion ({reason})")
+            ctx.event(item["id"], "refine", "fallback", f"rule completion ({reason})")
     ctx.store.update_item(item["id"], prompt_versions=[ctx.template("conceptmix/refine").version] if mode != "rule"
                           else [], payload_update={"refined_config": refined, "refine_source": source})
     return {"status": "refined"}
@@ -227,7 +221,7 @@ async def caption(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
                                         values=values, turn=0, key=(attempt, try_),
                                         **_llm_options(config, "caption"))
         except ModelCallError as exc:
-            return _fail(ctx, item["id"], "caption", str(exc))
+            return ctx.fail(item["id"], "caption", str(exc))
         text = reply.text.strip().strip('"').strip()
         if SENTINEL in text.upper():
             return _conflict(ctx, item, "caption", "the writer reported conflicting concepts", attempt)
@@ -235,7 +229,7 @@ async def caption(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
             ctx.store.update_item(item["id"], prompt_versions=[ctx.template("conceptmix/caption").version],
                                   payload_update={"caption_output": reply.text, "sentence": text})
             return {"status": "captioned"}
-        ctx.store.add_event(ctx.run_id, item["id"], "caption", "parse_failed", "empty caption")
+        ctx.event(item["id"], "caption", "parse_failed", "empty caption")
     return _conflict(ctx, item, "caption", "empty caption after retries", attempt)
 
 
@@ -256,7 +250,7 @@ async def verify(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
                                     values={"caption": item["payload"]["sentence"], "sentinel": SENTINEL},
                                     key=(attempt,), **_llm_options(config, "verify"))
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "verify", str(exc))
+        return ctx.fail(item["id"], "verify", str(exc))
     ctx.store.update_item(item["id"], prompt_versions=[ctx.template("conceptmix/verify").version],
                           payload_update={"verify_output": reply.text})
     if SENTINEL in reply.text.upper():
@@ -277,23 +271,23 @@ async def questions(state: ConceptMixState, runtime: Runtime[RunContext]) -> dic
                                             values=values, turn=1, previous_outputs=[item["payload"]["caption_output"]],
                                             key=(attempt, try_), **_llm_options(config, "questions", item["k"]))
             except ModelCallError as exc:
-                return _fail(ctx, item["id"], "questions", str(exc))
+                return ctx.fail(item["id"], "questions", str(exc))
             try:
                 found = parse_questions(reply.text, item["payload"]["concepts"])
                 break
             except ParseFailure as exc:
                 reason = str(exc)
-                ctx.store.add_event(ctx.run_id, item["id"], "questions", "parse_failed", reason)
+                ctx.event(item["id"], "questions", "parse_failed", reason)
         if found is None and mode == "llm":
             return _conflict(ctx, item, "questions", reason, attempt)
     source = "llm" if found is not None else "template"
     if found is None:
         found = values["template_questions"]
         if mode == "auto":
-            ctx.store.add_event(ctx.run_id, item["id"], "questions", "fallback", f"template questions ({reason})")
+            ctx.event(item["id"], "questions", "fallback", f"template questions ({reason})")
     ctx.store.update_item(item["id"], status="prompted",
                           payload_update={"questions": found, "questions_source": source})
-    ctx.store.add_event(ctx.run_id, item["id"], "questions", "prompted")
+    ctx.event(item["id"], "questions", "prompted")
     return {"status": "prompted"}
 
 
@@ -310,11 +304,11 @@ async def generate_image(state: ConceptMixState, runtime: Runtime[RunContext]) -
         image = await asyncio.to_thread(backend.generate, payload["sentence"],
                                         payload.get("refined_config") or payload.get("config"), seed)
     except (ModelCallError, ConfigError) as exc:
-        return _fail(ctx, item["id"], "image", str(exc))
+        return ctx.fail(item["id"], "image", str(exc))
     name = save_image(image, image_folder(ctx.store.path))
     ctx.store.update_item(item["id"], payload_update={"image": name, "image_model": image.model,
                                                       "image_meta": image.meta})
-    ctx.store.add_event(ctx.run_id, item["id"], "image", "generated", name)
+    ctx.event(item["id"], "image", "generated", name)
     return {"status": "imaged"}
 
 
@@ -340,13 +334,13 @@ async def grade(state: ConceptMixState, runtime: Runtime[RunContext]) -> dict:
             answer, raw, status, call_id = int(bool(YES.search(reply.text))), reply.text, "ok", reply.call_id
         except ModelCallError as exc:
             answer, raw, status, call_id = 0, str(exc), "error", exc.call_id
-            ctx.store.add_event(ctx.run_id, item["id"], "grade", "error", f"question {index}: {exc}")
+            ctx.event(item["id"], "grade", "error", f"question {index}: {exc}")
         ctx.store.add_grade(item["id"], ctx.run_id, index, call_id=call_id, judge=grader, raw=raw, points=[answer],
                             score=float(answer), parse_status=status)
 
     await asyncio.gather(*(ask(i, q) for i, q in enumerate(payload["questions"]) if q.strip()))
     ctx.store.update_item(item["id"], status="done", prompt_versions=[ctx.template("conceptmix/grade").version])
-    ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")
+    ctx.event(item["id"], "grade", "done")
     return {"status": "done"}
 
 

@@ -191,12 +191,6 @@ def _values(item: dict) -> dict:
             "query_definition": payload["query_definition"], "brevity": bool(payload.get("brevity"))}
 
 
-def _fail(ctx: RunContext, item_id: str, stage: str, reason: str) -> dict:
-    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {reason}")
-    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", reason)
-    return {"status": "failed"}
-
-
 def generator_turn(turn: int):
     """The node for one generator turn (0..4); skipped when its output is already stored."""
 
@@ -215,7 +209,7 @@ def generator_turn(turn: int):
                 max_tokens=config.max_tokens, key=(attempt,) if attempt else (),
             )
         except ModelCallError as exc:
-            return _fail(ctx, item["id"], TURNS[turn], str(exc))
+            return ctx.fail(item["id"], TURNS[turn], str(exc))
         ctx.store.update_item(item["id"], prompt_versions=[ctx.template(template).version], payload_update={
             f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
             "generator": config.model,
@@ -238,9 +232,9 @@ async def parse(state: InstructState, runtime: Runtime[RunContext]) -> dict:
     missing = " and ".join(n for n, v in (("instruction", instruction), ("response", response)) if not v)
     attempts = state.get("parse_attempts", 0) + 1
     if attempts > config.parse_retries:
-        return {**_fail(ctx, item["id"], "parse", f"no {missing} field after {attempts} attempts"),
+        return {**ctx.fail(item["id"], "parse", f"no {missing} field after {attempts} attempts"),
                 "parse_attempts": attempts}
-    ctx.store.add_event(ctx.run_id, item["id"], "parse", "retry", f"no {missing} field; asking turn 4 again")
+    ctx.event(item["id"], "parse", "retry", f"no {missing} field; asking turn 4 again")
     return {"status": "parse_failed", "parse_attempts": attempts}
 
 
@@ -282,7 +276,7 @@ async def dedup(state: InstructState, runtime: Runtime[RunContext]) -> dict:
             reason = f"near-duplicate of {verdict.match_key} (similarity {verdict.similarity:.2f})"
             ctx.store.update_item(item["id"], status="rejected", error=f"dedup: {reason}", payload_update={
                 "dedup": "rejected", "duplicate_of": verdict.match_key, "similarity": round(verdict.similarity, 4)})
-            ctx.store.add_event(ctx.run_id, item["id"], "dedup", "rejected", reason)
+            ctx.event(item["id"], "dedup", "rejected", reason)
             return {"status": "rejected"}
         ctx.store.update_item(item["id"], payload_update={"dedup": "kept",
                                                           "similarity": round(verdict.similarity, 4)})
@@ -299,18 +293,18 @@ async def shirk(state: InstructState, runtime: Runtime[RunContext]) -> dict:
                                     values={"instruction": item["payload"]["instruction"]}, model=config.model,
                                     temperature=config.temperature, max_tokens=config.max_tokens)
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "shirk", str(exc))
+        return ctx.fail(item["id"], "shirk", str(exc))
     orig = item["payload"].get("orig_output") or item["payload"]["output"]
     ctx.store.update_item(item["id"], prompt_versions=[ctx.template(template).version], payload_update={
         "orig_output": orig, "output": reply.text, "shirker": True, "shirker_prompt": reply.messages[-1]["content"]})
-    ctx.store.add_event(ctx.run_id, item["id"], "shirk", "replaced", "response replaced by the shirker template")
+    ctx.event(item["id"], "shirk", "replaced", "response replaced by the shirker template")
     return {"status": "shirked"}
 
 
 async def finish(state: InstructState, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     ctx.store.update_item(state["item_id"], status="done")
-    ctx.store.add_event(ctx.run_id, state["item_id"], "finish", "done")
+    ctx.event(state["item_id"], "finish", "done")
     return {"status": "done"}
 
 

@@ -49,6 +49,18 @@ class RunContext:
             self._registered_versions.add((name, template.version))
         return template
 
+    def event(self, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
+        """Log a transition of one of this run's items (Store.add_event with the run id filled in)."""
+        self.store.add_event(self.run_id, item_id, stage, status, reason)
+
+    def fail(self, item_id: str, stage: str, reason: Any) -> dict:
+        """Mark an item failed at `stage` (error `"<stage>: <reason>"`, a `failed` event) and return the
+        partial state a node returns for it. `reason` may be an exception; its text is recorded."""
+        reason = str(reason)
+        self.store.update_item(item_id, status="failed", error=f"{stage}: {reason}")
+        self.event(item_id, stage, "failed", reason)
+        return {"status": "failed"}
+
     def provider(self, spec: str):
         # this run's timeout / attempts / longest retry wait for the spec (`--timeout` ...; {}: the defaults)
         return get_provider(spec, max_concurrency=self.max_concurrency,

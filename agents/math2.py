@@ -36,6 +36,7 @@ from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
 from skillweave.pipelines.math2 import DEFAULT_CRITERIA  # the settings' default criteria: one list
+from skillweave.store.payload import drop_update
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
@@ -212,18 +213,12 @@ async def _parsed(ctx, item_id, role, name, values, parse, *, model_role="model"
         value = parse(text)
         if value is not None:
             return value, text
-        ctx.store.add_event(ctx.run_id, item_id, role, "parse_failed", f"try {attempt + 1}: {text.strip()[:160]!r}")
+        ctx.event(item_id, role, "parse_failed", f"try {attempt + 1}: {text.strip()[:160]!r}")
     return None, text
 
 
 def _drop(stage: str, reason: str) -> dict:
     return {"status": "drop", "drop_stage": stage, "drop_reason": reason}
-
-
-def _fail(ctx: RunContext, item_id: str, stage: str, exc: ModelCallError) -> dict:
-    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {exc}")
-    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", str(exc))
-    return {"status": "failed"}
 
 
 def _item(ctx: RunContext, state: Math2State) -> dict:
@@ -238,7 +233,7 @@ async def sample_pair(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     item_id = ctx.store.ensure_item(ctx.run_id, KIND, index, attempt, k=2, skills=[r["name"] for r in rows],
                                     payload={"skill_rows": rows, "thread_id": state["thread_id"]})
     ctx.store.update_item(item_id, status="generating")
-    ctx.store.add_event(ctx.run_id, item_id, "pair", "sampled", f"{rows[0]['name']} + {rows[1]['name']} (pair {attempt + 1})")
+    ctx.event(item_id, "pair", "sampled", f"{rows[0]['name']} + {rows[1]['name']} (pair {attempt + 1})")
     return {"item_id": item_id, "round": 0, "status": "sampled", "drop_stage": "", "drop_reason": ""}
 
 
@@ -255,13 +250,13 @@ async def check_pair(state: Math2State, runtime: Runtime[RunContext]) -> dict:
                                           lambda t: (re.findall(r"(?i)verdict\s*:\s*\**\s*(INCOMPATIBLE|COMPATIBLE)", t)
                                                      or [None])[-1])
         except ModelCallError as exc:
-            return _fail(ctx, item["id"], "pair_check", exc)
+            return ctx.fail(item["id"], "pair_check", exc)
         if verdict is None:
             return _drop("pair_check", "unparseable pair-check reply")
         if verdict.upper() == "INCOMPATIBLE":
             reason = (re.findall(r"(?i)reason\s*:\s*(.+)", text) or ["no reason given"])[-1].strip()
             return _drop("pair_check", f"judged incompatible: {reason}")
-    ctx.store.add_event(ctx.run_id, item["id"], "pair_check", "passed", f"mode {mode}")
+    ctx.event(item["id"], "pair_check", "passed", f"mode {mode}")
     return {"status": "pair_ok"}
 
 
@@ -272,11 +267,11 @@ async def generate_question(state: Math2State, runtime: Runtime[RunContext]) -> 
         question, raw = await _parsed(ctx, item["id"], "qgen", "qgen", {"skills": item["payload"]["skill_rows"]},
                                       extract_question)
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "qgen", exc)
+        return ctx.fail(item["id"], "qgen", exc)
     if question is None:
         return _drop("qgen", f"no 'Question:' in the generator's reply after {1 + _cfg(ctx, 'parse_retries')} tries")
     ctx.store.update_item(item["id"], payload_update={"question": question, "questions": [question], "qgen_raw": raw})
-    ctx.store.add_event(ctx.run_id, item["id"], "qgen", "generated", question[:160])
+    ctx.event(item["id"], "qgen", "generated", question[:160])
     return {"status": "generated"}
 
 
@@ -287,13 +282,13 @@ async def solve_attempt(state: Math2State, runtime: Runtime[RunContext]) -> dict
         reply = await _call(ctx, item["id"], "solver", "attempt", {"question": item["payload"]["question"]},
                             model_role="solver", key=(f"round{round_}",))
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "attempt", exc)
+        return ctx.fail(item["id"], "attempt", exc)
     answer = extract_boxed(reply.text)
     payload = item["payload"]
     attempts = [*payload.get("attempts", [])[:round_], reply.text]
     answers = [*payload.get("attempt_answers", [])[:round_], answer]
     ctx.store.update_item(item["id"], payload_update={"attempts": attempts, "attempt_answers": answers})
-    ctx.store.add_event(ctx.run_id, item["id"], "attempt", "attempted",
+    ctx.event(item["id"], "attempt", "attempted",
                         f"round {round_ + 1}: answer {answer!r}" if answer else f"round {round_ + 1}: no final answer")
     return {"status": "attempted"}
 
@@ -313,7 +308,7 @@ async def validate(state: Math2State, runtime: Runtime[RunContext]) -> dict:
         parsed, raw = await _parsed(ctx, item["id"], "critic", "validate", values, parse, model_role="critic",
                                     key=(f"round{round_}",))
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "validate", exc)
+        return ctx.fail(item["id"], "validate", exc)
     if parsed is None:
         return _drop("validate", "unparseable critic reply")
     verdicts, overall = parsed
@@ -326,9 +321,9 @@ async def validate(state: Math2State, runtime: Runtime[RunContext]) -> dict:
                                                         "passed": passed, "raw": raw}]
     ctx.store.update_item(item["id"], payload_update={"verdicts": history})
     if passed:
-        ctx.store.add_event(ctx.run_id, item["id"], "validate", "passed", f"round {round_ + 1}: all criteria pass")
+        ctx.event(item["id"], "validate", "passed", f"round {round_ + 1}: all criteria pass")
         return {"status": "valid"}
-    ctx.store.add_event(ctx.run_id, item["id"], "validate", "failed", f"round {round_ + 1}: " + "; ".join(failures))
+    ctx.event(item["id"], "validate", "failed", f"round {round_ + 1}: " + "; ".join(failures))
     if round_ + 1 < _cfg(ctx, "max_rounds"):
         return {"status": "refine"}
     return _drop("validate", f"still failing after {round_ + 1} round(s): " + "; ".join(failures))
@@ -347,12 +342,12 @@ async def refine(state: Math2State, runtime: Runtime[RunContext]) -> dict:
         question, _ = await _parsed(ctx, item["id"], "refine", "refine", values, extract_question,
                                     key=(f"round{round_}",))
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "refine", exc)
+        return ctx.fail(item["id"], "refine", exc)
     if question is None:
         return _drop("refine", "no 'Question:' in the refine reply")
     questions = [*payload.get("questions", [])[:round_ + 1], question]
     ctx.store.update_item(item["id"], payload_update={"question": question, "questions": questions})
-    ctx.store.add_event(ctx.run_id, item["id"], "refine", "refined", f"round {round_ + 2}: {question[:140]}")
+    ctx.event(item["id"], "refine", "refined", f"round {round_ + 2}: {question[:140]}")
     return {"status": "refined", "round": round_ + 1}
 
 
@@ -365,7 +360,7 @@ async def final_solution(state: Math2State, runtime: Runtime[RunContext]) -> dic
                             model_role="solver", n=k, temperature=_cfg(ctx, "solve_temperature"),
                             key=(f"round{round_}",))
     except ModelCallError as exc:
-        return _fail(ctx, item["id"], "consistency", exc)
+        return ctx.fail(item["id"], "consistency", exc)
     answers = [extract_boxed(t) for t in reply.texts]
     attempt_answer = payload["attempt_answers"][round_]
     counts = Counter(normalize_answer(a) for a in answers if a is not None)
@@ -377,7 +372,7 @@ async def final_solution(state: Math2State, runtime: Runtime[RunContext]) -> dic
         return _drop("consistency", detail)
     final = next(t for t, a in zip(reply.texts, answers, strict=True) if normalize_answer(a) == majority)
     ctx.store.update_item(item["id"], payload_update={"solution": final, "answer": extract_boxed(final)})
-    ctx.store.add_event(ctx.run_id, item["id"], "consistency", "agreed", detail)
+    ctx.event(item["id"], "consistency", "agreed", detail)
     return {"status": "consistent"}
 
 
@@ -412,7 +407,7 @@ async def review(state: Math2State, runtime: Runtime[RunContext]) -> dict:
 async def accept(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     ctx.store.update_item(state["item_id"], status="accepted", error=None)
-    ctx.store.add_event(ctx.run_id, state["item_id"], "store", "accepted", f"after {state.get('round', 0) + 1} round(s)")
+    ctx.event(state["item_id"], "store", "accepted", f"after {state.get('round', 0) + 1} round(s)")
     return {"status": "accepted"}
 
 
@@ -421,8 +416,8 @@ async def drop(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     stage, reason = state.get("drop_stage") or "unknown", state.get("drop_reason") or ""
     ctx.store.update_item(state["item_id"], status="dropped", error=f"{stage}: {reason}",
-                          payload_update={"drop_stage": stage, "drop_reason": reason})
-    ctx.store.add_event(ctx.run_id, state["item_id"], stage, "dropped", reason)
+                          payload_update=drop_update(stage, reason))
+    ctx.event(state["item_id"], stage, "dropped", reason)
     attempt = state.get("attempt", 0)
     if attempt + 1 < _cfg(ctx, "max_pairs"):
         return {"status": "resample", "attempt": attempt + 1}

@@ -80,10 +80,9 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
             raw, call_id, verdict = judged.text, judged.call_id, parse_judge(judged.text)
             if verdict is not None:
                 break
-            store.add_event(ctx.run_id, item_id, "judge", "parse_failed", f"try {attempt + 1}: no verdict in the reply")
+            ctx.event(item_id, "judge", "parse_failed", f"try {attempt + 1}: no verdict in the reply")
     except ModelCallError as exc:
-        store.update_item(item_id, status="failed", error=f"eval: {exc}")
-        store.add_event(ctx.run_id, item_id, "eval", "failed", str(exc))
+        ctx.fail(item_id, "eval", exc)
         return "failed"
     match = answers_match(answer, question["reference_answer"]) if question["reference_answer"] else False
     store.add_grade(item_id, ctx.run_id, 0, call_id=call_id, judge=config.judge, raw=raw,
@@ -93,13 +92,13 @@ async def _evaluate_one(ctx: RunContext, q_index: int, m_index: int, question: d
         store.update_item(item_id, status="failed", error="eval: unparseable judge reply",
                           payload_update={"solution": solve.text, "answer": answer, "answer_match": match,
                                           "reference_answer": question["reference_answer"]})
-        store.add_event(ctx.run_id, item_id, "judge", "failed", f"unparseable: {raw.strip()[:160]!r}")
+        ctx.event(item_id, "judge", "failed", f"unparseable: {raw.strip()[:160]!r}")
         return "failed"
     store.update_item(item_id, status="done", prompt_versions=[
         ctx.template(config.solve_template).version, ctx.template(config.judge_template).version],
         payload_update={"solution": solve.text, "answer": answer, "answer_match": match, "judged_correct": verdict,
                         "question": question["question"], "reference_answer": question["reference_answer"]})
-    store.add_event(ctx.run_id, item_id, "judge", "graded", f"{'correct' if verdict else 'incorrect'}; answer {answer!r}")
+    ctx.event(item_id, "judge", "graded", f"{'correct' if verdict else 'incorrect'}; answer {answer!r}")
     return "done"
 
 

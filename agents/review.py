@@ -22,7 +22,8 @@ import re
 from typing import Any
 
 from skillweave.errors import ConfigError, NotFound, UsageError
-from skillweave.store import Store, like_prefix, now
+from skillweave.store import Store, now, queries, review_claims
+from skillweave.store.payload import review_claim, review_request, review_request_update
 
 ACTIONS = ("approve", "edit", "reject")
 REVIEW_STATUS = "review"
@@ -39,16 +40,10 @@ def _stale_before() -> str:
     return (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=STALE_CLAIM_SECONDS)).isoformat(timespec="milliseconds")
 
 
-def _open_clause() -> tuple[str, list]:
-    """SQL for items a reviewer may decide (after `reopen_dead_claims`): those waiting for review."""
-    return "status = ?", [REVIEW_STATUS]
-
-
 def _claim_alive(store: Store, row: dict) -> bool:
-    from skillweave.store import jload
     from skillweave.store.leases import get_lease, holder_alive
 
-    claim = jload(row.get("payload"), {}).get("review_claim")
+    claim = review_claim(row.get("payload"))
     if not claim:  # a claim from before claims named their process: judged by its age
         return (row.get("updated_at") or "") >= _stale_before()
     beat = claim.get("claimed_at") or ""
@@ -60,22 +55,13 @@ def _claim_alive(store: Store, row: dict) -> bool:
 
 def reopen_dead_claims(store: Store, run_id: str | None = None) -> list[str]:
     """Put items whose claim's process is gone back in the review queue (their decision was never applied)."""
-    sql, args = "SELECT id, run_id, payload, updated_at FROM items WHERE status = ?", [CLAIMED_STATUS]
-    if run_id:
-        sql, args = sql + " AND run_id = ?", [*args, run_id]
     reopened = []
-    for row in store._all(sql, args):
+    for row in review_claims.claimed_rows(store, CLAIMED_STATUS, run_id):
         if _claim_alive(store, row):
             continue
-        from skillweave.store import jload
-
-        claim = jload(row["payload"], {}).get("review_claim") or {}
-        with store.lock:
-            changed = store.db.conn.execute(
-                "UPDATE items SET status = ?, updated_at = ?, payload = json_remove(payload, '$.review_claim') "
-                "WHERE id = ? AND status = ? AND updated_at = ?",
-                [REVIEW_STATUS, now(), row["id"], CLAIMED_STATUS, row["updated_at"]]).rowcount
-        if changed:
+        claim = review_claim(row["payload"]) or {}
+        if review_claims.reopen(store, row["id"], row["updated_at"], from_status=CLAIMED_STATUS,
+                               to_status=REVIEW_STATUS):
             decision = claim.get("decision") or {}
             store.add_event(row["run_id"], row["id"], "review", "reopened",
                             f"claim by pid {claim.get('pid')} on {claim.get('host')} abandoned (process gone)"
@@ -143,8 +129,8 @@ async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, edi
     request = {"item_id": item["id"], "run_id": ctx.run_id, "thread_id": thread_id, "pipeline": pipeline,
                "skills": item.get("skills") or [], "editable": editable, "context": context}
     if item.get("status") not in (REVIEW_STATUS, CLAIMED_STATUS):  # the node re-runs on resume; log it once
-        ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update={"review_request": request})
-        ctx.store.add_event(ctx.run_id, item["id"], "review", "waiting", "paused for a human reviewer")
+        ctx.store.update_item(item["id"], status=REVIEW_STATUS, payload_update=review_request_update(request))
+        ctx.event(item["id"], "review", "waiting", "paused for a human reviewer")
     return interrupt(request)
 
 
@@ -183,7 +169,7 @@ def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) 
     ctx.store.add_review(item_id, ctx.run_id, decision.get("reviewer") or "unknown", decision["action"],
                          decision.get("reason") or "", {**changes, "_at": decision.get("at")})
     status = {"approve": "approved", "edit": "edited", "reject": "rejected"}[decision["action"]]
-    ctx.store.add_event(ctx.run_id, item_id, "review", status,
+    ctx.event(item_id, "review", status,
                         f"{decision.get('reviewer')}: {decision.get('reason') or decision['action']}"
                         + (f" (changed {', '.join(changes)})" if changes else ""))
     return changes
@@ -193,24 +179,17 @@ def record_decision(ctx, item_id: str, decision: dict, current: dict[str, str]) 
 def review_queue(store: Store, run_id: str | None = None) -> list[dict]:
     """Items waiting for a person, across runs (or in one run), oldest first."""
     reopen_dead_claims(store, run_id)
-    where, args = _open_clause()
-    if run_id:
-        where += " and run_id = ?"
-        args.append(run_id)
-    from skillweave.store import _decode_item
-
-    return [_decode_item(r) for r in store.db["items"].rows_where(where, args, order_by="updated_at, id")]
+    return review_claims.items_with_status(store, REVIEW_STATUS, run_id)
 
 
 def review_entry(store: Store, item_id: str) -> dict:
     """An item with its review request, earlier reviews and events (for `review show` and the web page)."""
     reopen_dead_claims(store, store.get_item(item_id)["run_id"])
     item = store.get_item(item_id)
-    request = item["payload"].get("review_request") or {}
-    reviews = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at"))
-    events = list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
-    where, args = _open_clause()
-    waiting = bool(store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]))
+    request = review_request(item)
+    reviews = queries.item_reviews(store, item_id)
+    events = queries.item_events(store, item_id)
+    waiting = review_claims.has_status(store, item_id, REVIEW_STATUS)
     editable = request.get("editable") or {}
     # after a decision, show the item's current values (an edit changed them), not the request's
     current = editable if waiting else {f: item["payload"].get(f, v) for f, v in editable.items()}
@@ -220,11 +199,10 @@ def review_entry(store: Store, item_id: str) -> dict:
 
 def resolve_item_id(store: Store, prefix: str) -> str:
     """A full item id from an id or an unambiguous prefix of at least 6 characters."""
-    if store.db["items"].count_where("id = ?", [prefix]):
+    if queries.item_exists(store, prefix):
         return prefix
     if len(prefix) >= 6:
-        pattern = like_prefix(prefix)  # `_` and `%` in the prefix match themselves, not any character
-        rows = [r["id"] for r in store.db["items"].rows_where("id like ? escape '\\'", [pattern], limit=3)]
+        rows = queries.item_ids_with_prefix(store, prefix, limit=3)
         if len(rows) == 1:
             return rows[0]
         if len(rows) > 1:
@@ -235,25 +213,18 @@ def resolve_item_id(store: Store, prefix: str) -> str:
 def claim_decision(store: Store, item_id: str, decision: dict) -> dict:
     """Check a decision and claim the item for it (status `deciding`, the claim naming this process and the
     decision); returns the item's review request. Nothing is resumed yet: `apply_claimed_decision` does that."""
-    import json
-
     from skillweave.store.leases import me
 
     item = store.get_item(item_id)
     reopen_dead_claims(store, item["run_id"])
-    request: dict[str, Any] = item["payload"].get("review_request") or {}
-    where, args = _open_clause()
-    if not request or not store.db["items"].count_where(f"id = ? and {where}", [item_id, *args]):
+    request: dict[str, Any] = review_request(item)
+    if not request or not review_claims.has_status(store, item_id, REVIEW_STATUS):
         item = store.get_item(item_id)
         raise UsageError(f"item '{item_id}' is not waiting for review (status: {item['status']})")
     unknown = sorted(set(decision.get("changes") or {}) - set(request.get("editable") or {}))
     if unknown:
         raise UsageError(f"cannot edit {', '.join(unknown)}; editable fields: {', '.join(request.get('editable') or {})}")
     claim = {**me(), "claimed_at": now(), "decision": {k: decision.get(k) for k in ("action", "reviewer", "at")}}
-    with store.lock:
-        claimed = store.db.execute(
-            f"update items set status = ?, updated_at = ?, payload = json_set(payload, '$.review_claim', json(?)) "
-            f"where id = ? and {where}", [CLAIMED_STATUS, now(), json.dumps(claim), item_id, *args]).rowcount
-    if not claimed:
+    if not review_claims.claim(store, item_id, claim, from_status=REVIEW_STATUS, to_status=CLAIMED_STATUS):
         raise UsageError(f"item '{item_id}' was just decided by someone else; `skillweave review show {item_id}`")
     return request

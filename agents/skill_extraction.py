@@ -44,6 +44,7 @@ from skillweave.catalog.bank import Bank, BankSkill, Exemplar, save_bank
 from skillweave.catalog.instruct_formats import parse_queries_txt, query_entries, to_snake_case
 from skillweave.errors import ModelCallError, ParseFailure
 from skillweave.store import now
+from skillweave.store.payload import review_request_update
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
@@ -121,7 +122,7 @@ async def _parsed_call(
             return parse(reply.text), reply
         except ParseFailure as exc:
             errors.append(str(exc))
-            ctx.store.add_event(ctx.run_id, item_id, role, "parse_failed", f"attempt {attempt + 1}: {exc}")
+            ctx.event(item_id, role, "parse_failed", f"attempt {attempt + 1}: {exc}")
     raise ParseFailure(f"{role}: no parseable reply after {retries + 1} attempts; last: {errors[-1]}")
 
 
@@ -154,8 +155,7 @@ async def label_questions(state: ExtractionState, runtime: Runtime[RunContext]) 
                 ctx, item["id"], "label", template, values, parse_skill_label, 48
             )
         except (ModelCallError, ParseFailure) as exc:
-            ctx.store.update_item(item["id"], status="failed", error=f"label: {exc}")
-            ctx.store.add_event(ctx.run_id, item["id"], "label", "failed", str(exc))
+            ctx.fail(item["id"], "label", exc)
             return
         ctx.store.update_item(
             item["id"],
@@ -163,7 +163,7 @@ async def label_questions(state: ExtractionState, runtime: Runtime[RunContext]) 
             prompt_versions=[version],
             payload_update={"fine_skill": fine, "label_call_id": reply.call_id},
         )
-        ctx.store.add_event(ctx.run_id, item["id"], "label", "labelled", fine)
+        ctx.event(item["id"], "label", "labelled", fine)
 
     todo = [q for q in _questions(ctx) if q["status"] == "pending"]
     await _bounded(ctx, [label(q) for q in todo])
@@ -205,13 +205,12 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
                 schema=clusters_schema(),
             )
         except (ModelCallError, ParseFailure) as exc:
-            ctx.store.add_event(
-                ctx.run_id, item["id"], "cluster", "failed", f"{subject or '(no subject)'}: {exc}"
+            ctx.event(
+                item["id"], "cluster", "failed", f"{subject or '(no subject)'}: {exc}"
             )
             groups, missing, reply = [], labels, None
         if missing:
-            ctx.store.add_event(
-                ctx.run_id,
+            ctx.event(
                 item["id"],
                 "cluster",
                 "unmapped",
@@ -252,8 +251,7 @@ async def cluster_labels(state: ExtractionState, runtime: Runtime[RunContext]) -
         prompt_versions=[ctx.template(template).version],
         payload_update={"clusters": clusters},
     )
-    ctx.store.add_event(
-        ctx.run_id,
+    ctx.event(
         item["id"],
         "cluster",
         "clustered",
@@ -314,10 +312,9 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
             ctx.store.update_item(
                 item["id"],
                 status="review",
-                payload_update={"review_request": request, "review_draft": clusters, "review_ops": []},
+                payload_update=review_request_update(request, review_draft=clusters, review_ops=[]),
             )
-            ctx.store.add_event(
-                ctx.run_id,
+            ctx.event(
                 item["id"],
                 "review",
                 "waiting",
@@ -337,7 +334,7 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
             {"_at": decision.get("at")},
         )
         ctx.store.update_item(item["id"], status="rejected", error=f"review: {decision.get('reason')}")
-        ctx.store.add_event(ctx.run_id, item["id"], "review", "rejected", decision.get("reason") or "")
+        ctx.event(item["id"], "review", "rejected", decision.get("reason") or "")
         return {"status": "rejected"}
     final = decision["skills"]
     before = {c["name"] for c in clusters}
@@ -360,8 +357,7 @@ async def review_clusters(state: ExtractionState, runtime: Runtime[RunContext]) 
         status="reviewed",
         payload_update={"final_clusters": final, "excluded_fine": decision.get("excluded_fine") or []},
     )
-    ctx.store.add_event(
-        ctx.run_id,
+    ctx.event(
         item["id"],
         "review",
         "approved",
@@ -385,8 +381,8 @@ async def relabel_questions(state: ExtractionState, runtime: Runtime[RunContext]
         key = f"{p['subject']}\t{p['fine_skill']}"
         if key in excluded:
             ctx.store.update_item(q["id"], status="excluded", payload_update={"coarse_skill": None})
-            ctx.store.add_event(
-                ctx.run_id, q["id"], "relabel", "excluded", f"reviewer dropped {p['fine_skill']}"
+            ctx.event(
+                q["id"], "relabel", "excluded", f"reviewer dropped {p['fine_skill']}"
             )
             return
         if key in fine_map and not use_llm:
@@ -411,8 +407,7 @@ async def relabel_questions(state: ExtractionState, runtime: Runtime[RunContext]
                 48,
             )
         except (ModelCallError, ParseFailure) as exc:
-            ctx.store.update_item(q["id"], status="failed", error=f"relabel: {exc}")
-            ctx.store.add_event(ctx.run_id, q["id"], "relabel", "failed", str(exc))
+            ctx.fail(q["id"], "relabel", exc)
             return
         ctx.store.update_item(
             q["id"],
@@ -483,8 +478,7 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
     bank_id = save_bank(ctx.store, bank, name, source=ctx.config.dataset or "")
     ctx.store.link_run_catalog(ctx.run_id, bank_id, "bank")
     ctx.store.update_item(cat_item["id"], status="done", payload_update={"bank_id": bank_id})
-    ctx.store.add_event(
-        ctx.run_id,
+    ctx.event(
         cat_item["id"],
         "bank",
         "done",
@@ -535,8 +529,7 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
             max_tokens=int(config.propose_max_tokens),
         )
     except (ModelCallError, ParseFailure) as exc:
-        ctx.store.update_item(item["id"], status="failed", error=f"propose: {exc}")
-        ctx.store.add_event(ctx.run_id, item["id"], "propose", "failed", str(exc))
+        ctx.fail(item["id"], "propose", exc)
         return {"status": "failed"}
     skills = dedupe_skills(pairs)
     unique_q = {}
@@ -554,8 +547,7 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
             "proposed": {"skills": len(pairs), "query_types": len(queries)},
         },
     )
-    ctx.store.add_event(
-        ctx.run_id,
+    ctx.event(
         item["id"],
         "propose",
         "done",
@@ -587,7 +579,7 @@ async def save_sda_catalogs(state: ExtractionState, runtime: Runtime[RunContext]
     ctx.store.update_item(
         item["id"], status="done", payload_update={"skills_id": skills_id, "query_types_id": queries_id}
     )
-    ctx.store.add_event(ctx.run_id, item["id"], "catalog", "done", f"{skills_id}, {queries_id}")
+    ctx.event(item["id"], "catalog", "done", f"{skills_id}, {queries_id}")
     return {"status": "done"}
 
 

@@ -196,12 +196,6 @@ def _temperature(config: SkillMixConfig, round_: int) -> float:
     return temps[round_ % len(temps)]
 
 
-async def _fail(ctx: RunContext, item_id: str, stage: str, exc: ModelCallError) -> dict:
-    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {exc}")
-    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", str(exc))
-    return {"status": "failed"}
-
-
 async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
     """Turns 0 and 1 of the student conversation; each output is stored as soon as it arrives."""
     ctx = runtime.context
@@ -218,14 +212,14 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
                 temperature=_temperature(ctx.config, item["round"]), max_tokens=ctx.config.max_tokens,
             )
         except ModelCallError as exc:
-            return await _fail(ctx, item["id"], f"student_turn{turn}", exc)
+            return ctx.fail(item["id"], f"student_turn{turn}", exc)
         outputs.append(reply.text)
         version = ctx.template(ctx.config.student_template).version
         ctx.store.update_item(item["id"], prompt_versions=[version], payload_update={
             f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
             f"text_{turn}": extract_answer(reply.text),
         })
-    ctx.store.add_event(ctx.run_id, item["id"], "student", "generated")
+    ctx.event(item["id"], "student", "generated")
     return {"status": "generated"}
 
 
@@ -243,7 +237,7 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
             max_tokens=config.judge_max_tokens or 120 + 20 * k,
         )
     except ModelCallError as exc:
-        return await _fail(ctx, item["id"], "grade", exc)
+        return ctx.fail(item["id"], "grade", exc)
     variant = ctx.template(config.judge_template).meta.get("reply_format") or \
         ("points" if "points" in config.judge_template else "table")  # reply_format: converted official prompts
     with ctx.store.transaction():
@@ -253,11 +247,11 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
             ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config.judge, raw=raw,
                                 points=points, score=sum(points), parse_status=status)
             if status == "empty":  # counted per step by `report` (metrics/parse_failures.py)
-                ctx.store.add_event(ctx.run_id, item["id"], "judge", "parse_failed",
+                ctx.event(item["id"], "judge", "parse_failed",
                                     f"call {reply.call_id} sample {i}: no rubric points in the reply")
         ctx.store.update_item(item["id"], status="done", error=None,
                               prompt_versions=[ctx.template(config.judge_template).version])
-    ctx.store.add_event(ctx.run_id, item["id"], "grade", "done")
+    ctx.event(item["id"], "grade", "done")
     return {"status": "done"}
 
 

@@ -180,12 +180,6 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     return threads
 
 
-async def _fail(ctx: RunContext, item_id: str, stage: str, exc: Exception) -> dict:
-    ctx.store.update_item(item_id, status="failed", error=f"{stage}: {exc}")
-    ctx.store.add_event(ctx.run_id, item_id, stage, "failed", str(exc))
-    return {"status": "failed"}
-
-
 async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     """Skill method only: the model names the skill it needs from the bank's list."""
     ctx, config = runtime.context, runtime.context.config
@@ -220,12 +214,12 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
                 key=(attempt,) if attempt else (),
             )
         except ModelCallError as exc:
-            return await _fail(ctx, item["id"], "pick_skill", exc)
+            return ctx.fail(item["id"], "pick_skill", exc)
         try:
             skill = parse_choice(reply.text, names)
         except ParseFailure as exc:
             errors.append(str(exc))
-            ctx.store.add_event(ctx.run_id, item["id"], "pick_skill", "parse_failed", str(exc))
+            ctx.event(item["id"], "pick_skill", "parse_failed", str(exc))
             continue
         ctx.store.update_item(
             item["id"],
@@ -238,8 +232,8 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
         prompt_versions=[ctx.template(template).version],
         payload_update={"picked_skill": None, "pick_failed": errors[-1]},
     )
-    ctx.store.add_event(
-        ctx.run_id, item["id"], "pick_skill", "pick_failed", "falling back to random exemplars"
+    ctx.event(
+        item["id"], "pick_skill", "pick_failed", "falling back to random exemplars"
     )
     return {"status": "picked"}
 
@@ -258,7 +252,7 @@ def _pick_from_retrieval(ctx: RunContext, item: dict, bank) -> dict:
               else f"retrieved skills {retrieved} are not in the bank")
     ctx.store.update_item(item["id"], payload_update={"picked_skill": None, "pick_failed": reason,
                                                       "pick_source": "retrieval"})
-    ctx.store.add_event(ctx.run_id, item["id"], "pick_skill", "pick_failed", f"{reason}; random exemplars")
+    ctx.event(item["id"], "pick_skill", "pick_failed", f"{reason}; random exemplars")
     return {"status": "picked"}
 
 
@@ -295,7 +289,7 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             max_tokens=int(config.max_tokens),
         )
     except ModelCallError as exc:
-        return await _fail(ctx, item["id"], "solve", exc)
+        return ctx.fail(item["id"], "solve", exc)
     predicted = extract_final_answer(reply.text)
     correct = answers_match(predicted, p["answer"])
     versions = [ctx.template(template).version]
@@ -327,10 +321,10 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             judged = parse_verdict(jreply.text)
             status = "ok"
         except ModelCallError as exc:
-            return await _fail(ctx, item["id"], "judge", exc)
+            return ctx.fail(item["id"], "judge", exc)
         except ParseFailure as exc:
             status = "parse_failed"
-            ctx.store.add_event(ctx.run_id, item["id"], "judge", "parse_failed", str(exc))
+            ctx.event(item["id"], "judge", "parse_failed", str(exc))
         ctx.store.add_grade(
             item["id"],
             ctx.run_id,
@@ -359,8 +353,8 @@ async def solve(state: SolveState, runtime: Runtime[RunContext]) -> dict:
             "solve_call_id": reply.call_id,
         },
     )
-    ctx.store.add_event(
-        ctx.run_id, item["id"], "solve", "done", f"{method}: {predicted!r} vs {p['answer']!r}"
+    ctx.event(
+        item["id"], "solve", "done", f"{method}: {predicted!r} vs {p['answer']!r}"
     )
     return {"status": "done"}
 

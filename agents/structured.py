@@ -109,7 +109,7 @@ async def call_structured(
             return validate_reply(reply.text, schema, check), reply
         except ParseFailure as exc:
             reason = str(exc)
-        ctx.store.add_event(ctx.run_id, item_id, role, "parse_failed",
+        ctx.event(item_id, role, "parse_failed",
                             f"{'repair ' if extra else ''}call {reply.call_id}: {reason}"[:500])
         if tries > repairs or (repair_if is not None and not repair_if(reply.text)):
             break

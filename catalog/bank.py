@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from skillweave.errors import NotFound, UsageError
+from skillweave.store import queries
 
 BANK_KIND = "bank"
 _CORE_EXEMPLAR_KEYS = ("question", "answer")
@@ -319,11 +320,11 @@ def bank_from_catalog(catalog: dict) -> Bank:
 
 
 def list_banks(store) -> list[dict]:
-    rows = store.db["catalogs"].rows_where("kind = ?", [BANK_KIND], order_by="created_at desc")
+    rows = queries.catalogs_of_kinds(store, [BANK_KIND])
     out = []
     for r in rows:
-        n_skills = store.db["catalog_entries"].count_where("catalog_id = ? and status = 'coarse'", [r["id"]])
-        n_ex = store.db["exemplars"].count_where("catalog_id = ?", [r["id"]])
+        n_skills = queries.catalog_entry_count(store, r["id"], status="coarse")
+        n_ex = queries.exemplar_count(store, r["id"])
         out.append(
             {
                 "id": r["id"],
@@ -342,15 +343,11 @@ def load_bank(store, ref: str) -> Bank:
     if ref == "bundled":
         return bundled_bank()
     if store is not None:
-        if store.db["catalogs"].count_where("id = ?", [ref]):
+        if queries.catalog_exists(store, ref):
             return bank_from_catalog(store.get_catalog(ref))
-        rows = list(
-            store.db["catalogs"].rows_where(
-                "kind = ? and name = ?", [BANK_KIND, ref], order_by="created_at desc", limit=1
-            )
-        )
-        if rows:
-            return bank_from_catalog(store.get_catalog(rows[0]["id"]))
+        newest = queries.newest_catalog_id(store, ref, BANK_KIND)
+        if newest:
+            return bank_from_catalog(store.get_catalog(newest))
     if Path(ref).suffix == ".json" or Path(ref).is_file():
         return read_bank_json(ref)
     raise NotFound(

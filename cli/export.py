@@ -114,14 +114,14 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
 def _stored_catalog(store, ref: str, kind: str) -> dict:
     """A stored catalog of `kind` by id, or the newest with that name."""
     from skillweave.errors import NotFound
+    from skillweave.store import queries
 
-    if store.db["catalogs"].count_where("id = ? and kind = ?", [ref, kind]):
+    if queries.catalog_exists(store, ref, kind):
         return store.get_catalog(ref)
-    rows = list(store.db["catalogs"].rows_where("name = ? and kind = ?", [ref, kind], order_by="created_at desc",
-                                                limit=1))
-    if not rows:
+    newest = queries.newest_catalog_id(store, ref, kind)
+    if not newest:
         raise NotFound(f"no {kind} catalog '{ref}' in {store.path}; `skillweave skills list` shows the catalogs")
-    return store.get_catalog(rows[0]["id"])
+    return store.get_catalog(newest)
 
 
 @click.command("export")

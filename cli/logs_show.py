@@ -6,13 +6,12 @@ import click
 
 from skillweave.cli.common import echo_json, json_option, open_store
 from skillweave.errors import NotFound, UsageError
-from skillweave.store import jload, like_prefix
+from skillweave.store import jload, queries
 
 
 def empty_logs_message(store, run_id: str | None, errors: bool) -> str:
     """What an empty `logs` listing says: no calls at all, or calls but none that failed."""
-    where, args = ("run_id = ?", [run_id]) if run_id else (None, [])
-    total = store.db["llm_calls"].count_where(where, args)
+    total = queries.call_count(store, run_id)
     scope = f" in run {run_id}" if run_id else ""
     if total and errors:
         return f"(no failed model calls{scope}; {total} calls, all succeeded)"
@@ -21,12 +20,12 @@ def empty_logs_message(store, run_id: str | None, errors: bool) -> str:
 
 def find_call(store, call_id: str) -> dict:
     """A call by full id or an unambiguous prefix of at least 6 characters."""
-    row = store._one("SELECT * FROM llm_calls WHERE id = ?", [call_id])
+    row = queries.call_by_id(store, call_id)
     if row is not None:
         return row
     if len(call_id) < 6:
         raise NotFound(f"no model call '{call_id}' (give the full id or a prefix of at least 6 characters)")
-    rows = store._all("SELECT * FROM llm_calls WHERE id LIKE ? ESCAPE '\\' LIMIT 2", [like_prefix(call_id)])
+    rows = queries.calls_with_prefix(store, call_id, limit=2)
     if not rows:
         raise NotFound(f"no model call '{call_id}' in {store.path}; `skillweave logs` lists recent calls")
     if len(rows) > 1:

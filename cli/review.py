@@ -21,6 +21,7 @@ from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
 from skillweave.decisions import submit_decision
 from skillweave.errors import UsageError
+from skillweave.store.payload import editable_fields, review_request
 
 
 @click.group("review")
@@ -53,7 +54,7 @@ def review_list(ctx, run_id, as_json):
     items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
     rows = []
     for item in items:
-        request = item["payload"].get("review_request") or {}
+        request = review_request(item)
         editable = request.get("editable") or {}
         rows.append({"item_id": item["id"], "run_id": item["run_id"], "pipeline": request.get("pipeline"),
                      "skills": " + ".join(item["skills"]), "question": editable.get("question", ""),
@@ -192,7 +193,7 @@ def review_export(ctx, path, run_id):
     items = review_queue(store, store.get_run(run_id)["id"] if run_id else None)
     lines = []
     for item in items:
-        request = item["payload"].get("review_request") or {}
+        request = review_request(item)
         lines.append(json.dumps({"item_id": item["id"], "run_id": item["run_id"], "skills": item["skills"],
                                  "action": "", "reason": "", **dict(ordered_fields(request.get("editable") or {})),
                                  "context": request.get("context") or []}, ensure_ascii=False) + "\n")
@@ -234,7 +235,7 @@ def review_import(ctx, path, reviewer, as_json):
         if not row.get("action"):
             continue
         item_id = resolve_item_id(store, str(row.get("item_id", "")))
-        editable = (store.get_item(item_id)["payload"].get("review_request") or {}).get("editable") or {}
+        editable = editable_fields(store.get_item(item_id))
         changes = {f: row[f] for f in editable if f in row and row[f] != editable[f]} if row["action"] == "edit" else {}
         decision = make_decision(row["action"], reviewer=row.get("reviewer") or reviewer,
                                  reason=row.get("reason") or "", changes=changes)

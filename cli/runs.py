@@ -9,7 +9,7 @@ import click
 from skillweave.cli.common import echo_json, echo_table, emit_report, json_option, open_store
 from skillweave.cli.logs_show import empty_logs_message, logs_show
 from skillweave.errors import UsageError
-from skillweave.store import jload
+from skillweave.store import jload, queries
 
 
 @click.group("runs")
@@ -59,8 +59,7 @@ def runs_show(ctx, run_id, as_json):
     store = open_store(ctx)
     run = store.get_run(run_id)
     run["status"] = run_liveness(store, run)
-    counts = {r["status"]: r["n"] for r in store.db.query(
-        "select status, count(*) n from items where run_id = ? group by status", [run["id"]])}
+    counts = queries.item_status_counts(store, run["id"])
     run = {**run, "items": counts, "catalogs": store.run_catalogs(run["id"])}
     if as_json:
         echo_json(run)
@@ -137,14 +136,8 @@ def logs(ctx, count, run_id, errors, as_json):
     if ctx.invoked_subcommand is not None:
         return
     store = open_store(ctx)
-    clauses, args = [], []
-    if run_id:
-        clauses.append("run_id = ?")
-        args.append(store.get_run(run_id)["id"])
-    if errors:
-        clauses.append("error is not null")
-    rows = list(store.db["llm_calls"].rows_where(" and ".join(clauses) or None, args,
-                                                 order_by="created_at desc", limit=count))
+    resolved = store.get_run(run_id)["id"] if run_id else None
+    rows = queries.recent_calls(store, resolved, errors_only=errors, limit=count)
     if as_json:
         echo_json([{**r, "request": jload(r["request"]), "response": jload(r["response"])} for r in rows])
         return
@@ -152,7 +145,7 @@ def logs(ctx, count, run_id, errors, as_json):
         r["reply"] = (jload(r["response"]) or [""])[0] if r["response"] else ""
         r["tokens"] = f"{r['input_tokens'] or 0}/{r['output_tokens'] or 0}"
     echo_table(rows, ["created_at", "role", "provider", "model", "prompt_version", "tokens", "latency_ms",
-                      "error", "reply"], empty=empty_logs_message(store, run_id and args[0], errors))
+                      "error", "reply"], empty=empty_logs_message(store, resolved, errors))
 
 
 logs.add_command(logs_show)

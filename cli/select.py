@@ -179,9 +179,9 @@ def register(root: click.Group) -> None:
           skillweave select list --json
         """
         store = open_store(ctx)
-        rows = list(store.db["selections"].rows_where(order_by="created_at desc",
-                                                      select="id, method, pool, n_pool, n_selected, fraction, "
-                                                             "created_at"))
+        from skillweave.trainers.selection import list_selections
+
+        rows = list_selections(store)
         if as_json:
             echo_json(rows)
         else:

@@ -21,6 +21,7 @@ from skillweave.cli.run import check_model, run_group, start_run
 from skillweave.cli.skills_review import _hint  # also registers `review skills ...`
 from skillweave.errors import NotFound, UsageError
 from skillweave.prompts import load_template
+from skillweave.store import queries
 
 FORMATS = ("adaptmi", "skills-txt", "queries-txt", "retrieval")
 
@@ -376,7 +377,7 @@ def skills_group() -> None:
 def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills", "query_types")) -> dict:
     """A catalog by id, 'bundled', name (newest; the first of `kinds` with that name wins), or the run id of an
     extract-skills run ('latest' = the newest one): its bank, skills or query types."""
-    if ref == "latest" or store.db["runs"].count_where("id = ?", [ref]):
+    if ref == "latest" or queries.run_exists(store, ref):
         runs = store.list_runs(limit=1, pipeline="extract-skills") if ref == "latest" else [{"id": ref}]
         roles = store.run_catalogs(runs[0]["id"]) if runs else {}
         for kind in kinds:
@@ -387,16 +388,12 @@ def _resolve_catalog(store, ref: str, kinds: tuple[str, ...] = ("bank", "skills"
     if ref == "bundled":
         bank = bk.bundled_bank()
         return store.get_catalog(bk.save_bank(store, bank, "bundled", source="bundled"))
-    if store.db["catalogs"].count_where("id = ?", [ref]):
+    if queries.catalog_exists(store, ref):
         return store.get_catalog(ref)
     for kind in kinds:
-        rows = list(
-            store.db["catalogs"].rows_where(
-                "name = ? and kind = ?", [ref, kind], order_by="created_at desc", limit=1
-            )
-        )
-        if rows:
-            return store.get_catalog(rows[0]["id"])
+        newest = queries.newest_catalog_id(store, ref, kind)
+        if newest:
+            return store.get_catalog(newest)
     raise NotFound(f"no skill bank or catalog '{ref}' in {store.path}; `skillweave skills list` shows them")
 
 
@@ -416,16 +413,12 @@ def skills_list(ctx, as_json):
             "id": r["id"],
             "kind": r["kind"],
             "name": r["name"],
-            "entries": store.db["catalog_entries"].count_where(
-                "catalog_id = ? and coalesce(status, '') != 'fine'", [r["id"]]
-            ),
-            "exemplars": store.db["exemplars"].count_where("catalog_id = ?", [r["id"]]),
+            "entries": queries.catalog_entry_count(store, r["id"], except_status="fine"),
+            "exemplars": queries.exemplar_count(store, r["id"]),
             "source": r["source"],
             "created_at": r["created_at"],
         }
-        for r in store.db["catalogs"].rows_where(
-            "kind in ('bank', 'skills', 'query_types')", order_by="created_at desc"
-        )
+        for r in queries.catalogs_of_kinds(store, ("bank", "skills", "query_types"))
     ]
     echo_json(rows) if as_json else echo_table(rows, ["id", "kind", "name", "entries", "exemplars", "source"])
 

@@ -17,6 +17,7 @@ from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.cli.review import review_group
 from skillweave.errors import NotFound, UsageError
 from skillweave.store import now
+from skillweave.store.payload import review_request
 
 
 def _hint(ctx, run_id: str) -> None:
@@ -339,7 +340,7 @@ def _resume(ctx, item: dict, decision: dict) -> None:
     from skillweave.pipelines import get_pipeline
 
     store = open_store(ctx)
-    request = item["payload"]["review_request"]
+    request = review_request(item)
     summary = run_pipeline(
         get_pipeline("extract-skills"),
         store,

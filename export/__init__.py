@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from skillweave.errors import UsageError
-from skillweave.store import Store, jload
+from skillweave.store import Store, queries
 from skillweave.store.reads import items_with_grades
 
 APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
@@ -88,8 +88,7 @@ def _vote(grades: list[dict]) -> list[float] | None:
 
 
 def latest_review(store: Store, item_id: str) -> dict | None:
-    rows = list(store.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at desc", limit=1))
-    return {**rows[0], "changes": jload(rows[0]["changes"], {})} if rows else None
+    return queries.latest_review(store, item_id)
 
 
 # ---- per-pipeline examples ---------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from collections import Counter
 from pathlib import Path
 
 from skillweave.errors import UsageError
+from skillweave.store import queries
 
 SHAPES = ("alpaca", "messages", "prompt-completion", "preference")
 FORMATS = ("jsonl", "json", "parquet", "hf")
@@ -227,10 +228,7 @@ def _models(store, runs: list[dict]) -> list[str]:
         for key in ("model", "judge"):
             if run["config"].get(key):
                 found.append(f"{key}: {run['config'][key]} ({run['id']})")
-        for row in store.db.query(
-            "select role, provider, model, count(*) as n from llm_calls where run_id = ? and error is null "
-            "group by role, provider, model", [run["id"]],
-        ):
+        for row in queries.call_counts_by_model(store, run["id"]):
             found.append(f"{row['role']} calls: {row['provider']}:{row['model']} x{row['n']} ({run['id']})")
     return found
 
@@ -240,9 +238,7 @@ def _prompt_versions(store, examples: list) -> list[str]:
     versions: set[str] = {v for e in examples for v in getattr(e, "prompt_versions", ())}
     if not versions:
         return []
-    marks = ", ".join("?" * len(versions))
-    named = {r["id"]: r["name"] for r in store.db.query(f"select id, name from prompt_versions where id in ({marks})",
-                                                       sorted(versions))}
+    named = queries.prompt_names(store, versions)
     return [f"{named.get(v, '?')} {v}" for v in sorted(versions, key=lambda v: (named.get(v, ""), v))]
 
 

@@ -13,6 +13,9 @@ from collections import Counter
 
 import numpy as np
 
+from skillweave.store import queries
+from skillweave.store.payload import drop_stage
+
 KIND = "math2.question"
 EVAL_KIND = "math2.eval"
 STAGES = ("pair_check", "qgen", "validate", "refine", "consistency", "review")
@@ -23,11 +26,10 @@ def run_report(store, run: dict, **_: object) -> dict:
     items = list(store.items(run["id"], kind=KIND))
     threads = run["config"].get("n", 0)
     status = Counter(i["status"] for i in items)
-    drops = Counter((i["payload"].get("drop_stage") or "unknown") for i in items if i["status"] == "dropped")
+    drops = Counter(drop_stage(i) for i in items if i["status"] == "dropped")
     accepted = [i for i in items if i["status"] == "accepted"]
     rounds = [len(i["payload"].get("questions") or [1]) for i in accepted]
-    edited = store.db.execute(
-        "select count(*) from reviews where run_id = ? and decision = 'edit'", [run["id"]]).fetchone()[0]
+    edited = queries.review_count(store, run["id"], decision="edit")
     rows = [{"outcome": "accepted", "items": status.get("accepted", 0)}]
     rows += [{"outcome": f"dropped at {stage}", "items": drops.get(stage, 0)} for stage in STAGES]
     rows += [{"outcome": f"dropped at {s}", "items": n} for s, n in drops.items() if s not in STAGES]
@@ -150,8 +152,7 @@ def eval_accuracies(store, run_id: str) -> list[dict]:
 
 def eval_report(store, run: dict, **_: object) -> dict:
     rows = eval_accuracies(store, run["id"])
-    failed = store.db.execute("select count(*) from items where run_id = ? and kind = ? and status = 'failed'",
-                              [run["id"], EVAL_KIND]).fetchone()[0]
+    failed = queries.item_count(store, run["id"], kind=EVAL_KIND, status="failed")
     complete = [r for r in rows if r["x"] is not None and r["y"] is not None]
     law = square_law(complete)
     by_model = {p["model"]: p for p in law["points"]}

@@ -18,6 +18,8 @@ Per step:
 
 from __future__ import annotations
 
+from skillweave.store import queries
+
 PARSE_EVENT_STATUSES = ("parse_failed", "parse_failure")
 UNPARSED_GRADE_STATUSES = ("empty", "invalid", "unparsed", "parse_failed")
 
@@ -30,20 +32,13 @@ def parse_failures(store, run_id: str) -> list[dict]:
         step = step.split(":")[0]  # `cluster:<subject>:<batch>` is the step `cluster`
         return steps.setdefault(step, {"step": step, "replies": 0, "parse_failures": 0, "unparsed_grades": 0})
 
-    db = store.db
-    for r in db.query("SELECT role, SUM(CASE WHEN json_valid(response) THEN json_array_length(response) ELSE 0 END)"
-                      " AS n FROM llm_calls WHERE run_id = ? AND error IS NULL GROUP BY role", [run_id]):
+    for r in queries.replies_by_role(store, run_id):
         row(r["role"] or "?")["replies"] += int(r["n"] or 0)
-    marks = ",".join("?" * len(PARSE_EVENT_STATUSES))
     # distinct (item, stage, reason): a node that re-runs on resume logs the same failure again only rarely, and
     # every recorded failure names its try or its call
-    for r in db.query(f"SELECT stage, COUNT(*) AS n FROM (SELECT DISTINCT item_id, stage, reason FROM events "
-                      f"WHERE run_id = ? AND status IN ({marks})) GROUP BY stage", [run_id, *PARSE_EVENT_STATUSES]):
+    for r in queries.distinct_events_by_stage(store, run_id, PARSE_EVENT_STATUSES):
         row(r["stage"] or "?")["parse_failures"] += int(r["n"])
-    marks = ",".join("?" * len(UNPARSED_GRADE_STATUSES))
-    for r in db.query(f"SELECT COALESCE(c.role, 'grade') AS step, COUNT(*) AS n FROM grades g "
-                      f"LEFT JOIN llm_calls c ON c.id = g.call_id WHERE g.run_id = ? AND g.parse_status IN ({marks}) "
-                      f"GROUP BY step", [run_id, *UNPARSED_GRADE_STATUSES]):
+    for r in queries.grades_by_step(store, run_id, UNPARSED_GRADE_STATUSES):
         row(r["step"])["unparsed_grades"] += int(r["n"])
     return sorted(steps.values(), key=lambda s: s["step"])
 

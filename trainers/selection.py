@@ -64,6 +64,12 @@ def save_selection(store: Any, method: str, pool: list[dict], selected: list[int
     return result
 
 
+def list_selections(store) -> list[dict]:
+    """Stored selections (id, method, pool, sizes, fraction, time), newest first."""
+    return list(store.db["selections"].rows_where(
+        order_by="created_at desc", select="id, method, pool, n_pool, n_selected, fraction, created_at"))
+
+
 def _alpaca(row: dict) -> dict[str, str]:
     """instruction/input/output of a row (last user turn, last assistant turn), for the store's exporters."""
     if "instruction" in row and "output" in row:

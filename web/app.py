@@ -36,6 +36,7 @@ from skillweave.agents.review import (
 )
 from skillweave.errors import SkillweaveError
 from skillweave.store import Store
+from skillweave.store.payload import review_request
 from skillweave.web.mathtext import render_math
 from skillweave.web.resumer import BackgroundResumer
 
@@ -85,7 +86,7 @@ def create_app(store: Store, *, token: str, prompts_dir: str | None = None,
     async def queue(request: Request) -> Response:
         rows = []
         for item in review_queue(store):
-            request_ = item["payload"].get("review_request") or {}
+            request_ = review_request(item)
             rows.append({"id": item["id"], "run_id": item["run_id"], "skills": " + ".join(item["skills"]),
                          "question": (request_.get("editable") or {}).get("question", ""),
                          "since": item["updated_at"]})
