@@ -101,7 +101,12 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
     preflight(config)  # API keys and endpoints before the run row: cli/outcome.py
-    run_id = store.create_run("math2", typed_config("math2", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
+    from skillweave.api import create_run
+    from skillweave.cli.shard_option import shard_of
+
+    config["shard"] = shard_of(ctx)  # --shard I/N: every shard shares one run id (graphs/shards.py)
+    run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),
+                        command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, "math2", run_id, concurrency)

@@ -4,8 +4,11 @@ fixed (a sharded run merged equals the unsharded run), and the refusal where it 
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
+
+from skillweave.store import Store
 
 MODELS = """\
 models:
@@ -83,3 +86,76 @@ def test_progress_lines_of_a_run_show_its_cost(cli_run, db_path, models_file, mo
     lines = [line for line in err.splitlines() if line.startswith("progress skillmix: ")]
     assert code == 0 and lines and any("cost unknown (" in line for line in lines), err
     assert not any(", cost $" in line and ", cost $0," not in line for line in lines)  # never a price for fake
+
+
+# ---- --shard on every run command with a fixed plan ------------------------------------------------------
+def _without_call_ids(value):
+    """Model call ids are random per call (uuid4), in any store: the only field a re-run may not repeat."""
+    if isinstance(value, dict):
+        return {k: _without_call_ids(v) for k, v in value.items() if not k.endswith("call_id")}
+    return [_without_call_ids(v) for v in value] if isinstance(value, list) else value
+
+
+def _content(db: str) -> dict:
+    """What a run produced, independent of its id: items with texts and grades, and the pipeline's report."""
+    from skillweave.pipelines import get_pipeline
+
+    store = Store(db)
+    run = store.get_run("latest")
+    items = []
+    for item in store.items(run["id"]):
+        grades = [(g["sample_index"], g["judge"], g["points"], g["raw"]) for g in store.grades(item["id"])]
+        items.append((item["kind"], item["combo_index"], item["round"], item["k"], tuple(item["skills"]),
+                      item["topic"], item["status"], json.dumps(_without_call_ids(item["payload"]), sort_keys=True),
+                      tuple(grades)))
+    report = get_pipeline(run["pipeline"]).reporter()(store, run)
+    text = json.dumps({"items": sorted(items), "table": report["table"]}, sort_keys=True, default=str)
+    return json.loads(text.replace(run["id"], "RUN"))
+
+
+@pytest.mark.parametrize("args", [
+    ("math2", "--model", "fake", "--n", "5", "--max-rounds", "1", "--consistency-samples", "1"),
+    ("conceptmix", "--model", "fake", "--grader", "fake", "--image-model", "render", "--k", "1,2", "--n", "2"),
+    ("chart-eval", "--data", "{charts}", "--model", "fake", "--batch-size", "2"),
+], ids=["math2", "conceptmix", "chart-eval"])
+def test_sharded_run_merged_equals_the_unsharded_run_beyond_skillmix(cli_run, tmp_path, args):
+    if "{charts}" in args:
+        from skillweave.charts.synthetic import generate_synthetic_set
+
+        generate_synthetic_set(tmp_path / "charts", n=4, seed=5)
+        args = tuple(str(tmp_path / "charts") if a == "{charts}" else a for a in args)
+    whole = str(tmp_path / "whole.db")
+    code, _, err = cli_run("run", *args, db=whole)
+    assert code == 0, err
+    parts = [str(tmp_path / f"part{i}.db") for i in (1, 2)]
+    for i, part in enumerate(parts, start=1):
+        code, _, err = cli_run("run", *args, "--shard", f"{i}/2", db=part)
+        assert code == 0, err
+        run = Store(part).get_run("latest")
+        assert run["id"].startswith(f"{args[0]}-shards-") and run["config"]["shard"] == f"{i}/2"
+    merged = str(tmp_path / "all.db")
+    code, _, err = cli_run("merge", *parts, "--into", merged, db=merged)
+    assert code == 0, err
+    assert Store(merged).get_run("latest")["config"]["merged_shards"] == ["1/2", "2/2"]
+    whole_content, merged_content = _content(whole), _content(merged)
+    assert whole_content["items"] and merged_content == whole_content
+    one_shard = _content(parts[0])  # a shard alone ran part of the plan: it differs from the whole run
+    assert one_shard != whole_content
+
+
+@pytest.mark.parametrize("pipeline,args,why", [
+    ("instruct-skillmix", ("--model", "fake", "--n", "2"), "near-duplicate filter"),
+    ("extract-skills", ("--model", "fake"), "one thread"),
+])
+def test_shard_refused_where_a_run_cannot_be_split(cli_run, db_path, pipeline, args, why):
+    code, _, err = cli_run("run", pipeline, *args, "--shard", "1/2")
+    assert code == 2 and err.startswith(f"Error: --shard: {pipeline} runs cannot be split") and why in err, err
+    assert not Store(db_path).list_runs() and not Store(db_path).db["catalogs"].count  # nothing stored
+
+
+def test_shard_option_on_every_run_command(cli_run):
+    for command in ("skillmix", "math2", "conceptmix", "chart-eval", "instruct-skillmix", "extract-skills"):
+        code, out, _ = cli_run("run", command, "--help")
+        assert code == 0 and "--shard" in out, command
+    code, _, err = cli_run("run", "math2", "--model", "fake", "--n", "2", "--shard", "3/2")
+    assert code == 2 and err.startswith("Error: --shard '3/2'"), err
