@@ -159,3 +159,16 @@ def test_shard_option_on_every_run_command(cli_run):
         assert code == 0 and "--shard" in out, command
     code, _, err = cli_run("run", "math2", "--model", "fake", "--n", "2", "--shard", "3/2")
     assert code == 2 and err.startswith("Error: --shard '3/2'"), err
+
+
+# ---- other gaps of the large-runs work -------------------------------------------------------------------
+def test_reply_cache_variable_serves_run_math2_too(cli_run, tmp_path, monkeypatch):
+    cache = tmp_path / "replies.db"
+    monkeypatch.setenv("SKILLWEAVE_REPLY_CACHE", str(cache))
+    args = ("run", "math2", "--model", "fake", "--n", "2", "--max-rounds", "1", "--consistency-samples", "1")
+    first, second = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    assert cli_run(*args, db=first)[0] == 0
+    assert Store(first).get_run("latest")["config"]["reply_cache"] == str(cache) and cache.exists()
+    assert cli_run(*args, db=second)[0] == 0
+    calls = list(Store(second).db["llm_calls"].rows)
+    assert calls and all(c["attempts"] == 0 and c["error"] is None for c in calls)  # every reply from the cache
