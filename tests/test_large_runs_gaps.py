@@ -172,3 +172,33 @@ def test_reply_cache_variable_serves_run_math2_too(cli_run, tmp_path, monkeypatc
     assert cli_run(*args, db=second)[0] == 0
     calls = list(Store(second).db["llm_calls"].rows)
     assert calls and all(c["attempts"] == 0 and c["error"] is None for c in calls)  # every reply from the cache
+
+
+def test_chart_eval_ask_that_failed_fails_its_item_exit_3_and_retry_failed_asks_again(cli_run, db_path, tmp_path):
+    from skillweave.agents.providers import FakeProvider, clear_providers, register_provider
+    from skillweave.charts.synthetic import generate_synthetic_set
+
+    generate_synthetic_set(tmp_path / "charts", n=2, seed=5)
+    down = {"on": True}
+
+    def outage(request):
+        if down["on"]:
+            raise RuntimeError("provider down")
+        return request.meta["fake_reply"]
+
+    register_provider("fake:outage", FakeProvider("outage", script=outage), max_concurrency=4)
+    try:
+        code, _, err = cli_run("run", "chart-eval", "--data", str(tmp_path / "charts"), "--model", "fake:outage",
+                               "--judge", "fake", "--max-attempts", "1", "--concurrency", "4")
+        assert code == 3, err
+        store = Store(db_path)
+        run_id = store.get_run("latest")["id"]
+        items = list(store.items(run_id))
+        assert items and all(i["status"] == "failed" and "provider down" in i["error"] for i in items)
+        down["on"] = False
+        code, _, err = cli_run("resume", run_id, "--retry-failed")
+        assert code == 0, err
+        items = list(Store(db_path).items(run_id))
+        assert all(i["status"] == "done" and i["error"] is None and i["payload"]["response"] for i in items)
+    finally:
+        clear_providers()
