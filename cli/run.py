@@ -108,7 +108,7 @@ def retry_options(command: click.Command) -> click.Command:
 
 DRY_RUN_META = "skillweave.dry_run"
 COST_META = "skillweave.cost"  # {"max_cost": USD, "batch": True} from --max-cost / --batch
-NO_DRY_RUN = frozenset({"math2"})  # commands that store their inputs before the run starts: no --dry-run yet
+NO_DRY_RUN: frozenset[str] = frozenset()  # commands without --dry-run
 
 
 def _store_cost_option(ctx: click.Context, param: click.Parameter, value) -> None:

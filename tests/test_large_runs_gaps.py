@@ -202,3 +202,23 @@ def test_chart_eval_ask_that_failed_fails_its_item_exit_3_and_retry_failed_asks_
         assert all(i["status"] == "done" and i["error"] is None and i["payload"]["response"] for i in items)
     finally:
         clear_providers()
+
+
+def test_math2_dry_run_projects_the_run_and_stores_nothing(cli_run, db_path, models_file):
+    import os
+    import sqlite3
+
+    args = ("run", "math2", "--model", "cheap", "--n", "3", "--max-rounds", "1", "--consistency-samples", "2")
+    code, out, err = cli_run(*args, "--dry-run")
+    assert code == 0, err
+    assert out.startswith("dry run of math2: 3 threads") and not os.path.exists(db_path)
+    projected = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    low = float(projected["total"][4].lstrip("$"))
+    code, _, err = cli_run(*args)
+    assert code == 0, err
+    con = sqlite3.connect(db_path)
+    calls = dict(con.execute("select role, count(*) from llm_calls group by role").fetchall())
+    actual = con.execute("select sum(cost_usd) from llm_calls").fetchone()[0]
+    con.close()
+    assert {stage: int(p[1]) for stage, p in projected.items() if stage != "total"} == calls
+    assert abs(low - actual) <= 0.2 * actual, (low, actual)
