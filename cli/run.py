@@ -263,7 +263,9 @@ class RunGroup(click.Group):
                 if spec is not None and spec.graph is not None:
                     self.add_command(generic_run_command(spec), name)
         command = self.commands.get(name)
-        # --timeout, --max-attempts, ..., --dry-run, --shard
+        # --timeout, --max-attempts, ..., --dry-run, --shard, --progress-every
+        if command is not None and not any(p.name == "progress_every" for p in command.params):
+            progress_every_option(command)  # click appends the option to a built command
         return cost_options(retry_options(shard_option(command))) if command is not None else None
 
 

@@ -222,3 +222,14 @@ def test_math2_dry_run_projects_the_run_and_stores_nothing(cli_run, db_path, mod
     con.close()
     assert {stage: int(p[1]) for stage, p in projected.items() if stage != "total"} == calls
     assert abs(low - actual) <= 0.2 * actual, (low, actual)
+
+
+def test_progress_every_on_every_run_command(cli_run, monkeypatch):
+    for command in ("skillmix", "math2", "conceptmix", "chart-eval", "instruct-skillmix", "extract-skills"):
+        code, out, _ = cli_run("run", command, "--help")
+        assert code == 0 and "--progress-every" in out, command
+    monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0.05")
+    code, _, err = cli_run("run", "math2", "--model", "fake", "--n", "2", "--progress-every", "0.02")
+    assert code == 0, err
+    lines = [line for line in err.splitlines() if line.startswith("progress math2: ")]
+    assert lines and "cost unknown (" in lines[-1], err
