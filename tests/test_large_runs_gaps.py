@@ -141,6 +141,10 @@ def test_sharded_run_merged_equals_the_unsharded_run_beyond_skillmix(cli_run, tm
     assert whole_content["items"] and merged_content == whole_content
     one_shard = _content(parts[0])  # a shard alone ran part of the plan: it differs from the whole run
     assert one_shard != whole_content
+    if args[0] == "conceptmix":  # each shard drew its images beside its own store; merge copies them over
+        store = Store(merged)
+        names = {i["payload"]["image"] for i in store.items(store.get_run("latest")["id"]) if i["payload"].get("image")}
+        assert names and all((tmp_path / "all-images" / name).is_file() for name in names)
 
 
 @pytest.mark.parametrize("pipeline,args,why", [
