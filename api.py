@@ -29,6 +29,10 @@ def create_run(store: Store, pipeline: str | Pipeline, config: PipelineConfig | 
     """Check settings and templates, store the input catalogs and the run; returns the run id (nothing runs)."""
     spec = get_pipeline(pipeline)
     config = spec.new_config(config if isinstance(config, PipelineConfig) else dict(config))
+    if config.shard:
+        from skillweave.graphs.shards import check
+
+        check(spec.name, config)  # before any catalog or run is stored
     for template in config.templates():
         load_template(template, prompts_dir)  # unknown / malformed templates fail before anything is written
     catalog_ids = {}

@@ -43,10 +43,12 @@ class DryRunContext(RunContext):
         return providers[spec]
 
 
-def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir: str | None = None) -> dict:
+def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir: str | None = None,
+            setup=None) -> dict:
     """The projection of a run: {pipeline, threads, paused, stages: {role: {...}}, total: {...}}, where each
     entry has calls, models, input_tokens, output_tokens_low/high, cost_low/high (None when unpriced) and
-    unpriced (calls whose model has no price)."""
+    unpriced (calls whose model has no price). `setup(scratch_store) -> {setting: value}` stores inputs a
+    command keeps outside `catalogs` (MATH²'s skill bank) and returns the settings that name them."""
     from skillweave.api import create_run
     from skillweave.graphs.runtime import execute
     from skillweave.pipelines import get_pipeline
@@ -60,6 +62,8 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
     with tempfile.TemporaryDirectory(prefix="skillweave-dry-run-") as tmp:
         store = Store(os.path.join(tmp, "dry-run.db"))
         try:
+            if setup is not None:
+                config = config.model_copy(update=setup(store))
             run_id = create_run(store, spec, config, catalogs=catalogs, prompts_dir=prompts_dir)
             typed = spec.load_config(store.get_run(run_id)["config"])
             ctx = DryRunContext(store=store, run_id=run_id, config=typed, prompts_dir=prompts_dir,

@@ -46,6 +46,10 @@ class PipelineConfig(BaseModel):
     # (e.g. Skill-Mix's sampler): applied when a stored config is loaded, never to a new run's settings
     legacy_defaults: ClassVar[dict[str, Any]] = {}
 
+    # why a run of this pipeline cannot be split with `--shard I/N` (empty: it can; its plan is fixed by the
+    # settings and catalogs, and each thread's outcome does not depend on other threads)
+    shard_refused: ClassVar[str] = ""
+
     concurrency: int = Field(8, ge=1, description="Threads (records) in flight at once.")
     shard: str | None = Field(None, description="Run only part I/N of the plan (same plan on every machine); "
                                                 "join the shards with `skillweave merge`.")

@@ -16,7 +16,9 @@ Design choices
   mode), and a reply that does not validate gets one repair turn quoting the error before the next try (not
   when it was cut off: that try doubles the budget instead). Every failed reply is a `parse_failed` event.
 - A model call that fails after the provider's retries leaves the response empty: the question is graded 0
-  (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason.
+  (`parse_status="no_response"`) without a judge call, and the failure is an event with its reason. The item
+  ends `failed` (with the call's error) and so does its thread, so the run exits 3 and `resume --retry-failed`
+  asks again.
 - `blind=True` sends the question without the image: a text-only baseline (the questions' priors), which
   also lets the text-only embedded model run the pipeline.
 - `grading="programmatic"` skips the judge for questions with exact answers (the judge still grades the
@@ -139,13 +141,14 @@ def _record_programmatic(ctx: RunContext, item: dict, q: ChartQuestion, response
 
 
 def _finish(ctx: RunContext, item_id: str, judge: str, score: int | None, extracted: str, status: str,
-            call_id: str | None, raw: str | None, reason: str | None = None) -> None:
+            call_id: str | None, raw: str | None, reason: str | None = None, *, failed: bool = False) -> None:
+    """Grade an item and end it: `done`, or `failed` when its model call failed (it keeps that error)."""
     if score is not None:
         ctx.store.add_grade(item_id, ctx.run_id, 0, judge=judge, call_id=call_id, raw=raw, points=[score],
                             score=float(score), parse_status=status)
-    ctx.store.update_item(item_id, status="done", payload_update={"judge_extracted": extracted,
-                                                                   "judge_status": status,
-                                                                   **({"judge_error": reason} if reason else {})})
+    ctx.store.update_item(item_id, status="failed" if failed else "done",
+                          payload_update={"judge_extracted": extracted, "judge_status": status,
+                                          **({"judge_error": reason} if reason else {})})
     ctx.event(item_id, "grade", "done", status)
 
 
@@ -183,7 +186,7 @@ async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext])
     """Programmatic grades, then one judge call for the batch (same template) with that template's rubric."""
     ctx, config = runtime.context, runtime.context.config
     judge = config.judge
-    pending = []
+    pending, no_response = [], False
     for item_id in state["item_ids"]:
         item = ctx.store.get_item(item_id)
         q = ChartQuestion.from_dict(item["payload"]["question"])
@@ -192,7 +195,8 @@ async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext])
         if q.answer is None:
             _finish(ctx, item_id, judge, None, "", "ungraded", None, None)
         elif response is None:
-            _finish(ctx, item_id, judge, 0, "", "no_response", None, None)
+            _finish(ctx, item_id, judge, 0, "", "no_response", None, None, failed=True)
+            no_response = True
         elif not _use_judge(config, q):
             _finish(ctx, item_id, PROGRAMMATIC, None, programmatic["extracted"], "programmatic", None, None)
         else:
@@ -212,7 +216,7 @@ async def judge_descriptive(state: ChartEvalState, runtime: Runtime[RunContext])
                 else:
                     _finish(ctx, item_id, judge, parsed[i]["score"], parsed[i]["extracted"], "ok", call_id, raw)
                 ctx.store.update_item(item_id, prompt_versions=[ctx.template(JUDGE_D).version])
-    return {"status": "done"}
+    return {"status": "failed" if no_response else "done"}
 
 
 async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -> dict:
@@ -226,7 +230,8 @@ async def judge_reasoning(state: ChartEvalState, runtime: Runtime[RunContext]) -
     if q.answer is None:
         _finish(ctx, item_id, config.judge, None, "", "ungraded", None, None)
     elif response is None:
-        _finish(ctx, item_id, config.judge, 0, "", "no_response", None, None)
+        _finish(ctx, item_id, config.judge, 0, "", "no_response", None, None, failed=True)
+        return {"status": "failed"}
     elif not _use_judge(config, q):
         _finish(ctx, item_id, PROGRAMMATIC, None, programmatic["extracted"], "programmatic", None, None)
     else:

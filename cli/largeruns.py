@@ -89,14 +89,36 @@ def merge(sources, target, as_json):
     from skillweave.store.merge import merge_stores
 
     result = merge_stores(list(sources), target)
+    result["images"] = _merge_images(sources, target)
     if as_json:
         echo_json(result)
         return
     for run in result["runs"]:
         click.echo(f"run {run['id']} ({run['status']}): {run['items']} items"
                    + (f", shards {', '.join(run['shards'])}" if run["shards"] else ""))
-    added = ", ".join(f"{n} {t}" for t, n in result["added"].items() if n)
+    added = ", ".join(f"{n} {t}" for t, n in [*result["added"].items(), ("images", result["images"])] if n)
     click.echo(f"merged {len(sources)} stores into {target}: {added or 'nothing new'}", err=True)
+
+
+def _merge_images(sources, target) -> int:
+    """Copy the images each source keeps beside it (`<db stem>-images/`, ConceptMix) into the target's folder.
+    Files are named by their content hash, so a file already there is the same image and is left alone."""
+    import shutil
+
+    from skillweave.agents.images import image_folder
+
+    copied, into = 0, image_folder(str(target))
+    for source in sources:
+        folder = image_folder(str(source))
+        if not folder.is_dir() or folder == into:
+            continue
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.endswith(".tmp") and not (into / path.name).exists():
+                into.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, into / f"{path.name}.tmp")
+                (into / f"{path.name}.tmp").replace(into / path.name)
+                copied += 1
+    return copied
 
 
 def register(root: click.Group) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -76,6 +77,7 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     \b
     Example:
       skillweave run math2 --model fake --n 3
+      skillweave run math2 --model openai:gpt-4o-mini --n 200 --dry-run     # calls per stage, cost range
       skillweave run math2 --model local --n 2 --max-rounds 2 --reviewer human
       skillweave review list
     """
@@ -84,11 +86,16 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     for option, spec in (("--model", model), ("--solver", solver or model), ("--critic", critic or model)):
         check_model(option, spec)
     reviewer = parse_reviewer(reviewer)
-    store = open_store(ctx)
+    from skillweave.cli.run import DRY_RUN_META
+
+    dry = ctx.meta.get(DRY_RUN_META)  # --dry-run writes nothing to --db: a stored bank is only read
+    db = ctx.find_root().obj["db"]
+    store = open_store(ctx) if not dry or (db != ":memory:" and Path(db).expanduser().exists()) else None
     bank_obj = load_bank(store, bank)
-    catalog_id = bank_obj.catalog_id or save_bank(store, bank_obj, bank_obj.name or Path(bank).stem, source=bank)
     if len(bank_obj.skills) < 2:
         raise UsageError(f"bank '{bank}' has {len(bank_obj.skills)} skill(s); MATH² pairs need at least 2")
+    bank_name = bank_obj.name or Path(bank).stem
+    catalog_id = "dry-run" if dry else bank_obj.catalog_id or save_bank(store, bank_obj, bank_name, source=bank)
     from skillweave.agents.math2 import default_config
 
     config = default_config(
@@ -100,12 +107,38 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     )
     for key in [k for k in config if k.endswith("_template")]:
         load_template(config[key], prompts_dir(ctx))
+    if dry:
+        _dry_run(ctx, config, lambda scratch: {"bank_catalog": save_bank(scratch, bank_obj, bank_name, source=bank)})
+        return
     preflight(config)  # API keys and endpoints before the run row: cli/outcome.py
-    run_id = store.create_run("math2", typed_config("math2", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
+    from skillweave.api import create_run
+    from skillweave.cli.shard_option import shard_of
+
+    config["shard"] = shard_of(ctx)  # --shard I/N: every shard shares one run id (graphs/shards.py)
+    if os.environ.get("SKILLWEAVE_REPLY_CACHE"):  # as for every other run command (cli/run.py start_run)
+        from skillweave.agents.reply_cache import open_cache
+
+        config["reply_cache"] = os.path.abspath(os.path.expanduser(os.environ["SKILLWEAVE_REPLY_CACHE"]))
+        open_cache(config["reply_cache"])  # an unusable cache file fails here, before the run row
+    run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),
+                        command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
     execute_and_report(ctx, "math2", run_id, concurrency)
     _review_hint(store, run_id)
+
+
+def _dry_run(ctx: click.Context, config: dict, setup) -> None:
+    """`run math2 --dry-run`: the run planned and executed in a scratch store that holds the bank (docs/cost.md)."""
+    from skillweave.cli.run import COST_META, check_budget_prices
+    from skillweave.cli.shard_option import shard_of
+    from skillweave.dryrun import dry_run, format_projection
+
+    config = typed_config("math2", {**config, **(ctx.meta.get(COST_META) or {}), "shard": shard_of(ctx)})
+    from skillweave.pipelines import get_pipeline
+
+    check_budget_prices(get_pipeline("math2").new_config(config))
+    click.echo(format_projection(dry_run("math2", config, prompts_dir=prompts_dir(ctx), setup=setup)))
 
 
 def _review_hint(store, run_id: str) -> None:

@@ -22,6 +22,7 @@ from skillweave.cli.outcome import (
     stop,
 )
 from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
+from skillweave.cli.shard_option import shard_of, shard_option
 from skillweave.errors import UsageError
 from skillweave.graphs import shards
 
@@ -107,7 +108,7 @@ def retry_options(command: click.Command) -> click.Command:
 
 DRY_RUN_META = "skillweave.dry_run"
 COST_META = "skillweave.cost"  # {"max_cost": USD, "batch": True} from --max-cost / --batch
-NO_DRY_RUN = frozenset({"math2"})  # commands that store their inputs before the run starts: no --dry-run yet
+NO_DRY_RUN: frozenset[str] = frozenset()  # commands without --dry-run
 
 
 def _store_cost_option(ctx: click.Context, param: click.Parameter, value) -> None:
@@ -182,13 +183,14 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
         config.retry = ctx.meta[RETRY_META]
     for key, value in (ctx.meta.get(COST_META) or {}).items():  # --max-cost, --batch
         setattr(config, key, value)
+    config.shard = shard_of(ctx) or config.shard  # --shard of a hand-written command (cli/shard_option.py)
+    shards.check(pipeline, config)  # a bad --shard, or one on a pipeline that cannot be split
     check_budget_prices(config)
     if ctx.meta.get(DRY_RUN_META):
         from skillweave.dryrun import dry_run, format_projection
 
         click.echo(format_projection(dry_run(pipeline, config, catalogs, prompts_dir=prompts_dir(ctx))))
         return ""
-    shards.parse_shard(config.shard)
     preflight(config)  # API keys and endpoints, before any run row exists
     if config.reply_cache is None and os.environ.get("SKILLWEAVE_REPLY_CACHE"):
         config.reply_cache = os.environ["SKILLWEAVE_REPLY_CACHE"]
@@ -261,8 +263,10 @@ class RunGroup(click.Group):
                 if spec is not None and spec.graph is not None:
                     self.add_command(generic_run_command(spec), name)
         command = self.commands.get(name)
-        # --timeout, --max-attempts, ..., --dry-run
-        return cost_options(retry_options(command)) if command is not None else None
+        # --timeout, --max-attempts, ..., --dry-run, --shard, --progress-every
+        if command is not None and not any(p.name == "progress_every" for p in command.params):
+            progress_every_option(command)  # click appends the option to a built command
+        return cost_options(retry_options(shard_option(command))) if command is not None else None
 
 
 @click.group("run", cls=RunGroup)

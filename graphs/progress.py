@@ -1,7 +1,8 @@
 """Run progress: a live bar on a terminal, a periodic one-line report on stderr otherwise (batch jobs, Slurm logs).
 
-Both show threads finished out of the plan, how many ended failed or paused, and the tokens the run's model calls
-used so far (read from the store, at most once a second for the bar).
+Both show threads finished out of the plan, how many ended failed or paused, and the tokens and cost of the run's
+model calls so far (read from the store, at most once a second for the bar). Cost is the sum of `llm_calls.cost_usd`;
+calls whose model has no price make it "unknown" or "at least $X" (store/cost.py), never $0.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ class Progress:
         self._bar = None
         self._task: asyncio.Task | None = None
         self._tokens, self._tokens_at = 0, 0.0
+        self._spend: dict = {"calls": 0, "cost_usd": None, "unpriced": 0}
         self._started = time.monotonic()
         if enabled and self.tty:
             from tqdm import tqdm
@@ -43,15 +45,28 @@ class Progress:
             self.stream.write(self.line() + "\n")
             self.stream.flush()
 
+    def _read(self, max_age: float) -> None:
+        """Tokens and spend of the run's calls so far, from the store (one query; cached for `max_age` s)."""
+        if self.store is None or self.run_id is None or time.monotonic() - self._tokens_at < max_age:
+            return
+        row = self.store.db.conn.execute(
+            "SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0), count(*), "
+            "sum(cost_usd), coalesce(sum(error IS NULL AND cost_usd IS NULL), 0) FROM llm_calls WHERE run_id = ?",
+            [self.run_id]).fetchone()
+        self._tokens = int(row[0])
+        self._spend = {"calls": int(row[1]), "cost_usd": row[2], "unpriced": int(row[3])}
+        self._tokens_at = time.monotonic()
+
     def tokens(self, max_age: float = 0.0) -> int:
-        if self.store is None or self.run_id is None:
-            return 0
-        if time.monotonic() - self._tokens_at >= max_age:
-            row = self.store.db.conn.execute(
-                "SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0) FROM llm_calls "
-                "WHERE run_id = ?", [self.run_id]).fetchone()
-            self._tokens, self._tokens_at = int(row[0]), time.monotonic()
+        self._read(max_age)
         return self._tokens
+
+    def cost(self, max_age: float = 0.0) -> str:
+        """Spend so far: '$0.0123', 'at least $0.0123 (4 calls unpriced)' or 'unknown (4 calls unpriced)'."""
+        from skillweave.store.cost import format_spend
+
+        self._read(max_age)
+        return format_spend(self._spend)
 
     def counts(self) -> dict:
         s = self.summary
@@ -61,13 +76,14 @@ class Progress:
         c = self.counts()
         elapsed = time.monotonic() - self._started
         return (f"progress {self.label}: {self.finished}/{self.total} threads, {c['done']} done, {c['failed']} failed, "
-                f"{c['paused']} paused, {self.tokens():,} tokens, {elapsed:.0f}s")
+                f"{c['paused']} paused, {self.tokens():,} tokens, cost {self.cost()}, {elapsed:.0f}s")
 
     def update(self, n: int = 1) -> None:
         self.finished += n
         if self._bar is not None:
             c = self.counts()
-            self._bar.set_postfix(done=c["done"], failed=c["failed"], tokens=self.tokens(max_age=1.0), refresh=False)
+            self._bar.set_postfix(done=c["done"], failed=c["failed"], tokens=self.tokens(max_age=1.0),
+                                  cost=self.cost(max_age=1.0), refresh=False)
             self._bar.update(n)
 
     def close(self) -> None:

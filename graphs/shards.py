@@ -26,6 +26,12 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
     return i, n
 
 
+def check(pipeline: str, config) -> None:
+    """A bad --shard, or one on a pipeline whose runs cannot be split, stops before anything is stored."""
+    if parse_shard(config.shard) is not None and type(config).shard_refused:
+        raise UsageError(f"--shard: {pipeline} runs cannot be split into shards: {type(config).shard_refused}")
+
+
 def select(specs: list, shard: str | None) -> list:
     """The threads of `specs` (the whole plan, in plan order) that belong to this shard."""
     parsed = parse_shard(shard)

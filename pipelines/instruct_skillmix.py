@@ -12,6 +12,9 @@ from skillweave.pipeline import Pipeline, PipelineConfig
 class InstructSkillMixConfig(PipelineConfig):
     cli_exclude: ClassVar[frozenset[str]] = frozenset({"skills_catalog", "query_types_catalog"})
     legacy_defaults: ClassVar[dict] = {"sampler": "types-first"}  # runs stored before the official sampler
+    shard_refused: ClassVar[str] = (
+        "its near-duplicate filter compares each instruction with those already kept in the whole run, so which "
+        "items a shard keeps would depend on the other shards")
 
     n: int = Field(5, ge=1, description="Data points to generate.")
     k: int = Field(2, ge=1, description="Skills per data point.")

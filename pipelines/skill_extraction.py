@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
 from skillweave.pipeline import Pipeline, PipelineConfig
 
 
 class ExtractSkillsConfig(PipelineConfig):
+    shard_refused: ClassVar[str] = "its plan is one thread (labelling, clustering and review of the whole set)"
+
     model: str = Field("local", description="Labelling/clustering model spec.")
     reviewer: str = Field("auto", description="human, llm:<model> or auto.")
     bank_name: str | None = Field(None, description="Name of the bank the run saves.")

@@ -235,7 +235,12 @@ def test_failing_model_and_failing_judge_are_counted_not_dropped(tmp_path, synth
     batches = len({q.qid for q in load_release(synthetic).questions() if q.mode == "descriptive"
                    and q.figure_id in ("0", "1")})
     assert failed_calls == 2 * batches  # every batch tried judge_retries times
-    store, run_id = run_eval(db, synthetic, "--model", "fake:fail", "--judge", "fake")
+    result = CliRunner().invoke(cli, ["--db", str(db), "run", "chart-eval", "--data", str(synthetic), "--model",
+                                      "fake:fail", "--judge", "fake", "--concurrency", str(CONCURRENCY)])
+    assert result.exit_code == 3, result.output  # every ask failed: the items failed, and the exit status says so
+    store, run_id = Store(db), Store(db).list_runs(limit=1)[0]["id"]
+    assert store.db["items"].count_where("run_id = ? and status = 'failed' and error is not null", [run_id]) \
+        == n_questions
     rep = report(db, run_id)
     assert rep["stats"]["judge"]["descriptive"]["N_valid"] + rep["stats"]["judge"]["reasoning"]["N_valid"] == n_questions
     assert rep["stats"]["judge"]["descriptive"]["Overall Score"] == 0.0
