@@ -332,6 +332,22 @@ class Store:
     def update_item(self, item_id: str, *, payload_update: dict | None = None, prompt_versions: Iterable[str] = (),
                     **fields) -> None:
         """Update columns; `payload_update` merges into the JSON payload; prompt versions accumulate."""
+        if not prompt_versions and all(isinstance(k, str) and '"' not in k for k in payload_update or ()):
+            # the hot path: one UPDATE, the payload's keys set in place by SQLite (json_set), no read first
+            values = {k: jdump(v) if k == "skills" else v for k, v in fields.items()}
+            values["updated_at"] = now()
+            assignments = [f"[{c}] = ?" for c in values]
+            args = list(values.values())
+            if payload_update:
+                paths = ", ".join("?, json(?)" for _ in payload_update)
+                assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
+                for k, v in payload_update.items():
+                    args += [f'$."{k}"', jdump(v)]
+            with self.lock:
+                cursor = self.db.conn.execute(f"UPDATE items SET {', '.join(assignments)} WHERE id = ?", [*args, item_id])
+            if cursor.rowcount == 0:
+                raise NotFound(f"no item '{item_id}' in {self.path}")
+            return
         with self.transaction():
             current = self._one("SELECT payload, prompt_versions FROM items WHERE id = ?", [item_id])
             if current is None:
