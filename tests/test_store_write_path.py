@@ -45,3 +45,11 @@ def test_a_missing_item_is_not_found_and_nothing_is_written(item):
     with pytest.raises(NotFound):
         store.update_item("nope", payload_update={"x": 1})
     assert store.get_item(item_id)["payload"] == {"keep": 1, "nested": {"a": 1, "b": 2}}
+
+
+def test_one_prompt_version_is_appended_once_in_order(item):
+    store, item_id = item
+    for version in ["b3:one", "b3:two", "b3:one", "b3:two", "b3:three"]:
+        store.update_item(item_id, prompt_versions=[version], status="running")
+    store.update_item(item_id, prompt_versions=["b3:four", "b3:one"])  # several at once: the general path
+    assert store.get_item(item_id)["prompt_versions"] == ["b3:one", "b3:two", "b3:three", "b3:four"]
