@@ -53,3 +53,69 @@ def test_one_prompt_version_is_appended_once_in_order(item):
         store.update_item(item_id, prompt_versions=[version], status="running")
     store.update_item(item_id, prompt_versions=["b3:four", "b3:one"])  # several at once: the general path
     assert store.get_item(item_id)["prompt_versions"] == ["b3:one", "b3:two", "b3:three", "b3:four"]
+
+
+def _commits(store):
+    counted = []
+    store.db.conn.set_trace_callback(lambda sql: counted.append(sql) if sql.strip().upper() == "COMMIT" else None)
+    return counted
+
+
+def test_a_run_commits_once_per_tick_not_once_per_write(tmp_path):
+    from skillweave.catalog import bundled_skills, bundled_topics
+    from skillweave.graphs.runtime import run_pipeline
+    from skillweave.pipelines import get_pipeline
+
+    store = Store(str(tmp_path / "run.db"))
+    config = {"k": [2], "n": 12, "rounds": 1, "seed": 3, "model": "fake", "judge": "fake", "grading_samples": 2,
+              "concurrency": 12,
+              "skills_catalog": store.save_catalog("b", "skills", [s.as_dict() for s in bundled_skills()]),
+              "topics_catalog": store.save_catalog("b", "topics", [{"name": t} for t in bundled_topics()])}
+    run_id = store.create_run("skillmix", config)
+    commits = _commits(store)
+    summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=12, progress=False)
+    assert summary.failed == 0
+    calls = store.db["llm_calls"].count_where("error is null")
+    writes = calls + store.db["grades"].count + store.db["events"].count_where("run_id = ?", [run_id])
+    assert calls == 36 and store.db["items"].count_where("status = 'done'") == 12
+    assert len(commits) < calls / 2 < writes  # one commit per write before batching
+
+
+def test_a_failed_group_inside_a_tick_rolls_back_alone(item):
+    import asyncio
+
+    store, item_id = item
+
+    async def tick():
+        with store.batch_writes():
+            store.add_event("r", item_id, "stage", "kept")
+            with pytest.raises(RuntimeError), store.transaction():
+                store.add_event("r", item_id, "stage", "rolled back")
+                raise RuntimeError("boom")
+            assert store.db.conn.in_transaction  # still this tick's batch
+        assert not store.db.conn.in_transaction  # committed when the block ends
+
+    asyncio.run(tick())
+    other = Store(store.path)  # another connection sees what was committed
+    assert [e["status"] for e in other.db["events"].rows_where("item_id = ?", [item_id])] == ["kept"]
+
+
+def test_a_second_connection_turns_batching_off(item):
+    import asyncio
+    import threading
+
+    store, item_id = item
+
+    async def run():
+        with store.batch_writes():
+            store.add_event("r", item_id, "a", "batched")
+            assert store.db.conn.in_transaction
+            thread = threading.Thread(target=lambda: store.add_event("r", item_id, "b", "from a thread"))
+            thread.start()
+            thread.join(10)
+            assert not thread.is_alive()  # it did not wait on this tick's write lock
+            store.add_event("r", item_id, "c", "autocommitted")
+            assert not store.db.conn.in_transaction
+
+    asyncio.run(run())
+    assert Store(store.path).db["events"].count_where("item_id = ?", [item_id]) == 3
