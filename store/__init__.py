@@ -116,8 +116,8 @@ class Store:
         # connections read while one writes. `lock` still serialises this process's writes.
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self.lock = threading.RLock()
-        self._batch: list | None = None  # [loop, thread id, flush scheduled] while batch_writes() is on
+        self.lock = _StoreLock(self)
+        self._batch: list | None = None  # [loop, thread id, flush scheduled, connection] while batch_writes() is on
         self._shared = self._connect() if self.path == ":memory:" else None  # one in-memory database
         try:
             self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
@@ -156,9 +156,6 @@ class Store:
         except sqlite3.DatabaseError as exc:
             raise StoreOpenError(f"cannot open store '{self.path}': {exc}") from None
         with self.lock:
-            for other in self._connections:  # a second connection ends the batching: commit what is open
-                if self._batch is not None and other.in_transaction and not getattr(self, "_depth", 0):
-                    other.execute("COMMIT")
             self._connections.append(conn)
         return sqlite_utils.Database(conn)
 
@@ -200,8 +197,7 @@ class Store:
         with self.lock:
             conn = self.db.conn
             batch = self._batch
-            if (batch is not None and batch[1] == threading.get_ident() and not conn.in_transaction
-                    and len(self._connections) == 1):  # another thread's connection could wait on ours: no batch
+            if batch is not None and batch[1] == threading.get_ident() and not conn.in_transaction:
                 conn.execute("BEGIN IMMEDIATE")
                 if not batch[2]:
                     batch[2] = True
@@ -216,7 +212,7 @@ class Store:
         durable before the writes of the node it records."""
         import asyncio
 
-        self._batch = [asyncio.get_running_loop(), threading.get_ident(), False]
+        self._batch = [asyncio.get_running_loop(), threading.get_ident(), False, self.db.conn]
         try:
             yield self
         finally:
@@ -509,6 +505,32 @@ def _decode_item(row: dict) -> dict:
         "payload": jload(row.get("payload"), {}),
         "prompt_versions": jload(row.get("prompt_versions"), []),
     }
+
+
+class _StoreLock:
+    """`Store.lock`: a re-entrant lock that, taken by a thread other than the one batching writes (a lease
+    heartbeat, the review page's worker), first commits the batch's open transaction, so that thread never waits
+    on SQLite's write lock while holding this one (which the batching thread needs to commit)."""
+
+    def __init__(self, store: Store):
+        self._lock = threading.RLock()
+        self._store = store
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        batch = self._store._batch
+        if got and batch is not None and batch[1] != threading.get_ident() and batch[3].in_transaction:
+            batch[3].execute("COMMIT")  # the batching thread is not inside a transaction() block: we hold the lock
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
 
 class _Transaction:

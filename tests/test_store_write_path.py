@@ -100,22 +100,27 @@ def test_a_failed_group_inside_a_tick_rolls_back_alone(item):
     assert [e["status"] for e in other.db["events"].rows_where("item_id = ?", [item_id])] == ["kept"]
 
 
-def test_a_second_connection_turns_batching_off(item):
+def test_another_threads_write_commits_the_batch_instead_of_waiting_on_it(item):
     import asyncio
     import threading
 
     store, item_id = item
 
+    def visible():
+        return Store(store.path).db["events"].count_where("item_id = ?", [item_id])
+
     async def run():
         with store.batch_writes():
             store.add_event("r", item_id, "a", "batched")
-            assert store.db.conn.in_transaction
+            assert store.db.conn.in_transaction and visible() == 0
+            # like the lease heartbeat: another thread writes on its own connection while holding Store.lock
             thread = threading.Thread(target=lambda: store.add_event("r", item_id, "b", "from a thread"))
             thread.start()
             thread.join(10)
             assert not thread.is_alive()  # it did not wait on this tick's write lock
-            store.add_event("r", item_id, "c", "autocommitted")
-            assert not store.db.conn.in_transaction
+            assert visible() == 2  # the batch was committed first, then the thread's write
+            store.add_event("r", item_id, "c", "batched again")
+            assert store.db.conn.in_transaction  # batching goes on
 
     asyncio.run(run())
-    assert Store(store.path).db["events"].count_where("item_id = ?", [item_id]) == 3
+    assert visible() == 3
