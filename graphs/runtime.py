@@ -290,9 +290,10 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
                           allow_changed_prompts=allow_changed_prompts)
         store.set_run_status(run_id, "running")
         try:
-            summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                    only_threads=only_threads, retry_failed=retry_failed,
-                                    progress_every=progress_every)
+            with store.batch_writes():  # one commit per event-loop tick, not per write (store/__init__.py)
+                summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
+                                        only_threads=only_threads, retry_failed=retry_failed,
+                                        progress_every=progress_every)
         except BaseException as exc:
             interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
             store.set_run_status(run_id, "interrupted" if interrupted else "failed",

@@ -7,6 +7,7 @@ hashes so re-runs and resumes never duplicate a record.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import hashlib
 import importlib
@@ -115,7 +116,8 @@ class Store:
         # connections read while one writes. `lock` still serialises this process's writes.
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
-        self.lock = threading.RLock()
+        self.lock = _StoreLock(self)
+        self._batch: list | None = None  # [loop, thread id, flush scheduled, connection] while batch_writes() is on
         self._shared = self._connect() if self.path == ":memory:" else None  # one in-memory database
         try:
             self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
@@ -187,8 +189,48 @@ class Store:
     def _insert(self, table: str, row: dict, conflict: str = "") -> None:
         columns = ", ".join(f"[{c}]" for c in row)
         marks = ", ".join("?" * len(row))
+        self._write(f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})", list(row.values()))
+
+    def _write(self, sql: str, args: list) -> sqlite3.Cursor:
+        """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
+        of the loop tick's transaction (committed when the tick ends, or earlier by the checkpointer's commit)."""
         with self.lock:
-            self.db.conn.execute(f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})", list(row.values()))
+            conn = self.db.conn
+            batch = self._batch
+            if batch is not None and batch[1] == threading.get_ident() and not conn.in_transaction:
+                conn.execute("BEGIN IMMEDIATE")
+                if not batch[2]:
+                    batch[2] = True
+                    batch[0].call_soon(self.flush_writes)
+            return conn.execute(sql, args)
+
+    @contextlib.contextmanager
+    def batch_writes(self):
+        """While on (in a coroutine on a running loop), hot-path writes of this thread share one transaction per
+        event-loop tick instead of one commit each; committed at the tick's end and when this block exits. The
+        checkpointer writes on the same connection and commits everything with it, so a checkpoint is never
+        durable before the writes of the node it records."""
+        import asyncio
+
+        self._batch = [asyncio.get_running_loop(), threading.get_ident(), False, self.db.conn]
+        try:
+            yield self
+        finally:
+            self._batch = None
+            self.flush_writes()
+
+    def flush_writes(self) -> None:
+        """Commit the tick's open write transaction, if any (never one a `transaction()` block holds)."""
+        with self.lock:
+            conn = self.db.conn
+            if getattr(self, "_depth", 0):  # a transaction() block is open: its end is not ours to commit
+                if self._batch is not None:
+                    self._batch[0].call_soon(self.flush_writes)
+                return
+            if self._batch is not None:
+                self._batch[2] = False
+            if conn.in_transaction:
+                conn.execute("COMMIT")
 
     def _one(self, sql: str, args: list) -> dict | None:
         cursor = self.db.conn.execute(sql, args)
@@ -332,6 +374,28 @@ class Store:
     def update_item(self, item_id: str, *, payload_update: dict | None = None, prompt_versions: Iterable[str] = (),
                     **fields) -> None:
         """Update columns; `payload_update` merges into the JSON payload; prompt versions accumulate."""
+        prompt_versions = list(dict.fromkeys(prompt_versions))
+        if len(prompt_versions) <= 1 and all(isinstance(k, str) and '"' not in k for k in payload_update or ()):
+            # the hot path: one UPDATE, no read first and no explicit transaction: the payload's keys are set in
+            # place by SQLite (json_set) and a prompt version is appended unless the list holds it already
+            values = {k: jdump(v) if k == "skills" else v for k, v in fields.items()}
+            values["updated_at"] = now()
+            assignments = [f"[{c}] = ?" for c in values]
+            args = list(values.values())
+            if prompt_versions:
+                assignments.append(
+                    "prompt_versions = CASE WHEN EXISTS (SELECT 1 FROM json_each(coalesce(prompt_versions, '[]')) "
+                    "WHERE value = ?) THEN prompt_versions ELSE json_insert(coalesce(prompt_versions, '[]'), '$[#]', ?) END")
+                args += [prompt_versions[0], prompt_versions[0]]
+            if payload_update:
+                paths = ", ".join("?, json(?)" for _ in payload_update)
+                assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
+                for k, v in payload_update.items():
+                    args += [f'$."{k}"', jdump(v)]
+            cursor = self._write(f"UPDATE items SET {', '.join(assignments)} WHERE id = ?", [*args, item_id])
+            if cursor.rowcount == 0:
+                raise NotFound(f"no item '{item_id}' in {self.path}")
+            return
         with self.transaction():
             current = self._one("SELECT payload, prompt_versions FROM items WHERE id = ?", [item_id])
             if current is None:
@@ -443,6 +507,32 @@ def _decode_item(row: dict) -> dict:
     }
 
 
+class _StoreLock:
+    """`Store.lock`: a re-entrant lock that, taken by a thread other than the one batching writes (a lease
+    heartbeat, the review page's worker), first commits the batch's open transaction, so that thread never waits
+    on SQLite's write lock while holding this one (which the batching thread needs to commit)."""
+
+    def __init__(self, store: Store):
+        self._lock = threading.RLock()
+        self._store = store
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        got = self._lock.acquire(blocking, timeout)
+        batch = self._store._batch
+        if got and batch is not None and batch[1] != threading.get_ident() and batch[3].in_transaction:
+            batch[3].execute("COMMIT")  # the batching thread is not inside a transaction() block: we hold the lock
+        return got
+
+    def release(self) -> None:
+        self._lock.release()
+
+    def __enter__(self) -> bool:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (or ROLLBACK on error); nested uses join the outer transaction."""
 
@@ -454,14 +544,20 @@ class _Transaction:
         store.lock.acquire()
         store._depth = getattr(store, "_depth", 0) + 1
         if store._depth == 1:
-            store.db.conn.execute("BEGIN IMMEDIATE")
+            # inside a tick's open write batch (batch_writes) the group is a savepoint of that transaction
+            self.savepoint = store.db.conn.in_transaction
+            store.db.conn.execute("SAVEPOINT skillweave_tx" if self.savepoint else "BEGIN IMMEDIATE")
         return store
 
     def __exit__(self, exc_type, exc, tb):
         store = self.store
         try:
             store._depth -= 1
-            if store._depth == 0:
+            if store._depth == 0 and self.savepoint:
+                if exc_type:
+                    store.db.conn.execute("ROLLBACK TO skillweave_tx")
+                store.db.conn.execute("RELEASE skillweave_tx")
+            elif store._depth == 0:
                 store.db.conn.execute("ROLLBACK" if exc_type else "COMMIT")
         finally:
             store.lock.release()

@@ -1,0 +1,73 @@
+"""Client CPU per request of the Skill-Mix pipeline, two code trees alternated against one mock server.
+
+Each tree is a folder that holds a `skillweave` package (e.g. a `git archive` of an older commit unpacked into
+OLD/skillweave, and the working tree's parent). The script starts `benchmarks/mock_openai.py` once, then runs the
+pipeline (`openai:` provider, Skill-Mix, k=2, three requests per item) in a fresh process per run, alternating
+the trees, so both see the same server and, on a shared machine, the same load. It prints each run's CPU ms per
+request of the pipeline process (graph, store, templates, HTTP client) and the median per tree and their ratio.
+
+    git archive <commit> | (mkdir -p /tmp/old/skillweave && tar -x -C /tmp/old/skillweave)
+    python benchmarks/pipeline_cpu_ab.py --tree before=/tmp/old --tree after=/path/to/parent-of-checkout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+sys.path.insert(0, str(HERE))
+from mock_openai import run_in_process  # noqa: E402
+
+ONE_RUN = """
+import json, sys, tempfile, os
+sys.path.insert(0, {here!r})
+import pipeline_throughput as pt
+import skillweave
+with tempfile.TemporaryDirectory() as tmp:
+    pt.pipeline({c}, 8, os.path.join(tmp, "warm.db"))
+    items_ps, rps, calls = pt.pipeline({c}, {n}, os.path.join(tmp, "bench.db"))
+print(json.dumps({{"cpu_ms": 1000 * pt.pipeline.cpu_s / calls, "rps": rps, "calls": calls,
+                  "file": skillweave.__file__}}))
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tree", action="append", required=True, help="NAME=DIR (DIR holds skillweave/)")
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--items", type=int, default=512)
+    parser.add_argument("--rounds", type=int, default=3, help="Runs per tree, alternated.")
+    args = parser.parse_args()
+    trees = [t.split("=", 1) for t in args.tree]
+    proc, port = run_in_process(args.latency)
+    env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "mock"}
+    results: dict[str, list[float]] = {name: [] for name, _ in trees}
+    try:
+        for r in range(args.rounds):
+            for name, tree in trees if r % 2 == 0 else list(reversed(trees)):
+                code = ONE_RUN.format(here=str(HERE), c=args.concurrency, n=args.items)
+                out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": tree},
+                                     capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                row = json.loads(out)
+                results[name].append(row["cpu_ms"])
+                print(f"round {r} {name:10s} {row['cpu_ms']:6.2f} CPU ms/request  {row['rps']:7.1f} req/s  "
+                      f"({row['calls']} requests, {row['file']})", flush=True)
+    finally:
+        proc.terminate()
+    medians = {name: statistics.median(v) for name, v in results.items()}
+    for name, m in medians.items():
+        print(f"median {name:10s} {m:6.2f} CPU ms/request")
+    if len(trees) == 2:
+        (a, _), (b, _) = trees
+        print(f"{b} / {a} CPU per request: {medians[b] / medians[a]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
