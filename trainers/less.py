@@ -296,9 +296,10 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
         device = projector.device
         for chunk_start in range(start, len(encoded), config.chunk_examples):
             chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-            # Batch examples of similar length (less padding); each batch is projected straight into the chunk's
-            # (rows, d) accumulator in pool order, so no (rows, P) gradient matrix is ever held.
+            # Batch examples of similar length (less padding); batches are projected into the chunk's (rows, d)
+            # accumulator in pool order through a buffer bounded in bytes, so no (chunk, P) gradient matrix is held.
             projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
+            buffer = lf.ProjectionBuffer(projector, projected)
             done_rows = 0
             # Under several processes each takes its share of the batches; the accumulators are summed.
             batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
@@ -307,10 +308,11 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
                     grads = lf.adam_features(grads, moments, adam_variant)
-                projected[torch.tensor(index, device=device)] = projector.project(grads)
+                buffer.add(index, grads)
                 done_rows += len(index)
                 if progress and world == 1:
                     progress(chunk_start + done_rows, len(encoded), folder.parent.name)
+            buffer.flush()
             if world > 1:
                 from accelerate.utils import reduce
 
