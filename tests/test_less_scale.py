@@ -27,12 +27,16 @@ def _lora_model():
     return model, tokenizer
 
 
-def test_projection_sees_one_batch_at_a_time_and_features_do_not_depend_on_the_chunk_size(tmp_path, monkeypatch):
+@pytest.mark.parametrize("budget_rows", [0, 6])
+def test_projection_sees_one_batch_at_a_time_and_features_do_not_depend_on_the_chunk_size(tmp_path, monkeypatch,
+                                                                                          budget_rows):
     model, tokenizer = _lora_model()
     encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": " ".join(WORDS[: 1 + i % 9]),
                                                             "completion": WORDS[i % 10]}), 32) for i in range(20)]
     n_params = sum(p.numel() for _, p in lf.trainable_parameters(model))
     projector = lf.RademacherProjector(n_params, 32, seed=3)
+    # the projection buffer's byte budget: 0 projects every batch alone, 6 rows gathers at most 6 rows
+    monkeypatch.setattr(lf, "PROJECTION_BUFFER_BYTES", budget_rows * 4 * n_params)
     widest = []
     real = lf.RademacherProjector.project
     monkeypatch.setattr(lf.RademacherProjector, "project",
@@ -42,7 +46,9 @@ def test_projection_sees_one_batch_at_a_time_and_features_do_not_depend_on_the_c
         config = LessConfig(pool="p", targets="t", chunk_examples=chunk, feature_batch_size=4)
         results.append(build_features(model, tokenizer.pad_token_id, encoded, tmp_path / f"c{chunk}", kind="sgd",
                                       moments=None, projector=projector, config=config))
-    assert max(widest) <= 4  # never a (chunk, P) gradient matrix: at most one feature batch of rows is projected
+    # never a (chunk, P) gradient matrix: at most one feature batch, or the budget's rows, projected at once
+    assert max(widest) <= max(4, budget_rows)
+    assert max(widest) == 4 if budget_rows == 0 else max(widest) > 4  # the budget is used when there is one
     grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
     expected = grads @ projector.rows(0, n_params)  # the old path: all rows' gradients, projected at once
     for raw in results:
@@ -82,3 +88,26 @@ def test_device_generated_projector_is_seeded_chunk_invariant_and_preserves_cosi
         lf.RademacherProjector(n_in, d, generator="fast")
     with pytest.raises(ConfigError, match="--projector 'fast'"):
         LessConfig(pool="p", targets="t", projector="fast").validate()
+
+
+def test_projection_buffer_gathers_batches_within_its_budget_and_keeps_rows_in_place():
+    torch.manual_seed(0)
+    n_params, rows = 40, 11
+    projector = lf.RademacherProjector(n_params, 16, seed=5)
+    grads = torch.randn(rows, n_params)
+    expected = grads @ projector.rows(0, n_params)
+    order = [[3, 7], [0, 1, 2], [10], [4, 5, 6, 8, 9]]  # length-sorted batches come in any row order
+    for budget_rows, widest_allowed in ((0, 5), (3, 5), (5, 5), (8, 8), (100, 11)):
+        widths = []
+        real = projector.project
+        projector.project = lambda x: widths.append(x.shape[0]) or real(x)  # noqa: B023
+        out = torch.zeros(rows, 16)
+        buffer = lf.ProjectionBuffer(projector, out, budget=budget_rows * 4 * n_params)
+        for index in order:
+            buffer.add(index, grads[index])
+        buffer.flush()
+        del projector.project
+        assert torch.allclose(out, expected, rtol=1e-5, atol=1e-5), budget_rows
+        assert max(widths) <= widest_allowed and sum(widths) == rows, (budget_rows, widths)
+        if budget_rows >= rows:
+            assert widths == [rows]  # the whole chunk in one product: Π read once

@@ -119,7 +119,9 @@ def test_less_features_two_processes_equal_one(tmp_path, capsys):
     for side in ("pool-ckpt1-adam", "pool-ckpt2-adam"):
         a = torch.load(tmp_path / "one" / side / "dim128" / "all_unormalized.pt")
         b = torch.load(tmp_path / "two" / side / "dim128" / "all_unormalized.pt")
-        assert torch.allclose(a, b, rtol=1e-5, atol=1e-5)
+        # each process projects its own batches' rows (a projection buffer per process), so the products' widths
+        # and their float rounding differ from one process: ~1e-6 of a row's norm; a wrong shard would be O(1)
+        assert ((a - b).norm(dim=1) / a.norm(dim=1)).max() < 1e-5
 
 
 def test_sft_trains_under_ddp_and_writes_one_checkpoint(tmp_path):

@@ -143,7 +143,7 @@ def _collate(pad_id: int):
 def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path) -> list[Path]:
     """LoRA-train on the warmup subset; returns one checkpoint folder per epoch (reused if already complete)."""
     folders = [out / "warmup" / f"ckpt{epoch}" for epoch in range(1, config.epochs + 1)]
-    key = warmup_key(config, encoded)
+    key = warmup_key(config, encoded, model)
     if all((f / "meta.json").exists() for f in folders):
         found = {json.loads((f / "meta.json").read_text()).get("warmup_key") for f in folders}
         if found != {key}:
@@ -199,11 +199,22 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
     return folders
 
 
-def warmup_key(config: LessConfig, encoded: list[dict]) -> str:
-    """A hash of everything that determines the warmup checkpoints."""
+def warmup_key(config: LessConfig, encoded: list[dict], model: Any = None) -> str:
+    """A hash of everything that determines the warmup checkpoints.
+
+    With `model`, the precision and the device kind it trains in are part of the key (the resolved ones, so
+    `--dtype auto` on a GPU and `--dtype bf16` share a warmup, and a bf16 warmup is never reused by an fp32
+    run). fp32 on the CPU adds nothing, so warmups made before either option existed keep their key.
+    """
     fields = ("model", "warmup_fraction", "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size",
               "grad_accum", "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "max_length", "seed")
-    return rows_hash([{f: getattr(config, f) for f in fields}, encoded])
+    settings = {f: getattr(config, f) for f in fields}
+    if model is not None:
+        param = next(model.parameters())
+        dtype, kind = str(param.dtype).removeprefix("torch."), param.device.type
+        if (dtype, kind) != ("float32", "cpu"):
+            settings.update(dtype=dtype, device=kind)  # results differ between precisions and device kinds
+    return rows_hash([settings, encoded])
 
 
 def save_checkpoint(model, optimizer, names: list[str], folder: Path, *, epoch: int, step: int,
@@ -285,9 +296,10 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
         device = projector.device
         for chunk_start in range(start, len(encoded), config.chunk_examples):
             chunk = encoded[chunk_start : chunk_start + config.chunk_examples]
-            # Batch examples of similar length (less padding); each batch is projected straight into the chunk's
-            # (rows, d) accumulator in pool order, so no (rows, P) gradient matrix is ever held.
+            # Batch examples of similar length (less padding); batches are projected into the chunk's (rows, d)
+            # accumulator in pool order through a buffer bounded in bytes, so no (chunk, P) gradient matrix is held.
             projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
+            buffer = lf.ProjectionBuffer(projector, projected)
             done_rows = 0
             # Under several processes each takes its share of the batches; the accumulators are summed.
             batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
@@ -296,10 +308,11 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
                     grads = lf.adam_features(grads, moments, adam_variant)
-                projected[torch.tensor(index, device=device)] = projector.project(grads)
+                buffer.add(index, grads)
                 done_rows += len(index)
                 if progress and world == 1:
                     progress(chunk_start + done_rows, len(encoded), folder.parent.name)
+            buffer.flush()
             if world > 1:
                 from accelerate.utils import reduce
 

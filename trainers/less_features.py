@@ -353,6 +353,45 @@ class RademacherProjector:
         return out
 
 
+PROJECTION_BUFFER_BYTES = 1 << 28  # most fp32 gradient rows gathered before one projection (256 MB)
+
+
+class ProjectionBuffer:
+    """Gathers feature batches' gradient rows and projects them together into `out` (rows in `out`'s order).
+
+    One (B, P) @ (P, d) product per feature batch reads all of Π for few rows: memory-bound on a CPU (a 32-row
+    product costs about twice as much per row as a 160-row one) and, when Π is too large to cache, regenerated
+    per batch. Rows are copied into one buffer of at most `budget` bytes (at most the chunk's rows) and projected
+    when it is full, so Π is read once per buffer. The buffer's size depends on P and the budget, never on the
+    chunk size; a batch wider than the buffer (P too large for the budget: reference-scale LoRA) is projected on
+    its own, as if there were no buffer. Features equal per-batch projection up to float rounding.
+    """
+
+    def __init__(self, projector: RademacherProjector, out: torch.Tensor, budget: int | None = None):
+        self.projector, self.out = projector, out
+        budget = PROJECTION_BUFFER_BYTES if budget is None else budget
+        self.capacity = min(out.shape[0], budget // (4 * projector.dim_in))
+        self.buffer: torch.Tensor | None = None
+        self.index: list[int] = []
+
+    def add(self, index: Sequence[int], grads: torch.Tensor) -> None:
+        if len(self.index) + len(index) > self.capacity:
+            self.flush()
+        if len(index) > self.capacity:  # wider than the whole buffer: project this batch alone
+            self.out[torch.tensor(index, device=self.out.device)] = self.projector.project(grads)
+            return
+        if self.buffer is None:
+            self.buffer = torch.empty(self.capacity, self.projector.dim_in, dtype=torch.float32, device=grads.device)
+        self.buffer[len(self.index) : len(self.index) + len(index)] = grads
+        self.index.extend(index)
+
+    def flush(self) -> None:
+        if self.index:
+            rows = self.buffer[: len(self.index)]
+            self.out[torch.tensor(self.index, device=self.out.device)] = self.projector.project(rows)
+            self.index = []
+
+
 def normalize_rows(x: torch.Tensor) -> torch.Tensor:
     return x / x.norm(dim=1, keepdim=True).clamp(min=1e-30)
 
