@@ -54,6 +54,8 @@ class Price:
 def builtin_price(kind: str, model: str) -> tuple[float, float] | None:
     """The built-in price of a model id, or of the longest base id a dated snapshot extends
     (`gpt-4o-2024-08-06` -> `gpt-4o`, never `gpt-4o-mini` -> `gpt-4o`)."""
+    if kind == "local":  # the embedded model runs on this machine: no price per token
+        return (0.0, 0.0)
     if (kind, model) in BUILTIN_PRICES:
         return BUILTIN_PRICES[(kind, model)]
     best = None

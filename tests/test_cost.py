@@ -210,3 +210,11 @@ def test_dry_run_projects_batch_calls_at_half_price(cli_run):
         totals.append((float(total[4].lstrip("$")), float(total[6].lstrip("$"))))
     assert totals[1][0] == pytest.approx(totals[0][0] / 2, rel=0.01)
     assert totals[1][1] == pytest.approx(totals[0][1] / 2, rel=0.01)
+
+
+def test_the_embedded_model_costs_nothing_and_says_so():
+    """`local` runs on this machine: its calls cost $0 (known), unlike an unpriced API model (unknown)."""
+    from skillweave.agents.prices import price_of
+
+    assert price_of("local").cost(1000, 1000) == 0.0
+    assert price_of("openai:some-unlisted-model") is None
