@@ -94,3 +94,31 @@ class _Wrapper:
 
     def main(self, args=None, prog_name=None, standalone_mode=True, **extra):
         self.fn()
+
+
+def json_server(respond):
+    """A 127.0.0.1 HTTP server for provider tests: each POST's JSON body goes to `respond(body)`, which returns
+    (status, text) or (status, text, headers). Returns (server, base URL); call `server.shutdown()` when done."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            status, text, *rest = respond(json.loads(self.rfile.read(int(self.headers["content-length"]))))
+            payload = text.encode()
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            for name, value in (rest[0] if rest else {}).items():
+                self.send_header(name, value)
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"

@@ -308,34 +308,23 @@ def test_fault_matrix_at_30_percent_every_run_finishes_or_ends_resumable(cli_run
 @pytest.fixture
 def anthropic_server(monkeypatch):
     """A 127.0.0.1 Anthropic messages endpoint answering scripted (status, body, headers), then a good reply."""
+    from conftest import json_server
+
     script: list[tuple[int, str, dict]] = []
     served = []
     bodies = []
+    good = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+                       "content": [{"type": "text", "text": "fine"}], "stop_reason": "end_turn",
+                       "usage": {"input_tokens": 3, "output_tokens": 1}})
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            good = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                               "content": [{"type": "text", "text": "fine"}], "stop_reason": "end_turn",
-                               "usage": {"input_tokens": 3, "output_tokens": 1}})
-            status, text, headers = script.pop(0) if script else (200, good, {})
-            served.append(status)
-            payload = text.encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(body):
+        bodies.append(body)
+        status, text, headers = script.pop(0) if script else (200, good, {})
+        served.append(status)
+        return status, text, headers
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    monkeypatch.setenv("ANTHROPIC_BASE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+    server, url = json_server(respond)
+    monkeypatch.setenv("ANTHROPIC_BASE_URL", url)
     monkeypatch.setenv("ANTHROPIC_API_KEY", "test-key")
     yield script, served, bodies
     server.shutdown()

@@ -203,31 +203,20 @@ def test_openai_provider_honours_retry_after_on_429(mock_server, monkeypatch):
 def scripted_server():
     """A 127.0.0.1 chat-completions server answering with scripted (status, body) pairs, then 200s."""
     import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import json_server
 
     script: list[tuple[int, str]] = []
     bodies: list[dict] = []
+    ok = json.dumps({"choices": [{"message": {"role": "assistant", "content": "ok"}}],
+                     "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            status, text = script.pop(0) if script else (200, json.dumps(
-                {"choices": [{"message": {"role": "assistant", "content": "ok"}}],
-                 "usage": {"prompt_tokens": 3, "completion_tokens": 1}}))
-            payload = text.encode()
-            self.send_response(status)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(body):
+        bodies.append(body)
+        return script.pop(0) if script else (200, ok)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", script, bodies
+    server, url = json_server(respond)
+    yield f"{url}/v1", script, bodies
     server.shutdown()
 
 

@@ -216,29 +216,18 @@ def test_skill_clustering_reply_is_typed_and_repaired(tmp_path):
 @pytest.fixture
 def capturing_server():
     """A 127.0.0.1 chat-completions server that records request bodies and answers the scripted contents."""
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from conftest import json_server
 
     bodies, contents = [], []
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            bodies.append(json.loads(self.rfile.read(int(self.headers["content-length"]))))
-            content = contents.pop(0) if contents else '{"verdict": "ok", "score": 1}'
-            payload = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
-                                  "usage": {"prompt_tokens": 3, "completion_tokens": 1}}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+    def respond(body):
+        bodies.append(body)
+        content = contents.pop(0) if contents else '{"verdict": "ok", "score": 1}'
+        return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
+                                "usage": {"prompt_tokens": 3, "completion_tokens": 1}})
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/v1", bodies, contents
+    server, url = json_server(respond)
+    yield f"{url}/v1", bodies, contents
     server.shutdown()
 
 
