@@ -31,6 +31,7 @@ import numpy as np
 
 from skillweave.agents.dedup import NearDuplicateIndex
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
+from skillweave.catalog import draw_combinations
 from skillweave.catalog.instruct_formats import QueryType, queries_from_entries
 from skillweave.errors import ModelCallError
 
@@ -97,21 +98,10 @@ def sample_instruct_official(skills: list[str], query_types: list, n: int, k: in
     that last step inside worker threads, one chunk of 100 per thread; the order is the plan order whenever
     one thread or one chunk runs, and otherwise depends on thread timing there.)
     """
-    if k > len(skills):
-        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
+    rng = np.random.RandomState(seed)
+    combos = draw_combinations(rng, skills, k, n)
     if not query_types:
         raise ValueError("no query types to sample from")
-    rng = np.random.RandomState(seed)
-    pool = list(skills)
-    if n > 0:
-        combos = []
-        for _ in range(n):
-            rng.shuffle(pool)
-            combos.append(pool[:k])
-    else:
-        from itertools import combinations
-
-        combos = [list(c) for c in sorted(combinations(pool, k))]
     queries = list(query_types)
     while len(queries) < len(combos):
         queries += queries

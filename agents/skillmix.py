@@ -11,7 +11,7 @@ import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
-from skillweave.catalog import Skill
+from skillweave.catalog import Skill, draw_combinations
 from skillweave.errors import ModelCallError
 from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
 
@@ -46,19 +46,8 @@ def sample_official(skills: list, topics: list, k: int, n: int, seed: int = 10,
     the catalog in sorted order (by skill names), as upstream does for any non-positive count, and then
     draws the topics the same way. Combinations are independent (duplicates possible).
     """
-    if k > len(skills):
-        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
     rng = random.Random(seed)
-    pool = list(skills)
-    if n > 0:
-        combos = []
-        for _ in range(n):
-            rng.shuffle(pool)
-            combos.append(pool[:k])
-    else:
-        from itertools import combinations
-
-        combos = [list(c) for c in sorted(combinations(pool, k), key=lambda c: tuple(_name(s) for s in c))]
+    combos = draw_combinations(rng, skills, k, n, key=lambda c: tuple(_name(s) for s in c))
     topic_pool, draws = list(topics), []
     for combo in combos:
         rng.shuffle(topic_pool)

@@ -118,3 +118,22 @@ def split_topics(topics: list[str], heldout_fraction: float = 0.5) -> tuple[list
     """Topics have no categories: the first (1 - fraction) in file order train, the rest are held out."""
     cut = round(len(topics) * (1 - heldout_fraction))
     return topics[:cut], topics[cut:]
+
+
+def draw_combinations(rng, skills: list, k: int, n: int, *, key=None) -> list[list]:
+    """The released samplers' combination draw (Skill-Mix's query_random.py, Instruct-SkillMix's driver): n > 0
+    shuffles one copy of the catalog in place n times with `rng` (a `random.Random` or numpy `RandomState`,
+    whichever generator the release uses) and keeps the first k each time; n <= 0 lists every combination,
+    sorted (by `key`). The caller goes on drawing from the same `rng`."""
+    if k > len(skills):
+        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
+    pool = list(skills)
+    if n > 0:
+        combos = []
+        for _ in range(n):
+            rng.shuffle(pool)
+            combos.append(pool[:k])
+        return combos
+    from itertools import combinations
+
+    return [list(c) for c in sorted(combinations(pool, k), key=key)]
