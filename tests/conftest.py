@@ -122,3 +122,32 @@ def json_server(respond):
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def _without_call_ids(value):
+    """Model call ids are random per call (uuid4), in any store: the only field a re-run may not repeat."""
+    if isinstance(value, dict):
+        return {k: _without_call_ids(v) for k, v in value.items() if not k.endswith("call_id")}
+    return [_without_call_ids(v) for v in value] if isinstance(value, list) else value
+
+
+def run_content(db: str) -> dict:
+    """For comparing runs (a sharded run merged against the unsharded one): what a run produced, independent of its id: items with texts and grades, and the pipeline's report (its
+    table, and its metrics where the pipeline reports them)."""
+    import json
+
+    from skillweave.pipelines import get_pipeline
+    from skillweave.store import Store
+
+    store = Store(db)
+    run = store.get_run("latest")
+    items = []
+    for item in store.items(run["id"]):
+        grades = [(g["sample_index"], g["judge"], g["points"], g["raw"]) for g in store.grades(item["id"])]
+        items.append((item["kind"], item["combo_index"], item["round"], item["k"], tuple(item["skills"]),
+                      item["topic"], item["status"], json.dumps(_without_call_ids(item["payload"]), sort_keys=True),
+                      tuple(grades)))
+    report = get_pipeline(run["pipeline"]).reporter()(store, run)
+    text = json.dumps({"items": sorted(items), "table": report["table"], "metrics": report.get("metrics")},
+                      sort_keys=True, default=str)
+    return json.loads(text.replace(run["id"], "RUN"))

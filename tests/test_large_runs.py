@@ -7,6 +7,7 @@ import json
 import sqlite3
 
 import pytest
+from conftest import run_content
 
 from skillweave.agents.providers import FakeProvider, register_provider
 from skillweave.store import Store
@@ -210,21 +211,6 @@ def test_reply_cache_serves_a_second_run_with_zero_provider_calls(cli_run, db_pa
 SHARDED = ("--model", "fake", "--k", "2,3", "--n", "3", "--rounds", "2", "--grading-samples", "2")
 
 
-def _content(db: str) -> dict:
-    """What a run produced, independent of ids: items, their texts and grades, and the report."""
-    store = Store(db)
-    run = store.get_run("latest")
-    items = []
-    for item in store.items(run["id"]):
-        grades = [(g["sample_index"], g["judge"], g["points"], g["raw"]) for g in store.grades(item["id"])]
-        items.append((item["kind"], item["combo_index"], item["round"], item["k"], tuple(item["skills"]),
-                      item["topic"], item["status"], json.dumps(item["payload"], sort_keys=True), tuple(grades)))
-    from skillweave.metrics.skillmix import run_report
-
-    report = run_report(store, run)
-    return {"items": sorted(items), "metrics": report["metrics"], "table": report["table"]}
-
-
 def test_sharded_run_merged_equals_the_unsharded_run(cli_run, tmp_path):
     whole = str(tmp_path / "whole.db")
     assert cli_run("run", "skillmix", *SHARDED, db=whole)[0] == 0
@@ -239,7 +225,7 @@ def test_sharded_run_merged_equals_the_unsharded_run(cli_run, tmp_path):
     merged = str(tmp_path / "all.db")
     code, out, err = cli_run("merge", *parts, "--into", merged, db=merged)
     assert code == 0, err
-    assert _content(merged) == _content(whole)
+    assert run_content(merged) == run_content(whole)
     store = Store(merged)
     assert len(store.list_runs()) == 1
     run = store.get_run("latest")

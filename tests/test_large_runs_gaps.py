@@ -4,9 +4,9 @@ fixed (a sharded run merged equals the unsharded run), and the refusal where it 
 from __future__ import annotations
 
 import io
-import json
 
 import pytest
+from conftest import run_content
 
 from skillweave.store import Store
 
@@ -89,28 +89,6 @@ def test_progress_lines_of_a_run_show_its_cost(cli_run, db_path, models_file, mo
 
 
 # ---- --shard on every run command with a fixed plan ------------------------------------------------------
-def _without_call_ids(value):
-    """Model call ids are random per call (uuid4), in any store: the only field a re-run may not repeat."""
-    if isinstance(value, dict):
-        return {k: _without_call_ids(v) for k, v in value.items() if not k.endswith("call_id")}
-    return [_without_call_ids(v) for v in value] if isinstance(value, list) else value
-
-
-def _content(db: str) -> dict:
-    """What a run produced, independent of its id: items with texts and grades, and the pipeline's report."""
-    from skillweave.pipelines import get_pipeline
-
-    store = Store(db)
-    run = store.get_run("latest")
-    items = []
-    for item in store.items(run["id"]):
-        grades = [(g["sample_index"], g["judge"], g["points"], g["raw"]) for g in store.grades(item["id"])]
-        items.append((item["kind"], item["combo_index"], item["round"], item["k"], tuple(item["skills"]),
-                      item["topic"], item["status"], json.dumps(_without_call_ids(item["payload"]), sort_keys=True),
-                      tuple(grades)))
-    report = get_pipeline(run["pipeline"]).reporter()(store, run)
-    text = json.dumps({"items": sorted(items), "table": report["table"]}, sort_keys=True, default=str)
-    return json.loads(text.replace(run["id"], "RUN"))
 
 
 @pytest.mark.parametrize("args", [
@@ -137,9 +115,9 @@ def test_sharded_run_merged_equals_the_unsharded_run_beyond_skillmix(cli_run, tm
     code, _, err = cli_run("merge", *parts, "--into", merged, db=merged)
     assert code == 0, err
     assert Store(merged).get_run("latest")["config"]["merged_shards"] == ["1/2", "2/2"]
-    whole_content, merged_content = _content(whole), _content(merged)
+    whole_content, merged_content = run_content(whole), run_content(merged)
     assert whole_content["items"] and merged_content == whole_content
-    one_shard = _content(parts[0])  # a shard alone ran part of the plan: it differs from the whole run
+    one_shard = run_content(parts[0])  # a shard alone ran part of the plan: it differs from the whole run
     assert one_shard != whole_content
     if args[0] == "conceptmix":  # each shard drew its images beside its own store; merge copies them over
         store = Store(merged)
