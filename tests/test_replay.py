@@ -115,6 +115,15 @@ def checkout(tmp_path):
     return root
 
 
+def _run_on_release(cli_run, checkout, prompts, *, rounds: int = 1, judge: str | None = None):
+    """`run skillmix` on the official catalog with the released records as student (and judge) recordings."""
+    outputs = checkout / "test"
+    return cli_run("--prompts-dir", str(prompts), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
+                   "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", str(rounds),
+                   "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
+                   "--judge", judge or f"replay:skillmix={outputs}")
+
+
 def test_prompts_import_then_replay_reproduces_the_official_records_and_metrics(cli_run, db_path, checkout,
                                                                                   tmp_path):
     out = tmp_path / "official-prompts"
@@ -125,10 +134,7 @@ def test_prompts_import_then_replay_reproduces_the_official_records_and_metrics(
     assert code == 2 and "--force" in err  # never overwrites silently
 
     outputs = checkout / "test"
-    code, stdout, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
-                                "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
-                                "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
-                                "--judge", f"replay:{outputs}")
+    code, stdout, err = _run_on_release(cli_run, checkout, out, judge=f"replay:{outputs}")
     assert code == 0, err
     store = Store(db_path)
     (run,) = store.list_runs()
@@ -198,11 +204,7 @@ def test_each_round_gets_its_own_recorded_grade(cli_run, db_path, checkout, tmp_
     first, second = _second_round(checkout)
     out = tmp_path / "official-prompts"
     assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
-    outputs = checkout / "test"
-    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
-                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "2",
-                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
-                           "--judge", f"replay:skillmix={outputs}")
+    code, _, err = _run_on_release(cli_run, checkout, out, rounds=2)
     assert code == 0, err
     store = Store(db_path)
     (run,) = store.list_runs()
@@ -221,10 +223,7 @@ def test_more_rounds_than_recorded_fail_instead_of_reusing_a_reply(cli_run, db_p
     _second_round(checkout)
     out = tmp_path / "official-prompts"
     assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
-    outputs = checkout / "test"
-    cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"), "--topics",
-            str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "3", "--grading-samples", "1",
-            "--model", f"replay:skillmix={outputs}", "--judge", f"replay:skillmix={outputs}")
+    _run_on_release(cli_run, checkout, out, rounds=3)
     store = Store(db_path)
     (run,) = store.list_runs()
     items = list(store.items(run["id"]))
@@ -274,10 +273,7 @@ def test_a_point_list_grading_prompt_is_parsed_as_upstream_parses_it(cli_run, db
     code, _, err = cli_run("prompts", "import-skillmix", str(checkout), str(out), "--grading", "llama")
     assert code == 0, err
     outputs = checkout / "test"
-    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
-                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
-                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
-                           "--judge", f"replay:skillmix={outputs},grader=judge-x")
+    code, _, err = _run_on_release(cli_run, checkout, out, judge=f"replay:skillmix={outputs},grader=judge-x")
     assert code == 0, err
     store = Store(db_path)
     (run,) = store.list_runs()
@@ -306,11 +302,7 @@ def test_a_reply_with_windows_line_endings_is_graded_from_its_recording(cli_run,
         conv.unlink()  # records.csv only
     out = tmp_path / "official-prompts"
     assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
-    outputs = checkout / "test"
-    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
-                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
-                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
-                           "--judge", f"replay:skillmix={outputs}")
+    code, _, err = _run_on_release(cli_run, checkout, out)
     assert code == 0, err
     store = Store(db_path)
     (run,) = store.list_runs()
@@ -410,12 +402,9 @@ def test_run_comparison_benchmark_on_the_fixture(cli_run, db_path, checkout, tmp
     import shutil
     from pathlib import Path
 
-    out, outputs = tmp_path / "official-prompts", checkout / "test"
+    out = tmp_path / "official-prompts"
     assert cli_run("prompts", "import-skillmix", str(checkout), str(out))[0] == 0
-    code, _, err = cli_run("--prompts-dir", str(out), "run", "skillmix", "--skills", str(checkout / "skills.csv"),
-                           "--topics", str(checkout / "topics.txt"), "--k", "2", "--n", "5", "--rounds", "1",
-                           "--grading-samples", "1", "--model", f"replay:skillmix={outputs}",
-                           "--judge", f"replay:skillmix={outputs}")
+    code, _, err = _run_on_release(cli_run, checkout, out)
     assert code == 0, err
     bench = _release_bench()
     everything = bench.compare_run(checkout, Path(db_path), "student-x")["per_k"]["2"]
