@@ -12,6 +12,7 @@ when re-scoring, and the reason the cache is opt-in.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -68,3 +69,14 @@ def open_cache(path: str | None) -> ReplyCache | None:
         if key not in _OPEN:
             _OPEN[key] = ReplyCache(key)
         return _OPEN[key]
+
+
+def cache_path(path: str | None) -> str | None:
+    """A new run's reply cache: `path` (its --reply-cache), else `$SKILLWEAVE_REPLY_CACHE`, made absolute so a
+    resume from another folder finds it, and opened once here so an unusable file fails before the run row."""
+    path = path or os.environ.get("SKILLWEAVE_REPLY_CACHE")
+    if not path:
+        return None
+    path = os.path.abspath(os.path.expanduser(path))
+    open_cache(path)
+    return path

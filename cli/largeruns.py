@@ -5,7 +5,6 @@ Exit statuses and the checks before a run starts live in cli/outcome.py.
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 
@@ -47,14 +46,12 @@ def rejudge(ctx, run_id, judge, judge_template, grading_samples, concurrency, re
     source = store.get_run(run_id)
     check_model("--judge", judge)
     config = rejudge_config(source, judge=judge, judge_template=judge_template, grading_samples=grading_samples,
-                            concurrency=concurrency, reply_cache=reply_cache or os.environ.get("SKILLWEAVE_REPLY_CACHE"))
+                            concurrency=concurrency, reply_cache=reply_cache)
     load_template(config["judge_template"], prompts_dir(ctx))
     preflight({"judge": judge})
-    if config.get("reply_cache"):
-        from skillweave.agents.reply_cache import open_cache
+    from skillweave.agents.reply_cache import cache_path
 
-        config["reply_cache"] = os.path.abspath(os.path.expanduser(config["reply_cache"]))
-        open_cache(config["reply_cache"])
+    config["reply_cache"] = cache_path(config.get("reply_cache"))
     new_id = store.create_run(source["pipeline"], config, command=shlex.join(["skillweave", *sys.argv[1:]]))
     for role, catalog_id in store.run_catalogs(source["id"]).items():
         store.link_run_catalog(new_id, catalog_id, role)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import sys
 from pathlib import Path
@@ -115,11 +114,9 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     from skillweave.cli.shard_option import shard_of
 
     config["shard"] = shard_of(ctx)  # --shard I/N: every shard shares one run id (graphs/shards.py)
-    if os.environ.get("SKILLWEAVE_REPLY_CACHE"):  # as for every other run command (cli/run.py start_run)
-        from skillweave.agents.reply_cache import open_cache
+    from skillweave.agents.reply_cache import cache_path
 
-        config["reply_cache"] = os.path.abspath(os.path.expanduser(os.environ["SKILLWEAVE_REPLY_CACHE"]))
-        open_cache(config["reply_cache"])  # an unusable cache file fails here, before the run row
+    config["reply_cache"] = cache_path(None)  # $SKILLWEAVE_REPLY_CACHE, as for every other run command
     run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")

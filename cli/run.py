@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import os
 import shlex
 import sys
 
 import click
 
 from skillweave.agents.providers import parse_spec
-from skillweave.agents.reply_cache import open_cache
+from skillweave.agents.reply_cache import cache_path
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.cli.outcome import (
     EXIT_INTERRUPTED,
@@ -192,11 +191,7 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
         click.echo(format_projection(dry_run(pipeline, config, catalogs, prompts_dir=prompts_dir(ctx))))
         return ""
     preflight(config)  # API keys and endpoints, before any run row exists
-    if config.reply_cache is None and os.environ.get("SKILLWEAVE_REPLY_CACHE"):
-        config.reply_cache = os.environ["SKILLWEAVE_REPLY_CACHE"]
-    if config.reply_cache:
-        config.reply_cache = os.path.abspath(os.path.expanduser(config.reply_cache))
-        open_cache(config.reply_cache)  # an unusable cache file fails here, not mid-run
+    config.reply_cache = cache_path(config.reply_cache)  # an unusable cache file fails here, not mid-run
     run_id = create_run(open_store(ctx), pipeline, config, catalogs=catalogs, prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
