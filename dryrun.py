@@ -4,7 +4,7 @@ The run is planned and executed in a scratch store in a temporary folder, with e
 dry provider: it returns the templates' example replies (the `fake` provider's replies), so the graph takes the
 route an offline run takes and each call's prompt is rendered exactly. Each recorded request gives:
 
-- input tokens: the rendered prompt, counted the way its model is billed (`agents/prices.py`: words for `fake`,
+- input tokens: the rendered prompt, counted the way its model is billed (`providers/prices.py`: words for `fake`,
   about 4 characters a token otherwise);
 - output tokens, low: replies as long as the template's example reply; high: `max_tokens` for each of the `n`
   replies (the most the provider can bill);
@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 
 from skillweave.agents.llm import RunContext
-from skillweave.agents.prices import Price, count_tokens, estimate_input_tokens, price_of
-from skillweave.agents.providers import FakeProvider
+from skillweave.providers.prices import Price, count_tokens, estimate_input_tokens, price_of
+from skillweave.providers.core import FakeProvider
 
 
 class _DryProvider(FakeProvider):
@@ -73,8 +73,8 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
             images = queries.event_count(store, run_id, stage="image", status="generated")
         finally:
             store.close()
-    from skillweave.agents.batch import BATCH_DISCOUNT
-    from skillweave.agents.model_config import find_model
+    from skillweave.providers.batch import BATCH_DISCOUNT
+    from skillweave.providers.model_config import find_model
 
     stages: dict[str, dict] = {}
     for row in rows:

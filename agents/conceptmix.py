@@ -26,7 +26,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Literal, TypedDict
 
-from skillweave.agents.images import image_backend, image_folder, save_image
+from skillweave.providers.images import image_backend, image_folder, save_image
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.structured import call_structured
 from skillweave.catalog.conceptmix import (

@@ -104,7 +104,7 @@ class NearDuplicateIndex:
         if self.method == "minhash":
             return [self._hasher.signature(t) for t in texts]
         if self.method == "embedding":
-            from skillweave.agents.local_model import embed_texts
+            from skillweave.providers.local_model import embed_texts
 
             return list(embed_texts(texts))
         return [np.zeros(1) for _ in texts]

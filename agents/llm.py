@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillweave.agents.prices import price_of
-from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
-from skillweave.agents.reply_cache import open_cache
+from skillweave.providers.prices import price_of
+from skillweave.providers.core import ChatRequest, get_provider, policy_overrides
+from skillweave.providers.reply_cache import open_cache
 from skillweave.agents.run_prompts import check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
@@ -33,8 +33,8 @@ class RunContext:
     pins: dict | None = None  # template name -> versions the run used (agents.run_prompts); loaded when None
     scheme: str = "b3"  # version scheme of the run's pins ("b2" for runs recorded before b3)
     allow_changed_prompts: bool = False
-    budget: Any = None  # a skillweave.agents.prices.Budget when the run has --max-cost
-    batch: Any = None  # a skillweave.agents.batch.Batcher when the run has --batch
+    budget: Any = None  # a skillweave.providers.prices.Budget when the run has --max-cost
+    batch: Any = None  # a skillweave.providers.batch.Batcher when the run has --batch
     _registered_versions: set = field(default_factory=set)
 
     def template(self, name: str) -> PromptTemplate:
@@ -137,7 +137,7 @@ async def call_template(
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
-    cache = open_cache(ctx.config.get("reply_cache"))  # opt-in, shared across runs: agents/reply_cache.py
+    cache = open_cache(ctx.config.get("reply_cache"))  # opt-in, shared across runs: providers/reply_cache.py
     hit = cache.get(model, request_json) if cache is not None else None
     if hit is not None:  # recorded as this run's call with attempts 0: no provider was called
         call_id = ctx.store.record_call(call_key=call_key, run_id=ctx.run_id, item_id=item_id, role=role,
@@ -169,7 +169,7 @@ async def call_template(
     price = price_of(model)
     cost = price.cost(result.input_tokens, result.output_tokens) if price is not None else None  # unknown, not 0
     if cost is not None and getattr(result, "batch_id", None):
-        from skillweave.agents.batch import BATCH_DISCOUNT
+        from skillweave.providers.batch import BATCH_DISCOUNT
 
         cost *= BATCH_DISCOUNT
     if ctx.budget is not None:

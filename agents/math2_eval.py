@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
-from skillweave.agents.providers import close_clients
+from skillweave.providers.core import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND

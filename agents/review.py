@@ -79,7 +79,7 @@ def ordered_fields(editable: dict) -> list[tuple[str, str]]:
 
 def parse_reviewer(spec: str) -> str:
     """Validate `human`, `auto` or `llm:<model spec>` (e.g. `llm:fake`, `llm:openai:gpt-4o`)."""
-    from skillweave.agents.providers import parse_spec
+    from skillweave.providers.core import parse_spec
 
     spec = (spec or "").strip()
     if spec in ("human", "auto"):

@@ -20,7 +20,7 @@ Embed = Callable[[list[str]], np.ndarray]
 
 
 def minilm_embed(texts: list[str]) -> np.ndarray:
-    from skillweave.agents.local_model import embed_texts
+    from skillweave.providers.local_model import embed_texts
 
     return embed_texts(texts)
 

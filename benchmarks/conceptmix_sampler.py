@@ -12,7 +12,7 @@ import random
 import time
 from collections import Counter
 
-from skillweave.agents.images import render_configuration
+from skillweave.providers.images import render_configuration
 from skillweave.catalog.conceptmix import complete_config_by_rule, load_concept_catalog, sample_concepts
 
 

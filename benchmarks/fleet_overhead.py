@@ -1,5 +1,5 @@
 """Client CPU per request: the plain `openai:` provider against a named model of the models file
-(agents/fleet.py: endpoint choice, rate-limit bookkeeping), one endpoint and a 3-endpoint fleet.
+(providers/fleet.py: endpoint choice, rate-limit bookkeeping), one endpoint and a 3-endpoint fleet.
 
 Each variant replays the same request `--requests` times with `--concurrency` workers against mock servers
 on 127.0.0.1 (separate processes) and prints requests/s and this process's CPU ms per request, measured in one
@@ -26,7 +26,7 @@ MESSAGES = [{"role": "system", "content": "You are terse."},
 
 
 async def replay(provider, concurrency: int, count: int) -> tuple[float, float]:
-    from skillweave.agents.providers import ChatRequest
+    from skillweave.providers.core import ChatRequest
 
     left = [count]
 
@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    from skillweave.agents.fleet import FleetOpenAIProvider
-    from skillweave.agents.model_config import ModelEntry
-    from skillweave.agents.providers import OpenAIProvider
+    from skillweave.providers.fleet import FleetOpenAIProvider
+    from skillweave.providers.model_config import ModelEntry
+    from skillweave.providers.core import OpenAIProvider
 
     servers = [run_in_process(args.latency) for _ in range(3)]
     urls = [f"http://127.0.0.1:{port}/v1" for _, port in servers]

@@ -20,8 +20,8 @@ import sys
 import time
 
 LOAD = {
-    "engine": "from skillweave.agents.local_engine import load_engine; load_engine('local')",
-    "transformers": "from skillweave.agents.local_model import load_causal_lm; load_causal_lm('local')",
+    "engine": "from skillweave.providers.local_engine import load_engine; load_engine('local')",
+    "transformers": "from skillweave.providers.local_model import load_causal_lm; load_causal_lm('local')",
 }
 
 TOPICS = ["gardening", "chess", "a rainy city", "the history of bread", "learning to swim", "volcanoes",
@@ -40,7 +40,7 @@ def warm_load(kind: str) -> float:
 def throughput(args) -> dict:
     import asyncio
 
-    from skillweave.agents.providers import ChatRequest, LocalProvider
+    from skillweave.providers.core import ChatRequest, LocalProvider
 
     provider = LocalProvider("local", max_concurrency=args.concurrency)
     requests = [ChatRequest(messages=[{"role": "user", "content": (

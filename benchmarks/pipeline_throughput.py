@@ -14,7 +14,7 @@ loop's at concurrency 64 and 0.2 s; at 0.05 s and concurrency 256, <= 1.0 ms of 
 the bare aiohttp three-step loop.
 
     python benchmarks/pipeline_throughput.py --concurrency 64 --latency 0.2 --items 256
-    python benchmarks/pipeline_throughput.py --named   # also through a models-file name (agents/fleet.py)
+    python benchmarks/pipeline_throughput.py --named   # also through a models-file name (providers/fleet.py)
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ async def bare_loop(concurrency: int, requests: list[dict]) -> float:
 
 async def bare_provider_loop(concurrency: int, requests: list[dict]) -> float:
     """Replay the same chat requests through skillweave's `openai:` provider alone (its HTTP client)."""
-    from skillweave.agents.providers import ChatRequest, OpenAIProvider, close_clients, register_provider
+    from skillweave.providers.core import ChatRequest, OpenAIProvider, close_clients, register_provider
 
     provider = OpenAIProvider("mock", max_concurrency=concurrency)
     register_provider("openai:mock-bare", provider)  # so close_clients closes its session
@@ -156,7 +156,7 @@ def main() -> None:
             items_ps, pipe_rps, calls = pipeline(args.concurrency, args.items, db)
             requests = recorded_requests(db)
             named_rps = None
-            if args.named:  # the same run through a named model of a models file (agents/fleet.py)
+            if args.named:  # the same run through a named model of a models file (providers/fleet.py)
                 models = os.path.join(tmp, "models.yaml")
                 with open(models, "w") as f:
                     f.write(f"models:\n  mock-named:\n    kind: openai\n    model: mock\n"

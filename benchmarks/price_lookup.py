@@ -18,7 +18,7 @@ MODELS = "models:\n  cheap: {kind: fake, model: default, price_input: 1, price_o
 
 
 def main(number: int = 5000) -> None:
-    from skillweave.agents.prices import _lookup_price, price_of
+    from skillweave.providers.prices import _lookup_price, price_of
 
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "models.yaml")

@@ -5,11 +5,11 @@ RetryPolicy; only the loop differs. Measured in one run, alternating the variant
   - CPU ms per request (this process's CPU time / requests) against benchmarks/mock_openai.py on 127.0.0.1,
     `--concurrency` workers, no latency, no faults (the fast path every successful call takes);
   - CPU µs per call of the loop alone, around a `_chat` that returns at once (no HTTP).
-With `--baseline FILE` (an older agents/providers.py, e.g. from `git show REV:agents/providers.py`), its
+With `--baseline FILE` (an older providers/core.py, e.g. from `git show REV:providers/core.py`), its
 `openai:` provider is measured in the same run as a third variant, to see what the fault checks cost.
 
     python benchmarks/retry_policy.py --requests 3000 --concurrency 64 --repeats 3
-    git show c32c4dd:agents/providers.py > /tmp/providers_before.py
+    git show c32c4dd:providers/core.py > /tmp/providers_before.py
     python benchmarks/retry_policy.py --repeats 8 --baseline /tmp/providers_before.py
 """
 
@@ -30,7 +30,7 @@ def tenacity_chat_class(base):
     """`base` with `chat` rewritten on tenacity.AsyncRetrying, same policy (attempts, waits, timeout)."""
     import tenacity
 
-    from skillweave.agents.providers import RetryableError
+    from skillweave.providers.core import RetryableError
     from skillweave.errors import ModelCallError
 
     class TenacityChat(base):
@@ -59,7 +59,7 @@ def tenacity_chat_class(base):
 
 async def http_loop(provider, requests: int, concurrency: int) -> float:
     """CPU seconds per request through the provider against the mock server."""
-    from skillweave.agents.providers import ChatRequest
+    from skillweave.providers.core import ChatRequest
 
     left = [requests]
     request = ChatRequest(messages=[{"role": "user", "content": "Write one sentence about sewing."}])
@@ -77,7 +77,7 @@ async def http_loop(provider, requests: int, concurrency: int) -> float:
 
 
 async def loop_only(provider, calls: int) -> float:
-    from skillweave.agents.providers import ChatRequest
+    from skillweave.providers.core import ChatRequest
 
     request = ChatRequest(messages=[{"role": "user", "content": "x"}])
     start = time.process_time()
@@ -92,10 +92,10 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--loop-calls", type=int, default=20000)
-    parser.add_argument("--baseline", default=None, help="An older agents/providers.py to measure alongside.")
+    parser.add_argument("--baseline", default=None, help="An older providers/core.py to measure alongside.")
     args = parser.parse_args()
 
-    from skillweave.agents.providers import ChatResult, FakeProvider, OpenAIProvider
+    from skillweave.providers.core import ChatResult, FakeProvider, OpenAIProvider
 
     proc, port = run_in_process(0.0)
     os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"

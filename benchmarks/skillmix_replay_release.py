@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from skillweave.agents.llm import build_messages
-from skillweave.agents.replay import _GRADED_DIR, _roles, load_skillmix
+from skillweave.providers.replay import _GRADED_DIR, _roles, load_skillmix
 from skillweave.catalog import load_skills_csv
 from skillweave.errors import ModelCallError, SkillweaveError
 from skillweave.metrics.skillmix import (

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from skillweave.agents.conceptmix import KIND
-from skillweave.agents.images import IMAGE_SPECS, image_backend, image_folder
+from skillweave.providers.images import IMAGE_SPECS, image_backend, image_folder
 from skillweave.catalog.conceptmix import (
     config_from_concepts,
     describe_concept,

@@ -65,7 +65,7 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
       skillweave run instruct-skillmix --model fake --n 20 --sampler types-first
       skillweave export latest --format jsonl --shape alpaca --out ism.jsonl
     """
-    from skillweave.agents.providers import parse_spec
+    from skillweave.providers.core import parse_spec
     from skillweave.catalog.instruct_formats import (
         bundled_instruct_skills,
         bundled_query_types,

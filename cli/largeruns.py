@@ -49,7 +49,7 @@ def rejudge(ctx, run_id, judge, judge_template, grading_samples, concurrency, re
                             concurrency=concurrency, reply_cache=reply_cache)
     load_template(config["judge_template"], prompts_dir(ctx))
     preflight({"judge": judge})
-    from skillweave.agents.reply_cache import cache_path
+    from skillweave.providers.reply_cache import cache_path
 
     config["reply_cache"] = cache_path(config.get("reply_cache"))
     new_id = store.create_run(source["pipeline"], config, command=shlex.join(["skillweave", *sys.argv[1:]]))
@@ -102,7 +102,7 @@ def _merge_images(sources, target) -> int:
     Files are named by their content hash, so a file already there is the same image and is left alone."""
     import shutil
 
-    from skillweave.agents.images import image_folder
+    from skillweave.providers.images import image_folder
 
     copied, into = 0, image_folder(str(target))
     for source in sources:

@@ -114,7 +114,7 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     from skillweave.cli.shard_option import shard_of
 
     config["shard"] = shard_of(ctx)  # --shard I/N: every shard shares one run id (graphs/shards.py)
-    from skillweave.agents.reply_cache import cache_path
+    from skillweave.providers.reply_cache import cache_path
 
     config["reply_cache"] = cache_path(None)  # $SKILLWEAVE_REPLY_CACHE, as for every other run command
     run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),

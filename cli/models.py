@@ -24,14 +24,14 @@ Examples:
 
 
 def _path(ctx: click.Context) -> Path:
-    from skillweave.agents.model_config import models_path
+    from skillweave.providers.model_config import models_path
 
     explicit = ctx.find_object(dict).get("models_file")
     return Path(explicit) if explicit else models_path()
 
 
 def _load(ctx: click.Context) -> tuple[Path, dict]:
-    from skillweave.agents.model_config import load_models
+    from skillweave.providers.model_config import load_models
 
     path = _path(ctx)
     if ctx.find_object(dict).get("models_file") and not path.exists():
@@ -164,7 +164,7 @@ def register(root: click.Group) -> None:
         """
         from pydantic import ValidationError  # pydantic only where a command needs it (CLI start-up)
 
-        from skillweave.agents.model_config import ModelEntry, ModelsFile, save_models
+        from skillweave.providers.model_config import ModelEntry, ModelsFile, save_models
 
         path, entries = _load(ctx)
         if name in entries and not replace:
@@ -193,7 +193,7 @@ def register(root: click.Group) -> None:
         Example:
           skillweave models remove vllm
         """
-        from skillweave.agents.model_config import save_models
+        from skillweave.providers.model_config import save_models
 
         path, entries = _load(ctx)
         if name not in entries:
@@ -216,7 +216,7 @@ def _kwargs(pairs: tuple[str, ...]) -> dict:
 
 
 async def _check_all(entries: dict, timeout: float) -> list[dict]:
-    from skillweave.agents.providers import close_clients
+    from skillweave.providers.core import close_clients
 
     rows = []
     try:
@@ -230,8 +230,8 @@ async def _check_all(entries: dict, timeout: float) -> list[dict]:
 
 
 async def _check_one(name: str, url: str | None, entry, timeout: float) -> dict:
-    from skillweave.agents.model_config import build_from_entry
-    from skillweave.agents.providers import ChatRequest
+    from skillweave.providers.model_config import build_from_entry
+    from skillweave.providers.core import ChatRequest
 
     row = {"name": name, "endpoint": url or "-", "status": "error", "latency_ms": None, "detail": ""}
     start = time.perf_counter()

@@ -55,9 +55,9 @@ def preflight(config: dict) -> None:
     """Every openai:/anthropic: model the run names has its key (or a local endpoint), and endpoints are URLs.
 
     Runs before the run row is created, so a missing key leaves no run behind. Builds each provider the same way
-    the run will (agents/providers.py), without any network call.
+    the run will (providers/core.py), without any network call.
     """
-    from skillweave.agents.providers import get_provider
+    from skillweave.providers.core import get_provider
 
     for name, env in (("OPENAI_BASE_URL", "openai"), ("ANTHROPIC_BASE_URL", "anthropic")):
         url = os.environ.get(name)

@@ -8,8 +8,8 @@ import sys
 
 import click
 
-from skillweave.agents.providers import parse_spec
-from skillweave.agents.reply_cache import cache_path
+from skillweave.providers.core import parse_spec
+from skillweave.providers.reply_cache import cache_path
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.cli.outcome import (
     EXIT_INTERRUPTED,
@@ -161,7 +161,7 @@ MODEL_FIELDS = ("model", "judge", "solver", "critic", "grader")  # settings that
 
 def check_budget_prices(config) -> None:
     """--max-cost needs a price for every chat model the run names: refused before the run is stored."""
-    from skillweave.agents.prices import price_of
+    from skillweave.providers.prices import price_of
 
     if not config.get("max_cost"):
         return

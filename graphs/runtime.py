@@ -16,8 +16,8 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
-from skillweave.agents.prices import BudgetExceeded
-from skillweave.agents.providers import close_clients
+from skillweave.providers.prices import BudgetExceeded
+from skillweave.providers.core import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.graphs import shards
@@ -263,13 +263,13 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
     prompts = open_run_prompts(store, run_id, prompts_dir, allow_changed=allow_changed_prompts)
     budget = None
     if config.get("max_cost"):
-        from skillweave.agents.prices import Budget
+        from skillweave.providers.prices import Budget
         from skillweave.store.cost import run_spend
 
         budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
     batch = None
     if config.get("batch"):
-        from skillweave.agents.batch import Batcher
+        from skillweave.providers.batch import Batcher
 
         batch = Batcher(store, run_id)
     return RunContext(store=store, run_id=run_id, config=config, prompts_dir=prompts.prompts_dir,

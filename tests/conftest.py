@@ -33,7 +33,7 @@ def _no_network(monkeypatch):
 
 @pytest.fixture(autouse=True)
 def _fresh_providers():
-    from skillweave.agents.providers import clear_providers
+    from skillweave.providers.core import clear_providers
 
     clear_providers()
     yield

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from skillweave.agents.providers import FakeProvider, message_text, register_provider
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.catalog.bank import (
     Bank,
     BankSkill,

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skillweave.agents.providers import clear_providers
+from skillweave.providers.core import clear_providers
 from skillweave.charts.synthetic import generate_synthetic_set
 from skillweave.cli import cli
 from skillweave.store import Store

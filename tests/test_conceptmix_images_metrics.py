@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from skillweave.agents.images import (
+from skillweave.providers.images import (
     OpenAIImagesBackend,
     image_backend,
     image_data_url,

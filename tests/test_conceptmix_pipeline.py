@@ -10,8 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from skillweave.agents.conceptmix import KIND, parse_questions
-from skillweave.agents.images import image_folder
-from skillweave.agents.providers import (
+from skillweave.providers.images import image_folder
+from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
     clear_providers,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skillweave.agents.providers import FakeProvider, clear_providers, message_text, register_provider
+from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.catalog.conceptmix import load_sentence_file, question_categories
 from skillweave.cli import cli
 

@@ -42,7 +42,7 @@ def _q(db, sql, args=()):
 
 
 def test_prices_builtin_snapshot_and_overrides(models_file):
-    from skillweave.agents.prices import PRICES_DATE, price_of
+    from skillweave.providers.prices import PRICES_DATE, price_of
 
     assert PRICES_DATE
     assert (price_of("openai:gpt-4o").input, price_of("openai:gpt-4o").output) == (2.5, 10.0)
@@ -56,7 +56,7 @@ def test_prices_builtin_snapshot_and_overrides(models_file):
 
 
 def test_price_table_overrides_builtin(tmp_path, monkeypatch):
-    from skillweave.agents.prices import price_of
+    from skillweave.providers.prices import price_of
 
     path = tmp_path / "m.yaml"
     path.write_text("prices:\n  openai:gpt-4o: {input: 1.25, output: 5}\n")
@@ -214,7 +214,7 @@ def test_dry_run_projects_batch_calls_at_half_price(cli_run):
 
 def test_the_embedded_model_costs_nothing_and_says_so():
     """`local` runs on this machine: its calls cost $0 (known), unlike an unpriced API model (unknown)."""
-    from skillweave.agents.prices import price_of
+    from skillweave.providers.prices import price_of
 
     assert price_of("local").cost(1000, 1000) == 0.0
     assert price_of("openai:some-unlisted-model") is None

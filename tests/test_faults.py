@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from skillweave.agents.providers import (
+from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
     OpenAIProvider,
@@ -334,7 +334,7 @@ def anthropic_server(monkeypatch):
 def test_anthropic_reply_without_text_and_bad_retry_after_are_retried(anthropic_server):
     """Also: the sampling temperature reaches the request body (the 1.x SDK no longer takes it as an argument;
     passing it raised TypeError before any request was made)."""
-    from skillweave.agents.providers import AnthropicProvider
+    from skillweave.providers.core import AnthropicProvider
 
     script, served, bodies = anthropic_server
     empty = json.dumps({"id": "msg_0", "type": "message", "role": "assistant", "model": "m", "content": [],

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from skillweave.agents.providers import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
+from skillweave.providers.core import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
 from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
 from skillweave.prompts import content_version, list_templates, load_template
 from skillweave.store import Store
@@ -150,7 +150,7 @@ def test_model_specs():
 
 
 def test_local_torch_threads_follow_the_override_and_the_load(monkeypatch):
-    from skillweave.agents import providers
+    from skillweave.providers import core as providers
 
     monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS", raising=False)
     monkeypatch.setattr(providers.os, "getloadavg", lambda: (0.3, 0.3, 0.3))
@@ -254,7 +254,7 @@ def test_openai_provider_statuses_retries_and_request_body(scripted_server, monk
 
 def test_provider_options_are_recorded_and_part_of_the_call_key(store):
     from skillweave.agents.llm import RunContext, call_template
-    from skillweave.agents.providers import register_provider
+    from skillweave.providers.core import register_provider
 
     seen = []
     register_provider("fake:opts", FakeProvider("opts", script=lambda r: seen.append(r.options) or "ok"))

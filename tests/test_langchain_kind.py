@@ -60,7 +60,7 @@ def test_langchain_spec_works_without_a_models_file(cli_run, db_path):
 def test_messages_and_images_convert_both_ways():
     from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-    from skillweave.agents.langchain_provider import from_langchain, to_langchain
+    from skillweave.providers.langchain_chat import from_langchain, to_langchain
 
     ours = [
         {"role": "system", "content": "be brief"},
@@ -81,7 +81,7 @@ def test_messages_and_images_convert_both_ways():
 def test_init_chat_model_spec_and_missing_package(monkeypatch):
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    from skillweave.agents.langchain_provider import build_chat_model
+    from skillweave.providers.langchain_chat import build_chat_model
     from skillweave.errors import ConfigError
 
     monkeypatch.setitem(sys.modules, "langchain", None)  # not installed
@@ -106,8 +106,8 @@ def test_init_chat_model_spec_and_missing_package(monkeypatch):
 def test_rate_limit_errors_are_retried_and_others_fail(monkeypatch):
     from langchain_core.messages import AIMessage
 
-    from skillweave.agents.langchain_provider import LangChainProvider
-    from skillweave.agents.providers import ChatRequest, RetryPolicy
+    from skillweave.providers.langchain_chat import LangChainProvider
+    from skillweave.providers.core import ChatRequest, RetryPolicy
     from skillweave.errors import ModelCallError
 
     class RateLimitError(Exception):

@@ -9,7 +9,7 @@ import sqlite3
 import pytest
 from conftest import run_content
 
-from skillweave.agents.providers import FakeProvider, register_provider
+from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.store import Store
 
 SMALL = ("--model", "fake", "--k", "2", "--n", "2", "--rounds", "1", "--grading-samples", "1")

@@ -1,4 +1,4 @@
-"""Continuous batching on the local model (agents/local_engine.py), on a tiny random Llama built from a config."""
+"""Continuous batching on the local model (providers/local_engine.py), on a tiny random Llama built from a config."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from skillweave.agents import local_engine
-from skillweave.agents.local_engine import GenRequest, load_engine
+from skillweave.providers import local_engine
+from skillweave.providers.local_engine import GenRequest, load_engine
 
 SMOL_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -134,7 +134,7 @@ def test_n_rows_share_one_prefill_and_sampling_follows_the_seed(tiny_model):
 
 
 def test_local_provider_runs_concurrent_requests_through_the_engine(tiny_model):
-    from skillweave.agents.providers import ChatRequest, LocalProvider
+    from skillweave.providers.core import ChatRequest, LocalProvider
 
     provider = LocalProvider(str(tiny_model))
     engine = load_engine(str(tiny_model))
@@ -156,7 +156,7 @@ def test_local_provider_runs_concurrent_requests_through_the_engine(tiny_model):
 
 
 def test_local_provider_fails_a_too_long_prompt_alone(tiny_model):
-    from skillweave.agents.providers import ChatRequest, LocalProvider
+    from skillweave.providers.core import ChatRequest, LocalProvider
     from skillweave.errors import ModelCallError
 
     provider = LocalProvider(str(tiny_model))
@@ -198,7 +198,7 @@ def test_thread_count_follows_the_load_while_running(monkeypatch):
 
 
 def test_local_provider_works_across_event_loops(tiny_model):
-    from skillweave.agents.providers import ChatRequest, LocalProvider
+    from skillweave.providers.core import ChatRequest, LocalProvider
 
     provider = LocalProvider(str(tiny_model))
     request = ChatRequest(messages=[{"role": "user", "content": CORPUS[3]}], temperature=0, max_tokens=6)

@@ -7,7 +7,7 @@ import re
 import pytest
 
 from skillweave.agents.math2 import KIND, default_config
-from skillweave.agents.providers import FakeProvider, clear_providers, message_text, register_provider
+from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.graphs.runtime import run_pipeline
 from skillweave.metrics.math2 import run_report
 from skillweave.pipelines import get_pipeline

@@ -48,7 +48,7 @@ def test_add_list_show_remove_roundtrip(cli_run, tmp_path):
 
 
 def test_project_file_wins_over_user_file_and_env_wins_over_both(cli_run, tmp_path, monkeypatch):
-    from skillweave.agents.model_config import models_path
+    from skillweave.providers.model_config import models_path
 
     assert models_path() == tmp_path / "xdg" / "skillweave" / "models.yaml"
     (tmp_path / "skillweave-models.yaml").write_text("models: {}\n")
@@ -120,7 +120,7 @@ def test_check_calls_each_model_and_each_fleet_endpoint(cli_run, tmp_path):
 
 
 def test_anthropic_entry_uses_its_key_variable_and_base_url(monkeypatch):
-    from skillweave.agents.model_config import ModelEntry, build_from_entry
+    from skillweave.providers.model_config import ModelEntry, build_from_entry
 
     monkeypatch.setenv("MY_CLAUDE_KEY", "sk-test")
     provider = build_from_entry("claude", ModelEntry(kind="anthropic", model="claude-x", api_key_env="MY_CLAUDE_KEY",

@@ -101,7 +101,7 @@ def test_student_fleet_with_a_failing_replica_and_a_judge_endpoint(mock_servers,
 
 
 def test_cooled_down_endpoint_gets_one_probe_and_rejoins(mock_servers, models_file):
-    from skillweave.agents.providers import ChatRequest, close_clients, get_provider
+    from skillweave.providers.core import ChatRequest, close_clients, get_provider
 
     good, mock_good = mock_servers(latency=0.0)
     flaky, mock_flaky = mock_servers(latency=0.0, fail_after=1)
@@ -128,7 +128,7 @@ def test_cooled_down_endpoint_gets_one_probe_and_rejoins(mock_servers, models_fi
 
 
 def test_rate_limiter_spaces_requests_and_pauses_on_429():
-    from skillweave.agents.fleet import RateLimiter
+    from skillweave.providers.fleet import RateLimiter
 
     now = [0.0]
     limiter = RateLimiter(requests_per_minute=60, tokens_per_minute=600, clock=lambda: now[0])
@@ -153,7 +153,7 @@ def test_rate_limiter_spaces_requests_and_pauses_on_429():
 
 
 def test_429_with_retry_after_pauses_the_named_model(mock_servers, models_file):
-    from skillweave.agents.providers import ChatRequest, close_clients, get_provider
+    from skillweave.providers.core import ChatRequest, close_clients, get_provider
 
     url, mock = mock_servers(latency=0.0, fail_every=2)  # every 2nd request: 429, Retry-After 0.05
     models_file({"limited": {"kind": "openai", "model": "m", "base_urls": [url], "requests_per_minute": 6000,

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 import skillweave
-from skillweave.agents import provider_plugins
-from skillweave.agents.providers import parse_spec
+from skillweave.providers import plugins as provider_plugins
+from skillweave.providers.core import parse_spec
 from skillweave.errors import ConfigError
 from skillweave.pipelines import get_pipeline, refresh
 

@@ -473,7 +473,7 @@ def test_end_to_end_replay_of_the_released_gpt4_run(cli_run, db_path, tmp_path):
 
 def test_images_are_part_of_the_match():
     from skillweave.agents.llm import _redact_images
-    from skillweave.agents.replay import conversation_key
+    from skillweave.providers.replay import conversation_key
 
     def ask(data):
         return [{"role": "user", "content": [{"type": "text", "text": "What is the title?"},

@@ -16,7 +16,7 @@ from test_review import invoke
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import default_config
-from skillweave.agents.providers import ChatResult, Provider, register_provider
+from skillweave.providers.core import ChatResult, Provider, register_provider
 from skillweave.graphs.runtime import run_pipeline
 from skillweave.pipelines import get_pipeline
 from skillweave.prompts import PACKAGE_DIR, load_template

@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from skillweave.agents.providers import FakeProvider, message_text, register_provider
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.agents.skill_extraction import (
     dedupe_skills,
     parse_choice,

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from skillweave.agents.providers import FakeProvider, register_provider
+from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.pipelines import get_pipeline
 from skillweave.store import Store
 
@@ -75,7 +75,7 @@ def test_resume_retry_failed_reruns_only_failed_threads(cli_run, db_path):
 
 
 def test_transient_failures_are_retried(cli_run, db_path, monkeypatch):
-    from skillweave.agents import providers
+    from skillweave.providers import core as providers
 
     monkeypatch.setattr(providers.RetryPolicy, "base_delay", 0.0)
     code, _, err = cli_run("run", "skillmix", "--model", "fake:flaky", "--judge", "fake:flaky", "--k", "2", "--n",

@@ -9,7 +9,7 @@ from fractions import Fraction
 
 import pytest
 
-from skillweave.agents.providers import FakeProvider, message_text, register_provider
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.agents.solver import answers_match, as_number, choose_exemplars, extract_final_answer
 from skillweave.catalog.bank import bundled_bank
 from skillweave.catalog.mathdata import SKILLS, bundled_questions

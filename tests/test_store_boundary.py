@@ -30,10 +30,10 @@ ALLOWED: dict[str, str] = {
     "trainers/dpo.py": "owns train_checkpoints (m0070)",
     "trainers/ches.py": "owns ches_scores (m0070)",
     "trainers/evaluate.py": "owns evaluations (m0070)",
-    "agents/batch.py": "owns batch_jobs, batch_requests (m0121)",
+    "providers/batch.py": "owns batch_jobs, batch_requests (m0121)",
     # not the store
-    "agents/reply_cache.py": "its own SQLite file (the cross-run reply cache), not the store",
-    "agents/replay.py": "reads another store file read-only to replay its replies",
+    "providers/reply_cache.py": "its own SQLite file (the cross-run reply cache), not the store",
+    "providers/replay.py": "reads another store file read-only to replay its replies",
     # LangGraph's checkpoint tables and the runtime's connection handling
     "graphs/runtime.py": "hands the connection to the LangGraph checkpointer; reads its checkpoints table",
     "graphs/progress.py": "one aggregate status count per progress tick",

@@ -15,7 +15,7 @@ import pytest
 from pydantic import BaseModel, Field
 
 from skillweave.agents.llm import RunContext, call_template
-from skillweave.agents.providers import (
+from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
     OpenAIProvider,
@@ -237,7 +237,7 @@ def test_openai_compatible_servers_get_the_schema_and_the_repair_turn(capturing_
     `response_format: json_schema`; the repair request repeats the schema and quotes the error."""
     import yaml
 
-    from skillweave.agents.providers import close_clients
+    from skillweave.providers.core import close_clients
 
     url, bodies, contents = capturing_server
     monkeypatch.setenv("OPENAI_BASE_URL", url)

@@ -269,7 +269,7 @@ def load_pairs(data: str | None, store: Any = None, store_run: str | None = None
 
 def run(config: CHESConfig) -> dict[str, Any]:
     """Score every pair, store the scores (if a store is given) and write the lowest fraction (if asked)."""
-    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.providers.local_model import resolve_model_path
     from skillweave.store import Store
     from skillweave.trainers.models import load_model_and_tokenizer
 

@@ -278,7 +278,7 @@ def _refusal_rate(model: Any, tokenizer: Any, template: Any, config: DPOConfig) 
 
 def run(config: DPOConfig) -> dict[str, Any]:
     """Load the policy and pairs, optionally keep the lowest-CHES~ fraction, train, save, record."""
-    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.providers.local_model import resolve_model_path
     from skillweave.store import Store, jdump, now, stable_id
     from skillweave.trainers.models import load_model_and_tokenizer
     from skillweave.trainers.templates import get_template

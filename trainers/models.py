@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from skillweave.agents.local_model import resolve_model_path
+from skillweave.providers.local_model import resolve_model_path
 
 SPECIAL_TOKENS = ["<pad>", "<unk>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
 TINY_CHAT_TEMPLATE = (

@@ -169,7 +169,7 @@ def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConf
 
 def run(config: SFTConfig) -> dict[str, Any]:
     """Load data and model, fine-tune with the train template, save, evaluate with the eval template, record."""
-    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.providers.local_model import resolve_model_path
     from skillweave.store import Store, jdump, now, stable_id
     from skillweave.trainers.evaluate import evaluate, load_eval_rows, save_evaluation
     from skillweave.trainers.models import load_model_and_tokenizer

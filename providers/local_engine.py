@@ -494,7 +494,7 @@ def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
 
 @lru_cache(maxsize=4)
 def _load_engine(spec: str, max_rows: int) -> Engine | None:
-    from skillweave.agents.local_model import resolve_model_path
+    from skillweave.providers.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
     try:

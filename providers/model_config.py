@@ -101,7 +101,7 @@ class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, ModelEntry] = Field(default_factory=dict)
-    # prices by spec (`openai:gpt-4o`, `fake`), overriding the built-in table of agents/prices.py (docs/cost.md)
+    # prices by spec (`openai:gpt-4o`, `fake`), overriding the built-in table of providers/prices.py (docs/cost.md)
     prices: dict[str, PriceEntry] = Field(default_factory=dict)
 
     @field_validator("models")
@@ -205,7 +205,7 @@ def save_models(models: dict[str, ModelEntry], path: Path | None = None) -> Path
     return path
 
 
-# ---- hooks used by agents/providers.py --------------------------------------------------------------------
+# ---- hooks used by providers/core.py --------------------------------------------------------------------
 def parse_extra_spec(spec: str) -> tuple[str, str] | None:
     """`langchain:<rest>` -> ('langchain', rest); a models-file NAME -> ('named', NAME); else None."""
     kind, _, rest = spec.partition(":")
@@ -219,7 +219,7 @@ def parse_extra_spec(spec: str) -> tuple[str, str] | None:
 def build_provider(kind: str, model: str, *, max_concurrency: int = 64):
     """A provider for a `langchain:` spec or a named model of the models file."""
     if kind == "langchain":
-        from skillweave.agents.langchain_provider import LangChainProvider
+        from skillweave.providers.langchain_chat import LangChainProvider
 
         return LangChainProvider(model, max_concurrency=max_concurrency)
     entry = find_model(model)
@@ -230,7 +230,7 @@ def build_provider(kind: str, model: str, *, max_concurrency: int = 64):
 
 def build_from_entry(name: str, entry: ModelEntry, *, max_concurrency: int = 64):
     """A provider for one models-file entry (its own bound, retry policy, endpoints and limits)."""
-    from skillweave.agents.providers import RetryPolicy
+    from skillweave.providers.core import RetryPolicy
 
     retry = RetryPolicy()
     if entry.attempts is not None:
@@ -241,17 +241,17 @@ def build_from_entry(name: str, entry: ModelEntry, *, max_concurrency: int = 64)
         retry.timeout = entry.timeout
     kw = dict(max_concurrency=entry.max_concurrency or max_concurrency, retry=retry)
     if entry.kind == "openai":
-        from skillweave.agents.fleet import FleetOpenAIProvider
+        from skillweave.providers.fleet import FleetOpenAIProvider
 
         provider = FleetOpenAIProvider(entry.model, name=name, entry=entry, **kw)
     elif entry.kind == "langchain":
-        from skillweave.agents.langchain_provider import LangChainProvider
+        from skillweave.providers.langchain_chat import LangChainProvider
 
         provider = LangChainProvider(entry.model, kwargs=entry.kwargs, **kw)
     elif entry.kind == "anthropic":
         provider = _anthropic(entry, kw)
     else:
-        from skillweave.agents.providers import FakeProvider, LocalProvider
+        from skillweave.providers.core import FakeProvider, LocalProvider
 
         cls = FakeProvider if entry.kind == "fake" else LocalProvider
         if entry.kind == "local":
@@ -262,7 +262,7 @@ def build_from_entry(name: str, entry: ModelEntry, *, max_concurrency: int = 64)
 
 
 def _anthropic(entry: ModelEntry, kw: dict):
-    from skillweave.agents.providers import AnthropicProvider, Provider
+    from skillweave.providers.core import AnthropicProvider, Provider
 
     key = os.environ.get(entry.api_key_env or "ANTHROPIC_API_KEY")
     if not key and (entry.api_key_env or not entry.base_urls):

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from skillweave.agents.providers import (
+from skillweave.providers.core import (
     ChatRequest,
     ChatResult,
     OpenAIProvider,

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-from skillweave.agents.providers import ChatRequest, ChatResult, Provider, RetryableError
+from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryableError
 from skillweave.errors import ConfigError
 
 _RETRYABLE_WORDS = ("ratelimit", "timeout", "connection", "internalserver", "serviceunavailable", "overloaded",

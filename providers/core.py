@@ -19,8 +19,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from skillweave.agents.local_engine import local_torch_threads
-from skillweave.agents.provider_plugins import load_provider_class, plugin_providers
+from skillweave.providers.local_engine import local_torch_threads
+from skillweave.providers.plugins import load_provider_class, plugin_providers
 from skillweave.errors import ConfigError, ModelCallError
 
 SPEC_HELP = ("local, fake, openai:<model>, anthropic:<model>, replay:<recordings>, langchain:<model> or a name "
@@ -254,9 +254,9 @@ class LocalProvider(Provider):
         return await future
 
     async def _engine(self):
-        """The continuous-batching engine (agents/local_engine.py), or None where the folder needs transformers."""
+        """The continuous-batching engine (providers/local_engine.py), or None where the folder needs transformers."""
         if "_fast" not in self.__dict__:
-            from skillweave.agents.local_engine import load_engine
+            from skillweave.providers.local_engine import load_engine
 
             # SKILLWEAVE_LOCAL_ENGINE=transformers keeps transformers' generate (static batches), for comparison.
             self._fast = None if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") == "transformers" else (
@@ -264,7 +264,7 @@ class LocalProvider(Provider):
         return self._fast
 
     async def _chat_engine(self, engine, request: ChatRequest) -> ChatResult:
-        from skillweave.agents.local_engine import GenRequest, scheduler
+        from skillweave.providers.local_engine import GenRequest, scheduler
 
         tokenizer = engine.tokenizer
         ids = tokenizer.encode(tokenizer.chat_prompt(
@@ -280,7 +280,7 @@ class LocalProvider(Provider):
     async def _drain(self) -> None:
         import torch
 
-        from skillweave.agents.local_model import load_causal_lm
+        from skillweave.providers.local_model import load_causal_lm
 
         torch.set_num_threads(local_torch_threads(torch.get_num_threads()))
         await asyncio.to_thread(load_causal_lm, self.model)  # load (or reuse) off the event loop
@@ -304,7 +304,7 @@ class LocalProvider(Provider):
     def _generate(self, requests: list[ChatRequest]) -> list[ChatResult]:
         import torch
 
-        from skillweave.agents.local_model import load_causal_lm
+        from skillweave.providers.local_model import load_causal_lm
 
         model, tokenizer = load_causal_lm(self.model)
         prompts, owners = [], []
@@ -549,9 +549,9 @@ _CACHE: dict[tuple, Provider] = {}
 # Kinds implemented in modules of their own, named as "module:attr" (each of those modules imports this one, so
 # this one never imports them): kind -> (spec checker, factory `(kind, model, max_concurrency=) -> Provider`).
 MODULE_KINDS: dict[str, tuple[str | None, str]] = {
-    "replay": ("skillweave.agents.replay:parse_replay_spec", "skillweave.agents.replay:make_provider"),
-    "named": (None, "skillweave.agents.model_config:build_provider"),
-    "langchain": (None, "skillweave.agents.model_config:build_provider"),
+    "replay": ("skillweave.providers.replay:parse_replay_spec", "skillweave.providers.replay:make_provider"),
+    "named": (None, "skillweave.providers.model_config:build_provider"),
+    "langchain": (None, "skillweave.providers.model_config:build_provider"),
 }
 
 
@@ -570,13 +570,13 @@ def parse_spec(spec: str) -> tuple[str, str]:
         return "fake", model or "default"
     if kind in ("openai", "anthropic") and model:
         return kind, model
-    if kind == "replay" and model:  # recorded replies instead of a model: agents/replay.py
+    if kind == "replay" and model:  # recorded replies instead of a model: providers/replay.py
         _attr(MODULE_KINDS["replay"][0])(model)
         return kind, model
     if kind in plugin_providers():  # a provider from another package (entry point group skillweave.providers)
         return kind, model or "default"
-    # models-file names and the langchain: kind (agents/model_config.py, docs/models.md)
-    if (extra := _attr("skillweave.agents.model_config:parse_extra_spec")(spec)) is not None:
+    # models-file names and the langchain: kind (providers/model_config.py, docs/models.md)
+    if (extra := _attr("skillweave.providers.model_config:parse_extra_spec")(spec)) is not None:
         return extra
     raise ConfigError(f"unknown model spec '{spec}'; expected {SPEC_HELP}")
 
@@ -593,7 +593,7 @@ def get_provider(spec: str, *, max_concurrency: int = 64, retry: dict | None = N
             cls = {"local": LocalProvider, "fake": FakeProvider, "openai": OpenAIProvider,
                    "anthropic": AnthropicProvider}.get(kind) or load_provider_class(kind)
             if not (isinstance(cls, type) and issubclass(cls, Provider)):
-                raise ConfigError(f"provider '{kind}' is not a skillweave.agents.providers.Provider subclass")
+                raise ConfigError(f"provider '{kind}' is not a skillweave.providers.core.Provider subclass")
             _CACHE[key] = cls(model, max_concurrency=max_concurrency)
     provider = _CACHE[key]
     if retry is not None:

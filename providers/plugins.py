@@ -1,7 +1,7 @@
 """Model providers from other packages: the entry-point group `skillweave.providers`.
 
 An entry point `name = "package.module:ProviderClass"` makes `--model name:<model>` use that class (a subclass
-of `skillweave.agents.providers.Provider`, constructed as `ProviderClass(model, max_concurrency=...)`).
+of `skillweave.providers.core.Provider`, constructed as `ProviderClass(model, max_concurrency=...)`).
 Built-in kinds (local, fake, openai, anthropic) cannot be replaced. docs/extending.md has a worked example.
 """
 

@@ -20,7 +20,7 @@ import asyncio
 import json
 import os
 
-from skillweave.agents.providers import (
+from skillweave.providers.core import (
     AnthropicProvider,
     ChatRequest,
     ChatResult,

@@ -35,7 +35,7 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from skillweave.agents.providers import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
+from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
 from skillweave.errors import ConfigError, ModelCallError
 from skillweave.store import stable_id
 
@@ -306,5 +306,5 @@ class ReplayProvider(Provider):
 
 
 def make_provider(kind: str, model: str, *, max_concurrency: int = 64) -> ReplayProvider:
-    """The `replay:` kind's factory (named in `agents.providers.MODULE_KINDS`)."""
+    """The `replay:` kind's factory (named in `providers.core.MODULE_KINDS`)."""
     return ReplayProvider(model, max_concurrency=max_concurrency)

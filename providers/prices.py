@@ -70,7 +70,7 @@ _PRICE_CACHE: dict[tuple, Price | None] = {}
 
 
 def _models_file_key() -> tuple:
-    from skillweave.agents.model_config import models_path
+    from skillweave.providers.model_config import models_path
 
     path = models_path()
     try:
@@ -92,7 +92,7 @@ def price_of(spec: str) -> Price | None:
 
 
 def _lookup_price(spec: str) -> Price | None:
-    from skillweave.agents.model_config import find_model, load_price_table
+    from skillweave.providers.model_config import find_model, load_price_table
 
     entry = find_model(spec)
     if entry is not None and entry.price_input is not None and entry.price_output is not None:
@@ -114,7 +114,7 @@ def count_tokens(spec: str, text: str) -> int:
 
 
 def _kind_of(spec: str) -> str | None:
-    from skillweave.agents.model_config import find_model
+    from skillweave.providers.model_config import find_model
 
     entry = find_model(spec)
     return entry.kind if entry is not None else None
