@@ -24,8 +24,8 @@ import tempfile
 from dataclasses import dataclass
 
 from skillweave.agents.llm import RunContext
-from skillweave.providers.prices import Price, count_tokens, estimate_input_tokens, price_of
 from skillweave.providers.core import FakeProvider
+from skillweave.providers.prices import Price, count_tokens, estimate_input_tokens, price_of
 
 
 class _DryProvider(FakeProvider):

@@ -26,7 +26,6 @@ import json
 import re
 from typing import TYPE_CHECKING, Literal, TypedDict
 
-from skillweave.providers.images import image_backend, image_folder, save_image
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.structured import call_structured
 from skillweave.catalog.conceptmix import (
@@ -42,6 +41,7 @@ from skillweave.catalog.conceptmix import (
 )
 from skillweave.errors import ConfigError, ModelCallError, ParseFailure
 from skillweave.metrics.conceptmix import KIND
+from skillweave.providers.images import image_backend, image_folder, save_image
 from skillweave.store import stable_id
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command

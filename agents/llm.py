@@ -12,12 +12,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillweave.providers.prices import price_of
-from skillweave.providers.core import ChatRequest, get_provider, policy_overrides
-from skillweave.providers.reply_cache import open_cache
 from skillweave.agents.run_prompts import check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
+from skillweave.providers.core import ChatRequest, get_provider, policy_overrides
+from skillweave.providers.prices import price_of
+from skillweave.providers.reply_cache import open_cache
 from skillweave.store import Store, jdump, jload, stable_id
 
 

@@ -19,10 +19,10 @@ from typing import TYPE_CHECKING
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import KIND, answers_match, extract_boxed
-from skillweave.providers.core import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ModelCallError, UsageError
 from skillweave.metrics.math2 import EVAL_KIND
+from skillweave.providers.core import close_clients
 
 if TYPE_CHECKING:  # annotations only: the settings models load pydantic
     from skillweave.pipelines.math2 import Math2EvalConfig

@@ -12,8 +12,8 @@ import random
 import time
 from collections import Counter
 
-from skillweave.providers.images import render_configuration
 from skillweave.catalog.conceptmix import complete_config_by_rule, load_concept_catalog, sample_concepts
+from skillweave.providers.images import render_configuration
 
 
 def main() -> None:

@@ -50,9 +50,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
+    from skillweave.providers.core import OpenAIProvider
     from skillweave.providers.fleet import FleetOpenAIProvider
     from skillweave.providers.model_config import ModelEntry
-    from skillweave.providers.core import OpenAIProvider
 
     servers = [run_in_process(args.latency) for _ in range(3)]
     urls = [f"http://127.0.0.1:{port}/v1" for _, port in servers]

@@ -30,8 +30,8 @@ def tenacity_chat_class(base):
     """`base` with `chat` rewritten on tenacity.AsyncRetrying, same policy (attempts, waits, timeout)."""
     import tenacity
 
-    from skillweave.providers.core import RetryableError
     from skillweave.errors import ModelCallError
+    from skillweave.providers.core import RetryableError
 
     class TenacityChat(base):
         async def chat(self, request):

@@ -38,7 +38,6 @@ import tempfile
 from pathlib import Path
 
 from skillweave.agents.llm import build_messages
-from skillweave.providers.replay import _GRADED_DIR, _roles, load_skillmix
 from skillweave.catalog import load_skills_csv
 from skillweave.errors import ModelCallError, SkillweaveError
 from skillweave.metrics.skillmix import (
@@ -53,6 +52,7 @@ from skillweave.metrics.skillmix import (
 )
 from skillweave.prompts import load_template
 from skillweave.prompts.skillmix_import import import_skillmix_prompts
+from skillweave.providers.replay import _GRADED_DIR, _roles, load_skillmix
 from skillweave.store import Store
 from skillweave.store.importers import find_records
 

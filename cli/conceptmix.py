@@ -12,7 +12,6 @@ from pathlib import Path
 import click
 
 from skillweave.agents.conceptmix import KIND
-from skillweave.providers.images import IMAGE_SPECS, image_backend, image_folder
 from skillweave.catalog.conceptmix import (
     config_from_concepts,
     describe_concept,
@@ -22,6 +21,7 @@ from skillweave.catalog.conceptmix import (
 )
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store, typed_config
 from skillweave.errors import UsageError
+from skillweave.providers.images import IMAGE_SPECS, image_backend, image_folder
 
 GRADER_HELP = "VLM grader: openai:<vision model>, anthropic:<model>, or fake (always answers Yes; dry runs only)."
 

@@ -65,7 +65,6 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
       skillweave run instruct-skillmix --model fake --n 20 --sampler types-first
       skillweave export latest --format jsonl --shape alpaca --out ism.jsonl
     """
-    from skillweave.providers.core import parse_spec
     from skillweave.catalog.instruct_formats import (
         bundled_instruct_skills,
         bundled_query_types,
@@ -75,6 +74,7 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
         read_skills_txt,
         skill_entries,
     )
+    from skillweave.providers.core import parse_spec
 
     check_model("--model", model)
     skills = read_skills_txt(skills_file) if skills_file else bundled_instruct_skills()

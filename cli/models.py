@@ -230,8 +230,8 @@ async def _check_all(entries: dict, timeout: float) -> list[dict]:
 
 
 async def _check_one(name: str, url: str | None, entry, timeout: float) -> dict:
-    from skillweave.providers.model_config import build_from_entry
     from skillweave.providers.core import ChatRequest
+    from skillweave.providers.model_config import build_from_entry
 
     row = {"name": name, "endpoint": url or "-", "status": "error", "latency_ms": None, "detail": ""}
     start = time.perf_counter()

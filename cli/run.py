@@ -8,8 +8,6 @@ import sys
 
 import click
 
-from skillweave.providers.core import parse_spec
-from skillweave.providers.reply_cache import cache_path
 from skillweave.cli.common import echo_table, open_store, prompts_dir
 from skillweave.cli.outcome import (
     EXIT_INTERRUPTED,
@@ -24,6 +22,8 @@ from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_p
 from skillweave.cli.shard_option import shard_of, shard_option
 from skillweave.errors import UsageError
 from skillweave.graphs import shards
+from skillweave.providers.core import parse_spec
+from skillweave.providers.reply_cache import cache_path
 
 
 def parse_k(value: str) -> list[int]:

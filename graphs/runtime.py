@@ -16,13 +16,13 @@ from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
-from skillweave.providers.prices import BudgetExceeded
-from skillweave.providers.core import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.graphs import shards
 from skillweave.graphs.progress import Progress
 from skillweave.pipeline import Pipeline
+from skillweave.providers.core import close_clients
+from skillweave.providers.prices import BudgetExceeded
 from skillweave.store import Store
 
 

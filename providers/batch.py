@@ -20,6 +20,7 @@ import asyncio
 import json
 import os
 
+from skillweave.errors import ModelCallError
 from skillweave.providers.core import (
     AnthropicProvider,
     ChatRequest,
@@ -28,7 +29,6 @@ from skillweave.providers.core import (
     _openai_result,
     message_text,
 )
-from skillweave.errors import ModelCallError
 from skillweave.store import Store, now
 
 BATCH_DISCOUNT = 0.5  # OpenAI and Anthropic bill batch tokens at half the standard price

@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from skillweave.errors import ConfigError, ModelCallError
 from skillweave.providers.local_engine import local_torch_threads
 from skillweave.providers.plugins import load_provider_class, plugin_providers
-from skillweave.errors import ConfigError, ModelCallError
 
 SPEC_HELP = ("local, fake, openai:<model>, anthropic:<model>, replay:<recordings>, langchain:<model> or a name "
              "from the models file")

@@ -21,6 +21,7 @@ import os
 import time
 from dataclasses import dataclass
 
+from skillweave.errors import ConfigError, ModelCallError
 from skillweave.providers.core import (
     ChatRequest,
     ChatResult,
@@ -33,7 +34,6 @@ from skillweave.providers.core import (
     _retry_after,
     openai_reply,
 )
-from skillweave.errors import ConfigError, ModelCallError
 
 
 @dataclass

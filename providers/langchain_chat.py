@@ -17,8 +17,8 @@ from __future__ import annotations
 import asyncio
 import importlib
 
-from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryableError
 from skillweave.errors import ConfigError
+from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryableError
 
 _RETRYABLE_WORDS = ("ratelimit", "timeout", "connection", "internalserver", "serviceunavailable", "overloaded",
                     "apierror5")

@@ -35,8 +35,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
 from skillweave.errors import ConfigError, ModelCallError
+from skillweave.providers.core import ChatRequest, ChatResult, Provider, RetryPolicy, message_text
 from skillweave.store import stable_id
 
 _GRADED_DIR = re.compile(r"^by_(?P<grader>.+)_on_text_1_(?P<gradround>\d+)_(?P<gradprompt>.+)$")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.catalog.bank import (
     Bank,
     BankSkill,
@@ -19,6 +18,7 @@ from skillweave.catalog.bank import (
 )
 from skillweave.catalog.mathdata import bundled_questions
 from skillweave.errors import UsageError
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.store import Store
 
 

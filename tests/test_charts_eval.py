@@ -9,11 +9,11 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.charts.charxiv import load_release
 from skillweave.charts.synthetic import generate_synthetic_set
 from skillweave.cli import cli, main
 from skillweave.prompts import load_template
+from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.store import Store
 
 CONCURRENCY = 4

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skillweave.providers.core import clear_providers
 from skillweave.charts.synthetic import generate_synthetic_set
 from skillweave.cli import cli
+from skillweave.providers.core import clear_providers
 from skillweave.store import Store
 
 SUBJECTS = ["Computer Science", "Economics", "Electrical Engineering and Systems Science", "Mathematics",

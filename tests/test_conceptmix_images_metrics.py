@@ -10,6 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
+from skillweave.errors import ConfigError, ModelCallError
+from skillweave.metrics.conceptmix import binomial_ci, category_breakdown, conceptmix_scores, plot_scores
 from skillweave.providers.images import (
     OpenAIImagesBackend,
     image_backend,
@@ -17,8 +19,6 @@ from skillweave.providers.images import (
     render_configuration,
     save_image,
 )
-from skillweave.errors import ConfigError, ModelCallError
-from skillweave.metrics.conceptmix import binomial_ci, category_breakdown, conceptmix_scores, plot_scores
 
 CONFIG = {"objects": [{"id": 1, "item": "cat", "number": "3", "color": "purple", "texture": "fluffy"},
                       {"id": 2, "item": "table", "shape": "rectangle"}],

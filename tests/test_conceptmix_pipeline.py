@@ -10,7 +10,8 @@ import pytest
 from click.testing import CliRunner
 
 from skillweave.agents.conceptmix import KIND, parse_questions
-from skillweave.providers.images import image_folder
+from skillweave.cli import cli
+from skillweave.errors import ParseFailure
 from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
@@ -18,8 +19,7 @@ from skillweave.providers.core import (
     message_text,
     register_provider,
 )
-from skillweave.cli import cli
-from skillweave.errors import ParseFailure
+from skillweave.providers.images import image_folder
 from skillweave.store import Store
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.catalog.conceptmix import load_sentence_file, question_categories
 from skillweave.cli import cli
+from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 
 RELEASE_SHAPED = [
     {"index": 1, "sentence": "A fern next to a kettle.", "categories": ["object", "object"],

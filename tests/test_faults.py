@@ -15,6 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from skillweave.errors import ModelCallError
 from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
@@ -22,7 +23,6 @@ from skillweave.providers.core import (
     RetryPolicy,
     register_provider,
 )
-from skillweave.errors import ModelCallError
 from skillweave.store import Store, jload
 
 STUDENT = "Answer: Sewing is patience, stitched one careful loop at a time. Explanation: metaphor."

@@ -17,9 +17,9 @@ import pytest
 from starlette.testclient import TestClient
 from test_math2 import _fresh_providers, items, make_store, start  # noqa: F401  (autouse fixture)
 
-from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.agents.review import make_decision, review_queue
 from skillweave.decisions import submit_decision
+from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.store import now
 from skillweave.web import create_app
 

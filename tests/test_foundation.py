@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from skillweave.providers.core import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
 from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
 from skillweave.prompts import content_version, list_templates, load_template
+from skillweave.providers.core import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
 from skillweave.store import Store
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"

@@ -16,9 +16,9 @@ from skillweave.agents.instruct_skillmix import (
     sample_instruct_plan,
     shirker_indices,
 )
-from skillweave.providers.core import ChatRequest, FakeProvider, message_text, register_provider
 from skillweave.catalog.instruct_formats import QueryType, bundled_instruct_skills, bundled_query_types
 from skillweave.prompts import load_template
+from skillweave.providers.core import ChatRequest, FakeProvider, message_text, register_provider
 from skillweave.store import Store
 
 
@@ -246,8 +246,8 @@ def test_skills_and_query_types_from_stored_catalogs(cli_run, db_path):
 
 
 def test_embedding_dedup_catches_a_paraphrase_minhash_misses():
-    from skillweave.providers.local_model import minilm_dir
     from skillweave.errors import ConfigError
+    from skillweave.providers.local_model import minilm_dir
 
     try:
         minilm_dir()

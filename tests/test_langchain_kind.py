@@ -81,8 +81,8 @@ def test_messages_and_images_convert_both_ways():
 def test_init_chat_model_spec_and_missing_package(monkeypatch):
     from langchain_core.language_models.fake_chat_models import FakeListChatModel
 
-    from skillweave.providers.langchain_chat import build_chat_model
     from skillweave.errors import ConfigError
+    from skillweave.providers.langchain_chat import build_chat_model
 
     monkeypatch.setitem(sys.modules, "langchain", None)  # not installed
     with pytest.raises(ConfigError, match="needs the langchain package"):
@@ -106,9 +106,9 @@ def test_init_chat_model_spec_and_missing_package(monkeypatch):
 def test_rate_limit_errors_are_retried_and_others_fail(monkeypatch):
     from langchain_core.messages import AIMessage
 
-    from skillweave.providers.langchain_chat import LangChainProvider
-    from skillweave.providers.core import ChatRequest, RetryPolicy
     from skillweave.errors import ModelCallError
+    from skillweave.providers.core import ChatRequest, RetryPolicy
+    from skillweave.providers.langchain_chat import LangChainProvider
 
     class RateLimitError(Exception):
         pass

@@ -157,8 +157,8 @@ def test_reply_cache_variable_serves_run_math2_too(cli_run, tmp_path, monkeypatc
 
 
 def test_chart_eval_ask_that_failed_fails_its_item_exit_3_and_retry_failed_asks_again(cli_run, db_path, tmp_path):
-    from skillweave.providers.core import FakeProvider, clear_providers, register_provider
     from skillweave.charts.synthetic import generate_synthetic_set
+    from skillweave.providers.core import FakeProvider, clear_providers, register_provider
 
     generate_synthetic_set(tmp_path / "charts", n=2, seed=5)
     down = {"on": True}

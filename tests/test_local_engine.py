@@ -156,8 +156,8 @@ def test_local_provider_runs_concurrent_requests_through_the_engine(tiny_model):
 
 
 def test_local_provider_fails_a_too_long_prompt_alone(tiny_model):
-    from skillweave.providers.core import ChatRequest, LocalProvider
     from skillweave.errors import ModelCallError
+    from skillweave.providers.core import ChatRequest, LocalProvider
 
     provider = LocalProvider(str(tiny_model))
 

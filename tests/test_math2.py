@@ -7,10 +7,10 @@ import re
 import pytest
 
 from skillweave.agents.math2 import KIND, default_config
-from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.graphs.runtime import run_pipeline
 from skillweave.metrics.math2 import run_report
 from skillweave.pipelines import get_pipeline
+from skillweave.providers.core import FakeProvider, clear_providers, message_text, register_provider
 from skillweave.store import Store
 
 BANK_SKILLS = {

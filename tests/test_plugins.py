@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 import skillweave
-from skillweave.providers import plugins as provider_plugins
-from skillweave.providers.core import parse_spec
 from skillweave.errors import ConfigError
 from skillweave.pipelines import get_pipeline, refresh
+from skillweave.providers import plugins as provider_plugins
+from skillweave.providers.core import parse_spec
 
 EXAMPLE = Path(__file__).parent / "fixtures" / "plugin_example"
 

@@ -16,10 +16,10 @@ from test_review import invoke
 
 from skillweave.agents.llm import RunContext, call_template
 from skillweave.agents.math2 import default_config
-from skillweave.providers.core import ChatResult, Provider, register_provider
 from skillweave.graphs.runtime import run_pipeline
 from skillweave.pipelines import get_pipeline
 from skillweave.prompts import PACKAGE_DIR, load_template
+from skillweave.providers.core import ChatResult, Provider, register_provider
 from skillweave.store import Store
 
 SKILLMIX = ["run", "skillmix", "--model", "fake", "--judge", "fake:fail", "--k", "2", "--n", "2", "--rounds", "1",

@@ -8,7 +8,6 @@ import re
 
 import pytest
 
-from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.agents.skill_extraction import (
     dedupe_skills,
     parse_choice,
@@ -21,6 +20,7 @@ from skillweave.catalog.bank import bank_from_catalog
 from skillweave.catalog.mathdata import bundled_questions
 from skillweave.errors import ParseFailure
 from skillweave.pipelines import get_pipeline
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.store import Store
 
 CONC = 4

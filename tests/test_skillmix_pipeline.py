@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.pipelines import get_pipeline
+from skillweave.providers.core import FakeProvider, register_provider
 from skillweave.store import Store
 
 

@@ -9,10 +9,10 @@ from fractions import Fraction
 
 import pytest
 
-from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.agents.solver import answers_match, as_number, choose_exemplars, extract_final_answer
 from skillweave.catalog.bank import bundled_bank
 from skillweave.catalog.mathdata import SKILLS, bundled_questions
+from skillweave.providers.core import FakeProvider, message_text, register_provider
 from skillweave.store import Store
 
 CONC = 4

@@ -15,6 +15,8 @@ import pytest
 from pydantic import BaseModel, Field
 
 from skillweave.agents.llm import RunContext, call_template
+from skillweave.agents.structured import StructuredFailure, call_structured, schema_option
+from skillweave.errors import ParseFailure
 from skillweave.providers.core import (
     ChatRequest,
     FakeProvider,
@@ -22,8 +24,6 @@ from skillweave.providers.core import (
     message_text,
     register_provider,
 )
-from skillweave.agents.structured import StructuredFailure, call_structured, schema_option
-from skillweave.errors import ParseFailure
 from skillweave.store import Store
 
 
