@@ -1,7 +1,7 @@
 """The SQLite store: runs, catalogs, items, every model call, grades, reviews, events and lineage.
 
 One file (default ./skillweave.db, or --db / $SKILLWEAVE_DB), opened through sqlite-utils in WAL mode with
-a busy timeout; numbered migrations in `store/migrations/` are applied on open. Keys are deterministic
+a busy timeout; numbered migrations (`store/migrations/`, and the sets of `trainers/` and `providers/`) are applied on open. Keys are deterministic
 hashes so re-runs and resumes never duplicate a record.
 """
 
@@ -97,11 +97,26 @@ def like_prefix(prefix: str) -> str:
     return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
-def _migration_modules() -> list[tuple[str, Any]]:
-    from skillweave.store import migrations
+def migration_modules() -> list[tuple[str, Any]]:
+    """Every migration of every migration set, in one order by name.
 
-    names = sorted(m.name for m in pkgutil.iter_modules(migrations.__path__) if m.name.startswith("m"))
-    return [(name, importlib.import_module(f"skillweave.store.migrations.{name}")) for name in names]
+    A migration set is a `migrations` package in a top-level folder of skillweave: `store/migrations` (the core
+    tables), `trainers/migrations` and `providers/migrations` (the tables those packages own). Sets are found,
+    not listed, and imported by name, so the store depends on no package above it. Names are unique across sets
+    and keep the numbers they shipped with: a store made by an older release, when every migration lived in
+    `store/migrations`, recognises each one it recorded.
+    """
+    root = Path(__file__).resolve().parents[1]
+    found: dict[str, str] = {}
+    for owner in sorted(p.parent.parent.name for p in root.glob("*/migrations/__init__.py")):
+        package = importlib.import_module(f"skillweave.{owner}.migrations")
+        for module in pkgutil.iter_modules(package.__path__):
+            if not module.name.startswith("m"):
+                continue
+            if module.name in found:
+                raise RuntimeError(f"migration {module.name} is in two sets: {found[module.name]} and {owner}")
+            found[module.name] = owner
+    return [(name, importlib.import_module(f"skillweave.{found[name]}.migrations.{name}")) for name in sorted(found)]
 
 
 class Store:
@@ -138,7 +153,7 @@ class Store:
         with self.lock:
             self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
             done = {row["name"] for row in self.db["_migrations"].rows}
-            for name, module in _migration_modules():
+            for name, module in migration_modules():
                 if name in done:
                     continue
                 with self.transaction():  # each migration is atomic

@@ -9,7 +9,7 @@ import pytest
 from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
 from skillweave.prompts import content_version, list_templates, load_template
 from skillweave.providers.core import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
-from skillweave.store import Store
+from skillweave.store import Store, migration_modules
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -20,6 +20,11 @@ def test_store_migrations_wal_and_idempotent_items(tmp_path):
     assert store.db.execute("pragma journal_mode").fetchone()[0] == "wal"
     applied = [r["name"] for r in store.db["_migrations"].rows]
     assert applied[0] == "m0001_core" and applied == sorted(applied)
+    # the trainers' and providers' own sets are applied with the core one, under the names they shipped with
+    assert {"m0070_trainers", "m0080_less", "m0090_unlearning", "m0121_batch_jobs"} <= set(applied)
+    assert {"train_checkpoints", "less_datastores", "forget_sets", "batch_jobs"} <= set(store.db.table_names())
+    owners = {name: module.__name__.split(".")[1] for name, module in migration_modules()}
+    assert owners["m0001_core"] == "store" and owners["m0080_less"] == "trainers" and owners["m0121_batch_jobs"] == "providers"
     run = store.create_run("skillmix", {"k": [2]})
     first = store.ensure_item(run, "x", 0, 0, k=2)
     again = store.ensure_item(run, "x", 0, 0, k=3)

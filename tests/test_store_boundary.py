@@ -19,9 +19,8 @@ PRIVATE_SQL = {"_one", "_all", "_insert"}  # Store's private helpers that take S
 
 # module path (relative to the package root) -> why it may touch SQLite directly
 ALLOWED: dict[str, str] = {
-    # tables a module owns (created by its migration in store/migrations: m0070 trainers, m0080 LESS, m0090
-    # unlearning, m0121 batch jobs; they stay in the store's one numbered migration set so that stores made by
-    # older releases keep recognising the migration names they recorded)
+    # tables a module owns, created by its package's own migration set (trainers/migrations: m0070 trainers,
+    # m0080 LESS, m0090 unlearning; providers/migrations: m0121 batch jobs)
     "trainers/unlearning/lineage.py": "owns topic_models, topic_model_docs, unlearning_requests, forget_sets (m0090)",
     "trainers/selection.py": "owns selections, selection_rows (m0080)",
     "trainers/less.py": "owns less_datastores (m0080)",
