@@ -34,11 +34,6 @@ ALLOWED: dict[str, str] = {
     # not the store
     "agents/reply_cache.py": "its own SQLite file (the cross-run reply cache), not the store",
     "agents/replay.py": "reads another store file read-only to replay its replies",
-    # LangGraph's checkpoint tables and the runtime's connection handling
-    "graphs/runtime.py": "hands the connection to the LangGraph checkpointer; reads its checkpoints table",
-    "graphs/progress.py": "one aggregate status count per progress tick",
-    # still to move behind Store methods (issue 14); do not add new ones
-    "cli/run.py": "rewrites a run's stored config on resume",
 }
 
 
