@@ -15,7 +15,7 @@ from typing import Any
 from skillweave.agents.prices import price_of
 from skillweave.agents.providers import ChatRequest, get_provider, policy_overrides
 from skillweave.agents.reply_cache import open_cache
-from skillweave.agents.run_prompts import check_pin, load_pins
+from skillweave.agents.run_prompts import as_released, check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
 from skillweave.store import Store, jdump, jload, stable_id
@@ -41,8 +41,8 @@ class RunContext:
         if self.pins is None:
             self.pins, self.scheme = load_pins(self.store, self.run_id)
         template = load_template(name, self.prompts_dir)
-        if self.scheme != template.scheme:
-            template = template.in_scheme(self.scheme)
+        if self.scheme != template.scheme:  # a b2 run: a released version it pinned may stand for today's file
+            template = as_released(template.in_scheme(self.scheme), self.pins.get(name))
         if (name, template.version) not in self._registered_versions:
             check_pin(self, template)
             self.store.put_prompt_version(template.version, template.name, template.text, template.source)
