@@ -114,7 +114,7 @@ def render(versions: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m skillweave.prompts.legacy",
                                      description="Build or check prompts/legacy_versions.json from the git history.")
-    parser.add_argument("--root", default=str(PACKAGE_DIR.parent), help="the package's checkout (default: this one)")
+    parser.add_argument("--root", default=str(PACKAGE_DIR.parent), help="the git checkout whose history is read (default: this package's)")
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--write", action="store_true", help="rewrite the table")
     action.add_argument("--check", action="store_true", help="exit 1 when the history has a version the table lacks")
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         built = build(Path(args.root))
     except (OSError, subprocess.CalledProcessError) as exc:
-        print(f"Error: cannot read the git history of {args.root}: {exc}", file=sys.stderr)
+        reason = (getattr(exc, "stderr", "") or str(exc)).strip().splitlines()[0]
+        print(f"Error: cannot read the git history of {args.root}: {reason}", file=sys.stderr)
         return 2
     if args.write:
         TABLE.write_text(render(built), encoding="utf-8")
