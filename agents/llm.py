@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from skillweave.agents.run_prompts import check_pin, load_pins
+from skillweave.agents.run_prompts import as_released, check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
 from skillweave.providers.core import ChatRequest, get_provider, policy_overrides
@@ -41,8 +41,8 @@ class RunContext:
         if self.pins is None:
             self.pins, self.scheme = load_pins(self.store, self.run_id)
         template = load_template(name, self.prompts_dir)
-        if self.scheme != template.scheme:
-            template = template.in_scheme(self.scheme)
+        if self.scheme != template.scheme:  # a b2 run: a released version it pinned may stand for today's file
+            template = as_released(template.in_scheme(self.scheme), self.pins.get(name))
         if (name, template.version) not in self._registered_versions:
             check_pin(self, template)
             self.store.put_prompt_version(template.version, template.name, template.text, template.source)

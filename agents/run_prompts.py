@@ -10,6 +10,8 @@ template stops the continuation with an error naming the template and both versi
 
 Runs recorded before versions were hashes of what is sent (`b2:` versions, no `run_prompts` rows) are pinned
 to the versions found in their model calls and items and keep the `b2:` scheme, so their call keys match too.
+A packaged file edited only where nothing is sent (its description) still stands for the released `b2:`
+version the run pinned, when prompts/legacy_versions.json lists that version with today's `b3:` (prompts/legacy.py).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 
 from skillweave.errors import TemplateError
 from skillweave.prompts import load_template, scheme_of
+from skillweave.prompts.legacy import as_released
 from skillweave.store import Store
 from skillweave.store import run_prompts as rows
 
@@ -88,7 +91,7 @@ def open_run_prompts(store: Store, run_id: str, prompts_dir: str | os.PathLike |
     pins, scheme = load_pins(store, run_id, record=False)  # nothing is written before the checks pass
     changed = []
     for name in sorted(pins):
-        template = load_template(name, use or None).in_scheme(scheme)
+        template = as_released(load_template(name, use or None).in_scheme(scheme), pins[name])
         if template.version not in pins[name]:
             changed.append((name, template))
     if changed and not allow_changed:

@@ -144,7 +144,6 @@ def apply_cost_settings(ctx: click.Context, store, run_id: str) -> None:
     if not settings or all(run["config"].get(k) == v for k, v in settings.items()):
         return
     from skillweave.pipelines import get_pipeline
-    from skillweave.store import jdump
 
     config = {**run["config"], **settings}
     try:
@@ -152,8 +151,7 @@ def apply_cost_settings(ctx: click.Context, store, run_id: str) -> None:
     except UsageError as exc:
         store.set_run_status(run_id, "failed", error=str(exc))
         raise
-    with store.lock:
-        store.db["runs"].update(run_id, {"config": jdump(config)})
+    store.set_run_config(run_id, config)
 
 
 MODEL_FIELDS = ("model", "judge", "solver", "critic", "grader")  # settings that name a chat model spec
@@ -376,21 +374,14 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
     run = store.get_run(run_id)
     get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail before any write
     if ctx.meta.get(RETRY_META):  # kept in the run's config, so the next resume uses them too
-        from skillweave.store import jdump
-
         retry = {spec: dict(fields) for spec, fields in (run["config"].get("retry") or {}).items()}
         for spec, fields in ctx.meta[RETRY_META].items():
             retry.setdefault(spec, {}).update(fields)
-        config = {**run["config"], "retry": retry}
-        with store.lock:
-            store.db["runs"].update(run["id"], {"config": jdump(config)})
+        store.set_run_config(run["id"], {**run["config"], "retry": retry})
     if max_cost is not None:  # kept in the run's config like the retry options
-        from skillweave.store import jdump
-
         run["config"] = {**store.get_run(run["id"])["config"], "max_cost": max_cost}
         check_budget_prices(get_pipeline(run["pipeline"]).load_config(run["config"]))
-        with store.lock:
-            store.db["runs"].update(run["id"], {"config": jdump(run["config"])})
+        store.set_run_config(run["id"], run["config"])
     from skillweave.agents.review import reopen_dead_claims
 
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume

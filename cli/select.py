@@ -199,7 +199,7 @@ def register(root: click.Group) -> None:
         Example:
           skillweave select show select-less-0123456789ab -n 10
         """
-        from skillweave.trainers.less_baselines import get_selection
+        from skillweave.trainers.selection import get_selection
 
         selection = get_selection(open_store(ctx), selection_id)
         if as_json:

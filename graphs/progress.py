@@ -11,6 +11,8 @@ import asyncio
 import sys
 import time
 
+from skillweave.store.cost import format_spend, run_spend
+
 DEFAULT_EVERY = 60.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -49,12 +51,9 @@ class Progress:
         """Tokens and spend of the run's calls so far, from the store (one query; cached for `max_age` s)."""
         if self.store is None or self.run_id is None or time.monotonic() - self._tokens_at < max_age:
             return
-        row = self.store.db.conn.execute(
-            "SELECT coalesce(sum(coalesce(input_tokens, 0) + coalesce(output_tokens, 0)), 0), count(*), "
-            "sum(cost_usd), coalesce(sum(error IS NULL AND cost_usd IS NULL), 0) FROM llm_calls WHERE run_id = ?",
-            [self.run_id]).fetchone()
-        self._tokens = int(row[0])
-        self._spend = {"calls": int(row[1]), "cost_usd": row[2], "unpriced": int(row[3])}
+        spend = run_spend(self.store, self.run_id)
+        self._tokens = int(spend["input_tokens"]) + int(spend["output_tokens"])
+        self._spend = {"calls": spend["calls"], "cost_usd": spend["cost_usd"], "unpriced": spend["unpriced"]}
         self._tokens_at = time.monotonic()
 
     def tokens(self, max_age: float = 0.0) -> int:
@@ -63,8 +62,6 @@ class Progress:
 
     def cost(self, max_age: float = 0.0) -> str:
         """Spend so far: '$0.0123', 'at least $0.0123 (4 calls unpriced)' or 'unknown (4 calls unpriced)'."""
-        from skillweave.store.cost import format_spend
-
         self._read(max_age)
         return format_spend(self._spend)
 

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
@@ -24,6 +22,11 @@ from skillweave.pipeline import Pipeline
 from skillweave.providers.core import close_clients
 from skillweave.providers.prices import BudgetExceeded
 from skillweave.store import Store
+from skillweave.store.checkpoints import (  # noqa: F401  (StoreCheckpointer: kept importable here)
+    StoreCheckpointer,
+    checkpointer,
+    threads_with_checkpoints,
+)
 
 
 @dataclass
@@ -67,53 +70,6 @@ def _spec(pipeline: Pipeline) -> Pipeline:
         raise ConfigError(f"the runtime takes a Pipeline spec, not {pipeline!r}; "
                           f"use skillweave.pipelines.get_pipeline({pipeline!r})")
     return pipeline
-
-
-class StoreCheckpointer(SqliteSaver):
-    """LangGraph's SQLite checkpointer on the store's own connection, awaited without a thread hop.
-
-    Checkpoint reads and writes take tens of microseconds, so running them inline on the event loop is cheaper
-    than aiosqlite's worker-thread round trips, and one connection means no write-lock contention between the
-    store and the checkpointer. Nodes never await inside a store transaction, so the saver's commits cannot
-    interleave with one.
-    """
-
-    async def aget_tuple(self, config):
-        return self.get_tuple(config)
-
-    async def alist(self, config, *, filter=None, before=None, limit=None):
-        for item in self.list(config, filter=filter, before=before, limit=limit):
-            yield item
-
-    async def aput(self, config, checkpoint, metadata, new_versions):
-        return self.put(config, checkpoint, metadata, new_versions)
-
-    async def aput_writes(self, config, writes, task_id, task_path=""):
-        return self.put_writes(config, writes, task_id, task_path)
-
-    async def adelete_thread(self, thread_id):
-        return self.delete_thread(thread_id)
-
-
-@asynccontextmanager
-async def checkpointer(store: Store):
-    """The checkpointer for a run: LangGraph's `checkpoints`/`writes` tables inside the store's file."""
-    saver = StoreCheckpointer(store.db.conn)
-    with store.lock:
-        saver.setup()
-    yield saver
-
-
-def _threads_with_checkpoints(saver: SqliteSaver, thread_ids: list[str]) -> set[str]:
-    """One query instead of a state lookup per thread: which threads have any checkpoint at all."""
-    found: set[str] = set()
-    with saver.cursor(transaction=False) as cur:
-        for start in range(0, len(thread_ids), 500):
-            chunk = thread_ids[start:start + 500]
-            cur.execute(f"SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id IN ({','.join('?' * len(chunk))})",
-                        chunk)
-            found.update(row[0] for row in cur.fetchall())
-    return found
 
 
 def thread_config(thread_id: str) -> dict:
@@ -195,7 +151,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
 
-        started = _threads_with_checkpoints(saver, [s.thread_id for s in specs])
+        started = threads_with_checkpoints(saver, [s.thread_id for s in specs])
         durability = module.durability
 
         # `concurrency` workers take threads from one shared iterator: memory follows the concurrency, not the

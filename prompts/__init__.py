@@ -76,11 +76,13 @@ class PromptTemplate:
     fake_replies: tuple[str, ...] = ()
     meta: dict = field(default_factory=dict, hash=False, compare=False)
     scheme: str = "b3"  # which version scheme `version` reports (a run pinned to `b2:` versions keeps b2)
+    # a released `b2:` version this file stands for: its text differs only where nothing is sent (prompts/legacy.py)
+    released_as: str | None = None
 
     @property
     def version(self) -> str:
         if self.scheme == "b2":
-            return _version_of(self.text)
+            return self.released_as or _version_of(self.text)
         return send_version(self.system, self.turns, self.variables)
 
     @property

@@ -283,6 +283,11 @@ class Store:
         with self.lock:
             self.db["runs"].update(run_id, values)
 
+    def set_run_config(self, run_id: str, config: dict) -> None:
+        """Replace a run's stored settings (options a continuation keeps: --retry-*, --max-cost, --batch)."""
+        with self.lock:
+            self.db["runs"].update(run_id, {"config": jdump(config)})
+
     def get_run(self, run_id: str) -> dict:
         """A run by id; 'latest' names the newest run."""
         if run_id == "latest":

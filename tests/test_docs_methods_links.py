@@ -19,20 +19,10 @@ _NAME = "METH" + "ODS"
 EXTERNAL_CITATION = re.compile(r"\b" + _NAME + r"(?:\.md|\s*§|'|:\s|\s+[A-Za-z])")
 ANY_USE = re.compile(r"\b" + _NAME + r"\b")
 
-# Files that still cite the external file, by path from the repository root.
-ALLOWED = {
-    # Template files: new runs version templates with `b3:` (description not hashed), but runs stored before it
-    # (tests/fixtures' release store among them) keep the `b2:` scheme, a hash of the whole file with its
-    # description (docs/prompts.md), so editing the citation in a description would make those runs' templates
-    # count as changed. These files must stay byte-identical while such runs are supported.
-    "prompts/skill_extraction/cluster.yaml",
-    "prompts/skill_extraction/relabel.yaml",
-    "prompts/skill_extraction/propose_query_types.yaml",
-    "prompts/skill_extraction/propose_skills.yaml",
-    "prompts/skill_extraction/label.yaml",
-    "prompts/solve/cot.yaml",
-    "prompts/solve/pick_skill.yaml",
-}
+# Files that still cite the external file, by path from the repository root: none. (Packaged templates may
+# change their description: a run pinned to a released `b2:` version continues when what the template sends is
+# unchanged, prompts/legacy_versions.json and docs/prompts.md.)
+ALLOWED: set[str] = set()
 
 # `docs/methods.md#<anchor>`, `methods.md#<anchor>`, `../../docs/methods.md#<anchor>`, and in methods.md itself
 # `](#<anchor>)`.

@@ -24,20 +24,13 @@ ALLOWED: dict[str, str] = {
     "trainers/unlearning/lineage.py": "owns topic_models, topic_model_docs, unlearning_requests, forget_sets (m0090)",
     "trainers/selection.py": "owns selections, selection_rows (m0080)",
     "trainers/less.py": "owns less_datastores (m0080)",
-    "trainers/less_baselines.py": "reads selections, selection_rows (m0080) beside trainers/selection.py",
-    "trainers/sft.py": "owns train_checkpoints (m0070)",
-    "trainers/dpo.py": "owns train_checkpoints (m0070)",
+    "trainers/checkpoint_rows.py": "owns train_checkpoints (m0070): the rows sft.py and dpo.py record",
     "trainers/ches.py": "owns ches_scores (m0070)",
     "trainers/evaluate.py": "owns evaluations (m0070)",
     "providers/batch.py": "owns batch_jobs, batch_requests (m0121)",
     # not the store
     "providers/reply_cache.py": "its own SQLite file (the cross-run reply cache), not the store",
     "providers/replay.py": "reads another store file read-only to replay its replies",
-    # LangGraph's checkpoint tables and the runtime's connection handling
-    "graphs/runtime.py": "hands the connection to the LangGraph checkpointer; reads its checkpoints table",
-    "graphs/progress.py": "one aggregate status count per progress tick",
-    # still to move behind Store methods (issue 14); do not add new ones
-    "cli/run.py": "rewrites a run's stored config on resume",
 }
 
 

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from skillweave.errors import ConfigError
+from skillweave.trainers.checkpoint_rows import record_checkpoint
 from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save_scores, score_pairs
 from skillweave.trainers.devices import (
     DEVICE_HELP,
@@ -279,7 +280,7 @@ def _refusal_rate(model: Any, tokenizer: Any, template: Any, config: DPOConfig) 
 def run(config: DPOConfig) -> dict[str, Any]:
     """Load the policy and pairs, optionally keep the lowest-CHES~ fraction, train, save, record."""
     from skillweave.providers.local_model import resolve_model_path
-    from skillweave.store import Store, jdump, now, stable_id
+    from skillweave.store import Store, stable_id
     from skillweave.trainers.models import load_model_and_tokenizer
     from skillweave.trainers.templates import get_template
 
@@ -302,13 +303,8 @@ def run(config: DPOConfig) -> dict[str, Any]:
         raise
     if store is not None and run_id is not None:
         metrics = {k: v for k, v in result.items() if k not in ("logs", "before", "after")}
-        with store.lock:
-            store.db["train_checkpoints"].insert({
-                "id": stable_id(run_id, "final"), "run_id": run_id, "method": "dpo",
-                "path": config.output_dir, "base_model": model_path, "step": result["steps"],
-                "train_template": template.name, "train_template_version": template.version,
-                "eval_template": None, "eval_template_version": None, "metrics": jdump(metrics),
-                "created_at": now()})
+        record_checkpoint(store, stable_id(run_id, "final"), run_id, method="dpo", path=config.output_dir,
+                          base_model=model_path, step=result["steps"], train_template=template, metrics=metrics)
         store.set_run_status(run_id, "done")
     return result
 

@@ -20,21 +20,12 @@ from typing import Any
 
 import torch
 
-from skillweave.errors import NotFound
 from skillweave.trainers import less_features as lf
-from skillweave.trainers.selection import _alpaca, save_selection  # noqa: F401  (moved; kept importable here)
-
-
-def get_selection(store: Any, selection_id: str) -> dict[str, Any]:
-    from skillweave.store import jload
-
-    rows = list(store.db["selections"].rows_where("id = ?", [selection_id]))
-    if not rows:
-        raise NotFound(f"no selection '{selection_id}' in {store.path}; `skillweave select list` shows them")
-    selection = {**rows[0], "provenance": jload(rows[0]["provenance"], {})}
-    selection["rows"] = list(store.db["selection_rows"].rows_where("selection_id = ?", [selection_id],
-                                                                    order_by="rank"))
-    return selection
+from skillweave.trainers.selection import (  # noqa: F401  (moved; kept importable here)
+    _alpaca,
+    get_selection,
+    save_selection,
+)
 
 
 def selected_payloads(store: Any, selection_id: str) -> list[dict]:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from skillweave.errors import NotFound
 from skillweave.trainers import less_features as lf
 
 
@@ -68,6 +69,19 @@ def list_selections(store) -> list[dict]:
     """Stored selections (id, method, pool, sizes, fraction, time), newest first."""
     return list(store.db["selections"].rows_where(
         order_by="created_at desc", select="id, method, pool, n_pool, n_selected, fraction, created_at"))
+
+
+def get_selection(store: Any, selection_id: str) -> dict[str, Any]:
+    """A stored selection with its provenance decoded and its `rows` (rank, row index, item id, score) by rank."""
+    from skillweave.store import jload
+
+    rows = list(store.db["selections"].rows_where("id = ?", [selection_id]))
+    if not rows:
+        raise NotFound(f"no selection '{selection_id}' in {store.path}; `skillweave select list` shows them")
+    selection = {**rows[0], "provenance": jload(rows[0]["provenance"], {})}
+    selection["rows"] = list(store.db["selection_rows"].rows_where("selection_id = ?", [selection_id],
+                                                                    order_by="rank"))
+    return selection
 
 
 def _alpaca(row: dict) -> dict[str, str]:

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from skillweave.errors import ConfigError
+from skillweave.trainers.checkpoint_rows import record_checkpoint
 from skillweave.trainers.data import SFTExample, encode_prompt_response, load_sft_examples
 from skillweave.trainers.devices import (
     DEVICE_HELP,
@@ -170,7 +171,7 @@ def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConf
 def run(config: SFTConfig) -> dict[str, Any]:
     """Load data and model, fine-tune with the train template, save, evaluate with the eval template, record."""
     from skillweave.providers.local_model import resolve_model_path
-    from skillweave.store import Store, jdump, now, stable_id
+    from skillweave.store import Store, stable_id
     from skillweave.trainers.evaluate import evaluate, load_eval_rows, save_evaluation
     from skillweave.trainers.models import load_model_and_tokenizer
 
@@ -194,13 +195,10 @@ def run(config: SFTConfig) -> dict[str, Any]:
                                    "templates": {"train": train_template.record(), "eval": eval_template.record()}}
         checkpoint_id = stable_id(run_id, "final") if run_id else None
         if store is not None:
-            with store.lock:
-                store.db["train_checkpoints"].insert({
-                    "id": checkpoint_id, "run_id": run_id, "method": "sft", "path": config.output_dir,
-                    "base_model": model_path, "step": result["steps"], "train_template": train_template.name,
-                    "train_template_version": train_template.version, "eval_template": eval_template.name,
-                    "eval_template_version": eval_template.version,
-                    "metrics": jdump({k: v for k, v in result.items() if k != "losses"}), "created_at": now()})
+            record_checkpoint(store, checkpoint_id, run_id, method="sft", path=config.output_dir,
+                              base_model=model_path, step=result["steps"], train_template=train_template,
+                              eval_template=eval_template,
+                              metrics={k: v for k, v in result.items() if k != "losses"})
         if config.eval_data:
             safety, qa = load_eval_rows(config.eval_data)
             evaluation = evaluate(model, tokenizer, eval_template, safety_prompts=safety, qa=qa,

@@ -39,7 +39,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skillweave.errors import NotFound, UsageError
-from skillweave.store import Store, jdump, jload, now, stable_id
+from skillweave.store import Store, item_sets, jdump, jload, now, stable_id
 from skillweave.trainers.unlearning.topic_model import TopicModel, TopicModelConfig, fit
 from skillweave.trainers.unlearning.unlearn import (
     TopicHead,
@@ -75,39 +75,23 @@ def parse_selector(text: str) -> tuple[str, list[str]]:
     return kind, values
 
 
-def _id_table(store: Store, ids) -> str:
-    """Load ids into a temp table (no SQLite variable limit for forget sets of any size); returns its name."""
-    store.db.execute("create temp table if not exists _sw_ids (id text primary key)")
-    store.db.execute("delete from _sw_ids")
-    store.db.conn.executemany("insert or ignore into _sw_ids values (?)", [(i,) for i in ids])
-    return "(select id from _sw_ids)"
-
-
 def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
     """{item id: the selector that matched it first} for the union of selectors, closed under parent_id."""
     if not selectors:
         raise UsageError("no selector given; pass --forget run:<id>, skill:<name>, template:<v> or item:<id>")
-    db = store.db
     found: dict[str, str] = {}
     for text in selectors:
         kind, values = parse_selector(text)
         if kind == "run":
             run_id = store.get_run(values[0])["id"]  # NotFound names the bad id
-            ids = [r["id"] for r in db.query("select id from items where run_id = ?", [run_id])]
+            ids = item_sets.run_item_ids(store, run_id)
         elif kind == "skill":
-            ids = [r["id"] for r in db.query(
-                "select distinct items.id from items, json_each(items.skills) where json_each.value = ?", values)]
+            ids = item_sets.item_ids_with_skill(store, values[0])
         elif kind == "template":
-            versions = {values[0]} | {r["id"] for r in db.query(
-                "select id from prompt_versions where name = ?", values)}
-            marks = ", ".join("?" * len(versions))
-            ids = [r["id"] for r in db.query(
-                f"select distinct items.id from items, json_each(items.prompt_versions) "
-                f"where json_each.value in ({marks}) union select distinct item_id as id from llm_calls "
-                f"where prompt_version in ({marks}) and item_id is not null", [*versions, *versions])]
+            ids = item_sets.item_ids_from_template(store, values[0])
         else:
             ids = values
-            present = {r["id"] for r in db.query(f"select id from items where id in {_id_table(store, ids)}")}
+            present = item_sets.present_item_ids(store, ids)
             missing = [i for i in ids if i not in present]
             if missing:
                 raise NotFound(f"no item '{missing[0]}' in {store.path}; `skillweave unlearn --dry-run` with a "
@@ -118,7 +102,7 @@ def resolve_selectors(store: Store, selectors: list[str]) -> dict[str, str]:
             found.setdefault(item_id, text)
     frontier = list(found)
     while frontier:  # derived items (parent_id chains) are forgotten with their sources
-        children = [r["id"] for r in db.query(f"select id from items where parent_id in {_id_table(store, frontier)}")]
+        children = item_sets.child_item_ids(store, frontier)
         frontier = [c for c in children if c not in found]
         for c in frontier:
             found[c] = "lineage:parent"
@@ -144,15 +128,14 @@ def tokenize(text: str) -> list[str]:
 
 def store_documents(store: Store, item_ids: list[str] | None = None) -> dict[str, list[str]]:
     """{item id: tokens} for items with generated text (all items, or the given ones)."""
-    rows = store.db.query("select id, payload from items order by created_at, id")
     docs = {}
     wanted = set(item_ids) if item_ids is not None else None
-    for row in rows:
-        if wanted is not None and row["id"] not in wanted:
+    for item_id, payload in item_sets.item_payloads(store):
+        if wanted is not None and item_id not in wanted:
             continue
-        tokens = tokenize(item_text(jload(row["payload"], {}) or {}))
+        tokens = tokenize(item_text(payload))
         if tokens:
-            docs[row["id"]] = tokens
+            docs[item_id] = tokens
     return docs
 
 
@@ -284,7 +267,7 @@ def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest
     forget = resolve_selectors(store, selectors)
     model, row = load_model(store, model_id)
     stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, forget)}",
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {item_sets.id_table(store, forget)}",
         [row["id"]])}
     report = {"model_id": row["id"], "selectors": selectors, "forget_items": len(forget),
               "forget_items_in_model": len(stored), "items": sorted(forget)}
@@ -309,7 +292,7 @@ def _retained(store: Store, version_id: str, model_id: str) -> tuple[list[str], 
     ids = [r["item_id"] for r in store.db.query(
         "select item_id from topic_model_docs where model_id = ? order by item_id", [version_id])]
     stored = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {item_sets.id_table(store, ids)}",
         [model_id])}
     n_words = len(jload(_model_row(store, model_id)["vocab"], []))
     return ids, _docs_matrix(stored, ids, n_words)
@@ -445,7 +428,7 @@ def _load_head(store: Store, row: dict) -> tuple[TopicHead, TopicModel, dict]:
 
 def _head_labels(store: Store, head_id: str, ids: list[str]) -> np.ndarray:
     labels = {r["item_id"]: json.loads(r["counts"])["y"] for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {item_sets.id_table(store, ids)}",
         [head_id])}
     return np.array([float(labels[i]) for i in ids])
 
@@ -458,7 +441,7 @@ def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "la
     forget = resolve_selectors(store, selectors)
     row = _model_row(store, head_id, kind="head")
     model_id = jload(row["source"], {})["model_id"]
-    in_forget = _id_table(store, forget)
+    in_forget = item_sets.id_table(store, forget)
     ids = sorted(r["item_id"] for r in store.db.query(
         f"select item_id from topic_model_docs where model_id = ? and item_id in {in_forget}", [row["id"]]))
     report = {"head_id": row["id"], "model_id": model_id, "selectors": selectors, "forget_items": len(forget),
@@ -468,7 +451,7 @@ def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "la
     head, base, model_row = _load_head(store, row)
     y_f = _head_labels(store, row["id"], ids)
     counts = {r["item_id"]: json.loads(r["counts"]) for r in store.db.query(
-        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {_id_table(store, ids)}",
+        f"select item_id, counts from topic_model_docs where model_id = ? and item_id in {item_sets.id_table(store, ids)}",
         [model_id])}
     H_f = _docs_matrix(counts, ids, base.n_words)
     result = unlearn_head(base, head, H_f, config, head_forget_docs=H_f, head_forget_labels=y_f)
@@ -531,11 +514,11 @@ def export_forget(store: Store, selectors: list[str], out_dir: str | Path, *,
     out.mkdir(parents=True, exist_ok=True)
     counts = {"forget": 0, "retain": 0, "skipped_without_text": 0}
     with open(out / "forget.jsonl", "w") as f_out, open(out / "retain.jsonl", "w") as r_out:
-        for row in store.db.query("select * from items order by created_at, id"):
-            in_forget = row["id"] in forget
-            if not in_forget and retain_pool is not None and row["id"] not in retain_pool:
+        for item_id in item_sets.all_item_ids(store):
+            in_forget = item_id in forget
+            if not in_forget and retain_pool is not None and item_id not in retain_pool:
                 continue
-            item = store.get_item(row["id"])
+            item = store.get_item(item_id)
             record = qa_record(item)
             if record is None:
                 counts["skipped_without_text"] += 1
