@@ -1,0 +1,60 @@
+"""`SettingsCommand`: a click command whose options are generated from a settings model (`cli/options.py`), built
+the first time the command's parameters are needed (parsing, `--help`, completion).
+
+The trainer commands (`train sft|dpo`, `ches score`, `select less|infsgd|rds`, `unlearn`, `topic-model train`)
+name their model as a `"module:Class"` string, so building the command line imports neither pydantic nor the
+model's module (tests/test_layers.py checks it); hand-written options (e.g. `--json`) follow the generated ones.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import click
+
+
+class SettingsCommand(click.Command):
+    """`settings`: the model as "module:Class"; `overrides`: per-field click keywords (e.g. a `click.Path`
+    type, `required`); `exclude`: fields without an option (besides the model's own `cli_exclude`)."""
+
+    def __init__(self, *args: Any, settings: str, overrides: dict[str, dict] | None = None,
+                 exclude: frozenset[str] | set[str] = frozenset(), **kwargs: Any) -> None:
+        self._settings, self._overrides, self._exclude = settings, overrides or {}, frozenset(exclude)
+        self._generated = False
+        super().__init__(*args, **kwargs)
+
+    @property
+    def params(self) -> list[click.Parameter]:
+        if not self._generated:
+            self._generated = True
+            self._params = self._generate() + self._params
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._params = value
+
+    def settings_model(self) -> Any:
+        module, _, name = self._settings.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+    def _generate(self) -> list[click.Parameter]:
+        from skillweave.cli.options import config_options
+
+        def target() -> None: ...
+
+        config_options(self.settings_model(), exclude=self._exclude, overrides=self._overrides)(target)
+        return list(reversed(getattr(target, "__click_params__", [])))
+
+    def settings(self, options: dict[str, Any], **values: Any) -> Any:
+        """The validated settings from the parsed options (fields only) and `values` (e.g. `db`); a bad value is
+        a usage error (one `Error:` line, exit 2)."""
+        from skillweave.cli.options import config_from_options
+
+        return config_from_options(self.settings_model(), {**options, **values})
+
+
+def settings_command(name: str, settings: str, **kwargs: Any):
+    """`@settings_command("sft", "skillweave.trainers.settings:SFTConfig", overrides=...)` on a callback."""
+    return click.command(name, cls=SettingsCommand, settings=settings, **kwargs)
