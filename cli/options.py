@@ -39,6 +39,12 @@ def _bounds(info: FieldInfo) -> tuple[Any, Any]:
     return low, high
 
 
+def _open_bounds(info: FieldInfo) -> dict[str, bool]:
+    """`min_open` / `max_open` for a click range from `gt` / `lt` (so `gt=0` refuses 0 when parsing)."""
+    return {"min_open": any(isinstance(m, annotated_types.Gt) for m in info.metadata),
+            "max_open": any(isinstance(m, annotated_types.Lt) for m in info.metadata)}
+
+
 def click_option(name: str, info: FieldInfo, **override) -> Any:
     """The click option for one field (`override` replaces any keyword, e.g. a custom `type`; `flag` replaces
     the declaration `--field-name`, e.g. "--output" or, for a boolean, "--lora/--full")."""
@@ -67,11 +73,11 @@ def click_option(name: str, info: FieldInfo, **override) -> Any:
         inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
         kwargs.update(multiple=True, type=inner, default=default or (), show_default=bool(default))
     elif annotation is int:
-        kwargs.update(type=click.IntRange(min=low, max=high) if low is not None or high is not None else int,
-                      default=default)
+        kwargs.update(type=click.IntRange(min=low, max=high, **_open_bounds(info))
+                      if low is not None or high is not None else int, default=default)
     elif annotation is float:
-        kwargs.update(type=click.FloatRange(min=low, max=high) if low is not None or high is not None else float,
-                      default=default)
+        kwargs.update(type=click.FloatRange(min=low, max=high, **_open_bounds(info))
+                      if low is not None or high is not None else float, default=default)
     else:
         kwargs.update(type=str, default=default)
     if info.is_required() and default is None:

@@ -3,7 +3,8 @@ the first time the command's parameters are needed (parsing, `--help`, completio
 
 The trainer commands (`train sft|dpo`, `ches score`, `select less|infsgd|rds`, `unlearn`, `topic-model train`)
 name their model as a `"module:Class"` string, so building the command line imports neither pydantic nor the
-model's module (tests/test_layers.py checks it); hand-written options (e.g. `--json`) follow the generated ones.
+model's module (tests/test_layers.py checks it). A command's hand-written options (its inputs, e.g. `unlearn
+--forget`) come first, then the generated ones, then `--json`.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ class SettingsCommand(click.Command):
     def params(self) -> list[click.Parameter]:
         if not self._generated:
             self._generated = True
-            self._params = self._generate() + self._params
+            own = [p for p in self._params if p.name != "as_json"]
+            self._params = own + self._generate() + [p for p in self._params if p.name == "as_json"]
         return self._params
 
     @params.setter

@@ -158,3 +158,57 @@ class CHESConfig(TrainerSettings):
     db: Store = None
     device: Device = "auto"
     dtype: Dtype = "auto"
+
+
+class TopicModelConfig(TrainerSettings):
+    """Settings of the anchor-word topic-model learner (`trainers.unlearning.topic_model.fit`); stored with every
+    model version (`topic_models.config`)."""
+
+    n_topics: int = Field(5, ge=1, description="Number of topics r (= anchor words).")
+    anchor_min_docs: int = Field(1, ge=1, description="Only words in at least this many documents may become "
+                                                      "anchors.")
+    projection_dim: int = Field(0, ge=0, description="Random-project co-occurrence rows to this many dims before "
+                                                     "the anchor search (0 = off).")
+    cleanup: bool = Field(True, description="Swap each anchor for the farthest row from the span of the others.")
+    seed: int = Field(0, description="Seed for the random projection.")
+    max_iter: int = Field(10, ge=1, description="Batched active-set iterations before the per-word fallback.")
+
+
+class TopicTrainConfig(TopicModelConfig):
+    """Settings of `skillweave topic-model train`: the learner's, with the command line's ranges and defaults,
+    plus which store text to train on."""
+
+    cli_flags: ClassVar[dict[str, str]] = {"n_topics": "--topics", "vocab_size": "--vocab", "selectors": "--items"}
+
+    n_topics: int = Field(5, ge=2, le=200, description="Number of topics r (= anchor words).")
+    anchor_min_docs: int = Field(2, ge=1, description="Only words in at least this many items may become anchors.")
+    vocab_size: int = Field(500, ge=2, le=3000, description="Keep this many most document-frequent words.")
+    min_df: int = Field(2, ge=1, description="A word must appear in at least this many items.")
+    selectors: list[str] = Field(default_factory=list, description="Train only on these items (same selector "
+                                                                   "syntax as unlearn --forget); default: all items.")
+    name: str = Field("store", description="Model family name; versions count up from 1.")
+
+    def learner(self) -> TopicModelConfig:
+        """The learner's settings alone (what the model version stores)."""
+        return TopicModelConfig(**{k: getattr(self, k) for k in TopicModelConfig.model_fields})
+
+
+class UnlearnConfig(TrainerSettings):
+    """Settings of an unlearning request (`skillweave unlearn`); the forget set, model and head are arguments."""
+
+    epsilon: float = Field(1.0, gt=0, description="Privacy epsilon of the (epsilon, delta)-unlearning guarantee.")
+    delta: float = Field(1e-5, gt=0, lt=1, description="Privacy delta.")
+    sensitivity: float | None = Field(None, gt=0, description="Sensitivity bound Delta (l2 change of the release); "
+                                                              "default: measured for this request.")
+    capacity: int = Field(0, ge=0, description="Deletion count m_U the noise must cover (0 = forget-set size); the "
+                                               "measured Delta scales linearly to it.")
+    utility_threshold: float = Field(0.1, gt=0, description="Deletion capacity: the noise may add at most this "
+                                                            "fraction of a released vector's l1 mass; a request "
+                                                            "beyond the capacity is refused.")
+    noiseless: bool = Field(False, description="Release without noise (testing only: no privacy guarantee).")
+    keep_anchors: bool = Field(False, description="Keep the anchor words instead of re-searching them on the "
+                                                  "downdated statistics (faster; differs from retraining when "
+                                                  "retraining would change the anchors).")
+    newton_only: bool = Field(False, description="One Newton step per word, then project onto the simplex (no "
+                                                 "active-set continuation): cheaper, approximate.")
+    seed: int = Field(0, description="Seed of the Gaussian noise.")
