@@ -71,10 +71,11 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
         --gradient-checkpointing --output ckpt/sft-8b
       accelerate launch --num_processes 4 -m skillweave train sft --data sda.jsonl --model ./llama-3-8b --lora
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import sft
 
     _quiet_transformers()
-    summary = sft.run(ctx.command.settings(options, db=_db(ctx)))
+    summary = sft.run(config)
     _print_summary(summary, as_json)
 
 
@@ -92,10 +93,11 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave train dpo --data pairs.jsonl --model ./ckpt/sft-8b --device cuda:0 --dtype bf16 --lora
       accelerate launch --cpu --num_processes 2 -m skillweave train dpo --data pairs.jsonl --device cpu
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import dpo
 
     _quiet_transformers()
-    summary = dpo.run(ctx.command.settings(options, db=_db(ctx)))
+    summary = dpo.run(config)
     _print_summary(summary, as_json, skip=("before", "after") if as_json else ("before", "after", "logs"))
 
 
@@ -164,10 +166,11 @@ def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave ches score --data pairs.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --batch-size 8
       accelerate launch --num_processes 4 -m skillweave ches score --data pairs.jsonl --model ./llama-3-8b
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import ches
 
     _quiet_transformers()
-    summary = ches.run(ctx.command.settings(options, db=_db(ctx)))
+    summary = ches.run(config)
     if not _main_process():
         return
     if as_json:
