@@ -60,3 +60,34 @@ class SettingsCommand(click.Command):
 def settings_command(name: str, settings: str, **kwargs: Any):
     """`@settings_command("sft", "skillweave.trainers.settings:SFTConfig", overrides=...)` on a callback."""
     return click.command(name, cls=SettingsCommand, settings=settings, **kwargs)
+
+
+def options_table(command: SettingsCommand) -> str:
+    """The command's generated options as a markdown table (option, default, range or choices, description): the
+    tables in docs/ are this text, and a test keeps them equal."""
+    import typing
+
+    import annotated_types
+
+    model = command.settings_model()
+    bounds = ((annotated_types.Gt, "> {}", "gt"), (annotated_types.Ge, "≥ {}", "ge"), (annotated_types.Lt, "< {}", "lt"),
+              (annotated_types.Le, "≤ {}", "le"), (annotated_types.MultipleOf, "multiple of {}", "multiple_of"))
+    rows = ["| option | default | range | what |", "|---|---|---|---|"]
+    for param in command.params:
+        if not isinstance(param, click.Option) or param.name not in model.model_fields:
+            continue
+        info = model.model_fields[param.name]
+        default = info.default_factory() if info.default_factory is not None else info.default
+        if param.required:
+            shown = "required"
+        elif isinstance(default, bool):
+            shown = "on" if default else "off"
+        else:
+            shown = "–" if default in (None, "", []) else f"`{default}`"
+        choices = typing.get_args(info.annotation) if typing.get_origin(info.annotation) is typing.Literal else ()
+        limits = [text.format(getattr(m, attr)) for m in info.metadata for kind, text, attr in bounds
+                  if isinstance(m, kind)]
+        span = ", ".join(f"`{c}`" for c in choices) or ", ".join(limits)
+        flag = "/".join(param.opts + param.secondary_opts)
+        rows.append(f"| `{flag}` | {shown} | {span} | {info.description} |")
+    return "\n".join(rows)

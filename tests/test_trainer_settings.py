@@ -228,3 +228,43 @@ def test_topic_model_train_options_reach_the_stored_model_and_old_rows_load(tmp_
     store.db["topic_models"].update(row["id"], {"config": jdump({**json.loads(row["config"]), "retired": 1})})
     model, _ = load_model(store, row["id"])
     assert model.config == TopicModelConfig(n_topics=3, anchor_min_docs=2, cleanup=False, max_iter=5)
+
+
+def test_the_option_tables_in_the_docs_are_the_generated_ones():
+    import re
+    from pathlib import Path
+
+    from skillweave.cli.settings_command import options_table
+
+    marker = re.compile(r"<!-- options of `skillweave ([^`]+)`[^>]*-->\n((?:\|.*\n)*)")
+    found = {}
+    for page in ("trainers-sft-dpo-ches.md", "less.md", "unlearning.md"):
+        text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text(encoding="utf-8")
+        for match in marker.finditer(text):
+            found[match.group(1)] = match.group(2).rstrip("\n")
+    assert set(found) == {"train sft", "train dpo", "ches score", "select less", "unlearn", "topic-model train"}
+    for name, table in found.items():
+        assert table == options_table(command(tuple(name.split()))), f"docs table of '{name}' is out of date"
+
+
+def test_train_sft_stores_the_settings_it_ran_with(tmp_path, capsys):
+    from skillweave.store import Store
+    from skillweave.trainers.models import tiny_model_and_tokenizer
+    from skillweave.trainers.templates import template_words
+
+    model, tokenizer = tiny_model_and_tokenizer([*template_words(), *"what is one two three".split()], seed=3)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps({"prompt": f"what is {w}", "completion": w}) for w in ["one", "two"] * 4))
+    db, out = tmp_path / "s.db", tmp_path / "ckpt"
+    main(["--db", str(db), "train", "sft", "--data", str(data), "--model", str(tmp_path / "tiny"), "--output", str(out),
+          "--max-steps", "1", "--scheduler", "constant", "--warmup-ratio", "0", "--eval-temperature", "0.5", "--json"])
+    assert json.loads(capsys.readouterr().out)["steps"] == 1
+    expected = SFTConfig(data=str(data), model=str(tmp_path / "tiny"), output_dir=str(out), max_steps=1,
+                         scheduler="constant", warmup_ratio=0, eval_temperature=0.5, db=str(db))
+    run = Store(str(db)).get_run("latest")
+    assert run["pipeline"] == "train-sft" and run["config"] == expected.model_dump()
+    assert SFTConfig.from_stored(run["config"]) == expected
+    saved = json.loads((out / "skillweave_training.json").read_text())
+    assert SFTConfig.from_stored(saved["config"]) == expected

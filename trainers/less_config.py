@@ -29,7 +29,7 @@ class LessConfig(TrainerSettings):
     cli_flags: ClassVar[dict[str, str]] = {"pool_run": "--run"}
 
     pool: str = _f("", "Candidate pool, JSONL or a JSON list (messages, prompt/completion, instruction/response or "
-                       "Alpaca rows; optional item_id). Leave empty with pool_run.")
+                       "Alpaca rows; optional item_id). Leave empty with --run.")
     pool_run: str = _f("", "Read the pool from this store run instead of a file (the rows `skillweave export RUN "
                            "--shape alpaca` writes).")
     targets: str = _f("", "Target examples JSONL (same shapes); an optional `subtask` field groups them "
