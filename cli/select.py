@@ -125,29 +125,23 @@ def register(root: click.Group) -> None:
                                 fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
         _print_result(result, as_json)
 
-    @select.command("random")
-    @click.option("--pool", default="", help="Candidate pool JSONL.")
-    @click.option("--run", "pool_run", default="", help="Read the pool from this store run's items instead.")
-    @click.option("--fraction", type=float, default=0.05, show_default=True, help="Fraction of the pool to keep.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
-    @click.option("--out", default="", help="Folder for the selection files (default ./grads/<name>).")
+    @select.command("random", cls=SettingsCommand, settings="skillweave.trainers.less_config:RandomSelectionConfig")
     @json_option
     @click.pass_context
-    def random_cmd(ctx: click.Context, pool: str, pool_run: str, fraction: float, seed: int, out: str,
-                   as_json: bool) -> None:
+    def random_cmd(ctx: click.Context, as_json: bool, **options) -> None:
         """Random baseline: a seeded uniform sample of the pool.
 
         \b
         Example:
           skillweave select random --run RUN_ID --fraction 0.05 --seed 1
         """
+        config = ctx.command.settings(options)
+        pool, pool_run, fraction, seed, out = config.pool, config.pool_run, config.fraction, config.seed, config.out
+        if bool(pool) == bool(pool_run):
+            raise UsageError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
         from skillweave.trainers.less import pool_from_store, read_jsonl, rows_hash
         from skillweave.trainers.less_baselines import random_selection, save_selection
 
-        if bool(pool) == bool(pool_run):
-            raise UsageError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
-        if not 0 < fraction <= 1:
-            raise UsageError(f"--fraction {fraction} must be in (0, 1]")
         store = open_store(ctx)
         rows = pool_from_store(store, pool_run) if pool_run else read_jsonl(pool)
         name = pool_run or Path(pool).stem

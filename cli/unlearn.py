@@ -7,7 +7,7 @@ import click
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
 from skillweave.cli.settings_command import SettingsCommand
 
-SETTINGS = "skillweave.trainers.settings:"  # the settings models of `topic-model train` and `unlearn`
+SETTINGS = "skillweave.trainers.settings:"  # the settings models of `topic-model train|head` and `unlearn`
 
 SELECTOR_HELP = ("Store records to forget: run:<id|latest>, skill:<name>, template:<version or name>, "
                  "item:<id>[,<id>...]. Repeat to take the union; derived items (parent_id) follow their sources.")
@@ -72,15 +72,13 @@ def show(ctx, model_id, as_json) -> None:
     _print_model(model_summary(open_store(ctx), model_id), as_json)
 
 
-@topic_model.command("head")
+@topic_model.command("head", cls=SettingsCommand, settings=SETTINGS + "TopicHeadConfig")
 @click.option("--label", "label_selectors", multiple=True, required=True,
               help="Items labelled 1 (same selector syntax as unlearn --forget); the model's other items are 0.")
 @click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to build on.")
-@click.option("--ridge", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
-              help="Ridge penalty of the linear head.")
 @json_option
 @click.pass_context
-def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
+def head(ctx, label_selectors, model_id, as_json, **options) -> None:
     """Train a linear classification head on topic posteriors (released as B = A w); `skillweave unlearn
     --head` later forgets items through it (base statistics downdated privately, head refit), leaving the
     topic model row bit-identical.
@@ -91,7 +89,8 @@ def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
     """
     from skillweave.trainers.unlearning.lineage import train_store_head
 
-    report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=ridge)
+    config = ctx.command.settings(options)
+    report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=config.ridge)
     if as_json:
         echo_json(report)
     else:

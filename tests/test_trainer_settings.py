@@ -12,11 +12,12 @@ from click.testing import CliRunner
 from pydantic import ValidationError
 
 from skillweave.cli import cli, main
-from skillweave.trainers.less_config import LessConfig
+from skillweave.trainers.less_config import LessConfig, RandomSelectionConfig
 from skillweave.trainers.settings import (
     CHESConfig,
     DPOConfig,
     SFTConfig,
+    TopicHeadConfig,
     TopicModelConfig,
     TopicTrainConfig,
     UnlearnConfig,
@@ -36,6 +37,8 @@ COMMANDS = {
                                      "feature_batch_tokens"}),
     ("unlearn",): (UnlearnConfig, set()),
     ("topic-model", "train"): (TopicTrainConfig, set()),
+    ("topic-model", "head"): (TopicHeadConfig, set()),
+    ("select", "random"): (RandomSelectionConfig, set()),
 }
 
 
@@ -87,6 +90,8 @@ EARLIER = {
                                "--items": (), "--name": "store", "--json": False},
     ("select", "less"): {"--pool": "", "--run": "", "--targets": "", "--model": "local", "--dim": 8192,
                          "--fraction": 0.05, "--lora-alpha": 32, "--projector": "numpy", "--device": "auto"},
+    ("select", "random"): {"--pool": "", "--run": "", "--fraction": 0.05, "--seed": 0, "--out": "", "--json": False},
+    ("topic-model", "head"): {"--label": None, "--model": "latest", "--ridge": 1e-3, "--json": False},
 }
 
 
@@ -125,6 +130,8 @@ def test_earlier_option_names_and_defaults_are_kept(path):
     (["select", "less", "--pool", "{data}", "--targets", "{data}", "--projector", "fast"], "'--projector'"),
     (["unlearn", "--forget", "run:x", "--delta", "1"], "Invalid value for '--delta'"),
     (["topic-model", "train", "--topics", "1"], "Invalid value for '--topics'"),
+    (["topic-model", "head", "--label", "run:x", "--ridge", "0"], "Invalid value for '--ridge'"),
+    (["select", "random", "--pool", "{data}", "--fraction", "0"], "Invalid value for '--fraction'"),
 ])
 def test_a_bad_value_is_one_error_line_and_exit_2(tmp_path, capsys, args, message):
     data = tmp_path / "rows.jsonl"
@@ -148,6 +155,8 @@ def test_a_bad_value_is_one_error_line_and_exit_2(tmp_path, capsys, args, messag
     (LessConfig, {"lora_rank": 4}, "lora_rank"),
     (UnlearnConfig, {"epsilon": 0}, "epsilon"),
     (TopicModelConfig, {"n_topic": 3}, "n_topic"),
+    (TopicHeadConfig, {"ridge": -1.0}, "ridge"),
+    (RandomSelectionConfig, {"fraction": 2}, "fraction"),
 ])
 def test_bad_settings_through_the_python_api_are_validation_errors(model, values, field):
     with pytest.raises(ValidationError) as exc:
@@ -242,7 +251,7 @@ def test_the_option_tables_in_the_docs_are_the_generated_ones():
         text = (Path(__file__).resolve().parents[1] / "docs" / page).read_text(encoding="utf-8")
         for match in marker.finditer(text):
             found[match.group(1)] = match.group(2).rstrip("\n")
-    assert set(found) == {"train sft", "train dpo", "ches score", "select less", "unlearn", "topic-model train"}
+    assert set(found) == {" ".join(path) for path in COMMANDS} - {"select infsgd", "select rds"}  # less's table
     for name, table in found.items():
         assert table == options_table(command(tuple(name.split()))), f"docs table of '{name}' is out of date"
 

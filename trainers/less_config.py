@@ -81,3 +81,16 @@ class LessConfig(TrainerSettings):
             raise ConfigError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
         if not self.targets:
             raise ConfigError("--targets FILE is required: the target examples to select for")
+
+
+class RandomSelectionConfig(TrainerSettings):
+    """Settings of `skillweave select random` (a seeded uniform sample of the pool)."""
+
+    cli_exclude: ClassVar[frozenset[str]] = frozenset()
+    cli_flags: ClassVar[dict[str, str]] = {"pool_run": "--run"}
+
+    pool: str = _f("", "Candidate pool JSONL.")
+    pool_run: str = _f("", "Read the pool from this store run's items instead.")
+    fraction: float = _f(0.05, "Fraction of the pool to keep.", gt=0, le=1)
+    seed: int = _f(0, "Sampling seed.")
+    out: str = _f("", "Folder for the selection files (default ./grads/<name>).")

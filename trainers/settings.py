@@ -1,11 +1,12 @@
 """The trainer commands' settings as pydantic models: one model per command, every field with its description,
 its range and its default; unknown keys are errors (`extra="forbid"`).
 
-The command-line options of `train sft`, `train dpo` and `ches score` are generated from these models
-(`cli/options.py`), and what a trainer stores (the run's config, `skillweave_training.json`) is the model's
-`model_dump()`. This module imports pydantic only (no torch), so building a command's options stays cheap.
-LESS's model is `trainers.less_config.LessConfig`, unlearning's `trainers.unlearning.unlearn.UnlearnConfig` and
-`trainers.unlearning.topic_model.TopicModelConfig`; they share the base and the device fields defined here.
+The options of `train sft`, `train dpo`, `ches score`, `topic-model train|head` and `unlearn` are generated from
+these models (`cli/options.py`, built lazily by `cli/settings_command.py`), and what a trainer stores (a run's
+config, `skillweave_training.json`, a topic model's config) is the model's `model_dump()`. This module imports
+pydantic only (no torch, numpy or scipy), so building a command's options stays cheap. LESS's models
+(`LessConfig`, `RandomSelectionConfig`) are in `trainers.less_config` and share the base and the device fields
+defined here; `trainers.unlearning.topic_model` and `trainers.unlearning.unlearn` re-export theirs.
 """
 
 from __future__ import annotations
@@ -191,6 +192,13 @@ class TopicTrainConfig(TopicModelConfig):
     def learner(self) -> TopicModelConfig:
         """The learner's settings alone (what the model version stores)."""
         return TopicModelConfig(**{k: getattr(self, k) for k in TopicModelConfig.model_fields})
+
+
+class TopicHeadConfig(TrainerSettings):
+    """Settings of `skillweave topic-model head` (a ridge classifier on topic posteriors); the labels and the
+    topic model it builds on are arguments."""
+
+    ridge: float = Field(1e-3, gt=0, description="Ridge penalty of the linear head.")
 
 
 class UnlearnConfig(TrainerSettings):
