@@ -39,19 +39,30 @@ def _bounds(info: FieldInfo) -> tuple[Any, Any]:
     return low, high
 
 
+def _open_bounds(info: FieldInfo) -> dict[str, bool]:
+    """`min_open` / `max_open` for a click range from `gt` / `lt` (so `gt=0` refuses 0 when parsing)."""
+    return {"min_open": any(isinstance(m, annotated_types.Gt) for m in info.metadata),
+            "max_open": any(isinstance(m, annotated_types.Lt) for m in info.metadata)}
+
+
 def click_option(name: str, info: FieldInfo, **override) -> Any:
-    """The click option for one field (`override` replaces any keyword, e.g. a custom `type`)."""
+    """The click option for one field (`override` replaces any keyword, e.g. a custom `type`; `flag` replaces
+    the declaration `--field-name`, e.g. "--output" or, for a boolean, "--lora/--full")."""
+    flag = override.pop("flag", None)
     annotation, optional = _unwrap_optional(info.annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # e.g. int | list[int]: the scalar
         annotation = typing.get_args(annotation)[0]
     default = None if info.default is PydanticUndefined else info.default
     if info.default_factory is not None:
         default = info.default_factory()
-    kwargs: dict[str, Any] = {"help": info.description or "", "show_default": default not in (None, False, [])}
-    decl = [option_name(name)]
+    kwargs: dict[str, Any] = {"help": info.description or "",  # 0 and 0.0 are shown, False is not
+                              "show_default": not (default is None or default is False or default == [])}
+    decl = [flag or option_name(name)]
     low, high = _bounds(info)
     if annotation is bool:
-        if default:
+        if flag and "/" in flag:  # its own on/off pair
+            kwargs["show_default"] = True
+        elif default:
             decl = [f"{option_name(name)}/--no-{name.replace('_', '-')}"]
         else:
             kwargs.update(is_flag=True)
@@ -62,11 +73,11 @@ def click_option(name: str, info: FieldInfo, **override) -> Any:
         inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
         kwargs.update(multiple=True, type=inner, default=default or (), show_default=bool(default))
     elif annotation is int:
-        kwargs.update(type=click.IntRange(min=low, max=high) if low is not None or high is not None else int,
-                      default=default)
+        kwargs.update(type=click.IntRange(min=low, max=high, **_open_bounds(info))
+                      if low is not None or high is not None else int, default=default)
     elif annotation is float:
-        kwargs.update(type=click.FloatRange(min=low, max=high) if low is not None or high is not None else float,
-                      default=default)
+        kwargs.update(type=click.FloatRange(min=low, max=high, **_open_bounds(info))
+                      if low is not None or high is not None else float, default=default)
     else:
         kwargs.update(type=str, default=default)
     if info.is_required() and default is None:
@@ -84,11 +95,13 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
     overrides = overrides or {}
     # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py
     skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch"}
+    flags = getattr(model, "cli_flags", {})  # declarations other than --field-name (trainer settings)
 
     def decorate(f):
         for name, info in reversed(list(model.model_fields.items())):
             if name not in skip:
-                f = click_option(name, info, **overrides.get(name, {}))(f)
+                extra = {"flag": flags[name]} if name in flags else {}
+                f = click_option(name, info, **{**extra, **overrides.get(name, {})})(f)
         return f
 
     return decorate

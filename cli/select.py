@@ -1,17 +1,18 @@
 """`skillweave select ...`: LESS gradient-based data selection and its baselines (random, InfSGD, RDS).
 
-The `less` and `infsgd` options are generated from `LessConfig`, so the CLI and the library never disagree.
+The `less`, `infsgd` and `rds` options are generated from the `LessConfig` settings model, so the CLI and the
+library never disagree.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
 import click
 
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.settings_command import SettingsCommand
 from skillweave.errors import UsageError
 
 EXAMPLE = """\b
@@ -23,20 +24,12 @@ Example (tiny CPU run on the embedded model):
 """
 
 
-def _config_options(skip: tuple[str, ...] = ()):
-    """Click options for every LessConfig field (help text from the dataclass)."""
-    from skillweave.trainers.less_config import LessConfig
-
-    def decorate(func):
-        for f in reversed(dataclasses.fields(LessConfig)):
-            if f.name in skip:
-                continue
-            flag = "--run" if f.name == "pool_run" else "--" + f.name.replace("_", "-")
-            func = click.option(flag, f.name, type=type(f.default), default=f.default, show_default=True,
-                                help=f.metadata["help"])(func)
-        return func
-
-    return decorate
+LESS_SETTINGS = "skillweave.trainers.less_config:LessConfig"
+# LessConfig fields RDS does not use (no warmup, no gradients, no projection)
+RDS_UNUSED = {"train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction", "warmup_seed", "epochs",
+              "learning_rate", "warmup_ratio", "batch_size", "grad_accum", "lora_r", "lora_alpha", "lora_dropout",
+              "lora_targets", "dim", "projector_seed", "projector", "chunk_examples", "gradient_method",
+              "feature_batch_tokens"}
 
 
 def _progress(done: int, total: int, label: str) -> None:
@@ -57,13 +50,14 @@ def _print_result(result: dict, as_json: bool) -> None:
     click.echo(f"export with: skillweave select export {summary['selection_id']} -o selected.jsonl")
 
 
-def _run_less(ctx: click.Context, as_json: bool, **options) -> None:
+def _run_less(ctx: click.Context, as_json: bool, options: dict, **values) -> None:
     from skillweave.trainers.devices import is_main_process
-    from skillweave.trainers.less import LessConfig, run
+    from skillweave.trainers.less import run
 
+    config = ctx.command.settings(options, **values)
     # Under `accelerate launch` one process records; the others open the store only to read a pool run.
-    store = open_store(ctx) if is_main_process() or options.get("pool_run") else None
-    result = run(LessConfig(**options), store, progress=_progress)
+    store = open_store(ctx) if is_main_process() or config.pool_run else None
+    result = run(config, store, progress=_progress)
     if is_main_process():  # under `accelerate launch` one process reports
         _print_result(result, as_json)
 
@@ -73,8 +67,7 @@ def register(root: click.Group) -> None:
     def select() -> None:
         """Select training data for target examples: LESS, InfSGD, RDS, random."""
 
-    @select.command("less")
-    @_config_options()
+    @select.command("less", cls=SettingsCommand, settings=LESS_SETTINGS)
     @json_option
     @click.pass_context
     def less_cmd(ctx: click.Context, as_json: bool, **options) -> None:
@@ -91,10 +84,10 @@ def register(root: click.Group) -> None:
           skillweave select less --pool pool.jsonl --targets targets.jsonl --model ./llama-2-7b --device cuda \
               --dtype bf16 --lora-r 128 --lora-alpha 512
         """
-        _run_less(ctx, as_json, **options)
+        _run_less(ctx, as_json, options)
 
-    @select.command("infsgd")
-    @_config_options(skip=("train_side", "adam_variant"))
+    @select.command("infsgd", cls=SettingsCommand, settings=LESS_SETTINGS,
+                    exclude={"train_side", "adam_variant"})
     @json_option
     @click.pass_context
     def infsgd_cmd(ctx: click.Context, as_json: bool, **options) -> None:
@@ -104,13 +97,9 @@ def register(root: click.Group) -> None:
         Example:
           skillweave select infsgd --pool pool.jsonl --targets targets.jsonl --epochs 2 --dim 1024 --lora-r 4
         """
-        _run_less(ctx, as_json, train_side="sgd", **options)
+        _run_less(ctx, as_json, options, train_side="sgd")
 
-    @select.command("rds")
-    @_config_options(skip=("train_side", "adam_variant", "aggregation", "similarity", "warmup_fraction",
-                           "warmup_seed", "epochs", "learning_rate", "warmup_ratio", "batch_size", "grad_accum",
-                           "lora_r", "lora_alpha", "lora_dropout", "lora_targets", "dim", "projector_seed", "projector",
-                           "chunk_examples", "gradient_method", "feature_batch_tokens"))
+    @select.command("rds", cls=SettingsCommand, settings=LESS_SETTINGS, exclude=RDS_UNUSED)
     @json_option
     @click.pass_context
     def rds_cmd(ctx: click.Context, as_json: bool, **options) -> None:
@@ -120,45 +109,39 @@ def register(root: click.Group) -> None:
         Example:
           skillweave select rds --pool pool.jsonl --targets targets.jsonl --fraction 0.05
         """
-        from skillweave.trainers.less import LessConfig, prepare, rows_hash, subtask_count, top_fraction
+        from skillweave.trainers.less import prepare, rows_hash, subtask_count, top_fraction
         from skillweave.trainers.less_baselines import rds_scores, save_selection
 
-        config = LessConfig(**options)
+        config = ctx.command.settings(options)
         config.validate()
         store = open_store(ctx)
         p = prepare(config, store)
         scores = rds_scores(p["model"], p["pool_enc"], p["target_enc"], p["tokenizer"].pad_token_id,
                             subtask_count(p["targets"]), config.feature_batch_size)
         selected = top_fraction(scores, config.fraction)
-        provenance = {"config": dataclasses.asdict(config), "pool_hash": p["pool_hash"],
+        provenance = {"config": config.model_dump(), "pool_hash": p["pool_hash"],
                       "targets_hash": rows_hash(p["targets"])}
         result = save_selection(store, "rds", p["pool"], selected, scores, provenance, out=p["out"], name=p["name"],
                                 fraction=config.fraction, source_run=config.pool_run or None, pool_path=config.pool)
         _print_result(result, as_json)
 
-    @select.command("random")
-    @click.option("--pool", default="", help="Candidate pool JSONL.")
-    @click.option("--run", "pool_run", default="", help="Read the pool from this store run's items instead.")
-    @click.option("--fraction", type=float, default=0.05, show_default=True, help="Fraction of the pool to keep.")
-    @click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
-    @click.option("--out", default="", help="Folder for the selection files (default ./grads/<name>).")
+    @select.command("random", cls=SettingsCommand, settings="skillweave.trainers.less_config:RandomSelectionConfig")
     @json_option
     @click.pass_context
-    def random_cmd(ctx: click.Context, pool: str, pool_run: str, fraction: float, seed: int, out: str,
-                   as_json: bool) -> None:
+    def random_cmd(ctx: click.Context, as_json: bool, **options) -> None:
         """Random baseline: a seeded uniform sample of the pool.
 
         \b
         Example:
           skillweave select random --run RUN_ID --fraction 0.05 --seed 1
         """
+        config = ctx.command.settings(options)
+        pool, pool_run, fraction, seed, out = config.pool, config.pool_run, config.fraction, config.seed, config.out
+        if bool(pool) == bool(pool_run):
+            raise UsageError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
         from skillweave.trainers.less import pool_from_store, read_jsonl, rows_hash
         from skillweave.trainers.less_baselines import random_selection, save_selection
 
-        if bool(pool) == bool(pool_run):
-            raise UsageError("give exactly one of --pool FILE or --run RUN_ID for the candidate pool")
-        if not 0 < fraction <= 1:
-            raise UsageError(f"--fraction {fraction} must be in (0, 1]")
         store = open_store(ctx)
         rows = pool_from_store(store, pool_run) if pool_run else read_jsonl(pool)
         name = pool_run or Path(pool).stem

@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from skillweave.cli.common import echo_json, echo_table, json_option
+from skillweave.cli.settings_command import SettingsCommand
 
 
 def _db(ctx: click.Context) -> str:
@@ -45,55 +46,18 @@ def _print_summary(summary: dict[str, Any], as_json: bool, skip: tuple[str, ...]
     echo_table(flat, ["key", "value"])
 
 
+# Options generated from the settings models (trainers/settings.py): one per field, help from its description.
+PATH_IN = {"type": click.Path(exists=True, dir_okay=False)}
+SETTINGS = "skillweave.trainers.settings:"
 
-def device_options(checkpointing: bool = False):
-    """--device and --dtype (and --gradient-checkpointing) for a trainer command (trainers/devices.py)."""
-    options = [
-        click.option("--device", default="auto", show_default=True,
-                     help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
-        click.option("--dtype", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-                     help="Weights and compute precision; auto: bf16 on a CUDA device that supports it, else fp32."),
-    ]
-    if checkpointing:
-        options.append(click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False,
-                                    show_default=True,
-                                    help="Recompute activations in the backward pass (less memory, more compute)."))
-
-    def decorate(f):
-        for option in reversed(options):
-            f = option(f)
-        return f
-
-    return decorate
 
 @click.group("train")
 def train_group() -> None:
     """Fine-tune models on exported data: SFT with PTST templates, DPO with CHES filtering."""
 
 
-@train_group.command("sft")
-@click.option("--data", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL/JSON in an export shape: prompt/completion, messages, or Alpaca instruction/input/output.")
-@click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
-@click.option("--output", "output_dir", default=None, help="Checkpoint folder (weights, tokenizer, templates used).")
-@click.option("--train-template", default="chat:vanilla", show_default=True, help="Template for training data (see `train templates`).")
-@click.option("--eval-template", default="chat:llama", show_default=True, help="Template for evaluation (PTST: with a safety prompt).")
-@click.option("--system-prompts", default=None, type=click.Path(exists=True, dir_okay=False), help="JSON file overriding system-prompt texts.")
-@click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL to evaluate after training (rows with `answer` are Q/A, others safety prompts), or an "
-                   "AdvBench-style CSV (one prompt a row, no header).")
-@click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length at evaluation.")
-@click.option("--lora/--full", default=False, show_default=True, help="LoRA adapters (merged on save) or full fine-tuning.")
-@click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
-@click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
-@click.option("--lr", default=2e-5, show_default=True, help="Peak learning rate.")
-@click.option("--epochs", default=1.0, show_default=True, help="Training epochs.")
-@click.option("--max-steps", default=-1, show_default=True, help="Stop after this many optimizer steps (-1: use epochs).")
-@click.option("--batch-size", default=4, show_default=True, help="Examples per step.")
-@click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
-@click.option("--max-length", default=1024, show_default=True, help="Max tokens per example; the start is kept.")
-@click.option("--seed", default=0, show_default=True, help="Random seed.")
-@device_options(checkpointing=True)
+@train_group.command("sft", cls=SettingsCommand, settings=SETTINGS + "SFTConfig", overrides={
+    "data": {**PATH_IN, "required": True, "default": None}, "system_prompts": PATH_IN, "eval_data": PATH_IN})
 @json_option
 @click.pass_context
 def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -103,48 +67,20 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
     Example (PTST: tune without the safety prompt, test with it):
       skillweave train sft --data sda.jsonl --model local --output ckpt/sft \\
         --train-template chat:vanilla --eval-template chat:llama --eval-data eval.jsonl --max-steps 20
-      skillweave train sft --data sda.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --lora \
+      skillweave train sft --data sda.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --lora \\
         --gradient-checkpointing --output ckpt/sft-8b
       accelerate launch --num_processes 4 -m skillweave train sft --data sda.jsonl --model ./llama-3-8b --lora
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import sft
 
     _quiet_transformers()
-    config = sft.SFTConfig(db=_db(ctx), **options)
     summary = sft.run(config)
     _print_summary(summary, as_json)
 
 
-@train_group.command("dpo")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
-@click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
-@click.option("--model", default="local", show_default=True, help="'local' (embedded SmolLM2-135M-Instruct) or a local HF folder.")
-@click.option("--output", "output_dir", default=None, help="Folder to save the trained policy.")
-@click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
-@click.option("--beta", default=0.1, show_default=True, help="DPO beta (IPO: tau).")
-@click.option("--loss", "loss_type", type=click.Choice(["sigmoid", "ipo"]), default="sigmoid", show_default=True, help="Preference loss.")
-@click.option("--label-smoothing", default=0.0, show_default=True, help="cDPO label smoothing.")
-@click.option("--c-sft", default=0.0, show_default=True, help="Weight of the SFT term on chosen responses.")
-@click.option("--optimizer", type=click.Choice(["rmsprop", "adamw", "sgd"]), default="rmsprop", show_default=True, help="Optimizer.")
-@click.option("--lr", default=1e-6, show_default=True, help="Learning rate.")
-@click.option("--epochs", default=1, show_default=True, help="Passes over the pairs.")
-@click.option("--max-steps", default=None, type=int, help="Stop after this many steps.")
-@click.option("--batch-size", default=8, show_default=True, help="Pairs per step.")
-@click.option("--micro-batch-size", default=None, type=click.IntRange(min=1),
-              help="Pairs per forward/backward; gradients accumulate to one step of --batch-size (less memory).")
-@click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
-@click.option("--ches-keep-lowest", default=None, type=float, help="Train only on this fraction with the lowest CHES~ (e.g. 0.05).")
-@click.option("--lora/--full", default=False, show_default=True,
-              help="LoRA adapters (reference = the base model; merged on save) or full fine-tuning.")
-@click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
-@click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
-@click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
-@device_options(checkpointing=True)
-@click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
-@click.option("--eval-prompts", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="JSONL of safety prompts: refusal rate before/after (keyword judge).")
-@click.option("--eval-max-new-tokens", default=64, show_default=True, help="Generation length for --eval-prompts.")
+@train_group.command("dpo", cls=SettingsCommand, settings=SETTINGS + "DPOConfig", overrides={
+    "data": PATH_IN, "eval_data": PATH_IN, "eval_prompts": PATH_IN})
 @json_option
 @click.pass_context
 def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -157,10 +93,11 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave train dpo --data pairs.jsonl --model ./ckpt/sft-8b --device cuda:0 --dtype bf16 --lora
       accelerate launch --cpu --num_processes 2 -m skillweave train dpo --data pairs.jsonl --device cpu
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import dpo
 
     _quiet_transformers()
-    summary = dpo.run(dpo.DPOConfig(db=_db(ctx), **options))
+    summary = dpo.run(config)
     _print_summary(summary, as_json, skip=("before", "after") if as_json else ("before", "after", "logs"))
 
 
@@ -217,16 +154,7 @@ def ches_group() -> None:
     """CHES scores of preference pairs (which pairs cause likelihood displacement)."""
 
 
-@ches_group.command("score")
-@click.option("--data", default=None, type=click.Path(exists=True, dir_okay=False), help="Preference pairs (JSONL/JSON): prompt/chosen/rejected, SORRY-Bench query/chosen/rejected or AlpacaFarm output_1/output_2/preference.")
-@click.option("--store-run", default=None, help="Read pairs from this run's store items of kind 'preference'.")
-@click.option("--model", default="local", show_default=True, help="'local' or a local HF folder (the policy to score with).")
-@click.option("--template", default="model", show_default=True, help="Prompt template (default: the model's chat template).")
-@click.option("--batch-size", default=32, show_default=True, help="Sequences per forward pass (sorted by length).")
-@click.option("--max-length", default=1024, show_default=True, help="Max tokens per sequence; the start is kept.")
-@click.option("--keep-lowest", default=None, type=float, help="Keep this fraction with the lowest CHES~ (e.g. 0.05).")
-@click.option("--output", default=None, help="JSONL for the kept rows (with --keep-lowest).")
-@device_options()
+@ches_group.command("score", cls=SettingsCommand, settings=SETTINGS + "CHESConfig", overrides={"data": PATH_IN})
 @json_option
 @click.pass_context
 def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -238,10 +166,11 @@ def ches_score(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave ches score --data pairs.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --batch-size 8
       accelerate launch --num_processes 4 -m skillweave ches score --data pairs.jsonl --model ./llama-3-8b
     """
+    config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import ches
 
     _quiet_transformers()
-    summary = ches.run(ches.CHESConfig(db=_db(ctx), **options))
+    summary = ches.run(config)
     if not _main_process():
         return
     if as_json:

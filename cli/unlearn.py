@@ -5,6 +5,9 @@ from __future__ import annotations
 import click
 
 from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.settings_command import SettingsCommand
+
+SETTINGS = "skillweave.trainers.settings:"  # the settings models of `topic-model train|head` and `unlearn`
 
 SELECTOR_HELP = ("Store records to forget: run:<id|latest>, skill:<name>, template:<version or name>, "
                  "item:<id>[,<id>...]. Repeat to take the union; derived items (parent_id) follow their sources.")
@@ -15,21 +18,10 @@ def topic_model() -> None:
     """Anchor-word topic models trained on store text (the models `skillweave unlearn` edits)."""
 
 
-@topic_model.command("train")
-@click.option("--topics", "n_topics", type=click.IntRange(2, 200), default=5, show_default=True,
-              help="Number of topics r (= anchor words).")
-@click.option("--vocab", "vocab_size", type=click.IntRange(2, 3000), default=500, show_default=True,
-              help="Keep this many most document-frequent words.")
-@click.option("--min-df", type=click.IntRange(1), default=2, show_default=True,
-              help="A word must appear in at least this many items.")
-@click.option("--anchor-min-docs", type=click.IntRange(1), default=2, show_default=True,
-              help="Only words in at least this many items may become anchors.")
-@click.option("--items", "selectors", multiple=True,
-              help="Train only on these items (same selector syntax as unlearn --forget); default: all items.")
-@click.option("--name", default="store", show_default=True, help="Model family name; versions count up from 1.")
+@topic_model.command("train", cls=SettingsCommand, settings=SETTINGS + "TopicTrainConfig")
 @json_option
 @click.pass_context
-def train(ctx, n_topics, vocab_size, min_df, anchor_min_docs, selectors, name, as_json) -> None:
+def train(ctx, as_json, **options) -> None:
     """Train a topic model on the generated text in the store and save it as version 1.
 
     \b
@@ -37,11 +29,10 @@ def train(ctx, n_topics, vocab_size, min_df, anchor_min_docs, selectors, name, a
       skillweave topic-model train --topics 5 --vocab 500
     """
     from skillweave.trainers.unlearning.lineage import train_store_model
-    from skillweave.trainers.unlearning.topic_model import TopicModelConfig
 
-    config = TopicModelConfig(n_topics=n_topics, anchor_min_docs=anchor_min_docs)
-    summary = train_store_model(open_store(ctx), config, selectors=list(selectors) or None, vocab_size=vocab_size,
-                                min_df=min_df, name=name)
+    config = ctx.command.settings(options)
+    summary = train_store_model(open_store(ctx), config.learner(), selectors=config.selectors or None,
+                                vocab_size=config.vocab_size, min_df=config.min_df, name=config.name)
     _print_model(summary, as_json)
 
 
@@ -81,15 +72,13 @@ def show(ctx, model_id, as_json) -> None:
     _print_model(model_summary(open_store(ctx), model_id), as_json)
 
 
-@topic_model.command("head")
+@topic_model.command("head", cls=SettingsCommand, settings=SETTINGS + "TopicHeadConfig")
 @click.option("--label", "label_selectors", multiple=True, required=True,
               help="Items labelled 1 (same selector syntax as unlearn --forget); the model's other items are 0.")
 @click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to build on.")
-@click.option("--ridge", type=click.FloatRange(0, min_open=True), default=1e-3, show_default=True,
-              help="Ridge penalty of the linear head.")
 @json_option
 @click.pass_context
-def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
+def head(ctx, label_selectors, model_id, as_json, **options) -> None:
     """Train a linear classification head on topic posteriors (released as B = A w); `skillweave unlearn
     --head` later forgets items through it (base statistics downdated privately, head refit), leaving the
     topic model row bit-identical.
@@ -100,7 +89,8 @@ def head(ctx, label_selectors, model_id, ridge, as_json) -> None:
     """
     from skillweave.trainers.unlearning.lineage import train_store_head
 
-    report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=ridge)
+    config = ctx.command.settings(options)
+    report = train_store_head(open_store(ctx), list(label_selectors), model_id=model_id, ridge=config.ridge)
     if as_json:
         echo_json(report)
     else:
@@ -140,36 +130,19 @@ def _print_model(summary: dict, as_json: bool) -> None:
         click.echo(f"  topic {k}: anchor={anchor}  top: {' '.join(map(str, words))}")
 
 
-@click.command("unlearn")
+@click.command("unlearn", cls=SettingsCommand, settings=SETTINGS + "UnlearnConfig")
 @click.option("--forget", "selectors", multiple=True, required=True, help=SELECTOR_HELP)
 @click.option("--model", "model_id", default="latest", show_default=True, help="Topic model version to unlearn from.")
 @click.option("--head", "head_id", default=None,
               help="Unlearn through this downstream head ('latest' or an id): the base statistics are downdated "
                    "privately, the head refit and B = A w released; the topic model row is not modified.")
-@click.option("--epsilon", type=float, default=1.0, show_default=True, help="Privacy epsilon.")
-@click.option("--delta", type=float, default=1e-5, show_default=True, help="Privacy delta.")
-@click.option("--sensitivity", type=float, default=None,
-              help="Sensitivity bound Delta (l2 change of the release); default: measured for this request.")
-@click.option("--capacity", type=click.IntRange(0), default=0, show_default=True,
-              help="Deletion count m_U the noise must cover (0 = forget-set size); the measured Delta scales "
-                   "linearly to it.")
-@click.option("--utility-threshold", type=click.FloatRange(0, min_open=True), default=0.1, show_default=True,
-              help="Deletion capacity: the noise may add at most this fraction of a released vector's l1 mass; a "
-                   "request beyond the capacity is refused.")
-@click.option("--keep-anchors", is_flag=True,
-              help="Keep the anchor words instead of re-searching them on the downdated statistics (faster; differs "
-                   "from retraining when retraining would change the anchors).")
-@click.option("--noiseless", is_flag=True, help="Release without noise (testing only: no privacy guarantee).")
-@click.option("--newton-only", is_flag=True, help="One Newton step per word, then project (cheaper, approximate).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the Gaussian noise.")
 @click.option("--verify", is_flag=True,
               help="Also retrain from scratch on the retained items (base, and head with --head) and report the "
                    "largest absolute difference of the noiseless releases and whether the anchors agree.")
 @click.option("--dry-run", is_flag=True, help="Only resolve and print the forget set.")
 @json_option
 @click.pass_context
-def unlearn(ctx, selectors, model_id, head_id, epsilon, delta, sensitivity, capacity, utility_threshold, keep_anchors,
-            noiseless, newton_only, seed, verify, dry_run, as_json) -> None:
+def unlearn(ctx, selectors, model_id, head_id, verify, dry_run, as_json, **options) -> None:
     """Forget store records from a topic model: the forget set is built through lineage, the model is
     downdated and its anchors re-searched (cost independent of the retained data), noise calibrated, and the
     request, forget set and new version recorded.
@@ -180,11 +153,8 @@ def unlearn(ctx, selectors, model_id, head_id, epsilon, delta, sensitivity, capa
       skillweave unlearn --forget skill:irony --forget item:3f2a... --verify
     """
     from skillweave.trainers.unlearning.lineage import unlearn_store, unlearn_store_head
-    from skillweave.trainers.unlearning.unlearn import UnlearnConfig
 
-    config = UnlearnConfig(epsilon=epsilon, delta=delta, sensitivity=sensitivity, capacity=capacity,
-                           utility_threshold=utility_threshold, keep_anchors=keep_anchors, noiseless=noiseless,
-                           newton_only=newton_only, seed=seed)
+    config = ctx.command.settings(options)
     if head_id:
         report = unlearn_store_head(open_store(ctx), list(selectors), head_id=head_id, config=config,
                                     dry_run=dry_run, verify=verify)
@@ -212,7 +182,7 @@ def unlearn(ctx, selectors, model_id, head_id, epsilon, delta, sensitivity, capa
                    f"{s['retained_docs']}, {anchors}, smallest old-anchor mass left {s['anchor_mass_left']:.2f}, "
                    f"Newton-exact words {s['newton_exact']}, re-solved {s['resolved']}")
     click.echo(f"noise: Delta {report['sensitivity']:.4g} ({s['sensitivity_source']}), sigma {report['sigma']:.4g}; "
-               f"deletion capacity {capacity_text} at epsilon={epsilon:g}, delta={delta:g} "
+               f"deletion capacity {capacity_text} at epsilon={config.epsilon:g}, delta={config.delta:g} "
                f"({s['deleted_since_training']} deleted since training); {s['seconds'] * 1000:.1f} ms")
     if verify:
         v = report["verify"]

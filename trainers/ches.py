@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
@@ -45,32 +44,14 @@ from skillweave.trainers.data import (
     write_jsonl,
 )
 from skillweave.trainers.devices import (
-    DEVICE_HELP,
-    DTYPE_HELP,
     is_main_process,
     model_device,
     process_info,
     setup,
     shard,
 )
+from skillweave.trainers.settings import CHESConfig
 from skillweave.trainers.templates import get_template
-
-
-@dataclass
-class CHESConfig:
-    """Options for `skillweave ches score` (and the DPO trainer's pre-filter)."""
-
-    data: str | None = field(default=None, metadata={"help": "prompt/chosen/rejected JSONL file"})
-    store_run: str | None = field(default=None, metadata={"help": "read pairs from store items of kind 'preference' of this run"})
-    model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
-    template: str = field(default="model", metadata={"help": "prompt template from the registry (default: the model's chat template)"})
-    batch_size: int = field(default=32, metadata={"help": "sequences per forward pass"})
-    max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
-    keep_lowest: float | None = field(default=None, metadata={"help": "fraction of pairs with the lowest CHES~ to keep"})
-    output: str | None = field(default=None, metadata={"help": "JSONL file for the kept rows (needs keep_lowest)"})
-    db: str | None = field(default=None, metadata={"help": "store file for scores (None: do not store)"})
-    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
 
 
 # ---- pure formulas -----------------------------------------------------------------------------------
@@ -292,7 +273,7 @@ def run(config: CHESConfig) -> dict[str, Any]:
                                "model": config.model, "model_path": model_path, "seconds": round(seconds, 3),
                                "pairs_per_s": round(len(records) / seconds, 2) if seconds else None}
     if store is not None:
-        run_id = store.create_run("ches-score", asdict(config), command="skillweave ches score")
+        run_id = store.create_run("ches-score", config.model_dump(), command="skillweave ches score")
         save_scores(store, records, config.model, model_path, config.data or f"store:{config.store_run}", run_id)
         store.set_run_status(run_id, "done")
         summary["run_id"] = run_id

@@ -27,7 +27,6 @@ Design choices
 from __future__ import annotations
 
 import random
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +37,6 @@ from skillweave.errors import ConfigError
 from skillweave.trainers.checkpoint_rows import record_checkpoint
 from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save_scores, score_pairs
 from skillweave.trainers.devices import (
-    DEVICE_HELP,
-    DTYPE_HELP,
     disable_dropout,
     distributed,
     is_main_process,
@@ -50,50 +47,10 @@ from skillweave.trainers.devices import (
     token_logps,
 )
 from skillweave.trainers.models import apply_lora, plain_model
+from skillweave.trainers.settings import DPOConfig
 
 LOSS_TYPES = ("sigmoid", "ipo")
 OPTIMIZERS = ("rmsprop", "adamw", "sgd")
-
-
-@dataclass
-class DPOConfig:
-    """Options for `skillweave train dpo`."""
-
-    data: str | None = field(default=None, metadata={"help": "prompt/chosen/rejected JSONL file"})
-    store_run: str | None = field(default=None, metadata={"help": "read pairs from store items of kind 'preference' of this run"})
-    model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
-    output_dir: str | None = field(default=None, metadata={"help": "where to save the trained policy (None: do not save)"})
-    template: str = field(default="model", metadata={"help": "prompt template from the registry"})
-    beta: float = field(default=0.1, metadata={"help": "DPO inverse temperature (IPO: tau)"})
-    loss_type: str = field(default="sigmoid", metadata={"help": "sigmoid (DPO) or ipo"})
-    label_smoothing: float = field(default=0.0, metadata={"help": "cDPO label smoothing eps (sigmoid loss only)"})
-    c_sft: float = field(default=0.0, metadata={"help": "weight of the SFT term -mean ln pi(y+)"})
-    optimizer: str = field(default="rmsprop", metadata={"help": "rmsprop (CHES reference), adamw or sgd"})
-    lr: float = field(default=1e-6, metadata={"help": "learning rate"})
-    epochs: int = field(default=1, metadata={"help": "passes over the pairs"})
-    max_steps: int | None = field(default=None, metadata={"help": "stop after this many optimizer steps"})
-    batch_size: int = field(default=8, metadata={"help": "pairs per optimizer step"})
-    micro_batch_size: int | None = field(default=None, metadata={
-        "help": "pairs per forward/backward; gradients are accumulated to one step of --batch-size pairs (less "
-                "memory, same update; None: the whole batch at once)"})
-    max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
-    ches_keep_lowest: float | None = field(default=None, metadata={"help": "train only on this fraction of pairs with the lowest CHES~"})
-    ches_batch_size: int = field(default=32, metadata={"help": "sequences per forward when scoring CHES"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights; the "
-                                                        "reference is the base model, saved merged"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_targets: str = field(default="all-linear", metadata={"help": "comma-separated module names or 'all-linear'"})
-    seed: int = field(default=0, metadata={"help": "shuffling and tie-breaking seed"})
-    eval_data: str | None = field(default=None, metadata={"help": "held-out pairs JSONL: log the change of mean ln pi(y+) on them too"})
-    eval_prompts: str | None = field(default=None, metadata={"help": "JSONL of safety prompts: refusal rate before/after (keyword judge)"})
-    eval_max_new_tokens: int = field(default=64, metadata={"help": "generation length for eval_prompts"})
-    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward "
-                                                                           "pass (less memory, more compute)"})
-    db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
 
 
 def _batch(sequences: list[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -294,7 +251,7 @@ def run(config: DPOConfig) -> dict[str, Any]:
     model_path = str(resolve_model_path(config.model))
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     template = get_template(config.template).bind(tokenizer)
-    run_id = store.create_run("train-dpo", asdict(config), command="skillweave train dpo") if store else None
+    run_id = store.create_run("train-dpo", config.model_dump(), command="skillweave train dpo") if store else None
     try:
         result = _filter_and_train(model, tokenizer, pairs, template, config, store, run_id, model_path)
     except BaseException as exc:
@@ -355,7 +312,7 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
         model = plain_model(model)
         model.save_pretrained(out)
         tokenizer.save_pretrained(out)
-        (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": asdict(config),
+        (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": config.model_dump(),
                                                                "templates": {"train": template.record()}}))
         result["output_dir"] = str(out)
     return result

@@ -7,7 +7,7 @@ checkpoint, projected with one seeded Rademacher matrix and L2-normalised → sc
 a target subtask, max across subtasks → keep the global top fraction.
 
 Design choices
-- One `LessConfig` dataclass (`less_config.py`; help text in field metadata, the CLI is generated from it) and
+- One `LessConfig` settings model (`less_config.py`; pydantic, descriptions and ranges, the CLI is generated from it) and
   `run(config)`.
   Defaults follow the reference code where it is cheap, CPU-sized where it is not (LoRA r 8, not 128; effective
   batch 4, not 128); the reference values are in docs/less.md.
@@ -31,7 +31,6 @@ import json
 import math
 import random
 import warnings
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -462,7 +461,7 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
                          similarity=config.similarity)
     selected = top_fraction(scores, config.fraction)
     method = "less" if config.train_side == "adam" else "infsgd"
-    provenance = {"config": asdict(config), "checkpoints": checkpoints, "mean_lrs": mean_lrs, "weights": weights,
+    provenance = {"config": config.model_dump(), "checkpoints": checkpoints, "mean_lrs": mean_lrs, "weights": weights,
                   "n_subtasks": n_subtasks, "targets": [r.get("item_id") or i for i, r in enumerate(p["targets"])],
                   "targets_hash": rows_hash(p["targets"]), "pool_hash": p["pool_hash"],
                   "n_params": projector.dim_in}

@@ -18,7 +18,6 @@ Design choices
 from __future__ import annotations
 
 import tempfile
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,49 +27,14 @@ from skillweave.errors import ConfigError
 from skillweave.trainers.checkpoint_rows import record_checkpoint
 from skillweave.trainers.data import SFTExample, encode_prompt_response, load_sft_examples
 from skillweave.trainers.devices import (
-    DEVICE_HELP,
-    DTYPE_HELP,
     is_main_process,
     model_device,
     process_info,
     warmup_steps,
 )
 from skillweave.trainers.models import apply_lora, plain_model
+from skillweave.trainers.settings import SFTConfig
 from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
-
-
-@dataclass
-class SFTConfig:
-    """Options for `skillweave train sft`."""
-
-    data: str = field(default="", metadata={"help": "JSONL/JSON in an export shape (prompt/completion, messages, Alpaca)"})
-    model: str = field(default="local", metadata={"help": "'local' (embedded SmolLM2-135M-Instruct) or a local HF folder"})
-    output_dir: str | None = field(default=None, metadata={"help": "checkpoint folder (None: do not save)"})
-    train_template: str = field(default="chat:vanilla", metadata={"help": "template used to format training data"})
-    eval_template: str = field(default="chat:llama", metadata={"help": "template used at evaluation (PTST: a safety prompt)"})
-    system_prompts: str | None = field(default=None, metadata={"help": "JSON file overriding the system-prompt texts"})
-    eval_data: str | None = field(default=None, metadata={"help": "JSONL of safety prompts and Q/A rows to evaluate after training"})
-    eval_max_new_tokens: int = field(default=64, metadata={"help": "generation length at evaluation"})
-    eval_temperature: float = field(default=0.0, metadata={"help": "0 = greedy"})
-    lora: bool = field(default=False, metadata={"help": "train LoRA adapters (peft) instead of all weights"})
-    lora_r: int = field(default=8, metadata={"help": "LoRA rank"})
-    lora_alpha: int = field(default=16, metadata={"help": "LoRA alpha"})
-    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
-    lora_targets: str = field(default="all-linear", metadata={"help": "comma-separated module names or 'all-linear'"})
-    lr: float = field(default=2e-5, metadata={"help": "peak learning rate"})
-    epochs: float = field(default=1.0, metadata={"help": "training epochs"})
-    max_steps: int = field(default=-1, metadata={"help": "stop after this many optimizer steps (-1: use epochs)"})
-    batch_size: int = field(default=4, metadata={"help": "examples per device step"})
-    grad_accum: int = field(default=1, metadata={"help": "gradient accumulation steps"})
-    max_length: int = field(default=1024, metadata={"help": "max tokens of prompt + response; the start is kept"})
-    warmup_ratio: float = field(default=0.03, metadata={"help": "fraction of steps with linear warmup"})
-    scheduler: str = field(default="cosine", metadata={"help": "transformers lr scheduler name"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    db: str | None = field(default=None, metadata={"help": "store file to record the run (None: do not record)"})
-    device: str = field(default="auto", metadata={"help": DEVICE_HELP})
-    dtype: str = field(default="auto", metadata={"help": DTYPE_HELP})
-    gradient_checkpointing: bool = field(default=False, metadata={"help": "recompute activations in the backward "
-                                                                           "pass (less memory, more compute)"})
 
 
 def encode_sft(tokenizer: Any, examples: list[SFTExample], template: PromptTemplate, max_length: int
@@ -162,7 +126,7 @@ def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConf
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     (out / "skillweave_training.json").write_text(jdump({
-        "method": "sft", "config": asdict(config),
+        "method": "sft", "config": config.model_dump(),
         "templates": {"train": train_template.record(), "eval": eval_template.record()},
         "template_specs": {"train": train_template.spec(), "eval": eval_template.spec()}}))
     return model
@@ -185,7 +149,7 @@ def run(config: SFTConfig) -> dict[str, Any]:
     train_template = get_template(config.train_template).bind(tokenizer)
     eval_template = get_template(config.eval_template).bind(tokenizer)
     store = Store(config.db) if config.db and is_main_process() else None  # one process records and saves
-    run_id = store.create_run("train-sft", asdict(config), command="skillweave train sft") if store else None
+    run_id = store.create_run("train-sft", config.model_dump(), command="skillweave train sft") if store else None
     try:
         result = train_sft(model, tokenizer, examples, config)
         model = result.pop("model")

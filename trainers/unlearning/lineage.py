@@ -32,7 +32,6 @@ import json
 import re
 import time
 from collections import Counter
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -173,7 +172,7 @@ def train_store_model(store: Store, config: TopicModelConfig, *, selectors: list
     ids = [i for i, k in zip(ids, keep, strict=True) if k]
     H = H[keep]
     model = fit(H, config, vocab=vocab)
-    model_id = "tm-" + stable_id(name, asdict(config), vocab, ids, length=16)
+    model_id = "tm-" + stable_id(name, config.model_dump(), vocab, ids, length=16)
     if not store.db["topic_models"].count_where("id = ?", [model_id]):
         _save_model(store, model_id, model, name=name, version=1, parent_id=None, request_id=None,
                     released=None, source=jdump(selectors or ["all"]),
@@ -189,7 +188,7 @@ def _save_model(store: Store, model_id: str, model: TopicModel, *, name: str, ve
     with store.transaction():
         store.db["topic_models"].insert({
             "id": model_id, "parent_id": parent_id, "request_id": request_id, "name": name, "version": version,
-            "kind": "base", "config": jdump(asdict(model.config)), "vocab": jdump(model.vocab or []),
+            "kind": "base", "config": jdump(model.config.model_dump()), "vocab": jdump(model.vocab or []),
             "n_docs": model.m, "n_words": model.n_words, "n_topics": model.n_topics, "anchors": jdump(anchors),
             "metrics": jdump(model.info), "source": source, "state": model.to_bytes(), "released": rel,
             "created_at": now(),
@@ -236,7 +235,7 @@ def _model_row(store: Store, model_id: str, kind: str = "base") -> dict:
 
 def load_model(store: Store, model_id: str = "latest") -> tuple[TopicModel, dict]:
     row = _model_row(store, model_id)
-    config = TopicModelConfig(**jload(row["config"], {}))
+    config = TopicModelConfig.from_stored(jload(row["config"], {}))
     model = TopicModel.from_bytes(row["state"], config=config, vocab=jload(row["vocab"], []) or None,
                                   info=jload(row["metrics"], {}))
     return model, row
@@ -276,7 +275,7 @@ def unlearn_store(store: Store, selectors: list[str], *, model_id: str = "latest
     ids = sorted(stored)
     H_f = _docs_matrix(stored, ids, model.n_words)
     result = unlearn_base(model, H_f, config)
-    request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
+    request_id = "ur-" + stable_id(row["id"], sorted(forget), config.model_dump(), now(), length=16)
     new_id = "tm-" + stable_id(row["id"], request_id, length=16)
     _save_model(store, new_id, result.model, name=row["name"], version=row["version"] + 1, parent_id=row["id"],
                 request_id=request_id, released=result.released, source=jdump(selectors), drop=set(ids))
@@ -455,7 +454,7 @@ def unlearn_store_head(store: Store, selectors: list[str], *, head_id: str = "la
         [model_id])}
     H_f = _docs_matrix(counts, ids, base.n_words)
     result = unlearn_head(base, head, H_f, config, head_forget_docs=H_f, head_forget_labels=y_f)
-    request_id = "ur-" + stable_id(row["id"], sorted(forget), asdict(config), now(), length=16)
+    request_id = "ur-" + stable_id(row["id"], sorted(forget), config.model_dump(), now(), length=16)
     new_id = "th-" + stable_id(row["id"], request_id, length=16)
     _save_head(store, new_id, result.model, base, model_row, version=row["version"] + 1, parent_id=row["id"],
                request_id=request_id, released=result.released["B"], labels=None,

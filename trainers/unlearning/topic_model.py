@@ -29,21 +29,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from skillweave.errors import ConfigError, UsageError
-
-
-@dataclass
-class TopicModelConfig:
-    """Options of the anchor-word learner."""
-
-    n_topics: int = field(default=5, metadata={"help": "Number of topics r (= number of anchor words)."})
-    anchor_min_docs: int = field(
-        default=1, metadata={"help": "Only words in at least this many documents may become anchors."})
-    projection_dim: int = field(
-        default=0, metadata={"help": "Random-project co-occurrence rows to this many dims before anchor search (0 = off)."})
-    cleanup: bool = field(
-        default=True, metadata={"help": "Swap each anchor for the farthest row from the span of the others."})
-    seed: int = field(default=0, metadata={"help": "Seed for the random projection."})
-    max_iter: int = field(default=10, metadata={"help": "Batched active-set iterations before the per-word fallback."})
+from skillweave.trainers.settings import TopicModelConfig
 
 
 @dataclass

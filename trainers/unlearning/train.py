@@ -5,24 +5,24 @@ It sits above `topic_model`, `lineage` and `unlearn`, so none of those imports b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from pydantic import Field
 
-from skillweave.trainers.unlearning.topic_model import TopicModelConfig, fit, planted_topics, sample_documents
+from skillweave.trainers.settings import TopicModelConfig, TrainerSettings
+from skillweave.trainers.unlearning.topic_model import fit, planted_topics, sample_documents
 
 
-@dataclass
-class RunConfig:
+class RunConfig(TrainerSettings):
     """Train a topic model on store text (`db` set) or on a planted synthetic corpus (`db` empty)."""
 
-    db: str = field(default="", metadata={"help": "Store file to train on; empty = planted synthetic corpus."})
-    model: TopicModelConfig = field(default_factory=TopicModelConfig, metadata={"help": "Learner options."})
-    vocab_size: int = field(default=500, metadata={"help": "Store text: keep this many most frequent words."})
-    min_df: int = field(default=2, metadata={"help": "Store text: minimum document frequency of a word."})
-    selectors: list[str] = field(default_factory=list, metadata={"help": "Store text: train only on these items."})
-    name: str = field(default="store", metadata={"help": "Store text: model family name."})
-    planted_docs: int = field(default=200_000, metadata={"help": "Planted corpus: documents m."})
-    planted_words: int = field(default=200, metadata={"help": "Planted corpus: vocabulary n."})
-    planted_length: int = field(default=2, metadata={"help": "Planted corpus: words per document L."})
+    db: str = Field("", description="Store file to train on; empty = planted synthetic corpus.")
+    model: TopicModelConfig = Field(default_factory=TopicModelConfig, description="Learner options.")
+    vocab_size: int = Field(500, ge=2, description="Store text: keep this many most frequent words.")
+    min_df: int = Field(2, ge=1, description="Store text: minimum document frequency of a word.")
+    selectors: list[str] = Field(default_factory=list, description="Store text: train only on these items.")
+    name: str = Field("store", description="Store text: model family name.")
+    planted_docs: int = Field(200_000, ge=1, description="Planted corpus: documents m.")
+    planted_words: int = Field(200, ge=2, description="Planted corpus: vocabulary n.")
+    planted_length: int = Field(2, ge=2, description="Planted corpus: words per document L.")
 
 
 def run(config: RunConfig) -> dict:

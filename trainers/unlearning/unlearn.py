@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -38,6 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.special import log_ndtr, ndtr
 
 from skillweave.errors import ConfigError, UsageError
+from skillweave.trainers.settings import UnlearnConfig
 from skillweave.trainers.unlearning.topic_model import (
     TopicModel,
     as_counts,
@@ -46,30 +47,6 @@ from skillweave.trainers.unlearning.topic_model import (
     recover,
     search_anchors,
 )
-
-
-@dataclass
-class UnlearnConfig:
-    """Options of an unlearning request."""
-
-    epsilon: float = field(default=1.0, metadata={"help": "Privacy epsilon of the (epsilon, delta)-unlearning guarantee."})
-    delta: float = field(default=1e-5, metadata={"help": "Privacy delta."})
-    sensitivity: float | None = field(
-        default=None, metadata={"help": "Delta bound on the l2 change of the release; default: measured per request."})
-    capacity: int = field(
-        default=0, metadata={"help": "Declared deletion count m_U the noise must cover (0 = the forget set's size)."})
-    utility_threshold: float = field(
-        default=0.1, metadata={"help": "Deletion capacity: noise may add at most this fraction of a released "
-                                       "vector's l1 mass (expected)."})
-    noiseless: bool = field(default=False, metadata={"help": "Skip the noise (testing only: no guarantee)."})
-    keep_anchors: bool = field(
-        default=False, metadata={"help": "Keep the anchor words instead of re-searching them (faster; not equal to "
-                                         "retraining when retraining would pick other anchors)."})
-    newton_only: bool = field(
-        default=False, metadata={"help": "One Newton step per word, then project onto the simplex (no active-set "
-                                         "continuation): cheaper, approximate."})
-    seed: int = field(default=0, metadata={"help": "Seed of the Gaussian noise."})
-
 
 # ---- noise calibration and deletion capacity ----------------------------------------------------------
 
