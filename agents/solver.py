@@ -172,7 +172,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
                     "answer": e["example"] or "",
                     "subject": e["category"] or "",
                     "true_skill": e["extra"].get("skill"),
-                    **({"retrieved_skills": e["extra"].get("retrieved_skills")} if config.get("retrieval_file")
+                    **({"retrieved_skills": e["extra"].get("retrieved_skills")} if config.retrieval_file
                        else {}),
                 },
             )
@@ -188,7 +188,7 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     if p["method"] != "skill" or "picked_skill" in p:
         return {"status": "picked"}
     bank = _bank(ctx)
-    if config.get("retrieval_file"):
+    if config.retrieval_file:
         return _pick_from_retrieval(ctx, item, bank)
     options = bank.skills
     if config.skill_list == "subject" and p["subject"]:

@@ -64,34 +64,27 @@ def _grading_options(f):
     return f
 
 
-@click.command("conceptmix")
-@click.option("--k", "k_value", default="1..3", show_default=True, help="Difficulty: concepts beyond the base "
-              "object; 1, 1,3 or 1..7.")
-@click.option("--n", default=4, show_default=True, type=click.IntRange(min=1), help="Prompts per k.")
-@click.option("--seed", default=0, show_default=True, help="Sampling seed (each record hashes it with k and index).")
-@click.option("--model", default="local", show_default=True,
-              help="Model for refine/caption/verify/questions: local, fake, openai:<m>, anthropic:<m>.")
-@_grading_options
-@click.option("--refine", "refine_mode", type=click.Choice(["auto", "llm", "rule"]), default="auto",
-              show_default=True, help="Complete configurations with the LLM (auto: fall back to rules, recorded).")
-@click.option("--questions", "questions_mode", type=click.Choice(["auto", "llm", "template"]), default="auto",
-              show_default=True, help="Write questions with the LLM (auto: fall back to catalog templates, recorded).")
-@click.option("--max-resamples", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Resamples of a record after conflicts before it is marked failed.")
-@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Extra tries of an LLM step whose reply does not parse.")
-@click.option("--p-extra-object", default=0.25, show_default=True, type=click.FloatRange(0, 1),
-              help="Probability that each of the k slots is another object.")
-@click.option("--max-style", default=1, show_default=True, type=click.IntRange(min=0), help="Styles per prompt, at most.")
-@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the LLM steps.")
-@click.option("--max-tokens", default=400, show_default=True, type=click.IntRange(min=1),
-              help="Max new tokens per LLM step.")
-@_catalog_option
-@click.pass_context
-def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max_tokens, concurrency, refine_mode,
-                   questions_mode, max_resamples, parse_retries, p_extra_object, max_style, temperature, max_tokens,
-                   concepts_dir):
+def _run_conceptmix_command() -> click.Command:
+    """`run conceptmix`: one option per ConceptMixConfig field, plus --concepts (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.cli.run import parse_k
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
+    f = _catalog_option(click.pass_context(run_conceptmix))
+    f = config_options(ConceptMixConfig, overrides={
+        # the settings leave k, n and model unset for imported prompts; a generating run has these defaults
+        "k": {"type": str, "default": "1..3", "multiple": False, "callback": lambda _c, _p, v: parse_k(v)},
+        "n": {"default": 4},
+        "model": {"default": "local"},
+        "grader": {"default": None, "required": True},  # `fake` always answers Yes: never a silent default
+    })(f)
+    return click.command("conceptmix")(f)
+
+
+def run_conceptmix(ctx, concepts_dir, **options):
     """ConceptMix: sample k+1 concepts, write a prompt and questions, make an image, grade it with a VLM.
+
+    Every option but --concepts is a field of the run's settings (ConceptMixConfig), stored with the run.
 
     \b
     Example (offline):
@@ -99,18 +92,13 @@ def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max
       skillweave run conceptmix --k 1..7 --n 300 --model openai:gpt-4o \\
           --image-model openai-images:dall-e-3 --grader openai:gpt-4o
     """
-    from skillweave.cli.run import parse_k, start_run
+    from skillweave.cli.options import config_from_options
+    from skillweave.cli.run import start_run
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
 
-    ks = parse_k(k_value)
-    _check_specs(model, image_model, grader)
+    _check_specs(options["model"], options["image_model"], options["grader"])
     catalog = load_concept_catalog(concepts_dir)
-    config = {
-        "source": "generate", "k": ks, "n": n, "seed": seed, "model": model, "image_model": image_model,
-        "grader": grader, "grader_max_tokens": grader_max_tokens, "concurrency": concurrency, "refine": refine_mode,
-        "questions": questions_mode, "max_resamples": max_resamples, "parse_retries": parse_retries,
-        "p_extra_object": p_extra_object, "max_style": max_style, "temperature": temperature,
-        "max_tokens": max_tokens,
-    }
+    config = config_from_options(ConceptMixConfig, {**options, "source": "generate"})
     source = concepts_dir or "bundled"
     start_run(ctx, "conceptmix", config, {"concepts": (source, "concepts", catalog.to_entries(), source)})
 
@@ -324,11 +312,7 @@ def export_command(ctx, run_id, out_dir):
 
 
 def register(root: click.Group) -> None:
-    run_group = root.commands.get("run")
-    if run_group is None:
-        run_group = click.Group("run", help="Run a generation or evaluation pipeline.")
-        root.add_command(run_group)
-    run_group.add_command(run_conceptmix)
+    root.commands["run"].lazy["conceptmix"] = _run_conceptmix_command  # cli/run.py: built when first asked for
     import_group = root.commands.get("import")
     if import_group is None:
         import_group = click.Group("import", help="Import official data files into the store.")

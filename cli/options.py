@@ -29,27 +29,49 @@ def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
     return annotation, False
 
 
-def _bounds(info: FieldInfo) -> tuple[Any, Any]:
+def _bounds(info: FieldInfo) -> tuple[Any, Any, bool, bool]:
+    """(low, high, low is open, high is open) from the field's ge/gt/le/lt."""
     low = high = None
+    low_open = high_open = False
     for meta in info.metadata:
-        if isinstance(meta, annotated_types.Ge | annotated_types.Gt):
-            low = getattr(meta, "ge", None) if isinstance(meta, annotated_types.Ge) else meta.gt
-        if isinstance(meta, annotated_types.Le | annotated_types.Lt):
-            high = getattr(meta, "le", None) if isinstance(meta, annotated_types.Le) else meta.lt
-    return low, high
+        if isinstance(meta, annotated_types.Ge):
+            low, low_open = meta.ge, False
+        elif isinstance(meta, annotated_types.Gt):
+            low, low_open = meta.gt, True
+        if isinstance(meta, annotated_types.Le):
+            high, high_open = meta.le, False
+        elif isinstance(meta, annotated_types.Lt):
+            high, high_open = meta.lt, True
+    return low, high, low_open, high_open
+
+
+def _range(kind: type, info: FieldInfo) -> Any:
+    """click's type for an int or float field: a range where the field has bounds."""
+    low, high, low_open, high_open = _bounds(info)
+    if low is None and high is None:
+        return kind
+    if kind is int:  # an open integer bound is the closed one next to it
+        return click.IntRange(min=None if low is None else low + low_open, max=None if high is None else high - high_open)
+    return click.FloatRange(min=low, max=high, min_open=low_open, max_open=high_open)
+
+
+def _shown(default: Any) -> bool:
+    """Whether --help shows the default (not for None, a False flag or an empty list; 0 and 0.0 are shown)."""
+    return not (default is None or default is False or (isinstance(default, list | tuple) and not default))
 
 
 def click_option(name: str, info: FieldInfo, **override) -> Any:
-    """The click option for one field (`override` replaces any keyword, e.g. a custom `type`)."""
+    """The click option for one field (`override` replaces any keyword, e.g. a custom `type` or `default`;
+    `decls` replaces the option's names, e.g. ["--exemplars"] where a command kept an older name).
+    The help is always the field's description."""
     annotation, optional = _unwrap_optional(info.annotation)
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):  # e.g. int | list[int]: the scalar
         annotation = typing.get_args(annotation)[0]
     default = None if info.default is PydanticUndefined else info.default
     if info.default_factory is not None:
         default = info.default_factory()
-    kwargs: dict[str, Any] = {"help": info.description or "", "show_default": default not in (None, False, [])}
+    kwargs: dict[str, Any] = {"help": info.description or "", "show_default": _shown(default)}
     decl = [option_name(name)]
-    low, high = _bounds(info)
     if annotation is bool:
         if default:
             decl = [f"{option_name(name)}/--no-{name.replace('_', '-')}"]
@@ -61,17 +83,16 @@ def click_option(name: str, info: FieldInfo, **override) -> Any:
     elif typing.get_origin(annotation) is list:
         inner = typing.get_args(annotation)[0] if typing.get_args(annotation) else str
         kwargs.update(multiple=True, type=inner, default=default or (), show_default=bool(default))
-    elif annotation is int:
-        kwargs.update(type=click.IntRange(min=low, max=high) if low is not None or high is not None else int,
-                      default=default)
-    elif annotation is float:
-        kwargs.update(type=click.FloatRange(min=low, max=high) if low is not None or high is not None else float,
-                      default=default)
+    elif annotation in (int, float):
+        kwargs.update(type=_range(annotation, info), default=default)
     else:
         kwargs.update(type=str, default=default)
     if info.is_required() and default is None:
         kwargs["required"] = True
+    decl = list(override.pop("decls", decl))
     kwargs.update(override)
+    if "default" in override and "show_default" not in override:
+        kwargs["show_default"] = _shown(override["default"])
     if optional and "default" in kwargs and kwargs["default"] is None:
         kwargs["show_default"] = False
     return click.option(*decl, name, **kwargs)
@@ -85,8 +106,11 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
     # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py
     skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch"}
 
+    # the pipeline's own fields first, then those every pipeline has (--concurrency, --shard, --reply-cache)
+    fields = sorted(model.model_fields.items(), key=lambda item: item[0] in PipelineConfig.model_fields)
+
     def decorate(f):
-        for name, info in reversed(list(model.model_fields.items())):
+        for name, info in reversed(fields):
             if name not in skip:
                 f = click_option(name, info, **overrides.get(name, {}))(f)
         return f

@@ -163,10 +163,10 @@ def check_budget_prices(config) -> None:
     """--max-cost needs a price for every chat model the run names: refused before the run is stored."""
     from skillweave.agents.prices import price_of
 
-    if not config.get("max_cost"):
+    if not config.max_cost:
         return
     for field in MODEL_FIELDS:
-        spec = config.get(field)
+        spec = getattr(config, field, None)  # the model-naming settings this pipeline has
         if isinstance(spec, str) and spec and price_of(spec) is None:
             raise UsageError(f"--max-cost: no price for '{spec}' (--{field}); give it price_input/price_output in "
                              f"the models file or a `prices:` entry (docs/cost.md)")
@@ -231,13 +231,26 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     exit_when_done(ctx, summary)
 
 
-class RunGroup(click.Group):
-    """`run` subcommands, each with the retry options (--timeout, --max-attempts, ...). Those generated from a settings model are built when first asked for, so commands
-    that do not start a run never load the pydantic models (CLI start-up time)."""
+class LazyGroup(click.Group):
+    """A group whose commands generated from a settings model are built when first asked for (`lazy`), so
+    commands that do not start a run never load the pydantic models (CLI start-up time)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy: dict[str, object] = {}  # name -> () -> click.Command
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in self.lazy:
+            self.add_command(self.lazy.pop(name)(), name)
+        return self.commands.get(name)
+
+
+class RunGroup(LazyGroup):
+    """`run` subcommands, each with the retry options (--timeout, --max-attempts, ...), built when first asked
+    for (`LazyGroup`)."""
 
     def _registry_names(self) -> set[str]:
         from skillweave.pipelines import all_pipelines
