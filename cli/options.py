@@ -99,15 +99,21 @@ def click_option(name: str, info: FieldInfo, **override) -> Any:
 
 
 def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset[str] = frozenset(),
-                   overrides: dict[str, dict] | None = None):
-    """Decorate a command with one option per field of `model` (in field order), except `exclude` and the
-    model's own `cli_exclude`."""
+                   overrides: dict[str, dict] | None = None, only: list[str] | None = None):
+    """Decorate a command with one option per field of `model` (its own fields in field order, then those every
+    pipeline has), except `exclude` and the model's own `cli_exclude`; or just the fields in `only`.
+
+    `overrides` maps a field to click keywords that replace the generated ones where a command keeps an older
+    behaviour: `decls` (the option's names, e.g. ["--exemplars"]), `default`, `required`, `type`, `multiple`,
+    `callback` (e.g. parse "2..4" into a list). The help text is always the field's description."""
     overrides = overrides or {}
     # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py
     skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch"}
 
     # the pipeline's own fields first, then those every pipeline has (--concurrency, --shard, --reply-cache)
     fields = sorted(model.model_fields.items(), key=lambda item: item[0] in PipelineConfig.model_fields)
+    if only is not None:
+        fields = [(name, model.model_fields[name]) for name in only]
 
     def decorate(f):
         for name, info in reversed(fields):

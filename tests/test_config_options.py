@@ -218,3 +218,16 @@ def test_a_plugin_pipeline_gets_its_options_for_free():
     assert (options["rate"].type.min, options["rate"].type.max) == (0, 1)
     assert options["rate"].type.min_open and options["rate"].type.max_open
     assert list(options["mode"].type.choices) == ["x", "y"]
+
+
+@pytest.mark.parametrize("path", [("import", "conceptmix"), ("conceptmix", "evaluate")], ids=" ".join)
+def test_prompt_set_commands_take_their_settings_from_the_model(cli_run, path):
+    """The other commands that start ConceptMix runs (over ready prompts) generate their options too."""
+    from skillweave.cli.conceptmix import GRADING_FIELDS
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
+    options = {p.name: p for p in _command(path).params}
+    for field in GRADING_FIELDS:
+        assert options[field].help == ConceptMixConfig.model_fields[field].description, field
+    code, _, err = cli_run(*path, "x", "--grader", "fake", "--grader-max-tokens", "0")
+    assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1, err
