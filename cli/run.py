@@ -387,7 +387,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
 
     store = open_store(ctx)
     run = store.get_run(run_id)
-    get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail before any write
+    stored = get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail first
     if ctx.meta.get(RETRY_META):  # kept in the run's config, so the next resume uses them too
         from skillweave.store import jdump
 
@@ -408,8 +408,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
 
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume
         click.echo(f"item {item_id}: its reviewer's process is gone; it waits for review again", err=True)
-    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency") or 8,
-                       retry_failed=retry_failed)
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or stored.concurrency, retry_failed=retry_failed)
 
 
 def register(root: click.Group) -> None:
