@@ -241,7 +241,7 @@ def evaluate_command(ctx, source_run, **options):
     source = store.get_run(source_run)
     keep = ("index", "file", "sentence", "categories", "skills", "questions", "concepts", "refined_config",
             "config", "config_source", "questions_source")
-    prompts = [{"k": it["k"], **{key: it["payload"][key] for key in keep if key in it["payload"]}}
+    prompts = [{"k": it["k"], "skills": it["skills"], **{key: it["payload"][key] for key in keep if key in it["payload"]}}
                for it in store.items(source["id"], kind=KIND) if it["payload"].get("questions")]
     if not prompts:
         raise UsageError(f"run '{source['id']}' has no finished prompts to evaluate")

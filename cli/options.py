@@ -125,9 +125,11 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
 
 
 def config_from_options(model: type[PipelineConfig], values: dict) -> PipelineConfig:
-    """The typed config from the parsed options (fields only; `()` from an unused multiple option -> default)."""
+    """The typed config from the parsed options (fields only; `()` from an unused multiple option, or None from
+    an option whose field has a default other than None, -> the field's default)."""
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k in model.model_fields}
-    fields = {k: v for k, v in fields.items() if not (v == [] and not model.model_fields[k].is_required())}
+    fields = {k: v for k, v in fields.items() if model.model_fields[k].is_required()
+              or not (v == [] or (v is None and model.model_fields[k].get_default(call_default_factory=True) is not None))}
     try:
         return validate_config(model, fields, what="options")
     except ConfigError as exc:

@@ -231,3 +231,38 @@ def test_prompt_set_commands_take_their_settings_from_the_model(cli_run, path):
         assert options[field].help == ConceptMixConfig.model_fields[field].description, field
     code, _, err = cli_run(*path, "x", "--grader", "fake", "--grader-max-tokens", "0")
     assert code == 2 and err.startswith("Error: ") and err.count("\n") == 1 and "--grader-max-tokens" in err, err
+
+
+def test_a_run_stores_the_models_defaults_for_options_not_given(cli_run, db_path):
+    """End to end: the options not given reach the stored settings as the model's defaults (a file option
+    left out, --criteria, keeps the model's default list)."""
+    from skillweave.pipelines.math2 import Math2Config
+    from skillweave.store import Store
+
+    code, _, err = cli_run("run", "math2", "--model", "fake", "--n", "1", "--temperature", "0.3")
+    assert code == 0, err
+    store = Store(db_path)
+    stored = store.get_run(store.list_runs(limit=1, pipeline="math2")[0]["id"])["config"]
+    store.close()
+    expected = Math2Config(bank_catalog=stored["bank_catalog"], model="fake", n=1, temperature=0.3, bank="bundled")
+    assert stored["solve_temperature"] == 0.3  # follows --temperature, as the hand-written command did
+    given = {"bank_catalog", "reply_cache", "shard"}
+    assert {k: v for k, v in stored.items() if k not in given} == \
+        {k: v for k, v in expected.model_dump().items() if k not in given}
+
+
+def test_conceptmix_evaluate_regrades_a_generated_run(cli_run, db_path):
+    """`conceptmix evaluate` over a run made by `run conceptmix` (its items keep their skills as a column)."""
+    from skillweave.store import Store
+
+    assert cli_run("run", "conceptmix", "--k", "1", "--n", "2", "--model", "fake", "--grader", "fake")[0] == 0
+    store = Store(db_path)
+    source = store.list_runs(limit=1, pipeline="conceptmix")[0]["id"]
+    store.close()
+    code, _, err = cli_run("conceptmix", "evaluate", source, "--grader", "fake")
+    assert code == 0, err
+    store = Store(db_path)
+    new = store.list_runs(limit=1, pipeline="conceptmix")[0]
+    assert new["id"] != source and store.get_run(new["id"])["config"]["source_run"] == source
+    assert len(list(store.items(new["id"]))) == 2
+    store.close()
