@@ -108,8 +108,9 @@ def _eval_solve_command() -> click.Command:
     return click.command("solve")(f)
 
 
-# settings `eval solve` does not offer: it stores and runs its run itself, one process, no shards
-EVAL_SOLVE_EXCLUDED = frozenset({"shard"})
+# settings `eval solve` does not offer: the catalog ids (--bank and --dataset store the catalogs and fill them
+# in), and --shard (it stores and runs its run itself, one process)
+EVAL_SOLVE_EXCLUDED = frozenset({"bank_catalog", "dataset_catalog", "shard"})
 
 
 def eval_solve(ctx, bank_ref, limit, as_json, **options):

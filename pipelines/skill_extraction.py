@@ -84,8 +84,6 @@ class ExtractSkillsConfig(PipelineConfig):
 
 
 class SolveConfig(PipelineConfig):
-    cli_exclude: ClassVar[frozenset[str]] = frozenset({"bank_catalog", "dataset_catalog"})
-
     model: str = Field("local", description="Solver model spec.")
     judge: str | None = Field(None, description="Also grade with an LLM judge (model spec); the report then uses it "
                                                 "(default: programmatic answer match only).")

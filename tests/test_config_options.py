@@ -28,6 +28,8 @@ EXCLUDED = {
         "retry": "eval commands take no retry options (they are not `run` commands)",
         "max_cost": "eval commands take no budget", "batch": "eval commands do not use batch APIs"},
     ("eval", "solve"): {
+        "bank_catalog": "--bank stores the bank and fills in its id",
+        "dataset_catalog": "--dataset stores the questions and fills in their id",
         "shard": "it stores and runs its run itself, in one process",
         "retry": "eval commands take no retry options (they are not `run` commands)",
         "max_cost": "eval commands take no budget", "batch": "eval commands do not use batch APIs"},
