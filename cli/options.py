@@ -118,10 +118,20 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
     def decorate(f):
         for name, info in reversed(fields):
             if name not in skip:
-                f = click_option(name, info, **overrides.get(name, {}))(f)
+                f = click_option(name, info, **{**_CHECKS.get(name, {}), **overrides.get(name, {})})(f)
         return f
 
     return decorate
+
+
+def _check_shard(_ctx, _param, value):
+    from skillweave.graphs.shards import parse_shard
+
+    parse_shard(value)  # 'Error: --shard ...' (exit 2) while parsing, before a command stores anything
+    return value
+
+
+_CHECKS = {"shard": {"callback": _check_shard, "metavar": "I/N"}}  # settings whose value is checked while parsing
 
 
 def config_from_options(model: type[PipelineConfig], values: dict) -> PipelineConfig:

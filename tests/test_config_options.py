@@ -268,3 +268,13 @@ def test_conceptmix_evaluate_regrades_a_generated_run(cli_run, db_path):
     assert new["id"] != source and store.get_run(new["id"])["config"]["source_run"] == source
     assert len(list(store.items(new["id"]))) == 2
     store.close()
+
+
+@pytest.mark.parametrize("path", [p for _, _, p in CASES if p[0] == "run"], ids=" ".join)
+def test_a_bad_shard_stops_while_parsing(cli_run, db_path, path):
+    """--shard is checked before a command stores anything (run math2 stored its bank first)."""
+    import os
+
+    code, _, err = cli_run(*path, "--shard", "bogus")
+    assert code == 2 and err.startswith("Error: --shard 'bogus'") and err.count("\n") == 1, err
+    assert not os.path.exists(db_path)
