@@ -107,8 +107,9 @@ def config_options(model: type[PipelineConfig], *, exclude: set[str] | frozenset
     behaviour: `decls` (the option's names, e.g. ["--exemplars"]), `default`, `required`, `type`, `multiple`,
     `callback` (e.g. parse "2..4" into a list). The help text is always the field's description."""
     overrides = overrides or {}
-    # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py
-    skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch"}
+    # retry: --timeout etc., max_cost / batch: --max-cost / --batch, added to every run command by cli/run.py;
+    # merged_shards: written by `skillweave merge`
+    skip = set(exclude) | set(model.cli_exclude) | {"retry", "max_cost", "batch", "merged_shards"}
 
     # the pipeline's own fields first, then those every pipeline has (--concurrency, --shard, --reply-cache)
     fields = sorted(model.model_fields.items(), key=lambda item: item[0] in PipelineConfig.model_fields)

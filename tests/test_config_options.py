@@ -35,6 +35,9 @@ EXCLUDED = {
         "max_cost": "eval commands take no budget", "batch": "eval commands do not use batch APIs"},
 }
 
+# settings no command offers
+EVERYWHERE_EXCLUDED = {"merged_shards": "written by `skillweave merge` into the merged run"}
+
 # command-line defaults that differ from the model's on purpose (they depend on other options, or the model's
 # default serves the Python API and imported runs), each kept from the hand-written commands
 CLI_DEFAULTS = {
@@ -81,7 +84,7 @@ def test_every_setting_is_an_option_with_its_description(name, model, path):
     command = _command(path)
     options = {p.name: p for p in command.params if isinstance(p, click.Option)}
     flags = {opt for p in options.values() for opt in p.opts}
-    excluded = {**dict.fromkeys(model.cli_exclude, "cli_exclude"), **EXCLUDED.get(path, {})}
+    excluded = {**dict.fromkeys(model.cli_exclude, "cli_exclude"), **EVERYWHERE_EXCLUDED, **EXCLUDED.get(path, {})}
     for field, info in model.model_fields.items():
         assert (info.description or "").strip(), f"{model.__name__}.{field} has no description"
         if field in excluded:
