@@ -138,9 +138,14 @@ _CHECKS = {"shard": {"callback": _check_shard, "metavar": "I/N"}}  # settings wh
 def config_from_options(model: type[PipelineConfig], values: dict) -> PipelineConfig:
     """The typed config from the parsed options (fields only; `()` from an unused multiple option, or None from
     an option whose field has a default other than None, -> the field's default)."""
+    def not_given(name: str, value: Any) -> bool:
+        info = model.model_fields[name]
+        if info.is_required():
+            return False
+        return value == [] or (value is None and info.get_default(call_default_factory=True) is not None)
+
     fields = {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k in model.model_fields}
-    fields = {k: v for k, v in fields.items() if model.model_fields[k].is_required()
-              or not (v == [] or (v is None and model.model_fields[k].get_default(call_default_factory=True) is not None))}
+    fields = {k: v for k, v in fields.items() if not not_given(k, v)}
     try:
         return validate_config(model, fields, what="options")
     except ConfigError as exc:
