@@ -56,7 +56,7 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
 
     spec = get_pipeline(pipeline)
     config = spec.new_config(config)
-    image_model = config.get("image_model")
+    image_model = getattr(config, "image_model", None)  # pipelines that make images
     if image_model and image_model != "render":  # never call an image API (or load a diffusion model) here
         config = config.model_copy(update={"image_model": "render"})
     with tempfile.TemporaryDirectory(prefix="skillweave-dry-run-") as tmp:
@@ -67,8 +67,8 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
             run_id = create_run(store, spec, config, catalogs=catalogs, prompts_dir=prompts_dir)
             typed = spec.load_config(store.get_run(run_id)["config"])
             ctx = DryRunContext(store=store, run_id=run_id, config=typed, prompts_dir=prompts_dir,
-                                max_concurrency=max(typed.get("concurrency", 8), 1))
-            summary = asyncio.run(execute(spec, ctx, concurrency=typed.get("concurrency", 8), progress=False))
+                                max_concurrency=typed.concurrency)
+            summary = asyncio.run(execute(spec, ctx, concurrency=typed.concurrency, progress=False))
             rows = queries.successful_calls(store, run_id)
             images = queries.event_count(store, run_id, stage="image", status="generated")
         finally:
@@ -81,7 +81,7 @@ def dry_run(pipeline: str, config, catalogs: dict | None = None, *, prompts_dir:
         model, request = row["model"], jload(row["request"], {})
         price = price_of(model)
         entry = find_model(model)
-        if price is not None and config.get("batch") and \
+        if price is not None and config.batch and \
                 (entry.kind if entry is not None else model.partition(":")[0]) in ("openai", "anthropic"):
             price = Price(price.input * BATCH_DISCOUNT, price.output * BATCH_DISCOUNT, price.source + ", batch")
         inp = estimate_input_tokens(model, request.get("messages", []))

@@ -63,6 +63,9 @@ class PipelineConfig(BaseModel):
                                 "the run then stops as 'budget', resumable (`resume RUN --max-cost USD`).")
     batch: bool = Field(False, description="Send OpenAI and Anthropic calls through their batch APIs (half "
                                            "price, replies within 24 h); a killed run resumes polling its batches.")
+    merged_shards: list[str] | None = Field(
+        None, description="A merged run: the shards (I/N) `skillweave merge` joined into it; not a command-line "
+                          "option.")
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:

@@ -45,6 +45,8 @@ _HEADER = re.compile(
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
     from langgraph.runtime import Runtime
 
+    from skillweave.pipelines.instruct_skillmix import InstructSkillMixConfig
+
 
 class InstructState(TypedDict, total=False):
     item_id: str
@@ -112,13 +114,15 @@ def sample_instruct_official(skills: list[str], query_types: list, n: int, k: in
     return list(zip(combos, queries, strict=True))
 
 
-def plan_instruct(config: dict, skills: list[str], queries: list) -> list[tuple[list[str], object]]:
-    sampler = config.get("sampler", "types-first")
+def plan_instruct(config: InstructSkillMixConfig, skills: list[str], queries: list) -> list[tuple[list[str], object]]:
+    """(skills, query type) per data point, for the run's sampler (runs stored before `sampler` existed load
+    with types-first: `InstructSkillMixConfig.legacy_defaults`)."""
+    sampler = config.sampler
     if sampler == "official":
-        return sample_instruct_official(skills, queries, config["n"], config["k"], config["seed"])
+        return sample_instruct_official(skills, queries, config.n, config.k, config.seed)
     if sampler != "types-first":
         raise ValueError(f"unknown Instruct-SkillMix sampler '{sampler}' (known: {', '.join(INSTRUCT_SAMPLERS)})")
-    return sample_instruct_plan(skills, queries, config["n"], config["k"], config["seed"])
+    return sample_instruct_plan(skills, queries, config.n, config.k, config.seed)
 
 
 def shirker_indices(n: int, fraction: float, selection: str = "first", seed: int = 0) -> set[int]:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
-from skillweave.pipelines.math2 import DEFAULT_CRITERIA  # the settings' default criteria: one list
+from skillweave.pipelines.math2 import DEFAULT_CRITERIA, Math2Config  # noqa: F401  (DEFAULT_CRITERIA: re-exported)
 from skillweave.store.payload import drop_update
 
 if TYPE_CHECKING:  # annotations only: importing LangGraph here would slow every CLI command
@@ -59,7 +59,7 @@ class Math2State(TypedDict, total=False):
 def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
     """One thread per target question; items are created by `sample_pair` (one per pair attempt)."""
     return [ThreadSpec(f"{ctx.run_id}:{i}", {"thread_id": f"{ctx.run_id}:{i}", "index": i, "attempt": 0})
-            for i in range(ctx.config["n"])]
+            for i in range(ctx.config.n)]
 
 
 # ---- parsing ------------------------------------------------------------------------------------------
@@ -139,9 +139,9 @@ _BANKS: dict[tuple[str, str], dict[str, dict]] = {}
 
 def run_bank(ctx: RunContext) -> dict[str, dict]:
     """skill name -> {name, definition, exemplars: [{question, answer}]} from the run's stored bank catalog."""
-    key = (ctx.store.path, ctx.config["bank_catalog"])
+    key = (ctx.store.path, ctx.config.bank_catalog)
     if key not in _BANKS:
-        catalog = ctx.store.get_catalog(ctx.config["bank_catalog"])
+        catalog = ctx.store.get_catalog(ctx.config.bank_catalog)
         skills = {e["name"]: {"name": e["name"], "definition": e.get("definition") or "", "exemplars": []}
                   for e in catalog["entries"] if e.get("status") != "fine"}
         for x in catalog["exemplars"]:
@@ -166,40 +166,30 @@ def sample_pair_rows(bank: dict[str, dict], seed: int, index: int, attempt: int,
 
 # ---- config -------------------------------------------------------------------------------------------
 TEMPLATES = ("pair_check", "qgen", "attempt", "validate", "refine", "solve", "review")
-DEFAULTS = {"n": 5, "model": "local", "reviewer": "auto", "max_rounds": 3, "max_pairs": 3, "consistency_samples": 3,
-            "exemplars_per_skill": 2, "parse_retries": 1, "pair_check": "rule", "pair_similarity": 0.6,
-            "criteria": DEFAULT_CRITERIA, "temperature": 0.7, "solve_temperature": 0.7, "max_tokens": 512, "seed": 0,
-            "concurrency": 8}
 
 
 def default_config(bank_catalog: str, **overrides) -> dict:
-    """A complete run config (the CLI and tests build runs from it); `solver`/`critic` default to `model`."""
-    config = {**DEFAULTS, "criteria": list(DEFAULT_CRITERIA), **{f"{t}_template": f"math2/{t}" for t in TEMPLATES},
-              "bank_catalog": bank_catalog, **{k: v for k, v in overrides.items() if v is not None}}
-    config.setdefault("solver", config["model"])
-    config.setdefault("critic", config["model"])
-    return config
+    """A complete run config (tests and benchmarks build runs from it): the settings model's defaults, with
+    `overrides` (None values ignored); `solver`/`critic` default to `model`."""
+    settings = {k: v for k, v in overrides.items() if v is not None}
+    return Math2Config(bank_catalog=bank_catalog, **settings).model_dump()
 
 
 # ---- helpers ------------------------------------------------------------------------------------------
-def _cfg(ctx: RunContext, key: str):
-    value = ctx.config.get(key)
-    return DEFAULTS.get(key) if value is None else value
-
-
 def _model(ctx: RunContext, role: str) -> str:
-    return ctx.config.get(role) or ctx.config.model
+    """The model spec of a role setting (`model`, `solver` or `critic`; the latter two default to `model`)."""
+    return getattr(ctx.config, role)
 
 
 def _template(ctx: RunContext, name: str) -> str:
-    return ctx.config.get(f"{name}_template") or f"math2/{name}"
+    return getattr(ctx.config, f"{name}_template")
 
 
 async def _call(ctx, item_id, role, name, values, *, model_role="model", n=1, temperature=None, key=()):
     template = _template(ctx, name)
     reply = await call_template(ctx, item_id=item_id, role=role, template=template, values=values,
-                                model=_model(ctx, model_role), n=n, max_tokens=_cfg(ctx, "max_tokens"),
-                                temperature=_cfg(ctx, "temperature") if temperature is None else temperature, key=key)
+                                model=_model(ctx, model_role), n=n, max_tokens=ctx.config.max_tokens,
+                                temperature=ctx.config.temperature if temperature is None else temperature, key=key)
     ctx.store.update_item(item_id, prompt_versions=[ctx.template(template).version])
     return reply
 
@@ -207,7 +197,7 @@ async def _call(ctx, item_id, role, name, values, *, model_role="model", n=1, te
 async def _parsed(ctx, item_id, role, name, values, parse, *, model_role="model", key=()):
     """Call, parse; an unparseable reply is logged and retried as a new recorded call."""
     text = ""
-    for attempt in range(1 + _cfg(ctx, "parse_retries")):
+    for attempt in range(1 + ctx.config.parse_retries):
         reply = await _call(ctx, item_id, role, name, values, model_role=model_role, key=(*key, f"try{attempt}"))
         text = reply.text
         value = parse(text)
@@ -229,7 +219,7 @@ def _item(ctx: RunContext, state: Math2State) -> dict:
 async def sample_pair(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     index, attempt = state["index"], state.get("attempt", 0)
-    rows = sample_pair_rows(run_bank(ctx), _cfg(ctx, "seed"), index, attempt, _cfg(ctx, "exemplars_per_skill"))
+    rows = sample_pair_rows(run_bank(ctx), ctx.config.seed, index, attempt, ctx.config.exemplars_per_skill)
     item_id = ctx.store.ensure_item(ctx.run_id, KIND, index, attempt, k=2, skills=[r["name"] for r in rows],
                                     payload={"skill_rows": rows, "thread_id": state["thread_id"]})
     ctx.store.update_item(item_id, status="generating")
@@ -240,8 +230,8 @@ async def sample_pair(state: Math2State, runtime: Runtime[RunContext]) -> dict:
 async def check_pair(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx = runtime.context
     item = _item(ctx, state)
-    rows, mode = item["payload"]["skill_rows"], _cfg(ctx, "pair_check")
-    if mode == "rule" and near_duplicate(rows[0]["name"], rows[1]["name"], _cfg(ctx, "pair_similarity")):
+    rows, mode = item["payload"]["skill_rows"], ctx.config.pair_check
+    if mode == "rule" and near_duplicate(rows[0]["name"], rows[1]["name"], ctx.config.pair_similarity):
         return _drop("pair_check", f"near-duplicate skills {rows[0]['name']!r} and {rows[1]['name']!r}")
     if mode == "llm":
         skills = [{"name": r["name"], "definition": r["definition"]} for r in rows]
@@ -269,7 +259,7 @@ async def generate_question(state: Math2State, runtime: Runtime[RunContext]) -> 
     except ModelCallError as exc:
         return ctx.fail(item["id"], "qgen", exc)
     if question is None:
-        return _drop("qgen", f"no 'Question:' in the generator's reply after {1 + _cfg(ctx, 'parse_retries')} tries")
+        return _drop("qgen", f"no 'Question:' in the generator's reply after {1 + ctx.config.parse_retries} tries")
     ctx.store.update_item(item["id"], payload_update={"question": question, "questions": [question], "qgen_raw": raw})
     ctx.event(item["id"], "qgen", "generated", question[:160])
     return {"status": "generated"}
@@ -296,7 +286,7 @@ async def solve_attempt(state: Math2State, runtime: Runtime[RunContext]) -> dict
 async def validate(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx, round_ = runtime.context, state.get("round", 0)
     item = _item(ctx, state)
-    payload, criteria = item["payload"], list(_cfg(ctx, "criteria"))
+    payload, criteria = item["payload"], list(ctx.config.criteria)
     values = {"question": payload["question"], "skills": payload["skill_rows"], "attempt": payload["attempts"][round_],
               "criteria": criteria}
 
@@ -324,7 +314,7 @@ async def validate(state: Math2State, runtime: Runtime[RunContext]) -> dict:
         ctx.event(item["id"], "validate", "passed", f"round {round_ + 1}: all criteria pass")
         return {"status": "valid"}
     ctx.event(item["id"], "validate", "failed", f"round {round_ + 1}: " + "; ".join(failures))
-    if round_ + 1 < _cfg(ctx, "max_rounds"):
+    if round_ + 1 < ctx.config.max_rounds:
         return {"status": "refine"}
     return _drop("validate", f"still failing after {round_ + 1} round(s): " + "; ".join(failures))
 
@@ -354,10 +344,10 @@ async def refine(state: Math2State, runtime: Runtime[RunContext]) -> dict:
 async def final_solution(state: Math2State, runtime: Runtime[RunContext]) -> dict:
     ctx, round_ = runtime.context, state.get("round", 0)
     item = _item(ctx, state)
-    payload, k = item["payload"], int(_cfg(ctx, "consistency_samples"))
+    payload, k = item["payload"], int(ctx.config.consistency_samples)
     try:
         reply = await _call(ctx, item["id"], "resolver", "solve", {"question": payload["question"]},
-                            model_role="solver", n=k, temperature=_cfg(ctx, "solve_temperature"),
+                            model_role="solver", n=k, temperature=ctx.config.solve_temperature,
                             key=(f"round{round_}",))
     except ModelCallError as exc:
         return ctx.fail(item["id"], "consistency", exc)
@@ -419,7 +409,7 @@ async def drop(state: Math2State, runtime: Runtime[RunContext]) -> dict:
                           payload_update=drop_update(stage, reason))
     ctx.event(state["item_id"], stage, "dropped", reason)
     attempt = state.get("attempt", 0)
-    if attempt + 1 < _cfg(ctx, "max_pairs"):
+    if attempt + 1 < ctx.config.max_pairs:
         return {"status": "resample", "attempt": attempt + 1}
     return {"status": "dropped"}
 

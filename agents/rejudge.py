@@ -19,26 +19,20 @@ _COPIED = ("skill_rows", "prompt_0", "output_0", "text_0", "prompt_1", "output_1
 
 def rejudge_config(source: dict, *, judge: str, judge_template: str | None = None,
                    grading_samples: int | None = None, concurrency: int | None = None,
-                   reply_cache: str | None = None) -> dict:
+                   reply_cache: str | None = None):
+    """The new run's typed settings: the source run's (loaded as resume loads them) with the new judge."""
+    from skillweave.pipelines import get_pipeline
+
     if source["pipeline"] not in SUPPORTED:
         raise UsageError(f"rejudge supports {', '.join(sorted(SUPPORTED))} runs; run {source['id']} is a "
                          f"{source['pipeline']} run")
-    config = dict(source["config"])
-    if "skills_catalog" not in config or "topics_catalog" not in config:
+    config = get_pipeline(source["pipeline"]).load_config(source["config"])
+    if not config.skills_catalog or not config.topics_catalog:
         raise UsageError(f"run {source['id']} has no stored catalogs (an imported run?); rejudge needs a run made "
                          "by `skillweave run skillmix`")
-    config.pop("reply_cache", None)
-    config.update(judge=judge, rejudge_of=source["id"])
-    if judge_template:
-        config["judge_template"] = judge_template
-    if grading_samples:
-        config["grading_samples"] = grading_samples
-    if concurrency:
-        config["concurrency"] = concurrency
-    config.setdefault("concurrency", 8)
-    if reply_cache:
-        config["reply_cache"] = reply_cache
-    return config
+    changes = {"judge": judge, "rejudge_of": source["id"], "reply_cache": reply_cache,
+               "judge_template": judge_template, "grading_samples": grading_samples, "concurrency": concurrency}
+    return config.model_copy(update={k: v for k, v in changes.items() if v is not None or k == "reply_cache"})
 
 
 def copy_items(store, source_id: str, new_id: str) -> tuple[int, int]:

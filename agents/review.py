@@ -118,8 +118,9 @@ def make_decision(action: str, *, reviewer: str | None = None, reason: str = "",
 # ---- inside a graph node ------------------------------------------------------------------------------
 async def review_decision(ctx, item: dict, *, thread_id: str, pipeline: str, editable: dict[str, str],
                           context: list[dict], template: str | None = None, values: dict | None = None) -> dict:
-    """The reviewer's decision for one item (pauses the thread when the reviewer is a person)."""
-    reviewer = ctx.config.get("reviewer", "auto")
+    """The reviewer's decision for one item (pauses the thread when the reviewer is a person). The pipeline's
+    settings have `reviewer` (human, llm:<model> or auto) and `review_max_tokens` fields."""
+    reviewer = ctx.config.reviewer
     if reviewer == "auto":
         return {"action": "approve", "reviewer": "auto", "reason": "auto-approved", "changes": {}, "at": now()}
     if reviewer.startswith("llm:"):
@@ -142,7 +143,7 @@ async def _llm_decision(ctx, item: dict, model: str, template: str | None, value
         raise ConfigError("this pipeline has no LLM review template; use --reviewer human or auto")
     try:
         reply = await call_template(ctx, item_id=item["id"], role="reviewer", template=template, values=values,
-                                    model=model, temperature=0.0, max_tokens=ctx.config.get("review_max_tokens", 256))
+                                    model=model, temperature=0.0, max_tokens=ctx.config.review_max_tokens)
     except ModelCallError as exc:
         return {"action": "reject", "reviewer": f"llm:{model}", "reason": f"reviewer call failed: {exc}",
                 "changes": {}, "at": now()}

@@ -469,8 +469,10 @@ async def build_bank(state: ExtractionState, runtime: Runtime[RunContext]) -> di
             "run_id": ctx.run_id,
             "model": ctx.config.model,
             "prompt_versions": {
-                k: ctx.template(ctx.config[k]).version
-                for k in ("label_template", "cluster_template", "relabel_template")
+                k: ctx.template(name).version
+                for k, name in (("label_template", ctx.config.label_template),
+                                ("cluster_template", ctx.config.cluster_template),
+                                ("relabel_template", ctx.config.relabel_template))
             },
         },
     )
@@ -496,7 +498,7 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
         return {"status": "clustered"}
     try:
         pairs: list[tuple[str, str]] = []
-        for r in range(int(config.get("proposals", 1))):
+        for r in range(config.proposals):
             outline, _ = await _parsed_call(
                 ctx,
                 item["id"],
@@ -536,7 +538,7 @@ async def propose_catalog(state: ExtractionState, runtime: Runtime[RunContext]) 
     for q in queries:
         unique_q.setdefault(to_snake_case(q.name), q)
     clusters = [{"name": s["name"], "definition": "", "subject": s["subject"], "members": []} for s in skills]
-    versions = [ctx.template(config[k]).version for k in ("skills_template", "query_types_template")]
+    versions = [ctx.template(name).version for name in (config.skills_template, config.query_types_template)]
     ctx.store.update_item(
         item["id"],
         status="clustered",

@@ -105,21 +105,22 @@ def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: 
     return draws
 
 
-def plan_combinations(config: dict, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
+def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
     """(skill order as the prompt lists it, topic) per combination, for the run's sampler.
 
-    Runs stored before `sampler` existed planned with the interleaved sampler and keep doing so on resume.
+    Runs stored before `sampler` existed planned with the interleaved sampler and keep doing so on resume (their
+    config loads with `SkillMixConfig.legacy_defaults`).
     """
-    sampler = config.get("sampler", "interleaved")
+    sampler = config.sampler
     if sampler == "official":
-        draws = sample_official(skills, topics, k, config["n"], seed=config["seed"])
-        orders = official_prompt_orders(draws, config.get("exp_path") or OFFICIAL_EXP_PATH)
+        draws = sample_official(skills, topics, k, config.n, seed=config.seed)
+        orders = official_prompt_orders(draws, config.exp_path or OFFICIAL_EXP_PATH)
         return [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
     if sampler != "interleaved":
         raise ValueError(f"unknown Skill-Mix sampler '{sampler}' (known: {', '.join(SAMPLERS)})")
     combos = sample_skill_combinations(
-        skills, topics, k, config["n"], seed=config["seed"],
-        reshuffle_key=f"k{k}_s{config['seed']}" if config.get("reshuffle", True) else None,
+        skills, topics, k, config.n, seed=config.seed,
+        reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None,
     )
     return [(combo, combo_topics[0]) for combo, combo_topics in combos]
 
@@ -191,7 +192,7 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
     item = ctx.store.get_item(state["item_id"])
     values = _values(item, ctx.config)
     outputs = [item["payload"][f"output_{i}"] for i in range(2) if f"output_{i}" in item["payload"]]
-    if ctx.config.get("rejudge_of") and len(outputs) < 2:  # a re-judge run never calls the student
+    if ctx.config.rejudge_of and len(outputs) < 2:  # a re-judge run never calls the student
         return {"status": "failed"}  # agents/rejudge.py failed the item with its reason when it copied it
     for turn in range(len(outputs), 2):
         try:

@@ -172,7 +172,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
                     "answer": e["example"] or "",
                     "subject": e["category"] or "",
                     "true_skill": e["extra"].get("skill"),
-                    **({"retrieved_skills": e["extra"].get("retrieved_skills")} if config.get("retrieval_file")
+                    **({"retrieved_skills": e["extra"].get("retrieved_skills")} if config.retrieval_file
                        else {}),
                 },
             )
@@ -188,7 +188,7 @@ async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:
     if p["method"] != "skill" or "picked_skill" in p:
         return {"status": "picked"}
     bank = _bank(ctx)
-    if config.get("retrieval_file"):
+    if config.retrieval_file:
         return _pick_from_retrieval(ctx, item, bank)
     options = bank.skills
     if config.skill_list == "subject" and p["subject"]:
@@ -370,7 +370,10 @@ def _ci(p: float, n: int) -> float:
 
 def run_report(store, run: dict, **_) -> dict:
     """Accuracy per method (± binomial 95% CI) and per method x skill; skill-pick accuracy when known."""
-    use_judge = bool(run["config"].get("judge"))
+    from skillweave.pipelines.skill_extraction import SOLVE_PIPELINE
+
+    config = SOLVE_PIPELINE.load_config(run["config"])
+    use_judge = bool(config.judge)
     groups: dict[tuple[str, str], list[int]] = {}
     picks: dict[str, list[int]] = {}
     failed: dict[str, int] = {}
@@ -388,7 +391,7 @@ def run_report(store, run: dict, **_) -> dict:
         groups.setdefault((method, skill), []).append(ok)
         if method == "skill" and p.get("true_skill"):
             picks.setdefault("ALL", []).append(int(p.get("picked_skill") == p["true_skill"]))
-    order = {m: i for i, m in enumerate(run["config"].get("methods", METHODS))}
+    order = {m: i for i, m in enumerate(config.methods)}
     table = []
     for (method, skill), oks in sorted(
         groups.items(), key=lambda kv: (order.get(kv[0][0], 9), kv[0][1] != "ALL", kv[0][1])
@@ -420,7 +423,7 @@ def run_report(store, run: dict, **_) -> dict:
         "table": table,
         "summary": summary,
         "skill_pick": pick,
-        "graded_by": run["config"].get("judge") or "match",
+        "graded_by": config.judge or "match",
     }
 
 

@@ -68,12 +68,15 @@ def _table(judge: dict, programmatic: dict) -> list[dict]:
 
 def run_report(store, run: dict, **_opts) -> dict:
     """Accuracy overall and by group, answer type, source, subject, year, #subplots (and skill pair)."""
+    from skillweave.pipelines.chart_eval import PIPELINE
+
+    settings = PIPELINE.load_config(run["config"])
     rows = score_rows(store, run["id"])
     judge = accuracy_stats(rows, "score")
     programmatic = accuracy_stats([r for r in rows if r[PROGRAMMATIC] is not None], PROGRAMMATIC)
     return {
-        "run_id": run["id"], "pipeline": run["pipeline"], "model": run["config"].get("model"),
-        "judge": run["config"].get("judge"), "data": run["config"].get("data"),
+        "run_id": run["id"], "pipeline": run["pipeline"], "model": settings.model, "judge": settings.judge,
+        "data": settings.data,
         "columns": ["mode", "breakdown", "group", "n", "judge acc", "programmatic acc", "invalid", "ungraded"],
         "table": _table(judge, programmatic),
         "stats": {"judge": judge, "programmatic": programmatic},
@@ -154,8 +157,11 @@ def export_results(store, run: dict, out: str | Path) -> list[Path]:
     invalid) and stats-… (the official `get_stats.py` layout: numbers, every official group)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    model = str(run["config"].get("model", "model")).replace("/", "_").replace(":", "_")
-    split = run["config"].get("split") or "val"
+    from skillweave.pipelines.chart_eval import PIPELINE
+
+    settings = PIPELINE.load_config(run["config"])
+    model = settings.model.replace("/", "_").replace(":", "_")
+    split = settings.split
     rows = score_rows(store, run["id"])
     report = run_report(store, run)
     written = []

@@ -11,35 +11,23 @@ from skillweave.cli.common import echo_json, echo_table, emit_report, json_optio
 from skillweave.errors import UsageError
 
 
-@click.command("chart-eval")
-@click.option("--data", "data_dir", required=True, type=click.Path(file_okay=False),
-              help="A CharXiv-format folder: the official release layout or one written by `charts synth`.")
-@click.option("--split", default=None, help="Split to evaluate (default: the only one present, else val).")
-@click.option("--model", required=True, help="Model that answers: openai:<vision model>, anthropic:<model> or fake.")
-@click.option("--judge", default=None, help="Judge model spec (default: same as --model).")
-@click.option("--mode", type=click.Choice(["both", "descriptive", "reasoning"]), default="both", show_default=True,
-              help="Which question sets to ask.")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N charts (by figure id).")
-@click.option("--grading", type=click.Choice(["both", "judge", "programmatic"]), default="both", show_default=True,
-              help="both: judge every question and also check exact answers programmatically; programmatic: "
-                   "skip the judge where the answer is exact.")
-@click.option("--batch-size", default=5, show_default=True, type=click.IntRange(min=1),
-              help="Descriptive answers per judge call (same template).")
-@click.option("--judge-retries", default=10, show_default=True, type=click.IntRange(min=1),
-              help="Judge calls per batch before its questions score -1 (invalid).")
-@click.option("--judge-max-tokens", default=256, show_default=True, type=click.IntRange(min=16),
-              help="Judge budget; doubled on a truncated JSON reply, up to 1024.")
-@click.option("--max-tokens", default=1024, show_default=True, type=click.IntRange(min=1),
-              help="Answer budget of the model.")
-@click.option("--blind", is_flag=True,
-              help="Send questions without the image: a text-only baseline (works with --model local).")
-@click.option("--temperature", default=0.0, show_default=True, help="Answer sampling temperature.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Threads (batches / reasoning questions) in flight.")
-@click.pass_context
-def run_chart_eval(ctx, data_dir, split, model, judge, mode, limit, grading, batch_size, judge_retries,
-                   judge_max_tokens, max_tokens, blind, temperature, concurrency):
+def _chart_eval_command() -> click.Command:
+    """`run chart-eval`: one option per ChartEvalConfig field (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.chart_eval import ChartEvalConfig
+
+    f = config_options(ChartEvalConfig, overrides={
+        "data": {"type": click.Path(file_okay=False)},
+        "split": {"default": None},  # the release decides: its only split, else val
+        "model": {"default": None, "required": True},  # no offline default: `local` cannot see images
+    })(click.pass_context(run_chart_eval))
+    return click.command("chart-eval")(f)
+
+
+def run_chart_eval(ctx, **options):
     """CharXiv-style chart evaluation: ask a multimodal model about each chart, grade with a judge.
+
+    Every option is a field of the run's settings (ChartEvalConfig), stored with the run.
 
     \b
     Example (offline, synthetic charts with exact answers):
@@ -48,19 +36,16 @@ def run_chart_eval(ctx, data_dir, split, model, judge, mode, limit, grading, bat
       skillweave run chart-eval --data CharXiv --split val --model openai:gpt-4o --judge openai:gpt-4o-2024-05-13
     """
     from skillweave.charts.charxiv import load_release
+    from skillweave.cli.options import config_from_options
     from skillweave.cli.run import check_model, start_run
+    from skillweave.pipelines.chart_eval import ChartEvalConfig
 
-    check_model("--model", model)
-    check_model("--judge", judge or model)
-    release = load_release(data_dir, split)  # a bad folder fails here, before a run exists
-    config = {
-        "data": str(Path(data_dir).resolve()), "split": release.split, "model": model, "judge": judge or model,
-        "mode": mode, "limit": limit, "grading": grading, "batch_size": batch_size, "judge_retries": judge_retries,
-        "judge_max_tokens": judge_max_tokens, "max_tokens": max_tokens, "blind": blind, "temperature": temperature,
-        "concurrency": concurrency, "ask_template": "chart_eval/ask",
-        "judge_descriptive_template": "chart_eval/judge_descriptive",
-        "judge_reasoning_template": "chart_eval/judge_reasoning",
-    }
+    check_model("--model", options["model"])
+    check_model("--judge", options["judge"] or options["model"])
+    release = load_release(options["data"], options["split"])  # a bad folder fails here, before a run exists
+    config = config_from_options(ChartEvalConfig, {
+        **options, "data": str(Path(options["data"]).resolve()), "split": release.split,
+        "judge": options["judge"] or options["model"]})
     start_run(ctx, "chart-eval", config, {})
 
 
@@ -170,9 +155,5 @@ def export_command(ctx, run_id, out):
 
 
 def register(root: click.Group) -> None:
-    run_group = root.commands.get("run")
-    if run_group is None:
-        run_group = click.Group("run", help="Run a generation or evaluation pipeline.")
-        root.add_command(run_group)
-    run_group.add_command(run_chart_eval)
+    root.commands["run"].lazy["chart-eval"] = _chart_eval_command  # cli/run.py: built when first asked for
     root.add_command(charts_group)

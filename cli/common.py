@@ -71,11 +71,3 @@ def emit_report(result: dict, *, headline: str | None = None, plotter=None, plot
         if headline:
             click.echo(headline)
         echo_table(result["table"], result["columns"], empty=empty)
-
-
-def typed_config(pipeline: str, config: dict) -> dict:
-    """A command's settings checked against the pipeline's model (unknown keys, types, ranges) before the run
-    is stored; returns them complete, defaults included."""
-    from skillweave.pipelines import get_pipeline
-
-    return get_pipeline(pipeline).new_config(config).model_dump()

@@ -19,11 +19,10 @@ from skillweave.catalog.conceptmix import (
     load_sentence_file,
     sample_record,
 )
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store, typed_config
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store
+from skillweave.cli.run import LazyGroup
 from skillweave.errors import UsageError
-from skillweave.providers.images import IMAGE_SPECS, image_backend, image_folder
-
-GRADER_HELP = "VLM grader: openai:<vision model>, anthropic:<model>, or fake (always answers Yes; dry runs only)."
+from skillweave.providers.images import image_backend, image_folder
 
 
 def _check_specs(model: str | None, image_model: str, grader: str) -> None:
@@ -50,48 +49,48 @@ def _execute(ctx: click.Context, run_id: str, concurrency: int) -> None:
     click.echo(f"details: skillweave conceptmix report {run_id}", err=True)
 
 
+GRADING_FIELDS = ["image_model", "grader", "grader_max_tokens", "grader_temperature", "concurrency", "reply_cache"]
+GRADER_REQUIRED = {"grader": {"default": None, "required": True}}  # `fake` always answers Yes: never a silent default
+
+
 def _grading_options(f):
-    for option in reversed([
-        click.option("--image-model", default="render", show_default=True,
-                     help=f"Text-to-image backend: {IMAGE_SPECS}."),
-        click.option("--grader", required=True, help=GRADER_HELP),
-        click.option("--grader-max-tokens", default=1, show_default=True, type=click.IntRange(min=1),
-                     help="Reply length for the grader (the paper uses 1: Yes or No)."),
-        click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-                     help="Prompts in flight at once."),
-    ]):
-        f = option(f)
-    return f
+    """The settings of a run that makes and grades images for ready prompts (`import conceptmix`, `conceptmix
+    evaluate`), generated from ConceptMixConfig."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
+    return config_options(ConceptMixConfig, only=GRADING_FIELDS, overrides=GRADER_REQUIRED)(f)
 
 
-@click.command("conceptmix")
-@click.option("--k", "k_value", default="1..3", show_default=True, help="Difficulty: concepts beyond the base "
-              "object; 1, 1,3 or 1..7.")
-@click.option("--n", default=4, show_default=True, type=click.IntRange(min=1), help="Prompts per k.")
-@click.option("--seed", default=0, show_default=True, help="Sampling seed (each record hashes it with k and index).")
-@click.option("--model", default="local", show_default=True,
-              help="Model for refine/caption/verify/questions: local, fake, openai:<m>, anthropic:<m>.")
-@_grading_options
-@click.option("--refine", "refine_mode", type=click.Choice(["auto", "llm", "rule"]), default="auto",
-              show_default=True, help="Complete configurations with the LLM (auto: fall back to rules, recorded).")
-@click.option("--questions", "questions_mode", type=click.Choice(["auto", "llm", "template"]), default="auto",
-              show_default=True, help="Write questions with the LLM (auto: fall back to catalog templates, recorded).")
-@click.option("--max-resamples", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Resamples of a record after conflicts before it is marked failed.")
-@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Extra tries of an LLM step whose reply does not parse.")
-@click.option("--p-extra-object", default=0.25, show_default=True, type=click.FloatRange(0, 1),
-              help="Probability that each of the k slots is another object.")
-@click.option("--max-style", default=1, show_default=True, type=click.IntRange(min=0), help="Styles per prompt, at most.")
-@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature of the LLM steps.")
-@click.option("--max-tokens", default=400, show_default=True, type=click.IntRange(min=1),
-              help="Max new tokens per LLM step.")
-@_catalog_option
-@click.pass_context
-def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max_tokens, concurrency, refine_mode,
-                   questions_mode, max_resamples, parse_retries, p_extra_object, max_style, temperature, max_tokens,
-                   concepts_dir):
+def _prompt_run_config(options: dict, **settings):
+    """The typed settings of a run over ready prompts (imported or another run's)."""
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
+    return config_from_options(ConceptMixConfig, {**{f: options[f] for f in GRADING_FIELDS}, **settings})
+
+
+def _run_conceptmix_command() -> click.Command:
+    """`run conceptmix`: one option per ConceptMixConfig field, plus --concepts (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.cli.run import parse_k
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
+
+    f = _catalog_option(click.pass_context(run_conceptmix))
+    f = config_options(ConceptMixConfig, overrides={
+        # the settings leave k, n and model unset for imported prompts; a generating run has these defaults
+        "k": {"type": str, "default": "1..3", "multiple": False, "callback": lambda _c, _p, v: parse_k(v)},
+        "n": {"default": 4},
+        "model": {"default": "local"},
+        **GRADER_REQUIRED,
+    })(f)
+    return click.command("conceptmix")(f)
+
+
+def run_conceptmix(ctx, concepts_dir, **options):
     """ConceptMix: sample k+1 concepts, write a prompt and questions, make an image, grade it with a VLM.
+
+    Every option but --concepts is a field of the run's settings (ConceptMixConfig), stored with the run.
 
     \b
     Example (offline):
@@ -99,29 +98,27 @@ def run_conceptmix(ctx, k_value, n, seed, model, image_model, grader, grader_max
       skillweave run conceptmix --k 1..7 --n 300 --model openai:gpt-4o \\
           --image-model openai-images:dall-e-3 --grader openai:gpt-4o
     """
-    from skillweave.cli.run import parse_k, start_run
+    from skillweave.cli.options import config_from_options
+    from skillweave.cli.run import start_run
+    from skillweave.pipelines.conceptmix import ConceptMixConfig
 
-    ks = parse_k(k_value)
-    _check_specs(model, image_model, grader)
+    _check_specs(options["model"], options["image_model"], options["grader"])
     catalog = load_concept_catalog(concepts_dir)
-    config = {
-        "source": "generate", "k": ks, "n": n, "seed": seed, "model": model, "image_model": image_model,
-        "grader": grader, "grader_max_tokens": grader_max_tokens, "concurrency": concurrency, "refine": refine_mode,
-        "questions": questions_mode, "max_resamples": max_resamples, "parse_retries": parse_retries,
-        "p_extra_object": p_extra_object, "max_style": max_style, "temperature": temperature,
-        "max_tokens": max_tokens,
-    }
+    config = config_from_options(ConceptMixConfig, {**options, "source": "generate"})
     source = concepts_dir or "bundled"
     start_run(ctx, "conceptmix", config, {"concepts": (source, "concepts", catalog.to_entries(), source)})
 
 
-def _create_prompt_run(ctx: click.Context, config: dict, prompts: list[dict]) -> str:
+def _create_prompt_run(ctx: click.Context, config, prompts: list[dict]) -> str:
     """A run whose items are ready prompts (imported or copied); the graph enters at the image step."""
+    from skillweave.providers.reply_cache import cache_path
+
     store = open_store(ctx)
     catalog = load_concept_catalog()
-    config["concepts_catalog"] = store.save_catalog("bundled", "concepts", catalog.to_entries(), source="bundled")
-    run_id = store.create_run("conceptmix", typed_config("conceptmix", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
-    store.link_run_catalog(run_id, config["concepts_catalog"], "concepts")
+    config.concepts_catalog = store.save_catalog("bundled", "concepts", catalog.to_entries(), source="bundled")
+    config.reply_cache = cache_path(config.reply_cache)  # --reply-cache, else $SKILLWEAVE_REPLY_CACHE
+    run_id = store.create_run("conceptmix", config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
+    store.link_run_catalog(run_id, config.concepts_catalog, "concepts")
     for index, p in enumerate(prompts):
         store.ensure_item(run_id, KIND, index, 0, k=p["k"], skills=p["skills"], status="prompted",
                           payload={key: v for key, v in p.items() if key not in ("k",)})
@@ -129,13 +126,18 @@ def _create_prompt_run(ctx: click.Context, config: dict, prompts: list[dict]) ->
     return run_id
 
 
-@click.command("conceptmix")
-@click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@_grading_options
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="Only the first N prompts of each file.")
-@click.option("--no-run", is_flag=True, help="Only import; run later with `skillweave resume RUN_ID`.")
-@click.pass_context
-def import_conceptmix(ctx, files, image_model, grader, grader_max_tokens, concurrency, limit, no_run):
+def _import_conceptmix_command() -> click.Command:
+    """`import conceptmix` (built when first asked for: its options come from ConceptMixConfig)."""
+    f = click.pass_context(import_conceptmix)
+    f = click.option("--no-run", is_flag=True, help="Only import; run later with `skillweave resume RUN_ID`.")(f)
+    f = click.option("--limit", default=None, type=click.IntRange(min=1),
+                     help="Only the first N prompts of each file.")(f)
+    f = _grading_options(f)
+    f = click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))(f)
+    return click.command("conceptmix")(f)
+
+
+def import_conceptmix(ctx, files, limit, no_run, **options):
     """Import official prompt sets (`{N}_sentences_k={k}.json`), then make and grade an image per prompt.
 
     A sibling `{N}_refined_config_k={k}.json` is read when present (the render backend draws it); empty
@@ -146,7 +148,7 @@ def import_conceptmix(ctx, files, image_model, grader, grader_max_tokens, concur
       skillweave import conceptmix sentence_collection/300_sentences_k=1.json --limit 20 \\
           --image-model render --grader fake
     """
-    _check_specs(None, image_model, grader)
+    _check_specs(None, options["image_model"], options["grader"])
     prompts = []
     for file in files:
         k, records = load_sentence_file(file)
@@ -156,14 +158,13 @@ def import_conceptmix(ctx, files, image_model, grader, grader_max_tokens, concur
                             "categories": r["categories"], "skills": r["skills"], "questions": r["question"],
                             "concepts": concepts, "refined_config": r.get("config") or fallback_config,
                             "config_source": "file" if r.get("config") else "rebuilt", "questions_source": "file"})
-    config = {"source": "import", "files": [str(f) for f in files], "image_model": image_model, "grader": grader,
-              "grader_max_tokens": grader_max_tokens, "concurrency": concurrency}
+    config = _prompt_run_config(options, source="import", files=[str(f) for f in files])
     run_id = _create_prompt_run(ctx, config, prompts)
     if not no_run:
-        _execute(ctx, run_id, concurrency)
+        _execute(ctx, run_id, config.concurrency)
 
 
-@click.group("conceptmix")
+@click.group("conceptmix", cls=LazyGroup)
 def conceptmix_group() -> None:
     """ConceptMix helpers: inspect the catalog and sampler, re-grade prompt sets, reports, export."""
 
@@ -222,30 +223,31 @@ def catalog_command(concepts_dir, as_json):
         echo_table(rows, ["category", "values", "description", "examples"])
 
 
-@conceptmix_group.command("evaluate")
-@click.argument("source_run")
-@_grading_options
-@click.pass_context
-def evaluate_command(ctx, source_run, image_model, grader, grader_max_tokens, concurrency):
+def _evaluate_command() -> click.Command:
+    """`conceptmix evaluate` (built when first asked for: its options come from ConceptMixConfig)."""
+    f = _grading_options(click.pass_context(evaluate_command))
+    return click.command("evaluate")(click.argument("source_run")(f))
+
+
+def evaluate_command(ctx, source_run, **options):
     """Make and grade new images for the prompts of an earlier run (compare image models on one prompt set).
 
     \b
     Example:
       skillweave conceptmix evaluate latest --image-model openai-images:gpt-image-1 --grader openai:gpt-4o
     """
-    _check_specs(None, image_model, grader)
+    _check_specs(None, options["image_model"], options["grader"])
     store = open_store(ctx)
     source = store.get_run(source_run)
     keep = ("index", "file", "sentence", "categories", "skills", "questions", "concepts", "refined_config",
             "config", "config_source", "questions_source")
-    prompts = [{"k": it["k"], **{key: it["payload"][key] for key in keep if key in it["payload"]}}
+    prompts = [{"k": it["k"], "skills": it["skills"], **{key: it["payload"][key] for key in keep if key in it["payload"]}}
                for it in store.items(source["id"], kind=KIND) if it["payload"].get("questions")]
     if not prompts:
         raise UsageError(f"run '{source['id']}' has no finished prompts to evaluate")
-    config = {"source": "run", "source_run": source["id"], "image_model": image_model, "grader": grader,
-              "grader_max_tokens": grader_max_tokens, "concurrency": concurrency}
+    config = _prompt_run_config(options, source="run", source_run=source["id"])
     run_id = _create_prompt_run(ctx, config, prompts)
-    _execute(ctx, run_id, concurrency)
+    _execute(ctx, run_id, config.concurrency)
 
 
 @conceptmix_group.command("report")
@@ -323,15 +325,17 @@ def export_command(ctx, run_id, out_dir):
         click.echo(f"wrote {out / f'{n}_sentences_k={k}.json'}", err=True)
 
 
+conceptmix_group.lazy["evaluate"] = _evaluate_command
+
+
 def register(root: click.Group) -> None:
-    run_group = root.commands.get("run")
-    if run_group is None:
-        run_group = click.Group("run", help="Run a generation or evaluation pipeline.")
-        root.add_command(run_group)
-    run_group.add_command(run_conceptmix)
+    root.commands["run"].lazy["conceptmix"] = _run_conceptmix_command  # cli/run.py: built when first asked for
     import_group = root.commands.get("import")
     if import_group is None:
-        import_group = click.Group("import", help="Import official data files into the store.")
+        import_group = LazyGroup("import", help="Import official data files into the store.")
         root.add_command(import_group)
-    import_group.add_command(import_conceptmix)
+    if hasattr(import_group, "lazy"):
+        import_group.lazy["conceptmix"] = _import_conceptmix_command
+    else:  # an `import` group of another kind: built now
+        import_group.add_command(_import_conceptmix_command())
     root.add_command(conceptmix_group)

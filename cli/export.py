@@ -14,47 +14,43 @@ from skillweave.errors import UsageError
 HELDOUT_SEED = 4242
 
 
-@click.command("instruct-skillmix")
-@click.option("--n", default=None, type=click.IntRange(min=1),
-              help="Data points to generate [default: 5, or 100 with --set heldout].")
-@click.option("--k", default=2, show_default=True, type=click.IntRange(min=1), help="Skills per data point.")
-@click.option("--set", "set_name", type=click.Choice(["train", "heldout"]), default="train", show_default=True,
-              help="heldout: the separately seeded validation set (default seed 4242, n 100).")
-@click.option("--seed", default=None, type=int, help="Sampling seed [default: 42 for train, 4242 for heldout].")
-@click.option("--model", default="local", show_default=True, help="Generator model spec: local, fake, openai:<m>, anthropic:<m>.")
-@click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
-              help="skills.txt, one snake_case skill a line (default: bundled, 40 skills).")
-@click.option("--queries", "queries_file", type=click.Path(dir_okay=False), default=None,
-              help="queries.txt with '### N. **Name**' blocks (default: bundled, 16 query types).")
-@click.option("--from-run", default=None,
-              help="Use the skills and query types an extract-skills run stored (its run id) instead of files.")
-@click.option("--skills-catalog", default=None, help="A stored skills catalog (id or name) instead of --skills.")
-@click.option("--queries-catalog", default=None, help="A stored query-types catalog (id or name) instead of --queries.")
-@click.option("--temperature", default=0.7, show_default=True, help="Generator sampling temperature.")
-@click.option("--max-tokens", default=None, type=click.IntRange(min=16),
-              help="Max new tokens per turn [default: 4096 for API models as upstream, 256 for local/fake].")
-@click.option("--parse-retries", default=3, show_default=True, type=click.IntRange(min=0),
-              help="Times the last turn is asked again when the fields do not parse, before the point fails.")
-@click.option("--shirkers", is_flag=True, help="Ablation: replace a fraction of responses with deliberately unhelpful ones.")
-@click.option("--shirker-fraction", default=0.2, show_default=True, type=click.FloatRange(0, 1),
-              help="Fraction of data points whose response is replaced (with --shirkers).")
-@click.option("--shirker-selection", type=click.Choice(["first", "random"]), default="first", show_default=True,
-              help="Which points become shirkers: the first ones (as upstream) or a seeded random subset.")
-@click.option("--brevity", is_flag=True, help="Ablation: the generation prompt limits the response to one paragraph.")
-@click.option("--dedup", type=click.Choice(["minhash", "embedding", "none"]), default="minhash", show_default=True,
-              help="Near-duplicate control on instructions: MinHash word shingles or MiniLM embeddings.")
-@click.option("--dedup-threshold", default=None, type=click.FloatRange(0, 1, min_open=True),
-              help="Reject at similarity >= this [default: Jaccard 0.7 for minhash, cosine 0.9 for embedding].")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1),
-              help="Data points in flight at once.")
-@click.option("--sampler", type=click.Choice(["official", "types-first"]), default="official", show_default=True,
-              help="official: 1_generate_data.py's order (skill pairs, then the doubled, shuffled, truncated "
-                   "query-type list, then a shuffle of each pair); types-first: skillweave's earlier order.")
-@click.pass_context
-def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries_file, from_run, skills_catalog,
-                          queries_catalog, temperature, max_tokens, parse_retries, shirkers, shirker_fraction,
-                          shirker_selection, brevity, dedup, dedup_threshold, concurrency, sampler):
+def _run_instruct_skillmix_command() -> click.Command:
+    """`run instruct-skillmix`: one option per InstructSkillMixConfig field, plus the catalog sources and
+    --shirkers (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.instruct_skillmix import InstructSkillMixConfig
+
+    f = click.pass_context(run_instruct_skillmix)
+    for option in reversed([
+        click.option("--skills", "skills_file", type=click.Path(dir_okay=False), default=None,
+                     help="skills.txt, one snake_case skill a line (default: bundled, 40 skills)."),
+        click.option("--queries", "queries_file", type=click.Path(dir_okay=False), default=None,
+                     help="queries.txt with '### N. **Name**' blocks (default: bundled, 16 query types)."),
+        click.option("--from-run", default=None,
+                     help="Use the skills and query types an extract-skills run stored (its run id) instead of "
+                          "files."),
+        click.option("--skills-catalog", "skills_ref", default=None,
+                     help="A stored skills catalog (id or name) instead of --skills."),
+        click.option("--queries-catalog", "queries_ref", default=None,
+                     help="A stored query-types catalog (id or name) instead of --queries."),
+        click.option("--shirkers", is_flag=True,
+                     help="Ablation: replace a fraction of responses (--shirker-fraction) with deliberately "
+                          "unhelpful ones."),
+    ]):
+        f = option(f)
+    f = config_options(InstructSkillMixConfig, overrides={
+        # these defaults depend on other options (--set, --model, --shirkers): the command fills them in
+        "n": {"default": None}, "seed": {"default": None}, "max_tokens": {"default": None},
+        "shirker_fraction": {"default": 0.2},
+    })(f)
+    return click.command("instruct-skillmix")(f)
+
+
+def run_instruct_skillmix(ctx, skills_file, queries_file, from_run, skills_ref, queries_ref, shirkers, **options):
     """Instruct-SkillMix: k random skills + a balanced query type -> five-turn generator -> (instruction, response).
+
+    Every option but the catalog sources and --shirkers is a field of the run's settings
+    (InstructSkillMixConfig), stored with the run.
 
     \b
     Example:
@@ -74,18 +70,21 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
         read_skills_txt,
         skill_entries,
     )
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.instruct_skillmix import InstructSkillMixConfig
     from skillweave.providers.core import parse_spec
 
+    model, k, set_name = options["model"], options["k"], options["set"]
     check_model("--model", model)
     skills = read_skills_txt(skills_file) if skills_file else bundled_instruct_skills()
     queries = read_queries_txt(queries_file) if queries_file else bundled_query_types()
     skills_source, queries_source = skills_file or "bundled", queries_file or "bundled"
-    if from_run or skills_catalog or queries_catalog:
+    if from_run or skills_ref or queries_ref:
         store = open_store(ctx)
         linked = store.run_catalogs(store.get_run(from_run)["id"]) if from_run else {}
         if from_run and not {"skills", "query_types"} & linked.keys():
             raise UsageError(f"run '{from_run}' stored no skills or query_types catalog; pick an extract-skills run")
-        skills_ref, queries_ref = skills_catalog or linked.get("skills"), queries_catalog or linked.get("query_types")
+        skills_ref, queries_ref = skills_ref or linked.get("skills"), queries_ref or linked.get("query_types")
         if skills_ref:
             catalog = _stored_catalog(store, skills_ref, "skills")
             skills, skills_source = [e["name"] for e in catalog["entries"]], catalog["id"]
@@ -94,17 +93,14 @@ def run_instruct_skillmix(ctx, n, k, set_name, seed, model, skills_file, queries
             queries, queries_source = queries_from_entries(catalog["entries"]), catalog["id"]
     if k > len(skills):
         raise UsageError(f"--k {k} exceeds the {len(skills)} skills in {skills_source}")
-    if max_tokens is None:
-        max_tokens = 4096 if parse_spec(model)[0] in ("openai", "anthropic") else 256
-    config = {
-        "n": n or (100 if set_name == "heldout" else 5), "k": k, "set": set_name,
-        "seed": seed if seed is not None else (HELDOUT_SEED if set_name == "heldout" else 42),
-        "model": model, "temperature": temperature, "max_tokens": max_tokens, "parse_retries": parse_retries,
-        "shirker_fraction": shirker_fraction if shirkers else 0.0, "shirker_selection": shirker_selection,
-        "brevity": brevity, "dedup": dedup, "dedup_threshold": dedup_threshold, "concurrency": concurrency,
-        "generate_template": "instruct_skillmix/generate", "shirker_template": "instruct_skillmix/shirker",
-        "sampler": sampler,
-    }
+    heldout = set_name == "heldout"
+    config = config_from_options(InstructSkillMixConfig, {
+        **options,
+        "n": options["n"] or (100 if heldout else 5),
+        "seed": options["seed"] if options["seed"] is not None else (HELDOUT_SEED if heldout else 42),
+        "max_tokens": options["max_tokens"] or (4096 if parse_spec(model)[0] in ("openai", "anthropic") else 256),
+        "shirker_fraction": options["shirker_fraction"] if shirkers else 0.0,
+    })
     start_run(ctx, "instruct-skillmix", config, {
         "skills": (skills_source, "skills", skill_entries(skills), skills_source),
         "query_types": (queries_source, "query_types", query_entries(queries), queries_source),
@@ -173,5 +169,5 @@ def export(ctx, run_ids, fmt, shape, out, status, min_score, full_marks, reviewe
 
 
 def register(root: click.Group) -> None:
-    run_group.add_command(run_instruct_skillmix)
+    run_group.lazy["instruct-skillmix"] = _run_instruct_skillmix_command  # built when first asked for
     root.add_command(export)

@@ -5,11 +5,12 @@ from __future__ import annotations
 import click
 
 from skillweave.cli.common import echo_json, json_option, open_store
+from skillweave.cli.run import LazyGroup
 from skillweave.metrics.skillmix import run_report
 from skillweave.store.importers import import_skillmix, reparse_skillmix
 
 
-@click.group("import")
+@click.group("import", cls=LazyGroup)
 def import_group() -> None:
     """Import published outputs so `skillweave report` recomputes their metrics."""
 

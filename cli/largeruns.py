@@ -47,12 +47,12 @@ def rejudge(ctx, run_id, judge, judge_template, grading_samples, concurrency, re
     check_model("--judge", judge)
     config = rejudge_config(source, judge=judge, judge_template=judge_template, grading_samples=grading_samples,
                             concurrency=concurrency, reply_cache=reply_cache)
-    load_template(config["judge_template"], prompts_dir(ctx))
+    load_template(config.judge_template, prompts_dir(ctx))
     preflight({"judge": judge})
     from skillweave.providers.reply_cache import cache_path
 
-    config["reply_cache"] = cache_path(config.get("reply_cache"))
-    new_id = store.create_run(source["pipeline"], config, command=shlex.join(["skillweave", *sys.argv[1:]]))
+    config.reply_cache = cache_path(config.reply_cache)
+    new_id = store.create_run(source["pipeline"], config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
     for role, catalog_id in store.run_catalogs(source["id"]).items():
         store.link_run_catalog(new_id, catalog_id, role)
     try:
@@ -63,7 +63,7 @@ def rejudge(ctx, run_id, judge, judge_template, grading_samples, concurrency, re
         raise
     click.echo(f"run {new_id}: re-judging {copied} texts of run {source['id']}"
                + (f" ({missing} items have no text and stay failed)" if missing else ""), err=True)
-    execute_and_report(ctx, source["pipeline"], new_id, config["concurrency"])
+    execute_and_report(ctx, source["pipeline"], new_id, config.concurrency)
 
 
 # ---- merge ---------------------------------------------------------------------------------------------

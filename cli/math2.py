@@ -17,7 +17,6 @@ from skillweave.cli.common import (
     json_option,
     open_store,
     prompts_dir,
-    typed_config,
 )
 from skillweave.cli.outcome import preflight
 from skillweave.cli.run import check_model, execute_and_report, run_group
@@ -38,38 +37,29 @@ def _criteria(path: str | None) -> list[str]:
     return lines
 
 
-@click.command("math2")
-@click.option("--bank", default="bundled", show_default=True,
-              help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.")
-@click.option("--n", default=5, show_default=True, type=click.IntRange(min=1), help="Target questions (one thread each).")
-@click.option("--model", default="local", show_default=True, help="Question generator (and default for every role).")
-@click.option("--solver", default=None, help="Model for the adversarial attempt and the consistency re-solves.")
-@click.option("--critic", default=None, help="Model for the critic/validator.")
-@click.option("--reviewer", default="auto", show_default=True, help="human (pause for a person), llm:<model>, or auto.")
-@click.option("--max-rounds", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Critic rounds per question (a failing question is refined until this many).")
-@click.option("--max-pairs", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Pairs a thread may draw: each drop draws a new pair until this many.")
-@click.option("--consistency-samples", default=3, show_default=True, type=click.IntRange(min=1),
-              help="Independent re-solves; a majority of them must agree with the attempt's answer.")
-@click.option("--exemplars", "exemplars_per_skill", default=2, show_default=True, type=click.IntRange(min=0),
-              help="Exemplars shown per skill to the generator.")
-@click.option("--pair-check", type=click.Choice(["rule", "llm", "off"]), default="rule", show_default=True,
-              help="Reject near-duplicate (rule) or incompatible (llm) pairs before generating.")
-@click.option("--criteria", "criteria_file", type=click.Path(dir_okay=False, exists=True), default=None,
-              help="Critic criteria, one per line (default: the 8 criteria of docs/methods.md#math2-pipeline).")
-@click.option("--parse-retries", default=1, show_default=True, type=click.IntRange(min=0),
-              help="Re-asks when a reply lacks the expected field.")
-@click.option("--seed", default=0, show_default=True, help="Pair sampling seed.")
-@click.option("--temperature", default=0.7, show_default=True, help="Sampling temperature for generation and solving.")
-@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Max new tokens per call.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight.")
-@click.pass_context
-def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pairs, consistency_samples,
-              exemplars_per_skill, pair_check, criteria_file, parse_retries, seed, temperature, max_tokens, concurrency):
+def _read_criteria(_ctx, _param, path: str | None) -> list[str] | None:
+    return _criteria(path) if path else None  # None: the settings' default criteria
+
+
+def _run_math2_command() -> click.Command:
+    """`run math2`: one option per Math2Config field (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.math2 import Math2Config
+
+    f = config_options(Math2Config, overrides={
+        "bank": {"default": "bundled"},
+        "reviewer": {"callback": lambda _c, _p, v: parse_reviewer(v)},
+        "exemplars_per_skill": {"decls": ["--exemplars", "--exemplars-per-skill"]},  # today's name first
+        "criteria": {"type": click.Path(dir_okay=False, exists=True), "multiple": False, "default": None,
+                     "callback": _read_criteria, "metavar": "FILE"},
+    })(click.pass_context(run_math2))
+    return click.command("math2")(f)
+
+
+def run_math2(ctx, **options):
     """MATH²: two-skill questions through generator, solver, critic, refine loop, consistency and review.
 
+    Every option is a field of the run's settings (Math2Config), stored with the run.
     Every drop is stored with its stage and reason (`skillweave report RUN`, `skillweave items list RUN`).
     With --reviewer human, finished questions wait in `skillweave review list` (or `review serve`).
 
@@ -82,9 +72,10 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     """
     from skillweave.catalog.bank import load_bank, save_bank
 
-    for option, spec in (("--model", model), ("--solver", solver or model), ("--critic", critic or model)):
+    bank, model = options["bank"], options["model"]
+    for option, spec in (("--model", model), ("--solver", options["solver"] or model),
+                         ("--critic", options["critic"] or model)):
         check_model(option, spec)
-    reviewer = parse_reviewer(reviewer)
     from skillweave.cli.run import DRY_RUN_META
 
     dry = ctx.meta.get(DRY_RUN_META)  # --dry-run writes nothing to --db: a stored bank is only read
@@ -95,46 +86,40 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
         raise UsageError(f"bank '{bank}' has {len(bank_obj.skills)} skill(s); MATH² pairs need at least 2")
     bank_name = bank_obj.name or Path(bank).stem
     catalog_id = "dry-run" if dry else bank_obj.catalog_id or save_bank(store, bank_obj, bank_name, source=bank)
-    from skillweave.agents.math2 import default_config
+    from skillweave.cli.options import config_from_options
+    from skillweave.cli.run import COST_META, RETRY_META, check_budget_prices
+    from skillweave.cli.shard_option import shard_of
+    from skillweave.pipelines.math2 import Math2Config
 
-    config = default_config(
-        catalog_id, bank=bank, n=n, model=model, solver=solver, critic=critic, reviewer=reviewer,
-        max_rounds=max_rounds, max_pairs=max_pairs, consistency_samples=consistency_samples,
-        exemplars_per_skill=exemplars_per_skill, pair_check=pair_check, criteria=_criteria(criteria_file),
-        parse_retries=parse_retries, seed=seed, temperature=temperature, solve_temperature=temperature,
-        max_tokens=max_tokens, concurrency=concurrency,
-    )
-    for key in [k for k in config if k.endswith("_template")]:
-        load_template(config[key], prompts_dir(ctx))
+    config = config_from_options(Math2Config, {
+        **options, "bank_catalog": catalog_id,
+        **(ctx.meta.get(COST_META) or {}),  # --max-cost, --batch
+        "retry": ctx.meta.get(RETRY_META),  # --timeout, --max-attempts, --max-retry-wait
+        "shard": shard_of(ctx) or options["shard"],  # --shard I/N: every shard shares one run id (graphs/shards.py)
+    })
+    for template in config.templates():
+        load_template(template, prompts_dir(ctx))
+    check_budget_prices(config)  # --max-cost needs a price for every model named
     if dry:
         _dry_run(ctx, config, lambda scratch: {"bank_catalog": save_bank(scratch, bank_obj, bank_name, source=bank)})
         return
     preflight(config)  # API keys and endpoints before the run row: cli/outcome.py
     from skillweave.api import create_run
-    from skillweave.cli.shard_option import shard_of
-
-    config["shard"] = shard_of(ctx)  # --shard I/N: every shard shares one run id (graphs/shards.py)
     from skillweave.providers.reply_cache import cache_path
 
-    config["reply_cache"] = cache_path(None)  # $SKILLWEAVE_REPLY_CACHE, as for every other run command
-    run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),
+    config.reply_cache = cache_path(config.reply_cache)  # --reply-cache, else $SKILLWEAVE_REPLY_CACHE
+    run_id = create_run(store, "math2", config, prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
     click.echo(f"run {run_id}", err=True)
-    execute_and_report(ctx, "math2", run_id, concurrency)
+    execute_and_report(ctx, "math2", run_id, config.concurrency)
     _review_hint(store, run_id)
 
 
-def _dry_run(ctx: click.Context, config: dict, setup) -> None:
+def _dry_run(ctx: click.Context, config, setup) -> None:
     """`run math2 --dry-run`: the run planned and executed in a scratch store that holds the bank (docs/cost.md)."""
-    from skillweave.cli.run import COST_META, check_budget_prices
-    from skillweave.cli.shard_option import shard_of
     from skillweave.dryrun import dry_run, format_projection
 
-    config = typed_config("math2", {**config, **(ctx.meta.get(COST_META) or {}), "shard": shard_of(ctx)})
-    from skillweave.pipelines import get_pipeline
-
-    check_budget_prices(get_pipeline("math2").new_config(config))
     click.echo(format_projection(dry_run("math2", config, prompts_dir=prompts_dir(ctx), setup=setup)))
 
 
@@ -149,28 +134,34 @@ def _review_hint(store, run_id: str) -> None:
                    "ITEM`, or `skillweave review serve` for the web page", err=True)
 
 
-@click.command("math2")
-@click.option("--source", "sources", multiple=True,
-              help="MATH² run(s) whose accepted questions form the Y set (default: the newest math2 run).")
-@click.option("--model", "models", multiple=True, required=False,
-              help="Model(s) to evaluate; repeat the option for several (default: local).")
-@click.option("--judge", default=None, help="Judge model (default: the first --model).")
-@click.option("--x-questions", default="bundled", show_default=True,
-              help="Source questions for X: 'bundled' (test split), a JSONL/CSV question file, or 'none'.")
-@click.option("--x-limit", default=None, type=click.IntRange(min=1), help="At most this many source questions.")
-@click.option("--limit", default=None, type=click.IntRange(min=1), help="At most this many MATH² questions.")
-@click.option("--max-tokens", default=512, show_default=True, type=click.IntRange(min=1),
-              help="Solver max new tokens.")
-@click.option("--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight.")
-@click.option("--resume", "resume_run", default=None, help="Finish an interrupted evaluation run (stored replies reused).")
-@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None, help="Draw the square-law PNG.")
-@json_option
-@click.pass_context
-def eval_math2(ctx, sources, models, judge, x_questions, x_limit, limit, max_tokens, concurrency, resume_run,
-               plot_path, as_json):
+# settings `eval math2` does not offer: its runner evaluates the whole set in one process (no plan to split)
+EVAL_MATH2_EXCLUDED = frozenset({"shard"})
+
+
+def _eval_math2_command() -> click.Command:
+    """`eval math2`: one option per Math2EvalConfig field, plus --resume, --plot and --json (built when first
+    asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.math2 import Math2EvalConfig
+
+    f = json_option(click.pass_context(eval_math2))
+    f = click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+                     help="Draw the square-law PNG.")(f)
+    f = click.option("--resume", "resume_run", default=None,
+                     help="Finish an interrupted evaluation run (stored replies reused).")(f)
+    f = config_options(Math2EvalConfig, exclude=EVAL_MATH2_EXCLUDED, overrides={
+        "source_runs": {"decls": ["--source"]},  # today's name
+        "models": {"decls": ["--model"], "default": (), "show_default": False},  # repeatable; none: local
+        "judge": {"default": None, "required": False},  # the first --model
+    })(f)
+    return click.command("math2")(f)
+
+
+def eval_math2(ctx, resume_run, plot_path, as_json, **options):
     """Solve source (X) and MATH² (Y) questions with each model; an LLM judge grades steps and answer.
 
     Prints accuracy per model and the square-law comparison Y vs X² (residual, relative drop).
+    Every option but --resume, --plot and --json is a field of the run's settings (Math2EvalConfig).
 
     \b
     Example:
@@ -178,28 +169,32 @@ def eval_math2(ctx, sources, models, judge, x_questions, x_limit, limit, max_tok
       skillweave eval math2 --source math2-20261126-101500-ab12cd --model local --plot square.png
     """
     from skillweave.agents.math2_eval import run_eval
+    from skillweave.cli.options import config_from_options
     from skillweave.metrics.math2 import eval_report, plot_eval_report
+    from skillweave.pipelines.math2 import Math2EvalConfig
+    from skillweave.providers.reply_cache import cache_path
 
     store = open_store(ctx)
     if resume_run:
         run_id = store.get_run(resume_run)["id"]
     else:
-        models = list(models) or ["local"]
-        for spec in [*models, judge or models[0]]:
+        models = list(options["models"]) or ["local"]
+        judge = options["judge"] or models[0]
+        for spec in [*models, judge]:
             check_model("--model/--judge", spec)
+        sources = options["source_runs"]
         if not sources:
             newest = store.list_runs(limit=1, pipeline="math2")
-            if not newest and x_questions == "none":
+            if not newest and options["x_questions"] == "none":
                 raise UsageError("no math2 run in the store; pass --source RUN or run `skillweave run math2` first")
             sources = [newest[0]["id"]] if newest else []
         sources = [store.get_run(s)["id"] for s in sources]
-        config = {"models": models, "judge": judge or models[0], "source_runs": sources, "x_questions": x_questions,
-                  "x_limit": x_limit, "limit": limit, "temperature": 0.0, "max_tokens": max_tokens,
-                  "judge_max_tokens": 384, "concurrency": concurrency, "solve_template": "math2/solve",
-                  "judge_template": "math2/judge"}
-        for key in ("solve_template", "judge_template"):
-            load_template(config[key], prompts_dir(ctx))
-        run_id = store.create_run("math2-eval", typed_config("math2-eval", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
+        config = config_from_options(Math2EvalConfig, {**options, "models": models, "judge": judge,
+                                                       "source_runs": sources})
+        for template in config.templates():
+            load_template(template, prompts_dir(ctx))
+        config.reply_cache = cache_path(config.reply_cache)  # --reply-cache, else $SKILLWEAVE_REPLY_CACHE
+        run_id = store.create_run("math2-eval", config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
     click.echo(f"run {run_id}", err=True)
     summary = run_eval(store, run_id, prompts_dir=prompts_dir(ctx))
     click.echo(f"run {run_id}: {summary['items']} solutions, {summary['done']} graded, {summary['failed']} failed",
@@ -292,7 +287,10 @@ def _eval_group(root: click.Group) -> click.Group:
 
 
 def register(root: click.Group) -> None:
-    run_group.add_command(run_math2)
+    run_group.lazy["math2"] = _run_math2_command  # built when first asked for
     group = _eval_group(root)
-    group.add_command(eval_math2)
+    if hasattr(group, "lazy"):
+        group.lazy["math2"] = _eval_math2_command
+    else:  # an `eval` group of another kind: built now
+        group.add_command(_eval_math2_command())
     group.add_command(square_law_cmd)

@@ -161,10 +161,10 @@ def check_budget_prices(config) -> None:
     """--max-cost needs a price for every chat model the run names: refused before the run is stored."""
     from skillweave.providers.prices import price_of
 
-    if not config.get("max_cost"):
+    if not config.max_cost:
         return
     for field in MODEL_FIELDS:
-        spec = config.get(field)
+        spec = getattr(config, field, None)  # the model-naming settings this pipeline has
         if isinstance(spec, str) and spec and price_of(spec) is None:
             raise UsageError(f"--max-cost: no price for '{spec}' (--{field}); give it price_input/price_output in "
                              f"the models file or a `prices:` entry (docs/cost.md)")
@@ -229,13 +229,26 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     exit_when_done(ctx, summary)
 
 
-class RunGroup(click.Group):
-    """`run` subcommands, each with the retry options (--timeout, --max-attempts, ...). Those generated from a settings model are built when first asked for, so commands
-    that do not start a run never load the pydantic models (CLI start-up time)."""
+class LazyGroup(click.Group):
+    """A group whose commands generated from a settings model are built when first asked for (`lazy`), so
+    commands that do not start a run never load the pydantic models (CLI start-up time)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.lazy: dict[str, object] = {}  # name -> () -> click.Command
+
+    def list_commands(self, ctx):
+        return sorted({*self.commands, *self.lazy})
+
+    def get_command(self, ctx, name):
+        if name not in self.commands and name in self.lazy:
+            self.add_command(self.lazy.pop(name)(), name)
+        return self.commands.get(name)
+
+
+class RunGroup(LazyGroup):
+    """`run` subcommands, each with the retry options (--timeout, --max-attempts, ...), built when first asked
+    for (`LazyGroup`)."""
 
     def _registry_names(self) -> set[str]:
         from skillweave.pipelines import all_pipelines
@@ -372,7 +385,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
 
     store = open_store(ctx)
     run = store.get_run(run_id)
-    get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail before any write
+    stored = get_pipeline(run["pipeline"]).load_config(run["config"])  # unknown pipeline or settings: fail first
     if ctx.meta.get(RETRY_META):  # kept in the run's config, so the next resume uses them too
         retry = {spec: dict(fields) for spec, fields in (run["config"].get("retry") or {}).items()}
         for spec, fields in ctx.meta[RETRY_META].items():
@@ -386,8 +399,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
 
     for item_id in reopen_dead_claims(store, run["id"]):  # a review decision whose process died mid-resume
         click.echo(f"item {item_id}: its reviewer's process is gone; it waits for review again", err=True)
-    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or run["config"].get("concurrency") or 8,
-                       retry_failed=retry_failed)
+    execute_and_report(ctx, run["pipeline"], run["id"], concurrency or stored.concurrency, retry_failed=retry_failed)
 
 
 def register(root: click.Group) -> None:

@@ -16,8 +16,8 @@ import click
 from skillweave.catalog import bank as bk
 from skillweave.catalog import instruct_formats as fmt
 from skillweave.catalog.mathdata import load_questions
-from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir, typed_config
-from skillweave.cli.run import check_model, run_group, start_run
+from skillweave.cli.common import echo_json, echo_table, json_option, open_store, prompts_dir
+from skillweave.cli.run import LazyGroup, check_model, run_group, start_run
 from skillweave.cli.skills_review import _hint  # also registers `review skills ...`
 from skillweave.errors import NotFound, UsageError
 from skillweave.prompts import load_template
@@ -45,124 +45,23 @@ def _dataset_catalog(dataset: str, rows: list[dict]) -> tuple:
 
 
 # ---- run extract-skills -------------------------------------------------------------------------------
-@click.command("extract-skills")
-@click.option(
-    "--dataset",
-    default=None,
-    help="Questions (JSONL or CSV with question, answer, optional subject "
-    "and solution) or 'bundled'. Without it: direct prompting for skills and query types.",
-)
-@click.option(
-    "--split",
-    default="all",
-    show_default=True,
-    help="Use only rows with this `split` value (all = every row).",
-)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N questions.")
-@click.option(
-    "--model", default="local", show_default=True, help="Model spec: local, fake, openai:<m>, anthropic:<m>."
-)
-@click.option(
-    "--reviewer",
-    type=click.Choice(["human", "auto"]),
-    default="human",
-    show_default=True,
-    help="human: pause after clustering for `skillweave review skills`; auto: no pause.",
-)
-@click.option("--bank-name", default=None, help="Name of the stored bank / catalogs (default: the run id).")
-@click.option(
-    "--relabel",
-    type=click.Choice(["map", "llm"]),
-    default="map",
-    show_default=True,
-    help="map: each question takes its fine label's coarse skill; llm: the model picks for every question.",
-)
-@click.option(
-    "--cluster-batch",
-    default=80,
-    show_default=True,
-    type=click.IntRange(min=2),
-    help="Fine labels per clustering call (per subject).",
-)
-@click.option(
-    "--cluster-ratio",
-    default=0.25,
-    show_default=True,
-    type=click.FloatRange(0.01, 1.0),
-    help="Target coarse/fine ratio suggested to the clustering model (MATH: ~117/5000; unverified).",
-)
-@click.option(
-    "--pregroup",
-    type=click.Choice(["alpha", "embed"]),
-    default="alpha",
-    show_default=True,
-    help="How labels beyond --cluster-batch are split into clustering calls: sorted names, or MiniLM similarity.",
-)
-@click.option(
-    "--cluster-max-tokens",
-    default=2048,
-    show_default=True,
-    type=click.IntRange(min=16),
-    help="Max new tokens of a clustering / skill-list / query-type reply.",
-)
-@click.option("--no-solution", is_flag=True, help="Do not show solutions to the labeller.")
-@click.option(
-    "--parse-retries",
-    default=2,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Fresh calls after a reply that does not parse.",
-)
-@click.option(
-    "--temperature", default=0.0, show_default=True, help="First-try temperature (retries use 0.7)."
-)
-@click.option(
-    "--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Calls in flight."
-)
-@click.option(
-    "--domain",
-    default="helpful instruction following",
-    show_default=True,
-    help="Without a dataset: the domain to enumerate skills for.",
-)
-@click.option("--n-topics", default=8, show_default=True, help="Without a dataset: topics to ask for.")
-@click.option("--skills-per-topic", default=6, show_default=True, help="Without a dataset: skills per topic.")
-@click.option(
-    "--n-query-types", default=12, show_default=True, help="Without a dataset: query types to ask for."
-)
-@click.option(
-    "--proposals",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=1),
-    help="Without a dataset: skill-list calls whose union is deduplicated.",
-)
-@click.pass_context
-def run_extract_skills(
-    ctx,
-    dataset,
-    split,
-    limit,
-    model,
-    reviewer,
-    bank_name,
-    relabel,
-    cluster_batch,
-    cluster_ratio,
-    pregroup,
-    cluster_max_tokens,
-    no_solution,
-    parse_retries,
-    temperature,
-    concurrency,
-    domain,
-    n_topics,
-    skills_per_topic,
-    n_query_types,
-    proposals,
-):
+def _run_extract_skills_command() -> click.Command:
+    """`run extract-skills`: one option per ExtractSkillsConfig field (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.skill_extraction import ExtractSkillsConfig
+
+    f = config_options(ExtractSkillsConfig, overrides={
+        "reviewer": {"default": "human"},  # a person checks the clusters unless told otherwise (API: auto)
+        "show_solution": {"decls": ["--show-solution/--no-solution"]},  # today's name: --no-solution
+    })(click.pass_context(run_extract_skills))
+    return click.command("extract-skills")(f)
+
+
+def run_extract_skills(ctx, **options):
     """Build a skill exemplar bank from a question set (label, cluster, review, relabel), or a skill list and
     query types by direct prompting when no dataset is given.
+
+    Every option is a field of the run's settings (ExtractSkillsConfig), stored with the run.
 
     \b
     Example:
@@ -172,128 +71,53 @@ def run_extract_skills(
       skillweave review skills approve latest
       skillweave run extract-skills --model fake --reviewer auto          # dataset-agnostic route
     """
-    check_model("--model", model)
-    config = {
-        "model": model,
-        "reviewer": reviewer,
-        "bank_name": bank_name,
-        "relabel": relabel,
-        "cluster_batch": cluster_batch,
-        "cluster_ratio": cluster_ratio,
-        "show_solution": not no_solution,
-        "cluster_max_tokens": cluster_max_tokens,
-        "pregroup": pregroup,
-        "propose_max_tokens": cluster_max_tokens,
-        "parse_retries": parse_retries,
-        "temperature": temperature,
-        "concurrency": concurrency,
-        "label_template": "skill_extraction/label",
-        "cluster_template": "skill_extraction/cluster",
-        "relabel_template": "skill_extraction/relabel",
-        "dataset": dataset,
-        "split": split,
-        "limit": limit,
-    }
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.skill_extraction import ExtractSkillsConfig
+
+    check_model("--model", options["model"])
+    config = config_from_options(ExtractSkillsConfig, options)
     catalogs = {}
-    if dataset:
-        catalogs["dataset"] = _dataset_catalog(dataset, _questions(dataset, split, limit))
-    else:
-        config.update(
-            {
-                "domain": domain,
-                "n_topics": n_topics,
-                "skills_per_topic": skills_per_topic,
-                "n_query_types": n_query_types,
-                "proposals": proposals,
-                "skills_template": "skill_extraction/propose_skills",
-                "query_types_template": "skill_extraction/propose_query_types",
-            }
-        )
+    if config.dataset:
+        catalogs["dataset"] = _dataset_catalog(config.dataset, _questions(config.dataset, config.split, config.limit))
     run_id = start_run(ctx, "extract-skills", config, catalogs)
     if run_id:  # not a --dry-run
         _hint(ctx, run_id)
 
 
 # ---- eval solve ---------------------------------------------------------------------------------------
-@click.group("eval")
+@click.group("eval", cls=LazyGroup)
 def eval_group() -> None:
     """Evaluate models on question sets (exemplar retrieval, MATH²)."""
 
 
-@eval_group.command("solve")
-@click.option("--dataset", default="bundled", show_default=True, help="Questions (JSONL/CSV) or 'bundled'.")
-@click.option(
-    "--split", default=None, help="Rows with this `split` value (default: test for bundled, else all)."
-)
-@click.option(
-    "--bank",
-    "bank_ref",
-    default="bundled",
-    show_default=True,
-    help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.",
-)
-@click.option(
-    "--exemplars",
-    "methods",
-    default="skill,random,fixed",
-    show_default=True,
-    help="Exemplar methods to compare, comma-separated: skill, random, fixed, subject (same-subject baseline).",
-)
-@click.option("--model", default="local", show_default=True, help="Solver model spec.")
-@click.option("--k", default=4, show_default=True, type=click.IntRange(min=0), help="Exemplars per question.")
-@click.option("--seed", default=0, show_default=True, help="Seed of the exemplar draws.")
-@click.option(
-    "--judge", default=None, help="Also grade with an LLM judge (model spec); the report then uses it."
-)
-@click.option(
-    "--skill-list",
-    type=click.Choice(["all", "subject"]),
-    default="all",
-    show_default=True,
-    help="Skills shown to the picker: all, or only the question's subject's skills.",
-)
-@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")
-@click.option("--max-tokens", default=384, show_default=True, type=click.IntRange(min=1),
-              help="Solver max new tokens.")
-@click.option(
-    "--parse-retries",
-    default=1,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Fresh skill-pick calls after an unparseable pick.",
-)
-@click.option(
-    "--concurrency", default=8, show_default=True, type=click.IntRange(min=1), help="Threads in flight."
-)
-@click.option(
-    "--retrieval",
-    "retrieval_file",
-    type=click.Path(dir_okay=False),
-    default=None,
-    help="AdaptMI retrieval file ({\"question2skill\": ...}): the skill method takes each question's skill "
-    "from it (matched by question text) instead of asking the model.",
-)
-@json_option
-@click.pass_context
-def eval_solve(
-    ctx,
-    dataset,
-    split,
-    bank_ref,
-    methods,
-    model,
-    k,
-    seed,
-    judge,
-    skill_list,
-    limit,
-    max_tokens,
-    parse_retries,
-    concurrency,
-    retrieval_file,
-    as_json,
-):
+def _eval_solve_command() -> click.Command:
+    """`eval solve`: one option per SolveConfig field, plus --bank, --limit and --json (built when first asked for)."""
+    from skillweave.cli.options import config_options
+    from skillweave.pipelines.skill_extraction import SolveConfig
+
+    f = json_option(click.pass_context(eval_solve))
+    f = click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the first N questions.")(f)
+    f = click.option("--bank", "bank_ref", default="bundled", show_default=True,
+                     help="Skill bank: 'bundled', an AdaptMI bank JSON file, or a stored bank id/name.")(f)
+    f = config_options(SolveConfig, exclude=EVAL_SOLVE_EXCLUDED, overrides={
+        "dataset": {"default": "bundled"},
+        "methods": {"decls": ["--exemplars"], "type": str, "multiple": False, "default": "skill,random,fixed",
+                    "callback": lambda _c, _p, v: [m.strip() for m in v.split(",") if m.strip()]},
+        "retrieval_file": {"decls": ["--retrieval"], "type": click.Path(dir_okay=False)},
+    })(f)
+    return click.command("solve")(f)
+
+
+# settings `eval solve` does not offer: the catalog ids (--bank and --dataset store the catalogs and fill them
+# in), and --shard (it stores and runs its run itself, one process)
+EVAL_SOLVE_EXCLUDED = frozenset({"bank_catalog", "dataset_catalog", "shard"})
+
+
+def eval_solve(ctx, bank_ref, limit, as_json, **options):
     """Solve each question with skill-based, random or fixed exemplars; report accuracy per method and skill.
+
+    Every option but --bank, --limit and --json is a field of the run's settings (SolveConfig), stored with
+    the run.
 
     \b
     Example:
@@ -303,15 +127,18 @@ def eval_solve(
       skillweave report latest --json
     """
     from skillweave.agents.solver import METHODS
+    from skillweave.cli.options import config_from_options
+    from skillweave.pipelines.skill_extraction import SolveConfig
+    from skillweave.providers.reply_cache import cache_path
 
-    check_model("--model", model)
-    if judge:
-        check_model("--judge", judge)
-    chosen = [m.strip() for m in methods.split(",") if m.strip()]
+    check_model("--model", options["model"])
+    if options["judge"]:
+        check_model("--judge", options["judge"])
+    chosen = options["methods"]
     bad = [m for m in chosen if m not in METHODS]
     if bad or not chosen:
         raise UsageError(
-            f"--exemplars '{methods}': unknown method(s) {bad}; choose from {', '.join(METHODS)}"
+            f"--exemplars '{','.join(chosen)}': unknown method(s) {bad}; choose from {', '.join(METHODS)}"
         )
     store = open_store(ctx)
     bank = bk.load_bank(store, bank_ref)
@@ -320,44 +147,28 @@ def eval_solve(
             f"bank '{bank_ref}' has no exemplars; build one with `skillweave run extract-skills`"
         )
     bank_id = bank.catalog_id or bk.save_bank(store, bank, bank.name or bank_ref, source=bank_ref)
-    split = split or ("test" if dataset == "bundled" else None)
+    dataset = options["dataset"]
+    split = options["split"] or ("test" if dataset == "bundled" else None)
     rows = _questions(dataset, split, limit)
-    if retrieval_file:
-        retrieved = bk.read_retrieval_json(retrieval_file)
+    if options["retrieval_file"]:
+        retrieved = bk.read_retrieval_json(options["retrieval_file"])
         rows = [{**r, "retrieved_skills": retrieved.get(r["question"])} for r in rows]
-    config = {
-        "model": model,
-        "k": k,
-        "seed": seed,
-        "methods": chosen,
-        "judge": judge,
-        "skill_list": skill_list,
-        "max_tokens": max_tokens,
-        "temperature": 0.0,
-        "parse_retries": parse_retries,
-        "concurrency": concurrency,
-        "bank_catalog": bank_id,
-        "dataset": dataset,
-        "split": split,
-        "pick_template": "solve/pick_skill",
-        "solve_template": "solve/cot",
-        "judge_template": "solve/judge",
-    }
-    if retrieval_file:
-        config["retrieval_file"] = retrieval_file
+    config = config_from_options(SolveConfig, {**options, "bank_catalog": bank_id, "split": split})
     from skillweave.agents.solver import run_report
     from skillweave.graphs.runtime import run_pipeline
     from skillweave.pipelines import get_pipeline
 
-    for key in [k for k in config if k.endswith("_template")]:
-        load_template(config[key], prompts_dir(ctx))
+    for template in config.templates():
+        load_template(template, prompts_dir(ctx))
+    config.reply_cache = cache_path(config.reply_cache)  # --reply-cache, else $SKILLWEAVE_REPLY_CACHE
     name, kind, entries, source = _dataset_catalog(dataset, rows)
-    config["dataset_catalog"] = store.save_catalog(name, kind, entries, source=source)
-    run_id = store.create_run("solve", typed_config("solve", config), command=shlex.join(["skillweave", *sys.argv[1:]]))
-    store.link_run_catalog(run_id, config["dataset_catalog"], "dataset")
+    config.dataset_catalog = store.save_catalog(name, kind, entries, source=source)
+    run_id = store.create_run("solve", config.model_dump(), command=shlex.join(["skillweave", *sys.argv[1:]]))
+    store.link_run_catalog(run_id, config.dataset_catalog, "dataset")
     store.link_run_catalog(run_id, bank_id, "bank")
     click.echo(f"run {run_id}", err=True)
-    summary = run_pipeline(get_pipeline("solve"), store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency)
+    summary = run_pipeline(get_pipeline("solve"), store, run_id, prompts_dir=prompts_dir(ctx),
+                           concurrency=config.concurrency)
     click.echo(
         f"run {run_id}: {summary.threads} threads, {summary.done} done, {summary.failed} failed", err=True
     )
@@ -561,12 +372,15 @@ def skills_export(ctx, ref, out, fmt_name, provenance):
     click.echo(f"wrote {out_path} ({fmt_name})", err=True)
 
 
+eval_group.lazy["solve"] = _eval_solve_command
+
+
 def register(root: click.Group) -> None:
-    run_group.add_command(run_extract_skills)
+    run_group.lazy["extract-skills"] = _run_extract_skills_command  # built when first asked for
     existing = root.commands.get("eval")
     if existing is None:
         root.add_command(eval_group)
     elif existing is not eval_group and isinstance(existing, click.Group):  # someone else's eval group
-        for name, command in eval_group.commands.items():
-            existing.add_command(command, name)
+        for name in eval_group.list_commands(click.Context(eval_group)):
+            existing.add_command(eval_group.get_command(click.Context(eval_group), name), name)
     root.add_command(skills_group)

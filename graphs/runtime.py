@@ -138,7 +138,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
     if module.runner is not None:
         return await _run_runner(module, ctx, concurrency)
-    specs = shards.select(module.plan(ctx), ctx.config.get("shard"))  # the whole plan unless --shard I/N
+    specs = shards.select(module.plan(ctx), ctx.config.shard)  # the whole plan unless --shard I/N
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
     others = []
     if only_threads is not None:
@@ -218,13 +218,13 @@ def run_context(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: s
     config = _spec(pipeline).load_config(run["config"])
     prompts = open_run_prompts(store, run_id, prompts_dir, allow_changed=allow_changed_prompts)
     budget = None
-    if config.get("max_cost"):
+    if config.max_cost:
         from skillweave.providers.prices import Budget
         from skillweave.store.cost import run_spend
 
         budget = Budget(config.max_cost, spent=run_spend(store, run_id)["cost_usd"] or 0.0)
     batch = None
-    if config.get("batch"):
+    if config.batch:
         from skillweave.providers.batch import Batcher
 
         batch = Batcher(store, run_id)

@@ -146,6 +146,9 @@ def graded_records(store, run_id: str) -> list[dict]:
 
 def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -> dict:
     """The ConceptMix report of a run: the per-k table plus JSON fields (scores, categories, failures)."""
+    from skillweave.pipelines.conceptmix import PIPELINE
+
+    settings = PIPELINE.load_config(run["config"])
     scores = conceptmix_scores(graded_records(store, run["id"]), breakdown_k=breakdown_k)
     failed: dict[int, int] = defaultdict(int)
     steps: dict[str, int] = defaultdict(int)  # from item payloads, so a resumed run never counts twice
@@ -154,9 +157,9 @@ def run_report(store, run: dict, breakdown_k: int | None = 1, **_options: Any) -
         if item["status"] == "failed":
             failed[item["k"]] += 1
         steps["resamples"] += len(payload.get("resample_reasons") or [])
-        steps["rule_refine"] += payload.get("refine_source") == "rule" and run["config"].get("refine") != "rule"
+        steps["rule_refine"] += payload.get("refine_source") == "rule" and settings.refine != "rule"
         steps["template_questions"] += (payload.get("questions_source") == "template"
-                                        and run["config"].get("questions") != "template")
+                                        and settings.questions != "template")
     table = scores_table(scores)
     for row in table:
         row["failed_items"] = failed.get(row["k"], 0)

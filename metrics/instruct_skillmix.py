@@ -13,6 +13,12 @@ def _words(text: str | None) -> int:
     return len((text or "").split())
 
 
+def _settings(run: dict):
+    from skillweave.pipelines.instruct_skillmix import PIPELINE
+
+    return PIPELINE.load_config(run["config"])
+
+
 def run_report(store, run: dict, **_options) -> dict:
     items = list(store.items(run["id"], kind=KIND))
     status = Counter(i["status"] for i in items)
@@ -42,7 +48,7 @@ def run_report(store, run: dict, **_options) -> dict:
         if honest else 0.0,
     }
     return {
-        "run_id": run["id"], "pipeline": run["pipeline"], "set": run["config"].get("set", "train"),
+        "run_id": run["id"], "pipeline": run["pipeline"], "set": _settings(run).set,
         "columns": ["metric", "value"], "table": [{"metric": k, "value": v} for k, v in summary.items()],
         "summary": summary, "per_query_type": dict(sorted(types.items())), "failure_stages": dict(failures),
     }

@@ -23,8 +23,10 @@ STAGES = ("pair_check", "qgen", "validate", "refine", "consistency", "review")
 
 def run_report(store, run: dict, **_: object) -> dict:
     """Outcome of every generated question (accepted / dropped at each stage / failed / waiting for review)."""
+    from skillweave.pipelines.math2 import PIPELINE
+
     items = list(store.items(run["id"], kind=KIND))
-    threads = run["config"].get("n", 0)
+    threads = PIPELINE.load_config(run["config"]).n
     status = Counter(i["status"] for i in items)
     drops = Counter(drop_stage(i) for i in items if i["status"] == "dropped")
     accepted = [i for i in items if i["status"] == "accepted"]

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from skillweave.pipeline import Pipeline, PipelineConfig
 
 
 class ChartEvalConfig(PipelineConfig):
-    data: str = Field(..., description="Chart data folder (CharXiv release layout or `charts synth` output).")
-    split: str = Field("val", description="Split of the release.")
-    model: str = Field("local", description="Model that answers (multimodal).")
+    data: str = Field(..., description="A CharXiv-format folder: the official release layout or one written by "
+                                       "`charts synth`.")
+    split: str = Field("val", description="Split to evaluate (the command line's default: the only split present, "
+                                          "else val).")
+    model: str = Field("local", description="Model that answers: openai:<vision model>, anthropic:<model>, fake, "
+                                            "or local with --blind (required on the command line).")
     judge: str | None = Field(None, description="Judge model spec (default: same as --model).")
-    mode: str = Field("both", description="Questions asked: descriptive, reasoning or both.")
-    limit: int | None = Field(None, ge=1, description="At most this many charts.")
-    grading: str = Field("both", description="Programmatic, judge or both.")
-    batch_size: int = Field(5, ge=1, description="Descriptive answers graded per judge call.")
-    judge_retries: int = Field(10, ge=0, description="Extra judge tries for a reply that does not parse.")
-    judge_max_tokens: int = Field(256, ge=1, description="Judge max new tokens (grows with retries).")
-    judge_max_tokens_cap: int = Field(1024, ge=1, description="Upper bound of the growing judge budget.")
-    max_tokens: int = Field(1024, ge=1, description="Answer max new tokens.")
-    blind: bool = Field(False, description="Ask without the image (a text-only baseline).")
+    mode: Literal["both", "descriptive", "reasoning"] = Field("both", description="Which question sets to ask.")
+    limit: int | None = Field(None, ge=1, description="Only the first N charts (by figure id).")
+    grading: Literal["both", "judge", "programmatic"] = Field(
+        "both", description="both: judge every question and also check exact answers programmatically; "
+                            "programmatic: skip the judge where the answer is exact; judge: the judge only.")
+    batch_size: int = Field(5, ge=1, description="Descriptive answers per judge call (same template).")
+    judge_retries: int = Field(10, ge=1, description="Judge calls per batch before its questions score -1 (invalid).")
+    judge_max_tokens: int = Field(256, ge=16, description="Judge budget; doubled on a truncated JSON reply, up to "
+                                                          "--judge-max-tokens-cap.")
+    judge_max_tokens_cap: int = Field(1024, ge=16, description="Largest judge budget the doubling reaches.")
+    max_tokens: int = Field(1024, ge=1, description="Answer budget of the model.")
+    blind: bool = Field(False, description="Send questions without the image: a text-only baseline (works with "
+                                           "--model local).")
     temperature: float = Field(0.0, ge=0, description="Answer sampling temperature.")
-    ask_template: str = Field("chart_eval/ask", description="Question prompt template.")
-    judge_descriptive_template: str = Field("chart_eval/judge_descriptive", description="Descriptive judge template.")
-    judge_reasoning_template: str = Field("chart_eval/judge_reasoning", description="Reasoning judge template.")
+    ask_template: str = Field("chart_eval/ask", description="Prompt template that asks a chart question.")
+    judge_descriptive_template: str = Field("chart_eval/judge_descriptive",
+                                            description="Judge template for descriptive questions.")
+    judge_reasoning_template: str = Field("chart_eval/judge_reasoning",
+                                          description="Judge template for reasoning questions.")
 
 
 PIPELINE = Pipeline(

@@ -14,17 +14,23 @@ class ConceptMixConfig(PipelineConfig):
 
     source: Literal["generate", "import", "run"] = Field(
         "generate", description="Where prompts come from: sampled here, imported files, or another run.")
-    k: list[int] | None = Field(None, description="Concepts besides the object: 1, 1,2 or 1..7.")
-    n: int | None = Field(None, ge=1, description="Prompts per k.")
-    seed: int = Field(0, description="Sampling seed.")
-    model: str | None = Field(None, description="LLM for prompt writing and configuration refinement.")
-    image_model: str = Field("render", description="Image backend: render, fake, openai-images:<model>, ...")
-    grader: str = Field("fake", description="Visual question grader (a multimodal model spec).")
-    grader_max_tokens: int = Field(1, ge=1, description="Grader max new tokens (a Yes/No answer).")
+    k: list[int] | None = Field(None, description="Difficulty: concepts beyond the base object; 1, 1,3 or 1..7 "
+                                                  "(the command line's default: 1..3).")
+    n: int | None = Field(None, ge=1, description="Prompts per k (the command line's default: 4).")
+    seed: int = Field(0, description="Sampling seed (each record hashes it with k and index).")
+    model: str | None = Field(None, description="Model for refine/caption/verify/questions: local, fake, "
+                                                "openai:<m>, anthropic:<m> (the command line's default: local).")
+    image_model: str = Field("render", description="Text-to-image backend: render (offline drawings), "
+                                                   "openai-images:<model> or diffusers:<local folder>.")
+    grader: str = Field("fake", description="VLM grader: openai:<vision model>, anthropic:<model>, or fake (always "
+                                            "answers Yes; dry runs only). Required on the command line.")
+    grader_max_tokens: int = Field(1, ge=1, description="Reply length for the grader (the paper uses 1: Yes or No).")
     grader_temperature: float = Field(0.0, ge=0, description="Grader sampling temperature.")
-    refine: str = Field("auto", description="Complete configurations with the LLM, rules, or LLM with rule fallback.")
-    questions: str = Field("auto", description="How visual questions are written.")
-    max_resamples: int = Field(3, ge=0, description="Resamples of a record after conflicts before it fails.")
+    refine: Literal["auto", "llm", "rule"] = Field(
+        "auto", description="Complete configurations with the LLM (auto: fall back to rules, recorded).")
+    questions: Literal["auto", "llm", "template"] = Field(
+        "auto", description="Write questions with the LLM (auto: fall back to catalog templates, recorded).")
+    max_resamples: int = Field(3, ge=0, description="Resamples of a record after conflicts before it is marked failed.")
     parse_retries: int = Field(1, ge=0, description="Extra tries of an LLM step whose reply does not parse.")
     p_extra_object: float = Field(0.25, ge=0, le=1, description="Probability that each of the k slots is another object.")
     max_style: int = Field(1, ge=0, description="Styles per prompt, at most.")

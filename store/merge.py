@@ -69,7 +69,7 @@ def _merge_run(existing: dict, row: dict, where: str) -> dict | None:
         keys = sorted(k for k in set(strip(ca)) | set(strip(cb)) if strip(ca).get(k) != strip(cb).get(k))
         raise MergeConflict(f"run {row['id']} differs between the stores ({where}): config keys "
                             f"{', '.join(keys) or 'pipeline'}; not merged, the target is unchanged")
-    shard_list = sorted({*ca.get("merged_shards", []), *cb.get("merged_shards", []),
+    shard_list = sorted({*(ca.get("merged_shards") or []), *(cb.get("merged_shards") or []),
                          *[c["shard"] for c in (ca, cb) if c.get("shard")]})
     if not shard_list and ca == cb:
         return None
@@ -112,7 +112,7 @@ def merge_stores(sources: list[str], target: str) -> dict:
     runs = []
     for run in store.db["runs"].rows_where(order_by="created_at"):
         config = jload(run["config"], {})
-        runs.append({"id": run["id"], "status": run["status"], "shards": config.get("merged_shards", []),
+        runs.append({"id": run["id"], "status": run["status"], "shards": config.get("merged_shards") or [],
                      "items": store.db["items"].count_where("run_id = ?", [run["id"]])})
     store.close()
     return {"into": target, "sources": sources, "added": added, "runs": runs}

@@ -185,11 +185,12 @@ def test_against_the_official_checkout(cli_run, db_path):
 def test_runs_stored_before_the_option_keep_their_plan(catalog):
     """A config without `sampler` (stored by an older version) plans as it did then: interleaved."""
     from skillweave.agents.skillmix import plan_combinations
+    from skillweave.pipelines import get_pipeline
 
     skills_csv, _ = catalog
     names = [s.name for s in load_skills_csv(skills_csv)]
-    old = {"n": 4, "seed": 10}
+    old = get_pipeline("skillmix").load_config({"n": 4, "seed": 10})  # as resume loads a stored config
     expected = sample_skill_combinations(names, TOPICS, 2, 4, seed=10, reshuffle_key="k2_s10")
     assert plan_combinations(old, names, TOPICS, 2) == [(c, t[0]) for c, t in expected]
     with pytest.raises(ValueError, match="unknown Skill-Mix sampler 'mine'"):
-        plan_combinations({**old, "sampler": "mine"}, names, TOPICS, 2)
+        plan_combinations(old.model_copy(update={"sampler": "mine"}), names, TOPICS, 2)
