@@ -23,9 +23,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(tmp_path, *options: str) -> list[str]:
-    script = tmp_path / "rank.py"
-    script.write_text(SCRIPT)
+def _launch(tmp_path, *options: str, script: str = SCRIPT) -> list[str]:
+    text, script = script, tmp_path / "rank.py"
+    script.write_text(text)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
     env.pop("ACCELERATE_CONFIG_FILE", None)
     done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *options, "--num_machines", "1",
@@ -38,6 +38,15 @@ def _launch(tmp_path, *options: str) -> list[str]:
 @pytest.mark.slow
 def test_cpu_flag_starts_one_process_whatever_num_processes_says(tmp_path):
     assert _launch(tmp_path, "--cpu", "--num_processes", "2") == ["rank - of - threads 1"]
+
+
+@pytest.mark.slow
+def test_join_cpu_launch_turns_the_one_process_into_the_asked_processes(tmp_path):
+    """What the trainers do first (devices.setup): the lone `--cpu` process relaunches the script as N ranks."""
+    script = "from skillweave.trainers.launch import join_cpu_launch\njoin_cpu_launch()\n" + SCRIPT
+    lines = _launch(tmp_path, "--cpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
+                    "--num_cpu_threads_per_process", "2", script=script)
+    assert lines == ["rank 0 of 2 threads 2", "rank 1 of 2 threads 2"]
 
 
 @pytest.mark.slow
