@@ -46,8 +46,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool, skip: tuple[str, ...]
 
 
 
-def device_options(checkpointing: bool = False):
-    """--device and --dtype (and --gradient-checkpointing) for a trainer command (trainers/devices.py)."""
+def device_options(checkpointing: bool = False, fsdp: bool = False):
+    """--device and --dtype (and --gradient-checkpointing, --fsdp) for a trainer command (trainers/devices.py)."""
     options = [
         click.option("--device", default="auto", show_default=True,
                      help="auto (CUDA when available, else CPU), cpu, cuda or cuda:N."),
@@ -58,6 +58,10 @@ def device_options(checkpointing: bool = False):
         options.append(click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=False,
                                     show_default=True,
                                     help="Recompute activations in the backward pass (less memory, more compute)."))
+    if fsdp:
+        options.append(click.option("--fsdp/--no-fsdp", default=False, show_default=True,
+                                    help="Shard weights, gradients and optimizer state across the processes of an "
+                                         "`accelerate launch` (FSDP2); full fine-tuning only."))
 
     def decorate(f):
         for option in reversed(options):
@@ -93,7 +97,7 @@ def train_group() -> None:
 @click.option("--grad-accum", default=1, show_default=True, help="Gradient accumulation steps.")
 @click.option("--max-length", default=1024, show_default=True, help="Max tokens per example; the start is kept.")
 @click.option("--seed", default=0, show_default=True, help="Random seed.")
-@device_options(checkpointing=True)
+@device_options(checkpointing=True, fsdp=True)
 @json_option
 @click.pass_context
 def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
@@ -139,7 +143,7 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
 @click.option("--lora-r", default=8, show_default=True, help="LoRA rank.")
 @click.option("--lora-targets", default="all-linear", show_default=True, help="Comma-separated module names or all-linear.")
 @click.option("--seed", default=0, show_default=True, help="Shuffling and tie-breaking seed.")
-@device_options(checkpointing=True)
+@device_options(checkpointing=True, fsdp=True)
 @click.option("--eval-data", default=None, type=click.Path(exists=True, dir_okay=False),
               help="Held-out prompt/chosen/rejected JSONL: change of mean ln pi(chosen) on it too.")
 @click.option("--eval-prompts", default=None, type=click.Path(exists=True, dir_okay=False),
