@@ -75,3 +75,17 @@ def test_dpo_fsdp_two_processes_make_the_same_update_as_one(tiny_pairs, capsys):
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5  # AdamW: the same update to float order
     assert max((a[n] - base[n]).abs().max().item() for n in a) > 1e-3  # and the update is not nothing
     assert all(isinstance(t, torch.Tensor) and not hasattr(t, "placements") for t in b.values())  # plain tensors
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("one_torch_thread")
+def test_sft_fsdp_on_cpu_processes_is_an_error_not_silent_ddp(tiny_pairs):
+    """accelerate turns FSDP off for CPU processes (tests/test_accelerate_launch_cpu.py); `train sft --fsdp` says so
+    instead of training with DDP under an FSDP label."""
+    rows = [{"prompt": f"{a} {b}", "completion": f"{b} {a}"} for a in "abcd" for b in "efgh"]
+    (tiny_pairs / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    done = mp.launch_process(["--db", "s.db", "train", "sft", "--data", "sft.jsonl", "--model", "tiny", "--device",
+                              "cpu", "--max-steps", "1", "--full", "--fsdp", "--output", "ckpt"], tiny_pairs)
+    assert done.returncode != 0
+    assert "Error: --fsdp: accelerate did not enable FSDP for this cpu run (MULTI_CPU)" in done.stderr
+    assert not (tiny_pairs / "ckpt").exists()

@@ -38,16 +38,20 @@ def _free_port() -> int:
 
 def launch(args: list[str], cwd, mode: str = "--cpu") -> str:
     """Run `skillweave ARGS` in two processes (`accelerate launch --cpu` or `--multi_gpu`); the main process's stdout."""
+    done = launch_process(args, cwd, mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if mode == "--cpu":  # accelerate started one process; it started the two (trainers/launch.py)
+        assert "accelerate launch --cpu: starting 2 processes (gloo)" in done.stderr
+    return done.stdout
+
+
+def launch_process(args: list[str], cwd, mode: str = "--cpu") -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "accelerate.commands.launch", mode, "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), "-m", "skillweave", *args]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(cwd / "hf")}
     env.pop("ACCELERATE_CONFIG_FILE", None)  # no user accelerate config
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    if mode == "--cpu":  # accelerate started one process; it started the two (trainers/launch.py)
-        assert "accelerate launch --cpu: starting 2 processes (gloo)" in done.stderr
-    return done.stdout
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def one_process(args: list[str], capsys) -> str:
