@@ -72,7 +72,7 @@ def test_dpo_fsdp_two_processes_make_the_same_update_as_one(tiny_pairs, capsys):
     assert two["delta_logp_chosen"] == pytest.approx(one["delta_logp_chosen"], abs=1e-5)
     base, a, b = (mp._weights(tiny_pairs / name) for name in ("tiny", "one", "two"))
     assert a.keys() == b.keys()
-    assert max((a[n] - b[n]).abs().max().item() for n in a) < 1e-5  # AdamW: the same update to float order
+    assert max((a[n] - b[n]).abs().max().item() for n in a) < 2e-5  # AdamW: the same update to float order (6.8e-6)
     assert max((a[n] - base[n]).abs().max().item() for n in a) > 1e-3  # and the update is not nothing
     assert all(isinstance(t, torch.Tensor) and not hasattr(t, "placements") for t in b.values())  # plain tensors
 
