@@ -5,7 +5,8 @@ writes one checkpoint.
 The tests launch `accelerate launch --cpu --num_processes 2`, the command the docs give. accelerate itself starts
 one process for it (its simple launcher; tests/test_accelerate_launch_cpu.py); that process relaunches the script
 as two through `accelerate launch --multi_gpu` (trainers/launch.py), and `accelerate.Accelerator(cpu=True)` joins
-them over gloo. The DPO test also runs the direct `--multi_gpu --num_processes 2 ... --device cpu` form.
+them over gloo. The DPO test also runs the direct `--multi_gpu --num_processes 2 ... --device cpu` form, and, where
+MPI is installed, `--cpu --mpirun_hostfile` (mpirun starts the two; they read MPI's rank variables).
 """
 
 from __future__ import annotations
@@ -45,11 +46,20 @@ def launch(args: list[str], cwd, mode: str = "--cpu") -> str:
     return done.stdout
 
 
+def _hostfile(cwd) -> str:
+    """Two slots on this machine, in the installed MPI's hostfile syntax (as accelerate tells them apart)."""
+    version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    (cwd / "hostfile").write_text("localhost slots=2\n" if "Open MPI" in version else "localhost:2\n")
+    return str(cwd / "hostfile")
+
+
 def launch_process(args: list[str], cwd, mode: str = "--cpu") -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "accelerate.commands.launch", mode, "--num_processes", "2",
+    options = ["--cpu", "--mpirun_hostfile", _hostfile(cwd)] if mode == "mpirun" else [mode]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *options, "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), "-m", "skillweave", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(cwd / "hf")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(cwd / "hf"),
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}  # Open MPI refuses root otherwise
     env.pop("ACCELERATE_CONFIG_FILE", None)  # no user accelerate config
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
@@ -82,7 +92,10 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return dict(AutoModelForCausalLM.from_pretrained(folder).named_parameters())
 
 
-@pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu"])
+NO_MPI = pytest.mark.skipif(shutil.which("mpirun") is None, reason="no MPI installed (mpirun)")
+
+
+@pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu", pytest.param("mpirun", marks=NO_MPI)])
 def test_dpo_two_processes_make_the_same_update_as_one(tiny_pairs, capsys, mode):
     args = ["train", "dpo", "--data", "pairs.jsonl", "--model", "tiny", "--device", "cpu", "--optimizer", "sgd",
             "--lr", "1e-2", "--batch-size", "5", "--micro-batch-size", "2", "--json"]
