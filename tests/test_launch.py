@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 
 import pytest
+import torch
 
 from skillweave.errors import ConfigError
 from skillweave.trainers import launch
@@ -84,3 +85,12 @@ def test_an_unreadable_launch_is_a_usage_error_not_one_silent_process(clean_env)
     # the parent of this test process is not `accelerate launch`
     with pytest.raises(ConfigError, match="--multi_gpu --num_processes N"):
         launch.join_cpu_launch()
+
+
+def test_cuda_under_a_cpu_launch_is_a_usage_error(clean_env):
+    from skillweave.trainers.devices import setup
+
+    clean_env.setenv("ACCELERATE_USE_CPU", "True")  # `accelerate launch --cpu` with one process
+    with pytest.raises(ConfigError, match="accelerate launch --cpu"):
+        setup("cuda:0", "auto")
+    assert setup("auto", "auto") == (torch.device("cpu"), torch.float32)

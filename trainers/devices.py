@@ -167,7 +167,9 @@ def setup(device: str | None = "auto", dtype: str | None = "auto") -> tuple[torc
     from skillweave.trainers.launch import cpu_launch, join_cpu_launch
 
     join_cpu_launch()
-    if (device or "auto") == "auto" and cpu_launch():
+    if cpu_launch():
+        if (device or "auto").strip().lower().startswith("cuda"):
+            raise ConfigError(f"--device {device} under `accelerate launch --cpu`: drop one of the two")
         device = "cpu"
     acc = accelerator(device)
     target = acc.device if acc is not None else resolve_device(device)
