@@ -70,6 +70,8 @@ def train_sft(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave train sft --data sda.jsonl --model ./llama-3-8b --device cuda --dtype bf16 --lora \\
         --gradient-checkpointing --output ckpt/sft-8b
       accelerate launch --num_processes 4 -m skillweave train sft --data sda.jsonl --model ./llama-3-8b --lora
+      accelerate launch --multi_gpu --num_processes 4 -m skillweave train sft --data sda.jsonl \
+        --model ./llama-3-8b --dtype bf16 --full --fsdp --output ckpt/sft-full
     """
     config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import sft
@@ -92,6 +94,8 @@ def train_dpo(ctx: click.Context, as_json: bool, **options: Any) -> None:
       skillweave train dpo --data pairs.jsonl --model local --lora --lora-r 8 --lr 1e-4 --output ckpt/dpo-lora
       skillweave train dpo --data pairs.jsonl --model ./ckpt/sft-8b --device cuda:0 --dtype bf16 --lora
       accelerate launch --cpu --num_processes 2 -m skillweave train dpo --data pairs.jsonl --device cpu
+      accelerate launch --multi_gpu --num_processes 4 -m skillweave train dpo --data pairs.jsonl \
+        --model ./ckpt/sft-8b --dtype bf16 --full --fsdp --output ckpt/dpo-full
     """
     config = ctx.command.settings(options, db=_db(ctx))  # a bad value stops here, before torch loads
     from skillweave.trainers import dpo

@@ -1,7 +1,8 @@
 """What `accelerate launch` starts on a CPU-only machine (the installed accelerate), as docs/trainers-sft-dpo-ches.md
 states: `--cpu --num_processes 2` runs the script once (its simple launcher builds an mpirun command only with
 `--mpirun_hostfile`), while `--multi_gpu --num_processes 2` goes through torchrun and starts two ranks, which the
-trainers join over gloo with `--device cpu`. The script launched here only prints its rank; no model is loaded."""
+trainers join over gloo with `--device cpu`; a script that calls `trainers.launch.join_cpu_launch()` (the trainers
+do, in `devices.setup`) gets two ranks under `--cpu` too. The script launched here only prints its rank."""
 
 from __future__ import annotations
 
@@ -23,9 +24,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _launch(tmp_path, *options: str) -> list[str]:
-    script = tmp_path / "rank.py"
-    script.write_text(SCRIPT)
+def _launch(tmp_path, *options: str, script: str = SCRIPT) -> list[str]:
+    text, script = script, tmp_path / "rank.py"
+    script.write_text(text)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}  # no user accelerate config
     env.pop("ACCELERATE_CONFIG_FILE", None)
     done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", *options, "--num_machines", "1",
@@ -38,6 +39,15 @@ def _launch(tmp_path, *options: str) -> list[str]:
 @pytest.mark.slow
 def test_cpu_flag_starts_one_process_whatever_num_processes_says(tmp_path):
     assert _launch(tmp_path, "--cpu", "--num_processes", "2") == ["rank - of - threads 1"]
+
+
+@pytest.mark.slow
+def test_join_cpu_launch_turns_the_one_process_into_the_asked_processes(tmp_path):
+    """What the trainers do first (devices.setup): the lone `--cpu` process relaunches the script as N ranks."""
+    script = "from skillweave.trainers.launch import join_cpu_launch\njoin_cpu_launch()\n" + SCRIPT
+    lines = _launch(tmp_path, "--cpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
+                    "--num_cpu_threads_per_process", "2", script=script)
+    assert lines == ["rank 0 of 2 threads 2", "rank 1 of 2 threads 2"]
 
 
 @pytest.mark.slow
@@ -66,8 +76,9 @@ with open(f"rank{os.environ['RANK']}.txt", "w") as out:  # a file per rank: the 
 @pytest.mark.slow
 def test_fsdp_launch_on_the_cpu_falls_back_to_ddp(tmp_path):
     """`accelerate launch --use_fsdp` with a CPU `Trainer` (as `train sft --device cpu` builds it) trains with DDP,
-    not FSDP: FSDP cannot be exercised on this CPU-only machine (docs/trainers-sft-dpo-ches.md). If this starts
-    failing, accelerate/transformers shard on the CPU and an FSDP test can be written here."""
+    not FSDP: accelerate's FSDP plugin is off for CPU processes, which is why `train sft --fsdp` stops there with an
+    Error (tests/test_fsdp.py) while `train dpo --fsdp` calls torch's `fully_shard` itself. If this starts failing,
+    accelerate shards on the CPU and `train sft --fsdp` can be tested for real."""
     script = tmp_path / "probe.py"
     script.write_text(FSDP_PROBE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -2,9 +2,11 @@
 the same DPO update, the same CHES scores, the same LESS features and selection; SFT trains under DDP and
 writes one checkpoint.
 
-`accelerate launch --cpu` starts a single process on one machine unless MPI is set up, so these tests launch
-`--multi_gpu --num_processes 2` on this CPU-only machine with `--device cpu`: torchrun starts two processes and
-`accelerate.Accelerator(cpu=True)` joins them over gloo.
+The tests launch `accelerate launch --cpu --num_processes 2`, the command the docs give. accelerate itself starts
+one process for it (its simple launcher; tests/test_accelerate_launch_cpu.py); that process relaunches the script
+as two through `accelerate launch --multi_gpu` (trainers/launch.py), and `accelerate.Accelerator(cpu=True)` joins
+them over gloo. The DPO test also runs the direct `--multi_gpu --num_processes 2 ... --device cpu` form, and, where
+MPI is installed, `--cpu --mpirun_hostfile` (mpirun starts the two; they read MPI's rank variables).
 """
 
 from __future__ import annotations
@@ -35,15 +37,31 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def launch(args: list[str], cwd) -> str:
-    """Run `skillweave ARGS` in two processes; returns the main process's stdout."""
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+def launch(args: list[str], cwd, mode: str = "--cpu") -> str:
+    """Run `skillweave ARGS` in two processes (`accelerate launch --cpu` or `--multi_gpu`); the main process's stdout."""
+    done = launch_process(args, cwd, mode)
+    assert done.returncode == 0, done.stderr[-3000:]
+    if mode == "--cpu":  # accelerate started one process; it started the two (trainers/launch.py)
+        assert "accelerate launch --cpu: starting 2 processes (gloo)" in done.stderr
+    return done.stdout
+
+
+def _hostfile(cwd) -> str:
+    """Two slots on this machine, in the installed MPI's hostfile syntax (as accelerate tells them apart)."""
+    version = subprocess.run(["mpirun", "--version"], capture_output=True, text=True).stdout
+    (cwd / "hostfile").write_text("localhost slots=2\n" if "Open MPI" in version else "localhost:2\n")
+    return str(cwd / "hostfile")
+
+
+def launch_process(args: list[str], cwd, mode: str = "--cpu") -> subprocess.CompletedProcess:
+    options = ["--cpu", "--mpirun_hostfile", _hostfile(cwd)] if mode == "mpirun" else [mode]
+    command = [sys.executable, "-m", "accelerate.commands.launch", *options, "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                "--main_process_port", str(_free_port()), "-m", "skillweave", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
-    return done.stdout
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HOME": str(cwd / "hf"),
+           "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1"}  # Open MPI refuses root otherwise
+    env.pop("ACCELERATE_CONFIG_FILE", None)  # no user accelerate config
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def one_process(args: list[str], capsys) -> str:
@@ -74,12 +92,16 @@ def _weights(folder) -> dict[str, torch.Tensor]:
     return dict(AutoModelForCausalLM.from_pretrained(folder).named_parameters())
 
 
-def test_dpo_two_processes_make_the_same_update_as_one(tiny_pairs, capsys):
+NO_MPI = pytest.mark.skipif(shutil.which("mpirun") is None, reason="no MPI installed (mpirun)")
+
+
+@pytest.mark.parametrize("mode", ["--cpu", "--multi_gpu", pytest.param("mpirun", marks=NO_MPI)])
+def test_dpo_two_processes_make_the_same_update_as_one(tiny_pairs, capsys, mode):
     args = ["train", "dpo", "--data", "pairs.jsonl", "--model", "tiny", "--device", "cpu", "--optimizer", "sgd",
             "--lr", "1e-2", "--batch-size", "5", "--micro-batch-size", "2", "--json"]
     os.chdir(tiny_pairs)
     one = json.loads(one_process(["--db", "one.db", *args, "--output", "one"], capsys))
-    two = json.loads(launch(["--db", "two.db", *args, "--output", "two"], tiny_pairs))
+    two = json.loads(launch(["--db", "two.db", *args, "--output", "two"], tiny_pairs, mode))
     assert two["steps"] == one["steps"] == 3  # 11 pairs in steps of 5, 5, 1: the last has fewer pairs than ranks
     assert [e["loss"] for e in two["logs"]] == pytest.approx([e["loss"] for e in one["logs"]], abs=1e-6)
     assert two["delta_logp_chosen"] == pytest.approx(one["delta_logp_chosen"], abs=1e-5)

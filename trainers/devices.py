@@ -124,7 +124,13 @@ def enable_gradient_checkpointing(model: Any) -> None:
 
 
 def process_info() -> tuple[int, int]:
-    """(rank, world size) of this process under `accelerate launch`/torchrun, (0, 1) otherwise."""
+    """(rank, world size) of this process under `accelerate launch`/torchrun (or mpirun), (0, 1) otherwise."""
+    if "WORLD_SIZE" not in os.environ:
+        from skillweave.trainers.launch import mpi_rank_world
+
+        mpi = mpi_rank_world()  # `accelerate launch --cpu --mpirun_hostfile`: MPI's variables, no RANK
+        if mpi is not None:
+            return mpi
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -135,13 +141,15 @@ def distributed() -> bool:
 def accelerator(device: str | None = "auto"):
     """An `accelerate.Accelerator` for a multi-process launch (it sets up the process group), else None.
 
-    Under `accelerate launch --cpu` the device is the CPU; otherwise each process gets its local GPU.
+    Under `accelerate launch --cpu` or `--device cpu` the device is the CPU; otherwise each process gets its local GPU.
     """
     if not distributed():
         return None
     from accelerate import Accelerator
 
-    cpu = (device or "auto") == "cpu" or not torch.cuda.is_available()
+    from skillweave.trainers.launch import cpu_launch
+
+    cpu = (device or "auto") == "cpu" or cpu_launch() or not torch.cuda.is_available()
     return Accelerator(cpu=cpu)
 
 
@@ -151,7 +159,18 @@ def shard(indices: list[int], rank: int, world: int) -> list[int]:
 
 
 def setup(device: str | None = "auto", dtype: str | None = "auto") -> tuple[torch.device, torch.dtype]:
-    """(device, dtype) for a trainer run; under `accelerate launch` the device is this process's device."""
+    """(device, dtype) for a trainer run; under `accelerate launch` the device is this process's device.
+
+    The one process that `accelerate launch --cpu --num_processes N` starts becomes N processes here
+    (trainers/launch.py); `--device auto` under `--cpu` is the CPU.
+    """
+    from skillweave.trainers.launch import cpu_launch, join_cpu_launch
+
+    join_cpu_launch()
+    if cpu_launch():
+        if (device or "auto").strip().lower().startswith("cuda"):
+            raise ConfigError(f"--device {device} under `accelerate launch --cpu`: drop one of the two")
+        device = "cpu"
     acc = accelerator(device)
     target = acc.device if acc is not None else resolve_device(device)
     return target, resolve_dtype(dtype, target)

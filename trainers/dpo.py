@@ -26,6 +26,7 @@ Design choices
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,13 @@ from skillweave.trainers.devices import (
     setup,
     shard,
     token_logps,
+)
+from skillweave.trainers.fsdp import (
+    check_fsdp,
+    full_state_dict,
+    is_sharded,
+    pad_passes,
+    shard_policy,
 )
 from skillweave.trainers.models import apply_lora, plain_model
 from skillweave.trainers.settings import DPOConfig
@@ -86,6 +94,10 @@ def all_logps(model: Any, sequences: list[tuple[list[int], int]], pad_id: int, b
     mine = shard(list(range(len(sequences))), rank, world)
     values = [sequence_logps(model, [sequences[i] for i in mine[b:b + batch_size]], pad_id)
               for b in range(0, len(mine), batch_size)]
+    if sequences and is_sharded(model):  # FSDP: as many forward passes as the busiest process (results unused)
+        for _ in range(pad_passes(len(sequences), batch_size, world, len(mine))):
+            sequence_logps(model, sequences[:1], pad_id)
+        model.reshard()  # the root unit stays gathered after a no-grad forward; its parameters must be the shards
     return _rows_across_processes(torch.cat(values) if values else None, mine, len(sequences), model_device(model))
 
 
@@ -174,6 +186,7 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
         enable_gradient_checkpointing(model)
     rank, world = process_info()
     device = model_device(model)
+    sharded = is_sharded(model)  # FSDP sums the gradients in its reduce-scatter (trainers/fsdp.py)
     rng = random.Random(config.seed)
     logs: list[dict[str, float]] = []
     step = 0
@@ -198,8 +211,13 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
                 loss += part_loss.item()
                 pol_c.append(logps[:len(part)].detach())
                 pol_r.append(logps[len(part):].detach())
+            if sharded:  # FSDP: every process runs as many forward/backward passes; these add zero gradient
+                per_pass = config.micro_batch_size or math.ceil(len(idx) / world)
+                for _ in range(pad_passes(len(idx), per_pass, world, len(mine))):
+                    (sequence_logps(model, [chosen[idx[0]]], pad_id).sum() * 0.0).backward()
             if world > 1:  # the step's gradient is the sum over processes of their size-weighted parts
-                _sum_gradients_across_processes(params)
+                if not sharded:
+                    _sum_gradients_across_processes(params)
                 loss = _sum_scalar(loss, device)
             optimizer.step()
             step += 1
@@ -244,6 +262,11 @@ def run(config: DPOConfig) -> dict[str, Any]:
     if config.ches_keep_lowest is not None:
         keep_lowest([], config.ches_keep_lowest)  # validate the fraction before loading anything
     device, dtype = setup(config.device, config.dtype)
+    if config.fsdp:
+        check_fsdp(lora=config.lora, world=process_info()[1])
+        if config.eval_prompts:
+            raise ConfigError("--eval-prompts generates text, which the sharded policy does not do here; "
+                              "evaluate the saved checkpoint instead")
     # One process records and saves; the others open the store only to read pairs from it.
     store = Store(config.db) if config.db and (is_main_process() or config.store_run) else None
     pairs = load_pairs(config.data, store, config.store_run)
@@ -295,6 +318,8 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
         torch.manual_seed(config.seed)  # the same adapter initialisation in every process
         model = apply_lora(model, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout,
                            targets=config.lora_targets)
+    if config.fsdp:  # the reference log-probs are then computed by the sharded initial policy (trainers/fsdp.py)
+        model = shard_policy(model)
     result = train_dpo(model, tokenizer, chosen, rejected, config)
     if held_out and before_eval:
         after_c, after_r = (all_logps(model, side, pad_id) for side in held_out[:2])
@@ -307,10 +332,11 @@ def _filter_and_train(model: Any, tokenizer: Any, pairs: list, template: Any, co
         result["refusal_rate_before"] = refusal_before
         result["refusal_rate_after"] = _refusal_rate(model, tokenizer, template, config)
     result.update({"filter": filter_log, "run_id": run_id, "template": template.record()})
+    state = full_state_dict(model) if config.output_dir and config.fsdp else None  # a collective: every process
     if config.output_dir and is_main_process():
         out = Path(config.output_dir)
         model = plain_model(model)
-        model.save_pretrained(out)
+        model.save_pretrained(out, **({"state_dict": state} if state is not None else {}))
         tokenizer.save_pretrained(out)
         (out / "skillweave_training.json").write_text(jdump({"method": "dpo", "config": config.model_dump(),
                                                                "templates": {"train": template.record()}}))

@@ -34,6 +34,9 @@ def _check_device(value: str) -> str:
 Device = Annotated[str, AfterValidator(_check_device), Field(description=DEVICE_HELP)]
 Dtype = Annotated[Literal["auto", "fp32", "bf16", "fp16"], Field(description=DTYPE_HELP)]
 Checkpointing = Annotated[bool, Field(description=CHECKPOINTING_HELP)]
+Fsdp = Annotated[bool, Field(description="Shard the model, gradients and optimizer state across the processes of "
+                                         "an `accelerate launch` (FSDP2, one unit per decoder layer); full "
+                                         "fine-tuning only.")]
 Store = Annotated[str | None, Field(description="Store file that records the run (None: do not record); the "
                                                 "command line sets it from the global --db.")]
 
@@ -56,7 +59,7 @@ class TrainerSettings(BaseModel):
 
 
 _BOOL_FLAGS = {"gradient_checkpointing": "--gradient-checkpointing/--no-gradient-checkpointing",
-               "lora": "--lora/--full"}
+               "lora": "--lora/--full", "fsdp": "--fsdp/--no-fsdp"}
 
 
 class SFTConfig(TrainerSettings):
@@ -98,6 +101,7 @@ class SFTConfig(TrainerSettings):
     device: Device = "auto"
     dtype: Dtype = "auto"
     gradient_checkpointing: Checkpointing = False
+    fsdp: Fsdp = False
 
 
 class DPOConfig(TrainerSettings):
@@ -142,6 +146,7 @@ class DPOConfig(TrainerSettings):
     dtype: Dtype = "auto"
     gradient_checkpointing: Checkpointing = False
     db: Store = None
+    fsdp: Fsdp = False
 
 
 class CHESConfig(TrainerSettings):

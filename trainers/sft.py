@@ -32,6 +32,7 @@ from skillweave.trainers.devices import (
     process_info,
     warmup_steps,
 )
+from skillweave.trainers.fsdp import check_fsdp, full_state_dict, sft_fsdp_arguments
 from skillweave.trainers.models import apply_lora, plain_model
 from skillweave.trainers.settings import SFTConfig
 from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
@@ -101,6 +102,7 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
             seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
             **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
                if config.gradient_checkpointing else {}),
+            **(sft_fsdp_arguments(model) if config.fsdp else {}),
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -108,6 +110,10 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
             trainer = Trainer(model=model, args=args, train_dataset=features,
                               data_collator=ResponseOnlyCollator(pad_id))
             trainer.remove_callback(PrinterCallback)  # losses are returned, stdout stays clean for --json
+            if config.fsdp and not trainer.is_fsdp_enabled:  # accelerate turns FSDP off for CPU processes
+                raise ConfigError(f"--fsdp: accelerate did not enable FSDP for this {device.type} run "
+                                  f"({trainer.accelerator.distributed_type.value}); train sft shards on GPUs only "
+                                  "(train dpo --fsdp also shards on the CPU)")
             output = trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -117,13 +123,14 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
 
 
 def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConfig, train_template: PromptTemplate,
-                    eval_template: PromptTemplate) -> Any:
-    """Save weights (LoRA merged), tokenizer and the templates used; returns the plain (merged) model."""
+                    eval_template: PromptTemplate, state_dict: dict | None = None) -> Any:
+    """Save weights (LoRA merged, or `state_dict` gathered from FSDP shards), tokenizer and the templates used;
+    returns the plain (merged) model."""
     from skillweave.store import jdump
 
     model = plain_model(model)
     out = Path(output_dir)
-    model.save_pretrained(out)
+    model.save_pretrained(out, **({"state_dict": state_dict} if state_dict is not None else {}))
     tokenizer.save_pretrained(out)
     (out / "skillweave_training.json").write_text(jdump({
         "method": "sft", "config": config.model_dump(),
@@ -145,6 +152,11 @@ def run(config: SFTConfig) -> dict[str, Any]:
     from skillweave.trainers.devices import setup
 
     device, dtype = setup(config.device, config.dtype)
+    if config.fsdp:
+        check_fsdp(lora=config.lora, world=process_info()[1])
+        if config.eval_data:
+            raise ConfigError("--eval-data generates text, which the sharded model does not do here; evaluate the "
+                              "saved checkpoint instead")
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     train_template = get_template(config.train_template).bind(tokenizer)
     eval_template = get_template(config.eval_template).bind(tokenizer)
@@ -153,8 +165,10 @@ def run(config: SFTConfig) -> dict[str, Any]:
     try:
         result = train_sft(model, tokenizer, examples, config)
         model = result.pop("model")
+        state = full_state_dict(model) if config.output_dir and config.fsdp else None  # every process gathers
         if config.output_dir and is_main_process():
-            model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template)
+            model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template,
+                                    state_dict=state)
         summary: dict[str, Any] = {**result, "run_id": run_id, "output_dir": config.output_dir,
                                    "templates": {"train": train_template.record(), "eval": eval_template.record()}}
         checkpoint_id = stable_id(run_id, "final") if run_id else None
