@@ -117,6 +117,9 @@ def run_math2(ctx, bank, n, model, solver, critic, reviewer, max_rounds, max_pai
     from skillweave.agents.reply_cache import cache_path
 
     config["reply_cache"] = cache_path(None)  # $SKILLWEAVE_REPLY_CACHE, as for every other run command
+    from skillweave.cli.workers_option import check_new_run
+
+    check_new_run(ctx, "math2", typed_config("math2", config))  # --workers N this run cannot use
     run_id = create_run(store, "math2", typed_config("math2", config), prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")
