@@ -1,0 +1,172 @@
+"""`--workers N`: several processes on one machine execute one run in one store (graphs/workers.py)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import run_content
+
+from skillweave.store import Store
+
+RUN = ("--model", "fake", "--k", "2,3", "--n", "3", "--rounds", "2", "--grading-samples", "2")
+
+
+def _count(db: str, sql: str, args=()) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return conn.execute(sql, args).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def test_two_workers_make_the_same_run_as_one(cli_run, tmp_path):
+    one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
+    code, _, err = cli_run("run", "skillmix", *RUN, db=one)
+    assert code == 0, err
+    code, _, err = cli_run("run", "skillmix", *RUN, "--workers", "2", "--concurrency", "2", db=two)
+    assert code == 0, err
+    assert "workers: 1: 6/6 threads, 2: 6/6 threads" in err  # both processes ran their half of the 12 threads
+    assert run_content(two) == run_content(one)  # items, texts, grades, report
+    run = Store(two).get_run("latest")
+    assert run["status"] == "done" and run["error"] is None
+    calls = _count(two, "select count(*) from llm_calls")
+    assert calls == _count(one, "select count(*) from llm_calls") == 12 * 3  # two student turns, one judge call (n=2) per thread
+    assert _count(two, "select count(distinct call_key) from llm_calls") == calls  # no call made twice
+    assert _count(two, "select count(*) from run_leases") == 0  # the run's and the workers' leases are released
+
+
+@pytest.mark.parametrize("bad", ["0", "-1", "65", "two"])
+def test_bad_worker_counts_are_usage_errors(cli_run, db_path, bad):
+    why = "is not a valid integer" if bad == "two" else f"{bad} is not in the range 1<=x<=64"
+    for command in (("run", "skillmix", *RUN), ("resume", "latest")):
+        code, _, err = cli_run(*command, "--workers", bad)
+        assert code == 2 and err.startswith("Error: Invalid value for '--workers'") and why in err, err
+        assert len(err.strip().splitlines()) == 1, err
+    assert not os.path.exists(db_path) or _count(db_path, "select count(*) from runs") == 0
+
+
+def test_workers_refused_where_processes_cannot_share_the_run(cli_run, db_path, tmp_path):
+    code, _, err = cli_run("run", "skillmix", "--model", "local", "--k", "2", "--n", "1", "--workers", "2")
+    assert code == 2 and err.startswith("Error: --workers 2: --model local is the embedded local model"), err
+    code, _, err = cli_run("run", "skillmix", *RUN, "--judge", "local", "--workers", "2")
+    assert code == 2 and "--judge local" in err, err
+    code, _, err = cli_run("run", "instruct-skillmix", "--model", "fake", "--n", "2", "--workers", "2")
+    assert code == 2 and err.startswith("Error: --workers 2: instruct-skillmix runs cannot be split"), err
+    code, _, err = cli_run("run", "skillmix", *RUN, "--workers", "2", db=":memory:")
+    assert code == 2 and "in-memory store" in err, err
+    assert not os.path.exists(db_path) or _count(db_path, "select count(*) from runs") == 0  # nothing created
+    # --workers 1 is the single-process run, also with the local model's rules
+    code, _, err = cli_run("run", "skillmix", *RUN, "--workers", "1")
+    assert code == 0 and "workers:" not in err, err
+
+
+def _start(db: str, *args: str, latency: str = "0.4"):
+    env = {**os.environ, "SKILLWEAVE_FAKE_LATENCY": latency, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "skillweave.cli", "--db", db, *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _cli(db: str, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SKILLWEAVE_FAKE_LATENCY": "0"}
+    return subprocess.run([sys.executable, "-m", "skillweave.cli", "--db", db, *args], env=env,
+                          capture_output=True, text=True, timeout=180)
+
+
+def _worker_pids(db: str) -> list[int]:
+    try:
+        conn = sqlite3.connect(db)
+        try:
+            return [r[0] for r in conn.execute("select pid from run_leases where run_id like '%#worker-%'")]
+        finally:
+            conn.close()
+    except sqlite3.OperationalError:
+        return []
+
+
+def _wait(db: str, calls: int, workers: int, deadline: float = 90) -> None:
+    """Until `workers` worker processes hold leases and at least `calls` model calls are stored."""
+    end = time.time() + deadline
+    while time.time() < end:
+        time.sleep(0.1)
+        try:
+            if len(_worker_pids(db)) == workers and _count(db, "select count(*) from llm_calls") >= calls:
+                return
+        except sqlite3.OperationalError:
+            continue
+    raise AssertionError("the run did not get going")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as fh:  # a zombie is dead too
+        return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+PLAN = ("--model", "fake", "--k", "2", "--n", "8", "--rounds", "2", "--grading-samples", "2", "--concurrency", "1")
+THREADS, CALLS = 16, 16 * 3
+
+
+def _finished_exactly_once(db: str) -> None:
+    assert _count(db, "select count(*) from items") == THREADS
+    assert _count(db, "select count(*) from items where status = 'done'") == THREADS
+    assert _count(db, "select count(*) from llm_calls where error is null") == CALLS  # nothing paid twice
+    assert _count(db, "select count(distinct call_key) from llm_calls") == CALLS
+    assert _count(db, "select count(*) from grades") == THREADS * 2
+    assert _count(db, "select status from runs") and \
+        sqlite3.connect(db).execute("select status from runs").fetchone()[0] == "done"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_a_worker_then_resume_loses_nothing_and_pays_nothing_twice(tmp_path):
+    db = str(tmp_path / "w.db")
+    proc = _start(db, "run", "skillmix", *PLAN, "--workers", "2")
+    _wait(db, 6, workers=2)
+    run_id = sqlite3.connect(db).execute("select id from runs").fetchone()[0]
+    refused = _cli(db, "resume", run_id)  # the run is being worked on: a second process is refused
+    assert refused.returncode == 2 and refused.stderr.startswith("Error: run ") and "being continued" in \
+        refused.stderr, refused.stderr
+    victim = _worker_pids(db)[0]
+    os.kill(victim, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 3, err  # the other worker finished its part; the lost threads make it exit 3
+    assert "killed by signal 9" in err and "resume" in err
+    before = _count(db, "select count(*) from llm_calls")
+    assert before < CALLS, "the kill must land mid-run"
+    run = sqlite3.connect(db).execute("select status, error from runs").fetchone()
+    assert run[0] == "failed" and "killed by signal 9" in run[1]
+    done = _cli(db, "resume", run_id, "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    _finished_exactly_once(db)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_of_the_parent_takes_its_workers_along_and_resume_finishes_the_run(tmp_path):
+    db = str(tmp_path / "p.db")
+    proc = _start(db, "run", "skillmix", *PLAN, "--workers", "2")
+    _wait(db, 6, workers=2)
+    workers = _worker_pids(db)
+    os.kill(proc.pid, signal.SIGKILL)  # the parent only, not its process group
+    proc.wait()
+    end = time.time() + 10
+    while any(_alive(pid) for pid in workers) and time.time() < end:
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in workers), "workers outlived their parent"
+    assert 0 < _count(db, "select count(*) from llm_calls") < CALLS
+    run_id = sqlite3.connect(db).execute("select id from runs").fetchone()[0]
+    done = _cli(db, "resume", run_id, "--workers", "3")  # another N: the plan is split again
+    assert done.returncode == 0, done.stderr
+    _finished_exactly_once(db)
+    again = _cli(db, "resume", run_id, "--workers", "2")  # a finished run: nothing runs, nothing is paid
+    assert again.returncode == 0 and f"{THREADS} already finished" in again.stderr, again.stderr
+    assert _count(db, "select count(*) from llm_calls") == CALLS
