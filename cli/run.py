@@ -231,8 +231,9 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
         err=True,
     )
     if getattr(summary, "per_worker", None):  # --workers N: what each process finished
-        click.echo("workers: " + ", ".join(f"{i}: {done}/{given} threads" + (f" ({error})" if error else "")
-                                           for i, (given, done, error) in enumerate(summary.per_worker, 1)), err=True)
+        click.echo("workers: " + ", ".join(f"{i}: {w['finished']}/{w['threads']} threads"
+                                           + (f" ({w['error']})" if w["error"] else "")
+                                           for i, w in enumerate(summary.per_worker, 1)), err=True)
     if summary.budget:  # --max-cost stopped it: resumable
         click.echo(f"run {run_id} stopped by its budget: {summary.error}", err=True)
     reporter = spec.reporter()

@@ -155,7 +155,7 @@ async def _report(conn, summary: RunSummary) -> None:
         conn.send(("progress", _counts(summary)))
 
 
-async def _work(job: dict, conn) -> RunSummary:
+async def _work(job: dict, conn) -> dict:
     from skillweave.pipelines import get_pipeline
     from skillweave.store.leases import RunLease, worker_lease_id
 
@@ -170,13 +170,16 @@ async def _work(job: dict, conn) -> RunSummary:
                 ctx.budget = SharedBudget(ctx.budget.limit, ctx.budget.spent, store=store, run_id=job["run_id"])
             summary = RunSummary(run_id=job["run_id"], threads=len(job["specs"]))
             reporter = asyncio.get_running_loop().create_task(_report(conn, summary))
+            cpu, wall, started = time.process_time(), time.perf_counter(), time.time()
             try:
                 with store.batch_writes():  # one commit per event-loop tick, as in a single process
                     await execute(pipeline, ctx, concurrency=job["concurrency"], progress=False,
                                   retry_failed=job["retry_failed"], planned=job["specs"], summary=summary)
             finally:
                 reporter.cancel()
-        return summary
+        # CPU and wall seconds of executing the threads (start-up and planning aside): for benchmarks/workers.py
+        return {"summary": asdict(summary), "cpu_s": time.process_time() - cpu, "wall_s": time.perf_counter() - wall,
+                "started_at": started}
     finally:
         store.close()
 
@@ -185,12 +188,12 @@ def worker_main(job: dict, conn) -> None:
     """Entry point of one worker process (spawned): run its threads, send ("done", summary) or ("error", text)."""
     _die_with_parent(job["parent_pid"])
     try:
-        summary = asyncio.run(_work(job, conn))
+        result = asyncio.run(_work(job, conn))
     except BaseException as exc:  # reported to the parent, which records the run's status
         with contextlib.suppress(Exception):
             conn.send(("error", f"{type(exc).__name__}: {exc}"))
         sys.exit(1)
-    conn.send(("done", asdict(summary)))
+    conn.send(("done", result))
     conn.close()
 
 
@@ -198,7 +201,9 @@ def worker_main(job: dict, conn) -> None:
 @dataclass
 class WorkersSummary(RunSummary):
     """A run's summary over its workers. `lost`: threads a worker left unfinished because it died (counted in
-    `crashed` too; `resume` continues them). `per_worker`: (threads given, threads finished, error) per worker."""
+    `crashed` too; `resume` continues them). `per_worker`: per worker, {threads (given), finished, error, and for
+    a worker that finished: cpu_s and wall_s, its process's CPU and wall seconds spent executing threads, and the
+    Unix time started_at when it began}."""
 
     lost: int = 0
     per_worker: list = field(default_factory=list)
@@ -222,7 +227,8 @@ class _Worker:
                 if kind == "progress":
                     self.counts = data
                 elif kind == "done":
-                    self.result, self.counts, self.finished = data, _counts(RunSummary(**data)), True
+                    self.result, self.finished = data, True
+                    self.counts = _counts(RunSummary(**data["summary"]))
                 elif kind == "error":
                     self.error, self.finished = data, True
         except (EOFError, OSError):
@@ -243,9 +249,10 @@ def _total(run_id: str, threads: int, workers: list[_Worker]) -> WorkersSummary:
         for name in _COUNTS:
             setattr(total, name, getattr(total, name) + w.counts.get(name, 0))
         if w.result is not None:
-            total.errors += w.result["errors"]
-            total.budget_reason = total.budget_reason or w.result["budget_reason"]
-            for status, n in w.result["statuses"].items():
+            done = w.result["summary"]
+            total.errors += done["errors"]
+            total.budget_reason = total.budget_reason or done["budget_reason"]
+            for status, n in done["statuses"].items():
                 total.statuses[status] = total.statuses.get(status, 0) + n
         elif w.error is not None and w.finished:
             missing = w.unfinished()
@@ -253,7 +260,8 @@ def _total(run_id: str, threads: int, workers: list[_Worker]) -> WorkersSummary:
             total.lost += missing
             total.errors.append(f"worker {w.index + 1} stopped with {missing} of its {w.threads} thread(s) "
                                 f"unfinished: {w.error}")
-        total.per_worker.append((w.threads, sum(w.counts.values()), w.error))
+        total.per_worker.append({"threads": w.threads, "finished": sum(w.counts.values()), "error": w.error,
+                                 **{k: v for k, v in (w.result or {}).items() if k != "summary"}})
     return total
 
 

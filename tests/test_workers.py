@@ -170,3 +170,62 @@ def test_kill_9_of_the_parent_takes_its_workers_along_and_resume_finishes_the_ru
     again = _cli(db, "resume", run_id, "--workers", "2")  # a finished run: nothing runs, nothing is paid
     assert again.returncode == 0 and f"{THREADS} already finished" in again.stderr, again.stderr
     assert _count(db, "select count(*) from llm_calls") == CALLS
+
+
+# ---- --max-cost across workers ------------------------------------------------------------------------------
+MODELS = """\
+models:
+  cheap:
+    kind: fake
+    model: default
+    price_input: 100     # USD per 1M tokens: large, so a test run costs whole cents
+    price_output: 400
+"""
+
+
+def test_a_workers_budget_counts_what_the_other_workers_spent(tmp_path, monkeypatch):
+    """Another worker's stored calls count against this worker's budget once it re-reads the store; its own
+    settled calls count even before they are committed."""
+    from skillweave.agents.prices import BudgetExceeded
+    from skillweave.graphs.workers import SharedBudget
+
+    models = tmp_path / "models.yaml"
+    models.write_text(MODELS)
+    monkeypatch.setenv("SKILLWEAVE_MODELS", str(models))
+    store = Store(str(tmp_path / "b.db"))
+    run_id = store.create_run("skillmix", {})
+    budget = SharedBudget(1.0, 0.0, store=store, run_id=run_id, every=0.0)
+    messages = [{"role": "user", "content": "hi"}]
+    budget.settle(budget.reserve("cheap", messages, 100, 1), 0.25)  # this worker: $0.25
+    assert budget.spent == pytest.approx(0.25)
+    assert budget.reserve("cheap", messages, 100, 1) < 0.05  # a call of up to 100 tokens costs at most ~$0.04
+    budget.settle(0.04, 0.0)
+    store.record_call(run_id=run_id, call_key="other", cost_usd=0.98)  # another worker: $0.98, in the store
+    with pytest.raises(BudgetExceeded):  # the same call no longer fits once the store is read
+        budget.reserve("cheap", messages, 100, 1)
+    assert budget.spent == pytest.approx(0.98)  # the store's total (this worker's $0.25 is not stored yet)
+    store.record_call(run_id=run_id, call_key="mine", cost_usd=0.25)  # this worker's call, now committed
+    budget.refresh()
+    assert budget.spent == pytest.approx(1.23)
+
+
+@pytest.mark.slow
+def test_two_workers_stop_at_the_budget_and_resume_raises_it(cli_run, db_path, tmp_path, monkeypatch):
+    models = tmp_path / "models.yaml"
+    models.write_text(MODELS)
+    monkeypatch.setenv("SKILLWEAVE_MODELS", str(models))
+    monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0.05")
+    base = ("run", "skillmix", "--k", "2", "--n", "6", "--rounds", "1", "--grading-samples", "2", "--model", "cheap",
+            "--judge", "cheap", "--concurrency", "1", "--workers", "2")
+    code, _, err = cli_run(*base, "--max-cost", "0.5")  # the whole run costs about $0.66
+    assert code == 4 and "stopped by its budget" in err, err
+    costs = [r[0] for r in sqlite3.connect(db_path).execute("select cost_usd from llm_calls")]
+    # passed by at most the other worker's call in flight (concurrency 1 per worker)
+    assert 0 < sum(costs) <= 0.5 + max(costs)
+    run_id, status = sqlite3.connect(db_path).execute("select id, status from runs").fetchone()
+    assert status == "budget"
+    code, _, err = cli_run("resume", run_id, "--max-cost", "5", "--workers", "2")
+    assert code == 0, err
+    assert _count(db_path, "select count(*) from items where status = 'done'") == 6
+    assert _count(db_path, "select count(distinct call_key) from llm_calls where error is null") == \
+        _count(db_path, "select count(*) from llm_calls")
