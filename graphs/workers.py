@@ -39,6 +39,7 @@ from skillweave.graphs.progress import Progress
 from skillweave.graphs.runtime import RunSummary, _spec, execute, run_context
 from skillweave.pipeline import Pipeline
 from skillweave.store import Store
+from skillweave.store.leases import live_worker_leases
 
 MAX_WORKERS = 64
 REPORT_SECONDS = 0.25  # how often a worker sends its counts to the parent
@@ -321,6 +322,8 @@ async def _coordinate(pipeline: Pipeline, store: Store, run_id: str, specs: list
         for w in running:
             w.process.join(10)
             w.conn.close()
+        with contextlib.suppress(Exception):  # the leases of workers that were killed: their rows go now
+            live_worker_leases(store, run_id)
         bar.close()
 
 

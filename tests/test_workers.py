@@ -172,6 +172,24 @@ def test_kill_9_of_the_parent_takes_its_workers_along_and_resume_finishes_the_ru
     assert _count(db, "select count(*) from llm_calls") == CALLS
 
 
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_stops_the_workers_and_the_run_resumes(tmp_path):
+    db = str(tmp_path / "c.db")
+    proc = _start(db, "run", "skillmix", *PLAN, "--workers", "2")
+    _wait(db, 4, workers=2)
+    workers = _worker_pids(db)
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal sends to the whole foreground group
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Interrupted: run " in err and "resume" in err, err
+    assert not any(_alive(pid) for pid in workers)
+    assert sqlite3.connect(db).execute("select status from runs").fetchone()[0] == "interrupted"
+    assert _count(db, "select count(*) from run_leases") == 0
+    done = _cli(db, "resume", "latest", "--workers", "2")
+    assert done.returncode == 0, done.stderr
+    _finished_exactly_once(db)
+
+
 # ---- --max-cost across workers ------------------------------------------------------------------------------
 MODELS = """\
 models:
