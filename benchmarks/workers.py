@@ -11,7 +11,7 @@ of free cores while CPU per request stays flat. Measured in one run, on the same
   - the mock server's CPU share during each run (near 1.0 would mean the server is the limit);
   - the ratios 2 workers / 1 worker for requests/s and for CPU per request.
 
-    python benchmarks/workers.py --latency 0.2 --concurrency 256 --items 1500
+    python benchmarks/workers.py --latency 0.2 --concurrency 256 --items 1500 --repeat 3
 """
 
 from __future__ import annotations
@@ -91,21 +91,41 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=256, help="Threads in flight per worker.")
     parser.add_argument("--latency", type=float, default=0.2, help="Mock server latency per request (s).")
     parser.add_argument("--items", type=int, default=1500, help="Skill-Mix combinations (3 requests each).")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Rounds; the order of the three runs alternates between rounds (ABC, CBA, ...) and the "
+                             "median of each is printed, so drift in the machine's load cancels out.")
     args = parser.parse_args()
 
     server, port = run_in_process(args.latency)
     os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     os.environ["OPENAI_API_KEY"] = "mock"
+    runs = {
+        "single": lambda db: single(db, args.items, args.concurrency, server.pid),
+        "w1": lambda db: with_workers(db, args.items, args.concurrency, 1, server.pid),
+        "w2": lambda db: with_workers(db, args.items, args.concurrency, 2, server.pid),
+    }
+    results: dict[str, list[dict]] = {name: [] for name in runs}
+    load = [os.getloadavg()[0]]
     try:
         with tempfile.TemporaryDirectory() as tmp:
             single(os.path.join(tmp, "warmup.db"), 16, args.concurrency, server.pid)  # imports, templates
-            one = single(os.path.join(tmp, "single.db"), args.items, args.concurrency, server.pid)
-            w1 = with_workers(os.path.join(tmp, "w1.db"), args.items, args.concurrency, 1, server.pid)
-            w2 = with_workers(os.path.join(tmp, "w2.db"), args.items, args.concurrency, 2, server.pid)
+            for round_ in range(args.repeat):
+                order = list(runs) if round_ % 2 == 0 else list(reversed(runs))
+                for name in order:
+                    results[name].append(runs[name](os.path.join(tmp, f"{name}-{round_}.db")))
     finally:
         server.terminate()
+    load.append(os.getloadavg()[0])
+
+    def median(name: str) -> dict:
+        rows = sorted(results[name], key=lambda r: r["rps"])
+        return rows[len(rows) // 2]
+
+    one, w1, w2 = median("single"), median("w1"), median("w2")
     ideal = args.concurrency / args.latency
-    print(f"{os.cpu_count()} cores; latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency} per worker, "
+    print(f"{os.cpu_count()} cores, load average {load[0]:.1f} before and {load[1]:.1f} after; "
+          f"median of {args.repeat} round(s)")
+    print(f"latency {args.latency * 1000:.0f} ms, concurrency {args.concurrency} per worker, "
           f"{args.items} items, {one['calls']} requests per run; ideal {ideal:.0f} req/s per worker")
     print(f"{'':28}{'req/s':>9}{'CPU ms/request per worker':>30}{'server CPU share':>18}{'wall s':>8}")
     for name, r in (("single process (--workers 1)", one), ("1 spawned worker", w1), ("2 spawned workers", w2)):
