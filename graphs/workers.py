@@ -6,11 +6,12 @@ The parts are disjoint, so no thread (and no item) is ever executed by two worke
 fresh interpreter (multiprocessing's spawn start method: torch and asyncio do not survive a fork), opens the
 same SQLite file (WAL, busy timeout), holds a lease of its own (`<run id>#worker-<i>`, store/leases.py) and runs
 its threads through the ordinary runtime (`graphs.runtime.execute` with `planned=`), so checkpoints, stored
-replies, events and grades are written exactly as by a single process. Workers report progress and their
+replies, events and grades are written as by a single process (each write committed at once rather than once
+per event-loop tick, so that the workers do not queue behind each other's tick-long write lock). Workers report progress and their
 summary to the parent over a pipe; the parent draws the progress bar and records the run's final status.
 
 Kill -9 anywhere is safe: a worker dies with its parent (PR_SET_PDEATHSIG on Linux, a watchdog thread
-elsewhere), whatever a killed process had committed stays (one transaction per event-loop tick), and a run's
+elsewhere), whatever a killed process had committed stays, and a run's
 lease is not granted while a worker of an earlier holder still lives, so `resume` never runs a thread next to
 a leftover worker. `resume` re-plans, splits again (possibly into another N) and every thread continues from its
 last checkpoint, reusing the replies already stored.
@@ -172,8 +173,12 @@ async def _work(job: dict, conn) -> dict:
             summary = RunSummary(run_id=job["run_id"], threads=len(job["specs"]))
             reporter = asyncio.get_running_loop().create_task(_report(conn, summary))
             cpu, wall, started = time.process_time(), time.perf_counter(), time.time()
+            # Each write commits at once (autocommit) rather than once per event-loop tick as in one process: a
+            # tick's transaction holds SQLite's one write lock for the rest of the tick, about half of a busy
+            # worker's time (benchmarks/workers.py), and the other workers' writes would wait for it.
+            batching = store.batch_writes() if job.get("tick_batching") else contextlib.nullcontext()
             try:
-                with store.batch_writes():  # one commit per event-loop tick, as in a single process
+                with batching:
                     await execute(pipeline, ctx, concurrency=job["concurrency"], progress=False,
                                   retry_failed=job["retry_failed"], planned=job["specs"], summary=summary)
             finally:
@@ -329,9 +334,12 @@ async def _coordinate(pipeline: Pipeline, store: Store, run_id: str, specs: list
 
 def run_with_workers(pipeline: Pipeline, store: Store, run_id: str, *, workers: int, prompts_dir: str | None = None,
                      concurrency: int = 8, progress: bool = True, retry_failed: bool = False,
-                     allow_changed_prompts: bool = False, progress_every: float | None = None) -> WorkersSummary:
+                     allow_changed_prompts: bool = False, progress_every: float | None = None,
+                     tick_batching: bool = False) -> WorkersSummary:
     """Run (or resume) a run with `workers` processes, each with `concurrency` threads in flight; records the
-    run's final status like `graphs.runtime.run_pipeline`."""
+    run's final status like `graphs.runtime.run_pipeline`. `tick_batching` makes each worker group its writes
+    into one transaction per event-loop tick as one process does (off: each write commits at once, so the
+    workers do not wait on each other's tick-long write lock; benchmarks/workers.py compares both)."""
     from skillweave.store.leases import RunLease
 
     pipeline = _spec(pipeline)
@@ -343,7 +351,8 @@ def run_with_workers(pipeline: Pipeline, store: Store, run_id: str, *, workers: 
         specs = shards.select(pipeline.plan(ctx), ctx.config.get("shard"))  # planned once, items created here
         job = {"db": store.path, "run_id": run_id, "pipeline": pipeline.name, "prompts_dir": prompts_dir,
                "concurrency": concurrency, "allow_changed_prompts": allow_changed_prompts,
-               "retry_failed": retry_failed, "parent_pid": os.getpid(), "workers": workers, "command": command}
+               "retry_failed": retry_failed, "parent_pid": os.getpid(), "workers": workers, "command": command,
+               "tick_batching": tick_batching}
         store.set_run_status(run_id, "running")
         try:
             summary = asyncio.run(_coordinate(pipeline, store, run_id, specs, max(1, min(workers, len(specs))),
