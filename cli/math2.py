@@ -108,6 +108,9 @@ def run_math2(ctx, **options):
     from skillweave.providers.reply_cache import cache_path
 
     config.reply_cache = cache_path(config.reply_cache)  # --reply-cache, else $SKILLWEAVE_REPLY_CACHE
+    from skillweave.cli.workers_option import check_new_run
+
+    check_new_run(ctx, "math2", config)  # --workers N this run cannot use
     run_id = create_run(store, "math2", config, prompts_dir=prompts_dir(ctx),
                         command=shlex.join(["skillweave", *sys.argv[1:]]))
     store.link_run_catalog(run_id, catalog_id, "bank")

@@ -21,7 +21,7 @@ EXIT_INTERRUPTED = 130
 def exit_code(summary) -> int:
     """0 when every item finished; failures outrank a pause (both need a person, failures first). A run stopped
     by its --max-cost budget is paused too (4): `resume --max-cost` continues it."""
-    if summary.failed:
+    if summary.failed or getattr(summary, "lost", 0):  # lost: threads of a --workers process that died
         return EXIT_ITEMS_FAILED
     if summary.paused or getattr(summary, "budget", 0):
         return EXIT_PAUSED

@@ -20,6 +20,7 @@ from skillweave.cli.outcome import (
 )
 from skillweave.cli.prompt_pinning import allow_changed_prompts, allow_changed_prompts_option
 from skillweave.cli.shard_option import shard_of, shard_option
+from skillweave.cli.workers_option import check_new_run, workers_of, workers_option
 from skillweave.errors import UsageError
 from skillweave.graphs import shards
 from skillweave.providers.core import parse_spec
@@ -183,6 +184,7 @@ def start_run(ctx: click.Context, pipeline: str, config, catalogs: dict[str, tup
     config.shard = shard_of(ctx) or config.shard  # --shard of a hand-written command (cli/shard_option.py)
     shards.check(pipeline, config)  # a bad --shard, or one on a pipeline that cannot be split
     check_budget_prices(config)
+    check_new_run(ctx, pipeline, config)  # --workers N this run cannot use
     if ctx.meta.get(DRY_RUN_META):
         from skillweave.dryrun import dry_run, format_projection
 
@@ -206,6 +208,12 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
     from skillweave.graphs.runtime import run_pipeline  # imports LangGraph: only when a run starts
 
     spec = get_pipeline(pipeline)
+    if workers_of(ctx) > 1:  # N processes share the run (graphs/workers.py)
+        from functools import partial
+
+        from skillweave.graphs.workers import run_with_workers
+
+        run_pipeline = partial(run_with_workers, workers=workers_of(ctx))
     try:
         summary = run_pipeline(spec, store, run_id, prompts_dir=prompts_dir(ctx), concurrency=concurrency,
                                retry_failed=retry_failed, allow_changed_prompts=allow_changed_prompts(ctx),
@@ -220,6 +228,10 @@ def execute_and_report(ctx: click.Context, pipeline: str, run_id: str, concurren
            if summary.crashed else ""),
         err=True,
     )
+    if getattr(summary, "per_worker", None):  # --workers N: what each process finished
+        click.echo("workers: " + ", ".join(f"{i}: {w['finished']}/{w['threads']} threads"
+                                           + (f" ({w['error']})" if w["error"] else "")
+                                           for i, w in enumerate(summary.per_worker, 1)), err=True)
     if summary.budget:  # --max-cost stopped it: resumable
         click.echo(f"run {run_id} stopped by its budget: {summary.error}", err=True)
     reporter = spec.reporter()
@@ -272,7 +284,7 @@ class RunGroup(LazyGroup):
         # --timeout, --max-attempts, ..., --dry-run, --shard, --progress-every
         if command is not None and not any(p.name == "progress_every" for p in command.params):
             progress_every_option(command)  # click appends the option to a built command
-        return cost_options(retry_options(shard_option(command))) if command is not None else None
+        return cost_options(retry_options(shard_option(workers_option(command)))) if command is not None else None
 
 
 @click.group("run", cls=RunGroup)
@@ -316,6 +328,7 @@ def run_skillmix(ctx, skills_file, topics_file, **options):
         --model replay:skillmix=skill-mix/test,student=gpt-4 --judge replay:skillmix=skill-mix/test,student=gpt-4
       skillweave --db shard1.db run skillmix --model fake --k 2 --n 10 --shard 1/2
       skillweave run skillmix --model fake --k 2 --n 2 --reply-cache replies.db
+      skillweave run skillmix --model openai:gpt-4o-mini --k 2 --n 1000 --workers 4 --concurrency 256
     """
     from skillweave.agents.skillmix import input_catalogs
     from skillweave.cli.options import config_from_options
@@ -355,6 +368,7 @@ def generic_run_command(spec) -> click.Command:
     return click.command(spec.name)(config_options(model)(command))
 
 
+@workers_option
 @retry_options
 @click.command("resume")
 @click.argument("run_id")
@@ -378,6 +392,7 @@ def resume(ctx, run_id, concurrency, retry_failed, max_cost):
       skillweave resume latest --retry-failed --timeout 30 --max-attempts 3
       skillweave resume latest --allow-changed-prompts   # continue with edited templates
       skillweave resume latest --max-cost 25      # a run stopped by its budget, with a larger one
+      skillweave resume latest --workers 4 --concurrency 256   # 4 processes share the run
 
     A run is continued by one process at a time: while another live process holds it, resume is refused.
     """

@@ -130,16 +130,18 @@ def _count(summary: RunSummary, status: str | None) -> None:
 
 async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, progress: bool = True,
                   only_threads: dict[str, object] | None = None, retry_failed: bool = False,
-                  progress_every: float | None = None) -> RunSummary:
+                  progress_every: float | None = None, planned: list | None = None,
+                  summary: RunSummary | None = None) -> RunSummary:
     """Plan and run every thread of a run. `only_threads` maps thread ids to resume values (review);
     `retry_failed` runs threads that ended with status 'failed' again. A pipeline without a graph runs its
-    `runner` (which reuses stored replies the same way)."""
+    `runner` (which reuses stored replies the same way). A worker process (graphs/workers.py) passes its part
+    of the parent's plan as `planned` and a `summary` it reports from while the threads run."""
     module = _spec(pipeline)
     ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
     if module.runner is not None:
         return await _run_runner(module, ctx, concurrency)
-    specs = shards.select(module.plan(ctx), ctx.config.shard)  # the whole plan unless --shard I/N
-    summary = RunSummary(run_id=ctx.run_id, threads=len(specs))
+    specs = shards.select(module.plan(ctx), ctx.config.shard) if planned is None else planned  # whole plan
+    summary = RunSummary(run_id=ctx.run_id, threads=len(specs)) if summary is None else summary
     others = []
     if only_threads is not None:
         others = [s for s in specs if s.thread_id not in only_threads]

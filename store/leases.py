@@ -17,7 +17,7 @@ import threading
 import uuid
 
 from skillweave.errors import UsageError
-from skillweave.store import Store, now
+from skillweave.store import Store, like_prefix, now
 
 HEARTBEAT_SECONDS = 5.0
 STALE_SECONDS = 60.0
@@ -106,6 +106,11 @@ class RunLease:
                 [self.run_id, self.token, *me().values(), self.command, stamp, stamp])
         self._thread = threading.Thread(target=self._beat, name=f"lease-{self.run_id}", daemon=True)
         self._thread.start()
+        try:
+            wait_for_workers(store, self.run_id)
+        except LeaseHeld:
+            self.release()
+            raise
         return self
 
     def _beat(self) -> None:
@@ -153,3 +158,39 @@ def run_liveness(store: Store, run: dict) -> str:
     except (KeyError, TypeError, ValueError):
         age = STALE_SECONDS + 1
     return "running" if age <= STALE_SECONDS else "interrupted (process gone)"
+
+
+# ---- worker processes of one run (`--workers N`, graphs/workers.py) ----------------------------------------
+def worker_lease_id(run_id: str, index: int) -> str:
+    """The lease row a worker process of a run holds while it executes its part (`<run id>#worker-<i>`)."""
+    return f"{run_id}#worker-{index}"
+
+
+def live_worker_leases(store: Store, run_id: str) -> list[dict]:
+    """The worker leases of a run whose processes still live; rows left by killed workers are deleted."""
+    rows = store._all("SELECT * FROM run_leases WHERE run_id LIKE ? ESCAPE '\\'",
+                      [like_prefix(f"{run_id}#worker-")])
+    alive = [row for row in rows if holder_alive(row)]
+    dead = [row for row in rows if row not in alive]
+    if dead:
+        with store.lock:
+            for row in dead:
+                store.db.conn.execute("DELETE FROM run_leases WHERE run_id = ? AND token = ?",
+                                      [row["run_id"], row["token"]])
+    return alive
+
+
+WORKERS_GONE_SECONDS = 15.0
+
+
+def wait_for_workers(store: Store, run_id: str, timeout: float = WORKERS_GONE_SECONDS) -> None:
+    """The run's lease is only held once no worker process of an earlier holder lives (they die with their parent
+    within moments; one on another host counts as gone once its heartbeat is STALE_SECONDS old)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while alive := live_worker_leases(store, run_id):
+        if time.monotonic() > deadline:
+            raise LeaseHeld(f"run {run_id}: worker process(es) of an earlier invocation still run "
+                            f"({'; '.join(describe(row) for row in alive)}); wait for them to end or stop them")
+        time.sleep(0.1)
