@@ -278,3 +278,50 @@ def test_sft_on_cuda_makes_the_model_device_current_and_does_not_force_the_cpu(m
     with pytest.raises(Stop):
         sft.train_sft(model, tokenizer, examples, sft.SFTConfig(max_steps=1, device="cuda:1"))
     assert calls == [torch.device("cuda", 1)] and seen["use_cpu"] is False and not seen.get("fp16")
+
+
+# ---- every trainer command with --device cpu and each --dtype, in the default suite --------------------------------
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    import json
+
+    folder = tmp_path_factory.mktemp("tiny")
+    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=6)
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "pairs.jsonl").write_text("\n".join(json.dumps(p.to_dict()) for p in make_pairs(6)))
+    (folder / "sft.jsonl").write_text("\n".join(json.dumps({"prompt": "a b", "completion": "c d e"}) for _ in range(4)))
+    (folder / "eval.jsonl").write_text(json.dumps({"prompt": "a b"}))
+    return folder
+
+
+@pytest.mark.parametrize(("command", "dtype"), [
+    ("dpo", "fp16"), ("dpo", "bf16"), ("sft", "fp16"), ("sft", "bf16"), ("ches", "fp16"), ("ches", "fp32")])
+def test_every_trainer_command_runs_on_the_cpu_in_each_dtype(tiny_folder, tmp_path, capsys, command, dtype):
+    import json
+
+    from skillweave.cli import main
+    from skillweave.store import Store
+
+    f, db = tiny_folder, tmp_path / "s.db"
+    common = ["--model", str(f / "model"), "--device", "cpu", "--dtype", dtype, "--json"]
+    if command == "dpo":  # LoRA on a half-precision base: the adapters train, the reference is the base
+        args = ["train", "dpo", "--data", str(f / "pairs.jsonl"), "--lora", "--lora-r", "2", "--lr", "1e-2",
+                "--batch-size", "3", "--optimizer", "adamw", *common]
+    elif command == "sft":  # full fine-tuning, then generation for the evaluation
+        args = ["train", "sft", "--data", str(f / "sft.jsonl"), "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3",
+                "--eval-data", str(f / "eval.jsonl"), "--eval-max-new-tokens", "2", *common]
+    else:
+        args = ["ches", "score", "--data", str(f / "pairs.jsonl"), "--batch-size", "4", *common]
+    main(["--db", str(db), *args])
+    summary = json.loads(capsys.readouterr().out)
+    if command == "dpo":
+        assert summary["steps"] == 2 and all(math.isfinite(e["loss"]) for e in summary["logs"])
+        assert math.isfinite(summary["delta_logp_chosen"])
+    elif command == "sft":
+        assert summary["steps"] == 2 and all(math.isfinite(x) for x in summary["losses"])
+        assert summary["evaluation"]["n_safety"] == 1
+    else:
+        assert summary["scored"] == 6 and all(math.isfinite(r["ches_norm"]) for r in summary["scores"])
+    run = Store(str(db)).get_run(summary["run_id"])
+    assert run["status"] == "done" and (run["config"]["device"], run["config"]["dtype"]) == ("cpu", dtype)
