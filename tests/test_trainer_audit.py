@@ -305,9 +305,10 @@ def test_every_trainer_command_runs_on_the_cpu_in_each_dtype(tiny_folder, tmp_pa
 
     f, db = tiny_folder, tmp_path / "s.db"
     common = ["--model", str(f / "model"), "--device", "cpu", "--dtype", dtype, "--json"]
-    if command == "dpo":  # LoRA on a half-precision base: the adapters train, the reference is the base
-        args = ["train", "dpo", "--data", str(f / "pairs.jsonl"), "--lora", "--lora-r", "2", "--lr", "1e-2",
-                "--batch-size", "3", "--optimizer", "adamw", *common]
+    if command == "dpo":  # fp16: full fine-tuning with RMSprop (pure fp16 gave NaN); bf16: LoRA on a bf16 base
+        tuning = ["--full", "--lr", "1e-3"] if dtype == "fp16" else ["--lora", "--lora-r", "2", "--lr", "1e-2",
+                                                                     "--optimizer", "adamw"]
+        args = ["train", "dpo", "--data", str(f / "pairs.jsonl"), *tuning, "--batch-size", "3", *common]
     elif command == "sft":  # full fine-tuning, then generation for the evaluation
         args = ["train", "sft", "--data", str(f / "sft.jsonl"), "--max-steps", "2", "--batch-size", "2", "--lr", "1e-3",
                 "--eval-data", str(f / "eval.jsonl"), "--eval-max-new-tokens", "2", *common]
