@@ -15,6 +15,7 @@ import argparse
 import json
 import random
 import resource
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -60,6 +61,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write the results to this file")
     args = parser.parse_args()
 
+    from skillweave.errors import ConfigError
     from skillweave.trainers import ches, dpo, sft
     from skillweave.trainers import less_features as lf
     from skillweave.trainers.data import PreferencePair, SFTExample
@@ -69,8 +71,12 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    device = resolve_device(args.device)
-    dtype = resolve_dtype(args.dtype, device)
+    try:
+        device = resolve_device(args.device)
+        dtype = resolve_dtype(args.dtype, device)
+    except ConfigError as exc:  # e.g. --device cuda without CUDA: one line, exit 2
+        print(f"Error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     rng = random.Random(0)
     s = max(args.scale, 1)
     smoke = args.scale == 0
@@ -78,6 +84,10 @@ def main() -> None:
                                 "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                                 "threads": torch.get_num_threads()}
     only = set(args.only.split(","))
+
+    def save() -> None:  # after every part, so a part stopped by the caller's timeout keeps the earlier ones
+        if args.json:
+            Path(args.json).write_text(json.dumps(results, indent=1))
 
     def fresh():
         if args.model == "tiny":
@@ -98,6 +108,7 @@ def main() -> None:
                           "tokens_per_s": tokens / seconds, "peak_gib": peak_memory(device)}
         print(f"SFT   {tokens:7d} tokens in {seconds:7.2f} s: {tokens / seconds:9.1f} tokens/s  "
               f"peak {results['sft']['peak_gib']:.2f} GiB")
+        save()
         del model
 
     pairs = [PreferencePair(sentence(rng, 6, 16), sentence(rng, 8, 40), sentence(rng, 8, 40), f"p{i}")
@@ -112,6 +123,7 @@ def main() -> None:
                           "pairs_per_s": len(chosen) / seconds, "peak_gib": peak_memory(device)}
         print(f"DPO   {len(chosen):7d} pairs  in {seconds:7.2f} s: {len(chosen) / seconds:9.2f} pairs/s   "
               f"peak {results['dpo']['peak_gib']:.2f} GiB (reference, training steps and final log-probs)")
+        save()
         del model
 
     if "ches" in only:
@@ -121,6 +133,7 @@ def main() -> None:
                            "peak_gib": peak_memory(device)}
         print(f"CHES  {len(out):7d} pairs  in {seconds:7.2f} s: {len(out) / seconds:9.2f} pairs/s   "
               f"peak {results['ches']['peak_gib']:.2f} GiB")
+        save()
         del model
 
     if "less" in only:
@@ -139,8 +152,7 @@ def main() -> None:
                            "examples_per_s": len(encoded) / seconds, "peak_gib": peak_memory(device)}
         print(f"LESS  {len(encoded):7d} examples in {seconds:7.2f} s: {len(encoded) / seconds:9.2f} examples/s  "
               f"peak {results['less']['peak_gib']:.2f} GiB (P = {n_params:,}, d = {config.dim}, Π generated once)")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
+    save()
 
 
 if __name__ == "__main__":

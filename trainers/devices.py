@@ -114,6 +114,28 @@ def disable_dropout(model: Any) -> Any:
     return model
 
 
+def fp16_mixed_precision(model: Any, dtype: str | None) -> tuple[Any, Any]:
+    """(autocast context factory, GradScaler) for a hand-written training loop; both inert unless dtype is fp16.
+
+    Pure fp16 training breaks: the optimizers' eps (1e-8) is 0 in fp16, so a parameter whose gradient and second
+    moment are 0 gets 0/0 = NaN after the first step, and small updates round away. `--dtype fp16` therefore
+    trains with fp32 master weights (the model is cast to fp32 here, in place), the forward pass under fp16
+    autocast and a dynamic loss scale (`torch.amp.GradScaler`), as transformers' `Trainer(fp16=True)` does. bf16
+    and fp32 train in the model's own dtype. A model already in fp16 is treated as `--dtype fp16`.
+    """
+    import contextlib
+
+    device = model_device(model)
+    enabled = (dtype or "").strip().lower() in ("fp16", "float16") or next(model.parameters()).dtype == torch.float16
+    if enabled and next(model.parameters()).dtype != torch.float32:
+        model.float()
+
+    def autocast():
+        return torch.autocast(device.type, dtype=torch.float16) if enabled else contextlib.nullcontext()
+
+    return autocast, torch.amp.GradScaler(device.type, enabled=enabled)
+
+
 def enable_gradient_checkpointing(model: Any) -> None:
     """Recompute activations in the backward pass (less memory, ~30% more compute); works for LoRA too."""
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

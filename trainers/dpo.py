@@ -40,6 +40,7 @@ from skillweave.trainers.ches import encode_pairs, keep_lowest, load_pairs, save
 from skillweave.trainers.devices import (
     disable_dropout,
     distributed,
+    fp16_mixed_precision,
     is_main_process,
     model_device,
     process_info,
@@ -175,9 +176,11 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
         raise ConfigError(f"micro batch size must be at least 1, got {config.micro_batch_size}")
     torch.manual_seed(config.seed)
     disable_dropout(model)  # as TRL: dropout would make the policy's log-probs differ from the reference's
+    autocast, scaler = fp16_mixed_precision(model, config.dtype)  # fp16: fp32 weights, autocast, loss scaling
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy, on the model's device
-    ref_rejected = all_logps(model, rejected, pad_id)
+    with autocast():
+        ref_chosen = all_logps(model, chosen, pad_id)  # frozen reference = the initial policy, on the model's device
+        ref_rejected = all_logps(model, rejected, pad_id)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = make_optimizer(config.optimizer, params, config.lr)
     if config.gradient_checkpointing:
@@ -203,11 +206,12 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
             loss, pol_c, pol_r = 0.0, [], []
             micro = config.micro_batch_size or max(len(mine), 1)
             for part in (mine[i:i + micro] for i in range(0, len(mine), micro)):
-                logps = sequence_logps(model, [chosen[i] for i in part] + [rejected[i] for i in part], pad_id)
+                with autocast():
+                    logps = sequence_logps(model, [chosen[i] for i in part] + [rejected[i] for i in part], pad_id)
                 part_loss = dpo_loss(logps[:len(part)], logps[len(part):], ref_chosen[part], ref_rejected[part],
                                      beta=config.beta, loss_type=config.loss_type,
                                      label_smoothing=config.label_smoothing, c_sft=config.c_sft) * (len(part) / len(idx))
-                part_loss.backward()  # the batch mean is the size-weighted sum of the micro-batch means
+                scaler.scale(part_loss).backward()  # the batch mean is the size-weighted sum of the micro-batch means
                 loss += part_loss.item()
                 pol_c.append(logps[:len(part)].detach())
                 pol_r.append(logps[len(part):].detach())
@@ -219,7 +223,8 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
                 if not sharded:
                     _sum_gradients_across_processes(params)
                 loss = _sum_scalar(loss, device)
-            optimizer.step()
+            scaler.step(optimizer)  # optimizer.step(), unless fp16 gradients overflowed (then the scale drops)
+            scaler.update()
             step += 1
             positions = {i: k for k, i in enumerate(idx)}
             batch_c = _rows_across_processes(torch.cat(pol_c) if pol_c else None, [positions[i] for i in mine],
@@ -228,8 +233,9 @@ def train_dpo(model: Any, tokenizer: Any, chosen: list[tuple[list[int], int]], r
                                              len(idx), device)
             logs.append({"step": step, "epoch": epoch, "loss": loss,
                          **_summary(batch_c, batch_r, ref_chosen[idx], ref_rejected[idx], config.beta)})
-    final_chosen = all_logps(model, chosen, pad_id)
-    final_rejected = all_logps(model, rejected, pad_id)
+    with autocast():
+        final_chosen = all_logps(model, chosen, pad_id)
+        final_rejected = all_logps(model, rejected, pad_id)
     return {
         "steps": step, "logs": logs,
         "before": {"logps_chosen": ref_chosen.tolist(), "logps_rejected": ref_rejected.tolist()},

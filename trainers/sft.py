@@ -88,6 +88,11 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
                            targets=config.lora_targets)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     device = model_device(model)
+    # fp16: Trainer's mixed precision (fp32 master weights, fp16 autocast, loss scaling); pure fp16 AdamW loses
+    # small updates and its eps (1e-8) is 0 in fp16 (devices.fp16_mixed_precision)
+    fp16 = config.dtype == "fp16" or next(model.parameters()).dtype == torch.float16
+    if fp16:
+        model.float()
     if device.type == "cuda" and process_info()[1] == 1:
         torch.cuda.set_device(device)  # Trainer places the model on the current CUDA device
     warmup = warmup_steps(config.warmup_ratio, examples=len(features), batch_size=config.batch_size,
@@ -99,7 +104,7 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
             gradient_accumulation_steps=config.grad_accum, learning_rate=config.lr, num_train_epochs=config.epochs,
             max_steps=config.max_steps, lr_scheduler_type=config.scheduler, warmup_steps=warmup,
             logging_steps=1, save_strategy="no", report_to="none", use_cpu=device.type == "cpu",
-            seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0,
+            seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0, fp16=fp16,
             **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
                if config.gradient_checkpointing else {}),
             **(sft_fsdp_arguments(model) if config.fsdp else {}),
