@@ -95,4 +95,5 @@ def get_pipeline(name: str | Pipeline) -> Pipeline:
     return spec
 
 
-__all__ = ["BUILTIN", "GROUP", "Pipeline", "PipelineConfig", "all_pipelines", "find_pipeline", "get_pipeline", "refresh", "resolve"]
+__all__ = ["BUILTIN", "GROUP", "Pipeline", "PipelineConfig", "all_pipelines", "discover", "find_pipeline", "get_pipeline",
+           "refresh", "resolve", "specs_of"]
