@@ -95,8 +95,8 @@ def bench_grader(questions: list) -> None:
 def bench_pipeline(n: int, folder: Path, db: Path) -> None:
     from click.testing import CliRunner
 
-    from skillweave.charts.report import run_report
     from skillweave.cli import cli
+    from skillweave.pipelines.chart_eval.report import run_report
     from skillweave.providers.core import FakeProvider, message_text, register_provider
     from skillweave.store import Store
 

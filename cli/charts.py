@@ -122,7 +122,7 @@ def report_command(ctx, run_id, plot_path, as_json):
     Example:
       skillweave charts report latest --plot charts.png
     """
-    from skillweave.charts.report import plot_report, run_report
+    from skillweave.pipelines.chart_eval.report import plot_report, run_report
 
     store = open_store(ctx)
     run = store.get_run(run_id)
@@ -146,7 +146,7 @@ def export_command(ctx, run_id, out):
     Example:
       skillweave charts export latest --out results
     """
-    from skillweave.charts.report import export_results
+    from skillweave.pipelines.chart_eval.report import export_results
 
     store = open_store(ctx)
     run = store.get_run(run_id)

@@ -97,3 +97,5 @@ EVAL_PIPELINE = Pipeline(
     name="math2-eval", config=Math2EvalConfig, runner="skillweave.agents.math2_eval:evaluate",
     report="skillweave.metrics.math2:eval_report", plot="skillweave.metrics.math2:plot_eval_report",
     description="MATH² evaluation: accuracy on source (X) and MATH² (Y) questions, judged by an LLM.")
+
+PIPELINES = (PIPELINE, EVAL_PIPELINE)

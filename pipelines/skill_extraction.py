@@ -118,3 +118,5 @@ PIPELINE = Pipeline(
 SOLVE_PIPELINE = Pipeline(
     name="solve", config=SolveConfig, graph="skillweave.graphs.solve", report="skillweave.agents.solver:run_report",
     description="Exemplar-retrieval solver evaluation (skill-based, random or fixed exemplars).")
+
+PIPELINES = (PIPELINE, SOLVE_PIPELINE)

@@ -12,19 +12,22 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {"tests", "benchmarks", "docs", ".venv", "build", "dist"}
 
-# Lowest first; a module may import modules of its own layer or of a lower one. The longest matching prefix
-# decides a module's layer.
+# Lowest first; a module may import modules of its own layer or of a lower one. A pattern matches a module and
+# everything under it; a `*` segment matches any one name (`skillweave.pipelines.*.nodes` matches
+# `skillweave.pipelines.chart_eval.nodes`). The matching pattern with the most segments decides a module's layer
+# (for plain prefixes: the longest match wins), so a pipeline folder's files sit in different layers.
 LAYERS: list[tuple[str, list[str]]] = [
     # the pipeline spec, the registry and the settings models: import nothing above core (specs name their
     # graph, report and export as "module:attribute" strings, resolved when used)
+    # A pipeline folder `pipelines/<name>/`: its `__init__` (spec + settings) is core, its files are not.
     ("core", ["skillweave._version", "skillweave.errors", "skillweave.pipeline", "skillweave.pipelines"]),
     ("store", ["skillweave.store", "skillweave.prompts"]),
     ("data", ["skillweave.catalog", "skillweave.charts", "skillweave.metrics", "skillweave.export",
               "skillweave.store.importers"]),
     ("providers", ["skillweave.providers"]),
     ("trainers", ["skillweave.trainers"]),
-    ("roles", ["skillweave.agents"]),
-    ("graphs", ["skillweave.graphs", "skillweave.charts.report"]),
+    ("roles", ["skillweave.agents", "skillweave.pipelines.*.nodes"]),
+    ("graphs", ["skillweave.graphs", "skillweave.pipelines.*.graph", "skillweave.pipelines.*.report"]),
     ("services", ["skillweave.decisions", "skillweave.api"]),
     ("interfaces", ["skillweave", "skillweave.__main__", "skillweave.cli", "skillweave.web"]),
 ]
@@ -63,17 +66,24 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
     return {m for m in found if m != name}
 
 
+def matches(pattern: str, module: str) -> bool:
+    """`pattern` is `module` or a package above it; a `*` segment stands for any one name."""
+    want, have = pattern.split("."), module.split(".")
+    return len(have) >= len(want) and all(w in ("*", h) for w, h in zip(want, have, strict=False))
+
+
 def layer_of(module: str) -> int | None:
     best, best_len = None, -1
-    for index, (_, prefixes) in enumerate(LAYERS):
-        for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best_len:
-                best, best_len = index, len(prefix)
+    for index, (_, patterns) in enumerate(LAYERS):
+        for pattern in patterns:
+            segments = len(pattern.split("."))
+            if matches(pattern, module) and segments > best_len:
+                best, best_len = index, segments
     return best
 
 
-def import_graph() -> dict[str, set[str]]:
-    files = module_files()
+def import_graph(root: Path = ROOT) -> dict[str, set[str]]:
+    files = module_files(root)
     known = set(files)
     return {name: {m for m in imports_of(name, path, known) if m in known} for name, path in files.items()}
 
@@ -145,6 +155,26 @@ def test_the_walker_sees_function_level_imports_and_cycles(tmp_path):
     source.write_text("def f():\n    from skillweave.trainers import less\n    import skillweave.cli.run\n")
     assert imports_of("skillweave.x.m", source, {"skillweave.trainers.less"}) == {
         "skillweave.trainers.less", "skillweave.cli.run"}
+
+
+def test_layer_patterns_wildcard_and_most_specific_match():
+    """A pipeline folder's files take their layers from the `*` patterns; the most specific pattern wins."""
+    names = [name for name, _ in LAYERS]
+    assert names[layer_of("skillweave.pipelines")] == "core"
+    assert names[layer_of("skillweave.pipelines.anything")] == "core"           # a folder's __init__: spec
+    assert names[layer_of("skillweave.pipelines.anything.nodes")] == "roles"
+    assert names[layer_of("skillweave.pipelines.anything.nodes.helpers")] == "roles"
+    assert names[layer_of("skillweave.pipelines.anything.graph")] == "graphs"
+    assert names[layer_of("skillweave.pipelines.anything.report")] == "graphs"
+    assert names[layer_of("skillweave.pipelines.anything.settings")] == "core"  # any other file: core
+    assert names[layer_of("skillweave.pipelines.nodes")] == "core"              # `*` needs a name before it
+    assert names[layer_of("skillweave.store.importers.x")] == "data"            # plain prefixes: longest wins
+    assert not matches("skillweave.pipelines.*.nodes", "skillweave.pipelines.a.nodesx")
+    assert inversions({"skillweave.pipelines.a": {"skillweave.pipelines.a.nodes"},
+                       "skillweave.pipelines.a.nodes": set()}) == [
+        "skillweave.pipelines.a (core) imports skillweave.pipelines.a.nodes (roles)"]
+    assert inversions({"skillweave.pipelines.a.graph": {"skillweave.pipelines.a.nodes", "skillweave.pipelines.a"},
+                       "skillweave.pipelines.a.nodes": set(), "skillweave.pipelines.a": set()}) == []
 
 
 def test_building_the_cli_loads_no_settings_models():

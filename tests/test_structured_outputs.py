@@ -147,8 +147,8 @@ def test_report_counts_unparseable_judge_replies_per_step(cli_run, db_path):
 
 def test_chart_judge_reply_repaired_once_scores_instead_of_minus_one(tmp_path):
     """A chart judge whose first reply misses a key gets a repair turn and its corrected reply is the grade."""
-    from skillweave.agents.chart_eval import _judge_call
     from skillweave.charts.grading import reasoning_from_model, reasoning_judge_schema
+    from skillweave.pipelines.chart_eval.nodes import _judge_call
 
     store = Store(str(tmp_path / "c.db"))
     run_id = store.create_run("chart-eval", {})

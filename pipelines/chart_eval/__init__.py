@@ -1,4 +1,7 @@
-"""CharXiv-style chart evaluation: settings and spec."""
+"""CharXiv-style chart evaluation, a pipeline in one folder: this module holds the settings and the spec (core
+layer: it imports nothing above `skillweave.pipeline`); `nodes.py` the node functions (roles layer), `graph.py`
+the wiring and plan (graphs layer), `report.py` the report, plot and official-format export; the prompt templates
+are in `prompts/chart_eval/`."""
 
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ class ChartEvalConfig(PipelineConfig):
 
 
 PIPELINE = Pipeline(
-    name="chart-eval", config=ChartEvalConfig, graph="skillweave.graphs.chart_eval",
-    report="skillweave.charts.report:run_report", plot="skillweave.charts.report:plot_report",
+    name="chart-eval", config=ChartEvalConfig, graph="skillweave.pipelines.chart_eval.graph",
+    report="skillweave.pipelines.chart_eval.report:run_report",
+    plot="skillweave.pipelines.chart_eval.report:plot_report",
     description="CharXiv-style chart evaluation: answer chart questions, grade with a judge.")

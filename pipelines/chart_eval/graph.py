@@ -2,7 +2,8 @@
 
 from langgraph.graph import END, START, StateGraph
 
-from skillweave.agents.chart_eval import (
+from skillweave.agents.llm import RunContext
+from skillweave.pipelines.chart_eval.nodes import (
     ChartEvalState,
     ask,
     judge_descriptive,
@@ -10,7 +11,6 @@ from skillweave.agents.chart_eval import (
     plan_threads,
     route_after_ask,
 )
-from skillweave.agents.llm import RunContext
 
 plan = plan_threads
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from skillweave.agents.chart_eval import KINDS, PROGRAMMATIC
 from skillweave.charts.grading import accuracy_stats, agreement
+from skillweave.pipelines.chart_eval.nodes import KINDS, PROGRAMMATIC
 
 BREAKDOWNS = {"descriptive": ["By Category", "By Subject", "By Year", "By Subplot", "By Question"],
               "reasoning": ["By Answer Type", "By Source", "By Subject", "By Year", "By Subplot", "By Skills"]}
