@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from skillweave.errors import UsageError
 from skillweave.pipeline import Pipeline, PipelineConfig
 from skillweave.pipelines import get_pipeline
 from skillweave.prompts import load_template
-from skillweave.store import Store, queries
+from skillweave.store import Store, default_db_path, queries
 
 
 def create_run(store: Store, pipeline: str | Pipeline, config: PipelineConfig | dict, *,
@@ -126,33 +127,54 @@ def _prepare(pipeline: str | Pipeline, db: str | None, prompts_dir: str | None, 
     return spec, store, run_id
 
 
+def _check_workers(spec: Pipeline, config: Callable[[], PipelineConfig], db: str | None, workers: int) -> None:
+    """`workers` is a count this run can use (graphs/workers.py refuses the embedded model, --batch ...)."""
+    if isinstance(workers, bool) or not isinstance(workers, int):
+        raise UsageError(f"workers={workers!r}: give a number of worker processes (1 to 64)")
+    if workers != 1:
+        from skillweave.graphs.workers import check_workers
+
+        check_workers(spec, config(), db or str(default_db_path()), workers)
+
+
+async def _execute(spec: Pipeline, store: Store, run_id: str, *, workers: int, **options):
+    """The run on this event loop, or (workers > 1) in worker processes, coordinated from a thread so that the
+    caller's loop keeps running."""
+    if workers == 1:
+        from skillweave.graphs.runtime import arun_pipeline
+
+        return await arun_pipeline(spec, store, run_id, **options)
+    from skillweave.graphs.workers import run_with_workers
+
+    return await asyncio.to_thread(run_with_workers, spec, store, run_id, workers=workers, **options)
+
+
 async def arun(pipeline: str | Pipeline, *, db: str | None = None, prompts_dir: str | None = None,
-               inputs: dict | None = None, progress: bool = False, **settings) -> RunHandle:
+               inputs: dict | None = None, progress: bool = False, workers: int = 1, **settings) -> RunHandle:
     """Start a run and await it on the running event loop (a notebook's, an application's).
 
     `settings` are the fields of the pipeline's config model (`skillweave run <pipeline> --help` lists them);
-    `inputs` are the pipeline's input files (Skill-Mix: `skills=`, `topics=`; default: the bundled ones)."""
-    from skillweave.graphs.runtime import arun_pipeline
-
-    spec, store, run_id = _prepare(pipeline, db, prompts_dir, inputs, settings)
+    `inputs` are the pipeline's input files (Skill-Mix: `skills=`, `topics=`; default: the bundled ones);
+    `workers` > 1 runs it in that many processes sharing the store, as `--workers N` does."""
+    spec = get_pipeline(pipeline)
+    _check_workers(spec, lambda: spec.new_config(settings), db, workers)  # before the run row exists, as on the CLI
+    spec, store, run_id = _prepare(spec, db, prompts_dir, inputs, settings)
     config = spec.load_config(store.get_run(run_id)["config"])
-    summary = await arun_pipeline(spec, store, run_id, prompts_dir=prompts_dir, concurrency=config.concurrency,
-                                  progress=progress)
+    summary = await _execute(spec, store, run_id, workers=workers, prompts_dir=prompts_dir,
+                             concurrency=config.concurrency, progress=progress)
     return RunHandle(run_id, spec.name, store.path, summary, store)
 
 
 async def aresume(run_id: str, *, db: str | None = None, prompts_dir: str | None = None,
-                  concurrency: int | None = None, retry_failed: bool = False) -> RunHandle:
+                  concurrency: int | None = None, retry_failed: bool = False, workers: int = 1) -> RunHandle:
     """Finish an interrupted run (finished threads skipped, stored replies reused)."""
-    from skillweave.graphs.runtime import arun_pipeline
-
     store = Store(db)
     run = store.get_run(run_id)
     spec = get_pipeline(run["pipeline"])
     config = spec.load_config(run["config"])
-    summary = await arun_pipeline(spec, store, run["id"], prompts_dir=prompts_dir,
-                                  concurrency=concurrency or config.concurrency, progress=False,
-                                  retry_failed=retry_failed)
+    _check_workers(spec, lambda: config, store.path, workers)
+    summary = await _execute(spec, store, run["id"], workers=workers, prompts_dir=prompts_dir,
+                             concurrency=concurrency or config.concurrency, progress=False, retry_failed=retry_failed)
     return RunHandle(run["id"], spec.name, store.path, summary, store)
 
 
@@ -179,17 +201,18 @@ def _sync(coro_fn, *args, **kwargs):
 
 
 def run(pipeline: str | Pipeline, *, db: str | None = None, prompts_dir: str | None = None,
-        inputs: dict | None = None, progress: bool = False, **settings) -> RunHandle:
+        inputs: dict | None = None, progress: bool = False, workers: int = 1, **settings) -> RunHandle:
     """Start a run and wait for it; see `arun`. Safe to call in a notebook cell."""
-    handle = _sync(arun, pipeline, db=db, prompts_dir=prompts_dir, inputs=inputs, progress=progress, **settings)
+    handle = _sync(arun, pipeline, db=db, prompts_dir=prompts_dir, inputs=inputs, progress=progress,
+                   workers=workers, **settings)
     handle._store = None  # the worker thread's connection stays with that thread
     return handle
 
 
 def resume(run_id: str, *, db: str | None = None, prompts_dir: str | None = None, concurrency: int | None = None,
-           retry_failed: bool = False) -> RunHandle:
+           retry_failed: bool = False, workers: int = 1) -> RunHandle:
     """Finish an interrupted run and wait for it; see `aresume`."""
     handle = _sync(aresume, run_id, db=db, prompts_dir=prompts_dir, concurrency=concurrency,
-                   retry_failed=retry_failed)
+                   retry_failed=retry_failed, workers=workers)
     handle._store = None
     return handle

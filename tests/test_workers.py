@@ -247,3 +247,20 @@ def test_two_workers_stop_at_the_budget_and_resume_raises_it(cli_run, db_path, t
     assert _count(db_path, "select count(*) from items where status = 'done'") == 6
     assert _count(db_path, "select count(distinct call_key) from llm_calls where error is null") == \
         _count(db_path, "select count(*) from llm_calls")
+
+
+def test_python_api_workers(tmp_path):
+    import skillweave
+    from skillweave.errors import UsageError
+
+    settings = {"model": "fake", "k": [2, 3], "n": 3, "rounds": 2, "grading_samples": 2}
+    one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
+    assert skillweave.run("skillmix", db=one, **settings).status == "done"
+    handle = skillweave.run("skillmix", db=two, workers=2, concurrency=2, **settings)
+    assert handle.status == "done" and run_content(two) == run_content(one)
+    assert _count(two, "select count(distinct call_key) from llm_calls") == _count(two, "select count(*) from llm_calls")
+    refused = str(tmp_path / "refused.db")
+    for bad in ({"workers": 0}, {"workers": "2"}, {"workers": 2, "model": "local"}):
+        with pytest.raises(UsageError):
+            skillweave.run("skillmix", db=refused, **{**settings, **bad})
+    assert not os.path.exists(refused) or _count(refused, "select count(*) from runs") == 0  # refused before the run row
