@@ -149,14 +149,39 @@ class LlamaLite:
                 gate_up=torch.cat([get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")]).contiguous(),
                 gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
             ))
-        if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
+        if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
+            self._pack_fp16()
+        elif dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
             for blk in self.blocks:
                 for name in ("qkv", "qkv_b", "o", "o_b", "gate_up", "gate_up_b", "down", "down_b"):
                     if blk[name] is not None:
                         blk[name] = blk[name].to(dtype)
             self.lm_head = self.lm_head.to(dtype)
 
+    def _pack_fp16(self) -> None:
+        """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
+        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32. Packing runs on
+        every core (about a second for 135M weights)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        pack = self.torch.ops.quantized.linear_prepack_fp16
+        jobs = [(blk, name) for blk in self.blocks for name in ("qkv", "o", "gate_up", "down")]
+
+        def one(job):
+            blk, name = job
+            return pack(blk[name], blk[name + "_b"])
+
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            head = pool.submit(pack, self.lm_head, None)
+            for (blk, name), packed in zip(jobs, pool.map(one, jobs), strict=True):
+                blk[name], blk[name + "_b"] = packed, None
+            self.lm_head = head.result()
+
     def _linear(self, x, weight, bias=None):
+        if isinstance(weight, self.torch.ScriptObject):  # fbgemm fp16 packed (bias inside)
+            return self.torch.ops.quantized.linear_dynamic_fp16(x, weight)
+        if weight.dtype == x.dtype:
+            return self.torch.nn.functional.linear(x, weight, bias)
         return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
     def _rms(self, x, weight):
@@ -169,12 +194,9 @@ class LlamaLite:
         emb = self.torch.cat([freqs, freqs], dim=-1)
         return emb.cos(), emb.sin()
 
-    @staticmethod
-    def _rotate(x, cos, sin):
+    def _rotate(self, x, cos, sin):
         half = x.shape[-1] // 2
-        rotated = x.new_empty(x.shape)
-        rotated[..., :half] = -x[..., half:]
-        rotated[..., half:] = x[..., :half]
+        rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
     def forward(self, ids, positions, kv_write, attend):
@@ -187,15 +209,14 @@ class LlamaLite:
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
         cos, sin = self._rope(positions)
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: one rotation for the q and k heads together
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         for layer, blk in enumerate(self.blocks):
             h = self._rms(x, blk["ln1"])
             qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
-            q = qkv[..., : H * D].view(B, T, H, D).transpose(1, 2)
-            k = qkv[..., H * D: (H + KV) * D].view(B, T, KV, D).transpose(1, 2)
+            qk = self._rotate(qkv[..., : (H + KV) * D].view(B, T, H + KV, D), cos, sin)
+            q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)
             v = qkv[..., (H + KV) * D:].view(B, T, KV, D).transpose(1, 2)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             kv_write(layer, k, v)
             a = attend(layer, q).transpose(1, 2).reshape(B, T, H * D)
             x = x + self._linear(a, blk["o"], blk["o_b"])
@@ -383,7 +404,9 @@ class Engine:
         self.valid[:B, hi] = True
         ids = torch.tensor([[r.last] for r in self.rows])
         positions = torch.tensor([[r.position] for r in self.rows])
-        mask = self.valid[:B, None, None, lo: hi + 1]
+        # additive mask built once per step (SDPA would convert a boolean mask in each of the layers)
+        mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
+                                                                float("-inf"))
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
@@ -398,9 +421,11 @@ class Engine:
             logits = m.forward(ids, positions, kv_write, attend)
         self.hi = hi + 1
         self.steps += 1
+        greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below
         for i, row in enumerate(self.rows):
             row.position += 1
-            row.last = self._choose(logits[i], row.request.temperature, row.generator)
+            temperature = row.request.temperature
+            row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
         self._finish_rows()
 
     def reset(self) -> None:
@@ -489,11 +514,11 @@ _LOAD_LOCK = threading.Lock()
 def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
     with _LOAD_LOCK:
-        return _load_engine(spec, max_rows)
+        return _load_engine(spec, max_rows, local_dtype_name())
 
 
 @lru_cache(maxsize=4)
-def _load_engine(spec: str, max_rows: int) -> Engine | None:
+def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
     from skillweave.agents.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
@@ -504,9 +529,10 @@ def _load_engine(spec: str, max_rows: int) -> Engine | None:
         if config.get("model_type") != "llama":
             raise _Unsupported("not a Llama-architecture model")
         tokenizer = ChatTokenizer(path)
+        import torch
         from safetensors.torch import load_file
 
-        model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=local_dtype())
+        model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=getattr(torch, dtype))
     except _Unsupported:
         return None
     eos: set[int] = set()
@@ -517,17 +543,33 @@ def _load_engine(spec: str, max_rows: int) -> Engine | None:
     return Engine(model, tokenizer, eos, max_rows=max_rows)
 
 
-def local_dtype():
-    """$SKILLWEAVE_LOCAL_DTYPE: float32 (default, the weights as prepared) or bfloat16 (half the memory traffic per
-    decode step; outputs differ slightly from float32, and batched still equals unbatched)."""
-    import torch
-
+def local_dtype_name() -> str:
+    """$SKILLWEAVE_LOCAL_DTYPE, the matmul weights' type: float16 (the default where torch has fbgemm, i.e. x86-64
+    with AVX2; packed for fbgemm, activations and accumulation stay float32), float32 (the weights as prepared;
+    the default elsewhere) or bfloat16. docs/models.md says how far float16 and bfloat16 outputs are from
+    float32's; within each type, batched equals unbatched."""
     from skillweave.errors import ConfigError
 
-    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE", "float32")
-    if name not in ("float32", "bfloat16"):
-        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32 or bfloat16")
-    return getattr(torch, name)
+    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or ("float16" if fp16_kernels() else "float32")
+    if name not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16 or bfloat16")
+    if name == "float16" and not fp16_kernels():
+        raise ConfigError("SKILLWEAVE_LOCAL_DTYPE float16 needs torch's fbgemm kernels (x86-64 with AVX2); "
+                          "use float32")
+    return name
+
+
+def local_dtype():
+    import torch
+
+    return getattr(torch, local_dtype_name())
+
+
+def fp16_kernels() -> bool:
+    """Whether this torch build and CPU have fbgemm's fp16-weight matmul (x86-64 with AVX2)."""
+    import torch
+
+    return "fbgemm" in torch.backends.quantized.supported_engines
 
 
 def _read_json(path: Path) -> dict:

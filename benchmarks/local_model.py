@@ -28,12 +28,18 @@ TOPICS = ["gardening", "chess", "a rainy city", "the history of bread", "learnin
           "a job interview", "space travel", "friendship", "a lost umbrella", "jazz", "the ocean"]
 LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (scaled by --max-tokens / 96): rows of
 # different lengths, as in a pipeline where replies end at different points
+# Each variant runs in its own process with these environment variables.
+VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
+            "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
+            "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
+            "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
 
 
-def warm_load(kind: str) -> float:
+def warm_load(kind: str, env: dict) -> float:
     code = f"import time; t = time.perf_counter(); {LOAD[kind]}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -65,18 +71,22 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, each in its own process (default: all of {', '.join(VARIANTS)})")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(throughput(args)))
         return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    loads = {kind: warm_load(kind) for kind in ("engine", "transformers")}
-    print(f"warm load: engine {loads['engine']:.2f} s, transformers {loads['transformers']:.2f} s "
-          f"(ratio {loads['transformers'] / loads['engine']:.2f}x)")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+    loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
+             for kind in ("engine f32", "engine fp16", "transformers")}
+    print("warm load (fresh process, imports included): " + ", ".join(f"{k} {v:.2f} s" for k, v in loads.items()))
     runs = {}
-    variants = {"engine": {}, "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
-                "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     for kind, extra in variants.items():
         env = {**os.environ, **extra}
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
@@ -86,11 +96,16 @@ def main() -> None:
         r = runs[kind]
         print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
               f"{r['cpu_ms_per_token']:.1f} CPU ms per token")
-    same = sum(a == b for a, b in zip(runs["engine"]["texts"], runs["transformers"]["texts"], strict=True))
-    for kind in ("engine", "engine bf16"):
-        print(f"{kind} / transformers tokens/s: {runs[kind]['tokens_per_s'] / runs['transformers']['tokens_per_s']:.2f}x;"
-              f" CPU per token {runs['transformers']['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
-    print(f"identical greedy texts, engine (float32) and transformers: {same}/{args.requests}")
+    base = "transformers" if "transformers" in runs else next(iter(runs))
+    for kind in runs:
+        if kind != base:
+            print(f"{kind} / {base} tokens/s: {runs[kind]['tokens_per_s'] / runs[base]['tokens_per_s']:.2f}x;"
+                  f" CPU per token {runs[base]['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
+    reference = "engine f32" if "engine f32" in runs else base
+    for kind in runs:
+        if kind != reference:
+            same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
+            print(f"identical greedy texts, {kind} and {reference}: {same}/{args.requests}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

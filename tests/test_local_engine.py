@@ -72,11 +72,12 @@ def test_tokenizer_and_chat_template_match_transformers(tiny_model):
         assert engine.tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True)
 
 
-def test_greedy_tokens_match_transformers_generate(tiny_model):
-    """The plain-torch Llama gives the same greedy tokens as transformers' generate, prompt by prompt."""
+def test_greedy_tokens_match_transformers_generate(tiny_model, monkeypatch):
+    """The plain-torch Llama (float32 weights) gives the same greedy tokens as transformers' generate."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
     reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     engine = load_engine(str(tiny_model))
     prompts = _prompts(engine, CORPUS)
@@ -232,10 +233,53 @@ def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
         batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
         engine.generate(batched)
         assert [r.outputs for r in batched] == alone
-        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float64")
         from skillweave.errors import ConfigError
 
-        with pytest.raises(ConfigError, match="expected float32 or bfloat16"):
+        with pytest.raises(ConfigError, match="expected float32, float16 or bfloat16"):
             local_engine.local_dtype()
     finally:
         local_engine._load_engine.cache_clear()
+
+
+@pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+def test_float16_packed_weights_are_the_default_close_to_float32_and_batched_equals_alone(tiny_model, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("SKILLWEAVE_LOCAL_DTYPE", raising=False)
+    assert local_engine.local_dtype_name() == "float16"
+    fast = load_engine(str(tiny_model))
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
+    exact = load_engine(str(tiny_model))
+    assert fast is not exact  # one engine per weight type
+    assert isinstance(fast.model.blocks[0]["qkv"], torch.ScriptObject) and fast.model.blocks[0]["qkv_b"] is None
+    assert isinstance(fast.model.lm_head, torch.ScriptObject)
+    prompts = _prompts(fast, CORPUS)
+    with torch.no_grad():  # the last position's logits, prompt by prompt: fp16 rounding of the weights only
+        for ids in prompts:
+            outs = [engine.model.forward(torch.tensor([ids]), torch.arange(len(ids))[None],
+                                         lambda layer, k, v, keep=keep: keep.append((k, v)),
+                                         lambda layer, q, keep=keep: torch.nn.functional.scaled_dot_product_attention(
+                                             q, *keep[layer], is_causal=True, enable_gqa=True))
+                    for engine, keep in ((fast, []), (exact, []))]
+            assert not torch.equal(outs[0], outs[1])
+            assert (outs[0] - outs[1]).abs().max() < 1e-2 * outs[1].abs().max()
+    alone = []
+    for ids in prompts:
+        request = GenRequest(ids, max_tokens=12)
+        fast.generate([request])
+        alone.append(request.outputs)
+    batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
+    fast.generate(batched)
+    assert [r.outputs for r in batched] == alone
+
+
+def test_float32_is_the_default_without_fbgemm_and_float16_then_fails_clearly(monkeypatch):
+    from skillweave.errors import ConfigError
+
+    monkeypatch.setattr(local_engine, "fp16_kernels", lambda: False)
+    monkeypatch.delenv("SKILLWEAVE_LOCAL_DTYPE", raising=False)
+    assert local_engine.local_dtype_name() == "float32"
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+    with pytest.raises(ConfigError, match="needs torch's fbgemm"):
+        local_engine.local_dtype_name()
