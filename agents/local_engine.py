@@ -185,6 +185,10 @@ class LlamaLite:
         return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
     def _rms(self, x, weight):
+        # torch's rms_norm is x * rsqrt(mean(x^2) + eps) * weight in one call (the same operations, so the same
+        # bits as transformers' LlamaRMSNorm in float32); older torch spells it out
+        if hasattr(self.torch.nn.functional, "rms_norm"):
+            return self.torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, self.eps)
         x = x * self.torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x
 
@@ -228,6 +232,24 @@ class LlamaLite:
 
 
 # ---- rows and the padded KV cache ----------------------------------------------------------------------
+PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
+PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @dataclass
 class GenRequest:
     """One chat request: its prompt ids, how many rows (n), and what each row produced."""
@@ -256,7 +278,8 @@ class _Row:
 class Engine:
     """Decode batch with a padded KV cache; `step` advances every row by one token."""
 
-    def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8):
+    def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
+                 share_prefixes: bool = False):
         import torch
 
         self.torch = torch
@@ -271,7 +294,13 @@ class Engine:
         self.valid = None
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
+        self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
+        # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
+        # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
+        # Off for float32 weights, whose outputs stay bit-for-bit those of a whole-prompt prefill.
+        self.share_prefixes = share_prefixes
+        self.prefixes: list[tuple[list[int], list, list]] = []  # (ids, keys, values), most recent first
 
     # -- layout
     def _allocate(self, rows: int, cap: int, hi: int) -> None:
@@ -331,6 +360,39 @@ class Engine:
         probs = torch.softmax(logits / temperature, dim=-1)
         return int(torch.multinomial(probs, 1, generator=generator))
 
+    def _prefix(self, ids: list[int]) -> tuple[int, list, list]:
+        """The longest stored prefix of `ids` (at least PREFIX_MIN_TOKENS, at most all but the last token):
+        its length and its keys and values per layer ([kv heads, length, head dim])."""
+        best, entry = 0, None
+        if self.share_prefixes:
+            for candidate in self.prefixes:
+                n = _common_prefix(candidate[0], ids)
+                if n > best:
+                    best, entry = n, candidate
+        best = min(best, len(ids) - 1)
+        if best < PREFIX_MIN_TOKENS:
+            return 0, [], []
+        self.prefixes.remove(entry)
+        self.prefixes.insert(0, entry)
+        return best, [k[:, :best] for k in entry[1]], [v[:, :best] for v in entry[2]]
+
+    def _remember(self, ids: list[int], keys: list, values: list) -> None:
+        """Keep a sequence's keys/values (most recent first) within PREFIX_BUDGET_BYTES; an entry that is a
+        prefix of the new one is dropped."""
+        if not self.share_prefixes or len(ids) < PREFIX_MIN_TOKENS:
+            return
+        self.prefixes = [e for e in self.prefixes if _common_prefix(e[0], ids) < len(e[0])]
+        self.prefixes.insert(0, (ids, keys, values))
+        per_token = sum(k.element_size() * k[:, 0].numel() for k in keys) * 2
+        budget = PREFIX_BUDGET_BYTES // max(1, per_token)
+        kept, used = [], 0
+        for entry in self.prefixes:
+            if used + len(entry[0]) > budget and kept:
+                break
+            kept.append(entry)
+            used += len(entry[0])
+        self.prefixes = kept
+
     def add(self, request: GenRequest) -> None:
         """Prefill the prompt once and add `n` rows for it (each picks its first token)."""
         torch, m = self.torch, self.model
@@ -345,18 +407,25 @@ class Engine:
         b = len(self.rows)
         self._make_room(b + request.n, T, 1)
         hi = self.hi
+        shared, past_k, past_v = self._prefix(ids)
         keys, values = [], []
 
         def kv_write(layer, k, v):
-            keys.append(k)
-            values.append(v)
+            keys.append(torch.cat([past_k[layer][None], k], dim=2) if shared else k)
+            values.append(torch.cat([past_v[layer][None], v], dim=2) if shared else v)
+
+        # with a shared prefix, query i (position shared + i) sees keys 0 .. shared + i
+        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared else None
 
         def attend(layer, q):
             return torch.nn.functional.scaled_dot_product_attention(
-                q, keys[layer], values[layer], is_causal=True, enable_gqa=m.kv_heads != m.heads)
+                q, keys[layer], values[layer], attn_mask=causal, is_causal=not shared,
+                enable_gqa=m.kv_heads != m.heads)
 
         with torch.no_grad():
-            logits = m.forward(torch.tensor([ids]), torch.arange(T)[None], kv_write, attend)[0]
+            logits = m.forward(torch.tensor([ids[shared:]]), torch.arange(shared, T)[None], kv_write, attend)[0]
+        self.prefilled += T - shared
+        self._remember(list(ids), [k[0] for k in keys], [v[0] for v in values])
         for i in range(request.n):
             slot = b + i
             for layer in range(m.layers):
@@ -384,6 +453,11 @@ class Engine:
                 row.generated.append(row.last)
             if (ended or len(row.generated) >= request.max_tokens
                     or row.position >= self.model.max_positions):
+                if self.share_prefixes and not request.dropped:  # the conversation so far, for a follow-up turn
+                    start = self.hi - row.position
+                    self._remember(request.prompt_ids + row.generated[: row.position - len(request.prompt_ids)],
+                                   [k[slot, :, start: self.hi].clone() for k in self.k],
+                                   [v[slot, :, start: self.hi].clone() for v in self.v])
                 request.outputs[row.index] = row.generated
                 request.rows_left -= 1
                 self._remove(slot)
@@ -540,7 +614,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
         value = source.get("eos_token_id")
         eos.update(value if isinstance(value, list) else [] if value is None else [value])
     adaptive_threads(force=True)
-    return Engine(model, tokenizer, eos, max_rows=max_rows)
+    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
 
 
 def local_dtype_name() -> str:
