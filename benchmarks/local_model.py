@@ -2,12 +2,16 @@
 
 Prints, measured in one run on the same machine:
   - warm load (a fresh process, weights already prepared): the continuous-batching engine (plain torch +
-    tokenizers) against transformers' AutoModelForCausalLM/AutoTokenizer, imports included;
+    tokenizers) with float32 and with float16 weights against transformers' AutoModelForCausalLM/AutoTokenizer,
+    imports included;
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
-    `local` provider, first with the engine, then with SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of
-    up to 8 rows that wait for their longest row), each in its own process, and the ratio.
+    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
+    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to
+    8 rows that wait for their longest row); the ratios between them;
+  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers).
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
+    python benchmarks/local_model.py --variants "engine f32,engine fp16"
 """
 
 from __future__ import annotations

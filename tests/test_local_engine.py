@@ -319,3 +319,37 @@ def test_a_follow_up_turn_reuses_the_conversations_keys_and_gives_the_same_token
         engine.share_prefixes = True
     monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
     assert not load_engine(str(tiny_model)).share_prefixes  # float32 stays a whole-prompt prefill
+
+
+@pytest.mark.slow
+def test_float16_rounding_of_the_released_weights_is_far_below_their_quantisation_step():
+    """The numbers docs/models.md gives for keeping the GGUF's Q4_1/Q8_0 weights in float16."""
+    np = pytest.importorskip("numpy")
+    gguf = pytest.importorskip("gguf")
+    from skillweave.agents.local_model import GGUF_FILE, GGUF_PACKAGE, _package_dir
+    from skillweave.errors import ConfigError
+
+    try:
+        reader = gguf.GGUFReader(str(_package_dir(GGUF_PACKAGE, "") / GGUF_FILE))
+    except ConfigError:
+        pytest.skip("the embedded model wheel is not installed")
+    worst = {"Q4_1": 0.0, "Q8_0": 0.0}
+    types = set()
+    for tensor in reader.tensors:
+        kind = tensor.tensor_type.name
+        types.add(kind)
+        if kind not in worst:
+            continue
+        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)
+        blocks = raw.reshape(-1, 20 if kind == "Q4_1" else 34)  # float16 scale (and offset), then 32 values
+        d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+        if kind == "Q4_1":
+            offset = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+            packed = blocks[:, 4:]
+            w = np.concatenate([packed & 15, packed >> 4], 1).astype(np.float32) * d + offset
+        else:
+            w = blocks[:, 2:].view(np.int8).astype(np.float32) * d
+        error = np.abs(w.astype(np.float16).astype(np.float32) - w)
+        worst[kind] = max(worst[kind], float((error / np.maximum(d, 1e-30)).max()))
+    assert types == {"F32", "Q4_1", "Q8_0"}
+    assert worst["Q4_1"] < 0.01 and worst["Q8_0"] < 0.07
