@@ -25,6 +25,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -162,8 +163,6 @@ class LlamaLite:
         """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
         step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32. Packing runs on
         every core (about a second for 135M weights)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         pack = self.torch.ops.quantized.linear_prepack_fp16
         jobs = [(blk, name) for blk in self.blocks for name in ("qkv", "o", "gate_up", "down")]
 
@@ -602,11 +601,16 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
             raise _Unsupported("no single model.safetensors or tokenizer.json")
         if config.get("model_type") != "llama":
             raise _Unsupported("not a Llama-architecture model")
-        tokenizer = ChatTokenizer(path)
         import torch
         from safetensors.torch import load_file
 
-        model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=getattr(torch, dtype))
+        # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
+        # chat template are built.
+        with ThreadPoolExecutor(1) as pool:
+            weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
+                                                    dtype=getattr(torch, dtype)))
+            tokenizer = ChatTokenizer(path)
+            model = weights.result()
     except _Unsupported:
         return None
     eos: set[int] = set()

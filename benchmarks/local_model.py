@@ -58,16 +58,25 @@ def throughput(args) -> dict:
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
         temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96) for i in range(args.requests)]
 
+    engine, prefilled = None, [0]
+
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
+        prefilled[0] = engine.prefilled if engine else 0
         wall, cpu = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(provider.chat(r) for r in requests))
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
+    if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
+        from skillweave.agents.local_engine import load_engine
+
+        engine = load_engine("local", provider.batch_size)  # the engine the provider uses
     results, wall, cpu = asyncio.run(main())
     tokens = sum(r.output_tokens for r, _ in results)
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
-            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results]}
+            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results],
+            "prompt_tokens": sum(r.input_tokens for r, _ in results),
+            "prefilled": engine.prefilled - prefilled[0] if engine else None}
 
 
 def main() -> None:
@@ -98,8 +107,9 @@ def main() -> None:
                              capture_output=True, text=True, env=env, check=True)
         runs[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         r = runs[kind]
+        prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
         print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
-              f"{r['cpu_ms_per_token']:.1f} CPU ms per token")
+              f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill}")
     base = "transformers" if "transformers" in runs else next(iter(runs))
     for kind in runs:
         if kind != base:
