@@ -12,6 +12,7 @@ Prints, measured in one run on the same machine:
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
     python benchmarks/local_model.py --variants "engine f32,engine fp16"
+    python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
 """
 
 from __future__ import annotations
@@ -79,6 +80,75 @@ def throughput(args) -> dict:
             "prefilled": engine.prefilled - prefilled[0] if engine else None}
 
 
+def kernels(rows: int = 8, repeats: int = 5) -> None:
+    """CPU ms, one thread: (1) the matmuls of one decode step (SmolLM2-135M's shapes, random weights) per weight
+    format; (2) one decode step of the real model at `rows` rows per weight type, outside the matmuls included."""
+    import torch
+
+    from skillweave.agents import local_engine
+
+    torch.set_num_threads(1)
+    os.environ["SKILLWEAVE_TORCH_THREADS"] = "1"
+    shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)] * 30 + [(49152, 576)]  # 30 layers, output layer
+    gen = torch.Generator().manual_seed(0)
+    formats = {}
+    for name in ("float32", "bfloat16", "fbgemm float16", "int8 weight-only", "int4 weight-only (groups of 32)"):
+        mats = []
+        for n, k in shapes:
+            w = torch.randn(n, k, generator=gen) * 0.02
+            if name == "bfloat16":
+                mats.append((lambda x, w=w.bfloat16(): torch.nn.functional.linear(x.bfloat16(), w).float(), k))
+            elif name == "fbgemm float16":
+                packed = torch.ops.quantized.linear_prepack_fp16(w, None)
+                mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic_fp16(x, p), k))
+            elif name == "int8 weight-only":
+                q, scale = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen), torch.rand(n) * 1e-3
+                mats.append((lambda x, q=q, s=scale: torch.ops.aten._weight_int8pack_mm(x, q, s), k))
+            elif name.startswith("int4"):
+                q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8)
+                scales = torch.rand(k // 32, n, 2) * 1e-3
+                mats.append((lambda x, p=packed, s=scales: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p, 32, s), k))
+            else:
+                mats.append((lambda x, w=w: torch.nn.functional.linear(x, w), k))
+        formats[name] = mats
+    inputs = {k: torch.randn(rows, k, generator=gen) for k in (576, 1536)}
+    base = None
+    for name, mats in formats.items():
+        for f, k in mats:  # warm up
+            f(inputs[k])
+        cpu = time.process_time()
+        for _ in range(repeats):
+            for f, k in mats:
+                f(inputs[k])
+        ms = 1000 * (time.process_time() - cpu) / repeats
+        base = base or ms
+        print(f"matmuls of one decode step at {rows} rows, {name:>31}: {ms:7.1f} CPU ms ({ms / base:.2f}x float32)")
+    prompt = "Write a short paragraph about gardening that shows metaphor and hyperbole."
+    base = None
+    for dtype in ("float32", "float16", "bfloat16"):
+        os.environ["SKILLWEAVE_LOCAL_DTYPE"] = dtype
+        engine = local_engine.load_engine("local", rows)
+        tok = engine.tokenizer
+        ids = tok.encode(tok.chat_prompt([{"role": "user", "content": prompt}]))
+        eos, engine.eos_ids = engine.eos_ids, set()
+        for _ in range(rows):
+            engine.add(local_engine.GenRequest(ids, max_tokens=10 ** 6))
+        for _ in range(3):
+            engine.step()
+        best = float("inf")
+        for _ in range(6):
+            cpu = time.process_time()
+            for _ in range(5):
+                engine.step()
+            best = min(best, (time.process_time() - cpu) / 5)
+        engine.reset()
+        engine.eos_ids = eos
+        base = base or best
+        print(f"decode step, real model, {rows} rows, {dtype:>8}: {1000 * best:6.1f} CPU ms (best of 6), "
+              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -86,8 +156,16 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"comma-separated, each in its own process (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
+                             "step of the real model per weight type (one thread)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kernels:
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        kernels()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.child:
         print(json.dumps(throughput(args)))
         return
