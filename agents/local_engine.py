@@ -371,8 +371,7 @@ class Engine:
         best = min(best, len(ids) - 1)
         if best < PREFIX_MIN_TOKENS:
             return 0, [], []
-        self.prefixes.remove(entry)
-        self.prefixes.insert(0, entry)
+        self.prefixes = [entry] + [e for e in self.prefixes if e is not entry]
         return best, [k[:, :best] for k in entry[1]], [v[:, :best] for v in entry[2]]
 
     def _remember(self, ids: list[int], keys: list, values: list) -> None:
@@ -424,7 +423,8 @@ class Engine:
         with torch.no_grad():
             logits = m.forward(torch.tensor([ids[shared:]]), torch.arange(shared, T)[None], kv_write, attend)[0]
         self.prefilled += T - shared
-        self._remember(list(ids), [k[0] for k in keys], [v[0] for v in values])
+        # copies: k and v are views into the whole projection output, which would stay alive with them
+        self._remember(list(ids), [k[0].contiguous() for k in keys], [v[0].contiguous() for v in values])
         for i in range(request.n):
             slot = b + i
             for layer in range(m.layers):
