@@ -2,12 +2,17 @@
 
 Prints, measured in one run on the same machine:
   - warm load (a fresh process, weights already prepared): the continuous-batching engine (plain torch +
-    tokenizers) against transformers' AutoModelForCausalLM/AutoTokenizer, imports included;
+    tokenizers) with float32 and with float16 weights against transformers' AutoModelForCausalLM/AutoTokenizer,
+    imports included;
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
-    `local` provider, first with the engine, then with SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of
-    up to 8 rows that wait for their longest row), each in its own process, and the ratio.
+    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
+    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to
+    8 rows that wait for their longest row); the ratios between them;
+  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers).
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
+    python benchmarks/local_model.py --variants "engine f32,engine fp16"
+    python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
 """
 
 from __future__ import annotations
@@ -28,12 +33,18 @@ TOPICS = ["gardening", "chess", "a rainy city", "the history of bread", "learnin
           "a job interview", "space travel", "friendship", "a lost umbrella", "jazz", "the ocean"]
 LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (scaled by --max-tokens / 96): rows of
 # different lengths, as in a pipeline where replies end at different points
+# Each variant runs in its own process with these environment variables.
+VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
+            "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
+            "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
+            "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
 
 
-def warm_load(kind: str) -> float:
+def warm_load(kind: str, env: dict) -> float:
     code = f"import time; t = time.perf_counter(); {LOAD[kind]}; print(time.perf_counter() - t)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, **env})
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -48,16 +59,94 @@ def throughput(args) -> dict:
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
         temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96) for i in range(args.requests)]
 
+    engine, prefilled = None, [0]
+
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
+        prefilled[0] = engine.prefilled if engine else 0
         wall, cpu = time.perf_counter(), time.process_time()
         results = await asyncio.gather(*(provider.chat(r) for r in requests))
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
+    if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
+        from skillweave.providers.local_engine import load_engine
+
+        engine = load_engine("local", provider.batch_size)  # the engine the provider uses
     results, wall, cpu = asyncio.run(main())
     tokens = sum(r.output_tokens for r, _ in results)
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
-            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results]}
+            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results],
+            "prompt_tokens": sum(r.input_tokens for r, _ in results),
+            "prefilled": engine.prefilled - prefilled[0] if engine else None}
+
+
+def kernels(rows: int = 8, repeats: int = 5) -> None:
+    """CPU ms, one thread: (1) the matmuls of one decode step (SmolLM2-135M's shapes, random weights) per weight
+    format; (2) one decode step of the real model at `rows` rows per weight type, outside the matmuls included."""
+    import torch
+
+    from skillweave.agents import local_engine
+
+    torch.set_num_threads(1)
+    os.environ["SKILLWEAVE_TORCH_THREADS"] = "1"
+    shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)] * 30 + [(49152, 576)]  # 30 layers, output layer
+    gen = torch.Generator().manual_seed(0)
+    formats = {}
+    for name in ("float32", "bfloat16", "fbgemm float16", "int8 weight-only", "int4 weight-only (groups of 32)"):
+        mats = []
+        for n, k in shapes:
+            w = torch.randn(n, k, generator=gen) * 0.02
+            if name == "bfloat16":
+                mats.append((lambda x, w=w.bfloat16(): torch.nn.functional.linear(x.bfloat16(), w).float(), k))
+            elif name == "fbgemm float16":
+                packed = torch.ops.quantized.linear_prepack_fp16(w, None)
+                mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic_fp16(x, p), k))
+            elif name == "int8 weight-only":
+                q, scale = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen), torch.rand(n) * 1e-3
+                mats.append((lambda x, q=q, s=scale: torch.ops.aten._weight_int8pack_mm(x, q, s), k))
+            elif name.startswith("int4"):
+                q = torch.randint(0, 16, (n, k), dtype=torch.int32, generator=gen)
+                packed = torch.ops.aten._convert_weight_to_int4pack_for_cpu(q, 8)
+                scales = torch.rand(k // 32, n, 2) * 1e-3
+                mats.append((lambda x, p=packed, s=scales: torch.ops.aten._weight_int4pack_mm_for_cpu(x, p, 32, s), k))
+            else:
+                mats.append((lambda x, w=w: torch.nn.functional.linear(x, w), k))
+        formats[name] = mats
+    inputs = {k: torch.randn(rows, k, generator=gen) for k in (576, 1536)}
+    base = None
+    for name, mats in formats.items():
+        for f, k in mats:  # warm up
+            f(inputs[k])
+        cpu = time.process_time()
+        for _ in range(repeats):
+            for f, k in mats:
+                f(inputs[k])
+        ms = 1000 * (time.process_time() - cpu) / repeats
+        base = base or ms
+        print(f"matmuls of one decode step at {rows} rows, {name:>31}: {ms:7.1f} CPU ms ({ms / base:.2f}x float32)")
+    prompt = "Write a short paragraph about gardening that shows metaphor and hyperbole."
+    base = None
+    for dtype in ("float32", "float16", "bfloat16"):
+        os.environ["SKILLWEAVE_LOCAL_DTYPE"] = dtype
+        engine = local_engine.load_engine("local", rows)
+        tok = engine.tokenizer
+        ids = tok.encode(tok.chat_prompt([{"role": "user", "content": prompt}]))
+        eos, engine.eos_ids = engine.eos_ids, set()
+        for _ in range(rows):
+            engine.add(local_engine.GenRequest(ids, max_tokens=10 ** 6))
+        for _ in range(3):
+            engine.step()
+        best = float("inf")
+        for _ in range(6):
+            cpu = time.process_time()
+            for _ in range(5):
+                engine.step()
+            best = min(best, (time.process_time() - cpu) / 5)
+        engine.reset()
+        engine.eos_ids = eos
+        base = base or best
+        print(f"decode step, real model, {rows} rows, {dtype:>8}: {1000 * best:6.1f} CPU ms (best of 6), "
+              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32)")
 
 
 def main() -> None:
@@ -65,18 +154,30 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--requests", type=int, default=24)
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"comma-separated, each in its own process (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--kernels", action="store_true",
+                        help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
+                             "step of the real model per weight type (one thread)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.kernels:
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        kernels()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.child:
         print(json.dumps(throughput(args)))
         return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-    loads = {kind: warm_load(kind) for kind in ("engine", "transformers")}
-    print(f"warm load: engine {loads['engine']:.2f} s, transformers {loads['transformers']:.2f} s "
-          f"(ratio {loads['transformers'] / loads['engine']:.2f}x)")
+    unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if unknown:
+        parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
+    loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
+             for kind in ("engine f32", "engine fp16", "transformers")}
+    print("warm load (fresh process, imports included): " + ", ".join(f"{k} {v:.2f} s" for k, v in loads.items()))
     runs = {}
-    variants = {"engine": {}, "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
-                "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
+    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     for kind, extra in variants.items():
         env = {**os.environ, **extra}
         out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
@@ -84,13 +185,19 @@ def main() -> None:
                              capture_output=True, text=True, env=env, check=True)
         runs[kind] = json.loads(out.stdout.strip().splitlines()[-1])
         r = runs[kind]
+        prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
         print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
-              f"{r['cpu_ms_per_token']:.1f} CPU ms per token")
-    same = sum(a == b for a, b in zip(runs["engine"]["texts"], runs["transformers"]["texts"], strict=True))
-    for kind in ("engine", "engine bf16"):
-        print(f"{kind} / transformers tokens/s: {runs[kind]['tokens_per_s'] / runs['transformers']['tokens_per_s']:.2f}x;"
-              f" CPU per token {runs['transformers']['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
-    print(f"identical greedy texts, engine (float32) and transformers: {same}/{args.requests}")
+              f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill}")
+    base = "transformers" if "transformers" in runs else next(iter(runs))
+    for kind in runs:
+        if kind != base:
+            print(f"{kind} / {base} tokens/s: {runs[kind]['tokens_per_s'] / runs[base]['tokens_per_s']:.2f}x;"
+                  f" CPU per token {runs[base]['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
+    reference = "engine f32" if "engine f32" in runs else base
+    for kind in runs:
+        if kind != reference:
+            same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
+            print(f"identical greedy texts, {kind} and {reference}: {same}/{args.requests}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

