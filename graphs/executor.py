@@ -173,19 +173,35 @@ def final_checkpoint(saver, values: dict, steps: int) -> tuple[dict, dict]:
 
 
 class DirectThreads:
-    """Runs fresh threads of one run directly and records each finished one with its final checkpoint."""
+    """Runs fresh threads of one run directly and records each finished one with its final checkpoint.
 
-    def __init__(self, direct: DirectGraph, ctx, store):
+    A node that needs LangGraph's own runtime (it calls `interrupt()` or `get_config()`) raises outside Pregel;
+    that thread, and every later one of the run, then runs through `graph.ainvoke` from its input instead (what
+    the node stored before is reused, as when any thread of such a graph restarts from its input).
+    """
+
+    def __init__(self, direct: DirectGraph, ctx, store, graph, durability: str):
         from langgraph.runtime import Runtime
 
-        self.direct, self.runtime = direct, Runtime(context=ctx)
+        self.direct, self.runtime, self.ctx = direct, Runtime(context=ctx), ctx
+        self.graph, self.durability = graph, durability
         self.saver = _tick_saver(store)
+        self.fallback: str | None = None  # why threads now go through LangGraph
 
     async def run(self, thread_id: str, values: dict) -> dict:
-        state, steps = await self.direct.run(values, self.runtime)
-        checkpoint, metadata = final_checkpoint(self.saver, state, steps)
-        self.saver.put({"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}, checkpoint, metadata, {})
-        return state
+        config = {"configurable": {"thread_id": thread_id, "checkpoint_ns": ""}}
+        if self.fallback is None:
+            try:
+                state, steps = await self.direct.run(values, self.runtime)
+            except RuntimeError as exc:
+                if "outside of a runnable context" not in str(exc):
+                    raise
+                self.fallback = f"a node needs LangGraph's runtime ({exc})"
+            else:
+                checkpoint, metadata = final_checkpoint(self.saver, state, steps)
+                self.saver.put(config, checkpoint, metadata, {})
+                return state
+        return await self.graph.ainvoke(values, config, context=self.ctx, durability=self.durability)
 
 
 def _tick_saver(store):

@@ -203,7 +203,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
         started = _threads_with_checkpoints(saver, [s.thread_id for s in specs])
         durability = module.durability
         direct, _ = direct_graph(graph, durability)  # fresh threads skip Pregel where no checkpoint is needed
-        direct = DirectThreads(direct, ctx, ctx.store) if direct is not None else None
+        direct = DirectThreads(direct, ctx, ctx.store, graph, durability) if direct is not None else None
 
         # `concurrency` workers take threads from one shared iterator: memory follows the concurrency, not the
         # run size (a task per thread, all created up front, cost ~7 KB each and slowed large runs down).

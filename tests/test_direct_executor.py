@@ -208,3 +208,36 @@ def test_graphs_outside_the_subset_are_refused():
         DirectGraph(_graph(schema=_WithReducer))
     with pytest.raises(NotDirect, match="several outgoing edges|several ways out"):
         DirectGraph(_graph(parallel=True))
+
+
+def test_a_node_that_pauses_sends_its_thread_through_langgraph(store):
+    """`interrupt()` needs LangGraph's runtime: the thread (and the later ones) run through `ainvoke` instead."""
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import interrupt
+
+    from skillweave.graphs.executor import DirectThreads
+    from skillweave.graphs.runtime import StoreCheckpointer
+
+    async def ask(state):
+        return {"log": f"reviewer said {interrupt('approve?')}"}
+
+    builder = StateGraph(_Counter)
+    builder.add_node("ask", ask)
+    builder.add_edge(START, "ask")
+    builder.add_edge("ask", END)
+    saver = StoreCheckpointer(store.db.conn)
+    saver.setup()
+    graph = builder.compile(checkpointer=saver)
+    threads = DirectThreads(DirectGraph(graph), None, store, graph, "exit")
+
+    async def go():
+        with store.batch_writes():
+            first = await threads.run("t1", {"n": 1})
+            second = await threads.run("t2", {"n": 2})
+            return first, second
+
+    first, second = asyncio.run(go())
+    assert first["__interrupt__"][0].value == "approve?" and second["__interrupt__"][0].value == "approve?"
+    assert "needs LangGraph's runtime" in threads.fallback
+    paused = asyncio.run(graph.aget_state({"configurable": {"thread_id": "t1"}}))
+    assert paused.next == ("ask",) and paused.interrupts
