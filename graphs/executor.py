@@ -185,7 +185,7 @@ class DirectThreads:
 
         self.direct, self.runtime, self.ctx = direct, Runtime(context=ctx), ctx
         self.graph, self.durability = graph, durability
-        self.saver = _tick_saver(store)
+        self.saver = _tick_saver(store, graph.checkpointer)
         self.fallback: str | None = None  # why threads now go through LangGraph
 
     async def run(self, thread_id: str, values: dict) -> dict:
@@ -204,7 +204,7 @@ class DirectThreads:
         return await self.graph.ainvoke(values, config, context=self.ctx, durability=self.durability)
 
 
-def _tick_saver(store):
+def _tick_saver(store, checkpointer):
     """LangGraph's SQLite saver whose writes go through the store's write path: inside a run they join the
     event-loop tick's transaction (`Store.batch_writes`) and are committed with it, not one commit each."""
     from langgraph.checkpoint.sqlite import SqliteSaver
@@ -218,6 +218,6 @@ def _tick_saver(store):
         def cursor(self, transaction: bool = True):
             yield _Cursor()
 
-    saver = TickSaver(store.db.conn)
-    saver.is_setup = True  # the run's checkpointer created the tables
+    saver = TickSaver(checkpointer.conn)  # the run's checkpointer: the store's connection, its tables set up
+    saver.is_setup = True
     return saver
