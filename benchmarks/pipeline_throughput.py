@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -130,10 +131,23 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
         "topics_catalog": store.save_catalog("b", "topics", [{"name": t} for t in bundled_topics()]),
     }
     run_id = store.create_run("skillmix", config)
+    gc_cpu = [0.0, 0.0]  # CPU seconds spent in the garbage collector during the run, start of the current one
+
+    def gc_timer(phase, _info):
+        if phase == "start":
+            gc_cpu[1] = time.process_time()
+        else:
+            gc_cpu[0] += time.process_time() - gc_cpu[1]
+
+    gc.callbacks.append(gc_timer)
     start, cpu_start = time.perf_counter(), time.process_time()
-    summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
+    try:
+        summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
+    finally:
+        gc.callbacks.remove(gc_timer)
     elapsed = time.perf_counter() - start
     pipeline.cpu_s = time.process_time() - cpu_start
+    pipeline.gc_s = gc_cpu[0]
     calls = store.db["llm_calls"].count_where("error is null")
     CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
     if summary.failed:
@@ -153,13 +167,14 @@ def executor_rounds(args, tmp: str, executors: list[str]) -> dict[str, list[tupl
             os.environ["SKILLWEAVE_EXECUTOR"] = name
             db = os.path.join(tmp, f"round{r}-{name}.db")
             _, rps, calls = pipeline(args.concurrency, args.items, db)
-            done[name] = (1000 * pipeline.cpu_s / calls, rps, db)
+            done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls)
         three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, recorded_requests(db)))
         for name in order:
-            cpu, rps, _ = done[name]
+            cpu, rps, _, gc_ms = done[name]
             rows[name].append((cpu, rps, rps / three_rps))
-            print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request {rps:8.1f} req/s   pipeline / 3-step {rps / three_rps:5.2f}"
-                  f"   (3-step {three_rps:7.1f} req/s, {three_cpu:.2f} CPU ms/request)", flush=True)
+            print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request ({gc_ms:.2f} in GC) {rps:8.1f} req/s   "
+                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {three_rps:7.1f} req/s, {three_cpu:.2f} CPU "
+                  f"ms/request)", flush=True)
     return rows
 
 
