@@ -26,7 +26,6 @@ A graph outside this subset, or `SKILLWEAVE_EXECUTOR=langgraph`, runs every thre
 
 from __future__ import annotations
 
-import gc
 import inspect
 import os
 from contextlib import contextmanager
@@ -223,18 +222,3 @@ def _tick_saver(store, checkpointer):
     saver.is_setup = True
     return saver
 
-
-@contextmanager
-def heap_frozen():
-    """While a run executes, the objects alive before it (imported modules, settings, earlier runs' leftovers in a
-    notebook) sit in the collector's permanent generation (`gc.freeze`), so each collection scans only what the
-    run allocates; they return to the oldest generation afterwards. Nothing is collected later than it would be
-    after the run, and a cycle made by the run is collected as usual."""
-    if os.environ.get("SKILLWEAVE_GC_FREEZE", "1") == "0":
-        yield
-        return
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()

@@ -21,7 +21,7 @@ from skillweave.agents.providers import close_clients
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.graphs import shards
-from skillweave.graphs.executor import DirectThreads, direct_graph, heap_frozen
+from skillweave.graphs.executor import DirectThreads, direct_graph
 from skillweave.graphs.progress import Progress
 from skillweave.pipeline import Pipeline
 from skillweave.store import Store
@@ -297,7 +297,7 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
                           allow_changed_prompts=allow_changed_prompts)
         store.set_run_status(run_id, "running")
         try:
-            with store.batch_writes(), heap_frozen():  # one commit per tick (store/__init__.py); gc: executor.py
+            with store.batch_writes():  # one commit per event-loop tick, not per write (store/__init__.py)
                 summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
                                         only_threads=only_threads, retry_failed=retry_failed,
                                         progress_every=progress_every)

@@ -242,17 +242,3 @@ def test_a_node_that_pauses_sends_its_thread_through_langgraph(store):
     paused = asyncio.run(graph.aget_state({"configurable": {"thread_id": "t1"}}))
     assert paused.next == ("ask",) and paused.interrupts
 
-
-def test_the_heap_is_frozen_only_while_a_run_executes(monkeypatch):
-    import gc
-
-    from skillweave.graphs.executor import heap_frozen
-
-    assert gc.get_freeze_count() == 0
-    with pytest.raises(ValueError), heap_frozen():
-        assert gc.get_freeze_count() > 0  # what was alive before the run is not scanned by its collections
-        raise ValueError("a run that fails still unfreezes")
-    assert gc.get_freeze_count() == 0
-    monkeypatch.setenv("SKILLWEAVE_GC_FREEZE", "0")
-    with heap_frozen():
-        assert gc.get_freeze_count() == 0
