@@ -12,8 +12,12 @@ Prints, measured in one run on the same server and concurrency:
 and the ratios and the pipeline's client CPU ms per request. Goals: pipeline requests/s >= 90% of the bare SDK
 loop's at concurrency 64 and 0.2 s; at 0.05 s and concurrency 256, <= 1.0 ms of CPU per request and >= 0.5 of
 the bare aiohttp three-step loop.
+By default the pipeline runs both ways first (`--executor both`: LangGraph's Pregel loop and the direct executor,
+graphs/executor.py, alternated `--repeat` times, each round against its own three-step loop) and prints medians;
+the summary lines below them describe one more run with the direct executor (or the one `--executor` names).
 
     python benchmarks/pipeline_throughput.py --concurrency 64 --latency 0.2 --items 256
+    python benchmarks/pipeline_throughput.py --concurrency 256 --latency 0.05 --items 512 --repeat 3 --no-sdk
     python benchmarks/pipeline_throughput.py --named   # also through a models-file name (providers/fleet.py)
 """
 
@@ -21,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -125,16 +131,51 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
         "topics_catalog": store.save_catalog("b", "topics", [{"name": t} for t in bundled_topics()]),
     }
     run_id = store.create_run("skillmix", config)
+    gc_cpu = [0.0, 0.0]  # CPU seconds spent in the garbage collector during the run, start of the current one
+
+    def gc_timer(phase, _info):
+        if phase == "start":
+            gc_cpu[1] = time.process_time()
+        else:
+            gc_cpu[0] += time.process_time() - gc_cpu[1]
+
+    gc.callbacks.append(gc_timer)
     start, cpu_start = time.perf_counter(), time.process_time()
-    summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
+    try:
+        summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
+    finally:
+        gc.callbacks.remove(gc_timer)
     elapsed = time.perf_counter() - start
     pipeline.cpu_s = time.process_time() - cpu_start
+    pipeline.gc_s = gc_cpu[0]
     calls = store.db["llm_calls"].count_where("error is null")
     CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
     if summary.failed:
         errors = [r["error"] for r in store.db.query("select distinct error from llm_calls where error is not null")]
         print(f"{summary.failed} items failed: {errors[:3]}", file=sys.stderr)
     return items / elapsed, calls / elapsed, calls
+
+
+def executor_rounds(args, tmp: str, executors: list[str]) -> dict[str, list[tuple[float, float, float]]]:
+    """Each executor's pipeline run `--repeat` times, alternated, each round followed by the bare aiohttp three-step
+    loop replaying that round's request bodies: per executor, (CPU ms per request, req/s, pipeline / 3-step)."""
+    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in executors}
+    for r in range(args.repeat):
+        order = executors if r % 2 == 0 else list(reversed(executors))
+        done = {}
+        for name in order:
+            os.environ["SKILLWEAVE_EXECUTOR"] = name
+            db = os.path.join(tmp, f"round{r}-{name}.db")
+            _, rps, calls = pipeline(args.concurrency, args.items, db)
+            done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls)
+        three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, recorded_requests(db)))
+        for name in order:
+            cpu, rps, _, gc_ms = done[name]
+            rows[name].append((cpu, rps, rps / three_rps))
+            print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request ({gc_ms:.2f} in GC) {rps:8.1f} req/s   "
+                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {three_rps:7.1f} req/s, {three_cpu:.2f} CPU "
+                  f"ms/request)", flush=True)
+    return rows
 
 
 def main() -> None:
@@ -144,14 +185,24 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=256, help="Skill-Mix combinations (3 requests each).")
     parser.add_argument("--named", action="store_true",
                         help="Also run the pipeline through a named model of a models file (one base URL).")
+    parser.add_argument("--executor", choices=["direct", "langgraph", "both"], default="both",
+                        help="How threads run (SKILLWEAVE_EXECUTOR): the direct executor, LangGraph's Pregel loop, "
+                             "or both alternated in this run (default), compared with the bare 3-step loop.")
+    parser.add_argument("--repeat", type=int, default=1, help="Rounds of the executor comparison (medians printed).")
+    parser.add_argument("--no-sdk", action="store_true", help="Skip the bare SDK and bare provider loops.")
     args = parser.parse_args()
+    executors = ["langgraph", "direct"] if args.executor == "both" else [args.executor]
 
     proc, port = run_in_process(args.latency)
     os.environ["OPENAI_BASE_URL"] = f"http://127.0.0.1:{port}/v1"
     os.environ["OPENAI_API_KEY"] = "mock"
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            pipeline(args.concurrency, 8, os.path.join(tmp, "warmup.db"))  # imports, template compilation
+            for name in executors:  # imports, template compilation
+                os.environ["SKILLWEAVE_EXECUTOR"] = name
+                pipeline(args.concurrency, 8, os.path.join(tmp, f"warmup-{name}.db"))
+            rows = executor_rounds(args, tmp, executors)
+            os.environ["SKILLWEAVE_EXECUTOR"] = executors[-1]
             db = os.path.join(tmp, "bench.db")
             items_ps, pipe_rps, calls = pipeline(args.concurrency, args.items, db)
             requests = recorded_requests(db)
@@ -163,31 +214,42 @@ def main() -> None:
                             f"    base_urls: [{os.environ['OPENAI_BASE_URL']}]\n")
                 os.environ["SKILLWEAVE_MODELS"] = models
                 _, named_rps, _ = pipeline(args.concurrency, args.items, os.path.join(tmp, "named.db"), "mock-named")
-        asyncio.run(bare_loop(args.concurrency, requests[: args.concurrency]))  # warm the SDK path too
-        bare_rps = asyncio.run(bare_loop(args.concurrency, requests))
-        asyncio.run(bare_provider_loop(args.concurrency, requests[: args.concurrency]))
-        provider_rps = asyncio.run(bare_provider_loop(args.concurrency, requests))
+        if not args.no_sdk:
+            asyncio.run(bare_loop(args.concurrency, requests[: args.concurrency]))  # warm the SDK path too
+            bare_rps = asyncio.run(bare_loop(args.concurrency, requests))
+            asyncio.run(bare_provider_loop(args.concurrency, requests[: args.concurrency]))
+            provider_rps = asyncio.run(bare_provider_loop(args.concurrency, requests))
         three_rps, three_cpu_ms = asyncio.run(bare_aiohttp_three_steps(args.concurrency, requests))
     finally:
         proc.terminate()
     ideal_items = args.concurrency / (CALLS_PER_ITEM * args.latency)
-    print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.items} items, {calls} requests")
+    print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.items} items, {calls} requests, "
+          f"executor {executors[-1]}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"ideal items/s            {ideal_items:8.1f}")
     print(f"pipeline items/s         {items_ps:8.1f}   ({items_ps / ideal_items:.0%} of ideal)")
     print(f"pipeline requests/s      {pipe_rps:8.1f}")
-    print(f"bare SDK loop requests/s {bare_rps:8.1f}")
-    print(f"bare provider requests/s {provider_rps:8.1f}   (skillweave's openai: provider alone, aiohttp)")
-    print(f"pipeline / bare SDK loop {pipe_rps / bare_rps:8.2f}   (goal >= 0.90)")
-    print(f"pipeline / bare provider {pipe_rps / provider_rps:8.2f}   (the pipeline's own overhead)")
+    if not args.no_sdk:
+        print(f"bare SDK loop requests/s {bare_rps:8.1f}")
+        print(f"bare provider requests/s {provider_rps:8.1f}   (skillweave's openai: provider alone, aiohttp)")
+        print(f"pipeline / bare SDK loop {pipe_rps / bare_rps:8.2f}   (goal >= 0.90)")
+        print(f"pipeline / bare provider {pipe_rps / provider_rps:8.2f}   (the pipeline's own overhead)")
     print(f"pipeline CPU per request {CPU_MS['openai:mock']:8.2f} ms (this process: graph, store and HTTP client)")
     if named_rps is not None:
         print(f"named model requests/s   {named_rps:8.1f}   (the same run through a models-file name)")
-        print(f"named / bare SDK loop    {named_rps / bare_rps:8.2f}")
+        if not args.no_sdk:
+            print(f"named / bare SDK loop    {named_rps / bare_rps:8.2f}")
         print(f"named CPU per request    {CPU_MS['mock-named']:8.2f} ms")
     pipe_cpu_ms = 1000 * pipeline.cpu_s / calls
     print(f"bare aiohttp 3-step req/s {three_rps:7.1f}   ({three_cpu_ms:.2f} client CPU ms per request)")
     print(f"pipeline CPU ms/request  {pipe_cpu_ms:8.2f}   (goal <= 1.0)")
     print(f"pipeline / bare aiohttp 3-step {pipe_rps / three_rps:6.2f}   (goal >= 0.5 at 0.05 s latency, concurrency 256)")
+    print(f"executors over {args.repeat} round(s), medians (each round's ratio against its own 3-step loop):")
+    for name, values in rows.items():
+        cpu, rps, ratio = (statistics.median(v[i] for v in values) for i in range(3))
+        print(f"  {name:9s} {cpu:6.2f} CPU ms/request {rps:8.1f} req/s   pipeline / 3-step {ratio:5.2f}")
+    if len(rows) == 2:
+        lg, dr = (statistics.median(v[0] for v in rows[n]) for n in ("langgraph", "direct"))
+        print(f"  direct / langgraph CPU per request {dr / lg:.2f}")
 
 
 if __name__ == "__main__":

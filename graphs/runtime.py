@@ -17,6 +17,7 @@ from skillweave.agents.llm import RunContext
 from skillweave.agents.run_prompts import open_run_prompts
 from skillweave.errors import ConfigError
 from skillweave.graphs import shards
+from skillweave.graphs.executor import DirectThreads, direct_graph
 from skillweave.graphs.progress import Progress
 from skillweave.pipeline import Pipeline
 from skillweave.providers.core import close_clients
@@ -77,7 +78,8 @@ def thread_config(thread_id: str) -> dict:
 
 
 async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_value=None,
-                      fresh: bool = False, durability: str = "async", retry_failed: bool = False) -> None:
+                      fresh: bool = False, durability: str = "async", retry_failed: bool = False,
+                      direct=None) -> None:
     config = thread_config(spec.thread_id)
     snapshot = None if fresh else await graph.aget_state(config)
     if retry_failed and snapshot is not None and not snapshot.next and snapshot.values.get("status") == "failed":
@@ -96,7 +98,10 @@ async def _run_thread(graph, spec, ctx: RunContext, summary: RunSummary, resume_
         return
     else:
         payload = None  # continue from the last checkpoint
-    result = await graph.ainvoke(payload, config, context=ctx, durability=durability)
+    if direct is not None and payload is spec.input:  # a fresh thread of a graph that runs direct (executor.py)
+        result = await direct.run(spec.thread_id, payload)
+    else:
+        result = await graph.ainvoke(payload, config, context=ctx, durability=durability)
     if result.get("__interrupt__"):
         summary.paused += 1
     else:
@@ -155,6 +160,8 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
 
         started = threads_with_checkpoints(saver, [s.thread_id for s in specs])
         durability = module.durability
+        direct, _ = direct_graph(graph, durability)  # fresh threads skip Pregel where no checkpoint is needed
+        direct = DirectThreads(direct, ctx, ctx.store, graph, durability) if direct is not None else None
 
         # `concurrency` workers take threads from one shared iterator: memory follows the concurrency, not the
         # run size (a task per thread, all created up front, cost ~7 KB each and slowed large runs down).
@@ -167,7 +174,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                         raise BudgetExceeded(ctx.budget.stopped)
                     await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
                                       fresh=spec.thread_id not in started, durability=durability,
-                                      retry_failed=retry_failed)
+                                      retry_failed=retry_failed, direct=direct)
                 except BudgetExceeded as exc:  # its checkpoint stays at its last finished node; resumable
                     summary.budget += 1
                     summary.budget_reason = str(exc)

@@ -18,6 +18,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -195,16 +196,21 @@ def _parse(name: str, path: Path) -> PromptTemplate:
 
 
 @lru_cache(maxsize=256)
-def _load_cached(name: str, path: Path, mtime_ns: int) -> PromptTemplate:
-    return _parse(name, path)
+def _load_cached(name: str, path: str, mtime_ns: int) -> PromptTemplate:
+    return _parse(name, Path(path))
 
 
 def load_template(name: str, prompts_dir: str | os.PathLike | None = None) -> PromptTemplate:
-    """Load `<pipeline>/<template>` (e.g. 'skillmix/student'), preferring the user folder."""
+    """Load `<pipeline>/<template>` (e.g. 'skillmix/student'), preferring the user folder. Every model call asks,
+    so the file is checked with one `os.stat` (its mtime picks the cached parse) rather than through pathlib."""
     for folder in search_dirs(prompts_dir):
-        path = folder / f"{name}.yaml"
-        if path.is_file():
-            return _load_cached(name, path, path.stat().st_mtime_ns)
+        path = os.path.join(folder, f"{name}.yaml")
+        try:
+            found = os.stat(path)
+        except OSError:
+            continue
+        if stat.S_ISREG(found.st_mode):
+            return _load_cached(name, path, found.st_mtime_ns)
     known = ", ".join(t.name for t in list_templates(prompts_dir)) or "none"
     raise TemplateError(f"unknown template '{name}'; known templates: {known}")
 
@@ -215,4 +221,4 @@ def list_templates(prompts_dir: str | os.PathLike | None = None) -> list[PromptT
     for folder in reversed(search_dirs(prompts_dir)):  # package first, user overrides
         for path in sorted(folder.glob("*/*.yaml")):
             found[f"{path.parent.name}/{path.stem}"] = path
-    return [_load_cached(name, path, path.stat().st_mtime_ns) for name, path in sorted(found.items())]
+    return [_load_cached(name, str(path), path.stat().st_mtime_ns) for name, path in sorted(found.items())]

@@ -12,8 +12,11 @@ A spec with no price has an unknown cost: stored as NULL and shown as `unknown`,
 from __future__ import annotations
 
 import math
+import os
+import stat
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 
 PRICES_DATE = "2025-06-01"
 
@@ -70,14 +73,32 @@ _PRICE_CACHE: dict[tuple, Price | None] = {}
 
 
 def _models_file_key() -> tuple:
-    from skillweave.providers.model_config import models_path
-
-    path = models_path()
+    """The models file `model_config.models_path()` picks, with its mtime and size, found with plain `os` calls
+    (every model call asks): $SKILLWEAVE_MODELS, else ./skillweave-models.yaml, else the user config file."""
+    path = os.environ.get("SKILLWEAVE_MODELS")
+    if not path:
+        try:
+            local = os.stat(LOCAL_MODELS_FILE)
+            if stat.S_ISREG(local.st_mode):
+                return (LOCAL_MODELS_FILE, local.st_mtime_ns, local.st_size)
+        except OSError:
+            pass
+        path = _user_models_file(os.environ.get("XDG_CONFIG_HOME"), os.environ.get("HOME"))
     try:
-        stat = path.stat()
+        found = os.stat(path)
     except OSError:
-        return (str(path), None)
-    return (str(path), stat.st_mtime_ns, stat.st_size)
+        return (path, None)
+    return (path, found.st_mtime_ns, found.st_size)
+
+
+LOCAL_MODELS_FILE = "skillweave-models.yaml"
+
+
+@lru_cache(maxsize=16)
+def _user_models_file(xdg_config_home: str | None, home: str | None) -> str:
+    from skillweave.providers.model_config import user_models_path
+
+    return str(user_models_path())
 
 
 def price_of(spec: str) -> Price | None:

@@ -219,6 +219,11 @@ class Store:
                     batch[0].call_soon(self.flush_writes)
             return conn.execute(sql, args)
 
+    def tick_write(self, sql: str, args: list) -> sqlite3.Cursor:
+        """A write to a table the store does not own (the direct executor's end-of-thread LangGraph checkpoint)
+        through the same path as the store's own: inside `batch_writes` it joins the tick's transaction."""
+        return self._write(sql, args)
+
     @contextlib.contextmanager
     def batch_writes(self):
         """While on (in a coroutine on a running loop), hot-path writes of this thread share one transaction per

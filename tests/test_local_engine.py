@@ -326,8 +326,8 @@ def test_float16_rounding_of_the_released_weights_is_far_below_their_quantisatio
     """The numbers docs/models.md gives for keeping the GGUF's Q4_1/Q8_0 weights in float16."""
     np = pytest.importorskip("numpy")
     gguf = pytest.importorskip("gguf")
-    from skillweave.providers.local_model import GGUF_FILE, GGUF_PACKAGE, _package_dir
     from skillweave.errors import ConfigError
+    from skillweave.providers.local_model import GGUF_FILE, GGUF_PACKAGE, _package_dir
 
     try:
         reader = gguf.GGUFReader(str(_package_dir(GGUF_PACKAGE, "") / GGUF_FILE))
