@@ -159,6 +159,19 @@ def _write_file(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line, as `json.dumps(row, ensure_ascii=False)` writes it: one encoder for all rows (not a
+    new one per row), lines joined and written a few thousand at a time (not one string of the whole file)."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
+        for start in range(0, len(rows), 4096):
+            chunk = [encode(r) for r in rows[start:start + 4096]]
+            chunk.append("")
+            f.write("\n".join(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False, card: str | None = None,
                protect: tuple[Path, ...] = ()) -> None:
     """Write rows (and the card text, if given) to temporary names, then rename them over --out and its card."""
@@ -168,7 +181,7 @@ def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False
         tmp = _temp_name(out)
         temps.append(tmp)
         if fmt == "jsonl":
-            _write_file(tmp, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            _write_jsonl(tmp, rows)
         elif fmt == "json":
             _write_file(tmp, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         elif fmt == "parquet":
