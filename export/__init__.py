@@ -77,7 +77,12 @@ def voted_points(store: Store, item_id: str) -> list[float] | None:
 
 
 def _vote(grades: list[dict]) -> list[float] | None:
-    samples = [g["points"] for g in grades if g["points"]]
+    return _vote_points([g["points"] for g in grades])
+
+
+def _vote_points(points: list[list]) -> list[float] | None:
+    """The vote over each grading sample's points (empty samples left out)."""
+    samples = [p for p in points if p]
     if not samples:
         return None
     # the mean of each rubric point over samples, rounded half to even (numpy's rint), in plain Python: per item
@@ -196,7 +201,7 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
         builder = _run_builder(run)
         wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
         # one statement per run streams the items with their grades and latest review (not three per item)
-        for item in items_with_grades(store, run["id"], reviews=True):
+        for item in items_with_grades(store, run["id"], grades="points", reviews=True):
             seen += 1
             if wanted and item["status"] != wanted:
                 dropped[f"status {item['status']} (not {wanted})"] += 1
@@ -212,7 +217,7 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
             if filters.reviewed_only and decision not in APPROVED:
                 dropped["not approved by a reviewer"] += 1
                 continue
-            points = _vote(item["grades"])
+            points = _vote_points(item["grade_points"])
             example = _item_builder(builder, item)(item, run, points, review=review)
             if example is None:
                 dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
