@@ -39,6 +39,10 @@ def shape_rows(examples: list, shape: str, *, system: str | None = None) -> list
     if shape not in SHAPES:
         raise UsageError(f"unknown shape '{shape}'; expected one of {', '.join(SHAPES)}")
     meta_keys = sorted({key for e in examples for key in e.meta})
+    # the metadata columns after the shape's own and item_id/run_id (the same for every row of a shape)
+    own = {"alpaca": ("instruction", "input", "output"), "messages": ("messages",),
+           "prompt-completion": ("prompt", "completion")}.get(shape, ("prompt", "chosen", "rejected"))
+    meta_keys = [key for key in meta_keys if key not in (*own, "item_id", "run_id")]
     rows = []
     for e in examples:
         if shape == "alpaca":
@@ -54,7 +58,10 @@ def shape_rows(examples: list, shape: str, *, system: str | None = None) -> list
                 continue
             row = {"prompt": _prompt_text(e), "chosen": e.output, "rejected": e.rejected}
         row.update({"item_id": e.item_id, "run_id": e.run_id})
-        row.update({key: _column_value(e.meta.get(key)) for key in meta_keys if key not in row})
+        get = e.meta.get
+        for key in meta_keys:
+            value = get(key)
+            row[key] = _column_value(value) if isinstance(value, dict) else value
         rows.append(row)
     return rows
 
