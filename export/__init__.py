@@ -283,17 +283,18 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
     out = Path(out)
     protect = () if store.path == ":memory:" else (Path(store.path),)
     check_destination(out, fmt, overwrite=overwrite, protect=protect)  # before any work, and again when writing
-    with gc_paused():  # every example and row stays in memory until written: no collector walks over them
+    with gc_paused():  # every example and row is kept until written: no collector walks over them meanwhile
         examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
         if not examples:
             reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
             raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
         rows = shape_rows(examples, shape, system=system)
-        summary = {
-            "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
-            "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
-            "card": str(card_path(out, fmt)),
-        }
-        write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
-                   protect=protect)
+    summary = {
+        "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
+        "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
+        "card": str(card_path(out, fmt)),
+    }
+    # written with the collector on (Parquet and datasets writers may leave cyclic garbage behind)
+    write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
+               protect=protect)
     return summary
