@@ -31,7 +31,7 @@ from pathlib import Path
 
 from skillweave.errors import UsageError
 from skillweave.store import Store, queries
-from skillweave.store.reads import items_with_grades
+from skillweave.store.reads import gc_paused, items_with_grades
 
 APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
 REJECTED = {"reject", "rejected"}
@@ -77,14 +77,21 @@ def voted_points(store: Store, item_id: str) -> list[float] | None:
 
 
 def _vote(grades: list[dict]) -> list[float] | None:
-    samples = [g["points"] for g in grades if g["points"]]
+    return _vote_points([g["points"] for g in grades])
+
+
+def _vote_points(points: list[list]) -> list[float] | None:
+    """The vote over each grading sample's points (empty samples left out)."""
+    samples = [p for p in points if p]
     if not samples:
         return None
     # the mean of each rubric point over samples, rounded half to even (numpy's rint), in plain Python: per item
     # numpy costs more than the arithmetic (export reads 10^5 items)
-    width = min(len(s) for s in samples)
     n = len(samples)
-    return [float(round(sum(float(s[j]) for s in samples) / n)) for j in range(width)]
+    if n == 1:  # one sample: each point rounded as it is (x / 1 == x)
+        return [float(round(float(x))) for x in samples[0]]
+    # zip stops at the shortest sample, as the vote always did; the floats are added in the same order
+    return [float(round(sum(map(float, column)) / n)) for column in zip(*samples, strict=False)]
 
 
 def latest_review(store: Store, item_id: str) -> dict | None:
@@ -150,13 +157,21 @@ def _generic_example(item: dict, run: dict, points=None, review=None) -> Example
 def _example(item: dict, run: dict, points, review: dict | None = None) -> Example | None:
     """The run's pipeline spec says how its items become examples (`Pipeline.export`); Skill-Mix items in
     other runs export as Skill-Mix; anything else through the generic instruction/response keys."""
+    return _item_builder(_run_builder(run), item)(item, run, points, review=review)
+
+
+def _run_builder(run: dict):
+    """The run's pipeline exporter (None: chosen per item); looked up once per run, not once per item."""
     from skillweave.pipelines import find_pipeline
 
     spec = find_pipeline(run["pipeline"])
-    builder = spec.exporter() if spec is not None else None
-    if builder is None and item["kind"].startswith("skillmix."):
-        builder = _skillmix_example
-    return (builder or _generic_example)(item, run, points, review=review)
+    return spec.exporter() if spec is not None else None
+
+
+def _item_builder(builder, item: dict):
+    if builder is None:
+        return _skillmix_example if item["kind"].startswith("skillmix.") else _generic_example
+    return builder
 
 
 def _apply_review(example: Example, review: dict | None) -> None:
@@ -183,10 +198,11 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
     seen = 0
     for run in runs:
         candidates = []
+        builder = _run_builder(run)
+        wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
         # one statement per run streams the items with their grades and latest review (not three per item)
-        for item in items_with_grades(store, run["id"], reviews=True):
+        for item in items_with_grades(store, run["id"], grades="points", reviews=True):
             seen += 1
-            wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
             if wanted and item["status"] != wanted:
                 dropped[f"status {item['status']} (not {wanted})"] += 1
                 continue
@@ -201,8 +217,8 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
             if filters.reviewed_only and decision not in APPROVED:
                 dropped["not approved by a reviewer"] += 1
                 continue
-            points = _vote(item["grades"])
-            example = _example(item, run, points, review)
+            points = _vote_points(item["grade_points"])
+            example = _item_builder(builder, item)(item, run, points, review=review)
             if example is None:
                 dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
                 continue
@@ -267,16 +283,18 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
     out = Path(out)
     protect = () if store.path == ":memory:" else (Path(store.path),)
     check_destination(out, fmt, overwrite=overwrite, protect=protect)  # before any work, and again when writing
-    examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
-    if not examples:
-        reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
-        raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
-    rows = shape_rows(examples, shape, system=system)
+    with gc_paused():  # every example and row is kept until written: no collector walks over them meanwhile
+        examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
+        if not examples:
+            reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
+            raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
+        rows = shape_rows(examples, shape, system=system)
     summary = {
         "out": str(out), "format": fmt, "shape": shape, "rows": len(rows), "items_seen": seen,
         "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
         "card": str(card_path(out, fmt)),
     }
+    # written with the collector on (Parquet and datasets writers may leave cyclic garbage behind)
     write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
                protect=protect)
     return summary

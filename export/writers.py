@@ -39,6 +39,10 @@ def shape_rows(examples: list, shape: str, *, system: str | None = None) -> list
     if shape not in SHAPES:
         raise UsageError(f"unknown shape '{shape}'; expected one of {', '.join(SHAPES)}")
     meta_keys = sorted({key for e in examples for key in e.meta})
+    # the metadata columns after the shape's own and item_id/run_id (the same for every row of a shape)
+    own = {"alpaca": ("instruction", "input", "output"), "messages": ("messages",),
+           "prompt-completion": ("prompt", "completion")}.get(shape, ("prompt", "chosen", "rejected"))
+    meta_keys = [key for key in meta_keys if key not in (*own, "item_id", "run_id")]
     rows = []
     for e in examples:
         if shape == "alpaca":
@@ -54,7 +58,10 @@ def shape_rows(examples: list, shape: str, *, system: str | None = None) -> list
                 continue
             row = {"prompt": _prompt_text(e), "chosen": e.output, "rejected": e.rejected}
         row.update({"item_id": e.item_id, "run_id": e.run_id})
-        row.update({key: _column_value(e.meta.get(key)) for key in meta_keys if key not in row})
+        get = e.meta.get
+        for key in meta_keys:
+            value = get(key)
+            row[key] = _column_value(value) if isinstance(value, dict) else value
         rows.append(row)
     return rows
 
@@ -159,6 +166,19 @@ def _write_file(path: Path, text: str) -> None:
         os.fsync(f.fileno())
 
 
+def _write_jsonl(path: Path, rows: list[dict]) -> None:
+    """One JSON object a line, as `json.dumps(row, ensure_ascii=False)` writes it: one encoder for all rows (not a
+    new one per row), lines joined and written a few thousand at a time (not one string of the whole file)."""
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
+        for start in range(0, len(rows), 4096):
+            chunk = [encode(r) for r in rows[start:start + 4096]]
+            chunk.append("")
+            f.write("\n".join(chunk))
+        f.flush()
+        os.fsync(f.fileno())
+
+
 def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False, card: str | None = None,
                protect: tuple[Path, ...] = ()) -> None:
     """Write rows (and the card text, if given) to temporary names, then rename them over --out and its card."""
@@ -168,7 +188,7 @@ def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False
         tmp = _temp_name(out)
         temps.append(tmp)
         if fmt == "jsonl":
-            _write_file(tmp, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+            _write_jsonl(tmp, rows)
         elif fmt == "json":
             _write_file(tmp, json.dumps(rows, ensure_ascii=False, indent=2) + "\n")
         elif fmt == "parquet":

@@ -204,16 +204,16 @@ def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
     per_k: dict[int, list] = {}
     failed: dict[int, int] = {}
-    from skillweave.store.reads import items_with_grades
+    from skillweave.store.reads import gc_paused, grade_samples
 
-    for item in items_with_grades(store, run["id"], kind=KIND_PREFIX, payload=False):  # one statement in all
-        failed[item["k"]] = failed.get(item["k"], 0) + (item["status"] == "failed")
-        if item["status"] != "done":
-            continue
-        samples = [g["points"] for g in item["grades"]]
-        per_k.setdefault(item["k"], []).append((item["combo_index"], item["round"], samples))
-    ks = sorted(set(per_k) | set(failed))
-    by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}
+    with gc_paused():  # the run's grading samples are all kept until aggregated
+        for k, combo, rnd, status, samples in grade_samples(store, run["id"], KIND_PREFIX):  # one statement
+            failed[k] = failed.get(k, 0) + (status == "failed")
+            if status != "done":
+                continue
+            per_k.setdefault(k, []).append((combo, rnd, samples))
+        ks = sorted(set(per_k) | set(failed))
+        by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}
     rows = []
     for k, metrics in by_k.items():
         row = {"k": k, "combinations": metrics["all_points_earned_binary"]["n"], "failed items": failed.get(k, 0)}

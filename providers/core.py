@@ -199,11 +199,12 @@ class FakeProvider(Provider):
         self.script = script
         # $SKILLWEAVE_FAKE_LATENCY (seconds per call) makes dry runs behave like a slow remote model.
         self.latency = float(os.environ.get("SKILLWEAVE_FAKE_LATENCY", 0)) if latency is None else latency
-        self.calls: list[ChatRequest] = []
+        self.calls: list[ChatRequest] | None = []  # what it served, for tests; None: keeps nothing
         self._seen: set[str] = set()
 
     async def _chat(self, request: ChatRequest) -> ChatResult:
-        self.calls.append(request)
+        if self.calls is not None:
+            self.calls.append(request)
         if self.latency:
             await asyncio.sleep(self.latency)
         digest = hashlib.blake2b(repr(request.messages).encode(), digest_size=8).hexdigest()
@@ -595,6 +596,8 @@ def get_provider(spec: str, *, max_concurrency: int = 64, retry: dict | None = N
             if not (isinstance(cls, type) and issubclass(cls, Provider)):
                 raise ConfigError(f"provider '{kind}' is not a skillweave.providers.core.Provider subclass")
             _CACHE[key] = cls(model, max_concurrency=max_concurrency)
+            if cls is FakeProvider:  # a --model fake run keeps no request: memory stays flat over 10^5 items
+                _CACHE[key].calls = None
     provider = _CACHE[key]
     if retry is not None:
         provider.retry = provider.policy(retry)
