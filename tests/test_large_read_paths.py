@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from skillweave.agents.providers import ChatRequest, FakeProvider, get_provider
+from skillweave.providers.core import ChatRequest, FakeProvider, get_provider
 from skillweave.store import Store
 from skillweave.store.reads import gc_paused, items_with_grades
 
