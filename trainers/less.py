@@ -307,7 +307,7 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             for index in shard(batches, rank, world):
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
-                    grads = lf.adam_features(grads, moments, adam_variant)
+                    grads = lf.adam_features(grads, moments, adam_variant, inplace=True)  # fresh rows
                 buffer.add(index, grads)
                 done_rows += len(index)
                 if progress and world == 1:
