@@ -418,6 +418,15 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
             "pool_hash": rows_hash(pool)}
 
 
+def make_projector(model, config: LessConfig) -> lf.RademacherProjector:
+    """The run's one projector, on the model's device: a small Π is generated once and reused for every chunk,
+    checkpoint and side (pool, targets)."""
+    from skillweave.trainers.devices import model_device
+
+    return lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
+                                  config.projector_seed, device=model_device(model), generator=config.projector)
+
+
 def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     """Warmup → features → scores → selection; returns a summary with the selection id (if a store is given)."""
     from skillweave.trainers.selection import save_selection
@@ -427,12 +436,7 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     n_subtasks = subtask_count(p["targets"])
     model = add_lora(p["model"], config)
     folders = warmup(model, p["tokenizer"], p["pool_enc"], config, p["out"])
-    from skillweave.trainers.devices import model_device
-
-    # One projector per run, on the model's device: a small Π is generated once and reused for every chunk,
-    # checkpoint and side (pool, targets).
-    projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                       config.projector_seed, device=model_device(model), generator=config.projector)
+    projector = make_projector(model, config)
     pad_id = p["tokenizer"].pad_token_id
     train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
     for folder in folders:
