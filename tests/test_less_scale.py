@@ -111,3 +111,37 @@ def test_projection_buffer_gathers_batches_within_its_budget_and_keeps_rows_in_p
         assert max(widths) <= widest_allowed and sum(widths) == rows, (budget_rows, widths)
         if budget_rows >= rows:
             assert widths == [rows]  # the whole chunk in one product: Π read once
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 4), (2, 2)])
+def test_less_warmup_passes_the_ratio_as_a_whole_number_of_steps_for_the_launch(tmp_path, monkeypatch, world,
+                                                                                expected):
+    """`warmup_ratio` is turned into a step count (a float `warmup_steps` is a ratio only on transformers >= 5),
+    counted over the optimizer steps `Trainer` takes: 20 warmup rows, batch 2 per process, 4 epochs -> 40 steps
+    with one process, 20 with two; a ratio of 0.1 -> 4 and 2 warmup steps."""
+    import sys
+
+    from skillweave.trainers.less import warmup
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise Captured  # the arguments are what this test is about; no training
+
+    # what less.warmup imports, loaded first: that import can swap the lazily loaded `transformers` module object
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: F401
+
+    monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", capture)
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    model, tokenizer = _lora_model()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": WORDS[i % 10], "completion": WORDS[(i + 1) % 10]}),
+                                 16) for i in range(40)]
+    config = LessConfig(pool="p", targets="t", warmup_fraction=0.5, batch_size=2, grad_accum=1, epochs=4,
+                        warmup_ratio=0.1)
+    with pytest.raises(Captured):
+        warmup(model, tokenizer, encoded, config, tmp_path)
+    assert isinstance(seen["warmup_steps"], int) and seen["warmup_steps"] == expected

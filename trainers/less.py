@@ -173,7 +173,7 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
             wait_for_everyone()
             self.lrs = []
 
-    from skillweave.trainers.devices import model_device, warmup_steps
+    from skillweave.trainers.devices import model_device, process_info, warmup_steps
 
     subset = [encoded[i] for i in warmup_subset(len(encoded), config.warmup_fraction, config.warmup_seed)]
     device = model_device(model)
@@ -184,7 +184,7 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, lr_scheduler_type="linear",
         warmup_steps=warmup_steps(config.warmup_ratio, examples=len(subset), batch_size=config.batch_size,
-                                  grad_accum=config.grad_accum, epochs=config.epochs),
+                                  grad_accum=config.grad_accum, epochs=config.epochs, world=process_info()[1]),
         weight_decay=0.0, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         save_strategy="no", report_to="none", use_cpu=device.type == "cpu", seed=config.warmup_seed,
         data_seed=config.warmup_seed,
