@@ -145,3 +145,25 @@ def test_less_warmup_passes_the_ratio_as_a_whole_number_of_steps_for_the_launch(
     with pytest.raises(Captured):
         warmup(model, tokenizer, encoded, config, tmp_path)
     assert isinstance(seen["warmup_steps"], int) and seen["warmup_steps"] == expected
+
+
+def test_projection_buffer_size_is_an_option_bounded_by_the_chunk(tmp_path, monkeypatch):
+    from skillweave.errors import ConfigError
+
+    model, tokenizer = _lora_model()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": " ".join(WORDS[: 1 + i % 9]),
+                                                            "completion": WORDS[i % 10]}), 32) for i in range(20)]
+    n_params = sum(p.numel() for _, p in lf.trainable_parameters(model))
+    projector = lf.RademacherProjector(n_params, 32, seed=3)
+    monkeypatch.setattr(lf, "PROJECTION_BUFFER_BYTES", 0)  # the default budget would project batch by batch
+    widest = []
+    real = lf.RademacherProjector.project
+    monkeypatch.setattr(lf.RademacherProjector, "project", lambda self, x: widest.append(x.shape[0]) or real(self, x))
+    config = LessConfig(pool="p", targets="t", chunk_examples=8, feature_batch_size=3, projection_buffer_mb=1)
+    raw = build_features(model, tokenizer.pad_token_id, encoded, tmp_path / "a", kind="sgd", moments=None,
+                         projector=projector, config=config)
+    assert widest == [8, 8, 4]  # 1 MiB holds every row of a chunk here: one product per chunk, never more rows
+    grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
+    assert torch.allclose(raw, grads @ projector.rows(0, n_params), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match="--projection-buffer-mb -1"):
+        LessConfig(pool="p", targets="t", projection_buffer_mb=-1).validate()

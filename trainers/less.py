@@ -299,7 +299,7 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             # Batch examples of similar length (less padding); batches are projected into the chunk's (rows, d)
             # accumulator in pool order through a buffer bounded in bytes, so no (chunk, P) gradient matrix is held.
             projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
-            buffer = lf.ProjectionBuffer(projector, projected)
+            buffer = lf.ProjectionBuffer(projector, projected, budget=(config.projection_buffer_mb << 20) or None)
             done_rows = 0
             # Under several processes each takes its share of the batches; the accumulators are summed.
             batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,

@@ -54,6 +54,11 @@ class LessConfig:
     feature_batch_tokens: int = _f(8192, "Most padded tokens (examples x longest) per batched gradient pass; "
                                          "bounds memory on long examples.")
     chunk_examples: int = _f(160, "Examples per datastore chunk file (resume granularity).")
+    projection_buffer_mb: int = _f(0, "MiB of fp32 gradient rows gathered before one projection, so Π is read "
+                                      "(or, when too large to keep, generated) once per buffer, not per feature "
+                                      "batch; 0: 256. Memory grows with it, never with --chunk-examples. At "
+                                      "reference-size LoRA (P = 134M, 512 MiB per row) 256 holds no row; on a GPU "
+                                      "give e.g. 16384 (32 rows).")
     gradient_method: str = _f("batched", "batched (one padded pass + LoRA hooks) or loop (batch 1).")
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
     device: str = _f("auto", "auto (CUDA when available, else CPU), cpu, cuda or cuda:N.")
@@ -72,6 +77,8 @@ class LessConfig:
                                      ("projector", self.projector, ("numpy", "device"))):
             if value not in choices:
                 raise ConfigError(f"--{name.replace('_', '-')} '{value}' is not one of {', '.join(choices)}")
+        if self.projection_buffer_mb < 0:
+            raise ConfigError(f"--projection-buffer-mb {self.projection_buffer_mb} must be 0 (the default) or more")
         for name in ("warmup_fraction", "fraction"):
             if not 0 < getattr(self, name) <= 1:
                 raise ConfigError(f"--{name.replace('_', '-')} {getattr(self, name)} must be in (0, 1]")
