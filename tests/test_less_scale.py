@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import LessConfig, build_features
@@ -113,3 +114,74 @@ def test_projection_buffer_gathers_batches_within_its_budget_and_keeps_rows_in_p
         assert max(widths) <= widest_allowed and sum(widths) == rows, (budget_rows, widths)
         if budget_rows >= rows:
             assert widths == [rows]  # the whole chunk in one product: Π read once
+
+
+@pytest.mark.parametrize(("world", "expected"), [(1, 4), (2, 2)])
+def test_less_warmup_passes_the_ratio_as_a_whole_number_of_steps_for_the_launch(tmp_path, monkeypatch, world,
+                                                                                expected):
+    """`warmup_ratio` is turned into a step count (a float `warmup_steps` is a ratio only on transformers >= 5),
+    counted over the optimizer steps `Trainer` takes: 20 warmup rows, batch 2 per process, 4 epochs -> 40 steps
+    with one process, 20 with two; a ratio of 0.1 -> 4 and 2 warmup steps."""
+    import sys
+
+    from skillweave.trainers.less import warmup
+
+    class Captured(Exception):
+        pass
+
+    seen = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        raise Captured  # the arguments are what this test is about; no training
+
+    # what less.warmup imports, loaded first: that import can swap the lazily loaded `transformers` module object
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments  # noqa: F401
+
+    monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", capture)
+    monkeypatch.setenv("WORLD_SIZE", str(world))
+    model, tokenizer = _lora_model()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": WORDS[i % 10], "completion": WORDS[(i + 1) % 10]}),
+                                 16) for i in range(40)]
+    config = LessConfig(pool="p", targets="t", warmup_fraction=0.5, batch_size=2, grad_accum=1, epochs=4,
+                        warmup_ratio=0.1)
+    with pytest.raises(Captured):
+        warmup(model, tokenizer, encoded, config, tmp_path)
+    assert isinstance(seen["warmup_steps"], int) and seen["warmup_steps"] == expected
+
+
+def test_projection_buffer_size_is_an_option_bounded_by_the_chunk(tmp_path, monkeypatch):
+
+    model, tokenizer = _lora_model()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": " ".join(WORDS[: 1 + i % 9]),
+                                                            "completion": WORDS[i % 10]}), 32) for i in range(20)]
+    n_params = sum(p.numel() for _, p in lf.trainable_parameters(model))
+    projector = lf.RademacherProjector(n_params, 32, seed=3)
+    monkeypatch.setattr(lf, "PROJECTION_BUFFER_BYTES", 0)  # the default budget would project batch by batch
+    widest = []
+    real = lf.RademacherProjector.project
+    monkeypatch.setattr(lf.RademacherProjector, "project", lambda self, x: widest.append(x.shape[0]) or real(self, x))
+    config = LessConfig(pool="p", targets="t", chunk_examples=8, feature_batch_size=3, projection_buffer_mb=1)
+    raw = build_features(model, tokenizer.pad_token_id, encoded, tmp_path / "a", kind="sgd", moments=None,
+                         projector=projector, config=config)
+    assert widest == [8, 8, 4]  # 1 MiB holds every row of a chunk here: one product per chunk, never more rows
+    grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
+    assert torch.allclose(raw, grads @ projector.rows(0, n_params), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValidationError, match="projection_buffer_mb"):  # the model's range (ge=0)
+        LessConfig(pool="p", targets="t", projection_buffer_mb=-1)
+
+
+def test_less_warmup_refuses_pure_fp16_training(tmp_path):
+    """AdamW's eps (1e-8) is 0 in fp16: LoRA A's first moments and second moments start at 0 (B is 0), so a pure fp16
+    warmup divides 0 by 0. The warmup stops with a ConfigError (an `Error:` line on the CLI) before training."""
+    from skillweave.errors import ConfigError
+    from skillweave.trainers.less import warmup
+
+    model, tokenizer = _lora_model()
+    model.half()
+    encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": WORDS[i % 10], "completion": WORDS[(i + 1) % 10]}),
+                                 16) for i in range(8)]
+    config = LessConfig(pool="p", targets="t", warmup_fraction=0.5, batch_size=2, epochs=1)
+    with pytest.raises(ConfigError, match="pure fp16"):
+        warmup(model, tokenizer, encoded, config, tmp_path)
+    assert not (tmp_path / "warmup").exists()

@@ -149,6 +149,9 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
             raise ConfigError(f"{out / 'warmup'} holds checkpoints from different warmup settings or data; "
                               "pass another --out or delete that folder")
         return folders
+    if any(p.requires_grad and p.dtype == torch.float16 for p in model.parameters()):
+        raise ConfigError("--dtype fp16: the LESS warmup would train its LoRA adapters in pure fp16, where AdamW's "
+                          "eps (1e-8) is 0 and the first step divides 0 by 0; warm up with --dtype bf16 or fp32")
     from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     names = [n for n, _ in lf.trainable_parameters(model)]
@@ -172,7 +175,7 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
             wait_for_everyone()
             self.lrs = []
 
-    from skillweave.trainers.devices import model_device, warmup_steps
+    from skillweave.trainers.devices import model_device, process_info, warmup_steps
 
     subset = [encoded[i] for i in warmup_subset(len(encoded), config.warmup_fraction, config.warmup_seed)]
     device = model_device(model)
@@ -183,7 +186,7 @@ def warmup(model, tokenizer, encoded: list[dict], config: LessConfig, out: Path)
         per_device_train_batch_size=config.batch_size, gradient_accumulation_steps=config.grad_accum,
         learning_rate=config.learning_rate, lr_scheduler_type="linear",
         warmup_steps=warmup_steps(config.warmup_ratio, examples=len(subset), batch_size=config.batch_size,
-                                  grad_accum=config.grad_accum, epochs=config.epochs),
+                                  grad_accum=config.grad_accum, epochs=config.epochs, world=process_info()[1]),
         weight_decay=0.0, optim="adamw_torch", adam_beta1=0.9, adam_beta2=0.999, adam_epsilon=1e-8,
         save_strategy="no", report_to="none", use_cpu=device.type == "cpu", seed=config.warmup_seed,
         data_seed=config.warmup_seed,
@@ -298,7 +301,7 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             # Batch examples of similar length (less padding); batches are projected into the chunk's (rows, d)
             # accumulator in pool order through a buffer bounded in bytes, so no (chunk, P) gradient matrix is held.
             projected = torch.zeros(len(chunk), projector.dim_out, dtype=torch.float32, device=device)
-            buffer = lf.ProjectionBuffer(projector, projected)
+            buffer = lf.ProjectionBuffer(projector, projected, budget=(config.projection_buffer_mb << 20) or None)
             done_rows = 0
             # Under several processes each takes its share of the batches; the accumulators are summed.
             batches = lf.length_batches([len(e["input_ids"]) for e in chunk], config.feature_batch_size,
@@ -306,7 +309,7 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
             for index in shard(batches, rank, world):
                 grads = gradients([chunk[i] for i in index])
                 if kind.startswith("adam"):
-                    grads = lf.adam_features(grads, moments, adam_variant)
+                    grads = lf.adam_features(grads, moments, adam_variant, inplace=True)  # fresh rows
                 buffer.add(index, grads)
                 done_rows += len(index)
                 if progress and world == 1:
@@ -417,6 +420,15 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
             "pool_hash": rows_hash(pool)}
 
 
+def make_projector(model, config: LessConfig) -> lf.RademacherProjector:
+    """The run's one projector, on the model's device: a small Π is generated once and reused for every chunk,
+    checkpoint and side (pool, targets)."""
+    from skillweave.trainers.devices import model_device
+
+    return lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
+                                  config.projector_seed, device=model_device(model), generator=config.projector)
+
+
 def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     """Warmup → features → scores → selection; returns a summary with the selection id (if a store is given)."""
     from skillweave.trainers.selection import save_selection
@@ -426,12 +438,7 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     n_subtasks = subtask_count(p["targets"])
     model = add_lora(p["model"], config)
     folders = warmup(model, p["tokenizer"], p["pool_enc"], config, p["out"])
-    from skillweave.trainers.devices import model_device
-
-    # One projector per run, on the model's device: a small Π is generated once and reused for every chunk,
-    # checkpoint and side (pool, targets).
-    projector = lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                       config.projector_seed, device=model_device(model), generator=config.projector)
+    projector = make_projector(model, config)
     pad_id = p["tokenizer"].pad_token_id
     train_feats, target_feats, mean_lrs, checkpoints = [], [], [], []
     for folder in folders:

@@ -75,6 +75,11 @@ class LessConfig(TrainerSettings):
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
     device: Device = "auto"
     dtype: Dtype = "auto"
+    projection_buffer_mb: int = _f(0, "MiB of fp32 gradient rows gathered before one projection, so Π is read "
+                                      "(or, when too large to keep, generated) once per buffer, not per feature "
+                                      "batch; 0: 256. Memory grows with it, never with --chunk-examples. At "
+                                      "reference-size LoRA (P = 134M, 512 MiB per row) 256 holds no row; on a GPU "
+                                      "give e.g. 16384 (32 rows).", ge=0)
 
     def validate(self) -> None:  # type: ignore[override]  # (pydantic's deprecated classmethod of that name)
         if bool(self.pool) == bool(self.pool_run):

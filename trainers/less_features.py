@@ -101,12 +101,13 @@ def encode_example(tokenizer: Any, messages: list[dict[str, str]], max_length: i
 
 def pad_batch(examples: Sequence[dict[str, list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
     """Right-pad ids (pad_id) and labels (-100) to the longest example; attention mask marks real tokens."""
-    width = max(len(e["input_ids"]) for e in examples)
-    ids = torch.tensor([e["input_ids"] + [pad_id] * (width - len(e["input_ids"])) for e in examples], dtype=torch.long)
-    labels = torch.tensor([e["labels"] + [IGNORE] * (width - len(e["labels"])) for e in examples], dtype=torch.long)
-    mask = torch.tensor([[1] * len(e["input_ids"]) + [0] * (width - len(e["input_ids"])) for e in examples],
-                        dtype=torch.long)
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    lengths = torch.tensor([len(e["input_ids"]) for e in examples])
+    real = torch.arange(int(lengths.max())) < lengths[:, None]  # (B, width), row-major like the flat lists
+    ids = torch.full(real.shape, pad_id, dtype=torch.long)
+    labels = torch.full(real.shape, IGNORE, dtype=torch.long)
+    ids[real] = torch.tensor([t for e in examples for t in e["input_ids"]], dtype=torch.long)
+    labels[real] = torch.tensor([t for e in examples for t in e["labels"]], dtype=torch.long)
+    return {"input_ids": ids, "labels": labels, "attention_mask": real.long()}
 
 
 def per_example_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -171,6 +172,36 @@ class _LinearCapture:
         return total.reshape(total.shape[0], -1)
 
 
+def _per_example_rows(captures: Sequence[_LinearCapture], grads: Sequence[torch.Tensor]) -> torch.Tensor:
+    """(B, P): every capture's per-example weight gradient, flattened, concatenated in capture order.
+
+    Layers called once whose input is one and the same tensor (the LoRA A matrices of q, k and v all read the
+    layer's normalised hidden state) share one batched product: their gy are concatenated along the output
+    dimension and multiplied with x once, `(B, Σo, T) @ (B, T, i)`, instead of one small product each.
+    """
+    pieces: list[torch.Tensor | None] = [None] * len(captures)
+    groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
+    position = 0
+    for k, capture in enumerate(captures):
+        gys = grads[position : position + len(capture.outputs)]
+        position += len(capture.outputs)
+        x = capture.inputs[0]
+        if len(capture.inputs) == 1 and x.dim() == 3:
+            key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
+            groups.setdefault(key, []).append((k, x, gys[0]))
+        else:
+            pieces[k] = capture.per_example(gys)
+    for members in groups.values():
+        x = members[0][1].float()
+        gy = torch.cat([m[2] for m in members], dim=2) if len(members) > 1 else members[0][2]
+        product = torch.bmm(gy.float().transpose(1, 2), x)  # (B, Σo, i)
+        start = 0
+        for k, _, g in members:
+            pieces[k] = product[:, start : start + g.shape[2]].reshape(product.shape[0], -1)
+            start += g.shape[2]
+    return torch.cat(pieces, dim=1)
+
+
 class BatchedGradients:
     """Per-example LoRA gradients from one padded forward/backward per batch.
 
@@ -206,17 +237,18 @@ class BatchedGradients:
         captures = self.captures
         try:
             device = next(self.model.parameters()).device
-            batch = {k: v.to(device) for k, v in pad_batch(examples, pad_id).items()}
+            batch = pad_batch(examples, pad_id)
+            ids, labels = batch["input_ids"].to(device), batch["labels"].to(device)
             # Logits only from the position before the first response token on (prompts need no vocab projection).
             start = max(min(next(i for i, t in enumerate(e["labels"]) if t != IGNORE) for e in examples) - 1, 0)
-            width = batch["input_ids"].shape[1]
-            logits = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                logits_to_keep=width - start).logits
-            total = per_example_loss(logits, batch["labels"][:, start:]).sum()
+            # No attention mask: with right padding and causal attention no real token sees a pad, and pads carry
+            # no loss, so their gy is 0 and they add nothing to any example's gradient. The model then takes its
+            # plain causal path (no padding-mask construction, which also inspects the mask's values).
+            logits = self.model(input_ids=ids, logits_to_keep=ids.shape[1] - start).logits
+            total = per_example_loss(logits, labels[:, start:]).sum()
             # Gradients with respect to the LoRA layers' outputs only: the summed weight gradients are never formed.
             outputs = [out for c in captures for out in c.outputs]
-            grads = iter(torch.autograd.grad(total, outputs))
-            return torch.cat([c.per_example([next(grads) for _ in c.outputs]) for c in captures], dim=1)
+            return _per_example_rows(captures, torch.autograd.grad(total, outputs))
         finally:
             for c in captures:
                 c.inputs.clear()
@@ -278,21 +310,25 @@ class AdamMoments:
         return cls(m, v, step, **hyper)
 
 
-def adam_features(grads: torch.Tensor, moments: AdamMoments, variant: str = "code") -> torch.Tensor:
+def adam_features(grads: torch.Tensor, moments: AdamMoments, variant: str = "code", *,
+                  inplace: bool = False) -> torch.Tensor:
     """Γ(z): the Adam update direction one step from the saved state, for each gradient row.
 
     code (reference implementation): m′ = β1·m + (1−β1)·g, v′ = β2·v + (1−β2)·g², Γ = m′/√(v′+ε), no bias correction.
     paper: bias-corrected with t = saved step + 1 (the step this update would be), Γ = m̂/(√v̂ + ε).
+    `inplace=True` overwrites `grads` with Γ and holds one more (B, P) tensor (v′) instead of about four
+    temporaries; the same operations in the same order, so the values are identical.
     """
-    m = moments.beta1 * moments.exp_avg + (1 - moments.beta1) * grads
-    v = moments.beta2 * moments.exp_avg_sq + (1 - moments.beta2) * grads**2
+    if variant not in ("code", "paper"):
+        raise ConfigError(f"unknown Adam variant '{variant}'; expected code or paper")
+    b1, b2 = moments.beta1, moments.beta2
+    v = grads.square().mul_(1 - b2).add_(b2 * moments.exp_avg_sq)  # β2·v + (1−β2)·g²
+    m = (grads if inplace else grads.clone()).mul_(1 - b1).add_(b1 * moments.exp_avg)  # β1·m + (1−β1)·g
     if variant == "code":
-        return m / torch.sqrt(v + moments.eps)
-    if variant == "paper":
-        t = moments.step + 1
-        m_hat, v_hat = m / (1 - moments.beta1**t), v / (1 - moments.beta2**t)
-        return m_hat / (torch.sqrt(v_hat) + moments.eps)
-    raise ConfigError(f"unknown Adam variant '{variant}'; expected code or paper")
+        return m.div_(v.add_(moments.eps).sqrt_())
+    t = moments.step + 1
+    m.div_(1 - b1**t)
+    return m.div_(v.div_(1 - b2**t).sqrt_().add_(moments.eps))
 
 
 # ---- projection -----------------------------------------------------------------------------------------
