@@ -8,6 +8,7 @@ the store are reused by `agents.llm`, so a resumed run never pays for the same c
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from dataclasses import dataclass, field
 
@@ -253,19 +254,25 @@ async def arun_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompt
     with RunLease(store, run_id, command=" ".join(sys.argv[1:])):
         ctx = run_context(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
                           allow_changed_prompts=allow_changed_prompts)
-        store.set_run_status(run_id, "running")
-        try:
-            with store.batch_writes():  # one commit per event-loop tick, not per write (store/__init__.py)
-                summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
-                                        only_threads=only_threads, retry_failed=retry_failed,
-                                        progress_every=progress_every)
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-            store.set_run_status(run_id, "interrupted" if interrupted else "failed",
-                                 error=f"{type(exc).__name__}: {exc}")
-            raise
+        with recorded_status(store, run_id), store.batch_writes():  # one commit per event-loop tick (store/)
+            summary = await execute(pipeline, ctx, concurrency=concurrency, progress=progress,
+                                    only_threads=only_threads, retry_failed=retry_failed,
+                                    progress_every=progress_every)
         store.set_run_status(run_id, summary.status, error=summary.error)
     return summary
+
+
+@contextlib.contextmanager
+def recorded_status(store: Store, run_id: str):
+    """The run is `running` while the block runs; if the block raises it becomes `interrupted` (Ctrl-C, a
+    cancelled task) or `failed`, with the error. The caller records the final status of a block that returns."""
+    store.set_run_status(run_id, "running")
+    try:
+        yield
+    except BaseException as exc:
+        interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
+        store.set_run_status(run_id, "interrupted" if interrupted else "failed", error=f"{type(exc).__name__}: {exc}")
+        raise
 
 
 def run_pipeline(pipeline: Pipeline, store: Store, run_id: str, *, prompts_dir: str | None = None,

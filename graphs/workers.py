@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from skillweave.errors import UsageError
 from skillweave.graphs import shards
 from skillweave.graphs.progress import Progress
-from skillweave.graphs.runtime import RunSummary, _spec, execute, run_context
+from skillweave.graphs.runtime import RunSummary, _spec, execute, recorded_status, run_context
 from skillweave.pipeline import Pipeline
 from skillweave.providers.prices import Budget
 from skillweave.store import Store
@@ -353,14 +353,8 @@ def run_with_workers(pipeline: Pipeline, store: Store, run_id: str, *, workers: 
                "concurrency": concurrency, "allow_changed_prompts": allow_changed_prompts,
                "retry_failed": retry_failed, "parent_pid": os.getpid(), "workers": workers, "command": command,
                "tick_batching": tick_batching}
-        store.set_run_status(run_id, "running")
-        try:
+        with recorded_status(store, run_id):
             summary = asyncio.run(_coordinate(pipeline, store, run_id, specs, max(1, min(workers, len(specs))),
                                               job, progress=progress, progress_every=progress_every))
-        except BaseException as exc:
-            interrupted = isinstance(exc, KeyboardInterrupt | asyncio.CancelledError)
-            store.set_run_status(run_id, "interrupted" if interrupted else "failed",
-                                 error=f"{type(exc).__name__}: {exc}")
-            raise
         store.set_run_status(run_id, summary.status, error=summary.error)
     return summary
