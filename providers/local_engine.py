@@ -175,10 +175,10 @@ class LlamaLite:
 
         Packing costs about 9 CPU ns per weight (about 1.2 CPU s for SmolLM2-135M), so it runs in the background
         on every core (torch releases the GIL): the output layer first, then the layers in order, each fused and
-        packed by one job. The constructor returns at once; `forward` waits for each layer's job just before
-        that layer, so a first request prefills the early layers while the later ones are still being packed.
-        The packed matrices are the same whichever thread packs them and whenever, so outputs do not depend on
-        the timing (`wait_packed` waits for all of them)."""
+        packed by one job. The constructor returns at once, so the tokenizer, the chat template and the caller's
+        own start-up overlap the packing; `forward` waits for all of it first (waiting layer by layer inside the
+        first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md). The packed matrices are
+        the same whichever thread packs them, so outputs do not depend on the timing."""
         pack = self.torch.ops.quantized.linear_prepack_fp16
 
         def head():
@@ -236,17 +236,15 @@ class LlamaLite:
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
         returns the attention output [B, heads, T, head dim] for queries q.
         """
+        if self._pending is not None:  # float16 weights still being packed in the background
+            self.wait_packed()
         F = self.torch.nn.functional
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
         cos, sin = self._rope(positions)
         cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: one rotation for the q and k heads together
         H, KV, D = self.heads, self.kv_heads, self.head_dim
-        pending = self._pending
-        for layer in range(self.layers):
-            if pending is not None:  # float16 weights still being packed: wait for this layer's only
-                pending[1][layer].result()
-            blk = self.blocks[layer]
+        for layer, blk in enumerate(self.blocks):
             h = self._rms(x, blk["ln1"])
             qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
             qk = self._rotate(qkv[..., : (H + KV) * D].view(B, T, H + KV, D), cos, sin)
@@ -259,8 +257,6 @@ class LlamaLite:
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
         last = self._rms(x[:, -1], self.norm)
-        if pending is not None:
-            self.wait_packed()
         return self._linear(last, self.lm_head)
 
 

@@ -357,9 +357,9 @@ def test_float16_rounding_of_the_released_weights_is_far_below_their_quantisatio
 
 
 @pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
-def test_float16_packing_runs_in_the_background_and_forward_waits_for_each_layer(tiny_model, monkeypatch):
+def test_float16_packing_runs_in_the_background_and_forward_waits_for_it(tiny_model, monkeypatch):
     """The constructor returns while the weights are still being packed; a forward pass started then waits for
-    the layers it reaches and gives the same logits, and the same packed weights, as a finished model."""
+    the packing and gives the same logits, and the same packed weights, as a finished model."""
     import threading
 
     import torch
@@ -401,7 +401,7 @@ def test_float16_packing_runs_in_the_background_and_forward_waits_for_each_layer
     runner = threading.Thread(target=run)
     runner.start()
     runner.join(0.5)
-    assert not out and not packed_calls  # waiting for the first layer
+    assert not out and not packed_calls  # waiting for the packing
     gate.set()
     runner.join(30)
     with torch.no_grad():
