@@ -3,7 +3,8 @@
 Prints, measured in one run on the same machine:
   - warm load (a fresh process, weights already prepared): the continuous-batching engine (plain torch +
     tokenizers) with float32 and with float16 weights against transformers' AutoModelForCausalLM/AutoTokenizer,
-    imports included;
+    imports included, and for the engine the first token of a one-token reply (float16 weights are packed in
+    the background, so that is when the load's work is all done);
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
     `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
     bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to
@@ -13,6 +14,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
     python benchmarks/local_model.py --variants "engine f32,engine fp16"
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
+    python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
 """
 
 from __future__ import annotations
@@ -41,11 +43,51 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
 
 
-def warm_load(kind: str, env: dict) -> float:
-    code = f"import time; t = time.perf_counter(); {LOAD[kind]}; print(time.perf_counter() - t)"
+FIRST_TOKEN = ("from skillweave.providers.local_engine import GenRequest; e = load_engine('local'); "
+               "t1 = time.perf_counter(); ids = e.tokenizer.encode(e.tokenizer.chat_prompt("
+               "[{'role': 'user', 'content': 'Say hi.'}])); e.generate([GenRequest(ids, max_tokens=1)])")
+
+
+def warm_load(kind: str, env: dict, pythonpath: str | None = None) -> tuple[float, float | None, float]:
+    """A fresh process: seconds until the load returns, until the first token of a one-token greedy reply (the
+    engine only; float16 packing may still run after the load returns), and the process's CPU seconds by then."""
+    if kind == "engine":
+        code = ("import time; t = time.perf_counter(); from skillweave.providers.local_engine import load_engine; "
+                "load_engine('local'); t1 = time.perf_counter(); " + FIRST_TOKEN +
+                "; print(t1 - t, time.perf_counter() - t, time.process_time())")
+    else:
+        code = (f"import time; t = time.perf_counter(); {LOAD[kind]}; "
+                "print(time.perf_counter() - t, -1, time.process_time())")
+    extra = {"PYTHONPATH": pythonpath} if pythonpath else {}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={**os.environ, **env})
-    return float(out.stdout.strip().splitlines()[-1])
+                         env={**os.environ, **env, **extra})
+    load, first, cpu = (float(x) for x in out.stdout.strip().splitlines()[-1].split())
+    return load, (None if first < 0 else first), cpu
+
+
+def load_only(repeats: int, against: str | None) -> None:
+    """--load: warm load and first token, float32 and float16, interleaved; with --against, the same for another
+    checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
+    trees = {"this": os.environ.get("PYTHONPATH")}
+    if against:
+        trees = {"against": against, **trees}
+    results: dict[str, list] = {}
+    for _ in range(repeats):
+        for tree, path in trees.items():
+            for kind in ("engine f32", "engine fp16"):
+                results.setdefault(f"{tree} {kind}", []).append(warm_load("engine", VARIANTS[kind], path))
+    for name, rows in results.items():
+        best = min(rows, key=lambda r: r[1])
+        print(f"{name:>20}: load " + ", ".join(f"{r[0]:.2f}" for r in rows) + " s; first token "
+              + ", ".join(f"{r[1]:.2f}" for r in rows) + " s; CPU to first token "
+              + ", ".join(f"{r[2]:.2f}" for r in rows) + f" s (best first token {best[1]:.2f} s)")
+    if against:
+        for kind in ("engine f32", "engine fp16"):
+            old, new = results[f"against {kind}"], results[f"this {kind}"]
+            med = [sorted(r[i] for r in old)[len(old) // 2] / sorted(r[i] for r in new)[len(new) // 2]
+                   for i in range(3)]
+            print(f"{kind}, against / this (medians): load {med[0]:.2f}x, first token {med[1]:.2f}x, "
+                  f"CPU {med[2]:.2f}x")
 
 
 def throughput(args) -> dict:
@@ -159,6 +201,10 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
                              "step of the real model per weight type (one thread)")
+    parser.add_argument("--load", type=int, metavar="REPEATS",
+                        help="instead: warm load and first token only, float32 and float16, REPEATS times each")
+    parser.add_argument("--against", metavar="DIR",
+                        help="with --load: also measure another checkout (DIR holds a `skillweave` folder)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.kernels:
@@ -169,13 +215,19 @@ def main() -> None:
     if args.child:
         print(json.dumps(throughput(args)))
         return
+    if args.load:
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        load_only(args.load, args.against)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
              for kind in ("engine f32", "engine fp16", "transformers")}
-    print("warm load (fresh process, imports included): " + ", ".join(f"{k} {v:.2f} s" for k, v in loads.items()))
+    print("warm load (fresh process, imports included): " + ", ".join(
+        f"{k} {v[0]:.2f} s" + (f" (first token {v[1]:.2f} s)" if v[1] is not None else "") for k, v in loads.items()))
     runs = {}
     variants = {name: VARIANTS[name] for name in args.variants.split(",")}
     for kind, extra in variants.items():

@@ -132,53 +132,77 @@ class LlamaLite:
         tied = c.get("tie_word_embeddings", False)
         self.lm_head = self.embed if tied or "lm_head.weight" not in w else w["lm_head.weight"]
         self.norm = w["model.norm.weight"]
-        self.blocks = []
-        for i in range(self.layers):
-            p = f"model.layers.{i}."
-
-            def get(name, p=p):
-                return w.get(p + name)
-
-            qkv_b = None
-            if get("self_attn.q_proj.bias") is not None:
-                qkv_b = torch.cat([get("self_attn.q_proj.bias"), get("self_attn.k_proj.bias"),
-                                   get("self_attn.v_proj.bias")])
-            gate_up_b = None
-            if get("mlp.gate_proj.bias") is not None:
-                gate_up_b = torch.cat([get("mlp.gate_proj.bias"), get("mlp.up_proj.bias")])
-            self.blocks.append(dict(
-                ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
-                qkv=torch.cat([get("self_attn.q_proj.weight"), get("self_attn.k_proj.weight"),
-                               get("self_attn.v_proj.weight")]).contiguous(), qkv_b=qkv_b,
-                o=get("self_attn.o_proj.weight"), o_b=get("self_attn.o_proj.bias"),
-                gate_up=torch.cat([get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")]).contiguous(),
-                gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
-            ))
+        self._pending = None  # (output layer, [one future per layer]) while float16 packing runs
         if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
-            self._pack_fp16()
-        elif dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
+            self.blocks = [None] * self.layers
+            self._pack_fp16(w)
+            return
+        self.blocks = [self._block(w, i) for i in range(self.layers)]
+        if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
             for blk in self.blocks:
                 for name in ("qkv", "qkv_b", "o", "o_b", "gate_up", "gate_up_b", "down", "down_b"):
                     if blk[name] is not None:
                         blk[name] = blk[name].to(dtype)
             self.lm_head = self.lm_head.to(dtype)
 
-    def _pack_fp16(self) -> None:
+    def _block(self, w: dict, i: int) -> dict:
+        """Layer i's weights, the q/k/v and gate/up projections each fused into one matrix."""
+        torch = self.torch
+        p = f"model.layers.{i}."
+
+        def get(name):
+            return w.get(p + name)
+
+        qkv_b = None
+        if get("self_attn.q_proj.bias") is not None:
+            qkv_b = torch.cat([get("self_attn.q_proj.bias"), get("self_attn.k_proj.bias"),
+                               get("self_attn.v_proj.bias")])
+        gate_up_b = None
+        if get("mlp.gate_proj.bias") is not None:
+            gate_up_b = torch.cat([get("mlp.gate_proj.bias"), get("mlp.up_proj.bias")])
+        return dict(
+            ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
+            qkv=torch.cat([get("self_attn.q_proj.weight"), get("self_attn.k_proj.weight"),
+                           get("self_attn.v_proj.weight")]).contiguous(), qkv_b=qkv_b,
+            o=get("self_attn.o_proj.weight"), o_b=get("self_attn.o_proj.bias"),
+            gate_up=torch.cat([get("mlp.gate_proj.weight"), get("mlp.up_proj.weight")]).contiguous(),
+            gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
+        )
+
+    def _pack_fp16(self, w: dict) -> None:
         """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
-        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32. Packing costs about
-        9 CPU ns per weight and runs on every core (torch releases the GIL)."""
+        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32.
+
+        Packing costs about 9 CPU ns per weight (about 1.2 CPU s for SmolLM2-135M), so it runs in the background
+        on every core (torch releases the GIL): the output layer first, then the layers in order, each fused and
+        packed by one job. The constructor returns at once, so the tokenizer, the chat template and the caller's
+        own start-up overlap the packing; `forward` waits for all of it first (waiting layer by layer inside the
+        first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md). The packed matrices are
+        the same whichever thread packs them, so outputs do not depend on the timing."""
         pack = self.torch.ops.quantized.linear_prepack_fp16
-        jobs = [(blk, name) for blk in self.blocks for name in ("qkv", "o", "gate_up", "down")]
 
-        def one(job):
-            blk, name = job
-            return pack(blk[name], blk[name + "_b"])
+        def head():
+            self.lm_head = pack(self.lm_head, None)
 
-        with ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1))) as pool:
-            head = pool.submit(pack, self.lm_head, None)
-            for (blk, name), packed in zip(jobs, pool.map(one, jobs), strict=True):
-                blk[name], blk[name + "_b"] = packed, None
-            self.lm_head = head.result()
+        def layer(i):
+            blk = self._block(w, i)
+            for name in ("qkv", "o", "gate_up", "down"):
+                blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"]), None
+            self.blocks[i] = blk
+
+        pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
+        self._pending = (pool.submit(head), [pool.submit(layer, i) for i in range(self.layers)])
+        pool.shutdown(wait=False)  # the workers end when the last job is done
+
+    def wait_packed(self) -> None:
+        """Wait until every weight is packed (a no-op when packing is done or was not needed); raises what a
+        packing job raised."""
+        pending = self._pending
+        if pending is not None:
+            for future in pending[1]:
+                future.result()
+            pending[0].result()
+            self._pending = None
 
     def _linear(self, x, weight, bias=None):
         if isinstance(weight, self.torch.ScriptObject):  # fbgemm fp16 packed (bias inside)
@@ -212,6 +236,8 @@ class LlamaLite:
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
         returns the attention output [B, heads, T, head dim] for queries q.
         """
+        if self._pending is not None:  # float16 weights still being packed in the background
+            self.wait_packed()
         F = self.torch.nn.functional
         B, T = ids.shape
         x = F.embedding(ids, self.embed)

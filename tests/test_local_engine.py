@@ -252,6 +252,7 @@ def test_float16_packed_weights_are_the_default_close_to_float32_and_batched_equ
     monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float32")
     exact = load_engine(str(tiny_model))
     assert fast is not exact  # one engine per weight type
+    fast.model.wait_packed()  # packing runs in the background after the load returns
     assert isinstance(fast.model.blocks[0]["qkv"], torch.ScriptObject) and fast.model.blocks[0]["qkv_b"] is None
     assert isinstance(fast.model.lm_head, torch.ScriptObject)
     prompts = _prompts(fast, CORPUS)
@@ -353,3 +354,62 @@ def test_float16_rounding_of_the_released_weights_is_far_below_their_quantisatio
         worst[kind] = max(worst[kind], float((error / np.maximum(d, 1e-30)).max()))
     assert types == {"F32", "Q4_1", "Q8_0"}
     assert worst["Q4_1"] < 0.01 and worst["Q8_0"] < 0.07
+
+
+@pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+def test_float16_packing_runs_in_the_background_and_forward_waits_for_it(tiny_model, monkeypatch):
+    """The constructor returns while the weights are still being packed; a forward pass started then waits for
+    the packing and gives the same logits, and the same packed weights, as a finished model."""
+    import threading
+
+    import torch
+    from safetensors.torch import load_file
+
+    from skillweave.providers.local_engine import LlamaLite
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    reference = LlamaLite(config, weights, dtype=torch.float16)
+    reference.wait_packed()
+
+    real_pack = torch.ops.quantized.linear_prepack_fp16
+    gate, packed_calls = threading.Event(), []
+
+    def gated_pack(weight, bias):  # packing waits for the gate
+        assert gate.wait(30)
+        packed_calls.append(weight.shape)
+        return real_pack(weight, bias)
+
+    monkeypatch.setattr(torch.ops.quantized, "linear_prepack_fp16", gated_pack)
+    built = []
+    thread = threading.Thread(target=lambda: built.append(LlamaLite(config, weights, dtype=torch.float16)))
+    thread.start()
+    thread.join(10)
+    returned_while_gated = bool(built)
+    if not returned_while_gated:  # let the old behaviour finish before failing
+        gate.set()
+        thread.join(30)
+    assert returned_while_gated, "the constructor waited for packing"
+    model, out = built[0], []
+    ids = torch.tensor([[5, 17, 42, 9, 3]])
+
+    def run():
+        with torch.no_grad():
+            out.append(model.forward(ids, torch.arange(5)[None], lambda layer, k, v, keep=[]: None,
+                                     lambda layer, q: q))
+
+    runner = threading.Thread(target=run)
+    runner.start()
+    runner.join(0.5)
+    assert not out and not packed_calls  # waiting for the packing
+    gate.set()
+    runner.join(30)
+    with torch.no_grad():
+        expected = reference.forward(ids, torch.arange(5)[None], lambda layer, k, v: None, lambda layer, q: q)
+    assert torch.equal(out[0], expected)
+    model.wait_packed()
+    assert len(packed_calls) == 4 * config["num_hidden_layers"] + 1
+    for a, b in zip(model.blocks, reference.blocks, strict=True):
+        for name in ("qkv", "o", "gate_up", "down"):
+            assert torch.equal(torch.ops.quantized.linear_unpack_fp16(a[name])[0],
+                               torch.ops.quantized.linear_unpack_fp16(b[name])[0])
