@@ -66,7 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="tiny", help="tiny, local (embedded SmolLM2-135M) or a model folder")
     parser.add_argument("--n", type=int, default=256, help="examples")
-    parser.add_argument("--batch-size", type=int, default=LessConfig.feature_batch_size,
+    parser.add_argument("--batch-size", type=int, default=LessConfig.model_fields["feature_batch_size"].default,
                         help="most examples per batched pass (default: the CLI's --feature-batch-size)")
     parser.add_argument("--dim", type=int, default=1024, help="projection dimension")
     parser.add_argument("--lora-r", type=int, default=8)

@@ -181,10 +181,10 @@ def main() -> None:
     parser.add_argument("--lora-r", type=int, default=128)
     parser.add_argument("--lora-targets", default="q_proj,k_proj,v_proj,o_proj")
     parser.add_argument("--tokens-per-example", type=int, default=512, help="mean tokens per pool example (assumed)")
-    parser.add_argument("--batch", type=int, default=LessConfig.feature_batch_size, help="feature batch size")
-    parser.add_argument("--batch-tokens", type=int, default=LessConfig.feature_batch_tokens,
+    parser.add_argument("--batch", type=int, default=LessConfig.model_fields["feature_batch_size"].default, help="feature batch size")
+    parser.add_argument("--batch-tokens", type=int, default=LessConfig.model_fields["feature_batch_tokens"].default,
                         help="most padded tokens per feature batch (--feature-batch-tokens)")
-    parser.add_argument("--chunk", type=int, default=LessConfig.chunk_examples, help="examples per datastore chunk")
+    parser.add_argument("--chunk", type=int, default=LessConfig.model_fields["chunk_examples"].default, help="examples per datastore chunk")
     parser.add_argument("--buffer-mb", type=int, default=0,
                         help="--projection-buffer-mb of the projected run (0: 256 MiB, which holds no row at this P)")
     parser.add_argument("--gpu-bf16-tflops", type=float, default=989.0, help="assumed GPU bf16 dense TFLOP/s (H100 SXM)")
