@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill, draw_combinations
 from skillweave.errors import ModelCallError
@@ -151,23 +152,31 @@ def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: st
     }
 
 
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
-    """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
+def plan_threads(ctx: RunContext) -> LazyPlan:
+    """Deterministic plan from the run config and the stored catalogs: items are created once, by key.
+
+    The combinations are drawn now (a bad config or catalog stops here); the threads, and their items, are
+    produced as the runtime takes them (agents/lazyplan.py), in the same order with the same ids."""
     config, store = ctx.config, ctx.store
     skills = [Skill(**{f: e.get(f) or "" for f in ("name", "category", "definition", "example", "status")})
               for e in store.get_catalog(config.skills_catalog)["entries"]]
     topics = [e["name"] for e in store.get_catalog(config.topics_catalog)["entries"]]
-    threads, index = [], 0
-    for k in config.k:
-        for combo, topic in plan_combinations(config, skills, topics, k):
-            for round_ in range(config.rounds):
-                item_id = store.ensure_item(
-                    ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
-                    payload={"skill_rows": [s.as_dict() for s in combo]},
-                )
-                threads.append(ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id}))
-            index += 1
-    return threads
+    by_k = [(k, plan_combinations(config, skills, topics, k)) for k in config.k]
+    rounds = max(int(config.rounds), 0)
+
+    def threads():
+        index = 0
+        for k, combos in by_k:
+            for combo, topic in combos:
+                for round_ in range(config.rounds):
+                    item_id = store.ensure_item(
+                        ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
+                        payload={"skill_rows": [s.as_dict() for s in combo]},
+                    )
+                    yield ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id})
+                index += 1
+
+    return LazyPlan(sum(len(combos) for _, combos in by_k) * rounds, threads)
 
 
 def _values(item: dict, config: SkillMixConfig) -> dict:
