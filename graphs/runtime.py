@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import sys
 from dataclasses import dataclass, field
-from itertools import islice
 
 from langgraph.types import Command
 
@@ -207,14 +206,21 @@ def _scheduled(specs, saver, failure: list):
     checkpoint (one query per batch). An error while planning is kept in `failure` and ends the iteration for
     every worker, so the threads in flight finish and `execute` raises it afterwards."""
     threads = iter(specs)
-    while True:
+    while not failure:
+        batch = []
         try:
-            batch = list(islice(threads, SCHEDULE_BATCH))
-            started = threads_with_checkpoints(saver, [s.thread_id for s in batch]) if batch else set()
+            for spec in threads:
+                batch.append(spec)
+                if len(batch) >= SCHEDULE_BATCH:
+                    break
+        except Exception as exc:  # the threads planned before it still run
+            failure.append(exc)
+        if not batch:
+            return
+        try:
+            started = threads_with_checkpoints(saver, [s.thread_id for s in batch])
         except Exception as exc:
             failure.append(exc)
-            return
-        if not batch:
             return
         for spec in batch:
             yield spec, spec.thread_id not in started
