@@ -114,9 +114,7 @@ def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int
     """
     sampler = config.sampler
     if sampler == "official":
-        draws = sample_official(skills, topics, k, config.n, seed=config.seed)
-        orders = official_prompt_orders(draws, config.exp_path or OFFICIAL_EXP_PATH)
-        return [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
+        return _official_plan(skills, topics, k, config.n, config.seed, config.exp_path or OFFICIAL_EXP_PATH)
     if sampler != "interleaved":
         raise ValueError(f"unknown Skill-Mix sampler '{sampler}' (known: {', '.join(SAMPLERS)})")
     combos = sample_skill_combinations(
@@ -124,6 +122,20 @@ def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int
         reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None,
     )
     return [(combo, combo_topics[0]) for combo, combo_topics in combos]
+
+
+def _official_plan(skills: list, topics: list, k: int, n: int, seed: int, exp_path: str) -> list[tuple[list, str]]:
+    """`sample_official` then `official_prompt_orders` with one topic each, in one pass over the drawn
+    combinations: the same draws from the same generators, with no per-draw lists kept besides the result
+    (a 10^5-item plan held three lists of them at once)."""
+    rng = random.Random(seed)
+    combos = draw_combinations(rng, skills, k, n, key=lambda c: tuple(_name(s) for s in c))
+    topic_pool, reorder = list(topics), random.Random(exp_path)
+    for i, combo in enumerate(combos):  # every combination is its own list: reordered in place
+        rng.shuffle(topic_pool)
+        reorder.shuffle(combo)
+        combos[i] = (combo, topic_pool[0])
+    return combos
 
 
 def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: str | None = None) -> dict[str, tuple]:
