@@ -184,6 +184,10 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                 except Exception as exc:  # one thread's bug or bad reply never takes the others down
                     _thread_crashed(ctx, spec, summary, exc)
                 bar.update(1)
+                # let the loop turn: a thread that never waits (stored or instant replies) would otherwise run the
+                # next one in the same tick, and a tick holds its write transaction and its cancelled timers
+                # (asyncio purges those between ticks) until it ends: with the fake provider, the whole run
+                await asyncio.sleep(0)
 
         try:
             await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(specs))))))
