@@ -123,3 +123,23 @@ def test_official_plan_in_one_pass_matches_sampler_then_orders(n, seed, exp_path
     orders = official_prompt_orders(draws, exp_path or OFFICIAL_EXP_PATH)
     expected = [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
     assert plan_combinations(config, skills, topics, 3) == expected and expected
+
+
+def test_threads_that_never_wait_let_the_loop_turn(cli_run, monkeypatch):
+    """With instant replies a worker would run thread after thread in one loop tick, holding every cancelled
+    `asyncio.timeout` handle (purged between ticks) and one write transaction for the whole run."""
+    import asyncio
+
+    from skillweave.graphs.progress import Progress
+
+    update, held = Progress.update, []
+
+    def counting(self, n=1):
+        update(self, n)
+        held.append(len(asyncio.get_running_loop()._scheduled))  # timers still in the loop's heap
+
+    monkeypatch.setattr(Progress, "update", counting)
+    code, _, err = cli_run("run", "skillmix", "--model", "fake", "--k", "3", "--n", "300", "--rounds", "1",
+                           "--grading-samples", "1", "--concurrency", "8")
+    assert code == 0, err
+    assert len(held) == 300 and max(held) < 150, max(held)  # the code before: ~3 per finished thread (900)
