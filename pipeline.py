@@ -103,7 +103,8 @@ class Pipeline:
     """One pipeline as a unit.
 
     - `config`: its settings model (a `PipelineConfig` subclass or its `"module:Class"`).
-    - `graph`: module with `plan(ctx) -> [ThreadSpec]`, `build_graph(checkpointer)` and optional `DURABILITY`;
+    - `graph`: module with `plan(ctx) -> [ThreadSpec]` (or an `agents.lazyplan.LazyPlan`),
+      `build_graph(checkpointer)` and optional `DURABILITY`;
       or `runner`: `async (ctx, concurrency) -> {"items", "done", "failed"}` for a pipeline without a graph.
     - `report` / `plot`: `(store, run, **options) -> {"columns", "table", ...}` and `(report, path)`.
     - `export`: `(item, run, points, review=None) -> Example | None`, how its items become training rows.

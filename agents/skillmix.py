@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill, draw_combinations
 from skillweave.errors import ModelCallError
@@ -113,9 +114,7 @@ def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int
     """
     sampler = config.sampler
     if sampler == "official":
-        draws = sample_official(skills, topics, k, config.n, seed=config.seed)
-        orders = official_prompt_orders(draws, config.exp_path or OFFICIAL_EXP_PATH)
-        return [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
+        return _official_plan(skills, topics, k, config.n, config.seed, config.exp_path or OFFICIAL_EXP_PATH)
     if sampler != "interleaved":
         raise ValueError(f"unknown Skill-Mix sampler '{sampler}' (known: {', '.join(SAMPLERS)})")
     combos = sample_skill_combinations(
@@ -123,6 +122,20 @@ def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int
         reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None,
     )
     return [(combo, combo_topics[0]) for combo, combo_topics in combos]
+
+
+def _official_plan(skills: list, topics: list, k: int, n: int, seed: int, exp_path: str) -> list[tuple[list, str]]:
+    """`sample_official` then `official_prompt_orders` with one topic each, in one pass over the drawn
+    combinations: the same draws from the same generators, with no per-draw lists kept besides the result
+    (a 10^5-item plan held three lists of them at once)."""
+    rng = random.Random(seed)
+    combos = draw_combinations(rng, skills, k, n, key=lambda c: tuple(_name(s) for s in c))
+    topic_pool, reorder = list(topics), random.Random(exp_path)
+    for i, combo in enumerate(combos):  # every combination is its own list: reordered in place
+        rng.shuffle(topic_pool)
+        reorder.shuffle(combo)
+        combos[i] = (combo, topic_pool[0])
+    return combos
 
 
 def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: str | None = None) -> dict[str, tuple]:
@@ -151,23 +164,31 @@ def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: st
     }
 
 
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
-    """Deterministic plan from the run config and the stored catalogs: items are created once, by key."""
+def plan_threads(ctx: RunContext) -> LazyPlan:
+    """Deterministic plan from the run config and the stored catalogs: items are created once, by key.
+
+    The combinations are drawn now (a bad config or catalog stops here); the threads, and their items, are
+    produced as the runtime takes them (agents/lazyplan.py), in the same order with the same ids."""
     config, store = ctx.config, ctx.store
     skills = [Skill(**{f: e.get(f) or "" for f in ("name", "category", "definition", "example", "status")})
               for e in store.get_catalog(config.skills_catalog)["entries"]]
     topics = [e["name"] for e in store.get_catalog(config.topics_catalog)["entries"]]
-    threads, index = [], 0
-    for k in config.k:
-        for combo, topic in plan_combinations(config, skills, topics, k):
-            for round_ in range(config.rounds):
-                item_id = store.ensure_item(
-                    ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
-                    payload={"skill_rows": [s.as_dict() for s in combo]},
-                )
-                threads.append(ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id}))
-            index += 1
-    return threads
+    by_k = [(k, plan_combinations(config, skills, topics, k)) for k in config.k]
+    rounds = max(int(config.rounds), 0)
+
+    def threads():
+        index = 0
+        for k, combos in by_k:
+            for combo, topic in combos:
+                for round_ in range(config.rounds):
+                    item_id = store.ensure_item(
+                        ctx.run_id, KIND, index, round_, k=k, skills=[s.name for s in combo], topic=topic,
+                        payload={"skill_rows": [s.as_dict() for s in combo]},
+                    )
+                    yield ThreadSpec(f"{ctx.run_id}:{index}:{round_}", {"item_id": item_id})
+                index += 1
+
+    return LazyPlan(sum(len(combos) for _, combos in by_k) * rounds, threads)
 
 
 def _values(item: dict, config: SkillMixConfig) -> dict:

@@ -3,7 +3,8 @@
 Two parts, each measured in one run of this script:
 
 1. `run`: Skill-Mix with the fake provider (k=3, one round, one judge sample) at each size in --run-sizes, each
-   in its own process; prints CPU ms per item, peak RSS and both relative to the smallest size (flat = 1.00).
+   in its own process; prints CPU ms per item, peak RSS (the whole command, and until its threads ended, before
+   the report `run` prints) and each relative to the smallest size (flat = 1.00).
 2. `reads`: a store with --items graded Skill-Mix items (two judge samples each, every third reviewed) written
    in bulk; times `report`, `export` (JSONL) and `items list --json` (to /dev/null) as the CLI runs them, and
    the per-item reads they replaced (`Store.items` + `Store.grades` + a review lookup per item), with ratios.
@@ -27,6 +28,12 @@ def run_size(n: int, folder: str) -> dict:
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
         "import sys, time, resource\n"
         "from skillweave.cli import main\n"
+        "import skillweave.graphs.runtime as rt\n"
+        "_close, ran = rt.close_clients, []\n"
+        "async def close():  # the threads are done: peak RSS of the run itself, before the closing report\n"
+        "    ran.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "    return await _close()\n"
+        "rt.close_clients = close\n"
         "def run(db, n):\n"
         "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
         " '--grading-samples', '1', '--concurrency', '64']\n"
@@ -34,14 +41,15 @@ def run_size(n: int, folder: str) -> dict:
         f"run({db!r} + '.warm', 20)\n"
         "t = time.process_time()\n"
         f"run({db!r}, {n})\n"
-        "print('RESULT', time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "print('RESULT', time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ran[-1])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     if not line:
         raise SystemExit(f"run of {n} items failed: {out.stderr[-2000:]}")
-    _, cpu, rss_kb = line[0].split()
-    return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024}
+    _, cpu, rss_kb, run_rss_kb = line[0].split()
+    return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024,
+            "run_rss_mib": int(run_rss_kb) / 1024}
 
 
 def fill(db: str, n: int) -> str:
@@ -146,7 +154,9 @@ def main() -> None:
             base = base or r
             print(f"run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
                   f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
-                  f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)")
+                  f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the threads "
+                  f"ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
+                  f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x)")
         if args.items:
             reads(args.items, folder)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

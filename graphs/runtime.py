@@ -146,10 +146,12 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     ctx.config = module.load_config(ctx.config)  # a stored dict (or a typed config) -> the typed config
     if module.runner is not None:
         return await _run_runner(module, ctx, concurrency)
+    # the plan may be lazy (agents/lazyplan.py): a count now, the threads (and their items) as they are taken
     specs = shards.select(module.plan(ctx), ctx.config.shard) if planned is None else planned  # whole plan
     summary = RunSummary(run_id=ctx.run_id, threads=len(specs)) if summary is None else summary
     others = []
-    if only_threads is not None:
+    if only_threads is not None:  # a reviewer's partial resume: the plan is listed, as the paused ones are needed
+        specs = list(specs)
         others = [s for s in specs if s.thread_id not in only_threads]
         specs = [s for s in specs if s.thread_id in only_threads]
     bar = Progress(len(specs), module.name, enabled=progress, summary=summary, store=ctx.store, run_id=ctx.run_id,
@@ -159,22 +161,23 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
     async with checkpointer(ctx.store) as saver:
         graph = module.build_graph(checkpointer=saver)
 
-        started = threads_with_checkpoints(saver, [s.thread_id for s in specs])
         durability = module.durability
         direct, _ = direct_graph(graph, durability)  # fresh threads skip Pregel where no checkpoint is needed
         direct = DirectThreads(direct, ctx, ctx.store, graph, durability) if direct is not None else None
 
-        # `concurrency` workers take threads from one shared iterator: memory follows the concurrency, not the
-        # run size (a task per thread, all created up front, cost ~7 KB each and slowed large runs down).
-        pending = iter(specs)
+        # `concurrency` workers take threads from one shared iterator that pulls the plan a batch at a time and
+        # looks the batch's checkpoints up in one query: memory follows the concurrency and the batch, not the
+        # run size (a task per thread, or a spec and a thread id per item held for the whole run, grew with it).
+        failure: list[BaseException] = []
+        pending = _scheduled(specs, saver, failure)
 
         async def worker():
-            for spec in pending:
+            for spec, fresh in pending:
                 try:
                     if ctx.budget is not None and ctx.budget.stopped:  # --max-cost reached: start no thread
                         raise BudgetExceeded(ctx.budget.stopped)
                     await _run_thread(graph, spec, ctx, summary, (only_threads or {}).get(spec.thread_id),
-                                      fresh=spec.thread_id not in started, durability=durability,
+                                      fresh=fresh, durability=durability,
                                       retry_failed=retry_failed, direct=direct)
                 except BudgetExceeded as exc:  # its checkpoint stays at its last finished node; resumable
                     summary.budget += 1
@@ -182,16 +185,50 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                 except Exception as exc:  # one thread's bug or bad reply never takes the others down
                     _thread_crashed(ctx, spec, summary, exc)
                 bar.update(1)
+                # let the loop turn: a thread that never waits (stored or instant replies) would otherwise run the
+                # next one in the same tick, and a tick holds its write transaction and its cancelled timers
+                # (asyncio purges those between ticks) until it ends: with the fake provider, the whole run
+                await asyncio.sleep(0)
 
         try:
             await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(specs))))))
         finally:
             bar.close()
             await close_clients()
+        if failure:  # planning failed part-way (the threads already taken ended first): the run stops with it
+            raise failure[0]
         for spec in others:  # a partial resume still reports threads paused elsewhere in the run
             if (await graph.aget_state(thread_config(spec.thread_id))).interrupts:
                 summary.paused += 1
     return summary
+
+
+SCHEDULE_BATCH = 256  # threads taken from the plan (and items created) per checkpoint lookup
+
+
+def _scheduled(specs, saver, failure: list):
+    """(spec, fresh) for every thread of `specs`, taken SCHEDULE_BATCH at a time; `fresh` when the thread has no
+    checkpoint (one query per batch). An error while planning is kept in `failure` and ends the iteration for
+    every worker, so the threads in flight finish and `execute` raises it afterwards."""
+    threads = iter(specs)
+    while not failure:
+        batch = []
+        try:
+            for spec in threads:
+                batch.append(spec)
+                if len(batch) >= SCHEDULE_BATCH:
+                    break
+        except Exception as exc:  # the threads planned before it still run
+            failure.append(exc)
+        if not batch:
+            return
+        try:
+            started = threads_with_checkpoints(saver, [s.thread_id for s in batch])
+        except Exception as exc:
+            failure.append(exc)
+            return
+        for spec in batch:
+            yield spec, spec.thread_id not in started
 
 
 async def _run_runner(pipeline: Pipeline, ctx: RunContext, concurrency: int) -> RunSummary:

@@ -32,12 +32,15 @@ def check(pipeline: str, config) -> None:
         raise UsageError(f"--shard: {pipeline} runs cannot be split into shards: {type(config).shard_refused}")
 
 
-def select(specs: list, shard: str | None) -> list:
-    """The threads of `specs` (the whole plan, in plan order) that belong to this shard."""
+def select(specs, shard: str | None):
+    """The threads of `specs` (the whole plan, in plan order) that belong to this shard: a list for a list, a
+    `LazyPlan` (agents/lazyplan.py) for a lazy plan."""
     parsed = parse_shard(shard)
     if parsed is None:
         return specs
     i, n = parsed
+    if not isinstance(specs, list):
+        return specs.positions(lambda p: p % n == i - 1, len(range(i - 1, len(specs), n)))
     return [s for p, s in enumerate(specs) if p % n == i - 1]
 
 

@@ -348,7 +348,7 @@ def run_with_workers(pipeline: Pipeline, store: Store, run_id: str, *, workers: 
         ctx = run_context(pipeline, store, run_id, prompts_dir=prompts_dir, concurrency=concurrency,
                           allow_changed_prompts=allow_changed_prompts)  # a changed template stops here
         check_workers(pipeline, ctx.config, store.path, workers)
-        specs = shards.select(pipeline.plan(ctx), ctx.config.get("shard"))  # planned once, items created here
+        specs = list(shards.select(pipeline.plan(ctx), ctx.config.get("shard")))  # planned once, items created here
         job = {"db": store.path, "run_id": run_id, "pipeline": pipeline.name, "prompts_dir": prompts_dir,
                "concurrency": concurrency, "allow_changed_prompts": allow_changed_prompts,
                "retry_failed": retry_failed, "parent_pid": os.getpid(), "workers": workers, "command": command,
