@@ -151,3 +151,21 @@ def run_content(db: str) -> dict:
     text = json.dumps({"items": sorted(items), "table": report["table"], "metrics": report.get("metrics")},
                       sort_keys=True, default=str)
     return json.loads(text.replace(run["id"], "RUN"))
+
+
+@pytest.fixture
+def training_arguments(monkeypatch) -> dict:
+    """The keyword arguments of the last `transformers.TrainingArguments` built during the test (still built)."""
+    import sys
+
+    # what the trainers import, loaded first: that import can swap the lazily loaded `transformers` module object
+    from transformers import PrinterCallback, Trainer, TrainingArguments  # noqa: F401
+
+    seen: dict = {}
+
+    def capture(*args, **kwargs):
+        seen.update(kwargs)
+        return TrainingArguments(*args, **kwargs)
+
+    monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", capture)
+    return seen

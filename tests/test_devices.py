@@ -171,21 +171,12 @@ def test_ches_on_a_peft_wrapped_model_uses_the_decoder_of_the_base():
     assert [r["ches_norm"] for r in scored] == pytest.approx([r["ches_norm"] for r in plain], rel=1e-5)
 
 
-def test_warmup_is_passed_as_a_whole_number_of_steps(monkeypatch):
+def test_warmup_is_passed_as_a_whole_number_of_steps(training_arguments):
     """`warmup_steps=0.03` means a ratio only on transformers >= 5 (0.03 steps, no warmup, on 4.x)."""
-    import transformers
-
     from skillweave.trainers import sft
     from skillweave.trainers.data import SFTExample
 
-    seen = {}
-    real = transformers.TrainingArguments
-
-    def capture(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(transformers, "TrainingArguments", capture)
+    seen = training_arguments
     model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
     examples = [SFTExample(instruction="a b", input="", response="c d") for _ in range(8)]
     sft.train_sft(model, tokenizer, examples, sft.SFTConfig(max_steps=40, warmup_ratio=0.05, batch_size=4, lr=1e-3,

@@ -157,17 +157,8 @@ def test_dpo_in_fp16_trains_with_fp32_weights_autocast_and_a_loss_scale():
     assert trained["fp32"][2] == {torch.float32}
 
 
-def test_sft_in_fp16_uses_the_trainer_mixed_precision_with_fp32_weights(monkeypatch):
-    import transformers
-
-    seen = {}
-    real = transformers.TrainingArguments
-
-    def capture(*args, **kwargs):
-        seen.update(kwargs)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(transformers, "TrainingArguments", capture)
+def test_sft_in_fp16_uses_the_trainer_mixed_precision_with_fp32_weights(training_arguments):
+    seen = training_arguments
     model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
     model.half()
     examples = [SFTExample(instruction="a b", input="", response="c d e") for _ in range(8)]
