@@ -179,5 +179,13 @@ def t5() -> None:
 
 if __name__ == "__main__":
     sections = {"t1": t1, "t2": t2, "t4": t4, "t5": t5}
+    if any(a in ("-h", "--help") for a in sys.argv[1:]):
+        print(__doc__)
+        sys.exit(0)
+    unknown = [a for a in sys.argv[1:] if a not in sections]
+    if unknown:
+        print(f"Error: unknown section {unknown[0]!r}; give some of {', '.join(sections)} (or none for all)",
+              file=sys.stderr)
+        sys.exit(2)
     for name in sys.argv[1:] or list(sections):
         sections[name]()
