@@ -32,6 +32,8 @@ def test_fsdp_needs_several_processes_and_full_fine_tuning():
         check_fsdp(lora=False, world=1)
     with pytest.raises(ConfigError, match="full fine-tuning"):
         check_fsdp(lora=True, world=2)
+    with pytest.raises(ConfigError, match="--eval-data generates text"):
+        check_fsdp(lora=False, world=2, generates="--eval-data")
     check_fsdp(lora=False, world=2)
 
 

@@ -269,10 +269,7 @@ def run(config: DPOConfig) -> dict[str, Any]:
         keep_lowest([], config.ches_keep_lowest)  # validate the fraction before loading anything
     device, dtype = setup(config.device, config.dtype)
     if config.fsdp:
-        check_fsdp(lora=config.lora, world=process_info()[1])
-        if config.eval_prompts:
-            raise ConfigError("--eval-prompts generates text, which the sharded policy does not do here; "
-                              "evaluate the saved checkpoint instead")
+        check_fsdp(lora=config.lora, world=process_info()[1], generates="--eval-prompts" if config.eval_prompts else None)
     # One process records and saves; the others open the store only to read pairs from it.
     store = Store(config.db) if config.db and (is_main_process() or config.store_run) else None
     pairs = load_pairs(config.data, store, config.store_run)

@@ -32,14 +32,18 @@ import torch
 from skillweave.errors import ConfigError
 
 
-def check_fsdp(*, lora: bool, world: int) -> None:
-    """The settings FSDP needs: several processes and full fine-tuning."""
+def check_fsdp(*, lora: bool, world: int, generates: str | None = None) -> None:
+    """The settings FSDP needs: several processes and full fine-tuning, and no option that generates text with
+    the sharded model (`generates`: the option given, e.g. "--eval-data", or None)."""
     if lora:
         raise ConfigError("--fsdp shards full fine-tuning; with --lora the base weights are frozen and DDP "
                           "(no --fsdp) is the lighter choice")
     if world < 2:
         raise ConfigError("--fsdp needs several processes: run under `accelerate launch --num_processes N` "
                           "(see docs/trainers-sft-dpo-ches.md#several-gpus)")
+    if generates:
+        raise ConfigError(f"{generates} generates text, which the sharded model does not do here; evaluate the "
+                          "saved checkpoint instead")
 
 
 def layer_classes(model: Any) -> set[str]:

@@ -158,10 +158,7 @@ def run(config: SFTConfig) -> dict[str, Any]:
 
     device, dtype = setup(config.device, config.dtype)
     if config.fsdp:
-        check_fsdp(lora=config.lora, world=process_info()[1])
-        if config.eval_data:
-            raise ConfigError("--eval-data generates text, which the sharded model does not do here; evaluate the "
-                              "saved checkpoint instead")
+        check_fsdp(lora=config.lora, world=process_info()[1], generates="--eval-data" if config.eval_data else None)
     model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
     train_template = get_template(config.train_template).bind(tokenizer)
     eval_template = get_template(config.eval_template).bind(tokenizer)
