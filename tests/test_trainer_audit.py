@@ -10,23 +10,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from test_devices import WORDS, make_pairs  # the same vocabulary and pairs as the device tests
 
 from skillweave.errors import ConfigError
 from skillweave.trainers import ches, devices, dpo, sft
 from skillweave.trainers.ches import encode_pairs
-from skillweave.trainers.data import PreferencePair, SFTExample
+from skillweave.trainers.data import SFTExample
 from skillweave.trainers.models import apply_lora, tiny_model_and_tokenizer
-from skillweave.trainers.templates import template_words
 
-WORDS = [*template_words(), *"a b c d e f g h i j k l".split()]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-def make_pairs(n: int) -> list[PreferencePair]:
-    letters = "abcdefghijkl"
-    return [PreferencePair(f"{letters[i % 12]} {letters[(i + 3) % 12]}",
-                           " ".join(letters[(i + j) % 12] for j in range(1 + i % 3)),
-                           " ".join(letters[(i + 5 + j) % 12] for j in range(1 + i % 4)), f"pair-{i}") for i in range(n)]
 
 
 # ---- a fake device split: the model on `meta`, everything created without `device=` lands on the CPU ------------
