@@ -169,3 +169,22 @@ def training_arguments(monkeypatch) -> dict:
 
     monkeypatch.setattr(sys.modules["transformers"], "TrainingArguments", capture)
     return seen
+
+
+@pytest.fixture
+def cheap_models(tmp_path, monkeypatch):
+    """A models file (set as $SKILLWEAVE_MODELS) with `cheap`, a fake model priced high enough that a small test
+    run costs whole cents ($100 / $400 per 1M input / output tokens), and a price for `fake:cheap2`."""
+    path = tmp_path / "models.yaml"
+    path.write_text("""\
+models:
+  cheap:
+    kind: fake
+    model: default
+    price_input: 100     # USD per 1M tokens: large, so a test run costs whole cents
+    price_output: 400
+prices:
+  fake:cheap2: {input: 50, output: 200}
+""")
+    monkeypatch.setenv("SKILLWEAVE_MODELS", str(path))
+    return path

@@ -12,25 +12,8 @@ import time
 
 import pytest
 
-MODELS = """\
-models:
-  cheap:
-    kind: fake
-    model: default
-    price_input: 100     # USD per 1M tokens: large, so a test run costs whole cents
-    price_output: 400
-prices:
-  fake:cheap2: {input: 50, output: 200}
-"""
 RUN = ["run", "skillmix", "--k", "2", "--n", "3", "--rounds", "1", "--grading-samples", "2"]
 
-
-@pytest.fixture
-def models_file(tmp_path, monkeypatch):
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS)
-    monkeypatch.setenv("SKILLWEAVE_MODELS", str(path))
-    return path
 
 
 def _q(db, sql, args=()):
@@ -41,7 +24,7 @@ def _q(db, sql, args=()):
         con.close()
 
 
-def test_prices_builtin_snapshot_and_overrides(models_file):
+def test_prices_builtin_snapshot_and_overrides(cheap_models):
     from skillweave.providers.prices import PRICES_DATE, price_of
 
     assert PRICES_DATE
@@ -64,13 +47,13 @@ def test_price_table_overrides_builtin(tmp_path, monkeypatch):
     assert (price_of("openai:gpt-4o").input, price_of("openai:gpt-4o").output) == (1.25, 5.0)
 
 
-def test_models_add_keeps_the_price_table(models_file, cli_run):
+def test_models_add_keeps_the_price_table(cheap_models, cli_run):
     code, _, err = cli_run("models", "add", "other", "--kind", "fake", "--model", "x")
     assert code == 0, err
-    assert "fake:cheap2" in models_file.read_text() and "other" in models_file.read_text()
+    assert "fake:cheap2" in cheap_models.read_text() and "other" in cheap_models.read_text()
 
 
-def test_cost_per_call_stage_and_run(models_file, cli_run, db_path):
+def test_cost_per_call_stage_and_run(cheap_models, cli_run, db_path):
     """Student calls on a priced model cost tokens x price; judge calls on unpriced `fake` stay NULL (unknown)."""
     code, _, err = cli_run(*RUN, "--model", "cheap", "--judge", "fake")
     assert code == 0, err
@@ -97,7 +80,7 @@ def test_cost_per_call_stage_and_run(models_file, cli_run, db_path):
     assert json.loads(out)[0]["spend"]["cost_usd"] == pytest.approx(student_cost)
 
 
-def test_dry_run_projects_within_20_percent_of_the_run(models_file, cli_run, db_path, tmp_path):
+def test_dry_run_projects_within_20_percent_of_the_run(cheap_models, cli_run, db_path, tmp_path):
     """--dry-run: no model call, no run row, exit 0; its projection vs the same run with the fake provider."""
     args = [*RUN, "--model", "cheap", "--judge", "fake:cheap2"]
     code, out, err = cli_run(*args, "--dry-run")
@@ -127,12 +110,12 @@ def test_dry_run_unknown_price_is_shown_as_unknown(cli_run, db_path):
     assert "unknown" in total and "$0" not in total
 
 
-def test_budget_stop_kill_and_resume(models_file, tmp_path):
+def test_budget_stop_kill_and_resume(cheap_models, tmp_path):
     """--max-cost mid-run: killed with SIGKILL, resumed under the same budget (stops as 'budget', spend within
     it), then `resume --max-cost` raises it and the run finishes with no call made twice."""
     db = str(tmp_path / "budget.db")
     env = {**os.environ, "SKILLWEAVE_FAKE_LATENCY": "0.15", "PYTHONUNBUFFERED": "1",
-           "SKILLWEAVE_MODELS": str(models_file)}
+           "SKILLWEAVE_MODELS": str(cheap_models)}
     cmd = [sys.executable, "-m", "skillweave.cli", "--db", db]
     base = ["run", "skillmix", "--k", "2", "--n", "6", "--rounds", "1", "--grading-samples", "2",
             "--model", "cheap", "--judge", "cheap", "--concurrency", "1"]
@@ -174,7 +157,7 @@ def test_budget_stop_kill_and_resume(models_file, tmp_path):
     assert json.loads(_q(db, "select config from runs")[0][0])["max_cost"] == 5
 
 
-def test_max_cost_without_a_price_is_refused_before_the_run(models_file, cli_run, db_path):
+def test_max_cost_without_a_price_is_refused_before_the_run(cheap_models, cli_run, db_path):
     code, _, err = cli_run(*RUN, "--model", "cheap", "--judge", "fake", "--max-cost", "1")
     assert code == 2 and "Error: --max-cost: no price for 'fake' (--judge)" in err
     assert not _q(db_path, "select count(*) from sqlite_master where name = 'runs'")[0][0] or \

@@ -10,23 +10,8 @@ from conftest import run_content
 
 from skillweave.store import Store
 
-MODELS = """\
-models:
-  cheap:
-    kind: fake
-    model: default
-    price_input: 100     # USD per 1M tokens
-    price_output: 400
-"""
 SMALL = ("--k", "2", "--n", "2", "--rounds", "1", "--grading-samples", "1")
 
-
-@pytest.fixture
-def models_file(tmp_path, monkeypatch):
-    path = tmp_path / "models.yaml"
-    path.write_text(MODELS)
-    monkeypatch.setenv("SKILLWEAVE_MODELS", str(path))
-    return path
 
 
 # ---- cost in the progress bar and the progress line -------------------------------------------------------
@@ -75,7 +60,7 @@ def test_progress_bar_on_a_terminal_shows_cost(store):
     bar.close()
 
 
-def test_progress_lines_of_a_run_show_its_cost(cli_run, db_path, models_file, monkeypatch):
+def test_progress_lines_of_a_run_show_its_cost(cli_run, db_path, cheap_models, monkeypatch):
     monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0.05")
     code, _, err = cli_run("run", "skillmix", *SMALL, "--model", "cheap", "--judge", "cheap", "--progress-every", "0.02")
     assert code == 0, err
@@ -186,7 +171,7 @@ def test_chart_eval_ask_that_failed_fails_its_item_exit_3_and_retry_failed_asks_
         clear_providers()
 
 
-def test_math2_dry_run_projects_the_run_and_stores_nothing(cli_run, db_path, models_file):
+def test_math2_dry_run_projects_the_run_and_stores_nothing(cli_run, db_path, cheap_models):
     import os
     import sqlite3
 

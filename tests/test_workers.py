@@ -191,25 +191,14 @@ def test_ctrl_c_stops_the_workers_and_the_run_resumes(tmp_path):
 
 
 # ---- --max-cost across workers ------------------------------------------------------------------------------
-MODELS = """\
-models:
-  cheap:
-    kind: fake
-    model: default
-    price_input: 100     # USD per 1M tokens: large, so a test run costs whole cents
-    price_output: 400
-"""
 
 
-def test_a_workers_budget_counts_what_the_other_workers_spent(tmp_path, monkeypatch):
+def test_a_workers_budget_counts_what_the_other_workers_spent(tmp_path, cheap_models):
     """Another worker's stored calls count against this worker's budget once it re-reads the store; its own
     settled calls count even before they are committed."""
     from skillweave.graphs.workers import SharedBudget
     from skillweave.providers.prices import BudgetExceeded
 
-    models = tmp_path / "models.yaml"
-    models.write_text(MODELS)
-    monkeypatch.setenv("SKILLWEAVE_MODELS", str(models))
     store = Store(str(tmp_path / "b.db"))
     run_id = store.create_run("skillmix", {})
     budget = SharedBudget(1.0, 0.0, store=store, run_id=run_id, every=0.0)
@@ -228,10 +217,7 @@ def test_a_workers_budget_counts_what_the_other_workers_spent(tmp_path, monkeypa
 
 
 @pytest.mark.slow
-def test_two_workers_stop_at_the_budget_and_resume_raises_it(cli_run, db_path, tmp_path, monkeypatch):
-    models = tmp_path / "models.yaml"
-    models.write_text(MODELS)
-    monkeypatch.setenv("SKILLWEAVE_MODELS", str(models))
+def test_two_workers_stop_at_the_budget_and_resume_raises_it(cli_run, db_path, tmp_path, monkeypatch, cheap_models):
     monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0.05")
     base = ("run", "skillmix", "--k", "2", "--n", "6", "--rounds", "1", "--grading-samples", "2", "--model", "cheap",
             "--judge", "cheap", "--concurrency", "1", "--workers", "2")
