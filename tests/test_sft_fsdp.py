@@ -108,6 +108,9 @@ def test_sft_fsdp_shards_where_transformers_puts_the_shards(monkeypatch):
     monkeypatch.setattr(fsdp, "accelerator_type", lambda: "cuda")  # a CUDA build of torch, `--device cpu`
     with pytest.raises(ConfigError, match=r"shards on torch's accelerator \(cuda\).*--device cpu"):
         fsdp.sharded_load_config(torch.device("cpu"))
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # `accelerate launch --use_fsdp`: accelerate would shard too
+    with pytest.raises(ConfigError, match="drop accelerate's --use_fsdp"):
+        fsdp.sharded_load_config(torch.device("cuda", 0))
 
 
 def test_shard_fraction_of_an_unsharded_model_is_one():

@@ -30,6 +30,7 @@ Design choices
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -114,6 +115,9 @@ def sharded_load_config(device: torch.device) -> Any:
 
     from skillweave.trainers.devices import process_info
 
+    if os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes"):
+        raise ConfigError("--fsdp shards the model when it is loaded; drop accelerate's --use_fsdp (or the FSDP "
+                          "settings of the accelerate config) so that it is not sharded a second time")
     shard_type = accelerator_type()
     if device.type != shard_type:
         raise ConfigError(f"train sft --fsdp shards on torch's accelerator ({shard_type}), but this process trains on "
