@@ -126,7 +126,9 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
         finally:
             hf_logging.set_verbosity(verbosity)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"model": model, "losses": losses, "steps": trainer.state.global_step, "train_loss": output.training_loss,
+    # the gradient norm of each step before clipping: Adam hides a gradient's scale, this shows it
+    grad_norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    return {"model": model, "losses": losses, "grad_norms": grad_norms, "steps": trainer.state.global_step, "train_loss": output.training_loss,
             "examples": len(examples), "trained_examples": len(features), "dropped_by_truncation": dropped,
             **({"fsdp": {"processes": process_info()[1], "weights_held": held}} if sharded else {})}
 
