@@ -76,9 +76,9 @@ with open(f"rank{os.environ['RANK']}.txt", "w") as out:  # a file per rank: the 
 @pytest.mark.slow
 def test_fsdp_launch_on_the_cpu_falls_back_to_ddp(tmp_path):
     """`accelerate launch --use_fsdp` with a CPU `Trainer` (as `train sft --device cpu` builds it) trains with DDP,
-    not FSDP: accelerate's FSDP plugin is off for CPU processes, which is why `train sft --fsdp` stops there with an
-    Error (tests/test_fsdp.py) while `train dpo --fsdp` calls torch's `fully_shard` itself. If this starts failing,
-    accelerate shards on the CPU and `train sft --fsdp` can be tested for real."""
+    not FSDP: accelerate's FSDP plugin is off for CPU processes, which is why `train sft --fsdp` does not use it (the
+    model is sharded by transformers when it is loaded, tests/test_sft_fsdp.py) and `train dpo --fsdp` calls torch's
+    `fully_shard` itself."""
     script = tmp_path / "probe.py"
     script.write_text(FSDP_PROBE)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}

@@ -1,6 +1,6 @@
 """FSDP (trainers/fsdp.py): `train dpo --full --fsdp` under `accelerate launch --cpu --num_processes 2` shards the
 policy with FSDP2 over gloo and makes the same update as one process without sharding; the settings FSDP needs
-are usage errors otherwise; the SFT arguments for transformers' Trainer are built (SFT shards only on GPUs)."""
+are usage errors otherwise (`train sft --fsdp`: tests/test_sft_fsdp.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import torch
 
 from skillweave.cli import main
 from skillweave.errors import ConfigError
-from skillweave.trainers.fsdp import check_fsdp, layer_classes, pad_passes, sft_fsdp_arguments
+from skillweave.trainers.fsdp import check_fsdp, layer_classes, pad_passes
 from skillweave.trainers.models import tiny_model_and_tokenizer
 
 tiny_pairs = mp.tiny_pairs  # the fixture: a tiny saved model and 11 preference pairs
@@ -50,15 +50,9 @@ def test_fsdp_in_one_process_is_a_usage_error(tiny_pairs, capsys, command):
     assert err.startswith("Error:") and "several processes" in err and "Traceback" not in err
 
 
-def test_sft_fsdp_arguments_name_the_decoder_layer():
+def test_layer_classes_name_the_decoder_layer():
     model, _ = tiny_model_and_tokenizer(list("abcd"), seed=0)
     assert layer_classes(model) == {"LlamaDecoderLayer"}
-    args = sft_fsdp_arguments(model)
-    from transformers import TrainingArguments
-
-    built = TrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **args)
-    assert built.fsdp_config["transformer_layer_cls_to_wrap"] == ["LlamaDecoderLayer"]
-    assert str(built.fsdp_config.get("version", built.fsdp_config.get("fsdp_version"))) == "2"
 
 
 @pytest.mark.slow
@@ -77,17 +71,3 @@ def test_dpo_fsdp_two_processes_make_the_same_update_as_one(tiny_pairs, capsys):
     assert max((a[n] - b[n]).abs().max().item() for n in a) < 2e-5  # AdamW: the same update to float order (6.8e-6)
     assert max((a[n] - base[n]).abs().max().item() for n in a) > 1e-3  # and the update is not nothing
     assert all(isinstance(t, torch.Tensor) and not hasattr(t, "placements") for t in b.values())  # plain tensors
-
-
-@pytest.mark.slow
-@pytest.mark.usefixtures("one_torch_thread")
-def test_sft_fsdp_on_cpu_processes_is_an_error_not_silent_ddp(tiny_pairs):
-    """accelerate turns FSDP off for CPU processes (tests/test_accelerate_launch_cpu.py); `train sft --fsdp` says so
-    instead of training with DDP under an FSDP label."""
-    rows = [{"prompt": f"{a} {b}", "completion": f"{b} {a}"} for a in "abcd" for b in "efgh"]
-    (tiny_pairs / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    done = mp.launch_process(["--db", "s.db", "train", "sft", "--data", "sft.jsonl", "--model", "tiny", "--device",
-                              "cpu", "--max-steps", "1", "--full", "--fsdp", "--output", "ckpt"], tiny_pairs)
-    assert done.returncode != 0
-    assert "Error: --fsdp: accelerate did not enable FSDP for this cpu run (MULTI_CPU)" in done.stderr
-    assert not (tiny_pairs / "ckpt").exists()

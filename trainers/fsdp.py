@@ -1,5 +1,5 @@
-"""FSDP for full fine-tuning in `train dpo` (torch's FSDP2 `fully_shard`) and the accelerate FSDP settings `train sft`
-passes to transformers' `Trainer`.
+"""FSDP for full fine-tuning: `train dpo` shards its policy with torch's FSDP2 `fully_shard`; `train sft` loads the
+model sharded by transformers (`DistributedConfig`, also FSDP2) and trains it in `Trainer`.
 
 Design choices
 - DPO's loop is our own, so it shards the policy itself with `torch.distributed.fsdp.fully_shard` (FSDP2, the
@@ -17,14 +17,20 @@ Design choices
 - The whole model is loaded on every process and then sharded (simple, and what a 7-8B model in bf16 allows on
   one 80 GB GPU); the saved checkpoint is the full state dict gathered to rank 0 (`get_model_state_dict` with
   `full_state_dict=True`), written as a plain transformers folder.
-- SFT runs in `Trainer`, which takes FSDP from `TrainingArguments(fsdp=..., fsdp_config=...)` and hands it to
-  accelerate's FSDP plugin; accelerate turns FSDP off when the processes run on the CPU, so that path needs GPUs
-  (`sft_fsdp_arguments` builds the arguments; tests check them, not a sharded SFT run).
+- SFT runs in transformers' `Trainer`. Its accelerate FSDP plugin (`TrainingArguments(fsdp=...)`) is not used:
+  accelerate turns FSDP off when the processes run on the CPU (`DistributedType.MULTI_CPU`, DDP instead), so it
+  could never be tested here. Instead the model is sharded at load time by transformers itself,
+  `from_pretrained(..., distributed_config=DistributedConfig(fsdp_size=N))` (FSDP2 `fully_shard` per the model's
+  FSDP plan: embeddings and each decoder layer resharded after forward, final norm and LM head kept gathered),
+  and `Trainer` has a path for such a model (no DDP wrap, no second sharding, gradient reduction deferred over
+  accumulation steps, a gathered `save_pretrained`). transformers takes the device type from torch's accelerator
+  (CUDA and NCCL on a GPU machine, the CPU and gloo otherwise), so CPU processes and GPUs run the same code.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
@@ -99,8 +105,37 @@ def full_state_dict(model: Any) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def sft_fsdp_arguments(model: Any) -> dict[str, Any]:
-    """`TrainingArguments` keywords for FSDP2 full sharding in `Trainer` (accelerate's FSDP plugin; GPUs only)."""
-    return {"fsdp": "full_shard auto_wrap",
-            "fsdp_config": {"version": 2, "transformer_layer_cls_to_wrap": sorted(layer_classes(model)),
-                            "reshard_after_forward": True, "state_dict_type": "FULL_STATE_DICT"}}
+def sharded_load_config(device: torch.device) -> Any:
+    """transformers' `DistributedConfig` that shards a model with FSDP2 over this launch's processes at load time.
+
+    transformers puts the shards on torch's accelerator (CUDA when torch has it, else the CPU); a run whose
+    processes train elsewhere (`--device cpu` on a machine with CUDA) would mix devices, so it is refused.
+    """
+    from transformers.distributed import DistributedConfig
+
+    from skillweave.trainers.devices import process_info
+
+    if os.environ.get("ACCELERATE_USE_FSDP", "").strip().lower() in ("1", "true", "yes"):
+        raise ConfigError("--fsdp shards the model when it is loaded; drop accelerate's --use_fsdp (or the FSDP "
+                          "settings of the accelerate config) so that it is not sharded a second time")
+    shard_type = accelerator_type()
+    if device.type != shard_type:
+        raise ConfigError(f"train sft --fsdp shards on torch's accelerator ({shard_type}), but this process trains on "
+                          f"{device.type}; drop --device {device.type} (or --cpu) or run without --fsdp")
+    return DistributedConfig(fsdp_size=process_info()[1])
+
+
+def shard_fraction(model: Any) -> float:
+    """The fraction of the model's parameter elements this process holds (1.0 unsharded, about 1/N with FSDP)."""
+    from torch.distributed.tensor import DTensor
+
+    params = list(model.parameters())
+    held = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
+    return held / max(sum(p.numel() for p in params), 1)
+
+
+def accelerator_type() -> str:
+    """The device type transformers' sharded loading uses: the accelerator torch was built for (CUDA in a CUDA
+    build, even with no GPU present), the CPU without one; MPS falls back to the CPU as transformers does."""
+    accelerator = torch.accelerator.current_accelerator()
+    return "cpu" if accelerator is None or accelerator.type == "mps" else accelerator.type

@@ -17,11 +17,13 @@ TINY_CHAT_TEMPLATE = (
 )
 
 
-def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: str = "right", device=None):
+def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: str = "right", device=None,
+                             distributed_config=None):
     """Load a fresh, trainable (model, tokenizer) from 'local' (embedded SmolLM2) or a local folder.
 
     `device`/`dtype` take `--device`/`--dtype` values (or torch objects); the weights are loaded in that dtype and
-    moved to that device once. Defaults: fp32 on the CPU.
+    moved to that device once. Defaults: fp32 on the CPU. `distributed_config` (transformers' `DistributedConfig`)
+    shards the model at load time and leaves its placement to transformers (trainers/fsdp.py).
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -36,6 +38,8 @@ def load_model_and_tokenizer(spec: str = "local", *, dtype=None, padding_side: s
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
+    if distributed_config is not None:
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, distributed_config=distributed_config), tokenizer
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype)
     return model.to(target), tokenizer
 

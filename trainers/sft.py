@@ -13,6 +13,10 @@ Design choices
   1024; docs/methods.md#instruct-skillmix-sft, docs/methods.md#dpo); epochs and batch size are small by default
   and configurable.
 - Truncation keeps the start; examples whose response is cut away entirely are dropped and counted, never silently.
+- `--fsdp` (full fine-tuning, several processes): transformers loads the model already sharded with FSDP2
+  (`fsdp.sharded_load_config`) and `Trainer` trains it as such; every process joins the gathered save, the main
+  process writes. The same code runs on GPUs (NCCL) and on CPU processes (gloo), which is how it is tested.
+- `--dtype fp16` loads fp32 weights (the master copy) and trains under `Trainer(fp16=True)`.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from skillweave.trainers.devices import (
     process_info,
     warmup_steps,
 )
-from skillweave.trainers.fsdp import check_fsdp, full_state_dict, sft_fsdp_arguments
+from skillweave.trainers.fsdp import check_fsdp, shard_fraction, sharded_load_config
 from skillweave.trainers.models import apply_lora, plain_model
 from skillweave.trainers.settings import SFTConfig
 from skillweave.trainers.templates import PromptTemplate, get_template, load_system_prompts
@@ -91,8 +95,12 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
     # fp16: Trainer's mixed precision (fp32 master weights, fp16 autocast, loss scaling); pure fp16 AdamW loses
     # small updates and its eps (1e-8) is 0 in fp16 (devices.fp16_mixed_precision)
     fp16 = config.dtype == "fp16" or next(model.parameters()).dtype == torch.float16
-    if fp16:
+    if fp16 and next(model.parameters()).dtype != torch.float32:
         model.float()
+    sharded = getattr(model, "is_distributed_loading_by_transformers", False)  # FSDP2 at load time (run, --fsdp)
+    if config.fsdp and not sharded:
+        raise ConfigError("--fsdp: the model was not loaded sharded (load it with fsdp.sharded_load_config)")
+    held = shard_fraction(model) if sharded else None  # this process's share of the weights
     if device.type == "cuda" and process_info()[1] == 1:
         torch.cuda.set_device(device)  # Trainer places the model on the current CUDA device
     warmup = warmup_steps(config.warmup_ratio, examples=len(features), batch_size=config.batch_size,
@@ -107,7 +115,6 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
             seed=config.seed, remove_unused_columns=False, disable_tqdm=True, dataloader_num_workers=0, fp16=fp16,
             **({"gradient_checkpointing": True, "gradient_checkpointing_kwargs": {"use_reentrant": False}}
                if config.gradient_checkpointing else {}),
-            **(sft_fsdp_arguments(model) if config.fsdp else {}),
         )
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()
@@ -115,27 +122,30 @@ def train_sft(model: Any, tokenizer: Any, examples: list[SFTExample], config: SF
             trainer = Trainer(model=model, args=args, train_dataset=features,
                               data_collator=ResponseOnlyCollator(pad_id))
             trainer.remove_callback(PrinterCallback)  # losses are returned, stdout stays clean for --json
-            if config.fsdp and not trainer.is_fsdp_enabled:  # accelerate turns FSDP off for CPU processes
-                raise ConfigError(f"--fsdp: accelerate did not enable FSDP for this {device.type} run "
-                                  f"({trainer.accelerator.distributed_type.value}); train sft shards on GPUs only "
-                                  "(train dpo --fsdp also shards on the CPU)")
             output = trainer.train()
         finally:
             hf_logging.set_verbosity(verbosity)
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"model": model, "losses": losses, "steps": trainer.state.global_step, "train_loss": output.training_loss,
-            "examples": len(examples), "trained_examples": len(features), "dropped_by_truncation": dropped}
+    # the gradient norm of each step before clipping: Adam hides a gradient's scale, this shows it
+    grad_norms = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]
+    return {"model": model, "losses": losses, "grad_norms": grad_norms, "steps": trainer.state.global_step, "train_loss": output.training_loss,
+            "examples": len(examples), "trained_examples": len(features), "dropped_by_truncation": dropped,
+            **({"fsdp": {"processes": process_info()[1], "weights_held": held}} if sharded else {})}
 
 
 def save_checkpoint(model: Any, tokenizer: Any, output_dir: str, config: SFTConfig, train_template: PromptTemplate,
-                    eval_template: PromptTemplate, state_dict: dict | None = None) -> Any:
-    """Save weights (LoRA merged, or `state_dict` gathered from FSDP shards), tokenizer and the templates used;
-    returns the plain (merged) model."""
+                    eval_template: PromptTemplate) -> Any:
+    """Save weights (LoRA merged), tokenizer and the templates used; returns the plain (merged) model.
+
+    A model sharded at load time (`--fsdp`) gathers its full weights in `save_pretrained`, a collective: every
+    process calls this, and only the main process writes."""
     from skillweave.store import jdump
 
     model = plain_model(model)
     out = Path(output_dir)
-    model.save_pretrained(out, **({"state_dict": state_dict} if state_dict is not None else {}))
+    model.save_pretrained(out, is_main_process=is_main_process())
+    if not is_main_process():
+        return model
     tokenizer.save_pretrained(out)
     (out / "skillweave_training.json").write_text(jdump({
         "method": "sft", "config": config.model_dump(),
@@ -159,7 +169,10 @@ def run(config: SFTConfig) -> dict[str, Any]:
     device, dtype = setup(config.device, config.dtype)
     if config.fsdp:
         check_fsdp(lora=config.lora, world=process_info()[1], generates="--eval-data" if config.eval_data else None)
-    model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype)
+    if dtype == torch.float16:  # fp16 trains fp32 master weights (train_sft): load them as stored, not fp16-rounded
+        dtype = torch.float32
+    model, tokenizer = load_model_and_tokenizer(config.model, device=device, dtype=dtype,
+                                                distributed_config=sharded_load_config(device) if config.fsdp else None)
     train_template = get_template(config.train_template).bind(tokenizer)
     eval_template = get_template(config.eval_template).bind(tokenizer)
     store = Store(config.db) if config.db and is_main_process() else None  # one process records and saves
@@ -167,10 +180,8 @@ def run(config: SFTConfig) -> dict[str, Any]:
     try:
         result = train_sft(model, tokenizer, examples, config)
         model = result.pop("model")
-        state = full_state_dict(model) if config.output_dir and config.fsdp else None  # every process gathers
-        if config.output_dir and is_main_process():
-            model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template,
-                                    state_dict=state)
+        if config.output_dir and (is_main_process() or config.fsdp):  # sharded: every process joins the gather
+            model = save_checkpoint(model, tokenizer, config.output_dir, config, train_template, eval_template)
         summary: dict[str, Any] = {**result, "run_id": run_id, "output_dir": config.output_dir,
                                    "templates": {"train": train_template.record(), "eval": eval_template.record()}}
         checkpoint_id = stable_id(run_id, "final") if run_id else None
