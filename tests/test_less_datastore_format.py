@@ -138,3 +138,18 @@ def test_a_chunk_stays_fp32_where_fp16_would_distort_a_row():
     tiny = rows.clone()
     tiny[1] *= 1e-7  # fp16 subnormals: a few bits left
     assert chunk_to_store(tiny, 2).dtype == torch.float32
+
+
+def test_a_small_pi_is_generated_once_per_run(setup, tmp_path, monkeypatch):
+    from skillweave.trainers.less import make_projector
+
+    s = setup
+    projector = make_projector(s["model"], LessConfig(pool="p", targets="t", dim=DIM, device="cpu", dtype="fp32"))
+    assert projector.cache  # P x d x 4 bytes within the 256 MiB budget
+    blocks = []
+    real = lf.RademacherProjector.block
+    monkeypatch.setattr(lf.RademacherProjector, "block", lambda self, i: blocks.append(i) or real(self, i))
+    for checkpoint in (1, 2):  # one projector for every checkpoint and side, as `run` uses it
+        for rows in ("pool", "targets"):
+            _build({**s, "projector": projector}, tmp_path / f"{rows}{checkpoint}", rows=rows)
+    assert blocks == list(range(-(-projector.dim_in // lf.RademacherProjector.BLOCK_ROWS)))  # each block once

@@ -113,3 +113,17 @@ def test_select_less_runs_with_projector_trak(tmp_path, capsys):
     assert json.loads(out)["n_selected"] == 1
     meta = json.loads((tmp_path / "grads" / "pool-ckpt1-adam" / "dim128" / "meta.json").read_text())
     assert meta["projector"] == "trak-BasicProjector-cpu-float32"
+
+
+def test_the_projection_buffer_holds_fp16_rows_for_trak_as_the_reference_stacks_them():
+    pytest.importorskip("trak.projectors", reason="traker (TRAK's projector) is not installed: pip install traker==0.3.2")
+    projector = lf.TrakProjector(3000, DIM, seed=0)
+    out = torch.zeros(10, DIM)
+    buffer = lf.ProjectionBuffer(projector, out, budget=6 * 2 * 3000)  # six fp16 rows (three fp32 ones)
+    assert buffer.capacity == 6
+    grads = torch.randn(5, 3000, generator=torch.Generator().manual_seed(3))
+    buffer.add([0, 2, 4, 6, 8], grads)
+    assert buffer.buffer.dtype == torch.float16
+    buffer.flush()
+    assert torch.equal(out[[0, 2, 4, 6, 8]], reference_projection(grads, torch.float32))
+    assert lf.ProjectionBuffer(lf.RademacherProjector(3000, DIM), out, budget=6 * 2 * 3000).capacity == 3
