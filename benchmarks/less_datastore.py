@@ -127,7 +127,7 @@ def main() -> None:
             best, median = min(times[name]), statistics.median(times[name])
             cached = getattr(projectors[name], "cache", False)
             print(f"feature step, projector {name:6s} ({'Π kept' if cached else 'Π regenerated per product'}): "
-                  f"best {best:.2f} s ({args.n / best:,.0f} rows/s), median {median:.2f} s; "
+                  f"best {best:.2f} s ({args.n / best:,.2f} rows/s), median {median:.2f} s; "
                   f"time vs numpy {best / base_best:.2f}x best, {median / base_median:.2f}x median")
 
 
