@@ -127,3 +127,31 @@ def test_the_projection_buffer_holds_fp16_rows_for_trak_as_the_reference_stacks_
     buffer.flush()
     assert torch.equal(out[[0, 2, 4, 6, 8]], reference_projection(grads, torch.float32))
     assert lf.ProjectionBuffer(lf.RademacherProjector(3000, DIM), out, budget=6 * 2 * 3000).capacity == 3
+
+
+def test_on_cuda_with_fast_jl_the_cuda_projector_gets_the_reference_arguments(monkeypatch):
+    """The CUDA branch, run on the CPU: which class is built and with what (the kernel itself needs a GPU)."""
+    projectors = pytest.importorskip("trak.projectors",
+                                     reason="traker (TRAK's projector) is not installed: pip install traker==0.3.2")
+    built = {}
+
+    class FakeCudaProjector:
+        def __init__(self, **kwargs):
+            built.update(kwargs)
+
+        def project(self, grads, model_id):
+            built["projected"] = (grads.dtype, model_id)
+            return torch.ones(grads.shape[0], DIM, dtype=torch.float16)
+
+    monkeypatch.setattr(projectors, "CudaProjector", FakeCudaProjector)
+    monkeypatch.setattr(lf, "_fast_jl_runs", lambda device: device.type == "cuda")
+    projector = lf.TrakProjector(3000, DIM, seed=0, device="cuda:1", dtype=torch.bfloat16)
+    assert projector.kind == "FakeCudaProjector" and projector.identity.endswith("-cuda-bfloat16")
+    assert built == {"grad_dim": 3000, "proj_dim": DIM, "seed": 0, "proj_type": projectors.ProjectionType.rademacher,
+                     "device": torch.device("cuda:1"), "dtype": torch.bfloat16, "block_size": 128,
+                     "max_batch_size": 16}
+    assert projector.project(torch.zeros(3, 3000)).dtype == torch.float32
+    assert built["projected"] == (torch.float16, 0)  # fp16 rows, model id 0, as the reference calls it
+    # without a working fast_jl (not installed here), a CUDA device gets BasicProjector, as in the reference
+    monkeypatch.undo()
+    assert lf._fast_jl_runs(torch.device("cuda")) is False
