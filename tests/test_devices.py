@@ -129,7 +129,7 @@ def test_less_features_moments_and_projection_stay_on_the_model_device(tmp_path)
     assert projector._matrix is not None and projector._matrix.device == devices.model_device(model)
     grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
     expected = lf.adam_features(grads, moments) @ projector.rows(0, n_params)  # one shot, pool order
-    assert torch.allclose(raw, expected, rtol=1e-5, atol=1e-5)
+    assert ((raw - expected).norm(dim=1) / expected.norm(dim=1)).max() < 1e-3  # fp16 chunks
 
 
 def test_dpo_turns_dropout_off_as_trl_does():

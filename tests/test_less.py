@@ -225,7 +225,7 @@ def test_datastore_chunks_resume_to_identical_features(lora_model, tmp_path):
     normalized = torch.load(folder / "all_orig.pt")
     assert normalized.dtype == torch.float16 and torch.allclose(normalized.float().norm(dim=1), torch.ones(10), atol=1e-3)
     direct = projector.project(lf.loop_gradients(model, examples))
-    assert torch.allclose(full, direct, rtol=1e-4, atol=1e-4)
+    assert ((full - direct).norm(dim=1) / direct.norm(dim=1)).max() < 1e-3  # fp16 chunks (FP16_ROW_TOLERANCE)
     other = lf.RademacherProjector(projector.dim_in, 64, seed=9)
     with pytest.raises(ConfigError, match="other data"):
         build_features(model, tokenizer.pad_token_id, examples, folder, **{**kwargs, "projector": other})

@@ -52,8 +52,8 @@ def test_projection_sees_one_batch_at_a_time_and_features_do_not_depend_on_the_c
     assert max(widest) == 4 if budget_rows == 0 else max(widest) > 4  # the budget is used when there is one
     grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
     expected = grads @ projector.rows(0, n_params)  # the old path: all rows' gradients, projected at once
-    for raw in results:
-        assert torch.allclose(raw, expected, rtol=1e-5, atol=1e-5)
+    for raw in results:  # stored as fp16 chunks: within FP16_ROW_TOLERANCE of each row's norm
+        assert ((raw - expected).norm(dim=1) / expected.norm(dim=1)).max() < 1e-3
 
 
 def test_models_without_a_chat_template_use_the_tulu_format_with_bos_and_eos():
@@ -166,7 +166,8 @@ def test_projection_buffer_size_is_an_option_bounded_by_the_chunk(tmp_path, monk
                          projector=projector, config=config)
     assert widest == [8, 8, 4]  # 1 MiB holds every row of a chunk here: one product per chunk, never more rows
     grads = lf.batched_gradients(model, encoded, tokenizer.pad_token_id).detach()
-    assert torch.allclose(raw, grads @ projector.rows(0, n_params), rtol=1e-5, atol=1e-5)
+    expected = grads @ projector.rows(0, n_params)
+    assert ((raw - expected).norm(dim=1) / expected.norm(dim=1)).max() < 1e-3  # fp16 chunks
     with pytest.raises(ValidationError, match="projection_buffer_mb"):  # the model's range (ge=0)
         LessConfig(pool="p", targets="t", projection_buffer_mb=-1)
 

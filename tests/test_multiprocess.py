@@ -142,8 +142,10 @@ def test_less_features_two_processes_equal_one(tmp_path, capsys):
         a = torch.load(tmp_path / "one" / side / "dim128" / "all_unormalized.pt")
         b = torch.load(tmp_path / "two" / side / "dim128" / "all_unormalized.pt")
         # each process projects its own batches' rows (a projection buffer per process), so the products' widths
-        # and their float rounding differ from one process: ~1e-6 of a row's norm; a wrong shard would be O(1)
-        assert ((a - b).norm(dim=1) / a.norm(dim=1)).max() < 1e-5
+        # and their float rounding differ from one process: ~1e-6 of a row's norm, then both are stored in fp16
+        # (an fp16 rounding may flip: up to ~1e-3 of a row's norm, FP16_ROW_TOLERANCE); a wrong shard would be O(1)
+        a, b = a.float(), b.float()
+        assert ((a - b).norm(dim=1) / a.norm(dim=1)).max() < 1e-3
 
 
 def test_sft_trains_under_ddp_and_writes_one_checkpoint(tmp_path):

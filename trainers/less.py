@@ -14,8 +14,11 @@ Design choices
 - Warmup uses transformers' `Trainer` with a callback that saves `{param_name: (exp_avg, exp_avg_sq, step)}`
   per epoch (index-keyed `optimizer.pt` breaks lookup upstream) and the mean of the LRs actually applied.
 - Datastore: `<out>/<name>-ckpt<K>-<adam|adam-paper|sgd>/dim<d>/grads-<n>.pt` chunks (row i = pool row i), resumed from
-  the highest chunk, merged into `all_unormalized.pt` (float32) and `all_orig.pt` (normalised, fp16); each is
-  indexed in the store table `less_datastores`. Warmup checkpoints are reused when present.
+  the highest chunk, merged into `all_unormalized.pt` and `all_orig.pt` (normalised, fp16); each is indexed in the
+  store table `less_datastores`. `format.json` records the layout: format 2 stores chunks in fp16 as the reference
+  does (a chunk that fp16 would distort by more than `FP16_ROW_TOLERANCE` of a row's norm stays fp32); folders
+  without it are format 1 (fp32 chunks, written before formats existed) and are resumed in fp32. Warmup
+  checkpoints are reused when present.
 - Variants behind flags: `adam_variant` code|paper (ε placement, bias correction), `aggregation` code|paper
   (mean of per-example cosines vs cosine with the subtask-mean gradient), `train_side` adam|sgd (InfSGD
   baseline), `similarity` cosine|inner (raw inner products, for the length-bias check L5).
@@ -259,20 +262,54 @@ def load_checkpoint(model, folder: Path) -> tuple[dict, lf.AdamMoments | None]:
 
 
 # ---- datastore ------------------------------------------------------------------------------------------
+DATASTORE_FORMAT = 2  # 1: fp32 chunks (no format.json); 2: fp16 chunks, fp32 where fp16 would distort a row
+FORMAT_FILE = "format.json"
+FP16_ROW_TOLERANCE = 1e-3  # most fp16 rounding error of a stored row, relative to its norm (typically ~2e-4)
+
+
 def datastore_dir(out: Path, name: str, checkpoint: int, kind: str, dim: int) -> Path:
     return out / f"{name}-ckpt{checkpoint}-{kind}" / f"dim{dim}"
 
 
+def datastore_format(folder: Path) -> int:
+    """The layout of a datastore folder: its `format.json`, else 1 when it already holds features (written
+    before formats existed), else the current format for a new folder."""
+    path = folder / FORMAT_FILE
+    if path.exists():
+        found = json.loads(path.read_text()).get("format")
+        if found not in (1, DATASTORE_FORMAT):
+            raise ConfigError(f"datastore {folder} has format {found!r}, which this skillweave does not know "
+                              "(written by a newer release?); pass another --out")
+        return found
+    if (folder / "all_unormalized.pt").exists() or any(folder.glob("grads-*.pt")):
+        return 1
+    return DATASTORE_FORMAT
+
+
+def chunk_to_store(projected: torch.Tensor, fmt: int) -> torch.Tensor:
+    """A finished chunk (on the CPU) as it is saved: format 1 keeps fp32; format 2 stores fp16, as the reference
+    does, unless some row would move by more than FP16_ROW_TOLERANCE of its norm (a value beyond fp16's range,
+    or rows so small that fp16's subnormals lose digits): then the chunk stays fp32."""
+    projected = projected.float()
+    if fmt == 1:
+        return projected
+    half = projected.half()
+    error = (half.float() - projected).norm(dim=1) / projected.norm(dim=1).clamp(min=1e-30)
+    return half if bool((error <= FP16_ROW_TOLERANCE).all()) else projected
+
+
 def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kind: str,
-                   moments: lf.AdamMoments | None, projector: lf.RademacherProjector, config: LessConfig,
-                   adam_variant: str = "code", checkpoint_key: str = "", progress=None) -> torch.Tensor:
-    """Projected features of every example (row i = example i), written in resumable chunks; returns raw (N, d)."""
+                   moments: lf.AdamMoments | None, projector: lf.RademacherProjector | lf.TrakProjector,
+                   config: LessConfig, adam_variant: str = "code", checkpoint_key: str = "",
+                   progress=None) -> torch.Tensor:
+    """Projected features of every example (row i = example i), written in resumable chunks; returns raw (N, d)
+    as float32, exactly as stored (a fresh build and a reload give the same values)."""
     final = folder / "all_unormalized.pt"
     folder.mkdir(parents=True, exist_ok=True)
     identity = {"rows": rows_hash(encoded), "projector_seed": projector.seed, "dim": projector.dim_out,
                 "checkpoint": checkpoint_key}
-    if projector.generator != "numpy":  # other signs; numpy datastores keep their earlier identity
-        identity["projector"] = f"{projector.generator}-{projector.device.type}"
+    if projector.identity:  # other signs; numpy datastores keep their earlier identity
+        identity["projector"] = projector.identity
     meta_path = folder / "meta.json"
     if meta_path.exists() and json.loads(meta_path.read_text()) != identity:
         raise ConfigError(f"datastore {folder} was built from other data, checkpoint or projector; pass another "
@@ -280,12 +317,16 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
     from skillweave.trainers.devices import is_main_process, process_info, shard, wait_for_everyone
 
     rank, world = process_info()
+    fmt = datastore_format(folder)  # a folder keeps the format it was started in
     if is_main_process():
         meta_path.write_text(json.dumps(identity))
+        (folder / FORMAT_FILE).write_text(json.dumps(
+            {"format": fmt, "chunks": "float32" if fmt == 1 else "float16 (float32 where fp16 would move a row by "
+                                                                 f"more than {FP16_ROW_TOLERANCE} of its norm)"}))
     if final.exists():
         raw = torch.load(final)
         if raw.shape == (len(encoded), projector.dim_out):
-            return raw
+            return raw.float()
     done = sorted(int(p.stem.split("-")[1]) for p in folder.glob("grads-*.pt"))
     start = done[-1] if done else 0
     model.eval()
@@ -319,16 +360,17 @@ def build_features(model, pad_id: int, encoded: list[dict], folder: Path, *, kin
                 from accelerate.utils import reduce
 
                 projected = reduce(projected, reduction="sum")
-            if is_main_process():
-                torch.save(projected.cpu(), folder / f"grads-{chunk_start + len(chunk)}.pt")  # to the CPU to save
+            if is_main_process():  # to the CPU to save
+                torch.save(chunk_to_store(projected.cpu(), fmt), folder / f"grads-{chunk_start + len(chunk)}.pt")
     wait_for_everyone()  # every chunk file is written before any process reads them back
     chunks = sorted(folder.glob("grads-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    raw = torch.cat([torch.load(p) for p in chunks])
+    stored = [torch.load(p) for p in chunks]
+    raw = torch.cat([c.float() for c in stored])
     if raw.shape[0] != len(encoded):
         raise ConfigError(f"datastore {folder} holds {raw.shape[0]} rows for {len(encoded)} examples; delete it "
                           "and rerun (the pool changed)")
-    if is_main_process():
-        torch.save(raw, final)
+    if is_main_process():  # fp16 when every chunk is (the reference's merged file), else fp32
+        torch.save(raw.half() if all(c.dtype == torch.float16 for c in stored) else raw, final)
         torch.save(lf.normalize_rows(raw).half(), folder / "all_orig.pt")
     wait_for_everyone()
     return raw
@@ -420,13 +462,21 @@ def prepare(config: LessConfig, store: Any = None) -> dict[str, Any]:
             "pool_hash": rows_hash(pool)}
 
 
-def make_projector(model, config: LessConfig) -> lf.RademacherProjector:
-    """The run's one projector, on the model's device: a small Π is generated once and reused for every chunk,
-    checkpoint and side (pool, targets)."""
+def make_projector(model, config: LessConfig) -> lf.RademacherProjector | lf.TrakProjector:
+    """The run's one projector, on the model's device, shared by every chunk, checkpoint and side (pool, targets).
+
+    numpy/device: a Π that fits the projector's cache budget (P × d × 4 bytes ≤ 256 MiB) is generated once, on its
+    first use, and kept on the device; a larger one is streamed block by block on every projection (docs/less.md).
+    trak: TRAK's projector with the reference's arguments and the model's dtype (as `next(model.parameters())`).
+    """
     from skillweave.trainers.devices import model_device
 
-    return lf.RademacherProjector(sum(x.numel() for _, x in lf.trainable_parameters(model)), config.dim,
-                                  config.projector_seed, device=model_device(model), generator=config.projector)
+    n_params = sum(x.numel() for _, x in lf.trainable_parameters(model))
+    if config.projector == "trak":
+        return lf.TrakProjector(n_params, config.dim, config.projector_seed, device=model_device(model),
+                                dtype=next(model.parameters()).dtype)
+    return lf.RademacherProjector(n_params, config.dim, config.projector_seed, device=model_device(model),
+                                  generator=config.projector)
 
 
 def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
@@ -434,6 +484,8 @@ def run(config: LessConfig, store: Any = None, progress=None) -> dict[str, Any]:
     from skillweave.trainers.selection import save_selection
 
     config.validate()
+    if config.projector == "trak":
+        lf.require_trak()  # before any warmup
     p = prepare(config, store)
     n_subtasks = subtask_count(p["targets"])
     model = add_lora(p["model"], config)

@@ -52,10 +52,12 @@ class LessConfig(TrainerSettings):
     max_length: int = _f(2048, "Token limit per example (truncates the end).", ge=1)
     dim: int = _f(8192, "Projection dimension d (multiple of 8).", ge=8, multiple_of=8)
     projector_seed: int = _f(0, "Seed of the Rademacher projection (identical for pool, targets, checkpoints).")
-    projector: Literal["numpy", "device"] = _f(
+    projector: Literal["numpy", "device", "trak"] = _f(
         "numpy", "How Π's signs are generated: numpy (PCG64 on the CPU, moved to the device; the same Π on every "
-                 "device, as earlier datastores) or device (torch's generator on the model's device: no host work, "
-                 "much faster on a GPU; the signs differ between CPU and CUDA).")
+                 "device, as earlier datastores), device (torch's generator on the model's device: no host work, "
+                 "much faster on a GPU; the signs differ between CPU and CUDA) or trak (TRAK's projector as the "
+                 "LESS reference calls it, the reference's features; needs `pip install traker==0.3.2`, and "
+                 "fast_jl for its CUDA kernel).")
     adam_variant: Literal["code", "paper"] = _f(
         "code", "code: m'/sqrt(v'+eps), no bias correction; paper: bias-corrected m/(sqrt(v)+eps).")
     aggregation: Literal["code", "paper"] = _f(
@@ -75,7 +77,8 @@ class LessConfig(TrainerSettings):
     seed: int = _f(0, "Seed for the tiny model's initialisation.")
     device: Device = "auto"
     dtype: Dtype = "auto"
-    projection_buffer_mb: int = _f(0, "MiB of fp32 gradient rows gathered before one projection, so Π is read "
+    projection_buffer_mb: int = _f(0, "MiB of gradient rows (fp32; fp16 with --projector trak) gathered before "
+                                      "one projection, so Π is read "
                                       "(or, when too large to keep, generated) once per buffer, not per feature "
                                       "batch; 0: 256. Memory grows with it, never with --chunk-examples. At "
                                       "reference-size LoRA (P = 134M, 512 MiB per row) 256 holds no row; on a GPU "

@@ -15,6 +15,9 @@ Design choices
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
   so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
   by block and never held whole; one of at most 256 MB (`cache_bytes`) is generated once and kept.
+- `TrakProjector` (`--projector trak`) calls TRAK's projector (package `traker`) with the arguments the LESS
+  reference passes: CudaProjector when its `fast_jl` kernel runs on the CUDA device, else BasicProjector;
+  Rademacher, block size 128, batch size 16, the model's dtype, model id 0, rows cast to fp16 first.
 """
 
 from __future__ import annotations
@@ -339,6 +342,7 @@ class RademacherProjector:
     """x (B, P) → xΠ (B, d) with Π ∈ {±1}^{P×d} generated block by block, never held whole."""
 
     BLOCK_ROWS = 1024
+    input_dtype = torch.float32  # the rows `project` reads (a projection buffer stores them in this dtype)
 
     def __init__(self, dim_in: int, dim_out: int, seed: int = 0, chunk_rows: int | None = None,
                  cache_bytes: int = 1 << 28, device: str | torch.device = "cpu", generator: str = "numpy"):
@@ -354,6 +358,11 @@ class RademacherProjector:
         # A small Π (tiny models, small d) is kept after its first use: the same bits, generated once.
         self.cache = dim_in * dim_out * 4 <= cache_bytes
         self._matrix: torch.Tensor | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """What, besides the seed and d, fixes Π's signs (None for numpy: the same Π on every device)."""
+        return None if self.generator == "numpy" else f"{self.generator}-{self.device.type}"
 
     def block(self, index: int) -> torch.Tensor:
         """Rows [index·1024, (index+1)·1024) of Π, as float32 ±1 (same bits for any P, chunk size or call)."""
@@ -389,7 +398,68 @@ class RademacherProjector:
         return out
 
 
-PROJECTION_BUFFER_BYTES = 1 << 28  # most fp32 gradient rows gathered before one projection (256 MB)
+class TrakProjector:
+    """TRAK's projector (package `traker`) called the way the LESS reference's `collect_grad_reps` calls it.
+
+    CudaProjector (Π generated inside the `fast_jl` kernel, never stored) when the device is CUDA and a trial
+    projection through `fast_jl` works, else BasicProjector (Π regenerated on the device in P × 128 blocks on every
+    call); Rademacher, seed `seed`, block size 128, batch size 16, `dtype` (the reference passes the model's),
+    model id 0. Rows are cast to fp16 before projecting, as the reference casts each stack of gradients. The
+    result is returned as float32.
+    """
+
+    generator = "trak"
+    cache = False
+    input_dtype = torch.float16
+    BLOCK_SIZE = 128  # the reference's fixed block size
+    MAX_BATCH_SIZE = 16  # the reference's projector batch size
+
+    def __init__(self, dim_in: int, dim_out: int, seed: int = 0, device: str | torch.device = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        require_trak()
+        from trak.projectors import BasicProjector, CudaProjector, ProjectionType
+
+        self.dim_in, self.dim_out, self.seed = dim_in, dim_out, seed
+        self.device, self.dtype = torch.device(device), dtype
+        kind = CudaProjector if self.device.type == "cuda" and _fast_jl_runs(self.device) else BasicProjector
+        self.kind = kind.__name__
+        self._projector = kind(grad_dim=dim_in, proj_dim=dim_out, seed=seed, proj_type=ProjectionType.rademacher,
+                               device=self.device, dtype=dtype, block_size=self.BLOCK_SIZE,
+                               max_batch_size=self.MAX_BATCH_SIZE)
+
+    @property
+    def identity(self) -> str:
+        """Π differs between the two classes, between torch's CPU and CUDA generators and with the dtype."""
+        return f"trak-{self.kind}-{self.device.type}-{str(self.dtype).removeprefix('torch.')}"
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.dim_in:
+            raise ConfigError(f"projector built for {self.dim_in} inputs got {x.shape[1]}")
+        return self._projector.project(x.to(torch.float16), model_id=0).float()
+
+
+def require_trak() -> None:
+    """Stop with a usage error when TRAK's projector (package `traker`) cannot be imported."""
+    try:
+        import trak.projectors  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(f"--projector trak needs TRAK's projector, which does not import ({exc}): pip install "
+                         "traker==0.3.2 (and fast_jl for its CUDA kernel), or use --projector numpy|device") from None
+
+
+def _fast_jl_runs(device: torch.device) -> bool:
+    """Whether TRAK's CUDA kernel imports and projects on `device` (the reference's own trial run)."""
+    try:
+        import fast_jl
+
+        sms = torch.cuda.get_device_properties(device.index or 0).multi_processor_count
+        fast_jl.project_rademacher_8(torch.zeros(8, 1_000, device=device), 512, 0, sms)
+        return True
+    except Exception:  # any failure (not installed, no kernel for this GPU) means BasicProjector, as upstream
+        return False
+
+
+PROJECTION_BUFFER_BYTES = 1 << 28  # most gradient rows gathered before one projection (256 MB)
 
 
 class ProjectionBuffer:
@@ -403,10 +473,11 @@ class ProjectionBuffer:
     its own, as if there were no buffer. Features equal per-batch projection up to float rounding.
     """
 
-    def __init__(self, projector: RademacherProjector, out: torch.Tensor, budget: int | None = None):
+    def __init__(self, projector: RademacherProjector | TrakProjector, out: torch.Tensor, budget: int | None = None):
         self.projector, self.out = projector, out
         budget = PROJECTION_BUFFER_BYTES if budget is None else budget
-        self.capacity = min(out.shape[0], budget // (4 * projector.dim_in))
+        self.dtype = projector.input_dtype  # fp32 rows for ours, fp16 for TRAK's (cast as the reference does)
+        self.capacity = min(out.shape[0], budget // (self.dtype.itemsize * projector.dim_in))
         self.buffer: torch.Tensor | None = None
         self.index: list[int] = []
 
@@ -417,7 +488,7 @@ class ProjectionBuffer:
             self.out[torch.tensor(index, device=self.out.device)] = self.projector.project(grads)
             return
         if self.buffer is None:
-            self.buffer = torch.empty(self.capacity, self.projector.dim_in, dtype=torch.float32, device=grads.device)
+            self.buffer = torch.empty(self.capacity, self.projector.dim_in, dtype=self.dtype, device=grads.device)
         self.buffer[len(self.index) : len(self.index) + len(index)] = grads
         self.index.extend(index)
 
