@@ -93,6 +93,53 @@ def test_sft_fp16_on_the_cpu_trains_as_fp32_because_accelerate_mixes_precision_o
     assert losses["fp16"] == losses["fp32"] and len(losses["fp32"]) == 3 and losses["fp32"][0] != losses["fp32"][-1]
 
 
+
+def test_sft_fp16_takes_accelerates_gpu_mixed_precision_path_when_it_is_turned_on(tmp_path, capsys, monkeypatch):
+    """The path `train sft --dtype fp16` takes on a GPU, run on the CPU: accelerate's `Accelerator` is made to do
+    what it does for a CUDA device (native amp: the model's forward under fp16 autocast, a GradScaler around
+    backward, unscaled before clipping). Pins that SFT's fp16 wiring (fp32 master weights, `Trainer(fp16=True)`)
+    trains through it: every step's scaled loss goes through the scaler, losses are close to fp32 but not equal
+    (the forward ran in fp16), and the saved weights are fp32."""
+    import accelerate
+    from skillweave.cli import main
+
+    used = {"scaled": 0, "stepped": 0}
+    real_init = accelerate.Accelerator.__init__
+
+    class CountingScaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            used["scaled"] += 1
+            return super().scale(outputs)
+
+        def step(self, optimizer, *args, **kwargs):
+            used["stepped"] += 1
+            return super().step(optimizer, *args, **kwargs)
+
+    def init_as_on_a_gpu(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        if self.state.mixed_precision == "fp16" and self.device.type == "cpu":  # accelerate skips fp16 on the CPU
+            self.native_amp, self.scaler = True, CountingScaler("cpu")
+
+    monkeypatch.setattr(accelerate.Accelerator, "__init__", init_as_on_a_gpu)
+    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
+    model.save_pretrained(tmp_path / "tiny")
+    tokenizer.save_pretrained(tmp_path / "tiny")
+    rows = [{"prompt": "a b", "completion": " ".join("cdefg"[: 1 + i % 4])} for i in range(6)]
+    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = {}
+    for dtype in ("fp32", "fp16"):
+        used.update(scaled=0, stepped=0)
+        main(["--db", str(tmp_path / "s.db"), "train", "sft", "--data", str(tmp_path / "sft.jsonl"), "--model",
+              str(tmp_path / "tiny"), "--device", "cpu", "--dtype", dtype, "--max-steps", "3", "--batch-size", "3",
+              "--lr", "1e-2", "--warmup-ratio", "0", "--output", str(tmp_path / dtype), "--json"])
+        result[dtype] = (json.loads(capsys.readouterr().out)["losses"], dict(used))
+    (fp32, used32), (fp16, used16) = result["fp32"], result["fp16"]
+    assert used32 == {"scaled": 0, "stepped": 0} and used16 == {"scaled": 3, "stepped": 3}
+    assert fp16 != fp32 and all(abs(a - b) < 0.02 * abs(b) for a, b in zip(fp16, fp32, strict=True))
+    from safetensors.torch import load_file
+
+    assert {t.dtype for t in load_file(tmp_path / "fp16" / "model.safetensors").values()} == {torch.float32}
+
 def _gpu_check():
     spec = importlib.util.spec_from_file_location("gpu_check_module", ROOT / "benchmarks" / "gpu_check.py")
     module = importlib.util.module_from_spec(spec)
