@@ -122,7 +122,7 @@ class Probe:
     """Where a pipeline run's wall time goes, measured on its event loop and printed beside each round's ratio:
     - `inflight`: requests in flight (posted, reply not yet read), time-averaged from the first request posted to
       the last reply read (the `window`); Little's law: req/s = inflight / seconds per request;
-    - `cpu`: this process's CPU seconds per wall second in the window (1.0: one core, all the client can use);
+    - `cpu`: this process's CPU seconds per wall second over the whole run (1.0: one core, all one loop can use);
     - `busy`: the window's share the loop thread spent running callbacks rather than waiting in `select`;
     - `gap`: mean time from a reply read to the same task's next request (the client's work between the calls
       of one item, plus any wait for the busy loop);
@@ -133,7 +133,7 @@ class Probe:
 
     def __init__(self):
         self.inflight, self.area, self.last = 0, 0.0, None
-        self.first = self.end = self.cpu_first = self.cpu_end = None
+        self.first = self.end = None
         self.gaps: list[float] = []
         self.task_done: dict = {}
         self.selects: list[tuple[float, float]] = []
@@ -167,7 +167,7 @@ class Probe:
         async def _chat(provider, request):
             task, now = asyncio.current_task(), time.perf_counter()
             if probe.first is None:
-                probe.first, probe.cpu_first = now, time.process_time()
+                probe.first = now
                 probe._watch(asyncio.get_running_loop())
             done = probe.task_done.pop(task, None)
             if done is not None:
@@ -179,7 +179,6 @@ class Probe:
                 now = time.perf_counter()
                 probe._mark(-1, now)
                 probe.end = probe.task_done[task] = now
-                probe.cpu_end = time.process_time()
                 probe.requests += 1
 
         def flush_writes(store):
@@ -195,10 +194,10 @@ class Probe:
         finally:
             OpenAIProvider._chat, Store.flush_writes = chat, flush
 
-    def report(self, start: float, stop: float) -> dict:
+    def report(self, start: float, stop: float, cpu_s: float) -> dict:
         window = max(self.end - self.first, 1e-9)
         waiting = sum(max(0.0, min(b, self.end) - max(a, self.first)) for a, b in self.selects)
-        return {"inflight": self.area / window, "cpu": (self.cpu_end - self.cpu_first) / window,
+        return {"inflight": self.area / window, "cpu": cpu_s / (stop - start),
                 "busy": 1 - waiting / window, "gap_ms": 1000 * statistics.fmean(self.gaps) if self.gaps else 0.0,
                 "setup_s": self.first - start, "window_s": window, "tail_s": stop - self.end,
                 "commit_ms": 1000 * self.commit_s / max(self.requests, 1)}
@@ -239,8 +238,8 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
     finally:
         gc.callbacks.remove(gc_timer)
     elapsed = time.perf_counter() - start
-    pipeline.probe = probe.report(start, start + elapsed) if probe.first is not None else None
     pipeline.cpu_s = time.process_time() - cpu_start
+    pipeline.probe = probe.report(start, start + elapsed, pipeline.cpu_s) if probe.first is not None else None
     pipeline.gc_s = gc_cpu[0]
     calls = store.db["llm_calls"].count_where("error is null")
     CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
