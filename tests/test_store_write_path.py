@@ -124,3 +124,23 @@ def test_another_threads_write_commits_the_batch_instead_of_waiting_on_it(item):
 
     asyncio.run(run())
     assert visible() == 3
+
+
+def test_an_event_that_repeats_the_items_latest_is_logged_once(item):
+    """add_event is one INSERT ... WHERE NOT EXISTS: the item's latest event decides, compared NULL-safely."""
+    store, item_id = item
+    logged = [("r", "student", "done", ""), ("r", "student", "done", ""),  # a re-run node: once
+              ("r", "judge", "done", ""), ("r", "student", "done", ""),  # not the latest any more: logged
+              ("r", "judge", "failed", "x"), ("r", "judge", "failed", "y"),  # another reason: logged
+              ("r2", "judge", "failed", "y"),  # another run: logged
+              ("r2", "judge", "failed", None), ("r2", "judge", "failed", None)]  # NULL reasons: once
+    for run_id, stage, status, reason in logged:
+        store.add_event(run_id, item_id, stage, status, reason)
+    rows = store.db.conn.execute("select run_id, stage, status, reason from events where item_id = ? order by id",
+                                 [item_id]).fetchall()
+    assert rows == [("r", "student", "done", ""), ("r", "judge", "done", ""), ("r", "student", "done", ""),
+                    ("r", "judge", "failed", "x"), ("r", "judge", "failed", "y"), ("r2", "judge", "failed", "y"),
+                    ("r2", "judge", "failed", None)]
+    store.add_event("r", None, "run", "note")  # a run-level event (no item) is always logged
+    store.add_event("r", None, "run", "note")
+    assert store.db["events"].count_where("item_id is null") == 2
