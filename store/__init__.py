@@ -16,6 +16,7 @@ import os
 import pkgutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,7 +34,19 @@ def default_db_path() -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+    """The current UTC time, ISO 8601 to the millisecond ("2026-12-06T10:05:29.425+00:00"), as
+    `datetime.now(UTC).isoformat(timespec="milliseconds")` writes it. A run asks several times per model call, so
+    the date and time of day are formatted once per second and only the milliseconds per call."""
+    global _second
+    seconds, ms = divmod(time.time_ns() // 1_000_000, 1000)
+    second = _second
+    if second[0] != seconds:
+        second = _second = (seconds, (_EPOCH + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{second[1]}.{ms:03d}+00:00"
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_second: tuple[int | None, str] = (None, "")  # (Unix second, its date and time of day) of the last now()
 
 
 def jdump(value: Any) -> str:

@@ -144,3 +144,20 @@ def test_an_event_that_repeats_the_items_latest_is_logged_once(item):
     store.add_event("r", None, "run", "note")  # a run-level event (no item) is always logged
     store.add_event("r", None, "run", "note")
     assert store.db["events"].count_where("item_id is null") == 2
+
+
+def test_now_writes_what_datetime_isoformat_writes(monkeypatch):
+    """store.now() formats the date and time of day once per second; the text is datetime's own, to the millisecond."""
+    import datetime as dt
+    import time
+
+    from skillweave import store as store_module
+
+    for ns in (0, 1_764_980_000_123_456_789, 1_764_980_000_999_999_999, 1_764_980_001_000_000_000, 951_782_400_500_000_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        expected = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)).isoformat(
+            timespec="milliseconds")
+        assert store_module.now() == expected
+    monkeypatch.undo()
+    before = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    assert before <= store_module.now() <= dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
