@@ -324,6 +324,9 @@ def main() -> None:
     ideal_items = args.concurrency / (CALLS_PER_ITEM * args.latency)
     print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.items} items, {calls} requests, "
           f"executor {executors[-1]}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    import skillweave
+
+    print(f"skillweave imported from {os.path.dirname(skillweave.__file__)}")
     print(f"ideal items/s            {ideal_items:8.1f}")
     print(f"pipeline items/s         {items_ps:8.1f}   ({items_ps / ideal_items:.0%} of ideal)")
     print(f"pipeline requests/s      {pipe_rps:8.1f}")
