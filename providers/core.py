@@ -23,7 +23,7 @@ from skillweave.errors import ConfigError, ModelCallError
 from skillweave.providers.local_engine import local_torch_threads
 from skillweave.providers.plugins import load_provider_class, plugin_providers
 
-try:  # a faster JSON codec for the HTTP bodies, when installed (langsmith, which LangGraph needs, brings it)
+try:  # a faster JSON codec for the HTTP bodies, when installed (LangGraph's langgraph-sdk and langsmith need it)
     import orjson
 except ImportError:  # pragma: no cover - the standard library's codec does the same, slower
     orjson = None
