@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from skillweave.agents.per_tick import once_per_tick
 from skillweave.agents.run_prompts import as_released, check_pin, load_pins
 from skillweave.errors import ModelCallError
 from skillweave.prompts import PromptTemplate, load_template
@@ -40,7 +41,7 @@ class RunContext:
     def template(self, name: str) -> PromptTemplate:
         if self.pins is None:
             self.pins, self.scheme = load_pins(self.store, self.run_id)
-        template = load_template(name, self.prompts_dir)
+        template = once_per_tick(("template", name, self.prompts_dir), load_template, name, self.prompts_dir)
         if self.scheme != template.scheme:  # a b2 run: a released version it pinned may stand for today's file
             template = as_released(template.in_scheme(self.scheme), self.pins.get(name))
         if (name, template.version) not in self._registered_versions:
@@ -166,7 +167,7 @@ async def call_template(
                                             latency_ms=_ms(start),
                                             attempts=getattr(exc, "attempts", provider.retry.max_attempts))
         raise
-    price = price_of(model)
+    price = once_per_tick(("price", model), price_of, model)  # a file check per loop turn, not per call
     cost = price.cost(result.input_tokens, result.output_tokens) if price is not None else None  # unknown, not 0
     if cost is not None and getattr(result, "batch_id", None):
         from skillweave.providers.batch import BATCH_DISCOUNT

@@ -4,7 +4,9 @@ Each tree is a folder that holds a `skillweave` package (e.g. a `git archive` of
 OLD/skillweave, and the working tree's parent). The script starts `benchmarks/mock_openai.py` once, then runs the
 pipeline (`openai:` provider, Skill-Mix, k=2, three requests per item) in a fresh process per run, alternating
 the trees, so both see the same server and, on a shared machine, the same load. It prints each run's CPU ms per
-request of the pipeline process (graph, store, templates, HTTP client) and the median per tree and their ratio.
+request of the pipeline process (graph, store, templates, HTTP client), its requests/s over those of a bare aiohttp
+three-step loop replaying the run's request bodies right after it in the same process (the issue's ratio), the
+run's diagnostics (benchmarks/pipeline_throughput.py, `Probe`), and the medians per tree and their CPU ratio.
 
     git archive <commit> | (mkdir -p /tmp/old/skillweave && tar -x -C /tmp/old/skillweave)
     python benchmarks/pipeline_cpu_ab.py --tree before=/tmp/old --tree after=/path/to/parent-of-checkout
@@ -23,17 +25,20 @@ from pathlib import Path
 HERE = Path(__file__).parent
 sys.path.insert(0, str(HERE))
 from mock_openai import run_in_process  # noqa: E402
+from pipeline_throughput import PROBE_LINE  # noqa: E402
 
 ONE_RUN = """
-import json, sys, tempfile, os
+import asyncio, json, sys, tempfile, os
 sys.path.insert(0, {here!r})
 import pipeline_throughput as pt
 import skillweave
 with tempfile.TemporaryDirectory() as tmp:
     pt.pipeline({c}, 8, os.path.join(tmp, "warm.db"))
     items_ps, rps, calls = pt.pipeline({c}, {n}, os.path.join(tmp, "bench.db"))
-print(json.dumps({{"cpu_ms": 1000 * pt.pipeline.cpu_s / calls, "rps": rps, "calls": calls,
-                  "file": skillweave.__file__}}))
+    cpu_ms, gc_ms, probe = 1000 * pt.pipeline.cpu_s / calls, 1000 * pt.pipeline.gc_s / calls, pt.pipeline.probe
+    three_rps, three_cpu = asyncio.run(pt.bare_aiohttp_three_steps({c}, pt.recorded_requests(os.path.join(tmp, "bench.db"))))
+print(json.dumps({{"cpu_ms": cpu_ms, "gc_ms": gc_ms, "rps": rps, "calls": calls, "three_rps": three_rps,
+                  "three_cpu": three_cpu, "probe": probe, "file": skillweave.__file__}}))
 """
 
 
@@ -49,6 +54,7 @@ def main() -> None:
     proc, port = run_in_process(args.latency)
     env = {**os.environ, "OPENAI_BASE_URL": f"http://127.0.0.1:{port}/v1", "OPENAI_API_KEY": "mock"}
     results: dict[str, list[float]] = {name: [] for name, _ in trees}
+    ratios: dict[str, list[float]] = {name: [] for name, _ in trees}
     try:
         for r in range(args.rounds):
             for name, tree in trees if r % 2 == 0 else list(reversed(trees)):
@@ -57,13 +63,18 @@ def main() -> None:
                                      capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 row = json.loads(out)
                 results[name].append(row["cpu_ms"])
-                print(f"round {r} {name:10s} {row['cpu_ms']:6.2f} CPU ms/request  {row['rps']:7.1f} req/s  "
-                      f"({row['calls']} requests, {row['file']})", flush=True)
+                ratios[name].append(row["rps"] / row["three_rps"])
+                print(f"round {r} {name:10s} {row['cpu_ms']:6.2f} CPU ms/request ({row['gc_ms']:.2f} in GC) "
+                      f"{row['rps']:7.1f} req/s, / 3-step {ratios[name][-1]:.2f} (3-step {row['three_rps']:.0f} req/s, "
+                      f"{row['three_cpu']:.2f} CPU ms/request)  ({row['calls']} requests, {row['file']})", flush=True)
+                if row["probe"]:
+                    print("    " + PROBE_LINE.format(**row["probe"]), flush=True)
     finally:
         proc.terminate()
     medians = {name: statistics.median(v) for name, v in results.items()}
     for name, m in medians.items():
-        print(f"median {name:10s} {m:6.2f} CPU ms/request")
+        print(f"median {name:10s} {m:6.2f} CPU ms/request, pipeline / bare aiohttp 3-step "
+              f"{statistics.median(ratios[name]):.2f}")
     if len(trees) == 2:
         (a, _), (b, _) = trees
         print(f"{b} / {a} CPU per request: {medians[b] / medians[a]:.2f}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import os
 import statistics
@@ -82,26 +83,30 @@ async def bare_provider_loop(concurrency: int, requests: list[dict]) -> float:
 async def bare_aiohttp_three_steps(concurrency: int, requests: list[dict]) -> tuple[float, float]:
     """The issue's floor: `concurrency` workers, each posting three recorded bodies in sequence per item (like
     the Skill-Mix chain) over one aiohttp session, parsing each reply; no store, no graph, no templates.
-    Returns (requests/s, client CPU ms per request)."""
+    Returns (requests/s, client CPU ms per request); `bare_aiohttp_three_steps.inflight` is the time-averaged
+    number of requests in flight (the summed request times over the elapsed time)."""
     import aiohttp
 
     url = os.environ["OPENAI_BASE_URL"].rstrip("/") + "/chat/completions"
     items = [requests[i:i + CALLS_PER_ITEM] for i in range(0, len(requests) - CALLS_PER_ITEM + 1, CALLS_PER_ITEM)]
     queue = list(reversed(items))
-    sent = 0
+    sent, busy = 0, 0.0
     async with aiohttp.ClientSession(headers={"Authorization": "Bearer mock"},
                                      connector=aiohttp.TCPConnector(limit=concurrency)) as session:
         async def worker():
-            nonlocal sent
+            nonlocal sent, busy
             while queue:
                 for body in queue.pop():
+                    t = time.perf_counter()
                     async with session.post(url, json={"model": "mock", **body}) as response:
                         await response.json()
+                    busy += time.perf_counter() - t
                     sent += 1
 
         start, cpu = time.perf_counter(), time.process_time()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    bare_aiohttp_three_steps.inflight = busy / elapsed
     return sent / elapsed, 1000 * cpu / sent
 
 
@@ -111,6 +116,91 @@ def recorded_requests(db: str) -> list[dict]:
 
     rows = Store(db).db.query("select request from llm_calls where error is null order by created_at")
     return [{k: v for k, v in jload(r["request"]).items()} for r in rows]
+
+
+class Probe:
+    """Where a pipeline run's wall time goes, measured on its event loop and printed beside each round's ratio:
+    - `inflight`: requests in flight (posted, reply not yet read), time-averaged from the first request posted to
+      the last reply read (the `window`); Little's law: req/s = inflight / seconds per request;
+    - `cpu`: this process's CPU seconds per wall second over the whole run (1.0: one core, all one loop can use);
+    - `busy`: the window's share the loop thread spent running callbacks rather than waiting in `select`;
+    - `gap`: mean time from a reply read to the same task's next request (the client's work between the calls
+      of one item, plus any wait for the busy loop);
+    - `setup` / `tail`: wall time from the run's start to its first request, and from its last reply to the end
+      (lease, plan, the first batch of items; the last checkpoints, commits and the closing status);
+    - `commit`: time in the store's per-tick commits on the loop thread (`Store.flush_writes`), per request.
+    It wraps the provider's `_chat`, the loop's selector and `flush_writes` for the run (a few µs per request)."""
+
+    def __init__(self):
+        self.inflight, self.area, self.last = 0, 0.0, None
+        self.first = self.end = None
+        self.gaps: list[float] = []
+        self.task_done: dict = {}
+        self.selects: list[tuple[float, float]] = []
+        self.commit_s, self.requests = 0.0, 0
+
+    def _mark(self, delta: int, now: float) -> None:
+        if self.last is not None:
+            self.area += self.inflight * (now - self.last)
+        self.last, self.inflight = now, self.inflight + delta
+
+    def _watch(self, loop) -> None:
+        selector, selects = loop._selector, self.selects
+        select = selector.select
+
+        def timed(timeout=None):
+            t = time.perf_counter()
+            try:
+                return select(timeout)
+            finally:
+                selects.append((t, time.perf_counter()))
+
+        selector.select = timed
+
+    @contextlib.contextmanager
+    def patched(self):
+        from skillweave.providers.core import OpenAIProvider
+        from skillweave.store import Store
+
+        probe, chat, flush = self, OpenAIProvider._chat, Store.flush_writes
+
+        async def _chat(provider, request):
+            task, now = asyncio.current_task(), time.perf_counter()
+            if probe.first is None:
+                probe.first = now
+                probe._watch(asyncio.get_running_loop())
+            done = probe.task_done.pop(task, None)
+            if done is not None:
+                probe.gaps.append(now - done)
+            probe._mark(+1, now)
+            try:
+                return await chat(provider, request)
+            finally:
+                now = time.perf_counter()
+                probe._mark(-1, now)
+                probe.end = probe.task_done[task] = now
+                probe.requests += 1
+
+        def flush_writes(store):
+            t = time.perf_counter()
+            try:
+                return flush(store)
+            finally:
+                probe.commit_s += time.perf_counter() - t
+
+        OpenAIProvider._chat, Store.flush_writes = _chat, flush_writes
+        try:
+            yield self
+        finally:
+            OpenAIProvider._chat, Store.flush_writes = chat, flush
+
+    def report(self, start: float, stop: float, cpu_s: float) -> dict:
+        window = max(self.end - self.first, 1e-9)
+        waiting = sum(max(0.0, min(b, self.end) - max(a, self.first)) for a, b in self.selects)
+        return {"inflight": self.area / window, "cpu": cpu_s / (stop - start),
+                "busy": 1 - waiting / window, "gap_ms": 1000 * statistics.fmean(self.gaps) if self.gaps else 0.0,
+                "setup_s": self.first - start, "window_s": window, "tail_s": stop - self.end,
+                "commit_ms": 1000 * self.commit_s / max(self.requests, 1)}
 
 
 CPU_MS: dict[str, float] = {}  # this process's CPU ms per request of the last measured pipeline run, per model
@@ -140,13 +230,16 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
             gc_cpu[0] += time.process_time() - gc_cpu[1]
 
     gc.callbacks.append(gc_timer)
+    probe = Probe()
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
+        with probe.patched() if model.startswith("openai:") else contextlib.nullcontext():
+            summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
     finally:
         gc.callbacks.remove(gc_timer)
     elapsed = time.perf_counter() - start
     pipeline.cpu_s = time.process_time() - cpu_start
+    pipeline.probe = probe.report(start, start + elapsed, pipeline.cpu_s) if probe.first is not None else None
     pipeline.gc_s = gc_cpu[0]
     calls = store.db["llm_calls"].count_where("error is null")
     CPU_MS[model] = (time.process_time() - cpu_start) * 1000 / max(calls, 1)
@@ -154,6 +247,10 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
         errors = [r["error"] for r in store.db.query("select distinct error from llm_calls where error is not null")]
         print(f"{summary.failed} items failed: {errors[:3]}", file=sys.stderr)
     return items / elapsed, calls / elapsed, calls
+
+
+PROBE_LINE = ("in flight {inflight:.0f}, CPU/wall {cpu:.2f}, loop busy {busy:.2f}, reply->next request {gap_ms:.1f} ms, "
+              "setup {setup_s:.2f} s + requests {window_s:.2f} s + tail {tail_s:.2f} s, commits {commit_ms:.3f} ms/request")
 
 
 def executor_rounds(args, tmp: str, executors: list[str]) -> dict[str, list[tuple[float, float, float]]]:
@@ -167,14 +264,16 @@ def executor_rounds(args, tmp: str, executors: list[str]) -> dict[str, list[tupl
             os.environ["SKILLWEAVE_EXECUTOR"] = name
             db = os.path.join(tmp, f"round{r}-{name}.db")
             _, rps, calls = pipeline(args.concurrency, args.items, db)
-            done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls)
+            done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls, pipeline.probe)
         three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, recorded_requests(db)))
         for name in order:
-            cpu, rps, _, gc_ms = done[name]
+            cpu, rps, _, gc_ms, probe = done[name]
             rows[name].append((cpu, rps, rps / three_rps))
             print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request ({gc_ms:.2f} in GC) {rps:8.1f} req/s   "
                   f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {three_rps:7.1f} req/s, {three_cpu:.2f} CPU "
-                  f"ms/request)", flush=True)
+                  f"ms/request, {bare_aiohttp_three_steps.inflight:.0f} in flight)", flush=True)
+            if probe:
+                print("    " + PROBE_LINE.format(**probe), flush=True)
     return rows
 
 
@@ -225,6 +324,9 @@ def main() -> None:
     ideal_items = args.concurrency / (CALLS_PER_ITEM * args.latency)
     print(f"concurrency {args.concurrency}, latency {args.latency * 1000:.0f} ms, {args.items} items, {calls} requests, "
           f"executor {executors[-1]}, load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    import skillweave
+
+    print(f"skillweave imported from {os.path.dirname(skillweave.__file__)}")
     print(f"ideal items/s            {ideal_items:8.1f}")
     print(f"pipeline items/s         {items_ps:8.1f}   ({items_ps / ideal_items:.0%} of ideal)")
     print(f"pipeline requests/s      {pipe_rps:8.1f}")

@@ -9,7 +9,7 @@ own wording, written to exercise the same categories as the public Skill-Mix rel
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from skillweave.catalog.textfiles import MAX_LINE, read_csv, read_text
@@ -28,7 +28,9 @@ class Skill:
     status: str = ""
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        # the fields in order, as `dataclasses.asdict` gives them (all strings: nothing to copy deeply), without
+        # its recursive walk: a plan calls this for every skill of every item
+        return dict(self.__dict__)
 
 
 def load_skills_csv(path: str | Path, *, status_filter: bool = True) -> list[Skill]:

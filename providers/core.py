@@ -23,6 +23,11 @@ from skillweave.errors import ConfigError, ModelCallError
 from skillweave.providers.local_engine import local_torch_threads
 from skillweave.providers.plugins import load_provider_class, plugin_providers
 
+try:  # a faster JSON codec for the HTTP bodies, when installed (LangGraph's langgraph-sdk and langsmith need it)
+    import orjson
+except ImportError:  # pragma: no cover - the standard library's codec does the same, slower
+    orjson = None
+
 SPEC_HELP = ("local, fake, openai:<model>, anthropic:<model>, replay:<recordings>, langchain:<model> or a name "
              "from the models file")
 
@@ -368,8 +373,12 @@ class OpenAIProvider(Provider):
 
         # The proxy (HTTP(S)_PROXY / NO_PROXY) is looked up once in __init__: aiohttp's trust_env would look it
         # up, and read ~/.netrc, in a worker thread on every request.
+        # Request bodies are encoded with orjson where installed (a tenth of `json.dumps`'s time for a prompt;
+        # the same JSON value, compact and UTF-8: the server parses the same request). The stored request (the
+        # call key's input) is encoded by the store, not here, so it does not change with the codec.
+        extra = {"json_serialize_bytes": _dumps} if orjson is not None else {}
         return aiohttp.ClientSession(headers=self._headers, connector=aiohttp.TCPConnector(
-            limit=self.max_concurrency), timeout=aiohttp.ClientTimeout(total=self.retry.timeout))
+            limit=self.max_concurrency), timeout=aiohttp.ClientTimeout(total=self.retry.timeout), **extra)
 
     @staticmethod
     def _content(message: dict):
@@ -418,10 +427,30 @@ def openai_reply(raw: bytes, url: str) -> ChatResult:
     """The result of an HTTP 200 chat-completions body, or RetryableError when it is not JSON (or not UTF-8) or
     holds nothing usable. Shared by every OpenAI-compatible provider (`openai:` and the models file's fleets)."""
     try:
-        reply = json.loads(raw)
+        reply = _loads(raw)
     except ValueError:  # a broken reply, retried like a 5xx
         raise RetryableError(f"HTTP 200 from {url} with a body that is not JSON: {raw[:120]!r}") from None
     return _openai_result(reply, url)
+
+
+def _dumps(value) -> bytes:
+    """A request body as JSON bytes through orjson; a value orjson refuses (a dict key that is not a string, an
+    integer past 64 bits) is encoded by `json.dumps` as before."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value).encode()
+
+
+def _loads(raw: bytes):
+    """`json.loads`, through orjson where installed; a body orjson refuses (NaN, integers past 64 bits, which the
+    standard library accepts) is decoded by `json.loads`, so what parses and what raises does not change."""
+    if orjson is not None:
+        try:
+            return orjson.loads(raw)
+        except ValueError:
+            pass
+    return json.loads(raw)
 
 
 def _openai_result(reply, url: str) -> ChatResult:

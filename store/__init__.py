@@ -16,6 +16,7 @@ import os
 import pkgutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,7 +34,19 @@ def default_db_path() -> str:
 
 
 def now() -> str:
-    return _dt.datetime.now(_dt.UTC).isoformat(timespec="milliseconds")
+    """The current UTC time, ISO 8601 to the millisecond ("2026-12-06T10:05:29.425+00:00"), as
+    `datetime.now(UTC).isoformat(timespec="milliseconds")` writes it. A run asks several times per model call, so
+    the date and time of day are formatted once per second and only the milliseconds per call."""
+    global _second
+    seconds, ms = divmod(time.time_ns() // 1_000_000, 1000)
+    second = _second
+    if second[0] != seconds:
+        second = _second = (seconds, (_EPOCH + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S"))
+    return f"{second[1]}.{ms:03d}+00:00"
+
+
+_EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
+_second: tuple[int | None, str] = (None, "")  # (Unix second, its date and time of day) of the last now()
 
 
 def jdump(value: Any) -> str:
@@ -202,9 +215,15 @@ class Store:
     # Hot paths use plain SQL: sqlite-utils introspects the schema on every insert, which costs more than
     # the write itself when a pipeline records thousands of calls.
     def _insert(self, table: str, row: dict, conflict: str = "") -> None:
-        columns = ", ".join(f"[{c}]" for c in row)
-        marks = ", ".join("?" * len(row))
-        self._write(f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})", list(row.values()))
+        key = (table, conflict, *row)  # the statement's text is made once per table and column list
+        sql = _INSERT_SQL.get(key)
+        if sql is None:
+            if len(_INSERT_SQL) > 1024:
+                _INSERT_SQL.clear()
+            columns = ", ".join(f"[{c}]" for c in row)
+            marks = ", ".join("?" * len(row))
+            sql = _INSERT_SQL[key] = f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})"
+        self._write(sql, list(row.values()))
 
     def _write(self, sql: str, args: list) -> sqlite3.Cursor:
         """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
@@ -405,19 +424,26 @@ class Store:
             # place by SQLite (json_set) and a prompt version is appended unless the list holds it already
             values = {k: jdump(v) if k == "skills" else v for k, v in fields.items()}
             values["updated_at"] = now()
-            assignments = [f"[{c}] = ?" for c in values]
             args = list(values.values())
             if prompt_versions:
-                assignments.append(
-                    "prompt_versions = CASE WHEN EXISTS (SELECT 1 FROM json_each(coalesce(prompt_versions, '[]')) "
-                    "WHERE value = ?) THEN prompt_versions ELSE json_insert(coalesce(prompt_versions, '[]'), '$[#]', ?) END")
                 args += [prompt_versions[0], prompt_versions[0]]
-            if payload_update:
-                paths = ", ".join("?, json(?)" for _ in payload_update)
-                assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
-                for k, v in payload_update.items():
-                    args += [f'$."{k}"', jdump(v)]
-            cursor = self._write(f"UPDATE items SET {', '.join(assignments)} WHERE id = ?", [*args, item_id])
+            for k, v in (payload_update or {}).items():
+                args += [f'$."{k}"', jdump(v)]
+            key = (*values, bool(prompt_versions), len(payload_update or ()))  # the statement's shape
+            sql = _UPDATE_SQL.get(key)
+            if sql is None:
+                assignments = [f"[{c}] = ?" for c in values]
+                if prompt_versions:
+                    assignments.append(
+                        "prompt_versions = CASE WHEN EXISTS (SELECT 1 FROM json_each(coalesce(prompt_versions, '[]')) "
+                        "WHERE value = ?) THEN prompt_versions ELSE json_insert(coalesce(prompt_versions, '[]'), '$[#]', ?) END")
+                if payload_update:
+                    paths = ", ".join("?, json(?)" for _ in payload_update)
+                    assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
+                if len(_UPDATE_SQL) > 1024:
+                    _UPDATE_SQL.clear()
+                sql = _UPDATE_SQL[key] = f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
+            cursor = self._write(sql, [*args, item_id])
             if cursor.rowcount == 0:
                 raise NotFound(f"no item '{item_id}' in {self.path}")
             return
@@ -490,14 +516,13 @@ class Store:
     def add_event(self, run_id: str, item_id: str | None, stage: str, status: str, reason: str = "") -> None:
         """Log an item's transition; the same transition as the item's latest event is not logged again (a node
         that re-runs on resume, after a kill between its event and its checkpoint, logs it once)."""
-        with self.lock:
-            if item_id is not None:
-                last = self._one("SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
-                                 "ORDER BY id DESC LIMIT 1", [item_id])
-                if last == {"run_id": run_id, "stage": stage, "status": status, "reason": reason}:
-                    return
+        if item_id is None:
             self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
                                     "reason": reason, "created_at": now()})
+            return
+        # one statement: the row is inserted unless the item's latest event is this transition (`IS`: NULL-safe)
+        self._write(_EVENT_UNLESS_REPEATED, [run_id, item_id, stage, status, reason, now(),
+                                             item_id, run_id, stage, status, reason])
 
     # ---- lineage ----------------------------------------------------------------------------------
     def lineage(self, item_id: str) -> dict:
@@ -521,6 +546,15 @@ class Store:
             "reviews": list(self.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at")),
             "events": list(self.db["events"].rows_where("item_id = ?", [item_id], order_by="id")),
         }
+
+
+_INSERT_SQL: dict[tuple, str] = {}  # statement texts by their shape (table or columns, options)
+_UPDATE_SQL: dict[tuple, str] = {}
+_EVENT_UNLESS_REPEATED = (
+    "INSERT INTO events (run_id, item_id, stage, status, reason, created_at) SELECT ?, ?, ?, ?, ?, ? "
+    "WHERE NOT EXISTS (SELECT 1 FROM (SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
+    "ORDER BY id DESC LIMIT 1) AS last WHERE last.run_id IS ? AND last.stage IS ? AND last.status IS ? "
+    "AND last.reason IS ?)")
 
 
 def _decode_item(row: dict) -> dict:

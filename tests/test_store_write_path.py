@@ -124,3 +124,40 @@ def test_another_threads_write_commits_the_batch_instead_of_waiting_on_it(item):
 
     asyncio.run(run())
     assert visible() == 3
+
+
+def test_an_event_that_repeats_the_items_latest_is_logged_once(item):
+    """add_event is one INSERT ... WHERE NOT EXISTS: the item's latest event decides, compared NULL-safely."""
+    store, item_id = item
+    logged = [("r", "student", "done", ""), ("r", "student", "done", ""),  # a re-run node: once
+              ("r", "judge", "done", ""), ("r", "student", "done", ""),  # not the latest any more: logged
+              ("r", "judge", "failed", "x"), ("r", "judge", "failed", "y"),  # another reason: logged
+              ("r2", "judge", "failed", "y"),  # another run: logged
+              ("r2", "judge", "failed", None), ("r2", "judge", "failed", None)]  # NULL reasons: once
+    for run_id, stage, status, reason in logged:
+        store.add_event(run_id, item_id, stage, status, reason)
+    rows = store.db.conn.execute("select run_id, stage, status, reason from events where item_id = ? order by id",
+                                 [item_id]).fetchall()
+    assert rows == [("r", "student", "done", ""), ("r", "judge", "done", ""), ("r", "student", "done", ""),
+                    ("r", "judge", "failed", "x"), ("r", "judge", "failed", "y"), ("r2", "judge", "failed", "y"),
+                    ("r2", "judge", "failed", None)]
+    store.add_event("r", None, "run", "note")  # a run-level event (no item) is always logged
+    store.add_event("r", None, "run", "note")
+    assert store.db["events"].count_where("item_id is null") == 2
+
+
+def test_now_writes_what_datetime_isoformat_writes(monkeypatch):
+    """store.now() formats the date and time of day once per second; the text is datetime's own, to the millisecond."""
+    import datetime as dt
+    import time
+
+    from skillweave import store as store_module
+
+    for ns in (0, 1_764_980_000_123_456_789, 1_764_980_000_999_999_999, 1_764_980_001_000_000_000, 951_782_400_500_000_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        expected = (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)).isoformat(
+            timespec="milliseconds")
+        assert store_module.now() == expected
+    monkeypatch.undo()
+    before = dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
+    assert before <= store_module.now() <= dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds")
