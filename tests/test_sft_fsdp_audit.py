@@ -101,6 +101,7 @@ def test_sft_fp16_takes_accelerates_gpu_mixed_precision_path_when_it_is_turned_o
     trains through it: every step's scaled loss goes through the scaler, losses are close to fp32 but not equal
     (the forward ran in fp16), and the saved weights are fp32."""
     import accelerate
+
     from skillweave.cli import main
 
     used = {"scaled": 0, "stepped": 0}
