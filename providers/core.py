@@ -237,6 +237,9 @@ class LocalProvider(Provider):
         self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._lock = None
+        from skillweave.providers.local_engine import start_loading
+
+        start_loading(self.model, self.batch_size)  # the load overlaps the caller's set-up; the first request waits
 
     @property
     def spec(self) -> str:
