@@ -239,7 +239,8 @@ class LocalProvider(Provider):
         self._lock = None
         from skillweave.providers.local_engine import start_loading
 
-        start_loading(self.model, self.batch_size)  # the load overlaps the caller's set-up; the first request waits
+        # the load overlaps the caller's set-up; the first request waits for it (None: nothing started)
+        self._loading = start_loading(self.model, self.batch_size)
 
     @property
     def spec(self) -> str:
