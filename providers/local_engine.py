@@ -275,6 +275,7 @@ class LlamaLite:
 # ---- rows and the padded KV cache ----------------------------------------------------------------------
 PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
 PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
+BY_ROW_FILL = 0.8  # a decode step attends row by row when the rows fill at most this share of the padded window
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -520,18 +521,30 @@ class Engine:
         self.valid[:B, hi] = True
         ids = torch.tensor([[r.last] for r in self.rows])
         positions = torch.tensor([[r.position] for r in self.rows])
-        # additive mask built once per step (SDPA would convert a boolean mask in each of the layers)
-        mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
-                                                                float("-inf"))
+        # Each row's keys are the columns [hi - position, hi] (its prompt ends where the batch's did when it
+        # joined, and every step writes at hi). Where the rows' lengths differ a lot, attending row by row
+        # reads only those columns instead of the whole padded window (the keys/values are read from memory
+        # for every layer, and at a few hundred positions that costs about as much as the weights).
+        spans = [r.position + 1 for r in self.rows]
+        by_row = B > 1 and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
+        if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
+            mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
+                                                                    float("-inf"))
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
             self.v[layer][:B, :, hi: hi + 1] = v
 
         def attend(layer, q):
-            return torch.nn.functional.scaled_dot_product_attention(
-                q, self.k[layer][:B, :, lo: hi + 1], self.v[layer][:B, :, lo: hi + 1], attn_mask=mask,
-                enable_gqa=m.kv_heads != m.heads)
+            keys, values = self.k[layer], self.v[layer]
+            if by_row:
+                out = q.new_empty(q.shape)
+                for b, n in enumerate(spans):
+                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
+                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                return out
+            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
 
         with torch.no_grad():
             logits = m.forward(ids, positions, kv_write, attend)
