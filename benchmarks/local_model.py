@@ -330,7 +330,7 @@ def main() -> None:
             print(f"{kind}, this / against: tokens/s {new['tokens_per_s'] / old['tokens_per_s']:.2f}x, CPU per token "
                   f"{old['cpu_ms_per_token'] / new['cpu_ms_per_token']:.2f}x less; identical greedy texts "
                   f"{same}/{len(new['texts'])}")
-    base = "transformers" if "transformers" in runs else next(iter(runs))
+    base = "transformers" if "transformers" in runs else next(k for k in runs if "(against)" not in k)
     for kind in runs:
         if kind != base and "(against)" not in kind:
             print(f"{kind} / {base} tokens/s: {runs[kind]['tokens_per_s'] / runs[base]['tokens_per_s']:.2f}x;"

@@ -568,6 +568,7 @@ class Engine:
         request could take a freed row. Returns the requests that finished (their rows' token ids)."""
         with self.lock:
             self.finished = []
+            adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
             for request in admit:
                 self.add(request)
             deadline = time.perf_counter() + budget_s
