@@ -5,16 +5,22 @@ Prints, measured in one run on the same machine:
     tokenizers) with float32 and with float16 weights against transformers' AutoModelForCausalLM/AutoTokenizer,
     imports included, and for the engine the first token of a one-token reply (float16 weights are packed in
     the background, so that is when the load's work is all done);
+  - the time from "the `local` provider is built" to the first token of a one-token reply (a fresh process);
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
     `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
-    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to
-    8 rows that wait for their longest row); the ratios between them;
+    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
+    unshared"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
+    longest row); the ratios between them. The default workload (`--workload skillmix`) is the Skill-Mix
+    chain as the pipeline sends it: per item, student turn 0, student turn 1 (the conversation so far) and the
+    judge, rendered from the packaged templates over distinct skill pairs and topics; `--workload short` is
+    the earlier set (short prompts, 12 texts twice over);
   - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers).
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
     python benchmarks/local_model.py --variants "engine f32,engine fp16"
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
+    python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
 """
 
 from __future__ import annotations
@@ -38,36 +44,40 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 # Each variant runs in its own process with these environment variables.
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
+            "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
             "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
             "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
 
 
-FIRST_TOKEN = ("from skillweave.providers.local_engine import GenRequest; e = load_engine('local'); "
-               "t1 = time.perf_counter(); ids = e.tokenizer.encode(e.tokenizer.chat_prompt("
-               "[{'role': 'user', 'content': 'Say hi.'}])); e.generate([GenRequest(ids, max_tokens=1)])")
+FIRST_TOKEN = ("import time; t = time.perf_counter(); import asyncio; "
+               "from skillweave.providers.core import ChatRequest, LocalProvider; "
+               "provider = LocalProvider('local'); t1 = time.perf_counter(); "
+               "asyncio.run(provider.chat(ChatRequest(messages=[{'role': 'user', 'content': 'Say hi.'}], "
+               "max_tokens=1, temperature=0))); "
+               "print(t1 - t, time.perf_counter() - t1, time.process_time())")
 
 
 def warm_load(kind: str, env: dict, pythonpath: str | None = None) -> tuple[float, float | None, float]:
-    """A fresh process: seconds until the load returns, until the first token of a one-token greedy reply (the
-    engine only; float16 packing may still run after the load returns), and the process's CPU seconds by then."""
+    """A fresh process: for the engine, seconds from the start until the `local` provider is built, then from
+    there until the first token of a one-token greedy reply is out (imports, weights, float16 packing, the
+    tokenizer and the prompt's prefill all included), and the process's CPU seconds by then; for transformers,
+    seconds until its model and tokenizer are loaded."""
     if kind == "engine":
-        code = ("import time; t = time.perf_counter(); from skillweave.providers.local_engine import load_engine; "
-                "load_engine('local'); t1 = time.perf_counter(); " + FIRST_TOKEN +
-                "; print(t1 - t, time.perf_counter() - t, time.process_time())")
+        code = FIRST_TOKEN
     else:
         code = (f"import time; t = time.perf_counter(); {LOAD[kind]}; "
                 "print(time.perf_counter() - t, -1, time.process_time())")
     extra = {"PYTHONPATH": pythonpath} if pythonpath else {}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, **env, **extra})
-    load, first, cpu = (float(x) for x in out.stdout.strip().splitlines()[-1].split())
-    return load, (None if first < 0 else first), cpu
+    built, first, cpu = (float(x) for x in out.stdout.strip().splitlines()[-1].split())
+    return built, (None if first < 0 else first), cpu
 
 
 def load_only(repeats: int, against: str | None) -> None:
-    """--load: warm load and first token, float32 and float16, interleaved; with --against, the same for another
-    checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
+    """--load: provider built -> first token, float32 and float16, interleaved; with --against, the same for
+    another checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
     trees = {"this": os.environ.get("PYTHONPATH")}
     if against:
         trees = {"against": against, **trees}
@@ -77,48 +87,105 @@ def load_only(repeats: int, against: str | None) -> None:
             for kind in ("engine f32", "engine fp16"):
                 results.setdefault(f"{tree} {kind}", []).append(warm_load("engine", VARIANTS[kind], path))
     for name, rows in results.items():
-        best = min(rows, key=lambda r: r[1])
-        print(f"{name:>20}: load " + ", ".join(f"{r[0]:.2f}" for r in rows) + " s; first token "
-              + ", ".join(f"{r[1]:.2f}" for r in rows) + " s; CPU to first token "
-              + ", ".join(f"{r[2]:.2f}" for r in rows) + f" s (best first token {best[1]:.2f} s)")
+        print(f"{name:>20}: provider built after " + ", ".join(f"{r[0]:.2f}" for r in rows)
+              + " s; built -> first token " + ", ".join(f"{r[1]:.2f}" for r in rows)
+              + f" s (median {_median([r[1] for r in rows]):.2f}); CPU to first token "
+              + ", ".join(f"{r[2]:.2f}" for r in rows) + " s")
     if against:
         for kind in ("engine f32", "engine fp16"):
             old, new = results[f"against {kind}"], results[f"this {kind}"]
-            med = [sorted(r[i] for r in old)[len(old) // 2] / sorted(r[i] for r in new)[len(new) // 2]
-                   for i in range(3)]
-            print(f"{kind}, against / this (medians): load {med[0]:.2f}x, first token {med[1]:.2f}x, "
-                  f"CPU {med[2]:.2f}x")
+            print(f"{kind}, against / this (medians): built -> first token "
+                  f"{_median([r[1] for r in old]) / _median([r[1] for r in new]):.2f}x, "
+                  f"CPU {_median([r[2] for r in old]) / _median([r[2] for r in new]):.2f}x")
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+
+
+def short_workload(args) -> list[list]:
+    """The earlier prompt set: one call per request, short prompts, 12 texts twice over (prefix sharing gains
+    more here than in a pipeline)."""
+    from skillweave.providers.core import ChatRequest
+
+    return [[ChatRequest(messages=[{"role": "user", "content": (
+        f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
+        f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
+        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)] for i in range(args.requests)]
+
+
+async def skillmix_chain(provider, values: dict, args) -> list:
+    """One Skill-Mix item as the pipeline sends it (agents/skillmix.py): student turns 0 and 1 (turn 1 repeats
+    the conversation), then the judge on the revised answer; greedy, so variants can be compared text by text."""
+    from skillweave.agents.llm import build_messages
+    from skillweave.metrics.skillmix import extract_answer
+    from skillweave.prompts import load_template
+    from skillweave.providers.core import ChatRequest
+
+    student, judge = load_template("skillmix/student"), load_template("skillmix/judge")
+    outputs, results = [], []
+    for turn in range(2):
+        request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)), temperature=0,
+                              max_tokens=args.max_tokens)
+        result, _ = await provider.chat(request)
+        outputs.append(result.texts[0])
+        results.append(result)
+    values = {**values, "text": extract_answer(outputs[1])}
+    values.pop("shorten")
+    result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []), temperature=0,
+                                                max_tokens=120 + 20 * values["k"]))
+    return results + [result]
+
+
+def skillmix_items(args) -> list[dict]:
+    """Template values for requests // 3 items: distinct skill pairs (k = 2) and topics from the bundled
+    catalogs, drawn as `run skillmix` draws them. More items than `concurrency` keep the batch full, as in a
+    run; the last chains still leave it partly empty at the end."""
+    from skillweave.agents.skillmix import sample_skill_combinations
+    from skillweave.catalog import bundled_skills, bundled_topics
+    from skillweave.metrics.skillmix import sentence_limit_words
+
+    draws = sample_skill_combinations(bundled_skills(), bundled_topics(), 2, max(1, args.requests // 3), seed=7)
+    return [{"skills": [s.as_dict() for s in combo], "topic": topics[0], "k": 2,
+             "sentence_limit": sentence_limit_words(2), "shorten": False} for combo, topics in draws]
 
 
 def throughput(args) -> dict:
     import asyncio
 
+    from skillweave.providers import local_engine
     from skillweave.providers.core import ChatRequest, LocalProvider
 
+    if os.environ.get("BENCH_NO_PREFIX_SHARING"):
+        local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
     provider = LocalProvider("local", max_concurrency=args.concurrency)
-    requests = [ChatRequest(messages=[{"role": "user", "content": (
-        f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
-        f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96) for i in range(args.requests)]
-
     engine, prefilled = None, [0]
 
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
         prefilled[0] = engine.prefilled if engine else 0
         wall, cpu = time.perf_counter(), time.process_time()
-        results = await asyncio.gather(*(provider.chat(r) for r in requests))
+        if args.workload == "skillmix":  # as the runtime runs items: at most `concurrency` chains at a time
+            slots = asyncio.Semaphore(args.concurrency)
+
+            async def item(values):
+                async with slots:
+                    return await skillmix_chain(provider, values, args)
+
+            chains = await asyncio.gather(*(item(v) for v in skillmix_items(args)))
+            results = [r for chain in chains for r in chain]
+        else:
+            results = [r for r, _ in await asyncio.gather(*(provider.chat(c[0]) for c in short_workload(args)))]
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
     if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
-        from skillweave.providers.local_engine import load_engine
-
-        engine = load_engine("local", provider.batch_size)  # the engine the provider uses
+        engine = local_engine.load_engine("local", provider.batch_size)  # the engine the provider uses
     results, wall, cpu = asyncio.run(main())
-    tokens = sum(r.output_tokens for r, _ in results)
+    tokens = sum(r.output_tokens for r in results)
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
-            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r, _ in results],
-            "prompt_tokens": sum(r.input_tokens for r, _ in results),
+            "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r in results],
+            "prompt_tokens": sum(r.input_tokens for r in results),
             "prefilled": engine.prefilled - prefilled[0] if engine else None}
 
 
@@ -127,7 +194,7 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
     format; (2) one decode step of the real model at `rows` rows per weight type, outside the matmuls included."""
     import torch
 
-    from skillweave.agents import local_engine
+    from skillweave.providers import local_engine
 
     torch.set_num_threads(1)
     os.environ["SKILLWEAVE_TORCH_THREADS"] = "1"
@@ -194,19 +261,31 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=8)
-    parser.add_argument("--requests", type=int, default=24)
-    parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--variants", default=",".join(VARIANTS),
-                        help=f"comma-separated, each in its own process (default: all of {', '.join(VARIANTS)})")
+    parser.add_argument("--requests", type=int,
+                        help="model calls (default 24; skillmix: requests // 3 items of three calls each, at most "
+                             "`concurrency` items at a time; default 48)")
+    parser.add_argument("--max-tokens", type=int,
+                        help="skillmix: the student's max new tokens per turn (default 256; the judge gets "
+                             "120 + 20 k as in the pipeline); short: scales the per-request lengths (default 96)")
+    parser.add_argument("--workload", choices=("skillmix", "short"), default="skillmix",
+                        help="skillmix: the pipeline's three-call chains over distinct skill pairs (default); "
+                             "short: the earlier short prompts, 12 texts twice over")
+    parser.add_argument("--variants", default="engine f32,engine fp16,engine fp16 unshared",
+                        help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)})")
     parser.add_argument("--kernels", action="store_true",
                         help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
                              "step of the real model per weight type (one thread)")
     parser.add_argument("--load", type=int, metavar="REPEATS",
-                        help="instead: warm load and first token only, float32 and float16, REPEATS times each")
+                        help="instead: provider built -> first token only, float32 and float16, REPEATS times each")
     parser.add_argument("--against", metavar="DIR",
-                        help="with --load: also measure another checkout (DIR holds a `skillweave` folder)")
+                        help="also measure another checkout (DIR holds a `skillweave` folder), alternating with "
+                             "this one: with --load, and for each variant's throughput")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.max_tokens is None:
+        args.max_tokens = 256 if args.workload == "skillmix" else 96
+    if args.requests is None:
+        args.requests = 48 if args.workload == "skillmix" else 24
     if args.kernels:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         kernels()
@@ -226,30 +305,41 @@ def main() -> None:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
              for kind in ("engine f32", "engine fp16", "transformers")}
-    print("warm load (fresh process, imports included): " + ", ".join(
-        f"{k} {v[0]:.2f} s" + (f" (first token {v[1]:.2f} s)" if v[1] is not None else "") for k, v in loads.items()))
+    print("fresh process, imports included: " + ", ".join(
+        f"{k} provider built after {v[0]:.2f} s, first token {v[1]:.2f} s later" if v[1] is not None
+        else f"{k} loaded in {v[0]:.2f} s" for k, v in loads.items()))
+    trees = {"this": os.environ.get("PYTHONPATH")}
+    if args.against:
+        trees = {"against": args.against, **trees}
     runs = {}
-    variants = {name: VARIANTS[name] for name in args.variants.split(",")}
-    for kind, extra in variants.items():
-        env = {**os.environ, **extra}
-        out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
-                              "--requests", str(args.requests), "--max-tokens", str(args.max_tokens)],
-                             capture_output=True, text=True, env=env, check=True)
-        runs[kind] = json.loads(out.stdout.strip().splitlines()[-1])
-        r = runs[kind]
-        prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
-        print(f"{kind:>12}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
-              f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill}")
-    base = "transformers" if "transformers" in runs else next(iter(runs))
+    for kind in args.variants.split(","):
+        for tree, path in trees.items():
+            env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
+            out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
+                                  "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
+                                  "--workload", args.workload], capture_output=True, text=True, env=env, check=True)
+            name = kind if tree == "this" else f"{kind} (against)"
+            runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
+            prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
+            print(f"{name:>20}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
+                  f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill} (load average {os.getloadavg()[0]:.1f})")
+    if args.against:
+        for kind in args.variants.split(","):
+            old, new = runs[f"{kind} (against)"], runs[kind]
+            same = sum(a == b for a, b in zip(old["texts"], new["texts"], strict=True))
+            print(f"{kind}, this / against: tokens/s {new['tokens_per_s'] / old['tokens_per_s']:.2f}x, CPU per token "
+                  f"{old['cpu_ms_per_token'] / new['cpu_ms_per_token']:.2f}x less; identical greedy texts "
+                  f"{same}/{len(new['texts'])}")
+    base = "transformers" if "transformers" in runs else next(k for k in runs if "(against)" not in k)
     for kind in runs:
-        if kind != base:
+        if kind != base and "(against)" not in kind:
             print(f"{kind} / {base} tokens/s: {runs[kind]['tokens_per_s'] / runs[base]['tokens_per_s']:.2f}x;"
                   f" CPU per token {runs[base]['cpu_ms_per_token'] / runs[kind]['cpu_ms_per_token']:.2f}x less")
     reference = "engine f32" if "engine f32" in runs else base
     for kind in runs:
-        if kind != reference:
+        if kind != reference and "(against)" not in kind:
             same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
-            print(f"identical greedy texts, {kind} and {reference}: {same}/{args.requests}")
+            print(f"identical greedy texts, {kind} and {reference}: {same}/{len(runs[kind]['texts'])}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -242,6 +242,10 @@ class LocalProvider(Provider):
         self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._lock = None
+        from skillweave.providers.local_engine import start_loading
+
+        # the load overlaps the caller's set-up; the first request waits for it (None: nothing started)
+        self._loading = start_loading(self.model, self.batch_size)
 
     @property
     def spec(self) -> str:

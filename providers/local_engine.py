@@ -131,6 +131,7 @@ class LlamaLite:
         self.embed = w["model.embed_tokens.weight"]
         tied = c.get("tie_word_embeddings", False)
         self.lm_head = self.embed if tied or "lm_head.weight" not in w else w["lm_head.weight"]
+        self.head32 = self.lm_head  # float32: the first token of every reply comes from it (`forward`)
         self.norm = w["model.norm.weight"]
         self._pending = None  # (output layer, [one future per layer]) while float16 packing runs
         if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
@@ -173,11 +174,13 @@ class LlamaLite:
         """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
         step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32.
 
-        Packing costs about 9 CPU ns per weight (about 1.2 CPU s for SmolLM2-135M), so it runs in the background
-        on every core (torch releases the GIL): the output layer first, then the layers in order, each fused and
-        packed by one job. The constructor returns at once, so the tokenizer, the chat template and the caller's
-        own start-up overlap the packing; `forward` waits for all of it first (waiting layer by layer inside the
-        first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md). The packed matrices are
+        Packing costs 9-14 CPU ns per weight (1.2-1.9 CPU s for SmolLM2-135M), so it runs in the background on
+        every core (torch releases the GIL): the layers in order, each fused and packed by one job, then the
+        output layer. The constructor returns at once, so the tokenizer, the chat template and the caller's own
+        start-up overlap the packing; `forward` waits for the layers first (waiting layer by layer inside the
+        first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md), and for the output
+        layer only where it uses the packed one: a prompt's first token comes from the float32 output layer, so
+        the first reply's first token does not wait for the output layer's 28 M weights. The packed matrices are
         the same whichever thread packs them, so outputs do not depend on the timing."""
         pack = self.torch.ops.quantized.linear_prepack_fp16
 
@@ -191,7 +194,8 @@ class LlamaLite:
             self.blocks[i] = blk
 
         pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
-        self._pending = (pool.submit(head), [pool.submit(layer, i) for i in range(self.layers)])
+        layers = [pool.submit(layer, i) for i in range(self.layers)]
+        self._pending = (pool.submit(head), layers)
         pool.shutdown(wait=False)  # the workers end when the last job is done
 
     def wait_packed(self) -> None:
@@ -230,14 +234,22 @@ class LlamaLite:
         rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
-    def forward(self, ids, positions, kv_write, attend):
+    def forward(self, ids, positions, kv_write, attend, first_token: bool = False):
         """One forward pass over ids [B, T]; returns the last position's logits [B, vocab].
 
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
-        returns the attention output [B, heads, T, head dim] for queries q.
+        returns the attention output [B, heads, T, head dim] for queries q. With `first_token` (a prompt's
+        prefill) the logits come from the float32 output layer whatever the weights' type: one row per prompt
+        costs little, and the first reply need not wait for the output layer's packing. Decode steps use the
+        output layer in the weights' type. The rule depends on the call, never on the timing.
         """
-        if self._pending is not None:  # float16 weights still being packed in the background
-            self.wait_packed()
+        pending = self._pending
+        if pending is not None:  # float16 weights still being packed in the background
+            if first_token:
+                for future in pending[1]:
+                    future.result()
+            else:
+                self.wait_packed()
         F = self.torch.nn.functional
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
@@ -257,12 +269,13 @@ class LlamaLite:
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
         last = self._rms(x[:, -1], self.norm)
-        return self._linear(last, self.lm_head)
+        return self._linear(last, self.head32 if first_token else self.lm_head)
 
 
 # ---- rows and the padded KV cache ----------------------------------------------------------------------
 PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
 PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
+BY_ROW_FILL = 0.8  # a decode step attends row by row when the rows fill at most this share of the padded window
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -451,7 +464,8 @@ class Engine:
                 enable_gqa=m.kv_heads != m.heads)
 
         with torch.no_grad():
-            logits = m.forward(torch.tensor([ids[shared:]]), torch.arange(shared, T)[None], kv_write, attend)[0]
+            logits = m.forward(torch.tensor([ids[shared:]]), torch.arange(shared, T)[None], kv_write, attend,
+                               first_token=True)[0]
         self.prefilled += T - shared
         # copies: k and v are views into the whole projection output, which would stay alive with them
         self._remember(list(ids), [k[0].contiguous() for k in keys], [v[0].contiguous() for v in values])
@@ -507,18 +521,30 @@ class Engine:
         self.valid[:B, hi] = True
         ids = torch.tensor([[r.last] for r in self.rows])
         positions = torch.tensor([[r.position] for r in self.rows])
-        # additive mask built once per step (SDPA would convert a boolean mask in each of the layers)
-        mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
-                                                                float("-inf"))
+        # Each row's keys are the columns [hi - position, hi] (its prompt ends where the batch's did when it
+        # joined, and every step writes at hi). Where the rows' lengths differ a lot, attending row by row
+        # reads only those columns instead of the whole padded window (the keys/values are read from memory
+        # for every layer, and at a few hundred positions that costs about as much as the weights).
+        spans = [r.position + 1 for r in self.rows]
+        by_row = B > 1 and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
+        if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
+            mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
+                                                                    float("-inf"))
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
             self.v[layer][:B, :, hi: hi + 1] = v
 
         def attend(layer, q):
-            return torch.nn.functional.scaled_dot_product_attention(
-                q, self.k[layer][:B, :, lo: hi + 1], self.v[layer][:B, :, lo: hi + 1], attn_mask=mask,
-                enable_gqa=m.kv_heads != m.heads)
+            keys, values = self.k[layer], self.v[layer]
+            if by_row:
+                out = q.new_empty(q.shape)
+                for b, n in enumerate(spans):
+                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
+                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                return out
+            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
 
         with torch.no_grad():
             logits = m.forward(ids, positions, kv_write, attend)
@@ -542,6 +568,7 @@ class Engine:
         request could take a freed row. Returns the requests that finished (their rows' token ids)."""
         with self.lock:
             self.finished = []
+            adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
             for request in admit:
                 self.add(request)
             deadline = time.perf_counter() + budget_s
@@ -618,6 +645,40 @@ def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
     with _LOAD_LOCK:
         return _load_engine(spec, max_rows, local_dtype_name())
+
+
+def start_loading(spec: str = "local", max_rows: int = 8) -> threading.Thread | None:
+    """Start `load_engine` in a background thread (the `local` provider calls this when it is built), so the
+    imports, the weights, the tokenizer and the float16 packing overlap whatever the caller does before its
+    first request, which then waits for the same load (one per process) instead of starting it.
+
+    Only where the weights are already prepared: the first use's dequantisation (about 20 s, with a message)
+    stays with the first request. An error here is not raised: the first request loads again and raises it.
+    The thread is not a daemon, so a process that ends meanwhile waits for the load (a few seconds) rather
+    than stopping the interpreter under it. Returns the thread, or None when nothing was started."""
+    if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") == "transformers" or not _prepared(spec):
+        return None
+
+    def load():
+        try:
+            load_engine(spec, max_rows)
+        except Exception:  # the first request repeats the load and reports the error
+            pass
+
+    thread = threading.Thread(target=load, name="skillweave-local-load")
+    thread.start()
+    return thread
+
+
+def _prepared(spec: str) -> bool:
+    """Whether `spec`'s weights can be loaded without preparing them first (no dequantisation)."""
+    from skillweave.providers.local_model import EMBEDDED_NAME, cache_dir
+
+    if spec in ("local", "embedded", EMBEDDED_NAME):
+        folder = cache_dir() / EMBEDDED_NAME
+    else:
+        folder = Path(spec).expanduser()
+    return (folder / "config.json").exists() and (folder / "model.safetensors").exists()
 
 
 @lru_cache(maxsize=4)
