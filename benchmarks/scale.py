@@ -10,6 +10,7 @@ Two parts, each measured in one run of this script:
    the per-item reads they replaced (`Store.items` + `Store.grades` + a review lookup per item), with ratios.
 
     python benchmarks/scale.py --run-sizes 100,1000,10000 --items 100000
+    python benchmarks/scale.py --run-sizes 100,100000 --items 0 --against /tmp/ppold   # old and new, one run
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ import tempfile
 import time
 
 
-def run_size(n: int, folder: str) -> dict:
-    db = os.path.join(folder, f"run-{n}.db")
+def run_size(n: int, folder: str, against: str | None = None) -> dict:
+    db = os.path.join(folder, f"run-{n}{'-against' if against else ''}.db")
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
         "import sys, time, resource\n"
         "from skillweave.cli import main\n"
@@ -43,7 +44,8 @@ def run_size(n: int, folder: str) -> dict:
         f"run({db!r}, {n})\n"
         "print('RESULT', time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ran[-1])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=against) if against else None  # another checkout's code (--against)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     if not line:
         raise SystemExit(f"run of {n} items failed: {out.stderr[-2000:]}")
@@ -144,19 +146,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
     parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
+    parser.add_argument("--against", default=None, metavar="PYTHONPATH",
+                        help="Also run each size with this PYTHONPATH (a folder holding another checkout as "
+                             "`skillweave`), right before this code's run, and print both.")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         sizes = [int(s) for s in args.run_sizes.split(",") if s]
-        base = None
+        bases: dict = {}
         for n in sizes:
-            r = run_size(n, folder)
-            base = base or r
-            print(f"run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
-                  f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
-                  f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the threads "
-                  f"ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
-                  f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x)")
+            for label, path in ([("against", args.against)] if args.against else []) + [("this code", None)]:
+                r = run_size(n, folder, path)
+                base = bases.setdefault(label, r)
+                print(f"{label:>9}: run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
+                      f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
+                      f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the "
+                      f"threads ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
+                      f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
         if args.items:
             reads(args.items, folder)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
