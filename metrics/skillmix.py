@@ -216,40 +216,60 @@ class StreamedAggregate:
     def add(self, combo, samples: list[list[float]]) -> None:
         if not samples:  # a round with no grade (a failed item) is left out
             return
-        widths = {len(s) for s in samples}
-        if len(widths) != 1:  # ragged samples fail as they always did
-            np.asarray(samples, dtype=float)
+        if len(samples) > 1:
+            width = len(samples[0])
+            for sample in samples:
+                if len(sample) != width:  # ragged samples fail as they always did
+                    np.asarray(samples, dtype=float)
         self.pending.append((combo, samples))
         if len(self.pending) >= STREAM_BATCH:
             self._flush()
+
+    def _voted(self, records: list) -> np.ndarray:
+        """The batch's votes and metrics, (records, metrics): one array when every record has the same shape (the
+        usual case), else one per shape, as `aggregate_records` groups them."""
+        try:
+            voted = np.rint(np.asarray([samples for _, samples in records], dtype=float).mean(axis=1))
+        except ValueError:  # records of different shapes
+            voted = None
+        values = np.zeros((len(records), len(METRICS)))
+        if voted is not None and voted.ndim == 2:
+            for j, column in enumerate(generation_metrics(voted, self.k).values()):
+                values[:, j] = column
+            return values
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, samples) in enumerate(records):
+            groups.setdefault((len(samples), len(samples[0])), []).append(i)
+        for members in groups.values():
+            voted = np.rint(np.asarray([records[i][1] for i in members], dtype=float).mean(axis=1))
+            for j, column in enumerate(generation_metrics(voted, self.k).values()):
+                values[members, j] = column
+        return values
 
     def _flush(self) -> None:
         records, self.pending = self.pending, []
         if not records:
             return
-        groups: dict[tuple[int, int], list[int]] = {}
-        for i, (_, samples) in enumerate(records):
-            groups.setdefault((len(samples), len(samples[0])), []).append(i)
-        values = np.zeros((len(records), len(METRICS)))
-        for members in groups.values():
-            voted = np.rint(np.asarray([records[i][1] for i in members], dtype=float).mean(axis=1))
-            for j, column in enumerate(generation_metrics(voted, self.k).values()):
-                values[members, j] = column
-        keys, position = [], []
+        values = self._voted(records)
+        keys, position, last = [], [], object()
         for combo, _ in records:  # a combination's records are contiguous: a new key starts a new combination
-            if not keys or keys[-1] != combo:
+            if combo != last or not keys:
                 keys.append(combo)
+                last = combo
             position.append(len(keys) - 1)
         position = np.array(position, dtype=np.intp)
         best = self.across_rounds == "max"
         per_combo = np.full((len(keys), len(METRICS)), -np.inf) if best else np.zeros((len(keys), len(METRICS)))
-        counts = np.zeros(len(keys), dtype=np.intp)
+        counts = np.bincount(position, minlength=len(keys))
         if keys[0] == self.open_combo:  # the combination the last batch ended in goes on
-            per_combo[0], counts[0] = self.open_values, self.open_count
+            per_combo[0], counts[0] = self.open_values, counts[0] + self.open_count
         elif self.open_combo is not None:
             self._close()
-        (np.maximum if best else np.add).at(per_combo, position, values)
-        np.add.at(counts, position, 1)
+        at = np.maximum.at if best else np.add.at
+        for j in range(len(METRICS)):  # per column: numpy's fast path for `at`, in record order
+            column = per_combo[:, j].copy()
+            at(column, position, values[:, j])
+            per_combo[:, j] = column
         if len(keys) > 1:
             self._write(per_combo[:-1], counts[:-1])
         self.open_combo, self.open_values, self.open_count = keys[-1], per_combo[-1].copy(), int(counts[-1])

@@ -67,7 +67,8 @@ def test_spilled_columns_keep_nan_and_inf():
 def _records(rng, k: int, combos: int, ragged_r: bool) -> list[tuple[int, int, list[list[float]]]]:
     out = []
     for combo in range(combos):
-        for rnd in range(int(rng.integers(1, 4))):
+        rounds = int(rng.integers(1, 4)) if rng.random() < 0.8 else int(rng.integers(4, 13))  # > 8: order counts
+        for rnd in range(rounds):
             r = int(rng.integers(1, 11)) if ragged_r else 3  # up to 10 samples: numpy's pairwise range too
             if rng.random() < 0.05:
                 out.append((combo, rnd, []))  # no grade: left out
@@ -85,7 +86,7 @@ def test_streamed_aggregate_equals_aggregate_records(monkeypatch, across_rounds,
     monkeypatch.setattr(skillmix, "STREAM_BATCH", batch)
     monkeypatch.setattr(streamed, "LEAF", 128)
     rng = np.random.default_rng(batch)
-    for k, combos, ragged in ((1, 1, False), (2, 40, True), (3, 700, False), (4, 257, True)):
+    for k, combos, ragged in ((1, 1, False), (2, 40, True), (3, 700, False), (4, 257, True), (5, 300, False)):
         records = _records(rng, k, combos, ragged)
         stream = StreamedAggregate(k, across_rounds)
         for combo, _round, samples in records:
