@@ -89,7 +89,9 @@ def _vote_points(points: list[list]) -> list[float] | None:
     # numpy costs more than the arithmetic (export reads 10^5 items)
     n = len(samples)
     if n == 1:  # one sample: each point rounded as it is (x / 1 == x)
-        return [float(round(float(x))) for x in samples[0]]
+        return list(map(float, map(round, map(float, samples[0]))))
+    if n == 2:  # sum() starts from 0, which changes only the sign of a zero: round() gives 0 for either
+        return [float(round((float(a) + float(b)) / 2)) for a, b in zip(samples[0], samples[1], strict=False)]
     # zip stops at the shortest sample, as the vote always did; the floats are added in the same order
     return [float(round(sum(map(float, column)) / n)) for column in zip(*samples, strict=False)]
 
@@ -176,12 +178,13 @@ def _item_builder(builder, item: dict):
 
 def _apply_review(example: Example, review: dict | None) -> None:
     changes = (review or {}).get("changes") or {}
-    for key in ("instruction", "prompt"):
-        if changes.get(key):
-            example.instruction = changes[key]
-    for key in ("output", "response", "text_1", "text"):
-        if changes.get(key):
-            example.output = changes[key]
+    if changes:
+        for key in ("instruction", "prompt"):
+            if changes.get(key):
+                example.instruction = changes[key]
+        for key in ("output", "response", "text_1", "text"):
+            if changes.get(key):
+                example.output = changes[key]
     if review:
         example.meta["review"] = review["decision"]
 

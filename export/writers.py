@@ -71,7 +71,7 @@ def _shape_row(e, shape: str, system: str | None, meta_keys: list[str]) -> dict 
         if e.rejected is None:
             return None
         row = {"prompt": _prompt_text(e), "chosen": e.output, "rejected": e.rejected}
-    row.update({"item_id": e.item_id, "run_id": e.run_id})
+    row["item_id"], row["run_id"] = e.item_id, e.run_id
     get = e.meta.get
     for key in meta_keys:
         value = get(key)
@@ -205,11 +205,14 @@ class ExampleCounts:
             self.add(e)
 
     def add(self, e) -> None:
-        meta = e.meta
-        self.per_k[meta.get("k")] += 1
-        self.per_type[meta.get("query_str") or meta.get("topic")] += 1
-        self.shirkers += bool(meta.get("shirker"))
-        self.prompt_versions.update(getattr(e, "prompt_versions", ()))
+        get = e.meta.get
+        self.per_k[get("k")] += 1
+        self.per_type[get("query_str") or get("topic")] += 1
+        if get("shirker"):
+            self.shirkers += 1
+        versions = getattr(e, "prompt_versions", ())
+        if versions:
+            self.prompt_versions.update(versions)
 
     def counting(self, examples):
         for e in examples:
