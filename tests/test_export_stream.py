@@ -123,3 +123,16 @@ def test_export_memory_does_not_grow_with_the_run(tmp_path, monkeypatch):
         assert sum(1 for _ in open(out)) == n
         store.close()
     assert peaks[1] < 1.5 * peaks[0], peaks
+
+
+def test_gc_relaxed_restores_the_thresholds():
+    import gc
+
+    from skillweave.store.reads import gc_relaxed
+
+    before = gc.get_threshold()
+    with pytest.raises(RuntimeError):
+        with gc_relaxed(50_000):
+            assert gc.get_threshold()[0] == max(50_000, before[0])
+            raise RuntimeError("boom")
+    assert gc.get_threshold() == before
