@@ -21,7 +21,6 @@ that code, alternating with this code's, and the ratios are printed; export prin
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import subprocess
@@ -107,17 +106,6 @@ def timed(fn) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
     fn()
     return time.perf_counter() - wall, time.process_time() - cpu
-
-
-def cli(*args) -> None:
-    from skillweave.cli import main
-
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            if exc.code:
-                raise
 
 
 READ_COMMANDS = {"report": ["report", "{run}", "--json"], "export": ["export", "{run}", "--out", "{out}", "--overwrite"],
