@@ -26,6 +26,7 @@ import json
 import re
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.structured import call_structured
 from skillweave.catalog.conceptmix import (
@@ -71,24 +72,31 @@ def run_catalog(ctx: RunContext) -> ConceptCatalog:
     return _CATALOGS[key]
 
 
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
-    """Generated runs: one item per (k, index), sampled at attempt 0. Imported runs: the items already stored."""
+def plan_threads(ctx: RunContext) -> list[ThreadSpec] | LazyPlan:
+    """Generated runs: one item per (k, index), sampled at attempt 0, as each thread is taken. Imported runs: the
+    items already stored (a list: the imported files were read whole)."""
     config, store = ctx.config, ctx.store
     if config.source != "generate":
         items = list(store.items(ctx.run_id, kind=KIND))
         return [ThreadSpec(f"{ctx.run_id}:{it['combo_index']}", {"item_id": it["id"], "entry": "image", "attempt": 0})
                 for it in items]
     catalog = run_catalog(ctx)
-    threads, index = [], 0
-    for k in config.k:
-        for _ in range(config.n):
-            sample = _sample(catalog, config, k, index, 0)
-            item_id = store.ensure_item(ctx.run_id, KIND, index, 0, k=k, skills=sample.skills,
-                                        payload={"concepts": sample.concepts, "categories": sample.categories,
-                                                 "config": sample.config, "attempt": 0})
-            threads.append(ThreadSpec(f"{ctx.run_id}:{index}", {"item_id": item_id, "entry": "sample", "attempt": 0}))
-            index += 1
-    return threads
+    # each record is sampled from (seed, k, index) alone, so a generated plan is produced as the runtime takes it
+    # (agents/lazyplan.py): the record and its item when its thread is taken, in the same order with the same ids
+    ks, n = list(config.k), int(config.n)
+
+    def threads():
+        index = 0
+        for k in ks:
+            for _ in range(n):
+                sample = _sample(catalog, config, k, index, 0)
+                item_id = store.ensure_item(ctx.run_id, KIND, index, 0, k=k, skills=sample.skills,
+                                            payload={"concepts": sample.concepts, "categories": sample.categories,
+                                                     "config": sample.config, "attempt": 0})
+                yield ThreadSpec(f"{ctx.run_id}:{index}", {"item_id": item_id, "entry": "sample", "attempt": 0})
+                index += 1
+
+    return LazyPlan(len(ks) * n, threads)
 
 
 def _sample(catalog: ConceptCatalog, config: ConceptMixConfig, k: int, index: int, attempt: int):

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Literal, TypedDict
 import numpy as np
 
 from skillweave.agents.dedup import NearDuplicateIndex
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import draw_combinations
 from skillweave.catalog.instruct_formats import QueryType, queries_from_entries
@@ -132,26 +133,31 @@ def shirker_indices(n: int, fraction: float, selection: str = "first", seed: int
     return {int(i) for i in np.random.RandomState(seed).choice(n, size=count, replace=False)}
 
 
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
-    """Items are created once, by (run, index); the plan depends only on the config and stored catalogs."""
+def plan_threads(ctx: RunContext) -> LazyPlan:
+    """Items are created once, by (run, index); the plan depends only on the config and stored catalogs.
+
+    The data points are drawn now (a bad config or catalog stops here); each thread, and its item, is produced
+    as the runtime takes it (agents/lazyplan.py), in the same order with the same ids."""
     config, store = ctx.config, ctx.store
     skills = [e["name"] for e in store.get_catalog(config.skills_catalog)["entries"]]
     queries = queries_from_entries(store.get_catalog(config.query_types_catalog)["entries"])
     plan = plan_instruct(config, skills, queries)
     shirkers = shirker_indices(len(plan), config.shirker_fraction, config.shirker_selection, config.seed)
-    threads = []
-    for index, (combo, query) in enumerate(plan):
-        item_id = store.ensure_item(
-            ctx.run_id, KIND, index, 0, k=config.k, skills=combo, topic=query.name,
-            payload={
-                "set": config.set, "query_str": query.name, "query_type": query.query_type,
-                "query_definition": query.definition, "skills_joined_str": ", ".join(combo),
-                "shirker_planned": index in shirkers, "brevity": bool(config.brevity),
-            },
-        )
-        threads.append(ThreadSpec(f"{ctx.run_id}:{index}", {"item_id": item_id, "parse_attempts": 0,
-                                                              "shirker": index in shirkers}))
-    return threads
+
+    def threads():
+        for index, (combo, query) in enumerate(plan):
+            item_id = store.ensure_item(
+                ctx.run_id, KIND, index, 0, k=config.k, skills=combo, topic=query.name,
+                payload={
+                    "set": config.set, "query_str": query.name, "query_type": query.query_type,
+                    "query_definition": query.definition, "skills_joined_str": ", ".join(combo),
+                    "shirker_planned": index in shirkers, "brevity": bool(config.brevity),
+                },
+            )
+            yield ThreadSpec(f"{ctx.run_id}:{index}", {"item_id": item_id, "parse_attempts": 0,
+                                                       "shirker": index in shirkers})
+
+    return LazyPlan(len(plan), threads)
 
 
 # ---- parsing -------------------------------------------------------------------------------------------

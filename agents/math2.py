@@ -32,6 +32,7 @@ from collections import Counter
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.review import record_decision, review_decision
 from skillweave.errors import ModelCallError
@@ -56,10 +57,12 @@ class Math2State(TypedDict, total=False):
     drop_reason: str
 
 
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
-    """One thread per target question; items are created by `sample_pair` (one per pair attempt)."""
-    return [ThreadSpec(f"{ctx.run_id}:{i}", {"thread_id": f"{ctx.run_id}:{i}", "index": i, "attempt": 0})
-            for i in range(ctx.config.n)]
+def plan_threads(ctx: RunContext) -> LazyPlan:
+    """One thread per target question, produced as the runtime takes it (agents/lazyplan.py); items are created by
+    `sample_pair` (one per pair attempt)."""
+    run_id, n = ctx.run_id, int(ctx.config.n)
+    return LazyPlan(n, lambda: (ThreadSpec(f"{run_id}:{i}", {"thread_id": f"{run_id}:{i}", "index": i, "attempt": 0})
+                                for i in range(n)))
 
 
 # ---- parsing ------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ import re
 from fractions import Fraction
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.agents.skill_parsing import parse_choice
 from skillweave.catalog.bank import Bank, bank_from_catalog
@@ -152,11 +153,18 @@ def _bank(ctx: RunContext) -> Bank:
 
 
 # ---- plan and nodes -----------------------------------------------------------------------------------
-def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
+def plan_threads(ctx: RunContext) -> LazyPlan:
+    """One thread per (method, question), produced as the runtime takes it (agents/lazyplan.py): the item is
+    created then, in the same order with the same ids."""
     store, config = ctx.store, ctx.config
-    threads = []
     entries = store.get_catalog(config.dataset_catalog)["entries"]
-    for m, method in enumerate(config.methods):
+    methods = list(config.methods)
+    return LazyPlan(len(methods) * len(entries), lambda: _solve_threads(ctx, methods, entries))
+
+
+def _solve_threads(ctx: RunContext, methods: list[str], entries: list[dict]):
+    store, config = ctx.store, ctx.config
+    for m, method in enumerate(methods):
         for i, e in enumerate(entries):
             item_id = store.ensure_item(
                 ctx.run_id,
@@ -176,8 +184,7 @@ def plan_threads(ctx: RunContext) -> list[ThreadSpec]:
                        else {}),
                 },
             )
-            threads.append(ThreadSpec(f"{ctx.run_id}:{i}:{method}", {"item_id": item_id}))
-    return threads
+            yield ThreadSpec(f"{ctx.run_id}:{i}:{method}", {"item_id": item_id})
 
 
 async def pick_skill(state: SolveState, runtime: Runtime[RunContext]) -> dict:

@@ -6,32 +6,48 @@ Two parts, each measured in one run of this script:
    in its own process; prints CPU ms per item, peak RSS (the whole command, and until its threads ended, before
    the report `run` prints) and each relative to the smallest size (flat = 1.00).
 2. `reads`: a store with --items graded Skill-Mix items (two judge samples each, every third reviewed) written
-   in bulk; times `report`, `export` (JSONL) and `items list --json` (to /dev/null) as the CLI runs them, and
-   the per-item reads they replaced (`Store.items` + `Store.grades` + a review lookup per item), with ratios.
+   in bulk; times `report --json`, `export` (JSONL) and `items list --json` (to /dev/null) as the CLI runs them,
+   each in a fresh process (CPU s, items per CPU second, the process's peak RSS), and the per-item reads they
+   replaced (`Store.items` + `Store.grades` + a review lookup per item).
+
+With --against PYTHONPATH (a folder holding another checkout as `skillweave`), every measurement is also made with
+that code, alternating with this code's, and the ratios are printed; export prints a digest of its output.
 
     python benchmarks/scale.py --run-sizes 100,1000,10000 --items 100000
+    python benchmarks/scale.py --run-sizes 100,100000 --items 0 --against /tmp/ppold   # old and new, one run
+    python benchmarks/scale.py --run-sizes "" --items 100000 --repeat 3 --against /tmp/ppold
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import hashlib
 import os
 import subprocess
 import sys
 import tempfile
 import time
 
+HWM = (  # peak RSS of this process in KiB: VmHWM (ru_maxrss would include the parent's RSS at fork; Linux keeps
+    # it across exec), else ru_maxrss
+    "def hwm():\n"
+    "    try:\n"
+    "        return int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1])\n"
+    "    except (OSError, StopIteration):\n"
+    "        import resource\n"
+    "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n")
 
-def run_size(n: int, folder: str) -> dict:
-    db = os.path.join(folder, f"run-{n}.db")
+
+def run_size(n: int, folder: str, against: str | None = None) -> dict:
+    db = os.path.join(folder, f"run-{n}{'-against' if against else ''}.db")
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
-        "import sys, time, resource\n"
+        "import sys, time\n"
+        + HWM +
         "from skillweave.cli import main\n"
         "import skillweave.graphs.runtime as rt\n"
         "_close, ran = rt.close_clients, []\n"
         "async def close():  # the threads are done: peak RSS of the run itself, before the closing report\n"
-        "    ran.append(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        "    ran.append(hwm())\n"
         "    return await _close()\n"
         "rt.close_clients = close\n"
         "def run(db, n):\n"
@@ -41,9 +57,10 @@ def run_size(n: int, folder: str) -> dict:
         f"run({db!r} + '.warm', 20)\n"
         "t = time.process_time()\n"
         f"run({db!r}, {n})\n"
-        "print('RESULT', time.process_time() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, ran[-1])\n"
+        "print('RESULT', time.process_time() - t, hwm(), ran[-1])\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    env = dict(os.environ, PYTHONPATH=against) if against else None  # another checkout's code (--against)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     if not line:
         raise SystemExit(f"run of {n} items failed: {out.stderr[-2000:]}")
@@ -91,74 +108,108 @@ def timed(fn) -> tuple[float, float]:
     return time.perf_counter() - wall, time.process_time() - cpu
 
 
-def cli(*args) -> None:
-    from skillweave.cli import main
-
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink):
-        try:
-            main(list(args))
-        except SystemExit as exc:
-            if exc.code:
-                raise
+READ_COMMANDS = {"report": ["report", "{run}", "--json"], "export": ["export", "{run}", "--out", "{out}", "--overwrite"],
+                 "items list --json": ["items", "list", "{run}", "--json"]}
 
 
-def reads(n: int, folder: str) -> None:
+def read_command(name: str, db: str, run_id: str, small: str, small_run: str, out: str,
+                 against: str | None = None) -> dict:
+    """One read command on the big store in a fresh process (after the same command on a 20-item store, so
+    imports and first-use costs are not counted): CPU s and the process's peak RSS."""
+    args = [a.format(run=run_id, out=out) for a in READ_COMMANDS[name]]
+    warm = [a.format(run=small_run, out=out + ".warm") for a in READ_COMMANDS[name]]
+    code = (
+        "import contextlib, os, sys, time\n"
+        + HWM +
+        "from skillweave.cli import main\n"
+        "def cli(*args):\n"
+        "    with open(os.devnull, 'w') as sink, contextlib.redirect_stdout(sink):\n"
+        "        try:\n            main(list(args))\n"
+        "        except SystemExit as exc:\n            assert not exc.code, exc.code\n"
+        f"cli('--db', {small!r}, *{warm!r})\n"
+        "t = time.process_time()\n"
+        f"cli('--db', {db!r}, *{args!r})\n"
+        "print('RESULT', time.process_time() - t, hwm())\n")
+    env = dict(os.environ, PYTHONPATH=against) if against else None
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    line = [x for x in done.stdout.splitlines() if x.startswith("RESULT")]
+    if not line:
+        raise SystemExit(f"{name} failed: {done.stderr[-2000:]}")
+    _, cpu, rss = line[0].split()
+    return {"cpu": float(cpu), "rss_mib": int(rss) / 1024}
+
+
+def reads(n: int, folder: str, against: str | None = None, repeat: int = 1) -> None:
     from skillweave.store import Store
 
     db = os.path.join(folder, "reads.db")
     t = time.perf_counter()
     run_id = fill(db, n)
     print(f"filled {n} items in {time.perf_counter() - t:.1f} s")
+    small = os.path.join(folder, "warm.db")
+    small_run = fill(small, 20)
+    out = os.path.join(folder, "export.jsonl")
+    trees = ([("against", against)] if against else []) + [("this code", None)]
+    best: dict = {}
+    for r in range(repeat):  # the trees alternate, so both see the same load
+        for name in READ_COMMANDS:
+            for label, path in trees:
+                result = read_command(name, db, run_id, small, small_run, out, path)
+                if name == "export":
+                    with open(out, "rb") as f:
+                        result["digest"] = hashlib.sha256(f.read()).hexdigest()[:16]
+                print(f"{label:>9} {name:>18} (pass {r + 1}): {result['cpu']:6.2f} CPU s, "
+                      f"{n / result['cpu']:8.0f} items per CPU second, peak RSS {result['rss_mib']:.0f} MiB"
+                      + (f", output sha256 {result['digest']}" if "digest" in result else "")
+                      + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+                kept = best.setdefault((label, name), result)
+                if result["cpu"] < kept["cpu"]:
+                    best[(label, name)] = {**result, "rss_mib": max(result["rss_mib"], kept["rss_mib"])}
+    for name in READ_COMMANDS:
+        line = [f"{name:>18}, best of {repeat}:"]
+        for label, _ in trees:
+            b = best[(label, name)]
+            line.append(f"{label} {b['cpu']:.2f} CPU s ({n / b['cpu']:.0f} items per CPU s), {b['rss_mib']:.0f} MiB")
+        if against:
+            old, new = best[("against", name)], best[("this code", name)]
+            line.append(f"ratio {old['cpu'] / new['cpu']:.2f}x less CPU, peak RSS {new['rss_mib'] / old['rss_mib']:.2f}x")
+        print("; ".join(line))
+
     store = Store(db)
 
-    def per_item_reads():  # what report and export did before: three statements per item
+    def per_item_reads():  # what report and export did before set-based reads: three statements per item
         for item in store.items(run_id):
             store.grades(item["id"])
             list(store.db["reviews"].rows_where("item_id = ?", [item["id"]], order_by="created_at desc", limit=1))
 
-    out = os.path.join(folder, "export.jsonl")
-    small = os.path.join(folder, "warm.db")
-    small_run = fill(small, 20)
-    for args in (["report", small_run], ["export", small_run, "--out", out, "--overwrite"],
-                 ["items", "list", small_run, "--json"]):
-        cli("--db", small, *args)  # imports and first-use costs, not counted below
-    results = {
-        "report": timed(lambda: cli("--db", db, "report", run_id, "--json")),
-        "export": timed(lambda: cli("--db", db, "export", run_id, "--out", out, "--overwrite")),
-        "items list --json": timed(lambda: cli("--db", db, "items", "list", run_id, "--json")),
-        "per-item reads (before)": timed(per_item_reads),
-    }
-    rows = sum(1 for _ in open(out))
-    for name, (wall, cpu) in results.items():
-        print(f"{name:>24}: {wall:6.2f} s wall, {cpu:6.2f} s CPU; {n / wall:8.0f} items/s, "
-              f"{n / cpu:8.0f} items per CPU second")
-    print(f"export wrote {rows} rows: {rows / results['export'][0]:.0f} rows/s "
-          f"({rows / results['export'][1]:.0f} per CPU second)")
-    base = results["per-item reads (before)"]
-    print(f"per-item reads alone / whole report: {base[0] / results['report'][0]:.2f}x wall, "
-          f"{base[1] / results['report'][1]:.2f}x CPU; / whole export: {base[0] / results['export'][0]:.2f}x wall, "
-          f"{base[1] / results['export'][1]:.2f}x CPU")
+    wall, cpu = timed(per_item_reads)
+    print(f"per-item reads alone (the reads before set-based reads): {cpu:.2f} CPU s, {n / cpu:.0f} items per CPU s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
     parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
+    parser.add_argument("--repeat", type=int, default=1, help="Reads: passes over the commands (best CPU kept).")
+    parser.add_argument("--against", default=None, metavar="PYTHONPATH",
+                        help="Also run each size with this PYTHONPATH (a folder holding another checkout as "
+                             "`skillweave`), right before this code's run, and print both.")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         sizes = [int(s) for s in args.run_sizes.split(",") if s]
-        base = None
+        bases: dict = {}
         for n in sizes:
-            r = run_size(n, folder)
-            base = base or r
-            print(f"run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
-                  f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
-                  f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the threads "
-                  f"ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
-                  f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x)")
+            for label, path in ([("against", args.against)] if args.against else []) + [("this code", None)]:
+                r = run_size(n, folder, path)
+                base = bases.setdefault(label, r)
+                print(f"{label:>9}: run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
+                      f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
+                      f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the "
+                      f"threads ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
+                      f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
         if args.items:
-            reads(args.items, folder)
+            reads(args.items, folder, args.against, args.repeat)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

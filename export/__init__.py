@@ -31,7 +31,7 @@ from pathlib import Path
 
 from skillweave.errors import UsageError
 from skillweave.store import Store, queries
-from skillweave.store.reads import gc_paused, items_with_grades
+from skillweave.store.reads import gc_paused, gc_relaxed, items_with_grades
 
 APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
 REJECTED = {"reject", "rejected"}
@@ -89,7 +89,9 @@ def _vote_points(points: list[list]) -> list[float] | None:
     # numpy costs more than the arithmetic (export reads 10^5 items)
     n = len(samples)
     if n == 1:  # one sample: each point rounded as it is (x / 1 == x)
-        return [float(round(float(x))) for x in samples[0]]
+        return list(map(float, map(round, map(float, samples[0]))))
+    if n == 2:  # sum() starts from 0, which changes only the sign of a zero: round() gives 0 for either
+        return [float(round((float(a) + float(b)) / 2)) for a, b in zip(samples[0], samples[1], strict=False)]
     # zip stops at the shortest sample, as the vote always did; the floats are added in the same order
     return [float(round(sum(map(float, column)) / n)) for column in zip(*samples, strict=False)]
 
@@ -176,12 +178,13 @@ def _item_builder(builder, item: dict):
 
 def _apply_review(example: Example, review: dict | None) -> None:
     changes = (review or {}).get("changes") or {}
-    for key in ("instruction", "prompt"):
-        if changes.get(key):
-            example.instruction = changes[key]
-    for key in ("output", "response", "text_1", "text"):
-        if changes.get(key):
-            example.output = changes[key]
+    if changes:
+        for key in ("instruction", "prompt"):
+            if changes.get(key):
+                example.instruction = changes[key]
+        for key in ("output", "response", "text_1", "text"):
+            if changes.get(key):
+                example.output = changes[key]
     if review:
         example.meta["review"] = review["decision"]
 
@@ -191,47 +194,11 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
             ) -> tuple[list[Example], Counter, list[dict], int]:
     """Examples (or preference pairs) of the runs that pass the filters; drops counted by reason."""
     dropped: Counter = Counter()
-    runs = [store.get_run(r) for r in run_ids]
-    if len({r["id"] for r in runs}) != len(runs):
-        raise UsageError(f"run ids {run_ids} name the same run twice")
+    runs = _runs(store, run_ids)
     kept: list[Example] = []
-    seen = 0
+    seen = [0]
     for run in runs:
-        candidates = []
-        builder = _run_builder(run)
-        wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
-        # one statement per run streams the items with their grades and latest review (not three per item)
-        for item in items_with_grades(store, run["id"], grades="points", reviews=True):
-            seen += 1
-            if wanted and item["status"] != wanted:
-                dropped[f"status {item['status']} (not {wanted})"] += 1
-                continue
-            if filters.k and item.get("k") not in filters.k:
-                dropped[f"k {item.get('k')} not in {filters.k}"] += 1
-                continue
-            review = item["latest_review"]
-            decision = (review or {}).get("decision", "").lower()
-            if decision in REJECTED:
-                dropped["rejected by a reviewer"] += 1
-                continue
-            if filters.reviewed_only and decision not in APPROVED:
-                dropped["not approved by a reviewer"] += 1
-                continue
-            points = _vote_points(item["grade_points"])
-            example = _item_builder(builder, item)(item, run, points, review=review)
-            if example is None:
-                dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
-                continue
-            _apply_review(example, review)
-            example.prompt_versions = item["prompt_versions"]
-            score = example.meta.get("score")
-            if filters.min_score is not None and (score is None or score < filters.min_score):
-                dropped[f"score below {filters.min_score} (or ungraded)"] += 1
-                continue
-            if filters.full_marks and not example.meta.get("full_marks"):
-                dropped["not full marks"] += 1
-                continue
-            candidates.append((item, example))
+        candidates = list(_candidates(store, run, filters, dropped, seen))
         if pairs:
             kept += _pairs(run, candidates, dropped)
             continue
@@ -240,7 +207,67 @@ def collect(store: Store, run_ids: list[str], filters: ExportFilters, *, pairs: 
                 dropped["shirker response"] += 1
                 continue
             kept.append(example)
-    return kept, dropped, runs, seen
+    return kept, dropped, runs, seen[0]
+
+
+def stream_examples(store: Store, runs: list[dict], filters: ExportFilters, dropped: Counter, seen: list[int]):
+    """`collect`'s examples (not pairs) one at a time, in the same order, holding no item once its example is
+    made; `dropped` and `seen[0]` are complete when the iteration ends, their reasons in `collect`'s order (the
+    shirker drops of a run are counted after its other drops, as `collect` counts them)."""
+    for run in runs:
+        shirkers = 0
+        for _item, example in _candidates(store, run, filters, dropped, seen):
+            if filters.exclude_shirkers and example.meta.get("shirker"):
+                shirkers += 1
+                continue
+            yield example
+        if shirkers:
+            dropped["shirker response"] += shirkers
+
+
+def _runs(store: Store, run_ids: list[str]) -> list[dict]:
+    runs = [store.get_run(r) for r in run_ids]
+    if len({r["id"] for r in runs}) != len(runs):
+        raise UsageError(f"run ids {run_ids} name the same run twice")
+    return runs
+
+
+def _candidates(store: Store, run: dict, filters: ExportFilters, dropped: Counter, seen: list[int]):
+    """(item, example) for each item of the run that passes the filters (all but --exclude-shirkers), in order."""
+    builder = _run_builder(run)
+    wanted = finished_status(run["pipeline"]) if filters.status == FINISHED else filters.status
+    # one statement per run streams the items with their grades and latest review (not three per item)
+    for item in items_with_grades(store, run["id"], grades="points", reviews=True):
+        seen[0] += 1
+        if wanted and item["status"] != wanted:
+            dropped[f"status {item['status']} (not {wanted})"] += 1
+            continue
+        if filters.k and item.get("k") not in filters.k:
+            dropped[f"k {item.get('k')} not in {filters.k}"] += 1
+            continue
+        review = item["latest_review"]
+        decision = (review or {}).get("decision", "").lower()
+        if decision in REJECTED:
+            dropped["rejected by a reviewer"] += 1
+            continue
+        if filters.reviewed_only and decision not in APPROVED:
+            dropped["not approved by a reviewer"] += 1
+            continue
+        points = _vote_points(item["grade_points"])
+        example = _item_builder(builder, item)(item, run, points, review=review)
+        if example is None:
+            dropped[f"{item['kind']}: no instruction/response in the payload"] += 1
+            continue
+        _apply_review(example, review)
+        example.prompt_versions = item["prompt_versions"]
+        score = example.meta.get("score")
+        if filters.min_score is not None and (score is None or score < filters.min_score):
+            dropped[f"score below {filters.min_score} (or ungraded)"] += 1
+            continue
+        if filters.full_marks and not example.meta.get("full_marks"):
+            dropped["not full marks"] += 1
+            continue
+        yield item, example
 
 
 def _pairs(run: dict, candidates: list[tuple[dict, Example]], dropped: Counter) -> list[Example]:
@@ -283,6 +310,8 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
     out = Path(out)
     protect = () if store.path == ":memory:" else (Path(store.path),)
     check_destination(out, fmt, overwrite=overwrite, protect=protect)  # before any work, and again when writing
+    if fmt == "jsonl" and shape != "preference":
+        return _export_jsonl_stream(store, run_ids, out, shape, filters, system, overwrite, command, protect)
     with gc_paused():  # every example and row is kept until written: no collector walks over them meanwhile
         examples, dropped, runs, seen = collect(store, run_ids, filters, pairs=shape == "preference")
         if not examples:
@@ -297,4 +326,40 @@ def export_runs(store: Store, run_ids: list[str], out: str | Path, *, fmt: str =
     # written with the collector on (Parquet and datasets writers may leave cyclic garbage behind)
     write_rows(rows, out, fmt, overwrite=overwrite, card=render_card(store, runs, examples, summary, command),
                protect=protect)
+    return summary
+
+
+def _export_jsonl_stream(store: Store, run_ids: list[str], out: Path, shape: str, filters: ExportFilters,
+                         system: str | None, overwrite: bool, command: str, protect: tuple[Path, ...]) -> dict:
+    """`export_runs` for JSONL rows of one example each: examples are shaped and written as the items are read,
+    so memory does not grow with the runs; the same bytes as writing the whole list (export/writers.py)."""
+    from skillweave.export.writers import (
+        ExampleCounts,
+        card_path,
+        render_card,
+        shape_rows,
+        write_jsonl_stream,
+    )
+
+    shape_rows([], shape)  # an unknown shape is refused before anything is read
+    dropped: Counter = Counter()
+    seen = [0]
+    runs = _runs(store, run_ids)
+    counts = ExampleCounts()
+    summary: dict = {}
+
+    def finish(rows: int) -> str:  # after the last row, before anything is renamed into place
+        if not rows:
+            reasons = "; ".join(f"{n} {r}" for r, n in dropped.most_common()) or "the runs have no items"
+            raise UsageError(f"no rows to export from {', '.join(run_ids)} after filters ({reasons})")
+        summary.update({
+            "out": str(out), "format": "jsonl", "shape": shape, "rows": rows, "items_seen": seen[0],
+            "runs": [r["id"] for r in runs], "filters": filters.describe(), "dropped": dict(dropped.most_common()),
+            "card": str(card_path(out, "jsonl")),
+        })
+        return render_card(store, runs, counts, summary, command)
+
+    examples = counts.counting(stream_examples(store, runs, filters, dropped, seen))
+    with gc_relaxed():  # nothing is kept per row: the collector has little to find
+        write_jsonl_stream(examples, out, shape, system=system, overwrite=overwrite, protect=protect, finish=finish)
     return summary

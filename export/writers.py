@@ -28,6 +28,7 @@ from skillweave.errors import UsageError
 from skillweave.store import queries
 
 SHAPES = ("alpaca", "messages", "prompt-completion", "preference")
+JSONL_CHUNK = 4096  # JSONL lines joined and written at once
 FORMATS = ("jsonl", "json", "parquet", "hf")
 
 
@@ -35,35 +36,47 @@ def _prompt_text(example) -> str:
     return f"{example.instruction}\n\n{example.input}" if example.input else example.instruction
 
 
+_OWN = {"alpaca": ("instruction", "input", "output"), "messages": ("messages",),
+        "prompt-completion": ("prompt", "completion"), "preference": ("prompt", "chosen", "rejected")}
+
+
 def shape_rows(examples: list, shape: str, *, system: str | None = None) -> list[dict]:
     if shape not in SHAPES:
         raise UsageError(f"unknown shape '{shape}'; expected one of {', '.join(SHAPES)}")
-    meta_keys = sorted({key for e in examples for key in e.meta})
-    # the metadata columns after the shape's own and item_id/run_id (the same for every row of a shape)
-    own = {"alpaca": ("instruction", "input", "output"), "messages": ("messages",),
-           "prompt-completion": ("prompt", "completion")}.get(shape, ("prompt", "chosen", "rejected"))
-    meta_keys = [key for key in meta_keys if key not in (*own, "item_id", "run_id")]
+    meta_keys = _meta_keys({key for e in examples for key in e.meta}, shape)
     rows = []
     for e in examples:
-        if shape == "alpaca":
-            row = {"instruction": e.instruction, "input": e.input, "output": e.output}
-        elif shape == "messages":
-            messages = [{"role": "system", "content": system}] if system else []
-            messages += [{"role": "user", "content": _prompt_text(e)}, {"role": "assistant", "content": e.output}]
-            row = {"messages": messages}
-        elif shape == "prompt-completion":
-            row = {"prompt": _prompt_text(e), "completion": e.output}
-        else:
-            if e.rejected is None:
-                continue
-            row = {"prompt": _prompt_text(e), "chosen": e.output, "rejected": e.rejected}
-        row.update({"item_id": e.item_id, "run_id": e.run_id})
-        get = e.meta.get
-        for key in meta_keys:
-            value = get(key)
-            row[key] = _column_value(value) if isinstance(value, dict) else value
-        rows.append(row)
+        row = _shape_row(e, shape, system, meta_keys)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def _meta_keys(keys, shape: str) -> list[str]:
+    """The metadata columns after the shape's own and item_id/run_id (the same for every row of a shape)."""
+    own = _OWN[shape]
+    return [key for key in sorted(keys) if key not in (*own, "item_id", "run_id")]
+
+
+def _shape_row(e, shape: str, system: str | None, meta_keys: list[str]) -> dict | None:
+    if shape == "alpaca":
+        row = {"instruction": e.instruction, "input": e.input, "output": e.output}
+    elif shape == "messages":
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [{"role": "user", "content": _prompt_text(e)}, {"role": "assistant", "content": e.output}]
+        row = {"messages": messages}
+    elif shape == "prompt-completion":
+        row = {"prompt": _prompt_text(e), "completion": e.output}
+    else:
+        if e.rejected is None:
+            return None
+        row = {"prompt": _prompt_text(e), "chosen": e.output, "rejected": e.rejected}
+    row["item_id"], row["run_id"] = e.item_id, e.run_id
+    get = e.meta.get
+    for key in meta_keys:
+        value = get(key)
+        row[key] = _column_value(value) if isinstance(value, dict) else value
+    return row
 
 
 def _column_value(value):
@@ -171,12 +184,124 @@ def _write_jsonl(path: Path, rows: list[dict]) -> None:
     new one per row), lines joined and written a few thousand at a time (not one string of the whole file)."""
     encode = json.JSONEncoder(ensure_ascii=False).encode
     with open(path, "w", encoding="utf-8", buffering=1 << 20) as f:
-        for start in range(0, len(rows), 4096):
-            chunk = [encode(r) for r in rows[start:start + 4096]]
+        for start in range(0, len(rows), JSONL_CHUNK):
+            chunk = [encode(r) for r in rows[start:start + JSONL_CHUNK]]
             chunk.append("")
             f.write("\n".join(chunk))
         f.flush()
         os.fsync(f.fileno())
+
+
+class ExampleCounts:
+    """What the dataset card counts over the exported examples, gathered as they pass (`counting`), so a streamed
+    export need not keep them: rows per k and per query type or topic, shirkers, prompt versions."""
+
+    def __init__(self, examples=()):
+        self.per_k: Counter = Counter()
+        self.per_type: Counter = Counter()
+        self.shirkers = 0
+        self.prompt_versions: set[str] = set()
+        for e in examples:
+            self.add(e)
+
+    def add(self, e) -> None:
+        get = e.meta.get
+        self.per_k[get("k")] += 1
+        self.per_type[get("query_str") or get("topic")] += 1
+        if get("shirker"):
+            self.shirkers += 1
+        versions = getattr(e, "prompt_versions", ())
+        if versions:
+            self.prompt_versions.update(versions)
+
+    def counting(self, examples):
+        for e in examples:
+            self.add(e)
+            yield e
+
+
+def write_jsonl_stream(examples, out: Path, shape: str, *, system: str | None = None, overwrite: bool = False,
+                       protect: tuple[Path, ...] = (), finish=None) -> int:
+    """Write one JSONL row per example as the examples come, byte for byte what `shape_rows` then `write_rows`
+    write, without holding the rows; returns the number of rows. `finish(rows)` runs after the last row and
+    returns the card's text (or raises: then nothing is replaced). Temporary names and renames as `write_rows`.
+
+    Every row has the same metadata columns (the union over all examples, sorted; missing values null), which
+    are known only at the end. Rows are written with the columns seen so far; should a later example bring a new
+    column, the rows written before it are read back and written again with the final columns (a JSON round
+    trip gives the same text: `json` writes floats so that they read back equal, and keeps key order)."""
+    check_destination(out, "jsonl", overwrite=overwrite, protect=protect)
+    if shape not in SHAPES:
+        raise UsageError(f"unknown shape '{shape}'; expected one of {', '.join(SHAPES)}")
+    encode = json.JSONEncoder(ensure_ascii=False).encode
+    temps: list[Path] = []
+    try:
+        tmp = _temp_name(out)
+        temps.append(tmp)
+        seen: set = set()
+        meta_keys: list[str] = []
+        rows = stale = 0  # rows written, and how many of the first ones lack a column found later
+        with open(tmp, "w", encoding="utf-8", buffering=1 << 20) as f:
+            chunk: list[str] = []
+            for e in examples:
+                if not seen.issuperset(e.meta):
+                    seen.update(e.meta)
+                    keys = _meta_keys(seen, shape)
+                    if keys != meta_keys:
+                        meta_keys, stale = keys, rows
+                row = _shape_row(e, shape, system, meta_keys)
+                if row is None:
+                    continue
+                chunk.append(encode(row))
+                rows += 1
+                if len(chunk) >= JSONL_CHUNK:
+                    chunk.append("")
+                    f.write("\n".join(chunk))
+                    chunk = []
+            if chunk:
+                chunk.append("")
+                f.write("\n".join(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+        if stale:
+            tmp = _rewrite_head(tmp, stale, len(_OWN[shape]) + 2, meta_keys, encode)
+            temps.append(tmp)
+        card = finish(rows) if finish is not None else None
+        card_tmp = None
+        if card is not None:
+            card_tmp = _temp_name(card_path(out, "jsonl"))
+            temps.append(card_tmp)
+            _write_file(card_tmp, card)
+        check_destination(out, "jsonl", overwrite=overwrite, protect=protect)
+        if card_tmp is not None:  # the card first, as write_rows
+            os.replace(card_tmp, card_path(out, "jsonl"))
+        os.replace(tmp, out)
+        return rows
+    except OSError as exc:
+        raise UsageError(f"cannot write --out '{out}': {exc.strerror or exc}; nothing was replaced") from None
+    finally:
+        for path in temps:
+            if path.exists():
+                path.unlink()
+
+
+def _rewrite_head(path: Path, count: int, head: int, meta_keys: list[str], encode) -> Path:
+    """A copy of the JSONL file `path` whose first `count` rows get the columns `meta_keys` (null where missing)
+    after their first `head` keys; the rest is copied as it is."""
+    new = _temp_name(path)
+    with open(path, encoding="utf-8", newline="\n") as src, \
+            open(new, "w", encoding="utf-8", buffering=1 << 20) as dst:
+        for _ in range(count):
+            row = json.loads(src.readline())
+            fixed = dict(list(row.items())[:head])
+            for key in meta_keys:
+                fixed[key] = row.get(key)
+            dst.write(encode(fixed) + "\n")
+        shutil.copyfileobj(src, dst, 1 << 20)
+        dst.flush()
+        os.fsync(dst.fileno())
+    path.unlink()
+    return new
 
 
 def write_rows(rows: list[dict], out: Path, fmt: str, *, overwrite: bool = False, card: str | None = None,
@@ -253,9 +378,8 @@ def _models(store, runs: list[dict]) -> list[str]:
     return found
 
 
-def _prompt_versions(store, examples: list) -> list[str]:
+def _prompt_versions(store, versions: set[str]) -> list[str]:
     # each example carries its item's (and a pair's rejected item's) versions: no lookup per item
-    versions: set[str] = {v for e in examples for v in getattr(e, "prompt_versions", ())}
     if not versions:
         return []
     named = queries.prompt_names(store, versions)
@@ -270,10 +394,10 @@ def write_card(store, runs: list[dict], examples: list, summary: dict, command: 
 
 
 def render_card(store, runs: list[dict], examples: list, summary: dict, command: str) -> str:
-    """A markdown dataset card: counts, filters, models, prompt versions, seeds and commands."""
-    per_k = Counter(e.meta.get("k") for e in examples)
-    per_type = Counter(e.meta.get("query_str") or e.meta.get("topic") for e in examples)
-    shirkers = sum(bool(e.meta.get("shirker")) for e in examples)
+    """A markdown dataset card: counts, filters, models, prompt versions, seeds and commands. `examples` may be
+    their `ExampleCounts` (a streamed export)."""
+    counts = examples if isinstance(examples, ExampleCounts) else ExampleCounts(examples)
+    per_k, per_type, shirkers = counts.per_k, counts.per_type, counts.shirkers
     front = {key: summary[key] for key in ("format", "shape", "rows", "items_seen", "runs", "filters", "dropped")}
     lines = [
         "---", json.dumps(front, ensure_ascii=False, indent=1), "---", "",
@@ -289,7 +413,7 @@ def render_card(store, runs: list[dict], examples: list, summary: dict, command:
         "## Filters applied", "",
         *(f"- {k}: {v}" for k, v in summary["filters"].items()), *(["- none"] if not summary["filters"] else []), "",
         "## Models", "", *(f"- {m}" for m in _models(store, runs)), "",
-        "## Prompt versions", "", *(f"- {v}" for v in _prompt_versions(store, examples)), "",
+        "## Prompt versions", "", *(f"- {v}" for v in _prompt_versions(store, counts.prompt_versions)), "",
         "## Seeds and run configuration", "",
         *(f"- {r['id']} ({r['pipeline']}): seed {r['config'].get('seed')}, "
           + ", ".join(f"{k}={r['config'][k]}" for k in ("n", "k", "set", "split", "rounds", "shirker_fraction",

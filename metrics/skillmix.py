@@ -191,6 +191,109 @@ def aggregate_records(records: list[tuple[int, int, list[list[float]]]], k: int,
     return out
 
 
+METRICS = tuple(generation_metrics(np.zeros(4), 1))  # the metric names in report order
+STREAM_BATCH = 4096  # records voted and scored at once by `StreamedAggregate`
+
+
+class StreamedAggregate:
+    """`aggregate_records` over records that arrive in order, without holding them: the same values, bit for
+    bit, for records whose combinations come in runs (every record of a combination next to each other, as a
+    report's query orders them by combination).
+
+    Records are voted and scored `STREAM_BATCH` at a time (grouped by shape, as `aggregate_records` groups
+    them); a combination's max or mean over its rounds is carried across batches in record order; each finished
+    combination's metrics go to a `SpilledColumns` file, which is reduced at the end in numpy's order. Memory
+    holds one batch, whatever the number of records."""
+
+    def __init__(self, k: int, across_rounds: str = "max"):
+        from skillweave.metrics.streamed import SpilledColumns
+
+        self.k, self.across_rounds = k, across_rounds
+        self.columns = SpilledColumns(len(METRICS))
+        self.pending: list[tuple[int, list[list[float]]]] = []
+        self.open_combo, self.open_values, self.open_count = None, None, 0
+
+    def add(self, combo, samples: list[list[float]]) -> None:
+        if not samples:  # a round with no grade (a failed item) is left out
+            return
+        if len(samples) > 1:
+            width = len(samples[0])
+            for sample in samples:
+                if len(sample) != width:  # ragged samples fail as they always did
+                    np.asarray(samples, dtype=float)
+        self.pending.append((combo, samples))
+        if len(self.pending) >= STREAM_BATCH:
+            self._flush()
+
+    def _voted(self, records: list) -> np.ndarray:
+        """The batch's votes and metrics, (records, metrics): one array when every record has the same shape (the
+        usual case), else one per shape, as `aggregate_records` groups them."""
+        try:
+            voted = np.rint(np.asarray([samples for _, samples in records], dtype=float).mean(axis=1))
+        except ValueError:  # records of different shapes
+            voted = None
+        values = np.zeros((len(records), len(METRICS)))
+        if voted is not None and voted.ndim == 2:
+            for j, column in enumerate(generation_metrics(voted, self.k).values()):
+                values[:, j] = column
+            return values
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, (_, samples) in enumerate(records):
+            groups.setdefault((len(samples), len(samples[0])), []).append(i)
+        for members in groups.values():
+            voted = np.rint(np.asarray([records[i][1] for i in members], dtype=float).mean(axis=1))
+            for j, column in enumerate(generation_metrics(voted, self.k).values()):
+                values[members, j] = column
+        return values
+
+    def _flush(self) -> None:
+        records, self.pending = self.pending, []
+        if not records:
+            return
+        values = self._voted(records)
+        keys, position, last = [], [], object()
+        for combo, _ in records:  # a combination's records are contiguous: a new key starts a new combination
+            if combo != last or not keys:
+                keys.append(combo)
+                last = combo
+            position.append(len(keys) - 1)
+        position = np.array(position, dtype=np.intp)
+        best = self.across_rounds == "max"
+        per_combo = np.full((len(keys), len(METRICS)), -np.inf) if best else np.zeros((len(keys), len(METRICS)))
+        counts = np.bincount(position, minlength=len(keys))
+        if keys[0] == self.open_combo:  # the combination the last batch ended in goes on
+            per_combo[0], counts[0] = self.open_values, counts[0] + self.open_count
+        elif self.open_combo is not None:
+            self._close()
+        at = np.maximum.at if best else np.add.at
+        for j in range(len(METRICS)):  # per column: numpy's fast path for `at`, in record order
+            column = per_combo[:, j].copy()
+            at(column, position, values[:, j])
+            per_combo[:, j] = column
+        if len(keys) > 1:
+            self._write(per_combo[:-1], counts[:-1])
+        self.open_combo, self.open_values, self.open_count = keys[-1], per_combo[-1].copy(), int(counts[-1])
+
+    def _write(self, per_combo: np.ndarray, counts: np.ndarray) -> None:
+        if self.across_rounds != "max":
+            per_combo = per_combo / counts[:, None]
+        self.columns.append(per_combo)
+
+    def _close(self) -> None:
+        self._write(self.open_values[None, :], np.array([self.open_count], dtype=np.intp))
+        self.open_combo, self.open_values, self.open_count = None, None, 0
+
+    def result(self) -> dict[str, dict[str, float]]:
+        """`aggregate_records`' answer for every record added; closes the spilled values."""
+        self._flush()
+        if self.open_values is not None:
+            self._close()
+        with self.columns:
+            m = self.columns.rows
+            return {name: {"mean": mean, "se": se, "n": m}
+                    for name, (mean, se) in zip(METRICS, self.columns.mean_se(), strict=True)}
+
+
 def format_mean_se(metric: dict, failed: int = 0) -> str:
     """'0.500 ± 0.100'; one combination has no standard error; with none graded it says so and how many failed."""
     if not metric["n"]:
@@ -202,18 +305,20 @@ def format_mean_se(metric: dict, failed: int = 0) -> str:
 
 def run_report(store, run: dict, across_rounds: str = "max") -> dict:
     """Metrics per k for a Skill-Mix run (generated here or imported), as table rows and JSON."""
-    per_k: dict[int, list] = {}
+    per_k: dict[int, StreamedAggregate] = {}
     failed: dict[int, int] = {}
-    from skillweave.store.reads import gc_paused, grade_samples
+    from skillweave.store.reads import grade_samples
 
-    with gc_paused():  # the run's grading samples are all kept until aggregated
-        for k, combo, rnd, status, samples in grade_samples(store, run["id"], KIND_PREFIX):  # one statement
-            failed[k] = failed.get(k, 0) + (status == "failed")
-            if status != "done":
-                continue
-            per_k.setdefault(k, []).append((combo, rnd, samples))
-        ks = sorted(set(per_k) | set(failed))
-        by_k = {k: aggregate_records(per_k.get(k, []), k, across_rounds) for k in ks}
+    # one statement, streamed: items come ordered by combination, each k's aggregate holds one batch of them
+    for k, combo, _round, status, samples in grade_samples(store, run["id"], KIND_PREFIX):
+        failed[k] = failed.get(k, 0) + (status == "failed")
+        if status != "done":
+            continue
+        if k not in per_k:
+            per_k[k] = StreamedAggregate(k, across_rounds)
+        per_k[k].add(combo, samples)
+    ks = sorted(set(per_k) | set(failed))
+    by_k = {k: (per_k[k] if k in per_k else StreamedAggregate(k, across_rounds)).result() for k in ks}
     rows = []
     for k, metrics in by_k.items():
         row = {"k": k, "combinations": metrics["all_points_earned_binary"]["n"], "failed items": failed.get(k, 0)}
