@@ -4,6 +4,7 @@ not once per call; the next turn looks again, so an edit is still noticed; outsi
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 
 import pytest
@@ -69,6 +70,20 @@ def test_a_run_checks_template_files_once_per_turn_not_per_call(tmp_path, monkey
 
     monkeypatch.setattr(llm, "load_template", counted_template)
     monkeypatch.setattr(llm, "price_of", counted_price)
+    real_sleep = asyncio.sleep
+
+    async def on_the_grid(delay, result=None):
+        # the fake model's latency ends on the next multiple of 50 ms, the same instant for every call in flight,
+        # so the replies land in one loop turn however loaded the machine (a plain sleep lands them a few
+        # microseconds apart, in one turn or several depending on the scheduler)
+        if delay != 0.05:
+            return await real_sleep(delay, result)
+        loop = asyncio.get_running_loop()
+        landed = loop.create_future()
+        loop.call_at((math.floor(loop.time() / delay) + 1) * delay, landed.set_result, result)
+        return await landed
+
+    monkeypatch.setattr(asyncio, "sleep", on_the_grid)
     monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0.05")
     db = str(tmp_path / "s.db")
     handle = skillweave.run("skillmix", db=db, k=[2], n=8, rounds=1, grading_samples=1, model="fake", judge="fake",
