@@ -11,6 +11,11 @@ Design choices
   rounding; tests/test_less.py proves it (L1). We use hooks rather than `torch.func.vmap(grad(...))`: with
   transformers 5.24, vmap over a Llama forward with a padding mask stops at data-dependent control flow in the
   mask construction (tried), while hooks stay exact for any model whose trainable parameters are LoRA weights.
+  Plain fp32 peft LoRA Linear layers skip the hooks: during the batched pass they run as one Linear with the
+  update merged into a copy of the weight, `x (W + s·B A)ᵀ`, and their LoRA gradients come from the recorded
+  input and output gradient (`_MergedLora`); equal to the hooked path up to float rounding, and cheaper.
+- Batches are consecutive runs of the length-sorted examples, split at least cost (padded tokens plus a fixed
+  cost per batch) by dynamic programming (`length_batches`).
 - Features are the concatenation of LoRA gradients in `named_parameters()` order (docs/methods.md#less-gradients).
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
   so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
