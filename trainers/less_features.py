@@ -241,7 +241,8 @@ def _mergeable_lora(model: torch.nn.Module, params: Sequence[tuple[str, torch.nn
         A, B, base, dropout = (module.lora_A[adapter], module.lora_B[adapter], module.base_layer,
                                module.lora_dropout[adapter])
         weights = (base.weight, A.weight, B.weight)
-        if (adapter in module.lora_variant or type(base) is not torch.nn.Linear or A.bias is not None
+        variant = adapter in getattr(module, "lora_variant", {}) or getattr(module, "use_dora", {}).get(adapter)
+        if (variant or type(base) is not torch.nn.Linear or A.bias is not None
                 or B.bias is not None or id(A.weight) not in trainable or id(B.weight) not in trainable
                 or (dropout.training and getattr(dropout, "p", 0) > 0)
                 or any(w.dtype != torch.float32 or w.device != base.weight.device for w in weights)):
@@ -441,7 +442,7 @@ BATCH_COST_TOKENS = 200  # a feature batch's fixed cost (hooks, launches, Python
 
 
 def length_batches(lengths: Sequence[int], max_examples: int, max_tokens: int,
-                   batch_cost: int = BATCH_COST_TOKENS) -> list[list[int]]:
+                   batch_cost: int | None = BATCH_COST_TOKENS) -> list[list[int]]:
     """Indices grouped by length (shortest first): at most `max_examples` per batch and at most `max_tokens`
     padded tokens (batch size × longest), so a batch of long examples stays within memory. An example longer
     than `max_tokens` gets a batch of its own.
