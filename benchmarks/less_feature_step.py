@@ -7,9 +7,7 @@ Interleaves, on the same model, examples, moments and projector (best and median
 - the batched gradient step with the lean chunked log-probabilities (`devices.token_logps`) vs the earlier full
   fp32 cross-entropy, to see whether the loss change costs anything;
 - the batched gradient step with every LoRA weight hooked (`BatchedGradients(merge_bytes=0)`) vs LoRA layers run
-  merged (the default);
-- the batched gradient step over each chunk's greedy batches (`length_batches(batch_cost=None)`, every batch
-  filled to its limits) vs the least-cost split (the default), batched per chunk as `build_features` does.
+  merged (the default).
 Prints rates and ratios measured in this run; nothing is asserted. Results go in docs/results/less.md.
 
     .venv/bin/python benchmarks/less_feature_step.py --threads 1 --repeat 5
@@ -91,31 +89,15 @@ def main() -> None:
         finally:
             lf.PROJECTION_BUFFER_BYTES = default_budget
 
-    def gradients(loss_fn, merge_bytes=None, batch_lists=(batches,)):
+    def gradients(loss_fn, merge_bytes=None):
         real = lf.per_example_loss
         lf.per_example_loss = loss_fn
         try:
             with lf.BatchedGradients(model, merge_bytes=merge_bytes) as batched:
-                # one list per chunk, or one list over all examples (start 0)
-                for start, chunk_batches in zip(range(0, len(encoded), config.chunk_examples), batch_lists,
-                                                strict=False):
-                    for index in chunk_batches:
-                        batched([encoded[start + i] for i in index], pad)
+                for index in batches:
+                    batched([encoded[i] for i in index], pad)
         finally:
             lf.per_example_loss = real
-
-    def chunk_batches(batch_cost):  # per chunk, as build_features batches
-        return [lf.length_batches([len(e["input_ids"]) for e in encoded[start : start + config.chunk_examples]],
-                                  config.feature_batch_size, config.feature_batch_tokens, batch_cost=batch_cost)
-                for start in range(0, len(encoded), config.chunk_examples)]
-
-    greedy, least_cost = chunk_batches(None), chunk_batches(lf.BATCH_COST_TOKENS)
-    for label, lists in (("greedy", greedy), ("least-cost", least_cost)):
-        lengths = [len(e["input_ids"]) for e in encoded]
-        padded = sum(len(b) * max(lengths[start + i] for i in b)
-                     for start, bs in zip(range(0, len(encoded), config.chunk_examples), lists, strict=True) for b in bs)
-        print(f"{label} batches per chunk of {config.chunk_examples}: {sum(map(len, lists))} batches, "
-              f"{padded:,} padded tokens for {sum(lengths):,}")
 
     def project(width: int):
         for start in range(0, grads.shape[0], width):
@@ -130,9 +112,6 @@ def main() -> None:
         "gradients, chunked token_logps (current)": lambda r, tmp: gradients(lf.per_example_loss),
         "gradients, every LoRA weight hooked": lambda r, tmp: gradients(lf.per_example_loss, merge_bytes=0),
         "gradients, LoRA layers merged (current)": lambda r, tmp: gradients(lf.per_example_loss),
-        "gradients per chunk, greedy batches": lambda r, tmp: gradients(lf.per_example_loss, batch_lists=greedy),
-        "gradients per chunk, least-cost batches (current)":
-            lambda r, tmp: gradients(lf.per_example_loss, batch_lists=least_cost),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
     clock = time.process_time if args.clock == "cpu" else time.perf_counter

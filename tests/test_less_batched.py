@@ -149,27 +149,3 @@ def test_rows_sum_every_call_and_accept_unbatched_inputs():
     assert rows.shape == (3, 4 * 5 + 2 * 6)
     assert torch.allclose(rows, expected, atol=1e-6)
 
-
-def _cost(batches, lengths, batch_cost):
-    return sum(batch_cost + len(b) * max(lengths[i] for i in b) for b in batches)
-
-
-def test_length_batches_end_a_batch_early_rather_than_pad_short_examples_to_a_long_one():
-    lengths = [3, 3, 3, 40]
-    assert lf.length_batches(lengths, 4, 1000, batch_cost=None) == [[0, 1, 2, 3]]  # greedy: 4 × 40 padded
-    assert lf.length_batches(lengths, 4, 1000, batch_cost=10) == [[0, 1, 2], [3]]  # 19 + 50 < 170
-    assert lf.length_batches([5, 6, 7, 8], 4, 1000, batch_cost=10) == [[0, 1, 2, 3]]  # close lengths: one batch
-
-
-def test_length_batches_cost_no_more_than_the_greedy_split_within_the_same_limits():
-    rng = random.Random(0)
-    for _ in range(200):
-        lengths = [rng.randint(1, 60) for _ in range(rng.randint(1, 40))]
-        max_examples, max_tokens, batch_cost = rng.randint(1, 8), rng.randint(20, 200), rng.choice([0, 5, 50, 500])
-        batches = lf.length_batches(lengths, max_examples, max_tokens, batch_cost=batch_cost)
-        greedy = lf.length_batches(lengths, max_examples, max_tokens, batch_cost=None)
-        assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
-        assert all(len(b) <= max_examples and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= max_tokens)
-                   for b in batches)
-        assert [max(lengths[i] for i in b) for b in batches] == sorted(max(lengths[i] for i in b) for b in batches)
-        assert _cost(batches, lengths, batch_cost) <= _cost(greedy, lengths, batch_cost)

@@ -14,8 +14,6 @@ Design choices
   Plain fp32 peft LoRA Linear layers skip the hooks: during the batched pass they run as one Linear with the
   update merged into a copy of the weight, `x (W + s·B A)ᵀ`, and their LoRA gradients come from the recorded
   input and output gradient (`_MergedLora`); equal to the hooked path up to float rounding, and cheaper.
-- Batches are consecutive runs of the length-sorted examples, split at least cost (padded tokens plus a fixed
-  cost per batch) by dynamic programming (`length_batches`).
 - Features are the concatenation of LoRA gradients in `named_parameters()` order (docs/methods.md#less-gradients).
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
   so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
@@ -438,48 +436,20 @@ def batched_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[
         return grads(examples, pad_id)
 
 
-BATCH_COST_TOKENS = 200  # a feature batch's fixed cost (hooks, launches, Python), in padded-token equivalents
-
-
-def length_batches(lengths: Sequence[int], max_examples: int, max_tokens: int,
-                   batch_cost: int | None = BATCH_COST_TOKENS) -> list[list[int]]:
+def length_batches(lengths: Sequence[int], max_examples: int, max_tokens: int) -> list[list[int]]:
     """Indices grouped by length (shortest first): at most `max_examples` per batch and at most `max_tokens`
     padded tokens (batch size × longest), so a batch of long examples stays within memory. An example longer
-    than `max_tokens` gets a batch of its own.
-
-    Among all splits of the length-sorted examples into consecutive batches within those limits, the one with
-    the least cost is chosen, a batch costing its padded tokens plus `batch_cost` (the per-batch overhead in
-    token equivalents): where lengths are spread out a batch ends early instead of padding many short examples
-    to a long one, and where they are close batches stay full. `batch_cost=None` keeps the greedy split (fill
-    each batch to its limits)."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    if batch_cost is None:
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            if current and (len(current) >= max_examples or (len(current) + 1) * lengths[i] > max_tokens):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
+    than `max_tokens` gets a batch of its own."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(lengths)), key=lambda i: lengths[i]):
+        if current and (len(current) >= max_examples or (len(current) + 1) * lengths[i] > max_tokens):
             batches.append(current)
-        return batches
-    sorted_lengths = [lengths[i] for i in order]
-    n = len(order)
-    best, cut = [0.0] + [math.inf] * n, [0] * (n + 1)
-    for end in range(1, n + 1):  # best[end]: least cost of the first `end` examples; the last batch ends there
-        longest = sorted_lengths[end - 1]
-        for size in range(1, min(max_examples, end) + 1):
-            if size > 1 and size * longest > max_tokens:
-                break
-            cost = best[end - size] + batch_cost + size * longest
-            if cost < best[end]:
-                best[end], cut[end] = cost, end - size
-    batches, end = [], n
-    while end:
-        batches.append(order[cut[end] : end])
-        end = cut[end]
-    return batches[::-1]
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
 
 
 def example_gradients(model, examples, pad_id: int, method: str = "batched") -> torch.Tensor:
