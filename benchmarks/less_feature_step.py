@@ -5,10 +5,13 @@ Interleaves, on the same model, examples, moments and projector (best and median
   projected alone, as right after the device work) and with the default buffer (`PROJECTION_BUFFER_BYTES`);
 - the projection alone, per feature batch vs one product per chunk;
 - the batched gradient step with the lean chunked log-probabilities (`devices.token_logps`) vs the earlier full
-  fp32 cross-entropy, to see whether the loss change costs anything.
+  fp32 cross-entropy, to see whether the loss change costs anything;
+- the batched gradient step with every LoRA weight hooked (`BatchedGradients(merge_bytes=0)`) vs LoRA layers run
+  merged (the default).
 Prints rates and ratios measured in this run; nothing is asserted. Results go in docs/results/less.md.
 
     .venv/bin/python benchmarks/less_feature_step.py --threads 1 --repeat 5
+    .venv/bin/python benchmarks/less_feature_step.py --threads 1 --repeat 7 --clock cpu   # a loaded machine
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=256)
     parser.add_argument("--repeat", type=int, default=5, help="interleaved rounds")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="wall: elapsed time; cpu: this process's CPU time (with --threads 1, much less disturbed "
+                             "by other processes on a loaded machine)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -83,11 +89,11 @@ def main() -> None:
         finally:
             lf.PROJECTION_BUFFER_BYTES = default_budget
 
-    def gradients(loss_fn):
+    def gradients(loss_fn, merge_bytes=None):
         real = lf.per_example_loss
         lf.per_example_loss = loss_fn
         try:
-            with lf.BatchedGradients(model) as batched:
+            with lf.BatchedGradients(model, merge_bytes=merge_bytes) as batched:
                 for index in batches:
                     batched([encoded[i] for i in index], pad)
         finally:
@@ -104,20 +110,23 @@ def main() -> None:
         f"projection of {config.chunk_examples} rows, at once": lambda r, tmp: project(config.chunk_examples),
         "gradients, full fp32 cross-entropy": lambda r, tmp: gradients(cross_entropy_loss),
         "gradients, chunked token_logps (current)": lambda r, tmp: gradients(lf.per_example_loss),
+        "gradients, every LoRA weight hooked": lambda r, tmp: gradients(lf.per_example_loss, merge_bytes=0),
+        "gradients, LoRA layers merged (current)": lambda r, tmp: gradients(lf.per_example_loss),
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     with tempfile.TemporaryDirectory() as tmp:
         full_step(default_budget, Path(tmp), "warm")
         for r in range(args.repeat):
             for name, fn in cases.items():
-                start = time.perf_counter()
+                start = clock()
                 fn(r, Path(tmp))
-                times[name].append(time.perf_counter() - start)
+                times[name].append(clock() - start)
         off, on = (full_step(b, Path(tmp), f"cmp{b}") for b in (0, default_budget))
     for name, ts in times.items():
         print(f"{name:48s} best {min(ts) * 1e3:8.1f} ms   median {statistics.median(ts) * 1e3:8.1f} ms")
     keys = list(cases)
-    for slow, fast in ((keys[0], keys[1]), (keys[2], keys[3]), (keys[4], keys[5])):
+    for slow, fast in zip(keys[::2], keys[1::2], strict=True):
         print(f"{fast} vs {slow}: {min(times[slow]) / min(times[fast]):.2f}x best, "
               f"{statistics.median(times[slow]) / statistics.median(times[fast]):.2f}x median")
     rel = ((on - off).norm(dim=1) / off.norm(dim=1)).max().item()

@@ -11,6 +11,9 @@ Design choices
   rounding; tests/test_less.py proves it (L1). We use hooks rather than `torch.func.vmap(grad(...))`: with
   transformers 5.24, vmap over a Llama forward with a padding mask stops at data-dependent control flow in the
   mask construction (tried), while hooks stay exact for any model whose trainable parameters are LoRA weights.
+  Plain fp32 peft LoRA Linear layers skip the hooks: during the batched pass they run as one Linear with the
+  update merged into a copy of the weight, `x (W + s·B A)ᵀ`, and their LoRA gradients come from the recorded
+  input and output gradient (`_MergedLora`); equal to the hooked path up to float rounding, and cheaper.
 - Features are the concatenation of LoRA gradients in `named_parameters()` order (docs/methods.md#less-gradients).
 - The Rademacher projector derives row r of Π from block r // 1024, seeded `(seed, block)` with numpy's PCG64,
   so Π is identical across calls, chunk sizes, checkpoints, and train/target sides. A large Π is streamed block
@@ -152,7 +155,7 @@ def loop_gradients(model: torch.nn.Module, examples: Sequence[dict[str, list[int
 
 
 class _LinearCapture:
-    """Records the inputs and outputs of one LoRA Linear layer during a batched forward."""
+    """Records the inputs and outputs of one LoRA Linear layer during a batched forward (a forward hook)."""
 
     def __init__(self, module: torch.nn.Linear):
         if module.bias is not None and module.bias.requires_grad:
@@ -165,67 +168,234 @@ class _LinearCapture:
         self.inputs.append(args[0].detach())
         self.outputs.append(output)
 
-    def per_example(self, grads: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Σ over calls of Σ_t gy[n,t]ᵀ x[n,t], flattened like the weight, shape (B, out·in)."""
-        total = None
-        for x, gy in zip(self.inputs, grads, strict=True):
-            g = torch.einsum("nto,nti->noi", gy.float(), x.float()) if x.dim() == 3 else \
-                torch.einsum("no,ni->noi", gy.float(), x.float())
-            total = g if total is None else total + g
-        return total.reshape(total.shape[0], -1)
+    def remove(self) -> None:
+        self.handle.remove()
 
 
-def _per_example_rows(captures: Sequence[_LinearCapture], grads: Sequence[torch.Tensor]) -> torch.Tensor:
-    """(B, P): every capture's per-example weight gradient, flattened, concatenated in capture order.
+MERGED_LORA_BYTES = 1 << 28  # most bytes of merged weight copies BatchedGradients keeps (256 MB)
 
-    Layers called once whose input is one and the same tensor (the LoRA A matrices of q, k and v all read the
-    layer's normalised hidden state) share one batched product: their gy are concatenated along the output
-    dimension and multiplied with x once, `(B, Σo, T) @ (B, T, i)`, instead of one small product each.
+
+class _MergedLora:
+    """One peft LoRA Linear layer run, during a batched pass, as a single Linear with the update merged in.
+
+    The layer computes `x Wᵀ + s·(x Aᵀ) Bᵀ`; here it computes `x (W + s·B A)ᵀ` (the same function up to float
+    rounding) with a merged copy of the weight, so the forward skips the two thin LoRA products, the scaling and
+    the sum, and the backward their gradients. Only the layer's input x and output are recorded; with gy the
+    output's gradient, example n's LoRA gradients are ∂A = Σ_t (gy·sB)[n,t]ᵀ x[n,t] and ∂B = Σ_t gy[n,t]ᵀ
+    (x·sAᵀ)[n,t]. The copy is rebuilt when W, A or B changed in place (their version counters), and the layer's
+    own forward comes back on `remove()`.
     """
-    pieces: list[torch.Tensor | None] = [None] * len(captures)
-    groups: dict[tuple, list[tuple[int, torch.Tensor, torch.Tensor]]] = {}
-    position = 0
-    for k, capture in enumerate(captures):
-        gys = grads[position : position + len(capture.outputs)]
-        position += len(capture.outputs)
-        x = capture.inputs[0]
-        if len(capture.inputs) == 1 and x.dim() == 3:
-            key = (x.data_ptr(), tuple(x.shape), x.stride(), x.dtype)
-            groups.setdefault(key, []).append((k, x, gys[0]))
+
+    def __init__(self, module: torch.nn.Module, adapter: str):
+        self.module, self.base = module, module.base_layer
+        self.A, self.B = module.lora_A[adapter].weight, module.lora_B[adapter].weight
+        self.scaling = float(module.scaling[adapter])
+        self.inputs: list[torch.Tensor] = []
+        self.outputs: list[torch.Tensor] = []
+        self._versions: tuple[int, ...] | None = None
+        self._merge()
+        module.forward = self._forward  # an instance attribute: shadows the class's forward until remove()
+
+    def _merge(self) -> None:
+        versions = (self.base.weight._version, self.A._version, self.B._version)
+        if versions != self._versions:
+            with torch.no_grad():
+                self.weight = torch.addmm(self.base.weight, self.B, self.A, alpha=self.scaling)
+                self.sA, self.sB = self.A * self.scaling, self.B * self.scaling
+            self._versions = versions
+
+    def _forward(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if args or kwargs:
+            raise ConfigError("the batched gradient path calls LoRA layers with one input only; use method=loop")
+        self._merge()
+        out = torch.nn.functional.linear(x, self.weight, self.base.bias)
+        if not out.requires_grad:  # nothing below needs a gradient (first layer): the output becomes a leaf
+            out.requires_grad_()
+        self.inputs.append(x.detach())
+        self.outputs.append(out)
+        return out
+
+    def remove(self) -> None:
+        del self.module.forward
+
+
+def _mergeable_lora(model: torch.nn.Module, params: Sequence[tuple[str, torch.nn.Parameter]],
+                    budget: int) -> dict[int, tuple[torch.nn.Module, str, str]]:
+    """{id(parameter): (layer, adapter, "A" or "B")} for the LoRA weights whose layer can run merged: a plain
+    peft LoRA Linear (one active adapter, no variant such as DoRA, no LoRA bias, no active dropout) over an
+    `nn.Linear`, fp32 weights (merging in bf16/fp16 would round the update into the base weight's precision),
+    both A and B trainable; none when the merged copies would take more than `budget` bytes."""
+    try:
+        from peft.tuners.lora.layer import Linear as LoraLinear
+    except ImportError:  # no peft: every LoRA weight keeps the hook path
+        return {}
+    trainable = {id(p) for _, p in params}
+    found: dict[int, tuple[torch.nn.Module, str, str]] = {}
+    size = 0
+    for module in model.modules():
+        if type(module) is not LoraLinear or "forward" in module.__dict__:
+            continue
+        adapters = [a for a in module.active_adapters if a in module.lora_A]
+        if len(adapters) != 1 or module.merged or module.disable_adapters or module.fan_in_fan_out:
+            continue
+        adapter = adapters[0]
+        A, B, base, dropout = (module.lora_A[adapter], module.lora_B[adapter], module.base_layer,
+                               module.lora_dropout[adapter])
+        weights = (base.weight, A.weight, B.weight)
+        variant = adapter in getattr(module, "lora_variant", {}) or getattr(module, "use_dora", {}).get(adapter)
+        if (variant or type(base) is not torch.nn.Linear or A.bias is not None
+                or B.bias is not None or id(A.weight) not in trainable or id(B.weight) not in trainable
+                or (dropout.training and getattr(dropout, "p", 0) > 0)
+                or any(w.dtype != torch.float32 or w.device != base.weight.device for w in weights)):
+            continue
+        size += base.weight.numel() * 4
+        found[id(A.weight)], found[id(B.weight)] = (module, adapter, "A"), (module, adapter, "B")
+    return found if size <= budget else {}
+
+
+def _by_example(t: torch.Tensor) -> torch.Tensor:
+    """(B, ..., k) as (B, T, k): one row per position of each example (T = 1 for a (B, k) input)."""
+    return t.reshape(t.shape[0], -1, t.shape[-1])
+
+
+def _product(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
+    """left (B, o, T) @ right (B, T, i) → (B, o, i), example by example, as one batched matrix product.
+
+    The product is formed with the smaller of o and i as its rows: for a LoRA B weight (o = hidden size, i = r)
+    `rightᵀ leftᵀ` (B, r, o), returned as a transposed view, costs about a quarter of `left right` (B, o, r) on a
+    CPU (tall, thin outputs make badly shaped small GEMMs); the values agree up to float rounding.
+    """
+    left, right = left.float(), right.float()
+    if left.shape[1] <= right.shape[2]:
+        return torch.bmm(left, right)
+    return torch.bmm(right.transpose(1, 2), left.transpose(1, 2)).transpose(1, 2)
+
+
+def _thin_product(weight: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """`t (B, T, k) @ weightᵀ` for a weight (r, k) with few rows, returned as (B, r, T) (a permuted view).
+
+    Formed as `weight @ tᵀ`, (r, B·T): the same sums as `t @ weightᵀ` (B·T, r), whose r-column output is the
+    badly shaped case on a CPU (about 3x slower for r = 8)."""
+    batch, positions = t.shape[0], t.shape[1]
+    return (weight @ t.reshape(-1, t.shape[2]).T).view(weight.shape[0], batch, positions).permute(1, 0, 2)
+
+
+def _key(x: torch.Tensor) -> tuple:
+    return x.data_ptr(), tuple(x.shape), x.stride(), x.dtype
+
+
+def _lora_inputs(sources: Sequence[_MergedLora]) -> dict[int, list[torch.Tensor]]:
+    """{id(layer): [(x·sAᵀ)ᵀ, (B, r, T), per call]}, the transposed input of each merged layer's B; layers called
+    once on one and the same x (q, k and v read the same normalised hidden state) get theirs from one product
+    with their stacked sA."""
+    found: dict[int, list[torch.Tensor]] = {}
+    groups: dict[tuple, list[_MergedLora]] = {}
+    for source in sources:
+        if len(source.inputs) == 1:
+            groups.setdefault(_key(source.inputs[0]), []).append(source)
         else:
-            pieces[k] = capture.per_example(gys)
+            found[id(source)] = [_thin_product(source.sA, _by_example(x)) for x in source.inputs]
     for members in groups.values():
-        x = members[0][1].float()
-        gy = torch.cat([m[2] for m in members], dim=2) if len(members) > 1 else members[0][2]
-        product = torch.bmm(gy.float().transpose(1, 2), x)  # (B, Σo, i)
+        x = _by_example(members[0].inputs[0])
+        stacked = _thin_product(torch.cat([m.sA for m in members]) if len(members) > 1 else members[0].sA, x)
         start = 0
-        for k, _, g in members:
-            pieces[k] = product[:, start : start + g.shape[2]].reshape(product.shape[0], -1)
-            start += g.shape[2]
-    return torch.cat(pieces, dim=1)
+        for m in members:
+            found[id(m)] = [stacked[:, start : start + m.sA.shape[0]]]
+            start += m.sA.shape[0]
+    return found
+
+
+def _per_example_rows(slots: Sequence[tuple[Any, str | None]], grads: dict[int, Sequence[torch.Tensor]]) -> torch.Tensor:
+    """(B, P): every trainable weight's per-example gradient, flattened, concatenated in `slots` order.
+
+    `slots` holds, per weight, its source: a hooked LoRA Linear (`(capture, None)`) or one half of a merged layer
+    (`(layer, "A")`, `(layer, "B")`); `grads[id(source)]` are the gradients of its recorded outputs. Each weight's
+    gradient is a sum of terms `left (B, o, T) @ right (B, T, i)` (for a hooked layer gyᵀ and its input x, one
+    per call). Weights with one term on one and the same right-hand side (the LoRA A matrices of q, k and v all
+    read the layer's normalised hidden state) share one batched product: their left sides are stacked and
+    multiplied once, `(B, Σo, T) @ (B, T, i)`, instead of one small product each. Every product is written
+    straight into its columns of one preallocated (B, P) matrix (no list of pieces joined by a concatenation).
+    """
+    lora_inputs = _lora_inputs(list({id(s): s for s, part in slots if part is not None}.values()))
+    terms: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+    for source, part in slots:
+        gys = [_by_example(gy) for gy in grads[id(source)]]
+        if not gys:
+            raise ConfigError("a LoRA layer was not called by the model's forward; use method=loop")
+        if part is None:
+            terms.append([(gy.transpose(1, 2), _by_example(x)) for gy, x in zip(gys, source.inputs, strict=True)])
+        elif part == "A":  # Σ_t (gy·sB)[t]ᵀ x[t]
+            terms.append([(_thin_product(source.sB.T, gy), _by_example(x))
+                          for gy, x in zip(gys, source.inputs, strict=True)])
+        else:  # Σ_t gy[t]ᵀ (x·sAᵀ)[t]
+            terms.append([(gy.transpose(1, 2), a.transpose(1, 2))
+                          for gy, a in zip(gys, lora_inputs[id(source)], strict=True)])
+    products: list[torch.Tensor | None] = [None] * len(slots)
+    groups: dict[tuple, list[int]] = {}
+    for k, pairs in enumerate(terms):
+        if len(pairs) == 1:
+            groups.setdefault(_key(pairs[0][1]), []).append(k)
+        else:
+            for left, right in pairs:
+                g = _product(left, right)
+                products[k] = g if products[k] is None else products[k] + g
+    for members in groups.values():
+        right = terms[members[0]][0][1]
+        left = torch.cat([terms[k][0][0] for k in members], dim=1) if len(members) > 1 else terms[members[0]][0][0]
+        product = _product(left, right)  # (B, Σo, i)
+        start = 0
+        for k in members:
+            width = terms[k][0][0].shape[1]
+            products[k] = product[:, start : start + width]
+            start += width
+    rows = torch.empty(products[0].shape[0], sum(p[0].numel() for p in products), dtype=torch.float32,
+                       device=products[0].device)
+    start = 0
+    for p in products:
+        width = p[0].numel()
+        rows[:, start : start + width].view(p.shape).copy_(p)
+        start += width
+    return rows
 
 
 class BatchedGradients:
     """Per-example LoRA gradients from one padded forward/backward per batch.
 
-    Hooks go on the LoRA layers once (on entry) and come off on exit, so a datastore build pays for them once,
-    not per batch: `with BatchedGradients(model) as grads: rows = grads(examples, pad_id)`.
+    The LoRA layers are prepared once (on entry) and restored on exit, so a datastore build pays for it once, not
+    per batch: `with BatchedGradients(model) as grads: rows = grads(examples, pad_id)`. A plain peft LoRA Linear
+    with fp32 weights runs merged (`_MergedLora`) while the merged copies fit in `merge_bytes` (default
+    `MERGED_LORA_BYTES`; 0 turns merging off); every other LoRA weight gets a forward hook (`_LinearCapture`).
+    The adapter may change inside the context (a merged copy is rebuilt when a weight changed in place).
     """
 
-    def __init__(self, model: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module, merge_bytes: int | None = None):
         self.model = model
-        self.captures: list[_LinearCapture] = []
+        self.merge_bytes = MERGED_LORA_BYTES if merge_bytes is None else merge_bytes
+        self.captures: list[_LinearCapture | _MergedLora] = []  # every source, each once
+        self.slots: list[tuple[_LinearCapture | _MergedLora, str | None]] = []  # per trainable weight, in order
 
     def __enter__(self) -> BatchedGradients:
         modules = dict(self.model.named_modules())
         try:
-            for name, _ in trainable_parameters(self.model):
+            params = trainable_parameters(self.model)
+            mergeable = _mergeable_lora(self.model, params, self.merge_bytes) if self.merge_bytes > 0 else {}
+            merged: dict[int, _MergedLora] = {}
+            for name, param in params:
+                if id(param) in mergeable:
+                    layer, adapter, part = mergeable[id(param)]
+                    if id(layer) not in merged:
+                        merged[id(layer)] = _MergedLora(layer, adapter)
+                        self.captures.append(merged[id(layer)])
+                    self.slots.append((merged[id(layer)], part))
+                    continue
                 module_name, attr = name.rsplit(".", 1)
                 module = modules[module_name]
                 if attr != "weight" or not isinstance(module, torch.nn.Linear):
                     raise ConfigError(f"batched gradients support LoRA Linear weights only, not '{name}'; "
                                       "use method=loop")
-                self.captures.append(_LinearCapture(module))
+                capture = _LinearCapture(module)
+                self.captures.append(capture)
+                self.slots.append((capture, None))
         except BaseException:
             self.__exit__()
             raise
@@ -233,8 +403,9 @@ class BatchedGradients:
 
     def __exit__(self, *exc) -> None:
         for c in self.captures:
-            c.handle.remove()
+            c.remove()
         self.captures = []
+        self.slots = []
 
     def __call__(self, examples: Sequence[dict[str, list[int]]], pad_id: int) -> torch.Tensor:
         captures = self.captures
@@ -249,9 +420,13 @@ class BatchedGradients:
             # plain causal path (no padding-mask construction, which also inspects the mask's values).
             logits = self.model(input_ids=ids, logits_to_keep=ids.shape[1] - start).logits
             total = per_example_loss(logits, labels[:, start:]).sum()
-            # Gradients with respect to the LoRA layers' outputs only: the summed weight gradients are never formed.
-            outputs = [out for c in captures for out in c.outputs]
-            return _per_example_rows(captures, torch.autograd.grad(total, outputs))
+            # Gradients with respect to the recorded layer outputs only: the summed weight gradients are never formed.
+            grads = torch.autograd.grad(total, [out for c in captures for out in c.outputs])
+            by_source, position = {}, 0
+            for c in captures:
+                by_source[id(c)] = grads[position : position + len(c.outputs)]
+                position += len(c.outputs)
+            return _per_example_rows(self.slots, by_source)
         finally:
             for c in captures:
                 c.inputs.clear()
