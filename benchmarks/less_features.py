@@ -132,8 +132,12 @@ def main() -> None:
             for method in methods:
                 run += 1
                 config.gradient_method = method
+                folder = tmp_root / f"run{run}"
+                folder.mkdir(parents=True)
+                # fp32 chunks (datastore format 1), so the difference printed is the computation's, not fp16 storage
+                (folder / "format.json").write_text('{"format": 1}')
                 start = clock()
-                features[version, method] = build(model, tokenizer.pad_token_id, encoded, tmp_root / f"run{run}",
+                features[version, method] = build(model, tokenizer.pad_token_id, encoded, folder,
                                                   kind="adam", moments=version_moments, projector=version_projector,
                                                   config=config)
                 full[version, method].append(clock() - start)
