@@ -29,9 +29,10 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from skillweave.collector import fewer_collections
 from skillweave.errors import UsageError
 from skillweave.store import Store, queries
-from skillweave.store.reads import gc_paused, gc_relaxed, items_with_grades
+from skillweave.store.reads import gc_paused, items_with_grades
 
 APPROVED = {"approve", "approved", "accept", "accepted", "edit", "edited"}
 REJECTED = {"reject", "rejected"}
@@ -360,6 +361,6 @@ def _export_jsonl_stream(store: Store, run_ids: list[str], out: Path, shape: str
         return render_card(store, runs, counts, summary, command)
 
     examples = counts.counting(stream_examples(store, runs, filters, dropped, seen))
-    with gc_relaxed():  # nothing is kept per row: the collector has little to find
+    with fewer_collections(20_000):  # nothing is kept per row: the collector has little to find
         write_jsonl_stream(examples, out, shape, system=system, overwrite=overwrite, protect=protect, finish=finish)
     return summary

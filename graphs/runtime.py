@@ -16,9 +16,9 @@ from langgraph.types import Command
 
 from skillweave.agents.llm import RunContext
 from skillweave.agents.run_prompts import open_run_prompts
+from skillweave.collector import fewer_collections
 from skillweave.errors import ConfigError
 from skillweave.graphs import shards
-from skillweave.graphs.collector import fewer_collections
 from skillweave.graphs.executor import DirectThreads, direct_graph
 from skillweave.graphs.progress import Progress
 from skillweave.pipeline import Pipeline
@@ -192,7 +192,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                 await asyncio.sleep(0)
 
         try:
-            with fewer_collections():  # young-generation passes every 50,000 allocations (graphs/collector.py)
+            with fewer_collections():  # young-generation passes every 50,000 allocations (collector.py)
                 await asyncio.gather(*(worker() for _ in range(max(1, min(concurrency, len(specs))))))
         finally:
             bar.close()

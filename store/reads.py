@@ -34,21 +34,6 @@ def gc_paused():
             gc.enable()
 
 
-@contextmanager
-def gc_relaxed(threshold: int = 20_000):
-    """Collect the youngest generation only after `threshold` net allocations (Python's default: 700) while a
-    stream of rows is read and written: a streamed export holds no rows, so the count seldom gets there, and the
-    collections it would run (each full one walks every object of the process, its imported modules included:
-    0.3-0.4 CPU s of a 10^5-item export) are skipped. Cyclic garbage is still collected past the threshold; the
-    old thresholds come back afterwards."""
-    old = gc.get_threshold()
-    gc.set_threshold(max(threshold, old[0]), *old[1:])
-    try:
-        yield
-    finally:
-        gc.set_threshold(*old)
-
-
 def items_with_grades(store, run_id: str, *, kind: str | None = None, status: str | None = None,
                       grades: bool | str = True, reviews: bool = False, payload: bool = True) -> Iterator[dict]:
     """Items of a run as `Store.items` gives them, plus `grades` (the item's grade rows by sample index, points

@@ -20,7 +20,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     # the pipeline spec, the registry and the settings models: import nothing above core (specs name their
     # graph, report and export as "module:attribute" strings, resolved when used)
     # A pipeline folder `pipelines/<name>/`: its `__init__` (spec + settings) is core, its files are not.
-    ("core", ["skillweave._version", "skillweave.errors", "skillweave.pipeline", "skillweave.pipelines"]),
+    ("core", ["skillweave._version", "skillweave.errors", "skillweave.collector", "skillweave.pipeline",
+              "skillweave.pipelines"]),
     ("store", ["skillweave.store", "skillweave.prompts"]),
     ("data", ["skillweave.catalog", "skillweave.charts", "skillweave.metrics", "skillweave.export",
               "skillweave.store.importers"]),

@@ -1,4 +1,4 @@
-"""graphs/collector.py: while a run's threads execute, young-generation collections come every YOUNG
+"""collector.py: while a run's threads execute, young-generation collections come every YOUNG
 allocations instead of every 700; the threshold found before is restored afterwards, also after an error and
 when runs overlap."""
 
@@ -9,8 +9,8 @@ import gc
 import pytest
 
 import skillweave
-from skillweave.graphs import collector
-from skillweave.graphs.collector import YOUNG, fewer_collections
+from skillweave import collector
+from skillweave.collector import YOUNG, fewer_collections
 from skillweave.providers.core import FakeProvider
 
 
