@@ -275,7 +275,10 @@ class LlamaLite:
 # ---- rows and the padded KV cache ----------------------------------------------------------------------
 PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
 PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
-BY_ROW_FILL = 0.8  # a decode step attends row by row when the rows fill at most this share of the padded window
+# A decode step attends row by row when the rows fill at most this share of the padded window. Off (0.0): on the
+# embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
+# benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
+BY_ROW_FILL = 0.0
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
