@@ -15,10 +15,11 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WORDS = [str(i) for i in range(10)]
 
 
-def _lora_model():
+def _lora_model(words: list[str] = WORDS, seed: int = 1):
+    """A tiny model with LoRA r=2 on q/v whose B matrices are not zero (so gradients reach A), in eval mode."""
     from peft import LoraConfig, get_peft_model
 
-    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=1)
+    model, tokenizer = tiny_model_and_tokenizer(words, seed=seed)
     model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
     torch.manual_seed(0)
     for name, p in model.named_parameters():

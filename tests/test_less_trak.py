@@ -12,7 +12,7 @@ import torch
 from skillweave.errors import ConfigError
 from skillweave.trainers import less_features as lf
 from skillweave.trainers.less import FP16_ROW_TOLERANCE, LessConfig, build_features, make_projector
-from skillweave.trainers.models import tiny_model_and_tokenizer
+from tests.test_less_scale import _lora_model
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 WORDS = [str(i) for i in range(10)] + list("abcdef")
@@ -20,15 +20,7 @@ DIM = 256  # two of TRAK's 128-column blocks
 
 
 def _model():
-    from peft import LoraConfig, get_peft_model
-
-    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=4)
-    model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
-    model.eval()
+    model, tokenizer = _lora_model(WORDS, seed=4)
     encoded = [lf.encode_example(tokenizer, lf.to_messages({"prompt": " ".join(WORDS[i % 7: i % 7 + 1 + i % 5]),
                                                             "completion": f"{WORDS[i % 16]} {WORDS[(i * 3) % 16]}"}),
                                  32) for i in range(20)]

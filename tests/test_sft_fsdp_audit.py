@@ -73,10 +73,9 @@ def test_less_warmup_on_cuda_makes_the_model_device_current_and_does_not_force_t
     assert calls == [torch.device("cuda", 1)] and seen["use_cpu"] is False
 
 
-def test_sft_fp16_on_the_cpu_trains_as_fp32_because_accelerate_mixes_precision_on_gpus_only(tmp_path, capsys):
-    """`Trainer(fp16=True)` hands fp16 to accelerate, which turns on autocast and the loss scale only for a device
-    other than the CPU; on the CPU `--dtype fp16` therefore trains the fp32 master weights in fp32, step for step.
-    (DPO's fp16 loop uses torch's autocast and GradScaler itself, which do run on the CPU: test_trainer_audit.)"""
+def _sft_fp32_then_fp16(tmp_path, capsys, between=lambda: None) -> dict[str, list[float]]:
+    """Three SFT steps on a tiny model in fp32, then in fp16 (checkpoints in tmp_path/<dtype>): each run's losses;
+    `between()` runs before each."""
     from skillweave.cli import main
 
     model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
@@ -86,10 +85,19 @@ def test_sft_fp16_on_the_cpu_trains_as_fp32_because_accelerate_mixes_precision_o
     (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     losses = {}
     for dtype in ("fp32", "fp16"):
+        between()
         main(["--db", str(tmp_path / "s.db"), "train", "sft", "--data", str(tmp_path / "sft.jsonl"), "--model",
               str(tmp_path / "tiny"), "--device", "cpu", "--dtype", dtype, "--max-steps", "3", "--batch-size", "3",
-              "--lr", "1e-2", "--warmup-ratio", "0", "--json"])
+              "--lr", "1e-2", "--warmup-ratio", "0", "--output", str(tmp_path / dtype), "--json"])
         losses[dtype] = json.loads(capsys.readouterr().out)["losses"]
+    return losses
+
+
+def test_sft_fp16_on_the_cpu_trains_as_fp32_because_accelerate_mixes_precision_on_gpus_only(tmp_path, capsys):
+    """`Trainer(fp16=True)` hands fp16 to accelerate, which turns on autocast and the loss scale only for a device
+    other than the CPU; on the CPU `--dtype fp16` therefore trains the fp32 master weights in fp32, step for step.
+    (DPO's fp16 loop uses torch's autocast and GradScaler itself, which do run on the CPU: test_trainer_audit.)"""
+    losses = _sft_fp32_then_fp16(tmp_path, capsys)
     assert losses["fp16"] == losses["fp32"] and len(losses["fp32"]) == 3 and losses["fp32"][0] != losses["fp32"][-1]
 
 
@@ -102,7 +110,6 @@ def test_sft_fp16_takes_accelerates_gpu_mixed_precision_path_when_it_is_turned_o
     (the forward ran in fp16), and the saved weights are fp32."""
     import accelerate
 
-    from skillweave.cli import main
 
     used = {"scaled": 0, "stepped": 0}
     real_init = accelerate.Accelerator.__init__
@@ -122,20 +129,11 @@ def test_sft_fp16_takes_accelerates_gpu_mixed_precision_path_when_it_is_turned_o
             self.native_amp, self.scaler = True, CountingScaler("cpu")
 
     monkeypatch.setattr(accelerate.Accelerator, "__init__", init_as_on_a_gpu)
-    model, tokenizer = tiny_model_and_tokenizer(WORDS, seed=5)
-    model.save_pretrained(tmp_path / "tiny")
-    tokenizer.save_pretrained(tmp_path / "tiny")
-    rows = [{"prompt": "a b", "completion": " ".join("cdefg"[: 1 + i % 4])} for i in range(6)]
-    (tmp_path / "sft.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    result = {}
-    for dtype in ("fp32", "fp16"):
-        used.update(scaled=0, stepped=0)
-        main(["--db", str(tmp_path / "s.db"), "train", "sft", "--data", str(tmp_path / "sft.jsonl"), "--model",
-              str(tmp_path / "tiny"), "--device", "cpu", "--dtype", dtype, "--max-steps", "3", "--batch-size", "3",
-              "--lr", "1e-2", "--warmup-ratio", "0", "--output", str(tmp_path / dtype), "--json"])
-        result[dtype] = (json.loads(capsys.readouterr().out)["losses"], dict(used))
-    (fp32, used32), (fp16, used16) = result["fp32"], result["fp16"]
-    assert used32 == {"scaled": 0, "stepped": 0} and used16 == {"scaled": 3, "stepped": 3}
+    counts = []
+    losses = _sft_fp32_then_fp16(tmp_path, capsys, between=lambda: counts.append(dict(used)))
+    counts.append(dict(used))
+    fp32, fp16 = losses["fp32"], losses["fp16"]
+    assert counts == [{"scaled": 0, "stepped": 0}] * 2 + [{"scaled": 3, "stepped": 3}]  # fp32 run: no scaler
     assert fp16 != fp32 and all(abs(a - b) < 0.02 * abs(b) for a, b in zip(fp16, fp32, strict=True))
     from safetensors.torch import load_file
 
