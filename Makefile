@@ -18,7 +18,7 @@ $(BIN)/skillweave: pyproject.toml
 setup: $(BIN)/skillweave
 
 demo: setup  ## set up, run Skill-Mix on the embedded model (no API key), print the metrics table
-	$(BIN)/skillweave --db $(DB) run skillmix --model local --judge local --k 2 --n 3 --rounds 1 --grading-samples 1
+	$(BIN)/skillweave --db $(DB) run skillmix --model local --judge local --k 2 --n 3 --rounds 1 --grading-samples 1 --max-tokens 256
 	$(BIN)/skillweave --db $(DB) report latest
 
 browser:  ## Debian's Chromium for the review page's browser test (never a downloaded browser)
