@@ -7,7 +7,7 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, load_engine
-from tests.test_local_engine import CORPUS, _prompts, build_tiny_model
+from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +47,7 @@ def test_row_by_row_attention_gives_the_padded_steps_tokens_and_each_row_owns_it
         engine.generate(requests)
         outputs[fill] = [r.outputs for r in requests]
         assert any(paths) == (fill == 1.0)
-    alone = []
-    for ids, i in zip(prompts, range(len(prompts)), strict=True):
-        request = GenRequest(ids, max_tokens=16 + 5 * i)
-        engine.generate([request])
-        alone.append(request.outputs)
+    alone = _one_at_a_time(engine, prompts, [16 + 5 * i for i in range(len(prompts))])
     assert outputs[0.0] == outputs[1.0] == alone
     assert spans_checked
     local_engine._load_engine.cache_clear()

@@ -59,6 +59,17 @@ def _prompts(engine, texts):
     return [engine.tokenizer.encode(engine.tokenizer.chat_prompt([{"role": "user", "content": t}])) for t in texts]
 
 
+def _one_at_a_time(engine, prompts, max_tokens):
+    """Each prompt generated alone, in order: its outputs. `max_tokens`: one limit for all, or a list, one each."""
+    limits = max_tokens if isinstance(max_tokens, list) else [max_tokens] * len(prompts)
+    outputs = []
+    for ids, n in zip(prompts, limits, strict=True):
+        request = GenRequest(ids, max_tokens=n)
+        engine.generate([request])
+        outputs.append(request.outputs)
+    return outputs
+
+
 def test_tokenizer_and_chat_template_match_transformers(tiny_model):
     from transformers import AutoTokenizer
 
@@ -105,11 +116,7 @@ def test_continuous_batching_is_identical_to_one_at_a_time_and_never_waits_for_t
         texts = [CORPUS[0], CORPUS[1][:20], CORPUS[2], CORPUS[3][:9], "hi", CORPUS[1]]
         lengths = [30, 4, 5, 6, 3, 7]
         prompts = _prompts(engine, texts)
-        alone = []
-        for ids, n in zip(prompts, lengths, strict=True):
-            request = GenRequest(ids, max_tokens=n)
-            engine.generate([request])
-            alone.append(request.outputs)
+        alone = _one_at_a_time(engine, prompts, lengths)
         engine.max_rows = 2
         steps = engine.steps
         batched = [GenRequest(ids, max_tokens=n) for ids, n in zip(prompts, lengths, strict=True)]
@@ -228,11 +235,7 @@ def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
         engine = load_engine(str(tiny_model))
         assert engine.model.blocks[0]["qkv"].dtype == torch.bfloat16
         prompts = _prompts(engine, CORPUS)
-        alone = []
-        for ids in prompts:
-            request = GenRequest(ids, max_tokens=12)
-            engine.generate([request])
-            alone.append(request.outputs)
+        alone = _one_at_a_time(engine, prompts, 12)
         batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
         engine.generate(batched)
         assert [r.outputs for r in batched] == alone
@@ -268,11 +271,7 @@ def test_float16_packed_weights_are_the_default_close_to_float32_and_batched_equ
                     for engine, keep in ((fast, []), (exact, []))]
             assert not torch.equal(outs[0], outs[1])
             assert (outs[0] - outs[1]).abs().max() < 1e-2 * outs[1].abs().max()
-    alone = []
-    for ids in prompts:
-        request = GenRequest(ids, max_tokens=12)
-        fast.generate([request])
-        alone.append(request.outputs)
+    alone = _one_at_a_time(fast, prompts, 12)
     batched = [GenRequest(ids, max_tokens=12) for ids in prompts]
     fast.generate(batched)
     assert [r.outputs for r in batched] == alone

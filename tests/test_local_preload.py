@@ -12,7 +12,7 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, load_engine
-from tests.test_local_engine import CORPUS, _prompts, build_tiny_model
+from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -100,11 +100,7 @@ def test_one_token_replies_while_the_output_layer_is_packed_and_batched_still_eq
         assert not engine.model._pending[0].done()
     finally:
         gate.set()
-    alone = []
-    for ids in prompts:
-        request = GenRequest(ids, max_tokens=10)
-        engine.generate([request])
-        alone.append(request.outputs)
+    alone = _one_at_a_time(engine, prompts, 10)
     batched = [GenRequest(ids, max_tokens=10) for ids in prompts]
     engine.generate(batched)
     assert [r.outputs for r in batched] == alone
