@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import functools
 import hashlib
 import importlib
 import json
@@ -215,15 +216,7 @@ class Store:
     # Hot paths use plain SQL: sqlite-utils introspects the schema on every insert, which costs more than
     # the write itself when a pipeline records thousands of calls.
     def _insert(self, table: str, row: dict, conflict: str = "") -> None:
-        key = (table, conflict, *row)  # the statement's text is made once per table and column list
-        sql = _INSERT_SQL.get(key)
-        if sql is None:
-            if len(_INSERT_SQL) > 1024:
-                _INSERT_SQL.clear()
-            columns = ", ".join(f"[{c}]" for c in row)
-            marks = ", ".join("?" * len(row))
-            sql = _INSERT_SQL[key] = f"INSERT {conflict} INTO [{table}] ({columns}) VALUES ({marks})"
-        self._write(sql, list(row.values()))
+        self._write(_insert_sql(table, conflict, tuple(row)), list(row.values()))
 
     def _write(self, sql: str, args: list) -> sqlite3.Cursor:
         """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
@@ -429,20 +422,7 @@ class Store:
                 args += [prompt_versions[0], prompt_versions[0]]
             for k, v in (payload_update or {}).items():
                 args += [f'$."{k}"', jdump(v)]
-            key = (*values, bool(prompt_versions), len(payload_update or ()))  # the statement's shape
-            sql = _UPDATE_SQL.get(key)
-            if sql is None:
-                assignments = [f"[{c}] = ?" for c in values]
-                if prompt_versions:
-                    assignments.append(
-                        "prompt_versions = CASE WHEN EXISTS (SELECT 1 FROM json_each(coalesce(prompt_versions, '[]')) "
-                        "WHERE value = ?) THEN prompt_versions ELSE json_insert(coalesce(prompt_versions, '[]'), '$[#]', ?) END")
-                if payload_update:
-                    paths = ", ".join("?, json(?)" for _ in payload_update)
-                    assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
-                if len(_UPDATE_SQL) > 1024:
-                    _UPDATE_SQL.clear()
-                sql = _UPDATE_SQL[key] = f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
+            sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()))
             cursor = self._write(sql, [*args, item_id])
             if cursor.rowcount == 0:
                 raise NotFound(f"no item '{item_id}' in {self.path}")
@@ -548,8 +528,28 @@ class Store:
         }
 
 
-_INSERT_SQL: dict[tuple, str] = {}  # statement texts by their shape (table or columns, options)
-_UPDATE_SQL: dict[tuple, str] = {}
+# Statement texts are made once per shape (table, columns, options), not once per write.
+@functools.lru_cache(maxsize=1024)
+def _insert_sql(table: str, conflict: str, columns: tuple[str, ...]) -> str:
+    return (f"INSERT {conflict} INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
+            f"VALUES ({', '.join('?' * len(columns))})")
+
+
+@functools.lru_cache(maxsize=1024)
+def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_paths: int) -> str:
+    """`UPDATE items` of `columns`; with `prompt_version`, a version appended unless listed; with `payload_paths`,
+    that many JSON paths set in the payload."""
+    assignments = [f"[{c}] = ?" for c in columns]
+    if prompt_version:
+        assignments.append(
+            "prompt_versions = CASE WHEN EXISTS (SELECT 1 FROM json_each(coalesce(prompt_versions, '[]')) "
+            "WHERE value = ?) THEN prompt_versions ELSE json_insert(coalesce(prompt_versions, '[]'), '$[#]', ?) END")
+    if payload_paths:
+        paths = ", ".join("?, json(?)" for _ in range(payload_paths))
+        assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
+    return f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
+
+
 _EVENT_UNLESS_REPEATED = (
     "INSERT INTO events (run_id, item_id, stage, status, reason, created_at) SELECT ?, ?, ?, ?, ?, ? "
     "WHERE NOT EXISTS (SELECT 1 FROM (SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
