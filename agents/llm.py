@@ -89,14 +89,19 @@ class Reply:
 
 
 def build_messages(template: PromptTemplate, values: dict, turn: int, previous_outputs: list[str],
-                   extra_content: list[dict] | None = None) -> list[dict]:
-    """System (if any), then each earlier turn with its stored output, then this turn's user message."""
+                   extra_content: list[dict] | None = None, previous_prompts: list[str] | None = None) -> list[dict]:
+    """System (if any), then each earlier turn with its stored output, then this turn's user message.
+    `previous_prompts`, when given, are the earlier user turns as this template rendered them from these same
+    values (a node that sent turn 0 itself and now sends turn 1); they are used instead of rendering them again."""
     messages: list[dict] = []
     system = template.render_system(values)
     if system:
         messages.append({"role": "system", "content": system})
+    if previous_prompts is not None and len(previous_prompts) != len(previous_outputs):
+        raise ValueError(f"{len(previous_prompts)} earlier prompts for {len(previous_outputs)} earlier outputs")
     for i, output in enumerate(previous_outputs):
-        messages.append({"role": "user", "content": template.render_turn(i, values)})
+        prompt = previous_prompts[i] if previous_prompts is not None else template.render_turn(i, values)
+        messages.append({"role": "user", "content": prompt})
         messages.append({"role": "assistant", "content": output})
     text = template.render_turn(turn, values)
     content = [{"type": "text", "text": text}, *extra_content] if extra_content else text
@@ -121,15 +126,19 @@ async def call_template(
     options: dict | None = None,
     key: tuple = (),
     extra_messages: list[dict] = (),
+    previous_prompts: list[str] | None = None,
 ) -> Reply:
     """Render `template` turn `turn` and get `n` replies, from the store when already made.
 
     `options` go to the provider where supported (`json`: JSON mode, `seed`, `top_p`) and are part of the
     recorded request and its call key; `key` adds extra distinguishing parts (e.g. a retry attempt);
-    `extra_messages` go after the turn (a repair turn: agents/structured.py).
+    `extra_messages` go after the turn (a repair turn: agents/structured.py); `previous_prompts`: the earlier
+    turns as rendered from these values by this template in the caller's own earlier calls (`build_messages`).
     """
     tmpl = ctx.template(template)
-    messages = build_messages(tmpl, values, turn, list(previous_outputs), images) + list(extra_messages)
+    messages = build_messages(tmpl, values, turn, list(previous_outputs), images, previous_prompts)
+    if extra_messages:
+        messages += extra_messages
     provider = ctx.provider(model)
     request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
                           "max_tokens": max_tokens, "n": n, **({"options": options} if options else {})})

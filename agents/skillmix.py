@@ -215,21 +215,27 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
     outputs = [item["payload"][f"output_{i}"] for i in range(2) if f"output_{i}" in item["payload"]]
     if ctx.config.rejudge_of and len(outputs) < 2:  # a re-judge run never calls the student
         return {"status": "failed"}  # agents/rejudge.py failed the item with its reason when it copied it
+    # turns this node sent itself: turn 1 resends turn 0's prompt as rendered then, not rendered a second time
+    prompts: list[str] | None = [] if not outputs else None
+    listed = set(item["prompt_versions"])  # versions the item lists (the store appends each one once)
     for turn in range(len(outputs), 2):
         try:
             reply = await call_template(
                 ctx, item_id=item["id"], role="student", template=ctx.config.student_template, values=values,
-                model=ctx.config.model, turn=turn, previous_outputs=outputs,
+                model=ctx.config.model, turn=turn, previous_outputs=outputs, previous_prompts=prompts,
                 temperature=_temperature(ctx.config, item["round"]), max_tokens=ctx.config.max_tokens,
             )
         except ModelCallError as exc:
             return ctx.fail(item["id"], f"student_turn{turn}", exc)
         outputs.append(reply.text)
+        prompt = reply.messages[-1]["content"]
+        if prompts is not None:
+            prompts.append(prompt)
         version = ctx.template(ctx.config.student_template).version
-        ctx.store.update_item(item["id"], prompt_versions=[version], payload_update={
-            f"prompt_{turn}": reply.messages[-1]["content"], f"output_{turn}": reply.text,
-            f"text_{turn}": extract_answer(reply.text),
-        })
+        ctx.store.update_item(item["id"], prompt_versions=[version] if version not in listed else (),
+                              payload_update={f"prompt_{turn}": prompt, f"output_{turn}": reply.text,
+                                              f"text_{turn}": extract_answer(reply.text)})
+        listed.add(version)
     ctx.event(item["id"], "student", "generated")
     return {"status": "generated"}
 
@@ -260,8 +266,9 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
             if status == "empty":  # counted per step by `report` (metrics/parse_failures.py)
                 ctx.event(item["id"], "judge", "parse_failed",
                                     f"call {reply.call_id} sample {i}: no rubric points in the reply")
+        version = ctx.template(config.judge_template).version
         ctx.store.update_item(item["id"], status="done", error=None,
-                              prompt_versions=[ctx.template(config.judge_template).version])
+                              prompt_versions=[version] if version not in item["prompt_versions"] else ())
     ctx.event(item["id"], "grade", "done")
     return {"status": "done"}
 
