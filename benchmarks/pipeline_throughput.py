@@ -206,7 +206,8 @@ class Probe:
 CPU_MS: dict[str, float] = {}  # this process's CPU ms per request of the last measured pipeline run, per model
 
 
-def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") -> tuple[float, float, int]:
+def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock",
+             probe: bool = True) -> tuple[float, float, int]:
     from skillweave.catalog import bundled_skills, bundled_topics
     from skillweave.graphs.runtime import run_pipeline
     from skillweave.pipelines import get_pipeline
@@ -230,10 +231,10 @@ def pipeline(concurrency: int, items: int, db: str, model: str = "openai:mock") 
             gc_cpu[0] += time.process_time() - gc_cpu[1]
 
     gc.callbacks.append(gc_timer)
-    probe = Probe()
+    probe_on, probe = probe and model.startswith("openai:"), Probe()
     start, cpu_start = time.perf_counter(), time.process_time()
     try:
-        with probe.patched() if model.startswith("openai:") else contextlib.nullcontext():
+        with probe.patched() if probe_on else contextlib.nullcontext():
             summary = run_pipeline(get_pipeline("skillmix"), store, run_id, concurrency=concurrency, progress=False)
     finally:
         gc.callbacks.remove(gc_timer)
@@ -253,28 +254,43 @@ PROBE_LINE = ("in flight {inflight:.0f}, CPU/wall {cpu:.2f}, loop busy {busy:.2f
               "setup {setup_s:.2f} s + requests {window_s:.2f} s + tail {tail_s:.2f} s, commits {commit_ms:.3f} ms/request")
 
 
-def executor_rounds(args, tmp: str, executors: list[str]) -> dict[str, list[tuple[float, float, float]]]:
-    """Each executor's pipeline run `--repeat` times, alternated, each round followed by the bare aiohttp three-step
-    loop replaying that round's request bodies: per executor, (CPU ms per request, req/s, pipeline / 3-step)."""
-    rows: dict[str, list[tuple[float, float, float]]] = {name: [] for name in executors}
+def executor_rounds(args, tmp: str, executors: list[str], bodies: list[dict]) -> dict[str, list[tuple]]:
+    """Each executor's pipeline run `--repeat` times, alternated, and the bare aiohttp three-step loop once per round,
+    alternately after and before the pipeline runs (so neither side always runs on the warmer or the busier machine).
+    The loop replays the round's own request bodies when it runs after the pipeline, the previous round's (`bodies`
+    at first) when before. Per executor: (CPU ms per request, req/s, pipeline / 3-step, 3-step CPU ms per request)."""
+    rows: dict[str, list[tuple]] = {name: [] for name in executors}
     for r in range(args.repeat):
         order = executors if r % 2 == 0 else list(reversed(executors))
+        bare_first = r % 2 == 1
+        if bare_first:
+            three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
+            inflight = bare_aiohttp_three_steps.inflight
         done = {}
         for name in order:
             os.environ["SKILLWEAVE_EXECUTOR"] = name
             db = os.path.join(tmp, f"round{r}-{name}.db")
-            _, rps, calls = pipeline(args.concurrency, args.items, db)
+            _, rps, calls = pipeline(args.concurrency, args.items, db, probe=not args.no_probe)
             done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls, pipeline.probe)
-        three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, recorded_requests(db)))
+        bodies = recorded_requests(db)
+        if not bare_first:
+            three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
+            inflight = bare_aiohttp_three_steps.inflight
         for name in order:
             cpu, rps, _, gc_ms, probe = done[name]
-            rows[name].append((cpu, rps, rps / three_rps))
+            rows[name].append((cpu, rps, rps / three_rps, three_cpu))
             print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request ({gc_ms:.2f} in GC) {rps:8.1f} req/s   "
-                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {three_rps:7.1f} req/s, {three_cpu:.2f} CPU "
-                  f"ms/request, {bare_aiohttp_three_steps.inflight:.0f} in flight)", flush=True)
+                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {'before' if bare_first else 'after '} "
+                  f"{three_rps:7.1f} req/s, {three_cpu:.2f} CPU ms/request, {inflight:.0f} in flight)", flush=True)
             if probe:
                 print("    " + PROBE_LINE.format(**probe), flush=True)
     return rows
+
+
+def spread(values: list[float], worst: str) -> str:
+    """'median M (worst W, range lo-hi)': `worst` is "min" or "max", whichever end is the bad one."""
+    w = min(values) if worst == "min" else max(values)
+    return f"median {statistics.median(values):.2f} (worst {w:.2f}, range {min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> None:
@@ -287,7 +303,11 @@ def main() -> None:
     parser.add_argument("--executor", choices=["direct", "langgraph", "both"], default="both",
                         help="How threads run (SKILLWEAVE_EXECUTOR): the direct executor, LangGraph's Pregel loop, "
                              "or both alternated in this run (default), compared with the bare 3-step loop.")
-    parser.add_argument("--repeat", type=int, default=1, help="Rounds of the executor comparison (medians printed).")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Rounds of the executor comparison (median and worst round printed; e.g. 7).")
+    parser.add_argument("--no-probe", action="store_true",
+                        help="Leave out the per-round diagnostics (Probe: a few µs of CPU per request, counted in "
+                             "the pipeline's CPU).")
     parser.add_argument("--no-sdk", action="store_true", help="Skip the bare SDK and bare provider loops.")
     args = parser.parse_args()
     executors = ["langgraph", "direct"] if args.executor == "both" else [args.executor]
@@ -300,10 +320,12 @@ def main() -> None:
             for name in executors:  # imports, template compilation
                 os.environ["SKILLWEAVE_EXECUTOR"] = name
                 pipeline(args.concurrency, 8, os.path.join(tmp, f"warmup-{name}.db"))
-            rows = executor_rounds(args, tmp, executors)
+            warm = recorded_requests(os.path.join(tmp, f"warmup-{executors[-1]}.db"))
+            bodies = [warm[i % len(warm)] for i in range(CALLS_PER_ITEM * args.items)]  # a round's worth, cycled
+            rows = executor_rounds(args, tmp, executors, bodies)
             os.environ["SKILLWEAVE_EXECUTOR"] = executors[-1]
             db = os.path.join(tmp, "bench.db")
-            items_ps, pipe_rps, calls = pipeline(args.concurrency, args.items, db)
+            items_ps, pipe_rps, calls = pipeline(args.concurrency, args.items, db, probe=not args.no_probe)
             requests = recorded_requests(db)
             named_rps = None
             if args.named:  # the same run through a named model of a models file (providers/fleet.py)
@@ -345,10 +367,12 @@ def main() -> None:
     print(f"bare aiohttp 3-step req/s {three_rps:7.1f}   ({three_cpu_ms:.2f} client CPU ms per request)")
     print(f"pipeline CPU ms/request  {pipe_cpu_ms:8.2f}   (goal <= 1.0)")
     print(f"pipeline / bare aiohttp 3-step {pipe_rps / three_rps:6.2f}   (goal >= 0.5 at 0.05 s latency, concurrency 256)")
-    print(f"executors over {args.repeat} round(s), medians (each round's ratio against its own 3-step loop):")
+    print(f"executors over {args.repeat} round(s), each round's ratio against its own 3-step loop:")
     for name, values in rows.items():
-        cpu, rps, ratio = (statistics.median(v[i] for v in values) for i in range(3))
-        print(f"  {name:9s} {cpu:6.2f} CPU ms/request {rps:8.1f} req/s   pipeline / 3-step {ratio:5.2f}")
+        cpu, rps, ratio, three = ([v[i] for v in values] for i in range(4))
+        print(f"  {name:9s} CPU ms/request {spread(cpu, 'max')}; req/s median {statistics.median(rps):.1f}")
+        print(f"  {name:9s} pipeline / 3-step {spread(ratio, 'min')}; rounds below 0.5: "
+              f"{sum(x < 0.5 for x in ratio)} of {len(ratio)}; 3-step CPU ms/request {spread(three, 'max')}")
     if len(rows) == 2:
         lg, dr = (statistics.median(v[0] for v in rows[n]) for n in ("langgraph", "direct"))
         print(f"  direct / langgraph CPU per request {dr / lg:.2f}")
