@@ -10,7 +10,7 @@ grading, bookkeeping), which is what a change to those parts moves.
 Trees are compared as in `pipeline_cpu_ab.py`: `--against REF` (git REF in a temporary worktree as `before`, this
 checkout as `after`) or two `--tree NAME=DIR` (neither: the skillweave this interpreter imports), a fresh process per
 run, alternated; per tree the median and the worst round. `--sql` then runs this checkout once more with every SQLite statement timed and prints, per statement
-kind, statements and µs per request (the timing wrapper adds its own cost to that run only).
+kind, statements and µs of CPU per request (the timing wrapper adds its own cost to that run only).
 
     python benchmarks/pipeline_overhead.py --against main --rounds 9
     python benchmarks/pipeline_overhead.py --sql --rounds 0
@@ -97,7 +97,7 @@ def sql_breakdown(concurrency: int, items: int, latency: float) -> None:
 
     class Timed(sqlite3.Connection):
         def execute(self, sql, *args):
-            start = time.perf_counter()
+            start = time.thread_time()  # CPU time: a statement descheduled on a busy machine reads the same
             try:
                 return super().execute(sql, *args)
             finally:
@@ -105,7 +105,7 @@ def sql_breakdown(concurrency: int, items: int, latency: float) -> None:
                 kind = " ".join(words[:4] if words[0].upper() in ("INSERT", "SELECT") else words[:2])
                 entry = totals.setdefault(kind[:60], [0, 0.0])
                 entry[0] += 1
-                entry[1] += time.perf_counter() - start
+                entry[1] += time.thread_time() - start
 
     connect = sqlite3.connect
     shim = type(sys)("sqlite3_timed")
@@ -124,7 +124,7 @@ def sql_breakdown(concurrency: int, items: int, latency: float) -> None:
     for kind, (count, seconds) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:14]:
         print(f"  {count / requests:5.2f} per request {1e6 * seconds / requests:7.1f} µs/request  {kind}")
     print(f"  all statements: {sum(c for c, _ in totals.values()) / requests:.2f} per request, "
-          f"{1e6 * sum(s for _, s in totals.values()) / requests:.1f} µs/request (wall time inside execute)")
+          f"{1e6 * sum(s for _, s in totals.values()) / requests:.1f} µs/request (this thread's CPU time inside execute)")
 
 
 def spread(values: list[float], worst: str) -> str:
