@@ -7,9 +7,10 @@ end. The script starts `benchmarks/mock_openai.py` once, then runs the pipeline 
 three requests per item) in a fresh process per run, alternating the trees, so both see the same server and, on a
 shared machine, the same load. It prints each run's CPU ms per request of the pipeline process (graph, store,
 templates, HTTP client), its requests/s over those of a bare aiohttp three-step loop run in the same process
-(the issue's ratio; the loop runs after the pipeline in even rounds, replaying the run's request bodies, and before
-it in odd rounds, replaying the warm-up run's bodies cycled to the same count), the run's diagnostics
-(benchmarks/pipeline_throughput.py, `Probe`), and per tree the median and the worst round of both numbers.
+(the issue's ratio; the loop runs right before the pipeline, replaying the warm-up run's bodies cycled to the same
+count, and right after it, replaying the run's own bodies, and the ratio is over the mean of the two), the run's
+diagnostics (benchmarks/pipeline_throughput.py, `Probe`), and per tree the median and the worst round of both
+numbers.
 
     python benchmarks/pipeline_cpu_ab.py --against main --rounds 7
     git archive <commit> | (mkdir -p /tmp/old/skillweave && tar -x -C /tmp/old/skillweave)
@@ -40,15 +41,14 @@ import pipeline_throughput as pt
 import skillweave
 with tempfile.TemporaryDirectory() as tmp:
     pt.pipeline({c}, 8, os.path.join(tmp, "warm.db"))
-    if {bare_first}:
-        warm = pt.recorded_requests(os.path.join(tmp, "warm.db"))
-        three_rps, three_cpu = asyncio.run(pt.bare_aiohttp_three_steps({c}, [warm[i % len(warm)] for i in range(3 * {n})]))
+    warm = pt.recorded_requests(os.path.join(tmp, "warm.db"))
+    before = asyncio.run(pt.bare_aiohttp_three_steps({c}, [warm[i % len(warm)] for i in range(3 * {n})]))
     items_ps, rps, calls = pt.pipeline({c}, {n}, os.path.join(tmp, "bench.db"), probe={probe})
     cpu_ms, gc_ms, probe = 1000 * pt.pipeline.cpu_s / calls, 1000 * pt.pipeline.gc_s / calls, pt.pipeline.probe
-    if not {bare_first}:
-        three_rps, three_cpu = asyncio.run(pt.bare_aiohttp_three_steps({c}, pt.recorded_requests(os.path.join(tmp, "bench.db"))))
-print(json.dumps({{"cpu_ms": cpu_ms, "gc_ms": gc_ms, "rps": rps, "calls": calls, "three_rps": three_rps,
-                  "three_cpu": three_cpu, "probe": probe, "file": skillweave.__file__}}))
+    after = asyncio.run(pt.bare_aiohttp_three_steps({c}, pt.recorded_requests(os.path.join(tmp, "bench.db"))))
+print(json.dumps({{"cpu_ms": cpu_ms, "gc_ms": gc_ms, "rps": rps, "calls": calls, "three_rps": (before[0] + after[0]) / 2,
+                  "three_cpu": (before[1] + after[1]) / 2, "three_each": [before[0], after[0]], "probe": probe,
+                  "file": skillweave.__file__}}))
 """
 
 
@@ -97,8 +97,7 @@ def compare(args, trees: list) -> None:
     try:
         for r in range(args.rounds):
             for name, tree in trees if r % 2 == 0 else list(reversed(trees)):
-                code = ONE_RUN.format(here=str(HERE), c=args.concurrency, n=args.items, bare_first=r % 2 == 1,
-                                      probe=not args.no_probe)
+                code = ONE_RUN.format(here=str(HERE), c=args.concurrency, n=args.items, probe=not args.no_probe)
                 out = subprocess.run([sys.executable, "-c", code], env={**env, "PYTHONPATH": tree},
                                      capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
                 row = json.loads(out)
@@ -106,7 +105,8 @@ def compare(args, trees: list) -> None:
                 ratios[name].append(row["rps"] / row["three_rps"])
                 bare_cpu[name].append(row["three_cpu"])
                 print(f"round {r} {name:10s} {row['cpu_ms']:6.2f} CPU ms/request ({row['gc_ms']:.2f} in GC) "
-                      f"{row['rps']:7.1f} req/s, / 3-step {ratios[name][-1]:.2f} (3-step {row['three_rps']:.0f} req/s, "
+                      f"{row['rps']:7.1f} req/s, / 3-step {ratios[name][-1]:.2f} (3-step before/after "
+                      f"{row['three_each'][0]:.0f}/{row['three_each'][1]:.0f} req/s, "
                       f"{row['three_cpu']:.2f} CPU ms/request)  ({row['calls']} requests, {row['file']})", flush=True)
                 if row["probe"]:
                     print("    " + PROBE_LINE.format(**row["probe"]), flush=True)

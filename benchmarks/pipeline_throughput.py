@@ -255,17 +255,15 @@ PROBE_LINE = ("in flight {inflight:.0f}, CPU/wall {cpu:.2f}, loop busy {busy:.2f
 
 
 def executor_rounds(args, tmp: str, executors: list[str], bodies: list[dict]) -> dict[str, list[tuple]]:
-    """Each executor's pipeline run `--repeat` times, alternated, and the bare aiohttp three-step loop once per round,
-    alternately after and before the pipeline runs (so neither side always runs on the warmer or the busier machine).
-    The loop replays the round's own request bodies when it runs after the pipeline, the previous round's (`bodies`
-    at first) when before. Per executor: (CPU ms per request, req/s, pipeline / 3-step, 3-step CPU ms per request)."""
+    """Each executor's pipeline run `--repeat` times, alternated, each round bracketed by two runs of the bare aiohttp
+    three-step loop, one right before the pipeline runs (replaying the previous round's request bodies, `bodies` at
+    first) and one right after (this round's): the round's ratio is over their mean requests/s, so a machine that
+    gets busier or quieter during the round moves both sides alike. Per executor: (CPU ms per request, req/s,
+    pipeline / 3-step, 3-step CPU ms per request)."""
     rows: dict[str, list[tuple]] = {name: [] for name in executors}
     for r in range(args.repeat):
         order = executors if r % 2 == 0 else list(reversed(executors))
-        bare_first = r % 2 == 1
-        if bare_first:
-            three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
-            inflight = bare_aiohttp_three_steps.inflight
+        before = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
         done = {}
         for name in order:
             os.environ["SKILLWEAVE_EXECUTOR"] = name
@@ -273,15 +271,14 @@ def executor_rounds(args, tmp: str, executors: list[str], bodies: list[dict]) ->
             _, rps, calls = pipeline(args.concurrency, args.items, db, probe=not args.no_probe)
             done[name] = (1000 * pipeline.cpu_s / calls, rps, db, 1000 * pipeline.gc_s / calls, pipeline.probe)
         bodies = recorded_requests(db)
-        if not bare_first:
-            three_rps, three_cpu = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
-            inflight = bare_aiohttp_three_steps.inflight
+        after = asyncio.run(bare_aiohttp_three_steps(args.concurrency, bodies))
+        three_rps, three_cpu = (before[0] + after[0]) / 2, (before[1] + after[1]) / 2
         for name in order:
             cpu, rps, _, gc_ms, probe = done[name]
             rows[name].append((cpu, rps, rps / three_rps, three_cpu))
             print(f"round {r} {name:9s} {cpu:6.2f} CPU ms/request ({gc_ms:.2f} in GC) {rps:8.1f} req/s   "
-                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step {'before' if bare_first else 'after '} "
-                  f"{three_rps:7.1f} req/s, {three_cpu:.2f} CPU ms/request, {inflight:.0f} in flight)", flush=True)
+                  f"pipeline / 3-step {rps / three_rps:5.2f}   (3-step before/after {before[0]:.0f}/{after[0]:.0f} "
+                  f"req/s, {three_cpu:.2f} CPU ms/request)", flush=True)
             if probe:
                 print("    " + PROBE_LINE.format(**probe), flush=True)
     return rows
