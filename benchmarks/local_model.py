@@ -45,6 +45,8 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
+            "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
             "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
             "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
@@ -75,16 +77,16 @@ def warm_load(kind: str, env: dict, pythonpath: str | None = None) -> tuple[floa
     return built, (None if first < 0 else first), cpu
 
 
-def load_only(repeats: int, against: str | None) -> None:
-    """--load: provider built -> first token, float32 and float16, interleaved; with --against, the same for
-    another checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
+def load_only(repeats: int, against: str | None, kinds=("engine f32", "engine fp16", "engine int8")) -> None:
+    """--load: provider built -> first token, float32, float16 and int8 (or `kinds`), interleaved; with --against,
+    the same for another checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
     trees = {"this": os.environ.get("PYTHONPATH")}
     if against:
         trees = {"against": against, **trees}
     results: dict[str, list] = {}
     for _ in range(repeats):
         for tree, path in trees.items():
-            for kind in ("engine f32", "engine fp16"):
+            for kind in kinds:
                 results.setdefault(f"{tree} {kind}", []).append(warm_load("engine", VARIANTS[kind], path))
     for name, rows in results.items():
         print(f"{name:>20}: provider built after " + ", ".join(f"{r[0]:.2f}" for r in rows)
@@ -92,7 +94,7 @@ def load_only(repeats: int, against: str | None) -> None:
               + f" s (median {_median([r[1] for r in rows]):.2f}); CPU to first token "
               + ", ".join(f"{r[2]:.2f}" for r in rows) + " s")
     if against:
-        for kind in ("engine f32", "engine fp16"):
+        for kind in kinds:
             old, new = results[f"against {kind}"], results[f"this {kind}"]
             print(f"{kind}, against / this (medians): built -> first token "
                   f"{_median([r[1] for r in old]) / _median([r[1] for r in new]):.2f}x, "
@@ -159,6 +161,8 @@ def throughput(args) -> dict:
 
     if os.environ.get("BENCH_NO_PREFIX_SHARING"):
         local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
+    if os.environ.get("BENCH_INT8_HEAD") == "0":
+        local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
     engine, prefilled = None, [0]
 
@@ -270,8 +274,11 @@ def main() -> None:
     parser.add_argument("--workload", choices=("skillmix", "short"), default="skillmix",
                         help="skillmix: the pipeline's three-call chains over distinct skill pairs (default); "
                              "short: the earlier short prompts, 12 texts twice over")
-    parser.add_argument("--variants", default="engine f32,engine fp16,engine fp16 unshared",
-                        help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)})")
+    parser.add_argument("--variants",
+                        help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
+                             "engine f32,engine fp16,engine int8; with --load: the variants timed)")
+    parser.add_argument("--samples", type=int, default=0, metavar="N",
+                        help="print the first N texts of each variant (their first 400 characters), to judge them")
     parser.add_argument("--kernels", action="store_true",
                         help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
                              "step of the real model per weight type (one thread)")
@@ -296,10 +303,11 @@ def main() -> None:
         return
     if args.load:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        load_only(args.load, args.against)
+        load_only(args.load, args.against, *([args.variants.split(",")] if args.variants else []))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    args.variants = args.variants or "engine f32,engine fp16,engine int8"
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
@@ -340,6 +348,10 @@ def main() -> None:
         if kind != reference and "(against)" not in kind:
             same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
             print(f"identical greedy texts, {kind} and {reference}: {same}/{len(runs[kind]['texts'])}")
+    for i in range(min(args.samples, len(runs[reference]["texts"]))):
+        for kind in runs:
+            text = runs[kind]["texts"][i]
+            print(f"text {i + 1}, {kind}: {text[:400]!r}{' ...' if len(text) > 400 else ''}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

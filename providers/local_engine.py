@@ -104,6 +104,35 @@ class _Unsupported(Exception):
     pass
 
 
+# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): fbgemm's AVX2 kernel multiplies uint8 activations by int8 weights
+# in pairs summed into int16 (vpmaddubsw), which saturates above 32,767; with weights within +-63 and activations
+# within 0..255 a pair stays below it (2 * 255 * 63 = 32,130), so the activations keep all 8 bits.
+INT8_WEIGHT_MAX = 63
+INT8_REDUCE_RANGE = False  # activations keep 0..255 (see above); True would give them 0..127
+INT8_HEAD = True  # decode steps use the int8 output layer too (measured: docs/benchmarks.md)
+
+
+@dataclass
+class _Int8Linear:
+    packed: object  # fbgemm packed int8 weight (torch.ops.quantized.linear_prepack)
+    bias: object = None  # float32, added after the product
+
+
+@lru_cache(maxsize=1)
+def _quantized_warning_seen() -> None:
+    """torch 2.13 warns (once per process, from C++) that its quantized tensor constructors are deprecated; the
+    engine uses one to hand int8 weights and their per-channel scales to fbgemm's packer. That one warning is
+    raised here, on the calling thread, and not shown; the packing threads then raise none."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.quantize_per_channel(torch.ones(1, 1), torch.ones(1, dtype=torch.double),
+                                   torch.zeros(1, dtype=torch.long), 0, torch.qint8)
+
+
 # ---- model ----------------------------------------------------------------------------------------------
 class LlamaLite:
     """A Llama-architecture decoder in plain torch (fp32), weights from one safetensors file."""
@@ -133,10 +162,14 @@ class LlamaLite:
         self.lm_head = self.embed if tied or "lm_head.weight" not in w else w["lm_head.weight"]
         self.head32 = self.lm_head  # float32: the first token of every reply comes from it (`forward`)
         self.norm = w["model.norm.weight"]
-        self._pending = None  # (output layer, [one future per layer]) while float16 packing runs
-        if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
+        self._pending = None  # (output layer, [one future per layer]) while float16/int8 packing runs
+        self._ends = {}  # int8: per input width, a buffer whose row 0 is [1, -1, 0, ...] (`_linear_int8`)
+        if dtype in (torch.float16, torch.int8):  # packed for fbgemm; activations and accumulation as described
             self.blocks = [None] * self.layers
-            self._pack_fp16(w)
+            if dtype == torch.int8:
+                _quantized_warning_seen()
+            self._pack(w, self._pack_int8 if dtype == torch.int8 else torch.ops.quantized.linear_prepack_fp16,
+                       head=INT8_HEAD or dtype != torch.int8)
             return
         self.blocks = [self._block(w, i) for i in range(self.layers)]
         if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
@@ -170,22 +203,23 @@ class LlamaLite:
             gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
         )
 
-    def _pack_fp16(self, w: dict) -> None:
-        """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
-        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32.
+    def _pack(self, w: dict, pack, head: bool = True) -> None:
+        """Each matmul weight (with its bias) becomes an fbgemm packed matrix (`pack`: float16's
+        `linear_prepack_fp16`, or `_pack_int8`): fewer bytes read per decode step, converted in registers.
 
-        Packing costs 9-14 CPU ns per weight (1.2-1.9 CPU s for SmolLM2-135M), so it runs in the background on
-        every core (torch releases the GIL): the layers in order, each fused and packed by one job, then the
-        output layer. The constructor returns at once, so the tokenizer, the chat template and the caller's own
+        Packing costs 9-14 CPU ns per weight for float16 (1.2-1.9 CPU s for SmolLM2-135M), about 10 for int8
+        (quantising included), so it runs in the background on every core (torch releases the GIL): the layers
+        in order, each fused and packed by one job, then the output layer (unless `head` is False: it then stays
+        float32). The constructor returns at once, so the tokenizer, the chat template and the caller's own
         start-up overlap the packing; `forward` waits for the layers first (waiting layer by layer inside the
         first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md), and for the output
         layer only where it uses the packed one: a prompt's first token comes from the float32 output layer, so
         the first reply's first token does not wait for the output layer's 28 M weights. The packed matrices are
         the same whichever thread packs them, so outputs do not depend on the timing."""
-        pack = self.torch.ops.quantized.linear_prepack_fp16
 
-        def head():
-            self.lm_head = pack(self.lm_head, None)
+        def head_job():
+            if head:
+                self.lm_head = pack(self.lm_head, None)
 
         def layer(i):
             blk = self._block(w, i)
@@ -195,8 +229,18 @@ class LlamaLite:
 
         pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
         layers = [pool.submit(layer, i) for i in range(self.layers)]
-        self._pending = (pool.submit(head), layers)
+        self._pending = (pool.submit(head_job), layers)
         pool.shutdown(wait=False)  # the workers end when the last job is done
+
+    def _pack_int8(self, weight, bias):
+        """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to INT8_WEIGHT_MAX),
+        packed for fbgemm's `quantized::linear_dynamic`. The bias is kept apart in float32 (`_linear_int8`)."""
+        torch = self.torch
+        _quantized_warning_seen()  # already raised by the constructor on its own thread
+        scale = (weight.abs().amax(1) / INT8_WEIGHT_MAX).clamp(min=1e-12).double()
+        qweight = torch.quantize_per_channel(weight, scale, torch.zeros(weight.shape[0], dtype=torch.long), 0,
+                                             torch.qint8)
+        return _Int8Linear(torch.ops.quantized.linear_prepack(qweight, None), bias)
 
     def wait_packed(self) -> None:
         """Wait until every weight is packed (a no-op when packing is done or was not needed); raises what a
@@ -209,11 +253,37 @@ class LlamaLite:
             self._pending = None
 
     def _linear(self, x, weight, bias=None):
+        if isinstance(weight, _Int8Linear):
+            return self._linear_int8(x, weight)
         if isinstance(weight, self.torch.ScriptObject):  # fbgemm fp16 packed (bias inside)
             return self.torch.ops.quantized.linear_dynamic_fp16(x, weight)
         if weight.dtype == x.dtype:
             return self.torch.nn.functional.linear(x, weight, bias)
         return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
+    def _linear_int8(self, x, weight: _Int8Linear):
+        """x @ W.T (+ bias) with W int8 per output channel and x quantised per row (per token) to uint8.
+
+        fbgemm's `linear_dynamic` picks one scale for its whole input, so each row's result would depend on the
+        other rows of the batch (and batched would differ from alone). Here each row is divided by its own
+        largest |x|, and the row [1, -1, 0, ...] goes first, so the input always spans exactly [-1, 1]: every row
+        is quantised with the same fixed scale relative to its own range, i.e. per row, and the product is
+        multiplied back by the row's largest |x|. A row's result is therefore the same in any batch.
+        Accumulation is int32 inside fbgemm; dequantisation and the rest stay float32."""
+        torch = self.torch
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        rows = x2.shape[0]
+        buffer = self._ends.get(shape[-1])
+        if buffer is None or buffer.shape[0] <= rows:  # row 0: the ends of the range; rows 1..: the input
+            buffer = torch.zeros((max(rows + 1, 64), shape[-1]))
+            buffer[0, 0], buffer[0, 1] = 1.0, -1.0
+            self._ends[shape[-1]] = buffer
+        peak = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-30)
+        torch.div(x2, peak, out=buffer[1: rows + 1])
+        y = torch.ops.quantized.linear_dynamic(buffer[: rows + 1], weight.packed, INT8_REDUCE_RANGE)[1:]
+        y = y.mul_(peak) if weight.bias is None else torch.addcmul(weight.bias, y, peak)
+        return y.view(*shape[:-1], y.shape[-1])
 
     def _rms(self, x, weight):
         # torch's rms_norm is x * rsqrt(mean(x^2) + eps) * weight in one call (the same operations, so the same
@@ -717,16 +787,17 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
 
 def local_dtype_name() -> str:
     """$SKILLWEAVE_LOCAL_DTYPE, the matmul weights' type: float16 (the default where torch has fbgemm, i.e. x86-64
-    with AVX2; packed for fbgemm, activations and accumulation stay float32), float32 (the weights as prepared;
-    the default elsewhere) or bfloat16. docs/models.md says how far float16 and bfloat16 outputs are from
-    float32's; within each type, batched equals unbatched."""
+    with AVX2; packed for fbgemm, activations and accumulation stay float32), int8 (fbgemm too: int8 weights per
+    output channel, activations quantised per row, int32 accumulation), float32 (the weights as prepared; the
+    default elsewhere) or bfloat16. docs/models.md says how far the other types' outputs are from float32's;
+    within each type, batched equals unbatched."""
     from skillweave.errors import ConfigError
 
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or ("float16" if fp16_kernels() else "float32")
-    if name not in ("float32", "float16", "bfloat16"):
-        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16 or bfloat16")
-    if name == "float16" and not fp16_kernels():
-        raise ConfigError("SKILLWEAVE_LOCAL_DTYPE float16 needs torch's fbgemm kernels (x86-64 with AVX2); "
+    if name not in ("float32", "float16", "bfloat16", "int8"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
+    if name in ("float16", "int8") and not fp16_kernels():
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE {name} needs torch's fbgemm kernels (x86-64 with AVX2); "
                           "use float32")
     return name
 
