@@ -137,7 +137,11 @@ def _quantized_warning_seen() -> None:
 class LlamaLite:
     """A Llama-architecture decoder in plain torch (fp32), weights from one safetensors file."""
 
-    def __init__(self, config: dict, weights: dict, dtype=None):
+    def __init__(self, config: dict, weights: dict, dtype=None, int8_cache: dict | None = None,
+                 keep_int8: bool = False):
+        """`int8_cache`: with int8 weights, the int8 matrices and their scales as `int8_parts` held them for an
+        earlier load (`read_int8_cache`); they are packed as they are instead of being quantised again.
+        `keep_int8`: keep this load's int8 matrices and scales in `int8_parts` (for `write_int8_cache`)."""
         import torch
 
         self.torch = torch
@@ -164,12 +168,16 @@ class LlamaLite:
         self.norm = w["model.norm.weight"]
         self._pending = None  # (output layer, [one future per layer]) while float16/int8 packing runs
         self._ends = {}  # int8: per input width, a buffer whose row 0 is [1, -1, 0, ...] (`_linear_int8`)
+        self.int8_cache = int8_cache
+        self.int8_parts: dict | None = {} if keep_int8 else None  # int8 matrices and scales quantised here
         if dtype in (torch.float16, torch.int8):  # packed for fbgemm; activations and accumulation as described
             self.blocks = [None] * self.layers
             if dtype == torch.int8:
                 _quantized_warning_seen()
-            self._pack(w, self._pack_int8 if dtype == torch.int8 else torch.ops.quantized.linear_prepack_fp16,
-                       head=INT8_HEAD or dtype != torch.int8)
+            if dtype == torch.int8:
+                self._pack(w, self._pack_int8, head=INT8_HEAD, fuse=int8_cache is None)
+            else:
+                self._pack(w, lambda weight, bias, key: torch.ops.quantized.linear_prepack_fp16(weight, bias))
             return
         self.blocks = [self._block(w, i) for i in range(self.layers)]
         if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
@@ -179,8 +187,9 @@ class LlamaLite:
                         blk[name] = blk[name].to(dtype)
             self.lm_head = self.lm_head.to(dtype)
 
-    def _block(self, w: dict, i: int) -> dict:
-        """Layer i's weights, the q/k/v and gate/up projections each fused into one matrix."""
+    def _block(self, w: dict, i: int, fuse: bool = True) -> dict:
+        """Layer i's weights, the q/k/v and gate/up projections each fused into one matrix (without `fuse`, the
+        matrices are left out: the int8 cache holds them)."""
         torch = self.torch
         p = f"model.layers.{i}."
 
@@ -194,6 +203,10 @@ class LlamaLite:
         gate_up_b = None
         if get("mlp.gate_proj.bias") is not None:
             gate_up_b = torch.cat([get("mlp.gate_proj.bias"), get("mlp.up_proj.bias")])
+        if not fuse:
+            return dict(ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
+                        qkv=None, qkv_b=qkv_b, o=None, o_b=get("self_attn.o_proj.bias"), gate_up=None,
+                        gate_up_b=gate_up_b, down=None, down_b=get("mlp.down_proj.bias"))
         return dict(
             ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
             qkv=torch.cat([get("self_attn.q_proj.weight"), get("self_attn.k_proj.weight"),
@@ -203,8 +216,8 @@ class LlamaLite:
             gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
         )
 
-    def _pack(self, w: dict, pack, head: bool = True) -> None:
-        """Each matmul weight (with its bias) becomes an fbgemm packed matrix (`pack`: float16's
+    def _pack(self, w: dict, pack, head: bool = True, fuse: bool = True) -> None:
+        """Each matmul weight (with its bias) becomes an fbgemm packed matrix (`pack(weight, bias, key)`: float16's
         `linear_prepack_fp16`, or `_pack_int8`): fewer bytes read per decode step, converted in registers.
 
         Packing costs 9-14 CPU ns per weight for float16 (1.2-1.9 CPU s for SmolLM2-135M), about 10 for int8
@@ -219,12 +232,12 @@ class LlamaLite:
 
         def head_job():
             if head:
-                self.lm_head = pack(self.lm_head, None)
+                self.lm_head = pack(self.lm_head, None, "head")
 
         def layer(i):
-            blk = self._block(w, i)
+            blk = self._block(w, i, fuse)
             for name in ("qkv", "o", "gate_up", "down"):
-                blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"]), None
+                blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"], f"{i}.{name}"), None
             self.blocks[i] = blk
 
         pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
@@ -232,14 +245,21 @@ class LlamaLite:
         self._pending = (pool.submit(head_job), layers)
         pool.shutdown(wait=False)  # the workers end when the last job is done
 
-    def _pack_int8(self, weight, bias):
+    def _pack_int8(self, weight, bias, key: str = ""):
         """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to INT8_WEIGHT_MAX),
-        packed for fbgemm's `quantized::linear_dynamic`. The bias is kept apart in float32 (`_linear_int8`)."""
+        packed for fbgemm's `quantized::linear_dynamic`. The bias is kept apart in float32 (`_linear_int8`).
+        With an int8 cache, the matrix `key` comes from it (already quantised) and `weight` is not used."""
         torch = self.torch
         _quantized_warning_seen()  # already raised by the constructor on its own thread
-        scale = (weight.abs().amax(1) / INT8_WEIGHT_MAX).clamp(min=1e-12).double()
-        qweight = torch.quantize_per_channel(weight, scale, torch.zeros(weight.shape[0], dtype=torch.long), 0,
-                                             torch.qint8)
+        if self.int8_cache is not None:
+            ints, scale = self.int8_cache[key], self.int8_cache[key + ".scale"]
+        else:
+            scale = (weight.abs().amax(1) / INT8_WEIGHT_MAX).clamp(min=1e-12)
+            ints = torch.clamp(torch.round(weight / scale[:, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).to(torch.int8)
+            if self.int8_parts is not None:
+                self.int8_parts[key], self.int8_parts[key + ".scale"] = ints, scale
+        qweight = torch._make_per_channel_quantized_tensor(ints, scale.double(),
+                                                           torch.zeros(ints.shape[0], dtype=torch.long), 0)
         return _Int8Linear(torch.ops.quantized.linear_prepack(qweight, None), bias)
 
     def wait_packed(self) -> None:
@@ -770,11 +790,17 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
 
         # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
         # chat template are built.
+        cache_file = _int8_cache_file(path) if dtype == "int8" else None
+        int8_cache = read_int8_cache(path, cache_file) if cache_file else None
         with ThreadPoolExecutor(1) as pool:
             weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
-                                                    dtype=getattr(torch, dtype)))
+                                                    dtype=getattr(torch, dtype), int8_cache=int8_cache,
+                                                    keep_int8=cache_file is not None and int8_cache is None))
             tokenizer = ChatTokenizer(path)
             model = weights.result()
+        if model.int8_parts is not None:  # written once packing is done; the next process reads it
+            threading.Thread(target=write_int8_cache, args=(path, cache_file, model),
+                             name="skillweave-int8-cache").start()
     except _Unsupported:
         return None
     eos: set[int] = set()
@@ -783,6 +809,63 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
         eos.update(value if isinstance(value, list) else [] if value is None else [value])
     adaptive_threads(force=True)
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
+
+
+INT8_CACHE_FORMAT = 1
+
+
+def _int8_cache_file(path: Path) -> Path | None:
+    """Where the int8 form of a model is kept: only for the embedded model, whose folder skillweave prepared in
+    its own cache directory (a folder of the user's own is never written to)."""
+    from skillweave.providers.local_model import EMBEDDED_NAME, cache_dir
+
+    try:
+        if path.resolve() != (cache_dir() / EMBEDDED_NAME).resolve():
+            return None
+    except OSError:
+        return None
+    return path / "int8-weights.safetensors"
+
+
+def _int8_stamp(path: Path) -> str:
+    """What the cached int8 weights were made from: the float weights' file (size, mtime) and the int8 format."""
+    stat = (path / "model.safetensors").stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{INT8_WEIGHT_MAX}:{INT8_CACHE_FORMAT}"
+
+
+def read_int8_cache(path: Path, file: Path) -> dict | None:
+    """The cached int8 matrices and scales (memory-mapped), or None when there are none for these weights (a
+    missing, stale or unreadable file: the weights are then quantised again and the file rewritten)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            if (f.metadata() or {}).get("stamp") != _int8_stamp(path):
+                return None
+        return load_file(str(file))
+    except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
+        return None
+
+
+def write_int8_cache(path: Path, file: Path, model: LlamaLite) -> None:
+    """After packing, save the int8 matrices and scales the load computed (atomically; a failure to write leaves
+    no file and is not an error: the next load quantises again)."""
+    from safetensors.torch import save_file
+
+    try:
+        model.wait_packed()
+    except Exception:  # noqa: BLE001 - the first request reports a packing error
+        return
+    parts, model.int8_parts = model.int8_parts, None
+    if not parts:
+        return
+    staging = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        save_file({k: v.contiguous() for k, v in parts.items()}, str(staging), metadata={"stamp": _int8_stamp(path)})
+        os.replace(staging, file)
+    except OSError:
+        staging.unlink(missing_ok=True)
 
 
 def local_dtype_name() -> str:

@@ -156,9 +156,9 @@ def test_int8_packing_runs_in_the_background_and_gives_the_finished_models_logit
     reference.wait_packed()
     gate, real_pack = threading.Event(), LlamaLite._pack_int8
 
-    def gated(self, weight, bias):
+    def gated(self, *args):
         assert gate.wait(30)
-        return real_pack(self, weight, bias)
+        return real_pack(self, *args)
 
     LlamaLite._pack_int8 = gated
     try:
@@ -187,3 +187,64 @@ def test_bad_or_unavailable_dtype_is_a_config_error(monkeypatch):
     monkeypatch.setattr(local_engine, "fp16_kernels", lambda: False)
     with pytest.raises(ConfigError, match="int8 needs torch's fbgemm"):
         local_engine.local_dtype_name()
+
+
+def _join_cache_writers():
+    import threading
+
+    for thread in threading.enumerate():
+        if thread.name == "skillweave-int8-cache":
+            thread.join(60)
+
+
+def test_the_embedded_models_int8_form_is_cached_and_a_stale_or_broken_cache_is_rebuilt(tiny_model, tmp_path,
+                                                                                       monkeypatch):
+    """The first int8 load writes the int8 matrices and scales next to the embedded model's weights; the next
+    load packs them as they are and gives the same packed weights and tokens; a cache made from other weights,
+    or an unreadable one, is ignored and rewritten. A folder of the user's own gets no cache file."""
+    import os
+    import shutil
+
+    import torch
+
+    from skillweave.providers.local_model import EMBEDDED_NAME
+
+    monkeypatch.setenv("SKILLWEAVE_CACHE", str(tmp_path))
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "int8")
+    folder = tmp_path / EMBEDDED_NAME
+    shutil.copytree(tiny_model, folder)
+    cache = folder / "int8-weights.safetensors"
+
+    def load():
+        local_engine._load_engine.cache_clear()
+        engine = load_engine("local")
+        engine.model.wait_packed()
+        _join_cache_writers()
+        request = GenRequest(_prompts(engine, [CORPUS[1]])[0], max_tokens=10)
+        engine.generate([request])
+        ints = [torch.ops.quantized.linear_unpack(blk[name].packed)[0].int_repr()
+                for blk in engine.model.blocks for name in ("qkv", "o", "gate_up", "down")]
+        return engine, request.outputs, ints
+
+    try:
+        first, outputs, ints = load()
+        assert first.model.int8_cache is None and cache.exists() and first.model.int8_parts is None
+        written = cache.stat().st_mtime_ns
+        second, outputs2, ints2 = load()
+        assert second.model.int8_cache is not None and cache.stat().st_mtime_ns == written  # read, not rewritten
+        assert outputs2 == outputs and all(torch.equal(a, b) for a, b in zip(ints, ints2, strict=True))
+        stamp = (folder / "model.safetensors").stat()
+        os.utime(folder / "model.safetensors", ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 10 ** 9))  # new weights
+        third, outputs3, _ = load()
+        assert third.model.int8_cache is None and outputs3 == outputs and cache.stat().st_mtime_ns != written
+        cache.write_bytes(b"not a safetensors file")
+        fourth, outputs4, _ = load()
+        assert fourth.model.int8_cache is None and outputs4 == outputs
+        assert local_engine.read_int8_cache(folder, cache) is not None  # rewritten whole
+        assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging file left
+        local_engine._load_engine.cache_clear()
+        load_engine(str(tiny_model)).model.wait_packed()
+        _join_cache_writers()
+        assert not (tiny_model / "int8-weights.safetensors").exists()
+    finally:
+        local_engine._load_engine.cache_clear()
