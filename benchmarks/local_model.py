@@ -47,6 +47,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
+            "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
             "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
             "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
@@ -54,6 +55,8 @@ SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyper
 
 FIRST_TOKEN = ("import time; t = time.perf_counter(); import asyncio; "
                "from skillweave.providers.core import ChatRequest, LocalProvider; "
+               "import os; from skillweave.providers import local_engine; "
+               "os.environ.get('BENCH_INT8_UNCACHED') and setattr(local_engine, 'read_int8_cache', lambda *a: None); "
                "provider = LocalProvider('local'); t1 = time.perf_counter(); "
                "asyncio.run(provider.chat(ChatRequest(messages=[{'role': 'user', 'content': 'Say hi.'}], "
                "max_tokens=1, temperature=0))); "
@@ -161,6 +164,8 @@ def throughput(args) -> dict:
 
     if os.environ.get("BENCH_NO_PREFIX_SHARING"):
         local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
+    if os.environ.get("BENCH_INT8_UNCACHED"):
+        local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)

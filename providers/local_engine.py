@@ -791,7 +791,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
         # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
         # chat template are built.
         cache_file = _int8_cache_file(path) if dtype == "int8" else None
-        int8_cache = read_int8_cache(path, cache_file) if cache_file else None
+        int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
         with ThreadPoolExecutor(1) as pool:
             weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
                                                     dtype=getattr(torch, dtype), int8_cache=int8_cache,
@@ -833,15 +833,24 @@ def _int8_stamp(path: Path) -> str:
     return f"{stat.st_size}:{stat.st_mtime_ns}:{INT8_WEIGHT_MAX}:{INT8_CACHE_FORMAT}"
 
 
-def read_int8_cache(path: Path, file: Path) -> dict | None:
+def _int8_keys(config: dict) -> set[str]:
+    """The matrices an int8 load packs: each layer's four, and the output layer where decode steps use int8."""
+    keys = {f"{i}.{name}" for i in range(config["num_hidden_layers"]) for name in ("qkv", "o", "gate_up", "down")}
+    return keys | {"head"} if INT8_HEAD else keys
+
+
+def read_int8_cache(path: Path, file: Path, keys: set[str]) -> dict | None:
     """The cached int8 matrices and scales (memory-mapped), or None when there are none for these weights (a
-    missing, stale or unreadable file: the weights are then quantised again and the file rewritten)."""
+    missing, stale, incomplete or unreadable file: the weights are then quantised again and the file
+    rewritten)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(str(file), "pt") as f:
             if (f.metadata() or {}).get("stamp") != _int8_stamp(path):
+                return None
+            if not {k for key in keys for k in (key, key + ".scale")} <= set(f.keys()):
                 return None
         return load_file(str(file))
     except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted

@@ -240,7 +240,9 @@ def test_the_embedded_models_int8_form_is_cached_and_a_stale_or_broken_cache_is_
         cache.write_bytes(b"not a safetensors file")
         fourth, outputs4, _ = load()
         assert fourth.model.int8_cache is None and outputs4 == outputs
-        assert local_engine.read_int8_cache(folder, cache) is not None  # rewritten whole
+        keys = local_engine._int8_keys(json.loads((folder / "config.json").read_text()))
+        assert local_engine.read_int8_cache(folder, cache, keys) is not None  # rewritten whole
+        assert local_engine.read_int8_cache(folder, cache, keys | {"9.qkv"}) is None  # incomplete: not used
         assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no staging file left
         local_engine._load_engine.cache_clear()
         load_engine(str(tiny_model)).model.wait_packed()
