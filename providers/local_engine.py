@@ -110,6 +110,17 @@ class _Unsupported(Exception):
 INT8_WEIGHT_MAX = 63
 INT8_REDUCE_RANGE = False  # activations keep 0..255 (see above); True would give them 0..127
 INT8_HEAD = True  # decode steps use the int8 output layer too (measured: docs/benchmarks.md)
+INT8_SMOOTH: float | None = 0.5  # SmoothQuant's strength (`LlamaLite._smooth`); None: no smoothing
+# The text whose activations set the smoothing: a short chat in the model's own template.
+INT8_CALIBRATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Write a short paragraph about cave diving that shows a metaphor and a rhetorical "
+                                "question, then explain which sentence shows which skill."},
+    {"role": "assistant", "content": "Below the surface, the cave is a cathedral of stone: silent, cold and "
+                                     "patient. Who would not feel small there? The first sentence is the metaphor; "
+                                     "the second asks a question that needs no answer."},
+    {"role": "user", "content": "Grade the text from 0 to 10 and give one reason."},
+]
 
 
 @dataclass
@@ -138,10 +149,11 @@ class LlamaLite:
     """A Llama-architecture decoder in plain torch (fp32), weights from one safetensors file."""
 
     def __init__(self, config: dict, weights: dict, dtype=None, int8_cache: dict | None = None,
-                 keep_int8: bool = False):
+                 keep_int8: bool = False, calibration: list[int] | None = None):
         """`int8_cache`: with int8 weights, the int8 matrices and their scales as `int8_parts` held them for an
         earlier load (`read_int8_cache`); they are packed as they are instead of being quantised again.
-        `keep_int8`: keep this load's int8 matrices and scales in `int8_parts` (for `write_int8_cache`)."""
+        `keep_int8`: keep this load's int8 matrices and scales in `int8_parts` (for `write_int8_cache`).
+        `calibration`: with int8 weights (and no cache), token ids whose activations set the smoothing (`_smooth`)."""
         import torch
 
         self.torch = torch
@@ -175,7 +187,10 @@ class LlamaLite:
             if dtype == torch.int8:
                 _quantized_warning_seen()
             if dtype == torch.int8:
-                self._pack(w, self._pack_int8, head=INT8_HEAD, fuse=int8_cache is None)
+                blocks = None
+                if int8_cache is None and calibration and INT8_SMOOTH is not None:
+                    blocks = self._smooth(w, calibration)
+                self._pack(w, self._pack_int8, head=INT8_HEAD, fuse=int8_cache is None, blocks=blocks)
             else:
                 self._pack(w, lambda weight, bias, key: torch.ops.quantized.linear_prepack_fp16(weight, bias))
             return
@@ -216,7 +231,7 @@ class LlamaLite:
             gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
         )
 
-    def _pack(self, w: dict, pack, head: bool = True, fuse: bool = True) -> None:
+    def _pack(self, w: dict, pack, head: bool = True, fuse: bool = True, blocks: list | None = None) -> None:
         """Each matmul weight (with its bias) becomes an fbgemm packed matrix (`pack(weight, bias, key)`: float16's
         `linear_prepack_fp16`, or `_pack_int8`): fewer bytes read per decode step, converted in registers.
 
@@ -235,7 +250,12 @@ class LlamaLite:
                 self.lm_head = pack(self.lm_head, None, "head")
 
         def layer(i):
-            blk = self._block(w, i, fuse)
+            blk = blocks[i] if blocks is not None else self._block(w, i, fuse)
+            cache = self.int8_cache
+            if cache is not None and f"{i}.ln1" in cache:  # norms with the smoothing folded in (`_smooth`)
+                blk["ln1"], blk["ln2"] = cache[f"{i}.ln1"], cache[f"{i}.ln2"]
+            elif blocks is not None and self.int8_parts is not None:
+                self.int8_parts[f"{i}.ln1"], self.int8_parts[f"{i}.ln2"] = blk["ln1"], blk["ln2"]
             for name in ("qkv", "o", "gate_up", "down"):
                 blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"], f"{i}.{name}"), None
             self.blocks[i] = blk
@@ -244,6 +264,56 @@ class LlamaLite:
         layers = [pool.submit(layer, i) for i in range(self.layers)]
         self._pending = (pool.submit(head_job), layers)
         pool.shutdown(wait=False)  # the workers end when the last job is done
+
+    def _smooth(self, w: dict, ids: list[int]) -> list[dict]:
+        """Fused float32 blocks with activation outliers moved into the weights (SmoothQuant, Xiao et al. 2023).
+
+        Per-row int8 activations lose precision where a few channels are far larger than the rest, as in the
+        residual stream of a Llama. One float32 pass over `ids` records each input channel's largest |x| at the
+        q/k/v, gate/up and down projections; each channel k gets s_k = sqrt(max|x_k| / max|W[:, k]|) (strength
+        INT8_SMOOTH = 0.5), the matrix's column k is multiplied by s_k and its input divided by it, the division
+        folded into what produces that input: the norm weight before q/k/v and before gate/up, and the up
+        projection's row k before down. In exact arithmetic the model is unchanged; the int8 rounding is shared
+        between weights and activations. The output projection and the output layer are not smoothed (measured:
+        no gain for the first, a loss for the second)."""
+        torch = self.torch
+        blocks = [self._block(w, i) for i in range(self.layers)]
+        peaks: dict[int, object] = {}
+        F = torch.nn.functional
+
+        def record(x, weight, bias=None):
+            peak = x.reshape(-1, x.shape[-1]).abs().amax(0)
+            old = peaks.get(id(weight))
+            peaks[id(weight)] = peak if old is None else torch.maximum(old, peak)
+            return F.linear(x, weight, bias)
+
+        saved, self.blocks, self._linear = self.blocks, blocks, record  # the instance attribute shadows the method
+        keep = []
+        try:
+            with torch.no_grad():
+                self.forward(torch.tensor([ids]), torch.arange(len(ids))[None],
+                             lambda layer, k, v: keep.append((k, v)),
+                             lambda layer, q: F.scaled_dot_product_attention(
+                                 q, *keep[layer], is_causal=True, enable_gqa=self.kv_heads != self.heads),
+                             first_token=True)
+        finally:
+            del self._linear
+            self.blocks = saved
+
+        def factors(weight):
+            x = peaks[id(weight)].clamp(min=1e-5)
+            return (x.pow(INT8_SMOOTH) / weight.abs().amax(0).clamp(min=1e-5).pow(1 - INT8_SMOOTH)).clamp(min=1e-5)
+
+        for blk in blocks:
+            s1, s2, s3 = factors(blk["qkv"]), factors(blk["gate_up"]), factors(blk["down"])
+            blk["ln1"], blk["qkv"] = blk["ln1"] / s1, blk["qkv"] * s1
+            blk["ln2"], gate_up = blk["ln2"] / s2, blk["gate_up"] * s2
+            inter = blk["down"].shape[1]
+            gate_up[inter:] /= s3[:, None]
+            blk["gate_up"], blk["down"] = gate_up, blk["down"] * s3
+            if blk["gate_up_b"] is not None:
+                blk["gate_up_b"] = torch.cat([blk["gate_up_b"][:inter], blk["gate_up_b"][inter:] / s3])
+        return blocks
 
     def _pack_int8(self, weight, bias, key: str = ""):
         """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to INT8_WEIGHT_MAX),
@@ -792,12 +862,18 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
         # chat template are built.
         cache_file = _int8_cache_file(path) if dtype == "int8" else None
         int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
-        with ThreadPoolExecutor(1) as pool:
-            weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
-                                                    dtype=getattr(torch, dtype), int8_cache=int8_cache,
-                                                    keep_int8=cache_file is not None and int8_cache is None))
+        if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
             tokenizer = ChatTokenizer(path)
-            model = weights.result()
+            model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
+                              keep_int8=cache_file is not None,
+                              calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
+                                                        dtype=getattr(torch, dtype), int8_cache=int8_cache,
+                                                        keep_int8=cache_file is not None and int8_cache is None))
+                tokenizer = ChatTokenizer(path)
+                model = weights.result()
         if model.int8_parts is not None:  # written once packing is done; the next process reads it
             threading.Thread(target=write_int8_cache, args=(path, cache_file, model),
                              name="skillweave-int8-cache").start()
@@ -811,7 +887,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
 
 
-INT8_CACHE_FORMAT = 1
+INT8_CACHE_FORMAT = 2
 
 
 def _int8_cache_file(path: Path) -> Path | None:
@@ -830,13 +906,16 @@ def _int8_cache_file(path: Path) -> Path | None:
 def _int8_stamp(path: Path) -> str:
     """What the cached int8 weights were made from: the float weights' file (size, mtime) and the int8 format."""
     stat = (path / "model.safetensors").stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{INT8_WEIGHT_MAX}:{INT8_CACHE_FORMAT}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{INT8_WEIGHT_MAX}:{INT8_SMOOTH}:{INT8_CACHE_FORMAT}"
 
 
 def _int8_keys(config: dict) -> set[str]:
-    """The matrices an int8 load packs: each layer's four, and the output layer where decode steps use int8."""
-    keys = {f"{i}.{name}" for i in range(config["num_hidden_layers"]) for name in ("qkv", "o", "gate_up", "down")}
-    return keys | {"head"} if INT8_HEAD else keys
+    """The tensors an int8 cache holds: each layer's four matrices and their scales, the output layer's where
+    decode steps use int8, and the smoothed norm weights."""
+    layers = range(config["num_hidden_layers"])
+    keys = {f"{i}.{name}" for i in layers for name in ("qkv", "o", "gate_up", "down")} | ({"head"} if INT8_HEAD else set())
+    keys |= {key + ".scale" for key in keys}
+    return keys | ({f"{i}.{ln}" for i in layers for ln in ("ln1", "ln2")} if INT8_SMOOTH is not None else set())
 
 
 def read_int8_cache(path: Path, file: Path, keys: set[str]) -> dict | None:
@@ -850,7 +929,7 @@ def read_int8_cache(path: Path, file: Path, keys: set[str]) -> dict | None:
         with safe_open(str(file), "pt") as f:
             if (f.metadata() or {}).get("stamp") != _int8_stamp(path):
                 return None
-            if not {k for key in keys for k in (key, key + ".scale")} <= set(f.keys()):
+            if not keys <= set(f.keys()):
                 return None
         return load_file(str(file))
     except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
