@@ -964,12 +964,21 @@ def local_dtype_name() -> str:
     within each type, batched equals unbatched."""
     from skillweave.errors import ConfigError
 
-    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or ("float16" if fp16_kernels() else "float32")
-    if name not in ("float32", "float16", "bfloat16", "int8"):
-        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
+    name = check_dtype_setting() or ("float16" if fp16_kernels() else "float32")
     if name in ("float16", "int8") and not fp16_kernels():
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE {name} needs torch's fbgemm kernels (x86-64 with AVX2); "
                           "use float32")
+    return name
+
+
+def check_dtype_setting() -> str | None:
+    """$SKILLWEAVE_LOCAL_DTYPE if it names a weight type (None when unset); a ConfigError otherwise. Reads no
+    model and imports no torch, so the CLI checks it before a run is created."""
+    from skillweave.errors import ConfigError
+
+    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
+    if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
     return name
 
 
