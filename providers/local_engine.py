@@ -16,6 +16,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - the matmul weights are float16 packed for fbgemm where torch has it (half the bytes read per decode step,
   float32 activations and accumulation; `local_dtype_name`), and then prompts that start like an earlier
   prompt or finished conversation prefill only their new tokens (`Engine.share_prefixes`);
+- `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
+  `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
+  equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
+  int8 form is cached next to its weights (`read_int8_cache`);
 - the torch thread count follows the load while it runs (`adaptive_threads`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)

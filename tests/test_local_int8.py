@@ -268,3 +268,30 @@ def test_a_bad_dtype_setting_is_one_error_line_before_any_run_row(cli_run, db_pa
     assert not os.path.exists(db_path) or not Store(db_path).list_runs()
     with pytest.raises(ConfigError, match="int4"):  # the Python API: when the provider is built
         LocalProvider("local")
+
+
+def test_smoothing_moves_scale_between_activations_and_weights_without_changing_the_float_model(tiny_model):
+    """`_smooth`'s blocks, run in float32, give the float32 model's logits (only rounding apart), and their
+    norm weights differ from the released ones (something was moved)."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    model = LlamaLite(config, weights)  # float32
+    ids = list(range(3, 40))
+    smoothed = model._smooth({k: v.float() for k, v in weights.items()}, ids)
+    assert not torch.allclose(smoothed[0]["ln1"], model.blocks[0]["ln1"])
+    assert not torch.allclose(smoothed[1]["down"], model.blocks[1]["down"])
+
+    def logits():
+        keep = []
+        with torch.no_grad():
+            return model.forward(torch.tensor([ids]), torch.arange(len(ids))[None],
+                                 lambda layer, k, v: keep.append((k, v)),
+                                 lambda layer, q: torch.nn.functional.scaled_dot_product_attention(
+                                     q, *keep[layer], is_causal=True, enable_gqa=True))
+
+    plain = logits()
+    model.blocks = smoothed
+    assert torch.allclose(logits(), plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
