@@ -7,17 +7,20 @@ Prints, measured in one run on the same machine:
     the background, so that is when the load's work is all done);
   - the time from "the `local` provider is built" to the first token of a one-token reply (a fresh process);
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
-    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
-    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
-    unshared"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
+    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm), int8
+    (fbgemm) and bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
+    unshared"), int8 with the float32 output layer in decode steps ("engine int8 f32-head") or quantised at every
+    load ("engine int8 uncached"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
     longest row); the ratios between them. The default workload (`--workload skillmix`) is the Skill-Mix
     chain as the pipeline sends it: per item, student turn 0, student turn 1 (the conversation so far) and the
     judge, rendered from the packaged templates over distinct skill pairs and topics; `--workload short` is
     the earlier set (short prompts, 12 texts twice over);
-  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers).
+  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers),
+    and with --samples N the first N texts of each variant.
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
-    python benchmarks/local_model.py --variants "engine f32,engine fp16"
+    python benchmarks/local_model.py --variants "engine f32,engine fp16,engine int8" --samples 4
+    python benchmarks/local_model.py --load 3 --variants "engine fp16,engine int8,engine int8 uncached"
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -210,7 +213,11 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
     shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)] * 30 + [(49152, 576)]  # 30 layers, output layer
     gen = torch.Generator().manual_seed(0)
     formats = {}
-    for name in ("float32", "bfloat16", "fbgemm float16", "int8 weight-only", "int4 weight-only (groups of 32)"):
+    bare = local_engine.LlamaLite(dict(model_type="llama", hidden_size=576, num_attention_heads=9, num_hidden_layers=0,
+                                       vocab_size=8), {"model.embed_tokens.weight": torch.zeros(8, 576),
+                                                       "model.norm.weight": torch.ones(576)})
+    for name in ("float32", "bfloat16", "fbgemm float16", "fbgemm int8, rows alone (int8)", "int8 weight-only",
+                 "int4 weight-only (groups of 32)"):
         mats = []
         for n, k in shapes:
             w = torch.randn(n, k, generator=gen) * 0.02
@@ -219,6 +226,9 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
             elif name == "fbgemm float16":
                 packed = torch.ops.quantized.linear_prepack_fp16(w, None)
                 mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic_fp16(x, p), k))
+            elif name.startswith("fbgemm int8"):
+                packed = bare._pack_int8(w, None)
+                mats.append((lambda x, p=packed: bare._linear_int8(x, p), k))
             elif name == "int8 weight-only":
                 q, scale = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen), torch.rand(n) * 1e-3
                 mats.append((lambda x, q=q, s=scale: torch.ops.aten._weight_int8pack_mm(x, q, s), k))
@@ -243,10 +253,12 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
         base = base or ms
         print(f"matmuls of one decode step at {rows} rows, {name:>31}: {ms:7.1f} CPU ms ({ms / base:.2f}x float32)")
     prompt = "Write a short paragraph about gardening that shows metaphor and hyperbole."
-    base = None
-    for dtype in ("float32", "float16", "bfloat16"):
+    base = base_prefill = None
+    long_prompt = " ".join([prompt] * 10)  # about 200 tokens, as a Skill-Mix prompt
+    for dtype in ("float32", "float16", "bfloat16", "int8"):
         os.environ["SKILLWEAVE_LOCAL_DTYPE"] = dtype
         engine = local_engine.load_engine("local", rows)
+        engine.model.wait_packed()
         tok = engine.tokenizer
         ids = tok.encode(tok.chat_prompt([{"role": "user", "content": prompt}]))
         eos, engine.eos_ids = engine.eos_ids, set()
@@ -262,9 +274,18 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
             best = min(best, (time.process_time() - cpu) / 5)
         engine.reset()
         engine.eos_ids = eos
-        base = base or best
+        long_ids = tok.encode(tok.chat_prompt([{"role": "user", "content": long_prompt}]))
+        prefill = float("inf")
+        for _ in range(3):
+            engine.prefixes.clear()  # the whole prompt, every time
+            cpu = time.process_time()
+            engine.add(local_engine.GenRequest(long_ids, max_tokens=1))
+            prefill = min(prefill, time.process_time() - cpu)
+            engine.reset()
+        base, base_prefill = base or best, base_prefill or prefill
         print(f"decode step, real model, {rows} rows, {dtype:>8}: {1000 * best:6.1f} CPU ms (best of 6), "
-              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32)")
+              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32); prefill of "
+              f"{len(long_ids)} tokens {1000 * prefill:.0f} CPU ms ({base_prefill / prefill:.2f}x less)")
 
 
 def main() -> None:
