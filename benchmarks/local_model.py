@@ -216,8 +216,8 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
     bare = local_engine.LlamaLite(dict(model_type="llama", hidden_size=576, num_attention_heads=9, num_hidden_layers=0,
                                        vocab_size=8), {"model.embed_tokens.weight": torch.zeros(8, 576),
                                                        "model.norm.weight": torch.ones(576)})
-    for name in ("float32", "bfloat16", "fbgemm float16", "fbgemm int8, rows alone (int8)", "int8 weight-only",
-                 "int4 weight-only (groups of 32)"):
+    for name in ("float32", "bfloat16", "fbgemm float16", "fbgemm int8, one scale per batch",
+                 "fbgemm int8, rows alone (int8)", "int8 weight-only", "int4 weight-only (groups of 32)"):
         mats = []
         for n, k in shapes:
             w = torch.randn(n, k, generator=gen) * 0.02
@@ -226,6 +226,9 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
             elif name == "fbgemm float16":
                 packed = torch.ops.quantized.linear_prepack_fp16(w, None)
                 mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic_fp16(x, p), k))
+            elif name == "fbgemm int8, one scale per batch":  # fbgemm's own dynamic quantisation of its input
+                packed = bare._pack_int8(w, None).packed
+                mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic(x, p, False), k))
             elif name.startswith("fbgemm int8"):
                 packed = bare._pack_int8(w, None)
                 mats.append((lambda x, p=packed: bare._linear_int8(x, p), k))
