@@ -108,11 +108,9 @@ class _Unsupported(Exception):
     pass
 
 
-# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): fbgemm's AVX2 kernel multiplies uint8 activations by int8 weights
-# in pairs summed into int16 (vpmaddubsw), which saturates above 32,767; with weights within +-63 and activations
-# within 0..255 a pair stays below it (2 * 255 * 63 = 32,130), so the activations keep all 8 bits.
-INT8_WEIGHT_MAX = 63
-INT8_REDUCE_RANGE = False  # activations keep 0..255 (see above); True would give them 0..127
+# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): the largest |w| of a channel maps to `int8_weight_max()` (127, or 63
+# where fbgemm's kernel would overflow 16-bit sums of products); activations keep all 8 bits (0..255).
+INT8_REDUCE_RANGE = False
 INT8_HEAD = True  # decode steps use the int8 output layer too (measured: docs/benchmarks.md)
 INT8_SMOOTH: float | None = 0.5  # SmoothQuant's strength (`LlamaLite._smooth`); None: no smoothing
 # The text whose activations set the smoothing: a short chat in the model's own template.
@@ -131,6 +129,27 @@ INT8_CALIBRATION = [
 class _Int8Linear:
     packed: object  # fbgemm packed int8 weight (torch.ops.quantized.linear_prepack)
     bias: object = None  # float32, added after the product
+
+
+@lru_cache(maxsize=1)
+def int8_weight_max() -> int:
+    """The int8 weights' range, checked once per process on this CPU: 127 where fbgemm's `linear_dynamic` adds
+    products of uint8 activations and int8 weights without overflow in the worst case (every activation at the top
+    of its range against weights of +-127: an AVX2 kernel that adds such products in pairs in 16 bits, vpmaddubsw,
+    would saturate at 32,767); 63 otherwise, which keeps a pair below 2^15 (2 * 255 * 63 = 32,130). Measured on
+    SmolLM2 (docs/benchmarks.md, short workload): 127 wrote 1,979 output tokens where float32 wrote 2,068 and 63
+    wrote 1,638, and one greedy text of 24 was float32's with 127, none with 63."""
+    import torch
+
+    _quantized_warning_seen()
+    width = 64
+    ints = torch.full((2, width), 127, dtype=torch.int8)
+    ints[1] = -127
+    qweight = torch._make_per_channel_quantized_tensor(ints, torch.ones(2, dtype=torch.double),
+                                                       torch.zeros(2, dtype=torch.long), 0)
+    x = torch.cat([torch.ones(1, width), -torch.ones(1, width)])  # quantised to 255 and 0
+    got = torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(qweight, None), INT8_REDUCE_RANGE)
+    return 127 if torch.allclose(got, x @ ints.float().T, rtol=0.02) else 63
 
 
 @lru_cache(maxsize=1)
@@ -320,7 +339,7 @@ class LlamaLite:
         return blocks
 
     def _pack_int8(self, weight, bias, key: str = ""):
-        """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to INT8_WEIGHT_MAX),
+        """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to int8_weight_max()),
         packed for fbgemm's `quantized::linear_dynamic`. The bias is kept apart in float32 (`_linear_int8`).
         With an int8 cache, the matrix `key` comes from it (already quantised) and `weight` is not used."""
         torch = self.torch
@@ -328,8 +347,9 @@ class LlamaLite:
         if self.int8_cache is not None:
             ints, scale = self.int8_cache[key], self.int8_cache[key + ".scale"]
         else:
-            scale = (weight.abs().amax(1) / INT8_WEIGHT_MAX).clamp(min=1e-12)
-            ints = torch.clamp(torch.round(weight / scale[:, None]), -INT8_WEIGHT_MAX, INT8_WEIGHT_MAX).to(torch.int8)
+            top = int8_weight_max()
+            scale = (weight.abs().amax(1) / top).clamp(min=1e-12)
+            ints = torch.clamp(torch.round(weight / scale[:, None]), -top, top).to(torch.int8)
             if self.int8_parts is not None:
                 self.int8_parts[key], self.int8_parts[key + ".scale"] = ints, scale
         qweight = torch._make_per_channel_quantized_tensor(ints, scale.double(),
@@ -910,7 +930,7 @@ def _int8_cache_file(path: Path) -> Path | None:
 def _int8_stamp(path: Path) -> str:
     """What the cached int8 weights were made from: the float weights' file (size, mtime) and the int8 format."""
     stat = (path / "model.safetensors").stat()
-    return f"{stat.st_size}:{stat.st_mtime_ns}:{INT8_WEIGHT_MAX}:{INT8_SMOOTH}:{INT8_CACHE_FORMAT}"
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{int8_weight_max()}:{INT8_SMOOTH}:{INT8_CACHE_FORMAT}"
 
 
 def _int8_keys(config: dict) -> set[str]:

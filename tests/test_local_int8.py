@@ -49,9 +49,9 @@ def test_int8_matmul_is_per_row_whatever_the_batch_and_within_its_rounding_bound
     packed = model._pack_int8(weight, bias)
     qweight = torch.ops.quantized.linear_unpack(packed.packed)[0]
     ints = qweight.int_repr()
-    assert ints.abs().max() == local_engine.INT8_WEIGHT_MAX  # each channel's largest |w| maps to the edge
+    assert ints.abs().max() == local_engine.int8_weight_max()  # each channel's largest |w| maps to the edge
     scales = qweight.q_per_channel_scales().float()
-    assert torch.allclose(scales, weight.abs().amax(1) / local_engine.INT8_WEIGHT_MAX)
+    assert torch.allclose(scales, weight.abs().amax(1) / local_engine.int8_weight_max())
     dequantised = qweight.dequantize()
     # rows at very different scales, a row of zeros, a row with one outlier
     x = torch.randn(150, 64, generator=gen) * torch.logspace(-3, 3, 150)[:, None]
@@ -174,6 +174,22 @@ def test_int8_packing_runs_in_the_background_and_gives_the_finished_models_logit
                                              first_token=first),
                                reference.forward(ids, torch.arange(5)[None], lambda *a: None, lambda layer, q: q,
                                                  first_token=first))
+
+
+def test_the_weight_range_is_the_widest_fbgemm_adds_without_overflow_here():
+    """int8_weight_max() probes fbgemm once; whichever range it picks, the worst case (activations at the top of
+    their range, weights at the edge) computes right, within the activations' rounding."""
+    import torch
+
+    top = local_engine.int8_weight_max()
+    assert top in (63, 127)
+    model = _bare_model(256)
+    weight = torch.full((4, 256), 0.5)
+    weight[1], weight[2, ::2], weight[3, 1::2] = -0.5, -0.5, -0.5
+    packed = model._pack_int8(weight, None)
+    assert torch.ops.quantized.linear_unpack(packed.packed)[0].int_repr().abs().max() == top
+    x = torch.cat([torch.ones(1, 256), -torch.ones(1, 256), torch.linspace(-1, 1, 256)[None]])
+    assert torch.allclose(model._linear_int8(x, packed), x @ weight.T, rtol=0.01, atol=0.5)
 
 
 def test_bad_or_unavailable_dtype_is_a_config_error(monkeypatch):
