@@ -90,9 +90,9 @@ def test_int8_weights_pack_in_the_background_and_stay_close_to_float32(tiny_mode
                     for engine, keep in ((int8_engine, []), (exact, []))]
             assert not torch.equal(outs[0], outs[1])
             error = float((outs[0] - outs[1]).norm() / outs[1].norm())
-            # this random model (weights drawn with std 0.2, 64 wide) amplifies rounding: 0.12 measured here;
-            # the 135M model's agreement with float32 is measured in docs/benchmarks.md
-            assert error < 0.25, error
+            # this random model (weights drawn with std 0.2, 64 wide) amplifies rounding: 0.05-0.07 measured
+            # here; the 135M model's agreement with float32 is measured in docs/benchmarks.md
+            assert error < 0.15, error
 
 
 def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantised_ops(int8_engine):
