@@ -7,17 +7,20 @@ Prints, measured in one run on the same machine:
     the background, so that is when the load's work is all done);
   - the time from "the `local` provider is built" to the first token of a one-token reply (a fresh process);
   - output tokens/s aggregate and CPU ms per output token with `concurrency` requests in flight through the
-    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm) and
-    bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
-    unshared"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
+    `local` provider, for each variant in its own process: the engine with float32, float16 (fbgemm), int8
+    (fbgemm) and bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
+    unshared"), int8 with the float32 output layer in decode steps ("engine int8 f32-head") or quantised at every
+    load ("engine int8 uncached"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
     longest row); the ratios between them. The default workload (`--workload skillmix`) is the Skill-Mix
     chain as the pipeline sends it: per item, student turn 0, student turn 1 (the conversation so far) and the
     judge, rendered from the packaged templates over distinct skill pairs and topics; `--workload short` is
     the earlier set (short prompts, 12 texts twice over);
-  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers).
+  - how many of the greedy texts each variant shares with the engine in float32 (and float32 with transformers),
+    and with --samples N the first N texts of each variant.
 
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
-    python benchmarks/local_model.py --variants "engine f32,engine fp16"
+    python benchmarks/local_model.py --variants "engine f32,engine fp16,engine int8" --samples 4
+    python benchmarks/local_model.py --load 3 --variants "engine fp16,engine int8,engine int8 uncached"
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -45,6 +48,9 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
+            "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
+            "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
             "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
             "transformers": {"SKILLWEAVE_LOCAL_ENGINE": "transformers"}}
 SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyperbole", "statistical syllogism"]
@@ -52,6 +58,8 @@ SKILLS = ["metaphor", "red herring", "modus ponens", "self-serving bias", "hyper
 
 FIRST_TOKEN = ("import time; t = time.perf_counter(); import asyncio; "
                "from skillweave.providers.core import ChatRequest, LocalProvider; "
+               "import os; from skillweave.providers import local_engine; "
+               "os.environ.get('BENCH_INT8_UNCACHED') and setattr(local_engine, 'read_int8_cache', lambda *a: None); "
                "provider = LocalProvider('local'); t1 = time.perf_counter(); "
                "asyncio.run(provider.chat(ChatRequest(messages=[{'role': 'user', 'content': 'Say hi.'}], "
                "max_tokens=1, temperature=0))); "
@@ -75,16 +83,16 @@ def warm_load(kind: str, env: dict, pythonpath: str | None = None) -> tuple[floa
     return built, (None if first < 0 else first), cpu
 
 
-def load_only(repeats: int, against: str | None) -> None:
-    """--load: provider built -> first token, float32 and float16, interleaved; with --against, the same for
-    another checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
+def load_only(repeats: int, against: str | None, kinds=("engine f32", "engine fp16", "engine int8")) -> None:
+    """--load: provider built -> first token, float32, float16 and int8 (or `kinds`), interleaved; with --against,
+    the same for another checkout (a folder that holds `skillweave`, put first on PYTHONPATH) in the same run."""
     trees = {"this": os.environ.get("PYTHONPATH")}
     if against:
         trees = {"against": against, **trees}
     results: dict[str, list] = {}
     for _ in range(repeats):
         for tree, path in trees.items():
-            for kind in ("engine f32", "engine fp16"):
+            for kind in kinds:
                 results.setdefault(f"{tree} {kind}", []).append(warm_load("engine", VARIANTS[kind], path))
     for name, rows in results.items():
         print(f"{name:>20}: provider built after " + ", ".join(f"{r[0]:.2f}" for r in rows)
@@ -92,7 +100,7 @@ def load_only(repeats: int, against: str | None) -> None:
               + f" s (median {_median([r[1] for r in rows]):.2f}); CPU to first token "
               + ", ".join(f"{r[2]:.2f}" for r in rows) + " s")
     if against:
-        for kind in ("engine f32", "engine fp16"):
+        for kind in kinds:
             old, new = results[f"against {kind}"], results[f"this {kind}"]
             print(f"{kind}, against / this (medians): built -> first token "
                   f"{_median([r[1] for r in old]) / _median([r[1] for r in new]):.2f}x, "
@@ -159,6 +167,10 @@ def throughput(args) -> dict:
 
     if os.environ.get("BENCH_NO_PREFIX_SHARING"):
         local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
+    if os.environ.get("BENCH_INT8_UNCACHED"):
+        local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
+    if os.environ.get("BENCH_INT8_HEAD") == "0":
+        local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
     engine, prefilled = None, [0]
 
@@ -201,7 +213,11 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
     shapes = [(960, 576), (576, 576), (3072, 576), (576, 1536)] * 30 + [(49152, 576)]  # 30 layers, output layer
     gen = torch.Generator().manual_seed(0)
     formats = {}
-    for name in ("float32", "bfloat16", "fbgemm float16", "int8 weight-only", "int4 weight-only (groups of 32)"):
+    bare = local_engine.LlamaLite(dict(model_type="llama", hidden_size=576, num_attention_heads=9, num_hidden_layers=0,
+                                       vocab_size=8), {"model.embed_tokens.weight": torch.zeros(8, 576),
+                                                       "model.norm.weight": torch.ones(576)})
+    for name in ("float32", "bfloat16", "fbgemm float16", "fbgemm int8, one scale per batch",
+                 "fbgemm int8, rows alone (int8)", "int8 weight-only", "int4 weight-only (groups of 32)"):
         mats = []
         for n, k in shapes:
             w = torch.randn(n, k, generator=gen) * 0.02
@@ -210,6 +226,12 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
             elif name == "fbgemm float16":
                 packed = torch.ops.quantized.linear_prepack_fp16(w, None)
                 mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic_fp16(x, p), k))
+            elif name == "fbgemm int8, one scale per batch":  # fbgemm's own dynamic quantisation of its input
+                packed = bare._pack_int8(w, None).packed
+                mats.append((lambda x, p=packed: torch.ops.quantized.linear_dynamic(x, p, False), k))
+            elif name.startswith("fbgemm int8"):
+                packed = bare._pack_int8(w, None)
+                mats.append((lambda x, p=packed: bare._linear_int8(x, p), k))
             elif name == "int8 weight-only":
                 q, scale = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=gen), torch.rand(n) * 1e-3
                 mats.append((lambda x, q=q, s=scale: torch.ops.aten._weight_int8pack_mm(x, q, s), k))
@@ -234,10 +256,12 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
         base = base or ms
         print(f"matmuls of one decode step at {rows} rows, {name:>31}: {ms:7.1f} CPU ms ({ms / base:.2f}x float32)")
     prompt = "Write a short paragraph about gardening that shows metaphor and hyperbole."
-    base = None
-    for dtype in ("float32", "float16", "bfloat16"):
+    base = base_prefill = None
+    long_prompt = " ".join([prompt] * 10)  # about 200 tokens, as a Skill-Mix prompt
+    for dtype in ("float32", "float16", "bfloat16", "int8"):
         os.environ["SKILLWEAVE_LOCAL_DTYPE"] = dtype
         engine = local_engine.load_engine("local", rows)
+        engine.model.wait_packed()
         tok = engine.tokenizer
         ids = tok.encode(tok.chat_prompt([{"role": "user", "content": prompt}]))
         eos, engine.eos_ids = engine.eos_ids, set()
@@ -253,9 +277,18 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
             best = min(best, (time.process_time() - cpu) / 5)
         engine.reset()
         engine.eos_ids = eos
-        base = base or best
+        long_ids = tok.encode(tok.chat_prompt([{"role": "user", "content": long_prompt}]))
+        prefill = float("inf")
+        for _ in range(3):
+            engine.prefixes.clear()  # the whole prompt, every time
+            cpu = time.process_time()
+            engine.add(local_engine.GenRequest(long_ids, max_tokens=1))
+            prefill = min(prefill, time.process_time() - cpu)
+            engine.reset()
+        base, base_prefill = base or best, base_prefill or prefill
         print(f"decode step, real model, {rows} rows, {dtype:>8}: {1000 * best:6.1f} CPU ms (best of 6), "
-              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32)")
+              f"{1000 * best / rows:.2f} per token ({base / best:.2f}x less than float32); prefill of "
+              f"{len(long_ids)} tokens {1000 * prefill:.0f} CPU ms ({base_prefill / prefill:.2f}x less)")
 
 
 def main() -> None:
@@ -270,8 +303,11 @@ def main() -> None:
     parser.add_argument("--workload", choices=("skillmix", "short"), default="skillmix",
                         help="skillmix: the pipeline's three-call chains over distinct skill pairs (default); "
                              "short: the earlier short prompts, 12 texts twice over")
-    parser.add_argument("--variants", default="engine f32,engine fp16,engine fp16 unshared",
-                        help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)})")
+    parser.add_argument("--variants",
+                        help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
+                             "engine f32,engine fp16,engine int8; with --load: the variants timed)")
+    parser.add_argument("--samples", type=int, default=0, metavar="N",
+                        help="print the first N texts of each variant (their first 400 characters), to judge them")
     parser.add_argument("--kernels", action="store_true",
                         help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
                              "step of the real model per weight type (one thread)")
@@ -296,10 +332,11 @@ def main() -> None:
         return
     if args.load:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        load_only(args.load, args.against)
+        load_only(args.load, args.against, *([args.variants.split(",")] if args.variants else []))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    args.variants = args.variants or "engine f32,engine fp16,engine int8"
     unknown = set(args.variants.split(",")) - set(VARIANTS)
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
@@ -340,6 +377,10 @@ def main() -> None:
         if kind != reference and "(against)" not in kind:
             same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
             print(f"identical greedy texts, {kind} and {reference}: {same}/{len(runs[kind]['texts'])}")
+    for i in range(min(args.samples, len(runs[reference]["texts"]))):
+        for kind in runs:
+            text = runs[kind]["texts"][i]
+            print(f"text {i + 1}, {kind}: {text[:400]!r}{' ...' if len(text) > 400 else ''}")
     print(f"load average after: {os.getloadavg()[0]:.2f}")
 
 

@@ -63,7 +63,14 @@ def preflight(config: dict) -> None:
         url = os.environ.get(name)
         if url and not url.startswith(("http://", "https://")):
             raise ConfigError(f"{name} '{url}' is not an http:// or https:// URL (used by {env}: models)")
-    items = config.model_dump().items() if hasattr(config, "model_dump") else config.items()  # typed or a dict
+    items = list(config.model_dump().items() if hasattr(config, "model_dump") else config.items())  # typed or a dict
+    if any(isinstance(v, str) and (v == "local" or v.startswith("local:")) for _, v in items):
+        from skillweave.providers.local_engine import check_dtype_setting
+
+        try:  # the embedded model's weight type, without loading it
+            check_dtype_setting()
+        except ConfigError as exc:
+            raise ConfigError(f"{exc}; no run was created") from None
     for key, value in items:
         if isinstance(value, str) and value.startswith(("openai:", "anthropic:")):
             try:

@@ -242,8 +242,9 @@ class LocalProvider(Provider):
         self._pending: list[tuple[ChatRequest, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._lock = None
-        from skillweave.providers.local_engine import start_loading
+        from skillweave.providers.local_engine import check_dtype_setting, start_loading
 
+        check_dtype_setting()  # a bad $SKILLWEAVE_LOCAL_DTYPE is a ConfigError here, not at the first request
         # the load overlaps the caller's set-up; the first request waits for it (None: nothing started)
         self._loading = start_loading(self.model, self.batch_size)
 

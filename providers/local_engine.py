@@ -16,6 +16,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - the matmul weights are float16 packed for fbgemm where torch has it (half the bytes read per decode step,
   float32 activations and accumulation; `local_dtype_name`), and then prompts that start like an earlier
   prompt or finished conversation prefill only their new tokens (`Engine.share_prefixes`);
+- `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
+  `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
+  equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
+  int8 form is cached next to its weights (`read_int8_cache`);
 - the torch thread count follows the load while it runs (`adaptive_threads`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
@@ -104,11 +108,75 @@ class _Unsupported(Exception):
     pass
 
 
+# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): the largest |w| of a channel maps to `int8_weight_max()` (127, or 63
+# where fbgemm's kernel would overflow 16-bit sums of products); activations keep all 8 bits (0..255).
+INT8_REDUCE_RANGE = False
+INT8_HEAD = True  # decode steps use the int8 output layer too (measured: docs/benchmarks.md)
+INT8_SMOOTH: float | None = 0.5  # SmoothQuant's strength (`LlamaLite._smooth`); None: no smoothing
+# The text whose activations set the smoothing: a short chat in the model's own template.
+INT8_CALIBRATION = [
+    {"role": "system", "content": "You are a helpful assistant."},
+    {"role": "user", "content": "Write a short paragraph about cave diving that shows a metaphor and a rhetorical "
+                                "question, then explain which sentence shows which skill."},
+    {"role": "assistant", "content": "Below the surface, the cave is a cathedral of stone: silent, cold and "
+                                     "patient. Who would not feel small there? The first sentence is the metaphor; "
+                                     "the second asks a question that needs no answer."},
+    {"role": "user", "content": "Grade the text from 0 to 10 and give one reason."},
+]
+
+
+@dataclass
+class _Int8Linear:
+    packed: object  # fbgemm packed int8 weight (torch.ops.quantized.linear_prepack)
+    bias: object = None  # float32, added after the product
+
+
+@lru_cache(maxsize=1)
+def int8_weight_max() -> int:
+    """The int8 weights' range, checked once per process on this CPU: 127 where fbgemm's `linear_dynamic` adds
+    products of uint8 activations and int8 weights without overflow in the worst case (every activation at the top
+    of its range against weights of +-127: an AVX2 kernel that adds such products in pairs in 16 bits, vpmaddubsw,
+    would saturate at 32,767); 63 otherwise, which keeps a pair below 2^15 (2 * 255 * 63 = 32,130). Measured on
+    SmolLM2 (docs/benchmarks.md, short workload): 127 wrote 1,979 output tokens where float32 wrote 2,068 and 63
+    wrote 1,638, and one greedy text of 24 was float32's with 127, none with 63."""
+    import torch
+
+    _quantized_warning_seen()
+    width = 64
+    ints = torch.full((2, width), 127, dtype=torch.int8)
+    ints[1] = -127
+    qweight = torch._make_per_channel_quantized_tensor(ints, torch.ones(2, dtype=torch.double),
+                                                       torch.zeros(2, dtype=torch.long), 0)
+    x = torch.cat([torch.ones(1, width), -torch.ones(1, width)])  # quantised to 255 and 0
+    got = torch.ops.quantized.linear_dynamic(x, torch.ops.quantized.linear_prepack(qweight, None), INT8_REDUCE_RANGE)
+    return 127 if torch.allclose(got, x @ ints.float().T, rtol=0.02) else 63
+
+
+@lru_cache(maxsize=1)
+def _quantized_warning_seen() -> None:
+    """torch 2.13 warns (once per process, from C++) that its quantized tensor constructors are deprecated; the
+    engine uses one to hand int8 weights and their per-channel scales to fbgemm's packer. That one warning is
+    raised here, on the calling thread, and not shown; the packing threads then raise none."""
+    import warnings
+
+    import torch
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.quantize_per_channel(torch.ones(1, 1), torch.ones(1, dtype=torch.double),
+                                   torch.zeros(1, dtype=torch.long), 0, torch.qint8)
+
+
 # ---- model ----------------------------------------------------------------------------------------------
 class LlamaLite:
     """A Llama-architecture decoder in plain torch (fp32), weights from one safetensors file."""
 
-    def __init__(self, config: dict, weights: dict, dtype=None):
+    def __init__(self, config: dict, weights: dict, dtype=None, int8_cache: dict | None = None,
+                 keep_int8: bool = False, calibration: list[int] | None = None):
+        """`int8_cache`: with int8 weights, the int8 matrices and their scales as `int8_parts` held them for an
+        earlier load (`read_int8_cache`); they are packed as they are instead of being quantised again.
+        `keep_int8`: keep this load's int8 matrices and scales in `int8_parts` (for `write_int8_cache`).
+        `calibration`: with int8 weights (and no cache), token ids whose activations set the smoothing (`_smooth`)."""
         import torch
 
         self.torch = torch
@@ -133,10 +201,21 @@ class LlamaLite:
         self.lm_head = self.embed if tied or "lm_head.weight" not in w else w["lm_head.weight"]
         self.head32 = self.lm_head  # float32: the first token of every reply comes from it (`forward`)
         self.norm = w["model.norm.weight"]
-        self._pending = None  # (output layer, [one future per layer]) while float16 packing runs
-        if dtype == torch.float16:  # fp16 weights packed for fbgemm; activations and accumulation stay fp32
+        self._pending = None  # (output layer, [one future per layer]) while float16/int8 packing runs
+        self._ends = {}  # int8: per input width, a buffer whose row 0 is [1, -1, 0, ...] (`_linear_int8`)
+        self.int8_cache = int8_cache
+        self.int8_parts: dict | None = {} if keep_int8 else None  # int8 matrices and scales quantised here
+        if dtype in (torch.float16, torch.int8):  # packed for fbgemm; activations and accumulation as described
             self.blocks = [None] * self.layers
-            self._pack_fp16(w)
+            if dtype == torch.int8:
+                _quantized_warning_seen()
+            if dtype == torch.int8:
+                blocks = None
+                if int8_cache is None and calibration and INT8_SMOOTH is not None:
+                    blocks = self._smooth(w, calibration)
+                self._pack(w, self._pack_int8, head=INT8_HEAD, fuse=int8_cache is None, blocks=blocks)
+            else:
+                self._pack(w, lambda weight, bias, key: torch.ops.quantized.linear_prepack_fp16(weight, bias))
             return
         self.blocks = [self._block(w, i) for i in range(self.layers)]
         if dtype is not None and dtype != torch.float32:  # matmul weights only; norms and residuals stay fp32
@@ -146,8 +225,9 @@ class LlamaLite:
                         blk[name] = blk[name].to(dtype)
             self.lm_head = self.lm_head.to(dtype)
 
-    def _block(self, w: dict, i: int) -> dict:
-        """Layer i's weights, the q/k/v and gate/up projections each fused into one matrix."""
+    def _block(self, w: dict, i: int, fuse: bool = True) -> dict:
+        """Layer i's weights, the q/k/v and gate/up projections each fused into one matrix (without `fuse`, the
+        matrices are left out: the int8 cache holds them)."""
         torch = self.torch
         p = f"model.layers.{i}."
 
@@ -161,6 +241,10 @@ class LlamaLite:
         gate_up_b = None
         if get("mlp.gate_proj.bias") is not None:
             gate_up_b = torch.cat([get("mlp.gate_proj.bias"), get("mlp.up_proj.bias")])
+        if not fuse:
+            return dict(ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
+                        qkv=None, qkv_b=qkv_b, o=None, o_b=get("self_attn.o_proj.bias"), gate_up=None,
+                        gate_up_b=gate_up_b, down=None, down_b=get("mlp.down_proj.bias"))
         return dict(
             ln1=get("input_layernorm.weight"), ln2=get("post_attention_layernorm.weight"),
             qkv=torch.cat([get("self_attn.q_proj.weight"), get("self_attn.k_proj.weight"),
@@ -170,33 +254,107 @@ class LlamaLite:
             gate_up_b=gate_up_b, down=get("mlp.down_proj.weight"), down_b=get("mlp.down_proj.bias"),
         )
 
-    def _pack_fp16(self, w: dict) -> None:
-        """Each matmul weight (with its bias) becomes an fbgemm fp16 packed matrix: half the bytes read per decode
-        step, and fbgemm's AVX2 kernel converts to fp32 in registers and accumulates in fp32.
+    def _pack(self, w: dict, pack, head: bool = True, fuse: bool = True, blocks: list | None = None) -> None:
+        """Each matmul weight (with its bias) becomes an fbgemm packed matrix (`pack(weight, bias, key)`: float16's
+        `linear_prepack_fp16`, or `_pack_int8`): fewer bytes read per decode step, converted in registers.
 
-        Packing costs 9-14 CPU ns per weight (1.2-1.9 CPU s for SmolLM2-135M), so it runs in the background on
-        every core (torch releases the GIL): the layers in order, each fused and packed by one job, then the
-        output layer. The constructor returns at once, so the tokenizer, the chat template and the caller's own
+        Packing costs 9-14 CPU ns per weight for float16 (1.2-1.9 CPU s for SmolLM2-135M), about 10 for int8
+        (quantising included), so it runs in the background on every core (torch releases the GIL): the layers
+        in order, each fused and packed by one job, then the output layer (unless `head` is False: it then stays
+        float32). The constructor returns at once, so the tokenizer, the chat template and the caller's own
         start-up overlap the packing; `forward` waits for the layers first (waiting layer by layer inside the
         first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md), and for the output
         layer only where it uses the packed one: a prompt's first token comes from the float32 output layer, so
         the first reply's first token does not wait for the output layer's 28 M weights. The packed matrices are
         the same whichever thread packs them, so outputs do not depend on the timing."""
-        pack = self.torch.ops.quantized.linear_prepack_fp16
 
-        def head():
-            self.lm_head = pack(self.lm_head, None)
+        def head_job():
+            if head:
+                self.lm_head = pack(self.lm_head, None, "head")
 
         def layer(i):
-            blk = self._block(w, i)
+            blk = blocks[i] if blocks is not None else self._block(w, i, fuse)
+            cache = self.int8_cache
+            if cache is not None and f"{i}.ln1" in cache:  # norms with the smoothing folded in (`_smooth`)
+                blk["ln1"], blk["ln2"] = cache[f"{i}.ln1"], cache[f"{i}.ln2"]
+            elif blocks is not None and self.int8_parts is not None:
+                self.int8_parts[f"{i}.ln1"], self.int8_parts[f"{i}.ln2"] = blk["ln1"], blk["ln2"]
             for name in ("qkv", "o", "gate_up", "down"):
-                blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"]), None
+                blk[name], blk[name + "_b"] = pack(blk[name], blk[name + "_b"], f"{i}.{name}"), None
             self.blocks[i] = blk
 
         pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
         layers = [pool.submit(layer, i) for i in range(self.layers)]
-        self._pending = (pool.submit(head), layers)
+        self._pending = (pool.submit(head_job), layers)
         pool.shutdown(wait=False)  # the workers end when the last job is done
+
+    def _smooth(self, w: dict, ids: list[int]) -> list[dict]:
+        """Fused float32 blocks with activation outliers moved into the weights (SmoothQuant, Xiao et al. 2023).
+
+        Per-row int8 activations lose precision where a few channels are far larger than the rest, as in the
+        residual stream of a Llama. One float32 pass over `ids` records each input channel's largest |x| at the
+        q/k/v, gate/up and down projections; each channel k gets s_k = sqrt(max|x_k| / max|W[:, k]|) (strength
+        INT8_SMOOTH = 0.5), the matrix's column k is multiplied by s_k and its input divided by it, the division
+        folded into what produces that input: the norm weight before q/k/v and before gate/up, and the up
+        projection's row k before down. In exact arithmetic the model is unchanged; the int8 rounding is shared
+        between weights and activations. The output projection is not smoothed (a division per channel cannot
+        be folded into value heads shared by several query heads), nor the output layer (measured worse)."""
+        torch = self.torch
+        blocks = [self._block(w, i) for i in range(self.layers)]
+        peaks: dict[int, object] = {}
+        F = torch.nn.functional
+
+        def record(x, weight, bias=None):
+            peak = x.reshape(-1, x.shape[-1]).abs().amax(0)
+            old = peaks.get(id(weight))
+            peaks[id(weight)] = peak if old is None else torch.maximum(old, peak)
+            return F.linear(x, weight, bias)
+
+        saved, self.blocks, self._linear = self.blocks, blocks, record  # the instance attribute shadows the method
+        keep = []
+        try:
+            with torch.no_grad():
+                self.forward(torch.tensor([ids]), torch.arange(len(ids))[None],
+                             lambda layer, k, v: keep.append((k, v)),
+                             lambda layer, q: F.scaled_dot_product_attention(
+                                 q, *keep[layer], is_causal=True, enable_gqa=self.kv_heads != self.heads),
+                             first_token=True)
+        finally:
+            del self._linear
+            self.blocks = saved
+
+        def factors(weight):
+            x = peaks[id(weight)].clamp(min=1e-5)
+            return (x.pow(INT8_SMOOTH) / weight.abs().amax(0).clamp(min=1e-5).pow(1 - INT8_SMOOTH)).clamp(min=1e-5)
+
+        for blk in blocks:
+            s1, s2, s3 = factors(blk["qkv"]), factors(blk["gate_up"]), factors(blk["down"])
+            blk["ln1"], blk["qkv"] = blk["ln1"] / s1, blk["qkv"] * s1
+            blk["ln2"], gate_up = blk["ln2"] / s2, blk["gate_up"] * s2
+            inter = blk["down"].shape[1]
+            gate_up[inter:] /= s3[:, None]
+            blk["gate_up"], blk["down"] = gate_up, blk["down"] * s3
+            if blk["gate_up_b"] is not None:
+                blk["gate_up_b"] = torch.cat([blk["gate_up_b"][:inter], blk["gate_up_b"][inter:] / s3])
+        return blocks
+
+    def _pack_int8(self, weight, bias, key: str = ""):
+        """int8 weights, one scale per output channel (symmetric: the row's largest |w| maps to int8_weight_max()),
+        packed for fbgemm's `quantized::linear_dynamic`. The bias is kept apart in float32 (`_linear_int8`).
+        With an int8 cache, the matrix `key` comes from it (already quantised) and `weight` is not used."""
+        torch = self.torch
+        _quantized_warning_seen()  # already raised by the constructor on its own thread
+        if self.int8_cache is not None:
+            ints, scale = self.int8_cache[key], self.int8_cache[key + ".scale"]
+        else:
+            top = int8_weight_max()
+            scale = (weight.abs().amax(1) / top).clamp(min=1e-12)
+            ints = torch.clamp(torch.round(weight / scale[:, None]), -top, top).to(torch.int8)
+            if self.int8_parts is not None:
+                self.int8_parts[key], self.int8_parts[key + ".scale"] = ints, scale
+        qweight = torch._make_per_channel_quantized_tensor(ints, scale.double(),
+                                                           torch.zeros(ints.shape[0], dtype=torch.long), 0)
+        return _Int8Linear(torch.ops.quantized.linear_prepack(qweight, None), bias)
 
     def wait_packed(self) -> None:
         """Wait until every weight is packed (a no-op when packing is done or was not needed); raises what a
@@ -209,11 +367,37 @@ class LlamaLite:
             self._pending = None
 
     def _linear(self, x, weight, bias=None):
+        if isinstance(weight, _Int8Linear):
+            return self._linear_int8(x, weight)
         if isinstance(weight, self.torch.ScriptObject):  # fbgemm fp16 packed (bias inside)
             return self.torch.ops.quantized.linear_dynamic_fp16(x, weight)
         if weight.dtype == x.dtype:
             return self.torch.nn.functional.linear(x, weight, bias)
         return self.torch.nn.functional.linear(x.to(weight.dtype), weight, bias).to(x.dtype)
+
+    def _linear_int8(self, x, weight: _Int8Linear):
+        """x @ W.T (+ bias) with W int8 per output channel and x quantised per row (per token) to uint8.
+
+        fbgemm's `linear_dynamic` picks one scale for its whole input, so each row's result would depend on the
+        other rows of the batch (and batched would differ from alone). Here each row is divided by its own
+        largest |x|, and the row [1, -1, 0, ...] goes first, so the input always spans exactly [-1, 1]: every row
+        is quantised with the same fixed scale relative to its own range, i.e. per row, and the product is
+        multiplied back by the row's largest |x|. A row's result is therefore the same in any batch.
+        Accumulation is int32 inside fbgemm; dequantisation and the rest stay float32."""
+        torch = self.torch
+        shape = x.shape
+        x2 = x.reshape(-1, shape[-1])
+        rows = x2.shape[0]
+        buffer = self._ends.get(shape[-1])
+        if buffer is None or buffer.shape[0] <= rows:  # row 0: the ends of the range; rows 1..: the input
+            buffer = torch.zeros((max(rows + 1, 64), shape[-1]))
+            buffer[0, 0], buffer[0, 1] = 1.0, -1.0
+            self._ends[shape[-1]] = buffer
+        peak = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-30)
+        torch.div(x2, peak, out=buffer[1: rows + 1])
+        y = torch.ops.quantized.linear_dynamic(buffer[: rows + 1], weight.packed, INT8_REDUCE_RANGE)[1:]
+        y = y.mul_(peak) if weight.bias is None else torch.addcmul(weight.bias, y, peak)
+        return y.view(*shape[:-1], y.shape[-1])
 
     def _rms(self, x, weight):
         # torch's rms_norm is x * rsqrt(mean(x^2) + eps) * weight in one call (the same operations, so the same
@@ -700,11 +884,23 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
 
         # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
         # chat template are built.
-        with ThreadPoolExecutor(1) as pool:
-            weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
-                                                    dtype=getattr(torch, dtype)))
+        cache_file = _int8_cache_file(path) if dtype == "int8" else None
+        int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
+        if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
             tokenizer = ChatTokenizer(path)
-            model = weights.result()
+            model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
+                              keep_int8=cache_file is not None,
+                              calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
+                                                        dtype=getattr(torch, dtype), int8_cache=int8_cache,
+                                                        keep_int8=cache_file is not None and int8_cache is None))
+                tokenizer = ChatTokenizer(path)
+                model = weights.result()
+        if model.int8_parts is not None:  # written once packing is done; the next process reads it
+            threading.Thread(target=write_int8_cache, args=(path, cache_file, model),
+                             name="skillweave-int8-cache").start()
     except _Unsupported:
         return None
     eos: set[int] = set()
@@ -715,19 +911,98 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
 
 
+INT8_CACHE_FORMAT = 2
+
+
+def _int8_cache_file(path: Path) -> Path | None:
+    """Where the int8 form of a model is kept: only for the embedded model, whose folder skillweave prepared in
+    its own cache directory (a folder of the user's own is never written to)."""
+    from skillweave.providers.local_model import EMBEDDED_NAME, cache_dir
+
+    try:
+        if path.resolve() != (cache_dir() / EMBEDDED_NAME).resolve():
+            return None
+    except OSError:
+        return None
+    return path / "int8-weights.safetensors"
+
+
+def _int8_stamp(path: Path) -> str:
+    """What the cached int8 weights were made from: the float weights' file (size, mtime) and the int8 format."""
+    stat = (path / "model.safetensors").stat()
+    return f"{stat.st_size}:{stat.st_mtime_ns}:{int8_weight_max()}:{INT8_SMOOTH}:{INT8_CACHE_FORMAT}"
+
+
+def _int8_keys(config: dict) -> set[str]:
+    """The tensors an int8 cache holds: each layer's four matrices and their scales, the output layer's where
+    decode steps use int8, and the smoothed norm weights."""
+    layers = range(config["num_hidden_layers"])
+    keys = {f"{i}.{name}" for i in layers for name in ("qkv", "o", "gate_up", "down")} | ({"head"} if INT8_HEAD else set())
+    keys |= {key + ".scale" for key in keys}
+    return keys | ({f"{i}.{ln}" for i in layers for ln in ("ln1", "ln2")} if INT8_SMOOTH is not None else set())
+
+
+def read_int8_cache(path: Path, file: Path, keys: set[str]) -> dict | None:
+    """The cached int8 matrices and scales (memory-mapped), or None when there are none for these weights (a
+    missing, stale, incomplete or unreadable file: the weights are then quantised again and the file
+    rewritten)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(file), "pt") as f:
+            if (f.metadata() or {}).get("stamp") != _int8_stamp(path):
+                return None
+            if not keys <= set(f.keys()):
+                return None
+        return load_file(str(file))
+    except Exception:  # noqa: BLE001 - any unreadable cache is rebuilt, never trusted
+        return None
+
+
+def write_int8_cache(path: Path, file: Path, model: LlamaLite) -> None:
+    """After packing, save the int8 matrices and scales the load computed (atomically; a failure to write leaves
+    no file and is not an error: the next load quantises again)."""
+    from safetensors.torch import save_file
+
+    try:
+        model.wait_packed()
+    except Exception:  # noqa: BLE001 - the first request reports a packing error
+        return
+    parts, model.int8_parts = model.int8_parts, None
+    if not parts:
+        return
+    staging = file.with_name(f".{file.name}.{os.getpid()}.{threading.get_ident()}")
+    try:
+        save_file({k: v.contiguous() for k, v in parts.items()}, str(staging), metadata={"stamp": _int8_stamp(path)})
+        os.replace(staging, file)
+    except OSError:
+        staging.unlink(missing_ok=True)
+
+
 def local_dtype_name() -> str:
     """$SKILLWEAVE_LOCAL_DTYPE, the matmul weights' type: float16 (the default where torch has fbgemm, i.e. x86-64
-    with AVX2; packed for fbgemm, activations and accumulation stay float32), float32 (the weights as prepared;
-    the default elsewhere) or bfloat16. docs/models.md says how far float16 and bfloat16 outputs are from
-    float32's; within each type, batched equals unbatched."""
+    with AVX2; packed for fbgemm, activations and accumulation stay float32), int8 (fbgemm too: int8 weights per
+    output channel, activations quantised per row, int32 accumulation), float32 (the weights as prepared; the
+    default elsewhere) or bfloat16. docs/models.md says how far the other types' outputs are from float32's;
+    within each type, batched equals unbatched."""
     from skillweave.errors import ConfigError
 
-    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or ("float16" if fp16_kernels() else "float32")
-    if name not in ("float32", "float16", "bfloat16"):
-        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16 or bfloat16")
-    if name == "float16" and not fp16_kernels():
-        raise ConfigError("SKILLWEAVE_LOCAL_DTYPE float16 needs torch's fbgemm kernels (x86-64 with AVX2); "
+    name = check_dtype_setting() or ("float16" if fp16_kernels() else "float32")
+    if name in ("float16", "int8") and not fp16_kernels():
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE {name} needs torch's fbgemm kernels (x86-64 with AVX2); "
                           "use float32")
+    return name
+
+
+def check_dtype_setting() -> str | None:
+    """$SKILLWEAVE_LOCAL_DTYPE if it names a weight type (None when unset); a ConfigError otherwise. Reads no
+    model and imports no torch, so the CLI checks it before a run is created."""
+    from skillweave.errors import ConfigError
+
+    name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
+    if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
     return name
 
 

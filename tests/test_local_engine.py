@@ -242,7 +242,7 @@ def test_bfloat16_weights_keep_batched_equal_to_alone(tiny_model, monkeypatch):
         monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float64")
         from skillweave.errors import ConfigError
 
-        with pytest.raises(ConfigError, match="expected float32, float16 or bfloat16"):
+        with pytest.raises(ConfigError, match="expected float32, float16, bfloat16 or int8"):
             local_engine.local_dtype()
     finally:
         local_engine._load_engine.cache_clear()

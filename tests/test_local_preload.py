@@ -137,14 +137,16 @@ def test_nothing_is_preloaded_without_prepared_weights_and_a_failed_preload_fail
     assert local_engine.start_loading(str(tiny_model)) is None
     monkeypatch.delenv("SKILLWEAVE_LOCAL_ENGINE")
 
-    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float64")  # the load fails in the background thread
+    # the load fails in the background thread (a name that is not a type fails earlier: tests/test_local_int8.py)
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+    monkeypatch.setattr(local_engine, "fp16_kernels", lambda: False)
     local_engine._load_engine.cache_clear()
     escaped = []
     monkeypatch.setattr(threading, "excepthook", lambda args: escaped.append(args))
     provider = LocalProvider(str(tiny_model))
     provider._loading.join(60)
     assert not escaped  # nothing escaped the thread
-    with pytest.raises(Exception, match="SKILLWEAVE_LOCAL_DTYPE 'float64'"):
+    with pytest.raises(Exception, match="SKILLWEAVE_LOCAL_DTYPE float16 needs"):
         asyncio.run(provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2)))
     local_engine._load_engine.cache_clear()
 
