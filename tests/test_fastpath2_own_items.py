@@ -130,29 +130,42 @@ def test_entries_are_bounded(run_store, monkeypatch):
         assert store.own_item(ids[0]) == store.get_item(ids[0])
 
 
-def _grade_needing_langgraph(monkeypatch):
-    """The Skill-Mix graph with a grade node that needs LangGraph's runtime: each thread's student turns run
-    directly, then the thread re-runs from its input through LangGraph (the direct executor's fallback)."""
+def _needing_langgraph(monkeypatch, where: str):
+    """The Skill-Mix graph with a step that needs LangGraph's runtime, so that each thread starts directly and
+    re-runs from its input through LangGraph (the direct executor's fallback): `grade`, the grade node (the
+    student's outputs are in the followed row by then), or `call`, right after each model call returns (the call
+    is recorded, the payload not yet written: the re-run must find the call by its key)."""
     from langgraph.config import get_config
 
     from skillweave.agents import skillmix as nodes
     from skillweave.graphs import skillmix as graph_module
 
-    grade = nodes.grade
+    if where == "grade":
+        grade = nodes.grade
 
-    async def grade_in_langgraph(state, runtime):
-        get_config()  # raises outside a runnable context
-        return await grade(state, runtime)
+        async def grade_in_langgraph(state, runtime):
+            get_config()  # raises outside a runnable context
+            return await grade(state, runtime)
 
-    monkeypatch.setattr(graph_module, "grade", grade_in_langgraph)
+        monkeypatch.setattr(graph_module, "grade", grade_in_langgraph)
+        return
+    call_template = nodes.call_template
+
+    async def call_then_langgraph(*args, **kwargs):
+        reply = await call_template(*args, **kwargs)
+        get_config()
+        return reply
+
+    monkeypatch.setattr(nodes, "call_template", call_then_langgraph)
 
 
-def test_a_thread_that_reruns_through_langgraph_pays_nothing_twice(tmp_path, monkeypatch):
-    """The student's calls were recorded while the item was followed; the re-run must find every one of them."""
+@pytest.mark.parametrize("where", ["grade", "call"])
+def test_a_thread_that_reruns_through_langgraph_pays_nothing_twice(tmp_path, monkeypatch, where):
+    """Calls recorded while the item was followed are found when the thread re-runs from its input."""
     monkeypatch.setenv(executor.ENV, "direct")
     settings = dict(k=[2, 3], n=3, rounds=2, grading_samples=2, model="fake", judge="fake")
     skillweave.run("skillmix", db=str(tmp_path / "plain.db"), **settings)
-    _grade_needing_langgraph(monkeypatch)
+    _needing_langgraph(monkeypatch, where)
     db = str(tmp_path / "fallback.db")
     handle = skillweave.run("skillmix", db=db, **settings)
     assert handle.summary.statuses == {"done": 12}
