@@ -41,6 +41,7 @@ class OwnItems:
 
     def __init__(self, columns: dict[str, str], follow_rows: bool = True, limit: int | None = None):
         self.columns = columns  # items column -> declared type
+        self._kinds = {c: _AFFINITY.get(t.upper()) for c, t in columns.items()}  # column -> its Python type
         self.follow_rows = follow_rows  # False: rows are never followed (only call keys and events)
         self.limit = LIMIT if limit is None else limit
         self.entries: dict[str, OwnItem] = {}
@@ -60,6 +61,5 @@ class OwnItems:
         """Whether SQLite stores `value` in `column` and reads it back as this same Python value (no affinity
         conversion): None, or the column's own type (bool is not an INTEGER here: it reads back as int)."""
         if value is None:
-            return column in self.columns
-        kind = _AFFINITY.get(self.columns.get(column, "").upper())
-        return kind is not None and type(value) is kind
+            return column in self._kinds
+        return type(value) is self._kinds.get(column)  # never true for an unknown column or declared type
