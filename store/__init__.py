@@ -636,7 +636,7 @@ def _followed_update(own, row: dict, values: dict, prompt_versions: list, payloa
     for column, value in values.items():
         if column == "skills":
             value = jload(value, [])
-        elif not own.plain(column, value):
+        elif column in ("payload", "prompt_versions") or not own.plain(column, value):  # JSON text given as is
             return None
         row[column] = value
     if prompt_versions and prompt_versions[0] not in row["prompt_versions"]:

@@ -51,6 +51,7 @@ def test_the_followed_row_is_what_get_item_reads(run_store):
     dict(topic=5),  # TEXT column: SQLite stores '5', reads back a str
     dict(k=True),  # reads back as 1
     dict(prompt_versions=["a", "b"]),  # the general path
+    dict(payload='{"whole": "payload"}'),  # a column of JSON text set as is: read back decoded
 ])
 def test_a_write_that_may_read_back_differently_stops_following(run_store, step):
     store = run_store
