@@ -210,7 +210,7 @@ def _temperature(config: SkillMixConfig, round_: int) -> float:
 async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
     """Turns 0 and 1 of the student conversation; each output is stored as soon as it arrives."""
     ctx = runtime.context
-    item = ctx.store.get_item(state["item_id"])
+    item = ctx.store.own_item(state["item_id"])
     values = _values(item, ctx.config)
     outputs = [item["payload"][f"output_{i}"] for i in range(2) if f"output_{i}" in item["payload"]]
     if ctx.config.rejudge_of and len(outputs) < 2:  # a re-judge run never calls the student
@@ -243,7 +243,7 @@ async def student_turn(state: SkillMixState, runtime: Runtime[RunContext]) -> di
 async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
     """One judge call with n samples; each parsed, repaired and overridden, stored as its own grade row."""
     ctx, config = runtime.context, runtime.context.config
-    item = ctx.store.get_item(state["item_id"])
+    item = ctx.store.own_item(state["item_id"])
     k, text = item["k"], item["payload"]["text_1"]  # only the revised text is graded
     values = {**_values(item, config), "text": text}
     values.pop("shorten")

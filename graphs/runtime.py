@@ -159,7 +159,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                    every=progress_every)
     bar.start()
 
-    async with checkpointer(ctx.store) as saver:
+    async with checkpointer(ctx.store) as saver, _own_items(ctx.store):
         graph = module.build_graph(checkpointer=saver)
 
         durability = module.durability
@@ -186,6 +186,7 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
                 except Exception as exc:  # one thread's bug or bad reply never takes the others down
                     _thread_crashed(ctx, spec, summary, exc)
                 bar.update(1)
+                ctx.store.forget_own(spec.input.get("item_id") if isinstance(spec.input, dict) else None)
                 # let the loop turn: a thread that never waits (stored or instant replies) would otherwise run the
                 # next one in the same tick, and a tick holds its write transaction and its cancelled timers
                 # (asyncio purges those between ticks) until it ends: with the fake provider, the whole run
@@ -203,6 +204,13 @@ async def execute(pipeline: Pipeline, ctx: RunContext, *, concurrency: int = 8, 
             if (await graph.aget_state(thread_config(spec.thread_id))).interrupts:
                 summary.paused += 1
     return summary
+
+
+@contextlib.asynccontextmanager
+async def _own_items(store):
+    """The items this process creates while it runs the threads are followed in memory (store/own_items.py)."""
+    with store.own_items():
+        yield
 
 
 SCHEDULE_BATCH = 256  # threads taken from the plan (and items created) per checkpoint lookup

@@ -15,6 +15,7 @@ import numpy as np
 
 _HONORIFICS = re.compile(r"\b(Mr|Mrs|Ms|Dr|Prof)\. ")
 _SENTENCE_BREAK = re.compile(r"[.!?]['\"]* ['\"]*(?=[A-Z])")
+_NOT_NUMBER = re.compile(r"[^0-9./]")  # parse_table: a cell keeps its digits, dots and slashes
 _NUMBER_WORDS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten"]
 
 HEADLINE = {
@@ -61,7 +62,7 @@ def parse_table(reply: str) -> tuple[list[float], float | None]:
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) < 2:
             continue
-        value = re.sub(r"[^0-9./]", "", cells[1]).split("/")[0]
+        value = _NOT_NUMBER.sub("", cells[1]).split("/")[0]
         try:
             number = float(value)
         except ValueError:

@@ -152,6 +152,7 @@ class Store:
         self._connections: list[sqlite3.Connection] = []
         self.lock = _StoreLock(self)
         self._batch: list | None = None  # [loop, thread id, flush scheduled, connection] while batch_writes() is on
+        self._own = None  # a store.own_items.OwnItems while own_items() is on
         self._shared = self._connect() if self.path == ":memory:" else None  # one in-memory database
         try:
             self.db  # noqa: B018  (open this thread's connection now, so a bad file fails here)
@@ -255,6 +256,37 @@ class Store:
         finally:
             self._batch = None
             self.flush_writes()
+
+    @contextlib.contextmanager
+    def own_items(self):
+        """While on, the items this process creates are followed in memory, so that the per-request reads about
+        them (stored call by key, latest event, the item's row) need no statement (store/own_items.py). The
+        runtime turns it on around the threads it runs; released with `forget_own` when a thread ends."""
+        from skillweave.store.own_items import OwnItems
+
+        if self._own is not None:  # already on (an inner run): the outer one ends it
+            yield self
+            return
+        info = list(self.db.conn.execute("PRAGMA table_info(items)"))
+        # a column with a default would hold a value the INSERT did not name: rows are then not followed
+        self._own = OwnItems({r[1]: r[2] for r in info}, follow_rows=all(r[4] is None for r in info))
+        try:
+            yield self
+        finally:
+            self._own = None
+
+    def forget_own(self, item_id: str | None) -> None:
+        """Stop following an item (its thread ended); its questions go to the store again."""
+        if self._own is not None:
+            self._own.drop(item_id)
+
+    def own_item(self, item_id: str) -> dict:
+        """`get_item` for a node of the thread that runs the item: served from memory when this process created
+        the item and followed every write to it (the payload dict is a copy; its values must not be mutated)."""
+        entry = self._own.get(item_id) if self._own is not None else None
+        if entry is None or entry.row is None:
+            return self.get_item(item_id)
+        return {**entry.row, "payload": dict(entry.row["payload"])}
 
     def flush_writes(self) -> None:
         """Commit the tick's open write transaction, if any (never one a `transaction()` block holds)."""
@@ -404,7 +436,13 @@ class Store:
         }
         for key, value in fields.items():
             row[key] = jdump(value) if key in ("skills", "payload", "prompt_versions") else value
-        self._insert("items", row, "OR IGNORE")
+        cursor = self._write(_insert_sql("items", "OR IGNORE", tuple(row)), list(row.values()))
+        own = self._own
+        if own is not None and cursor.rowcount == 1:  # this process made the row: follow it (store/own_items.py)
+            full = dict.fromkeys(own.columns)
+            full.update(row)
+            follow = own.follow_rows and len(full) == len(own.columns) and all(own.plain(c, v) for c, v in full.items())
+            own.add(item_id, _decode_item(full) if follow else None)
         return item_id
 
     def get_item(self, item_id: str) -> dict:
@@ -428,10 +466,18 @@ class Store:
             for k, v in (payload_update or {}).items():
                 args += [f'$."{k}"', jdump(v)]
             sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()))
-            cursor = self._write(sql, [*args, item_id])
+            own = self._own.get(item_id) if self._own is not None else None
+            try:
+                cursor = self._write(sql, [*args, item_id])
+            except BaseException:
+                self.forget_own(item_id)
+                raise
             if cursor.rowcount == 0:
                 raise NotFound(f"no item '{item_id}' in {self.path}")
+            if own is not None and own.row is not None:
+                own.row = _followed_update(self._own, own.row, values, prompt_versions, payload_update, args)
             return
+        self.forget_own(item_id)  # the general path: the store answers for this item from now on
         with self.transaction():
             current = self._one("SELECT payload, prompt_versions FROM items WHERE id = ?", [item_id])
             if current is None:
@@ -459,8 +505,12 @@ class Store:
             yield _decode_item(row)
 
     # ---- model calls ------------------------------------------------------------------------------
-    def find_call(self, call_key: str) -> dict | None:
-        """The successful call already stored for this key, if any (resume never calls twice)."""
+    def find_call(self, call_key: str, item_id: str | None = None) -> dict | None:
+        """The successful call already stored for this key, if any (resume never calls twice). With the call's
+        `item_id`, a key that this process never recorded for an item it created is answered without a query."""
+        own = self._own.get(item_id) if self._own is not None else None
+        if own is not None and call_key not in own.keys:
+            return None
         return self._one("SELECT * FROM llm_calls WHERE call_key = ? AND error IS NULL LIMIT 1", [call_key])
 
     def record_call(self, **row) -> str:
@@ -470,6 +520,9 @@ class Store:
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = jdump(row[key])
         self._insert("llm_calls", row)
+        own = self._own.get(row.get("item_id")) if self._own is not None else None
+        if own is not None and row.get("error") is None and row.get("call_key") is not None:
+            own.keys.add(row["call_key"])
         return row["id"]
 
     # ---- grades, reviews, events ------------------------------------------------------------------
@@ -504,6 +557,18 @@ class Store:
         if item_id is None:
             self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
                                     "reason": reason, "created_at": now()})
+            return
+        own = self._own.get(item_id) if self._own is not None else None
+        if own is not None:  # this process logged every event of the item: its latest is known
+            event = (run_id, stage, status, reason)
+            if own.last_event != event:
+                try:
+                    self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
+                                            "reason": reason, "created_at": now()})
+                except BaseException:
+                    self.forget_own(item_id)
+                    raise
+                own.last_event = event
             return
         # one statement: the row is inserted unless the item's latest event is this transition (`IS`: NULL-safe)
         self._write(_EVENT_UNLESS_REPEATED, [run_id, item_id, stage, status, reason, now(),
@@ -562,6 +627,28 @@ _EVENT_UNLESS_REPEATED = (
     "AND last.reason IS ?)")
 
 
+def _followed_update(own, row: dict, values: dict, prompt_versions: list, payload_update: dict | None,
+                     args: list) -> dict | None:
+    """The followed row after `update_item`'s hot path wrote `values`, a prompt version and payload keys (json_set:
+    a key keeps its place, a new one goes last, as in a Python dict); None (stop following) when a value's stored
+    form could read back differently."""
+    row = dict(row)
+    for column, value in values.items():
+        if column == "skills":
+            value = jload(value, [])
+        elif column in ("payload", "prompt_versions") or not own.plain(column, value):  # JSON text given as is
+            return None
+        row[column] = value
+    if prompt_versions and prompt_versions[0] not in row["prompt_versions"]:
+        row["prompt_versions"] = [*row["prompt_versions"], prompt_versions[0]]
+    if payload_update:
+        payload = row["payload"] = dict(row["payload"])
+        texts = args[len(args) - 2 * len(payload_update) + 1::2]  # the JSON texts handed to json(?)
+        for (key, value), text in zip(payload_update.items(), texts, strict=True):
+            payload[key] = value if type(value) is str else json.loads(text)
+    return row
+
+
 def _decode_item(row: dict) -> dict:
     return {
         **row,
@@ -617,6 +704,8 @@ class _Transaction:
         store = self.store
         try:
             store._depth -= 1
+            if exc_type and store._depth == 0 and store._own is not None:
+                store._own.entries.clear()  # what was rolled back may have been followed: the store answers again
             if store._depth == 0 and self.savepoint:
                 if exc_type:
                     store.db.conn.execute("ROLLBACK TO skillweave_tx")
