@@ -58,16 +58,6 @@ def jload(text: str | None, default: Any = None) -> Any:
     return default if text in (None, "") else json.loads(text)
 
 
-def time_ordered_id() -> str:
-    """A new random id whose text sorts by creation time: a UUID version 7 (RFC 9562) as 32 hex digits, the Unix
-    time in milliseconds in its first 48 bits and 74 random bits after it. Model calls get one: rows written one
-    after another then go to the right edge of the primary-key index instead of a random page of it, so a large
-    store's writes touch the same few pages (a version 4 UUID made each call's insert dirty a page of its own)."""
-    rand = int.from_bytes(os.urandom(10), "big")
-    value = ((time.time_ns() // 1_000_000) & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | (rand >> 64 & 0xFFF) << 64
-    return f"{value | 0b10 << 62 | rand & 0x3FFF_FFFF_FFFF_FFFF:032x}"
-
-
 def stable_id(*parts: Any, length: int = 20) -> str:
     """A deterministic key from its parts (run id, kind, combination index, round, ...)."""
     return hashlib.blake2b(jdump(list(parts)).encode(), digest_size=16).hexdigest()[:length]
@@ -464,13 +454,13 @@ class Store:
             yield _decode_item(row)
 
     # ---- model calls ------------------------------------------------------------------------------
-    def find_call(self, call_key: str) -> dict | None:
-        """The successful call already stored for this key, if any (resume never calls twice)."""
-        return self._one("SELECT * FROM llm_calls WHERE call_key = ? AND error IS NULL LIMIT 1", [call_key])
+    def find_call(self, call_key: str, item_id: str | None) -> dict | None:
+        """The successful call already stored for this key and item (None: a call of no item), if any (resume never
+        calls twice). One lookup in the `(item_id, call_key)` index (store/migrations/m0130_call_lookup.py)."""
+        return self._one(_FIND_CALL, [item_id, call_key])
 
     def record_call(self, **row) -> str:
-        if "id" not in row:
-            row["id"] = time_ordered_id()
+        row.setdefault("id", uuid.uuid4().hex)
         row.setdefault("created_at", now())
         for key in ("request", "response"):
             if not isinstance(row.get(key), str | type(None)):
@@ -560,6 +550,8 @@ def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_pat
         assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
     return f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
 
+
+_FIND_CALL = "SELECT * FROM llm_calls WHERE item_id IS ? AND call_key = ? AND error IS NULL LIMIT 1"
 
 _EVENT_UNLESS_REPEATED = (
     "INSERT INTO events (run_id, item_id, stage, status, reason, created_at) SELECT ?, ?, ?, ?, ?, ? "

@@ -1,45 +1,12 @@
-"""What a large run writes per item, kept from growing with the store: model-call ids that sort by time (their
-primary-key index grows at its right edge) and a run's spend summed from the calls recorded since the last read
-(a progress line no longer sums the whole run). benchmarks/scale.py measures the per-item cost."""
+"""What a large run does per item, kept from growing with the store: a stored reply looked up by its item and
+call key (one index instead of two hash-keyed ones) and a run's spend summed from the calls recorded since the last
+read (a progress line no longer sums the whole run). benchmarks/scale.py measures the per-item cost."""
 
 from __future__ import annotations
 
-import time
-import uuid
-
 import pytest
 
-from skillweave.store import time_ordered_id
 from skillweave.store.cost import _SINCE, RunningSpend, run_spend
-
-
-def test_time_ordered_ids_are_version_7_uuids_that_sort_by_creation_time():
-    ids = []
-    for _ in range(4):
-        ids += [time_ordered_id() for _ in range(500)]
-        time.sleep(0.002)  # the next ones fall in a later millisecond
-    assert len(set(ids)) == len(ids)
-    for text in ids:
-        u = uuid.UUID(text)
-        assert len(text) == 32 and text == u.hex and u.version == 7 and u.variant == uuid.RFC_4122
-    stamps = [int(text[:12], 16) for text in ids]
-    assert stamps == sorted(stamps)  # the first 48 bits are the creation time in ms, never decreasing
-    assert abs(stamps[-1] - time.time_ns() // 1_000_000) < 60_000
-    # ids from different milliseconds sort in the order they were made
-    assert sorted(ids[::500]) == ids[::500] and stamps[0] < stamps[-1]
-
-
-def test_recorded_calls_get_time_ordered_ids_and_keep_a_given_id(store):
-    run_id = store.create_run("skillmix", {})
-    made = []
-    for i in range(5):
-        made.append(store.record_call(run_id=run_id, role="student", call_key=f"k{i}", response=["x"]))
-        time.sleep(0.002)
-    assert all(uuid.UUID(c).version == 7 for c in made)
-    assert made == sorted(made)
-    rows = [r["id"] for r in store.db["llm_calls"].rows_where("run_id = ?", [run_id], order_by="rowid")]
-    assert rows == made
-    assert store.record_call(id="given", run_id=run_id, call_key="g", response=["x"]) == "given"
 
 
 def _spend_without_float_noise(spend):
