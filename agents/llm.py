@@ -134,7 +134,7 @@ async def call_template(
     request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
                           "max_tokens": max_tokens, "n": n, **({"options": options} if options else {})})
     call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, request_json, *key, length=32)
-    stored = ctx.store.find_call(call_key)
+    stored = ctx.store.find_call(call_key, item_id)
     if stored:
         return Reply(texts=jload(stored["response"]), call_id=stored["id"], messages=messages, cached=True)
 
