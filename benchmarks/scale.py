@@ -16,6 +16,7 @@ that code, alternating with this code's, and the ratios are printed; export prin
     python benchmarks/scale.py --run-sizes 100,1000,10000 --items 100000
     python benchmarks/scale.py --run-sizes 100,100000 --items 0 --against /tmp/ppold   # old and new, one run
     python benchmarks/scale.py --run-sizes "" --items 100000 --repeat 3 --against /tmp/ppold
+    python benchmarks/scale.py --run-sizes 100,1000,10000,100000 --items 0 --repeat 2 --against /tmp/ppold
 """
 
 from __future__ import annotations
@@ -190,7 +191,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
     parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
-    parser.add_argument("--repeat", type=int, default=1, help="Reads: passes over the commands (best CPU kept).")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Passes over the run sizes and over the read commands (best CPU kept, highest RSS).")
     parser.add_argument("--against", default=None, metavar="PYTHONPATH",
                         help="Also run each size with this PYTHONPATH (a folder holding another checkout as "
                              "`skillweave`), right before this code's run, and print both.")
@@ -198,16 +200,37 @@ def main() -> None:
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         sizes = [int(s) for s in args.run_sizes.split(",") if s]
-        bases: dict = {}
-        for n in sizes:
-            for label, path in ([("against", args.against)] if args.against else []) + [("this code", None)]:
-                r = run_size(n, folder, path)
-                base = bases.setdefault(label, r)
-                print(f"{label:>9}: run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
-                      f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
-                      f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the "
-                      f"threads ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
-                      f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
+        trees = ([("against", args.against)] if args.against else []) + [("this code", None)]
+        best: dict = {}
+        for r in range(args.repeat if sizes else 0):  # the trees alternate per size, so both see the same load
+            bases: dict = {}
+            for n in sizes:
+                for label, path in trees:
+                    result = run_size(n, folder, path)
+                    base = bases.setdefault(label, result)
+                    print(f"{label:>9}: run {n:>7} items (pass {r + 1}): {result['cpu_ms_per_item']:.2f} CPU ms/item "
+                          f"({result['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak "
+                          f"RSS {result['peak_rss_mib']:.0f} MiB ({result['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); "
+                          f"until the threads ended (before the closing report) {result['run_rss_mib']:.0f} MiB "
+                          f"({result['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}",
+                          flush=True)
+                    kept = best.setdefault((label, n), result)
+                    best[(label, n)] = {**min(kept, result, key=lambda x: x["cpu_ms_per_item"]),
+                                        "peak_rss_mib": max(kept["peak_rss_mib"], result["peak_rss_mib"]),
+                                        "run_rss_mib": max(kept["run_rss_mib"], result["run_rss_mib"])}
+        if sizes and args.repeat > 1 or sizes and args.against:
+            print(f"runs, best CPU of {args.repeat} pass(es), the highest peak RSS:")
+            for label, _ in trees:
+                base = best[(label, sizes[0])]
+                cells = [f"{n}: {best[(label, n)]['cpu_ms_per_item']:.2f} "
+                         f"({best[(label, n)]['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x), "
+                         f"{best[(label, n)]['peak_rss_mib']:.0f} MiB "
+                         f"({best[(label, n)]['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)" for n in sizes]
+                print(f"{label:>9}: CPU ms/item (x of {sizes[0]}), whole-command peak RSS (x): " + "; ".join(cells))
+            if args.against:
+                print("this code / against, CPU per item: " + ", ".join(
+                    f"{n}: {best[('this code', n)]['cpu_ms_per_item'] / best[('against', n)]['cpu_ms_per_item']:.2f}x"
+                    for n in sizes))
         if args.items:
             reads(args.items, folder, args.against, args.repeat)
     print(f"load average after: {os.getloadavg()[0]:.2f}")
