@@ -121,7 +121,7 @@ _update = progress.Progress.update
 def update(self, k=1):
     _update(self, k)
     if self.finished % every == 0:
-        marks.append((self.finished, cpu(), *io(), sum(e[1] for e in sql.values())))
+        marks.append((self.finished, cpu(), *io(), sum(e[1] for e in sql.values()), os.times().system))
 
 progress.Progress.update = update
 
@@ -136,16 +136,17 @@ run(db + ".warm", 20)
 marks.clear()
 sql.clear()
 gc.callbacks.append(collected)
-start = (0, cpu(), *io(), 0.0)
+start = (0, cpu(), *io(), 0.0, os.times().system)
 run(db, n)
 end = cpu()
-print(f"  whole run: {1000 * (end - start[1]) / n:.3f} CPU ms/item with the statement timer on; "
+print(f"  whole run: {1000 * (end - start[1]) / n:.3f} CPU ms/item with the statement timer on (system "
+      f"{1000 * (os.times().system - start[5]) / n:.3f}); "
       f"{full[0]} full collections, {1000 * full[1] / n:.4f} CPU ms/item")
 prev = start
 for mark in marks:
     d = mark[0] - prev[0]
-    print(f"  threads {prev[0] + 1:>7}-{mark[0]:<7} {1000 * (mark[1] - prev[1]) / d:.3f} CPU ms/item, SQL "
-          f"{1000 * (mark[4] - prev[4]) / d:.3f}; read syscalls/item {(mark[2] - prev[2]) / d:5.1f}, write "
+    print(f"  threads {prev[0] + 1:>7}-{mark[0]:<7} {1000 * (mark[1] - prev[1]) / d:.3f} CPU ms/item (system "
+          f"{1000 * (mark[5] - prev[5]) / d:.3f}), SQL {1000 * (mark[4] - prev[4]) / d:.3f}; read syscalls/item {(mark[2] - prev[2]) / d:5.1f}, write "
           f"{(mark[3] - prev[3]) / d:5.1f}")
     prev = mark
 print(f"  SQL, whole run: {1000 * sum(e[1] for e in sql.values()) / n:.3f} CPU ms/item; by statement:")
@@ -155,7 +156,8 @@ for text, (count, seconds) in sorted(sql.items(), key=lambda x: -x[1][1])[:12]:
 
 
 def breakdown(n: int, folder: str, windows: int, against: str | None = None) -> None:
-    """One run of n items in a fresh process: CPU, SQL CPU and read/write syscalls per item in `windows` stretches
+    """One run of n items in a fresh process: CPU (and its system part), SQL CPU and read/write syscalls per item in
+    `windows` stretches
     of the run (what grows as the store grows), full collections, and SQL CPU by statement."""
     db = os.path.join(folder, f"breakdown-{n}{'-against' if against else ''}.db")
     env = dict(os.environ, PYTHONPATH=against) if against else None
