@@ -16,6 +16,8 @@ that code, alternating with this code's, and the ratios are printed; export prin
     python benchmarks/scale.py --run-sizes 100,1000,10000 --items 100000
     python benchmarks/scale.py --run-sizes 100,100000 --items 0 --against /tmp/ppold   # old and new, one run
     python benchmarks/scale.py --run-sizes "" --items 100000 --repeat 3 --against /tmp/ppold
+    python benchmarks/scale.py --run-sizes 100,1000,10000,100000 --items 0 --repeat 2 --against /tmp/ppold
+    python benchmarks/scale.py --breakdown 100000 --against /tmp/ppold   # what grows within one run
 """
 
 from __future__ import annotations
@@ -67,6 +69,104 @@ def run_size(n: int, folder: str, against: str | None = None) -> dict:
     _, cpu, rss_kb, run_rss_kb = line[0].split()
     return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024,
             "run_rss_mib": int(run_rss_kb) / 1024}
+
+
+BREAKDOWN = r"""
+import collections, gc, os, re, sqlite3, sys, time
+n, db, windows = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+cpu = time.process_time
+sql = collections.defaultdict(lambda: [0, 0.0])  # statement text -> [count, CPU s]
+
+def timed(method):
+    def run(self, statement, *args):
+        t = cpu()
+        try:
+            return method(self, statement, *args)
+        finally:
+            entry = sql[re.sub(r"\s+", " ", statement)[:110]]
+            entry[0] += 1
+            entry[1] += cpu() - t
+    return run
+
+class Cursor(sqlite3.Cursor):
+    execute = timed(sqlite3.Cursor.execute)
+
+class Connection(sqlite3.Connection):
+    execute = timed(sqlite3.Connection.execute)
+
+    def cursor(self, factory=Cursor):
+        return super().cursor(factory)
+
+_connect = sqlite3.connect
+sqlite3.connect = lambda *a, **k: _connect(*a, **{"factory": Connection, **k})
+full = [0, 0.0, 0.0]  # full (generation 2) collections, their CPU s, start of the current one
+
+def collected(phase, info):
+    if info["generation"] == 2:
+        if phase == "start":
+            full[2] = cpu()
+        else:
+            full[0] += 1
+            full[1] += cpu() - full[2]
+
+def io():
+    fields = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
+    return int(fields["syscr"]), int(fields["syscw"])
+
+from skillweave.cli import main
+import skillweave.graphs.progress as progress
+marks, every = [], max(n // windows, 1)
+_update = progress.Progress.update
+
+def update(self, k=1):
+    _update(self, k)
+    if self.finished % every == 0:
+        marks.append((self.finished, cpu(), *io(), sum(e[1] for e in sql.values()), os.times().system))
+
+progress.Progress.update = update
+
+def run(path, size):
+    try:
+        main(["--db", path, "run", "skillmix", "--model", "fake", "--k", "3", "--n", str(size), "--rounds", "1",
+              "--grading-samples", "1", "--concurrency", "64"])
+    except SystemExit:
+        pass
+
+run(db + ".warm", 20)
+marks.clear()
+sql.clear()
+gc.callbacks.append(collected)
+start = (0, cpu(), *io(), 0.0, os.times().system)
+run(db, n)
+end = cpu()
+print(f"  whole run: {1000 * (end - start[1]) / n:.3f} CPU ms/item with the statement timer on (system "
+      f"{1000 * (os.times().system - start[5]) / n:.3f}); "
+      f"{full[0]} full collections, {1000 * full[1] / n:.4f} CPU ms/item")
+prev = start
+for mark in marks:
+    d = mark[0] - prev[0]
+    print(f"  threads {prev[0] + 1:>7}-{mark[0]:<7} {1000 * (mark[1] - prev[1]) / d:.3f} CPU ms/item (system "
+          f"{1000 * (mark[5] - prev[5]) / d:.3f}), SQL {1000 * (mark[4] - prev[4]) / d:.3f}; read syscalls/item {(mark[2] - prev[2]) / d:5.1f}, write "
+          f"{(mark[3] - prev[3]) / d:5.1f}")
+    prev = mark
+print(f"  SQL, whole run: {1000 * sum(e[1] for e in sql.values()) / n:.3f} CPU ms/item; by statement:")
+for text, (count, seconds) in sorted(sql.items(), key=lambda x: -x[1][1])[:12]:
+    print(f"    {1000 * seconds / n:.4f} ms/item {count / n:5.2f}/item {1e6 * seconds / count:8.1f} us each  {text}")
+"""
+
+
+def breakdown(n: int, folder: str, windows: int, against: str | None = None) -> None:
+    """One run of n items in a fresh process: CPU (and its system part), SQL CPU and read/write syscalls per item in
+    `windows` stretches
+    of the run (what grows as the store grows), full collections, and SQL CPU by statement."""
+    db = os.path.join(folder, f"breakdown-{n}{'-against' if against else ''}.db")
+    env = dict(os.environ, PYTHONPATH=against) if against else None
+    out = subprocess.run([sys.executable, "-c", BREAKDOWN, str(n), db, str(windows)], capture_output=True, text=True,
+                         env=env)
+    if out.returncode:
+        raise SystemExit(f"breakdown of {n} items failed: {out.stderr[-2000:]}")
+    print(f"{'against' if against else 'this code'}: {n} items, load {os.getloadavg()[0]:.1f}")
+    print("\n".join(line for line in out.stdout.splitlines() if line.startswith("  ")), flush=True)
 
 
 def fill(db: str, n: int) -> str:
@@ -190,24 +290,54 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
     parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
-    parser.add_argument("--repeat", type=int, default=1, help="Reads: passes over the commands (best CPU kept).")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="Passes over the run sizes and over the read commands (best CPU kept, highest RSS).")
     parser.add_argument("--against", default=None, metavar="PYTHONPATH",
                         help="Also run each size with this PYTHONPATH (a folder holding another checkout as "
                              "`skillweave`), right before this code's run, and print both.")
+    parser.add_argument("--breakdown", type=int, default=0, metavar="N",
+                        help="Instead: one run of N items (and with --against), CPU, SQL and syscalls per item in "
+                             "--windows stretches of the run, and SQL CPU by statement.")
+    parser.add_argument("--windows", type=int, default=10, help="--breakdown: stretches of the run (default 10).")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
+        if args.breakdown:
+            for path in ([args.against] if args.against else []) + [None]:
+                breakdown(args.breakdown, folder, args.windows, path)
+            return
         sizes = [int(s) for s in args.run_sizes.split(",") if s]
-        bases: dict = {}
-        for n in sizes:
-            for label, path in ([("against", args.against)] if args.against else []) + [("this code", None)]:
-                r = run_size(n, folder, path)
-                base = bases.setdefault(label, r)
-                print(f"{label:>9}: run {n:>7} items: {r['cpu_ms_per_item']:.2f} CPU ms/item "
-                      f"({r['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak RSS "
-                      f"{r['peak_rss_mib']:.0f} MiB ({r['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); until the "
-                      f"threads ended (before the closing report) {r['run_rss_mib']:.0f} MiB "
-                      f"({r['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}", flush=True)
+        trees = ([("against", args.against)] if args.against else []) + [("this code", None)]
+        best: dict = {}
+        for r in range(args.repeat if sizes else 0):  # the trees alternate per size, so both see the same load
+            bases: dict = {}
+            for n in sizes:
+                for label, path in trees:
+                    result = run_size(n, folder, path)
+                    base = bases.setdefault(label, result)
+                    print(f"{label:>9}: run {n:>7} items (pass {r + 1}): {result['cpu_ms_per_item']:.2f} CPU ms/item "
+                          f"({result['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak "
+                          f"RSS {result['peak_rss_mib']:.0f} MiB ({result['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); "
+                          f"until the threads ended (before the closing report) {result['run_rss_mib']:.0f} MiB "
+                          f"({result['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}",
+                          flush=True)
+                    kept = best.setdefault((label, n), result)
+                    best[(label, n)] = {**min(kept, result, key=lambda x: x["cpu_ms_per_item"]),
+                                        "peak_rss_mib": max(kept["peak_rss_mib"], result["peak_rss_mib"]),
+                                        "run_rss_mib": max(kept["run_rss_mib"], result["run_rss_mib"])}
+        if sizes and args.repeat > 1 or sizes and args.against:
+            print(f"runs, best CPU of {args.repeat} pass(es), the highest peak RSS:")
+            for label, _ in trees:
+                base = best[(label, sizes[0])]
+                cells = [f"{n}: {best[(label, n)]['cpu_ms_per_item']:.2f} "
+                         f"({best[(label, n)]['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x), "
+                         f"{best[(label, n)]['peak_rss_mib']:.0f} MiB "
+                         f"({best[(label, n)]['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)" for n in sizes]
+                print(f"{label:>9}: CPU ms/item (x of {sizes[0]}), whole-command peak RSS (x): " + "; ".join(cells))
+            if args.against:
+                print("this code / against, CPU per item: " + ", ".join(
+                    f"{n}: {best[('this code', n)]['cpu_ms_per_item'] / best[('against', n)]['cpu_ms_per_item']:.2f}x"
+                    for n in sizes))
         if args.items:
             reads(args.items, folder, args.against, args.repeat)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

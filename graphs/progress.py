@@ -11,7 +11,7 @@ import asyncio
 import sys
 import time
 
-from skillweave.store.cost import format_spend, run_spend
+from skillweave.store.cost import RunningSpend, format_spend
 
 DEFAULT_EVERY = 60.0  # seconds between progress lines when stderr is not a terminal
 
@@ -30,6 +30,7 @@ class Progress:
         self._task: asyncio.Task | None = None
         self._tokens, self._tokens_at = 0, 0.0
         self._spend: dict = {"calls": 0, "cost_usd": None, "unpriced": 0}
+        self._running = RunningSpend(store, run_id) if store is not None and run_id is not None else None
         self._started = time.monotonic()
         if enabled and self.tty:
             from tqdm import tqdm
@@ -48,10 +49,11 @@ class Progress:
             self.stream.flush()
 
     def _read(self, max_age: float) -> None:
-        """Tokens and spend of the run's calls so far, from the store (one query; cached for `max_age` s)."""
-        if self.store is None or self.run_id is None or time.monotonic() - self._tokens_at < max_age:
+        """Tokens and spend of the run's calls so far, from the store (the calls recorded since the last read;
+        cached for `max_age` s)."""
+        if self._running is None or time.monotonic() - self._tokens_at < max_age:
             return
-        spend = run_spend(self.store, self.run_id)
+        spend = self._running.read()
         self._tokens = int(spend["input_tokens"]) + int(spend["output_tokens"])
         self._spend = {"calls": spend["calls"], "cost_usd": spend["cost_usd"], "unpriced": spend["unpriced"]}
         self._tokens_at = time.monotonic()

@@ -505,13 +505,14 @@ class Store:
             yield _decode_item(row)
 
     # ---- model calls ------------------------------------------------------------------------------
-    def find_call(self, call_key: str, item_id: str | None = None) -> dict | None:
-        """The successful call already stored for this key, if any (resume never calls twice). With the call's
-        `item_id`, a key that this process never recorded for an item it created is answered without a query."""
+    def find_call(self, call_key: str, item_id: str | None) -> dict | None:
+        """The successful call already stored for this key and item (None: a call of no item), if any (resume never
+        calls twice). One lookup in the `(item_id, call_key)` index (store/migrations/m0130_call_lookup.py); a key
+        that this process never recorded for an item it created is answered without a query (store/own_items.py)."""
         own = self._own.get(item_id) if self._own is not None else None
         if own is not None and call_key not in own.keys:
             return None
-        return self._one("SELECT * FROM llm_calls WHERE call_key = ? AND error IS NULL LIMIT 1", [call_key])
+        return self._one(_FIND_CALL, [item_id, call_key])
 
     def record_call(self, **row) -> str:
         row.setdefault("id", uuid.uuid4().hex)
@@ -619,6 +620,8 @@ def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_pat
         assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
     return f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
 
+
+_FIND_CALL = "SELECT * FROM llm_calls WHERE item_id IS ? AND call_key = ? AND error IS NULL LIMIT 1"
 
 _EVENT_UNLESS_REPEATED = (
     "INSERT INTO events (run_id, item_id, stage, status, reason, created_at) SELECT ?, ?, ?, ?, ?, ? "
