@@ -86,3 +86,26 @@ def test_a_cut_off_store_is_still_named_as_such(tmp_path):
         Store(str(bad))
     assert bad.read_bytes() == data[: len(data) // 3]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.db", "good.db"]
+
+
+@pytest.mark.slow
+def test_a_workers_run_after_another_in_one_process_keeps_its_final_status(tmp_path, monkeypatch):
+    """The Python API's flow that lost data: a handle of a first `--workers 2` run holds its store open, a second
+    run in the same store and process starts its workers; the last worker to close then deleted the WAL under
+    this process, and the second run's final status (written after the workers ended) was lost ('running')."""
+    import skillweave
+
+    monkeypatch.setenv("SKILLWEAVE_FAKE_LATENCY", "0")
+    db = str(tmp_path / "two-runs.db")
+    settings = {"model": "fake", "k": [2], "n": 2, "rounds": 1, "grading_samples": 1, "concurrency": 1}
+    first = skillweave.run("skillmix", db=db, workers=2, **settings)
+    assert first.status == "done"  # the handle opens a Store and keeps it
+    second = skillweave.run("skillmix", db=db, workers=2, **settings)
+    assert second.summary.status == "done"
+    first.store.close()
+    second.store.close()
+    check = ("import sqlite3, sys; c = sqlite3.connect(sys.argv[1]); "
+             "print(c.execute('pragma integrity_check').fetchone()[0]); "
+             "print(sorted(r[0] for r in c.execute('select status from runs')))")
+    out = subprocess.run([sys.executable, "-c", check, db], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[:2] == ["ok", "['done', 'done']"], out.stdout + out.stderr
