@@ -89,12 +89,35 @@ def _check_store_path(path: str) -> None:
     if p.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise StoreOpenError(f"cannot open store '{path}': folder {parent} is read-only for you (SQLite writes "
                              "its -wal and -shm files beside the store)")
-    if p.is_file():
-        _check_not_truncated(p)
+
+
+def _open_in_this_process(p: Path) -> bool:
+    """Whether this process has a file descriptor on the file `p` names (Linux's /proc/self/fd; True where that
+    cannot be read). `os.stat` of a descriptor's link opens nothing."""
+    try:
+        target = p.stat()
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return True
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            st = os.stat(f"/proc/self/fd/{fd}")
+            if (st.st_dev, st.st_ino) == (target.st_dev, target.st_ino):
+                return True
+    return False
 
 
 def _check_not_truncated(p: Path) -> None:
-    """An SQLite file shorter than the page count its header records was cut off (a copy or download stopped)."""
+    """An SQLite file shorter than the page count its header records was cut off (a copy or download stopped).
+
+    Called only after SQLite found the file unreadable, and only while this process has no descriptor on it:
+    SQLite's locks are POSIX advisory locks, held per process and per file, and closing ANY descriptor on the
+    file drops all of them. A plain open() and close() of the store while a connection of this process uses it
+    lets another process take the file as unused, checkpoint and delete the -wal and -shm files under that
+    connection, whose later writes then go to a deleted WAL and, checkpointed, overwrite newer pages: a corrupt
+    store (docs/reliability.md)."""
+    if not p.is_file() or _open_in_this_process(p):
+        return
     with open(p, "rb") as f:
         header = f.read(100)
     if len(header) < 100 or not header.startswith(b"SQLite format 3\x00"):
@@ -181,6 +204,7 @@ class Store:
                     self.db["_migrations"].insert({"name": name, "applied_at": now()})
 
     def _connect(self) -> sqlite_utils.Database:
+        conn = None
         try:
             conn = sqlite3.connect(self.path, check_same_thread=False, timeout=30, isolation_level=None)
             conn.execute("PRAGMA busy_timeout = 30000")
@@ -189,6 +213,10 @@ class Store:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as exc:
+            if conn is not None:
+                conn.close()
+            if not self._connections and self.path != ":memory:":
+                _check_not_truncated(Path(self.path).expanduser())  # names a cut-off file as such
             raise StoreOpenError(f"cannot open store '{self.path}': {exc}") from None
         with self.lock:
             self._connections.append(conn)

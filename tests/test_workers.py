@@ -233,6 +233,9 @@ def test_two_workers_stop_at_the_budget_and_resume_raises_it(cli_run, db_path, t
     assert _count(db_path, "select count(*) from items where status = 'done'") == 6
     assert _count(db_path, "select count(distinct call_key) from llm_calls where error is null") == \
         _count(db_path, "select count(*) from llm_calls")
+    # the resumed run's status as another connection reads it, in an intact file (tests/test_workers_store_locks.py)
+    assert _count(db_path, "select count(*) from runs where status = 'done'") == 1
+    assert sqlite3.connect(db_path).execute("pragma integrity_check").fetchone()[0] == "ok"
 
 
 def test_python_api_workers(tmp_path):
