@@ -62,28 +62,28 @@ def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_
     if k > len(skills):
         raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
     out = CompactCombos(k, skills, topics)
-    rng = random.Random(seed)
-    skill_idx = out.skill_idx
-    if n > 0:  # every combination is drawn before any topic: the draws go to the array first
-        pool = list(range(len(skills)))
-        shuffle = rng.shuffle
+    rng, reorder = random.Random(seed), random.Random(exp_path)
+    skill_idx, reshuffle = out.skill_idx, reorder.shuffle
+    # `reorder` is a generator of its own, taken once per combination in plan order: the order inside the
+    # prompt is set as each combination is drawn, not in a second pass
+    count = 0
+    if n > 0:  # every combination is drawn before any topic
+        pool, shuffle, count = list(range(len(skills))), rng.shuffle, n
         for _ in range(n):
             shuffle(pool)
-            skill_idx.extend(pool[:k])
-        count = n
+            combo = pool[:k]
+            reshuffle(combo)
+            skill_idx.extend(combo)
     else:
-        count = 0
         for combo in _enumerated(skills, k):
+            combo = list(combo)
+            reshuffle(combo)
             skill_idx.extend(combo)
             count += 1
-    topic_pool, reorder = list(range(len(topics))), random.Random(exp_path)
-    topic_idx, combo = out.topic_idx, [0] * k
-    for i in range(count):
+    topic_pool, topic_idx = list(range(len(topics))), out.topic_idx
+    for _ in range(count):
         rng.shuffle(topic_pool)
         topic_idx.append(topic_pool[0])
-        combo[:] = skill_idx[i * k:(i + 1) * k]
-        reorder.shuffle(combo)  # the order inside the prompt, written back in place
-        skill_idx[i * k:(i + 1) * k] = array(skill_idx.typecode, combo)
     return out
 
 
@@ -102,15 +102,13 @@ def interleaved_compact(skills: list, topics: list, k: int, n: int, seed: int,
             topic_idx.append(rng.sample(topic_range, 1)[0])
         return out
     pool, topic_pool = list(range(len(skills))), list(range(len(topics)))
+    inner = random.Random(reshuffle_key).shuffle if reshuffle_key is not None else None  # a generator of its own
     for _ in range(n):
         rng.shuffle(pool)
         rng.shuffle(topic_pool)
-        skill_idx.extend(pool[:k])
+        combo = pool[:k]
+        if inner is not None:
+            inner(combo)
+        skill_idx.extend(combo)
         topic_idx.append(topic_pool[0])
-    if reshuffle_key is not None:
-        inner, combo = random.Random(reshuffle_key), [0] * k
-        for i in range(n):
-            combo[:] = skill_idx[i * k:(i + 1) * k]
-            inner.shuffle(combo)
-            skill_idx[i * k:(i + 1) * k] = array(skill_idx.typecode, combo)
     return out
