@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
+from skillweave.agents.compactplan import CompactCombos, interleaved_compact, official_compact
 from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill, draw_combinations
@@ -107,35 +108,25 @@ def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: 
 
 
 def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
-    """(skill order as the prompt lists it, topic) per combination, for the run's sampler.
+    """(skill order as the prompt lists it, topic) per combination, for the run's sampler: `plan_compact` as a
+    list."""
+    return list(plan_compact(config, skills, topics, k))
+
+
+def plan_compact(config: SkillMixConfig, skills: list, topics: list, k: int) -> CompactCombos:
+    """The run's combinations as skill and topic indices (agents/compactplan.py); iterating it gives
+    `plan_combinations`' pairs, in the same order.
 
     Runs stored before `sampler` existed planned with the interleaved sampler and keep doing so on resume (their
     config loads with `SkillMixConfig.legacy_defaults`).
     """
     sampler = config.sampler
     if sampler == "official":
-        return _official_plan(skills, topics, k, config.n, config.seed, config.exp_path or OFFICIAL_EXP_PATH)
+        return official_compact(skills, topics, k, config.n, config.seed, config.exp_path or OFFICIAL_EXP_PATH)
     if sampler != "interleaved":
         raise ValueError(f"unknown Skill-Mix sampler '{sampler}' (known: {', '.join(SAMPLERS)})")
-    combos = sample_skill_combinations(
-        skills, topics, k, config.n, seed=config.seed,
-        reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None,
-    )
-    return [(combo, combo_topics[0]) for combo, combo_topics in combos]
-
-
-def _official_plan(skills: list, topics: list, k: int, n: int, seed: int, exp_path: str) -> list[tuple[list, str]]:
-    """`sample_official` then `official_prompt_orders` with one topic each, in one pass over the drawn
-    combinations: the same draws from the same generators, with no per-draw lists kept besides the result
-    (a 10^5-item plan held three lists of them at once)."""
-    rng = random.Random(seed)
-    combos = draw_combinations(rng, skills, k, n, key=lambda c: tuple(_name(s) for s in c))
-    topic_pool, reorder = list(topics), random.Random(exp_path)
-    for i, combo in enumerate(combos):  # every combination is its own list: reordered in place
-        rng.shuffle(topic_pool)
-        reorder.shuffle(combo)
-        combos[i] = (combo, topic_pool[0])
-    return combos
+    return interleaved_compact(skills, topics, k, config.n, config.seed,
+                               reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None)
 
 
 def input_catalogs(config: SkillMixConfig, skills: str | None = None, topics: str | None = None) -> dict[str, tuple]:
@@ -173,7 +164,7 @@ def plan_threads(ctx: RunContext) -> LazyPlan:
     skills = [Skill(**{f: e.get(f) or "" for f in ("name", "category", "definition", "example", "status")})
               for e in store.get_catalog(config.skills_catalog)["entries"]]
     topics = [e["name"] for e in store.get_catalog(config.topics_catalog)["entries"]]
-    by_k = [(k, plan_combinations(config, skills, topics, k)) for k in config.k]
+    by_k = [(k, plan_compact(config, skills, topics, k)) for k in config.k]  # indices, not lists
     rounds = max(int(config.rounds), 0)
 
     def threads():

@@ -18,6 +18,7 @@ that code, alternating with this code's, and the ratios are printed; export prin
     python benchmarks/scale.py --run-sizes "" --items 100000 --repeat 3 --against /tmp/ppold
     python benchmarks/scale.py --run-sizes 100,1000,10000,100000 --items 0 --repeat 2 --against /tmp/ppold
     python benchmarks/scale.py --breakdown 100000 --against /tmp/ppold   # what grows within one run
+    python benchmarks/scale.py --plan 100000,1000000 --against /tmp/ppold   # the plan's memory per combination
 """
 
 from __future__ import annotations
@@ -69,6 +70,63 @@ def run_size(n: int, folder: str, against: str | None = None) -> dict:
     _, cpu, rss_kb, run_rss_kb = line[0].split()
     return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024,
             "run_rss_mib": int(run_rss_kb) / 1024}
+
+
+PLAN = r"""
+import gc, sys, time, tracemalloc
+from types import SimpleNamespace
+from skillweave.agents.skillmix import plan_threads
+from skillweave.catalog import bundled_skills, bundled_topics
+from skillweave.pipelines.skillmix import SkillMixConfig
+n, traced = int(sys.argv[1]), sys.argv[2] == "1"
+def rss(field):
+    return int(next(x for x in open('/proc/self/status') if x.startswith(field)).split()[1])
+class Catalogs:  # what plan_threads reads before it returns its lazy plan
+    def get_catalog(self, name):
+        return {"entries": [s.as_dict() for s in bundled_skills()] if name == "s" else
+                [{"name": t} for t in bundled_topics()]}
+config = SkillMixConfig(k=[3], n=n, seed=10, rounds=1, skills_catalog="s", topics_catalog="t")
+ctx = SimpleNamespace(config=config, store=Catalogs(), run_id="r")
+plan_threads(SimpleNamespace(config=config.model_copy(update={"n": 2}), store=Catalogs(), run_id="w"))  # warm
+gc.collect()
+if traced:
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    plan = plan_threads(ctx)
+    held, peak = tracemalloc.get_traced_memory()
+    print("RESULT", (held - before) / n, (peak - before) / n)
+else:
+    rss0, t = rss("VmRSS"), time.process_time()
+    plan = plan_threads(ctx)
+    cpu = time.process_time() - t
+    print("RESULT", cpu, (rss("VmRSS") - rss0) * 1024 / n, (rss("VmHWM") - rss0) * 1024 / n)
+"""
+
+
+def plan_memory(sizes: list[int], against: str | None = None) -> None:
+    """Skill-Mix planning alone (official sampler, bundled catalogs, k=3): what the lazy plan holds and peaks at
+    per combination, by tracemalloc and by RSS, and its CPU, each in a fresh process."""
+    trees = ([("against", against)] if against else []) + [("this code", None)]
+    got: dict = {}
+    for n in sizes:
+        for label, path in trees:
+            env = dict(os.environ, PYTHONPATH=path) if path else None
+            row = []
+            for traced in ("0", "1"):
+                out = subprocess.run([sys.executable, "-c", PLAN, str(n), traced], capture_output=True, text=True,
+                                     env=env)
+                line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
+                if not line:
+                    raise SystemExit(f"planning {n} failed: {out.stderr[-2000:]}")
+                row += [float(v) for v in line[0].split()[1:]]
+            got[(label, n)] = cpu, rss_held, rss_peak, held, peak = row
+            print(f"{label:>9}: plan {n:>8} combinations: {1e6 * cpu / n:.1f} CPU us each; tracemalloc {held:.0f} "
+                  f"bytes each held, {peak:.0f} at peak; RSS +{rss_held:.0f} bytes each held, +{rss_peak:.0f} at "
+                  f"peak", flush=True)
+        if against:
+            new, old = got[("this code", n)], got[("against", n)]
+            print(f"  this code / against at {n}: CPU {new[0] / old[0]:.2f}x, tracemalloc held {new[3] / old[3]:.3f}x,"
+                  f" RSS peak growth {new[2] / max(old[2], 1e-9):.3f}x")
 
 
 BREAKDOWN = r"""
@@ -298,10 +356,16 @@ def main() -> None:
     parser.add_argument("--breakdown", type=int, default=0, metavar="N",
                         help="Instead: one run of N items (and with --against), CPU, SQL and syscalls per item in "
                              "--windows stretches of the run, and SQL CPU by statement.")
+    parser.add_argument("--plan", default="", metavar="SIZES",
+                        help="Instead: Skill-Mix planning alone at these comma-separated sizes (and with --against): "
+                             "bytes held and at peak per combination (tracemalloc, RSS) and CPU per combination.")
     parser.add_argument("--windows", type=int, default=10, help="--breakdown: stretches of the run (default 10).")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
+        if args.plan:
+            plan_memory([int(x) for x in args.plan.split(",") if x], args.against)
+            return
         if args.breakdown:
             for path in ([args.against] if args.against else []) + [None]:
                 breakdown(args.breakdown, folder, args.windows, path)
