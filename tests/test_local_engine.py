@@ -108,9 +108,10 @@ def test_greedy_tokens_match_transformers_generate(tiny_model, monkeypatch):
     assert any(len(r.outputs[0]) > 3 for r in requests)  # the comparison covered real decoding steps
 
 
-def test_continuous_batching_is_identical_to_one_at_a_time_and_never_waits_for_the_longest_row(tiny_model):
-    engine = load_engine(str(tiny_model))
-    eos = engine.eos_ids
+def continuous_batching_equals_one_at_a_time(engine) -> None:
+    """Six requests of known lengths through two rows equal each generated alone, and take no more decode steps
+    than the longest row needs (also run on the int8 engine: tests/test_local_int8.py)."""
+    eos, rows = engine.eos_ids, engine.max_rows
     engine.eos_ids = set()  # lengths set by max_tokens only, so the schedule is known
     try:
         texts = [CORPUS[0], CORPUS[1][:20], CORPUS[2], CORPUS[3][:9], "hi", CORPUS[1]]
@@ -127,8 +128,11 @@ def test_continuous_batching_is_identical_to_one_at_a_time_and_never_waits_for_t
         # need 29 + 5 + 6 = 40 steps; continuous batching needs the longest row's 29 and at most one more.
         assert engine.steps - steps <= 30
     finally:
-        engine.eos_ids = eos
-        engine.max_rows = 8
+        engine.eos_ids, engine.max_rows = eos, rows
+
+
+def test_continuous_batching_is_identical_to_one_at_a_time_and_never_waits_for_the_longest_row(tiny_model):
+    continuous_batching_equals_one_at_a_time(load_engine(str(tiny_model)))
 
 
 def test_n_rows_share_one_prefill_and_sampling_follows_the_seed(tiny_model):

@@ -9,7 +9,12 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, LlamaLite, load_engine
-from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
+from tests.test_local_engine import (
+    CORPUS,
+    _prompts,
+    build_tiny_model,
+    continuous_batching_equals_one_at_a_time,
+)
 
 pytestmark = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
 
@@ -128,20 +133,8 @@ def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantis
 
 
 def test_int8_continuous_batching_equals_one_at_a_time_and_never_waits_for_the_longest_row(int8_engine):
-    engine = int8_engine
-    eos, engine.eos_ids = engine.eos_ids, set()  # lengths set by max_tokens only, so the schedule is known
-    engine.prefixes.clear()
-    texts = [CORPUS[0], CORPUS[1][:20], CORPUS[2], CORPUS[3][:9], "hi", CORPUS[1]]
-    lengths = [30, 4, 5, 6, 3, 7]
-    prompts = _prompts(engine, texts)
-    alone = _one_at_a_time(engine, prompts, lengths)
-    engine.max_rows = 2
-    steps = engine.steps
-    batched = [GenRequest(ids, max_tokens=n) for ids, n in zip(prompts, lengths, strict=True)]
-    engine.generate(batched)
-    assert [r.outputs for r in batched] == alone
-    assert engine.steps - steps <= 30  # static batches of two would need 40 (tests/test_local_engine.py)
-    engine.eos_ids = eos
+    int8_engine.prefixes.clear()
+    continuous_batching_equals_one_at_a_time(int8_engine)
 
 
 def test_int8_packing_runs_in_the_background_and_gives_the_finished_models_logits(tiny_model):
