@@ -16,7 +16,7 @@ per-request questions follow from what this process wrote, so they are answered 
 Anything this module cannot follow exactly drops the item (a write through another path, a value whose stored
 form could differ from its Python value), and a rolled-back transaction drops every item: a dropped item is
 answered by the store's statements again, as any other. A thread's own item (its input's `item_id`) is released
-when the thread ends; items a thread creates beside it (MATH²'s drafts, ConceptMix's resamples) stay until the
+when the thread ends; items a thread creates itself (MATH²'s item per pair draw) stay until the
 limit drops them: at most `LIMIT` are kept (the oldest dropped first), so memory follows the concurrency, not
 the run size.
 """
