@@ -248,14 +248,9 @@ def fill(db: str, n: int) -> str:
                            "ok", stamp))
         if i % 3 == 0:
             reviews.append((stable_id("review", item_id), item_id, run_id, "bench", "approve", "", "{}", stamp))
-    conn = store.db.conn
-    with store.transaction():
-        conn.executemany("INSERT INTO items (id, run_id, kind, combo_index, round, k, skills, topic, status, payload,"
-                         " prompt_versions, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", items)
-        conn.executemany("INSERT INTO grades (id, item_id, run_id, judge, sample_index, points, score, parse_status,"
-                         " created_at) VALUES (?,?,?,?,?,?,?,?,?)", grades)
-        conn.executemany("INSERT INTO reviews (id, item_id, run_id, reviewer, decision, reason, changes, created_at)"
-                         " VALUES (?,?,?,?,?,?,?,?)", reviews)
+    with store.transaction():  # one transaction for the three tables
+        for table, rows in (("items", items), ("grades", grades), ("reviews", reviews)):
+            store.insert_rows(table, rows)
     store.close()
     return run_id
 

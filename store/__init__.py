@@ -252,6 +252,12 @@ class Store:
     def _insert(self, table: str, row: dict, conflict: str = "") -> None:
         self._write(_insert_sql(table, conflict, tuple(row)), list(row.values()))
 
+    def insert_rows(self, table: str, rows: list[tuple], columns: tuple[str, ...] | None = None) -> None:
+        """Many rows at once, each a tuple in `columns` order (by default `ROW_COLUMNS[table]`), in one transaction:
+        stores filled in bulk by tests and benchmarks, with no model call behind them."""
+        with self.transaction():
+            self.db.conn.executemany(_insert_sql(table, "", columns or ROW_COLUMNS[table]), rows)
+
     def _write(self, sql: str, args: list) -> sqlite3.Cursor:
         """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
         of the loop tick's transaction (committed when the tick ends, or earlier by the checkpointer's commit)."""
@@ -628,6 +634,14 @@ class Store:
 
 
 # Statement texts are made once per shape (table, columns, options), not once per write.
+ROW_COLUMNS = {  # the column order of `Store.insert_rows`' tuples per table
+    "items": ("id", "run_id", "kind", "combo_index", "round", "k", "skills", "topic", "status", "payload",
+              "prompt_versions", "created_at", "updated_at"),
+    "grades": ("id", "item_id", "run_id", "judge", "sample_index", "points", "score", "parse_status", "created_at"),
+    "reviews": ("id", "item_id", "run_id", "reviewer", "decision", "reason", "changes", "created_at"),
+}
+
+
 @functools.lru_cache(maxsize=1024)
 def _insert_sql(table: str, conflict: str, columns: tuple[str, ...]) -> str:
     return (f"INSERT {conflict} INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) "

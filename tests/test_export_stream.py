@@ -95,14 +95,9 @@ def _fill(path: str, n: int) -> tuple[Store, str]:
                        stamp))
         if i % 3 == 2:
             reviews.append((stable_id("r", item_id), item_id, run_id, "ann", "approve", "", "{}", stamp))
-    with store.transaction():
-        conn = store.db.conn
-        conn.executemany("INSERT INTO items (id, run_id, kind, combo_index, round, k, skills, topic, status, payload,"
-                         " prompt_versions, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", items)
-        conn.executemany("INSERT INTO grades (id, item_id, run_id, judge, sample_index, points, score, parse_status,"
-                         " created_at) VALUES (?,?,?,?,?,?,?,?,?)", grades)
-        conn.executemany("INSERT INTO reviews (id, item_id, run_id, reviewer, decision, reason, changes, created_at)"
-                         " VALUES (?,?,?,?,?,?,?,?)", reviews)
+    with store.transaction():  # one transaction for the three tables
+        for table, rows in (("items", items), ("grades", grades), ("reviews", reviews)):
+            store.insert_rows(table, rows)
     return store, run_id
 
 

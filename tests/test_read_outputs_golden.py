@@ -82,14 +82,9 @@ def build_store(path: str) -> None:
                        "instruction": f"P {i}", "output": f"good {i}"}
         item(INSTRUCT, "instruct.point", i, 0, 2, ["a", "b"], None, "failed" if i == 11 else "done", payload,
              ["pv:student"])
-    conn = store.db.conn
-    with store.transaction():
-        conn.executemany("INSERT INTO items (id, run_id, kind, combo_index, round, k, skills, topic, status, payload,"
-                         " prompt_versions, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", items)
-        conn.executemany("INSERT INTO grades (id, item_id, run_id, judge, sample_index, points, score, parse_status,"
-                         " created_at) VALUES (?,?,?,?,?,?,?,?,?)", grades)
-        conn.executemany("INSERT INTO reviews (id, item_id, run_id, reviewer, decision, reason, changes, created_at)"
-                         " VALUES (?,?,?,?,?,?,?,?)", reviews)
+    with store.transaction():  # one transaction for the three tables
+        for table, rows in (("items", items), ("grades", grades), ("reviews", reviews)):
+            store.insert_rows(table, rows)
     store.close()
 
 
