@@ -30,6 +30,7 @@ def run_spend(store: Store, run_id: str, *, by_stage: bool = False) -> dict:
     return total
 
 
+_NO_CALLS = {"calls": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": None, "unpriced": 0}
 _SINCE = f"SELECT max(rowid) mark, {_COLUMNS} FROM llm_calls WHERE run_id = ? AND rowid > ?"
 
 
@@ -46,22 +47,21 @@ class RunningSpend:
     def __init__(self, store: Store, run_id: str):
         self.store, self.run_id = store, run_id
         self.mark = 0  # largest rowid summed so far
-        self.total = _row({})
+        self.total = dict(_NO_CALLS)
 
     def read(self) -> dict:
         (largest,) = self.store.db.conn.execute("SELECT coalesce(max(rowid), 0) FROM llm_calls").fetchone()
         if largest < self.mark:
-            self.mark, self.total = 0, _row({})
+            self.mark, self.total = 0, dict(_NO_CALLS)
         new = self.store._one(_SINCE, [self.run_id, self.mark])
         if new["mark"] is not None:
             self.mark = new.pop("mark")
             new, total = _row(new), self.total
             for key in ("calls", "failed", "input_tokens", "output_tokens", "unpriced"):
-                total[key] = (total.get(key) or 0) + (new[key] or 0)
+                total[key] += new[key] or 0
             if new["cost_usd"] is not None:
-                total["cost_usd"] = (total.get("cost_usd") or 0.0) + new["cost_usd"]
-        return {"calls": 0, "failed": 0, "input_tokens": 0, "output_tokens": 0, "cost_usd": None, "unpriced": 0,
-                **self.total}
+                total["cost_usd"] = (total["cost_usd"] or 0.0) + new["cost_usd"]
+        return dict(self.total)
 
 
 def runs_spend(store: Store, run_ids: list[str]) -> dict[str, dict]:
