@@ -209,7 +209,6 @@ class LlamaLite:
             self.blocks = [None] * self.layers
             if dtype == torch.int8:
                 _quantized_warning_seen()
-            if dtype == torch.int8:
                 blocks = None
                 if int8_cache is None and calibration and INT8_SMOOTH is not None:
                     blocks = self._smooth(w, calibration)
