@@ -146,7 +146,12 @@ class PromptTemplate:
 
 @lru_cache(maxsize=1024)
 def _compiled(source: str) -> jinja2.Template:
-    return _ENV.from_string(source)
+    template = _ENV.from_string(source)
+    # Jinja gives a template its globals as a ChainMap over the environment's, and copies them key by key through
+    # it into every render's context (~5 µs a render); nothing changes `_ENV.globals`, so a plain dict of the same
+    # names and values renders the same text for a fifth of that.
+    template.globals = dict(template.globals)
+    return template
 
 
 def search_dirs(prompts_dir: str | os.PathLike | None = None) -> list[Path]:
