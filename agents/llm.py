@@ -139,7 +139,8 @@ async def call_template(
     messages = build_messages(tmpl, values, turn, list(previous_outputs), images, previous_prompts)
     if extra_messages:
         messages += extra_messages
-    provider = ctx.provider(model)
+    # the spec parsed and the run's retry policy applied once per loop turn for this run, not once per call
+    provider = once_per_tick(("provider", id(ctx), model), ctx.provider, model)
     request_json = jdump({"messages": _redact_images(messages), "temperature": temperature,
                           "max_tokens": max_tokens, "n": n, **({"options": options} if options else {})})
     call_key = stable_id(ctx.run_id, item_id, role, tmpl.version, turn, model, request_json, *key, length=32)

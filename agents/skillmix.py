@@ -248,12 +248,14 @@ async def grade(state: SkillMixState, runtime: Runtime[RunContext]) -> dict:
         return ctx.fail(item["id"], "grade", exc)
     variant = ctx.template(config.judge_template).meta.get("reply_format") or \
         ("points" if "points" in config.judge_template else "table")  # reply_format: converted official prompts
+    graded = [grade_points(raw, k, text, variant=variant, skills=item["skills"],
+                           filter_explicit_name=config.filter_explicit_name) for raw in reply.texts]
     with ctx.store.transaction():
-        for i, raw in enumerate(reply.texts):
-            points, status = grade_points(raw, k, text, variant=variant, skills=item["skills"],
-                                          filter_explicit_name=config.filter_explicit_name)
-            ctx.store.add_grade(item["id"], ctx.run_id, i, call_id=reply.call_id, judge=config.judge, raw=raw,
-                                points=points, score=sum(points), parse_status=status)
+        ctx.store.add_grades(item["id"], ctx.run_id, [  # the n sample rows in one statement
+            {"sample_index": i, "call_id": reply.call_id, "judge": config.judge, "raw": raw, "points": points,
+             "score": sum(points), "parse_status": status}
+            for i, (raw, (points, status)) in enumerate(zip(reply.texts, graded, strict=True))])
+        for i, (_, status) in enumerate(graded):
             if status == "empty":  # counted per step by `report` (metrics/parse_failures.py)
                 ctx.event(item["id"], "judge", "parse_failed",
                                     f"call {reply.call_id} sample {i}: no rubric points in the reply")

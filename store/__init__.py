@@ -63,6 +63,16 @@ def jload(text: str | None, default: Any = None) -> Any:
     return default if text in (None, "") else json.loads(text)
 
 
+_V4_CLEAR = ~((0xC000 << 48) | (0xF000 << 64)) & ((1 << 128) - 1)
+_V4_SET = (0x8000 << 48) | (4 << 76)
+
+
+def _v4_hex(raw: bytes) -> str:
+    """`uuid.UUID(bytes=raw, version=4).hex` (what `uuid.uuid4().hex` returns for `raw = os.urandom(16)`), without
+    building a UUID object: the variant and version bits set in the integer, 32 hex digits."""
+    return f"{int.from_bytes(raw, 'big') & _V4_CLEAR | _V4_SET:032x}"
+
+
 def stable_id(*parts: Any, length: int = 20) -> str:
     """A deterministic key from its parts (run id, kind, combination index, round, ...)."""
     return hashlib.blake2b(jdump(list(parts)).encode(), digest_size=16).hexdigest()[:length]
@@ -261,6 +271,18 @@ class Store:
     def _write(self, sql: str, args: list) -> sqlite3.Cursor:
         """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
         of the loop tick's transaction (committed when the tick ends, or earlier by the checkpointer's commit)."""
+        batch = self._batch
+        if batch is not None and batch[1] == threading.get_ident():
+            # the batching thread itself (every hot-path write of a run): `Store.lock`'s own acquire commits the
+            # batch only for other threads, so its re-entrant lock is taken directly (C, no Python frames)
+            with self.lock._lock:
+                conn = self.db.conn
+                if not conn.in_transaction:
+                    conn.execute("BEGIN IMMEDIATE")
+                    if not batch[2]:
+                        batch[2] = True
+                        batch[0].call_soon(self.flush_writes)
+                return conn.execute(sql, args)
         with self.lock:
             conn = self.db.conn
             batch = self._batch
@@ -549,7 +571,8 @@ class Store:
         return self._one(_FIND_CALL, [item_id, call_key])
 
     def record_call(self, **row) -> str:
-        row.setdefault("id", uuid.uuid4().hex)
+        if "id" not in row:
+            row["id"] = _v4_hex(os.urandom(16))
         row.setdefault("created_at", now())
         for key in ("request", "response"):
             if not isinstance(row.get(key), str | type(None)):
@@ -569,6 +592,27 @@ class Store:
             row["points"] = jdump(row["points"])
         self._insert("grades", row, "OR REPLACE")
         return grade_id
+
+    def add_grades(self, item_id: str, run_id: str, samples: list[dict]) -> list[str]:
+        """`add_grade` for several samples of one item (each dict: `sample_index` and `add_grade`'s fields), the same
+        rows written by one statement when the samples name the same fields (a judge call's n samples)."""
+        rows = []
+        for sample in samples:
+            sample = dict(sample)
+            index = sample.pop("sample_index")
+            row = {"id": stable_id(item_id, sample.get("judge"), index), "item_id": item_id, "run_id": run_id,
+                   "sample_index": index, "created_at": now(), **sample}
+            if not isinstance(row.get("points"), str | type(None)):
+                row["points"] = jdump(row["points"])
+            rows.append(row)
+        columns = tuple(rows[0]) if rows else ()
+        if len(rows) == 1 or any(tuple(row) != columns for row in rows) or len(rows) * len(columns) > 30_000:
+            for row in rows:
+                self._insert("grades", row, "OR REPLACE")
+        elif rows:
+            self._write(_insert_sql("grades", "OR REPLACE", columns, len(rows)),
+                        [value for row in rows for value in row.values()])
+        return [row["id"] for row in rows]
 
     def grades(self, item_id: str) -> list[dict]:
         return [
@@ -643,9 +687,10 @@ ROW_COLUMNS = {  # the column order of `Store.insert_rows`' tuples per table
 
 
 @functools.lru_cache(maxsize=1024)
-def _insert_sql(table: str, conflict: str, columns: tuple[str, ...]) -> str:
+def _insert_sql(table: str, conflict: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    values = f"({', '.join('?' * len(columns))})"
     return (f"INSERT {conflict} INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
-            f"VALUES ({', '.join('?' * len(columns))})")
+            f"VALUES {', '.join([values] * rows)}")
 
 
 @functools.lru_cache(maxsize=1024)
