@@ -56,18 +56,21 @@ def parse_table(reply: str) -> tuple[list[float], float | None]:
     """Markdown-table judge reply -> (points in row order, total). Header/separator lines are skipped."""
     points, total = [], None
     for line in reply.splitlines():
-        low = line.lower()
-        if "|" not in line or "--" in line or "criteria" in low:
+        if "|" not in line or "--" in line or "criteria" in line.lower():
             continue
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        cells = line.strip().strip("|").split("|")
         if len(cells) < 2:
             continue
-        value = _NOT_NUMBER.sub("", cells[1]).split("/")[0]
+        # the cell's digits, dots and slashes (whitespace goes with the rest), up to the first slash; a cell that is
+        # plain ASCII digits around whitespace (the usual "| 1 |") is that already
+        value = cells[1].strip()
+        if not (value.isascii() and value.isdigit()):
+            value = _NOT_NUMBER.sub("", cells[1]).split("/")[0]
         try:
             number = float(value)
         except ValueError:
             continue
-        if "total" in cells[0].lower():
+        if "total" in cells[0].lower():  # whitespace around the cell cannot make or break "total"
             total = number
         else:
             points.append(number)
