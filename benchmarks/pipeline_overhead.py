@@ -63,6 +63,8 @@ def install_provider(concurrency: int, latency: float) -> None:
     student, judge = canned_replies()
 
     class InProcess(OpenAIProvider):
+        times_out_itself = False  # no aiohttp here: `chat` sets the one timer per attempt, as aiohttp does over HTTP
+
         async def _chat(self, request):
             await asyncio.sleep(latency)
             return openai_reply(judge if request.n > 1 else student, self.url)

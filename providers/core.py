@@ -8,6 +8,7 @@ Messages use the OpenAI chat shape; an image is a content part `{"type": "image"
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import importlib
@@ -90,6 +91,9 @@ class Provider:
 
     provider = "base"
     uses_fake_replies = False  # only the fake provider (and dry runs) get a template's test `fake_replies`
+    # True where `_chat` itself ends an attempt after `self.retry.timeout` (the `openai:` client's aiohttp timeout):
+    # `chat` then adds no second timer of its own per attempt
+    times_out_itself = False
 
     def __init__(self, model: str, *, max_concurrency: int = 64, retry: RetryPolicy | None = None):
         self.model = model
@@ -147,7 +151,8 @@ class Provider:
         while True:
             attempt += 1
             try:
-                async with self._semaphore(), asyncio.timeout(policy.timeout):
+                async with self._semaphore(), \
+                        _NO_TIMEOUT if self.times_out_itself else asyncio.timeout(policy.timeout):
                     result = await self._chat(request)
                 if not result.texts or not all(isinstance(t, str) and t.strip() for t in result.texts):
                     raise RetryableError(f"reply without text ({len(result.texts)} sample(s), some empty)")
@@ -166,6 +171,9 @@ class Provider:
                 error = ModelCallError(f"{self.spec}: {_describe(exc)}")
                 error.attempts = attempt
                 raise error from exc
+
+
+_NO_TIMEOUT = contextlib.nullcontext()
 
 
 def _describe(exc: BaseException) -> str:
@@ -360,6 +368,7 @@ class OpenAIProvider(Provider):
 
     provider = "openai"
     RETRY_STATUSES = frozenset({408, 409, 429})
+    times_out_itself = True  # aiohttp's total timeout per request, the retry policy's (see `_chat`)
 
     def __init__(self, model: str, **kw):
         super().__init__(model, **kw)
@@ -372,6 +381,16 @@ class OpenAIProvider(Provider):
         if os.environ.get("OPENAI_ORG_ID"):
             self._headers["OpenAI-Organization"] = os.environ["OPENAI_ORG_ID"]
         self._proxy = _env_proxy(self.url)
+
+    def _timeout(self):
+        """aiohttp's per-request timeout for the current retry policy (one object per timeout value)."""
+        timeouts = self.__dict__.setdefault("_timeouts", {})
+        value = self.retry.timeout
+        if value not in timeouts:
+            import aiohttp
+
+            timeouts[value] = aiohttp.ClientTimeout(total=value)
+        return timeouts[value]
 
     def _session(self):
         import aiohttp
@@ -416,7 +435,10 @@ class OpenAIProvider(Provider):
 
         body = self._body(request)
         try:
-            async with self._per_loop(self._session).post(self.url, json=body, proxy=self._proxy) as response:
+            # the attempt's timeout is aiohttp's own timer, set from the policy in force (`--timeout` may change it
+            # after the session was opened); aiohttp raises TimeoutError (or, connecting, a ClientError): retried
+            async with self._per_loop(self._session).post(self.url, json=body, proxy=self._proxy,
+                                                          timeout=self._timeout()) as response:
                 if response.status >= 400:
                     message = f"HTTP {response.status} from {self.url}: {_error_message(await response.text())}"
                     if response.status in self.RETRY_STATUSES or response.status >= 500:

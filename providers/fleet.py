@@ -116,6 +116,8 @@ class RateLimiter:
 class FleetOpenAIProvider(OpenAIProvider):
     """An OpenAI-compatible named model: its own key variable, one or several base URLs, rate limits."""
 
+    times_out_itself = False  # its session's timeout is `request_timeout`; a run's `--timeout` still bounds `chat`
+
     def __init__(self, model: str, *, name: str, entry, **kw):
         Provider.__init__(self, model, **kw)
         self.name = name
