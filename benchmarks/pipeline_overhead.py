@@ -10,10 +10,13 @@ grading, bookkeeping), which is what a change to those parts moves.
 Trees are compared as in `pipeline_cpu_ab.py`: `--against REF` (git REF in a temporary worktree as `before`, this
 checkout as `after`) or two `--tree NAME=DIR` (neither: the skillweave this interpreter imports), a fresh process per
 run, alternated; per tree the median and the worst round. `--sql` then runs this checkout once more with every SQLite statement timed and prints, per statement
-kind, statements and µs of CPU per request (the timing wrapper adds its own cost to that run only).
+kind, statements and µs of CPU per request (the timing wrapper adds its own cost to that run only); `--profile` runs
+it under cProfile and prints self time by function group (store, graph, grading, plan, templates, nodes, provider,
+JSON, event loop), each also as µs of the CPU per request measured without the profiler.
 
     python benchmarks/pipeline_overhead.py --against main --rounds 9
     python benchmarks/pipeline_overhead.py --sql --rounds 0
+    python benchmarks/pipeline_overhead.py --profile --rounds 0
 """
 
 from __future__ import annotations
@@ -88,8 +91,9 @@ def measure(concurrency: int, items: int, latency: float) -> float:
     return 1000 * pt.pipeline.cpu_s / calls
 
 
-def sql_breakdown(concurrency: int, items: int, latency: float) -> None:
-    """One run of this checkout with every statement timed; per statement kind, count and µs per request."""
+def sql_breakdown(concurrency: int, items: int, latency: float, quiet: bool = False) -> float:
+    """One run of this checkout with every statement timed; per statement kind, count and µs per request (returns
+    the statements' µs per request)."""
     import sqlite3
     import time
 
@@ -121,12 +125,98 @@ def sql_breakdown(concurrency: int, items: int, latency: float) -> None:
     finally:
         store_module.sqlite3 = sqlite3
     requests = 3 * items
+    sql_us = 1e6 * sum(s for _, s in totals.values()) / requests
+    if quiet:
+        return sql_us
     print(f"SQLite statements, this checkout, {items} items ({requests} requests); CPU {cpu_ms:.3f} ms/request with "
           f"the timing wrapper:")
     for kind, (count, seconds) in sorted(totals.items(), key=lambda kv: -kv[1][1])[:14]:
         print(f"  {count / requests:5.2f} per request {1e6 * seconds / requests:7.1f} µs/request  {kind}")
     print(f"  all statements: {sum(c for c, _ in totals.values()) / requests:.2f} per request, "
-          f"{1e6 * sum(s for _, s in totals.values()) / requests:.1f} µs/request (this thread's CPU time inside execute)")
+          f"{sql_us:.1f} µs/request (this thread's CPU time inside execute)")
+    return sql_us
+
+
+# function groups of `--profile`: the first pattern found in a function's file decides (checked in this order)
+GROUPS = [
+    ("store: Python around the statements", ("skillweave/store/",)),
+    ("graph: direct executor, runtime, final checkpoint", ("skillweave/graphs/", "langgraph", "ormsgpack")),
+    ("grading (judge tables, sentence count)", ("skillweave/metrics/",)),
+    ("plan (the sampler's shuffles, lazy plan)", ("skillweave/agents/compactplan", "skillweave/agents/lazyplan",
+                                                  "random.py", "skillweave/catalog")),
+    ("templates (Jinja rendering, versions)", ("jinja2", "skillweave/prompts/", "<template>")),
+    ("nodes and call_template (messages, call keys)", ("skillweave/agents/",)),
+    ("provider (bound, timeout, retries, reply decoding)", ("skillweave/providers/", "pipeline_overhead")),
+    ("JSON encoding and decoding", ("json/",)),
+    ("asyncio event loop", ("asyncio/", "selectors.py")),
+]
+
+
+def _group(func: tuple) -> str | None:
+    """The group of a profiled function, or None for a builtin (its time goes to its callers' groups)."""
+    path, _, name = func
+    if path == "~":
+        return "SQLite statements (sqlite3 execute)" if "sqlite3" in name else None
+    for label, patterns in GROUPS:
+        if any(p in path for p in patterns):
+            return label
+    return "other (stdlib: uuid, hashlib, contextlib ...)"
+
+
+def profile_groups(concurrency: int, items: int, latency: float, sql_us: float) -> None:
+    """cProfile of one run of this checkout (the run only, after a warm-up run): self time by function group, a
+    builtin's time given to the groups of its callers (in proportion to its time under each). The statements are
+    given `sql_us` (timed without the profiler, `sql_breakdown`), and the CPU per request measured without the
+    profiler, less that, is shared among the other groups by their profiled self time."""
+    import cProfile
+    import pstats
+
+    import skillweave.graphs.runtime as runtime
+
+    measure(concurrency, 8, latency)
+    plain_ms = statistics.median(measure(concurrency, items, latency) for _ in range(3))
+    profiler, run = cProfile.Profile(), runtime.run_pipeline
+
+    def profiled(*args, **kwargs):
+        profiler.enable()
+        try:
+            return run(*args, **kwargs)
+        finally:
+            profiler.disable()
+
+    runtime.run_pipeline = profiled
+    try:
+        measure(concurrency, items, latency)
+    finally:
+        runtime.run_pipeline = run
+    stats = pstats.Stats(profiler).stats
+    groups: dict[str, float] = {}
+    for func, (_, _, self_s, _, callers) in stats.items():
+        group = _group(func)
+        if group is None:  # a builtin: split by caller
+            edges = {c: v[2] for c, v in callers.items()}
+            total = sum(edges.values())
+            for caller, share in edges.items():
+                g = _group(caller) or "other (stdlib: uuid, hashlib, contextlib ...)"
+                groups[g] = groups.get(g, 0.0) + (self_s * share / total if total else 0.0)
+            if not edges:
+                groups["other (stdlib: uuid, hashlib, contextlib ...)"] = groups.get(
+                    "other (stdlib: uuid, hashlib, contextlib ...)", 0.0) + self_s
+        else:
+            groups[group] = groups.get(group, 0.0) + self_s
+    idle = sum(v[2] for f, v in stats.items() if f[0] == "~" and "poll" in f[2])  # waiting in epoll: not CPU
+    groups["asyncio event loop"] = groups.get("asyncio event loop", 0.0) - idle
+    sql_label = "SQLite statements (sqlite3 execute)"
+    profiled_sql = groups.pop(sql_label, 0.0)
+    rest = sum(groups.values())
+    rest_us = max(0.0, 1000 * plain_ms - sql_us)
+    print(f"CPU {plain_ms:.3f} ms/request without the profiler (median of 3 runs); {items} items, {3 * items} requests. "
+          f"Statements timed alone: {sql_us:.1f} µs/request ({100 * profiled_sql / (rest + profiled_sql):.0f}% of the "
+          f"profiled self time); the rest, {rest_us:.1f} µs/request, shared by profiled self time (builtins given to "
+          f"their callers' groups):")
+    print(f"  ~{sql_us:6.1f} µs/request  {sql_label} (timed, wrapper included)")
+    for label, seconds in sorted(groups.items(), key=lambda kv: -kv[1]):
+        print(f"  ~{rest_us * seconds / rest:6.1f} µs/request  {100 * seconds / rest:5.1f}% of the rest  {label}")
 
 
 def spread(values: list[float], worst: str) -> str:
@@ -144,6 +234,8 @@ def main() -> None:
     parser.add_argument("--items", type=int, default=1024, help="Skill-Mix combinations (3 requests each).")
     parser.add_argument("--rounds", type=int, default=7, help="Runs per tree, alternated.")
     parser.add_argument("--sql", action="store_true", help="Then time every SQLite statement of one run.")
+    parser.add_argument("--profile", action="store_true",
+                        help="Then profile one run of this checkout (cProfile) and print self time by function group.")
     args = parser.parse_args()
     if args.tree and args.against:
         parser.error("give --against REF or --tree NAME=DIR, not both")
@@ -171,8 +263,11 @@ def main() -> None:
         print(f"{b} / {a} (medians): {statistics.median(vb) / statistics.median(va):.3f}")
     print(f"concurrency {args.concurrency}, {args.items} items, in-process latency {args.latency * 1000:.0f} ms, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    if args.sql:
-        sql_breakdown(args.concurrency, args.items, args.latency)
+    sql_us = sql_breakdown(args.concurrency, args.items, args.latency) if args.sql else None
+    if args.profile:
+        if sql_us is None:
+            sql_us = sql_breakdown(args.concurrency, args.items, args.latency, quiet=True)
+        profile_groups(args.concurrency, args.items, args.latency, sql_us)
 
 
 if __name__ == "__main__":
