@@ -122,6 +122,9 @@ def compare(args, trees: list) -> None:
     if len(trees) == 2:
         (a, _), (b, _) = trees
         print(f"{b} / {a} CPU per request (medians): {medians[b] / medians[a]:.2f}")
+        pairs = [y / x for x, y in zip(results[a], results[b], strict=True)]  # one pair per round, run back to back
+        print(f"{b} / {a} CPU per request, per round: median {statistics.median(pairs):.2f} (range {min(pairs):.2f}-"
+              f"{max(pairs):.2f}); {b} lower in {sum(p < 1 for p in pairs)} of {len(pairs)} rounds")
 
 
 if __name__ == "__main__":

@@ -261,6 +261,9 @@ def main() -> None:
     if len(results) == 2 and all(results.values()):
         (a, va), (b, vb) = results.items()
         print(f"{b} / {a} (medians): {statistics.median(vb) / statistics.median(va):.3f}")
+        pairs = [y / x for x, y in zip(va, vb, strict=True)]  # one pair per round, run back to back
+        print(f"{b} / {a} per round: median {statistics.median(pairs):.3f} (range {min(pairs):.3f}-{max(pairs):.3f}); "
+              f"{b} lower in {sum(p < 1 for p in pairs)} of {len(pairs)} rounds")
     print(f"concurrency {args.concurrency}, {args.items} items, in-process latency {args.latency * 1000:.0f} ms, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     sql_us = sql_breakdown(args.concurrency, args.items, args.latency) if args.sql else None
