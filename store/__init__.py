@@ -38,16 +38,23 @@ def now() -> str:
     """The current UTC time, ISO 8601 to the millisecond ("2026-12-06T10:05:29.425+00:00"), as
     `datetime.now(UTC).isoformat(timespec="milliseconds")` writes it. A run asks several times per model call, so
     the date and time of day are formatted once per second and only the milliseconds per call."""
-    global _second
-    seconds, ms = divmod(time.time_ns() // 1_000_000, 1000)
+    global _second, _last
+    millis = time.time_ns() // 1_000_000
+    last = _last
+    if last[0] == millis:  # a busy run asks several times within one millisecond
+        return last[1]
+    seconds, ms = divmod(millis, 1000)
     second = _second
     if second[0] != seconds:
         second = _second = (seconds, (_EPOCH + _dt.timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S"))
-    return f"{second[1]}.{ms:03d}+00:00"
+    text = f"{second[1]}.{ms:03d}+00:00"
+    _last = (millis, text)
+    return text
 
 
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
 _second: tuple[int | None, str] = (None, "")  # (Unix second, its date and time of day) of the last now()
+_last: tuple[int | None, str] = (None, "")  # (Unix millisecond, its text) of the last now()
 
 
 def jdump(value: Any) -> str:
@@ -596,12 +603,12 @@ class Store:
     def add_grades(self, item_id: str, run_id: str, samples: list[dict]) -> list[str]:
         """`add_grade` for several samples of one item (each dict: `sample_index` and `add_grade`'s fields), the same
         rows written by one statement when the samples name the same fields (a judge call's n samples)."""
-        rows = []
+        rows, created = [], now()  # one statement, one moment
         for sample in samples:
-            sample = dict(sample)
-            index = sample.pop("sample_index")
+            index = sample["sample_index"]
             row = {"id": stable_id(item_id, sample.get("judge"), index), "item_id": item_id, "run_id": run_id,
-                   "sample_index": index, "created_at": now(), **sample}
+                   "sample_index": index, "created_at": created}
+            row.update((k, v) for k, v in sample.items() if k != "sample_index")
             if not isinstance(row.get("points"), str | type(None)):
                 row["points"] = jdump(row["points"])
             rows.append(row)

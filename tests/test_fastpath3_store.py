@@ -92,3 +92,22 @@ def test_batching_thread_writes_join_the_tick_and_other_threads_still_commit_it_
             reader.close()
 
     asyncio.run(main())
+
+
+def test_now_within_one_millisecond_and_across_them(monkeypatch):
+    """store.now() keeps the last millisecond's text: asked again within it, the same text; then the next one's."""
+    import datetime as dt
+    import time
+
+    from skillweave import store as store_module
+
+    def expected(ns: int) -> str:
+        return (dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(microseconds=ns // 1000)).isoformat(
+            timespec="milliseconds")
+
+    base = 1_764_980_000_999_000_000
+    for ns in (base, base + 400_000, base + 999_999, base + 1_000_000, base + 1_000_001, base - 5_000_000,
+               base + 86_400_000_000_000):
+        monkeypatch.setattr(time, "time_ns", lambda ns=ns: ns)
+        assert store_module.now() == expected(ns)
+        assert store_module.now() == expected(ns)
