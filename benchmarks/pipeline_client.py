@@ -102,6 +102,9 @@ def main() -> None:
         (b_rps, b_cpu), (p_rps, p_cpu) = medians["bare"], medians["provider"]
         print(f"provider - bare CPU ms/request: {p_cpu - b_cpu:+.3f}; provider / bare CPU {p_cpu / b_cpu:.2f}, "
               f"req/s {p_rps / b_rps:.2f}")
+        pairs = [p[1] / b[1] for b, p in zip(results["bare"], results["provider"], strict=True)]  # back to back
+        print(f"provider / bare CPU per round: median {statistics.median(pairs):.2f} (range {min(pairs):.2f}-"
+              f"{max(pairs):.2f}); provider lower in {sum(x < 1 for x in pairs)} of {len(pairs)} rounds")
 
 
 if __name__ == "__main__":
