@@ -63,7 +63,7 @@ async def provider_three_steps(concurrency: int, requests: list[dict]) -> tuple[
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=256, help="Workers (items in flight), and the bound.")
     parser.add_argument("--latency", type=float, default=0.05, help="Mock server latency per request (s).")
     parser.add_argument("--items", type=int, default=512, help="Items of three requests per round and form.")
     parser.add_argument("--rounds", type=int, default=7, help="Rounds; each runs both forms, alternating the order.")
