@@ -279,21 +279,12 @@ class Store:
         """One write statement: autocommitted, or, while `batch_writes` is on for this thread's event loop, part
         of the loop tick's transaction (committed when the tick ends, or earlier by the checkpointer's commit)."""
         batch = self._batch
-        if batch is not None and batch[1] == threading.get_ident():
-            # the batching thread itself (every hot-path write of a run): `Store.lock`'s own acquire commits the
-            # batch only for other threads, so its re-entrant lock is taken directly (C, no Python frames)
-            with self.lock._lock:
-                conn = self.db.conn
-                if not conn.in_transaction:
-                    conn.execute("BEGIN IMMEDIATE")
-                    if not batch[2]:
-                        batch[2] = True
-                        batch[0].call_soon(self.flush_writes)
-                return conn.execute(sql, args)
-        with self.lock:
+        mine = batch is not None and batch[1] == threading.get_ident()
+        # the batching thread itself (every hot-path write of a run) takes the re-entrant lock directly (C, no
+        # Python frames): `Store.lock`'s own acquire commits the tick's batch, which it does only for other threads
+        with self.lock._lock if mine else self.lock:
             conn = self.db.conn
-            batch = self._batch
-            if batch is not None and batch[1] == threading.get_ident() and not conn.in_transaction:
+            if mine and not conn.in_transaction:
                 conn.execute("BEGIN IMMEDIATE")
                 if not batch[2]:
                     batch[2] = True
@@ -592,13 +583,7 @@ class Store:
 
     # ---- grades, reviews, events ------------------------------------------------------------------
     def add_grade(self, item_id: str, run_id: str, sample_index: int, **row) -> str:
-        grade_id = stable_id(item_id, row.get("judge"), sample_index)
-        row = {"id": grade_id, "item_id": item_id, "run_id": run_id, "sample_index": sample_index,
-               "created_at": now(), **row}
-        if not isinstance(row.get("points"), str | type(None)):
-            row["points"] = jdump(row["points"])
-        self._insert("grades", row, "OR REPLACE")
-        return grade_id
+        return self.add_grades(item_id, run_id, [{"sample_index": sample_index, **row}])[0]
 
     def add_grades(self, item_id: str, run_id: str, samples: list[dict]) -> list[str]:
         """`add_grade` for several samples of one item (each dict: `sample_index` and `add_grade`'s fields), the same
