@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -152,6 +153,17 @@ def int8_weight_max() -> int:
     return 127 if torch.allclose(got, x @ ints.float().T, rtol=0.02) else 63
 
 
+def _lowest_priority() -> None:
+    """Give the calling thread the lowest CPU priority (nice 19), on Linux, where a thread has its own: the output
+    layer's packing then runs on whatever the first prefill leaves idle instead of slowing it. Elsewhere, or where
+    it is not allowed, nothing changes. Only the timing changes, never a result."""
+    if sys.platform.startswith("linux") and hasattr(os, "setpriority") and hasattr(threading, "get_native_id"):
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        except OSError:
+            pass
+
+
 @lru_cache(maxsize=1)
 def _quantized_warning_seen() -> None:
     """torch 2.13 warns (once per process, from C++) that its quantized tensor constructors are deprecated; the
@@ -269,6 +281,7 @@ class LlamaLite:
 
         def head_job():
             if head:
+                _lowest_priority()  # it only takes what the layers and the first prefill leave idle
                 self.lm_head = pack(self.lm_head, None, "head")
 
         def layer(i):
@@ -427,19 +440,19 @@ class LlamaLite:
         output layer in the weights' type. The rule depends on the call, never on the timing.
         """
         pending = self._pending
-        if pending is not None:  # float16 weights still being packed in the background
-            if first_token:
-                for future in pending[1]:
-                    future.result()
-            else:
-                self.wait_packed()
+        if pending is not None and not first_token:  # weights still being packed in the background
+            self.wait_packed()
+            pending = None
         F = self.torch.nn.functional
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
         cos, sin = self._rope(positions)
         cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: one rotation for the q and k heads together
         H, KV, D = self.heads, self.kv_heads, self.head_dim
-        for layer, blk in enumerate(self.blocks):
+        for layer in range(self.layers):
+            if pending is not None:  # a prefill: layer i waits for layer i's packing only
+                pending[1][layer].result()
+            blk = self.blocks[layer]
             h = self._rms(x, blk["ln1"])
             qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
             qk = self._rotate(qkv[..., : (H + KV) * D].view(B, T, H + KV, D), cos, sin)
@@ -829,8 +842,8 @@ _LOAD_LOCK = threading.Lock()
 
 def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
-    with _LOAD_LOCK:
-        return _load_engine(spec, max_rows, local_dtype_name())
+    with _LOAD_LOCK:  # keyed by the setting (None: the default type), which needs no torch to read
+        return _load_engine(spec, max_rows, check_dtype_setting())
 
 
 def start_loading(spec: str = "local", max_rows: int = 8) -> threading.Thread | None:
@@ -868,7 +881,9 @@ def _prepared(spec: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
+def _load_engine(spec: str, max_rows: int, setting: str | None) -> Engine | None:
+    """`setting`: $SKILLWEAVE_LOCAL_DTYPE (`check_dtype_setting`); the type itself (`local_dtype_name`) is
+    resolved once torch is imported."""
     from skillweave.providers.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
@@ -878,25 +893,25 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
             raise _Unsupported("no single model.safetensors or tokenizer.json")
         if config.get("model_type") != "llama":
             raise _Unsupported("not a Llama-architecture model")
-        import torch
-        from safetensors.torch import load_file
+        # The tokenizer and the chat template (no torch needed) are built in a thread while torch is imported
+        # here (`local_dtype_name` imports it): importing torch leaves the other core mostly idle.
+        with ThreadPoolExecutor(1, thread_name_prefix="skillweave-tokenizer") as pool:
+            tokenizer_job = pool.submit(ChatTokenizer, path)
+            dtype = local_dtype_name()
+            import torch
+            from safetensors.torch import load_file
 
-        # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
-        # chat template are built.
-        cache_file = _int8_cache_file(path) if dtype == "int8" else None
-        int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
-        if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
-            tokenizer = ChatTokenizer(path)
-            model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
-                              keep_int8=cache_file is not None,
-                              calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
-        else:
-            with ThreadPoolExecutor(1) as pool:
-                weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
-                                                        dtype=getattr(torch, dtype), int8_cache=int8_cache,
-                                                        keep_int8=cache_file is not None and int8_cache is None))
-                tokenizer = ChatTokenizer(path)
-                model = weights.result()
+            cache_file = _int8_cache_file(path) if dtype == "int8" else None
+            int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
+            if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
+                tokenizer = tokenizer_job.result()
+                model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
+                                  keep_int8=cache_file is not None,
+                                  calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
+            else:  # float16 and int8 return at once and pack in the background (`LlamaLite._pack`)
+                model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=getattr(torch, dtype),
+                                  int8_cache=int8_cache, keep_int8=cache_file is not None and int8_cache is None)
+                tokenizer = tokenizer_job.result()
         if model.int8_parts is not None:  # written once packing is done; the next process reads it
             threading.Thread(target=write_int8_cache, args=(path, cache_file, model),
                              name="skillweave-int8-cache").start()

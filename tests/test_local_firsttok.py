@@ -1,0 +1,205 @@
+"""The embedded model's first token with float16 weights: a prompt's prefill runs layer by layer behind the
+packing, the output layer packs at the lowest priority, and the tokenizer is built while torch is imported.
+None of it may change a result: what a layer computes is the same whenever its packing finishes (tiny random
+Llama built from a config, as in tests/test_local_engine.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from skillweave.providers import local_engine
+from skillweave.providers.local_engine import GenRequest, LlamaLite, load_engine
+from tests.test_local_engine import CORPUS, _prompts, build_tiny_model
+
+fbgemm = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def _gate_last_layer(monkeypatch, layers: int) -> threading.Event:
+    """The last layer's fusing and packing wait for the returned event (at most 30 s)."""
+    gate, real_block = threading.Event(), LlamaLite._block
+
+    def gated(self, w, i, *args, **kwargs):
+        if i == layers - 1:
+            assert gate.wait(30)
+        return real_block(self, w, i, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaLite, "_block", gated)
+    return gate
+
+
+def _prefill(model, ids, written: list):
+    import torch
+
+    keep: list = []
+
+    def kv_write(layer, k, v):
+        keep.append((k, v))
+        written.append(layer)
+
+    with torch.no_grad():
+        return model.forward(ids, torch.arange(ids.shape[1])[None], kv_write,
+                             lambda layer, q: torch.nn.functional.scaled_dot_product_attention(
+                                 q, *keep[layer], is_causal=True, enable_gqa=True), first_token=True)
+
+
+def _wait_for(condition, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
+
+
+@fbgemm
+def test_a_prefill_runs_the_packed_layers_while_the_later_ones_are_still_packing(tiny_model, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    reference = LlamaLite(config, weights, dtype=torch.float16)
+    reference.wait_packed()
+    layers = config["num_hidden_layers"]
+    gate = _gate_last_layer(monkeypatch, layers)
+    model = LlamaLite(config, weights, dtype=torch.float16)
+    ids = torch.tensor([[5, 17, 42, 9, 3, 11, 7]])
+    written, out = [], []
+    runner = threading.Thread(target=lambda: out.append(_prefill(model, ids, written)))
+    runner.start()
+    try:
+        # layer 0 is computed while the last layer is not even fused yet
+        assert _wait_for(lambda: len(written) == layers - 1), "the prefill waited for every layer's packing"
+        time.sleep(0.2)
+        assert written == list(range(layers - 1)) and not out
+        assert model.blocks[layers - 1] is None
+    finally:
+        gate.set()
+    runner.join(30)
+    assert written == list(range(layers))
+    assert torch.equal(out[0], _prefill(reference, ids, []))  # the same bits as a model packed before the prefill
+
+
+@fbgemm
+def test_the_first_reply_is_the_same_whether_packing_finishes_before_or_during_its_prefill(tiny_model, monkeypatch):
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
+    layers = json.loads((tiny_model / "config.json").read_text())["num_hidden_layers"]
+    local_engine._load_engine.cache_clear()
+    try:
+        engine = load_engine(str(tiny_model))
+        engine.model.wait_packed()  # packing forced to finish first
+        prompts = _prompts(engine, CORPUS[:3])
+        expected = []
+        for ids in prompts:
+            request = GenRequest(ids, max_tokens=12)
+            engine.generate([request])
+            expected.append(request.outputs)
+        for delay in (0.0, 0.3):  # the last layer packed at once, or 0.3 s into the first prefill
+            local_engine._load_engine.cache_clear()
+            with monkeypatch.context() as patch:
+                gate = _gate_last_layer(patch, layers)
+                engine = load_engine(str(tiny_model))
+                first = GenRequest(prompts[0], max_tokens=12)
+                runner = threading.Thread(target=engine.generate, args=([first],))
+                runner.start()
+                time.sleep(delay)
+                gate.set()
+                runner.join(30)
+            rest = [GenRequest(ids, max_tokens=12) for ids in prompts[1:]]
+            engine.generate(rest)
+            assert [first.outputs] + [r.outputs for r in rest] == expected
+    finally:
+        local_engine._load_engine.cache_clear()
+
+
+@fbgemm
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux")
+def test_the_output_layer_packs_at_the_lowest_priority_and_the_layers_at_the_process_priority(tiny_model,
+                                                                                            monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((tiny_model / "config.json").read_text())
+    weights = load_file(str(tiny_model / "model.safetensors"))
+    real_pack, seen = torch.ops.quantized.linear_prepack_fp16, []
+
+    def pack(weight, bias):
+        seen.append((weight.shape[0] == config["vocab_size"],
+                     os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        return real_pack(weight, bias)
+
+    monkeypatch.setattr(torch.ops.quantized, "linear_prepack_fp16", pack)
+    model = LlamaLite(config, weights, dtype=torch.float16)
+    model.wait_packed()
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    assert [p for head, p in seen if head] == [19]
+    assert {p for head, p in seen if not head} == {own}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread is untouched
+
+
+CHILD = """
+import sys, threading
+from skillweave.providers import local_engine
+
+started = threading.Event()
+real_init = local_engine.ChatTokenizer.__init__
+
+def init(self, path):
+    started.set()
+    real_init(self, path)
+
+local_engine.ChatTokenizer.__init__ = init
+
+class WatchTorch:  # notes, when torch is first imported, whether the tokenizer was already being built
+    seen = []
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" and not self.seen:
+            self.seen.append(started.wait(20))
+        return None
+
+sys.meta_path.insert(0, WatchTorch())
+engine = local_engine.load_engine(sys.argv[1])
+print(WatchTorch.seen, engine is not None and engine.tokenizer.encode("hello") == engine.tokenizer.encode("hello"))
+"""
+
+
+def test_the_tokenizer_is_built_while_torch_is_imported(tiny_model):
+    """A fresh process (torch not yet imported): the tokenizer's thread has started when torch's import begins."""
+    where = str(Path(local_engine.__file__).parents[2])  # the folder this `skillweave` was imported from
+    path = os.pathsep.join([where] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
+    out = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": path})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[True]", "True"]
+
+
+def test_a_tokenizer_the_engine_cannot_use_still_falls_back_to_transformers(tiny_model, tmp_path):
+    """The tokenizer's error, raised in its thread, still reaches the load: no engine, transformers instead."""
+    folder = tmp_path / "no-template"
+    folder.mkdir()
+    for item in tiny_model.iterdir():
+        if item.name != "chat_template.jinja":
+            (folder / item.name).symlink_to(item)
+    config = json.loads((tiny_model / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (folder / "tokenizer_config.json").unlink()
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    local_engine._load_engine.cache_clear()
+    try:
+        assert load_engine(str(folder)) is None
+    finally:
+        local_engine._load_engine.cache_clear()
