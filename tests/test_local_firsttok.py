@@ -1,5 +1,5 @@
 """The embedded model's first token with float16 weights: a prompt's prefill runs layer by layer behind the
-packing, the output layer packs at the lowest priority, and the tokenizer is built while torch is imported.
+packing, the output layer packs after the first prefill, and the tokenizer is built while torch is imported.
 None of it may change a result: what a layer computes is the same whenever its packing finishes (tiny random
 Llama built from a config, as in tests/test_local_engine.py)."""
 
@@ -126,28 +126,50 @@ def test_the_first_reply_is_the_same_whether_packing_finishes_before_or_during_i
 
 
 @fbgemm
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="threads have their own priority on Linux")
-def test_the_output_layer_packs_at_the_lowest_priority_and_the_layers_at_the_process_priority(tiny_model,
-                                                                                            monkeypatch):
+def test_the_output_layer_packs_after_the_first_prefill_and_a_decode_step_waits_for_it(tiny_model, monkeypatch):
     import torch
     from safetensors.torch import load_file
 
     config = json.loads((tiny_model / "config.json").read_text())
     weights = load_file(str(tiny_model / "model.safetensors"))
-    real_pack, seen = torch.ops.quantized.linear_prepack_fp16, []
+    reference = LlamaLite(config, weights, dtype=torch.float16)
+    reference.wait_packed()
+    real_pack, events, written = torch.ops.quantized.linear_prepack_fp16, [], []
 
     def pack(weight, bias):
-        seen.append((weight.shape[0] == config["vocab_size"],
-                     os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+        if weight.shape[0] == config["vocab_size"]:
+            events.append(f"head packed after {len(written)} layers of prefill")
         return real_pack(weight, bias)
 
     monkeypatch.setattr(torch.ops.quantized, "linear_prepack_fp16", pack)
+    monkeypatch.setattr(local_engine, "HEAD_WAIT_SECONDS", 30.0, raising=False)
     model = LlamaLite(config, weights, dtype=torch.float16)
-    model.wait_packed()
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    assert [p for head, p in seen if head] == [19]
-    assert {p for head, p in seen if not head} == {own}
-    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == own  # the caller's thread is untouched
+    for future in model._pending[1]:
+        future.result()
+    time.sleep(0.3)
+    assert events == []  # every layer packed, the output layer not started: no prompt yet
+    ids = torch.tensor([[5, 17, 42, 9, 3]])
+    first = _prefill(model, ids, written)
+    assert _wait_for(lambda: events)
+    assert events == [f"head packed after {config['num_hidden_layers']} layers of prefill"]
+    assert torch.equal(first, _prefill(reference, ids, []))
+    with torch.no_grad():  # a decode step (the packed output layer)
+        decode = [m.forward(ids, torch.arange(5)[None], lambda *a: None, lambda layer, q: q)
+                  for m in (model, reference)]
+    assert torch.equal(decode[0], decode[1])
+
+    # no prompt comes: the output layer packs by itself after HEAD_WAIT_SECONDS; wait_packed starts it at once
+    monkeypatch.setattr(local_engine, "HEAD_WAIT_SECONDS", 0.2)
+    events.clear()
+    written.clear()
+    idle = LlamaLite(config, weights, dtype=torch.float16)
+    assert _wait_for(lambda: events, 10)
+    idle.wait_packed()
+    monkeypatch.setattr(local_engine, "HEAD_WAIT_SECONDS", 30.0)
+    events.clear()
+    started = time.monotonic()
+    LlamaLite(config, weights, dtype=torch.float16).wait_packed()
+    assert events == ["head packed after 0 layers of prefill"] and time.monotonic() - started < 10
 
 
 CHILD = """
