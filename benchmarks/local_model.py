@@ -202,6 +202,65 @@ def throughput(args) -> dict:
             "prefilled": engine.prefilled - prefilled[0] if engine else None}
 
 
+TIMELINE = """
+import asyncio, time
+t0 = time.perf_counter()
+events = []
+
+def note(name):
+    events.append((time.perf_counter() - t0, time.process_time(), name))
+
+from skillweave.providers import local_engine as le
+from skillweave.providers.core import ChatRequest, LocalProvider
+
+def wrap(owner, name, before, after):
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        note(before)
+        result = real(*args, **kwargs)
+        note(after)
+        return result
+
+    setattr(owner, name, wrapper)
+
+wrap(le.ChatTokenizer, "__init__", "tokenizer: start", "tokenizer: built")
+wrap(le, "local_dtype_name", "import torch: start", "import torch: done")
+real_init, real_forward = le.LlamaLite.__init__, le.LlamaLite.forward
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    note("LlamaLite returns")
+    if self._pending is not None:
+        for i, future in enumerate(self._pending[1]):
+            future.add_done_callback(lambda _, i=i: note(f"layer {i} packed") if i % 10 == 9 else None)
+        self._pending[0].add_done_callback(lambda _: note("output layer packed"))
+
+def forward(self, ids, positions, kv_write, attend, first_token=False):
+    import torch
+
+    note(f"forward: start ({ids.shape[1]} tokens, {torch.get_num_threads()} threads)")
+
+    def write(layer, k, v):
+        if layer % 10 == 9:
+            note(f"forward: layer {layer} done")
+        kv_write(layer, k, v)
+
+    return real_forward(self, ids, positions, write, attend, first_token)
+
+le.LlamaLite.__init__, le.LlamaLite.forward = init, forward
+provider = LocalProvider("local")
+note("provider built")
+asyncio.run(provider.chat(ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=1, temperature=0)))
+note("first token")
+import sys
+note("transformers imported" if "transformers" in sys.modules else "transformers not imported")
+built = next(t for t, _, name in events if name == "provider built")
+for t, cpu, name in sorted(events):
+    print(f"{t - built:6.3f} s after the provider was built, process CPU {cpu:5.2f} s: {name}")
+"""
+
+
 def stages() -> None:
     """--stages, in a fresh child process: the default (float16) load's stages one after another on this thread,
     wall and CPU seconds each, then packing and prefill layer by layer. The real load overlaps some of them
@@ -394,7 +453,7 @@ def main() -> None:
     parser.add_argument("--stages", type=int, metavar="REPEATS", nargs="?", const=1,
                         help="instead: the float16 load's stages (import torch, tokenizer, weights, packing and "
                              "prefill per layer) one after another, wall and CPU s each, in REPEATS fresh "
-                             "processes (default 1)")
+                             "processes (default 1); then REPEATS real loads with when each stage ended")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -413,6 +472,9 @@ def main() -> None:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         for _ in range(args.stages):
             subprocess.run([sys.executable, __file__, "--child", "stages"], check=True)
+        for _ in range(args.stages):  # the real load, stages overlapped, as `--load` times it
+            print("a fresh process, the `local` provider's load and one-token reply:")
+            subprocess.run([sys.executable, "-c", TIMELINE], check=True)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     if args.child:
