@@ -249,6 +249,7 @@ def forward(self, ids, positions, kv_write, attend, first_token=False):
     return real_forward(self, ids, positions, write, attend, first_token)
 
 le.LlamaLite.__init__, le.LlamaLite.forward = init, forward
+wrap(le.Engine, "_allocate", "KV cache: allocate", "KV cache: allocated")
 provider = LocalProvider("local")
 note("provider built")
 asyncio.run(provider.chat(ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=1, temperature=0)))
@@ -259,6 +260,46 @@ built = next(t for t, _, name in events if name == "provider built")
 for t, cpu, name in sorted(events):
     print(f"{t - built:6.3f} s after the provider was built, process CPU {cpu:5.2f} s: {name}")
 """
+
+
+# --stages: is it worth building the tokenizer in a thread while torch is imported? Both orders, fresh processes.
+OVERLAP = """
+import sys, threading, time
+t0 = time.perf_counter()
+from skillweave.providers import local_engine
+from skillweave.providers.local_model import resolve_model_path
+path, done = resolve_model_path("local"), {}
+
+def tokenizer():
+    local_engine.ChatTokenizer(path)
+    done["tokenizer"] = time.perf_counter() - t0
+
+if sys.argv[1] == "thread":
+    thread = threading.Thread(target=tokenizer)
+    thread.start()
+    import torch
+    done["torch"] = time.perf_counter() - t0
+    thread.join()
+else:
+    import torch
+    done["torch"] = time.perf_counter() - t0
+    tokenizer()
+print(done["torch"], done["tokenizer"], time.perf_counter() - t0)
+"""
+
+
+def tokenizer_overlap(repeats: int) -> None:
+    """Fresh processes, alternating: torch imported then the tokenizer built, against the tokenizer built in a
+    thread while torch is imported; medians of when torch was imported and when both were done."""
+    results: dict[str, list] = {"in order": [], "tokenizer in a thread": []}
+    for _ in range(repeats):
+        for name, mode in (("in order", "serial"), ("tokenizer in a thread", "thread")):
+            out = subprocess.run([sys.executable, "-c", OVERLAP, mode], capture_output=True, text=True, check=True)
+            results[name].append([float(x) for x in out.stdout.split()])
+    for name, rows in results.items():
+        print(f"import torch and build the tokenizer, {name:>21}: torch imported at "
+              f"{_median([r[0] for r in rows]):.3f} s, both done at {_median([r[2] for r in rows]):.3f} s "
+              f"(medians of {len(rows)}: " + ", ".join(f"{r[2]:.2f}" for r in rows) + ")")
 
 
 def stages() -> None:
@@ -453,7 +494,8 @@ def main() -> None:
     parser.add_argument("--stages", type=int, metavar="REPEATS", nargs="?", const=1,
                         help="instead: the float16 load's stages (import torch, tokenizer, weights, packing and "
                              "prefill per layer) one after another, wall and CPU s each, in REPEATS fresh "
-                             "processes (default 1); then REPEATS real loads with when each stage ended")
+                             "processes (default 1); then REPEATS real loads with when each stage ended, and whether building "
+                             "the tokenizer while torch is imported would gain")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -475,6 +517,7 @@ def main() -> None:
         for _ in range(args.stages):  # the real load, stages overlapped, as `--load` times it
             print("a fresh process, the `local` provider's load and one-token reply:")
             subprocess.run([sys.executable, "-c", TIMELINE], check=True)
+        tokenizer_overlap(max(3, args.stages))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     if args.child:

@@ -265,7 +265,8 @@ class LlamaLite:
         Packing costs 9-14 CPU ns per weight for float16 (1.2-1.9 CPU s for SmolLM2-135M), about 10 for int8
         (quantising included), so it runs in the background on every core (torch releases the GIL): the layers
         in order, each fused and packed by one job, then the output layer (unless `head` is False: it then stays
-        float32). The constructor returns at once, so the caller's own start-up overlaps the packing. A prompt's
+        float32). The constructor returns at once, so the tokenizer, the chat template and the caller's own
+        start-up overlap the packing. A prompt's
         prefill (`forward` with `first_token`) runs layer i as soon as layer i is packed, on one core while the
         later layers are packed on the others, and takes its first token from the float32 output layer; the
         output layer's packing starts once that first prefill is done (or something waits for it, or
@@ -842,8 +843,8 @@ _LOAD_LOCK = threading.Lock()
 
 def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
-    with _LOAD_LOCK:  # keyed by the setting (None: the default type), which needs no torch to read
-        return _load_engine(spec, max_rows, check_dtype_setting())
+    with _LOAD_LOCK:
+        return _load_engine(spec, max_rows, local_dtype_name())
 
 
 def start_loading(spec: str = "local", max_rows: int = 8) -> threading.Thread | None:
@@ -881,9 +882,7 @@ def _prepared(spec: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _load_engine(spec: str, max_rows: int, setting: str | None) -> Engine | None:
-    """`setting`: $SKILLWEAVE_LOCAL_DTYPE (`check_dtype_setting`); the type itself (`local_dtype_name`) is
-    resolved once torch is imported."""
+def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
     from skillweave.providers.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
@@ -893,25 +892,25 @@ def _load_engine(spec: str, max_rows: int, setting: str | None) -> Engine | None
             raise _Unsupported("no single model.safetensors or tokenizer.json")
         if config.get("model_type") != "llama":
             raise _Unsupported("not a Llama-architecture model")
-        # The tokenizer and the chat template (no torch needed) are built in a thread while torch is imported
-        # here (`local_dtype_name` imports it): importing torch leaves the other core mostly idle.
-        with ThreadPoolExecutor(1, thread_name_prefix="skillweave-tokenizer") as pool:
-            tokenizer_job = pool.submit(ChatTokenizer, path)
-            dtype = local_dtype_name()
-            import torch
-            from safetensors.torch import load_file
+        import torch
+        from safetensors.torch import load_file
 
-            cache_file = _int8_cache_file(path) if dtype == "int8" else None
-            int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
-            if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
-                tokenizer = tokenizer_job.result()
-                model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
-                                  keep_int8=cache_file is not None,
-                                  calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
-            else:  # float16 and int8 return at once and pack in the background (`LlamaLite._pack`)
-                model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=getattr(torch, dtype),
-                                  int8_cache=int8_cache, keep_int8=cache_file is not None and int8_cache is None)
-                tokenizer = tokenizer_job.result()
+        # The weights (torch releases the GIL while copying and packing them) load while the tokenizer and the
+        # chat template are built.
+        cache_file = _int8_cache_file(path) if dtype == "int8" else None
+        int8_cache = read_int8_cache(path, cache_file, _int8_keys(config)) if cache_file else None
+        if dtype == "int8" and int8_cache is None and INT8_SMOOTH is not None:  # first load: calibrate
+            tokenizer = ChatTokenizer(path)
+            model = LlamaLite(config, load_file(str(path / "model.safetensors")), dtype=torch.int8,
+                              keep_int8=cache_file is not None,
+                              calibration=tokenizer.encode(tokenizer.chat_prompt(INT8_CALIBRATION)))
+        else:
+            with ThreadPoolExecutor(1) as pool:
+                weights = pool.submit(lambda: LlamaLite(config, load_file(str(path / "model.safetensors")),
+                                                        dtype=getattr(torch, dtype), int8_cache=int8_cache,
+                                                        keep_int8=cache_file is not None and int8_cache is None))
+                tokenizer = ChatTokenizer(path)
+                model = weights.result()
         if model.int8_parts is not None:  # written once packing is done; the next process reads it
             threading.Thread(target=write_int8_cache, args=(path, cache_file, model),
                              name="skillweave-int8-cache").start()

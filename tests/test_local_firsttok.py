@@ -1,17 +1,13 @@
 """The embedded model's first token with float16 weights: a prompt's prefill runs layer by layer behind the
-packing, the output layer packs after the first prefill, and the tokenizer is built while torch is imported.
-None of it may change a result: what a layer computes is the same whenever its packing finishes (tiny random
-Llama built from a config, as in tests/test_local_engine.py)."""
+packing, and the output layer packs after the first prefill. Neither may change a result: what a layer computes
+is the same whenever its packing finishes (tiny random Llama built from a config, as in
+tests/test_local_engine.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -170,58 +166,3 @@ def test_the_output_layer_packs_after_the_first_prefill_and_a_decode_step_waits_
     started = time.monotonic()
     LlamaLite(config, weights, dtype=torch.float16).wait_packed()
     assert events == ["head packed after 0 layers of prefill"] and time.monotonic() - started < 10
-
-
-CHILD = """
-import sys, threading
-from skillweave.providers import local_engine
-
-started = threading.Event()
-real_init = local_engine.ChatTokenizer.__init__
-
-def init(self, path):
-    started.set()
-    real_init(self, path)
-
-local_engine.ChatTokenizer.__init__ = init
-
-class WatchTorch:  # notes, when torch is first imported, whether the tokenizer was already being built
-    seen = []
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "torch" and not self.seen:
-            self.seen.append(started.wait(20))
-        return None
-
-sys.meta_path.insert(0, WatchTorch())
-engine = local_engine.load_engine(sys.argv[1])
-print(WatchTorch.seen, engine is not None and engine.tokenizer.encode("hello") == engine.tokenizer.encode("hello"))
-"""
-
-
-def test_the_tokenizer_is_built_while_torch_is_imported(tiny_model):
-    """A fresh process (torch not yet imported): the tokenizer's thread has started when torch's import begins."""
-    where = str(Path(local_engine.__file__).parents[2])  # the folder this `skillweave` was imported from
-    path = os.pathsep.join([where] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
-    out = subprocess.run([sys.executable, "-c", CHILD, str(tiny_model)], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": path})
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["[True]", "True"]
-
-
-def test_a_tokenizer_the_engine_cannot_use_still_falls_back_to_transformers(tiny_model, tmp_path):
-    """The tokenizer's error, raised in its thread, still reaches the load: no engine, transformers instead."""
-    folder = tmp_path / "no-template"
-    folder.mkdir()
-    for item in tiny_model.iterdir():
-        if item.name != "chat_template.jinja":
-            (folder / item.name).symlink_to(item)
-    config = json.loads((tiny_model / "tokenizer_config.json").read_text())
-    config.pop("chat_template", None)
-    (folder / "tokenizer_config.json").unlink()
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    local_engine._load_engine.cache_clear()
-    try:
-        assert load_engine(str(folder)) is None
-    finally:
-        local_engine._load_engine.cache_clear()
