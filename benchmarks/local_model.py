@@ -225,7 +225,7 @@ def wrap(owner, name, before, after):
     setattr(owner, name, wrapper)
 
 wrap(le.ChatTokenizer, "__init__", "tokenizer: start", "tokenizer: built")
-wrap(le, "local_dtype_name", "import torch: start", "import torch: done")
+wrap(le, "local_dtype_name", "weight type check (the first imports torch): start", "weight type check: done")
 real_init, real_forward = le.LlamaLite.__init__, le.LlamaLite.forward
 
 def init(self, *args, **kwargs):
