@@ -108,12 +108,12 @@ class _Unsupported(Exception):
     pass
 
 
-# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): the largest |w| of a channel maps to `int8_weight_max()` (127, or 63
-# where fbgemm's kernel would overflow 16-bit sums of products); activations keep all 8 bits (0..255).
 # The output layer (28 M weights for SmolLM2, a third of a second of packing) is packed after the first prefill,
 # so that it does not take a core from it; if no prompt comes, it starts this long after the layers' packing.
 HEAD_WAIT_SECONDS = 1.0
 
+# int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): the largest |w| of a channel maps to `int8_weight_max()` (127, or 63
+# where fbgemm's kernel would overflow 16-bit sums of products); activations keep all 8 bits (0..255).
 INT8_REDUCE_RANGE = False
 INT8_HEAD = True  # decode steps use the int8 output layer too (measured: docs/benchmarks.md)
 INT8_SMOOTH: float | None = 0.5  # SmoothQuant's strength (`LlamaLite._smooth`); None: no smoothing
@@ -266,13 +266,12 @@ class LlamaLite:
         (quantising included), so it runs in the background on every core (torch releases the GIL): the layers
         in order, each fused and packed by one job, then the output layer (unless `head` is False: it then stays
         float32). The constructor returns at once, so the tokenizer, the chat template and the caller's own
-        start-up overlap the packing. A prompt's
-        prefill (`forward` with `first_token`) runs layer i as soon as layer i is packed, on one core while the
-        later layers are packed on the others, and takes its first token from the float32 output layer; the
-        output layer's packing starts once that first prefill is done (or something waits for it, or
-        HEAD_WAIT_SECONDS after it could start), so it takes no core from it. A decode step waits for
-        everything. The packed matrices are the same whichever thread packs them and whenever, so outputs do not
-        depend on the timing."""
+        start-up overlap the packing. A prompt's prefill (`forward` with `first_token`) runs layer i as soon as
+        layer i is packed, on one core while the later layers are packed on the others, and takes its first
+        token from the float32 output layer; the output layer's packing starts once that first prefill is done
+        (or something waits for it, or HEAD_WAIT_SECONDS after it could start), so it takes no core from it. A
+        decode step waits for everything. The packed matrices are the same whichever thread packs them and
+        whenever, so outputs do not depend on the timing."""
 
         def head_job():
             if head:
