@@ -21,6 +21,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --concurrency 8 --requests 24 --max-tokens 96
     python benchmarks/local_model.py --variants "engine f32,engine fp16,engine int8" --samples 4
     python benchmarks/local_model.py --load 3 --variants "engine fp16,engine int8,engine int8 uncached"
+    python benchmarks/local_model.py --stages 2   # the float16 load stage by stage, in fresh processes
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -201,6 +202,180 @@ def throughput(args) -> dict:
             "prefilled": engine.prefilled - prefilled[0] if engine else None}
 
 
+TIMELINE = """
+import asyncio, time
+t0 = time.perf_counter()
+events = []
+
+def note(name):
+    events.append((time.perf_counter() - t0, time.process_time(), name))
+
+from skillweave.providers import local_engine as le
+from skillweave.providers.core import ChatRequest, LocalProvider
+
+def wrap(owner, name, before, after):
+    real = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        note(before)
+        result = real(*args, **kwargs)
+        note(after)
+        return result
+
+    setattr(owner, name, wrapper)
+
+wrap(le.ChatTokenizer, "__init__", "tokenizer: start", "tokenizer: built")
+wrap(le, "local_dtype_name", "weight type check (the first imports torch): start", "weight type check: done")
+real_init, real_forward = le.LlamaLite.__init__, le.LlamaLite.forward
+
+def init(self, *args, **kwargs):
+    real_init(self, *args, **kwargs)
+    note("LlamaLite returns")
+    if self._pending is not None:
+        for i, future in enumerate(self._pending[1]):
+            future.add_done_callback(lambda _, i=i: note(f"layer {i} packed") if i % 10 == 9 else None)
+        self._pending[0].add_done_callback(lambda _: note("output layer packed"))
+
+def forward(self, ids, positions, kv_write, attend, first_token=False):
+    import torch
+
+    note(f"forward: start ({ids.shape[1]} tokens, {torch.get_num_threads()} threads)")
+
+    def write(layer, k, v):
+        if layer % 10 == 9:
+            note(f"forward: layer {layer} done")
+        kv_write(layer, k, v)
+
+    return real_forward(self, ids, positions, write, attend, first_token)
+
+le.LlamaLite.__init__, le.LlamaLite.forward = init, forward
+wrap(le.Engine, "_allocate", "KV cache: allocate", "KV cache: allocated")
+provider = LocalProvider("local")
+note("provider built")
+asyncio.run(provider.chat(ChatRequest(messages=[{"role": "user", "content": "Say hi."}], max_tokens=1, temperature=0)))
+note("first token")
+import sys
+note("transformers imported" if "transformers" in sys.modules else "transformers not imported")
+built = next(t for t, _, name in events if name == "provider built")
+for t, cpu, name in sorted(events):
+    print(f"{t - built:6.3f} s after the provider was built, process CPU {cpu:5.2f} s: {name}")
+"""
+
+
+# --stages: is it worth building the tokenizer in a thread while torch is imported? Both orders, fresh processes.
+OVERLAP = """
+import sys, threading, time
+t0 = time.perf_counter()
+from skillweave.providers import local_engine
+from skillweave.providers.local_model import resolve_model_path
+path, done = resolve_model_path("local"), {}
+
+def tokenizer():
+    local_engine.ChatTokenizer(path)
+    done["tokenizer"] = time.perf_counter() - t0
+
+if sys.argv[1] == "thread":
+    thread = threading.Thread(target=tokenizer)
+    thread.start()
+    import torch
+    done["torch"] = time.perf_counter() - t0
+    thread.join()
+else:
+    import torch
+    done["torch"] = time.perf_counter() - t0
+    tokenizer()
+print(done["torch"], done["tokenizer"], time.perf_counter() - t0)
+"""
+
+
+def tokenizer_overlap(repeats: int) -> None:
+    """Fresh processes, alternating: torch imported then the tokenizer built, against the tokenizer built in a
+    thread while torch is imported; medians of when torch was imported and when both were done."""
+    results: dict[str, list] = {"in order": [], "tokenizer in a thread": []}
+    for _ in range(repeats):
+        for name, mode in (("in order", "serial"), ("tokenizer in a thread", "thread")):
+            out = subprocess.run([sys.executable, "-c", OVERLAP, mode], capture_output=True, text=True, check=True)
+            results[name].append([float(x) for x in out.stdout.split()])
+    for name, rows in results.items():
+        print(f"import torch and build the tokenizer, {name:>21}: torch imported at "
+              f"{_median([r[0] for r in rows]):.3f} s, both done at {_median([r[2] for r in rows]):.3f} s "
+              f"(medians of {len(rows)}: " + ", ".join(f"{r[2]:.2f}" for r in rows) + ")")
+
+
+def stages() -> None:
+    """--stages, in a fresh child process: the default (float16) load's stages one after another on this thread,
+    wall and CPU seconds each, then packing and prefill layer by layer. The real load overlaps some of them
+    (`--load` times that); here they run in order, so each stage's own cost shows."""
+    t0 = time.perf_counter()
+    last = [t0, time.process_time()]
+
+    def mark(name: str, note: str = "") -> None:
+        now, cpu = time.perf_counter(), time.process_time()
+        print(f"{name:>46}: {now - last[0]:6.3f} s wall, {cpu - last[1]:6.3f} s CPU (at {now - t0:5.2f} s){note}")
+        last[:] = [now, cpu]
+
+    import torch
+
+    mark("import torch")
+    from safetensors.torch import load_file
+
+    from skillweave.providers import local_engine
+    from skillweave.providers.local_model import resolve_model_path
+
+    mark("import safetensors and skillweave's engine")
+    path = resolve_model_path("local")
+    tokenizer = local_engine.ChatTokenizer(path)
+    mark("tokenizer and chat template")
+    ids = tokenizer.encode(tokenizer.chat_prompt([{"role": "user", "content": "Say hi."}]))
+    mark("render and encode the prompt", f"; {len(ids)} tokens")
+    config = json.loads((path / "config.json").read_text())
+    weights = load_file(str(path / "model.safetensors"))
+    mark("read the weights (load_file)")
+    threads = local_engine.adaptive_threads(force=True)
+    done: dict = {}
+    model = local_engine.LlamaLite(config, weights, dtype=getattr(torch, local_engine.local_dtype_name()))
+    mark(f"LlamaLite ({local_engine.local_dtype_name()}) returns")
+    pending = model._pending
+    if pending is not None:
+        for i, future in enumerate(pending[1]):
+            future.add_done_callback(lambda _, i=i: done.setdefault(i, time.perf_counter() - t0))
+        for future in pending[1]:
+            future.result()
+        mark(f"{model.layers} layers fused and packed", "; layer i packed at (s): " + ", ".join(
+            f"{i}: {done[i]:.2f}" for i in range(0, model.layers, max(1, model.layers // 6))))
+        model.wait_packed()
+        mark("output layer packed")
+    F = torch.nn.functional
+    for run in ("first", "second"):
+        keep, times = [], []
+
+        def kv_write(layer, k, v, keep=keep, times=times):
+            keep.append((k, v))
+            times.append(time.perf_counter())
+
+        with torch.no_grad():
+            start = time.perf_counter()
+            model.forward(torch.tensor([ids]), torch.arange(len(ids))[None], kv_write,
+                          lambda layer, q, keep=keep: F.scaled_dot_product_attention(
+                              q, *keep[layer], is_causal=True, enable_gqa=model.kv_heads != model.heads),
+                          first_token=True)
+        per_layer = [b - a for a, b in zip([start] + times[:-1], times, strict=True)]
+        mark(f"{run} prefill, {threads} threads", f"; ms per layer: median {1000 * _median(per_layer):.1f}, "
+             f"max {1000 * max(per_layer):.1f}")
+    if pending is not None:  # one layer again on this thread: fusing and packing apart (CPU s)
+        fuse = pack = 0.0
+        for i in range(3):
+            cpu = time.thread_time()
+            blk = model._block(weights, i)
+            fuse += time.thread_time() - cpu
+            cpu = time.thread_time()
+            for name in ("qkv", "o", "gate_up", "down"):
+                torch.ops.quantized.linear_prepack_fp16(blk[name], blk[name + "_b"])
+            pack += time.thread_time() - cpu
+        print(f"one layer on one thread (mean of 3): fusing {1000 * fuse / 3:.1f} CPU ms, float16 packing "
+              f"{1000 * pack / 3:.1f} CPU ms; x {model.layers} layers = {model.layers * (fuse + pack) / 3:.2f} CPU s")
+
+
 def kernels(rows: int = 8, repeats: int = 5) -> None:
     """CPU ms, one thread: (1) the matmuls of one decode step (SmolLM2-135M's shapes, random weights) per weight
     format; (2) one decode step of the real model at `rows` rows per weight type, outside the matmuls included."""
@@ -316,6 +491,11 @@ def main() -> None:
     parser.add_argument("--against", metavar="DIR",
                         help="also measure another checkout (DIR holds a `skillweave` folder), alternating with "
                              "this one: with --load, and for each variant's throughput")
+    parser.add_argument("--stages", type=int, metavar="REPEATS", nargs="?", const=1,
+                        help="instead: the float16 load's stages (import torch, tokenizer, weights, packing and "
+                             "prefill per layer) one after another, wall and CPU s each, in REPEATS fresh "
+                             "processes (default 1); then REPEATS real loads with when each stage ended, and whether building "
+                             "the tokenizer while torch is imported would gain")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -325,6 +505,19 @@ def main() -> None:
     if args.kernels:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         kernels()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
+    if args.child == "stages":
+        stages()
+        return
+    if args.stages:
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        for _ in range(args.stages):
+            subprocess.run([sys.executable, __file__, "--child", "stages"], check=True)
+        for _ in range(args.stages):  # the real load, stages overlapped, as `--load` times it
+            print("a fresh process, the `local` provider's load and one-token reply:")
+            subprocess.run([sys.executable, "-c", TIMELINE], check=True)
+        tokenizer_overlap(max(3, args.stages))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     if args.child:

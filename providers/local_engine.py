@@ -108,6 +108,10 @@ class _Unsupported(Exception):
     pass
 
 
+# The output layer (28 M weights for SmolLM2, a third of a second of packing) is packed after the first prefill,
+# so that it does not take a core from it; if no prompt comes, it starts this long after the layers' packing.
+HEAD_WAIT_SECONDS = 1.0
+
 # int8 weights (SKILLWEAVE_LOCAL_DTYPE=int8): the largest |w| of a channel maps to `int8_weight_max()` (127, or 63
 # where fbgemm's kernel would overflow 16-bit sums of products); activations keep all 8 bits (0..255).
 INT8_REDUCE_RANGE = False
@@ -202,6 +206,7 @@ class LlamaLite:
         self.head32 = self.lm_head  # float32: the first token of every reply comes from it (`forward`)
         self.norm = w["model.norm.weight"]
         self._pending = None  # (output layer, [one future per layer]) while float16/int8 packing runs
+        self._head_go = threading.Event()  # the output layer's packing may start (`_pack`)
         self._ends = {}  # int8: per input width, a buffer whose row 0 is [1, -1, 0, ...] (`_linear_int8`)
         self.int8_cache = int8_cache
         self.int8_parts: dict | None = {} if keep_int8 else None  # int8 matrices and scales quantised here
@@ -261,14 +266,18 @@ class LlamaLite:
         (quantising included), so it runs in the background on every core (torch releases the GIL): the layers
         in order, each fused and packed by one job, then the output layer (unless `head` is False: it then stays
         float32). The constructor returns at once, so the tokenizer, the chat template and the caller's own
-        start-up overlap the packing; `forward` waits for the layers first (waiting layer by layer inside the
-        first forward pass measured no sooner a first token, 0.99x, docs/benchmarks.md), and for the output
-        layer only where it uses the packed one: a prompt's first token comes from the float32 output layer, so
-        the first reply's first token does not wait for the output layer's 28 M weights. The packed matrices are
-        the same whichever thread packs them, so outputs do not depend on the timing."""
+        start-up overlap the packing. A prompt's prefill (`forward` with `first_token`) runs layer i as soon as
+        layer i is packed, on one core while the later layers are packed on the others, and takes its first
+        token from the float32 output layer; the output layer's packing starts once that first prefill is done
+        (or something waits for it, or HEAD_WAIT_SECONDS after it could start), so it takes no core from it. A
+        decode step waits for everything. The packed matrices are the same whichever thread packs them and
+        whenever, so outputs do not depend on the timing."""
 
         def head_job():
             if head:
+                # after the first prefill (it would slow it), or once something waits for it, or after
+                # HEAD_WAIT_SECONDS if no prompt comes
+                self._head_go.wait(HEAD_WAIT_SECONDS)
                 self.lm_head = pack(self.lm_head, None, "head")
 
         def layer(i):
@@ -360,6 +369,7 @@ class LlamaLite:
         packing job raised."""
         pending = self._pending
         if pending is not None:
+            self._head_go.set()
             for future in pending[1]:
                 future.result()
             pending[0].result()
@@ -423,23 +433,24 @@ class LlamaLite:
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
         returns the attention output [B, heads, T, head dim] for queries q. With `first_token` (a prompt's
         prefill) the logits come from the float32 output layer whatever the weights' type: one row per prompt
-        costs little, and the first reply need not wait for the output layer's packing. Decode steps use the
-        output layer in the weights' type. The rule depends on the call, never on the timing.
+        costs little, and the first reply need not wait for the output layer's packing; while the weights are
+        still being packed, each layer waits for its own packing only (`_pack`). Decode steps wait for all of
+        it and use the output layer in the weights' type. The rule depends on the call, never on the timing.
         """
         pending = self._pending
-        if pending is not None:  # float16 weights still being packed in the background
-            if first_token:
-                for future in pending[1]:
-                    future.result()
-            else:
-                self.wait_packed()
+        if pending is not None and not first_token:  # weights still being packed in the background
+            self.wait_packed()
+            pending = None
         F = self.torch.nn.functional
         B, T = ids.shape
         x = F.embedding(ids, self.embed)
         cos, sin = self._rope(positions)
         cos, sin = cos[:, :, None], sin[:, :, None]  # [B, T, 1, D]: one rotation for the q and k heads together
         H, KV, D = self.heads, self.kv_heads, self.head_dim
-        for layer, blk in enumerate(self.blocks):
+        for layer in range(self.layers):
+            if pending is not None:  # a prefill: layer i waits for layer i's packing only
+                pending[1][layer].result()
+            blk = self.blocks[layer]
             h = self._rms(x, blk["ln1"])
             qkv = self._linear(h, blk["qkv"], blk["qkv_b"])
             qk = self._rotate(qkv[..., : (H + KV) * D].view(B, T, H + KV, D), cos, sin)
@@ -451,6 +462,8 @@ class LlamaLite:
             h = self._rms(x, blk["ln2"])
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
+        if pending is not None:  # the first prefill is done: the output layer packs now
+            self._head_go.set()
         last = self._rms(x[:, -1], self.norm)
         return self._linear(last, self.head32 if first_token else self.lm_head)
 
