@@ -48,6 +48,9 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
+            "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
             "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
@@ -191,14 +194,23 @@ def throughput(args) -> dict:
             results = [r for r, _ in await asyncio.gather(*(provider.chat(c[0]) for c in short_workload(args)))]
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
+    seen = []
     if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
         engine = local_engine.load_engine("local", provider.batch_size)  # the engine the provider uses
+        if args.dump:  # every request the engine admits, to write its prompt and output token ids below
+            add = engine.add
+            engine.add = lambda request: (seen.append(request), add(request))[1]
     results, wall, cpu = asyncio.run(main())
+    if args.dump:
+        with open(args.dump, "w") as f:
+            json.dump([{"prompt": r.prompt_ids, "output": r.outputs[0]} for r in seen[1:]], f)  # [0]: the load's
     tokens = sum(r.output_tokens for r in results)
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
             "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r in results],
             "prompt_tokens": sum(r.input_tokens for r in results),
-            "prefilled": engine.prefilled - prefilled[0] if engine else None}
+            "prefilled": engine.prefilled - prefilled[0] if engine else None,
+            "steps": engine.steps if engine else None, "accepted": engine.accepted if engine else None,
+            "drafted": engine.drafted if engine else None}
 
 
 def kernels(rows: int = 8, repeats: int = 5) -> None:
@@ -316,6 +328,9 @@ def main() -> None:
     parser.add_argument("--against", metavar="DIR",
                         help="also measure another checkout (DIR holds a `skillweave` folder), alternating with "
                              "this one: with --load, and for each variant's throughput")
+    parser.add_argument("--dump", metavar="FILE",
+                        help="with one variant: write each request's prompt and output token ids (JSON, in the "
+                             "order the engine admitted them) to FILE, e.g. for benchmarks/prompt_lookup.py")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -338,6 +353,8 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     args.variants = args.variants or "engine f32,engine fp16,engine int8"
     unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if args.dump and "," in args.variants:
+        parser.error("--dump takes one variant")
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
@@ -354,10 +371,13 @@ def main() -> None:
             env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
-                                  "--workload", args.workload], capture_output=True, text=True, env=env, check=True)
+                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else [])],
+                                 capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
             prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
+            if r.get("drafted"):
+                prefill += f"; {r['steps']} decode steps, {r['accepted']} of {r['drafted']} drafted tokens accepted"
             print(f"{name:>20}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
                   f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill} (load average {os.getloadavg()[0]:.1f})")
     if args.against:

@@ -417,8 +417,9 @@ class LlamaLite:
         rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
-    def forward(self, ids, positions, kv_write, attend, first_token: bool = False):
-        """One forward pass over ids [B, T]; returns the last position's logits [B, vocab].
+    def forward(self, ids, positions, kv_write, attend, first_token: bool = False, every_position: bool = False):
+        """One forward pass over ids [B, T]; returns the last position's logits [B, vocab] (with
+        `every_position`, every position's: [B, T, vocab], for a step that verifies drafted tokens).
 
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
         returns the attention output [B, heads, T, head dim] for queries q. With `first_token` (a prompt's
@@ -451,7 +452,7 @@ class LlamaLite:
             h = self._rms(x, blk["ln2"])
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
-        last = self._rms(x[:, -1], self.norm)
+        last = self._rms(x if every_position else x[:, -1], self.norm)
         return self._linear(last, self.head32 if first_token else self.lm_head)
 
 
@@ -462,6 +463,25 @@ PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,
 # embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
 # benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
 BY_ROW_FILL = 0.0
+# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, opt-in): the n-gram lengths tried for a greedy row's draft, longest first.
+# Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
+# drafts saves about 65% of the decode steps per row.
+LOOKUP_NGRAMS = (3, 2)
+
+
+def lookup_setting() -> int:
+    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per greedy row and decode step (0 or
+    unset: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
+    from skillweave.errors import ConfigError
+
+    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or "0"
+    try:
+        k = int(value)
+    except ValueError:
+        k = -1
+    if not 0 <= k <= 16:
+        raise ConfigError(f"SKILLWEAVE_LOCAL_LOOKUP '{value}': expected a number of draft tokens from 0 (off) to 16")
+    return k
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -501,6 +521,8 @@ class _Row:
     last: int  # last generated token (fed at the next step)
     generated: list[int]
     generator: object = None
+    ngrams: dict | None = None  # prompt lookup: n-gram -> index after its latest occurrence in prompt + generated
+    indexed: int = 0  # how much of prompt + generated `ngrams` covers
 
 
 class Engine:
@@ -523,6 +545,10 @@ class Engine:
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
+        # Prompt lookup: up to `lookup` drafted tokens per greedy row and step, verified in one forward pass
+        # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
+        self.lookup = lookup_setting()
+        self.drafted = self.accepted = 0
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
         # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
         # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
@@ -684,9 +710,14 @@ class Engine:
                     or row.position >= self.model.max_positions):
                 if self.share_prefixes and not request.dropped:  # the conversation so far, for a follow-up turn
                     start = self.hi - row.position
+                    if bool(self.valid[slot, start: self.hi].all()):
+                        keys = [k[slot, :, start: self.hi].clone() for k in self.k]
+                        values = [v[slot, :, start: self.hi].clone() for v in self.v]
+                    else:  # drafts rejected in a step that verified drafts left gaps in the row's columns
+                        cols = self.valid[slot, : self.hi].nonzero().flatten()
+                        keys, values = [k[slot][:, cols] for k in self.k], [v[slot][:, cols] for v in self.v]
                     self._remember(request.prompt_ids + row.generated[: row.position - len(request.prompt_ids)],
-                                   [k[slot, :, start: self.hi].clone() for k in self.k],
-                                   [v[slot, :, start: self.hi].clone() for v in self.v])
+                                   keys, values)
                 request.outputs[row.index] = row.generated
                 request.rows_left -= 1
                 self._remove(slot)
@@ -697,11 +728,16 @@ class Engine:
         return done
 
     def step(self) -> None:
-        """Advance every row by one token."""
+        """Advance every row by one token (with prompt lookup, greedy rows by up to `lookup` + 1 tokens)."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         if not B:
             return
+        if self.lookup:
+            drafts = [self._draft(row) for row in self.rows]
+            if any(drafts):
+                self._verify(drafts)
+                return
         self._make_room(B, 0, 1)
         hi, lo = self.hi, self.lo
         self.valid[:B, hi] = True
@@ -712,7 +748,7 @@ class Engine:
         # reads only those columns instead of the whole padded window (the keys/values are read from memory
         # for every layer, and at a few hundred positions that costs about as much as the weights).
         spans = [r.position + 1 for r in self.rows]
-        by_row = B > 1 and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        by_row = B > 1 and not self.lookup and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
@@ -741,6 +777,92 @@ class Engine:
             row.position += 1
             temperature = row.request.temperature
             row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
+        self._finish_rows()
+
+    # -- prompt lookup
+    def _draft(self, row: _Row) -> list[int]:
+        """A greedy row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of
+        its prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, and no more than the row may
+        still write. Sampled and dropped rows get none."""
+        request = row.request
+        if request.temperature > 0 or request.dropped:
+            return []
+        room = min(self.lookup, request.max_tokens - len(row.generated) - 1,
+                   self.model.max_positions - 1 - row.position)
+        if room <= 0:
+            return []
+        context = request.prompt_ids + row.generated  # ends with row.last, the token this step feeds
+        size = len(context)
+        index = row.ngrams
+        if index is None:
+            index = row.ngrams = {}
+        for end in range(max(row.indexed, 1), size):  # n-grams that now have a following token
+            for n in LOOKUP_NGRAMS:
+                if end >= n:
+                    index[tuple(context[end - n: end])] = end
+        row.indexed = size
+        for n in LOOKUP_NGRAMS:
+            if size > n:
+                follow = index.get(tuple(context[size - n:]))
+                if follow is not None:
+                    return context[follow: follow + room]
+        return []
+
+    def _verify(self, drafts: list[list[int]]) -> None:
+        """One forward pass over each row's last token and its draft (rows without a draft feed one token):
+        a row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them, plus
+        the pick after the last kept one, token by token as `step` would (a stop token or the row's limit ends it
+        there). The columns of tokens not kept are marked invalid, so later steps attend as if they were never
+        written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
+        torch, m = self.torch, self.model
+        B = len(self.rows)
+        T = 1 + max(len(d) for d in drafts)
+        self._make_room(B, 0, T)
+        hi, lo = self.hi, self.lo
+        ids = torch.tensor([[row.last] + d + [row.last] * (T - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)])
+        positions = torch.tensor([[row.position + j for j in range(T)] for row in self.rows])
+        # query j of a row sees the row's valid columns before hi and the new columns hi .. hi + j
+        allowed = torch.ones((B, T, hi + T - lo), dtype=torch.bool)
+        allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
+        allowed[:, :, hi - lo:] = torch.ones((T, T), dtype=torch.bool).tril()
+        mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
+        sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
+
+        def kv_write(layer, k, v):
+            self.k[layer][:B, :, hi: hi + T] = k
+            self.v[layer][:B, :, hi: hi + T] = v
+
+        def attend(layer, q):
+            return sdpa(q, self.k[layer][:B, :, lo: hi + T], self.v[layer][:B, :, lo: hi + T], attn_mask=mask,
+                        enable_gqa=gqa)
+
+        with torch.no_grad():
+            logits = m.forward(ids, positions, kv_write, attend, every_position=True)
+        picks = logits.argmax(-1).tolist()
+        self.valid[:B, hi: hi + T] = False
+        longest = 0
+        for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
+            pick = picks[b]
+            if row.request.temperature > 0:  # no draft: one token, sampled as `step` samples it
+                pick = [self._choose(logits[b, 0], row.request.temperature, row.generator)]
+            agree = 0
+            while agree < len(draft) and draft[agree] == pick[agree]:
+                agree += 1
+            self.drafted += len(draft)
+            request, used = row.request, 0
+            for j in range(agree + 1):
+                used += 1  # the token fed at column hi + j stays in the row
+                row.position += 1
+                row.last = pick[j]
+                if j == agree or (row.last in self.eos_ids or len(row.generated) + 1 >= request.max_tokens
+                                  or row.position >= m.max_positions):
+                    break  # `_finish_rows` records this pick as it does after a one-token step
+                row.generated.append(row.last)
+            self.accepted += used - 1
+            self.valid[b, hi: hi + used] = True
+            longest = max(longest, used)
+        self.hi = hi + longest
+        self.steps += 1
         self._finish_rows()
 
     def reset(self) -> None:
@@ -999,6 +1121,7 @@ def check_dtype_setting() -> str | None:
     model and imports no torch, so the CLI checks it before a run is created."""
     from skillweave.errors import ConfigError
 
+    lookup_setting()  # and $SKILLWEAVE_LOCAL_LOOKUP
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
     if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
