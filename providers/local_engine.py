@@ -816,35 +816,46 @@ class Engine:
         written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
         torch, m = self.torch, self.model
         B = len(self.rows)
-        T = 1 + max(len(d) for d in drafts)
+        fed = [[row.last] + d for row, d in zip(self.rows, drafts, strict=True)]
+        T = max(len(f) for f in fed)
         self._make_room(B, 0, T)
         hi, lo = self.hi, self.lo
-        ids = torch.tensor([[row.last] + d + [row.last] * (T - 1 - len(d)) for row, d in zip(self.rows, drafts, strict=True)])
-        positions = torch.tensor([[row.position + j for j in range(T)] for row in self.rows])
-        # query j of a row sees the row's valid columns before hi and the new columns hi .. hi + j
+        # The rows' fed tokens side by side as one sequence (no padding through the matmuls, whose cost grows with
+        # the positions): position p belongs to row owner[p], at offset[p] after its last token (column hi + offset).
+        owner = torch.tensor([b for b, f in enumerate(fed) for _ in f])
+        offset = torch.tensor([j for f in fed for j in range(len(f))])
+        ids = torch.tensor([[t for f in fed for t in f]])
+        positions = torch.tensor([[row.position + j for row, f in zip(self.rows, fed, strict=True)
+                                   for j in range(len(f))]])
+        columns = hi + offset
+        # attention per row over [lo, hi + T): query j sees the row's valid columns before hi and hi .. hi + j
         allowed = torch.ones((B, T, hi + T - lo), dtype=torch.bool)
         allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
         allowed[:, :, hi - lo:] = torch.ones((T, T), dtype=torch.bool).tril()
         mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
 
-        def kv_write(layer, k, v):
-            self.k[layer][:B, :, hi: hi + T] = k
-            self.v[layer][:B, :, hi: hi + T] = v
+        def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
+            self.k[layer][owner, :, columns] = k[0].transpose(0, 1)
+            self.v[layer][owner, :, columns] = v[0].transpose(0, 1)
 
         def attend(layer, q):
-            return sdpa(q, self.k[layer][:B, :, lo: hi + T], self.v[layer][:B, :, lo: hi + T], attn_mask=mask,
-                        enable_gqa=gqa)
+            rows = q.new_zeros((B, q.shape[1], T, q.shape[3]))  # the queries laid out per row (unused ones zero)
+            rows[owner, :, offset] = q[0].transpose(0, 1)
+            out = sdpa(rows, self.k[layer][:B, :, lo: hi + T], self.v[layer][:B, :, lo: hi + T], attn_mask=mask,
+                       enable_gqa=gqa)
+            return out[owner, :, offset].transpose(0, 1)[None]
 
         with torch.no_grad():
-            logits = m.forward(ids, positions, kv_write, attend, every_position=True)
-        picks = logits.argmax(-1).tolist()
+            logits = m.forward(ids, positions, kv_write, attend, every_position=True)[0]
+        flat = logits.argmax(-1).tolist()
         self.valid[:B, hi: hi + T] = False
-        longest = 0
+        longest, first = 0, 0
         for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
-            pick = picks[b]
+            pick = flat[first: first + 1 + len(draft)]
             if row.request.temperature > 0:  # no draft: one token, sampled as `step` samples it
-                pick = [self._choose(logits[b, 0], row.request.temperature, row.generator)]
+                pick = [self._choose(logits[first], row.request.temperature, row.generator)]
+            first += 1 + len(draft)
             agree = 0
             while agree < len(draft) and draft[agree] == pick[agree]:
                 agree += 1
