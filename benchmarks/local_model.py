@@ -51,6 +51,9 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
             "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_LANES": "1"},
+            "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
+                                            "BENCH_NO_LANES": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
@@ -173,6 +176,8 @@ def throughput(args) -> dict:
         local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
     if os.environ.get("BENCH_INT8_UNCACHED"):
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
+    if os.environ.get("BENCH_NO_LANES"):
+        local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)

@@ -387,11 +387,12 @@ class LlamaLite:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         rows = x2.shape[0]
-        buffer = self._ends.get(shape[-1])
+        key = (shape[-1], threading.get_ident())  # one buffer per thread: decode lanes run on two
+        buffer = self._ends.get(key)
         if buffer is None or buffer.shape[0] <= rows:  # row 0: the ends of the range; rows 1..: the input
             buffer = torch.zeros((max(rows + 1, 64), shape[-1]))
             buffer[0, 0], buffer[0, 1] = 1.0, -1.0
-            self._ends[shape[-1]] = buffer
+            self._ends[key] = buffer
         peak = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-30)
         torch.div(x2, peak, out=buffer[1: rows + 1])
         y = torch.ops.quantized.linear_dynamic(buffer[: rows + 1], weight.packed, INT8_REDUCE_RANGE)[1:]
@@ -467,6 +468,8 @@ BY_ROW_FILL = 0.0
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
 LOOKUP_NGRAMS = (3, 2)
+# With two or more torch threads, a decode step runs its rows in two lanes on two threads (`Engine._lane_split`).
+LANES = True
 
 
 def lookup_setting() -> int:
@@ -549,6 +552,7 @@ class Engine:
         # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
+        self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
         # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
         # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
@@ -748,28 +752,33 @@ class Engine:
         # reads only those columns instead of the whole padded window (the keys/values are read from memory
         # for every layer, and at a few hundred positions that costs about as much as the weights).
         spans = [r.position + 1 for r in self.rows]
-        by_row = B > 1 and not self.lookup and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        split = self._lane_split([1] * B)
+        by_row = B > 1 and not self.lookup and not split and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
                                                                     float("-inf"))
 
-        def kv_write(layer, k, v):
-            self.k[layer][:B, :, hi: hi + 1] = k
-            self.v[layer][:B, :, hi: hi + 1] = v
+        def forward(s, e):  # rows s .. e - 1
+            def kv_write(layer, k, v):
+                self.k[layer][s:e, :, hi: hi + 1] = k
+                self.v[layer][s:e, :, hi: hi + 1] = v
 
-        def attend(layer, q):
-            keys, values = self.k[layer], self.v[layer]
-            if by_row:
-                out = q.new_empty(q.shape)
-                for b, n in enumerate(spans):
-                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
-                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
-                return out
-            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
+            def attend(layer, q):
+                keys, values = self.k[layer], self.v[layer]
+                if by_row:
+                    out = q.new_empty(q.shape)
+                    for b, n in enumerate(spans):
+                        out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
+                                      values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                    return out
+                return sdpa(q, keys[s:e, :, lo: hi + 1], values[s:e, :, lo: hi + 1], attn_mask=mask[s:e],
+                            enable_gqa=gqa)
 
-        with torch.no_grad():
-            logits = m.forward(ids, positions, kv_write, attend)
+            with torch.no_grad():
+                return m.forward(ids[s:e], positions[s:e], kv_write, attend)
+
+        logits = self._in_lanes(forward, B, split)
         self.hi = hi + 1
         self.steps += 1
         greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below
@@ -778,6 +787,40 @@ class Engine:
             temperature = row.request.temperature
             row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
         self._finish_rows()
+
+    # -- lanes: a decode step's rows in two halves on two threads
+    def _lane_split(self, sizes: list[int]) -> int:
+        """Where a step's rows split into two lanes (0: one pass). With two or more torch threads (an idle
+        machine, `adaptive_threads`) and LANES on, the rows split where the positions they feed are halved; each
+        lane runs on its own thread with one torch thread. A row's result does not depend on its lane: every
+        matmul and the attention compute each row on its own."""
+        if not LANES or len(sizes) < 2 or self.torch.get_num_threads() < 2:
+            return 0
+        total, run = sum(sizes), 0
+        for b, size in enumerate(sizes[:-1]):
+            run += size
+            if 2 * run >= total:
+                return b + 1
+        return len(sizes) - 1
+
+    def _in_lanes(self, forward, rows: int, split: int):
+        """forward(0, rows), or forward(0, split) on this thread and forward(split, rows) on the lane thread, one
+        torch thread each, concatenated (small operations keep both cores busy, where torch's own threads
+        would wait on each other between them)."""
+        if not split:
+            return forward(0, rows)
+        torch = self.torch
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
+                                                 initializer=lambda: torch.set_num_threads(1))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            other = self._lane_pool.submit(forward, split, rows)
+            first = forward(0, split)
+            return torch.cat([first, other.result()])
+        finally:
+            torch.set_num_threads(threads)
 
     # -- prompt lookup
     def _draft(self, row: _Row) -> list[int]:
@@ -822,12 +865,6 @@ class Engine:
         hi, lo = self.hi, self.lo
         # The rows' fed tokens side by side as one sequence (no padding through the matmuls, whose cost grows with
         # the positions): position p belongs to row owner[p], at offset[p] after its last token (column hi + offset).
-        owner = torch.tensor([b for b, f in enumerate(fed) for _ in f])
-        offset = torch.tensor([j for f in fed for j in range(len(f))])
-        ids = torch.tensor([[t for f in fed for t in f]])
-        positions = torch.tensor([[row.position + j for row, f in zip(self.rows, fed, strict=True)
-                                   for j in range(len(f))]])
-        columns = hi + offset
         # attention per row over [lo, hi + T): query j sees the row's valid columns before hi and hi .. hi + j
         allowed = torch.ones((B, T, hi + T - lo), dtype=torch.bool)
         allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
@@ -835,19 +872,28 @@ class Engine:
         mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
 
-        def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
-            self.k[layer][owner, :, columns] = k[0].transpose(0, 1)
-            self.v[layer][owner, :, columns] = v[0].transpose(0, 1)
+        def forward(s, e):  # rows s .. e - 1
+            owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
+            offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
+            ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
+            positions = torch.tensor([[self.rows[b].position + j for b in range(s, e) for j in range(len(fed[b]))]])
+            columns = hi + offset
 
-        def attend(layer, q):
-            rows = q.new_zeros((B, q.shape[1], T, q.shape[3]))  # the queries laid out per row (unused ones zero)
-            rows[owner, :, offset] = q[0].transpose(0, 1)
-            out = sdpa(rows, self.k[layer][:B, :, lo: hi + T], self.v[layer][:B, :, lo: hi + T], attn_mask=mask,
-                       enable_gqa=gqa)
-            return out[owner, :, offset].transpose(0, 1)[None]
+            def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
+                self.k[layer][owner, :, columns] = k[0].transpose(0, 1)
+                self.v[layer][owner, :, columns] = v[0].transpose(0, 1)
 
-        with torch.no_grad():
-            logits = m.forward(ids, positions, kv_write, attend, every_position=True)[0]
+            def attend(layer, q):
+                rows = q.new_zeros((e - s, q.shape[1], T, q.shape[3]))  # queries laid out per row (unused: zero)
+                rows[owner - s, :, offset] = q[0].transpose(0, 1)
+                out = sdpa(rows, self.k[layer][s:e, :, lo: hi + T], self.v[layer][s:e, :, lo: hi + T],
+                           attn_mask=mask[s:e], enable_gqa=gqa)
+                return out[owner - s, :, offset].transpose(0, 1)[None]
+
+            with torch.no_grad():
+                return m.forward(ids, positions, kv_write, attend, every_position=True)[0]
+
+        logits = self._in_lanes(forward, B, self._lane_split([len(f) for f in fed]))
         flat = logits.argmax(-1).tolist()
         self.valid[:B, hi: hi + T] = False
         longest, first = 0, 0

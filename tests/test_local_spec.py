@@ -198,3 +198,38 @@ def test_the_lookup_setting_is_checked(monkeypatch):
         monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", bad)
         with pytest.raises(ConfigError, match="SKILLWEAVE_LOCAL_LOOKUP"):
             local_engine.check_dtype_setting()  # what the CLI and the local provider check before a run
+
+
+@pytest.mark.parametrize("dtype", DTYPES + ["int8"])
+@pytest.mark.parametrize("lookup", [0, 4])
+def test_two_lanes_give_the_tokens_of_one_pass(engine_of, monkeypatch, dtype, lookup):
+    """With two torch threads a step runs its rows in two lanes on two threads; the tokens are those of one
+    pass over all rows (with and without drafts, requests joining a running batch)."""
+    import torch
+
+    engine = engine_of(dtype)
+    engine.eos_ids = set()
+    prompts = _prompts(engine, REPEATING + CORPUS)
+    limits = [40, 25, 18, 33, 29, 9]
+    monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "2")
+    local_engine.adaptive_threads(force=True)
+    outputs, lanes = {}, []
+    real = engine._in_lanes
+
+    def in_lanes(forward, rows, split):
+        lanes.append(split)
+        return real(forward, rows, split)
+
+    engine._in_lanes = in_lanes
+    try:
+        for on in (False, True):
+            monkeypatch.setattr(local_engine, "LANES", on)
+            lanes.clear()
+            outputs[on], _, _ = _generate(engine, prompts, limits, lookup=lookup, rows=4)
+            assert any(lanes) == on
+    finally:
+        engine._in_lanes = real
+        monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS")
+        local_engine.adaptive_threads(force=True)
+    assert outputs[True] == outputs[False]
+    assert torch.get_num_threads() >= 1
