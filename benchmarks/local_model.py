@@ -215,8 +215,8 @@ def throughput(args) -> dict:
             "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r in results],
             "prompt_tokens": sum(r.input_tokens for r in results),
             "prefilled": engine.prefilled - prefilled[0] if engine else None,
-            "steps": engine.steps if engine else None, "accepted": engine.accepted if engine else None,
-            "drafted": engine.drafted if engine else None}
+            "steps": engine.steps if engine else None, "accepted": getattr(engine, "accepted", None),
+            "drafted": getattr(engine, "drafted", None)}  # (None for a checkout without prompt lookup)
 
 
 def kernels(rows: int = 8, repeats: int = 5) -> None:
