@@ -20,7 +20,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- the torch thread count follows the load while it runs (`adaptive_threads`).
+- `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
+  and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
+- the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a decode
+  step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
