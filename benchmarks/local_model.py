@@ -49,7 +49,15 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
+            "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
+            "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_LANES": "1"},
+            "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
+                                            "BENCH_NO_LANES": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
+            "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
             "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
             "engine bf16": {"SKILLWEAVE_LOCAL_DTYPE": "bfloat16"},
@@ -170,6 +178,8 @@ def throughput(args) -> dict:
         local_engine.PREFIX_MIN_TOKENS = 10 ** 9  # no prompt is ever long enough to share its keys/values
     if os.environ.get("BENCH_INT8_UNCACHED"):
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
+    if os.environ.get("BENCH_NO_LANES"):
+        local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
@@ -192,14 +202,23 @@ def throughput(args) -> dict:
             results = [r for r, _ in await asyncio.gather(*(provider.chat(c[0]) for c in short_workload(args)))]
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
+    seen = []
     if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
         engine = local_engine.load_engine("local", provider.batch_size)  # the engine the provider uses
+        if args.dump:  # every request the engine admits, to write its prompt and output token ids below
+            add = engine.add
+            engine.add = lambda request: (seen.append(request), add(request))[1]
     results, wall, cpu = asyncio.run(main())
+    if args.dump:
+        with open(args.dump, "w") as f:
+            json.dump([{"prompt": r.prompt_ids, "output": r.outputs[0]} for r in seen[1:]], f)  # [0]: the load's
     tokens = sum(r.output_tokens for r in results)
     return {"tokens": tokens, "wall_s": wall, "cpu_s": cpu, "tokens_per_s": tokens / wall,
             "cpu_ms_per_token": 1000 * cpu / tokens, "texts": [r.texts[0] for r in results],
             "prompt_tokens": sum(r.input_tokens for r in results),
-            "prefilled": engine.prefilled - prefilled[0] if engine else None}
+            "prefilled": engine.prefilled - prefilled[0] if engine else None,
+            "steps": engine.steps if engine else None, "accepted": getattr(engine, "accepted", None),
+            "drafted": getattr(engine, "drafted", None)}  # (None for a checkout without prompt lookup)
 
 
 TIMELINE = """
@@ -496,6 +515,9 @@ def main() -> None:
                              "prefill per layer) one after another, wall and CPU s each, in REPEATS fresh "
                              "processes (default 1); then REPEATS real loads with when each stage ended, and whether building "
                              "the tokenizer while torch is imported would gain")
+    parser.add_argument("--dump", metavar="FILE",
+                        help="with one variant: write each request's prompt and output token ids (JSON, in the "
+                             "order the engine admitted them) to FILE, e.g. for benchmarks/prompt_lookup.py")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -531,6 +553,8 @@ def main() -> None:
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     args.variants = args.variants or "engine f32,engine fp16,engine int8"
     unknown = set(args.variants.split(",")) - set(VARIANTS)
+    if args.dump and "," in args.variants:
+        parser.error("--dump takes one variant")
     if unknown:
         parser.error(f"unknown variant(s) {', '.join(sorted(unknown))}; choose from {', '.join(VARIANTS)}")
     loads = {kind: warm_load("transformers" if kind == "transformers" else "engine", VARIANTS[kind])
@@ -547,10 +571,13 @@ def main() -> None:
             env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
-                                  "--workload", args.workload], capture_output=True, text=True, env=env, check=True)
+                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else [])],
+                                 capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
             prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
+            if r.get("drafted"):
+                prefill += f"; {r['steps']} decode steps, {r['accepted']} of {r['drafted']} drafted tokens accepted"
             print(f"{name:>20}: {r['tokens']} output tokens in {r['wall_s']:.1f} s = {r['tokens_per_s']:.1f} tokens/s, "
                   f"{r['cpu_ms_per_token']:.1f} CPU ms per token{prefill} (load average {os.getloadavg()[0]:.1f})")
     if args.against:

@@ -20,7 +20,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- the torch thread count follows the load while it runs (`adaptive_threads`).
+- `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
+  and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
+- the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a decode
+  step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
@@ -397,11 +400,12 @@ class LlamaLite:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
         rows = x2.shape[0]
-        buffer = self._ends.get(shape[-1])
+        key = (shape[-1], threading.get_ident())  # one buffer per thread: decode lanes run on two
+        buffer = self._ends.get(key)
         if buffer is None or buffer.shape[0] <= rows:  # row 0: the ends of the range; rows 1..: the input
             buffer = torch.zeros((max(rows + 1, 64), shape[-1]))
             buffer[0, 0], buffer[0, 1] = 1.0, -1.0
-            self._ends[shape[-1]] = buffer
+            self._ends[key] = buffer
         peak = x2.abs().amax(-1, keepdim=True).clamp_(min=1e-30)
         torch.div(x2, peak, out=buffer[1: rows + 1])
         y = torch.ops.quantized.linear_dynamic(buffer[: rows + 1], weight.packed, INT8_REDUCE_RANGE)[1:]
@@ -427,8 +431,9 @@ class LlamaLite:
         rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
         return x * cos + rotated * sin
 
-    def forward(self, ids, positions, kv_write, attend, first_token: bool = False):
-        """One forward pass over ids [B, T]; returns the last position's logits [B, vocab].
+    def forward(self, ids, positions, kv_write, attend, first_token: bool = False, every_position: bool = False):
+        """One forward pass over ids [B, T]; returns the last position's logits [B, vocab] (with
+        `every_position`, every position's: [B, T, vocab], for a step that verifies drafted tokens).
 
         kv_write(layer, k, v) stores this step's keys/values ([B, kv heads, T, head dim]) and attend(layer, q)
         returns the attention output [B, heads, T, head dim] for queries q. With `first_token` (a prompt's
@@ -464,7 +469,7 @@ class LlamaLite:
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
         if pending is not None:  # the first prefill is done: the output layer packs now
             self._head_go.set()
-        last = self._rms(x[:, -1], self.norm)
+        last = self._rms(x if every_position else x[:, -1], self.norm)
         return self._linear(last, self.head32 if first_token else self.lm_head)
 
 
@@ -475,6 +480,27 @@ PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,
 # embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
 # benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
 BY_ROW_FILL = 0.0
+# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, opt-in): the n-gram lengths tried for a greedy row's draft, longest first.
+# Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
+# drafts saves about 65% of the decode steps per row.
+LOOKUP_NGRAMS = (3, 2)
+# With two or more torch threads, a decode step runs its rows in two lanes on two threads (`Engine._lane_split`).
+LANES = True
+
+
+def lookup_setting() -> int:
+    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per greedy row and decode step (0 or
+    unset: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
+    from skillweave.errors import ConfigError
+
+    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or "0"
+    try:
+        k = int(value)
+    except ValueError:
+        k = -1
+    if not 0 <= k <= 16:
+        raise ConfigError(f"SKILLWEAVE_LOCAL_LOOKUP '{value}': expected a number of draft tokens from 0 (off) to 16")
+    return k
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -514,6 +540,8 @@ class _Row:
     last: int  # last generated token (fed at the next step)
     generated: list[int]
     generator: object = None
+    ngrams: dict | None = None  # prompt lookup: n-gram -> index after its latest occurrence in prompt + generated
+    indexed: int = 0  # how much of prompt + generated `ngrams` covers
 
 
 class Engine:
@@ -536,6 +564,11 @@ class Engine:
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
+        # Prompt lookup: up to `lookup` drafted tokens per greedy row and step, verified in one forward pass
+        # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
+        self.lookup = lookup_setting()
+        self.drafted = self.accepted = 0
+        self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
         # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
         # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
@@ -697,9 +730,14 @@ class Engine:
                     or row.position >= self.model.max_positions):
                 if self.share_prefixes and not request.dropped:  # the conversation so far, for a follow-up turn
                     start = self.hi - row.position
+                    if bool(self.valid[slot, start: self.hi].all()):
+                        keys = [k[slot, :, start: self.hi].clone() for k in self.k]
+                        values = [v[slot, :, start: self.hi].clone() for v in self.v]
+                    else:  # drafts rejected in a step that verified drafts left gaps in the row's columns
+                        cols = self.valid[slot, : self.hi].nonzero().flatten()
+                        keys, values = [k[slot][:, cols] for k in self.k], [v[slot][:, cols] for v in self.v]
                     self._remember(request.prompt_ids + row.generated[: row.position - len(request.prompt_ids)],
-                                   [k[slot, :, start: self.hi].clone() for k in self.k],
-                                   [v[slot, :, start: self.hi].clone() for v in self.v])
+                                   keys, values)
                 request.outputs[row.index] = row.generated
                 request.rows_left -= 1
                 self._remove(slot)
@@ -710,11 +748,16 @@ class Engine:
         return done
 
     def step(self) -> None:
-        """Advance every row by one token."""
+        """Advance every row by one token (with prompt lookup, greedy rows by up to `lookup` + 1 tokens)."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         if not B:
             return
+        if self.lookup:
+            drafts = [self._draft(row) for row in self.rows]
+            if any(drafts):
+                self._verify(drafts)
+                return
         self._make_room(B, 0, 1)
         hi, lo = self.hi, self.lo
         self.valid[:B, hi] = True
@@ -725,28 +768,33 @@ class Engine:
         # reads only those columns instead of the whole padded window (the keys/values are read from memory
         # for every layer, and at a few hundred positions that costs about as much as the weights).
         spans = [r.position + 1 for r in self.rows]
-        by_row = B > 1 and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        split = self._lane_split([1] * B)
+        by_row = B > 1 and not self.lookup and not split and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
                                                                     float("-inf"))
 
-        def kv_write(layer, k, v):
-            self.k[layer][:B, :, hi: hi + 1] = k
-            self.v[layer][:B, :, hi: hi + 1] = v
+        def forward(s, e):  # rows s .. e - 1
+            def kv_write(layer, k, v):
+                self.k[layer][s:e, :, hi: hi + 1] = k
+                self.v[layer][s:e, :, hi: hi + 1] = v
 
-        def attend(layer, q):
-            keys, values = self.k[layer], self.v[layer]
-            if by_row:
-                out = q.new_empty(q.shape)
-                for b, n in enumerate(spans):
-                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
-                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
-                return out
-            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
+            def attend(layer, q):
+                keys, values = self.k[layer], self.v[layer]
+                if by_row:
+                    out = q.new_empty(q.shape)
+                    for b, n in enumerate(spans):
+                        out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
+                                      values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                    return out
+                return sdpa(q, keys[s:e, :, lo: hi + 1], values[s:e, :, lo: hi + 1], attn_mask=mask[s:e],
+                            enable_gqa=gqa)
 
-        with torch.no_grad():
-            logits = m.forward(ids, positions, kv_write, attend)
+            with torch.no_grad():
+                return m.forward(ids[s:e], positions[s:e], kv_write, attend)
+
+        logits = self._in_lanes(forward, B, split)
         self.hi = hi + 1
         self.steps += 1
         greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below
@@ -754,6 +802,147 @@ class Engine:
             row.position += 1
             temperature = row.request.temperature
             row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
+        self._finish_rows()
+
+    # -- lanes: a decode step's rows in two halves on two threads
+    def _lane_split(self, sizes: list[int]) -> int:
+        """Where a step's rows split into two lanes (0: one pass). With two or more torch threads (an idle
+        machine, `adaptive_threads`) and LANES on, the rows split where the positions they feed are halved; each
+        lane runs on its own thread with one torch thread. A row's result does not depend on its lane: every
+        matmul and the attention compute each row on its own."""
+        if not LANES or len(sizes) < 2 or self.torch.get_num_threads() < 2:
+            return 0
+        total, run = sum(sizes), 0
+        for b, size in enumerate(sizes[:-1]):
+            run += size
+            if 2 * run >= total:
+                return b + 1
+        return len(sizes) - 1
+
+    def _in_lanes(self, forward, rows: int, split: int):
+        """forward(0, rows), or forward(0, split) on this thread and forward(split, rows) on the lane thread, one
+        torch thread each, concatenated (small operations keep both cores busy, where torch's own threads
+        would wait on each other between them)."""
+        if not split:
+            return forward(0, rows)
+        torch = self.torch
+        if self._lane_pool is None:
+            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
+                                                 initializer=lambda: torch.set_num_threads(1))
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            other = self._lane_pool.submit(forward, split, rows)
+            first = forward(0, split)
+            return torch.cat([first, other.result()])
+        finally:
+            torch.set_num_threads(threads)
+
+    # -- prompt lookup
+    def _draft(self, row: _Row) -> list[int]:
+        """A greedy row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of
+        its prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, and no more than the row may
+        still write. Sampled and dropped rows get none."""
+        request = row.request
+        if request.temperature > 0 or request.dropped:
+            return []
+        room = min(self.lookup, request.max_tokens - len(row.generated) - 1,
+                   self.model.max_positions - 1 - row.position)
+        if room <= 0:
+            return []
+        context = request.prompt_ids + row.generated  # ends with row.last, the token this step feeds
+        size = len(context)
+        index = row.ngrams
+        if index is None:
+            index = row.ngrams = {}
+        for end in range(max(row.indexed, 1), size):  # n-grams that now have a following token
+            for n in LOOKUP_NGRAMS:
+                if end >= n:
+                    index[tuple(context[end - n: end])] = end
+        row.indexed = size
+        for n in LOOKUP_NGRAMS:
+            if size > n:
+                follow = index.get(tuple(context[size - n:]))
+                if follow is not None:
+                    return context[follow: follow + room]
+        return []
+
+    def _verify(self, drafts: list[list[int]]) -> None:
+        """One forward pass over each row's last token and its draft (rows without a draft feed one token):
+        a row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them, plus
+        the pick after the last kept one, token by token as `step` would (a stop token or the row's limit ends it
+        there). The columns of tokens not kept are marked invalid, so later steps attend as if they were never
+        written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
+        torch, m = self.torch, self.model
+        B = len(self.rows)
+        fed = [[row.last] + d for row, d in zip(self.rows, drafts, strict=True)]
+        T = max(len(f) for f in fed)
+        self._make_room(B, 0, T)
+        hi, lo = self.hi, self.lo
+        # The rows' fed tokens side by side as one sequence (no padding through the matmuls, whose cost grows with
+        # the positions): position p belongs to row owner[p], at offset[p] after its last token (column hi + offset).
+        # attention per row over [lo, hi + T): query j sees the row's valid columns before hi and hi .. hi + j
+        allowed = torch.ones((B, T, hi + T - lo), dtype=torch.bool)
+        allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
+        allowed[:, :, hi - lo:] = torch.ones((T, T), dtype=torch.bool).tril()
+        mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
+        H, KV, D = m.heads, m.kv_heads, m.head_dim
+        scale = D ** -0.5
+
+        def forward(s, e):  # rows s .. e - 1
+            owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
+            offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
+            ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
+            positions = torch.tensor([[self.rows[b].position + j for b in range(s, e) for j in range(len(fed[b]))]])
+            columns = hi + offset
+
+            def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
+                self.k[layer][owner, :, columns] = k[0].transpose(0, 1)
+                self.v[layer][owner, :, columns] = v[0].transpose(0, 1)
+
+            def attend(layer, q):
+                # queries laid out per row (unused ones zero), each key/value head's group of query heads with
+                # their T positions as one matrix: two matmuls per layer, where torch's CPU attention measured
+                # about 1.9x slower for several query positions (docs/benchmarks.md)
+                rows = q.new_zeros((e - s, H, T, D))
+                rows[owner - s, :, offset] = q[0].transpose(0, 1) * scale
+                scores = torch.matmul(rows.view(e - s, KV, H // KV * T, D),
+                                      self.k[layer][s:e, :, lo: hi + T].transpose(-1, -2))
+                scores = scores.view(e - s, KV, H // KV, T, -1).add_(mask[s:e, :, None])
+                out = torch.matmul(torch.softmax(scores, dim=-1).view(e - s, KV, H // KV * T, -1),
+                                   self.v[layer][s:e, :, lo: hi + T]).view(e - s, H, T, D)
+                return out[owner - s, :, offset].transpose(0, 1)[None]
+
+            with torch.no_grad():
+                return m.forward(ids, positions, kv_write, attend, every_position=True)[0]
+
+        logits = self._in_lanes(forward, B, self._lane_split([len(f) for f in fed]))
+        flat = logits.argmax(-1).tolist()
+        self.valid[:B, hi: hi + T] = False
+        longest, first = 0, 0
+        for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
+            pick = flat[first: first + 1 + len(draft)]
+            if row.request.temperature > 0:  # no draft: one token, sampled as `step` samples it
+                pick = [self._choose(logits[first], row.request.temperature, row.generator)]
+            first += 1 + len(draft)
+            agree = 0
+            while agree < len(draft) and draft[agree] == pick[agree]:
+                agree += 1
+            self.drafted += len(draft)
+            request, used = row.request, 0
+            for j in range(agree + 1):
+                used += 1  # the token fed at column hi + j stays in the row
+                row.position += 1
+                row.last = pick[j]
+                if j == agree or (row.last in self.eos_ids or len(row.generated) + 1 >= request.max_tokens
+                                  or row.position >= m.max_positions):
+                    break  # `_finish_rows` records this pick as it does after a one-token step
+                row.generated.append(row.last)
+            self.accepted += used - 1
+            self.valid[b, hi: hi + used] = True
+            longest = max(longest, used)
+        self.hi = hi + longest
+        self.steps += 1
         self._finish_rows()
 
     def reset(self) -> None:
@@ -1012,6 +1201,7 @@ def check_dtype_setting() -> str | None:
     model and imports no torch, so the CLI checks it before a run is created."""
     from skillweave.errors import ConfigError
 
+    lookup_setting()  # and $SKILLWEAVE_LOCAL_LOOKUP
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
     if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
