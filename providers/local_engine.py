@@ -33,6 +33,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import mmap
 import os
 import threading
 import time
@@ -503,6 +505,15 @@ def lookup_setting() -> int:
     return k
 
 
+def _lazy_zeros(torch, shape: tuple[int, ...]):
+    """A float32 tensor of zeros in fresh anonymous memory, which the kernel maps page by page as it is first
+    touched: a new KV cache (8 rows x 30 layers, 107 MB for the first request) costs its page faults over the
+    steps that use its columns instead of `torch.zeros`' fill of every page up front (50-100 ms measured, inside
+    the first reply's time)."""
+    count = math.prod(shape)
+    return torch.frombuffer(mmap.mmap(-1, 4 * count), dtype=torch.float32, count=count).view(shape)
+
+
 def _common_prefix(a: list[int], b: list[int]) -> int:
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
@@ -582,8 +593,8 @@ class Engine:
         torch, m = self.torch, self.model
         width = self.hi - self.lo
         shape = (rows, m.kv_heads, cap, m.head_dim)
-        k = [torch.zeros(shape) for _ in range(m.layers)]
-        v = [torch.zeros(shape) for _ in range(m.layers)]
+        k = [_lazy_zeros(torch, shape) for _ in range(m.layers)]
+        v = [_lazy_zeros(torch, shape) for _ in range(m.layers)]
         valid = torch.zeros((rows, cap), dtype=torch.bool)
         b = len(self.rows)
         if self.k is not None and width and b:
