@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 from array import array
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from itertools import combinations
 
 from skillweave.catalog import iter_combinations
@@ -70,12 +70,17 @@ def _check(skills: list, k: int, num_topics: int) -> None:
         raise ValueError(f"num_topics={num_topics}: at least one topic per combination")
 
 
-def reordered(shuffle, combo: list, times: int) -> Iterator[list]:
-    """The official in-prompt order: `combo` shuffled in place by `shuffle` (the generator seeded with the
-    experiment path) once per topic, given after each shuffle (the same list each time: copy it to keep it)."""
-    for _ in range(times):
-        shuffle(combo)
-        yield combo
+def reorder_into(shuffle, combos: Iterable[list], times: int, emit) -> int:
+    """The official in-prompt order: each of `combos` shuffled in place by `shuffle` (the generator seeded with
+    the experiment path) once per topic (`times`), in order, and handed to `emit` after each shuffle (the same
+    list each time: copy it to keep it). Returns how many combinations it took."""
+    count = 0
+    for combo in combos:
+        for _ in range(times):
+            shuffle(combo)
+            emit(combo)
+        count += 1
+    return count
 
 
 def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_path: str | None = None,
@@ -86,7 +91,7 @@ def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_
 
     With `exp_path` the rows are the plan's (combination, topic) pairs: a second generator seeded with
     `exp_path` shuffles each combination in place once per topic, in plan order, and each row holds the order
-    after its topic's shuffle (`reordered`; that generator is taken in plan order, so it is applied as each
+    after its topic's shuffle (`reorder_into`; that generator is taken in plan order, so it is applied as each
     combination is drawn, not in a second pass). Without it the rows are the drawn combinations, each with its
     topics (`sample_official`)."""
     _check(skills, k, num_topics)
@@ -102,11 +107,7 @@ def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_
             skill_idx.extend(combo)
             count += 1
     else:
-        reshuffle = random.Random(exp_path).shuffle  # a generator of its own
-        for combo in combos:
-            for order in reordered(reshuffle, combo, per):
-                skill_idx.extend(order)
-            count += 1
+        count = reorder_into(random.Random(exp_path).shuffle, combos, per, skill_idx.extend)  # a generator of its own
     topic_pool, topic_idx, shuffle = list(range(len(topics))), out.topic_idx, rng.shuffle
     for _ in range(count):
         shuffle(topic_pool)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
-from skillweave.agents.compactplan import CompactCombos, interleaved_compact, official_compact, reordered
+from skillweave.agents.compactplan import CompactCombos, interleaved_compact, official_compact, reorder_into
 from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
 from skillweave.catalog import Skill
@@ -50,7 +50,7 @@ def sample_official(skills: list, topics: list, k: int, n: int, seed: int = 10,
 
 def official_prompt_orders(draws: list[tuple[list, list]], exp_path: str = OFFICIAL_EXP_PATH) -> list[list[list]]:
     """The skill order inside each prompt: upstream re-seeds with the experiment path string before its
-    generation loop and shuffles each combination in place once per topic, in plan order (`reordered`, the
+    generation loop and shuffles each combination in place once per topic, in plan order (`reorder_into`, the
     step `official_compact` takes as it draws).
 
     Returns, per draw, one skill order per topic. Every generation round upstream is its own process with the
@@ -58,8 +58,13 @@ def official_prompt_orders(draws: list[tuple[list, list]], exp_path: str = OFFIC
     and stops with a TypeError; here the enumerated combinations are lists and are shuffled the same way.)
     """
     shuffle = random.Random(exp_path).shuffle
-    return [[list(order) for order in reordered(shuffle, list(combo), len(combo_topics))]
-            for combo, combo_topics in draws]
+
+    def orders(combo: list, times: int) -> list[list]:
+        got: list[list] = []
+        reorder_into(shuffle, [list(combo)], times, lambda order: got.append(list(order)))
+        return got
+
+    return [orders(combo, len(combo_topics)) for combo, combo_topics in draws]
 
 
 def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: int = 10,
