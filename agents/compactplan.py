@@ -70,17 +70,19 @@ def _check(skills: list, k: int, num_topics: int) -> None:
         raise ValueError(f"num_topics={num_topics}: at least one topic per combination")
 
 
-def reorder_into(shuffle, combos: Iterable[list], times: int, emit) -> int:
+def reorder_into(shuffle, combos: Iterable[list], times: int, emit) -> None:
     """The official in-prompt order: each of `combos` shuffled in place by `shuffle` (the generator seeded with
     the experiment path) once per topic (`times`), in order, and handed to `emit` after each shuffle (the same
-    list each time: copy it to keep it). Returns how many combinations it took."""
-    count = 0
+    list each time: copy it to keep it)."""
+    if times == 1:  # the plan's case, without a loop per combination
+        for combo in combos:
+            shuffle(combo)
+            emit(combo)
+        return
     for combo in combos:
         for _ in range(times):
             shuffle(combo)
             emit(combo)
-        count += 1
-    return count
 
 
 def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_path: str | None = None,
@@ -101,17 +103,20 @@ def official_compact(skills: list, topics: list, k: int, n: int, seed: int, exp_
     skill_idx = out.skill_idx
     names = [_name(s) for s in skills]
     combos = iter_combinations(rng, range(len(skills)), k, n, key=lambda c: tuple(names[i] for i in c))
-    count = 0
     if exp_path is None:
         for combo in combos:
             skill_idx.extend(combo)
-            count += 1
+        count = len(skill_idx) // k
     else:
-        count = reorder_into(random.Random(exp_path).shuffle, combos, per, skill_idx.extend)  # a generator of its own
+        reorder_into(random.Random(exp_path).shuffle, combos, per, skill_idx.extend)  # a generator of its own
+        count = len(skill_idx) // (k * per) if per else 0  # no topics: no topic draws either
     topic_pool, topic_idx, shuffle = list(range(len(topics))), out.topic_idx, rng.shuffle
     for _ in range(count):
         shuffle(topic_pool)
-        topic_idx.extend(topic_pool[:num_topics])
+        if per == 1:  # the plan's case: one index, no slice
+            topic_idx.append(topic_pool[0])
+        else:
+            topic_idx.extend(topic_pool[:num_topics])
     return out
 
 
@@ -131,7 +136,8 @@ def interleaved_compact(skills: list, topics: list, k: int, n: int, seed: int, r
             skill_idx.extend(combo)
             topic_idx.extend(sample(topic_range, num_topics))
         return out
-    out = CompactCombos(k, skills, topics, per=min(num_topics, len(topics)))
+    per = min(num_topics, len(topics))
+    out = CompactCombos(k, skills, topics, per=per)
     skill_idx, topic_idx, shuffle = out.skill_idx, out.topic_idx, rng.shuffle
     pool, topic_pool = list(range(len(skills))), list(range(len(topics)))
     inner = random.Random(reshuffle_key).shuffle if reshuffle_key is not None else None  # a generator of its own
@@ -142,5 +148,8 @@ def interleaved_compact(skills: list, topics: list, k: int, n: int, seed: int, r
         if inner is not None:
             inner(combo)
         skill_idx.extend(combo)
-        topic_idx.extend(topic_pool[:num_topics])
+        if per == 1:
+            topic_idx.append(topic_pool[0])
+        else:
+            topic_idx.extend(topic_pool[:num_topics])
     return out
