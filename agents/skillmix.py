@@ -10,10 +10,10 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Literal, TypedDict
 
-from skillweave.agents.compactplan import CompactCombos, interleaved_compact, official_compact
+from skillweave.agents.compactplan import CompactCombos, interleaved_compact, official_compact, reorder_into
 from skillweave.agents.lazyplan import LazyPlan
 from skillweave.agents.llm import RunContext, ThreadSpec, call_template
-from skillweave.catalog import Skill, draw_combinations
+from skillweave.catalog import Skill
 from skillweave.errors import ModelCallError
 from skillweave.metrics.skillmix import extract_answer, grade_points, sentence_limit_words
 
@@ -34,13 +34,10 @@ SAMPLERS = ("official", "interleaved")
 OFFICIAL_EXP_PATH = "test"  # query_random.py's default --exp_path, the string that seeds the in-prompt reshuffle
 
 
-def _name(skill) -> str:
-    return getattr(skill, "name", skill)
-
-
 def sample_official(skills: list, topics: list, k: int, n: int, seed: int = 10,
                     num_topics: int = 1) -> list[tuple[list, list]]:
-    """Skill-Mix's `query_random.py` draw order, call for call.
+    """Skill-Mix's `query_random.py` draw order, call for call: `official_compact`'s draw (without the in-prompt
+    order) as `(combination, its topics)` lists.
 
     One `random.Random(seed)` (the same generator as the module-level `random.seed(seed)` upstream calls):
     first all n combinations, each `shuffle(skills)` in place then the first k; then, per combination in
@@ -48,63 +45,40 @@ def sample_official(skills: list, topics: list, k: int, n: int, seed: int = 10,
     the catalog in sorted order (by skill names), as upstream does for any non-positive count, and then
     draws the topics the same way. Combinations are independent (duplicates possible).
     """
-    rng = random.Random(seed)
-    combos = draw_combinations(rng, skills, k, n, key=lambda c: tuple(_name(s) for s in c))
-    topic_pool, draws = list(topics), []
-    for combo in combos:
-        rng.shuffle(topic_pool)
-        draws.append((combo, topic_pool[:num_topics]))
-    return draws
+    return list(official_compact(skills, topics, k, n, seed, num_topics=num_topics).draws())
 
 
 def official_prompt_orders(draws: list[tuple[list, list]], exp_path: str = OFFICIAL_EXP_PATH) -> list[list[list]]:
     """The skill order inside each prompt: upstream re-seeds with the experiment path string before its
-    generation loop and shuffles each combination in place once per topic, in plan order.
+    generation loop and shuffles each combination in place once per topic, in plan order (`reorder_into`, the
+    step `official_compact` takes as it draws).
 
     Returns, per draw, one skill order per topic. Every generation round upstream is its own process with the
     same seeds, so every round sees the same orders. (Upstream's n = -1 path hands tuples to this shuffle
     and stops with a TypeError; here the enumerated combinations are lists and are shuffled the same way.)
     """
-    rng = random.Random(exp_path)
-    orders = []
-    for combo, combo_topics in draws:
-        combo = list(combo)
-        per_topic = []
-        for _ in combo_topics:
-            rng.shuffle(combo)
-            per_topic.append(list(combo))
-        orders.append(per_topic)
-    return orders
+    shuffle = random.Random(exp_path).shuffle
+
+    def orders(combo: list, times: int) -> list[list]:
+        got: list[list] = []
+        reorder_into(shuffle, [list(combo)], times, lambda order: got.append(list(order)))
+        return got
+
+    return [orders(combo, len(combo_topics)) for combo, combo_topics in draws]
 
 
 def sample_skill_combinations(skills: list, topics: list, k: int, n: int, seed: int = 10,
                               num_topics: int = 1, reshuffle_key: str | None = None) -> list[tuple[list, list]]:
-    """The `interleaved` sampler (skillweave's earlier default, kept by name): one RNG, and per draw
-    `shuffle(skills)[:k]` immediately followed by `shuffle(topics)[:num_topics]`.
+    """The `interleaved` sampler (skillweave's earlier default, kept by name): `interleaved_compact`'s draw as
+    `(combination, its topics)` lists. One RNG, and per draw `shuffle(skills)[:k]` immediately followed by
+    `shuffle(topics)[:num_topics]`.
 
     This is NOT the official order (which draws every combination before any topic); it gives different
     pairs for the same seed. With `reshuffle_key` the order inside each combination is reshuffled by a second
     RNG seeded with that key. n = -1 enumerates all C(N, k) combinations with `rng.sample` topics instead.
     """
-    if k > len(skills):
-        raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
-    if n == -1:
-        from itertools import combinations
-
-        rng = random.Random(seed)
-        return [(list(c), rng.sample(topics, num_topics)) for c in combinations(skills, k)]
-    rng = random.Random(seed)
-    skills, topics = list(skills), list(topics)
-    draws = []
-    for _ in range(n):
-        rng.shuffle(skills)
-        rng.shuffle(topics)
-        draws.append((skills[:k], topics[:num_topics]))
-    if reshuffle_key is not None:
-        inner = random.Random(reshuffle_key)
-        for combo, _ in draws:
-            inner.shuffle(combo)
-    return draws
+    return list(interleaved_compact(skills, topics, k, n, seed, reshuffle_key=reshuffle_key,
+                                    num_topics=num_topics).draws())
 
 
 def plan_combinations(config: SkillMixConfig, skills: list, topics: list, k: int) -> list[tuple[list, str]]:

@@ -9,6 +9,7 @@ own wording, written to exercise the same categories as the public Skill-Mix rel
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,20 +123,27 @@ def split_topics(topics: list[str], heldout_fraction: float = 0.5) -> tuple[list
     return topics[:cut], topics[cut:]
 
 
-def draw_combinations(rng, skills: list, k: int, n: int, *, key=None) -> list[list]:
-    """The released samplers' combination draw (Skill-Mix's query_random.py, Instruct-SkillMix's driver): n > 0
-    shuffles one copy of the catalog in place n times with `rng` (a `random.Random` or numpy `RandomState`,
-    whichever generator the release uses) and keeps the first k each time; n <= 0 lists every combination,
-    sorted (by `key`). The caller goes on drawing from the same `rng`."""
+def iter_combinations(rng, skills: list, k: int, n: int, *, key=None) -> Iterator[list]:
+    """The released samplers' combination draw (Skill-Mix's query_random.py, Instruct-SkillMix's driver), one
+    combination at a time: n > 0 shuffles one copy of the catalog in place n times with `rng` (a `random.Random`
+    or numpy `RandomState`, whichever generator the release uses) and gives the first k each time; n <= 0 gives
+    every combination, sorted (by `key`). The caller may go on drawing from the same `rng` after the last one
+    (the Skill-Mix index plan, agents/compactplan.py, draws catalog indices with it)."""
     if k > len(skills):
         raise ValueError(f"k={k} exceeds the {len(skills)} skills in the catalog")
     pool = list(skills)
     if n > 0:
-        combos = []
+        shuffle = rng.shuffle
         for _ in range(n):
-            rng.shuffle(pool)
-            combos.append(pool[:k])
-        return combos
+            shuffle(pool)
+            yield pool[:k]
+        return
     from itertools import combinations
 
-    return [list(c) for c in sorted(combinations(pool, k), key=key)]
+    for c in sorted(combinations(pool, k), key=key):
+        yield list(c)
+
+
+def draw_combinations(rng, skills: list, k: int, n: int, *, key=None) -> list[list]:
+    """`iter_combinations` as a list: every combination drawn before the caller draws anything else."""
+    return list(iter_combinations(rng, skills, k, n, key=key))

@@ -1,5 +1,5 @@
-"""The Skill-Mix plan holds its drawn sample as indices: the same threads as the list form, in a fraction of
-the memory."""
+"""The Skill-Mix plan holds its drawn sample as indices: the threads of the samplers' transcribed draws
+(tests/skillmix_reference.py), in a fraction of the memory."""
 
 from __future__ import annotations
 
@@ -9,15 +9,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from skillweave.agents.skillmix import (
-    OFFICIAL_EXP_PATH,
-    official_prompt_orders,
-    plan_threads,
-    sample_official,
-    sample_skill_combinations,
-)
+from skillweave.agents.compactplan import interleaved_compact, official_compact
+from skillweave.agents.skillmix import OFFICIAL_EXP_PATH, plan_threads
 from skillweave.catalog import Skill, bundled_skills, bundled_topics
 from skillweave.pipelines.skillmix import SkillMixConfig
+from tests.skillmix_reference import interleaved_draws, official_draws
 
 
 class _CatalogStore:
@@ -41,16 +37,15 @@ def _ctx(config, skills, topics):
     return SimpleNamespace(config=config, store=_CatalogStore(skills, topics), run_id="r1")
 
 
-def _list_form(config: SkillMixConfig, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
-    """The plan as the samplers' list form gives it (sample_official + official_prompt_orders, or
-    sample_skill_combinations), independent of agents/compactplan.py."""
+def _reference(config: SkillMixConfig, skills: list, topics: list, k: int) -> list[tuple[list, str]]:
+    """The plan as the transcribed draws give it, on the skills' names, mapped back to the catalog entries."""
+    by_name, names = {s.name: s for s in skills}, [s.name for s in skills]
     if config.sampler == "official":
-        draws = sample_official(skills, topics, k, config.n, seed=config.seed)
-        orders = official_prompt_orders(draws, config.exp_path or OFFICIAL_EXP_PATH)
-        return [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
-    draws = sample_skill_combinations(skills, topics, k, config.n, seed=config.seed,
-                                      reshuffle_key=f"k{k}_s{config.seed}" if config.reshuffle else None)
-    return [(combo, combo_topics[0]) for combo, combo_topics in draws]
+        pairs = official_draws(names, list(topics), k, config.n, config.seed, config.exp_path or OFFICIAL_EXP_PATH)
+    else:
+        pairs = [(c, t[0]) for c, t in interleaved_draws(
+            names, list(topics), k, config.n, config.seed, f"k{k}_s{config.seed}" if config.reshuffle else None)]
+    return [([by_name[name] for name in combo], topic) for combo, topic in pairs]
 
 
 CASES = [  # (sampler, ks, n, seed, skills, reshuffle, exp_path)
@@ -59,10 +54,15 @@ CASES = [  # (sampler, ks, n, seed, skills, reshuffle, exp_path)
     ("official", [2, 3], -1, 7, 8, True, ""),
     ("official", [3], 0, 1, 7, True, "e"),
     ("official", [1], 40, 0, 44, True, ""),
+    ("official", [5, 2], -1, 12, 9, True, "p"),
+    ("official", [5], 33, 21, 44, True, "test"),
     ("interleaved", [2, 3], 30, 10, 15, True, ""),
     ("interleaved", [3], 25, 5, 9, False, ""),
     ("interleaved", [2, 4], -1, 11, 7, True, ""),
     ("interleaved", [5], 12, 2, 44, True, ""),
+    ("interleaved", [1, 3], 20, 8, 10, False, ""),
+    ("interleaved", [2], 0, 10, 8, True, ""),  # n = 0: nothing drawn on this sampler
+    ("interleaved", [1, 5], -1, 3, 8, False, ""),
 ]
 
 
@@ -75,28 +75,46 @@ def test_compact_plan_gives_the_list_forms_threads(sampler, ks, n, seed, size, r
     specs = list(plan)
     expected, index = [], 0
     for k in ks:
-        for combo, topic in _list_form(config, skills, topics, k):
+        for combo, topic in _reference(config, skills, topics, k):
             for round_ in range(2):
                 expected.append(((ctx.run_id, "skillmix.text", index, round_,
                                   {"k": k, "skills": [s.name for s in combo], "topic": topic,
                                    "payload": {"skill_rows": [s.as_dict() for s in combo]}}),
                                  f"r1:{index}:{round_}", {"item_id": f"item-{index}-{round_}"}))
             index += 1
-    assert expected and len(plan) == len(expected) == len(specs)
+    assert len(plan) == len(expected) == len(specs)
+    assert expected or (sampler, n) == ("interleaved", 0)
     assert [(i, s.thread_id, s.input) for i, s in zip(ctx.store.items, specs, strict=True)] == expected
     # iterating again gives the same threads (the runtime's partial resume and --workers list it again)
     assert [s.thread_id for s in plan] == [s.thread_id for s in specs]
 
 
 def test_catalogs_over_65536_entries_keep_every_index():
-    """Indices past 2^16 need 4-byte entries: a topic catalog of 70,000 topics gives the list form's topics."""
+    """Indices past 2^16 need 4-byte entries: a topic catalog of 70,000 topics gives the transcription's topics."""
     skills, topics = bundled_skills()[:6], [f"topic {i}" for i in range(70_000)]
     config = SkillMixConfig(k=[2], n=4, seed=14, sampler="official", rounds=1)
     ctx = _ctx(config, skills, topics)
     assert len(list(plan_threads(ctx))) == 4
     got = [(f["skills"], f["topic"]) for *_, f in ctx.store.items]
-    assert got == [([s.name for s in c], t) for c, t in _list_form(config, skills, topics, 2)]
+    assert got == [([s.name for s in c], t) for c, t in _reference(config, skills, topics, 2)]
     assert any(int(t.split()[1]) >= 65_536 for _, t in got)  # the draw does reach the 4-byte indices
+
+
+@pytest.mark.parametrize(("k", "n", "seed"), [(1, 9, 4), (2, 15, 10), (3, -1, 7), (4, 0, 2), (5, 11, 0)])
+@pytest.mark.parametrize("num_topics", [2, 3, 12])  # 12: more topics than the 9 there are
+def test_index_draws_with_several_topics(k, n, seed, num_topics):
+    """Rows of the index draws with several topics each: the official draw's (combination, topic) pairs, each in
+    its own prompt order, and the interleaved draw's combinations with all their topics."""
+    skills, topics = bundled_skills()[:9], bundled_topics()[:9]
+    names = [s.name for s in skills]
+    official = official_compact(skills, topics, k, n, seed, "runs/x", num_topics=num_topics)
+    expected = official_draws(list(names), list(topics), k, n, seed, "runs/x", num_topics=num_topics)
+    assert [([s.name for s in c], t) for c, t in official] == expected and len(official) == len(expected)
+    assert official.nbytes() == 2 * (k + 1) * len(expected)  # still k + 1 two-byte indices per pair
+    interleaved = interleaved_compact(skills, topics, k, max(n, 1), seed, "key", num_topics=num_topics)
+    expected = interleaved_draws(list(names), list(topics), k, max(n, 1), seed, "key", num_topics)
+    assert [([s.name for s in c], t) for c, t in interleaved.draws()] == expected
+    assert [([s.name for s in c], t) for c, t in interleaved] == [(c, t[0]) for c, t in expected]
 
 
 @pytest.mark.parametrize("sampler", ["official", pytest.param("interleaved", marks=pytest.mark.slow)])

@@ -107,22 +107,17 @@ def test_a_plan_that_breaks_part_way_stops_the_run(cli_run, db_path, monkeypatch
 
 @pytest.mark.parametrize(("n", "seed", "exp_path", "size"), [(50, 10, "", 30), (7, 3, "runs/x", 12),
                                                              (0, 10, "", 6), (-1, 4, "e", 7), (40, 0, "", 3)])
-def test_official_plan_in_one_pass_matches_sampler_then_orders(n, seed, exp_path, size):
-    from skillweave.agents.skillmix import (
-        OFFICIAL_EXP_PATH,
-        official_prompt_orders,
-        plan_combinations,
-        sample_official,
-    )
+def test_official_plan_in_one_pass_matches_the_transcribed_driver(n, seed, exp_path, size):
+    from skillweave.agents.skillmix import OFFICIAL_EXP_PATH, plan_combinations
     from skillweave.catalog import bundled_skills, bundled_topics
     from skillweave.pipelines.skillmix import SkillMixConfig
+    from tests.skillmix_reference import official_draws
 
     skills, topics = bundled_skills()[:size], bundled_topics()[:9]
     config = SkillMixConfig(k=[3], n=n, seed=seed, exp_path=exp_path, sampler="official")
-    draws = sample_official(skills, topics, 3, n, seed=seed)
-    orders = official_prompt_orders(draws, exp_path or OFFICIAL_EXP_PATH)
-    expected = [(order[0], combo_topics[0]) for (_, combo_topics), order in zip(draws, orders, strict=True)]
-    assert plan_combinations(config, skills, topics, 3) == expected and expected
+    expected = official_draws([s.name for s in skills], list(topics), 3, n, seed, exp_path or OFFICIAL_EXP_PATH)
+    got = plan_combinations(config, skills, topics, 3)
+    assert [([s.name for s in c], t) for c, t in got] == expected and expected
 
 
 def test_threads_that_never_wait_let_the_loop_turn(cli_run, monkeypatch):

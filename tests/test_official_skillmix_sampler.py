@@ -1,14 +1,14 @@
 """Skill-Mix sampling in the official `query_random.py` order (and the interleaved alternative, by name).
 
-The reference below is a line-by-line transcription of the official driver's sampling calls on the
-module-level `random` generator; the fixtures are our own files in the official skills.csv / topics.txt
+The references (tests/skillmix_reference.py) are a line-by-line transcription of the official driver's sampling
+calls on the module-level `random` generator and the interleaved order's calls written out; the fixtures are our own files in the official skills.csv / topics.txt
 formats. With SKILLWEAVE_OFFICIAL_SKILLMIX pointing at a checkout of LeoYu/skill-mix, one more test checks
 `run skillmix` against the records the repository ships under test/.
 """
 
+import copy
 import csv
 import os
-import random
 from itertools import combinations
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from skillweave.agents.skillmix import (
 )
 from skillweave.catalog import load_skills_csv
 from skillweave.store import Store
+from tests.skillmix_reference import interleaved_draws, official_draws, official_orders, official_sample
 
 ROWS = [  # category, skill, definition, example, comments, status, added by
     ("rhetorical", "understatement", "Saying less than is meant. ", "It is a bit damp (in a flood).", "", "keep", ""),
@@ -62,29 +63,6 @@ def official_skills_dict(path):
     return skills
 
 
-def official_draws(skills, topics, k, num, seed, exp_path="test", num_topics=1):
-    """query_random.main's sampling, transcribed: the same calls on the global `random`, in the same order."""
-    random.seed(seed)
-    if num > 0:
-        comb_list = []
-        for _ in range(num):
-            random.shuffle(skills)
-            comb_list.append(skills[:k])
-    else:
-        comb_list = [list(c) for c in sorted(combinations(skills, k))]  # upstream keeps tuples (see docs)
-    topics_list = []
-    for _ in comb_list:
-        random.shuffle(topics)
-        topics_list.append(topics[:num_topics])
-    random.seed(exp_path)
-    pairs = []
-    for comb, comb_topics in zip(comb_list, topics_list, strict=True):
-        for topic in comb_topics:
-            random.shuffle(comb)
-            pairs.append((list(comb), topic))
-    return pairs
-
-
 def test_loader_reads_skills_csv_as_get_skills_dict(catalog):
     skills_csv, _ = catalog
     expected = official_skills_dict(skills_csv)
@@ -117,6 +95,53 @@ def test_official_sampler_with_several_topics_reshuffles_per_topic(catalog):
     got = [(order, topic) for (_, topics), orders in zip(draws, official_prompt_orders(draws, "exp"), strict=True)
            for order, topic in zip(orders, topics, strict=True)]
     assert got == expected
+
+
+DRAWS = [(k, n, seed, num_topics) for k in range(1, 6) for n, seed, num_topics in
+         [(-1, 10, 1), (-1, 6, 3), (0, 3, 2), (7, 0, 1), (12, 5, 3), (4, 42, 9)]]  # 9 topics: more than the 7 there are
+
+
+@pytest.mark.parametrize(("k", "n", "seed", "num_topics"), DRAWS)
+def test_official_draw_alone_matches_the_transcribed_driver(catalog, k, n, seed, num_topics):
+    """`sample_official` (combinations and topics, before the in-prompt order) and then `official_prompt_orders`
+    on its draws, each against its step of the transcription."""
+    names = list(official_skills_dict(catalog[0]))
+    combs, topic_lists = official_sample(list(names), list(TOPICS), k, n, seed, num_topics)
+    draws = sample_official(names, TOPICS, k, n, seed=seed, num_topics=num_topics)
+    assert draws == list(zip(combs, topic_lists, strict=True)) and draws
+    orders = official_prompt_orders(draws, "runs/e")
+    assert [(order, topic) for (_, topics), per in zip(draws, orders, strict=True)
+            for order, topic in zip(per, topics, strict=True)] == official_orders(combs, topic_lists, "runs/e")
+    # the reorder shuffled the transcription's lists in place, never the sampler's draws
+    assert draws == list(zip(*official_sample(list(names), list(TOPICS), k, n, seed, num_topics), strict=True))
+
+
+def test_prompt_orders_of_any_draws_follow_the_transcribed_loop():
+    """The reorder takes any draws (other skills, one to three topics, none): once per topic, in place, in order."""
+    draws = [(["a", "b", "c"], ["t1"]), (["d", "e"], ["t2", "t3", "t4"]), (["f", "g", "h", "i"], []),
+             (["j"], ["t5", "t6"]), (["k", "l", "m", "n", "o"], ["t7", "t8"])] * 3
+    before = copy.deepcopy(draws)
+    orders = official_prompt_orders(draws, "exp")
+    assert draws == before  # the caller's draws are not shuffled
+    expected = official_orders([list(c) for c, _ in draws], [t for _, t in draws], "exp")
+    assert [(order, topic) for (_, topics), per in zip(draws, orders, strict=True)
+            for order, topic in zip(per, topics, strict=True)] == expected
+    assert [len(per) for per in orders] == [len(t) for _, t in draws]
+
+
+@pytest.mark.parametrize(("k", "n", "seed", "num_topics"), DRAWS)
+@pytest.mark.parametrize("reshuffle_key", [None, "k3_s10"])
+def test_interleaved_sampler_matches_its_transcription(catalog, k, n, seed, num_topics, reshuffle_key):
+    names = list(official_skills_dict(catalog[0]))
+    if n == -1 and num_topics > len(TOPICS):  # `sample` draws without replacement
+        with pytest.raises(ValueError):
+            sample_skill_combinations(names, TOPICS, k, n, seed=seed, num_topics=num_topics)
+        return
+    expected = interleaved_draws(list(names), list(TOPICS), k, n, seed, reshuffle_key, num_topics)
+    got = sample_skill_combinations(names, TOPICS, k, n, seed=seed, num_topics=num_topics,
+                                    reshuffle_key=reshuffle_key)
+    assert got == expected
+    assert bool(got) == (n != 0)  # n = 0 draws nothing on this sampler (the official one enumerates)
 
 
 def test_interleaved_sampler_is_a_different_named_order(catalog):
@@ -159,7 +184,7 @@ def test_run_skillmix_interleaved_sampler_by_name(cli_run, db_path, catalog):
                             "--k", "2", "--n", "3", "--rounds", "1", "--sampler", "interleaved")
     assert run["config"]["sampler"] == "interleaved"  # (exp_path is stored with every typed config; unused here)
     names = [s.name for s in load_skills_csv(skills_csv)]
-    expected = sample_skill_combinations(names, TOPICS, 2, 3, seed=10, reshuffle_key="k2_s10")
+    expected = interleaved_draws(list(names), list(TOPICS), 2, 3, 10, reshuffle_key="k2_s10")
     assert [(i["skills"], i["topic"]) for i in items] == [(c, t[0]) for c, t in expected]
 
 
@@ -190,7 +215,7 @@ def test_runs_stored_before_the_option_keep_their_plan(catalog):
     skills_csv, _ = catalog
     names = [s.name for s in load_skills_csv(skills_csv)]
     old = get_pipeline("skillmix").load_config({"n": 4, "seed": 10})  # as resume loads a stored config
-    expected = sample_skill_combinations(names, TOPICS, 2, 4, seed=10, reshuffle_key="k2_s10")
+    expected = interleaved_draws(list(names), list(TOPICS), 2, 4, 10, reshuffle_key="k2_s10")
     assert plan_combinations(old, names, TOPICS, 2) == [(c, t[0]) for c, t in expected]
     with pytest.raises(ValueError, match="unknown Skill-Mix sampler 'mine'"):
         plan_combinations(old.model_copy(update={"sampler": "mine"}), names, TOPICS, 2)
