@@ -22,8 +22,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   int8 form is cached next to its weights (`read_int8_cache`);
 - `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
   and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
-- the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a decode
-  step runs its rows in two lanes on two threads (`Engine._in_lanes`).
+- the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
+  prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
@@ -486,7 +486,10 @@ BY_ROW_FILL = 0.0
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
 LOOKUP_NGRAMS = (3, 2)
-# With two or more torch threads, a decode step runs its rows in two lanes on two threads (`Engine._lane_split`).
+# With two or more torch threads, a verify step (prompt lookup: several positions per row) runs its rows in two lanes
+# on two threads (`Engine._lane_split`). One-token decode steps stay one pass: on the idle machine lanes gave them
+# 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
+# 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
 
 
@@ -779,33 +782,29 @@ class Engine:
         # reads only those columns instead of the whole padded window (the keys/values are read from memory
         # for every layer, and at a few hundred positions that costs about as much as the weights).
         spans = [r.position + 1 for r in self.rows]
-        split = self._lane_split([1] * B)
-        by_row = B > 1 and not self.lookup and not split and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        by_row = B > 1 and not self.lookup and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
                                                                     float("-inf"))
 
-        def forward(s, e):  # rows s .. e - 1
-            def kv_write(layer, k, v):
-                self.k[layer][s:e, :, hi: hi + 1] = k
-                self.v[layer][s:e, :, hi: hi + 1] = v
+        def kv_write(layer, k, v):
+            self.k[layer][:B, :, hi: hi + 1] = k
+            self.v[layer][:B, :, hi: hi + 1] = v
 
-            def attend(layer, q):
-                keys, values = self.k[layer], self.v[layer]
-                if by_row:
-                    out = q.new_empty(q.shape)
-                    for b, n in enumerate(spans):
-                        out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
-                                      values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
-                    return out
-                return sdpa(q, keys[s:e, :, lo: hi + 1], values[s:e, :, lo: hi + 1], attn_mask=mask[s:e],
-                            enable_gqa=gqa)
+        def attend(layer, q):
+            keys, values = self.k[layer], self.v[layer]
+            if by_row:
+                out = q.new_empty(q.shape)
+                for b, n in enumerate(spans):
+                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
+                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                return out
+            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
 
-            with torch.no_grad():
-                return m.forward(ids[s:e], positions[s:e], kv_write, attend)
-
-        logits = self._in_lanes(forward, B, split)
+        # one pass over all rows: two lanes (`_lane_split`) cost one-token steps more CPU per token than they gained
+        with torch.no_grad():
+            logits = m.forward(ids, positions, kv_write, attend)
         self.hi = hi + 1
         self.steps += 1
         greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below

@@ -203,8 +203,8 @@ def test_the_lookup_setting_is_checked(monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES + ["int8"])
 @pytest.mark.parametrize("lookup", [0, 4])
 def test_two_lanes_give_the_tokens_of_one_pass(engine_of, monkeypatch, dtype, lookup):
-    """With two torch threads a step runs its rows in two lanes on two threads; the tokens are those of one
-    pass over all rows (with and without drafts, requests joining a running batch)."""
+    """With two torch threads a verify step (drafts) runs its rows in two lanes on two threads; the tokens are
+    those of one pass over all rows (requests joining a running batch). One-token steps never use lanes."""
     import torch
 
     engine = engine_of(dtype)
@@ -226,7 +226,7 @@ def test_two_lanes_give_the_tokens_of_one_pass(engine_of, monkeypatch, dtype, lo
             monkeypatch.setattr(local_engine, "LANES", on)
             lanes.clear()
             outputs[on], _, _ = _generate(engine, prompts, limits, lookup=lookup, rows=4)
-            assert any(lanes) == on
+            assert any(lanes) == (on and lookup > 0)
     finally:
         engine._in_lanes = real
         monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS")
