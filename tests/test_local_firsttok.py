@@ -60,8 +60,8 @@ def _wait_for(condition, seconds: float = 10.0) -> bool:
     return True
 
 
-@fbgemm
-def test_a_prefill_runs_the_packed_layers_while_the_later_ones_are_still_packing(tiny_model, monkeypatch):
+def _packed_reference(tiny_model):
+    """The tiny model's config, its weights and a float16 model of them with all packing done."""
     import torch
     from safetensors.torch import load_file
 
@@ -69,6 +69,14 @@ def test_a_prefill_runs_the_packed_layers_while_the_later_ones_are_still_packing
     weights = load_file(str(tiny_model / "model.safetensors"))
     reference = LlamaLite(config, weights, dtype=torch.float16)
     reference.wait_packed()
+    return config, weights, reference
+
+
+@fbgemm
+def test_a_prefill_runs_the_packed_layers_while_the_later_ones_are_still_packing(tiny_model, monkeypatch):
+    import torch
+
+    config, weights, reference = _packed_reference(tiny_model)
     layers = config["num_hidden_layers"]
     gate = _gate_last_layer(monkeypatch, layers)
     model = LlamaLite(config, weights, dtype=torch.float16)
@@ -124,12 +132,8 @@ def test_the_first_reply_is_the_same_whether_packing_finishes_before_or_during_i
 @fbgemm
 def test_the_output_layer_packs_after_the_first_prefill_and_a_decode_step_waits_for_it(tiny_model, monkeypatch):
     import torch
-    from safetensors.torch import load_file
 
-    config = json.loads((tiny_model / "config.json").read_text())
-    weights = load_file(str(tiny_model / "model.safetensors"))
-    reference = LlamaLite(config, weights, dtype=torch.float16)
-    reference.wait_packed()
+    config, weights, reference = _packed_reference(tiny_model)
     real_pack, events, written = torch.ops.quantized.linear_prepack_fp16, [], []
 
     def pack(weight, bias):
