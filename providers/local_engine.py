@@ -38,7 +38,7 @@ import mmap
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -211,7 +211,7 @@ class LlamaLite:
         self.head32 = self.lm_head  # float32: the first token of every reply comes from it (`forward`)
         self.norm = w["model.norm.weight"]
         self._pending = None  # (output layer, [one future per layer]) while float16/int8 packing runs
-        self._head_go = threading.Event()  # the output layer's packing may start (`_pack`)
+        self._start_head = lambda: None  # starts the output layer's packing, once (`_pack`)
         self._ends = {}  # int8: per input width, a buffer whose row 0 is [1, -1, 0, ...] (`_linear_int8`)
         self.int8_cache = int8_cache
         self.int8_parts: dict | None = {} if keep_int8 else None  # int8 matrices and scales quantised here
@@ -274,16 +274,31 @@ class LlamaLite:
         start-up overlap the packing. A prompt's prefill (`forward` with `first_token`) runs layer i as soon as
         layer i is packed, on one core while the later layers are packed on the others, and takes its first
         token from the float32 output layer; the output layer's packing starts once that first prefill is done
-        (or something waits for it, or HEAD_WAIT_SECONDS after it could start), so it takes no core from it. A
+        (or something waits for it, or HEAD_WAIT_SECONDS after the layers), so it takes no core from it. A
         decode step waits for everything. The packed matrices are the same whichever thread packs them and
         whenever, so outputs do not depend on the timing."""
 
+        head_done, started = Future(), threading.Lock()
+
         def head_job():
-            if head:
-                # after the first prefill (it would slow it), or once something waits for it, or after
-                # HEAD_WAIT_SECONDS if no prompt comes
-                self._head_go.wait(HEAD_WAIT_SECONDS)
-                self.lm_head = pack(self.lm_head, None, "head")
+            head_done.set_running_or_notify_cancel()
+            try:
+                if head:
+                    self.lm_head = pack(self.lm_head, None, "head")
+            except BaseException as exc:
+                head_done.set_exception(exc)
+            else:
+                head_done.set_result(None)
+
+        def start_head():
+            # after the first prefill (it would slow it), once something waits for it, or HEAD_WAIT_SECONDS after
+            # the layers if no prompt comes; no thread waits for that moment, so nothing delays the process's exit
+            if started.acquire(blocking=False):
+                try:
+                    pool.submit(head_job)
+                    pool.shutdown(wait=False)  # the workers end when the last job is done
+                except RuntimeError:  # the interpreter is exiting (the timer's call): pack here
+                    head_job()
 
         def layer(i):
             blk = blocks[i] if blocks is not None else self._block(w, i, fuse)
@@ -298,8 +313,10 @@ class LlamaLite:
 
         pool = ThreadPoolExecutor(max(1, min(4, os.cpu_count() or 1)), thread_name_prefix="skillweave-pack")
         layers = [pool.submit(layer, i) for i in range(self.layers)]
-        self._pending = (pool.submit(head_job), layers)
-        pool.shutdown(wait=False)  # the workers end when the last job is done
+        self._start_head, self._pending = start_head, (head_done, layers)
+        timer = threading.Timer(HEAD_WAIT_SECONDS, start_head)
+        timer.daemon = True
+        layers[-1].add_done_callback(lambda _: timer.start())
 
     def _smooth(self, w: dict, ids: list[int]) -> list[dict]:
         """Fused float32 blocks with activation outliers moved into the weights (SmoothQuant, Xiao et al. 2023).
@@ -374,7 +391,7 @@ class LlamaLite:
         packing job raised."""
         pending = self._pending
         if pending is not None:
-            self._head_go.set()
+            self._start_head()
             for future in pending[1]:
                 future.result()
             pending[0].result()
@@ -470,7 +487,7 @@ class LlamaLite:
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
             x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
         if pending is not None:  # the first prefill is done: the output layer packs now
-            self._head_go.set()
+            self._start_head()
         last = self._rms(x if every_position else x[:, -1], self.norm)
         return self._linear(last, self.head32 if first_token else self.lm_head)
 

@@ -170,3 +170,24 @@ def test_the_output_layer_packs_after_the_first_prefill_and_a_decode_step_waits_
     started = time.monotonic()
     LlamaLite(config, weights, dtype=torch.float16).wait_packed()
     assert events == ["head packed after 0 layers of prefill"] and time.monotonic() - started < 10
+
+
+@fbgemm
+def test_a_process_that_never_prompts_exits_without_waiting_for_the_output_layer(tiny_model):
+    """No thread waits for the output layer's moment to pack: a process that builds the float16 model and exits
+    before any prompt does not sit out HEAD_WAIT_SECONDS (here 120 s) at exit."""
+    import subprocess
+    import sys
+
+    code = ("import json, torch; from safetensors.torch import load_file; "
+            "from skillweave.providers import local_engine as le; le.HEAD_WAIT_SECONDS = 120.0; "
+            f"path = {str(tiny_model)!r}; "
+            "config = json.load(open(path + '/config.json')); "
+            "model = le.LlamaLite(config, load_file(path + '/model.safetensors'), dtype=torch.float16); "
+            "[f.result() for f in model._pending[1]]; "
+            "assert not model._pending[0].done(); print('layers packed')")
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr
+    assert "layers packed" in done.stdout
+    assert time.monotonic() - started < 100  # the old code waited out the 120 s (and the timeout above fired)
