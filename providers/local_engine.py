@@ -831,7 +831,7 @@ class Engine:
             row.last = greedy[i] if temperature <= 0 else self._choose(logits[i], temperature, row.generator)
         self._finish_rows()
 
-    # -- lanes: a decode step's rows in two halves on two threads
+    # -- lanes: a verify step's rows in two halves on two threads
     def _lane_split(self, sizes: list[int]) -> int:
         """Where a step's rows split into two lanes (0: one pass). With two or more torch threads (an idle
         machine, `adaptive_threads`) and LANES on, the rows split where the positions they feed are halved; each
