@@ -508,6 +508,8 @@ LOOKUP_NGRAMS = (3, 2)
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
 # 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
+# The KV cache of float16/int8/bfloat16 engines in bfloat16 by default (`kv_dtype_name`; SKILLWEAVE_LOCAL_KV).
+KV_BFLOAT16_DEFAULT = True
 
 
 def lookup_setting() -> int:
@@ -525,13 +527,40 @@ def lookup_setting() -> int:
     return k
 
 
-def _lazy_zeros(torch, shape: tuple[int, ...]):
-    """A float32 tensor of zeros in fresh anonymous memory, which the kernel maps page by page as it is first
-    touched: a new KV cache (8 rows x 30 layers, 107 MB for the first request) costs its page faults over the
-    steps that use its columns instead of `torch.zeros`' fill of every page up front (50-100 ms measured, inside
-    the first reply's time)."""
+def kv_setting() -> str | None:
+    """$SKILLWEAVE_LOCAL_KV, the KV cache's type for float16, int8 and bfloat16 weights: bfloat16 or float32 (None
+    when unset: `kv_dtype_name` picks). A ConfigError for anything else; reads no model and imports no torch."""
+    from skillweave.errors import ConfigError
+
+    name = os.environ.get("SKILLWEAVE_LOCAL_KV") or None
+    if name is not None and name not in ("bfloat16", "float32"):
+        raise ConfigError(f"SKILLWEAVE_LOCAL_KV '{name}': expected bfloat16 or float32")
+    return name
+
+
+def kv_dtype_name(weights: str) -> str:
+    """The KV cache's type for an engine whose matmul weights are `weights`: float32 for float32 weights (whose
+    tokens stay transformers'), else $SKILLWEAVE_LOCAL_KV, by default bfloat16 where oneDNN has bfloat16 kernels
+    on this CPU (float32 elsewhere). See `Engine` for what a bfloat16 cache changes."""
+    if weights == "float32":
+        return "float32"
+    name = kv_setting()
+    if name is None:
+        import torch
+
+        name = "bfloat16" if KV_BFLOAT16_DEFAULT and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+    return name
+
+
+def _lazy_zeros(torch, shape: tuple[int, ...], dtype=None):
+    """A tensor of zeros (float32 unless `dtype`) in fresh anonymous memory, which the kernel maps page by page as
+    it is first touched: a new KV cache (8 rows x 30 layers, 107 MB in float32 for the first request) costs its
+    page faults over the steps that use its columns instead of `torch.zeros`' fill of every page up front (50-100
+    ms measured, inside the first reply's time)."""
+    dtype = dtype or torch.float32
     count = math.prod(shape)
-    return torch.frombuffer(mmap.mmap(-1, 4 * count), dtype=torch.float32, count=count).view(shape)
+    size = torch.empty((), dtype=dtype).element_size()
+    return torch.frombuffer(mmap.mmap(-1, size * count), dtype=dtype, count=count).view(shape)
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
@@ -576,13 +605,21 @@ class _Row:
 
 
 class Engine:
-    """Decode batch with a padded KV cache; `step` advances every row by one token."""
+    """Decode batch with a padded KV cache; `step` advances every row by one token.
+
+    `kv_dtype` ("float32" or "bfloat16", `kv_dtype_name`): the type the cache stores keys and values in. With
+    bfloat16 (half the bytes a decode step reads for them) each key/value is rounded once when it is written, and
+    every attention reads the rounded values: a prefill computes in float32 over them (so prefix sharing's saved
+    keys, also bfloat16, give what a whole-prompt prefill gives), while decode and verify steps multiply in
+    bfloat16 (oneDNN; float32 accumulation) with a float32 softmax (`_attention`). A float32 cache is unchanged:
+    torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False):
+                 share_prefixes: bool = False, kv_dtype: str = "float32"):
         import torch
 
         self.torch = torch
+        self.kv_dtype = getattr(torch, kv_dtype)
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -613,8 +650,8 @@ class Engine:
         torch, m = self.torch, self.model
         width = self.hi - self.lo
         shape = (rows, m.kv_heads, cap, m.head_dim)
-        k = [_lazy_zeros(torch, shape) for _ in range(m.layers)]
-        v = [_lazy_zeros(torch, shape) for _ in range(m.layers)]
+        k = [_lazy_zeros(torch, shape, self.kv_dtype) for _ in range(m.layers)]
+        v = [_lazy_zeros(torch, shape, self.kv_dtype) for _ in range(m.layers)]
         valid = torch.zeros((rows, cap), dtype=torch.bool)
         b = len(self.rows)
         if self.k is not None and width and b:
@@ -652,6 +689,22 @@ class Engine:
             self.rows[slot] = self.rows[last]
         self.valid[last] = False
         self.rows.pop()
+
+    def _attention(self, q, keys, values, mask=None):
+        """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
+        dim], with an additive float32 mask [B, 1, T, L] (or None): each key/value head's group of query heads and
+        their T positions as one matrix, two matmuls per layer in the cache's type (bfloat16: oneDNN, float32
+        accumulation, scores rounded to bfloat16) with the softmax in float32. Returns float32 [B, heads, T, head
+        dim]. Each row is computed on its own, so a row's result does not depend on the batch."""
+        torch, m = self.torch, self.model
+        B, H, T, D = q.shape
+        KV, L = m.kv_heads, keys.shape[-2]
+        grouped = (q * D ** -0.5).to(keys.dtype).reshape(B, KV, H // KV * T, D)
+        scores = torch.matmul(grouped, keys.transpose(-1, -2)).float().view(B, KV, H // KV, T, L)
+        if mask is not None:
+            scores = scores.add_(mask[:, :, None])
+        probs = torch.softmax(scores, dim=-1).to(values.dtype).view(B, KV, H // KV * T, L)
+        return torch.matmul(probs, values).view(B, H, T, D).float()
 
     # -- scheduling
     @property
@@ -714,7 +767,8 @@ class Engine:
         shared, past_k, past_v = self._prefix(ids)
         keys, values = [], []
 
-        def kv_write(layer, k, v):
+        def kv_write(layer, k, v):  # rounded to the cache's type once; the attention below reads what is stored
+            k, v = k.to(self.kv_dtype), v.to(self.kv_dtype)
             keys.append(torch.cat([past_k[layer][None], k], dim=2) if shared else k)
             values.append(torch.cat([past_v[layer][None], v], dim=2) if shared else v)
 
@@ -723,7 +777,7 @@ class Engine:
 
         def attend(layer, q):
             return torch.nn.functional.scaled_dot_product_attention(
-                q, keys[layer], values[layer], attn_mask=causal, is_causal=not shared,
+                q, keys[layer].to(q.dtype), values[layer].to(q.dtype), attn_mask=causal, is_causal=not shared,
                 enable_gqa=m.kv_heads != m.heads)
 
         with torch.no_grad():
@@ -809,14 +863,20 @@ class Engine:
             self.k[layer][:B, :, hi: hi + 1] = k
             self.v[layer][:B, :, hi: hi + 1] = v
 
+        # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`), which
+        # measured about 2x faster than torch's float32 attention over a float32 cache
+        fast = self.kv_dtype != torch.float32
+
         def attend(layer, q):
             keys, values = self.k[layer], self.v[layer]
             if by_row:
                 out = q.new_empty(q.shape)
                 for b, n in enumerate(spans):
-                    out[b] = sdpa(q[b: b + 1], keys[b: b + 1, :, hi + 1 - n: hi + 1],
-                                  values[b: b + 1, :, hi + 1 - n: hi + 1], enable_gqa=gqa)[0]
+                    k, v = keys[b: b + 1, :, hi + 1 - n: hi + 1], values[b: b + 1, :, hi + 1 - n: hi + 1]
+                    out[b] = (self._attention(q[b: b + 1], k, v) if fast else sdpa(q[b: b + 1], k, v, enable_gqa=gqa))[0]
                 return out
+            if fast:
+                return self._attention(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], mask)
             return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
 
         # one pass over all rows: two lanes (`_lane_split`) cost one-token steps more CPU per token than they gained
@@ -913,8 +973,7 @@ class Engine:
         allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
         allowed[:, :, hi - lo:] = torch.ones((T, T), dtype=torch.bool).tril()
         mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
-        H, KV, D = m.heads, m.kv_heads, m.head_dim
-        scale = D ** -0.5
+        H, D = m.heads, m.head_dim
 
         def forward(s, e):  # rows s .. e - 1
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
@@ -924,20 +983,17 @@ class Engine:
             columns = hi + offset
 
             def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
-                self.k[layer][owner, :, columns] = k[0].transpose(0, 1)
-                self.v[layer][owner, :, columns] = v[0].transpose(0, 1)
+                self.k[layer][owner, :, columns] = k[0].transpose(0, 1).to(self.kv_dtype)
+                self.v[layer][owner, :, columns] = v[0].transpose(0, 1).to(self.kv_dtype)
 
             def attend(layer, q):
                 # queries laid out per row (unused ones zero), each key/value head's group of query heads with
                 # their T positions as one matrix: two matmuls per layer, where torch's CPU attention measured
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
                 rows = q.new_zeros((e - s, H, T, D))
-                rows[owner - s, :, offset] = q[0].transpose(0, 1) * scale
-                scores = torch.matmul(rows.view(e - s, KV, H // KV * T, D),
-                                      self.k[layer][s:e, :, lo: hi + T].transpose(-1, -2))
-                scores = scores.view(e - s, KV, H // KV, T, -1).add_(mask[s:e, :, None])
-                out = torch.matmul(torch.softmax(scores, dim=-1).view(e - s, KV, H // KV * T, -1),
-                                   self.v[layer][s:e, :, lo: hi + T]).view(e - s, H, T, D)
+                rows[owner - s, :, offset] = q[0].transpose(0, 1)
+                out = self._attention(rows, self.k[layer][s:e, :, lo: hi + T], self.v[layer][s:e, :, lo: hi + T],
+                                      mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]
 
             with torch.no_grad():
@@ -1059,7 +1115,8 @@ _LOAD_LOCK = threading.Lock()
 def load_engine(spec: str = "local", max_rows: int = 8) -> Engine | None:
     """The engine for a model spec, loaded once per process; None if this folder needs transformers."""
     with _LOAD_LOCK:
-        return _load_engine(spec, max_rows, local_dtype_name())
+        dtype = local_dtype_name()
+        return _load_engine(spec, max_rows, dtype, kv_dtype_name(dtype))
 
 
 def start_loading(spec: str = "local", max_rows: int = 8) -> threading.Thread | None:
@@ -1097,7 +1154,7 @@ def _prepared(spec: str) -> bool:
 
 
 @lru_cache(maxsize=4)
-def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
+def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> Engine | None:
     from skillweave.providers.local_model import resolve_model_path
 
     path = resolve_model_path(spec)
@@ -1136,7 +1193,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str) -> Engine | None:
         value = source.get("eos_token_id")
         eos.update(value if isinstance(value, list) else [] if value is None else [value])
     adaptive_threads(force=True)
-    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32")
+    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32", kv_dtype=kv)
 
 
 INT8_CACHE_FORMAT = 2
@@ -1229,6 +1286,7 @@ def check_dtype_setting() -> str | None:
     from skillweave.errors import ConfigError
 
     lookup_setting()  # and $SKILLWEAVE_LOCAL_LOOKUP
+    kv_setting()  # and $SKILLWEAVE_LOCAL_KV
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
     if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
