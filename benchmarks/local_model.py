@@ -23,6 +23,8 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --load 3 --variants "engine fp16,engine int8,engine int8 uncached"
     python benchmarks/local_model.py --stages 2   # the float16 load stage by stage, in fresh processes
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
+    python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
+    python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
 """
@@ -48,6 +50,9 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 # Each variant runs in its own process with these environment variables.
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
+            "engine fp16 kv32": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KV": "float32"},
+            "engine fp16 kv16": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KV": "bfloat16"},
+            "engine int8 kv32": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KV": "float32"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
             "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
@@ -484,6 +489,59 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
               f"{len(long_ids)} tokens {1000 * prefill:.0f} CPU ms ({base_prefill / prefill:.2f}x less)")
 
 
+def attention(rows: int = 8, repeats: int = 5) -> None:
+    """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
+    heads, head dim 64) over random keys/values: a one-token decode step at `rows` rows and several window widths
+    (torch's float32 attention over a float32 cache, as before; the engine's grouped matmuls over a float32 and a
+    bfloat16 cache), a verify step of 5 positions per row, and a prefill of one prompt over a bfloat16 cache (float32
+    attention over the upcast keys, as the engine does, against grouped bfloat16 matmuls with a causal mask)."""
+    import types
+
+    import torch
+
+    from skillweave.providers import local_engine
+
+    torch.set_num_threads(1)
+    H, KV, D, layers = 9, 3, 64, 30
+    engine = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
+    grouped = local_engine.Engine._attention.__get__(engine)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gen = torch.Generator().manual_seed(0)
+
+    def timed(f, *args, **kwargs):
+        f(*args, **kwargs)
+        best = float("inf")
+        for _ in range(repeats):
+            cpu = time.process_time()
+            for _ in range(layers):
+                f(*args, **kwargs)
+            best = min(best, time.process_time() - cpu)
+        return 1000 * best
+
+    for T, columns in ((1, 200), (1, 400), (1, 600), (1, 1000), (5, 600)):
+        q = torch.randn(rows, H, T, D, generator=gen)
+        k, v = torch.randn(rows, KV, columns, D, generator=gen), torch.randn(rows, KV, columns, D, generator=gen)
+        mask = torch.zeros(rows, 1, T, columns)
+        mask[:, :, :, : columns // 3] = float("-inf")  # left padding
+        kb, vb = k.bfloat16(), v.bfloat16()
+        old = timed(sdpa, q, k, v, attn_mask=mask, enable_gqa=True)
+        f32 = timed(grouped, q, k, v, mask)
+        b16 = timed(grouped, q, kb, vb, mask)
+        exact = sdpa(q, k, v, attn_mask=mask, enable_gqa=True)
+        error = float((grouped(q, kb, vb, mask) - exact).abs().max() / exact.abs().max())
+        print(f"{'decode' if T == 1 else 'verify'} step attention, {rows} rows x {T} positions, {columns} columns, "
+              f"{layers} layers: torch float32 {old:.1f} CPU ms; grouped float32 {f32:.1f} ({old / f32:.2f}x less); "
+              f"grouped bfloat16 cache {b16:.1f} ({old / b16:.2f}x less); bfloat16 max error {error:.1e} relative")
+    for T in (100, 300):
+        q = torch.randn(1, H, T, D, generator=gen)
+        kb, vb = torch.randn(1, KV, T, D, generator=gen).bfloat16(), torch.randn(1, KV, T, D, generator=gen).bfloat16()
+        causal = torch.zeros(T, T).masked_fill_(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))[None, None]
+        up = timed(lambda q, k, v: sdpa(q, k.float(), v.float(), is_causal=True, enable_gqa=True), q, kb, vb)
+        b16 = timed(grouped, q, kb, vb, causal)
+        print(f"prefill attention, {T} tokens, {layers} layers, bfloat16 cache: torch float32 over the upcast "
+              f"keys {up:.1f} CPU ms; grouped bfloat16 {b16:.1f} ({up / b16:.2f}x less)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -504,6 +562,9 @@ def main() -> None:
     parser.add_argument("--kernels", action="store_true",
                         help="instead: CPU ms of one decode step's matmuls per weight format, and of one decode "
                              "step of the real model per weight type (one thread)")
+    parser.add_argument("--attention", action="store_true",
+                        help="instead: CPU ms of the attention of a decode, verify and prefill step per KV cache type "
+                             "(one thread, random keys/values of the embedded model's shapes)")
     parser.add_argument("--load", type=int, metavar="REPEATS",
                         help="instead: provider built -> first token only, float32 and float16, REPEATS times each")
     parser.add_argument("--against", metavar="DIR",
@@ -523,6 +584,11 @@ def main() -> None:
         args.max_tokens = 256 if args.workload == "skillmix" else 96
     if args.requests is None:
         args.requests = 48 if args.workload == "skillmix" else 24
+    if args.attention:
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        attention()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.kernels:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         kernels()
