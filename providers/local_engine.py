@@ -510,6 +510,7 @@ LOOKUP_NGRAMS = (3, 2)
 LANES = True
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 by default (`kv_dtype_name`; SKILLWEAVE_LOCAL_KV).
 KV_BFLOAT16_DEFAULT = True
+KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
 
 
 def lookup_setting() -> int:
@@ -690,6 +691,16 @@ class Engine:
         self.valid[last] = False
         self.rows.pop()
 
+    def _window(self, lo: int, hi: int) -> tuple[int, int]:
+        """The columns a bfloat16 step attends over: [lo, hi) widened to a multiple of KV_WINDOW_STEP columns
+        (to the left, else to the right; the extra columns are invalid, so masked), so that consecutive steps
+        share a width and oneDNN reuses its kernels for it instead of preparing new ones for every width."""
+        width = -(-(hi - lo) // KV_WINDOW_STEP) * KV_WINDOW_STEP
+        start = max(0, hi - width)
+        if start + width > self.cap or bool(self.valid[: len(self.rows), hi: start + width].any()):
+            return lo, hi
+        return start, start + width
+
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
         dim], with an additive float32 mask [B, 1, T, L] (or None): each key/value head's group of query heads and
@@ -699,6 +710,8 @@ class Engine:
         torch, m = self.torch, self.model
         B, H, T, D = q.shape
         KV, L = m.kv_heads, keys.shape[-2]
+        if keys.dtype != torch.float32:  # torch's bfloat16 matmul copies a strided window slowly: copy it first
+            keys, values = keys.contiguous(), values.contiguous()
         grouped = (q * D ** -0.5).to(keys.dtype).reshape(B, KV, H // KV * T, D)
         scores = torch.matmul(grouped, keys.transpose(-1, -2)).float().view(B, KV, H // KV, T, L)
         if mask is not None:
@@ -855,17 +868,16 @@ class Engine:
         spans = [r.position + 1 for r in self.rows]
         by_row = B > 1 and not self.lookup and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
+        # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
+        fast = self.kv_dtype != torch.float32
+        start, end = self._window(lo, hi + 1) if fast else (lo, hi + 1)
         if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
-            mask = torch.zeros((B, 1, 1, hi + 1 - lo)).masked_fill_(~self.valid[:B, None, None, lo: hi + 1],
+            mask = torch.zeros((B, 1, 1, end - start)).masked_fill_(~self.valid[:B, None, None, start: end],
                                                                     float("-inf"))
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
             self.v[layer][:B, :, hi: hi + 1] = v
-
-        # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`), which
-        # measured about 2x faster than torch's float32 attention over a float32 cache
-        fast = self.kv_dtype != torch.float32
 
         def attend(layer, q):
             keys, values = self.k[layer], self.v[layer]
@@ -876,7 +888,7 @@ class Engine:
                     out[b] = (self._attention(q[b: b + 1], k, v) if fast else sdpa(q[b: b + 1], k, v, enable_gqa=gqa))[0]
                 return out
             if fast:
-                return self._attention(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], mask)
+                return self._attention(q, keys[:B, :, start: end], values[:B, :, start: end], mask)
             return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
 
         # one pass over all rows: two lanes (`_lane_split`) cost one-token steps more CPU per token than they gained
