@@ -491,10 +491,12 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
 
 def attention(rows: int = 8, repeats: int = 5) -> None:
     """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
-    heads, head dim 64) over random keys/values: a one-token decode step at `rows` rows and several window widths
-    (torch's float32 attention over a float32 cache, as before; the engine's grouped matmuls over a float32 and a
-    bfloat16 cache), a verify step of 5 positions per row, and a prefill of one prompt over a bfloat16 cache (float32
-    attention over the upcast keys, as the engine does, against grouped bfloat16 matmuls with a causal mask)."""
+    heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
+    decode step at `rows` rows and several window widths (torch's float32 attention over a float32 cache, as before;
+    the engine's grouped matmuls over a float32 and a bfloat16 cache), a verify step of 5 positions per row; the
+    bfloat16 step with a width that changes at every call against widths in steps of 64 columns (`Engine._window`);
+    and a prefill of one prompt over a bfloat16 cache (float32 attention over the upcast keys, as the engine does,
+    against grouped bfloat16 matmuls with a causal mask)."""
     import types
 
     import torch
@@ -520,10 +522,12 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
 
     for T, columns in ((1, 200), (1, 400), (1, 600), (1, 1000), (5, 600)):
         q = torch.randn(rows, H, T, D, generator=gen)
-        k, v = torch.randn(rows, KV, columns, D, generator=gen), torch.randn(rows, KV, columns, D, generator=gen)
+        k, v = (torch.randn(rows, KV, columns + 300, D, generator=gen)[:, :, 100: 100 + columns],
+                torch.randn(rows, KV, columns + 300, D, generator=gen)[:, :, 100: 100 + columns])
         mask = torch.zeros(rows, 1, T, columns)
         mask[:, :, :, : columns // 3] = float("-inf")  # left padding
-        kb, vb = k.bfloat16(), v.bfloat16()
+        kb = torch.zeros(rows, KV, columns + 300, D, dtype=torch.bfloat16)[:, :, 100: 100 + columns].copy_(k)
+        vb = torch.zeros(rows, KV, columns + 300, D, dtype=torch.bfloat16)[:, :, 100: 100 + columns].copy_(v)
         old = timed(sdpa, q, k, v, attn_mask=mask, enable_gqa=True)
         f32 = timed(grouped, q, k, v, mask)
         b16 = timed(grouped, q, kb, vb, mask)
@@ -532,6 +536,19 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
         print(f"{'decode' if T == 1 else 'verify'} step attention, {rows} rows x {T} positions, {columns} columns, "
               f"{layers} layers: torch float32 {old:.1f} CPU ms; grouped float32 {f32:.1f} ({old / f32:.2f}x less); "
               f"grouped bfloat16 cache {b16:.1f} ({old / b16:.2f}x less); bfloat16 max error {error:.1e} relative")
+    q = torch.randn(rows, H, 1, D, generator=gen)
+    kb, vb = (torch.randn(rows, KV, 1200, D, generator=gen).bfloat16(),
+              torch.randn(rows, KV, 1200, D, generator=gen).bfloat16())
+    timings = {}
+    for widen in (1, 64):
+        cpu = time.process_time()
+        for i in range(200):  # one call per step: the first layer of a step meets a new width
+            width = -(-(500 + i) // widen) * widen
+            grouped(q, kb[:, :, 1100 - width: 1100], vb[:, :, 1100 - width: 1100], torch.zeros(rows, 1, 1, width))
+        timings[widen] = 1000 * (time.process_time() - cpu) / 200
+    print(f"bfloat16 decode attention, one layer, the window growing by a column a call from 500: widths as they "
+          f"come {timings[1]:.2f} CPU ms a call, in steps of 64 columns {timings[64]:.2f} "
+          f"({timings[1] / timings[64]:.2f}x less)")
     for T in (100, 300):
         q = torch.randn(1, H, T, D, generator=gen)
         kb, vb = torch.randn(1, KV, T, D, generator=gen).bfloat16(), torch.randn(1, KV, T, D, generator=gen).bfloat16()

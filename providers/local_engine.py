@@ -981,10 +981,12 @@ class Engine:
         # The rows' fed tokens side by side as one sequence (no padding through the matmuls, whose cost grows with
         # the positions): position p belongs to row owner[p], at offset[p] after its last token (column hi + offset).
         # attention per row over [lo, hi + T): query j sees the row's valid columns before hi and hi .. hi + j
-        allowed = torch.ones((B, T, hi + T - lo), dtype=torch.bool)
-        allowed[:, :, : hi - lo] = self.valid[:B, None, lo: hi]
-        allowed[:, :, hi - lo:] = torch.ones((T, T), dtype=torch.bool).tril()
-        mask = torch.zeros((B, 1, T, hi + T - lo)).masked_fill_(~allowed[:, None], float("-inf"))
+        # (a bfloat16 cache: over [start, end), that window widened as `step` widens it, the extra columns masked)
+        start, end = self._window(lo, hi + T) if self.kv_dtype != torch.float32 else (lo, hi + T)
+        allowed = torch.zeros((B, T, end - start), dtype=torch.bool)
+        allowed[:, :, : hi - start] = self.valid[:B, None, start: hi]
+        allowed[:, :, hi - start: hi + T - start] = torch.ones((T, T), dtype=torch.bool).tril()
+        mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
         H, D = m.heads, m.head_dim
 
         def forward(s, e):  # rows s .. e - 1
@@ -1004,7 +1006,7 @@ class Engine:
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
                 rows = q.new_zeros((e - s, H, T, D))
                 rows[owner - s, :, offset] = q[0].transpose(0, 1)
-                out = self._attention(rows, self.k[layer][s:e, :, lo: hi + T], self.v[layer][s:e, :, lo: hi + T],
+                out = self._attention(rows, self.k[layer][s:e, :, start: end], self.v[layer][s:e, :, start: end],
                                       mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]
 
