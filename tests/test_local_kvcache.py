@@ -55,11 +55,15 @@ def engine_of(tiny_model, monkeypatch):
 @fbgemm
 @bf16_kernels
 @pytest.mark.parametrize(("dtype", "kv", "expected"), [
-    ("float16", None, "bfloat16"), ("int8", None, "bfloat16"), ("bfloat16", None, "bfloat16"),
+    ("float16", None, "default"), ("int8", None, "default"), ("bfloat16", None, "default"),
     ("float16", "float32", "float32"), ("int8", "float32", "float32"), ("float16", "bfloat16", "bfloat16"),
+    ("int8", "bfloat16", "bfloat16"), ("bfloat16", "bfloat16", "bfloat16"),
     ("float32", None, "float32"), ("float32", "bfloat16", "float32")])
 def test_the_caches_type_follows_the_weights_and_the_setting(engine_of, dtype, kv, expected):
     import torch
+
+    if expected == "default":
+        expected = "bfloat16" if local_engine.KV_BFLOAT16_DEFAULT else "float32"
 
     engine = engine_of(dtype, kv)
     engine.prefixes.clear()
@@ -78,7 +82,7 @@ def test_the_caches_type_follows_the_weights_and_the_setting(engine_of, dtype, k
 @bf16_kernels
 @pytest.mark.parametrize("dtype", ["float16", "int8"])
 def test_continuous_batching_equals_one_at_a_time_with_the_bfloat16_cache(engine_of, dtype):
-    engine = engine_of(dtype)
+    engine = engine_of(dtype, "bfloat16")
     engine.prefixes.clear()
     assert str(engine.kv_dtype) == "torch.bfloat16"
     continuous_batching_equals_one_at_a_time(engine)
@@ -127,7 +131,7 @@ def test_the_bfloat16_attention_is_close_to_float32_and_the_float32_path_is_the_
 def test_rejected_drafts_with_the_bfloat16_cache_give_plain_decodings_tokens(engine_of, dtype):
     """Prompt lookup's verify step writes and reads the bfloat16 cache: drafts partly wrong (a different number of
     tokens kept per row, leaving gaps) still give the tokens of plain decoding with the same cache."""
-    engine = engine_of(dtype)
+    engine = engine_of(dtype, "bfloat16")
     assert str(engine.kv_dtype) == "torch.bfloat16"
     engine.eos_ids = set()
     engine.prefixes.clear()
@@ -157,7 +161,7 @@ def test_prefix_sharing_with_the_bfloat16_cache_equals_a_whole_prompt_prefill(en
     of the same prompt prefilled whole; the saved keys/values are what the cache held."""
     import torch
 
-    engine = engine_of("float16")
+    engine = engine_of("float16", "bfloat16")
     assert engine.share_prefixes and engine.kv_dtype == torch.bfloat16
     engine.prefixes.clear()
     first_ids = _prompts(engine, [CORPUS[0]])[0]
@@ -229,3 +233,33 @@ def test_a_bad_kv_setting_is_one_error_line_before_any_run_row(cli_run, db_path,
     assert not os.path.exists(db_path) or not Store(db_path).list_runs()
     with pytest.raises(ConfigError, match="float8"):  # the Python API: when the provider is built
         LocalProvider("local")
+
+
+@fbgemm
+@bf16_kernels
+def test_widened_windows_give_the_tokens_of_exact_windows(engine_of, monkeypatch):
+    """A bfloat16 step attends over its window widened to a multiple of KV_WINDOW_STEP columns (the extra columns
+    masked): the tokens are those of the exact window, with and without prompt lookup's verify steps."""
+    engine = engine_of("float16", "bfloat16")
+    engine.eos_ids = set()
+    prompts = _prompts(engine, CORPUS + REPEATING)
+    limits = [30, 12, 25, 9, 40, 17]
+    widths, real = [], engine._attention
+
+    def attention(q, keys, values, mask=None):
+        widths.append(keys.shape[-2])
+        return real(q, keys, values, mask)
+
+    engine._attention = attention
+    outputs = {}
+    for step in (1, 64):
+        monkeypatch.setattr(local_engine, "KV_WINDOW_STEP", step)
+        for lookup in (0, 4):
+            widths.clear()
+            engine.prefixes.clear()
+            outputs[step, lookup] = _generate(engine, prompts, limits, lookup=lookup)[0]
+            if step == 64:  # every window widened (the cache has room to the right here)
+                assert widths and all(w % 64 == 0 for w in widths)
+            else:
+                assert any(w % 64 for w in widths)
+    assert outputs[1, 0] == outputs[64, 0] == outputs[1, 4] == outputs[64, 4]
