@@ -557,6 +557,47 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
         b16 = timed(grouped, q, kb, vb, causal)
         print(f"prefill attention, {T} tokens, {layers} layers, bfloat16 cache: torch float32 over the upcast "
               f"keys {up:.1f} CPU ms; grouped bfloat16 {b16:.1f} ({up / b16:.2f}x less)")
+    real_steps(rows)
+
+
+def real_steps(rows: int, rounds: int = 3) -> None:
+    """The embedded model's one-token decode step (float16 weights, one thread) at `rows` rows whose prompts fill
+    windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds` times; the best
+    of 5 runs of 4 steps each time (a shared machine's noise mostly slows a run down)."""
+    from skillweave.providers import local_engine
+
+    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", "float16"
+    engines = {}
+    for kv in ("float32", "bfloat16"):
+        os.environ["SKILLWEAVE_LOCAL_KV"] = kv
+        local_engine._load_engine.cache_clear()
+        engines[kv] = local_engine.load_engine("local", rows)
+        engines[kv].model.wait_packed()
+        engines[kv].share_prefixes, engines[kv].eos_ids = False, set()
+    best: dict = {}
+    for _ in range(rounds):
+        for repeat in (6, 20, 40):
+            for kv, engine in engines.items():
+                tok = engine.tokenizer
+                for i in range(rows):
+                    text = " ".join([f"Write a short paragraph about gardening, number {i}, with a metaphor."] * repeat)
+                    engine.add(local_engine.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": text}])),
+                                                       max_tokens=10 ** 6))
+                for _ in range(2):
+                    engine.step()
+                width = engine.hi - engine.lo
+                for _ in range(5):
+                    cpu = time.process_time()
+                    for _ in range(4):
+                        engine.step()
+                    ms = 1000 * (time.process_time() - cpu) / 4
+                    key = (repeat, kv)
+                    best[key] = (min(best.get(key, (ms, width))[0], ms), width)
+                engine.reset()
+    for repeat in (6, 20, 40):
+        old, new = best[repeat, "float32"], best[repeat, "bfloat16"]
+        print(f"decode step, real model (float16 weights), {rows} rows, about {old[1]} columns: float32 cache "
+              f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
 def main() -> None:
