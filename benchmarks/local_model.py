@@ -53,6 +53,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 kv32": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KV": "float32"},
             "engine fp16 kv16": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KV": "bfloat16"},
             "engine int8 kv32": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KV": "float32"},
+            "engine int8 kv16": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KV": "bfloat16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
             "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
@@ -720,6 +721,14 @@ def main() -> None:
         if kind != reference and "(against)" not in kind:
             same = sum(a == b for a, b in zip(runs[reference]["texts"], runs[kind]["texts"], strict=True))
             print(f"identical greedy texts, {kind} and {reference}: {same}/{len(runs[kind]['texts'])}")
+    for kind in runs:  # the bfloat16 KV cache against the float32 one, same weights, same checkout
+        twin = kind.replace(" kv16", " kv32")
+        if kind.endswith(" kv16") and twin in runs:
+            new, old = runs[kind], runs[twin]
+            same = sum(a == b for a, b in zip(old["texts"], new["texts"], strict=True))
+            print(f"{kind} / {twin}: tokens/s {new['tokens_per_s'] / old['tokens_per_s']:.2f}x, CPU per token "
+                  f"{old['cpu_ms_per_token'] / new['cpu_ms_per_token']:.2f}x less; identical greedy texts "
+                  f"{same}/{len(new['texts'])}")
     for i in range(min(args.samples, len(runs[reference]["texts"]))):
         for kind in runs:
             text = runs[kind]["texts"][i]
