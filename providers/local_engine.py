@@ -22,6 +22,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   int8 form is cached next to its weights (`read_int8_cache`);
 - `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
   and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
+- `SKILLWEAVE_LOCAL_KV=bfloat16` stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
+  a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
