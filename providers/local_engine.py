@@ -22,7 +22,7 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   int8 form is cached next to its weights (`read_int8_cache`);
 - `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
   and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
-- `SKILLWEAVE_LOCAL_KV=bfloat16` stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
+- `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
   a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
@@ -510,8 +510,11 @@ LOOKUP_NGRAMS = (3, 2)
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
 # 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
-# The KV cache of float16/int8/bfloat16 engines in bfloat16 by default (`kv_dtype_name`; SKILLWEAVE_LOCAL_KV).
-KV_BFLOAT16_DEFAULT = True
+# The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`). Off: on
+# the Skill-Mix chain it measured 0.96-1.06x less CPU per token than the float32 cache on the shared machine (the
+# real model's decode step 1.07x less at 632 columns, 1.02x at 332; docs/benchmarks.md), short of the 1.15x that
+# would justify texts that part from float16's.
+KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
 
 
@@ -543,8 +546,8 @@ def kv_setting() -> str | None:
 
 def kv_dtype_name(weights: str) -> str:
     """The KV cache's type for an engine whose matmul weights are `weights`: float32 for float32 weights (whose
-    tokens stay transformers'), else $SKILLWEAVE_LOCAL_KV, by default bfloat16 where oneDNN has bfloat16 kernels
-    on this CPU (float32 elsewhere). See `Engine` for what a bfloat16 cache changes."""
+    tokens stay transformers'), else $SKILLWEAVE_LOCAL_KV, by default float32 (bfloat16 where KV_BFLOAT16_DEFAULT is
+    on and oneDNN has bfloat16 kernels on this CPU). See `Engine` for what a bfloat16 cache changes."""
     if weights == "float32":
         return "float32"
     name = kv_setting()
