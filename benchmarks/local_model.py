@@ -30,6 +30,7 @@ Prints, measured in one run on the same machine:
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import subprocess
@@ -187,11 +188,14 @@ def throughput(args) -> dict:
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
         prefilled[0] = engine.prefilled if engine else 0
+        if timeline:
+            timeline.start()
         wall, cpu = time.perf_counter(), time.process_time()
         if args.workload == "skillmix":  # as the runtime runs items: at most `concurrency` chains at a time
             slots = asyncio.Semaphore(args.concurrency)
 
             async def item(values):
+                CHAIN.set(id(values))  # this task's context: --timeline matches a chain's calls
                 async with slots:
                     return await skillmix_chain(provider, values, args)
 
@@ -199,11 +203,17 @@ def throughput(args) -> dict:
             results = [r for chain in chains for r in chain]
         else:
             results = [r for r, _ in await asyncio.gather(*(provider.chat(c[0]) for c in short_workload(args)))]
+        if timeline:
+            timeline.stop()
+            for line in timeline.lines(wall, cpu):
+                print(line)
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
-    seen = []
+    seen, timeline = [], None
     if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
         engine = local_engine.load_engine("local", provider.batch_size)  # the engine the provider uses
+        if args.timeline:
+            timeline = Timeline(engine, local_engine)
         if args.dump:  # every request the engine admits, to write its prompt and output token ids below
             add = engine.add
             engine.add = lambda request: (seen.append(request), add(request))[1]
@@ -218,6 +228,225 @@ def throughput(args) -> dict:
             "prefilled": engine.prefilled - prefilled[0] if engine else None,
             "steps": engine.steps if engine else None, "accepted": getattr(engine, "accepted", None),
             "drafted": getattr(engine, "drafted", None)}  # (None for a checkout without prompt lookup)
+
+
+CHAIN = contextvars.ContextVar("chain", default=None)  # --timeline: which Skill-Mix chain a request belongs to
+
+
+class Timeline:
+    """--timeline: where the wall time and the CPU of one throughput run go, phase by phase.
+
+    Wraps the engine's methods in this process (instance attributes, so any checkout's engine works): `run`
+    (one call per scheduler turn: the engine thread is busy from its start to its end), `add` (a prefill),
+    `step` (a decode step: rows, columns of the window, torch threads) and the scheduler's `submit` (when a
+    request arrives). Outside `run` the engine is idle: nobody is in `run`, waiting for a request or for the
+    event loop to call it again. Process CPU (all threads) is summed per phase; /proc/self/task/*/stat gives each
+    thread's CPU over the run. `profile_steps` decode steps in the middle run under torch.profiler: the sum of
+    the torch ops' self time on the engine thread against the steps' wall (Python between ops is the rest)."""
+
+    def __init__(self, engine, local_engine, profile_steps: int = 20):
+        self.engine, self.le = engine, local_engine
+        self.t0 = None
+        self.phases: dict[str, list[float]] = {}  # name -> [wall s, process CPU s, count]
+        self.steps: list[tuple] = []  # (start, wall, rows, columns, threads)
+        self.prefills: list[tuple] = []  # (start, wall, tokens, threads)
+        self.calls = 0
+        self.profile_steps, self.profiled = profile_steps, None
+        self.in_run = False
+        self.idle_from = None
+        self.arrivals: list[float] = []  # submit times
+        self.admits: list[float] = []  # prefill start times
+        self.finishes: list[tuple] = []  # (time, request): a request's last row done
+        self.chain_of: dict[int, object] = {}  # id(request) -> the chain (CHAIN) that submitted it
+        self.submitted: dict[object, list[float]] = {}  # chain -> its submit times
+        real_run, real_add, real_step = engine.run, engine.add, engine.step
+
+        def add_phase(name, wall, cpu):
+            entry = self.phases.setdefault(name, [0.0, 0.0, 0])
+            entry[0] += wall
+            entry[1] += cpu
+            entry[2] += 1
+
+        self.add_phase = add_phase
+
+        def run(admit, **kwargs):
+            if self.t0 is None:
+                return real_run(admit, **kwargs)
+            start, cpu = time.perf_counter(), time.process_time()
+            if self.idle_from is not None:
+                add_phase("idle: between engine.run calls", start - self.idle_from[0], cpu - self.idle_from[1])
+            self.inner = [0.0, 0.0]
+            try:
+                return real_run(admit, **kwargs)
+            finally:
+                end, cpu_end = time.perf_counter(), time.process_time()
+                add_phase("engine.run: scheduling, _finish_rows and the rest", end - start - self.inner[0],
+                          cpu_end - cpu - self.inner[1])
+                self.idle_from = (end, cpu_end)
+                self.calls += 1
+
+        def add(request):
+            if self.t0 is None:
+                return real_add(request)
+            import torch
+
+            start, cpu = time.perf_counter(), time.process_time()
+            self.admits.append(start)
+            result = real_add(request)
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            add_phase("prefill (engine.add)", wall, used)
+            self.inner[0] += wall
+            self.inner[1] += used
+            self.prefills.append((start, wall, len(request.prompt_ids), torch.get_num_threads()))
+            return result
+
+        def step():
+            if self.t0 is None:
+                return real_step()
+            import torch
+
+            rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
+            before = len(engine.finished)
+            profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
+            start, cpu = time.perf_counter(), time.process_time()
+            if profile:
+                self.profiled = self._profile(real_step, rows, columns)
+            else:
+                real_step()
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            add_phase("decode steps (engine.step)", wall, used)
+            self.inner[0] += wall
+            self.inner[1] += used
+            self.steps.append((start, wall, rows, columns, torch.get_num_threads()))
+            done = time.perf_counter()
+            self.finishes.extend((done, r) for r in engine.finished[before:])
+            return None
+
+        engine.run, engine.add, engine.step = run, add, step
+        real_submit = local_engine.Scheduler.submit
+
+        async def submit(scheduler, request):
+            if self.t0 is not None:
+                self.arrivals.append(time.perf_counter())
+                chain = CHAIN.get()
+                self.chain_of[id(request)] = chain
+                self.submitted.setdefault(chain, []).append(self.arrivals[-1])
+            return await real_submit(scheduler, request)
+
+        local_engine.Scheduler.submit = submit
+
+    def _profile(self, real_step, rows, columns):
+        import torch
+
+        steps = []
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            real_step()
+            steps.append(time.perf_counter() - start)
+        ops = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
+        return {"rows": rows, "columns": columns, "wall": steps[0], "ops": ops}
+
+    @staticmethod
+    def threads() -> dict[str, tuple[str, float]]:
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1: text.rindex(")")]
+            fields = text[text.rindex(")") + 2:].split()
+            out[task] = (name, (int(fields[11]) + int(fields[12])) / hz)
+        return out
+
+    def start(self):
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.idle_from = (self.t0, self.cpu0)
+        self.tasks0 = self.threads()
+
+    def stop(self):
+        self.t1, self.cpu1 = time.perf_counter(), time.process_time()
+        if self.idle_from is not None:
+            self.add_phase("idle: between engine.run calls", self.t1 - self.idle_from[0],
+                           self.cpu1 - self.idle_from[1])
+        self.tasks1 = self.threads()
+        import threading
+
+        self.names = {str(t.native_id): ("main (event loop)" if t is threading.main_thread() else t.name)
+                      for t in threading.enumerate()}
+        self.t0 = None
+
+    def lines(self, t0, cpu0) -> list[str]:
+        wall, cpu = self.t1 - t0, self.cpu1 - cpu0
+        out = [f"timeline: {wall:.2f} s wall, {cpu:.2f} s process CPU ({cpu / wall:.2f} cores busy), "
+               f"{self.calls} engine.run calls, {len(self.steps)} decode steps, {len(self.prefills)} prefills",
+               "| phase | wall s | wall share | process CPU s | CPU share | cores busy during it | count |",
+               "|---|---|---|---|---|---|---|"]
+        for name, (w, c, n) in sorted(self.phases.items(), key=lambda kv: -kv[1][0]):
+            out.append(f"| {name} | {w:.2f} | {100 * w / wall:.1f}% | {c:.2f} | {100 * c / cpu:.1f}% | "
+                       f"{c / w if w else 0:.2f} | {n} |")
+        if self.steps:
+            sw = sum(s[1] for s in self.steps)
+            rows = sum(s[1] * s[2] for s in self.steps) / sw
+            cols = sum(s[1] * s[3] for s in self.steps) / sw
+            threads = {}
+            for s in self.steps:
+                threads[s[4]] = threads.get(s[4], 0) + s[1]
+            out.append(f"decode steps: {1000 * sw / len(self.steps):.1f} ms each on average, "
+                       f"{sum(s[2] for s in self.steps) / len(self.steps):.2f} rows, "
+                       f"{sum(s[3] for s in self.steps) / len(self.steps):.0f} columns (wall-weighted {rows:.2f} rows, "
+                       f"{cols:.0f} columns); torch threads (share of step wall): "
+                       + ", ".join(f"{k}: {100 * v / sw:.0f}%" for k, v in sorted(threads.items())))
+            by_rows = {}
+            for s in self.steps:
+                entry = by_rows.setdefault(s[2], [0, 0.0])
+                entry[0] += 1
+                entry[1] += s[1]
+            out.append("decode steps by rows: " + ", ".join(
+                f"{r} rows {n} steps {1000 * w / n:.1f} ms" for r, (n, w) in sorted(by_rows.items())))
+        if self.prefills:
+            pw = sum(p[1] for p in self.prefills)
+            out.append(f"prefills: {sum(p[2] for p in self.prefills)} prompt tokens (before prefix sharing), "
+                       f"{1000 * pw / len(self.prefills):.1f} ms each on average, threads "
+                       + ", ".join(sorted({str(p[3]) for p in self.prefills})))
+        # rows in flight over time: the step's rows over the whole wall (no step running counts as 0 rows)
+        if self.steps:
+            busy = sum(s[1] * s[2] for s in self.steps) / wall
+            out.append(f"rows in flight x wall, averaged over the whole run: {busy:.2f} (8 = always full)")
+        if self.profiled:
+            p = self.profiled
+            out.append(f"one decode step under torch.profiler ({p['rows']} rows, {p['columns']} columns): "
+                       f"{1000 * p['wall']:.1f} ms wall, torch ops' self time {1000 * p['ops']:.1f} ms on the engine "
+                       f"thread: {100 * (1 - p['ops'] / p['wall']):.0f}% outside torch ops (profiler overhead included)")
+        # gaps: a request finished -> the next request arrived (submit) -> admitted (prefill starts)
+        if self.arrivals and self.admits:
+            waits = []
+            admits = sorted(self.admits)
+            for a in sorted(self.arrivals):
+                later = [x for x in admits if x >= a]
+                if later:
+                    waits.append(later[0] - a)
+            out.append(f"submit -> prefill start: median {1000 * _median(waits):.1f} ms, mean "
+                       f"{1000 * sum(waits) / len(waits):.1f} ms, max {1000 * max(waits):.1f} ms over {len(waits)}")
+        gaps = []
+        for f, request in self.finishes:
+            chain = self.chain_of.get(id(request))
+            later = [x for x in self.submitted.get(chain, []) if x >= f] if chain is not None else []
+            if later:
+                gaps.append(later[0] - f)
+        if gaps:
+            out.append(f"a request finished in a step -> its chain's next submit: median {1000 * _median(gaps):.1f} "
+                       f"ms, mean {1000 * sum(gaps) / len(gaps):.1f} ms, max {1000 * max(gaps):.1f} ms over {len(gaps)} "
+                       "(the result back on the event loop, the chain's next messages, chat template, tokenizer)")
+        out.append("per-thread CPU over the run (/proc/self/task):")
+        for task, (name, total) in sorted(self.tasks1.items(), key=lambda kv: -kv[1][1]):
+            used = total - self.tasks0.get(task, (name, 0.0))[1]
+            if used >= 0.05:
+                name = self.names.get(task, "not a Python thread (OpenMP / torch)")
+                out.append(f"  thread {task} {name}: {used:.2f} s CPU, {100 * used / wall:.0f}% of a core")
+        return out
 
 
 TIMELINE = """
@@ -517,6 +746,10 @@ def main() -> None:
     parser.add_argument("--dump", metavar="FILE",
                         help="with one variant: write each request's prompt and output token ids (JSON, in the "
                              "order the engine admitted them) to FILE, e.g. for benchmarks/prompt_lookup.py")
+    parser.add_argument("--timeline", action="store_true",
+                        help="with the throughput run: where each variant's wall time and CPU go (decode steps with "
+                             "their rows and columns, prefills, the engine idle between calls, Python between torch "
+                             "ops, torch threads, per-thread CPU), printed as a table per variant")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -570,10 +803,13 @@ def main() -> None:
             env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
-                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else [])],
+                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else []),
+                                  *(["--timeline"] if args.timeline else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
+            if args.timeline:
+                print(f"{name}:", *out.stdout.strip().splitlines()[:-1], sep="\n")
             prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
             if r.get("drafted"):
                 prefill += f"; {r['steps']} decode steps, {r['accepted']} of {r['drafted']} drafted tokens accepted"
