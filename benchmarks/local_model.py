@@ -25,6 +25,8 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
+    python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
+    python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
 """
 
 from __future__ import annotations
@@ -623,6 +625,53 @@ def stages() -> None:
               f"{1000 * pack / 3:.1f} CPU ms; x {model.layers} layers = {model.layers * (fuse + pack) / 3:.2f} CPU s")
 
 
+def forward_ab(against: str, steps: int, rows: int = 8) -> None:
+    """--forward-ab DIR: the engine's decode steps with this checkout's `LlamaLite.forward` (and its rotary) and
+    with DIR's, alternating step by step in one process on one torch thread (8 rows of about 250-550 columns, the
+    float16 weights): the engine thread's CPU ms per step, medians. Both see the same rows and windows, and the
+    order alternates, so the load of other processes and the growing window fall on both alike."""
+    import importlib.util
+
+    import torch
+
+    os.environ["SKILLWEAVE_TORCH_THREADS"] = "1"
+    from skillweave.providers import local_engine as le
+
+    spec = importlib.util.spec_from_file_location("against_engine",
+                                                  os.path.join(against, "skillweave", "providers", "local_engine.py"))
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["against_engine"] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+    engine = le.load_engine("local")
+    engine.model.wait_packed()
+    torch.set_num_threads(1)
+    tok = engine.tokenizer
+    for i in range(rows):
+        ids = tok.encode(tok.chat_prompt([{"role": "user", "content": (
+            f"Essay {i} on {TOPICS[i % len(TOPICS)]}, with a {SKILLS[i % len(SKILLS)]}. ") * 12}]))
+        engine.add(le.GenRequest(ids, max_tokens=10 ** 6))
+    engine.eos_ids = set()
+    names = ("forward", "_rope", "_rotate")
+    versions = {"this": {n: getattr(le.LlamaLite, n) for n in names},
+                "against": {n: getattr(other.LlamaLite, n) for n in names}}
+    cpu: dict[str, list[float]] = {"this": [], "against": []}
+    columns = engine.hi - engine.lo
+    for i in range(2 * steps):
+        name = ("this", "against")[(i // 2 + i) % 2]  # this, against, against, this, ...
+        for n, f in versions[name].items():
+            setattr(le.LlamaLite, n, f)
+        start = time.thread_time()
+        engine.step()
+        cpu[name].append(1000 * (time.thread_time() - start))
+    for n, f in versions["this"].items():
+        setattr(le.LlamaLite, n, f)
+    print(f"{rows} rows, {columns}-{engine.hi - engine.lo} columns, {steps} decode steps each, one thread:")
+    for name, values in cpu.items():
+        print(f"  {name}: engine thread CPU per step median {_median(values):.2f} ms, mean "
+              f"{sum(values) / len(values):.2f} ms")
+    print(f"against / this (medians): {_median(cpu['against']) / _median(cpu['this']):.3f}x the CPU per step")
+
+
 def kernels(rows: int = 8, repeats: int = 5) -> None:
     """CPU ms, one thread: (1) the matmuls of one decode step (SmolLM2-135M's shapes, random weights) per weight
     format; (2) one decode step of the real model at `rows` rows per weight type, outside the matmuls included."""
@@ -750,12 +799,22 @@ def main() -> None:
                         help="with the throughput run: where each variant's wall time and CPU go (decode steps with "
                              "their rows and columns, prefills, the engine idle between calls, Python between torch "
                              "ops, torch threads, per-thread CPU), printed as a table per variant")
+    parser.add_argument("--forward-ab", type=int, metavar="STEPS",
+                        help="instead, with --against DIR: STEPS decode steps with this checkout's model forward and "
+                             "STEPS with DIR's, alternating in one process (one thread, 8 rows): CPU ms per step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
         args.max_tokens = 256 if args.workload == "skillmix" else 96
     if args.requests is None:
         args.requests = 48 if args.workload == "skillmix" else 24
+    if args.forward_ab:
+        if not args.against:
+            parser.error("--forward-ab needs --against DIR")
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        forward_ab(args.against, args.forward_ab)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
     if args.kernels:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         kernels()
