@@ -23,7 +23,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
   and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
-  prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
+  prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
+- the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop.
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
