@@ -514,6 +514,10 @@ LOOKUP_NGRAMS = (3, 2)
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
 # 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
+# With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
+# while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
+# (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
+PREFILL_ALONGSIDE = False
 
 
 def lookup_setting() -> int:
@@ -606,6 +610,7 @@ class Engine:
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
+        self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
         # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
         # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
@@ -989,9 +994,12 @@ class Engine:
         request could take a freed row. Returns the requests that finished (their rows' token ids)."""
         with self.lock:
             self.finished = []
-            adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
-            for request in admit:
-                self.add(request)
+            threads = adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
+            if admit and self.rows and PREFILL_ALONGSIDE and threads >= 2:
+                self._prefill_alongside(admit, threads)
+            else:
+                for request in admit:
+                    self.add(request)
             deadline = time.perf_counter() + budget_s
             while self.rows and not self.finished and time.perf_counter() < deadline:
                 adaptive_threads()
@@ -999,6 +1007,68 @@ class Engine:
                 if self.free_rows > 0 and want_slots():
                     break
             return self.finished
+
+    def _prefill_alongside(self, admit: list[GenRequest], threads: int) -> None:
+        """`add` the admitted requests on a second thread (one torch thread) while this thread keeps decoding the
+        rows already in the batch (one torch thread), then move the new rows in (`_adopt`): both cores do work of
+        their own, with no barrier between small operations, and the rows do not stall during the prefills.
+
+        The prefills run on a copy of this engine with buffers of its own (`add` unchanged), starting from this
+        engine's stored prefixes; a row's tokens do not depend on the step at which it joins the batch."""
+        torch = self.torch
+        side = self._side_engine()
+        if self._prefill_pool is None:
+            self._prefill_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-prefill",
+                                                    initializer=lambda: torch.set_num_threads(1))
+
+        def prefill():
+            torch.set_num_threads(1)
+            for request in admit:
+                side.add(request)
+            return side
+
+        future = self._prefill_pool.submit(prefill)
+        torch.set_num_threads(1)
+        try:
+            while self.rows and not future.done():
+                self.step()
+        finally:
+            torch.set_num_threads(threads)
+        self._adopt(future.result())
+
+    def _side_engine(self) -> Engine:
+        """A shallow copy of this engine with no rows and no buffers (so `add` on it allocates its own), sharing the
+        model, tokenizer and settings, and holding a copy of the list of stored prefixes."""
+        import copy
+
+        side = copy.copy(self)
+        side.rows, side.finished, side.prefixes = [], [], list(self.prefixes)
+        side.known = {id(entry) for entry in self.prefixes}  # what `_adopt` need not remember again
+        side.k = side.v = side.valid = None
+        side.cap, side.lo, side.hi, side.prefilled = 0, 0, 0, 0
+        side.max_rows, side.lock = 1, threading.Lock()
+        return side
+
+    def _adopt(self, side: Engine) -> None:
+        """Move the rows that `side` prefilled into this batch: their keys, values and valid columns end at this
+        batch's `hi`, as `add` would have placed them; what `side` finished and remembered is carried over."""
+        new = [e for e in side.prefixes if id(e) not in side.known]  # remembered by the side's prefills
+        for entry in reversed(new):  # oldest first, so the newest ends in front
+            self._remember(*entry)
+        self.prefilled += side.prefilled
+        self.finished.extend(side.finished)
+        n = len(side.rows)
+        if not n:
+            return
+        width, b = side.hi - side.lo, len(self.rows)
+        self._make_room(b + n, width, 1)
+        hi = self.hi
+        for layer in range(self.model.layers):
+            self.k[layer][b: b + n, :, hi - width: hi] = side.k[layer][:n, :, side.lo: side.hi]
+            self.v[layer][b: b + n, :, hi - width: hi] = side.v[layer][:n, :, side.lo: side.hi]
+        self.valid[b: b + n, hi - width: hi] = side.valid[:n, side.lo: side.hi]
+        self.rows.extend(side.rows)
+        self.lo = min(self.lo, hi - width) if b else hi - width
 
     def generate(self, requests: list[GenRequest]) -> list[GenRequest]:
         """Run requests to completion (tests and benchmarks): all admitted that fit, the rest as rows free up."""

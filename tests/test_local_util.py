@@ -178,3 +178,48 @@ def test_thread_count_is_rechecked_between_decode_steps_of_one_turn(tiny_model, 
     monkeypatch.setattr(engine, "eos_ids", set())
     engine.run([request], budget_s=60)
     assert engine.steps - steps == 11 and len(calls) == 1 + 11
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_prefills_beside_decode_steps_keep_every_rows_tokens(tiny_model, monkeypatch, dtype):
+    """With PREFILL_ALONGSIDE and two threads, a turn that admits requests while rows decode prefills them on a
+    second thread, and the rows already in the batch keep decoding meanwhile; every request's tokens are those
+    it gets alone (float16: with prefix sharing, follow-up prompts that repeat earlier ones)."""
+    if dtype == "float16" and not local_engine.fp16_kernels():
+        pytest.skip("no fbgemm on this machine")
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", dtype)
+    monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "2")
+    local_engine.adaptive_threads(force=True)  # not the choice an earlier test left for THREAD_CHECK_SECONDS
+    engine = load_engine(str(tiny_model))
+    monkeypatch.setattr(engine, "eos_ids", set())
+    texts = [CORPUS[0], CORPUS[1][:20], CORPUS[2], CORPUS[3][:9], "hi", CORPUS[1], CORPUS[0] + " Again.", CORPUS[2]]
+    lengths = [30, 4, 5, 6, 3, 7, 9, 12]
+    prompts = _prompts(engine, texts)
+    alone = _one_at_a_time(engine, prompts, lengths)
+    monkeypatch.setattr(local_engine, "PREFILL_ALONGSIDE", True, raising=False)
+    monkeypatch.setattr(engine, "max_rows", 3)
+    beside = []  # decode steps run on the engine's thread while a prefill ran on the other
+    real_add, real_step, busy = local_engine.Engine.add, local_engine.Engine.step, threading.Event()
+
+    def slow_add(self, request):  # a prefill long enough that steps surely run beside it
+        if threading.current_thread().name.startswith("skillweave-prefill"):
+            busy.set()
+            time.sleep(0.05)
+            try:
+                return real_add(self, request)
+            finally:
+                busy.clear()
+        return real_add(self, request)
+
+    def step(self):
+        if busy.is_set():
+            beside.append(len(self.rows))
+        return real_step(self)
+
+    monkeypatch.setattr(local_engine.Engine, "add", slow_add)
+    monkeypatch.setattr(local_engine.Engine, "step", step)
+    batched = [GenRequest(ids, max_tokens=n) for ids, n in zip(prompts, lengths, strict=True)]
+    engine.generate(batched)
+    assert [r.outputs for r in batched] == alone
+    assert beside and all(rows > 0 for rows in beside)
+    assert not engine.rows
