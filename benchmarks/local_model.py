@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import functools
 import json
 import os
 import subprocess
@@ -264,7 +265,8 @@ class Timeline:
         self.finishes: list[tuple] = []  # (time, request): a request's last row done
         self.chain_of: dict[int, object] = {}  # id(request) -> the chain (CHAIN) that submitted it
         self.submitted: dict[object, list[float]] = {}  # chain -> its submit times
-        real_run, real_add, real_step = engine.run, engine.add, engine.step
+        cls = type(engine)  # wrapped on the class, for this engine only (a copy of it, `_side_engine`, is not timed)
+        real_run, real_add, real_step = cls.run, cls.add, cls.step
 
         def add_phase(name, wall, cpu):
             entry = self.phases.setdefault(name, [0.0, 0.0, 0])
@@ -274,15 +276,15 @@ class Timeline:
 
         self.add_phase = add_phase
 
-        def run(admit, **kwargs):
-            if self.t0 is None:
-                return real_run(admit, **kwargs)
+        def run(eng, admit, **kwargs):
+            if self.t0 is None or eng is not engine:
+                return real_run(eng, admit, **kwargs)
             start, cpu = time.perf_counter(), time.process_time()
             if self.idle_from is not None:
                 add_phase("idle: between engine.run calls", start - self.idle_from[0], cpu - self.idle_from[1])
             self.inner = [0.0, 0.0]
             try:
-                return real_run(admit, **kwargs)
+                return real_run(eng, admit, **kwargs)
             finally:
                 end, cpu_end = time.perf_counter(), time.process_time()
                 add_phase("engine.run: scheduling, _finish_rows and the rest", end - start - self.inner[0],
@@ -290,24 +292,31 @@ class Timeline:
                 self.idle_from = (end, cpu_end)
                 self.calls += 1
 
-        def add(request):
+        def add(eng, request):
             if self.t0 is None:
-                return real_add(request)
+                return real_add(eng, request)
             import torch
 
-            start, cpu = time.perf_counter(), time.process_time()
+            start, cpu, cpu_process = time.perf_counter(), time.thread_time(), time.process_time()
             self.admits.append(start)
-            result = real_add(request)
-            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            result = real_add(eng, request)
+            wall = time.perf_counter() - start
+            if eng is not engine:  # PREFILL_ALONGSIDE: on the second thread, overlapping the decode steps
+                add_phase("(overlapping the steps) prefill beside decode steps: wall, its thread's CPU", wall,
+                          time.thread_time() - cpu)
+                self.prefills.append((start, wall, len(request.prompt_ids), torch.get_num_threads()))
+                return result
+            used = time.process_time() - cpu_process
             add_phase("prefill (engine.add)", wall, used)
             self.inner[0] += wall
             self.inner[1] += used
             self.prefills.append((start, wall, len(request.prompt_ids), torch.get_num_threads()))
             return result
 
-        def step():
-            if self.t0 is None:
-                return real_step()
+        def step(eng):
+            if self.t0 is None or eng is not engine:
+                return real_step(eng)
+            real = functools.partial(real_step, eng)
             import torch
 
             rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
@@ -315,9 +324,9 @@ class Timeline:
             profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
             start, cpu = time.perf_counter(), time.process_time()
             if profile:
-                self.profiled = self._profile(real_step, rows, columns)
+                self.profiled = self._profile(real, rows, columns)
             else:
-                real_step()
+                real()
             wall, used = time.perf_counter() - start, time.process_time() - cpu
             add_phase("decode steps (engine.step)", wall, used)
             self.inner[0] += wall
@@ -327,7 +336,7 @@ class Timeline:
             self.finishes.extend((done, r) for r in engine.finished[before:])
             return None
 
-        engine.run, engine.add, engine.step = run, add, step
+        cls.run, cls.add, cls.step = run, add, step
         real_submit = local_engine.Scheduler.submit
 
         async def submit(scheduler, request):
