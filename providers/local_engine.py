@@ -24,7 +24,9 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
-- the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop.
+- the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop;
+  with PREFILL_ALONGSIDE (off) and two or more threads, a turn's prefills run on a second thread while the batch
+  keeps decoding (`Engine._prefill_alongside`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
