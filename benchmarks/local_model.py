@@ -27,11 +27,15 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
+    python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
+    python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
+import functools
 import json
 import os
 import subprocess
@@ -61,6 +65,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
                                             "BENCH_NO_LANES": "1"},
+            "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
@@ -185,6 +190,8 @@ def throughput(args) -> dict:
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_NO_LANES"):
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
+    if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
+        local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
@@ -193,11 +200,14 @@ def throughput(args) -> dict:
     async def main():
         await provider.chat(ChatRequest(messages=[{"role": "user", "content": "hi"}], max_tokens=2))  # load
         prefilled[0] = engine.prefilled if engine else 0
+        if timeline:
+            timeline.start()
         wall, cpu = time.perf_counter(), time.process_time()
         if args.workload == "skillmix":  # as the runtime runs items: at most `concurrency` chains at a time
             slots = asyncio.Semaphore(args.concurrency)
 
             async def item(values):
+                CHAIN.set(id(values))  # this task's context: --timeline matches a chain's calls
                 async with slots:
                     return await skillmix_chain(provider, values, args)
 
@@ -205,11 +215,17 @@ def throughput(args) -> dict:
             results = [r for chain in chains for r in chain]
         else:
             results = [r for r, _ in await asyncio.gather(*(provider.chat(c[0]) for c in short_workload(args)))]
+        if timeline:
+            timeline.stop()
+            for line in timeline.lines(wall, cpu):
+                print(line)
         return results, time.perf_counter() - wall, time.process_time() - cpu
 
-    seen = []
+    seen, timeline = [], None
     if os.environ.get("SKILLWEAVE_LOCAL_ENGINE") != "transformers":
         engine = local_engine.load_engine("local", provider.batch_size)  # the engine the provider uses
+        if args.timeline:
+            timeline = Timeline(engine, local_engine)
         if args.dump:  # every request the engine admits, to write its prompt and output token ids below
             add = engine.add
             engine.add = lambda request: (seen.append(request), add(request))[1]
@@ -224,6 +240,233 @@ def throughput(args) -> dict:
             "prefilled": engine.prefilled - prefilled[0] if engine else None,
             "steps": engine.steps if engine else None, "accepted": getattr(engine, "accepted", None),
             "drafted": getattr(engine, "drafted", None)}  # (None for a checkout without prompt lookup)
+
+
+CHAIN = contextvars.ContextVar("chain", default=None)  # --timeline: which Skill-Mix chain a request belongs to
+
+
+class Timeline:
+    """--timeline: where the wall time and the CPU of one throughput run go, phase by phase.
+
+    Wraps the engine's methods in this process (instance attributes, so any checkout's engine works): `run`
+    (one call per scheduler turn: the engine thread is busy from its start to its end), `add` (a prefill),
+    `step` (a decode step: rows, columns of the window, torch threads) and the scheduler's `submit` (when a
+    request arrives). Outside `run` the engine is idle: nobody is in `run`, waiting for a request or for the
+    event loop to call it again. Process CPU (all threads) is summed per phase; /proc/self/task/*/stat gives each
+    thread's CPU over the run. `profile_steps` decode steps in the middle run under torch.profiler: the sum of
+    the torch ops' self time on the engine thread against the steps' wall (Python between ops is the rest)."""
+
+    def __init__(self, engine, local_engine, profile_steps: int = 20):
+        self.engine, self.le = engine, local_engine
+        self.t0 = None
+        self.phases: dict[str, list[float]] = {}  # name -> [wall s, process CPU s, count]
+        self.steps: list[tuple] = []  # (start, wall, rows, columns, threads)
+        self.prefills: list[tuple] = []  # (start, wall, tokens, threads)
+        self.calls = 0
+        self.profile_steps, self.profiled = profile_steps, None
+        self.in_run = False
+        self.idle_from = None
+        self.arrivals: list[float] = []  # submit times
+        self.admits: list[float] = []  # prefill start times
+        self.finishes: list[tuple] = []  # (time, request): a request's last row done
+        self.chain_of: dict[int, object] = {}  # id(request) -> the chain (CHAIN) that submitted it
+        self.submitted: dict[object, list[float]] = {}  # chain -> its submit times
+        cls = type(engine)  # wrapped on the class, for this engine only (a copy of it, `_side_engine`, is not timed)
+        real_run, real_add, real_step = cls.run, cls.add, cls.step
+
+        def add_phase(name, wall, cpu):
+            entry = self.phases.setdefault(name, [0.0, 0.0, 0])
+            entry[0] += wall
+            entry[1] += cpu
+            entry[2] += 1
+
+        self.add_phase = add_phase
+
+        def run(eng, admit, **kwargs):
+            if self.t0 is None or eng is not engine:
+                return real_run(eng, admit, **kwargs)
+            start, cpu = time.perf_counter(), time.process_time()
+            if self.idle_from is not None:
+                add_phase("idle: between engine.run calls", start - self.idle_from[0], cpu - self.idle_from[1])
+            self.inner = [0.0, 0.0]
+            try:
+                return real_run(eng, admit, **kwargs)
+            finally:
+                end, cpu_end = time.perf_counter(), time.process_time()
+                add_phase("engine.run: scheduling, _finish_rows and the rest", end - start - self.inner[0],
+                          cpu_end - cpu - self.inner[1])
+                self.idle_from = (end, cpu_end)
+                self.calls += 1
+
+        def add(eng, request):
+            if self.t0 is None:
+                return real_add(eng, request)
+            import torch
+
+            start, cpu, cpu_process = time.perf_counter(), time.thread_time(), time.process_time()
+            self.admits.append(start)
+            result = real_add(eng, request)
+            wall = time.perf_counter() - start
+            if eng is not engine:  # PREFILL_ALONGSIDE: on the second thread, overlapping the decode steps
+                add_phase("(overlapping the steps) prefill beside decode steps: wall, its thread's CPU", wall,
+                          time.thread_time() - cpu)
+                self.prefills.append((start, wall, len(request.prompt_ids), torch.get_num_threads()))
+                return result
+            used = time.process_time() - cpu_process
+            add_phase("prefill (engine.add)", wall, used)
+            self.inner[0] += wall
+            self.inner[1] += used
+            self.prefills.append((start, wall, len(request.prompt_ids), torch.get_num_threads()))
+            return result
+
+        def step(eng):
+            if self.t0 is None or eng is not engine:
+                return real_step(eng)
+            real = functools.partial(real_step, eng)
+            import torch
+
+            rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
+            before = len(engine.finished)
+            profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
+            start, cpu = time.perf_counter(), time.process_time()
+            if profile:
+                self.profiled = self._profile(real, rows, columns)
+            else:
+                real()
+            wall, used = time.perf_counter() - start, time.process_time() - cpu
+            add_phase("decode steps (engine.step)", wall, used)
+            self.inner[0] += wall
+            self.inner[1] += used
+            self.steps.append((start, wall, rows, columns, torch.get_num_threads()))
+            done = time.perf_counter()
+            self.finishes.extend((done, r) for r in engine.finished[before:])
+            return None
+
+        cls.run, cls.add, cls.step = run, add, step
+        real_submit = local_engine.Scheduler.submit
+
+        async def submit(scheduler, request):
+            if self.t0 is not None:
+                self.arrivals.append(time.perf_counter())
+                chain = CHAIN.get()
+                self.chain_of[id(request)] = chain
+                self.submitted.setdefault(chain, []).append(self.arrivals[-1])
+            return await real_submit(scheduler, request)
+
+        local_engine.Scheduler.submit = submit
+
+    def _profile(self, real_step, rows, columns):
+        import torch
+
+        steps = []
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter()
+            real_step()
+            steps.append(time.perf_counter() - start)
+        ops = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
+        return {"rows": rows, "columns": columns, "wall": steps[0], "ops": ops}
+
+    @staticmethod
+    def threads() -> dict[str, tuple[str, float]]:
+        hz = os.sysconf("SC_CLK_TCK")
+        out = {}
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat") as f:
+                    text = f.read()
+            except OSError:
+                continue
+            name = text[text.index("(") + 1: text.rindex(")")]
+            fields = text[text.rindex(")") + 2:].split()
+            out[task] = (name, (int(fields[11]) + int(fields[12])) / hz)
+        return out
+
+    def start(self):
+        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
+        self.idle_from = (self.t0, self.cpu0)
+        self.tasks0 = self.threads()
+
+    def stop(self):
+        self.t1, self.cpu1 = time.perf_counter(), time.process_time()
+        if self.idle_from is not None:
+            self.add_phase("idle: between engine.run calls", self.t1 - self.idle_from[0],
+                           self.cpu1 - self.idle_from[1])
+        self.tasks1 = self.threads()
+        import threading
+
+        self.names = {str(t.native_id): ("main (event loop)" if t is threading.main_thread() else t.name)
+                      for t in threading.enumerate()}
+        self.t0 = None
+
+    def lines(self, t0, cpu0) -> list[str]:
+        wall, cpu = self.t1 - t0, self.cpu1 - cpu0
+        out = [f"timeline: {wall:.2f} s wall, {cpu:.2f} s process CPU ({cpu / wall:.2f} cores busy), "
+               f"{self.calls} engine.run calls, {len(self.steps)} decode steps, {len(self.prefills)} prefills",
+               "| phase | wall s | wall share | process CPU s | CPU share | cores busy during it | count |",
+               "|---|---|---|---|---|---|---|"]
+        for name, (w, c, n) in sorted(self.phases.items(), key=lambda kv: -kv[1][0]):
+            out.append(f"| {name} | {w:.2f} | {100 * w / wall:.1f}% | {c:.2f} | {100 * c / cpu:.1f}% | "
+                       f"{c / w if w else 0:.2f} | {n} |")
+        if self.steps:
+            sw = sum(s[1] for s in self.steps)
+            rows = sum(s[1] * s[2] for s in self.steps) / sw
+            cols = sum(s[1] * s[3] for s in self.steps) / sw
+            threads = {}
+            for s in self.steps:
+                threads[s[4]] = threads.get(s[4], 0) + s[1]
+            out.append(f"decode steps: {1000 * sw / len(self.steps):.1f} ms each on average, "
+                       f"{sum(s[2] for s in self.steps) / len(self.steps):.2f} rows, "
+                       f"{sum(s[3] for s in self.steps) / len(self.steps):.0f} columns (wall-weighted {rows:.2f} rows, "
+                       f"{cols:.0f} columns); torch threads (share of step wall): "
+                       + ", ".join(f"{k}: {100 * v / sw:.0f}%" for k, v in sorted(threads.items())))
+            by_rows = {}
+            for s in self.steps:
+                entry = by_rows.setdefault(s[2], [0, 0.0])
+                entry[0] += 1
+                entry[1] += s[1]
+            out.append("decode steps by rows: " + ", ".join(
+                f"{r} rows {n} steps {1000 * w / n:.1f} ms" for r, (n, w) in sorted(by_rows.items())))
+        if self.prefills:
+            pw = sum(p[1] for p in self.prefills)
+            out.append(f"prefills: {sum(p[2] for p in self.prefills)} prompt tokens (before prefix sharing), "
+                       f"{1000 * pw / len(self.prefills):.1f} ms each on average, threads "
+                       + ", ".join(sorted({str(p[3]) for p in self.prefills})))
+        # rows in flight over time: the step's rows over the whole wall (no step running counts as 0 rows)
+        if self.steps:
+            busy = sum(s[1] * s[2] for s in self.steps) / wall
+            out.append(f"rows in flight x wall, averaged over the whole run: {busy:.2f} (8 = always full)")
+        if self.profiled:
+            p = self.profiled
+            out.append(f"one decode step under torch.profiler ({p['rows']} rows, {p['columns']} columns): "
+                       f"{1000 * p['wall']:.1f} ms wall, torch ops' self time {1000 * p['ops']:.1f} ms on the engine "
+                       f"thread: {100 * (1 - p['ops'] / p['wall']):.0f}% outside torch ops (profiler overhead included)")
+        # gaps: a request finished -> the next request arrived (submit) -> admitted (prefill starts)
+        if self.arrivals and self.admits:
+            waits = []
+            admits = sorted(self.admits)
+            for a in sorted(self.arrivals):
+                later = [x for x in admits if x >= a]
+                if later:
+                    waits.append(later[0] - a)
+            out.append(f"submit -> prefill start: median {1000 * _median(waits):.1f} ms, mean "
+                       f"{1000 * sum(waits) / len(waits):.1f} ms, max {1000 * max(waits):.1f} ms over {len(waits)}")
+        gaps = []
+        for f, request in self.finishes:
+            chain = self.chain_of.get(id(request))
+            later = [x for x in self.submitted.get(chain, []) if x >= f] if chain is not None else []
+            if later:
+                gaps.append(later[0] - f)
+        if gaps:
+            out.append(f"a request finished in a step -> its chain's next submit: median {1000 * _median(gaps):.1f} "
+                       f"ms, mean {1000 * sum(gaps) / len(gaps):.1f} ms, max {1000 * max(gaps):.1f} ms over {len(gaps)} "
+                       "(the result back on the event loop, the chain's next messages, chat template, tokenizer)")
+        out.append("per-thread CPU over the run (/proc/self/task):")
+        for task, (name, total) in sorted(self.tasks1.items(), key=lambda kv: -kv[1][1]):
+            used = total - self.tasks0.get(task, (name, 0.0))[1]
+            if used >= 0.05:
+                name = self.names.get(task, "not a Python thread (OpenMP / torch)")
+                out.append(f"  thread {task} {name}: {used:.2f} s CPU, {100 * used / wall:.0f}% of a core")
+        return out
 
 
 TIMELINE = """
@@ -398,6 +641,53 @@ def stages() -> None:
             pack += time.thread_time() - cpu
         print(f"one layer on one thread (mean of 3): fusing {1000 * fuse / 3:.1f} CPU ms, float16 packing "
               f"{1000 * pack / 3:.1f} CPU ms; x {model.layers} layers = {model.layers * (fuse + pack) / 3:.2f} CPU s")
+
+
+def forward_ab(against: str, steps: int, rows: int = 8) -> None:
+    """--forward-ab DIR: the engine's decode steps with this checkout's `LlamaLite.forward` (and its rotary) and
+    with DIR's, alternating step by step in one process on one torch thread (8 rows of about 250-550 columns, the
+    float16 weights): the engine thread's CPU ms per step, medians. Both see the same rows and windows, and the
+    order alternates, so the load of other processes and the growing window fall on both alike."""
+    import importlib.util
+
+    import torch
+
+    os.environ["SKILLWEAVE_TORCH_THREADS"] = "1"
+    from skillweave.providers import local_engine as le
+
+    spec = importlib.util.spec_from_file_location("against_engine",
+                                                  os.path.join(against, "skillweave", "providers", "local_engine.py"))
+    other = importlib.util.module_from_spec(spec)
+    sys.modules["against_engine"] = other  # dataclasses look their module up
+    spec.loader.exec_module(other)
+    engine = le.load_engine("local")
+    engine.model.wait_packed()
+    torch.set_num_threads(1)
+    tok = engine.tokenizer
+    for i in range(rows):
+        ids = tok.encode(tok.chat_prompt([{"role": "user", "content": (
+            f"Essay {i} on {TOPICS[i % len(TOPICS)]}, with a {SKILLS[i % len(SKILLS)]}. ") * 12}]))
+        engine.add(le.GenRequest(ids, max_tokens=10 ** 6))
+    engine.eos_ids = set()
+    names = ("forward", "_rope", "_rotate")
+    versions = {"this": {n: getattr(le.LlamaLite, n) for n in names},
+                "against": {n: getattr(other.LlamaLite, n) for n in names}}
+    cpu: dict[str, list[float]] = {"this": [], "against": []}
+    columns = engine.hi - engine.lo
+    for i in range(2 * steps):
+        name = ("this", "against")[(i // 2 + i) % 2]  # this, against, against, this, ...
+        for n, f in versions[name].items():
+            setattr(le.LlamaLite, n, f)
+        start = time.thread_time()
+        engine.step()
+        cpu[name].append(1000 * (time.thread_time() - start))
+    for n, f in versions["this"].items():
+        setattr(le.LlamaLite, n, f)
+    print(f"{rows} rows, {columns}-{engine.hi - engine.lo} columns, {steps} decode steps each, one thread:")
+    for name, values in cpu.items():
+        print(f"  {name}: engine thread CPU per step median {_median(values):.2f} ms, mean "
+              f"{sum(values) / len(values):.2f} ms")
+    print(f"against / this (medians): {_median(cpu['against']) / _median(cpu['this']):.3f}x the CPU per step")
 
 
 def kernels(rows: int = 8, repeats: int = 5) -> None:
@@ -637,6 +927,13 @@ def main() -> None:
     parser.add_argument("--dump", metavar="FILE",
                         help="with one variant: write each request's prompt and output token ids (JSON, in the "
                              "order the engine admitted them) to FILE, e.g. for benchmarks/prompt_lookup.py")
+    parser.add_argument("--timeline", action="store_true",
+                        help="with the throughput run: where each variant's wall time and CPU go (decode steps with "
+                             "their rows and columns, prefills, the engine idle between calls, Python between torch "
+                             "ops, torch threads, per-thread CPU), printed as a table per variant")
+    parser.add_argument("--forward-ab", type=int, metavar="STEPS",
+                        help="instead, with --against DIR: STEPS decode steps with this checkout's model forward and "
+                             "STEPS with DIR's, alternating in one process (one thread, 8 rows): CPU ms per step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -646,6 +943,13 @@ def main() -> None:
     if args.attention:
         print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
         attention()
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        return
+    if args.forward_ab:
+        if not args.against:
+            parser.error("--forward-ab needs --against DIR")
+        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+        forward_ab(args.against, args.forward_ab)
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
     if args.kernels:
@@ -695,10 +999,13 @@ def main() -> None:
             env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
-                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else [])],
+                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else []),
+                                  *(["--timeline"] if args.timeline else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
+            if args.timeline:
+                print(f"{name}:", *out.stdout.strip().splitlines()[:-1], sep="\n")
             prefill = "" if r["prefilled"] is None else f"; {r['prefilled']} of {r['prompt_tokens']} prompt tokens prefilled"
             if r.get("drafted"):
                 prefill += f"; {r['steps']} decode steps, {r['accepted']} of {r['drafted']} drafted tokens accepted"

@@ -25,7 +25,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
   a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
-  prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
+  prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
+- the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop;
+  with PREFILL_ALONGSIDE (off) and two or more threads, a turn's prefills run on a second thread while the batch
+  keeps decoding (`Engine._prefill_alongside`).
 
 A folder this module does not support (another architecture, rope scaling, sharded weights, no chat template)
 returns None from `load_engine`; the provider then uses transformers' `generate` as before.
@@ -34,6 +37,7 @@ returns None from `load_engine`; the provider then uses transformers' `generate`
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import math
 import mmap
@@ -442,15 +446,19 @@ class LlamaLite:
         return weight * x
 
     def _rope(self, positions):
-        """cos, sin of shape [B, T, head_dim] for integer positions [B, T]."""
+        """cos, sin of shape [B, T, head_dim] for integer positions [B, T]; sin's first half negated (`_rotate`)."""
         freqs = positions[..., None].float() * self.inv_freq
         emb = self.torch.cat([freqs, freqs], dim=-1)
-        return emb.cos(), emb.sin()
+        sin = emb.sin()
+        sin[..., : freqs.shape[-1]].neg_()
+        return emb.cos(), sin
 
-    def _rotate(self, x, cos, sin):
-        half = x.shape[-1] // 2
-        rotated = self.torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-        return x * cos + rotated * sin
+    def _rotate(self, x, cos, signed_sin):
+        """x * cos + rotate_half(x) * sin, rotate_half(x) = [-x2, x1], with the same bits in fewer operations: the
+        halves swapped ([x2, x1], one `roll`) times sin with its first half negated, since (-a) * b = a * (-b)
+        exactly; the products and the sum are computed in place (4 operations per layer instead of 7)."""
+        rotated = self.torch.roll(x, x.shape[-1] // 2, -1).mul_(signed_sin)
+        return (x * cos).add_(rotated)
 
     def forward(self, ids, positions, kv_write, attend, first_token: bool = False, every_position: bool = False):
         """One forward pass over ids [B, T]; returns the last position's logits [B, vocab] (with
@@ -484,10 +492,10 @@ class LlamaLite:
             v = qkv[..., (H + KV) * D:].view(B, T, KV, D).transpose(1, 2)
             kv_write(layer, k, v)
             a = attend(layer, q).transpose(1, 2).reshape(B, T, H * D)
-            x = x + self._linear(a, blk["o"], blk["o_b"])
+            x = x.add_(self._linear(a, blk["o"], blk["o_b"]))  # x is this forward's own tensor: added in place
             h = self._rms(x, blk["ln2"])
             gate, up = self._linear(h, blk["gate_up"], blk["gate_up_b"]).chunk(2, dim=-1)
-            x = x + self._linear(F.silu(gate) * up, blk["down"], blk["down_b"])
+            x = x.add_(self._linear(F.silu(gate).mul_(up), blk["down"], blk["down_b"]))
         if pending is not None:  # the first prefill is done: the output layer packs now
             self._start_head()
         last = self._rms(x if every_position else x[:, -1], self.norm)
@@ -516,6 +524,10 @@ LANES = True
 # would justify texts that part from float16's.
 KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
+# With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
+# while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
+# (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
+PREFILL_ALONGSIDE = False
 
 
 def lookup_setting() -> int:
@@ -643,6 +655,7 @@ class Engine:
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
+        self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
         # Keys/values of recent prompts and finished rows, reused for a new prompt that starts with the same
         # tokens (a shared system prompt or template head, or a follow-up turn that repeats the conversation).
@@ -1058,9 +1071,12 @@ class Engine:
         request could take a freed row. Returns the requests that finished (their rows' token ids)."""
         with self.lock:
             self.finished = []
-            adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
-            for request in admit:
-                self.add(request)
+            threads = adaptive_threads()  # prefills too run with the current choice, on whichever thread calls run
+            if admit and self.rows and PREFILL_ALONGSIDE and threads >= 2:
+                self._prefill_alongside(admit, threads)
+            else:
+                for request in admit:
+                    self.add(request)
             deadline = time.perf_counter() + budget_s
             while self.rows and not self.finished and time.perf_counter() < deadline:
                 adaptive_threads()
@@ -1068,6 +1084,68 @@ class Engine:
                 if self.free_rows > 0 and want_slots():
                     break
             return self.finished
+
+    def _prefill_alongside(self, admit: list[GenRequest], threads: int) -> None:
+        """`add` the admitted requests on a second thread (one torch thread) while this thread keeps decoding the
+        rows already in the batch (one torch thread), then move the new rows in (`_adopt`): both cores do work of
+        their own, with no barrier between small operations, and the rows do not stall during the prefills.
+
+        The prefills run on a copy of this engine with buffers of its own (`add` unchanged), starting from this
+        engine's stored prefixes; a row's tokens do not depend on the step at which it joins the batch."""
+        torch = self.torch
+        side = self._side_engine()
+        if self._prefill_pool is None:
+            self._prefill_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-prefill",
+                                                    initializer=lambda: torch.set_num_threads(1))
+
+        def prefill():
+            torch.set_num_threads(1)
+            for request in admit:
+                side.add(request)
+            return side
+
+        future = self._prefill_pool.submit(prefill)
+        torch.set_num_threads(1)
+        try:
+            while self.rows and not future.done():
+                self.step()
+        finally:
+            torch.set_num_threads(threads)
+        self._adopt(future.result())
+
+    def _side_engine(self) -> Engine:
+        """A shallow copy of this engine with no rows and no buffers (so `add` on it allocates its own), sharing the
+        model, tokenizer and settings, and holding a copy of the list of stored prefixes."""
+        import copy
+
+        side = copy.copy(self)
+        side.rows, side.finished, side.prefixes = [], [], list(self.prefixes)
+        side.known = {id(entry) for entry in self.prefixes}  # what `_adopt` need not remember again
+        side.k = side.v = side.valid = None
+        side.cap, side.lo, side.hi, side.prefilled = 0, 0, 0, 0
+        side.max_rows, side.lock = 1, threading.Lock()
+        return side
+
+    def _adopt(self, side: Engine) -> None:
+        """Move the rows that `side` prefilled into this batch: their keys, values and valid columns end at this
+        batch's `hi`, as `add` would have placed them; what `side` finished and remembered is carried over."""
+        new = [e for e in side.prefixes if id(e) not in side.known]  # remembered by the side's prefills
+        for entry in reversed(new):  # oldest first, so the newest ends in front
+            self._remember(*entry)
+        self.prefilled += side.prefilled
+        self.finished.extend(side.finished)
+        n = len(side.rows)
+        if not n:
+            return
+        width, b = side.hi - side.lo, len(self.rows)
+        self._make_room(b + n, width, 1)
+        hi = self.hi
+        for layer in range(self.model.layers):
+            self.k[layer][b: b + n, :, hi - width: hi] = side.k[layer][:n, :, side.lo: side.hi]
+            self.v[layer][b: b + n, :, hi - width: hi] = side.v[layer][:n, :, side.lo: side.hi]
+        self.valid[b: b + n, hi - width: hi] = side.valid[:n, side.lo: side.hi]
+        self.rows.extend(side.rows)
+        self.lo = min(self.lo, hi - width) if b else hi - width
 
     def generate(self, requests: list[GenRequest]) -> list[GenRequest]:
         """Run requests to completion (tests and benchmarks): all admitted that fit, the rest as rows free up."""
@@ -1361,8 +1439,9 @@ class Scheduler:
                 free -= request.n
                 admit.append(request)
             try:
-                finished = await asyncio.to_thread(engine.run, admit, budget_s=0.25,
-                                                   want_slots=lambda: bool(self.waiting))
+                finished = await asyncio.get_running_loop().run_in_executor(
+                    engine_thread(engine), functools.partial(engine.run, admit, budget_s=0.25,
+                                                             want_slots=lambda: bool(self.waiting)))
             except Exception as exc:  # a failed step fails the requests in the batch, not the process
                 with engine.lock:
                     failed = admit + [r.request for r in engine.rows]
@@ -1396,6 +1475,19 @@ def _resolve(request: GenRequest, exc: Exception | None = None) -> None:
 
 
 _SCHEDULERS: dict[tuple, Scheduler] = {}
+_ENGINE_THREADS: dict[int, ThreadPoolExecutor] = {}
+
+
+def engine_thread(engine: Engine) -> ThreadPoolExecutor:
+    """The one thread that runs an engine's turns for every scheduler (any event loop). asyncio's default
+    executor would hand turns to whichever of its workers is free: each such thread keeps its own torch (OpenMP)
+    thread team and thread count, so a run of many turns woke and kept two or more teams (measured on the Skill-Mix
+    chain: two workers took turns, 29% and 18% of a core, each with its own OpenMP worker), and the executor is
+    shared with the caller's other `to_thread` work (store writes), which could hold a turn back."""
+    pool = _ENGINE_THREADS.get(id(engine))
+    if pool is None:
+        pool = _ENGINE_THREADS.setdefault(id(engine), ThreadPoolExecutor(1, thread_name_prefix="skillweave-engine"))
+    return pool
 
 
 def scheduler(engine: Engine) -> Scheduler:
