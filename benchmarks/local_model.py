@@ -49,6 +49,7 @@ LENGTHS = [24, 160, 48, 96, 32, 128, 64, 200]  # max new tokens per request (sca
 VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16": {"SKILLWEAVE_LOCAL_DTYPE": "float16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine fp16 nolookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "0"},
             "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
             "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
@@ -128,7 +129,8 @@ def short_workload(args) -> list[list]:
     return [[ChatRequest(messages=[{"role": "user", "content": (
         f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)] for i in range(args.requests)]
+        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)]
+        for i in range(args.requests)]
 
 
 async def skillmix_chain(provider, values: dict, args) -> list:
@@ -142,15 +144,15 @@ async def skillmix_chain(provider, values: dict, args) -> list:
     student, judge = load_template("skillmix/student"), load_template("skillmix/judge")
     outputs, results = [], []
     for turn in range(2):
-        request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)), temperature=0,
-                              max_tokens=args.max_tokens)
+        request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)),
+                              temperature=args.temperature, max_tokens=args.max_tokens)
         result, _ = await provider.chat(request)
         outputs.append(result.texts[0])
         results.append(result)
     values = {**values, "text": extract_answer(outputs[1])}
     values.pop("shorten")
-    result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []), temperature=0,
-                                                max_tokens=120 + 20 * values["k"]))
+    result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []),
+                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"]))
     return results + [result]
 
 
@@ -496,6 +498,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=("skillmix", "short"), default="skillmix",
                         help="skillmix: the pipeline's three-call chains over distinct skill pairs (default); "
                              "short: the earlier short prompts, 12 texts twice over")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature of every request (default 0, greedy; `run skillmix` samples its "
+                             "student at 0.7); the identical-text counts mean little when sampling")
     parser.add_argument("--variants",
                         help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
                              "engine f32,engine fp16,engine int8; with --load: the variants timed)")
@@ -570,7 +575,8 @@ def main() -> None:
             env = {**os.environ, **VARIANTS[kind], **({"PYTHONPATH": path} if path else {})}
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
-                                  "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else [])],
+                                  "--workload", args.workload, "--temperature", str(args.temperature),
+                                  *(["--dump", args.dump] if args.dump and tree == "this" else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])

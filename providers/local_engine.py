@@ -503,6 +503,7 @@ BY_ROW_FILL = 0.0
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
 LOOKUP_NGRAMS = (3, 2)
+LOOKUP_DEFAULT = 4  # draft tokens per row and step when $SKILLWEAVE_LOCAL_LOOKUP is unset
 # With two or more torch threads, a verify step (prompt lookup: several positions per row) runs its rows in two lanes
 # on two threads (`Engine._lane_split`). One-token decode steps stay one pass: on the idle machine lanes gave them
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
@@ -510,12 +511,49 @@ LOOKUP_NGRAMS = (3, 2)
 LANES = True
 
 
+# The gate: a row drafts only while drafting pays. Each row keeps an estimate of the chance that a drafted token
+# is kept given the ones before it (`_Row.kept`, an exponential moving average of its own outcomes with weight
+# LOOKUP_RATE, starting at LOOKUP_PRIOR; while a row does not draft, the first token of the draft it would have sent
+# is checked against the token the step gives, so a row that starts repeating itself drafts again). The j-th
+# drafted token is worth kept**j tokens and costs LOOKUP_POSITION_COST, a verified position's CPU over a one-token
+# step's CPU per row (about 3.5 against 7.4 ms on the embedded model at 8 rows, docs/benchmarks.md; 0.55 leaves a
+# margin for short contexts, whose one-token steps cost less); a draft is sent only while each of its tokens is
+# worth its position, and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per
+# row). The values were chosen by replaying the recorded outputs of both benchmark workloads
+# (benchmarks/prompt_lookup.py --gate). The decision depends on the row's own tokens only, never on the batch, so a
+# seeded sampled row's text is the same in any batch.
+LOOKUP_PRIOR = 0.6
+LOOKUP_RATE = 0.2
+LOOKUP_POSITION_COST = 0.55
+LOOKUP_DRAFT_COST = 0.2
+
+
+def lookup_draft_length(kept: float, room: int) -> int:
+    """How many tokens (at most `room`) a row drafts when each drafted token is kept with chance `kept`, given the
+    ones before it: the longest draft whose every token is worth its position; 0 when the expected gain of
+    the whole draft does not pay LOOKUP_DRAFT_COST."""
+    length, gain, chance = 0, 0.0, 1.0
+    while length < room:
+        chance *= kept
+        if chance < LOOKUP_POSITION_COST:
+            break
+        length += 1
+        gain += chance - LOOKUP_POSITION_COST
+    return length if length and gain >= LOOKUP_DRAFT_COST else 0
+
+
+def lookup_learn(kept: float, accepted: int, rejected: bool) -> float:
+    """`kept` after `accepted` drafted tokens were kept and then (`rejected`) one was not."""
+    kept = 1.0 - (1.0 - kept) * (1.0 - LOOKUP_RATE) ** accepted
+    return kept * (1.0 - LOOKUP_RATE) if rejected else kept
+
+
 def lookup_setting() -> int:
-    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per greedy row and decode step (0 or
-    unset: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
+    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per row and decode step (unset: 4;
+    0: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
     from skillweave.errors import ConfigError
 
-    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or "0"
+    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or str(LOOKUP_DEFAULT)
     try:
         k = int(value)
     except ValueError:
@@ -573,6 +611,8 @@ class _Row:
     generator: object = None
     ngrams: dict | None = None  # prompt lookup: n-gram -> index after its latest occurrence in prompt + generated
     indexed: int = 0  # how much of prompt + generated `ngrams` covers
+    kept: float = -1.0  # the gate's estimate that a drafted token is kept (-1: none yet, LOOKUP_PRIOR)
+    shadow: int = -1  # first token of the draft the gate withheld at the last step, checked against the token given
 
 
 class Engine:
@@ -867,16 +907,34 @@ class Engine:
 
     # -- prompt lookup
     def _draft(self, row: _Row) -> list[int]:
-        """A greedy row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of
-        its prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, and no more than the row may
-        still write. Sampled and dropped rows get none."""
+        """A row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of its
+        prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, no more than the row may still
+        write, and as many as the gate lets through (`lookup_draft_length` on the row's `kept`). Dropped rows get
+        none."""
         request = row.request
-        if request.temperature > 0 or request.dropped:
+        if request.dropped:
             return []
+        if row.kept < 0:
+            row.kept = LOOKUP_PRIOR
+        if row.shadow >= 0:  # the gate withheld a draft at the last step: was its first token the one given?
+            row.kept = lookup_learn(row.kept, int(row.shadow == row.last), row.shadow != row.last)
+            row.shadow = -1
         room = min(self.lookup, request.max_tokens - len(row.generated) - 1,
                    self.model.max_positions - 1 - row.position)
         if room <= 0:
             return []
+        guess = self._guess(row, room)
+        if not guess:
+            return []
+        length = lookup_draft_length(row.kept, len(guess))
+        if not length:
+            row.shadow = guess[0]
+        return guess[:length]
+
+    def _guess(self, row: _Row, room: int) -> list[int]:
+        """Up to `room` tokens that followed the latest earlier occurrence of the last n tokens of the row's
+        prompt + output (n in LOOKUP_NGRAMS, longest first); the row's n-gram index grows as it writes."""
+        request = row.request
         context = request.prompt_ids + row.generated  # ends with row.last, the token this step feeds
         size = len(context)
         index = row.ngrams
@@ -894,11 +952,38 @@ class Engine:
                     return context[follow: follow + room]
         return []
 
+    def _accept_sampled(self, logits, draft: list[int], temperature: float, generator) -> list[int]:
+        """Speculative sampling for a sampled row with a draft (`logits`: its 1 + len(draft) positions). The
+        draft is a point mass, so drafted token t is kept with probability p(t), p the row's sampling
+        distribution at that position (softmax of logits / temperature); at the first one not kept, the token
+        is drawn from p without t, renormalised, and the row stops there; after a draft kept whole, one more token
+        is drawn from the last position's p. Each token's distribution is then exactly that of plain sampling;
+        every draw uses the row's own generator. Returns the tokens the row gets (the kept drafted ones first)."""
+        torch = self.torch
+        picks = []
+        for j, token in enumerate(draft):
+            probs = torch.softmax(logits[j] / temperature, dim=-1)
+            if self._uniform(generator) < float(probs[token]):
+                picks.append(token)
+                continue
+            probs[token] = 0.0
+            if not bool(probs.gt(0).any()):  # p(t) rounded to 1 and the draw was still not below it
+                picks.append(token)
+                continue
+            picks.append(int(torch.multinomial(probs, 1, generator=generator)))
+            return picks
+        picks.append(self._choose(logits[len(draft)], temperature, generator))
+        return picks
+
+    def _uniform(self, generator) -> float:
+        """One uniform draw in [0, 1) from the row's generator (tests replace it)."""
+        return float(self.torch.rand((), generator=generator))
+
     def _verify(self, drafts: list[list[int]]) -> None:
         """One forward pass over each row's last token and its draft (rows without a draft feed one token):
-        a row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them, plus
-        the pick after the last kept one, token by token as `step` would (a stop token or the row's limit ends it
-        there). The columns of tokens not kept are marked invalid, so later steps attend as if they were never
+        a greedy row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them,
+        plus the pick after the last kept one, and a sampled row what `_accept_sampled` keeps, token by token as
+        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. The columns of tokens not kept are marked invalid, so later steps attend as if they were never
         written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
         torch, m = self.torch, self.model
         B = len(self.rows)
@@ -949,12 +1034,18 @@ class Engine:
         longest, first = 0, 0
         for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
             pick = flat[first: first + 1 + len(draft)]
-            if row.request.temperature > 0:  # no draft: one token, sampled as `step` samples it
-                pick = [self._choose(logits[first], row.request.temperature, row.generator)]
+            temperature = row.request.temperature
+            if temperature > 0 and draft:
+                pick = self._accept_sampled(logits[first: first + 1 + len(draft)], draft, temperature,
+                                            row.generator)
+            elif temperature > 0:  # no draft: one token, sampled as `step` samples it
+                pick = [self._choose(logits[first], temperature, row.generator)]
             first += 1 + len(draft)
             agree = 0
             while agree < len(draft) and draft[agree] == pick[agree]:
                 agree += 1
+            if draft:
+                row.kept = lookup_learn(row.kept, agree, agree < len(draft))
             self.drafted += len(draft)
             request, used = row.request, 0
             for j in range(agree + 1):
