@@ -20,8 +20,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
-  and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
+- prompt lookup (on by default, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per row from an
+  earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and verifies
+  them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows by speculative sampling,
+  `Engine._accept_sampled`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
@@ -499,7 +501,7 @@ PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,
 # embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
 # benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
 BY_ROW_FILL = 0.0
-# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, opt-in): the n-gram lengths tried for a greedy row's draft, longest first.
+# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, default 4): the n-gram lengths tried for a row's draft, longest first.
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
 LOOKUP_NGRAMS = (3, 2)
@@ -635,7 +637,7 @@ class Engine:
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
-        # Prompt lookup: up to `lookup` drafted tokens per greedy row and step, verified in one forward pass
+        # Prompt lookup: up to `lookup` drafted tokens per row and step (as the gate allows), verified in one forward pass
         # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
@@ -819,7 +821,7 @@ class Engine:
         return done
 
     def step(self) -> None:
-        """Advance every row by one token (with prompt lookup, greedy rows by up to `lookup` + 1 tokens)."""
+        """Advance every row by one token (with prompt lookup, a row by up to `lookup` + 1 tokens)."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         if not B:
