@@ -517,30 +517,43 @@ LANES = True
 # is kept given the ones before it (`_Row.kept`, an exponential moving average of its own outcomes with weight
 # LOOKUP_RATE, starting at LOOKUP_PRIOR; while a row does not draft, the first token of the draft it would have sent
 # is checked against the token the step gives, so a row that starts repeating itself drafts again). The j-th
-# drafted token is worth kept**j tokens and costs LOOKUP_POSITION_COST, a verified position's CPU over a one-token
-# step's CPU per row (about 3.5 against 7.4 ms on the embedded model at 8 rows, docs/benchmarks.md; 0.55 leaves a
-# margin for short contexts, whose one-token steps cost less); a draft is sent only while each of its tokens is
-# worth its position, and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per
-# row). The values were chosen by replaying the recorded outputs of both benchmark workloads
-# (benchmarks/prompt_lookup.py --gate). The decision depends on the row's own tokens only, never on the batch, so a
-# seeded sampled row's text is the same in any batch.
+# drafted token is worth kept**j tokens and costs `lookup_position_cost`: a verified position's CPU over a one-token
+# step's CPU per row, at the row's length (LOOKUP_COSTS). A draft is sent only while each of its tokens is worth its position,
+# and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per row). The values were
+# chosen by replaying the recorded outputs of both benchmark workloads (benchmarks/prompt_lookup.py --gate). The
+# decision depends on the row's own tokens only, never on the batch, so a seeded sampled row's text is the same in
+# any batch.
 LOOKUP_PRIOR = 0.6
 LOOKUP_RATE = 0.2
-LOOKUP_POSITION_COST = 0.55
 LOOKUP_DRAFT_COST = 0.2
+# The cost model, CPU ms on the embedded model at 8 rows, float16: a one-token step costs a row 4.8 plus 0.0067 per
+# column of its own (SDPA reads its keys and values for one query; 7.4 ms at 392 columns, measured with one
+# thread), a verified position 4.0 plus 0.0 per column (its matmuls cost nearly a prefill token's, and the verify
+# step's attention and bookkeeping come with it). The verify figures are fitted so that replaying the recorded
+# outputs of both workloads with every match drafted (benchmarks/prompt_lookup.py --gate) gives the ratios measured
+# end to end without a gate: short prompts 0.84x, the Skill-Mix chain 1.19x (docs/benchmarks.md). So a drafted
+# token must be kept with a chance of at least 0.73 at 100 columns, 0.54 at 400, 0.39 at 800.
+LOOKUP_COSTS = (4.0, 0.0, 4.8, 0.0067)
 
 
-def lookup_draft_length(kept: float, room: int) -> int:
-    """How many tokens (at most `room`) a row drafts when each drafted token is kept with chance `kept`, given the
-    ones before it: the longest draft whose every token is worth its position; 0 when the expected gain of
-    the whole draft does not pay LOOKUP_DRAFT_COST."""
+def lookup_position_cost(columns: int) -> float:
+    """A verified position's cost in one-token steps of one row, for a row `columns` tokens long."""
+    a, b, c, d = LOOKUP_COSTS
+    return (a + b * columns) / (c + d * columns)
+
+
+def lookup_draft_length(kept: float, room: int, columns: int = 0) -> int:
+    """How many tokens (at most `room`) a row `columns` tokens long drafts when each drafted token is kept with
+    chance `kept`, given the ones before it: the longest draft whose every token is worth its position; 0 when the
+    expected gain of the whole draft does not pay LOOKUP_DRAFT_COST."""
+    cost = lookup_position_cost(columns)
     length, gain, chance = 0, 0.0, 1.0
     while length < room:
         chance *= kept
-        if chance < LOOKUP_POSITION_COST:
+        if chance < cost:
             break
         length += 1
-        gain += chance - LOOKUP_POSITION_COST
+        gain += chance - cost
     return length if length and gain >= LOOKUP_DRAFT_COST else 0
 
 
@@ -928,7 +941,7 @@ class Engine:
         guess = self._guess(row, room)
         if not guess:
             return []
-        length = lookup_draft_length(row.kept, len(guess))
+        length = lookup_draft_length(row.kept, len(guess), row.position)
         if not length:
             row.shadow = guess[0]
         return guess[:length]

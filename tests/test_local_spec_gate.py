@@ -22,13 +22,21 @@ def test_the_draft_length_follows_the_rows_estimate():
     assert lookup_draft_length(0.99, 4) == 4  # a row that repeats itself drafts all it may
     assert lookup_draft_length(0.99, 2) == 2
     assert lookup_draft_length(0.3, 4) == 0  # below the cost of a position: no draft
-    # each drafted token must be worth its position: kept**j >= LOOKUP_POSITION_COST
-    kept = 0.8
+    # each drafted token must be worth its position: kept**j >= the position's cost
+    kept, cost = 0.9, local_engine.lookup_position_cost(0)
     length = lookup_draft_length(kept, 8)
-    assert kept ** length >= local_engine.LOOKUP_POSITION_COST > kept ** (length + 1)
+    assert kept ** length >= cost > kept ** (length + 1)
     # a single token barely above its cost does not pay the verify step's own overhead
-    assert lookup_draft_length(local_engine.LOOKUP_POSITION_COST + 0.01, 4) == 0
+    assert lookup_draft_length(cost + 0.01, 4) == 0
     assert lookup_draft_length(1.0, 0) == 0
+
+
+def test_long_rows_draft_at_a_lower_estimate_than_short_ones():
+    """A one-token step reads all of a row's keys and values, so drafting pays sooner in a long conversation."""
+    assert local_engine.lookup_position_cost(800) < local_engine.lookup_position_cost(400) \
+        < local_engine.lookup_position_cost(100) < 1
+    assert lookup_draft_length(0.65, 4, columns=100) == 0
+    assert lookup_draft_length(0.65, 4, columns=800) >= 2
 
 
 def test_the_estimate_moves_with_each_outcome():
