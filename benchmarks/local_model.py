@@ -11,7 +11,10 @@ Prints, measured in one run on the same machine:
     (fbgemm) and bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
     unshared"), int8 with the float32 output layer in decode steps ("engine int8 f32-head") or quantised at every
     load ("engine int8 uncached"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
-    longest row); the ratios between them. The default workload (`--workload skillmix`) is the Skill-Mix
+    longest row); the ratios between them. Variants that do not set SKILLWEAVE_LOCAL_LOOKUP run with the default
+    (prompt lookup on, K = 4); "engine fp16 nolookup" switches it off, "engine fp16 lookup" sets K = 4 (the same
+    as the default here, prompt lookup without a gate in checkouts before it). `--temperature T` samples every
+    request at T. The default workload (`--workload skillmix`) is the Skill-Mix
     chain as the pipeline sends it: per item, student turn 0, student turn 1 (the conversation so far) and the
     judge, rendered from the packaged templates over distinct skill pairs and topics; `--workload short` is
     the earlier set (short prompts, 12 texts twice over);
@@ -25,6 +28,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
+    python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
 """
 
 from __future__ import annotations
