@@ -518,11 +518,11 @@ LANES = True
 # LOOKUP_RATE, starting at LOOKUP_PRIOR; while a row does not draft, the first token of the draft it would have sent
 # is checked against the token the step gives, so a row that starts repeating itself drafts again). The j-th
 # drafted token is worth kept**j tokens and costs `lookup_position_cost`: a verified position's CPU over a one-token
-# step's CPU per row, at the row's length (LOOKUP_COSTS). A draft is sent only while each of its tokens is worth its position,
-# and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per row). The values were
-# chosen by replaying the recorded outputs of both benchmark workloads (benchmarks/prompt_lookup.py --gate). The
-# decision depends on the row's own tokens only, never on the batch, so a seeded sampled row's text is the same in
-# any batch.
+# step's CPU per row, at the row's length (LOOKUP_COSTS). A draft is sent only while each of its tokens is worth
+# its position, and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per row). The
+# values were chosen by replaying the recorded outputs of both benchmark workloads (benchmarks/prompt_lookup.py
+# --gate). The decision depends on the row's own tokens only, never on the batch, so a seeded sampled row's text is
+# the same in any batch.
 LOOKUP_PRIOR = 0.6
 LOOKUP_RATE = 0.2
 LOOKUP_DRAFT_COST = 0.2
@@ -650,8 +650,8 @@ class Engine:
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
-        # Prompt lookup: up to `lookup` drafted tokens per row and step (as the gate allows), verified in one forward pass
-        # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
+        # Prompt lookup: up to `lookup` drafted tokens per row and step (as the gate allows), verified in one
+        # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
@@ -998,8 +998,9 @@ class Engine:
         """One forward pass over each row's last token and its draft (rows without a draft feed one token):
         a greedy row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them,
         plus the pick after the last kept one, and a sampled row what `_accept_sampled` keeps, token by token as
-        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. The columns of tokens not kept are marked invalid, so later steps attend as if they were never
-        written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
+        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. The
+        columns of tokens not kept are marked invalid, so later steps attend as if they were never written; the
+        next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         fed = [[row.last] + d for row, d in zip(self.rows, drafts, strict=True)]

@@ -260,7 +260,8 @@ def test_a_seeded_sampled_row_with_drafts_gives_the_same_text_in_any_batch(engin
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_a_stop_token_or_max_tokens_inside_an_accepted_draft_ends_a_sampled_row(engine_of, monkeypatch, fixed_costs, dtype):
+def test_a_stop_token_or_max_tokens_inside_an_accepted_draft_ends_a_sampled_row(engine_of, monkeypatch, fixed_costs,
+                                                                                 dtype):
     """Drafts past the stop token and past max_tokens, every drafted token kept (the uniform draw mocked to 0):
     the row ends at the stop token (not written) or at max_tokens, as plain sampling would end it."""
     engine = engine_of(dtype)
