@@ -526,6 +526,10 @@ LANES = True
 LOOKUP_PRIOR = 0.6
 LOOKUP_RATE = 0.2
 LOOKUP_DRAFT_COST = 0.2
+# Sampled rows (temperature > 0) draft only with LOOKUP_SAMPLED: their drafts are verified exactly
+# (`_accept_sampled`), but on the Skill-Mix chain sampled at 0.7 drafting cost 1.08-1.20x the CPU per token of no
+# drafts in three pairs of runs (docs/benchmarks.md), so they get none by default.
+LOOKUP_SAMPLED = False
 # The cost model, CPU ms on the embedded model at 8 rows, float16: a one-token step costs a row 4.8 plus 0.0067 per
 # column of its own (SDPA reads its keys and values for one query; 7.4 ms at 392 columns, measured with one
 # thread), a verified position 4.0 plus 0.0 per column (its matmuls cost nearly a prefill token's, and the verify
@@ -714,11 +718,15 @@ class Engine:
         return self.max_rows - len(self.rows)
 
     def _choose(self, logits, temperature: float, generator) -> int:
+        """Greedy (temperature 0) or sampled from softmax(logits / temperature) by its inverse CDF at one uniform
+        draw from the row's generator: one draw per token, so prompt lookup's verification, which samples each
+        verified position the same way (`_accept_sampled`), leaves the generator where one-token steps would."""
         torch = self.torch
         if temperature <= 0:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=generator))
+        cdf = torch.cumsum(torch.softmax(logits / temperature, dim=-1), 0)
+        u = torch.tensor([self._uniform(generator) * float(cdf[-1])])
+        return min(int(torch.searchsorted(cdf, u, right=True)[0]), len(cdf) - 1)
 
     def _prefix(self, ids: list[int]) -> tuple[int, list, list]:
         """The longest stored prefix of `ids` (at least PREFIX_MIN_TOKENS, at most all but the last token):
@@ -925,9 +933,9 @@ class Engine:
         """A row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of its
         prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, no more than the row may still
         write, and as many as the gate lets through (`lookup_draft_length` on the row's `kept`). Dropped rows get
-        none."""
+        none, nor do sampled rows unless LOOKUP_SAMPLED."""
         request = row.request
-        if request.dropped:
+        if request.dropped or (request.temperature > 0 and not LOOKUP_SAMPLED):
             return []
         if row.kept < 0:
             row.kept = LOOKUP_PRIOR
@@ -968,25 +976,19 @@ class Engine:
         return []
 
     def _accept_sampled(self, logits, draft: list[int], temperature: float, generator) -> list[int]:
-        """Speculative sampling for a sampled row with a draft (`logits`: its 1 + len(draft) positions). The
-        draft is a point mass, so drafted token t is kept with probability p(t), p the row's sampling
-        distribution at that position (softmax of logits / temperature); at the first one not kept, the token
-        is drawn from p without t, renormalised, and the row stops there; after a draft kept whole, one more token
-        is drawn from the last position's p. Each token's distribution is then exactly that of plain sampling;
-        every draw uses the row's own generator. Returns the tokens the row gets (the kept drafted ones first)."""
-        torch = self.torch
+        """Speculative sampling for a sampled row with a draft (`logits`: its 1 + len(draft) positions): each
+        position's token is sampled as a one-token step samples it (`_choose`, one uniform draw), and the drafted
+        token is kept when the sample is that token; at the first that is not, the row takes the sample and stops
+        there; after a draft kept whole, the last position's sample is one more token. So drafted token t is kept
+        with probability p(t) (p the row's sampling distribution at that position, softmax of logits /
+        temperature), a token not kept is distributed as p without t, renormalised (the draft being one fixed
+        guess), and, the draws being used in the same order, the row's tokens are those it samples without
+        prompt lookup from the same generator. Returns the tokens the row gets (the kept drafted ones first)."""
         picks = []
         for j, token in enumerate(draft):
-            probs = torch.softmax(logits[j] / temperature, dim=-1)
-            if self._uniform(generator) < float(probs[token]):
-                picks.append(token)
-                continue
-            probs[token] = 0.0
-            if not bool(probs.gt(0).any()):  # p(t) rounded to 1 and the draw was still not below it
-                picks.append(token)
-                continue
-            picks.append(int(torch.multinomial(probs, 1, generator=generator)))
-            return picks
+            picks.append(self._choose(logits[j], temperature, generator))
+            if picks[-1] != token:
+                return picks
         picks.append(self._choose(logits[len(draft)], temperature, generator))
         return picks
 

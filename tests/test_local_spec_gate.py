@@ -68,6 +68,12 @@ def test_prompt_lookup_is_on_by_default_and_zero_switches_it_off(monkeypatch, en
 
 
 @pytest.fixture
+def sampled_drafts(monkeypatch):
+    """Sampled rows draft (off by default, LOOKUP_SAMPLED)."""
+    monkeypatch.setattr(local_engine, "LOOKUP_SAMPLED", True)
+
+
+@pytest.fixture
 def fixed_costs(monkeypatch):
     """A drafted position costs 0.42 of a one-token step at any length (the tiny model's rows are short, where the
     embedded model's costs would allow almost no drafts)."""
@@ -166,22 +172,27 @@ def _fixed_logits(torch, vocab=6, positions=3, seed=0):
     return torch.randn((positions, vocab), generator=g) * 1.5
 
 
-def test_a_drafted_token_is_kept_exactly_when_the_uniform_draw_is_below_its_probability(engine_of, monkeypatch):
+def test_a_drafted_token_is_kept_exactly_when_the_sample_at_its_uniform_draw_is_that_token(engine_of, monkeypatch):
+    """Each position is sampled by its inverse CDF at one uniform draw u: drafted token t is kept exactly when
+    cdf(t - 1) <= u < cdf(t), which has probability p(t); otherwise the row takes the sampled token and stops."""
     import torch
 
     engine = engine_of("float32")
     logits = _fixed_logits(torch)
     temperature = 0.8
     p = torch.softmax(logits / temperature, dim=-1)
-    draft = [int(p[0].argmin()), 2]
-    p0 = float(p[0, draft[0]])
-    for u, kept in ((p0 * 0.999, True), (p0 * 1.001, False), (0.0, True), (0.9999, False)):
+    cdf = torch.cumsum(p[0], 0)
+    t = 1 + int(p[0, 1:5].argmin())  # a token with others on both sides
+    below, top, width = float(cdf[t - 1]), float(cdf[t]), float(p[0, t])
+    for u, kept in ((below + 0.01 * width, True), (top - 0.01 * width, True), (below - 0.01, False),
+                    (top + 0.01, False)):
         monkeypatch.setattr(engine, "_uniform", lambda generator, u=u: u)
-        picks = engine._accept_sampled(logits, draft, temperature, torch.Generator().manual_seed(1))
+        picks = engine._accept_sampled(logits, [t, 2], temperature, None)
         if kept:
-            assert picks[0] == draft[0] and len(picks) >= 2
+            assert picks[0] == t and len(picks) >= 2
         else:
-            assert len(picks) == 1 and picks[0] != draft[0]  # drawn from p without the drafted token
+            assert len(picks) == 1 and picks[0] != t
+            assert picks[0] == int(torch.searchsorted(cdf, torch.tensor([u * float(cdf[-1])]), right=True)[0])
 
 
 def test_speculative_sampling_gives_each_token_the_distribution_of_plain_sampling(engine_of):
@@ -222,7 +233,8 @@ def _oracle_guess(engine, prompts, truth_of):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
-def test_a_seeded_sampled_row_with_drafts_gives_the_same_text_in_any_batch(engine_of, monkeypatch, fixed_costs, dtype):
+def test_a_seeded_sampled_row_with_drafts_gives_the_same_text_in_any_batch(engine_of, monkeypatch, fixed_costs,
+                                                                           sampled_drafts, dtype):
     engine = engine_of(dtype)
     engine.eos_ids = set()
     monkeypatch.setattr(local_engine, "LOOKUP_PRIOR", 0.95)
@@ -257,12 +269,17 @@ def test_a_seeded_sampled_row_with_drafts_gives_the_same_text_in_any_batch(engin
     assert runs[0] == runs[1] == runs[2]
     assert len(runs[0][0]) == 40
     assert sum(verified) > 0  # the sampled row did draft
+    # and its tokens are those it samples without prompt lookup: one uniform draw per token either way
+    engine.lookup, engine.max_rows = 0, 1
+    plain = sampled()
+    engine.generate([plain])
+    assert plain.outputs == runs[0]
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 def test_a_stop_token_or_max_tokens_inside_an_accepted_draft_ends_a_sampled_row(engine_of, monkeypatch, fixed_costs,
-                                                                                 dtype):
-    """Drafts past the stop token and past max_tokens, every drafted token kept (the uniform draw mocked to 0):
+                                                                                 sampled_drafts, dtype):
+    """Drafts past the stop token and past max_tokens, every drafted token kept (`_accept_sampled` mocked):
     the row ends at the stop token (not written) or at max_tokens, as plain sampling would end it."""
     engine = engine_of(dtype)
     prompts = _prompts(engine, CORPUS[:3])
@@ -270,7 +287,8 @@ def test_a_stop_token_or_max_tokens_inside_an_accepted_draft_ends_a_sampled_row(
     stop = 35
     engine.eos_ids = {stop}
     monkeypatch.setattr(local_engine, "LOOKUP_PRIOR", 0.95)
-    monkeypatch.setattr(engine, "_uniform", lambda generator: 0.0)
+    # every drafted token kept (the rule itself is tested above), then one more token, 99
+    monkeypatch.setattr(engine, "_accept_sampled", lambda logits, draft, temperature, generator: list(draft) + [99])
     # drafted from the row's second token on: script[len(generated) - 1:], ignoring the room left (the verify
     # step has to cut them)
     real = _script_guesses(engine, {tuple(ids): (lambda row, room: script[len(row.generated) - 1:][:8])
@@ -288,3 +306,18 @@ def test_a_stop_token_or_max_tokens_inside_an_accepted_draft_ends_a_sampled_row(
         want = [first] + script[: script.index(stop)] if r.max_tokens == 40 else [first] + script[:3]
         assert r.outputs[0] == want
         assert stop not in r.outputs[0]
+
+
+def test_sampled_rows_get_no_draft_by_default(engine_of, fixed_costs):
+    engine = engine_of("float32")
+    engine.eos_ids = set()
+    prompts = _prompts(engine, REPEATING[:1])
+    real = _oracle_guess(engine, prompts, lambda ids: list(range(10, 60)))
+    try:
+        engine.lookup, engine.max_rows = 4, 2
+        drafted = engine.drafted
+        request = GenRequest(prompts[0], max_tokens=20, temperature=0.7, seed=3)
+        engine.generate([request])
+    finally:
+        engine._guess = real
+    assert engine.drafted == drafted and len(request.outputs[0]) == 20
