@@ -20,10 +20,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- prompt lookup (on by default, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per row from an
-  earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and verifies
-  them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows by speculative sampling,
-  `Engine._accept_sampled`);
+- prompt lookup (on by default, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
+  from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
+  verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
+  exact speculative sampling, `Engine._accept_sampled`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`).
 
