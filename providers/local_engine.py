@@ -511,6 +511,10 @@ LOOKUP_DEFAULT = 4  # draft tokens per row and step when $SKILLWEAVE_LOCAL_LOOKU
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
 # 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
+# ... and only when its rows feed at least this many positions each on average: a step with few drafts (short
+# prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
+# in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
+LANES_MIN_FED = 2.0
 
 
 # The gate: a row drafts only while drafting pays. Each row keeps an estimate of the chance that a drafted token
@@ -1046,7 +1050,8 @@ class Engine:
             with torch.no_grad():
                 return m.forward(ids, positions, kv_write, attend, every_position=True)[0]
 
-        logits = self._in_lanes(forward, B, self._lane_split([len(f) for f in fed]))
+        sizes = [len(f) for f in fed]  # lanes only for steps that verify at least LANES_MIN_FED positions per row
+        logits = self._in_lanes(forward, B, self._lane_split(sizes) if sum(sizes) >= LANES_MIN_FED * B else 0)
         flat = logits.argmax(-1).tolist()
         self.valid[:B, hi: hi + T] = False
         longest, first = 0, 0

@@ -222,6 +222,7 @@ def test_two_lanes_give_the_tokens_of_one_pass(engine_of, monkeypatch, dtype, lo
     prompts = _prompts(engine, REPEATING + CORPUS)
     limits = [40, 25, 18, 33, 29, 9]
     monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "2")
+    monkeypatch.setattr(local_engine, "LANES_MIN_FED", 0.0)  # lanes for every verify step, however few its drafts
     local_engine.adaptive_threads(force=True)
     outputs, lanes = {}, []
     real = engine._in_lanes
