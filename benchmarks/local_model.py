@@ -11,7 +11,10 @@ Prints, measured in one run on the same machine:
     (fbgemm) and bfloat16 weights (SKILLWEAVE_LOCAL_DTYPE), float16 with prefix sharing switched off ("engine fp16
     unshared"), int8 with the float32 output layer in decode steps ("engine int8 f32-head") or quantised at every
     load ("engine int8 uncached"), and SKILLWEAVE_LOCAL_ENGINE=transformers (static batches of up to 8 rows that wait for their
-    longest row); the ratios between them. The default workload (`--workload skillmix`) is the Skill-Mix
+    longest row); the ratios between them. Variants that do not set SKILLWEAVE_LOCAL_LOOKUP run with the default
+    (prompt lookup on, K = 4); "engine fp16 nolookup" switches it off, "engine fp16 lookup" sets K = 4 (the same
+    as the default here, prompt lookup without a gate in checkouts before it). `--temperature T` samples every
+    request at T. The default workload (`--workload skillmix`) is the Skill-Mix
     chain as the pipeline sends it: per item, student turn 0, student turn 1 (the conversation so far) and the
     judge, rendered from the packaged templates over distinct skill pairs and topics; `--workload short` is
     the earlier set (short prompts, 12 texts twice over);
@@ -29,6 +32,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
     python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
     python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
+    python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine int8 kv32": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KV": "float32"},
             "engine int8 kv16": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KV": "bfloat16"},
             "engine fp16 unshared": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_PREFIX_SHARING": "1"},
+            "engine fp16 nolookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "0"},
             "engine fp16 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
             "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
@@ -139,7 +144,8 @@ def short_workload(args) -> list[list]:
     return [[ChatRequest(messages=[{"role": "user", "content": (
         f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=0, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)] for i in range(args.requests)]
+        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)]
+        for i in range(args.requests)]
 
 
 async def skillmix_chain(provider, values: dict, args) -> list:
@@ -153,15 +159,15 @@ async def skillmix_chain(provider, values: dict, args) -> list:
     student, judge = load_template("skillmix/student"), load_template("skillmix/judge")
     outputs, results = [], []
     for turn in range(2):
-        request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)), temperature=0,
-                              max_tokens=args.max_tokens)
+        request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)),
+                              temperature=args.temperature, max_tokens=args.max_tokens)
         result, _ = await provider.chat(request)
         outputs.append(result.texts[0])
         results.append(result)
     values = {**values, "text": extract_answer(outputs[1])}
     values.pop("shorten")
-    result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []), temperature=0,
-                                                max_tokens=120 + 20 * values["k"]))
+    result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []),
+                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"]))
     return results + [result]
 
 
@@ -903,6 +909,9 @@ def main() -> None:
     parser.add_argument("--workload", choices=("skillmix", "short"), default="skillmix",
                         help="skillmix: the pipeline's three-call chains over distinct skill pairs (default); "
                              "short: the earlier short prompts, 12 texts twice over")
+    parser.add_argument("--temperature", type=float, default=0.0,
+                        help="sampling temperature of every request (default 0, greedy; `run skillmix` samples its "
+                             "student at 0.7); the identical-text counts mean little when sampling")
     parser.add_argument("--variants",
                         help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
                              "engine f32,engine fp16,engine int8; with --load: the variants timed)")
@@ -1000,7 +1009,8 @@ def main() -> None:
             out = subprocess.run([sys.executable, __file__, "--child", kind, "--concurrency", str(args.concurrency),
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
                                   "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else []),
-                                  *(["--timeline"] if args.timeline else [])],
+                                  *(["--timeline"] if args.timeline else []),
+                                  *(["--temperature", str(args.temperature)] if args.temperature else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])

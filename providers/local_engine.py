@@ -20,8 +20,10 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- `SKILLWEAVE_LOCAL_LOOKUP=K` (opt-in) drafts up to K tokens per greedy row from an earlier n-gram of its prompt
-  and reply (prompt lookup) and verifies them in one forward pass (`Engine._draft`, `Engine._verify`);
+- prompt lookup (on by default, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
+  from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
+  verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
+  exact speculative sampling, `Engine._accept_sampled`);
 - `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
   a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
@@ -509,15 +511,20 @@ PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,
 # embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
 # benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
 BY_ROW_FILL = 0.0
-# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, opt-in): the n-gram lengths tried for a greedy row's draft, longest first.
+# Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, default 4): the n-gram lengths tried for a row's draft, longest first.
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
 LOOKUP_NGRAMS = (3, 2)
+LOOKUP_DEFAULT = 4  # draft tokens per row and step when $SKILLWEAVE_LOCAL_LOOKUP is unset
 # With two or more torch threads, a verify step (prompt lookup: several positions per row) runs its rows in two lanes
 # on two threads (`Engine._lane_split`). One-token decode steps stay one pass: on the idle machine lanes gave them
 # 0.91x the tokens/s at 1.27x the CPU per token (short workload; Skill-Mix chain 1.01x at 1.14x), and verify steps
 # 1.17x (benchmarks/local_model.py, docs/benchmarks.md).
 LANES = True
+# ... and only when its rows feed at least this many positions each on average: a step with few drafts (short
+# prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
+# in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
+LANES_MIN_FED = 2.0
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`). Off: on
 # the Skill-Mix chain it measured 0.96-1.06x less CPU per token than the float32 cache on the shared machine (the
 # real model's decode step 1.07x less at 632 columns, 1.02x at 332; docs/benchmarks.md), short of the 1.15x that
@@ -530,12 +537,66 @@ KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`En
 PREFILL_ALONGSIDE = False
 
 
+# The gate: a row drafts only while drafting pays. Each row keeps an estimate of the chance that a drafted token
+# is kept given the ones before it (`_Row.kept`, an exponential moving average of its own outcomes with weight
+# LOOKUP_RATE, starting at LOOKUP_PRIOR; while a row does not draft, the first token of the draft it would have sent
+# is checked against the token the step gives, so a row that starts repeating itself drafts again). The j-th
+# drafted token is worth kept**j tokens and costs `lookup_position_cost`: a verified position's CPU over a one-token
+# step's CPU per row, at the row's length (LOOKUP_COSTS). A draft is sent only while each of its tokens is worth
+# its position, and the whole draft is worth LOOKUP_DRAFT_COST more (the verify step's own overhead per row). The
+# values were chosen by replaying the recorded outputs of both benchmark workloads (benchmarks/prompt_lookup.py
+# --gate). The decision depends on the row's own tokens only, never on the batch, so a seeded sampled row's text is
+# the same in any batch.
+LOOKUP_PRIOR = 0.6
+LOOKUP_RATE = 0.2
+LOOKUP_DRAFT_COST = 0.2
+# Sampled rows (temperature > 0) draft only with LOOKUP_SAMPLED: their drafts are verified exactly
+# (`_accept_sampled`), but on the Skill-Mix chain sampled at 0.7 drafting cost 1.08-1.20x the CPU per token of no
+# drafts in three pairs of runs (docs/benchmarks.md), so they get none by default.
+LOOKUP_SAMPLED = False
+# The cost model, CPU ms on the embedded model at 8 rows, float16: a one-token step costs a row 4.8 plus 0.0067 per
+# column of its own (SDPA reads its keys and values for one query; 7.4 ms at 392 columns, measured with one
+# thread), a verified position 4.0 plus 0.0 per column (its matmuls cost nearly a prefill token's, and the verify
+# step's attention and bookkeeping come with it). The verify figures are fitted so that replaying the recorded
+# outputs of both workloads with every match drafted (benchmarks/prompt_lookup.py --gate) gives the ratios measured
+# end to end without a gate: short prompts 0.84x, the Skill-Mix chain 1.19x (docs/benchmarks.md). So a drafted
+# token must be kept with a chance of at least 0.73 at 100 columns, 0.54 at 400, 0.39 at 800.
+LOOKUP_COSTS = (4.0, 0.0, 4.8, 0.0067)
+
+
+def lookup_position_cost(columns: int) -> float:
+    """A verified position's cost in one-token steps of one row, for a row `columns` tokens long."""
+    a, b, c, d = LOOKUP_COSTS
+    return (a + b * columns) / (c + d * columns)
+
+
+def lookup_draft_length(kept: float, room: int, columns: int = 0) -> int:
+    """How many tokens (at most `room`) a row `columns` tokens long drafts when each drafted token is kept with
+    chance `kept`, given the ones before it: the longest draft whose every token is worth its position; 0 when the
+    expected gain of the whole draft does not pay LOOKUP_DRAFT_COST."""
+    cost = lookup_position_cost(columns)
+    length, gain, chance = 0, 0.0, 1.0
+    while length < room:
+        chance *= kept
+        if chance < cost:
+            break
+        length += 1
+        gain += chance - cost
+    return length if length and gain >= LOOKUP_DRAFT_COST else 0
+
+
+def lookup_learn(kept: float, accepted: int, rejected: bool) -> float:
+    """`kept` after `accepted` drafted tokens were kept and then (`rejected`) one was not."""
+    kept = 1.0 - (1.0 - kept) * (1.0 - LOOKUP_RATE) ** accepted
+    return kept * (1.0 - LOOKUP_RATE) if rejected else kept
+
+
 def lookup_setting() -> int:
-    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per greedy row and decode step (0 or
-    unset: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
+    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per row and decode step (unset: 4;
+    0: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
     from skillweave.errors import ConfigError
 
-    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or "0"
+    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or str(LOOKUP_DEFAULT)
     try:
         k = int(value)
     except ValueError:
@@ -620,6 +681,8 @@ class _Row:
     generator: object = None
     ngrams: dict | None = None  # prompt lookup: n-gram -> index after its latest occurrence in prompt + generated
     indexed: int = 0  # how much of prompt + generated `ngrams` covers
+    kept: float = -1.0  # the gate's estimate that a drafted token is kept (-1: none yet, LOOKUP_PRIOR)
+    shadow: int = -1  # first token of the draft the gate withheld at the last step, checked against the token given
 
 
 class Engine:
@@ -650,8 +713,8 @@ class Engine:
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
-        # Prompt lookup: up to `lookup` drafted tokens per greedy row and step, verified in one forward pass
-        # (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
+        # Prompt lookup: up to `lookup` drafted tokens per row and step (as the gate allows), verified in one
+        # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting()
         self.drafted = self.accepted = 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
@@ -743,11 +806,15 @@ class Engine:
         return self.max_rows - len(self.rows)
 
     def _choose(self, logits, temperature: float, generator) -> int:
+        """Greedy (temperature 0) or sampled from softmax(logits / temperature) by its inverse CDF at one uniform
+        draw from the row's generator: one draw per token, so prompt lookup's verification, which samples each
+        verified position the same way (`_accept_sampled`), leaves the generator where one-token steps would."""
         torch = self.torch
         if temperature <= 0:
             return int(torch.argmax(logits))
-        probs = torch.softmax(logits / temperature, dim=-1)
-        return int(torch.multinomial(probs, 1, generator=generator))
+        cdf = torch.cumsum(torch.softmax(logits / temperature, dim=-1), 0)
+        u = torch.tensor([self._uniform(generator) * float(cdf[-1])])
+        return min(int(torch.searchsorted(cdf, u, right=True)[0]), len(cdf) - 1)
 
     def _prefix(self, ids: list[int]) -> tuple[int, list, list]:
         """The longest stored prefix of `ids` (at least PREFIX_MIN_TOKENS, at most all but the last token):
@@ -864,7 +931,7 @@ class Engine:
         return done
 
     def step(self) -> None:
-        """Advance every row by one token (with prompt lookup, greedy rows by up to `lookup` + 1 tokens)."""
+        """Advance every row by one token (with prompt lookup, a row by up to `lookup` + 1 tokens)."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         if not B:
@@ -957,16 +1024,34 @@ class Engine:
 
     # -- prompt lookup
     def _draft(self, row: _Row) -> list[int]:
-        """A greedy row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of
-        its prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, and no more than the row may
-        still write. Sampled and dropped rows get none."""
+        """A row's draft: the tokens that followed the latest earlier occurrence of the last n tokens of its
+        prompt + output (n in LOOKUP_NGRAMS, longest first), at most `lookup`, no more than the row may still
+        write, and as many as the gate lets through (`lookup_draft_length` on the row's `kept`). Dropped rows get
+        none, nor do sampled rows unless LOOKUP_SAMPLED."""
         request = row.request
-        if request.temperature > 0 or request.dropped:
+        if request.dropped or (request.temperature > 0 and not LOOKUP_SAMPLED):
             return []
+        if row.kept < 0:
+            row.kept = LOOKUP_PRIOR
+        if row.shadow >= 0:  # the gate withheld a draft at the last step: was its first token the one given?
+            row.kept = lookup_learn(row.kept, int(row.shadow == row.last), row.shadow != row.last)
+            row.shadow = -1
         room = min(self.lookup, request.max_tokens - len(row.generated) - 1,
                    self.model.max_positions - 1 - row.position)
         if room <= 0:
             return []
+        guess = self._guess(row, room)
+        if not guess:
+            return []
+        length = lookup_draft_length(row.kept, len(guess), row.position)
+        if not length:
+            row.shadow = guess[0]
+        return guess[:length]
+
+    def _guess(self, row: _Row, room: int) -> list[int]:
+        """Up to `room` tokens that followed the latest earlier occurrence of the last n tokens of the row's
+        prompt + output (n in LOOKUP_NGRAMS, longest first); the row's n-gram index grows as it writes."""
+        request = row.request
         context = request.prompt_ids + row.generated  # ends with row.last, the token this step feeds
         size = len(context)
         index = row.ngrams
@@ -984,12 +1069,34 @@ class Engine:
                     return context[follow: follow + room]
         return []
 
+    def _accept_sampled(self, logits, draft: list[int], temperature: float, generator) -> list[int]:
+        """Speculative sampling for a sampled row with a draft (`logits`: its 1 + len(draft) positions): each
+        position's token is sampled as a one-token step samples it (`_choose`, one uniform draw), and the drafted
+        token is kept when the sample is that token; at the first that is not, the row takes the sample and stops
+        there; after a draft kept whole, the last position's sample is one more token. So drafted token t is kept
+        with probability p(t) (p the row's sampling distribution at that position, softmax of logits /
+        temperature), a token not kept is distributed as p without t, renormalised (the draft being one fixed
+        guess), and, the draws being used in the same order, the row's tokens are those it samples without
+        prompt lookup from the same generator. Returns the tokens the row gets (the kept drafted ones first)."""
+        picks = []
+        for j, token in enumerate(draft):
+            picks.append(self._choose(logits[j], temperature, generator))
+            if picks[-1] != token:
+                return picks
+        picks.append(self._choose(logits[len(draft)], temperature, generator))
+        return picks
+
+    def _uniform(self, generator) -> float:
+        """One uniform draw in [0, 1) from the row's generator (tests replace it)."""
+        return float(self.torch.rand((), generator=generator))
+
     def _verify(self, drafts: list[list[int]]) -> None:
         """One forward pass over each row's last token and its draft (rows without a draft feed one token):
-        a row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them, plus
-        the pick after the last kept one, token by token as `step` would (a stop token or the row's limit ends it
-        there). The columns of tokens not kept are marked invalid, so later steps attend as if they were never
-        written; the next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
+        a greedy row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them,
+        plus the pick after the last kept one, and a sampled row what `_accept_sampled` keeps, token by token as
+        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. The
+        columns of tokens not kept are marked invalid, so later steps attend as if they were never written; the
+        next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         fed = [[row.last] + d for row, d in zip(self.rows, drafts, strict=True)]
@@ -1031,18 +1138,25 @@ class Engine:
             with torch.no_grad():
                 return m.forward(ids, positions, kv_write, attend, every_position=True)[0]
 
-        logits = self._in_lanes(forward, B, self._lane_split([len(f) for f in fed]))
+        sizes = [len(f) for f in fed]  # lanes only for steps that verify at least LANES_MIN_FED positions per row
+        logits = self._in_lanes(forward, B, self._lane_split(sizes) if sum(sizes) >= LANES_MIN_FED * B else 0)
         flat = logits.argmax(-1).tolist()
         self.valid[:B, hi: hi + T] = False
         longest, first = 0, 0
         for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
             pick = flat[first: first + 1 + len(draft)]
-            if row.request.temperature > 0:  # no draft: one token, sampled as `step` samples it
-                pick = [self._choose(logits[first], row.request.temperature, row.generator)]
+            temperature = row.request.temperature
+            if temperature > 0 and draft:
+                pick = self._accept_sampled(logits[first: first + 1 + len(draft)], draft, temperature,
+                                            row.generator)
+            elif temperature > 0:  # no draft: one token, sampled as `step` samples it
+                pick = [self._choose(logits[first], temperature, row.generator)]
             first += 1 + len(draft)
             agree = 0
             while agree < len(draft) and draft[agree] == pick[agree]:
                 agree += 1
+            if draft:
+                row.kept = lookup_learn(row.kept, agree, agree < len(draft))
             self.drafted += len(draft)
             request, used = row.request, 0
             for j in range(agree + 1):

@@ -16,6 +16,14 @@ REPEATING = ["the cat sat on the mat. the cat sat on the mat. the cat sat on the
              "Skill composition: Skill composition: Skill composition: Skill composition: Skill"]
 
 
+@pytest.fixture(autouse=True)
+def gate_open(monkeypatch):
+    """These tests check what verifying drafts gives, so the gate (tests/test_local_spec_gate.py) is held open:
+    every n-gram match is drafted in full."""
+    monkeypatch.setattr(local_engine, "LOOKUP_PRIOR", 1.0)
+    monkeypatch.setattr(local_engine, "LOOKUP_RATE", 0.0)
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
@@ -175,7 +183,8 @@ def test_a_follow_up_turn_after_drafts_reuses_the_conversation_and_gives_the_sam
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_sampled_rows_get_no_draft_and_follow_their_seed_beside_drafting_rows(engine_of, dtype):
+def test_greedy_rows_beside_a_sampled_row_give_the_tokens_of_plain_decoding(engine_of, dtype):
+    """(Sampled rows draft too, and keep drafted tokens by speculative sampling: tests/test_local_spec_gate.py.)"""
     engine = engine_of(dtype)
     engine.eos_ids = set()
     prompts = _prompts(engine, REPEATING + [CORPUS[0]])
@@ -186,14 +195,15 @@ def test_sampled_rows_get_no_draft_and_follow_their_seed_beside_drafting_rows(en
                     GenRequest(prompts[2], max_tokens=25, temperature=0.9, seed=11)]
         engine.generate(requests)
         outputs[lookup] = [r.outputs for r in requests]
-    assert outputs[0] == outputs[4]
+    assert outputs[0][:2] == outputs[4][:2]
+    assert len(outputs[4][2][0]) == 25
 
 
 def test_the_lookup_setting_is_checked(monkeypatch):
     monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", "4")
     assert local_engine.lookup_setting() == 4
     monkeypatch.delenv("SKILLWEAVE_LOCAL_LOOKUP")
-    assert local_engine.lookup_setting() == 0
+    assert local_engine.lookup_setting() == local_engine.LOOKUP_DEFAULT
     for bad in ("four", "-1", "17"):
         monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", bad)
         with pytest.raises(ConfigError, match="SKILLWEAVE_LOCAL_LOOKUP"):
@@ -212,6 +222,7 @@ def test_two_lanes_give_the_tokens_of_one_pass(engine_of, monkeypatch, dtype, lo
     prompts = _prompts(engine, REPEATING + CORPUS)
     limits = [40, 25, 18, 33, 29, 9]
     monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "2")
+    monkeypatch.setattr(local_engine, "LANES_MIN_FED", 0.0)  # lanes for every verify step, however few its drafts
     local_engine.adaptive_threads(force=True)
     outputs, lanes = {}, []
     real = engine._in_lanes
