@@ -20,12 +20,13 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
   int8 form is cached next to its weights (`read_int8_cache`);
-- prompt lookup (on by default, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
+- prompt lookup (on by default but for float32 weights, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
   exact speculative sampling, `Engine._accept_sampled`);
-- `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half the bytes
-  a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
+- float16/int8/bfloat16 engines store their keys/values in bfloat16 where oneDNN has bfloat16 kernels (half the
+  bytes a decode step reads for them) and multiply them in bfloat16 (`kv_dtype_name`, `Engine._attention`;
+  `SKILLWEAVE_LOCAL_KV=float32` keeps them in float32);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
 - the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop;
@@ -525,11 +526,11 @@ LANES = True
 # prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
 # in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
 LANES_MIN_FED = 2.0
-# The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`). Off: on
-# the Skill-Mix chain it measured 0.96-1.06x less CPU per token than the float32 cache on the shared machine (the
-# real model's decode step 1.07x less at 632 columns, 1.02x at 332; docs/benchmarks.md), short of the 1.15x that
-# would justify texts that part from float16's.
-KV_BFLOAT16_DEFAULT = False
+# The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
+# oneDNN has bfloat16 kernels. On: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x and 1.11x
+# the tokens/s of the float32 cache (1.19x and 1.09x less CPU per token), short prompts 1.01x; 37/48 and 10/24 greedy
+# texts stay those of the float32 cache (benchmarks/local_model.py, docs/benchmarks.md).
+KV_BFLOAT16_DEFAULT = True
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
@@ -591,12 +592,12 @@ def lookup_learn(kept: float, accepted: int, rejected: bool) -> float:
     return kept * (1.0 - LOOKUP_RATE) if rejected else kept
 
 
-def lookup_setting() -> int:
-    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per row and decode step (unset: 4;
+def lookup_setting(default: int = LOOKUP_DEFAULT) -> int:
+    """$SKILLWEAVE_LOCAL_LOOKUP: how many tokens prompt lookup may draft per row and decode step (unset: `default`;
     0: no drafts). A ConfigError for anything but an integer from 0 to 16; reads no model."""
     from skillweave.errors import ConfigError
 
-    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or str(LOOKUP_DEFAULT)
+    value = os.environ.get("SKILLWEAVE_LOCAL_LOOKUP") or str(default)
     try:
         k = int(value)
     except ValueError:
@@ -696,7 +697,7 @@ class Engine:
     torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32"):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
         import torch
 
         self.torch = torch
@@ -715,7 +716,7 @@ class Engine:
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
         # Prompt lookup: up to `lookup` drafted tokens per row and step (as the gate allows), verified in one
         # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
-        self.lookup = lookup_setting()
+        self.lookup = lookup_setting(lookup_default)
         self.drafted = self.accepted = 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
@@ -1404,7 +1405,11 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
         value = source.get("eos_token_id")
         eos.update(value if isinstance(value, list) else [] if value is None else [value])
     adaptive_threads(force=True)
-    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=dtype != "float32", kv_dtype=kv)
+    # float32 weights are the reference whose tokens are transformers' bit for bit: no shared prefixes, and prompt
+    # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
+    exact = dtype == "float32"
+    return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
+                  lookup_default=0 if exact else LOOKUP_DEFAULT)
 
 
 INT8_CACHE_FORMAT = 2

@@ -58,10 +58,14 @@ def test_the_estimate_moves_with_each_outcome():
 def test_prompt_lookup_is_on_by_default_and_zero_switches_it_off(monkeypatch, engine_of):
     monkeypatch.delenv("SKILLWEAVE_LOCAL_LOOKUP", raising=False)
     assert local_engine.lookup_setting() == 4
+    assert engine_of("float16").lookup == 4
+    # float32 weights, the reference whose tokens are transformers', draft only when asked to
+    assert engine_of("float32").lookup == 0
+    monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", "4")
     assert engine_of("float32").lookup == 4
     monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", "0")
     assert local_engine.lookup_setting() == 0
-    assert engine_of("float32").lookup == 0
+    assert engine_of("float16").lookup == 0
 
 
 # ---- the gate in the engine
