@@ -292,24 +292,29 @@ def test_float32_is_the_default_without_fbgemm_and_float16_then_fails_clearly(mo
         local_engine.local_dtype_name()
 
 
+def follow_up_turn(engine) -> tuple[GenRequest, GenRequest]:
+    """A first turn, then a follow-up that repeats its prompt and reply and adds a turn, each generated alone on an
+    engine that shares prefixes; checks that the follow-up prefilled only its new turn (and the reply's last token,
+    whose keys are computed when it is fed)."""
+    engine.prefixes.clear()
+    first = GenRequest(_prompts(engine, [CORPUS[0]])[0], max_tokens=12)
+    engine.generate([first])
+    assert len(first.outputs[0]) >= 4
+    tail = engine.tokenizer.encode("<|im_end|>\n<|im_start|>user\n" + CORPUS[1] + "<|im_end|>\n<|im_start|>assistant\n")
+    before = engine.prefilled
+    follow = GenRequest(first.prompt_ids + first.outputs[0] + tail, max_tokens=12)
+    engine.generate([follow])
+    assert engine.prefilled - before == len(tail) + 1
+    return first, follow
+
+
 @pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
 def test_a_follow_up_turn_reuses_the_conversations_keys_and_gives_the_same_tokens(tiny_model, monkeypatch):
     monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "float16")
     engine = load_engine(str(tiny_model))
     assert engine.share_prefixes
-    engine.prefixes.clear()
-    first_ids = _prompts(engine, [CORPUS[0]])[0]
-    first = GenRequest(first_ids, max_tokens=12)
-    engine.generate([first])
-    assert len(first.outputs[0]) >= 4
-    # the follow-up repeats the prompt and the reply, then adds a turn
-    tail = engine.tokenizer.encode("<|im_end|>\n<|im_start|>user\n" + CORPUS[1] + "<|im_end|>\n<|im_start|>assistant\n")
-    follow_ids = first_ids + first.outputs[0] + tail
-    before = engine.prefilled
-    follow = GenRequest(follow_ids, max_tokens=12)
-    engine.generate([follow])
-    # the prompt and all but the reply's last token were kept (that token's keys are computed when it is fed)
-    assert engine.prefilled - before == len(tail) + 1
+    first, follow = follow_up_turn(engine)
+    first_ids, follow_ids = first.prompt_ids, follow.prompt_ids
     again = GenRequest(first_ids[:-3] + first_ids[-3:], max_tokens=12)  # the same prompt: all but its last token
     before = engine.prefilled
     engine.generate([again])

@@ -261,21 +261,22 @@ def test_the_embedded_models_int8_form_is_cached_and_a_stale_or_broken_cache_is_
         local_engine._load_engine.cache_clear()
 
 
-def test_a_bad_dtype_setting_is_one_error_line_before_any_run_row(cli_run, db_path, monkeypatch):
+@pytest.mark.parametrize(("variable", "bad"), [("SKILLWEAVE_LOCAL_DTYPE", "int4"), ("SKILLWEAVE_LOCAL_KV", "float8")])
+def test_a_bad_local_setting_is_one_error_line_before_any_run_row(cli_run, db_path, monkeypatch, variable, bad):
     import os
 
     from skillweave.errors import ConfigError
     from skillweave.providers.core import LocalProvider
     from skillweave.store import Store
 
-    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "int4")
+    monkeypatch.setenv(variable, bad)
     code, _, err = cli_run("run", "skillmix", "--model", "local", "--k", "2", "--n", "1", "--rounds", "1",
                            "--grading-samples", "1", "--max-tokens", "8")
     assert code == 2, err
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: SKILLWEAVE_LOCAL_DTYPE 'int4'") and "no run was created" in err
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {variable} '{bad}'") and "no run was created" in err
     assert not os.path.exists(db_path) or not Store(db_path).list_runs()
-    with pytest.raises(ConfigError, match="int4"):  # the Python API: when the provider is built
+    with pytest.raises(ConfigError, match=bad):  # the Python API: when the provider is built
         LocalProvider("local")
 
 

@@ -4,8 +4,6 @@ cache back); float32 engines keep theirs. A tiny random Llama built from a confi
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from skillweave.errors import ConfigError
@@ -17,6 +15,7 @@ from tests.test_local_engine import (
     _prompts,
     build_tiny_model,
     continuous_batching_equals_one_at_a_time,
+    follow_up_turn,
 )
 from tests.test_local_spec import REPEATING, _generate, _oracle
 
@@ -163,19 +162,9 @@ def test_prefix_sharing_with_the_bfloat16_cache_equals_a_whole_prompt_prefill(en
 
     engine = engine_of("float16", "bfloat16")
     assert engine.share_prefixes and engine.kv_dtype == torch.bfloat16
-    engine.prefixes.clear()
-    first_ids = _prompts(engine, [CORPUS[0]])[0]
-    first = GenRequest(first_ids, max_tokens=12)
-    engine.generate([first])
-    assert len(first.outputs[0]) >= 4
-    saved = engine.prefixes[0]
-    assert saved[0] == first_ids + first.outputs[0][:-1] and saved[1][0].dtype == torch.bfloat16
-    tail = engine.tokenizer.encode("<|im_end|>\n<|im_start|>user\n" + CORPUS[1] + "<|im_end|>\n<|im_start|>assistant\n")
-    follow_ids = first_ids + first.outputs[0] + tail
-    before = engine.prefilled
-    follow = GenRequest(follow_ids, max_tokens=12)
-    engine.generate([follow])
-    assert engine.prefilled - before == len(tail) + 1
+    _, follow = follow_up_turn(engine)
+    assert engine.prefixes and all(k.dtype == torch.bfloat16 for _, keys, _ in engine.prefixes for k in keys)
+    follow_ids = follow.prompt_ids
     engine.share_prefixes = False
     try:
         engine.prefixes.clear()
@@ -218,21 +207,6 @@ def test_the_kv_setting_is_checked(monkeypatch):
         monkeypatch.setenv("SKILLWEAVE_LOCAL_KV", bad)
         with pytest.raises(ConfigError, match=f"SKILLWEAVE_LOCAL_KV '{bad}': expected bfloat16 or float32"):
             local_engine.check_dtype_setting()  # what the CLI and the local provider check before a run
-
-
-def test_a_bad_kv_setting_is_one_error_line_before_any_run_row(cli_run, db_path, monkeypatch):
-    from skillweave.providers.core import LocalProvider
-    from skillweave.store import Store
-
-    monkeypatch.setenv("SKILLWEAVE_LOCAL_KV", "float8")
-    code, _, err = cli_run("run", "skillmix", "--model", "local", "--k", "2", "--n", "1", "--rounds", "1",
-                           "--grading-samples", "1", "--max-tokens", "8")
-    assert code == 2, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("Error: SKILLWEAVE_LOCAL_KV 'float8'") and "no run was created" in err
-    assert not os.path.exists(db_path) or not Store(db_path).list_runs()
-    with pytest.raises(ConfigError, match="float8"):  # the Python API: when the provider is built
-        LocalProvider("local")
 
 
 @fbgemm
