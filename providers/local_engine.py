@@ -24,9 +24,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
   exact speculative sampling, `Engine._accept_sampled`);
-- float16/int8/bfloat16 engines store their keys/values in bfloat16 where oneDNN has bfloat16 kernels (half the
-  bytes a decode step reads for them) and multiply them in bfloat16 (`kv_dtype_name`, `Engine._attention`;
-  `SKILLWEAVE_LOCAL_KV=float32` keeps them in float32);
+- `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half
+  the bytes a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
 - the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop;
@@ -527,10 +526,10 @@ LANES = True
 # in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
 LANES_MIN_FED = 2.0
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
-# oneDNN has bfloat16 kernels. On: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x and 1.11x
-# the tokens/s of the float32 cache (1.19x and 1.09x less CPU per token), short prompts 1.01x; 37/48 and 10/24 greedy
-# texts stay those of the float32 cache (benchmarks/local_model.py, docs/benchmarks.md).
-KV_BFLOAT16_DEFAULT = True
+# oneDNN has bfloat16 kernels. Off: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x, 1.11x
+# and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
+# steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
+KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
