@@ -897,6 +897,24 @@ def real_steps(rows: int, rounds: int = 3) -> None:
               f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
+def with_load_average(work) -> None:
+    """Run `work`, printing the machine's load average before and after (each mode's output starts and ends so)."""
+    print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    work()
+    print(f"load average after: {os.getloadavg()[0]:.2f}")
+
+
+def stages_runs(count: int) -> None:
+    """`--stages`: each stage alone in a fresh process, then the real load with its timeline, then the tokenizer
+    against torch's import, `count` times each."""
+    for _ in range(count):
+        subprocess.run([sys.executable, __file__, "--child", "stages"], check=True)
+    for _ in range(count):  # the real load, stages overlapped, as `--load` times it
+        print("a fresh process, the `local` provider's load and one-token reply:")
+        subprocess.run([sys.executable, "-c", TIMELINE], check=True)
+    tokenizer_overlap(max(3, count))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--concurrency", type=int, default=8)
@@ -949,44 +967,25 @@ def main() -> None:
         args.max_tokens = 256 if args.workload == "skillmix" else 96
     if args.requests is None:
         args.requests = 48 if args.workload == "skillmix" else 24
-    if args.attention:
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        attention()
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-        return
-    if args.forward_ab:
-        if not args.against:
-            parser.error("--forward-ab needs --against DIR")
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        forward_ab(args.against, args.forward_ab)
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-        return
-    if args.kernels:
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        kernels()
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-        return
+    if args.forward_ab and not args.against:
+        parser.error("--forward-ab needs --against DIR")
     if args.child == "stages":
         stages()
         return
+    if args.attention:
+        return with_load_average(attention)
+    if args.forward_ab:
+        return with_load_average(lambda: forward_ab(args.against, args.forward_ab))
+    if args.kernels:
+        return with_load_average(kernels)
     if args.stages:
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        for _ in range(args.stages):
-            subprocess.run([sys.executable, __file__, "--child", "stages"], check=True)
-        for _ in range(args.stages):  # the real load, stages overlapped, as `--load` times it
-            print("a fresh process, the `local` provider's load and one-token reply:")
-            subprocess.run([sys.executable, "-c", TIMELINE], check=True)
-        tokenizer_overlap(max(3, args.stages))
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-        return
+        return with_load_average(lambda: stages_runs(args.stages))
     if args.child:
         print(json.dumps(throughput(args)))
         return
     if args.load:
-        print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
-        load_only(args.load, args.against, *([args.variants.split(",")] if args.variants else []))
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
-        return
+        return with_load_average(lambda: load_only(args.load, args.against,
+                                                   *([args.variants.split(",")] if args.variants else [])))
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     args.variants = args.variants or "engine f32,engine fp16,engine int8"
     unknown = set(args.variants.split(",")) - set(VARIANTS)
