@@ -1209,8 +1209,7 @@ class Engine:
         torch = self.torch
         side = self._side_engine()
         if self._prefill_pool is None:
-            self._prefill_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-prefill",
-                                                    initializer=lambda: torch.set_num_threads(1))
+            self._prefill_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-prefill")
 
         def prefill():
             torch.set_num_threads(1)
