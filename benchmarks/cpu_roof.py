@@ -4,15 +4,15 @@ A decode step of the embedded model reads every matmul weight once (whatever the
 keys and values over the step's window; a prefill multiplies each prompt token by every weight. So its floor is
 set by two numbers of the machine: how fast one and two cores read memory, and how fast the matmul kernels run
 per weight type. This script measures both in one process and prints what they imply for SmolLM2-135M (the
-shapes are that model's; no weights are read): the bytes one decode step streams and the multiply-adds a
-position costs, the resulting floors per decode step and per prefill token, and what a measured step spends
-beyond them.
+shapes are that model's; no weights are read): what one decode step's matmuls and attention and one prefill
+token cost at the measured rates. Compare them with a real step (`benchmarks/local_model.py --timeline`).
 
 Printed, one thread and two:
   - read bandwidth (summing a 512 MiB float32 tensor) and copy bandwidth (reads plus writes);
   - GFLOP/s of the four matmul paths the engine has (float32 through MKL, float16 packed for fbgemm, bfloat16
     through oneDNN with the activations converted per call, int8 through fbgemm with each row quantised on its
-    own) at 8, 64 and 256 rows on the gate/up projection's shape (3,072 x 576);
+    own) at 8, 64 and 256 rows, over 30 distinct matrices of the gate/up projection's shape (3,072 x 576), so
+    that the weights stream from memory as in a decode step;
   - one layer's attention for `--rows` rows over `--columns` columns (torch's SDPA over a float32 window, the
     grouped bfloat16 matmuls of a bfloat16 cache) and the bandwidth it reached;
   - what one decode step and one prefill token cost at these rates, and the attention's floor at the read
