@@ -33,6 +33,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
     python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
     python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
+    python benchmarks/local_model.py --temperature 0.7 --seed 1 --variants "engine fp16 lookup sampled,engine fp16"
 """
 
 from __future__ import annotations
@@ -68,6 +69,8 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
             "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
             "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 lookup sampled": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
+                                           "BENCH_LOOKUP_SAMPLED": "1"},
             "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
@@ -144,8 +147,14 @@ def short_workload(args) -> list[list]:
     return [[ChatRequest(messages=[{"role": "user", "content": (
         f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)]
-        for i in range(args.requests)]
+        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96,
+        options=_seeded(args, i))] for i in range(args.requests)]
+
+
+def _seeded(args, call: int) -> dict:
+    """--seed S: call number `call` of the workload samples with seed S + 1000 * call (its rows S + 1000 * call + i),
+    so a sampled run's texts are the same in every variant that samples exactly."""
+    return {} if args.seed is None else {"seed": args.seed + 1000 * call}
 
 
 async def skillmix_chain(provider, values: dict, args) -> list:
@@ -160,14 +169,17 @@ async def skillmix_chain(provider, values: dict, args) -> list:
     outputs, results = [], []
     for turn in range(2):
         request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)),
-                              temperature=args.temperature, max_tokens=args.max_tokens)
+                              temperature=args.temperature, max_tokens=args.max_tokens,
+                              options=_seeded(args, 3 * values["item"] + turn))
         result, _ = await provider.chat(request)
         outputs.append(result.texts[0])
         results.append(result)
     values = {**values, "text": extract_answer(outputs[1])}
     values.pop("shorten")
+    item = values.pop("item")
     result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []),
-                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"]))
+                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"],
+                                                options=_seeded(args, 3 * item + 2)))
     return results + [result]
 
 
@@ -181,7 +193,8 @@ def skillmix_items(args) -> list[dict]:
 
     draws = sample_skill_combinations(bundled_skills(), bundled_topics(), 2, max(1, args.requests // 3), seed=7)
     return [{"skills": [s.as_dict() for s in combo], "topic": topics[0], "k": 2,
-             "sentence_limit": sentence_limit_words(2), "shorten": False} for combo, topics in draws]
+             "sentence_limit": sentence_limit_words(2), "shorten": False, "item": i}
+            for i, (combo, topics) in enumerate(draws)]
 
 
 def throughput(args) -> dict:
@@ -198,6 +211,8 @@ def throughput(args) -> dict:
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
+    if os.environ.get("BENCH_LOOKUP_SAMPLED"):
+        local_engine.LOOKUP_SAMPLED = True  # sampled rows draft too (verified by speculative sampling)
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
@@ -929,7 +944,10 @@ def main() -> None:
                              "short: the earlier short prompts, 12 texts twice over")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="sampling temperature of every request (default 0, greedy; `run skillmix` samples its "
-                             "student at 0.7); the identical-text counts mean little when sampling")
+                             "student at 0.7); the identical-text counts mean little when sampling without --seed")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="with --temperature: seed every call (call c with S + 1000 c), so that variants that "
+                             "sample exactly (prompt lookup's speculative sampling or none) write the same texts")
     parser.add_argument("--variants",
                         help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
                              "engine f32,engine fp16,engine int8; with --load: the variants timed)")
@@ -1009,7 +1027,8 @@ def main() -> None:
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
                                   "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else []),
                                   *(["--timeline"] if args.timeline else []),
-                                  *(["--temperature", str(args.temperature)] if args.temperature else [])],
+                                  *(["--temperature", str(args.temperature)] if args.temperature else []),
+                                  *(["--seed", str(args.seed)] if args.seed is not None else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])
