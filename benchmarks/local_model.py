@@ -167,16 +167,17 @@ async def skillmix_chain(provider, values: dict, args) -> list:
 
     student, judge = load_template("skillmix/student"), load_template("skillmix/judge")
     outputs, results = [], []
+    values = dict(values)
+    item = values.pop("item")  # --seed: the item's calls are numbered 3 item .. 3 item + 2
     for turn in range(2):
         request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)),
                               temperature=args.temperature, max_tokens=args.max_tokens,
-                              options=_seeded(args, 3 * values["item"] + turn))
+                              options=_seeded(args, 3 * item + turn))
         result, _ = await provider.chat(request)
         outputs.append(result.texts[0])
         results.append(result)
     values = {**values, "text": extract_answer(outputs[1])}
     values.pop("shorten")
-    item = values.pop("item")
     result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []),
                                                 temperature=args.temperature, max_tokens=120 + 20 * values["k"],
                                                 options=_seeded(args, 3 * item + 2)))
