@@ -552,9 +552,9 @@ LOOKUP_RATE = 0.2
 LOOKUP_DRAFT_COST = 0.2
 # Sampled rows (temperature > 0) draft only with LOOKUP_SAMPLED: their drafts are verified exactly
 # (`_accept_sampled`), and only where they pay for the step (`Engine._sampled_drafts`), but on the Skill-Mix chain
-# sampled at 0.7 their drafts supply 12-22% of the tokens (greedy rows' 56%), worth about 4% of the row-steps:
-# 1.11x less and 1.08x more CPU per token than no drafts in two seeded pairs on a shared machine (1.07x more
-# before the step-level check; docs/benchmarks.md), so they get none by default.
+# sampled at 0.7 their drafts supply 4-22% of the tokens (greedy rows' 56%), worth at most 4% of the row-steps:
+# 1.11x less, 1.08x more and 1.13x less CPU per token than no drafts in three seeded pairs on a shared machine
+# (1.07x more before the step-level check; docs/benchmarks.md), so they get none by default.
 LOOKUP_SAMPLED = False
 # The cost model, CPU ms on the embedded model at 8 rows, float16: a one-token step costs a row 4.8 plus 0.0067 per
 # column of its own (SDPA reads its keys and values for one query; 7.4 ms at 392 columns, measured with one
