@@ -33,6 +33,8 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
     python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
     python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
+    python benchmarks/local_model.py --temperature 0.7 --seed 1 --variants "engine fp16 lookup sampled,engine fp16"
+    python benchmarks/local_model.py --verify-costs   # one-token and verify steps' CPU, sampled rows
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 lookup2": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "2"},
             "engine fp16 lookup8": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "8"},
             "engine f32 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "float32", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
+            "engine fp16 lookup sampled": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
+                                           "BENCH_LOOKUP_SAMPLED": "1"},
             "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
@@ -144,8 +148,14 @@ def short_workload(args) -> list[list]:
     return [[ChatRequest(messages=[{"role": "user", "content": (
         f"Write a short paragraph about {TOPICS[i % len(TOPICS)]} that shows the skills "
         f"{SKILLS[i % len(SKILLS)]} and {SKILLS[(i + 1) % len(SKILLS)]}.")}],
-        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96)]
-        for i in range(args.requests)]
+        temperature=args.temperature, max_tokens=LENGTHS[i % len(LENGTHS)] * args.max_tokens // 96,
+        options=_seeded(args, i))] for i in range(args.requests)]
+
+
+def _seeded(args, call: int) -> dict:
+    """--seed S: call number `call` of the workload samples with seed S + 1000 * call (its rows S + 1000 * call + i),
+    so a sampled run's texts are the same in every variant that samples exactly."""
+    return {} if args.seed is None else {"seed": args.seed + 1000 * call}
 
 
 async def skillmix_chain(provider, values: dict, args) -> list:
@@ -158,16 +168,20 @@ async def skillmix_chain(provider, values: dict, args) -> list:
 
     student, judge = load_template("skillmix/student"), load_template("skillmix/judge")
     outputs, results = [], []
+    values = dict(values)
+    item = values.pop("item")  # --seed: the item's calls are numbered 3 item .. 3 item + 2
     for turn in range(2):
         request = ChatRequest(messages=build_messages(student, values, turn, list(outputs)),
-                              temperature=args.temperature, max_tokens=args.max_tokens)
+                              temperature=args.temperature, max_tokens=args.max_tokens,
+                              options=_seeded(args, 3 * item + turn))
         result, _ = await provider.chat(request)
         outputs.append(result.texts[0])
         results.append(result)
     values = {**values, "text": extract_answer(outputs[1])}
     values.pop("shorten")
     result, _ = await provider.chat(ChatRequest(messages=build_messages(judge, values, 0, []),
-                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"]))
+                                                temperature=args.temperature, max_tokens=120 + 20 * values["k"],
+                                                options=_seeded(args, 3 * item + 2)))
     return results + [result]
 
 
@@ -181,7 +195,8 @@ def skillmix_items(args) -> list[dict]:
 
     draws = sample_skill_combinations(bundled_skills(), bundled_topics(), 2, max(1, args.requests // 3), seed=7)
     return [{"skills": [s.as_dict() for s in combo], "topic": topics[0], "k": 2,
-             "sentence_limit": sentence_limit_words(2), "shorten": False} for combo, topics in draws]
+             "sentence_limit": sentence_limit_words(2), "shorten": False, "item": i}
+            for i, (combo, topics) in enumerate(draws)]
 
 
 def throughput(args) -> dict:
@@ -198,6 +213,8 @@ def throughput(args) -> dict:
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
+    if os.environ.get("BENCH_LOOKUP_SAMPLED"):
+        local_engine.LOOKUP_SAMPLED = True  # sampled rows draft too (verified by speculative sampling)
     if os.environ.get("BENCH_INT8_HEAD") == "0":
         local_engine.INT8_HEAD = False  # decode steps use the float32 output layer
     provider = LocalProvider("local", max_concurrency=args.concurrency)
@@ -897,6 +914,97 @@ def real_steps(rows: int, rounds: int = 3) -> None:
               f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
+def verify_costs(temperature: float, rows: int = 8, rounds: int = 12) -> None:
+    """`--verify-costs`: CPU ms of the embedded model's decode steps (float16 weights, one thread, `rows` rows sampled
+    at `temperature`, windows of about 300 and 850 columns), by kind of step, interleaved `rounds` times (medians):
+    a one-token step and verify steps with drafts of 4 on every row, 4 on two rows, 2 on one row and 2 on four rows.
+    From them: a drafted position's cost, and an unused query position's (a row that feeds fewer positions than the
+    longest draft); then the sampling's share (`Engine._choose`, one call per sampled position) and what one batched
+    softmax/cumsum/searchsorted over all of a step's rows would cost instead."""
+    import statistics
+
+    import torch
+
+    from skillweave.providers import local_engine
+
+    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", "float16"
+    local_engine.LOOKUP_SAMPLED = False  # `_draft` is replaced below; no step-level gate for sampled drafts either
+    engine = local_engine.load_engine("local", rows)
+    engine.model.wait_packed()
+    torch.set_num_threads(1)
+    engine.share_prefixes, engine.eos_ids = False, set()
+    real_choose, sampling = engine._choose, [0.0]
+
+    def choose(*args):
+        cpu = time.process_time()
+        try:
+            return real_choose(*args)
+        finally:
+            sampling[0] += time.process_time() - cpu
+
+    engine._choose = choose
+    kinds = {"one-token step": None, "8 rows draft 4": [4] * rows, "2 rows draft 4": [4, 4] + [0] * (rows - 2),
+             "1 row drafts 2": [2] + [0] * (rows - 1), "4 rows draft 2": [2] * 4 + [0] * (rows - 4)}
+    noise = torch.Generator().manual_seed(0)
+    vocab = engine.model.embed.shape[0]
+    for repeat in (16, 60):
+        tok = engine.tokenizer
+        for i in range(rows):
+            text = " ".join([f"Write a short paragraph about gardening, number {i}, with a metaphor."] * repeat)
+            engine.add(local_engine.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": text}])),
+                                               max_tokens=10 ** 6, temperature=temperature, seed=i))
+        times = {k: [] for k in kinds}
+        shares = {k: [] for k in kinds}
+        for _ in range(rounds):
+            for kind, lengths in kinds.items():
+                engine.lookup = 4 if lengths else 0
+                if lengths:  # the row's own n-gram guess, filled up with random tokens (the cost does not depend on
+                    # how many are kept)
+                    it = iter(lengths)
+                    engine._draft = lambda row, it=it: (lambda n: (engine._guess(row, n) + torch.randint(
+                        0, vocab, (n,), generator=noise).tolist())[:n] if n else [])(next(it))
+                sampling[0] = 0.0
+                cpu = time.process_time()
+                engine.step()
+                times[kind].append(1000 * (time.process_time() - cpu))
+                shares[kind].append(1000 * sampling[0])
+        columns = engine.hi - engine.lo
+        med = {k: statistics.median(v) for k, v in times.items()}
+        one = med["one-token step"]
+        print(f"{rows} rows at temperature {temperature}, window about {columns} columns (medians of {rounds}):")
+        for kind in kinds:
+            print(f"  {kind}: {med[kind]:.1f} CPU ms ({med[kind] / one:.2f}x a one-token step), of which sampling "
+                  f"{statistics.median(shares[kind]):.2f} ms")
+        position = (med["8 rows draft 4"] - one) / (4 * rows)  # no unused position in that step
+        unused = statistics.median([(med["2 rows draft 4"] - one - 8 * position) / (4 * rows - 8),
+                                    (med["1 row drafts 2"] - one - 2 * position) / (2 * rows - 2),
+                                    (med["4 rows draft 2"] - one - 8 * position) / (2 * rows - 8)])
+        print(f"  a drafted position {position:.2f} CPU ms, an unused query position {unused:.2f} ms; a row's "
+              f"one-token step {one / rows:.2f} ms: {position / (one / rows):.2f} and {unused / (one / rows):.2f} of it")
+        engine.__dict__.pop("_draft", None)
+        engine.reset()
+    logits = torch.randn((rows, vocab)) * 3
+    generator = torch.Generator().manual_seed(1)
+
+    def per_row():
+        return [real_choose(logits[i], temperature, generator) for i in range(rows)]
+
+    def batched():
+        cdf = torch.cumsum(torch.softmax(logits / temperature, dim=-1), -1)
+        u = torch.tensor([engine._uniform(generator) for _ in range(rows)]) * cdf[:, -1]
+        return torch.searchsorted(cdf, u[:, None], right=True).clamp_(max=vocab - 1).flatten().tolist()
+
+    best = {}
+    for _ in range(5):
+        for name, f in (("per row", per_row), ("batched", batched)):
+            cpu = time.process_time()
+            for _ in range(20):
+                f()
+            best[name] = min(best.get(name, 1e9), 1000 * (time.process_time() - cpu) / 20)
+    print(f"sampling {rows} rows' tokens over {vocab} logits: one _choose per row {best['per row']:.2f} CPU ms, one "
+          f"batched softmax/cumsum/searchsorted {best['batched']:.2f} ms ({best['per row'] / best['batched']:.2f}x)")
+
+
 def with_load_average(work) -> None:
     """Run `work`, printing the machine's load average before and after (each mode's output starts and ends so)."""
     print(f"load average before: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
@@ -929,7 +1037,10 @@ def main() -> None:
                              "short: the earlier short prompts, 12 texts twice over")
     parser.add_argument("--temperature", type=float, default=0.0,
                         help="sampling temperature of every request (default 0, greedy; `run skillmix` samples its "
-                             "student at 0.7); the identical-text counts mean little when sampling")
+                             "student at 0.7); the identical-text counts mean little when sampling without --seed")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="with --temperature: seed every call (call c with S + 1000 c), so that variants that "
+                             "sample exactly (prompt lookup's speculative sampling or none) write the same texts")
     parser.add_argument("--variants",
                         help=f"comma-separated, each in its own process (choose from {', '.join(VARIANTS)}; default "
                              "engine f32,engine fp16,engine int8; with --load: the variants timed)")
@@ -961,6 +1072,9 @@ def main() -> None:
     parser.add_argument("--forward-ab", type=int, metavar="STEPS",
                         help="instead, with --against DIR: STEPS decode steps with this checkout's model forward and "
                              "STEPS with DIR's, alternating in one process (one thread, 8 rows): CPU ms per step")
+    parser.add_argument("--verify-costs", action="store_true",
+                        help="instead, CPU ms of one-token and verify steps (8 rows, one thread, float16, sampled at "
+                             "--temperature or 0.7): a drafted and an unused query position's cost, the sampling's share")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -978,6 +1092,8 @@ def main() -> None:
         return with_load_average(lambda: forward_ab(args.against, args.forward_ab))
     if args.kernels:
         return with_load_average(kernels)
+    if args.verify_costs:
+        return with_load_average(lambda: verify_costs(args.temperature or 0.7))
     if args.stages:
         return with_load_average(lambda: stages_runs(args.stages))
     if args.child:
@@ -1009,7 +1125,8 @@ def main() -> None:
                                   "--requests", str(args.requests), "--max-tokens", str(args.max_tokens),
                                   "--workload", args.workload, *(["--dump", args.dump] if args.dump and tree == "this" else []),
                                   *(["--timeline"] if args.timeline else []),
-                                  *(["--temperature", str(args.temperature)] if args.temperature else [])],
+                                  *(["--temperature", str(args.temperature)] if args.temperature else []),
+                                  *(["--seed", str(args.seed)] if args.seed is not None else [])],
                                  capture_output=True, text=True, env=env, check=True)
             name = kind if tree == "this" else f"{kind} (against)"
             runs[name] = r = json.loads(out.stdout.strip().splitlines()[-1])

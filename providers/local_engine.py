@@ -551,8 +551,10 @@ LOOKUP_PRIOR = 0.6
 LOOKUP_RATE = 0.2
 LOOKUP_DRAFT_COST = 0.2
 # Sampled rows (temperature > 0) draft only with LOOKUP_SAMPLED: their drafts are verified exactly
-# (`_accept_sampled`), but on the Skill-Mix chain sampled at 0.7 drafting cost 1.08-1.20x the CPU per token of no
-# drafts in three pairs of runs (docs/benchmarks.md), so they get none by default.
+# (`_accept_sampled`), and only where they pay for the step (`Engine._sampled_drafts`), but on the Skill-Mix chain
+# sampled at 0.7 their drafts supply 4-22% of the tokens (greedy rows' 56%), worth at most 4% of the row-steps:
+# 1.11x less, 1.08x more and 1.13x less CPU per token than no drafts in three seeded pairs on a shared machine
+# (1.07x more before the step-level check; docs/benchmarks.md), so they get none by default.
 LOOKUP_SAMPLED = False
 # The cost model, CPU ms on the embedded model at 8 rows, float16: a one-token step costs a row 4.8 plus 0.0067 per
 # column of its own (SDPA reads its keys and values for one query; 7.4 ms at 392 columns, measured with one
@@ -562,6 +564,14 @@ LOOKUP_SAMPLED = False
 # end to end without a gate: short prompts 0.84x, the Skill-Mix chain 1.19x (docs/benchmarks.md). So a drafted
 # token must be kept with a chance of at least 0.73 at 100 columns, 0.54 at 400, 0.39 at 800.
 LOOKUP_COSTS = (4.0, 0.0, 4.8, 0.0067)
+# ... which holds where most rows of a verify step draft (greedy rows on the Skill-Mix chain). A verify step also
+# gives every row as many query positions as the longest draft: a row feeding fewer positions pays for its unused
+# ones in the attention (and the mask) anyway. Measured at 8 rows, float16, one thread (a shared machine):
+# about 0.7 CPU ms per unused query position at 300 columns and 2.0 at 855, against 7.3 and 9.8 for a row's
+# one-token step, so a lone row's draft of 4 costs the step 28 unused positions. LOOKUP_PAD_COSTS: CPU ms per unused
+# position, a + b per column of the step's window; sampled rows' drafts are verified only when they pay for it
+# (`Engine._sampled_drafts`).
+LOOKUP_PAD_COSTS = (0.3, 0.002)
 
 
 def lookup_position_cost(columns: int) -> float:
@@ -583,6 +593,28 @@ def lookup_draft_length(kept: float, room: int, columns: int = 0) -> int:
         length += 1
         gain += chance - cost
     return length if length and gain >= LOOKUP_DRAFT_COST else 0
+
+
+def lookup_pad_cost(columns: int) -> float:
+    """An unused query position of a verify step (a row feeding fewer positions than the longest), in one-token steps
+    of one row, for a window `columns` wide."""
+    a, b = LOOKUP_PAD_COSTS
+    _, _, c, d = LOOKUP_COSTS
+    return (a + b * columns) / (c + d * columns)
+
+
+def lookup_sampled_gain(drafts: list[tuple[float, int, int]], rows: int, others: int, columns: int) -> float:
+    """What verifying sampled rows' drafts gains a step, in one-token steps of one row (> 0: they pay): `drafts`
+    holds each drafting sampled row's (kept estimate, draft length, length in tokens); the step has `rows` rows,
+    the longest of the other rows' drafts is `others` tokens (0: none, the step would be a one-token step), and
+    its window is `columns` wide. Each drafted token is worth kept**j and costs its position
+    (`lookup_position_cost`); every unused query position the drafts add to the step costs `lookup_pad_cost`."""
+    gain, longest, drafted = 0.0, others, 0
+    for kept, length, position in drafts:
+        cost = lookup_position_cost(position)
+        gain += sum(kept ** j - cost for j in range(1, length + 1))
+        longest, drafted = max(longest, length), drafted + length
+    return gain - (rows * (longest - others) - drafted) * lookup_pad_cost(columns)
 
 
 def lookup_learn(kept: float, accepted: int, rejected: bool) -> float:
@@ -938,6 +970,8 @@ class Engine:
             return
         if self.lookup:
             drafts = [self._draft(row) for row in self.rows]
+            if LOOKUP_SAMPLED and any(drafts):
+                drafts = self._sampled_drafts(drafts)
             if any(drafts):
                 self._verify(drafts)
                 return
@@ -1047,6 +1081,38 @@ class Engine:
         if not length:
             row.shadow = guess[0]
         return guess[:length]
+
+    def _sampled_drafts(self, drafts: list[list[int]]) -> list[list[int]]:
+        """The step's drafts with those of sampled rows kept only where they pay for the step
+        (`lookup_sampled_gain`): of the sampled rows with a draft, the ones whose drafts gain most on their own
+        go first, and the best such group (possibly none) is verified; the others' drafts are withheld and their
+        first tokens checked as the gate checks a withheld draft (`_Row.shadow`). A sampled row's tokens do not
+        depend on this (each is its own inverse-CDF sample either way), only the step's cost does; greedy rows'
+        drafts are left as their gate set them."""
+        rows = self.rows
+        sampled = [b for b, d in enumerate(drafts) if d and rows[b].request.temperature > 0]
+        if not sampled:
+            return drafts
+        others = max((len(d) for b, d in enumerate(drafts) if rows[b].request.temperature <= 0), default=0)
+        columns = self.hi + 1 - self.lo
+        B = len(rows)
+
+        def facts(b):
+            return rows[b].kept, len(drafts[b]), rows[b].position
+
+        sampled.sort(key=lambda b: -lookup_sampled_gain([facts(b)], B, others, columns))
+        best, chosen = 0.0, 0
+        for n in range(1, len(sampled) + 1):
+            gain = lookup_sampled_gain([facts(b) for b in sampled[:n]], B, others, columns)
+            if gain > best:
+                best, chosen = gain, n
+        if chosen == len(sampled):
+            return drafts
+        drafts = list(drafts)
+        for b in sampled[chosen:]:
+            rows[b].shadow = drafts[b][0]
+            drafts[b] = []
+        return drafts
 
     def _guess(self, row: _Row, room: int) -> list[int]:
         """Up to `room` tokens that followed the latest earlier occurrence of the last n tokens of the row's
