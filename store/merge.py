@@ -28,9 +28,10 @@ IGNORED = {"created_at", "updated_at", "finished_at", "pinned_at"}
 PER_MACHINE_KEYS = ("shard", "concurrency", "reply_cache")
 STATUS_ORDER = ["running", "interrupted", "failed", "paused", "done"]
 SKIP_TABLES = {"_migrations", "sqlite_sequence"}
-# Keys of tables that declare none: model-call ids are not indexed in a store (m0140_call_ids_unindexed), but a
-# call id the target holds is still the same call, so it must agree; the target's ids are indexed while merging.
-UNDECLARED_KEYS = {"llm_calls": ["id"]}
+# Keys of tables that declare none: model-call ids are not indexed in a store (m0140_call_ids_unindexed) and grade
+# ids only after their item (m0150_grade_lookup), but an id the target holds is still the same call or grade, so it
+# must agree; the target's ids are indexed while merging.
+UNDECLARED_KEYS = {"llm_calls": ["id"], "grades": ["id"]}
 
 
 class MergeConflict(UsageError):

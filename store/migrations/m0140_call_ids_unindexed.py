@@ -14,19 +14,24 @@ they are (types, NOT NULL, defaults: whatever earlier migrations added) and its 
 
 
 def migrate(db):
-    conn = db.conn
-    info = conn.execute("PRAGMA table_info(llm_calls)").fetchall()
+    rebuild_without_primary_key(db.conn, "llm_calls")
+
+
+def rebuild_without_primary_key(conn, table: str, drop_indexes=()) -> None:
+    """Copy `table` into one without a primary key (rowids, columns with their types, NOT NULL and defaults, and
+    its indexes but `drop_indexes` kept); nothing when the table is absent or has no primary key."""
+    info = conn.execute(f"PRAGMA table_info([{table}])").fetchall()
     if not info or not any(r[5] for r in info):
-        return  # no table, or no primary key to drop
+        return
     columns = ", ".join(f"[{name}] {kind}" + (" NOT NULL" if notnull else "")
                         + (f" DEFAULT {default}" if default is not None else "")
                         for _, name, kind, notnull, default, _ in info)
     names = ", ".join(f"[{r[1]}]" for r in info)
-    indexes = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
-                                              "AND tbl_name = 'llm_calls' AND sql IS NOT NULL")]
-    conn.execute(f"CREATE TABLE [llm_calls_m0140] ({columns})")
-    conn.execute(f"INSERT INTO [llm_calls_m0140] (rowid, {names}) SELECT rowid, {names} FROM llm_calls ORDER BY rowid")
-    conn.execute("DROP TABLE llm_calls")
-    conn.execute("ALTER TABLE [llm_calls_m0140] RENAME TO llm_calls")
+    indexes = [sql for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND "
+                                                 "tbl_name = ? AND sql IS NOT NULL", [table]) if name not in drop_indexes]
+    conn.execute(f"CREATE TABLE [{table}_rebuilt] ({columns})")
+    conn.execute(f"INSERT INTO [{table}_rebuilt] (rowid, {names}) SELECT rowid, {names} FROM [{table}] ORDER BY rowid")
+    conn.execute(f"DROP TABLE [{table}]")
+    conn.execute(f"ALTER TABLE [{table}_rebuilt] RENAME TO [{table}]")
     for sql in indexes:
         conn.execute(sql)
