@@ -49,6 +49,14 @@ def _to_old_schema(path: str) -> None:
     assert _indexes(path, "grades") == [("idx_grades_item_id", 0, ["item_id"]), ("sqlite_autoindex_grades_1", 1, ["id"])]
 
 
+def _info(path: str, table: str) -> list[tuple]:
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(f"PRAGMA table_info([{table}])").fetchall()
+    finally:
+        conn.close()
+
+
 def _rows(path: str, table: str) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
@@ -104,6 +112,10 @@ def test_a_store_from_before_migrates_resumes_without_paying_twice_and_merges(cl
     Store(db).close()  # opening migrates
     assert _indexes(db, "grades") == [("idx_grades_item_id_id", 1, ["item_id", "id"])]
     assert _rows(db, "grades") == grades and _rows(db, "llm_calls") == calls
+    fresh = str(tmp_path / "fresh.db")
+    Store(fresh).close()  # a new store takes the short way (no rows to copy): the same tables and indexes
+    for table in ("llm_calls", "grades"):
+        assert _info(db, table) == _info(fresh, table) and _indexes(db, table) == _indexes(fresh, table)
     code, _, err = cli_run("resume", "latest", db=db)
     assert code == 0, err
     assert _rows(db, "llm_calls") == calls  # no reply made again

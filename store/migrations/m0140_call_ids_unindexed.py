@@ -29,9 +29,14 @@ def rebuild_without_primary_key(conn, table: str, drop_indexes=()) -> None:
     names = ", ".join(f"[{r[1]}]" for r in info)
     indexes = [sql for name, sql in conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' AND "
                                                  "tbl_name = ? AND sql IS NOT NULL", [table]) if name not in drop_indexes]
-    conn.execute(f"CREATE TABLE [{table}_rebuilt] ({columns})")
-    conn.execute(f"INSERT INTO [{table}_rebuilt] (rowid, {names}) SELECT rowid, {names} FROM [{table}] ORDER BY rowid")
-    conn.execute(f"DROP TABLE [{table}]")
-    conn.execute(f"ALTER TABLE [{table}_rebuilt] RENAME TO [{table}]")
+    if conn.execute(f"SELECT 1 FROM [{table}] LIMIT 1").fetchone() is None:  # a new store: nothing to copy
+        conn.execute(f"DROP TABLE [{table}]")
+        conn.execute(f"CREATE TABLE [{table}] ({columns})")
+    else:
+        conn.execute(f"CREATE TABLE [{table}_rebuilt] ({columns})")
+        conn.execute(f"INSERT INTO [{table}_rebuilt] (rowid, {names}) SELECT rowid, {names} FROM [{table}] "
+                     "ORDER BY rowid")
+        conn.execute(f"DROP TABLE [{table}]")
+        conn.execute(f"ALTER TABLE [{table}_rebuilt] RENAME TO [{table}]")
     for sql in indexes:
         conn.execute(sql)
