@@ -18,6 +18,7 @@ that code, alternating with this code's, and the ratios are printed; export prin
     python benchmarks/scale.py --run-sizes "" --items 100000 --repeat 3 --against /tmp/ppold
     python benchmarks/scale.py --run-sizes 100,1000,10000,100000 --items 0 --repeat 2 --against /tmp/ppold
     python benchmarks/scale.py --breakdown 100000 --against /tmp/ppold   # what grows within one run
+    python benchmarks/scale.py --run-sizes 100,1000 --items 0 --same-store   # a run into an existing store
     python benchmarks/scale.py --plan 100000,1000000 --against /tmp/ppold   # the plan's memory per combination
 """
 
@@ -41,8 +42,9 @@ HWM = (  # peak RSS of this process in KiB: VmHWM (ru_maxrss would include the p
     "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n")
 
 
-def run_size(n: int, folder: str, against: str | None = None) -> dict:
+def run_size(n: int, folder: str, against: str | None = None, same_store: bool = False) -> dict:
     db = os.path.join(folder, f"run-{n}{'-against' if against else ''}.db")
+    warm = db if same_store else db + ".warm"  # --same-store: creating the store file is not counted either
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
         "import sys, time\n"
         + HWM +
@@ -57,7 +59,7 @@ def run_size(n: int, folder: str, against: str | None = None) -> dict:
         "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
         " '--grading-samples', '1', '--concurrency', '64']\n"
         "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
-        f"run({db!r} + '.warm', 20)\n"
+        f"run({warm!r}, 20)\n"
         "t = time.process_time()\n"
         f"run({db!r}, {n})\n"
         "print('RESULT', time.process_time() - t, hwm(), ran[-1])\n"
@@ -354,6 +356,9 @@ def main() -> None:
     parser.add_argument("--plan", default="", metavar="SIZES",
                         help="Instead: Skill-Mix planning alone at these comma-separated sizes (and with --against): "
                              "bytes held and at peak per combination (tracemalloc, RSS) and CPU per combination.")
+    parser.add_argument("--same-store", action="store_true",
+                        help="Run sizes: the warm-up run writes into the store the measured run then uses, so the "
+                             "measured run does not pay for creating the store file (its migrations).")
     parser.add_argument("--windows", type=int, default=10, help="--breakdown: stretches of the run (default 10).")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
@@ -372,7 +377,7 @@ def main() -> None:
             bases: dict = {}
             for n in sizes:
                 for label, path in trees:
-                    result = run_size(n, folder, path)
+                    result = run_size(n, folder, path, args.same_store)
                     base = bases.setdefault(label, result)
                     print(f"{label:>9}: run {n:>7} items (pass {r + 1}): {result['cpu_ms_per_item']:.2f} CPU ms/item "
                           f"({result['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak "

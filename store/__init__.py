@@ -609,7 +609,7 @@ class Store:
     def grades(self, item_id: str) -> list[dict]:
         return [
             {**g, "points": jload(g["points"], [])}
-            for g in self.db["grades"].rows_where("item_id = ?", [item_id], order_by="sample_index")
+            for g in self.db["grades"].rows_where("item_id = ?", [item_id], order_by="sample_index, rowid")
         ]
 
     def add_review(self, item_id: str, run_id: str, reviewer: str, decision: str, reason: str = "",

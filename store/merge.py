@@ -28,6 +28,10 @@ IGNORED = {"created_at", "updated_at", "finished_at", "pinned_at"}
 PER_MACHINE_KEYS = ("shard", "concurrency", "reply_cache")
 STATUS_ORDER = ["running", "interrupted", "failed", "paused", "done"]
 SKIP_TABLES = {"_migrations", "sqlite_sequence"}
+# Keys of tables that declare none: model-call ids are not indexed in a store (m0140_call_ids_unindexed) and grade
+# ids only after their item (m0150_grade_lookup), but an id the target holds is still the same call or grade, so it
+# must agree; the target's ids are indexed while merging.
+UNDECLARED_KEYS = {"llm_calls": ["id"], "grades": ["id"]}
 
 
 class MergeConflict(UsageError):
@@ -121,6 +125,19 @@ def merge_stores(sources: list[str], target: str) -> dict:
 def _merge_table(tconn, sconn, table: str, path: str, target: str) -> int:
     scols, _ = _columns(sconn, table)
     tcols, pk = _columns(tconn, table)
+    lookup = None
+    if not pk and all(c in tcols for c in UNDECLARED_KEYS.get(table, [None])):
+        pk, lookup = UNDECLARED_KEYS[table], f"[_merge_{table}_key]"
+        tconn.execute(f"CREATE INDEX {lookup} ON [{table}] ({', '.join(f'[{c}]' for c in pk)})")
+    try:
+        return _merge_rows(tconn, sconn, table, path, target, scols, tcols, pk)
+    finally:
+        if lookup:
+            tconn.execute(f"DROP INDEX IF EXISTS {lookup}")
+
+
+def _merge_rows(tconn, sconn, table: str, path: str, target: str, scols: list[str], tcols: list[str],
+                pk: list[str]) -> int:
     missing = [c for c in scols if c not in tcols]
     if missing:
         raise UsageError(f"'{path}' has columns {', '.join(missing)} in {table} that '{target}' lacks (a newer "

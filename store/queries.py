@@ -83,6 +83,8 @@ def item_events(store, item_id: str) -> list[dict]:
 
 
 def call_by_id(store, call_id: str) -> dict | None:
+    """A call by its full id. Call ids are not indexed (store/migrations/m0140_call_ids_unindexed.py): this scans the
+    table's `id` column, reading no request or reply that does not match."""
     return store._one("SELECT * FROM llm_calls WHERE id = ?", [call_id])
 
 
@@ -166,6 +168,9 @@ def grades_by_step(store, run_id: str, parse_statuses) -> list[dict]:
     when the grade has no call)."""
     parse_statuses = list(parse_statuses)
     marks = ",".join("?" * len(parse_statuses))
-    return store._all(f"SELECT COALESCE(c.role, 'grade') AS step, COUNT(*) AS n FROM grades g "
-                      f"LEFT JOIN llm_calls c ON c.id = g.call_id WHERE g.run_id = ? AND g.parse_status IN ({marks}) "
-                      f"GROUP BY step", [run_id, *parse_statuses])
+    # call ids are not indexed (store/migrations/m0140_call_ids_unindexed.py): a grade's call is found among its
+    # item's calls, and only a grade whose call belongs to no call of its item looks it up in the whole table
+    return store._all(f"SELECT COALESCE(c.role, CASE WHEN g.call_id IS NULL THEN NULL ELSE (SELECT role FROM "
+                      f"llm_calls WHERE id = g.call_id LIMIT 1) END, 'grade') AS step, COUNT(*) AS n FROM grades g "
+                      f"LEFT JOIN llm_calls c ON c.item_id = g.item_id AND c.id = g.call_id "
+                      f"WHERE g.run_id = ? AND g.parse_status IN ({marks}) GROUP BY step", [run_id, *parse_statuses])

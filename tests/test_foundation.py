@@ -9,7 +9,7 @@ import pytest
 from skillweave.errors import ConfigError, ModelCallError, NotFound, TemplateError
 from skillweave.prompts import content_version, list_templates, load_template
 from skillweave.providers.core import ChatRequest, FakeProvider, OpenAIProvider, RetryPolicy, parse_spec
-from skillweave.store import Store, migration_modules
+from skillweave.store import Store, migration_modules, queries
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -275,4 +275,4 @@ def test_provider_options_are_recorded_and_part_of_the_call_key(store):
     assert asyncio.run(go({"json": True, "seed": 42})).cached
     import json
 
-    assert json.loads(store.db["llm_calls"].get(json_mode.call_id)["request"])["options"] == {"json": True, "seed": 42}
+    assert json.loads(queries.call_by_id(store, json_mode.call_id)["request"])["options"] == {"json": True, "seed": 42}
