@@ -139,6 +139,7 @@ def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantis
 
 
 def test_int8_continuous_batching_equals_one_at_a_time_and_never_waits_for_the_longest_row(int8_engine):
+    """With int8's default KV cache (bfloat16 where oneDNN has its kernels)."""
     int8_engine.prefixes.clear()
     continuous_batching_equals_one_at_a_time(int8_engine)
 

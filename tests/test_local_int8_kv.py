@@ -53,18 +53,3 @@ def test_int8_defaults_to_the_bfloat16_cache_and_float16_keeps_float32(tiny_mode
     finally:
         local_engine._load_engine.cache_clear()
 
-
-def test_int8s_default_cache_gives_the_tokens_of_the_explicit_bfloat16_setting(tiny_model, monkeypatch):
-    """The default is the same engine as SKILLWEAVE_LOCAL_KV=bfloat16 (the path tests/test_local_kvcache.py checks
-    for batched against alone, drafts and prefix sharing), not a third one."""
-    try:
-        outputs = []
-        for kv in (None, "bfloat16"):
-            engine = _engine(tiny_model, monkeypatch, "int8", kv)
-            engine.prefixes.clear()
-            requests = [GenRequest(ids, max_tokens=12) for ids in _prompts(engine, CORPUS)]
-            engine.generate(requests)
-            outputs.append([r.outputs for r in requests])
-        assert outputs[0] == outputs[1]
-    finally:
-        local_engine._load_engine.cache_clear()
