@@ -857,13 +857,14 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
     real_steps(rows)
 
 
-def real_steps(rows: int, rounds: int = 3) -> None:
-    """The embedded model's one-token decode step (float16 weights, one thread) at `rows` rows whose prompts fill
-    windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds` times; the best
-    of 5 runs of 4 steps each time (a shared machine's noise mostly slows a run down)."""
+def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: bool = False) -> None:
+    """The embedded model's one-token decode step (float16 weights, or `weights`; one thread) at `rows` rows whose
+    prompts fill windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds`
+    times; the best of 5 runs of 4 steps each time (a shared machine's noise mostly slows a run down). `no_drafts`
+    (--kv-steps): prompt lookup off, so that every step is a one-token step (the repeated prompts would draft)."""
     from skillweave.providers import local_engine
 
-    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", "float16"
+    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", weights
     engines = {}
     for kv in ("float32", "bfloat16"):
         os.environ["SKILLWEAVE_LOCAL_KV"] = kv
@@ -871,6 +872,8 @@ def real_steps(rows: int, rounds: int = 3) -> None:
         engines[kv] = local_engine.load_engine("local", rows)
         engines[kv].model.wait_packed()
         engines[kv].share_prefixes, engines[kv].eos_ids = False, set()
+        if no_drafts:
+            engines[kv].lookup = 0
     best: dict = {}
     for _ in range(rounds):
         for repeat in (6, 20, 40):
@@ -893,7 +896,7 @@ def real_steps(rows: int, rounds: int = 3) -> None:
                 engine.reset()
     for repeat in (6, 20, 40):
         old, new = best[repeat, "float32"], best[repeat, "bfloat16"]
-        print(f"decode step, real model (float16 weights), {rows} rows, about {old[1]} columns: float32 cache "
+        print(f"decode step, real model ({weights} weights), {rows} rows, about {old[1]} columns: float32 cache "
               f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
@@ -961,6 +964,10 @@ def main() -> None:
     parser.add_argument("--forward-ab", type=int, metavar="STEPS",
                         help="instead, with --against DIR: STEPS decode steps with this checkout's model forward and "
                              "STEPS with DIR's, alternating in one process (one thread, 8 rows): CPU ms per step")
+    parser.add_argument("--kv-steps", choices=("float16", "int8"), metavar="WEIGHTS",
+                        help="instead: the real model's one-token decode step with WEIGHTS (float16 or int8) and a "
+                             "float32 against a bfloat16 KV cache, at 8 rows and about 150, 450 and 900 columns "
+                             "(one thread, interleaved; the last part of --attention)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -974,6 +981,8 @@ def main() -> None:
         return
     if args.attention:
         return with_load_average(attention)
+    if args.kv_steps:
+        return with_load_average(lambda: real_steps(8, weights=args.kv_steps, no_drafts=True))
     if args.forward_ab:
         return with_load_average(lambda: forward_ab(args.against, args.forward_ab))
     if args.kernels:
