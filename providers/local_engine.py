@@ -24,9 +24,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
   exact speculative sampling, `Engine._accept_sampled`);
-- `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in; the default for int8 weights) stores the keys/values of
-  float16/int8/bfloat16 engines in bfloat16 (half the bytes a decode step reads for them) and multiplies them in
-  bfloat16 (`kv_dtype_name`, `Engine._attention`);
+- `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half
+  the bytes a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
   prompt-lookup verify step runs its rows in two lanes on two threads (`Engine._in_lanes`);
 - the scheduler runs the engine's turns on one dedicated thread (`engine_thread`), whatever the event loop;
@@ -531,11 +530,6 @@ LANES_MIN_FED = 2.0
 # and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
 # steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
 KV_BFLOAT16_DEFAULT = False
-# ... except for int8 weights, whose texts already part from float16's: their matmuls cost about a third of
-# float16's, so a decode step's attention over the window is the larger share (a one-token step at 8 rows and 574
-# columns, one thread: torch's float32 attention 31 of 56 CPU ms, the grouped bfloat16 matmuls 18 with their window
-# copies), and the bfloat16 cache cut the Skill-Mix chain's CPU per token 1.19x (docs/benchmarks.md, "int8 at 150").
-KV_BFLOAT16_INT8 = True
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
@@ -626,16 +620,14 @@ def kv_setting() -> str | None:
 def kv_dtype_name(weights: str) -> str:
     """The KV cache's type for an engine whose matmul weights are `weights`: float32 for float32 weights (whose
     tokens stay transformers'), else $SKILLWEAVE_LOCAL_KV, by default float32 (bfloat16 where KV_BFLOAT16_DEFAULT is
-    on, or KV_BFLOAT16_INT8 for int8 weights, and oneDNN has bfloat16 kernels on this CPU). See `Engine` for what a
-    bfloat16 cache changes."""
+    on and oneDNN has bfloat16 kernels on this CPU). See `Engine` for what a bfloat16 cache changes."""
     if weights == "float32":
         return "float32"
     name = kv_setting()
     if name is None:
         import torch
 
-        wanted = KV_BFLOAT16_INT8 if weights == "int8" else KV_BFLOAT16_DEFAULT
-        name = "bfloat16" if wanted and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
+        name = "bfloat16" if KV_BFLOAT16_DEFAULT and torch.ops.mkldnn._is_mkldnn_bf16_supported() else "float32"
     return name
 
 

@@ -100,18 +100,12 @@ def test_int8_weights_pack_in_the_background_and_stay_close_to_float32(tiny_mode
             assert error < 0.15, error
 
 
-def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantised_ops(tiny_model, monkeypatch):
+def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantised_ops(int8_engine):
     """The engine (padded KV cache, batched rows, prefill then decode) against the plainest use of the same model:
     each prompt alone, the whole sequence run again at every step with causal attention and no cache; the first
-    token from the float32 output layer, later ones from the int8 one, as the engine does. The float32 KV cache,
-    whose attention is the recompute's (int8's default bfloat16 cache: tests/test_local_kvcache.py)."""
+    token from the float32 output layer, later ones from the int8 one, as the engine does."""
     import torch
 
-    monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", "int8")
-    monkeypatch.setenv("SKILLWEAVE_LOCAL_KV", "float32")
-    local_engine._load_engine.cache_clear()
-    int8_engine = load_engine(str(tiny_model))
-    assert int8_engine.kv_dtype == torch.float32
     model = int8_engine.model
     prompts = _prompts(int8_engine, CORPUS)
     eos = int8_engine.eos_ids
@@ -139,7 +133,6 @@ def test_int8_greedy_tokens_equal_a_step_by_step_recompute_with_the_same_quantis
 
 
 def test_int8_continuous_batching_equals_one_at_a_time_and_never_waits_for_the_longest_row(int8_engine):
-    """With int8's default KV cache (bfloat16 where oneDNN has its kernels)."""
     int8_engine.prefixes.clear()
     continuous_batching_equals_one_at_a_time(int8_engine)
 

@@ -62,8 +62,7 @@ def test_the_caches_type_follows_the_weights_and_the_setting(engine_of, dtype, k
     import torch
 
     if expected == "default":
-        wanted = local_engine.KV_BFLOAT16_INT8 if dtype == "int8" else local_engine.KV_BFLOAT16_DEFAULT
-        expected = "bfloat16" if wanted else "float32"
+        expected = "bfloat16" if local_engine.KV_BFLOAT16_DEFAULT else "float32"
 
     engine = engine_of(dtype, kv)
     engine.prefixes.clear()
