@@ -27,6 +27,8 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --stages 2   # the float16 load stage by stage, in fresh processes
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
+    python benchmarks/local_model.py --kv-steps int8   # int8's decode step, float32 against bfloat16 KV cache
+    python benchmarks/local_model.py --int8-kernels   # one layer's int8 matmuls at 8-700 rows, fbgemm vs _int_mm
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -786,6 +788,59 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
               f"{len(long_ids)} tokens {1000 * prefill:.0f} CPU ms ({base_prefill / prefill:.2f}x less)")
 
 
+def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
+    """--int8-kernels: CPU ms (one thread, median of `repeats`) of one layer's four matmuls (SmolLM2-135M's shapes,
+    random weights) at M rows: the engine's int8 path (`LlamaLite._linear_int8`: fbgemm's `linear_dynamic` with each
+    row quantised on its own), fbgemm's own one scale per batch (not usable: a row would depend on its batch),
+    torch's `_int_mm` (int8 x int8 -> int32, oneDNN) with each row quantised symmetrically to int8 by a few torch
+    ops and scaled back (a candidate replacement, quantisation and scaling included), and fbgemm float16. M = 8 is a
+    one-token step at 8 rows, 41 a verify step of 8 rows with 4 drafted tokens each, 100-700 prefills. Also checks
+    that the `_int_mm` candidate gives each row the same bits alone as in the batch."""
+    import torch
+
+    from skillweave.providers import local_engine
+
+    torch.set_num_threads(1)
+    bare = local_engine.LlamaLite(dict(model_type="llama", hidden_size=576, num_attention_heads=9, num_hidden_layers=0,
+                                       vocab_size=8), {"model.embed_tokens.weight": torch.zeros(8, 576),
+                                                       "model.norm.weight": torch.ones(576)})
+    gen = torch.Generator().manual_seed(0)
+    layer = []
+    for n, k in ((960, 576), (576, 576), (3072, 576), (576, 1536)):
+        w = torch.randn(n, k, generator=gen) * 0.02
+        ints = bare._pack_int8(w, None)
+        scale = (w.abs().amax(1) / 127).clamp(min=1e-12)
+        ints_t = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8).t()  # [k, n]
+        layer.append((k, ints, torch.ops.quantized.linear_prepack_fp16(w, None), ints_t, scale))
+
+    def int_mm(x, ints_t, scale):  # each row: x / (peak / 127) rounded to int8; int32 products; scaled back
+        step = x.abs().amax(-1, keepdim=True).clamp_(min=1e-30).div_(127.0)
+        q = torch.div(x, step).round_().to(torch.int8)
+        return torch.mul(torch._int_mm(q, ints_t), scale).mul_(step)
+
+    def timed(f):
+        f()
+        values = []
+        for _ in range(repeats):
+            cpu = time.thread_time()
+            f()
+            values.append(1000 * (time.thread_time() - cpu))
+        return _median(values)
+
+    for M in sizes:
+        xs = {k: torch.randn(M, k, generator=gen) for k in (576, 1536)}
+        ours = timed(lambda xs=xs: [bare._linear_int8(xs[k], p) for k, p, *_ in layer])
+        batch = timed(lambda xs=xs: [torch.ops.quantized.linear_dynamic(xs[k], p.packed, False) for k, p, *_ in layer])
+        mm = timed(lambda xs=xs: [int_mm(xs[k], t, s) for k, _, _, t, s in layer])
+        half = timed(lambda xs=xs: [torch.ops.quantized.linear_dynamic_fp16(xs[k], h) for k, _, h, *_ in layer])
+        k, _, _, t, s = layer[2]
+        alone = torch.cat([int_mm(xs[k][i: i + 1], t, s) for i in range(M)])
+        same = torch.equal(alone, int_mm(xs[k], t, s))
+        print(f"one layer's matmuls at M = {M:>3}: engine int8 (fbgemm, rows alone) {ours:6.2f} CPU ms; fbgemm one "
+              f"scale per batch {batch:6.2f}; _int_mm, rows alone {mm:6.2f} ({ours / mm:.2f}x less than the engine's; "
+              f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
+
+
 def attention(rows: int = 8, repeats: int = 5) -> None:
     """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
     heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
@@ -968,6 +1023,9 @@ def main() -> None:
                         help="instead: the real model's one-token decode step with WEIGHTS (float16 or int8) and a "
                              "float32 against a bfloat16 KV cache, at 8 rows and about 150, 450 and 900 columns "
                              "(one thread, interleaved; the last part of --attention)")
+    parser.add_argument("--int8-kernels", action="store_true",
+                        help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
+                             "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -981,6 +1039,8 @@ def main() -> None:
         return
     if args.attention:
         return with_load_average(attention)
+    if args.int8_kernels:
+        return with_load_average(int8_kernels)
     if args.kv_steps:
         return with_load_average(lambda: real_steps(8, weights=args.kv_steps, no_drafts=True))
     if args.forward_ab:
