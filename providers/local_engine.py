@@ -531,6 +531,9 @@ LANES_MIN_FED = 2.0
 # steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
 KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
+# int8 engines' one-token steps (float32 cache) split their rows into two groups of slots with narrower windows
+# when that saves at least this many (row, column) pairs of attention reads (`Engine._split_window`).
+SPLIT_MIN_SAVING = 256
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
 # (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
@@ -696,7 +699,8 @@ class Engine:
     torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
+                 split_windows: bool = False):
         import torch
 
         self.torch = torch
@@ -717,6 +721,8 @@ class Engine:
         # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting(lookup_default)
         self.drafted = self.accepted = 0
+        # int8 weights: a one-token step may attend in two groups of rows (`_split_window`); `splits` counts them
+        self.split_windows, self.splits = split_windows, 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
@@ -781,6 +787,29 @@ class Engine:
         if start + width > self.cap or bool(self.valid[: len(self.rows), hi: start + width].any()):
             return lo, hi
         return start, start + width
+
+    def _split_window(self, B: int, lo: int, end: int) -> tuple[int, tuple[int, int]]:
+        """Where a one-token step's rows split into two groups of slots, 0 .. p - 1 and p .. B - 1, each attending
+        over the columns from its own earliest valid one to `end` instead of the whole window [lo, end): the p
+        that reads the fewest (row, column) pairs, if it saves at least SPLIT_MIN_SAVING of them (a second
+        attention call per layer costs about that much); (0, ()) otherwise. Rows of very different lengths share
+        a step's window, so a short row reads the long rows' columns as masked padding (on the Skill-Mix chain,
+        41% of what one-token steps' attention read); the split reads less of it. The columns a group drops are
+        invalid for every row in it, so each row attends over the same valid keys either way."""
+        if B < 2:
+            return 0, ()
+        first = self.valid[:B, lo: end].int().argmax(1).tolist()  # each row's first valid column, from lo
+        width = end - lo
+        head, tail = [first[0]], [first[-1]]
+        for b in range(1, B):
+            head.append(min(head[-1], first[b]))  # head[b]: the earliest of rows 0 .. b
+            tail.append(min(tail[-1], first[B - 1 - b]))  # tail[b]: the earliest of rows B - 1 - b .. B - 1
+        best, at = B * width - SPLIT_MIN_SAVING, 0
+        for p in range(1, B):
+            cost = p * (width - head[p - 1]) + (B - p) * (width - tail[B - 1 - p])
+            if cost < best:
+                best, at = cost, p
+        return (at, (lo + head[at - 1], lo + tail[B - 1 - at])) if at else (0, ())
 
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
@@ -956,7 +985,14 @@ class Engine:
         # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
         fast = self.kv_dtype != torch.float32
         start, end = self._window(lo, hi + 1) if fast else (lo, hi + 1)
-        if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
+        # int8 engines (`split_windows`): the rows in two groups of slots, each over its own narrower window
+        split, starts = self._split_window(B, lo, hi + 1) if self.split_windows and not fast and not by_row else (0, ())
+        if split:
+            self.splits += 1
+            masks = [torch.zeros((e - b, 1, 1, hi + 1 - s)).masked_fill_(~self.valid[b: e, None, None, s: hi + 1],
+                                                                          float("-inf"))
+                     for b, e, s in ((0, split, starts[0]), (split, B, starts[1]))]
+        elif not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, end - start)).masked_fill_(~self.valid[:B, None, None, start: end],
                                                                     float("-inf"))
 
@@ -972,6 +1008,13 @@ class Engine:
                     k, v = keys[b: b + 1, :, hi + 1 - n: hi + 1], values[b: b + 1, :, hi + 1 - n: hi + 1]
                     out[b] = (self._attention(q[b: b + 1], k, v) if fast else sdpa(q[b: b + 1], k, v, enable_gqa=gqa))[0]
                 return out
+            if split:
+                (s1, s2), (m1, m2) = starts, masks
+                return torch.cat([
+                    sdpa(q[:split], keys[:split, :, s1: hi + 1], values[:split, :, s1: hi + 1], attn_mask=m1,
+                         enable_gqa=gqa),
+                    sdpa(q[split:], keys[split: B, :, s2: hi + 1], values[split: B, :, s2: hi + 1], attn_mask=m2,
+                         enable_gqa=gqa)])
             if fast:
                 return self._attention(q, keys[:B, :, start: end], values[:B, :, start: end], mask)
             return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
@@ -1407,7 +1450,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT)
+                  lookup_default=0 if exact else LOOKUP_DEFAULT, split_windows=dtype == "int8")
 
 
 INT8_CACHE_FORMAT = 2
