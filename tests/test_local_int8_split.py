@@ -1,0 +1,108 @@
+"""int8 engines' one-token steps attend in two groups of rows, each over its own narrower window, when the rows'
+lengths differ enough (providers/local_engine.py, `Engine._split_window`, SPLIT_MIN_SAVING). A tiny random Llama
+built from a config, as in tests/test_local_engine.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from skillweave.providers import local_engine
+from skillweave.providers.local_engine import GenRequest, load_engine
+from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
+
+pytestmark = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture
+def engine_of(tiny_model, monkeypatch):
+    def make(dtype):
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", dtype)
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_KV", "float32")
+        monkeypatch.setenv("SKILLWEAVE_LOCAL_LOOKUP", "0")  # one-token steps only
+        local_engine._load_engine.cache_clear()
+        engine = load_engine(str(tiny_model))
+        engine.prefixes.clear()
+        return engine
+
+    yield make
+    local_engine._load_engine.cache_clear()
+
+
+def test_the_split_is_the_cheapest_contiguous_one_and_only_when_it_saves_enough(engine_of, monkeypatch):
+    import torch
+
+    engine = engine_of("int8")
+    engine.valid = torch.zeros((4, 100), dtype=torch.bool)
+    for b, first in enumerate((10, 20, 70, 60)):  # rows 0-1 long, rows 2-3 short
+        engine.valid[b, first:] = True
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
+    # whole window: 4 x 90 = 360 pairs; split at 2: 2 x 90 + 2 x 40 = 260 (at 1: 90 + 3 x 80 = 330; at 3: 3 x 90 + 30)
+    assert engine._split_window(4, 10, 100) == (2, (10, 60))
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 101)  # saves 100: not enough
+    assert engine._split_window(4, 10, 100) == (0, ())
+    assert engine._split_window(1, 10, 100) == (0, ())
+    engine.valid[:, :] = False
+    engine.valid[:, 10:] = True  # rows of one length: nothing to save
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
+    assert engine._split_window(4, 10, 100) == (0, ())
+
+
+def test_split_steps_give_each_rows_tokens_alone_and_close_logits(engine_of, monkeypatch):
+    """Prompts of very different lengths, more requests than rows: with splitting forced (SPLIT_MIN_SAVING 0) the
+    steps split, and every request's tokens equal those it gets alone; a split step's logits equal the unsplit
+    step's up to float rounding (the same valid keys, fewer masked columns)."""
+    import torch
+
+    engine = engine_of("int8")
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
+    eos, rows = engine.eos_ids, engine.max_rows
+    engine.eos_ids = set()
+    try:
+        prompts = _prompts(engine, [" ".join(CORPUS), "Hi.", CORPUS[0], CORPUS[3][:9], " ".join(CORPUS[:2]), "Yes?"])
+        limits = [14, 9, 12, 7, 16, 10]
+        alone = _one_at_a_time(engine, prompts, limits)
+        engine.max_rows = 3
+        before = engine.splits
+        batched = [GenRequest(ids, max_tokens=n) for ids, n in zip(prompts, limits, strict=True)]
+        engine.prefixes.clear()
+        engine.generate(batched)
+        assert engine.splits > before  # the path ran
+        assert [r.outputs for r in batched] == alone
+
+        # one step's logits, split and not, on the same rows
+        engine.max_rows = 8
+        engine.prefixes.clear()
+        for ids in prompts[:3]:
+            engine.add(GenRequest(ids, max_tokens=10 ** 6))
+        seen = []
+        real = engine.model.forward
+        engine.model.forward = lambda *a, **k: seen.append(real(*a, **k)) or seen[-1]
+        state = [(r.position, r.last, list(r.generated)) for r in engine.rows]
+        hi = engine.hi
+        try:
+            for split in (True, False):
+                for r, (position, last, generated) in zip(engine.rows, state, strict=True):
+                    r.position, r.last, r.generated = position, last, list(generated)
+                engine.hi = hi
+                engine.valid[:, hi:] = False
+                engine.split_windows = split
+                count = engine.splits
+                engine.step()
+                assert (engine.splits > count) == split
+        finally:
+            del engine.model.forward
+            engine.reset()
+        assert torch.allclose(seen[0], seen[1], rtol=1e-4, atol=1e-4 * float(seen[1].abs().max()))
+    finally:
+        engine.eos_ids, engine.max_rows = eos, rows
+
+
+def test_float16_and_float32_engines_never_split(engine_of):
+    for dtype in ("float16", "float32"):
+        assert not engine_of(dtype).split_windows
+    assert engine_of("int8").split_windows
