@@ -1156,6 +1156,9 @@ class Engine:
         allowed[:, :, hi - start: hi + T - start] = torch.ones((T, T), dtype=torch.bool).tril()
         mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
         H, D = m.heads, m.head_dim
+        # int8 engines (float32 cache, one pass): the rows in two groups of slots with narrower windows (`_split_window`)
+        split, starts = (self._split_window(B, lo, end) if self.split_windows and self.kv_dtype == torch.float32
+                         else (0, ()))
 
         def forward(s, e):  # rows s .. e - 1
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
@@ -1174,8 +1177,15 @@ class Engine:
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
                 rows = q.new_zeros((e - s, H, T, D))
                 rows[owner - s, :, offset] = q[0].transpose(0, 1)
-                out = self._attention(rows, self.k[layer][s:e, :, start: end], self.v[layer][s:e, :, start: end],
-                                      mask[s:e])
+                keys, values = self.k[layer], self.v[layer]
+                if split and s == 0 and e == B:  # not in lanes
+                    if layer == 0:
+                        self.splits += 1
+                    out = torch.cat([self._attention(rows[a: b], keys[a: b, :, c: end], values[a: b, :, c: end],
+                                                     mask[a: b, :, :, c - start:])
+                                     for a, b, c in ((0, split, starts[0]), (split, B, starts[1]))])
+                else:
+                    out = self._attention(rows, keys[s:e, :, start: end], values[s:e, :, start: end], mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]
 
             with torch.no_grad():
