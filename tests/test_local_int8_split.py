@@ -106,3 +106,44 @@ def test_float16_and_float32_engines_never_split(engine_of):
     for dtype in ("float16", "float32"):
         assert not engine_of(dtype).split_windows
     assert engine_of("int8").split_windows
+
+
+def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(engine_of, monkeypatch):
+    """Prompt lookup's verify steps split too (one pass, float32 cache): drafts partly wrong (rows keep different
+    numbers of tokens, leaving gaps in their columns) still give the tokens of plain decoding, with split steps."""
+    from tests.test_local_spec import REPEATING, _generate, _oracle
+
+    engine = engine_of("int8")
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
+    monkeypatch.setattr(local_engine, "LANES", False)  # one pass: splitting is for steps not run in lanes
+    eos, rows, lookup = engine.eos_ids, engine.max_rows, engine.lookup
+    engine.eos_ids = set()
+    try:
+        prompts = _prompts(engine, [" ".join(CORPUS), "Hi."] + REPEATING + [CORPUS[0], "Yes?"])
+        limits = [30, 12, 25, 9, 40, 17]
+        plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
+        vocab = engine.model.embed.shape[0]
+
+        def corrupt(row, d):
+            keep = (len(row.request.prompt_ids) + len(row.generated)) % 4
+            return d[:keep] + [(t + 1) % vocab for t in d[keep:]]
+
+        real = _oracle(engine, prompts, plain, corrupt)
+        verify, count = engine._verify, [0]
+
+        def counted(drafts):
+            before = engine.splits
+            verify(drafts)
+            count[0] += engine.splits > before
+
+        engine._verify = counted
+        try:
+            engine.prefixes.clear()
+            spec, spec_steps, accepted = _generate(engine, prompts, limits, lookup=4)
+        finally:
+            engine._draft = real
+            del engine._verify
+        assert spec == plain
+        assert accepted > 0 and spec_steps < plain_steps and count[0] > 0  # split verify steps ran
+    finally:
+        engine.eos_ids, engine.max_rows, engine.lookup = eos, rows, lookup
