@@ -29,6 +29,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
     python benchmarks/local_model.py --kv-steps int8   # int8's decode step, float32 against bfloat16 KV cache
     python benchmarks/local_model.py --int8-kernels   # one layer's int8 matmuls at 8-700 rows, fbgemm vs _int_mm
+    python benchmarks/local_model.py --split-ab 20   # int8 steps with and without split attention windows
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -841,6 +842,42 @@ def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
               f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
 
 
+def split_ab(steps: int) -> None:
+    """--split-ab STEPS: int8 weights (float32 KV cache), one thread, prompt lookup off; 8 rows whose prompts are
+    about 105-633 tokens long (two slot orders: long rows first, short rows first), then the same rows' windows
+    with every row 330-400 tokens long. STEPS one-token steps and STEPS verify steps (4 drafted tokens per row) with
+    the split attention windows (`Engine._split_window`) and STEPS without, alternating in one process: the
+    engine thread's CPU per step, medians."""
+    os.environ.update(SKILLWEAVE_TORCH_THREADS="1", SKILLWEAVE_LOCAL_DTYPE="int8", SKILLWEAVE_LOCAL_KV="float32")
+    from skillweave.providers import local_engine as le
+
+    for repeats in ((50, 45, 40, 10, 12, 8, 30, 6), (8, 10, 12, 6, 50, 45, 40, 30), (28, 30, 32, 27, 29, 31, 33, 26)):
+        le._load_engine.cache_clear()
+        engine = le.load_engine("local")
+        engine.model.wait_packed()
+        engine.lookup, engine.eos_ids, engine.share_prefixes = 0, set(), False
+        tok = engine.tokenizer
+        for i, n in enumerate(repeats):
+            engine.add(le.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": (
+                f"Essay {i} on {TOPICS[i % len(TOPICS)]}, with a {SKILLS[i % len(SKILLS)]}. ") * n}])),
+                max_tokens=10 ** 6))
+        spans = sorted(r.position for r in engine.rows)
+        print(f"8 rows of {spans[0]}-{spans[-1]} prompt tokens ({'short rows first' if repeats[0] < 20 else 'long rows first' if repeats[0] > 40 else 'similar lengths'}), "
+              f"window {engine.hi - engine.lo} columns:")
+        for kind, run in (("one-token step", engine.step),
+                          ("verify step, 4 drafted tokens per row", lambda engine=engine: engine._verify([[5, 6, 7, 8]] * 8))):
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+            splits = engine.splits
+            for i in range(2 * steps):
+                engine.split_windows = on = (i // 2 + i) % 2 == 0  # on, off, off, on, ...
+                start = time.thread_time()
+                run()
+                cpu[on].append(1000 * (time.thread_time() - start))
+            on, off = _median(cpu[True]), _median(cpu[False])
+            print(f"  {kind}: split {on:.1f} CPU ms, not split {off:.1f} ({off / on:.2f}x less with the split; "
+                  f"{engine.splits - splits} of {steps} steps split)")
+
+
 def attention(rows: int = 8, repeats: int = 5) -> None:
     """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
     heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
@@ -1026,6 +1063,9 @@ def main() -> None:
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
                              "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
+    parser.add_argument("--split-ab", type=int, metavar="STEPS",
+                        help="instead: int8 one-token and verify steps at 8 rows of different lengths with the split "
+                             "attention windows and without, STEPS each, alternating (one thread): CPU ms per step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1039,6 +1079,8 @@ def main() -> None:
         return
     if args.attention:
         return with_load_average(attention)
+    if args.split_ab:
+        return with_load_average(lambda: split_ab(args.split_ab))
     if args.int8_kernels:
         return with_load_average(int8_kernels)
     if args.kv_steps:
