@@ -19,7 +19,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
-  int8 form is cached next to its weights (`read_int8_cache`);
+  int8 form is cached next to its weights (`read_int8_cache`); an int8 step whose rows' lengths differ attends in
+  two groups of rows over narrower windows (`Engine._split_window`);
 - prompt lookup (on by default but for float32 weights, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
