@@ -789,28 +789,29 @@ class Engine:
             return lo, hi
         return start, start + width
 
-    def _split_window(self, B: int, lo: int, end: int) -> tuple[int, tuple[int, int]]:
-        """Where a one-token step's rows split into two groups of slots, 0 .. p - 1 and p .. B - 1, each attending
+    def _split_window(self, B: int, lo: int, end: int, s: int = 0) -> tuple[int, tuple[int, int]]:
+        """Where a step's rows s .. B - 1 split into two groups of slots, s .. p - 1 and p .. B - 1, each attending
         over the columns from its own earliest valid one to `end` instead of the whole window [lo, end): the p
         that reads the fewest (row, column) pairs, if it saves at least SPLIT_MIN_SAVING of them (a second
         attention call per layer costs about that much); (0, ()) otherwise. Rows of very different lengths share
         a step's window, so a short row reads the long rows' columns as masked padding (on the Skill-Mix chain,
         41% of what one-token steps' attention read); the split reads less of it. The columns a group drops are
         invalid for every row in it, so each row attends over the same valid keys either way."""
-        if B < 2:
+        n = B - s
+        if n < 2:
             return 0, ()
-        first = self.valid[:B, lo: end].int().argmax(1).tolist()  # each row's first valid column, from lo
+        first = self.valid[s:B, lo: end].int().argmax(1).tolist()  # each row's first valid column, from lo
         width = end - lo
         head, tail = [first[0]], [first[-1]]
-        for b in range(1, B):
-            head.append(min(head[-1], first[b]))  # head[b]: the earliest of rows 0 .. b
-            tail.append(min(tail[-1], first[B - 1 - b]))  # tail[b]: the earliest of rows B - 1 - b .. B - 1
-        best, at = B * width - SPLIT_MIN_SAVING, 0
-        for p in range(1, B):
-            cost = p * (width - head[p - 1]) + (B - p) * (width - tail[B - 1 - p])
+        for b in range(1, n):
+            head.append(min(head[-1], first[b]))  # head[b]: the earliest of the group's rows 0 .. b
+            tail.append(min(tail[-1], first[n - 1 - b]))  # tail[b]: the earliest of its rows n - 1 - b .. n - 1
+        best, at = n * width - SPLIT_MIN_SAVING, 0
+        for p in range(1, n):
+            cost = p * (width - head[p - 1]) + (n - p) * (width - tail[n - 1 - p])
             if cost < best:
                 best, at = cost, p
-        return (at, (lo + head[at - 1], lo + tail[B - 1 - at])) if at else (0, ())
+        return (s + at, (lo + head[at - 1], lo + tail[n - 1 - at])) if at else (0, ())
 
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
@@ -1157,11 +1158,11 @@ class Engine:
         allowed[:, :, hi - start: hi + T - start] = torch.ones((T, T), dtype=torch.bool).tril()
         mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
         H, D = m.heads, m.head_dim
-        # int8 engines (float32 cache, one pass): the rows in two groups of slots with narrower windows (`_split_window`)
-        split, starts = (self._split_window(B, lo, end) if self.split_windows and self.kv_dtype == torch.float32
-                         else (0, ()))
+        # int8 engines (float32 cache): each lane's rows in two groups of slots with narrower windows (`_split_window`)
+        splitting = self.split_windows and self.kv_dtype == torch.float32
 
         def forward(s, e):  # rows s .. e - 1
+            split, starts = self._split_window(e, lo, end, s) if splitting else (0, ())
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
             offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
@@ -1179,12 +1180,12 @@ class Engine:
                 rows = q.new_zeros((e - s, H, T, D))
                 rows[owner - s, :, offset] = q[0].transpose(0, 1)
                 keys, values = self.k[layer], self.v[layer]
-                if split and s == 0 and e == B:  # not in lanes
+                if split:
                     if layer == 0:
                         self.splits += 1
-                    out = torch.cat([self._attention(rows[a: b], keys[a: b, :, c: end], values[a: b, :, c: end],
+                    out = torch.cat([self._attention(rows[a - s: b - s], keys[a: b, :, c: end], values[a: b, :, c: end],
                                                      mask[a: b, :, :, c - start:])
-                                     for a, b, c in ((0, split, starts[0]), (split, B, starts[1]))])
+                                     for a, b, c in ((s, split, starts[0]), (split, e, starts[1]))])
                 else:
                     out = self._attention(rows, keys[s:e, :, start: end], values[s:e, :, start: end], mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]

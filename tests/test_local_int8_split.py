@@ -43,6 +43,8 @@ def test_the_split_is_the_cheapest_contiguous_one_and_only_when_it_saves_enough(
     monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
     # whole window: 4 x 90 = 360 pairs; split at 2: 2 x 90 + 2 x 40 = 260 (at 1: 90 + 3 x 80 = 330; at 3: 3 x 90 + 30)
     assert engine._split_window(4, 10, 100) == (2, (10, 60))
+    # rows 1-3 only (a verify step's second lane): 80 + 2 x 40 = 160 against 3 x 80
+    assert engine._split_window(4, 10, 100, 1) == (2, (20, 60))
     monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 101)  # saves 100: not enough
     assert engine._split_window(4, 10, 100) == (0, ())
     assert engine._split_window(1, 10, 100) == (0, ())
@@ -108,14 +110,22 @@ def test_float16_and_float32_engines_never_split(engine_of):
     assert engine_of("int8").split_windows
 
 
-def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(engine_of, monkeypatch):
-    """Prompt lookup's verify steps split too (one pass, float32 cache): drafts partly wrong (rows keep different
-    numbers of tokens, leaving gaps in their columns) still give the tokens of plain decoding, with split steps."""
+@pytest.mark.parametrize("lanes", [False, True])
+def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(engine_of, monkeypatch, lanes):
+    """Prompt lookup's verify steps split too (float32 cache; in lanes, each lane's rows): drafts partly wrong (rows
+    keep different numbers of tokens, leaving gaps in their columns) still give the tokens of plain decoding, with
+    split steps."""
+    import torch
+
     from tests.test_local_spec import REPEATING, _generate, _oracle
 
     engine = engine_of("int8")
     monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
-    monkeypatch.setattr(local_engine, "LANES", False)  # one pass: splitting is for steps not run in lanes
+    monkeypatch.setattr(local_engine, "LANES", lanes)
+    monkeypatch.setattr(local_engine, "LANES_MIN_FED", 1.0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2 if lanes else 1)  # lanes need two torch threads (`_lane_split`)
+    monkeypatch.setattr(local_engine, "adaptive_threads", lambda force=False: torch.get_num_threads())
     eos, rows, lookup = engine.eos_ids, engine.max_rows, engine.lookup
     engine.eos_ids = set()
     try:
@@ -137,13 +147,17 @@ def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(eng
             count[0] += engine.splits > before
 
         engine._verify = counted
+        in_lanes, used = engine._in_lanes, []
+        engine._in_lanes = lambda forward, rows, split: (used.append(split), in_lanes(forward, rows, split))[1]
         try:
             engine.prefixes.clear()
             spec, spec_steps, accepted = _generate(engine, prompts, limits, lookup=4)
         finally:
             engine._draft = real
-            del engine._verify
+            del engine._verify, engine._in_lanes
         assert spec == plain
         assert accepted > 0 and spec_steps < plain_steps and count[0] > 0  # split verify steps ran
+        assert any(used) == lanes  # and in lanes when asked
     finally:
         engine.eos_ids, engine.max_rows, engine.lookup = eos, rows, lookup
+        torch.set_num_threads(threads)
