@@ -532,8 +532,10 @@ LANES_MIN_FED = 2.0
 # steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
 KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
-# int8 engines' one-token steps (float32 cache) split their rows into two groups of slots with narrower windows
-# when that saves at least this many (row, column) pairs of attention reads (`Engine._split_window`).
+# int8 engines' one-token and verify steps (float32 cache) split their rows into two groups of slots with narrower
+# windows when that saves at least this many (row, column) pairs of attention reads (`Engine._split_window`): about
+# twice what a second attention call per layer costs (one-token steps at 8 rows: 1.13-1.21x less CPU where the rows'
+# lengths differ, 1.01-1.03x where they are alike; benchmarks/local_model.py --split-ab).
 SPLIT_MIN_SAVING = 256
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
@@ -722,7 +724,7 @@ class Engine:
         # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting(lookup_default)
         self.drafted = self.accepted = 0
-        # int8 weights: a one-token step may attend in two groups of rows (`_split_window`); `splits` counts them
+        # int8 weights: a step may attend in two groups of rows (`_split_window`); `splits` counts such steps
         self.split_windows, self.splits = split_windows, 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
