@@ -791,6 +791,12 @@ class Engine:
             return lo, hi
         return start, start + width
 
+    def _splitting(self) -> bool:
+        """Whether this step's attention may split its rows (`_split_window`): int8 engines, where the attention runs
+        on one torch thread (a busy machine, or a lane). With two threads a second attention call per layer is a
+        second parallel region to wait for: one-token steps split cost 1.13x more CPU there (machine shared)."""
+        return self.split_windows and self.torch.get_num_threads() == 1
+
     def _split_window(self, B: int, lo: int, end: int, s: int = 0) -> tuple[int, tuple[int, int]]:
         """Where a step's rows s .. B - 1 split into two groups of slots, s .. p - 1 and p .. B - 1, each attending
         over the columns from its own earliest valid one to `end` instead of the whole window [lo, end): the p
@@ -990,7 +996,8 @@ class Engine:
         fast = self.kv_dtype != torch.float32
         start, end = self._window(lo, hi + 1) if fast else (lo, hi + 1)
         # int8 engines (`split_windows`): the rows in two groups of slots, each over its own narrower window
-        split, starts = self._split_window(B, lo, hi + 1) if self.split_windows and not fast and not by_row else (0, ())
+        split, starts = (self._split_window(B, lo, hi + 1) if self._splitting() and not fast and not by_row
+                         else (0, ()))
         if split:
             self.splits += 1
             masks = [torch.zeros((e - b, 1, 1, hi + 1 - s)).masked_fill_(~self.valid[b: e, None, None, s: hi + 1],
@@ -1161,10 +1168,10 @@ class Engine:
         mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
         H, D = m.heads, m.head_dim
         # int8 engines (float32 cache): each lane's rows in two groups of slots with narrower windows (`_split_window`)
-        splitting = self.split_windows and self.kv_dtype == torch.float32
+        splitting = self.kv_dtype == torch.float32
 
-        def forward(s, e):  # rows s .. e - 1
-            split, starts = self._split_window(e, lo, end, s) if splitting else (0, ())
+        def forward(s, e):  # rows s .. e - 1 (a lane runs on one torch thread)
+            split, starts = self._split_window(e, lo, end, s) if splitting and self._splitting() else (0, ())
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
             offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])

@@ -20,6 +20,13 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture
 def engine_of(tiny_model, monkeypatch):
+    """A fresh engine per weight type, on one torch thread (a step splits only where its attention runs on one
+    thread, `Engine._splitting`), whatever the machine's load."""
+    import torch
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(local_engine, "adaptive_threads", lambda force=False: (torch.set_num_threads(1), 1)[1])
+
     def make(dtype):
         monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", dtype)
         monkeypatch.setenv("SKILLWEAVE_LOCAL_KV", "float32")
@@ -31,6 +38,7 @@ def engine_of(tiny_model, monkeypatch):
 
     yield make
     local_engine._load_engine.cache_clear()
+    torch.set_num_threads(threads)
 
 
 def test_the_split_is_the_cheapest_contiguous_one_and_only_when_it_saves_enough(engine_of, monkeypatch):
@@ -161,3 +169,28 @@ def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(eng
     finally:
         engine.eos_ids, engine.max_rows, engine.lookup = eos, rows, lookup
         torch.set_num_threads(threads)
+
+
+def test_one_token_steps_on_two_threads_do_not_split(engine_of, monkeypatch):
+    """With two torch threads a second attention call per layer is one more parallel region to wait for, so a
+    one-token step splits only on one thread."""
+    import torch
+
+    engine = engine_of("int8")
+    monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
+    torch.set_num_threads(2)
+    monkeypatch.setattr(local_engine, "adaptive_threads", lambda force=False: torch.get_num_threads())
+    eos = engine.eos_ids
+    engine.eos_ids = set()
+    try:
+        for ids in _prompts(engine, [" ".join(CORPUS), "Hi.", CORPUS[0]]):
+            engine.add(GenRequest(ids, max_tokens=10 ** 6))
+        before = engine.splits
+        engine.step()
+        assert engine.splits == before
+        torch.set_num_threads(1)
+        engine.step()
+        assert engine.splits == before + 1
+    finally:
+        engine.reset()
+        engine.eos_ids = eos
