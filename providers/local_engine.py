@@ -537,6 +537,7 @@ KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`En
 # twice what a second attention call per layer costs (one-token steps at 8 rows: 1.13-1.21x less CPU where the rows'
 # lengths differ, 1.01-1.03x where they are alike; benchmarks/local_model.py --split-ab).
 SPLIT_MIN_SAVING = 256
+SPLIT_WINDOWS = True  # int8 engines split (False: never); float16/float32 never do, so their outputs stay as they were
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
 # (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
@@ -1471,7 +1472,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT, split_windows=dtype == "int8")
+                  lookup_default=0 if exact else LOOKUP_DEFAULT, split_windows=SPLIT_WINDOWS and dtype == "int8")
 
 
 INT8_CACHE_FORMAT = 2
