@@ -27,6 +27,9 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --stages 2   # the float16 load stage by stage, in fresh processes
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
     python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
+    python benchmarks/local_model.py --kv-steps int8   # int8's decode step, float32 against bfloat16 KV cache
+    python benchmarks/local_model.py --int8-kernels   # one layer's int8 matmuls at 8-700 rows, fbgemm vs _int_mm
+    python benchmarks/local_model.py --split-ab 20   # int8 steps with and without split attention windows
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
@@ -803,6 +806,95 @@ def kernels(rows: int = 8, repeats: int = 5) -> None:
               f"{len(long_ids)} tokens {1000 * prefill:.0f} CPU ms ({base_prefill / prefill:.2f}x less)")
 
 
+def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
+    """--int8-kernels: CPU ms (one thread, median of `repeats`) of one layer's four matmuls (SmolLM2-135M's shapes,
+    random weights) at M rows: the engine's int8 path (`LlamaLite._linear_int8`: fbgemm's `linear_dynamic` with each
+    row quantised on its own), fbgemm's own one scale per batch (not usable: a row would depend on its batch),
+    torch's `_int_mm` (int8 x int8 -> int32, oneDNN) with each row quantised symmetrically to int8 by a few torch
+    ops and scaled back (a candidate replacement, quantisation and scaling included), and fbgemm float16. M = 8 is a
+    one-token step at 8 rows, 41 a verify step of 8 rows with 4 drafted tokens each, 100-700 prefills. Also checks
+    that the `_int_mm` candidate gives each row the same bits alone as in the batch."""
+    import torch
+
+    from skillweave.providers import local_engine
+
+    torch.set_num_threads(1)
+    bare = local_engine.LlamaLite(dict(model_type="llama", hidden_size=576, num_attention_heads=9, num_hidden_layers=0,
+                                       vocab_size=8), {"model.embed_tokens.weight": torch.zeros(8, 576),
+                                                       "model.norm.weight": torch.ones(576)})
+    gen = torch.Generator().manual_seed(0)
+    layer = []
+    for n, k in ((960, 576), (576, 576), (3072, 576), (576, 1536)):
+        w = torch.randn(n, k, generator=gen) * 0.02
+        ints = bare._pack_int8(w, None)
+        scale = (w.abs().amax(1) / 127).clamp(min=1e-12)
+        ints_t = torch.clamp(torch.round(w / scale[:, None]), -127, 127).to(torch.int8).t()  # [k, n]
+        layer.append((k, ints, torch.ops.quantized.linear_prepack_fp16(w, None), ints_t, scale))
+
+    def int_mm(x, ints_t, scale):  # each row: x / (peak / 127) rounded to int8; int32 products; scaled back
+        step = x.abs().amax(-1, keepdim=True).clamp_(min=1e-30).div_(127.0)
+        q = torch.div(x, step).round_().to(torch.int8)
+        return torch.mul(torch._int_mm(q, ints_t), scale).mul_(step)
+
+    def timed(f):
+        f()
+        values = []
+        for _ in range(repeats):
+            cpu = time.thread_time()
+            f()
+            values.append(1000 * (time.thread_time() - cpu))
+        return _median(values)
+
+    for M in sizes:
+        xs = {k: torch.randn(M, k, generator=gen) for k in (576, 1536)}
+        ours = timed(lambda xs=xs: [bare._linear_int8(xs[k], p) for k, p, *_ in layer])
+        batch = timed(lambda xs=xs: [torch.ops.quantized.linear_dynamic(xs[k], p.packed, False) for k, p, *_ in layer])
+        mm = timed(lambda xs=xs: [int_mm(xs[k], t, s) for k, _, _, t, s in layer])
+        half = timed(lambda xs=xs: [torch.ops.quantized.linear_dynamic_fp16(xs[k], h) for k, _, h, *_ in layer])
+        k, _, _, t, s = layer[2]
+        alone = torch.cat([int_mm(xs[k][i: i + 1], t, s) for i in range(M)])
+        same = torch.equal(alone, int_mm(xs[k], t, s))
+        print(f"one layer's matmuls at M = {M:>3}: engine int8 (fbgemm, rows alone) {ours:6.2f} CPU ms; fbgemm one "
+              f"scale per batch {batch:6.2f}; _int_mm, rows alone {mm:6.2f} ({ours / mm:.2f}x less than the engine's; "
+              f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
+
+
+def split_ab(steps: int) -> None:
+    """--split-ab STEPS: int8 weights (float32 KV cache), one thread, prompt lookup off; 8 rows whose prompts are
+    about 105-633 tokens long (two slot orders: long rows first, short rows first), then the same rows' windows
+    with every row 330-400 tokens long. STEPS one-token steps and STEPS verify steps (4 drafted tokens per row) with
+    the split attention windows (`Engine._split_window`) and STEPS without, alternating in one process: the
+    engine thread's CPU per step, medians."""
+    os.environ.update(SKILLWEAVE_TORCH_THREADS="1", SKILLWEAVE_LOCAL_DTYPE="int8", SKILLWEAVE_LOCAL_KV="float32")
+    from skillweave.providers import local_engine as le
+
+    for repeats in ((50, 45, 40, 10, 12, 8, 30, 6), (8, 10, 12, 6, 50, 45, 40, 30), (28, 30, 32, 27, 29, 31, 33, 26)):
+        le._load_engine.cache_clear()
+        engine = le.load_engine("local")
+        engine.model.wait_packed()
+        engine.lookup, engine.eos_ids, engine.share_prefixes = 0, set(), False
+        tok = engine.tokenizer
+        for i, n in enumerate(repeats):
+            engine.add(le.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": (
+                f"Essay {i} on {TOPICS[i % len(TOPICS)]}, with a {SKILLS[i % len(SKILLS)]}. ") * n}])),
+                max_tokens=10 ** 6))
+        spans = sorted(r.position for r in engine.rows)
+        print(f"8 rows of {spans[0]}-{spans[-1]} prompt tokens ({'short rows first' if repeats[0] < 20 else 'long rows first' if repeats[0] > 40 else 'similar lengths'}), "
+              f"window {engine.hi - engine.lo} columns:")
+        for kind, run in (("one-token step", engine.step),
+                          ("verify step, 4 drafted tokens per row", lambda engine=engine: engine._verify([[5, 6, 7, 8]] * 8))):
+            cpu: dict[bool, list[float]] = {True: [], False: []}
+            splits = engine.splits
+            for i in range(2 * steps):
+                engine.split_windows = on = (i // 2 + i) % 2 == 0  # on, off, off, on, ...
+                start = time.thread_time()
+                run()
+                cpu[on].append(1000 * (time.thread_time() - start))
+            on, off = _median(cpu[True]), _median(cpu[False])
+            print(f"  {kind}: split {on:.1f} CPU ms, not split {off:.1f} ({off / on:.2f}x less with the split; "
+                  f"{engine.splits - splits} of {steps} steps split)")
+
+
 def attention(rows: int = 8, repeats: int = 5) -> None:
     """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
     heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
@@ -874,13 +966,14 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
     real_steps(rows)
 
 
-def real_steps(rows: int, rounds: int = 3) -> None:
-    """The embedded model's one-token decode step (float16 weights, one thread) at `rows` rows whose prompts fill
-    windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds` times; the best
-    of 5 runs of 4 steps each time (a shared machine's noise mostly slows a run down)."""
+def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: bool = False) -> None:
+    """The embedded model's one-token decode step (float16 weights, or `weights`; one thread) at `rows` rows whose
+    prompts fill windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds`
+    times; the best of 5 runs of 4 steps each time (a shared machine's noise mostly slows a run down). `no_drafts`
+    (--kv-steps): prompt lookup off, so that every step is a one-token step (the repeated prompts would draft)."""
     from skillweave.providers import local_engine
 
-    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", "float16"
+    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", weights
     engines = {}
     for kv in ("float32", "bfloat16"):
         os.environ["SKILLWEAVE_LOCAL_KV"] = kv
@@ -888,6 +981,8 @@ def real_steps(rows: int, rounds: int = 3) -> None:
         engines[kv] = local_engine.load_engine("local", rows)
         engines[kv].model.wait_packed()
         engines[kv].share_prefixes, engines[kv].eos_ids = False, set()
+        if no_drafts:
+            engines[kv].lookup = 0
     best: dict = {}
     for _ in range(rounds):
         for repeat in (6, 20, 40):
@@ -910,7 +1005,7 @@ def real_steps(rows: int, rounds: int = 3) -> None:
                 engine.reset()
     for repeat in (6, 20, 40):
         old, new = best[repeat, "float32"], best[repeat, "bfloat16"]
-        print(f"decode step, real model (float16 weights), {rows} rows, about {old[1]} columns: float32 cache "
+        print(f"decode step, real model ({weights} weights), {rows} rows, about {old[1]} columns: float32 cache "
               f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
@@ -1075,6 +1170,16 @@ def main() -> None:
     parser.add_argument("--verify-costs", action="store_true",
                         help="instead, CPU ms of one-token and verify steps (8 rows, one thread, float16, sampled at "
                              "--temperature or 0.7): a drafted and an unused query position's cost, the sampling's share")
+    parser.add_argument("--kv-steps", choices=("float16", "int8"), metavar="WEIGHTS",
+                        help="instead: the real model's one-token decode step with WEIGHTS (float16 or int8) and a "
+                             "float32 against a bfloat16 KV cache, at 8 rows and about 150, 450 and 900 columns "
+                             "(one thread, interleaved; the last part of --attention)")
+    parser.add_argument("--int8-kernels", action="store_true",
+                        help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
+                             "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
+    parser.add_argument("--split-ab", type=int, metavar="STEPS",
+                        help="instead: int8 one-token and verify steps at 8 rows of different lengths with the split "
+                             "attention windows and without, STEPS each, alternating (one thread): CPU ms per step")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1088,6 +1193,12 @@ def main() -> None:
         return
     if args.attention:
         return with_load_average(attention)
+    if args.split_ab:
+        return with_load_average(lambda: split_ab(args.split_ab))
+    if args.int8_kernels:
+        return with_load_average(int8_kernels)
+    if args.kv_steps:
+        return with_load_average(lambda: real_steps(8, weights=args.kv_steps, no_drafts=True))
     if args.forward_ab:
         return with_load_average(lambda: forward_ab(args.against, args.forward_ab))
     if args.kernels:

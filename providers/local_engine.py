@@ -19,7 +19,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
-  int8 form is cached next to its weights (`read_int8_cache`);
+  int8 form is cached next to its weights (`read_int8_cache`); an int8 step whose rows' lengths differ attends in
+  two groups of rows over narrower windows (`Engine._split_window`);
 - prompt lookup (on by default but for float32 weights, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
@@ -531,6 +532,12 @@ LANES_MIN_FED = 2.0
 # steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
 KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
+# int8 engines' one-token and verify steps (float32 cache) split their rows into two groups of slots with narrower
+# windows when that saves at least this many (row, column) pairs of attention reads (`Engine._split_window`): about
+# twice what a second attention call per layer costs (one-token steps at 8 rows: 1.13-1.21x less CPU where the rows'
+# lengths differ, 1.01-1.03x where they are alike; benchmarks/local_model.py --split-ab).
+SPLIT_MIN_SAVING = 256
+SPLIT_WINDOWS = True  # int8 engines split (False: never); float16/float32 never do, so their outputs stay as they were
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
 # (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
@@ -728,7 +735,8 @@ class Engine:
     torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
+                 split_windows: bool = False):
         import torch
 
         self.torch = torch
@@ -749,6 +757,8 @@ class Engine:
         # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting(lookup_default)
         self.drafted = self.accepted = 0
+        # int8 weights: a step may attend in two groups of rows (`_split_window`); `splits` counts such steps
+        self.split_windows, self.splits = split_windows, 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
@@ -813,6 +823,36 @@ class Engine:
         if start + width > self.cap or bool(self.valid[: len(self.rows), hi: start + width].any()):
             return lo, hi
         return start, start + width
+
+    def _splitting(self) -> bool:
+        """Whether this step's attention may split its rows (`_split_window`): int8 engines, where the attention runs
+        on one torch thread (a busy machine, or a lane). With two threads a second attention call per layer is a
+        second parallel region to wait for: one-token steps split cost 1.13x more CPU there (machine shared)."""
+        return self.split_windows and self.torch.get_num_threads() == 1
+
+    def _split_window(self, B: int, lo: int, end: int, s: int = 0) -> tuple[int, tuple[int, int]]:
+        """Where a step's rows s .. B - 1 split into two groups of slots, s .. p - 1 and p .. B - 1, each attending
+        over the columns from its own earliest valid one to `end` instead of the whole window [lo, end): the p
+        that reads the fewest (row, column) pairs, if it saves at least SPLIT_MIN_SAVING of them (a second
+        attention call per layer costs about that much); (0, ()) otherwise. Rows of very different lengths share
+        a step's window, so a short row reads the long rows' columns as masked padding (on the Skill-Mix chain,
+        41% of what one-token steps' attention read); the split reads less of it. The columns a group drops are
+        invalid for every row in it, so each row attends over the same valid keys either way."""
+        n = B - s
+        if n < 2:
+            return 0, ()
+        first = self.valid[s:B, lo: end].int().argmax(1).tolist()  # each row's first valid column, from lo
+        width = end - lo
+        head, tail = [first[0]], [first[-1]]
+        for b in range(1, n):
+            head.append(min(head[-1], first[b]))  # head[b]: the earliest of the group's rows 0 .. b
+            tail.append(min(tail[-1], first[n - 1 - b]))  # tail[b]: the earliest of its rows n - 1 - b .. n - 1
+        best, at = n * width - SPLIT_MIN_SAVING, 0
+        for p in range(1, n):
+            cost = p * (width - head[p - 1]) + (n - p) * (width - tail[n - 1 - p])
+            if cost < best:
+                best, at = cost, p
+        return (s + at, (lo + head[at - 1], lo + tail[n - 1 - at])) if at else (0, ())
 
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
@@ -990,7 +1030,15 @@ class Engine:
         # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
         fast = self.kv_dtype != torch.float32
         start, end = self._window(lo, hi + 1) if fast else (lo, hi + 1)
-        if not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
+        # int8 engines (`split_windows`): the rows in two groups of slots, each over its own narrower window
+        split, starts = (self._split_window(B, lo, hi + 1) if self._splitting() and not fast and not by_row
+                         else (0, ()))
+        if split:
+            self.splits += 1
+            masks = [torch.zeros((e - b, 1, 1, hi + 1 - s)).masked_fill_(~self.valid[b: e, None, None, s: hi + 1],
+                                                                          float("-inf"))
+                     for b, e, s in ((0, split, starts[0]), (split, B, starts[1]))]
+        elif not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
             mask = torch.zeros((B, 1, 1, end - start)).masked_fill_(~self.valid[:B, None, None, start: end],
                                                                     float("-inf"))
 
@@ -1006,6 +1054,13 @@ class Engine:
                     k, v = keys[b: b + 1, :, hi + 1 - n: hi + 1], values[b: b + 1, :, hi + 1 - n: hi + 1]
                     out[b] = (self._attention(q[b: b + 1], k, v) if fast else sdpa(q[b: b + 1], k, v, enable_gqa=gqa))[0]
                 return out
+            if split:
+                (s1, s2), (m1, m2) = starts, masks
+                return torch.cat([
+                    sdpa(q[:split], keys[:split, :, s1: hi + 1], values[:split, :, s1: hi + 1], attn_mask=m1,
+                         enable_gqa=gqa),
+                    sdpa(q[split:], keys[split: B, :, s2: hi + 1], values[split: B, :, s2: hi + 1], attn_mask=m2,
+                         enable_gqa=gqa)])
             if fast:
                 return self._attention(q, keys[:B, :, start: end], values[:B, :, start: end], mask)
             return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
@@ -1179,8 +1234,11 @@ class Engine:
         allowed[:, :, hi - start: hi + T - start] = torch.ones((T, T), dtype=torch.bool).tril()
         mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
         H, D = m.heads, m.head_dim
+        # int8 engines (float32 cache): each lane's rows in two groups of slots with narrower windows (`_split_window`)
+        splitting = self.kv_dtype == torch.float32
 
-        def forward(s, e):  # rows s .. e - 1
+        def forward(s, e):  # rows s .. e - 1 (a lane runs on one torch thread)
+            split, starts = self._split_window(e, lo, end, s) if splitting and self._splitting() else (0, ())
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
             offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
@@ -1197,8 +1255,15 @@ class Engine:
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
                 rows = q.new_zeros((e - s, H, T, D))
                 rows[owner - s, :, offset] = q[0].transpose(0, 1)
-                out = self._attention(rows, self.k[layer][s:e, :, start: end], self.v[layer][s:e, :, start: end],
-                                      mask[s:e])
+                keys, values = self.k[layer], self.v[layer]
+                if split:
+                    if layer == 0:
+                        self.splits += 1
+                    out = torch.cat([self._attention(rows[a - s: b - s], keys[a: b, :, c: end], values[a: b, :, c: end],
+                                                     mask[a: b, :, :, c - start:])
+                                     for a, b, c in ((s, split, starts[0]), (split, e, starts[1]))])
+                else:
+                    out = self._attention(rows, keys[s:e, :, start: end], values[s:e, :, start: end], mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]
 
             with torch.no_grad():
@@ -1473,7 +1538,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT)
+                  lookup_default=0 if exact else LOOKUP_DEFAULT, split_windows=SPLIT_WINDOWS and dtype == "int8")
 
 
 INT8_CACHE_FORMAT = 2
