@@ -37,17 +37,8 @@ LAYER_WEIGHTS = sum(n * k for n, k in LAYER_SHAPES)
 HEAD_WEIGHTS = VOCAB * HIDDEN
 
 
-def cpu_ms(fn, repeats: int) -> float:
-    """CPU ms per call of `fn` (after two warm-up calls), process CPU time."""
-    fn()
-    fn()
-    start = time.process_time()
-    for _ in range(repeats):
-        fn()
-    return 1000 * (time.process_time() - start) / repeats
-
-
 def wall_ms(fn, repeats: int) -> float:
+    """Wall ms per call of `fn`, after one warm-up call (the machine should be idle: load average printed)."""
     fn()
     start = time.perf_counter()
     for _ in range(repeats):
@@ -91,7 +82,7 @@ def matmul_paths(torch):
 
 
 def attention(torch, rows: int, columns: int) -> dict[str, float]:
-    """CPU ms of one layer's attention for one query per row over `columns` columns of a wider cache."""
+    """Wall ms of one layer's attention for one query per row over `columns` columns of a wider cache."""
     cap = columns + 256
     gen = torch.Generator().manual_seed(0)
     keys = torch.randn(rows, KV_HEADS, cap, HEAD_DIM, generator=gen)
@@ -109,7 +100,7 @@ def attention(torch, rows: int, columns: int) -> dict[str, float]:
         probs = torch.softmax(torch.matmul(g, kb.transpose(-1, -2)).float(), dim=-1).bfloat16()
         return torch.matmul(probs, vb)
 
-    return {"SDPA, float32 cache": cpu_ms(sdpa, 100), "grouped matmuls, bfloat16 cache": cpu_ms(grouped_bf16, 100)}
+    return {"SDPA, float32 cache": wall_ms(sdpa, 100), "grouped matmuls, bfloat16 cache": wall_ms(grouped_bf16, 100)}
 
 
 def main() -> None:
@@ -155,7 +146,7 @@ def main() -> None:
         att = attention(torch, args.rows, args.columns)
         sdpa = att["SDPA, float32 cache"]
         print(f"one layer's attention, {args.rows} rows x {args.columns} columns: "
-              + ", ".join(f"{name} {ms:.3f} CPU ms" for name, ms in att.items())
+              + ", ".join(f"{name} {ms:.3f} ms" for name, ms in att.items())
               + f" (float32 SDPA reads {window / LAYERS / 1e6:.1f} MB: {window / LAYERS / sdpa / 1e6:.1f} GB/s)")
         print(f"one decode step ({args.rows} rows, {args.columns} columns): attention over the float32 cache "
               f"({window / 1e6:.0f} MB) {LAYERS * sdpa:.1f} ms, its floor at the read bandwidth {window / read / 1e6:.1f} ms;"

@@ -19,8 +19,8 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
-  int8 form is cached next to its weights (`read_int8_cache`); an int8 step whose rows' lengths differ attends in
-  two groups of rows over narrower windows (`Engine._split_window`);
+  int8 form is cached next to its weights (`read_int8_cache`); with SPLIT_WINDOWS (off) an int8 step whose rows'
+  lengths differ attends in two groups of rows over narrower windows (`Engine._split_window`);
 - prompt lookup (on by default but for float32 weights, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
@@ -537,7 +537,10 @@ KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`En
 # twice what a second attention call per layer costs (one-token steps at 8 rows: 1.13-1.21x less CPU where the rows'
 # lengths differ, 1.01-1.03x where they are alike; benchmarks/local_model.py --split-ab).
 SPLIT_MIN_SAVING = 256
-SPLIT_WINDOWS = True  # int8 engines split (False: never); float16/float32 never do, so their outputs stay as they were
+# Off: on the idle machine the Skill-Mix chain with int8 weights ran at 0.96x, 0.91x, 0.83x and 0.91x the tokens/s of
+# no split in four runs (its texts differ, and carried fewer tokens per step), though a one-thread step alone gains.
+# True: int8 engines split where the attention runs on one torch thread; float16/float32 never do.
+SPLIT_WINDOWS = False
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
 # (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").

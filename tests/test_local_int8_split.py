@@ -21,8 +21,10 @@ def tiny_model(tmp_path_factory):
 @pytest.fixture
 def engine_of(tiny_model, monkeypatch):
     """A fresh engine per weight type, on one torch thread (a step splits only where its attention runs on one
-    thread, `Engine._splitting`), whatever the machine's load."""
+    thread, `Engine._splitting`), whatever the machine's load, with SPLIT_WINDOWS on (it ships off)."""
     import torch
+
+    monkeypatch.setattr(local_engine, "SPLIT_WINDOWS", True)
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(local_engine, "adaptive_threads", lambda force=False: (torch.set_num_threads(1), 1)[1])
@@ -112,10 +114,12 @@ def test_split_steps_give_each_rows_tokens_alone_and_close_logits(engine_of, mon
         engine.eos_ids, engine.max_rows = eos, rows
 
 
-def test_float16_and_float32_engines_never_split(engine_of):
+def test_float16_and_float32_engines_never_split(engine_of, monkeypatch):
     for dtype in ("float16", "float32"):
         assert not engine_of(dtype).split_windows
     assert engine_of("int8").split_windows
+    monkeypatch.setattr(local_engine, "SPLIT_WINDOWS", False)  # as shipped: no engine splits
+    assert not engine_of("int8").split_windows
 
 
 @pytest.mark.parametrize("lanes", [False, True])
