@@ -26,6 +26,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --load 3 --variants "engine fp16,engine int8,engine int8 uncached"
     python benchmarks/local_model.py --stages 2   # the float16 load stage by stage, in fresh processes
     python benchmarks/local_model.py --kernels   # where a decode step's time goes, per weight format
+    python benchmarks/local_model.py --step-profile float16   # one decode step's ops under torch.profiler
     python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
     python benchmarks/local_model.py --kv-steps int8   # int8's decode step, float32 against bfloat16 KV cache
     python benchmarks/local_model.py --int8-kernels   # one layer's int8 matmuls at 8-700 rows, fbgemm vs _int_mm
@@ -1009,6 +1010,38 @@ def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: 
               f"{old[0]:.1f} CPU ms, bfloat16 cache {new[0]:.1f} ({old[0] / new[0]:.2f}x less; best of {5 * rounds})")
 
 
+def step_profile(weights: str, rows: int = 8, columns: int = 600, steps: int = 5) -> None:
+    """`--step-profile WEIGHTS`: the embedded model's one-token decode step (prompt lookup off, one thread) at `rows`
+    rows whose windows reach about `columns` columns (rows of different lengths, the longest first): CPU ms per step
+    (10 steps), then torch.profiler's ops by self CPU time over `steps` more."""
+    import torch
+
+    from skillweave.providers import local_engine
+
+    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", weights
+    os.environ["SKILLWEAVE_LOCAL_LOOKUP"] = "0"
+    engine = local_engine.load_engine("local", rows)
+    engine.model.wait_packed()
+    torch.set_num_threads(1)
+    engine.eos_ids = set()
+    tok = engine.tokenizer
+    text = tok.encode("Write about gardening and the many ways plants grow. " * (columns // 8))
+    for i in range(rows):
+        engine.add(local_engine.GenRequest(text[: columns - 30 * i] + tok.encode(f" item {i}"), max_tokens=10 ** 6))
+    for _ in range(3):
+        engine.step()
+    cpu, wall = time.process_time(), time.perf_counter()
+    for _ in range(10):
+        engine.step()
+    print(f"{weights}, one thread, {len(engine.rows)} rows, window {engine.hi - engine.lo} columns: "
+          f"{100 * (time.process_time() - cpu):.1f} CPU ms, {100 * (time.perf_counter() - wall):.1f} ms wall per step")
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            engine.step()
+    print(f"torch.profiler over {steps} steps, ops by self CPU time:")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+
+
 def verify_costs(temperature: float, rows: int = 8, rounds: int = 12) -> None:
     """`--verify-costs`: CPU ms of the embedded model's decode steps (float16 weights, one thread, `rows` rows sampled
     at `temperature`, windows of about 300 and 850 columns), by kind of step, interleaved `rounds` times (medians):
@@ -1180,6 +1213,9 @@ def main() -> None:
     parser.add_argument("--split-ab", type=int, metavar="STEPS",
                         help="instead: int8 one-token and verify steps at 8 rows of different lengths with the split "
                              "attention windows and without, STEPS each, alternating (one thread): CPU ms per step")
+    parser.add_argument("--step-profile", choices=("float16", "float32", "int8", "bfloat16"), metavar="WEIGHTS",
+                        help="instead: the real model's one-token decode step with WEIGHTS at 8 rows of about 600 "
+                             "columns (one thread, prompt lookup off): CPU ms per step and torch.profiler's ops")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1205,6 +1241,8 @@ def main() -> None:
         return with_load_average(kernels)
     if args.verify_costs:
         return with_load_average(lambda: verify_costs(args.temperature or 0.7))
+    if args.step_profile:
+        return with_load_average(lambda: step_profile(args.step_profile))
     if args.stages:
         return with_load_average(lambda: stages_runs(args.stages))
     if args.child:
