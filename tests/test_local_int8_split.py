@@ -129,7 +129,7 @@ def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(eng
     split steps."""
     import torch
 
-    from tests.test_local_spec import REPEATING, _generate, _oracle
+    from tests.test_local_spec import REPEATING, _generate, _oracle, partly_wrong
 
     engine = engine_of("int8")
     monkeypatch.setattr(local_engine, "SPLIT_MIN_SAVING", 0)
@@ -144,13 +144,7 @@ def test_split_verify_steps_with_rejected_drafts_give_plain_decodings_tokens(eng
         prompts = _prompts(engine, [" ".join(CORPUS), "Hi."] + REPEATING + [CORPUS[0], "Yes?"])
         limits = [30, 12, 25, 9, 40, 17]
         plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
-        vocab = engine.model.embed.shape[0]
-
-        def corrupt(row, d):
-            keep = (len(row.request.prompt_ids) + len(row.generated)) % 4
-            return d[:keep] + [(t + 1) % vocab for t in d[keep:]]
-
-        real = _oracle(engine, prompts, plain, corrupt)
+        real = _oracle(engine, prompts, plain, partly_wrong(engine))
         verify, count = engine._verify, [0]
 
         def counted(drafts):

@@ -17,7 +17,7 @@ from tests.test_local_engine import (
     continuous_batching_equals_one_at_a_time,
     follow_up_turn,
 )
-from tests.test_local_spec import REPEATING, _generate, _oracle
+from tests.test_local_spec import REPEATING, _generate, _oracle, partly_wrong
 
 fbgemm = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
 bf16_kernels = pytest.mark.skipif(
@@ -137,13 +137,7 @@ def test_rejected_drafts_with_the_bfloat16_cache_give_plain_decodings_tokens(eng
     prompts = _prompts(engine, CORPUS + REPEATING)
     limits = [30, 12, 25, 9, 40, 17]
     plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
-    vocab = engine.model.embed.shape[0]
-
-    def corrupt(row, d):
-        keep = (len(row.request.prompt_ids) + len(row.generated)) % 4
-        return d[:keep] + [(t + 1) % vocab for t in d[keep:]]
-
-    real = _oracle(engine, prompts, plain, corrupt)
+    real = _oracle(engine, prompts, plain, partly_wrong(engine))
     try:
         engine.prefixes.clear()
         spec, spec_steps, accepted = _generate(engine, prompts, limits, lookup=4)

@@ -57,6 +57,18 @@ def _generate(engine, prompts, limits, lookup, rows=3):
     return [r.outputs for r in requests], engine.steps - steps, engine.accepted - accepted
 
 
+def partly_wrong(engine):
+    """A `corrupt` for `_oracle`: a draft's first `keep` tokens right and the others wrong, `keep` differing from row
+    to row and step to step (so rows keep different numbers of tokens, leaving gaps)."""
+    vocab = engine.model.embed.shape[0]
+
+    def corrupt(row, d):
+        keep = (len(row.request.prompt_ids) + len(row.generated)) % 4
+        return d[:keep] + [(t + 1) % vocab for t in d[keep:]]
+
+    return corrupt
+
+
 def _oracle(engine, prompts, plain, corrupt=None, ignore_room=False):
     """Replace `_draft` with one that drafts the row's true continuation (from `plain`), `lookup` tokens long;
     `corrupt(row, draft)` may change some tokens, so that part of a draft is rejected. `ignore_room`: draft
@@ -106,13 +118,7 @@ def test_rejected_drafts_leave_the_cache_as_if_never_written(engine_of, dtype):
     prompts = _prompts(engine, CORPUS + REPEATING)
     limits = [30, 12, 25, 9, 40, 17]
     plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
-    vocab = engine.model.embed.shape[0]
-
-    def corrupt(row, d):  # the first `keep` tokens right, the others wrong; `keep` differs from row to row
-        keep = (len(row.request.prompt_ids) + len(row.generated)) % 4
-        return d[:keep] + [(t + 1) % vocab for t in d[keep:]]
-
-    real = _oracle(engine, prompts, plain, corrupt)
+    real = _oracle(engine, prompts, plain, partly_wrong(engine))
     owned = []
     real_verify = engine._verify
 

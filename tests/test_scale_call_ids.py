@@ -12,8 +12,7 @@ from conftest import run_content
 
 from skillweave.store import Store, queries
 from skillweave.store.merge import MergeConflict, merge_stores
-
-RUN = ("--model", "fake", "--k", "2,3", "--n", "3", "--rounds", "2", "--grading-samples", "2")
+from tests.test_scale_call_index import RUN, whole_and_shards
 
 
 def _call_indexes(path: str) -> list[tuple[str, list[str]]]:
@@ -117,11 +116,7 @@ def test_a_store_from_before_migrates_keeps_its_calls_and_resumes_without_paying
 
 
 def test_stores_from_before_and_after_merge_either_way(cli_run, tmp_path):
-    whole = str(tmp_path / "whole.db")
-    assert cli_run("run", "skillmix", *RUN, db=whole)[0] == 0
-    parts = [str(tmp_path / f"part{i}.db") for i in (1, 2)]
-    for i, part in enumerate(parts, start=1):
-        assert cli_run("run", "skillmix", *RUN, "--shard", f"{i}/2", db=part)[0] == 0
+    whole, parts = whole_and_shards(cli_run, tmp_path)
     _to_old_schema(parts[0])  # an old source into a new target, then a new source into an old target
     for source, target_from in ((parts[0], parts[1]), (parts[1], parts[0])):
         target = str(tmp_path / f"target-{source[-8:]}")

@@ -77,12 +77,19 @@ def test_the_lookup_is_by_item_and_key_and_by_item_alone(store):
     assert len(list(store.db["llm_calls"].rows_where("item_id = ?", ["a"]))) == 2
 
 
-def test_stores_from_before_merge_into_a_store_from_before(cli_run, tmp_path):
+def whole_and_shards(cli_run, tmp_path) -> tuple[str, list[str]]:
+    """The same Skill-Mix run into one store and as two shards into two more: (whole, [part1, part2])."""
     whole = str(tmp_path / "whole.db")
     assert cli_run("run", "skillmix", *RUN, db=whole)[0] == 0
     parts = [str(tmp_path / f"part{i}.db") for i in (1, 2)]
     for i, part in enumerate(parts, start=1):
         assert cli_run("run", "skillmix", *RUN, "--shard", f"{i}/2", db=part)[0] == 0
+    return whole, parts
+
+
+def test_stores_from_before_merge_into_a_store_from_before(cli_run, tmp_path):
+    whole, parts = whole_and_shards(cli_run, tmp_path)
+    for part in parts:
         _to_old_schema(part)
     target = str(tmp_path / "target.db")
     with sqlite3.connect(parts[0]) as source, sqlite3.connect(target) as copy:  # with what its WAL holds

@@ -49,20 +49,20 @@ def _to_old_schema(path: str) -> None:
     assert _indexes(path, "grades") == [("idx_grades_item_id", 0, ["item_id"]), ("sqlite_autoindex_grades_1", 1, ["id"])]
 
 
-def _info(path: str, table: str) -> list[tuple]:
+def _fetch(path: str, sql: str) -> list[tuple]:
     conn = sqlite3.connect(path)
     try:
-        return conn.execute(f"PRAGMA table_info([{table}])").fetchall()
+        return conn.execute(sql).fetchall()
     finally:
         conn.close()
+
+
+def _info(path: str, table: str) -> list[tuple]:
+    return _fetch(path, f"PRAGMA table_info([{table}])")
 
 
 def _rows(path: str, table: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(f"SELECT rowid, * FROM {table} ORDER BY rowid").fetchall()
-    finally:
-        conn.close()
+    return _fetch(path, f"SELECT rowid, * FROM {table} ORDER BY rowid")
 
 
 def test_one_unique_index_by_item_serves_every_grade_lookup(store):
