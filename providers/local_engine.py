@@ -584,10 +584,16 @@ LOOKUP_COSTS = (4.0, 0.0, 4.8, 0.0067)
 LOOKUP_PAD_COSTS = (0.3, 0.002)
 
 
+def _in_row_steps(ms: float, ms_per_column: float, columns: int) -> float:
+    """A cost of `ms` + `ms_per_column` per column, in one-token steps of one row `columns` tokens long
+    (LOOKUP_COSTS' last two figures)."""
+    _, _, step, step_per_column = LOOKUP_COSTS
+    return (ms + ms_per_column * columns) / (step + step_per_column * columns)
+
+
 def lookup_position_cost(columns: int) -> float:
     """A verified position's cost in one-token steps of one row, for a row `columns` tokens long."""
-    a, b, c, d = LOOKUP_COSTS
-    return (a + b * columns) / (c + d * columns)
+    return _in_row_steps(*LOOKUP_COSTS[:2], columns)
 
 
 def lookup_draft_length(kept: float, room: int, columns: int = 0) -> int:
@@ -608,9 +614,7 @@ def lookup_draft_length(kept: float, room: int, columns: int = 0) -> int:
 def lookup_pad_cost(columns: int) -> float:
     """An unused query position of a verify step (a row feeding fewer positions than the longest), in one-token steps
     of one row, for a window `columns` wide."""
-    a, b = LOOKUP_PAD_COSTS
-    _, _, c, d = LOOKUP_COSTS
-    return (a + b * columns) / (c + d * columns)
+    return _in_row_steps(*LOOKUP_PAD_COSTS, columns)
 
 
 def lookup_sampled_gain(drafts: list[tuple[float, int, int]], rows: int, others: int, columns: int) -> float:
@@ -857,6 +861,12 @@ class Engine:
                 best, at = cost, p
         return (s + at, (lo + head[at - 1], lo + tail[n - 1 - at])) if at else (0, ())
 
+    def _step_mask(self, first: int, stop: int, start: int, end: int):
+        """The additive mask [rows, 1, 1, columns] of one-token steps' rows first .. stop - 1 over the columns
+        [start, end): 0 where a row's key is valid, -inf elsewhere."""
+        return self.torch.zeros((stop - first, 1, 1, end - start)).masked_fill_(
+            ~self.valid[first: stop, None, None, start: end], float("-inf"))
+
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
         dim], with an additive float32 mask [B, 1, T, L] (or None): each key/value head's group of query heads and
@@ -1038,12 +1048,9 @@ class Engine:
                          else (0, ()))
         if split:
             self.splits += 1
-            masks = [torch.zeros((e - b, 1, 1, hi + 1 - s)).masked_fill_(~self.valid[b: e, None, None, s: hi + 1],
-                                                                          float("-inf"))
-                     for b, e, s in ((0, split, starts[0]), (split, B, starts[1]))]
+            masks = [self._step_mask(b, e, s, hi + 1) for b, e, s in ((0, split, starts[0]), (split, B, starts[1]))]
         elif not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
-            mask = torch.zeros((B, 1, 1, end - start)).masked_fill_(~self.valid[:B, None, None, start: end],
-                                                                    float("-inf"))
+            mask = self._step_mask(0, B, start, end)
 
         def kv_write(layer, k, v):
             self.k[layer][:B, :, hi: hi + 1] = k
