@@ -866,14 +866,10 @@ def split_ab(steps: int) -> None:
     with every row 330-400 tokens long. STEPS one-token steps and STEPS verify steps (4 drafted tokens per row) with
     the split attention windows (`Engine._split_window`) and STEPS without, alternating in one process: the
     engine thread's CPU per step, medians."""
-    os.environ.update(SKILLWEAVE_TORCH_THREADS="1", SKILLWEAVE_LOCAL_DTYPE="int8", SKILLWEAVE_LOCAL_KV="float32")
     from skillweave.providers import local_engine as le
 
     for repeats in ((50, 45, 40, 10, 12, 8, 30, 6), (8, 10, 12, 6, 50, 45, 40, 30), (28, 30, 32, 27, 29, 31, 33, 26)):
-        le._load_engine.cache_clear()
-        engine = le.load_engine("local")
-        engine.model.wait_packed()
-        engine.lookup, engine.eos_ids, engine.share_prefixes = 0, set(), False
+        engine = timing_engine("int8", kv="float32", drafts=False)
         tok = engine.tokenizer
         for i, n in enumerate(repeats):
             engine.add(le.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": (
@@ -967,6 +963,27 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
     real_steps(rows)
 
 
+def timing_engine(weights: str, rows: int = 8, kv: str | None = None, drafts: bool = True):
+    """A fresh embedded-model engine with `weights` (and KV cache `kv`) for timing steps in this process: one torch
+    thread, weights packed, no stop tokens (rows run as long as asked), no shared prefixes, and with `drafts` False
+    prompt lookup off (every step a one-token step)."""
+    import torch
+
+    from skillweave.providers import local_engine
+
+    os.environ.update(SKILLWEAVE_TORCH_THREADS="1", SKILLWEAVE_LOCAL_DTYPE=weights)
+    if kv:
+        os.environ["SKILLWEAVE_LOCAL_KV"] = kv
+    local_engine._load_engine.cache_clear()
+    engine = local_engine.load_engine("local", rows)
+    engine.model.wait_packed()
+    torch.set_num_threads(1)
+    engine.eos_ids, engine.share_prefixes = set(), False
+    if not drafts:
+        engine.lookup = 0
+    return engine
+
+
 def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: bool = False) -> None:
     """The embedded model's one-token decode step (float16 weights, or `weights`; one thread) at `rows` rows whose
     prompts fill windows of about 150, 450 and 900 columns, float32 against bfloat16 cache, interleaved `rounds`
@@ -974,16 +991,7 @@ def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: 
     (--kv-steps): prompt lookup off, so that every step is a one-token step (the repeated prompts would draft)."""
     from skillweave.providers import local_engine
 
-    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", weights
-    engines = {}
-    for kv in ("float32", "bfloat16"):
-        os.environ["SKILLWEAVE_LOCAL_KV"] = kv
-        local_engine._load_engine.cache_clear()
-        engines[kv] = local_engine.load_engine("local", rows)
-        engines[kv].model.wait_packed()
-        engines[kv].share_prefixes, engines[kv].eos_ids = False, set()
-        if no_drafts:
-            engines[kv].lookup = 0
+    engines = {kv: timing_engine(weights, rows, kv, drafts=not no_drafts) for kv in ("float32", "bfloat16")}
     best: dict = {}
     for _ in range(rounds):
         for repeat in (6, 20, 40):
@@ -1018,12 +1026,7 @@ def step_profile(weights: str, rows: int = 8, columns: int = 600, steps: int = 5
 
     from skillweave.providers import local_engine
 
-    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", weights
-    os.environ["SKILLWEAVE_LOCAL_LOOKUP"] = "0"
-    engine = local_engine.load_engine("local", rows)
-    engine.model.wait_packed()
-    torch.set_num_threads(1)
-    engine.eos_ids = set()
+    engine = timing_engine(weights, rows, drafts=False)
     tok = engine.tokenizer
     text = tok.encode("Write about gardening and the many ways plants grow. " * (columns // 8))
     for i in range(rows):
@@ -1055,12 +1058,8 @@ def verify_costs(temperature: float, rows: int = 8, rounds: int = 12) -> None:
 
     from skillweave.providers import local_engine
 
-    os.environ["SKILLWEAVE_TORCH_THREADS"], os.environ["SKILLWEAVE_LOCAL_DTYPE"] = "1", "float16"
     local_engine.LOOKUP_SAMPLED = False  # `_draft` is replaced below; no step-level gate for sampled drafts either
-    engine = local_engine.load_engine("local", rows)
-    engine.model.wait_packed()
-    torch.set_num_threads(1)
-    engine.share_prefixes, engine.eos_ids = False, set()
+    engine = timing_engine("float16", rows)
     real_choose, sampling = engine._choose, [0.0]
 
     def choose(*args):
