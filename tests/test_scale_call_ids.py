@@ -13,40 +13,26 @@ from conftest import run_content
 from skillweave.store import Store, queries
 from skillweave.store.merge import MergeConflict, merge_stores
 from tests.test_scale_call_index import RUN, whole_and_shards
+from tests.test_scale_grade_index import _indexes, _put_back, _rows
 
 
 def _call_indexes(path: str) -> list[tuple[str, list[str]]]:
     """(name, columns) of every index on llm_calls, the primary key's included."""
-    conn = sqlite3.connect(path)
-    try:
-        return [(name, [c[2] for c in conn.execute(f"PRAGMA index_info([{name}])")])
-                for _, name, *_ in conn.execute("PRAGMA index_list(llm_calls)")]
-    finally:
-        conn.close()
+    return [(name, columns) for name, _, columns in _indexes(path, "llm_calls")]
 
 
 def _to_old_schema(path: str) -> None:
     """The file as the code before m0140 left it: `id TEXT PRIMARY KEY` (sqlite-utils' DDL), m0140 not recorded."""
     conn = sqlite3.connect(path)
-    info = conn.execute("PRAGMA table_info(llm_calls)").fetchall()
-    columns = ", ".join(f"[{r[1]}] {r[2]}" + (" PRIMARY KEY" if r[1] == "id" else "") for r in info)
-    names = ", ".join(f"[{r[1]}]" for r in info)
     indexes = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
                                               "AND tbl_name = 'llm_calls' AND sql IS NOT NULL")]
-    conn.executescript(f"CREATE TABLE old_calls ({columns}); INSERT INTO old_calls (rowid, {names}) "
-                       f"SELECT rowid, {names} FROM llm_calls; DROP TABLE llm_calls; "
-                       "ALTER TABLE old_calls RENAME TO llm_calls;" + ";".join(indexes) +
-                       "; DELETE FROM _migrations WHERE name = 'm0140_call_ids_unindexed';")
+    _put_back(conn, "llm_calls", indexes, "m0140_call_ids_unindexed")
     conn.close()
     assert ("sqlite_autoindex_llm_calls_1", ["id"]) in _call_indexes(path)
 
 
 def _calls(path: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT rowid, * FROM llm_calls ORDER BY rowid").fetchall()
-    finally:
-        conn.close()
+    return _rows(path, "llm_calls")
 
 
 def _counts(path: str) -> dict:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 from skillweave import store as store_module
 from skillweave.store import Store, _migration_sets, schema_statements
+from tests.test_scale_grade_index import _fetch
 
 
 def _master(path: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name").fetchall()
-    finally:
-        conn.close()
+    return _fetch(path, "SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY name")
 
 
 def test_the_snapshot_is_what_every_migration_gives():
