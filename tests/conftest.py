@@ -41,6 +41,15 @@ def _fresh_providers():
 
 
 @pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama saved as a transformers folder (tests/test_local_engine.py's `build_tiny_model`), one per
+    test module: a module may write next to its weights (the int8 cache), so modules do not share it."""
+    from tests.test_local_engine import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module: on a shared, loaded CPU two threads spin against each other and run several
     times slower. Use with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""

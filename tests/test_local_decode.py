@@ -7,12 +7,7 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, load_engine
-from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
+from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])

@@ -24,11 +24,6 @@ CORPUS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
-
-
 def build_tiny_model(folder):
     """A 2-layer Llama (GQA, tied embeddings) with a byte-level BPE tokenizer, saved as a transformers folder."""
     import torch

@@ -13,14 +13,9 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, LlamaLite, load_engine
-from tests.test_local_engine import CORPUS, _prompts, build_tiny_model
+from tests.test_local_engine import CORPUS, _prompts
 
 fbgemm = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 def _gate_last_layer(monkeypatch, layers: int) -> threading.Event:

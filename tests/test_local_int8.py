@@ -12,16 +12,10 @@ from skillweave.providers.local_engine import GenRequest, LlamaLite, load_engine
 from tests.test_local_engine import (
     CORPUS,
     _prompts,
-    build_tiny_model,
     continuous_batching_equals_one_at_a_time,
 )
 
 pytestmark = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture

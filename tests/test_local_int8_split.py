@@ -8,14 +8,9 @@ import pytest
 
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, load_engine
-from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts, build_tiny_model
+from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts
 
 pytestmark = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from tests.test_local_engine import (
     CORPUS,
     _one_at_a_time,
     _prompts,
-    build_tiny_model,
     continuous_batching_equals_one_at_a_time,
     follow_up_turn,
 )
@@ -22,11 +21,6 @@ from tests.test_local_spec import REPEATING, _generate, _oracle, partly_wrong
 fbgemm = pytest.mark.skipif(not local_engine.fp16_kernels(), reason="torch has no fbgemm kernels on this CPU")
 bf16_kernels = pytest.mark.skipif(
     not __import__("torch").ops.mkldnn._is_mkldnn_bf16_supported(), reason="no oneDNN bfloat16 kernels on this CPU")
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from tests.test_local_engine import CORPUS, _prompts
 from tests.test_local_spec import REPEATING, _generate
 from tests.test_local_spec_gate import _oracle_guess
 
-tiny_model, engine_of = test_local_spec.tiny_model, test_local_spec.engine_of  # the same fixtures
+engine_of = test_local_spec.engine_of  # the same fixture (tiny_model: tests/conftest.py)
 
 
 # ---- the arithmetic

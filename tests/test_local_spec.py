@@ -9,7 +9,7 @@ import pytest
 from skillweave.errors import ConfigError
 from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest, load_engine
-from tests.test_local_engine import CORPUS, _prompts, build_tiny_model
+from tests.test_local_engine import CORPUS, _prompts
 
 DTYPES = ["float32", "float16"]
 REPEATING = ["the cat sat on the mat. the cat sat on the mat. the cat sat on the mat. the cat sat on the",
@@ -22,11 +22,6 @@ def gate_open(monkeypatch):
     every n-gram match is drafted in full."""
     monkeypatch.setattr(local_engine, "LOOKUP_PRIOR", 1.0)
     monkeypatch.setattr(local_engine, "LOOKUP_RATE", 0.0)
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory):
-    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture
