@@ -629,7 +629,7 @@ class Store:
     # ---- model calls ------------------------------------------------------------------------------
     def find_call(self, call_key: str, item_id: str | None) -> dict | None:
         """The successful call already stored for this key and item (None: a call of no item), if any (resume never
-        calls twice). One lookup in the `(item_id, call_key)` index (store/migrations/m0130_call_lookup.py); a key
+        calls twice). One lookup in the `(item_seq, call_key)` index (store/migrations/m0160_item_seq.py); a key
         that this process never recorded for an item it created is answered without a query (store/own_items.py)."""
         own = self._own.get(item_id) if self._own is not None else None
         if own is not None and call_key not in own.keys:
