@@ -564,7 +564,7 @@ class Store:
             full = dict.fromkeys(own.columns)
             full.update(row)
             follow = own.follow_rows and len(full) == len(own.columns) and all(own.plain(c, v) for c, v in full.items())
-            own.add(item_id, _decode_item(full) if follow else None)
+            own.add(item_id, _decode_item(full) if follow else None, cursor.lastrowid)
         return item_id
 
     def get_item(self, item_id: str) -> dict:
@@ -587,10 +587,11 @@ class Store:
                 args += [prompt_versions[0], prompt_versions[0]]
             for k, v in (payload_update or {}).items():
                 args += [f'$."{k}"', jdump(v)]
-            sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()))
             own = self._own.get(item_id) if self._own is not None else None
+            by_rowid = own is not None and own.seq is not None  # the row found without the primary key's index
+            sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()), by_rowid)
             try:
-                cursor = self._write(sql, [*args, item_id])
+                cursor = self._write(sql, [*args, own.seq if by_rowid else item_id])
             except BaseException:
                 self.forget_own(item_id)
                 raise
@@ -643,8 +644,10 @@ class Store:
         for key in ("request", "response"):
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = jdump(row[key])
-        self._insert("llm_calls", row)
         own = self._own.get(row.get("item_id")) if self._own is not None else None
+        if own is not None and own.seq is not None:
+            row["item_seq"] = own.seq
+        self._insert("llm_calls", row)
         if own is not None and row.get("error") is None and row.get("call_key") is not None:
             own.keys.add(row["call_key"])
         return row["id"]
@@ -657,11 +660,15 @@ class Store:
         """`add_grade` for several samples of one item (each dict: `sample_index` and `add_grade`'s fields), the same
         rows written by one statement when the samples name the same fields (a judge call's n samples)."""
         rows, created = [], now()  # one statement, one moment
+        own = self._own.get(item_id) if self._own is not None else None
+        seq = own.seq if own is not None else None
         for sample in samples:
             index = sample["sample_index"]
             row = {"id": stable_id(item_id, sample.get("judge"), index), "item_id": item_id, "run_id": run_id,
                    "sample_index": index, "created_at": created}
             row.update((k, v) for k, v in sample.items() if k != "sample_index")
+            if seq is not None:
+                row["item_seq"] = seq
             if not isinstance(row.get("points"), str | type(None)):
                 row["points"] = jdump(row["points"])
             rows.append(row)
@@ -700,8 +707,11 @@ class Store:
             event = (run_id, stage, status, reason)
             if own.last_event != event:
                 try:
-                    self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
-                                            "reason": reason, "created_at": now()})
+                    row = {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status, "reason": reason,
+                           "created_at": now()}
+                    if own.seq is not None:
+                        row["item_seq"] = own.seq
+                    self._insert("events", row)
                 except BaseException:
                     self.forget_own(item_id)
                     raise
@@ -762,9 +772,9 @@ def _insert_sql(table: str, conflict: str, columns: tuple[str, ...], rows: int =
 
 
 @functools.lru_cache(maxsize=1024)
-def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_paths: int) -> str:
+def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_paths: int, by_rowid: bool = False) -> str:
     """`UPDATE items` of `columns`; with `prompt_version`, a version appended unless listed; with `payload_paths`,
-    that many JSON paths set in the payload."""
+    that many JSON paths set in the payload; the row named by its id, or by its rowid (`by_rowid`)."""
     assignments = [f"[{c}] = ?" for c in columns]
     if prompt_version:
         assignments.append(
@@ -773,7 +783,7 @@ def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_pat
     if payload_paths:
         paths = ", ".join("?, json(?)" for _ in range(payload_paths))
         assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
-    return f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
+    return f"UPDATE items SET {', '.join(assignments)} WHERE {'rowid' if by_rowid else 'id'} = ?"
 
 
 # an item's rows are found through its rowid (the indexes' first column) and checked by id
