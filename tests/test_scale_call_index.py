@@ -8,7 +8,7 @@ import sqlite3
 
 from conftest import run_content
 
-from skillweave.store import _FIND_CALL, _OF_ITEM, Store
+from skillweave.store import Store
 from tests.test_scale_grade_index import before_item_seq
 
 RUN = ("--model", "fake", "--k", "2,3", "--n", "3", "--rounds", "2", "--grading-samples", "2")
@@ -64,6 +64,8 @@ def test_a_store_from_before_migrates_and_resumes_without_paying_twice(cli_run, 
 
 
 def test_the_lookup_is_by_item_and_key_and_by_item_alone(store):
+    from skillweave.store import _FIND_CALL, _OF_ITEM
+
     run_id = store.create_run("skillmix", {})
     store.record_call(call_key="k", run_id=run_id, item_id="a", role="student", response=["from a"])
     store.record_call(call_key="k2", run_id=run_id, item_id="a", role="student", error="boom")  # failed: not reused

@@ -11,7 +11,7 @@ import sqlite3
 import pytest
 from conftest import run_content
 
-from skillweave.store import _OF_ITEM, Store
+from skillweave.store import Store
 from skillweave.store.merge import MergeConflict, merge_stores
 from skillweave.store.reads import grade_samples, items_with_grades
 
@@ -91,6 +91,8 @@ def _rows(path: str, table: str, seq: bool = True) -> list[tuple]:
 
 
 def test_one_unique_index_by_item_serves_every_grade_lookup(store):
+    from skillweave.store import _OF_ITEM
+
     assert _indexes(store.path, "grades") == [("idx_grades_item_seq_id", 1, ["item_seq", "id"])]  # since m0160
     plans = [" ".join(r[3] for r in store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", ["a"])) for sql in (
         f"SELECT * FROM grades WHERE {_OF_ITEM} ORDER BY sample_index, rowid",  # Store.grades

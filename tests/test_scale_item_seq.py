@@ -11,12 +11,13 @@ import sqlite3
 import pytest
 from conftest import run_content
 
-from skillweave.store import ITEM_SEQ_TABLES, Store, queries
+from skillweave.store import Store, queries
 from skillweave.store.merge import merge_stores
 from skillweave.store.reads import grade_samples, items_with_grades
 from tests.test_scale_call_index import RUN, whole_and_shards
 from tests.test_scale_grade_index import _fetch, _indexes, _info, _rows, before_item_seq
 
+ITEM_SEQ_TABLES = ("llm_calls", "grades", "events")
 NEW_INDEXES = {
     "llm_calls": [("idx_llm_calls_item_seq_call_key", 0, ["item_seq", "call_key"]),
                   ("idx_llm_calls_run_id", 0, ["run_id"])],
