@@ -17,7 +17,9 @@ SQLite's VACUUM keeps the rowids of a table that has an index, as `items` does (
 
 A row written without `item_seq` (by raw SQL, or by an older skillweave that does not know the column) gets it from
 a trigger, `<table>_item_seq`, after the insert; skillweave's own writes set it in the INSERT, so the trigger's
-condition is false for them and it does nothing.
+condition is false for them (but for rows of an item not in the store) and it does nothing. A row is linked when it
+is written, so it must be written after its item: every pipeline does (tests/test_scale_item_seq.py runs five and
+checks every row); `merge`, which copies tables in name order, links its rows at the end.
 """
 
 TABLES = {  # table -> (index dropped, index created)
