@@ -3,8 +3,10 @@
 Two parts, each measured in one run of this script:
 
 1. `run`: Skill-Mix with the fake provider (k=3, one round, one judge sample) at each size in --run-sizes, each
-   in its own process; prints CPU ms per item, peak RSS (the whole command, and until its threads ended, before
-   the report `run` prints) and each relative to the smallest size (flat = 1.00).
+   in its own process; prints CPU ms per item (the whole run, and the threads' first and second half: the second
+   half carries none of the run's fixed start), read and write syscalls per item, peak RSS (the whole command, and
+   until its threads ended, before the report `run` prints); with --repeat, sizes and codes interleave and the
+   median and min of each size are compared with the smallest size and with 1,000 items (flat = 1.00).
 2. `reads`: a store with --items graded Skill-Mix items (two judge samples each, every third reviewed) written
    in bulk; times `report --json`, `export` (JSONL) and `items list --json` (to /dev/null) as the CLI runs them,
    each in a fresh process (CPU s, items per CPU second, the process's peak RSS), and the per-item reads they
@@ -44,34 +46,56 @@ HWM = (  # peak RSS of this process in KiB: VmHWM (ru_maxrss would include the p
 
 def run_size(n: int, folder: str, against: str | None = None, same_store: bool = False) -> dict:
     db = os.path.join(folder, f"run-{n}{'-against' if against else ''}.db")
+    for stale in (db, db + "-wal", db + "-shm"):  # --repeat: every pass starts without the last pass's store
+        if os.path.exists(stale):
+            os.remove(stale)
     warm = db if same_store else db + ".warm"  # --same-store: creating the store file is not counted either
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
-        "import sys, time\n"
+        "import os, sys, time\n"
         + HWM +
         "from skillweave.cli import main\n"
         "import skillweave.graphs.runtime as rt\n"
-        "_close, ran = rt.close_clients, []\n"
+        "import skillweave.graphs.progress as progress\n"
+        "def io():\n"
+        "    f = dict(x.split(': ') for x in open('/proc/self/io').read().splitlines())\n"
+        "    return int(f['syscr']), int(f['syscw'])\n"
+        "_close, ran, half = rt.close_clients, [], []\n"
         "async def close():  # the threads are done: peak RSS of the run itself, before the closing report\n"
-        "    ran.append(hwm())\n"
+        "    ran.append((hwm(), time.process_time(), *io()))\n"
         "    return await _close()\n"
         "rt.close_clients = close\n"
+        "_update = progress.Progress.update\n"
+        "def update(self, k=1):  # the moment the measured run's threads are half done\n"
+        "    _update(self, k)\n"
+        f"    if measuring and not half and self.finished >= {n // 2}:\n"
+        "        half.append((self.finished, time.process_time(), *io()))\n"
+        "progress.Progress.update = update\n"
         "def run(db, n):\n"
         "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
         " '--grading-samples', '1', '--concurrency', '64']\n"
         "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
+        "measuring = False\n"
         f"run({warm!r}, 20)\n"
-        "t = time.process_time()\n"
+        "measuring = True\n"
+        "start = (time.process_time(), *io())\n"
         f"run({db!r}, {n})\n"
-        "print('RESULT', time.process_time() - t, hwm(), ran[-1])\n"
+        "end = ran[-1]\n"
+        "print('RESULT', time.process_time() - start[0], hwm(), end[0], half[0][0], half[0][1] - start[0],"
+        " end[1] - half[0][1], end[2] - start[1], end[3] - start[2])\n"
     )
     env = dict(os.environ, PYTHONPATH=against) if against else None  # another checkout's code (--against)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     line = [x for x in out.stdout.splitlines() if x.startswith("RESULT")]
     if not line:
         raise SystemExit(f"run of {n} items failed: {out.stderr[-2000:]}")
-    _, cpu, rss_kb, run_rss_kb = line[0].split()
+    _, cpu, rss_kb, run_rss_kb, mid, first, second, reads, writes = line[0].split()
+    mid = int(mid)
     return {"items": n, "cpu_ms_per_item": 1000 * float(cpu) / n, "peak_rss_mib": int(rss_kb) / 1024,
-            "run_rss_mib": int(run_rss_kb) / 1024}
+            "run_rss_mib": int(run_rss_kb) / 1024,
+            # CPU per item of the threads' first and second half (to the end of the threads, not the closing
+            # report): the second half carries none of the run's fixed start (plan, first batch)
+            "first_ms": 1000 * float(first) / mid, "second_ms": 1000 * float(second) / (n - mid),
+            "reads": int(reads) / n, "writes": int(writes) / n}
 
 
 PLAN = r"""
@@ -103,6 +127,39 @@ else:
     cpu = time.process_time() - t
     print("RESULT", cpu, (rss("VmRSS") - rss0) * 1024 / n, (rss("VmHWM") - rss0) * 1024 / n)
 """
+
+
+def summarise(sizes: list[int], trees: list, passes: dict, repeat: int) -> None:
+    """Per code and size over the passes: median and min of CPU ms per item (whole run, and the threads' second
+    half, which carries none of the fixed start), each as a ratio to the smallest size and to 1,000 items; the
+    spread of the medians around their middle; syscalls per item and the highest peak RSS."""
+    import statistics
+
+    stat = {(label, n): {key: (statistics.median(x[key] for x in runs), min(x[key] for x in runs))
+                         for key in ("cpu_ms_per_item", "second_ms", "reads", "writes")}
+            | {"rss": max(x["peak_rss_mib"] for x in runs)} for (label, n), runs in passes.items()}
+    refs = [sizes[0]] + ([1000] if 1000 in sizes and sizes[0] != 1000 else [])
+    print(f"runs over {repeat} pass(es): median (min) CPU ms per item, x of {' and x of '.join(map(str, refs))} "
+          "for the medians:")
+    for key, name in (("cpu_ms_per_item", "whole run"), ("second_ms", "threads' second half")):
+        for label, _ in trees:
+            cells = []
+            for n in sizes:
+                med, low = stat[(label, n)][key]
+                ratios = "/".join(f"{med / stat[(label, ref)][key][0]:.2f}x" for ref in refs)
+                cells.append(f"{n}: {med:.3f} ({low:.3f}) {ratios}")
+            meds = [stat[(label, n)][key][0] for n in sizes]
+            middle = (max(meds) + min(meds)) / 2
+            print(f"  {name:>20}, {label:>9}: " + "; ".join(cells)
+                  + f"; spread ±{100 * (max(meds) - middle) / middle:.1f}% of its middle")
+    for label, _ in trees:
+        print(f"  read/write syscalls per item (median), peak RSS, {label:>9}: " + "; ".join(
+            f"{n}: {stat[(label, n)]['reads'][0]:.1f}/{stat[(label, n)]['writes'][0]:.1f}, "
+            f"{stat[(label, n)]['rss']:.0f} MiB" for n in sizes))
+    if len(trees) == 2:
+        for key, name in (("cpu_ms_per_item", "whole run"), ("second_ms", "threads' second half")):
+            print(f"  this code / against, median CPU per item, {name}: " + ", ".join(
+                f"{n}: {stat[('this code', n)][key][0] / stat[('against', n)][key][0]:.2f}x" for n in sizes))
 
 
 def plan_memory(sizes: list[int], against: str | None = None) -> None:
@@ -346,7 +403,8 @@ def main() -> None:
     parser.add_argument("--run-sizes", default="100,1000,10000", help="Comma-separated run sizes (empty: skip).")
     parser.add_argument("--items", type=int, default=100_000, help="Store size for the reads part (0: skip).")
     parser.add_argument("--repeat", type=int, default=1,
-                        help="Passes over the run sizes and over the read commands (best CPU kept, highest RSS).")
+                        help="Passes over the run sizes (sizes and codes interleaved; median and min CPU reported) "
+                             "and over the read commands (best CPU kept, highest RSS).")
     parser.add_argument("--against", default=None, metavar="PYTHONPATH",
                         help="Also run each size with this PYTHONPATH (a folder holding another checkout as "
                              "`skillweave`), right before this code's run, and print both.")
@@ -372,36 +430,19 @@ def main() -> None:
             return
         sizes = [int(s) for s in args.run_sizes.split(",") if s]
         trees = ([("against", args.against)] if args.against else []) + [("this code", None)]
-        best: dict = {}
-        for r in range(args.repeat if sizes else 0):  # the trees alternate per size, so both see the same load
-            bases: dict = {}
+        passes: dict = {}
+        for r in range(args.repeat if sizes else 0):  # sizes and codes interleaved, so all see the same load
             for n in sizes:
-                for label, path in trees:
+                for label, path in (trees if r % 2 == 0 else trees[::-1]):  # the first code alternates per pass
                     result = run_size(n, folder, path, args.same_store)
-                    base = bases.setdefault(label, result)
-                    print(f"{label:>9}: run {n:>7} items (pass {r + 1}): {result['cpu_ms_per_item']:.2f} CPU ms/item "
-                          f"({result['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x of {base['items']}), peak "
-                          f"RSS {result['peak_rss_mib']:.0f} MiB ({result['peak_rss_mib'] / base['peak_rss_mib']:.2f}x); "
-                          f"until the threads ended (before the closing report) {result['run_rss_mib']:.0f} MiB "
-                          f"({result['run_rss_mib'] / base['run_rss_mib']:.2f}x); load {os.getloadavg()[0]:.1f}",
-                          flush=True)
-                    kept = best.setdefault((label, n), result)
-                    best[(label, n)] = {**min(kept, result, key=lambda x: x["cpu_ms_per_item"]),
-                                        "peak_rss_mib": max(kept["peak_rss_mib"], result["peak_rss_mib"]),
-                                        "run_rss_mib": max(kept["run_rss_mib"], result["run_rss_mib"])}
-        if sizes and args.repeat > 1 or sizes and args.against:
-            print(f"runs, best CPU of {args.repeat} pass(es), the highest peak RSS:")
-            for label, _ in trees:
-                base = best[(label, sizes[0])]
-                cells = [f"{n}: {best[(label, n)]['cpu_ms_per_item']:.2f} "
-                         f"({best[(label, n)]['cpu_ms_per_item'] / base['cpu_ms_per_item']:.2f}x), "
-                         f"{best[(label, n)]['peak_rss_mib']:.0f} MiB "
-                         f"({best[(label, n)]['peak_rss_mib'] / base['peak_rss_mib']:.2f}x)" for n in sizes]
-                print(f"{label:>9}: CPU ms/item (x of {sizes[0]}), whole-command peak RSS (x): " + "; ".join(cells))
-            if args.against:
-                print("this code / against, CPU per item: " + ", ".join(
-                    f"{n}: {best[('this code', n)]['cpu_ms_per_item'] / best[('against', n)]['cpu_ms_per_item']:.2f}x"
-                    for n in sizes))
+                    passes.setdefault((label, n), []).append(result)
+                    print(f"{label:>9}: run {n:>7} items (pass {r + 1}): {result['cpu_ms_per_item']:.3f} CPU ms/item"
+                          f" (threads' first half {result['first_ms']:.3f}, second half {result['second_ms']:.3f}); "
+                          f"read/write syscalls per item {result['reads']:.1f}/{result['writes']:.1f}; peak RSS "
+                          f"{result['peak_rss_mib']:.0f} MiB (until the threads ended {result['run_rss_mib']:.0f}); "
+                          f"load {os.getloadavg()[0]:.1f}", flush=True)
+        if sizes:
+            summarise(sizes, trees, passes, args.repeat)
         if args.items:
             reads(args.items, folder, args.against, args.repeat)
     print(f"load average after: {os.getloadavg()[0]:.2f}")

@@ -564,7 +564,7 @@ class Store:
             full = dict.fromkeys(own.columns)
             full.update(row)
             follow = own.follow_rows and len(full) == len(own.columns) and all(own.plain(c, v) for c, v in full.items())
-            own.add(item_id, _decode_item(full) if follow else None)
+            own.add(item_id, _decode_item(full) if follow else None, cursor.lastrowid)
         return item_id
 
     def get_item(self, item_id: str) -> dict:
@@ -587,10 +587,11 @@ class Store:
                 args += [prompt_versions[0], prompt_versions[0]]
             for k, v in (payload_update or {}).items():
                 args += [f'$."{k}"', jdump(v)]
-            sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()))
             own = self._own.get(item_id) if self._own is not None else None
+            by_rowid = own is not None and own.seq is not None  # the row found without the primary key's index
+            sql = _item_update_sql(tuple(values), bool(prompt_versions), len(payload_update or ()), by_rowid)
             try:
-                cursor = self._write(sql, [*args, item_id])
+                cursor = self._write(sql, [*args, own.seq if by_rowid else item_id])
             except BaseException:
                 self.forget_own(item_id)
                 raise
@@ -629,12 +630,12 @@ class Store:
     # ---- model calls ------------------------------------------------------------------------------
     def find_call(self, call_key: str, item_id: str | None) -> dict | None:
         """The successful call already stored for this key and item (None: a call of no item), if any (resume never
-        calls twice). One lookup in the `(item_id, call_key)` index (store/migrations/m0130_call_lookup.py); a key
+        calls twice). One lookup in the `(item_seq, call_key)` index (store/migrations/m0160_item_seq.py); a key
         that this process never recorded for an item it created is answered without a query (store/own_items.py)."""
         own = self._own.get(item_id) if self._own is not None else None
         if own is not None and call_key not in own.keys:
             return None
-        return self._one(_FIND_CALL, [item_id, call_key])
+        return without_item_seq(self._one(_FIND_CALL, [item_id, call_key]))
 
     def record_call(self, **row) -> str:
         if "id" not in row:
@@ -643,8 +644,10 @@ class Store:
         for key in ("request", "response"):
             if not isinstance(row.get(key), str | type(None)):
                 row[key] = jdump(row[key])
-        self._insert("llm_calls", row)
         own = self._own.get(row.get("item_id")) if self._own is not None else None
+        if own is not None and own.seq is not None:
+            row["item_seq"] = own.seq
+        self._insert("llm_calls", row)
         if own is not None and row.get("error") is None and row.get("call_key") is not None:
             own.keys.add(row["call_key"])
         return row["id"]
@@ -657,11 +660,15 @@ class Store:
         """`add_grade` for several samples of one item (each dict: `sample_index` and `add_grade`'s fields), the same
         rows written by one statement when the samples name the same fields (a judge call's n samples)."""
         rows, created = [], now()  # one statement, one moment
+        own = self._own.get(item_id) if self._own is not None else None
+        seq = own.seq if own is not None else None
         for sample in samples:
             index = sample["sample_index"]
             row = {"id": stable_id(item_id, sample.get("judge"), index), "item_id": item_id, "run_id": run_id,
                    "sample_index": index, "created_at": created}
             row.update((k, v) for k, v in sample.items() if k != "sample_index")
+            if seq is not None:
+                row["item_seq"] = seq
             if not isinstance(row.get("points"), str | type(None)):
                 row["points"] = jdump(row["points"])
             rows.append(row)
@@ -675,10 +682,8 @@ class Store:
         return [row["id"] for row in rows]
 
     def grades(self, item_id: str) -> list[dict]:
-        return [
-            {**g, "points": jload(g["points"], [])}
-            for g in self.db["grades"].rows_where("item_id = ?", [item_id], order_by="sample_index, rowid")
-        ]
+        return [{**g, "points": jload(g["points"], [])}
+                for g in rows_of_item(self, "grades", item_id, "sample_index, rowid")]
 
     def add_review(self, item_id: str, run_id: str, reviewer: str, decision: str, reason: str = "",
                    changes: dict | None = None) -> str:
@@ -702,22 +707,24 @@ class Store:
             event = (run_id, stage, status, reason)
             if own.last_event != event:
                 try:
-                    self._insert("events", {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status,
-                                            "reason": reason, "created_at": now()})
+                    row = {"run_id": run_id, "item_id": item_id, "stage": stage, "status": status, "reason": reason,
+                           "created_at": now()}
+                    if own.seq is not None:
+                        row["item_seq"] = own.seq
+                    self._insert("events", row)
                 except BaseException:
                     self.forget_own(item_id)
                     raise
                 own.last_event = event
             return
         # one statement: the row is inserted unless the item's latest event is this transition (`IS`: NULL-safe)
-        self._write(_EVENT_UNLESS_REPEATED, [run_id, item_id, stage, status, reason, now(),
-                                             item_id, run_id, stage, status, reason])
+        self._write(_EVENT_UNLESS_REPEATED, [run_id, item_id, stage, status, reason, now()])
 
     # ---- lineage ----------------------------------------------------------------------------------
     def lineage(self, item_id: str) -> dict:
         """Everything that produced an item: run config, catalogs, prompt versions, model calls, grades, reviews."""
         item = self.get_item(item_id)
-        calls = list(self.db["llm_calls"].rows_where("item_id = ?", [item_id], order_by="created_at"))
+        calls = rows_of_item(self, "llm_calls", item_id, "created_at")
         versions = sorted({c["prompt_version"] for c in calls if c["prompt_version"]} | set(item["prompt_versions"]))
         prompts = [
             {k: p[k] for k in ("id", "name", "source")}
@@ -733,7 +740,7 @@ class Store:
             "llm_calls": calls,
             "grades": self.grades(item_id),
             "reviews": list(self.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at")),
-            "events": list(self.db["events"].rows_where("item_id = ?", [item_id], order_by="id")),
+            "events": rows_of_item(self, "events", item_id, "id"),
         }
 
 
@@ -746,17 +753,28 @@ ROW_COLUMNS = {  # the column order of `Store.insert_rows`' tuples per table
 }
 
 
+# Tables whose rows of an item are indexed by the item's rowid (store/migrations/m0160_item_seq.py): an INSERT that
+# names `item_id` also sets `item_seq` from the same parameter (`?N`, numbered: the caller's arguments are unchanged).
+ITEM_SEQ_TABLES = ("llm_calls", "grades", "events")
+ITEM_SEQ = "(SELECT rowid FROM items WHERE id = {})"  # an item's rowid, NULL for no item or an item not stored
+
+
 @functools.lru_cache(maxsize=1024)
 def _insert_sql(table: str, conflict: str, columns: tuple[str, ...], rows: int = 1) -> str:
+    names = ", ".join(f"[{c}]" for c in columns)
+    if table in ITEM_SEQ_TABLES and "item_id" in columns and "item_seq" not in columns:
+        at = columns.index("item_id") + 1
+        values = ", ".join(f"({', '.join('?' * len(columns))}, {ITEM_SEQ.format(f'?{r * len(columns) + at}')})"
+                           for r in range(rows))
+        return f"INSERT {conflict} INTO [{table}] ({names}, [item_seq]) VALUES {values}"
     values = f"({', '.join('?' * len(columns))})"
-    return (f"INSERT {conflict} INTO [{table}] ({', '.join(f'[{c}]' for c in columns)}) "
-            f"VALUES {', '.join([values] * rows)}")
+    return f"INSERT {conflict} INTO [{table}] ({names}) VALUES {', '.join([values] * rows)}"
 
 
 @functools.lru_cache(maxsize=1024)
-def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_paths: int) -> str:
+def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_paths: int, by_rowid: bool = False) -> str:
     """`UPDATE items` of `columns`; with `prompt_version`, a version appended unless listed; with `payload_paths`,
-    that many JSON paths set in the payload."""
+    that many JSON paths set in the payload; the row named by its id, or by its rowid (`by_rowid`)."""
     assignments = [f"[{c}] = ?" for c in columns]
     if prompt_version:
         assignments.append(
@@ -765,16 +783,32 @@ def _item_update_sql(columns: tuple[str, ...], prompt_version: bool, payload_pat
     if payload_paths:
         paths = ", ".join("?, json(?)" for _ in range(payload_paths))
         assignments.append(f"payload = json_set(coalesce(payload, '{{}}'), {paths})")
-    return f"UPDATE items SET {', '.join(assignments)} WHERE id = ?"
+    return f"UPDATE items SET {', '.join(assignments)} WHERE {'rowid' if by_rowid else 'id'} = ?"
 
 
-_FIND_CALL = "SELECT * FROM llm_calls WHERE item_id IS ? AND call_key = ? AND error IS NULL LIMIT 1"
+# an item's rows are found through its rowid (the indexes' first column) and checked by id
+_OF_ITEM = "item_seq IS " + ITEM_SEQ.format("?1") + " AND item_id IS ?1"
+_FIND_CALL = f"SELECT * FROM llm_calls WHERE {_OF_ITEM} AND call_key = ?2 AND error IS NULL LIMIT 1"
 
 _EVENT_UNLESS_REPEATED = (
-    "INSERT INTO events (run_id, item_id, stage, status, reason, created_at) SELECT ?, ?, ?, ?, ?, ? "
-    "WHERE NOT EXISTS (SELECT 1 FROM (SELECT run_id, stage, status, reason FROM events WHERE item_id = ? "
-    "ORDER BY id DESC LIMIT 1) AS last WHERE last.run_id IS ? AND last.stage IS ? AND last.status IS ? "
-    "AND last.reason IS ?)")
+    "INSERT INTO events (run_id, item_id, stage, status, reason, created_at, item_seq) SELECT ?, ?, ?, ?, ?, ?, "
+    + ITEM_SEQ.format("?2") + " WHERE NOT EXISTS (SELECT 1 FROM (SELECT run_id, stage, status, reason FROM events "
+    "WHERE item_seq IS " + ITEM_SEQ.format("?2") + " AND item_id = ?2 "
+    "ORDER BY id DESC LIMIT 1) AS last WHERE last.run_id IS ?1 AND last.stage IS ?3 AND last.status IS ?4 "
+    "AND last.reason IS ?5)")
+
+
+def without_item_seq(row: dict | None) -> dict | None:
+    """A stored call, grade or event as users see it: `item_seq` (an index key of this file) left out."""
+    if row is not None:
+        row.pop("item_seq", None)
+    return row
+
+
+def rows_of_item(store: Store, table: str, item_id: str, order_by: str) -> list[dict]:
+    """The rows of one item in `llm_calls`, `grades` or `events`, ordered, without `item_seq`."""
+    return [without_item_seq(r) for r in store._all(
+        f"SELECT * FROM [{table}] WHERE {_OF_ITEM} ORDER BY {order_by}", [item_id])]
 
 
 def _followed_update(own, row: dict, values: dict, prompt_versions: list, payload_update: dict | None,

@@ -21,7 +21,7 @@ import sqlite3
 from pathlib import Path
 
 from skillweave.errors import UsageError
-from skillweave.store import Store, jdump, jload
+from skillweave.store import ITEM_SEQ, ITEM_SEQ_TABLES, Store, jdump, jload
 
 IGNORED = {"created_at", "updated_at", "finished_at", "pinned_at"}
 # Config keys that may differ between the shards of one run (they do not change the plan or the results).
@@ -32,6 +32,9 @@ SKIP_TABLES = {"_migrations", "sqlite_sequence"}
 # ids only after their item (m0150_grade_lookup), but an id the target holds is still the same call or grade, so it
 # must agree; the target's ids are indexed while merging.
 UNDECLARED_KEYS = {"llm_calls": ["id"], "grades": ["id"]}
+# `item_seq` is the rowid of a row's item in its own file (m0160_item_seq): never copied or compared, it is set in
+# the target after every table is merged (an item may be merged after its calls, grades and events).
+LOCAL_COLUMNS = {"item_seq"}
 
 
 class MergeConflict(UsageError):
@@ -110,6 +113,7 @@ def merge_stores(sources: list[str], target: str) -> dict:
                     if not exists:
                         tconn.execute(table["sql"])
                     added[name] = added.get(name, 0) + _merge_table(tconn, conn, name, path, target)
+            _set_item_seq(tconn)
     finally:
         for conn in conns:
             conn.close()
@@ -138,6 +142,7 @@ def _merge_table(tconn, sconn, table: str, path: str, target: str) -> int:
 
 def _merge_rows(tconn, sconn, table: str, path: str, target: str, scols: list[str], tcols: list[str],
                 pk: list[str]) -> int:
+    scols = [c for c in scols if c not in LOCAL_COLUMNS]
     missing = [c for c in scols if c not in tcols]
     if missing:
         raise UsageError(f"'{path}' has columns {', '.join(missing)} in {table} that '{target}' lacks (a newer "
@@ -174,7 +179,7 @@ def _merge_rows(tconn, sconn, table: str, path: str, target: str, scols: list[st
                 tconn.execute("UPDATE runs SET " + ", ".join(f"[{c}] = ?" for c in update) + " WHERE id = ?",
                               [*update.values(), row["id"]])
             continue
-        diff = _differs(row, existing)
+        diff = _differs(row, existing, LOCAL_COLUMNS)
         if not diff:
             continue
         if table == "items" and (row.get("status") == "pending") != (existing.get("status") == "pending"):
@@ -186,6 +191,14 @@ def _merge_rows(tconn, sconn, table: str, path: str, target: str, scols: list[st
         raise MergeConflict(f"{table} {key} differs between the stores ({where}) in {', '.join(diff)}; "
                             "not merged, the target is unchanged")
     return count
+
+
+def _set_item_seq(tconn) -> None:
+    """The target's rows of an item that were merged before the item (or without `item_seq`) point to its rowid."""
+    for table in ITEM_SEQ_TABLES:
+        if "item_seq" in {r[1] for r in tconn.execute(f"PRAGMA table_info([{table}])")}:
+            tconn.execute(f"UPDATE [{table}] SET item_seq = {ITEM_SEQ.format(f'[{table}].item_id')} "
+                          "WHERE item_seq IS NULL AND item_id IS NOT NULL")
 
 
 def _is_autoinc(conn, table: str) -> bool:

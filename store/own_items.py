@@ -11,7 +11,9 @@ per-request questions follow from what this process wrote, so they are answered 
 - `add_event`: the item's latest event is the last one this process logged for it, so a repeat is recognised
   without the `NOT EXISTS` subquery and a new transition is a plain `INSERT`;
 - `own_item(id)`: the item's row as `get_item` would decode it, kept up to date by `update_item`'s hot path,
-  so a node does not read back what the previous node just wrote.
+  so a node does not read back what the previous node just wrote;
+- the item's rowid (the `INSERT`'s), so its calls, grades and events are written with their `item_seq` and its
+  updates find the row by rowid, without a lookup in the items' primary key (store/migrations/m0160_item_seq.py).
 
 Anything this module cannot follow exactly drops the item (a write through another path, a value whose stored
 form could differ from its Python value), and a rolled-back transaction drops every item: a dropped item is
@@ -30,10 +32,11 @@ _AFFINITY = {"TEXT": str, "INTEGER": int, "FLOAT": float, "REAL": float}
 
 
 class OwnItem:
-    __slots__ = ("keys", "last_event", "row")
+    __slots__ = ("keys", "last_event", "row", "seq")
 
-    def __init__(self, row: dict | None):
+    def __init__(self, row: dict | None, seq: int | None = None):
         self.row = row  # the decoded row (get_item's form), or None when not followed
+        self.seq = seq  # the item's rowid (`item_seq` of its calls, grades and events; m0160), None when unknown
         self.keys: set[str] = set()  # call keys this process recorded for the item without an error
         self.last_event: tuple | None = None  # (run id, stage, status, reason) of its latest event; None: none
 
@@ -48,10 +51,10 @@ class OwnItems:
         self.limit = LIMIT if limit is None else limit
         self.entries: dict[str, OwnItem] = {}
 
-    def add(self, item_id: str, row: dict | None) -> None:
+    def add(self, item_id: str, row: dict | None, seq: int | None = None) -> None:
         if len(self.entries) >= self.limit:
             self.entries.pop(next(iter(self.entries)))
-        self.entries[item_id] = OwnItem(row)
+        self.entries[item_id] = OwnItem(row, seq)
 
     def get(self, item_id: str | None) -> OwnItem | None:
         return self.entries.get(item_id) if item_id is not None else None

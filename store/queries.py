@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from skillweave.store import jload, like_prefix
+from skillweave.store import jload, like_prefix, rows_of_item, without_item_seq
 
 
 def run_exists(store, run_id: str) -> bool:
@@ -79,18 +79,19 @@ def item_reviews(store, item_id: str) -> list[dict]:
 
 def item_events(store, item_id: str) -> list[dict]:
     """An item's events in the order they were logged."""
-    return list(store.db["events"].rows_where("item_id = ?", [item_id], order_by="id"))
+    return rows_of_item(store, "events", item_id, "id")
 
 
 def call_by_id(store, call_id: str) -> dict | None:
     """A call by its full id. Call ids are not indexed (store/migrations/m0140_call_ids_unindexed.py): this scans the
     table's `id` column, reading no request or reply that does not match."""
-    return store._one("SELECT * FROM llm_calls WHERE id = ?", [call_id])
+    return without_item_seq(store._one("SELECT * FROM llm_calls WHERE id = ?", [call_id]))
 
 
 def calls_with_prefix(store, prefix: str, limit: int = 2) -> list[dict]:
     """Model calls whose id starts with `prefix` (matched literally), at most `limit`."""
-    return store._all("SELECT * FROM llm_calls WHERE id LIKE ? ESCAPE '\\' LIMIT ?", [like_prefix(prefix), limit])
+    return [without_item_seq(c) for c in store._all("SELECT * FROM llm_calls WHERE id LIKE ? ESCAPE '\\' LIMIT ?",
+                                                    [like_prefix(prefix), limit])]
 
 
 def successful_calls(store, run_id: str) -> list[dict]:
@@ -129,8 +130,8 @@ def recent_calls(store, run_id: str | None = None, *, errors_only: bool = False,
         args.append(run_id)
     if errors_only:
         clauses.append("error is not null")
-    return list(store.db["llm_calls"].rows_where(" and ".join(clauses) or None, args, order_by="created_at desc",
-                                                 limit=limit))
+    return [without_item_seq(c) for c in store.db["llm_calls"].rows_where(
+        " and ".join(clauses) or None, args, order_by="created_at desc", limit=limit)]
 
 
 def call_counts_by_model(store, run_id: str) -> list[dict]:
@@ -172,5 +173,5 @@ def grades_by_step(store, run_id: str, parse_statuses) -> list[dict]:
     # item's calls, and only a grade whose call belongs to no call of its item looks it up in the whole table
     return store._all(f"SELECT COALESCE(c.role, CASE WHEN g.call_id IS NULL THEN NULL ELSE (SELECT role FROM "
                       f"llm_calls WHERE id = g.call_id LIMIT 1) END, 'grade') AS step, COUNT(*) AS n FROM grades g "
-                      f"LEFT JOIN llm_calls c ON c.item_id = g.item_id AND c.id = g.call_id "
+                      f"LEFT JOIN llm_calls c ON c.item_seq = g.item_seq AND c.item_id = g.item_id AND c.id = g.call_id "
                       f"WHERE g.run_id = ? AND g.parse_status IN ({marks}) GROUP BY step", [run_id, *parse_statuses])

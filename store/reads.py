@@ -50,12 +50,14 @@ def items_with_grades(store, run_id: str, *, kind: str | None = None, status: st
     if grades == "points":
         columns.append(
             "(SELECT json_group_array(CASE WHEN json_valid(g.points) THEN json(g.points) END)"
-            " FROM (SELECT points FROM grades g WHERE g.item_id = i.id ORDER BY g.sample_index, g.rowid) g) AS _grades")
+            " FROM (SELECT points FROM grades g WHERE g.item_seq = i.rowid AND g.item_id = i.id"
+            " ORDER BY g.sample_index, g.rowid) g) AS _grades")
     elif grades:  # points nested as JSON (not JSON text inside JSON), so each item's grades decode in one call
         columns.append(
             "(SELECT json_group_array(json_array(g.sample_index,"
             " CASE WHEN json_valid(g.points) THEN json(g.points) END, g.score, g.parse_status, g.judge))"
-            " FROM (SELECT * FROM grades g WHERE g.item_id = i.id ORDER BY g.sample_index, g.rowid) g) AS _grades")
+            " FROM (SELECT * FROM grades g WHERE g.item_seq = i.rowid AND g.item_id = i.id"
+            " ORDER BY g.sample_index, g.rowid) g) AS _grades")
     if reviews:
         fields = ", ".join(f"r.{c}" for c in REVIEW_COLUMNS)
         columns.append(f"(SELECT json_array({fields}) FROM reviews r WHERE r.item_id = i.id"
@@ -123,7 +125,8 @@ def grade_samples(store, run_id: str, kind: str) -> Iterator[tuple]:
     cursor = store.db.conn.execute(
         "SELECT i.k, i.combo_index, i.round, i.status,"
         " (SELECT json_group_array(CASE WHEN json_valid(g.points) THEN json(g.points) END)"
-        "  FROM (SELECT points FROM grades g WHERE g.item_id = i.id ORDER BY g.sample_index, g.rowid) g)"
+        "  FROM (SELECT points FROM grades g WHERE g.item_seq = i.rowid AND g.item_id = i.id"
+        "   ORDER BY g.sample_index, g.rowid) g)"
         " FROM items i WHERE i.run_id = ? AND i.kind = ? ORDER BY i.combo_index, i.round, i.kind", [run_id, kind])
     while True:
         chunk = cursor.fetchmany(1024)

@@ -1,4 +1,4 @@
--- migrations: m0001_core m0070_trainers m0080_less m0090_unlearning m0100_run_leases m0110_run_prompts m0120_call_cost m0121_batch_jobs m0130_call_lookup m0140_call_ids_unindexed m0150_grade_lookup
+-- migrations: m0001_core m0070_trainers m0080_less m0090_unlearning m0100_run_leases m0110_run_prompts m0120_call_cost m0121_batch_jobs m0130_call_lookup m0140_call_ids_unindexed m0150_grade_lookup m0160_item_seq
 CREATE TABLE "_migrations" (
    "name" TEXT PRIMARY KEY,
    "applied_at" TEXT
@@ -92,13 +92,11 @@ CREATE TABLE "events" (
    "status" TEXT,
    "reason" TEXT,
    "created_at" TEXT
-);
+, item_seq INTEGER);
 CREATE INDEX "idx_items_run_id_status"
     ON "items" ("run_id", "status");
 CREATE INDEX "idx_reviews_item_id"
     ON "reviews" ("item_id");
-CREATE INDEX "idx_events_item_id"
-    ON "events" ("item_id");
 CREATE INDEX "idx_catalog_entries_catalog_id_position"
     ON "catalog_entries" ("catalog_id", "position");
 CREATE INDEX "idx_exemplars_catalog_id_skill"
@@ -288,9 +286,13 @@ CREATE TABLE "batch_requests" (
 );
 CREATE INDEX "idx_batch_requests_call_key"
     ON "batch_requests" ("call_key");
-CREATE TABLE [llm_calls] ([id] TEXT, [call_key] TEXT, [run_id] TEXT, [item_id] TEXT, [role] TEXT, [provider] TEXT, [model] TEXT, [prompt_version] TEXT, [request] TEXT, [response] TEXT, [input_tokens] INTEGER, [output_tokens] INTEGER, [latency_ms] REAL, [attempts] INTEGER, [error] TEXT, [created_at] TEXT, [cost_usd] REAL);
+CREATE TABLE [llm_calls] ([id] TEXT, [call_key] TEXT, [run_id] TEXT, [item_id] TEXT, [role] TEXT, [provider] TEXT, [model] TEXT, [prompt_version] TEXT, [request] TEXT, [response] TEXT, [input_tokens] INTEGER, [output_tokens] INTEGER, [latency_ms] REAL, [attempts] INTEGER, [error] TEXT, [created_at] TEXT, [cost_usd] REAL, item_seq INTEGER);
 CREATE INDEX "idx_llm_calls_run_id"
     ON "llm_calls" ("run_id");
-CREATE INDEX idx_llm_calls_item_id_call_key ON llm_calls (item_id, call_key);
-CREATE TABLE [grades] ([id] TEXT, [item_id] TEXT, [run_id] TEXT, [call_id] TEXT, [judge] TEXT, [sample_index] INTEGER, [raw] TEXT, [points] TEXT, [score] REAL, [parse_status] TEXT, [created_at] TEXT);
-CREATE UNIQUE INDEX idx_grades_item_id_id ON grades (item_id, id);
+CREATE TABLE [grades] ([id] TEXT, [item_id] TEXT, [run_id] TEXT, [call_id] TEXT, [judge] TEXT, [sample_index] INTEGER, [raw] TEXT, [points] TEXT, [score] REAL, [parse_status] TEXT, [created_at] TEXT, item_seq INTEGER);
+CREATE INDEX idx_llm_calls_item_seq_call_key ON llm_calls (item_seq, call_key);
+CREATE TRIGGER [llm_calls_item_seq] AFTER INSERT ON [llm_calls] WHEN NEW.item_seq IS NULL AND NEW.item_id IS NOT NULL BEGIN UPDATE [llm_calls] SET item_seq = (SELECT rowid FROM items WHERE id = NEW.item_id) WHERE rowid = NEW.rowid; END;
+CREATE UNIQUE INDEX idx_grades_item_seq_id ON grades (item_seq, id);
+CREATE TRIGGER [grades_item_seq] AFTER INSERT ON [grades] WHEN NEW.item_seq IS NULL AND NEW.item_id IS NOT NULL BEGIN UPDATE [grades] SET item_seq = (SELECT rowid FROM items WHERE id = NEW.item_id) WHERE rowid = NEW.rowid; END;
+CREATE INDEX idx_events_item_seq ON events (item_seq);
+CREATE TRIGGER [events_item_seq] AFTER INSERT ON [events] WHEN NEW.item_seq IS NULL AND NEW.item_id IS NOT NULL BEGIN UPDATE [events] SET item_seq = (SELECT rowid FROM items WHERE id = NEW.item_id) WHERE rowid = NEW.rowid; END;

@@ -13,7 +13,7 @@ from conftest import run_content
 from skillweave.store import Store, queries
 from skillweave.store.merge import MergeConflict, merge_stores
 from tests.test_scale_call_index import RUN, whole_and_shards
-from tests.test_scale_grade_index import _indexes, _put_back, _rows
+from tests.test_scale_grade_index import _indexes, _put_back, _rows, before_item_seq
 
 
 def _call_indexes(path: str) -> list[tuple[str, list[str]]]:
@@ -23,6 +23,7 @@ def _call_indexes(path: str) -> list[tuple[str, list[str]]]:
 
 def _to_old_schema(path: str) -> None:
     """The file as the code before m0140 left it: `id TEXT PRIMARY KEY` (sqlite-utils' DDL), m0140 not recorded."""
+    before_item_seq(path)
     conn = sqlite3.connect(path)
     indexes = [sql for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' "
                                               "AND tbl_name = 'llm_calls' AND sql IS NOT NULL")]
@@ -32,7 +33,7 @@ def _to_old_schema(path: str) -> None:
 
 
 def _calls(path: str) -> list[tuple]:
-    return _rows(path, "llm_calls")
+    return _rows(path, "llm_calls", seq=False)
 
 
 def _counts(path: str) -> dict:
@@ -44,7 +45,7 @@ def _counts(path: str) -> dict:
 
 
 def test_no_index_on_llm_calls_is_keyed_by_the_call_id(store):
-    assert sorted(cols for _, cols in _call_indexes(store.path)) == [["item_id", "call_key"], ["run_id"]]
+    assert sorted(cols for _, cols in _call_indexes(store.path)) == [["item_seq", "call_key"], ["run_id"]]
     run_id = store.create_run("skillmix", {})
     store.record_call(call_key="k", run_id=run_id, item_id="a", role="student", response=["r"])
     plan = " ".join(r[3] for r in store.db.conn.execute(
@@ -93,7 +94,7 @@ def test_a_store_from_before_migrates_keeps_its_calls_and_resumes_without_paying
     assert store.db["_migrations"].count_where("name = 'm0140_call_ids_unindexed'") == 1
     run_id = store.get_run("latest")["id"]
     store.close()
-    assert sorted(cols for _, cols in _call_indexes(db)) == [["item_id", "call_key"], ["run_id"]]
+    assert sorted(cols for _, cols in _call_indexes(db)) == [["item_seq", "call_key"], ["run_id"]]
     assert _calls(db) == calls  # the same rows under the same rowids, every column
     code, _, err = cli_run("resume", run_id, db=db)
     assert code == 0, err
@@ -110,7 +111,7 @@ def test_stores_from_before_and_after_merge_either_way(cli_run, tmp_path):
             src.backup(copy)
         code, _, err = cli_run("merge", source, "--into", target, db=target)
         assert code == 0, err
-        assert sorted(cols for _, cols in _call_indexes(target)) == [["item_id", "call_key"], ["run_id"]]
+        assert sorted(cols for _, cols in _call_indexes(target)) == [["item_seq", "call_key"], ["run_id"]]
         assert run_content(target) == run_content(whole)
         assert {k: v for k, v in _counts(target).items() if k != "events"} == \
             {k: v for k, v in _counts(whole).items() if k != "events"}

@@ -9,6 +9,7 @@ import sqlite3
 from conftest import run_content
 
 from skillweave.store import Store
+from tests.test_scale_grade_index import before_item_seq
 
 RUN = ("--model", "fake", "--k", "2,3", "--n", "3", "--rounds", "2", "--grading-samples", "2")
 
@@ -24,6 +25,7 @@ def _indexes(path: str) -> set[str]:
 
 def _to_old_schema(path: str) -> None:
     """The file as the code before m0130 left it: the two old indexes, the new one absent and not recorded."""
+    before_item_seq(path)
     conn = sqlite3.connect(path)
     conn.executescript("DROP INDEX idx_llm_calls_item_id_call_key;"
                        "CREATE INDEX idx_llm_calls_call_key ON llm_calls (call_key);"
@@ -51,7 +53,7 @@ def test_a_store_from_before_migrates_and_resumes_without_paying_twice(cli_run, 
     conn.executescript("DELETE FROM checkpoints; DELETE FROM writes; UPDATE items SET status = 'pending';")
     conn.close()
     store = Store(db)  # opening migrates
-    assert _indexes(db) == {"idx_llm_calls_item_id_call_key", "idx_llm_calls_run_id"}
+    assert _indexes(db) == {"idx_llm_calls_item_seq_call_key", "idx_llm_calls_run_id"}  # m0160 ran too
     assert store.db["_migrations"].count_where("name = 'm0130_call_lookup'") == 1
     run_id = store.get_run("latest")["id"]
     store.close()
@@ -62,6 +64,8 @@ def test_a_store_from_before_migrates_and_resumes_without_paying_twice(cli_run, 
 
 
 def test_the_lookup_is_by_item_and_key_and_by_item_alone(store):
+    from skillweave.store import _FIND_CALL, _OF_ITEM
+
     run_id = store.create_run("skillmix", {})
     store.record_call(call_key="k", run_id=run_id, item_id="a", role="student", response=["from a"])
     store.record_call(call_key="k2", run_id=run_id, item_id="a", role="student", error="boom")  # failed: not reused
@@ -70,10 +74,11 @@ def test_the_lookup_is_by_item_and_key_and_by_item_alone(store):
     assert store.find_call("k", "b") is None and store.find_call("k2", "a") is None
     assert store.find_call("k3", None)["response"] == '["no item"]' and store.find_call("k3", "a") is None
     plans = [" ".join(r[3] for r in store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", args)) for sql, args in (
-        ("SELECT * FROM llm_calls WHERE item_id IS ? AND call_key = ? AND error IS NULL", ["a", "k"]),
-        ("SELECT * FROM llm_calls WHERE item_id = ? ORDER BY created_at", ["a"]))]  # Store.lineage
-    assert "idx_llm_calls_item_id_call_key (item_id=? AND call_key=?)" in plans[0]
-    assert "idx_llm_calls_item_id_call_key (item_id=?)" in plans[1]
+        (_FIND_CALL, ["a", "k"]),
+        (f"SELECT * FROM llm_calls WHERE {_OF_ITEM} ORDER BY created_at", ["a"]))]  # Store.lineage
+    # since m0160 the index's first column is the item's rowid (tests/test_scale_item_seq.py)
+    assert "idx_llm_calls_item_seq_call_key (item_seq=? AND call_key=?)" in plans[0]
+    assert "idx_llm_calls_item_seq_call_key (item_seq=?)" in plans[1]
     assert len(list(store.db["llm_calls"].rows_where("item_id = ?", ["a"]))) == 2
 
 
@@ -96,6 +101,6 @@ def test_stores_from_before_merge_into_a_store_from_before(cli_run, tmp_path):
         source.backup(copy)  # an old-schema target: migrated when merge opens it
     code, _, err = cli_run("merge", parts[1], "--into", target, db=target)
     assert code == 0, err
-    assert _indexes(target) == {"idx_llm_calls_item_id_call_key", "idx_llm_calls_run_id"}
+    assert _indexes(target) == {"idx_llm_calls_item_seq_call_key", "idx_llm_calls_run_id"}  # m0160 ran too
     assert run_content(target) == run_content(whole)
     assert _counts(target) == _counts(whole)

@@ -39,8 +39,31 @@ def _put_back(conn, table: str, indexes: list[str], migration: str) -> None:
                        f"; DELETE FROM _migrations WHERE name = '{migration}';")
 
 
+OLD_INDEXES = {  # what m0130 and m0150 left, and m0001 for events
+    "llm_calls": "CREATE INDEX idx_llm_calls_item_id_call_key ON llm_calls (item_id, call_key)",
+    "grades": "CREATE UNIQUE INDEX idx_grades_item_id_id ON grades (item_id, id)",
+    "events": 'CREATE INDEX "idx_events_item_id" ON "events" ("item_id")',
+}
+def before_item_seq(path: str) -> None:
+    """The file as the code before m0160 left it: no `item_seq` column, trigger or index, the old indexes back, m0160
+    not recorded (rowids and every other column as they were)."""
+    conn = sqlite3.connect(path)
+    for table in OLD_INDEXES:
+        conn.execute(f"DROP TRIGGER IF EXISTS [{table}_item_seq]")
+        for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = ? AND sql "
+                                    "LIKE '%item_seq%'", [table]).fetchall():
+            conn.execute(f"DROP INDEX [{name}]")
+        conn.execute(f"ALTER TABLE [{table}] DROP COLUMN item_seq")
+        conn.execute(OLD_INDEXES[table])
+    conn.execute("DELETE FROM _migrations WHERE name = 'm0160_item_seq'")
+    conn.commit()
+    conn.close()
+    assert all("item_seq" not in [r[1] for r in _info(path, t)] for t in OLD_INDEXES)
+
+
 def _to_old_schema(path: str) -> None:
     """The file as the code before m0140 and m0150 left it."""
+    before_item_seq(path)
     conn = sqlite3.connect(path)
     _put_back(conn, "llm_calls", ["CREATE INDEX idx_llm_calls_item_id_call_key ON llm_calls (item_id, call_key)",
                                   "CREATE INDEX idx_llm_calls_run_id ON llm_calls (run_id)"], "m0140_call_ids_unindexed")
@@ -61,17 +84,21 @@ def _info(path: str, table: str) -> list[tuple]:
     return _fetch(path, f"PRAGMA table_info([{table}])")
 
 
-def _rows(path: str, table: str) -> list[tuple]:
-    return _fetch(path, f"SELECT rowid, * FROM {table} ORDER BY rowid")
+def _rows(path: str, table: str, seq: bool = True) -> list[tuple]:
+    """Every row with its rowid; `seq=False`: without `item_seq` (m0160), to compare with a store from before."""
+    names = [r[1] for r in _info(path, table) if seq or r[1] != "item_seq"]
+    return _fetch(path, f"SELECT rowid, {', '.join(f'[{n}]' for n in names)} FROM {table} ORDER BY rowid")
 
 
 def test_one_unique_index_by_item_serves_every_grade_lookup(store):
-    assert _indexes(store.path, "grades") == [("idx_grades_item_id_id", 1, ["item_id", "id"])]
+    from skillweave.store import _OF_ITEM
+
+    assert _indexes(store.path, "grades") == [("idx_grades_item_seq_id", 1, ["item_seq", "id"])]  # since m0160
     plans = [" ".join(r[3] for r in store.db.conn.execute(f"EXPLAIN QUERY PLAN {sql}", ["a"])) for sql in (
-        "SELECT * FROM grades WHERE item_id = ? ORDER BY sample_index, rowid",  # Store.grades
-        "SELECT i.id, (SELECT json_group_array(points) FROM (SELECT points FROM grades g WHERE g.item_id = i.id "
-        "ORDER BY g.sample_index, g.rowid)) FROM items i WHERE i.run_id = ?")]  # store/reads.py
-    assert all("USING INDEX idx_grades_item_id_id (item_id=?)" in plan for plan in plans), plans
+        f"SELECT * FROM grades WHERE {_OF_ITEM} ORDER BY sample_index, rowid",  # Store.grades
+        "SELECT i.id, (SELECT json_group_array(points) FROM (SELECT points FROM grades g WHERE g.item_seq = i.rowid "
+        "AND g.item_id = i.id ORDER BY g.sample_index, g.rowid)) FROM items i WHERE i.run_id = ?")]  # store/reads.py
+    assert all("USING INDEX idx_grades_item_seq_id (item_seq=?)" in plan for plan in plans), plans
 
 
 def test_a_grade_recorded_again_replaces_the_stored_one(store):
@@ -110,17 +137,17 @@ def test_a_store_from_before_migrates_resumes_without_paying_twice_and_merges(cl
     conn.executescript("DELETE FROM checkpoints; DELETE FROM writes; UPDATE items SET status = 'pending';")
     conn.close()
     Store(db).close()  # opening migrates
-    assert _indexes(db, "grades") == [("idx_grades_item_id_id", 1, ["item_id", "id"])]
-    assert _rows(db, "grades") == grades and _rows(db, "llm_calls") == calls
+    assert _indexes(db, "grades") == [("idx_grades_item_seq_id", 1, ["item_seq", "id"])]  # m0160 ran too
+    assert _rows(db, "grades", seq=False) == grades and _rows(db, "llm_calls", seq=False) == calls
     fresh = str(tmp_path / "fresh.db")
     Store(fresh).close()  # a new store takes the short way (no rows to copy): the same tables and indexes
     for table in ("llm_calls", "grades"):
         assert _info(db, table) == _info(fresh, table) and _indexes(db, table) == _indexes(fresh, table)
     code, _, err = cli_run("resume", "latest", db=db)
     assert code == 0, err
-    assert _rows(db, "llm_calls") == calls  # no reply made again
+    assert _rows(db, "llm_calls", seq=False) == calls  # no reply made again
     # re-graded from the stored replies: the same grades, in the same order, but for their time (the last column)
-    assert [r[1:-1] for r in _rows(db, "grades")] == [r[1:-1] for r in grades]
+    assert [r[1:-1] for r in _rows(db, "grades", seq=False)] == [r[1:-1] for r in grades]
     assert run_content(db) == before
 
     parts = [str(tmp_path / f"part{i}.db") for i in (1, 2)]
@@ -145,4 +172,4 @@ def test_a_grade_id_both_stores_hold_must_agree(tmp_path):
         store.close()
     with pytest.raises(MergeConflict, match="grades id="):
         merge_stores([a], b)
-    assert [r[-3] for r in _rows(b, "grades")] == [2.0]  # refused: the target as it was (score column)
+    assert _fetch(b, "SELECT score FROM grades") == [(2.0,)]  # refused: the target as it was
