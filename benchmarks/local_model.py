@@ -893,10 +893,10 @@ def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
               f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
 
 
-def layout_ab(dump: str, against: str) -> None:
+def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
     """`--layout-ab FILE --against DIR`: this checkout's engine and DIR's, in one process on one torch thread, fed
     the requests of a `--dump` FILE (each prompt, greedy, as many new tokens as its recorded output; at most 8 rows,
-    a finished row replaced by the next request) in lockstep: both engines share the float16 model, and each step
+    a finished row replaced by the next request) in lockstep: both engines share the model (`weights`), and each step
     of one is followed by the same step of the other (which goes first alternates), so the two see the same rows
     and the same load. Prints the engine thread's CPU per step and per output token of each, (row, column) pairs
     attended per step, and how many outputs are identical. Prefills are not timed (the same code in both)."""
@@ -908,7 +908,7 @@ def layout_ab(dump: str, against: str) -> None:
     spec = importlib.util.spec_from_file_location("against_local_engine", path)
     old_le = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(old_le)
-    engine = timing_engine("float16")
+    engine = timing_engine(weights)
     other = old_le.Engine(engine.model, engine.tokenizer, set(), max_rows=engine.max_rows, share_prefixes=False,
                           kv_dtype="float32")
     other.lookup = engine.lookup
@@ -1268,8 +1268,10 @@ def main() -> None:
                              "columns (one thread, prompt lookup off): CPU ms per step and torch.profiler's ops")
     parser.add_argument("--layout-ab", metavar="FILE",
                         help="instead, with --against DIR: the requests of a --dump FILE through this checkout's "
-                             "engine and DIR's in lockstep, one process, one thread, float16: CPU per step, columns "
-                             "attended, identical outputs")
+                             "engine and DIR's in lockstep, one process, one thread: CPU per step, columns "
+                             "attended, identical outputs (float16 weights, or --layout-weights)")
+    parser.add_argument("--layout-weights", choices=("float16", "int8", "float32"), default="float16",
+                        help="the weights --layout-ab runs with (default float16)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1281,7 +1283,7 @@ def main() -> None:
     if args.layout_ab:
         if not args.against:
             parser.error("--layout-ab needs --against DIR")
-        return with_load_average(lambda: layout_ab(args.layout_ab, args.against))
+        return with_load_average(lambda: layout_ab(args.layout_ab, args.against, args.layout_weights))
     if args.child == "stages":
         stages()
         return
