@@ -30,12 +30,12 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --attention   # a step's attention per KV cache type (float32, bfloat16)
     python benchmarks/local_model.py --kv-steps int8   # int8's decode step, float32 against bfloat16 KV cache
     python benchmarks/local_model.py --int8-kernels   # one layer's int8 matmuls at 8-700 rows, fbgemm vs _int_mm
-    python benchmarks/local_model.py --split-ab 20   # int8 steps with and without split attention windows
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 kv32" --against /tmp/old
     python benchmarks/local_model.py --load 3 --against /tmp/old   # warm load and first token, old against new
     python benchmarks/local_model.py --variants "engine fp16,engine fp16 unshared" --against /tmp/old
     python benchmarks/local_model.py --variants "engine fp16" --timeline   # where the run's wall and CPU go
     python benchmarks/local_model.py --forward-ab 300 --against /tmp/old   # decode step CPU, old forward vs new
+    python benchmarks/local_model.py --layout-ab /tmp/fp16.json --against /tmp/old   # steps of two engines, lockstep
     python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
     python benchmarks/local_model.py --temperature 0.7 --seed 1 --variants "engine fp16 lookup sampled,engine fp16"
     python benchmarks/local_model.py --verify-costs   # one-token and verify steps' CPU, sampled rows
@@ -288,6 +288,7 @@ class Timeline:
         self.t0 = None
         self.phases: dict[str, list[float]] = {}  # name -> [wall s, process CPU s, count]
         self.steps: list[tuple] = []  # (start, wall, rows, columns, threads)
+        self.layout = [0] * 6  # (row, column) pairs attended: all, rows' own keys, gaps, padding, tight; steps
         self.prefills: list[tuple] = []  # (start, wall, tokens, threads)
         self.calls = 0
         self.profile_steps, self.profiled = profile_steps, None
@@ -353,6 +354,7 @@ class Timeline:
             import torch
 
             rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
+            self._layout(engine, rows, columns)
             before = len(engine.finished)
             profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
             start, cpu = time.perf_counter(), time.process_time()
@@ -381,6 +383,31 @@ class Timeline:
             return await real_submit(scheduler, request)
 
         local_engine.Scheduler.submit = submit
+
+    def _layout(self, engine, rows, columns):
+        """What a step attends, before it runs: its rows x window columns, split per row into the row's own keys
+        (its position + the key this step writes), gaps (invalid columns inside the row's span: drafts a verify
+        step did not keep, in a checkout whose rows share one write column) and padding (columns before the
+        row's first key or after its last). `tight`: rows x (the longest row's keys), the least a step attending
+        one window for all rows can read."""
+        if not rows:
+            return
+        lo, hi = engine.lo, engine.hi
+        own = [r.position + 1 for r in engine.rows]
+        valid = getattr(engine, "valid", None)
+        if valid is not None:  # one shared write column: each row's span ends at hi
+            first = valid[:rows, lo: hi].int().argmax(1).tolist()
+            counts = valid[:rows, lo: hi].sum(1).tolist()
+            gaps = sum(hi - lo - f - c for f, c in zip(first, counts, strict=True))
+        else:
+            gaps = 0
+        entry = self.layout
+        entry[0] += rows * columns
+        entry[1] += sum(own)
+        entry[2] += gaps
+        entry[3] += rows * columns - sum(own) - gaps
+        entry[4] += rows * max(own)
+        entry[5] += 1
 
     def _profile(self, real_step, rows, columns):
         import torch
@@ -451,6 +478,12 @@ class Timeline:
                 entry = by_rows.setdefault(s[2], [0, 0.0])
                 entry[0] += 1
                 entry[1] += s[1]
+            a, own, gaps, pad, tight, n = self.layout
+            if a:
+                out.append(f"attended (row, column) pairs per step: {a / n:.0f} = rows' own keys {own / n:.0f} "
+                           f"({100 * own / a:.1f}%) + gaps {gaps / n:.0f} ({100 * gaps / a:.1f}%) + padding "
+                           f"{pad / n:.0f} ({100 * pad / a:.1f}%); rows x longest row's keys {tight / n:.0f} "
+                           f"({100 * (a - tight) / a:.1f}% less than attended)")
             out.append("decode steps by rows: " + ", ".join(
                 f"{r} rows {n} steps {1000 * w / n:.1f} ms" for r, (n, w) in sorted(by_rows.items())))
         if self.prefills:
@@ -860,36 +893,57 @@ def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
               f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
 
 
-def split_ab(steps: int) -> None:
-    """--split-ab STEPS: int8 weights (float32 KV cache), one thread, prompt lookup off; 8 rows whose prompts are
-    about 105-633 tokens long (two slot orders: long rows first, short rows first), then the same rows' windows
-    with every row 330-400 tokens long. STEPS one-token steps and STEPS verify steps (4 drafted tokens per row) with
-    the split attention windows (`Engine._split_window`) and STEPS without, alternating in one process: the
-    engine thread's CPU per step, medians."""
+def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
+    """`--layout-ab FILE --against DIR`: this checkout's engine and DIR's, in one process on one torch thread, fed
+    the requests of a `--dump` FILE (each prompt, greedy, as many new tokens as its recorded output; at most 8 rows,
+    a finished row replaced by the next request) in lockstep: both engines share the model (`weights`), and each step
+    of one is followed by the same step of the other (which goes first alternates), so the two see the same rows
+    and the same load. Prints the engine thread's CPU per step and per output token of each, (row, column) pairs
+    attended per step, and how many outputs are identical. Prefills are not timed (the same code in both)."""
+    import importlib.util
+
     from skillweave.providers import local_engine as le
 
-    for repeats in ((50, 45, 40, 10, 12, 8, 30, 6), (8, 10, 12, 6, 50, 45, 40, 30), (28, 30, 32, 27, 29, 31, 33, 26)):
-        engine = timing_engine("int8", kv="float32", drafts=False)
-        tok = engine.tokenizer
-        for i, n in enumerate(repeats):
-            engine.add(le.GenRequest(tok.encode(tok.chat_prompt([{"role": "user", "content": (
-                f"Essay {i} on {TOPICS[i % len(TOPICS)]}, with a {SKILLS[i % len(SKILLS)]}. ") * n}])),
-                max_tokens=10 ** 6))
-        spans = sorted(r.position for r in engine.rows)
-        print(f"8 rows of {spans[0]}-{spans[-1]} prompt tokens ({'short rows first' if repeats[0] < 20 else 'long rows first' if repeats[0] > 40 else 'similar lengths'}), "
-              f"window {engine.hi - engine.lo} columns:")
-        for kind, run in (("one-token step", engine.step),
-                          ("verify step, 4 drafted tokens per row", lambda engine=engine: engine._verify([[5, 6, 7, 8]] * 8))):
-            cpu: dict[bool, list[float]] = {True: [], False: []}
-            splits = engine.splits
-            for i in range(2 * steps):
-                engine.split_windows = on = (i // 2 + i) % 2 == 0  # on, off, off, on, ...
-                start = time.thread_time()
-                run()
-                cpu[on].append(1000 * (time.thread_time() - start))
-            on, off = _median(cpu[True]), _median(cpu[False])
-            print(f"  {kind}: split {on:.1f} CPU ms, not split {off:.1f} ({off / on:.2f}x less with the split; "
-                  f"{engine.splits - splits} of {steps} steps split)")
+    path = os.path.join(against, "skillweave", "providers", "local_engine.py")
+    spec = importlib.util.spec_from_file_location("against_local_engine", path)
+    old_le = sys.modules[spec.name] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(old_le)
+    engine = timing_engine(weights)
+    other = old_le.Engine(engine.model, engine.tokenizer, set(), max_rows=engine.max_rows, share_prefixes=False,
+                          kv_dtype="float32")
+    other.lookup = engine.lookup
+    with open(dump) as f:
+        records = json.load(f)
+    runs = {"this": (engine, le), "against": (other, old_le)}
+    queues = {name: [mod.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
+              for name, (_, mod) in runs.items()}
+    done = {name: list(q) for name, q in queues.items()}
+    cpu, steps, pairs = {"this": 0.0, "against": 0.0}, {"this": 0, "against": 0}, {"this": 0, "against": 0}
+    turn = 0
+    while any(queues.values()) or any(e.rows for e, _ in runs.values()):
+        order = ("this", "against") if turn % 2 == 0 else ("against", "this")
+        turn += 1
+        for name in order:
+            eng, queue = runs[name][0], queues[name]
+            while queue and eng.free_rows >= queue[0].n:
+                eng.add(queue.pop(0))
+            eng.finished = []
+            if not eng.rows:
+                continue
+            pairs[name] += len(eng.rows) * (eng.hi + 1 - eng.lo)
+            start = time.thread_time()
+            eng.step()
+            cpu[name] += time.thread_time() - start
+            steps[name] += 1
+    tokens = sum(len(r.outputs[0]) for r in done["this"])
+    same = sum(a.outputs == b.outputs for a, b in zip(done["this"], done["against"], strict=True))
+    for name in ("against", "this"):
+        print(f"{name:>8}: {steps[name]} steps, {1000 * cpu[name] / steps[name]:.1f} CPU ms per step, "
+              f"{1000 * cpu[name] / tokens:.2f} CPU ms per output token, {pairs[name] / steps[name]:.0f} (row, column) "
+              f"pairs attended per step")
+    print(f"this / against: {cpu['against'] / cpu['this']:.2f}x less CPU in steps, "
+          f"{pairs['against'] / pairs['this']:.2f}x fewer (row, column) pairs attended; {tokens} output tokens; "
+          f"identical outputs {same}/{len(records)}")
 
 
 def attention(rows: int = 8, repeats: int = 5) -> None:
@@ -1209,12 +1263,15 @@ def main() -> None:
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
                              "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
-    parser.add_argument("--split-ab", type=int, metavar="STEPS",
-                        help="instead: int8 one-token and verify steps at 8 rows of different lengths with the split "
-                             "attention windows and without, STEPS each, alternating (one thread): CPU ms per step")
     parser.add_argument("--step-profile", choices=("float16", "float32", "int8", "bfloat16"), metavar="WEIGHTS",
                         help="instead: the real model's one-token decode step with WEIGHTS at 8 rows of about 600 "
                              "columns (one thread, prompt lookup off): CPU ms per step and torch.profiler's ops")
+    parser.add_argument("--layout-ab", metavar="FILE",
+                        help="instead, with --against DIR: the requests of a --dump FILE through this checkout's "
+                             "engine and DIR's in lockstep, one process, one thread: CPU per step, columns "
+                             "attended, identical outputs (float16 weights, or --layout-weights)")
+    parser.add_argument("--layout-weights", choices=("float16", "int8", "float32"), default="float16",
+                        help="the weights --layout-ab runs with (default float16)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1223,13 +1280,15 @@ def main() -> None:
         args.requests = 48 if args.workload == "skillmix" else 24
     if args.forward_ab and not args.against:
         parser.error("--forward-ab needs --against DIR")
+    if args.layout_ab:
+        if not args.against:
+            parser.error("--layout-ab needs --against DIR")
+        return with_load_average(lambda: layout_ab(args.layout_ab, args.against, args.layout_weights))
     if args.child == "stages":
         stages()
         return
     if args.attention:
         return with_load_average(attention)
-    if args.split_ab:
-        return with_load_average(lambda: split_ab(args.split_ab))
     if args.int8_kernels:
         return with_load_average(int8_kernels)
     if args.kv_steps:

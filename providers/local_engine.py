@@ -7,9 +7,11 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 
 - every in-flight request gets one or more rows (`n`) in one decode batch; a row that finishes leaves at once
   and a waiting request takes its place after its prompt is prefilled, so no row waits for another;
-- the KV cache is one padded buffer per layer, `[rows, kv heads, positions, head dim]`: all rows write their
-  next token at the same column, each row's prompt is placed so that it ends at that column, and a mask hides
-  the padding on the left; each row keeps its own rotary positions, so padding never changes a row's result;
+- the KV cache is one buffer per layer, `[rows, kv heads, positions, head dim]`, in which a row's key and value
+  for position p sit at column p of its slot: each row writes at its own position, so a row's keys are exactly the
+  columns before its position (no gaps, even after a verify step that kept different numbers of drafted tokens in
+  different rows), and a step attends over the columns before the longest row's end with a mask built from the
+  rows' lengths; padding (the columns past a shorter row's end) never changes a row's result;
 - greedy decoding gives the same tokens as running each prompt alone (tests/test_local_engine.py checks that,
   and checks the float32 tokens against transformers' own `generate` on a small random Llama built from a
   config);
@@ -19,8 +21,7 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
 - `SKILLWEAVE_LOCAL_DTYPE=int8` (opt-in) holds the matmul weights as int8 per output channel for fbgemm's
   `linear_dynamic`, with each row of activations quantised on its own (`LlamaLite._linear_int8`, so batched still
   equals alone) and activation outliers smoothed into the weights (`LlamaLite._smooth`); the embedded model's
-  int8 form is cached next to its weights (`read_int8_cache`); with SPLIT_WINDOWS (off) an int8 step whose rows'
-  lengths differ attends in two groups of rows over narrower windows (`Engine._split_window`);
+  int8 form is cached next to its weights (`read_int8_cache`);
 - prompt lookup (on by default but for float32 weights, K = 4; `SKILLWEAVE_LOCAL_LOOKUP=K`, 0 off) drafts up to K tokens per greedy row
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
@@ -505,13 +506,9 @@ class LlamaLite:
         return self._linear(last, self.head32 if first_token else self.lm_head)
 
 
-# ---- rows and the padded KV cache ----------------------------------------------------------------------
+# ---- rows and the KV cache -----------------------------------------------------------------------------
 PREFIX_MIN_TOKENS = 16  # shorter shared prefixes are recomputed
 PREFIX_BUDGET_BYTES = 128 << 20  # keys/values kept for prefix sharing (about 2,900 positions of SmolLM2-135M)
-# A decode step attends row by row when the rows fill at most this share of the padded window. Off (0.0): on the
-# embedded model it cost 0.86x tokens/s on the short workload and 0.96x on the Skill-Mix chain (idle machine,
-# benchmarks/local_model.py --against), though a micro-benchmark of sparse windows favoured it; tested both ways.
-BY_ROW_FILL = 0.0
 # Prompt lookup (SKILLWEAVE_LOCAL_LOOKUP=K, default 4): the n-gram lengths tried for a row's draft, longest first.
 # Simulated on the Skill-Mix chain's recorded greedy outputs (benchmarks/prompt_lookup.py), n = 2..3 with K = 4
 # drafts saves about 65% of the decode steps per row.
@@ -532,15 +529,6 @@ LANES_MIN_FED = 2.0
 # steady 1.15x that would justify texts that part from float16's (37/48 and 10/24 identical; docs/benchmarks.md).
 KV_BFLOAT16_DEFAULT = False
 KV_WINDOW_STEP = 64  # a bfloat16 step's window width is a multiple of this (`Engine._window`)
-# int8 engines' one-token and verify steps (float32 cache) split their rows into two groups of slots with narrower
-# windows when that saves at least this many (row, column) pairs of attention reads (`Engine._split_window`): about
-# twice what a second attention call per layer costs (one-token steps at 8 rows: 1.13-1.21x less CPU where the rows'
-# lengths differ, 1.01-1.03x where they are alike; benchmarks/local_model.py --split-ab).
-SPLIT_MIN_SAVING = 256
-# Off: on the idle machine the Skill-Mix chain with int8 weights ran at 0.96x, 0.91x, 0.83x and 0.91x the tokens/s of
-# no split in four runs (its texts differ, and carried fewer tokens per step), though a one-thread step alone gains.
-# True: int8 engines split where the attention runs on one torch thread; float16/float32 never do.
-SPLIT_WINDOWS = False
 # With two or more torch threads, a turn that admits requests while rows are decoding prefills them on a second thread
 # while this one keeps decoding (`Engine._prefill_alongside`). Off: measured only on a shared machine so far
 # (docs/benchmarks.md, "Where a Skill-Mix chain run's time goes").
@@ -732,7 +720,13 @@ class _Row:
 
 
 class Engine:
-    """Decode batch with a padded KV cache; `step` advances every row by one token.
+    """Decode batch with a KV cache laid out by position; `step` advances every row by one token.
+
+    Layout: slot b holds row b's key and value for position p at column p, so its keys are the columns
+    [0, position); `hi` is the longest row's position (0 with no rows) and a step attends over [0, hi + fed
+    tokens), each row masked past its own end (`_length_mask`). Columns at or past a row's position hold nothing
+    of the row's (an earlier row's keys, or drafts a verify step did not keep) and are never attended: the next
+    write at that position replaces them.
 
     `kv_dtype` ("float32" or "bfloat16", `kv_dtype_name`): the type the cache stores keys and values in. With
     bfloat16 (half the bytes a decode step reads for them) each key/value is rounded once when it is written, and
@@ -742,8 +736,7 @@ class Engine:
     torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
-                 split_windows: bool = False):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
         import torch
 
         self.torch = torch
@@ -754,9 +747,9 @@ class Engine:
         self.max_rows = max_rows
         self.rows: list[_Row] = []
         self.cap = 0
-        self.lo = self.hi = 0
+        self.lo = 0  # always 0: every row's keys start at column 0 (kept for the benchmarks' `hi - lo`)
+        self.hi = 0  # the longest row's position: a step attends over [0, hi + the positions it feeds)
         self.k = self.v = None
-        self.valid = None
         self.finished: list[GenRequest] = []
         self.steps = 0  # decode steps run (tests and benchmarks)
         self.prefilled = 0  # prompt tokens run through prefill (tests and benchmarks)
@@ -764,8 +757,6 @@ class Engine:
         # forward pass (`_verify`); 0: off. `drafted`/`accepted` count draft tokens (tests and benchmarks).
         self.lookup = lookup_setting(lookup_default)
         self.drafted = self.accepted = 0
-        # int8 weights: a step may attend in two groups of rows (`_split_window`); `splits` counts such steps
-        self.split_windows, self.splits = split_windows, 0
         self._lane_pool: ThreadPoolExecutor | None = None  # the second lane's thread (`_in_lanes`)
         self._prefill_pool: ThreadPoolExecutor | None = None  # prefills beside decode steps (`_prefill_alongside`)
         self.lock = threading.Lock()  # one generating thread at a time, whichever provider asks
@@ -776,96 +767,57 @@ class Engine:
         self.prefixes: list[tuple[list[int], list, list]] = []  # (ids, keys, values), most recent first
 
     # -- layout
-    def _allocate(self, rows: int, cap: int, hi: int) -> None:
-        """New buffers of `rows` slots and `cap` columns; the current window [lo, hi) moves to end at `hi`."""
+    def _allocate(self, rows: int, cap: int) -> None:
+        """New buffers of `rows` slots and `cap` columns; the rows' keys/values (columns [0, hi)) move over."""
         torch, m = self.torch, self.model
-        width = self.hi - self.lo
         shape = (rows, m.kv_heads, cap, m.head_dim)
         k = [_lazy_zeros(torch, shape, self.kv_dtype) for _ in range(m.layers)]
         v = [_lazy_zeros(torch, shape, self.kv_dtype) for _ in range(m.layers)]
-        valid = torch.zeros((rows, cap), dtype=torch.bool)
-        b = len(self.rows)
-        if self.k is not None and width and b:
+        b, hi = len(self.rows), self.hi
+        if self.k is not None and hi and b:
             for layer in range(m.layers):
-                k[layer][:b, :, hi - width: hi] = self.k[layer][:b, :, self.lo: self.hi]
-                v[layer][:b, :, hi - width: hi] = self.v[layer][:b, :, self.lo: self.hi]
-            valid[:b, hi - width: hi] = self.valid[:b, self.lo: self.hi]
-        self.k, self.v, self.valid, self.cap = k, v, valid, cap
-        self.lo, self.hi = hi - width, hi
+                k[layer][:b, :, :hi] = self.k[layer][:b, :, :hi]
+                v[layer][:b, :, :hi] = self.v[layer][:b, :, :hi]
+        self.k, self.v, self.cap = k, v, cap
 
-    def _make_room(self, rows: int, left: int, right: int) -> None:
-        """Ensure `rows` slots, `left` columns before `hi` and `right` columns from `hi` on."""
-        if self.k is not None and rows <= self.k[0].shape[0] and self.hi >= left and self.hi + right <= self.cap:
+    def _make_room(self, rows: int, columns: int) -> None:
+        """Ensure `rows` slots and `columns` columns."""
+        if self.k is not None and rows <= self.k[0].shape[0] and columns <= self.cap:
             return
         slots = max(rows, self.k[0].shape[0] if self.k is not None else 0, self.max_rows)
-        hi = max(self.hi - self.lo, left)
-        self._allocate(slots, hi + max(right, 256), hi)
+        self._allocate(slots, max(columns, self.hi) + 256)
 
-    def _trim(self) -> None:
-        if not self.rows:
-            self.lo = self.hi
-            return
-        seen = self.valid[: len(self.rows), self.lo: self.hi].any(0).nonzero()
-        self.lo += int(seen[0]) if len(seen) else self.hi - self.lo
+    def _reach(self) -> None:
+        """`hi` after rows moved on, joined or left: the longest row's position."""
+        self.hi = max((row.position for row in self.rows), default=0)
 
     def _remove(self, slot: int) -> None:
-        """Drop the row in `slot`; the last row moves into its place."""
+        """Drop the row in `slot`; the last row moves into its place (its columns before its position)."""
         last = len(self.rows) - 1
         if slot != last:
-            lo, hi = self.lo, self.hi
+            n = self.rows[last].position
             for layer in range(self.model.layers):
-                self.k[layer][slot, :, lo:hi] = self.k[layer][last, :, lo:hi]
-                self.v[layer][slot, :, lo:hi] = self.v[layer][last, :, lo:hi]
-            self.valid[slot, lo:hi] = self.valid[last, lo:hi]
+                self.k[layer][slot, :, :n] = self.k[layer][last, :, :n]
+                self.v[layer][slot, :, :n] = self.v[layer][last, :, :n]
             self.rows[slot] = self.rows[last]
-        self.valid[last] = False
         self.rows.pop()
 
-    def _window(self, lo: int, hi: int) -> tuple[int, int]:
-        """The columns a bfloat16 step attends over: [lo, hi) widened to a multiple of KV_WINDOW_STEP columns
-        (to the left, else to the right; the extra columns are invalid, so masked), so that consecutive steps
-        share a width and oneDNN reuses its kernels for it instead of preparing new ones for every width."""
-        width = -(-(hi - lo) // KV_WINDOW_STEP) * KV_WINDOW_STEP
-        start = max(0, hi - width)
-        if start + width > self.cap or bool(self.valid[: len(self.rows), hi: start + width].any()):
-            return lo, hi
-        return start, start + width
+    def _window(self, end: int) -> int:
+        """The columns a bfloat16 step attends over: [0, end) widened to the right to a multiple of
+        KV_WINDOW_STEP columns (no row owns the extra ones, so they are masked) where the buffer has them, so that
+        consecutive steps share a width and oneDNN reuses its kernels for it instead of preparing new ones for
+        every width."""
+        width = -(-end // KV_WINDOW_STEP) * KV_WINDOW_STEP
+        return width if width <= self.cap else end
 
-    def _splitting(self) -> bool:
-        """Whether this step's attention may split its rows (`_split_window`): int8 engines, where the attention runs
-        on one torch thread (a busy machine, or a lane). With two threads a second attention call per layer is a
-        second parallel region to wait for: one-token steps split cost 1.13x more CPU there (machine shared)."""
-        return self.split_windows and self.torch.get_num_threads() == 1
-
-    def _split_window(self, B: int, lo: int, end: int, s: int = 0) -> tuple[int, tuple[int, int]]:
-        """Where a step's rows s .. B - 1 split into two groups of slots, s .. p - 1 and p .. B - 1, each attending
-        over the columns from its own earliest valid one to `end` instead of the whole window [lo, end): the p
-        that reads the fewest (row, column) pairs, if it saves at least SPLIT_MIN_SAVING of them (a second
-        attention call per layer costs about that much); (0, ()) otherwise. Rows of very different lengths share
-        a step's window, so a short row reads the long rows' columns as masked padding (on the Skill-Mix chain,
-        41% of what one-token steps' attention read); the split reads less of it. The columns a group drops are
-        invalid for every row in it, so each row attends over the same valid keys either way."""
-        n = B - s
-        if n < 2:
-            return 0, ()
-        first = self.valid[s:B, lo: end].int().argmax(1).tolist()  # each row's first valid column, from lo
-        width = end - lo
-        head, tail = [first[0]], [first[-1]]
-        for b in range(1, n):
-            head.append(min(head[-1], first[b]))  # head[b]: the earliest of the group's rows 0 .. b
-            tail.append(min(tail[-1], first[n - 1 - b]))  # tail[b]: the earliest of its rows n - 1 - b .. n - 1
-        best, at = n * width - SPLIT_MIN_SAVING, 0
-        for p in range(1, n):
-            cost = p * (width - head[p - 1]) + (n - p) * (width - tail[n - 1 - p])
-            if cost < best:
-                best, at = cost, p
-        return (s + at, (lo + head[at - 1], lo + tail[n - 1 - at])) if at else (0, ())
-
-    def _step_mask(self, first: int, stop: int, start: int, end: int):
-        """The additive mask [rows, 1, 1, columns] of one-token steps' rows first .. stop - 1 over the columns
-        [start, end): 0 where a row's key is valid, -inf elsewhere."""
-        return self.torch.zeros((stop - first, 1, 1, end - start)).masked_fill_(
-            ~self.valid[first: stop, None, None, start: end], float("-inf"))
+    def _length_mask(self, ends, T: int, width: int):
+        """The additive mask [rows, 1, T, width] of a step's queries: query j of row b sees the columns before
+        ends[b] + j (0 there, -inf elsewhere); `ends` [rows] is each row's length including the step's first fed
+        token."""
+        torch = self.torch
+        limit = ends[:, None, None] + torch.arange(T)[None, :, None]  # [rows, T, 1]
+        hidden = torch.arange(width)[None, None, :] >= limit
+        return torch.zeros((len(ends), 1, T, width)).masked_fill_(hidden[:, None], float("-inf"))
 
     def _attention(self, q, keys, values, mask=None):
         """Attention of queries q [B, heads, T, head dim] (float32) over cached keys/values [B, kv heads, L, head
@@ -945,8 +897,7 @@ class Engine:
         request.outputs = [[] for _ in range(request.n)]
         request.rows_left = request.n
         b = len(self.rows)
-        self._make_room(b + request.n, T, 1)
-        hi = self.hi
+        self._make_room(b + request.n, T + 1)
         shared, past_k, past_v = self._prefix(ids)
         keys, values = [], []
 
@@ -971,17 +922,16 @@ class Engine:
         self._remember(list(ids), [k[0].contiguous() for k in keys], [v[0].contiguous() for v in values])
         for i in range(request.n):
             slot = b + i
-            for layer in range(m.layers):
-                self.k[layer][slot, :, hi - T: hi] = keys[layer][0]
-                self.v[layer][slot, :, hi - T: hi] = values[layer][0]
-            self.valid[slot, hi - T: hi] = True
+            for layer in range(m.layers):  # position p at column p
+                self.k[layer][slot, :, :T] = keys[layer][0]
+                self.v[layer][slot, :, :T] = values[layer][0]
             generator = None
             if request.temperature > 0 and request.seed is not None:
                 generator = torch.Generator().manual_seed(int(request.seed) + i)
             row = _Row(request, i, T, -1, [], generator)
             row.last = self._choose(logits, request.temperature, generator)
             self.rows.append(row)
-        self.lo = min(self.lo, hi - T) if b else hi - T
+        self.hi = max(self.hi, T)
         self._finish_rows(b)
 
     def _finish_rows(self, first: int = 0) -> list[GenRequest]:
@@ -997,13 +947,9 @@ class Engine:
             if (ended or len(row.generated) >= request.max_tokens
                     or row.position >= self.model.max_positions):
                 if self.share_prefixes and not request.dropped:  # the conversation so far, for a follow-up turn
-                    start = self.hi - row.position
-                    if bool(self.valid[slot, start: self.hi].all()):
-                        keys = [k[slot, :, start: self.hi].clone() for k in self.k]
-                        values = [v[slot, :, start: self.hi].clone() for v in self.v]
-                    else:  # drafts rejected in a step that verified drafts left gaps in the row's columns
-                        cols = self.valid[slot, : self.hi].nonzero().flatten()
-                        keys, values = [k[slot][:, cols] for k in self.k], [v[slot][:, cols] for v in self.v]
+                    n = row.position  # the row's keys: columns [0, position), nothing else
+                    keys = [k[slot, :, :n].clone() for k in self.k]
+                    values = [v[slot, :, :n].clone() for v in self.v]
                     self._remember(request.prompt_ids + row.generated[: row.position - len(request.prompt_ids)],
                                    keys, values)
                 request.outputs[row.index] = row.generated
@@ -1011,7 +957,7 @@ class Engine:
                 self._remove(slot)
                 if request.rows_left == 0 and not request.dropped:
                     done.append(request)
-        self._trim()
+        self._reach()
         self.finished.extend(done)
         return done
 
@@ -1028,57 +974,32 @@ class Engine:
             if any(drafts):
                 self._verify(drafts)
                 return
-        self._make_room(B, 0, 1)
-        hi, lo = self.hi, self.lo
-        self.valid[:B, hi] = True
+        end = self.hi + 1  # the longest row's keys and the one this step writes
+        self._make_room(B, end)
         ids = torch.tensor([[r.last] for r in self.rows])
-        positions = torch.tensor([[r.position] for r in self.rows])
-        # Each row's keys are the columns [hi - position, hi] (its prompt ends where the batch's did when it
-        # joined, and every step writes at hi). Where the rows' lengths differ a lot, attending row by row
-        # reads only those columns instead of the whole padded window (the keys/values are read from memory
-        # for every layer, and at a few hundred positions that costs about as much as the weights).
-        spans = [r.position + 1 for r in self.rows]
-        by_row = B > 1 and not self.lookup and sum(spans) <= BY_ROW_FILL * B * (hi + 1 - lo)
+        at = torch.tensor([r.position for r in self.rows])  # each row writes at its own position's column
+        positions = at[:, None]
+        slots = torch.arange(B)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
         fast = self.kv_dtype != torch.float32
-        start, end = self._window(lo, hi + 1) if fast else (lo, hi + 1)
-        # int8 engines (`split_windows`): the rows in two groups of slots, each over its own narrower window
-        split, starts = (self._split_window(B, lo, hi + 1) if self._splitting() and not fast and not by_row
-                         else (0, ()))
-        if split:
-            self.splits += 1
-            masks = [self._step_mask(b, e, s, hi + 1) for b, e, s in ((0, split, starts[0]), (split, B, starts[1]))]
-        elif not by_row:  # additive mask built once per step (SDPA would convert a boolean mask in each layer)
-            mask = self._step_mask(0, B, start, end)
+        width = self._window(end) if fast else end
+        # additive mask built once per step (SDPA would convert a boolean mask in each layer): row b sees [0, at + 1)
+        mask = self._length_mask(at + 1, 1, width)
 
-        def kv_write(layer, k, v):
-            self.k[layer][:B, :, hi: hi + 1] = k
-            self.v[layer][:B, :, hi: hi + 1] = v
+        def kv_write(layer, k, v):  # one indexed store per layer: row b's key at column at[b]
+            self.k[layer][slots, :, at] = k[:, :, 0].to(self.kv_dtype)
+            self.v[layer][slots, :, at] = v[:, :, 0].to(self.kv_dtype)
 
         def attend(layer, q):
-            keys, values = self.k[layer], self.v[layer]
-            if by_row:
-                out = q.new_empty(q.shape)
-                for b, n in enumerate(spans):
-                    k, v = keys[b: b + 1, :, hi + 1 - n: hi + 1], values[b: b + 1, :, hi + 1 - n: hi + 1]
-                    out[b] = (self._attention(q[b: b + 1], k, v) if fast else sdpa(q[b: b + 1], k, v, enable_gqa=gqa))[0]
-                return out
-            if split:
-                (s1, s2), (m1, m2) = starts, masks
-                return torch.cat([
-                    sdpa(q[:split], keys[:split, :, s1: hi + 1], values[:split, :, s1: hi + 1], attn_mask=m1,
-                         enable_gqa=gqa),
-                    sdpa(q[split:], keys[split: B, :, s2: hi + 1], values[split: B, :, s2: hi + 1], attn_mask=m2,
-                         enable_gqa=gqa)])
+            keys, values = self.k[layer][:B, :, :width], self.v[layer][:B, :, :width]
             if fast:
-                return self._attention(q, keys[:B, :, start: end], values[:B, :, start: end], mask)
-            return sdpa(q, keys[:B, :, lo: hi + 1], values[:B, :, lo: hi + 1], attn_mask=mask, enable_gqa=gqa)
+                return self._attention(q, keys, values, mask)
+            return sdpa(q, keys, values, attn_mask=mask, enable_gqa=gqa)
 
         # one pass over all rows: two lanes (`_lane_split`) cost one-token steps more CPU per token than they gained
         with torch.no_grad():
             logits = m.forward(ids, positions, kv_write, attend)
-        self.hi = hi + 1
         self.steps += 1
         greedy = logits.argmax(-1).tolist()  # one call for the batch; sampled rows draw their own below
         for i, row in enumerate(self.rows):
@@ -1225,35 +1146,31 @@ class Engine:
         """One forward pass over each row's last token and its draft (rows without a draft feed one token):
         a greedy row keeps the drafted tokens that equal what greedy decoding picks after the tokens before them,
         plus the pick after the last kept one, and a sampled row what `_accept_sampled` keeps, token by token as
-        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. The
-        columns of tokens not kept are marked invalid, so later steps attend as if they were never written; the
-        next write starts after the longest kept run, leaving gaps in the rows that kept fewer."""
+        `step` would (a stop token or the row's limit ends it there); each row's outcome updates its gate. Row b's
+        fed tokens are written at the columns of their positions, position .. position + len - 1; only the kept
+        ones count (the row's position moves past them), so the columns of tokens not kept lie past the row's end,
+        are never attended, and the next step's write replaces them: no row is left with gaps."""
         torch, m = self.torch, self.model
         B = len(self.rows)
         fed = [[row.last] + d for row, d in zip(self.rows, drafts, strict=True)]
         T = max(len(f) for f in fed)
-        self._make_room(B, 0, T)
-        hi, lo = self.hi, self.lo
+        at = torch.tensor([row.position for row in self.rows])
+        end = max(row.position + len(f) for row, f in zip(self.rows, fed, strict=True))
+        self._make_room(B, self.hi + T)
         # The rows' fed tokens side by side as one sequence (no padding through the matmuls, whose cost grows with
-        # the positions): position p belongs to row owner[p], at offset[p] after its last token (column hi + offset).
-        # attention per row over [lo, hi + T): query j sees the row's valid columns before hi and hi .. hi + j
-        # (a bfloat16 cache: over [start, end), that window widened as `step` widens it, the extra columns masked)
-        start, end = self._window(lo, hi + T) if self.kv_dtype != torch.float32 else (lo, hi + T)
-        allowed = torch.zeros((B, T, end - start), dtype=torch.bool)
-        allowed[:, :, : hi - start] = self.valid[:B, None, start: hi]
-        allowed[:, :, hi - start: hi + T - start] = torch.ones((T, T), dtype=torch.bool).tril()
-        mask = torch.zeros((B, 1, T, end - start)).masked_fill_(~allowed[:, None], float("-inf"))
+        # the positions): token i belongs to row owner[i], at offset[i] after the row's last token (column and
+        # position at[owner] + offset). Attention per row over [0, end): query j sees the columns before
+        # at + j + 1 (a bfloat16 cache: over a window widened as `step` widens it, the extra columns masked).
+        width = self._window(end) if self.kv_dtype != torch.float32 else end
+        mask = self._length_mask(at + 1, T, width)
         H, D = m.heads, m.head_dim
-        # int8 engines (float32 cache): each lane's rows in two groups of slots with narrower windows (`_split_window`)
-        splitting = self.kv_dtype == torch.float32
 
         def forward(s, e):  # rows s .. e - 1 (a lane runs on one torch thread)
-            split, starts = self._split_window(e, lo, end, s) if splitting and self._splitting() else (0, ())
             owner = torch.tensor([b for b in range(s, e) for _ in fed[b]])
             offset = torch.tensor([j for b in range(s, e) for j in range(len(fed[b]))])
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
-            positions = torch.tensor([[self.rows[b].position + j for b in range(s, e) for j in range(len(fed[b]))]])
-            columns = hi + offset
+            columns = at[owner] + offset
+            positions = columns[None]
 
             def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
                 self.k[layer][owner, :, columns] = k[0].transpose(0, 1).to(self.kv_dtype)
@@ -1265,15 +1182,7 @@ class Engine:
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
                 rows = q.new_zeros((e - s, H, T, D))
                 rows[owner - s, :, offset] = q[0].transpose(0, 1)
-                keys, values = self.k[layer], self.v[layer]
-                if split:
-                    if layer == 0:
-                        self.splits += 1
-                    out = torch.cat([self._attention(rows[a - s: b - s], keys[a: b, :, c: end], values[a: b, :, c: end],
-                                                     mask[a: b, :, :, c - start:])
-                                     for a, b, c in ((s, split, starts[0]), (split, e, starts[1]))])
-                else:
-                    out = self._attention(rows, keys[s:e, :, start: end], values[s:e, :, start: end], mask[s:e])
+                out = self._attention(rows, self.k[layer][s:e, :, :width], self.v[layer][s:e, :, :width], mask[s:e])
                 return out[owner - s, :, offset].transpose(0, 1)[None]
 
             with torch.no_grad():
@@ -1282,9 +1191,8 @@ class Engine:
         sizes = [len(f) for f in fed]  # lanes only for steps that verify at least LANES_MIN_FED positions per row
         logits = self._in_lanes(forward, B, self._lane_split(sizes) if sum(sizes) >= LANES_MIN_FED * B else 0)
         flat = logits.argmax(-1).tolist()
-        self.valid[:B, hi: hi + T] = False
-        longest, first = 0, 0
-        for b, (row, draft) in enumerate(zip(self.rows, drafts, strict=True)):
+        first = 0
+        for row, draft in zip(self.rows, drafts, strict=True):
             pick = flat[first: first + 1 + len(draft)]
             temperature = row.request.temperature
             if temperature > 0 and draft:
@@ -1301,7 +1209,7 @@ class Engine:
             self.drafted += len(draft)
             request, used = row.request, 0
             for j in range(agree + 1):
-                used += 1  # the token fed at column hi + j stays in the row
+                used += 1  # the token fed at column position + j stays in the row
                 row.position += 1
                 row.last = pick[j]
                 if j == agree or (row.last in self.eos_ids or len(row.generated) + 1 >= request.max_tokens
@@ -1309,17 +1217,12 @@ class Engine:
                     break  # `_finish_rows` records this pick as it does after a one-token step
                 row.generated.append(row.last)
             self.accepted += used - 1
-            self.valid[b, hi: hi + used] = True
-            longest = max(longest, used)
-        self.hi = hi + longest
         self.steps += 1
         self._finish_rows()
 
     def reset(self) -> None:
         self.rows.clear()
         self.lo = self.hi = 0
-        if self.valid is not None:
-            self.valid.zero_()
 
     def run(self, admit: list[GenRequest], *, budget_s: float, want_slots=lambda: False) -> list[GenRequest]:
         """Admit new requests, then decode until a request finishes, the budget is spent, or a waiting
@@ -1375,14 +1278,15 @@ class Engine:
         side = copy.copy(self)
         side.rows, side.finished, side.prefixes = [], [], list(self.prefixes)
         side.known = {id(entry) for entry in self.prefixes}  # what `_adopt` need not remember again
-        side.k = side.v = side.valid = None
+        side.k = side.v = None
         side.cap, side.lo, side.hi, side.prefilled = 0, 0, 0, 0
         side.max_rows, side.lock = 1, threading.Lock()
         return side
 
     def _adopt(self, side: Engine) -> None:
-        """Move the rows that `side` prefilled into this batch: their keys, values and valid columns end at this
-        batch's `hi`, as `add` would have placed them; what `side` finished and remembered is carried over."""
+        """Move the rows that `side` prefilled into this batch: their keys and values at the same columns (a row's
+        position p at column p), as `add` would have placed them; what `side` finished and remembered is carried
+        over."""
         new = [e for e in side.prefixes if id(e) not in side.known]  # remembered by the side's prefills
         for entry in reversed(new):  # oldest first, so the newest ends in front
             self._remember(*entry)
@@ -1391,15 +1295,13 @@ class Engine:
         n = len(side.rows)
         if not n:
             return
-        width, b = side.hi - side.lo, len(self.rows)
-        self._make_room(b + n, width, 1)
-        hi = self.hi
+        width, b = side.hi, len(self.rows)
+        self._make_room(b + n, width + 1)
         for layer in range(self.model.layers):
-            self.k[layer][b: b + n, :, hi - width: hi] = side.k[layer][:n, :, side.lo: side.hi]
-            self.v[layer][b: b + n, :, hi - width: hi] = side.v[layer][:n, :, side.lo: side.hi]
-        self.valid[b: b + n, hi - width: hi] = side.valid[:n, side.lo: side.hi]
+            self.k[layer][b: b + n, :, :width] = side.k[layer][:n, :, :width]
+            self.v[layer][b: b + n, :, :width] = side.v[layer][:n, :, :width]
         self.rows.extend(side.rows)
-        self.lo = min(self.lo, hi - width) if b else hi - width
+        self._reach()
 
     def generate(self, requests: list[GenRequest]) -> list[GenRequest]:
         """Run requests to completion (tests and benchmarks): all admitted that fit, the rest as rows free up."""
@@ -1548,7 +1450,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT, split_windows=SPLIT_WINDOWS and dtype == "int8")
+                  lookup_default=0 if exact else LOOKUP_DEFAULT)
 
 
 INT8_CACHE_FORMAT = 2
