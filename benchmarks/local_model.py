@@ -39,6 +39,7 @@ Prints, measured in one run on the same machine:
     python benchmarks/local_model.py --temperature 0.7 --variants "engine fp16 lookup,engine fp16 nolookup"
     python benchmarks/local_model.py --temperature 0.7 --seed 1 --variants "engine fp16 lookup sampled,engine fp16"
     python benchmarks/local_model.py --verify-costs   # one-token and verify steps' CPU, sampled rows
+    python benchmarks/local_model.py --agreement 16   # float16 and int8 next-token agreement with float32
 """
 
 from __future__ import annotations
@@ -1017,6 +1018,63 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
     real_steps(rows)
 
 
+def agreement(items: int, max_tokens: int = 96) -> None:
+    """How closely float16 and int8 weights follow float32 (the dequantised weights exactly): float32 writes greedy
+    replies to the first student turn of `items` Skill-Mix items; each weight type then reads prompt + reply in one
+    pass, and at every reply position its top token is compared with float32's, with KL(p_float32 || p) of the two
+    next-token distributions. Teacher-forced, so one early difference does not change every later position."""
+    import types
+
+    import torch
+
+    from skillweave.agents.llm import build_messages
+    from skillweave.prompts import load_template
+    from skillweave.providers import local_engine
+
+    def engine(weights):
+        os.environ["SKILLWEAVE_LOCAL_DTYPE"] = weights
+        local_engine._load_engine.cache_clear()
+        return local_engine.load_engine("local")
+
+    def logits(eng, ids):  # every position's logits over ids, in the weights' type (as decode steps compute them)
+        m, keys, values = eng.model, [], []
+
+        def kv_write(layer, k, v):
+            keys.append(k)
+            values.append(v)
+
+        def attend(layer, q):
+            return torch.nn.functional.scaled_dot_product_attention(
+                q, keys[layer], values[layer], is_causal=True, enable_gqa=m.kv_heads != m.heads)
+
+        with torch.no_grad():
+            return m.forward(torch.tensor([ids]), torch.arange(len(ids))[None], kv_write, attend,
+                             every_position=True)[0].float()
+
+    student = load_template("skillmix/student")
+    reference = engine("float32")
+    prompts = []
+    for values in skillmix_items(types.SimpleNamespace(requests=3 * items))[:items]:
+        values = {k: v for k, v in values.items() if k != "item"}
+        text = reference.tokenizer.chat_prompt(build_messages(student, values, 0, []))
+        prompts.append(reference.tokenizer.encode(text))
+    requests = [local_engine.GenRequest(prompt_ids=ids, max_tokens=max_tokens) for ids in prompts]
+    reference.generate(requests)
+    pairs = [(ids, r.outputs[0]) for ids, r in zip(prompts, requests, strict=True)]
+    expected = [logits(reference, ids + out)[len(ids) - 1: len(ids) + len(out) - 1] for ids, out in pairs]
+    total = sum(len(out) for _, out in pairs)
+    print(f"float32 greedy replies to {len(pairs)} Skill-Mix student prompts: {total} reply positions")
+    for weights in ("float16", "int8"):
+        eng, same, kl = engine(weights), 0, 0.0
+        for (ids, out), want in zip(pairs, expected, strict=True):
+            got = logits(eng, ids + out)[len(ids) - 1: len(ids) + len(out) - 1]
+            same += int((got.argmax(-1) == want.argmax(-1)).sum())
+            kl += float(torch.nn.functional.kl_div(got.log_softmax(-1), want.log_softmax(-1), log_target=True,
+                                                   reduction="sum"))
+        print(f"{weights:>8}: top token equal to float32's at {same}/{total} positions ({same / total:.2%}); "
+              f"mean KL(p_float32 || p) {kl / total:.2e} nats")
+
+
 def timing_engine(weights: str, rows: int = 8, kv: str | None = None, drafts: bool = True):
     """A fresh embedded-model engine with `weights` (and KV cache `kv`) for timing steps in this process: one torch
     thread, weights packed, no stop tokens (rows run as long as asked), no shared prefixes, and with `drafts` False
@@ -1272,6 +1330,9 @@ def main() -> None:
                              "attended, identical outputs (float16 weights, or --layout-weights)")
     parser.add_argument("--layout-weights", choices=("float16", "int8", "float32"), default="float16",
                         help="the weights --layout-ab runs with (default float16)")
+    parser.add_argument("--agreement", type=int, metavar="ITEMS",
+                        help="Instead: next-token agreement of float16 and int8 weights with float32 on float32's "
+                             "greedy replies to ITEMS Skill-Mix student prompts (top token, KL)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.max_tokens is None:
@@ -1287,6 +1348,8 @@ def main() -> None:
     if args.child == "stages":
         stages()
         return
+    if args.agreement:
+        return with_load_average(lambda: agreement(args.agreement))
     if args.attention:
         return with_load_average(attention)
     if args.int8_kernels:
