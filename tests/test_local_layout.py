@@ -8,27 +8,12 @@ from __future__ import annotations
 import pytest
 
 from skillweave.providers import local_engine
-from skillweave.providers.local_engine import GenRequest, load_engine
+from skillweave.providers.local_engine import GenRequest
+from tests import test_local_spec
 from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts
 from tests.test_local_spec import REPEATING, _generate, _oracle, partly_wrong
 
-
-@pytest.fixture
-def engine_of(tiny_model, monkeypatch):
-    def make(dtype):
-        if dtype != "float32" and not local_engine.fp16_kernels():
-            pytest.skip("torch has no fbgemm kernels on this CPU")
-        monkeypatch.setenv("SKILLWEAVE_LOCAL_DTYPE", dtype)
-        local_engine._load_engine.cache_clear()
-        engine = load_engine(str(tiny_model))
-        engines.append((engine, (engine.eos_ids, engine.max_rows, engine.lookup)))
-        return engine
-
-    engines = []
-    yield make
-    for engine, (eos, rows, lookup) in engines:
-        engine.eos_ids, engine.max_rows, engine.lookup = eos, rows, lookup
-    local_engine._load_engine.cache_clear()
+engine_of = test_local_spec.engine_of  # the same fixture (tiny_model: tests/conftest.py)
 
 
 def _prefill_keys(engine, ids):

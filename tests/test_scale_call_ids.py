@@ -13,7 +13,7 @@ from conftest import run_content
 from skillweave.store import Store, queries
 from skillweave.store.merge import MergeConflict, merge_stores
 from tests.test_scale_call_index import RUN, whole_and_shards
-from tests.test_scale_grade_index import _indexes, _put_back, _rows, before_item_seq
+from tests.test_scale_grade_index import _indexes, _put_back, _rows, before_item_seq, merged_both_ways
 
 
 def _call_indexes(path: str) -> list[tuple[str, list[str]]]:
@@ -105,12 +105,7 @@ def test_a_store_from_before_migrates_keeps_its_calls_and_resumes_without_paying
 def test_stores_from_before_and_after_merge_either_way(cli_run, tmp_path):
     whole, parts = whole_and_shards(cli_run, tmp_path)
     _to_old_schema(parts[0])  # an old source into a new target, then a new source into an old target
-    for source, target_from in ((parts[0], parts[1]), (parts[1], parts[0])):
-        target = str(tmp_path / f"target-{source[-8:]}")
-        with sqlite3.connect(target_from) as src, sqlite3.connect(target) as copy:
-            src.backup(copy)
-        code, _, err = cli_run("merge", source, "--into", target, db=target)
-        assert code == 0, err
+    for source, target in merged_both_ways(cli_run, parts, tmp_path):
         assert sorted(cols for _, cols in _call_indexes(target)) == [["item_seq", "call_key"], ["run_id"]]
         assert run_content(target) == run_content(whole)
         assert {k: v for k, v in _counts(target).items() if k != "events"} == \

@@ -154,14 +154,21 @@ def test_a_store_from_before_migrates_resumes_without_paying_twice_and_merges(cl
     for i, part in enumerate(parts, start=1):
         assert cli_run("run", "skillmix", *RUN, "--shard", f"{i}/2", db=part)[0] == 0
     _to_old_schema(parts[0])
-    for source, target_from in ((parts[0], parts[1]), (parts[1], parts[0])):  # old into new, new into old
+    for source, target in merged_both_ways(cli_run, parts, tmp_path):  # old into new, new into old
+        assert run_content(target) == before
+        assert merge_stores([source], target)["added"]["grades"] == 0
+
+
+def merged_both_ways(cli_run, parts: list[str], tmp_path):
+    """Each of two shard stores merged with `merge` into a copy of the other (one of them may have an older
+    schema: old into new, then new into old); yields (source, target) after each merge."""
+    for source, target_from in ((parts[0], parts[1]), (parts[1], parts[0])):
         target = str(tmp_path / f"into-{source[-8:]}")
         with sqlite3.connect(target_from) as src, sqlite3.connect(target) as copy:
             src.backup(copy)
         code, _, err = cli_run("merge", source, "--into", target, db=target)
         assert code == 0, err
-        assert run_content(target) == before
-        assert merge_stores([source], target)["added"]["grades"] == 0
+        yield source, target
 
 
 def test_a_grade_id_both_stores_hold_must_agree(tmp_path):

@@ -15,7 +15,7 @@ from skillweave.store import Store, queries
 from skillweave.store.merge import merge_stores
 from skillweave.store.reads import grade_samples, items_with_grades
 from tests.test_scale_call_index import RUN, whole_and_shards
-from tests.test_scale_grade_index import _fetch, _indexes, _info, _rows, before_item_seq
+from tests.test_scale_grade_index import _fetch, _indexes, _info, _rows, before_item_seq, merged_both_ways
 
 ITEM_SEQ_TABLES = ("llm_calls", "grades", "events")
 NEW_INDEXES = {
@@ -173,12 +173,7 @@ def test_a_store_from_before_migrates_resumes_without_paying_twice_and_merges(cl
 
     whole, parts = whole_and_shards(cli_run, tmp_path)
     before_item_seq(parts[0])
-    for source, target_from in ((parts[0], parts[1]), (parts[1], parts[0])):  # old into new, new into old
-        target = str(tmp_path / f"into-{source[-8:]}")
-        with sqlite3.connect(target_from) as src, sqlite3.connect(target) as copy:
-            src.backup(copy)
-        code, _, err = cli_run("merge", source, "--into", target, db=target)
-        assert code == 0, err
+    for source, target in merged_both_ways(cli_run, parts, tmp_path):  # old into new, new into old
         assert run_content(target) == run_content(whole) and _unlinked(target) == []
         again = merge_stores([source], target)["added"]  # merging the same source again adds nothing
         assert again == dict.fromkeys(again, 0)
