@@ -43,6 +43,16 @@ HWM = (  # peak RSS of this process in KiB: VmHWM (ru_maxrss would include the p
     "        import resource\n"
     "        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n")
 
+RUN = (  # a child process's read/write syscalls so far, and one Skill-Mix run on the fake provider (as `run` measures)
+    "from skillweave.cli import main\n"
+    "def io():\n"
+    "    fields = dict(line.split(': ') for line in open('/proc/self/io').read().splitlines())\n"
+    "    return int(fields['syscr']), int(fields['syscw'])\n"
+    "def run(db, n):\n"
+    "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
+    " '--grading-samples', '1', '--concurrency', '64']\n"
+    "    try:\n        main(args)\n    except SystemExit:\n        pass\n")
+
 
 def run_size(n: int, folder: str, against: str | None = None, same_store: bool = False) -> dict:
     db = os.path.join(folder, f"run-{n}{'-against' if against else ''}.db")
@@ -52,13 +62,9 @@ def run_size(n: int, folder: str, against: str | None = None, same_store: bool =
     warm = db if same_store else db + ".warm"  # --same-store: creating the store file is not counted either
     code = (  # a 20-item warm-up run first, so imports and start-up are not counted per item
         "import os, sys, time\n"
-        + HWM +
-        "from skillweave.cli import main\n"
+        + HWM + RUN +
         "import skillweave.graphs.runtime as rt\n"
         "import skillweave.graphs.progress as progress\n"
-        "def io():\n"
-        "    f = dict(x.split(': ') for x in open('/proc/self/io').read().splitlines())\n"
-        "    return int(f['syscr']), int(f['syscw'])\n"
         "_close, ran, half = rt.close_clients, [], []\n"
         "async def close():  # the threads are done: peak RSS of the run itself, before the closing report\n"
         "    ran.append((hwm(), time.process_time(), *io()))\n"
@@ -70,10 +76,6 @@ def run_size(n: int, folder: str, against: str | None = None, same_store: bool =
         f"    if measuring and not half and self.finished >= {n // 2}:\n"
         "        half.append((self.finished, time.process_time(), *io()))\n"
         "progress.Progress.update = update\n"
-        "def run(db, n):\n"
-        "    args = ['--db', db, 'run', 'skillmix', '--model', 'fake', '--k', '3', '--n', str(n), '--rounds', '1',"
-        " '--grading-samples', '1', '--concurrency', '64']\n"
-        "    try:\n        main(args)\n    except SystemExit:\n        pass\n"
         "measuring = False\n"
         f"run({warm!r}, 20)\n"
         "measuring = True\n"
@@ -188,7 +190,7 @@ def plan_memory(sizes: list[int], against: str | None = None) -> None:
                   f" RSS peak growth {new[2] / max(old[2], 1e-9):.3f}x")
 
 
-BREAKDOWN = r"""
+BREAKDOWN = RUN + r"""
 import collections, gc, os, re, sqlite3, sys, time
 n, db, windows = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
 cpu = time.process_time
@@ -226,11 +228,6 @@ def collected(phase, info):
             full[0] += 1
             full[1] += cpu() - full[2]
 
-def io():
-    fields = dict(line.split(": ") for line in open("/proc/self/io").read().splitlines())
-    return int(fields["syscr"]), int(fields["syscw"])
-
-from skillweave.cli import main
 import skillweave.graphs.progress as progress
 marks, every = [], max(n // windows, 1)
 _update = progress.Progress.update
@@ -241,13 +238,6 @@ def update(self, k=1):
         marks.append((self.finished, cpu(), *io(), sum(e[1] for e in sql.values()), os.times().system))
 
 progress.Progress.update = update
-
-def run(path, size):
-    try:
-        main(["--db", path, "run", "skillmix", "--model", "fake", "--k", "3", "--n", str(size), "--rounds", "1",
-              "--grading-samples", "1", "--concurrency", "64"])
-    except SystemExit:
-        pass
 
 run(db + ".warm", 20)
 marks.clear()
