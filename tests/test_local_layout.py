@@ -11,7 +11,7 @@ from skillweave.providers import local_engine
 from skillweave.providers.local_engine import GenRequest
 from tests import test_local_spec
 from tests.test_local_engine import CORPUS, _one_at_a_time, _prompts
-from tests.test_local_spec import REPEATING, _generate, _oracle, partly_wrong
+from tests.test_local_spec import REPEATING, _generate, uneven_kept_runs
 
 engine_of = test_local_spec.engine_of  # the same fixture (tiny_model: tests/conftest.py)
 
@@ -46,11 +46,7 @@ def test_a_verify_step_with_uneven_kept_runs_leaves_no_column_a_row_does_not_own
     monkeypatch.setattr(local_engine, "LOOKUP_PRIOR", 1.0)  # the gate held open: every draft is verified
     monkeypatch.setattr(local_engine, "LOOKUP_RATE", 0.0)
     engine = engine_of(dtype)
-    engine.eos_ids = set()
-    prompts = _prompts(engine, CORPUS + REPEATING)
-    limits = [30, 12, 25, 9, 40, 17]
-    plain, _, _ = _generate(engine, prompts, limits, lookup=0)
-    real_draft = _oracle(engine, prompts, plain, partly_wrong(engine))
+    prompts, limits, plain, _, real_draft = uneven_kept_runs(engine)
     real_verify, real_attention = engine._verify, engine._attention
     widths, checked, uneven = [], [0], [0]
 

@@ -52,6 +52,17 @@ def _generate(engine, prompts, limits, lookup, rows=3):
     return [r.outputs for r in requests], engine.steps - steps, engine.accepted - accepted
 
 
+def uneven_kept_runs(engine):
+    """Six prompts (some repeating themselves) decoded plainly with no stop tokens, then `_draft` replaced by
+    `_oracle` with `partly_wrong` drafts, so verify steps keep different numbers of tokens in different rows:
+    (prompts, limits, plain outputs, plain steps, the real `_draft`)."""
+    engine.eos_ids = set()
+    prompts = _prompts(engine, CORPUS + REPEATING)
+    limits = [30, 12, 25, 9, 40, 17]
+    plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
+    return prompts, limits, plain, plain_steps, _oracle(engine, prompts, plain, partly_wrong(engine))
+
+
 def partly_wrong(engine):
     """A `corrupt` for `_oracle`: a draft's first `keep` tokens right and the others wrong, `keep` differing from row
     to row and step to step (so rows keep different numbers of tokens, leaving gaps)."""
@@ -109,11 +120,7 @@ def test_rejected_drafts_leave_the_cache_as_if_never_written(engine_of, dtype):
     tokens): decoding goes on after each rejection exactly as plain decoding does, and the batch's window ends at
     the longest row's position (tests/test_local_layout.py checks the columns themselves)."""
     engine = engine_of(dtype)
-    engine.eos_ids = set()
-    prompts = _prompts(engine, CORPUS + REPEATING)
-    limits = [30, 12, 25, 9, 40, 17]
-    plain, plain_steps, _ = _generate(engine, prompts, limits, lookup=0)
-    real = _oracle(engine, prompts, plain, partly_wrong(engine))
+    prompts, limits, plain, plain_steps, real = uneven_kept_runs(engine)
     owned = []
     real_verify = engine._verify
 
