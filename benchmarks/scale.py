@@ -299,13 +299,13 @@ def fixed_cost(runs: int, repeat: int, against: str | None, profile: bool) -> No
         totals[label] = {case: statistics.median(x["total"] for x in timed[case]) for case in cases}
         print(f"\n{label}: CPU ms per run (median of {len(timed[cases[0]])} runs in {repeat} process(es)) and SQL "
               f"statements, by phase")
-        print(f"  {'phase':<52}" + "".join(f"{case:>22}" for case in cases))
+        print(f"  {'phase':<52}" + "".join(f"{case:>24}" for case in cases))
         for phase in phases:
             cells = [f"{1000 * statistics.median(x['phases'].get(phase, 0) for x in timed[c]):8.2f} ms"
                      f"{counted[c]['statements'].get(phase, 0):6d} st" for c in cases]
-            print(f"  {phase:<52}" + "".join(f"{cell:>22}" for cell in cells))
+            print(f"  {phase:<52}" + "".join(f"{cell:>24}" for cell in cells))
         print(f"  {'whole run':<52}" + "".join(
-            f"{1000 * totals[label][c]:8.2f} ms{sum(counted[c]['statements'].values()):6d} st" for c in cases))
+            f"{1000 * totals[label][c]:10.2f} ms{sum(counted[c]['statements'].values()):6d} st" for c in cases))
         for where in ("new file", "existing file"):
             one, hundred = totals[label][f"{where}, 1 item"], totals[label][f"{where}, 100 items"]
             per_item = (hundred - one) / 99
