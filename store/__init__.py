@@ -419,6 +419,17 @@ class Store:
                     batch[0].call_soon(self.flush_writes)
             return conn.execute(sql, args)
 
+    def _write_now(self, sql: str, args: list) -> sqlite3.Cursor:
+        """One write committed at once (a run's row, its catalog links): outside a `transaction()` block it commits
+        with it whatever this connection has open (a tick's batch), and it never hands the commit to an event loop,
+        which may be gone (the status `interrupted`, written after Ctrl-C stopped the run's loop)."""
+        with self.lock:
+            conn = self.db.conn
+            cursor = conn.execute(sql, args)
+            if conn.in_transaction and not getattr(self, "_depth", 0):
+                conn.execute("COMMIT")
+            return cursor
+
     def tick_write(self, sql: str, args: list) -> sqlite3.Cursor:
         """A write to a table the store does not own (the direct executor's end-of-thread LangGraph checkpoint)
         through the same path as the store's own: inside `batch_writes` it joins the tick's transaction."""
@@ -503,9 +514,10 @@ class Store:
 
         run_id = run_id or f"{pipeline.replace('_', '-')}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         stamp = now()
-        self._insert("runs", {"id": run_id, "pipeline": pipeline, "config": jdump(config), "version": __version__,
-                              "status": "running", "command": jsonify_if_needed(command), "error": None,
-                              "created_at": stamp, "updated_at": stamp, "finished_at": None})
+        row = {"id": run_id, "pipeline": pipeline, "config": jdump(config), "version": __version__, "status": "running",
+               "command": jsonify_if_needed(command), "error": None, "created_at": stamp, "updated_at": stamp,
+               "finished_at": None}
+        self._write_now(_insert_sql("runs", "", tuple(row)), list(row.values()))
         return run_id
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
@@ -521,7 +533,7 @@ class Store:
     def _update_run(self, run_id: str, values: dict) -> None:
         """One UPDATE of a run's row; a run that is not stored raises NotFound (nothing written)."""
         assignments = ", ".join(f"[{c}] = ?" for c in values)
-        if self._write(f"UPDATE runs SET {assignments} WHERE id = ?", [*values.values(), run_id]).rowcount == 0:
+        if self._write_now(f"UPDATE runs SET {assignments} WHERE id = ?", [*values.values(), run_id]).rowcount == 0:
             raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
 
     def get_run(self, run_id: str) -> dict:
@@ -583,8 +595,8 @@ class Store:
         return {**row, "meta": _json_object(row["meta"]), "entries": entries, "exemplars": exemplars}
 
     def link_run_catalog(self, run_id: str, catalog_id: str, role: str) -> None:
-        self._write("INSERT OR IGNORE INTO run_catalogs (run_id, catalog_id, role) VALUES (?, ?, ?)",
-                    [run_id, catalog_id, role])
+        self._write_now("INSERT OR IGNORE INTO run_catalogs (run_id, catalog_id, role) VALUES (?, ?, ?)",
+                        [run_id, catalog_id, role])
 
     def run_catalogs(self, run_id: str) -> dict[str, str]:
         return {r["role"]: r["catalog_id"] for r in self._all("SELECT * FROM run_catalogs WHERE run_id = ?", [run_id])}

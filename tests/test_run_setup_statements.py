@@ -144,3 +144,40 @@ def test_a_one_item_run_takes_few_statements(cli_run, tmp_path):
     _statements(cli_run, existing)
     assert _statements(cli_run, existing) <= 70
     assert _statements(cli_run, str(tmp_path / "new.db")) <= 150
+
+
+def test_run_row_writes_are_committed_at_once_inside_a_tick_and_after_its_loop_is_gone(tmp_path):
+    """A run's status is committed when it is written: inside a tick it commits the tick's open writes with it, and
+    it needs no running event loop (after Ctrl-C ends a run, its loop is closed while the store still batches for
+    it). Before, it joined the tick's open transaction, so an `interrupted` status could stay uncommitted."""
+    import asyncio
+
+    path = str(tmp_path / "s.db")
+    store = Store(path)
+    run_id = store.create_run("skillmix", {})
+
+    def seen_by_another_connection() -> tuple:
+        other = sqlite3.connect(path)
+        try:
+            return (other.execute("SELECT status FROM runs").fetchone()[0],
+                    other.execute("SELECT count(*) FROM events").fetchone()[0])
+        finally:
+            other.close()
+
+    async def tick():
+        with store.batch_writes():
+            store.add_event(run_id, None, "stage", "started")  # opens the tick's transaction
+            store.set_run_status(run_id, "paused")
+            assert seen_by_another_connection() == ("paused", 1)
+            store.add_event(run_id, None, "stage", "again")
+            dangling[:] = store._batch  # what a Ctrl-C leaves: the batch of a loop that is about to close
+
+    dangling: list = []
+    try:
+        asyncio.run(tick())
+        store._batch = dangling
+        store.set_run_status(run_id, "interrupted", error="KeyboardInterrupt")
+        assert seen_by_another_connection() == ("interrupted", 2)
+    finally:
+        store._batch = None
+        store.close()
