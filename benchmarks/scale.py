@@ -12,6 +12,10 @@ Two parts, each measured in one run of this script:
    each in a fresh process (CPU s, items per CPU second, the process's peak RSS), and the per-item reads they
    replaced (`Store.items` + `Store.grades` + a review lookup per item).
 
+Instead of those, `--fixed RUNS` measures a run's fixed cost (its set-up and close): one-item and 100-item runs into a
+new and into an existing file after a warm-up, CPU and SQL statements phase by phase; `--breakdown N` what grows within
+one run; `--plan SIZES` the plan's memory.
+
 With --against PYTHONPATH (a folder holding another checkout as `skillweave`), every measurement is also made with
 that code, alternating with this code's, and the ratios are printed; export prints a digest of its output.
 
@@ -134,7 +138,7 @@ else:
 
 
 FIXED = RUN + r"""
-import asyncio, collections, contextlib, functools, json, os, sqlite3, statistics, sys, tempfile, time
+import collections, contextlib, functools, json, os, sqlite3, sys, tempfile, time
 runs, profile = int(sys.argv[1]), sys.argv[2] == "1"
 cpu = time.process_time
 spent = collections.defaultdict(float)  # phase -> CPU s (exclusive: a phase inside another is not counted twice)
@@ -230,7 +234,6 @@ _reporter = Pipeline.reporter
 Pipeline.reporter = lambda self: (lambda fn: fn and sync("closing report", fn))(_reporter(self))
 
 folder = tempfile.mkdtemp()
-quiet = lambda: contextlib.ExitStack()
 def one(db, n):
     with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         run(db, n)
