@@ -138,7 +138,7 @@ else:
 
 
 FIXED = RUN + r"""
-import collections, contextlib, functools, json, os, sqlite3, sys, tempfile, time
+import collections, contextlib, functools, gc, json, os, sqlite3, sys, tempfile, time
 runs, profile = int(sys.argv[1]), sys.argv[2] == "1"
 cpu = time.process_time
 spent = collections.defaultdict(float)  # phase -> CPU s (exclusive: a phase inside another is not counted twice)
@@ -185,6 +185,15 @@ def threads(fn):  # the graph threads, however many are in flight: one phase
                 switch(state["outer"])
     return wrapper
 
+collecting = []  # the phase a garbage collection interrupted
+
+def collected(phase, _info):  # a collection is its own phase, wherever it happens to start
+    if phase == "start":
+        collecting.append(switch("garbage collection"))
+    elif collecting:
+        switch(collecting.pop())
+
+gc.callbacks.append(collected)
 counting = [False]
 _connect = sqlite3.connect
 def connect(*args, **kwargs):
