@@ -12,6 +12,10 @@ Two parts, each measured in one run of this script:
    each in a fresh process (CPU s, items per CPU second, the process's peak RSS), and the per-item reads they
    replaced (`Store.items` + `Store.grades` + a review lookup per item).
 
+Instead of those, `--fixed RUNS` measures a run's fixed cost (its set-up and close): one-item and 100-item runs into a
+new and into an existing file after a warm-up, CPU and SQL statements phase by phase; `--breakdown N` what grows within
+one run; `--plan SIZES` the plan's memory.
+
 With --against PYTHONPATH (a folder holding another checkout as `skillweave`), every measurement is also made with
 that code, alternating with this code's, and the ratios are printed; export prints a digest of its output.
 
@@ -22,12 +26,14 @@ that code, alternating with this code's, and the ratios are printed; export prin
     python benchmarks/scale.py --breakdown 100000 --against /tmp/ppold   # what grows within one run
     python benchmarks/scale.py --run-sizes 100,1000 --items 0 --same-store   # a run into an existing store
     python benchmarks/scale.py --plan 100000,1000000 --against /tmp/ppold   # the plan's memory per combination
+    python benchmarks/scale.py --fixed 10 --repeat 3 --against /tmp/ppold   # a run's fixed cost, phase by phase
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -129,6 +135,201 @@ else:
     cpu = time.process_time() - t
     print("RESULT", cpu, (rss("VmRSS") - rss0) * 1024 / n, (rss("VmHWM") - rss0) * 1024 / n)
 """
+
+
+FIXED = RUN + r"""
+import collections, contextlib, functools, gc, json, os, sqlite3, sys, tempfile, time
+runs, profile = int(sys.argv[1]), sys.argv[2] == "1"
+cpu = time.process_time
+spent = collections.defaultdict(float)  # phase -> CPU s (exclusive: a phase inside another is not counted twice)
+stmts = collections.Counter()  # phase -> SQL statements (only in the counting run)
+state = {"phase": "CLI: options and other", "at": 0.0, "threads": 0, "outer": None}
+
+def switch(name):
+    t = cpu()
+    spent[state["phase"]] += t - state["at"]
+    state["at"], prev, state["phase"] = t, state["phase"], name
+    return prev
+
+def sync(name, fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        prev = switch(name)
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            switch(prev)
+    return wrapper
+
+def coro(name, fn):
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        prev = switch(name)
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            switch(prev)
+    return wrapper
+
+def threads(fn):  # the graph threads, however many are in flight: one phase
+    @functools.wraps(fn)
+    async def wrapper(*args, **kwargs):
+        if state["threads"] == 0:
+            state["outer"] = switch("threads (the items' own work)")
+        state["threads"] += 1
+        try:
+            return await fn(*args, **kwargs)
+        finally:
+            state["threads"] -= 1
+            if state["threads"] == 0:
+                switch(state["outer"])
+    return wrapper
+
+collecting = []  # the phase a garbage collection interrupted
+
+def collected(phase, _info):  # a collection is its own phase, wherever it happens to start
+    if phase == "start":
+        collecting.append(switch("garbage collection"))
+    elif collecting:
+        switch(collecting.pop())
+
+gc.callbacks.append(collected)
+counting = [False]
+_connect = sqlite3.connect
+def connect(*args, **kwargs):
+    conn = _connect(*args, **kwargs)
+    conn.set_trace_callback(lambda _sql: counting[0] and stmts.update((state["phase"],)))
+    return conn
+sqlite3.connect = connect
+
+import skillweave.agents.skillmix as skillmix
+import skillweave.api as api
+import skillweave.cli.run as cli_run
+import skillweave.graphs.runtime as rt
+import skillweave.store as store_module
+import skillweave.store.checkpoints as checkpoints
+import skillweave.store.leases as leases
+from skillweave.graphs.progress import Progress
+from skillweave.pipeline import Pipeline
+from skillweave.store import Store
+
+PHASES = [  # (owner, attribute, phase); an attribute the code measured does not have is skipped
+    (cli_run, "start_run", "CLI: run set-up (other)"), (skillmix, "input_catalogs", "catalogs: read input files"),
+    (Pipeline, "new_config", "settings checks"), (cli_run, "preflight", "settings checks"),
+    (cli_run, "check_new_run", "settings checks"), (api, "load_template", "templates: check"),
+    (Store, "__init__", "store: open (connection, PRAGMAs, checks)"),
+    (store_module, "_copy_template", "store: new file copied from the template"),
+    (Store, "_migrate", "store: schema (snapshot, migrations, check)"),
+    (Store, "save_catalog", "catalogs: save"), (Store, "link_run_catalog", "catalogs: link to the run"),
+    (Store, "create_run", "run row: insert"), (cli_run, "apply_cost_settings", "run row: read back"),
+    (rt, "run_pipeline", "runtime: event loop, other"), (leases.RunLease, "acquire", "lease: take"),
+    (leases.RunLease, "release", "lease: release"), (rt, "run_context", "run context (run row, settings, prompts)"),
+    (Store, "set_run_status", "run status"), (Pipeline, "plan", "plan (catalogs read, combinations drawn)"),
+    (checkpoints, "store_checkpointer", "checkpointer set-up"), (Pipeline, "build_graph", "graph: copy, direct executor"),
+    (rt, "direct_graph", "graph: copy, direct executor"),
+    (rt, "threads_with_checkpoints", "checkpoint lookup per batch of threads"),
+    (Progress, "__init__", "progress"), (Progress, "start", "progress"), (Progress, "close", "progress"),
+    (Store, "flush_writes", "commits at the ends of ticks"), (cli_run, "echo_table", "closing report"),
+]
+for owner, attribute, phase in PHASES:
+    if hasattr(owner, attribute):
+        setattr(owner, attribute, sync(phase, getattr(owner, attribute)))
+for attribute, phase in (("arun_pipeline", "runtime: run set-up and close (other)"),
+                         ("execute", "runtime: scheduling (items made, progress, other)"),
+                         ("close_clients", "runtime: run set-up and close (other)")):
+    setattr(rt, attribute, coro(phase, getattr(rt, attribute)))
+rt._run_thread = threads(rt._run_thread)
+_reporter = Pipeline.reporter
+Pipeline.reporter = lambda self: (lambda fn: fn and sync("closing report", fn))(_reporter(self))
+
+folder = tempfile.mkdtemp()
+def one(db, n):
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        run(db, n)
+
+one(os.path.join(folder, "warm.db"), 20)  # imports, first-use caches, the store template (if the code has one)
+one(os.path.join(folder, "warm-new.db"), 1)
+cases = [("new file", 1), ("existing file", 1), ("new file", 100), ("existing file", 100)]
+made = 0
+for label, n in cases:
+    for r in range(runs + 1):  # the last run counts statements (the trace callback costs CPU, so only then)
+        made += 1
+        db = os.path.join(folder, f"new-{made}.db" if label == "new file" else "warm.db")
+        counting[0] = r == runs
+        spent.clear()
+        stmts.clear()
+        state["phase"], state["at"] = "CLI: options and other", cpu()
+        t = cpu()
+        if profile and r == runs - 1 and n == 1 and label == "new file":
+            import cProfile
+            import pstats
+            prof = cProfile.Profile()
+            prof.enable()
+            one(db, n)
+            prof.disable()
+            prof_stats = pstats.Stats(prof).stats
+        else:
+            one(db, n)
+        total = cpu() - t
+        switch("CLI: options and other")
+        print("FIXED", json.dumps({"case": f"{label}, {n} item{'s' if n > 1 else ''}", "count": counting[0],
+                                   "total": total, "phases": dict(spent), "statements": dict(stmts)}))
+if profile:
+    top = sorted(prof_stats.items(), key=lambda kv: -kv[1][2])[:25]
+    for (path, line, name), (_cc, calls, own, cum, _callers) in top:
+        print("PROFILE", json.dumps([1000 * own, 1000 * cum, calls, f"{os.path.basename(path)}:{line}({name})"]))
+"""
+
+
+def fixed_cost(runs: int, repeat: int, against: str | None, profile: bool) -> None:
+    """A run's fixed cost: one-item and 100-item runs into a new file and into an existing one, each after a warm-up
+    in the same process, with the CPU of each phase of the run (set-up, the threads, closing) and, in one more run
+    of each, the SQL statements per phase; `repeat` processes per code, alternating with --against."""
+    import statistics
+
+    trees = ([("against", against)] if against else []) + [("this code", None)]
+    got: dict = {}
+    for r in range(repeat):
+        for label, path in (trees if r % 2 == 0 else trees[::-1]):
+            env = dict(os.environ, PYTHONPATH=path) if path else None
+            out = subprocess.run([sys.executable, "-c", FIXED, str(runs), "1" if profile and r == 0 else "0"],
+                                 capture_output=True, text=True, env=env)
+            lines = [x.split(" ", 1) for x in out.stdout.splitlines() if x.startswith(("FIXED ", "PROFILE "))]
+            if out.returncode or not lines:
+                raise SystemExit(f"--fixed failed: {out.stderr[-2000:]}")
+            for kind, text in lines:
+                got.setdefault((label, kind), []).append(json.loads(text))
+            print(f"{label}: process {r + 1} done, load {os.getloadavg()[0]:.1f}", flush=True)
+    cases = list(dict.fromkeys(x["case"] for x in got[(trees[0][0], "FIXED")]))
+    totals = {}
+    for label, _ in trees:
+        rows = got[(label, "FIXED")]
+        timed = {case: [x for x in rows if x["case"] == case and not x["count"]] for case in cases}
+        counted = {case: next(x for x in rows if x["case"] == case and x["count"]) for case in cases}
+        phases = sorted({p for x in rows for p in x["phases"]},
+                        key=lambda p: -statistics.median(x["phases"].get(p, 0) for x in timed[cases[0]]))
+        totals[label] = {case: statistics.median(x["total"] for x in timed[case]) for case in cases}
+        print(f"\n{label}: CPU ms per run (median of {len(timed[cases[0]])} runs in {repeat} process(es)) and SQL "
+              f"statements, by phase")
+        print(f"  {'phase':<52}" + "".join(f"{case:>24}" for case in cases))
+        for phase in phases:
+            cells = [f"{1000 * statistics.median(x['phases'].get(phase, 0) for x in timed[c]):8.2f} ms"
+                     f"{counted[c]['statements'].get(phase, 0):6d} st" for c in cases]
+            print(f"  {phase:<52}" + "".join(f"{cell:>24}" for cell in cells))
+        print(f"  {'whole run':<52}" + "".join(
+            f"{1000 * totals[label][c]:10.2f} ms{sum(counted[c]['statements'].values()):6d} st" for c in cases))
+        for where in ("new file", "existing file"):
+            one, hundred = totals[label][f"{where}, 1 item"], totals[label][f"{where}, 100 items"]
+            per_item = (hundred - one) / 99
+            print(f"  {where}: an item {1000 * per_item:.3f} CPU ms (from the 100- and 1-item runs); fixed cost "
+                  f"{1000 * (one - per_item):.2f} CPU ms, {1000 * (one - per_item) / 100:.3f} ms per item at 10^2")
+        if (label, "PROFILE") in got:
+            print("  cProfile of one 1-item run into a new file (own ms, cumulative ms, calls), top by own time:")
+            for own, cum, calls, where in got[(label, "PROFILE")]:
+                print(f"    {own:7.3f} {cum:7.3f} {calls:6d}  {where}")
+    if against:
+        print("\nthis code / against, whole run: " + ", ".join(
+            f"{case} {totals['this code'][case] / totals['against'][case]:.2f}x" for case in cases))
 
 
 def summarise(sizes: list[int], trees: list, passes: dict, repeat: int) -> None:
@@ -407,12 +608,21 @@ def main() -> None:
     parser.add_argument("--same-store", action="store_true",
                         help="Run sizes: the warm-up run writes into the store the measured run then uses, so the "
                              "measured run does not pay for creating the store file (its migrations).")
+    parser.add_argument("--fixed", type=int, default=0, metavar="RUNS",
+                        help="Instead: a run's fixed cost. RUNS one-item and 100-item runs into a new and into an "
+                             "existing file per process (after a warm-up), CPU and SQL statements by phase; --repeat "
+                             "processes per code (with --against, alternating).")
+    parser.add_argument("--profile", action="store_true",
+                        help="--fixed: also print cProfile's top functions of a one-item run into a new file.")
     parser.add_argument("--windows", type=int, default=10, help="--breakdown: stretches of the run (default 10).")
     args = parser.parse_args()
     print(f"load average: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as folder:
         if args.plan:
             plan_memory([int(x) for x in args.plan.split(",") if x], args.against)
+            return
+        if args.fixed:
+            fixed_cost(args.fixed, args.repeat, args.against, args.profile)
             return
         if args.breakdown:
             for path in ([args.against] if args.against else []) + [None]:

@@ -141,8 +141,10 @@ def cost_options(command: click.Command) -> click.Command:
 def apply_cost_settings(ctx: click.Context, store, run_id: str) -> None:
     """--max-cost / --batch of a command that stored its run itself: kept in the run's config before it runs."""
     settings = ctx.meta.get(COST_META) or {}
+    if not settings:  # nothing to keep: the run row is not read
+        return
     run = store.get_run(run_id)
-    if not settings or all(run["config"].get(k) == v for k, v in settings.items()):
+    if all(run["config"].get(k) == v for k, v in settings.items()):
         return
     from skillweave.pipelines import get_pipeline
 

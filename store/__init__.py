@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlite_utils
+from sqlite_utils.db import jsonify_if_needed
 
 from skillweave.errors import NotFound, StoreError
 
@@ -221,16 +222,69 @@ def _read_schema_snapshot() -> list[str] | None:
     return [sql for sql in body.split(";\n") if sql.strip()]
 
 
+def _copy_template(path: str) -> bool:
+    """A new file at `path` (nothing there, no -wal or -journal file left beside it) made as a copy of the prepared
+    empty store for today's snapshot (store/template.py), the template made first if the cache has none; False
+    when there is no current snapshot or anything fails (the caller then creates the file as before)."""
+    if any(os.path.lexists(p) for p in (path, path + "-wal", path + "-journal")):
+        return False
+    from skillweave.store import template
+
+    key = _template_key()
+    if key is None:
+        return False
+    data = template.read_template(key)
+    if data is None:
+        data = template.make_template(key, _build_template)
+    return data is not None and template.place(path, data, now(), len(_migration_sets()))
+
+
+_KEYS: dict[tuple, str | None] = {}  # (snapshot file, its size and modification time) -> its template's key
+
+
+def _template_key() -> str | None:
+    """The key of the template for today's snapshot (store/template.py); None without a current snapshot. Worked out
+    once per process while the snapshot file is unchanged."""
+    from skillweave.store.template import template_key
+
+    try:
+        st = SCHEMA_SNAPSHOT.stat()
+    except OSError:
+        return None
+    seen = (SCHEMA_SNAPSHOT, st.st_size, st.st_mtime_ns)
+    if seen not in _KEYS:
+        statements = _read_schema_snapshot()
+        _KEYS[seen] = None if statements is None else template_key(statements, sorted(_migration_sets()))
+    return _KEYS[seen]
+
+
+def _build_template(path: str) -> None:
+    """An empty store made from the snapshot at `path`, its migrations' `applied_at` set to the placeholder that
+    `template.place` replaces with each new file's time; closed, so no -wal file is left."""
+    from skillweave.store.template import PLACEHOLDER
+
+    store = Store(path, template=False)
+    try:
+        with store.transaction():
+            store.db.conn.execute("UPDATE _migrations SET applied_at = ?", [PLACEHOLDER])
+    finally:
+        store.close()
+
+
 class Store:
     """A connection to one skillweave database, with the schema migrated to the newest version."""
 
-    def __init__(self, path: str | os.PathLike | None = None, *, snapshot: bool = True):
+    def __init__(self, path: str | os.PathLike | None = None, *, snapshot: bool = True, template: bool = True):
         """`snapshot`: a new file gets the schema from store/schema.sql in one step (False: every migration is
-        applied in order, as for an existing store; `write_schema_snapshot` and tests)."""
+        applied in order, as for an existing store; `write_schema_snapshot` and tests). `template`: a new file is
+        a copy of the prepared empty store that snapshot makes (store/template.py), where one can be had."""
         self._snapshot = snapshot
         self.path = str(path or default_db_path())
+        self.from_template = False  # whether this file was just made as a copy of the prepared empty store
         if self.path != ":memory:":
             _check_store_path(self.path)
+            if snapshot and template:
+                self.from_template = _copy_template(self.path)
         # One connection per thread: Python's sqlite3 connection is not safe to use from two threads at once
         # (the web page resumes a thread in a worker while serving pages), and SQLite's WAL mode lets the
         # connections read while one writes. `lock` still serialises this process's writes.
@@ -278,6 +332,12 @@ class Store:
     def _migrate(self) -> None:
         with self.lock:
             if self._snapshot and self._create_from_snapshot():
+                return
+            try:  # an existing store with every migration recorded: one read, nothing imported or written
+                done = {name for (name,) in self.db.conn.execute("SELECT name FROM _migrations")}
+            except sqlite3.OperationalError:  # no _migrations table yet
+                done = set()
+            if done.issuperset(_migration_sets()):
                 return
             self.db["_migrations"].create({"name": str, "applied_at": str}, pk="name", if_not_exists=True)
             done = {row["name"] for row in self.db["_migrations"].rows}
@@ -358,6 +418,17 @@ class Store:
                     batch[2] = True
                     batch[0].call_soon(self.flush_writes)
             return conn.execute(sql, args)
+
+    def _write_now(self, sql: str, args: list) -> sqlite3.Cursor:
+        """One write committed at once (a run's row, its catalog links): outside a `transaction()` block it commits
+        with it whatever this connection has open (a tick's batch), and it never hands the commit to an event loop,
+        which may be gone (the status `interrupted`, written after Ctrl-C stopped the run's loop)."""
+        with self.lock:
+            conn = self.db.conn
+            cursor = conn.execute(sql, args)
+            if conn.in_transaction and not getattr(self, "_depth", 0):
+                conn.execute("COMMIT")
+            return cursor
 
     def tick_write(self, sql: str, args: list) -> sqlite3.Cursor:
         """A write to a table the store does not own (the direct executor's end-of-thread LangGraph checkpoint)
@@ -442,40 +513,39 @@ class Store:
         from skillweave._version import __version__
 
         run_id = run_id or f"{pipeline.replace('_', '-')}-{_dt.datetime.now(_dt.UTC):%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
-        with self.lock:
-            self.db["runs"].insert(
-                {
-                    "id": run_id, "pipeline": pipeline, "config": jdump(config), "version": __version__,
-                    "status": "running", "command": command, "error": None, "created_at": now(),
-                    "updated_at": now(), "finished_at": None,
-                }
-            )
+        stamp = now()
+        row = {"id": run_id, "pipeline": pipeline, "config": jdump(config), "version": __version__, "status": "running",
+               "command": jsonify_if_needed(command), "error": None, "created_at": stamp, "updated_at": stamp,
+               "finished_at": None}
+        self._write_now(_insert_sql("runs", "", tuple(row)), list(row.values()))
         return run_id
 
     def set_run_status(self, run_id: str, status: str, error: str | None = None) -> None:
-        values = {"status": status, "updated_at": now(), "error": error}
+        values = {"status": status, "updated_at": now(), "error": jsonify_if_needed(error)}
         if status in ("done", "failed"):
-            values["finished_at"] = now()
-        with self.lock:
-            self.db["runs"].update(run_id, values)
+            values["finished_at"] = values["updated_at"]
+        self._update_run(run_id, values)
 
     def set_run_config(self, run_id: str, config: dict) -> None:
         """Replace a run's stored settings (options a continuation keeps: --retry-*, --max-cost, --batch)."""
-        with self.lock:
-            self.db["runs"].update(run_id, {"config": jdump(config)})
+        self._update_run(run_id, {"config": jdump(config)})
+
+    def _update_run(self, run_id: str, values: dict) -> None:
+        """One UPDATE of a run's row; a run that is not stored raises NotFound (nothing written)."""
+        assignments = ", ".join(f"[{c}] = ?" for c in values)
+        if self._write_now(f"UPDATE runs SET {assignments} WHERE id = ?", [*values.values(), run_id]).rowcount == 0:
+            raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
 
     def get_run(self, run_id: str) -> dict:
         """A run by id; 'latest' names the newest run."""
         if run_id == "latest":
-            rows = list(self.db["runs"].rows_where(order_by="created_at desc", limit=1))
-            if not rows:
+            row = self._one("SELECT * FROM runs ORDER BY created_at DESC LIMIT 1", [])
+            if row is None:
                 raise NotFound("the store has no runs yet; start one with `skillweave run skillmix`")
-            row = rows[0]
         else:
-            try:
-                row = self.db["runs"].get(run_id)
-            except sqlite_utils.db.NotFoundError:
-                raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs") from None
+            row = self._one("SELECT * FROM runs WHERE id = ?", [run_id])
+            if row is None:
+                raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
         return {**row, "config": jload(row["config"], {})}
 
     def list_runs(self, limit: int = 50, pipeline: str | None = None) -> list[dict]:
@@ -496,53 +566,40 @@ class Store:
         """Store a catalog snapshot (content-addressed: the same entries give the same id)."""
         exemplars = list(exemplars)
         catalog_id = f"{kind}-" + stable_id(kind, entries, exemplars, length=16)
+        if self._one(_CATALOG_STORED, [catalog_id]) is not None:  # stored before: one read, no write lock taken
+            return catalog_id
+        value = _field
+        entry_rows = [(stable_id(catalog_id, i), catalog_id, i, value(e["name"]), value(e.get("category")),
+                       value(e.get("definition")), value(e.get("example")), value(e.get("status")),
+                       value(e.get("parent")), _json_field(e.get("extra"))) for i, e in enumerate(entries)]
+        exemplar_rows = [(stable_id(catalog_id, "x", i), catalog_id, value(x["skill"]), value(x.get("question")),
+                          value(x.get("answer")), _json_field(x.get("extra")), value(x.get("source_item_id")))
+                         for i, x in enumerate(exemplars)]
         with self.transaction():
-            if self.db["catalogs"].count_where("id = ?", [catalog_id]):
-                return catalog_id
-            self.db["catalogs"].insert(
-                {"id": catalog_id, "name": name, "kind": kind, "source": source, "meta": jdump(meta or {}),
-                 "created_at": now()}
-            )
-            self.db["catalog_entries"].insert_all(
-                {
-                    "id": stable_id(catalog_id, i), "catalog_id": catalog_id, "position": i,
-                    "name": e["name"], "category": e.get("category"), "definition": e.get("definition"),
-                    "example": e.get("example"), "status": e.get("status"), "parent": e.get("parent"),
-                    "extra": jdump(e.get("extra") or {}),
-                }
-                for i, e in enumerate(entries)
-            )
-            self.db["exemplars"].insert_all(
-                {
-                    "id": stable_id(catalog_id, "x", i), "catalog_id": catalog_id, "skill": x["skill"],
-                    "question": x.get("question"), "answer": x.get("answer"), "extra": jdump(x.get("extra") or {}),
-                    "source_item_id": x.get("source_item_id"),
-                }
-                for i, x in enumerate(exemplars)
-            )
+            conn = self.db.conn
+            if conn.execute(_insert_sql("catalogs", "OR IGNORE", _CATALOG_COLUMNS),
+                            [catalog_id, value(name), value(kind), value(source), _json_field(meta), now()]).rowcount:
+                conn.executemany(_insert_sql("catalog_entries", "", _ENTRY_COLUMNS), entry_rows)
+                conn.executemany(_insert_sql("exemplars", "", _EXEMPLAR_COLUMNS), exemplar_rows)
+            # else another process stored the same catalog meanwhile: its rows are these rows
         return catalog_id
 
     def get_catalog(self, catalog_id: str) -> dict:
-        try:
-            row = self.db["catalogs"].get(catalog_id)
-        except sqlite_utils.db.NotFoundError:
-            raise NotFound(f"no catalog '{catalog_id}' in {self.path}") from None
-        entries = [
-            {**e, "extra": jload(e["extra"], {})}
-            for e in self.db["catalog_entries"].rows_where("catalog_id = ?", [catalog_id], order_by="position")
-        ]
-        exemplars = [
-            {**x, "extra": jload(x["extra"], {})}
-            for x in self.db["exemplars"].rows_where("catalog_id = ?", [catalog_id], order_by="rowid")
-        ]
-        return {**row, "meta": jload(row["meta"], {}), "entries": entries, "exemplars": exemplars}
+        row = self._one("SELECT * FROM catalogs WHERE id = ?", [catalog_id])
+        if row is None:
+            raise NotFound(f"no catalog '{catalog_id}' in {self.path}")
+        entries = [{**e, "extra": _json_object(e["extra"])}
+                   for e in self._all("SELECT * FROM catalog_entries WHERE catalog_id = ? ORDER BY position", [catalog_id])]
+        exemplars = [{**x, "extra": _json_object(x["extra"])}
+                     for x in self._all("SELECT * FROM exemplars WHERE catalog_id = ? ORDER BY rowid", [catalog_id])]
+        return {**row, "meta": _json_object(row["meta"]), "entries": entries, "exemplars": exemplars}
 
     def link_run_catalog(self, run_id: str, catalog_id: str, role: str) -> None:
-        with self.lock:
-            self.db["run_catalogs"].insert({"run_id": run_id, "catalog_id": catalog_id, "role": role}, ignore=True)
+        self._write_now("INSERT OR IGNORE INTO run_catalogs (run_id, catalog_id, role) VALUES (?, ?, ?)",
+                        [run_id, catalog_id, role])
 
     def run_catalogs(self, run_id: str) -> dict[str, str]:
-        return {r["role"]: r["catalog_id"] for r in self.db["run_catalogs"].rows_where("run_id = ?", [run_id])}
+        return {r["role"]: r["catalog_id"] for r in self._all("SELECT * FROM run_catalogs WHERE run_id = ?", [run_id])}
 
     # ---- items ------------------------------------------------------------------------------------
     @staticmethod
@@ -742,6 +799,28 @@ class Store:
             "reviews": list(self.db["reviews"].rows_where("item_id = ?", [item_id], order_by="created_at")),
             "events": rows_of_item(self, "events", item_id, "id"),
         }
+
+
+_CATALOG_STORED = "SELECT 1 AS stored FROM catalogs WHERE id = ?"
+_CATALOG_COLUMNS = ("id", "name", "kind", "source", "meta", "created_at")
+_ENTRY_COLUMNS = ("id", "catalog_id", "position", "name", "category", "definition", "example", "status", "parent",
+                  "extra")
+_EXEMPLAR_COLUMNS = ("id", "catalog_id", "skill", "question", "answer", "extra", "source_item_id")
+
+
+def _field(value: Any) -> Any:
+    """A catalog field as sqlite-utils stored it (`jsonify_if_needed`: a list or dict as JSON, a date as ISO text)."""
+    return value if value is None or type(value) is str else jsonify_if_needed(value)
+
+
+def _json_field(value: Any) -> str:
+    """`jdump(value or {})`, without the encoder for the usual empty value."""
+    return jdump(value) if value else "{}"
+
+
+def _json_object(text: str | None) -> Any:
+    """A stored JSON field that defaults to {} (`jload(text, {})`), without the parser for the usual "{}"."""
+    return {} if text == "{}" else jload(text, {})
 
 
 # Statement texts are made once per shape (table, columns, options), not once per write.
