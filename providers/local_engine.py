@@ -736,11 +736,16 @@ class Engine:
     torch's attention for one-token steps, float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
+                 native: bool = False):
         import torch
 
         self.torch = torch
         self.kv_dtype = getattr(torch, kv_dtype)
+        # decode and verify steps over a float32 cache attend with the native kernel (`_native`) when asked for
+        # and it builds; else torch's attention. False until the first step looks (None: it was not available).
+        self.native = native and self.kv_dtype == torch.float32
+        self._kernel = False
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
@@ -836,6 +841,27 @@ class Engine:
             scores = scores.add_(mask[:, :, None])
         probs = torch.softmax(scores, dim=-1).to(values.dtype).view(B, KV, H // KV * T, L)
         return torch.matmul(probs, values).view(B, H, T, D).float()
+
+    def _native(self):
+        """The native attention kernel (providers/native.py) for this engine's steps, or None: the engine was not
+        asked for it (float32 weights, a bfloat16 cache), SKILLWEAVE_LOCAL_KERNEL=torch, or it does not build
+        here. Looked up at the first step, once."""
+        if self._kernel is False:
+            from skillweave.providers.native import attention_kernel
+
+            m = self.model
+            fits = m.head_dim % 8 == 0 and m.heads % m.kv_heads == 0  # what the kernel computes
+            self._kernel = attention_kernel() if self.native and fits else None
+        return self._kernel
+
+    def _native_attend(self, kernel, layer: int, q, rows, s: int, e: int):
+        """Attention of the fed positions q [n, heads, head dim] (rows s .. e - 1 one after another; `rows` [e - s,
+        3] int64: each row's first index in q, its count and the position of its first fed token) over the rows'
+        own cached columns, with the kernel: no padding to the longest row or the longest draft. Returns [n,
+        heads, head dim]; each row is computed on its own, so its result does not depend on the batch."""
+        out = q.new_empty(q.shape)
+        kernel.attention(rows, q, self.k[layer][s:e], self.v[layer][s:e], out, self.model.head_dim ** -0.5)
+        return out
 
     # -- scheduling
     @property
@@ -981,17 +1007,23 @@ class Engine:
         positions = at[:, None]
         slots = torch.arange(B)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
-        # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
+        # a float32 cache: the native kernel (`_native_attend`) or torch's attention; a bfloat16 one: grouped
+        # bfloat16 matmuls (`_attention`)
+        kernel = self._native()
         fast = self.kv_dtype != torch.float32
         width = self._window(end) if fast else end
-        # additive mask built once per step (SDPA would convert a boolean mask in each layer): row b sees [0, at + 1)
-        mask = self._length_mask(at + 1, 1, width)
+        if kernel is not None:  # row b: one query at position at[b]
+            rows = torch.stack([slots, torch.ones_like(slots), at], 1)
+        else:  # additive mask built once per step (SDPA would convert a boolean mask in each layer): [0, at + 1)
+            mask = self._length_mask(at + 1, 1, width)
 
         def kv_write(layer, k, v):  # one indexed store per layer: row b's key at column at[b]
             self.k[layer][slots, :, at] = k[:, :, 0].to(self.kv_dtype)
             self.v[layer][slots, :, at] = v[:, :, 0].to(self.kv_dtype)
 
         def attend(layer, q):
+            if kernel is not None:
+                return self._native_attend(kernel, layer, q[:, :, 0], rows, 0, B)[:, :, None]
             keys, values = self.k[layer][:B, :, :width], self.v[layer][:B, :, :width]
             if fast:
                 return self._attention(q, keys, values, mask)
@@ -1161,8 +1193,9 @@ class Engine:
         # the positions): token i belongs to row owner[i], at offset[i] after the row's last token (column and
         # position at[owner] + offset). Attention per row over [0, end): query j sees the columns before
         # at + j + 1 (a bfloat16 cache: over a window widened as `step` widens it, the extra columns masked).
+        kernel = self._native()
         width = self._window(end) if self.kv_dtype != torch.float32 else end
-        mask = self._length_mask(at + 1, T, width)
+        mask = self._length_mask(at + 1, T, width) if kernel is None else None
         H, D = m.heads, m.head_dim
 
         def forward(s, e):  # rows s .. e - 1 (a lane runs on one torch thread)
@@ -1171,12 +1204,16 @@ class Engine:
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
             columns = at[owner] + offset
             positions = columns[None]
+            counts = torch.tensor([len(fed[b]) for b in range(s, e)])
+            spans = torch.stack([counts.cumsum(0) - counts, counts, at[s:e]], 1)  # the kernel's rows
 
             def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
                 self.k[layer][owner, :, columns] = k[0].transpose(0, 1).to(self.kv_dtype)
                 self.v[layer][owner, :, columns] = v[0].transpose(0, 1).to(self.kv_dtype)
 
             def attend(layer, q):
+                if kernel is not None:  # each row's own fed positions over its own columns, nothing padded
+                    return self._native_attend(kernel, layer, q[0].transpose(0, 1), spans, s, e).transpose(0, 1)[None]
                 # queries laid out per row (unused ones zero), each key/value head's group of query heads with
                 # their T positions as one matrix: two matmuls per layer, where torch's CPU attention measured
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
@@ -1450,7 +1487,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT)
+                  lookup_default=0 if exact else LOOKUP_DEFAULT, native=not exact)
 
 
 INT8_CACHE_FORMAT = 2
@@ -1541,9 +1578,11 @@ def check_dtype_setting() -> str | None:
     """$SKILLWEAVE_LOCAL_DTYPE if it names a weight type (None when unset); a ConfigError otherwise. Reads no
     model and imports no torch, so the CLI checks it before a run is created."""
     from skillweave.errors import ConfigError
+    from skillweave.providers.native import kernel_setting
 
     lookup_setting()  # and $SKILLWEAVE_LOCAL_LOOKUP
     kv_setting()  # and $SKILLWEAVE_LOCAL_KV
+    kernel_setting()  # and $SKILLWEAVE_LOCAL_KERNEL
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
     if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")
