@@ -49,7 +49,12 @@ def kernel_setting() -> str:
     return name
 
 
+KERNEL_DIR: Path | None = None  # where builds go instead of the cache folder's `kernels/` (tests)
+
+
 def kernel_dir() -> Path:
+    if KERNEL_DIR is not None:
+        return KERNEL_DIR
     from skillweave.providers.local_model import cache_dir
 
     return cache_dir() / "kernels"
