@@ -523,6 +523,10 @@ LANES = True
 # prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
 # in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
 LANES_MIN_FED = 2.0
+# With the native kernel (`Engine._native_attend`) and two or more torch threads, a one-token step's attention runs
+# its rows in two halves, the second on the lane thread (the kernel itself is one thread; the step's matmuls keep
+# torch's threads).
+KERNEL_ONE_TOKEN_LANES = True
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
 # oneDNN has bfloat16 kernels. Off: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x, 1.11x
 # and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
@@ -854,14 +858,23 @@ class Engine:
             self._kernel = attention_kernel() if self.native and fits else None
         return self._kernel
 
-    def _native_attend(self, kernel, layer: int, q, rows, s: int, e: int):
+    def _native_attend(self, kernel, layer: int, q, rows, s: int, e: int, out=None):
         """Attention of the fed positions q [n, heads, head dim] (rows s .. e - 1 one after another; `rows` [e - s,
         3] int64: each row's first index in q, its count and the position of its first fed token) over the rows'
         own cached columns, with the kernel: no padding to the longest row or the longest draft. Returns [n,
-        heads, head dim]; each row is computed on its own, so its result does not depend on the batch."""
-        out = q.new_empty(q.shape)
+        heads, head dim] (written into `out` if given, contiguous); each row is computed on its own, so its
+        result does not depend on the batch."""
+        out = q.new_empty(q.shape) if out is None else out
         kernel.attention(rows, q, self.k[layer][s:e], self.v[layer][s:e], out, self.model.head_dim ** -0.5)
         return out
+
+    def _lane_thread(self) -> ThreadPoolExecutor:
+        """The second lane's thread (one torch thread), started at first use."""
+        if self._lane_pool is None:
+            torch = self.torch
+            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
+                                                 initializer=lambda: torch.set_num_threads(1))
+        return self._lane_pool
 
     # -- scheduling
     @property
@@ -1009,11 +1022,15 @@ class Engine:
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
         # a float32 cache: the native kernel (`_native_attend`) or torch's attention; a bfloat16 one: grouped
         # bfloat16 matmuls (`_attention`)
-        kernel = self._native()
+        kernel, split = self._native(), 0
         fast = self.kv_dtype != torch.float32
         width = self._window(end) if fast else end
         if kernel is not None:  # row b: one query at position at[b]
             rows = torch.stack([slots, torch.ones_like(slots), at], 1)
+            # with two torch threads, rows [split, B) on the lane thread (halving the columns read)
+            split = self._lane_split((at + 1).tolist()) if KERNEL_ONE_TOKEN_LANES else 0
+            if split:
+                high = torch.stack([slots[: B - split], torch.ones_like(slots[split:]), at[split:]], 1)
         else:  # additive mask built once per step (SDPA would convert a boolean mask in each layer): [0, at + 1)
             mask = self._length_mask(at + 1, 1, width)
 
@@ -1022,6 +1039,14 @@ class Engine:
             self.v[layer][slots, :, at] = v[:, :, 0].to(self.kv_dtype)
 
         def attend(layer, q):
+            if kernel is not None and split:
+                flat = q[:, :, 0]
+                out = flat.new_empty(flat.shape)
+                job = self._lane_thread().submit(self._native_attend, kernel, layer, flat[split:], high, split, B,
+                                                 out[split:])
+                self._native_attend(kernel, layer, flat[:split], rows[:split], 0, split, out[:split])
+                job.result()
+                return out[:, :, None]
             if kernel is not None:
                 return self._native_attend(kernel, layer, q[:, :, 0], rows, 0, B)[:, :, None]
             keys, values = self.k[layer][:B, :, :width], self.v[layer][:B, :, :width]
@@ -1062,13 +1087,11 @@ class Engine:
         if not split:
             return forward(0, rows)
         torch = self.torch
-        if self._lane_pool is None:
-            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
-                                                 initializer=lambda: torch.set_num_threads(1))
+        pool = self._lane_thread()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            other = self._lane_pool.submit(forward, split, rows)
+            other = pool.submit(forward, split, rows)
             first = forward(0, split)
             return torch.cat([first, other.result()])
         finally:

@@ -54,9 +54,9 @@ def test_a_verify_step_with_uneven_kept_runs_leaves_no_column_a_row_does_not_own
         widths.append(keys.shape[-2])
         return real_attention(q, keys, values, mask)
 
-    def native(kernel, layer, q, rows, s, e):  # the native kernel: (first fed position, count) of each row
+    def native(kernel, layer, q, rows, s, e, *out):  # the native kernel: (first fed position, count) of each row
         spans.extend(tuple(r) for r in rows[:, [2, 1]].tolist())
-        return real_native(kernel, layer, q, rows, s, e)
+        return real_native(kernel, layer, q, rows, s, e, *out)
 
     def verify(drafts):
         before = {id(row): row.position for row in engine.rows}
@@ -123,9 +123,9 @@ def test_rows_of_very_different_lengths_joining_a_running_batch_give_their_token
             seen.append(k.shape[-2])
             return real_sdpa(q, k, v, **kwargs)
 
-        def native(kernel, layer, q, rows, s, e):  # the native kernel: each row's own columns
+        def native(kernel, layer, q, rows, s, e, *out):  # the native kernel: each row's own columns
             spans.extend(tuple(r) for r in rows[:, [2, 1]].tolist())
-            return real_native(kernel, layer, q, rows, s, e)
+            return real_native(kernel, layer, q, rows, s, e, *out)
 
         torch.nn.functional.scaled_dot_product_attention = sdpa
         engine._native_attend = native

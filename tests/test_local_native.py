@@ -98,9 +98,9 @@ def test_the_engine_gives_the_same_tokens_with_the_kernel_as_with_torch_attentio
     calls = []
     real = engine._native_attend
 
-    def counted(kernel, layer, q, rows, s, e):
+    def counted(kernel, layer, q, rows, s, e, *out):
         calls.append(int(rows[:, 1].max()))
-        return real(kernel, layer, q, rows, s, e)
+        return real(kernel, layer, q, rows, s, e, *out)
 
     engine._native_attend = counted
     prompts, limits, plain, _, real_draft = uneven_kept_runs(engine)
@@ -198,3 +198,36 @@ def test_a_corrupt_or_partial_cached_build_is_rebuilt_not_loaded(fresh, monkeypa
     assert loaded and loaded == [checksum.read_text().strip()] * len(loaded)
     assert hashlib.sha256(library.read_bytes()).hexdigest() == checksum.read_text().strip()
     assert not [p for p in fresh.iterdir() if p.suffix == ".tmp"]
+
+
+@compiler
+def test_one_token_steps_in_two_halves_give_the_tokens_of_one_call(engine_of, monkeypatch, fresh):
+    """With two torch threads, a one-token step's attention runs its rows in two halves, the second on the lane
+    thread (KERNEL_ONE_TOKEN_LANES): the same tokens as one call over all rows, and both halves ran."""
+    import torch
+
+    engine = engine_of("float16")
+    engine.eos_ids = set()
+    prompts = _prompts(engine, test_local_spec.REPEATING + ["Hi.", " ".join(test_local_spec.REPEATING * 3)])
+    limits = [20, 9, 30, 14]
+    halves, real = [], engine._native_attend
+
+    def counted(kernel, layer, q, rows, s, e, *out):
+        halves.append((s, e))
+        return real(kernel, layer, q, rows, s, e, *out)
+
+    engine._native_attend = counted
+    monkeypatch.setenv("SKILLWEAVE_TORCH_THREADS", "2")
+    local_engine.adaptive_threads(force=True)
+    try:
+        outputs = {}
+        for lanes in (False, True):
+            monkeypatch.setattr(local_engine, "KERNEL_ONE_TOKEN_LANES", lanes)
+            halves.clear()
+            outputs[lanes] = _generate(engine, prompts, limits, lookup=0, rows=4)[0]
+            split = [s for s, e in halves if s > 0]
+            assert bool(split) == lanes
+    finally:
+        monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS")
+        local_engine.adaptive_threads(force=True)
+    assert outputs[True] == outputs[False] and torch.get_num_threads() >= 1
