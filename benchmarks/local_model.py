@@ -80,7 +80,10 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
+            "engine fp16 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
+            "engine fp16 one-call": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_KERNEL_LANES": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
+            "engine int8 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
             "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
@@ -216,6 +219,8 @@ def throughput(args) -> dict:
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_NO_LANES"):
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
+    if os.environ.get("BENCH_NO_KERNEL_LANES"):
+        local_engine.KERNEL_ONE_TOKEN_LANES = False  # a one-token step's native attention in one call
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_LOOKUP_SAMPLED"):
@@ -402,11 +407,12 @@ class Timeline:
             gaps = sum(hi - lo - f - c for f, c in zip(first, counts, strict=True))
         else:
             gaps = 0
+        attended = sum(own) + gaps if _uses_kernel(engine) else rows * columns  # the kernel: no padding
         entry = self.layout
-        entry[0] += rows * columns
+        entry[0] += attended
         entry[1] += sum(own)
         entry[2] += gaps
-        entry[3] += rows * columns - sum(own) - gaps
+        entry[3] += attended - sum(own) - gaps
         entry[4] += rows * max(own)
         entry[5] += 1
 
@@ -931,7 +937,8 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
             eng.finished = []
             if not eng.rows:
                 continue
-            pairs[name] += len(eng.rows) * (eng.hi + 1 - eng.lo)
+            pairs[name] += (sum(r.position + 1 for r in eng.rows) if _uses_kernel(eng)  # each row's own columns
+                            else len(eng.rows) * (eng.hi + 1 - eng.lo))
             start = time.thread_time()
             eng.step()
             cpu[name] += time.thread_time() - start
@@ -945,6 +952,134 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
     print(f"this / against: {cpu['against'] / cpu['this']:.2f}x less CPU in steps, "
           f"{pairs['against'] / pairs['this']:.2f}x fewer (row, column) pairs attended; {tokens} output tokens; "
           f"identical outputs {same}/{len(records)}")
+
+
+def _uses_kernel(engine) -> bool:
+    """Whether `engine` (any checkout's) attends with the native kernel (providers/native.py)."""
+    return getattr(engine, "native", False) and engine._native() is not None
+
+
+def native_bench(rows: int = 8, repeats: int = 5) -> None:
+    """--native: the native attention kernel (providers/native.py). Its first use in a fresh cache folder (the
+    compiler's version, the build, the load) three times, and a later process's load of the cached build; then
+    CPU ms, one thread, of one step's attention over SmolLM2-135M's 30 layers (9 query heads, 3 key/value heads,
+    head dim 64) at `rows` rows of 200-600 columns in a wider float32 cache: a one-token step (the kernel against
+    torch's SDPA with a length mask, as the engine ran it) and verify steps (against the grouped matmuls over every
+    row padded to the longest draft, as the engine ran them), with every row feeding 5 positions and with half the
+    rows feeding 1; then a one-token step on two threads, one kernel call against two halves (the second on a
+    pool thread), wall ms per step."""
+    import tempfile
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import torch
+
+    from skillweave.providers import local_engine, native
+
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as folder:
+            native.forget()
+            start = time.perf_counter()
+            kernel = native.attention_kernel(Path(folder))
+            built = time.perf_counter() - start
+            native.forget()
+            start = time.perf_counter()
+            native.attention_kernel(Path(folder))
+            cached = time.perf_counter() - start
+            if kernel is None:
+                print("no kernel: no C compiler, a failed build, or SKILLWEAVE_LOCAL_KERNEL=torch")
+                return
+            print(f"first use in a fresh cache folder (compiler version, build, load): {1000 * built:.0f} ms; "
+                  f"the cached build loaded by a later process: {1000 * cached:.1f} ms")
+    native.forget()
+    kernel = native.attention_kernel()
+    torch.set_num_threads(1)
+    H, KV, D, layers = 9, 3, 64, 30
+    stub = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
+    grouped = local_engine.Engine._attention.__get__(stub)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gen = torch.Generator().manual_seed(0)
+    ends = torch.randint(200, 600, (rows,), generator=gen)
+    ends[0] = 600
+    caches = [(torch.randn(rows, KV, 1100, D, generator=gen), torch.randn(rows, KV, 1100, D, generator=gen))
+              for _ in range(layers)]
+
+    def timed(f):
+        for layer in range(layers):
+            f(layer)
+        best = float("inf")
+        for _ in range(repeats):
+            cpu = time.thread_time()
+            for layer in range(layers):
+                f(layer)
+            best = min(best, time.thread_time() - cpu)
+        return 1000 * best
+
+    def compare(name, counts):
+        counts = torch.tensor(counts)
+        T, positions = int(counts.max()), ends - counts
+        spans = torch.stack([counts.cumsum(0) - counts, counts, positions], 1)
+        n = int(counts.sum())
+        flat = torch.randn(n, H + KV, D, generator=gen)[:, :H]
+        width = int(ends.max())
+        mask = local_engine.Engine._length_mask(stub, positions + 1, T, width)
+        padded = torch.zeros(rows, H, T, D)
+        owner = torch.repeat_interleave(torch.arange(rows), counts)
+        offset = torch.cat([torch.arange(c) for c in counts.tolist()])
+        padded[owner, :, offset] = flat
+        out = torch.empty(n, H, D)
+
+        def ours(layer):
+            kernel.attention(spans, flat, caches[layer][0], caches[layer][1], out, D ** -0.5)
+
+        def theirs(layer):
+            k, v = caches[layer][0][:, :, :width], caches[layer][1][:, :, :width]
+            if T == 1:
+                return sdpa(padded, k, v, attn_mask=mask, enable_gqa=True)
+            return grouped(padded, k, v, mask)
+
+        ours(0)
+        error = float((out - theirs(0)[owner, :, offset]).abs().max())
+        a, b = timed(ours), timed(theirs)
+        print(f"{name}, {rows} rows of 200-600 columns ({int(ends.sum())} in all), {layers} layers: "
+              f"{'SDPA' if T == 1 else 'grouped matmuls, rows padded'} {b:.1f} CPU ms, kernel {a:.1f} "
+              f"({b / a:.2f}x less); max difference {error:.1e}")
+
+    for name, counts in (("one-token step", [1] * rows), ("verify step, every row 5 positions", [5] * rows),
+                         ("verify step, half the rows 5 positions", [5, 1] * (rows // 2))):
+        compare(name, counts)
+    spans = torch.stack([torch.arange(rows), torch.ones(rows, dtype=torch.long), ends - 1], 1)
+    flat = torch.randn(rows, H + KV, D, generator=gen)[:, :H]
+    out = torch.empty(rows, H, D)
+    split = local_engine.Engine._lane_split(types.SimpleNamespace(torch=types.SimpleNamespace(
+        get_num_threads=lambda: 2)), ends.tolist())
+    high = torch.stack([torch.arange(rows - split), torch.ones(rows - split, dtype=torch.long), ends[split:] - 1], 1)
+    pool = ThreadPoolExecutor(1)
+
+    def one(layer):
+        kernel.attention(spans, flat, caches[layer][0], caches[layer][1], out, D ** -0.5)
+
+    def halves(layer):
+        k, v = caches[layer]
+        job = pool.submit(kernel.attention, high, flat[split:], k[split:], v[split:], out[split:], D ** -0.5)
+        kernel.attention(spans[:split], flat[:split], k[:split], v[:split], out[:split], D ** -0.5)
+        job.result()
+
+    walls = {}
+    for f in (one, halves, one, halves):
+        f(0)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for layer in range(layers):
+                f(layer)
+            best = min(best, time.perf_counter() - start)
+        walls[f.__name__] = min(walls.get(f.__name__, best), best)
+    print(f"one-token step on two threads, wall ms per step: one call {1000 * walls['one']:.1f}, two halves "
+          f"(rows 0-{split - 1} here, {split}-{rows - 1} on a pool thread) {1000 * walls['halves']:.1f} "
+          f"({walls['one'] / walls['halves']:.2f}x faster)")
+    pool.shutdown()
 
 
 def attention(rows: int = 8, repeats: int = 5) -> None:
@@ -1321,6 +1456,9 @@ def main() -> None:
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
                              "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
+    parser.add_argument("--native", action="store_true",
+                        help="the native attention kernel: first-use build time, and one step's attention against "
+                             "torch's (one thread), one call against two halves on two threads")
     parser.add_argument("--step-profile", choices=("float16", "float32", "int8", "bfloat16"), metavar="WEIGHTS",
                         help="instead: the real model's one-token decode step with WEIGHTS at 8 rows of about 600 "
                              "columns (one thread, prompt lookup off): CPU ms per step and torch.profiler's ops")
@@ -1364,6 +1502,8 @@ def main() -> None:
         return with_load_average(lambda: verify_costs(args.temperature or 0.7))
     if args.step_profile:
         return with_load_average(lambda: step_profile(args.step_profile))
+    if args.native:
+        return with_load_average(native_bench)
     if args.stages:
         return with_load_average(lambda: stages_runs(args.stages))
     if args.child:
