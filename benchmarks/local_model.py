@@ -81,7 +81,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
             "engine fp16 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
-            "engine fp16 one-call": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_KERNEL_LANES": "1"},
+            "engine fp16 halves": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_KERNEL_LANES": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
@@ -219,8 +219,8 @@ def throughput(args) -> dict:
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_NO_LANES"):
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
-    if os.environ.get("BENCH_NO_KERNEL_LANES"):
-        local_engine.KERNEL_ONE_TOKEN_LANES = False  # a one-token step's native attention in one call
+    if os.environ.get("BENCH_KERNEL_LANES"):
+        local_engine.KERNEL_ONE_TOKEN_LANES = True  # a one-token step's native attention in two halves, two threads
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_LOOKUP_SAMPLED"):
