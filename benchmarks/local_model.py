@@ -490,7 +490,9 @@ class Timeline:
                 out.append(f"attended (row, column) pairs per step: {a / n:.0f} = rows' own keys {own / n:.0f} "
                            f"({100 * own / a:.1f}%) + gaps {gaps / n:.0f} ({100 * gaps / a:.1f}%) + padding "
                            f"{pad / n:.0f} ({100 * pad / a:.1f}%); rows x longest row's keys {tight / n:.0f} "
-                           f"({100 * (a - tight) / a:.1f}% less than attended)")
+                           + (f"({100 * (a - tight) / a:.1f}% less than attended)" if tight <= a else
+                              f"({100 * (tight - a) / a:.1f}% more than attended: the native kernel reads each "
+                              "row's own keys only)"))
             out.append("decode steps by rows: " + ", ".join(
                 f"{r} rows {n} steps {1000 * w / n:.1f} ms" for r, (n, w) in sorted(by_rows.items())))
         if self.prefills:
