@@ -956,6 +956,67 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
           f"identical outputs {same}/{len(records)}")
 
 
+def replay_profile(dump: str, weights: str = "float16") -> None:
+    """`--replay-profile FILE`: the requests of a `--dump` FILE (each prompt, greedy, as many new tokens as its
+    recorded output; at most 8 rows, a finished row replaced by the next request) through this checkout's engine on
+    one torch thread, with the engine thread's CPU split by function: decode/verify steps against prefills, and
+    within each the attention (the native kernel, the grouped matmuls of `Engine._attention`, torch's SDPA), the
+    matmuls (`LlamaLite._linear`), the norms and the rotary embedding. Set SKILLWEAVE_LOCAL_KERNEL=torch for the
+    steps without the native kernel."""
+    import collections
+
+    import torch
+
+    from skillweave.providers import local_engine as le
+
+    engine = timing_engine(weights)
+    spent: collections.Counter = collections.Counter()
+
+    def timed(name, f):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - start
+        return wrapper
+
+    real = {"sdpa": (torch.nn.functional, "scaled_dot_product_attention"), "grouped": (le.Engine, "_attention"),
+            "native": (le.Engine, "_native_attend"), "linear": (le.LlamaLite, "_linear"),
+            "norm": (le.LlamaLite, "_rms"), "rotary": (le.LlamaLite, "_rotate")}
+    saved = {name: getattr(owner, attr) for name, (owner, attr) in real.items()}
+    for name, (owner, attr) in real.items():
+        setattr(owner, attr, timed(name, saved[name]))
+    try:
+        with open(dump) as f:
+            records = json.load(f)
+        queue = [le.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
+        phases: dict[str, collections.Counter] = {"prefill": collections.Counter(), "step": collections.Counter()}
+        cpu = collections.Counter()
+        while queue or engine.rows:
+            while queue and engine.free_rows >= 1:
+                before, start = spent.copy(), time.thread_time()
+                engine.add(queue.pop(0))
+                cpu["prefill"] += time.thread_time() - start
+                phases["prefill"].update(spent - before)
+            before, start = spent.copy(), time.thread_time()
+            engine.step()
+            cpu["step"] += time.thread_time() - start
+            phases["step"].update(spent - before)
+    finally:
+        for name, (owner, attr) in real.items():
+            setattr(owner, attr, saved[name])
+    kernel = "native kernel" if _uses_kernel(engine) else "torch's attention"
+    print(f"{weights}, one thread, {kernel}: {engine.steps} decode/verify steps, {cpu['step']:.2f} CPU s "
+          f"({1000 * cpu['step'] / engine.steps:.1f} ms per step); prefills {cpu['prefill']:.2f} CPU s")
+    for phase, parts in phases.items():
+        attention = parts["native"] + parts["grouped"] + parts["sdpa"]
+        print(f"  {phase}: attention {attention:.2f} s ({100 * attention / max(cpu[phase], 1e-9):.0f}%; native "
+              f"{parts['native']:.2f}, grouped matmuls {parts['grouped']:.2f}, SDPA {parts['sdpa']:.2f}), matmuls "
+              f"{parts['linear']:.2f}, norms {parts['norm']:.2f}, rotary {parts['rotary']:.2f}, the rest "
+              f"{cpu[phase] - attention - parts['linear'] - parts['norm'] - parts['rotary']:.2f}")
+
+
 def _uses_kernel(engine) -> bool:
     """Whether `engine` (any checkout's) attends with the native kernel (providers/native.py)."""
     return getattr(engine, "native", False) and engine._native() is not None
@@ -1458,6 +1519,9 @@ def main() -> None:
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
                              "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
+    parser.add_argument("--replay-profile", metavar="FILE",
+                        help="the requests of a --dump FILE through this checkout's engine on one thread, CPU split "
+                             "into steps and prefills, attention, matmuls, norms, rotary (weights: --layout-weights)")
     parser.add_argument("--native", action="store_true",
                         help="the native attention kernel: first-use build time, and one step's attention against "
                              "torch's (one thread), one call against two halves on two threads")
@@ -1469,7 +1533,7 @@ def main() -> None:
                              "engine and DIR's in lockstep, one process, one thread: CPU per step, columns "
                              "attended, identical outputs (float16 weights, or --layout-weights)")
     parser.add_argument("--layout-weights", choices=("float16", "int8", "float32"), default="float16",
-                        help="the weights --layout-ab runs with (default float16)")
+                        help="the weights --layout-ab and --replay-profile run with (default float16)")
     parser.add_argument("--agreement", type=int, metavar="ITEMS",
                         help="Instead: next-token agreement of float16 and int8 weights with float32 on float32's "
                              "greedy replies to ITEMS Skill-Mix student prompts (top token, KL)")
@@ -1506,6 +1570,8 @@ def main() -> None:
         return with_load_average(lambda: step_profile(args.step_profile))
     if args.native:
         return with_load_average(native_bench)
+    if args.replay_profile:
+        return with_load_average(lambda: replay_profile(args.replay_profile, args.layout_weights))
     if args.stages:
         return with_load_average(lambda: stages_runs(args.stages))
     if args.child:
