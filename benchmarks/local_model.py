@@ -81,7 +81,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
             "engine fp16 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
-            "engine fp16 halves": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_KERNEL_LANES": "1"},
+            "engine fp16 one-call": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_KERNEL_LANES": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
@@ -219,8 +219,8 @@ def throughput(args) -> dict:
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_NO_LANES"):
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
-    if os.environ.get("BENCH_KERNEL_LANES"):
-        local_engine.KERNEL_ONE_TOKEN_LANES = True  # a one-token step's native attention in two halves, two threads
+    if os.environ.get("BENCH_NO_KERNEL_LANES"):
+        local_engine.KERNEL_ONE_TOKEN_LANES = False  # a one-token step's native attention in one call
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_LOOKUP_SAMPLED"):
@@ -1102,12 +1102,19 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
                 return sdpa(padded, k, v, attn_mask=mask, enable_gqa=True)
             return grouped(padded, k, v, mask)
 
+        def read(layer):  # the rows' own keys and values, summed: what reading them costs
+            k, v = caches[layer]
+            return sum(float(k[b, :, :e].sum() + v[b, :, :e].sum()) for b, e in enumerate(ends.tolist()))
+
         ours(0)
         error = float((out - theirs(0)[owner, :, offset]).abs().max())
-        a, b = timed(ours), timed(theirs)
+        a, b, r = timed(ours), timed(theirs), timed(read)
+        pairs = sum(c * (p + (c + 1) / 2) for c, p in zip(counts.tolist(), positions.tolist(), strict=True))
+        flops = 4 * D * H * layers * pairs  # scores and weighted values: a multiply-add each per (query, column)
         print(f"{name}, {rows} rows of 200-600 columns ({int(ends.sum())} in all), {layers} layers: "
               f"{'SDPA' if T == 1 else 'grouped matmuls, rows padded'} {b:.1f} CPU ms, kernel {a:.1f} "
-              f"({b / a:.2f}x less); max difference {error:.1e}")
+              f"({b / a:.2f}x less; {flops / a / 1e6:.1f} GFLOP/s); reading the rows' keys and values {r:.1f}; "
+              f"max difference {error:.1e}")
 
     for name, counts in (("one-token step", [1] * rows), ("verify step, every row 5 positions", [5] * rows),
                          ("verify step, half the rows 5 positions", [5, 1] * (rows // 2))):

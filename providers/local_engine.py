@@ -523,12 +523,13 @@ LANES = True
 # prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
 # in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
 LANES_MIN_FED = 2.0
-# With the native kernel (`Engine._native_attend`) and two or more torch threads, a one-token step's attention can run
-# its rows in two halves, the second on the lane thread (the kernel itself is one thread; the step's matmuls keep
-# torch's threads). Off: one step's attention (8 rows, 200-600 columns) took 0.87x and 0.89x the wall time in two
-# halves than in one call (benchmarks/local_model.py --native, load 0.9 and 1.9): the hand-over to the other thread
-# at every layer costs more than the second core's share of the reading gains.
-KERNEL_ONE_TOKEN_LANES = False
+# With the native kernel (`Engine._native_attend`) and two or more torch threads (`adaptive_threads`: the other
+# processes leave at least half the cores idle), a one-token step's attention runs its rows in two halves, the
+# second on the lane thread (the kernel itself is one thread; the step's matmuls keep torch's threads). One step's
+# attention (8 rows, 200-600 columns) took 1.41-1.48x less wall time in two halves with the second core free, 0.87-0.89x
+# with it busy (benchmarks/local_model.py --native); the Skill-Mix chain ran at 1.03x the tokens/s (1.07x less CPU per
+# token) on a quiet machine.
+KERNEL_ONE_TOKEN_LANES = True
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
 # oneDNN has bfloat16 kernels. Off: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x, 1.11x
 # and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
