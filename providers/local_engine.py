@@ -26,6 +26,9 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
   exact speculative sampling, `Engine._accept_sampled`);
+- float16/int8/bfloat16 engines' one-token and verify steps over the float32 cache attend with a small C kernel
+  compiled at first use (providers/native.py, `Engine._native_attend`): each row's fed positions over its own
+  columns only, nothing padded; torch's attention where it does not build or with `SKILLWEAVE_LOCAL_KERNEL=torch`;
 - `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half
   the bytes a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
@@ -740,7 +743,8 @@ class Engine:
     every attention reads the rounded values: a prefill computes in float32 over them (so prefix sharing's saved
     keys, also bfloat16, give what a whole-prompt prefill gives), while decode and verify steps multiply in
     bfloat16 (oneDNN; float32 accumulation) with a float32 softmax (`_attention`). A float32 cache is unchanged:
-    torch's attention for one-token steps, float32 matmuls for verify steps."""
+    the native kernel (`native`, `_native_attend`) where the engine asks for it and it builds, else torch's attention
+    for one-token steps and float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
                  share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
