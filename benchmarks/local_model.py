@@ -359,7 +359,7 @@ class Timeline:
             real = functools.partial(real_step, eng)
             import torch
 
-            rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
+            rows, columns = len(engine.rows), engine.hi + 1 - getattr(engine, "lo", 0)  # lo: older checkouts
             self._layout(engine, rows, columns)
             before = len(engine.finished)
             profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
@@ -398,7 +398,7 @@ class Timeline:
         one window for all rows can read."""
         if not rows:
             return
-        lo, hi = engine.lo, engine.hi
+        lo, hi = getattr(engine, "lo", 0), engine.hi  # every row's keys start at column 0 since the layout by position
         own = [r.position + 1 for r in engine.rows]
         valid = getattr(engine, "valid", None)
         if valid is not None:  # one shared write column: each row's span ends at hi
@@ -742,7 +742,7 @@ def forward_ab(against: str, steps: int, rows: int = 8) -> None:
     versions = {"this": {n: getattr(le.LlamaLite, n) for n in names},
                 "against": {n: getattr(other.LlamaLite, n) for n in names}}
     cpu: dict[str, list[float]] = {"this": [], "against": []}
-    columns = engine.hi - engine.lo
+    columns = engine.hi
     for i in range(2 * steps):
         name = ("this", "against")[(i // 2 + i) % 2]  # this, against, against, this, ...
         for n, f in versions[name].items():
@@ -752,7 +752,7 @@ def forward_ab(against: str, steps: int, rows: int = 8) -> None:
         cpu[name].append(1000 * (time.thread_time() - start))
     for n, f in versions["this"].items():
         setattr(le.LlamaLite, n, f)
-    print(f"{rows} rows, {columns}-{engine.hi - engine.lo} columns, {steps} decode steps each, one thread:")
+    print(f"{rows} rows, {columns}-{engine.hi} columns, {steps} decode steps each, one thread:")
     for name, values in cpu.items():
         print(f"  {name}: engine thread CPU per step median {_median(values):.2f} ms, mean "
               f"{sum(values) / len(values):.2f} ms")
@@ -940,7 +940,7 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
             if not eng.rows:
                 continue
             pairs[name] += (sum(r.position + 1 for r in eng.rows) if _uses_kernel(eng)  # each row's own columns
-                            else len(eng.rows) * (eng.hi + 1 - eng.lo))
+                            else len(eng.rows) * (eng.hi + 1 - getattr(eng, "lo", 0)))
             start = time.thread_time()
             eng.step()
             cpu[name] += time.thread_time() - start
@@ -1320,7 +1320,7 @@ def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: 
                                                        max_tokens=10 ** 6))
                 for _ in range(2):
                     engine.step()
-                width = engine.hi - engine.lo
+                width = engine.hi
                 for _ in range(5):
                     cpu = time.process_time()
                     for _ in range(4):
@@ -1353,7 +1353,7 @@ def step_profile(weights: str, rows: int = 8, columns: int = 600, steps: int = 5
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(10):
         engine.step()
-    print(f"{weights}, one thread, {len(engine.rows)} rows, window {engine.hi - engine.lo} columns: "
+    print(f"{weights}, one thread, {len(engine.rows)} rows, window {engine.hi} columns: "
           f"{100 * (time.process_time() - cpu):.1f} CPU ms, {100 * (time.perf_counter() - wall):.1f} ms wall per step")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -1412,7 +1412,7 @@ def verify_costs(temperature: float, rows: int = 8, rounds: int = 12) -> None:
                 engine.step()
                 times[kind].append(1000 * (time.process_time() - cpu))
                 shares[kind].append(1000 * sampling[0])
-        columns = engine.hi - engine.lo
+        columns = engine.hi
         med = {k: statistics.median(v) for k, v in times.items()}
         one = med["one-token step"]
         print(f"{rows} rows at temperature {temperature}, window about {columns} columns (medians of {rounds}):")

@@ -763,7 +763,6 @@ class Engine:
         self.max_rows = max_rows
         self.rows: list[_Row] = []
         self.cap = 0
-        self.lo = 0  # always 0: every row's keys start at column 0 (kept for the benchmarks' `hi - lo`)
         self.hi = 0  # the longest row's position: a step attends over [0, hi + the positions it feeds)
         self.k = self.v = None
         self.finished: list[GenRequest] = []
@@ -1142,7 +1141,7 @@ class Engine:
         if not sampled:
             return drafts
         others = max((len(d) for b, d in enumerate(drafts) if rows[b].request.temperature <= 0), default=0)
-        columns = self.hi + 1 - self.lo
+        columns = self.hi + 1
         B = len(rows)
 
         def facts(b):
@@ -1289,7 +1288,7 @@ class Engine:
 
     def reset(self) -> None:
         self.rows.clear()
-        self.lo = self.hi = 0
+        self.hi = 0
 
     def run(self, admit: list[GenRequest], *, budget_s: float, want_slots=lambda: False) -> list[GenRequest]:
         """Admit new requests, then decode until a request finishes, the budget is spent, or a waiting
@@ -1346,7 +1345,7 @@ class Engine:
         side.rows, side.finished, side.prefixes = [], [], list(self.prefixes)
         side.known = {id(entry) for entry in self.prefixes}  # what `_adopt` need not remember again
         side.k = side.v = None
-        side.cap, side.lo, side.hi, side.prefilled = 0, 0, 0, 0
+        side.cap, side.hi, side.prefilled = 0, 0, 0
         side.max_rows, side.lock = 1, threading.Lock()
         return side
 
