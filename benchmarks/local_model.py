@@ -82,6 +82,7 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
             "engine fp16 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine fp16 one-call": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_KERNEL_LANES": "1"},
+            "engine fp16 kernel-prefill": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_KERNEL": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
             "engine int8 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
@@ -221,6 +222,8 @@ def throughput(args) -> dict:
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
     if os.environ.get("BENCH_NO_KERNEL_LANES"):
         local_engine.KERNEL_ONE_TOKEN_LANES = False  # a one-token step's native attention in one call
+    if os.environ.get("BENCH_PREFILL_KERNEL"):
+        local_engine.PREFILL_KERNEL = True  # prefills attend with the native kernel
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_LOOKUP_SAMPLED"):
@@ -962,13 +965,16 @@ def replay_profile(dump: str, weights: str = "float16") -> None:
     one torch thread, with the engine thread's CPU split by function: decode/verify steps against prefills, and
     within each the attention (the native kernel, the grouped matmuls of `Engine._attention`, torch's SDPA), the
     matmuls (`LlamaLite._linear`), the norms and the rotary embedding. Set SKILLWEAVE_LOCAL_KERNEL=torch for the
-    steps without the native kernel."""
+    steps without the native kernel, BENCH_PREFILL_KERNEL=1 for prefills with it (PREFILL_KERNEL)."""
     import collections
 
     import torch
 
     from skillweave.providers import local_engine as le
+    from skillweave.providers import native
 
+    if os.environ.get("BENCH_PREFILL_KERNEL"):
+        le.PREFILL_KERNEL = True  # prefills attend with the native kernel
     engine = timing_engine(weights)
     spent: collections.Counter = collections.Counter()
 
@@ -982,7 +988,7 @@ def replay_profile(dump: str, weights: str = "float16") -> None:
         return wrapper
 
     real = {"sdpa": (torch.nn.functional, "scaled_dot_product_attention"), "grouped": (le.Engine, "_attention"),
-            "native": (le.Engine, "_native_attend"), "linear": (le.LlamaLite, "_linear"),
+            "native": (native.Kernel, "attention"), "linear": (le.LlamaLite, "_linear"),
             "norm": (le.LlamaLite, "_rms"), "rotary": (le.LlamaLite, "_rotate")}
     saved = {name: getattr(owner, attr) for name, (owner, attr) in real.items()}
     for name, (owner, attr) in real.items():

@@ -533,6 +533,11 @@ LANES_MIN_FED = 2.0
 # with it busy (benchmarks/local_model.py --native); the Skill-Mix chain ran at 1.03x the tokens/s (1.07x less CPU per
 # token) on a quiet machine.
 KERNEL_ONE_TOKEN_LANES = True
+# A native engine's prefills can attend with the kernel too (one row: its new tokens over the prompt's columns). Off:
+# on the Skill-Mix chain's prompts, one thread, it took 1.43x less attention CPU than torch's causal SDPA (3.42
+# against 4.89 s) but only 1.9% less prefill CPU, and the kernel runs on one thread where SDPA uses all of torch's
+# (benchmarks/local_model.py --replay-profile with BENCH_PREFILL_KERNEL=1).
+PREFILL_KERNEL = False
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
 # oneDNN has bfloat16 kernels. Off: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x, 1.11x
 # and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
@@ -952,9 +957,17 @@ class Engine:
             values.append(torch.cat([past_v[layer][None], v], dim=2) if shared else v)
 
         # with a shared prefix, query i (position shared + i) sees keys 0 .. shared + i
-        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared else None
+        kernel = self._native() if PREFILL_KERNEL else None
+        if kernel is not None:  # one row: T - shared queries, the first at position `shared`
+            span = torch.tensor([[0, T - shared, shared]])
+        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared and kernel is None else None
 
         def attend(layer, q):
+            if kernel is not None:
+                flat = q[0].transpose(0, 1)
+                out = flat.new_empty(flat.shape)
+                kernel.attention(span, flat, keys[layer], values[layer], out, m.head_dim ** -0.5)
+                return out.transpose(0, 1)[None]
             return torch.nn.functional.scaled_dot_product_attention(
                 q, keys[layer].to(q.dtype), values[layer].to(q.dtype), attn_mask=causal, is_causal=not shared,
                 enable_gqa=m.kv_heads != m.heads)

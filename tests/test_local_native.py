@@ -231,3 +231,27 @@ def test_one_token_steps_in_two_halves_give_the_tokens_of_one_call(engine_of, mo
         monkeypatch.delenv("SKILLWEAVE_TORCH_THREADS")
         local_engine.adaptive_threads(force=True)
     assert outputs[True] == outputs[False] and torch.get_num_threads() >= 1
+
+
+@compiler
+def test_prefills_through_the_kernel_give_the_tokens_of_torch_prefills(engine_of, monkeypatch, fresh):
+    """With PREFILL_KERNEL (off by default) a prefill attends with the kernel: the same tokens as torch's causal
+    attention, with prefix sharing (a follow-up prompt that repeats an earlier one prefills only its new tokens) as
+    without."""
+    engine = engine_of("float16")
+    engine.eos_ids = set()
+    first = _prompts(engine, [test_local_spec.REPEATING[0]])[0]
+    follow = first + _prompts(engine, ["and then?"])[0]
+    outputs = {}
+    for kernel in (False, True):
+        monkeypatch.setattr(local_engine, "PREFILL_KERNEL", kernel)
+        for share in (False, True):
+            engine.share_prefixes = share
+            engine.prefixes.clear()
+            prefilled = engine.prefilled
+            requests = [GenRequest(first, max_tokens=10), GenRequest(follow, max_tokens=10)]
+            for request in requests:  # one after the other: the second can reuse the first's keys
+                engine.generate([request])
+            outputs[kernel, share] = [r.outputs for r in requests]
+            assert (engine.prefilled - prefilled < len(first) + len(follow)) == share
+    assert outputs[True, False] == outputs[True, True] == outputs[False, False] == outputs[False, True]
