@@ -113,9 +113,10 @@ static inline v8 exp8(v8 x) {
 
 /* One row and key/value head: nq queries (query i = fed position i / group, head i % group of the group) */
 static void one_group(int nq, int group, int dim, long pos, const float *Q, const float *K, long ksc,
-                      const float *V, long vsc, float *S, long lds, float *A, float *sums, const float *zeros) {
+                      const float *V, long vsc, float *S, long lds, float *A, float *sums, const float *zeros,
+                      v8 *M) {
     long length = pos + (nq - 1) / group + 1;
-    v8 M[nq];  /* each query's running maximum, lane by lane */
+    /* M: each query's running maximum, lane by lane */
     for (int i = 0; i < nq; i++) M[i] = splat(-INFINITY);
     /* scores, block by block of columns: a block's keys are read from memory once, then from L1 */
     for (long c0 = 0; c0 < length; c0 += BLOCK) {
@@ -192,9 +193,10 @@ int sw_attention(long nrows, const int64_t *rows, const float *q, long qsn, long
     float *Q = aligned_alloc(64, sizeof(float) * (size_t)((nq * dim + 15) & ~15L));
     float *A = aligned_alloc(64, sizeof(float) * (size_t)((nq * dim + 15) & ~15L));
     float *sums = aligned_alloc(64, sizeof(float) * (size_t)((nq + 15) & ~15L));
+    v8 *M = aligned_alloc(64, sizeof(v8) * (size_t)((nq + 1) & ~1L));  /* on the heap: a prefill has many queries */
     float *zeros = calloc((size_t)dim, sizeof(float));
-    if (!S || !Q || !A || !sums || !zeros) {
-        free(S); free(Q); free(A); free(sums); free(zeros);
+    if (!S || !Q || !A || !sums || !zeros || !M) {
+        free(S); free(Q); free(A); free(sums); free(zeros); free(M);
         return -2;
     }
     for (long b = 0; b < nrows; b++) {
@@ -205,7 +207,8 @@ int sw_attention(long nrows, const int64_t *rows, const float *q, long qsn, long
                 const float *src = q + (first + i / group) * qsn + (long)(g * group + i % group) * qsh;
                 for (int d = 0; d < dim; d++) Q[(long)i * dim + d] = src[d] * scale;
             }
-            one_group(n, group, dim, pos, Q, k + b * ksb + g * ksg, ksc, v + b * vsb + g * vsg, vsc, S, lds, A, sums, zeros);
+            one_group(n, group, dim, pos, Q, k + b * ksb + g * ksg, ksc, v + b * vsb + g * vsg, vsc, S, lds, A, sums,
+                      zeros, M);
             for (int i = 0; i < n; i++) {
                 float *o = out + ((first + i / group) * heads + g * group + i % group) * (long)dim;
                 float total = sums[i];
@@ -213,6 +216,6 @@ int sw_attention(long nrows, const int64_t *rows, const float *q, long qsn, long
             }
         }
     }
-    free(S); free(Q); free(A); free(sums); free(zeros);
+    free(S); free(Q); free(A); free(sums); free(zeros); free(M);
     return 0;
 }

@@ -1246,8 +1246,9 @@ class Engine:
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
             columns = at[owner] + offset
             positions = columns[None]
-            counts = torch.tensor([len(fed[b]) for b in range(s, e)])
-            spans = torch.stack([counts.cumsum(0) - counts, counts, at[s:e]], 1)  # the kernel's rows
+            if kernel is not None:  # the kernel's rows: first index, count, position of the first fed token
+                counts = torch.tensor([len(fed[b]) for b in range(s, e)])
+                spans = torch.stack([counts.cumsum(0) - counts, counts, at[s:e]], 1)
 
             def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
                 self.k[layer][owner, :, columns] = k[0].transpose(0, 1).to(self.kv_dtype)
