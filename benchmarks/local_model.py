@@ -80,7 +80,11 @@ VARIANTS = {"engine f32": {"SKILLWEAVE_LOCAL_DTYPE": "float32"},
             "engine fp16 lookup one-lane": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_LOOKUP": "4",
                                             "BENCH_NO_LANES": "1"},
             "engine fp16 alongside": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_ALONGSIDE": "1"},
+            "engine fp16 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
+            "engine fp16 one-call": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_NO_KERNEL_LANES": "1"},
+            "engine fp16 kernel-prefill": {"SKILLWEAVE_LOCAL_DTYPE": "float16", "BENCH_PREFILL_KERNEL": "1"},
             "engine int8": {"SKILLWEAVE_LOCAL_DTYPE": "int8"},
+            "engine int8 torch-attention": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_KERNEL": "torch"},
             "engine int8 lookup": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "SKILLWEAVE_LOCAL_LOOKUP": "4"},
             "engine int8 f32-head": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_HEAD": "0"},
             "engine int8 uncached": {"SKILLWEAVE_LOCAL_DTYPE": "int8", "BENCH_INT8_UNCACHED": "1"},
@@ -216,6 +220,10 @@ def throughput(args) -> dict:
         local_engine.read_int8_cache = lambda *a: None  # quantise at every load (the file is still written)
     if os.environ.get("BENCH_NO_LANES"):
         local_engine.LANES = False  # decode steps in one pass over all rows, torch's own threads
+    if os.environ.get("BENCH_NO_KERNEL_LANES"):
+        local_engine.KERNEL_ONE_TOKEN_LANES = False  # a one-token step's native attention in one call
+    if os.environ.get("BENCH_PREFILL_KERNEL"):
+        local_engine.PREFILL_KERNEL = True  # prefills attend with the native kernel
     if os.environ.get("BENCH_PREFILL_ALONGSIDE"):
         local_engine.PREFILL_ALONGSIDE = True  # with 2+ threads, prefills on a second thread beside decode steps
     if os.environ.get("BENCH_LOOKUP_SAMPLED"):
@@ -354,7 +362,7 @@ class Timeline:
             real = functools.partial(real_step, eng)
             import torch
 
-            rows, columns = len(engine.rows), engine.hi + 1 - engine.lo
+            rows, columns = len(engine.rows), engine.hi + 1 - getattr(engine, "lo", 0)  # lo: older checkouts
             self._layout(engine, rows, columns)
             before = len(engine.finished)
             profile = (self.profiled is None and len(self.steps) >= 150 and rows >= 6)
@@ -393,7 +401,7 @@ class Timeline:
         one window for all rows can read."""
         if not rows:
             return
-        lo, hi = engine.lo, engine.hi
+        lo, hi = getattr(engine, "lo", 0), engine.hi  # every row's keys start at column 0 since the layout by position
         own = [r.position + 1 for r in engine.rows]
         valid = getattr(engine, "valid", None)
         if valid is not None:  # one shared write column: each row's span ends at hi
@@ -402,11 +410,12 @@ class Timeline:
             gaps = sum(hi - lo - f - c for f, c in zip(first, counts, strict=True))
         else:
             gaps = 0
+        attended = sum(own) + gaps if _uses_kernel(engine) else rows * columns  # the kernel: no padding
         entry = self.layout
-        entry[0] += rows * columns
+        entry[0] += attended
         entry[1] += sum(own)
         entry[2] += gaps
-        entry[3] += rows * columns - sum(own) - gaps
+        entry[3] += attended - sum(own) - gaps
         entry[4] += rows * max(own)
         entry[5] += 1
 
@@ -484,7 +493,9 @@ class Timeline:
                 out.append(f"attended (row, column) pairs per step: {a / n:.0f} = rows' own keys {own / n:.0f} "
                            f"({100 * own / a:.1f}%) + gaps {gaps / n:.0f} ({100 * gaps / a:.1f}%) + padding "
                            f"{pad / n:.0f} ({100 * pad / a:.1f}%); rows x longest row's keys {tight / n:.0f} "
-                           f"({100 * (a - tight) / a:.1f}% less than attended)")
+                           + (f"({100 * (a - tight) / a:.1f}% less than attended)" if tight <= a else
+                              f"({100 * (tight - a) / a:.1f}% more than attended: the native kernel reads each "
+                              "row's own keys only)"))
             out.append("decode steps by rows: " + ", ".join(
                 f"{r} rows {n} steps {1000 * w / n:.1f} ms" for r, (n, w) in sorted(by_rows.items())))
         if self.prefills:
@@ -734,7 +745,7 @@ def forward_ab(against: str, steps: int, rows: int = 8) -> None:
     versions = {"this": {n: getattr(le.LlamaLite, n) for n in names},
                 "against": {n: getattr(other.LlamaLite, n) for n in names}}
     cpu: dict[str, list[float]] = {"this": [], "against": []}
-    columns = engine.hi - engine.lo
+    columns = engine.hi
     for i in range(2 * steps):
         name = ("this", "against")[(i // 2 + i) % 2]  # this, against, against, this, ...
         for n, f in versions[name].items():
@@ -744,7 +755,7 @@ def forward_ab(against: str, steps: int, rows: int = 8) -> None:
         cpu[name].append(1000 * (time.thread_time() - start))
     for n, f in versions["this"].items():
         setattr(le.LlamaLite, n, f)
-    print(f"{rows} rows, {columns}-{engine.hi - engine.lo} columns, {steps} decode steps each, one thread:")
+    print(f"{rows} rows, {columns}-{engine.hi} columns, {steps} decode steps each, one thread:")
     for name, values in cpu.items():
         print(f"  {name}: engine thread CPU per step median {_median(values):.2f} ms, mean "
               f"{sum(values) / len(values):.2f} ms")
@@ -931,7 +942,8 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
             eng.finished = []
             if not eng.rows:
                 continue
-            pairs[name] += len(eng.rows) * (eng.hi + 1 - eng.lo)
+            pairs[name] += (sum(r.position + 1 for r in eng.rows) if _uses_kernel(eng)  # each row's own columns
+                            else len(eng.rows) * (eng.hi + 1 - getattr(eng, "lo", 0)))
             start = time.thread_time()
             eng.step()
             cpu[name] += time.thread_time() - start
@@ -945,6 +957,205 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
     print(f"this / against: {cpu['against'] / cpu['this']:.2f}x less CPU in steps, "
           f"{pairs['against'] / pairs['this']:.2f}x fewer (row, column) pairs attended; {tokens} output tokens; "
           f"identical outputs {same}/{len(records)}")
+
+
+def replay_profile(dump: str, weights: str = "float16") -> None:
+    """`--replay-profile FILE`: the requests of a `--dump` FILE (each prompt, greedy, as many new tokens as its
+    recorded output; at most 8 rows, a finished row replaced by the next request) through this checkout's engine on
+    one torch thread, with the engine thread's CPU split by function: decode/verify steps against prefills, and
+    within each the attention (the native kernel, the grouped matmuls of `Engine._attention`, torch's SDPA), the
+    matmuls (`LlamaLite._linear`), the norms and the rotary embedding. Set SKILLWEAVE_LOCAL_KERNEL=torch for the
+    steps without the native kernel, BENCH_PREFILL_KERNEL=1 for prefills with it (PREFILL_KERNEL)."""
+    import collections
+
+    import torch
+
+    from skillweave.providers import local_engine as le
+    from skillweave.providers import native
+
+    if os.environ.get("BENCH_PREFILL_KERNEL"):
+        le.PREFILL_KERNEL = True  # prefills attend with the native kernel
+    engine = timing_engine(weights)
+    spent: collections.Counter = collections.Counter()
+
+    def timed(name, f):
+        def wrapper(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return f(*args, **kwargs)
+            finally:
+                spent[name] += time.thread_time() - start
+        return wrapper
+
+    real = {"sdpa": (torch.nn.functional, "scaled_dot_product_attention"), "grouped": (le.Engine, "_attention"),
+            "native": (native.Kernel, "attention"), "linear": (le.LlamaLite, "_linear"),
+            "norm": (le.LlamaLite, "_rms"), "rotary": (le.LlamaLite, "_rotate")}
+    saved = {name: getattr(owner, attr) for name, (owner, attr) in real.items()}
+    for name, (owner, attr) in real.items():
+        setattr(owner, attr, timed(name, saved[name]))
+    try:
+        with open(dump) as f:
+            records = json.load(f)
+        queue = [le.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
+        phases: dict[str, collections.Counter] = {"prefill": collections.Counter(), "step": collections.Counter()}
+        cpu = collections.Counter()
+        while queue or engine.rows:
+            while queue and engine.free_rows >= 1:
+                before, start = spent.copy(), time.thread_time()
+                engine.add(queue.pop(0))
+                cpu["prefill"] += time.thread_time() - start
+                phases["prefill"].update(spent - before)
+            before, start = spent.copy(), time.thread_time()
+            engine.step()
+            cpu["step"] += time.thread_time() - start
+            phases["step"].update(spent - before)
+    finally:
+        for name, (owner, attr) in real.items():
+            setattr(owner, attr, saved[name])
+    kernel = "native kernel" if _uses_kernel(engine) else "torch's attention"
+    print(f"{weights}, one thread, {kernel}: {engine.steps} decode/verify steps, {cpu['step']:.2f} CPU s "
+          f"({1000 * cpu['step'] / engine.steps:.1f} ms per step); prefills {cpu['prefill']:.2f} CPU s")
+    for phase, parts in phases.items():
+        attention = parts["native"] + parts["grouped"] + parts["sdpa"]
+        print(f"  {phase}: attention {attention:.2f} s ({100 * attention / max(cpu[phase], 1e-9):.0f}%; native "
+              f"{parts['native']:.2f}, grouped matmuls {parts['grouped']:.2f}, SDPA {parts['sdpa']:.2f}), matmuls "
+              f"{parts['linear']:.2f}, norms {parts['norm']:.2f}, rotary {parts['rotary']:.2f}, the rest "
+              f"{cpu[phase] - attention - parts['linear'] - parts['norm'] - parts['rotary']:.2f}")
+
+
+def _uses_kernel(engine) -> bool:
+    """Whether `engine` (any checkout's) attends with the native kernel (providers/native.py)."""
+    return getattr(engine, "native", False) and engine._native() is not None
+
+
+def native_bench(rows: int = 8, repeats: int = 5) -> None:
+    """--native: the native attention kernel (providers/native.py). Its first use in a fresh cache folder (the
+    compiler's version, the build, the load) three times, and a later process's load of the cached build; then
+    CPU ms, one thread, of one step's attention over SmolLM2-135M's 30 layers (9 query heads, 3 key/value heads,
+    head dim 64) at `rows` rows of 200-600 columns in a wider float32 cache: a one-token step (the kernel against
+    torch's SDPA with a length mask, as the engine ran it) and verify steps (against the grouped matmuls over every
+    row padded to the longest draft, as the engine ran them), with every row feeding 5 positions and with half the
+    rows feeding 1; then a one-token step on two threads, one kernel call against two halves (the second on a
+    pool thread), wall ms per step."""
+    import tempfile
+    import types
+    from concurrent.futures import ThreadPoolExecutor
+    from pathlib import Path
+
+    import torch
+
+    from skillweave.providers import local_engine, native
+
+    for _ in range(3):
+        with tempfile.TemporaryDirectory() as folder:
+            native.forget()
+            start = time.perf_counter()
+            kernel = native.attention_kernel(Path(folder))
+            built = time.perf_counter() - start
+            native.forget()
+            start = time.perf_counter()
+            native.attention_kernel(Path(folder))
+            cached = time.perf_counter() - start
+            if kernel is None:
+                print("no kernel: no C compiler, a failed build, or SKILLWEAVE_LOCAL_KERNEL=torch")
+                return
+            print(f"first use in a fresh cache folder (compiler version, build, load): {1000 * built:.0f} ms; "
+                  f"the cached build loaded by a later process: {1000 * cached:.1f} ms")
+    native.forget()
+    kernel = native.attention_kernel()
+    torch.set_num_threads(1)
+    H, KV, D, layers = 9, 3, 64, 30
+    stub = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
+    grouped = local_engine.Engine._attention.__get__(stub)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    gen = torch.Generator().manual_seed(0)
+    ends = torch.randint(200, 600, (rows,), generator=gen)
+    ends[0] = 600
+    caches = [(torch.randn(rows, KV, 1100, D, generator=gen), torch.randn(rows, KV, 1100, D, generator=gen))
+              for _ in range(layers)]
+
+    def timed(f):
+        for layer in range(layers):
+            f(layer)
+        best = float("inf")
+        for _ in range(repeats):
+            cpu = time.thread_time()
+            for layer in range(layers):
+                f(layer)
+            best = min(best, time.thread_time() - cpu)
+        return 1000 * best
+
+    def compare(name, counts):
+        counts = torch.tensor(counts)
+        T, positions = int(counts.max()), ends - counts
+        spans = torch.stack([counts.cumsum(0) - counts, counts, positions], 1)
+        n = int(counts.sum())
+        flat = torch.randn(n, H + KV, D, generator=gen)[:, :H]
+        width = int(ends.max())
+        mask = local_engine.Engine._length_mask(stub, positions + 1, T, width)
+        padded = torch.zeros(rows, H, T, D)
+        owner = torch.repeat_interleave(torch.arange(rows), counts)
+        offset = torch.cat([torch.arange(c) for c in counts.tolist()])
+        padded[owner, :, offset] = flat
+        out = torch.empty(n, H, D)
+
+        def ours(layer):
+            kernel.attention(spans, flat, caches[layer][0], caches[layer][1], out, D ** -0.5)
+
+        def theirs(layer):
+            k, v = caches[layer][0][:, :, :width], caches[layer][1][:, :, :width]
+            if T == 1:
+                return sdpa(padded, k, v, attn_mask=mask, enable_gqa=True)
+            return grouped(padded, k, v, mask)
+
+        def read(layer):  # the rows' own keys and values, summed: what reading them costs
+            k, v = caches[layer]
+            return sum(float(k[b, :, :e].sum() + v[b, :, :e].sum()) for b, e in enumerate(ends.tolist()))
+
+        ours(0)
+        error = float((out - theirs(0)[owner, :, offset]).abs().max())
+        a, b, r = timed(ours), timed(theirs), timed(read)
+        pairs = sum(c * (p + (c + 1) / 2) for c, p in zip(counts.tolist(), positions.tolist(), strict=True))
+        flops = 4 * D * H * layers * pairs  # scores and weighted values: a multiply-add each per (query, column)
+        print(f"{name}, {rows} rows of 200-600 columns ({int(ends.sum())} in all), {layers} layers: "
+              f"{'SDPA' if T == 1 else 'grouped matmuls, rows padded'} {b:.1f} CPU ms, kernel {a:.1f} "
+              f"({b / a:.2f}x less; {flops / a / 1e6:.1f} GFLOP/s); reading the rows' keys and values {r:.1f}; "
+              f"max difference {error:.1e}")
+
+    for name, counts in (("one-token step", [1] * rows), ("verify step, every row 5 positions", [5] * rows),
+                         ("verify step, half the rows 5 positions", [5, 1] * (rows // 2))):
+        compare(name, counts)
+    spans = torch.stack([torch.arange(rows), torch.ones(rows, dtype=torch.long), ends - 1], 1)
+    flat = torch.randn(rows, H + KV, D, generator=gen)[:, :H]
+    out = torch.empty(rows, H, D)
+    split = local_engine.Engine._lane_split(types.SimpleNamespace(torch=types.SimpleNamespace(
+        get_num_threads=lambda: 2)), ends.tolist())
+    high = torch.stack([torch.arange(rows - split), torch.ones(rows - split, dtype=torch.long), ends[split:] - 1], 1)
+    pool = ThreadPoolExecutor(1)
+
+    def one(layer):
+        kernel.attention(spans, flat, caches[layer][0], caches[layer][1], out, D ** -0.5)
+
+    def halves(layer):
+        k, v = caches[layer]
+        job = pool.submit(kernel.attention, high, flat[split:], k[split:], v[split:], out[split:], D ** -0.5)
+        kernel.attention(spans[:split], flat[:split], k[:split], v[:split], out[:split], D ** -0.5)
+        job.result()
+
+    walls = {}
+    for f in (one, halves, one, halves):
+        f(0)
+        best = float("inf")
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for layer in range(layers):
+                f(layer)
+            best = min(best, time.perf_counter() - start)
+        walls[f.__name__] = min(walls.get(f.__name__, best), best)
+    print(f"one-token step on two threads, wall ms per step: one call {1000 * walls['one']:.1f}, two halves "
+          f"(rows 0-{split - 1} here, {split}-{rows - 1} on a pool thread) {1000 * walls['halves']:.1f} "
+          f"({walls['one'] / walls['halves']:.2f}x faster)")
+    pool.shutdown()
 
 
 def attention(rows: int = 8, repeats: int = 5) -> None:
@@ -1115,7 +1326,7 @@ def real_steps(rows: int, rounds: int = 3, weights: str = "float16", no_drafts: 
                                                        max_tokens=10 ** 6))
                 for _ in range(2):
                     engine.step()
-                width = engine.hi - engine.lo
+                width = engine.hi
                 for _ in range(5):
                     cpu = time.process_time()
                     for _ in range(4):
@@ -1148,7 +1359,7 @@ def step_profile(weights: str, rows: int = 8, columns: int = 600, steps: int = 5
     cpu, wall = time.process_time(), time.perf_counter()
     for _ in range(10):
         engine.step()
-    print(f"{weights}, one thread, {len(engine.rows)} rows, window {engine.hi - engine.lo} columns: "
+    print(f"{weights}, one thread, {len(engine.rows)} rows, window {engine.hi} columns: "
           f"{100 * (time.process_time() - cpu):.1f} CPU ms, {100 * (time.perf_counter() - wall):.1f} ms wall per step")
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
@@ -1207,7 +1418,7 @@ def verify_costs(temperature: float, rows: int = 8, rounds: int = 12) -> None:
                 engine.step()
                 times[kind].append(1000 * (time.process_time() - cpu))
                 shares[kind].append(1000 * sampling[0])
-        columns = engine.hi - engine.lo
+        columns = engine.hi
         med = {k: statistics.median(v) for k, v in times.items()}
         one = med["one-token step"]
         print(f"{rows} rows at temperature {temperature}, window about {columns} columns (medians of {rounds}):")
@@ -1321,6 +1532,12 @@ def main() -> None:
     parser.add_argument("--int8-kernels", action="store_true",
                         help="instead: CPU ms of one layer's int8 matmuls at 8 to 700 rows, the engine's fbgemm path "
                              "against torch's _int_mm with rows quantised alone and fbgemm float16 (one thread)")
+    parser.add_argument("--replay-profile", metavar="FILE",
+                        help="the requests of a --dump FILE through this checkout's engine on one thread, CPU split "
+                             "into steps and prefills, attention, matmuls, norms, rotary (weights: --layout-weights)")
+    parser.add_argument("--native", action="store_true",
+                        help="the native attention kernel: first-use build time, and one step's attention against "
+                             "torch's (one thread), one call against two halves on two threads")
     parser.add_argument("--step-profile", choices=("float16", "float32", "int8", "bfloat16"), metavar="WEIGHTS",
                         help="instead: the real model's one-token decode step with WEIGHTS at 8 rows of about 600 "
                              "columns (one thread, prompt lookup off): CPU ms per step and torch.profiler's ops")
@@ -1329,7 +1546,7 @@ def main() -> None:
                              "engine and DIR's in lockstep, one process, one thread: CPU per step, columns "
                              "attended, identical outputs (float16 weights, or --layout-weights)")
     parser.add_argument("--layout-weights", choices=("float16", "int8", "float32"), default="float16",
-                        help="the weights --layout-ab runs with (default float16)")
+                        help="the weights --layout-ab and --replay-profile run with (default float16)")
     parser.add_argument("--agreement", type=int, metavar="ITEMS",
                         help="Instead: next-token agreement of float16 and int8 weights with float32 on float32's "
                              "greedy replies to ITEMS Skill-Mix student prompts (top token, KL)")
@@ -1364,6 +1581,10 @@ def main() -> None:
         return with_load_average(lambda: verify_costs(args.temperature or 0.7))
     if args.step_profile:
         return with_load_average(lambda: step_profile(args.step_profile))
+    if args.native:
+        return with_load_average(native_bench)
+    if args.replay_profile:
+        return with_load_average(lambda: replay_profile(args.replay_profile, args.layout_weights))
     if args.stages:
         return with_load_average(lambda: stages_runs(args.stages))
     if args.child:

@@ -26,6 +26,9 @@ the folder's own chat template (Jinja2, rendered the way transformers renders it
   from an earlier n-gram of its prompt and reply while a per-row gate finds it pays (`lookup_draft_length`), and
   verifies them in one forward pass (`Engine._draft`, `Engine._verify`; sampled rows, with LOOKUP_SAMPLED, by
   exact speculative sampling, `Engine._accept_sampled`);
+- float16/int8/bfloat16 engines' one-token and verify steps over the float32 cache attend with a small C kernel
+  compiled at first use (providers/native.py, `Engine._native_attend`): each row's fed positions over its own
+  columns only, nothing padded; torch's attention where it does not build or with `SKILLWEAVE_LOCAL_KERNEL=torch`;
 - `SKILLWEAVE_LOCAL_KV=bfloat16` (opt-in) stores the keys/values of float16/int8/bfloat16 engines in bfloat16 (half
   the bytes a decode step reads for them) and multiplies them in bfloat16 (`kv_dtype_name`, `Engine._attention`);
 - the torch thread count follows the load while it runs (`adaptive_threads`); with two or more threads a
@@ -523,6 +526,18 @@ LANES = True
 # prompts, where the gate rarely drafts) ran in lanes at 0.93-0.95x the tokens/s of no prompt lookup against 0.98x
 # in one pass (idle machine, benchmarks/local_model.py --workload short, "engine fp16 lookup one-lane").
 LANES_MIN_FED = 2.0
+# With the native kernel (`Engine._native_attend`) and two or more torch threads (`adaptive_threads`: the other
+# processes leave at least half the cores idle), a one-token step's attention runs its rows in two halves, the
+# second on the lane thread (the kernel itself is one thread; the step's matmuls keep torch's threads). One step's
+# attention (8 rows, 200-600 columns) took 1.41-1.48x less wall time in two halves with the second core free, 0.87-0.89x
+# with it busy (benchmarks/local_model.py --native); the Skill-Mix chain ran at 1.03x the tokens/s (1.07x less CPU per
+# token) on a quiet machine.
+KERNEL_ONE_TOKEN_LANES = True
+# A native engine's prefills can attend with the kernel too (one row: its new tokens over the prompt's columns). Off:
+# on the Skill-Mix chain's prompts, one thread, it took 1.43x less attention CPU than torch's causal SDPA (3.42
+# against 4.89 s) but only 1.9% less prefill CPU, and the kernel runs on one thread where SDPA uses all of torch's
+# (benchmarks/local_model.py --replay-profile with BENCH_PREFILL_KERNEL=1).
+PREFILL_KERNEL = False
 # The KV cache of float16/int8/bfloat16 engines in bfloat16 without SKILLWEAVE_LOCAL_KV (`kv_dtype_name`), where
 # oneDNN has bfloat16 kernels. Off: on the idle machine (prompt lookup on) the Skill-Mix chain ran at 1.18x, 1.11x
 # and 1.02x the tokens/s of the float32 cache in three runs and short prompts at 1.01x and 0.86x, short of the
@@ -733,21 +748,26 @@ class Engine:
     every attention reads the rounded values: a prefill computes in float32 over them (so prefix sharing's saved
     keys, also bfloat16, give what a whole-prompt prefill gives), while decode and verify steps multiply in
     bfloat16 (oneDNN; float32 accumulation) with a float32 softmax (`_attention`). A float32 cache is unchanged:
-    torch's attention for one-token steps, float32 matmuls for verify steps."""
+    the native kernel (`native`, `_native_attend`) where the engine asks for it and it builds, else torch's attention
+    for one-token steps and float32 matmuls for verify steps."""
 
     def __init__(self, model: LlamaLite, tokenizer: ChatTokenizer, eos_ids: set[int], max_rows: int = 8,
-                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT):
+                 share_prefixes: bool = False, kv_dtype: str = "float32", lookup_default: int = LOOKUP_DEFAULT,
+                 native: bool = False):
         import torch
 
         self.torch = torch
         self.kv_dtype = getattr(torch, kv_dtype)
+        # decode and verify steps over a float32 cache attend with the native kernel (`_native`) when asked for
+        # and it builds; else torch's attention. False until the first step looks (None: it was not available).
+        self.native = native and self.kv_dtype == torch.float32
+        self._kernel = False
         self.model = model
         self.tokenizer = tokenizer
         self.eos_ids = eos_ids
         self.max_rows = max_rows
         self.rows: list[_Row] = []
         self.cap = 0
-        self.lo = 0  # always 0: every row's keys start at column 0 (kept for the benchmarks' `hi - lo`)
         self.hi = 0  # the longest row's position: a step attends over [0, hi + the positions it feeds)
         self.k = self.v = None
         self.finished: list[GenRequest] = []
@@ -837,6 +857,36 @@ class Engine:
         probs = torch.softmax(scores, dim=-1).to(values.dtype).view(B, KV, H // KV * T, L)
         return torch.matmul(probs, values).view(B, H, T, D).float()
 
+    def _native(self):
+        """The native attention kernel (providers/native.py) for this engine's steps, or None: the engine was not
+        asked for it (float32 weights, a bfloat16 cache), SKILLWEAVE_LOCAL_KERNEL=torch, or it does not build
+        here. Looked up at the first step, once."""
+        if self._kernel is False:
+            from skillweave.providers.native import attention_kernel
+
+            m = self.model
+            fits = m.head_dim % 8 == 0 and m.heads % m.kv_heads == 0  # what the kernel computes
+            self._kernel = attention_kernel() if self.native and fits else None
+        return self._kernel
+
+    def _native_attend(self, kernel, layer: int, q, rows, s: int, e: int, out=None):
+        """Attention of the fed positions q [n, heads, head dim] (rows s .. e - 1 one after another; `rows` [e - s,
+        3] int64: each row's first index in q, its count and the position of its first fed token) over the rows'
+        own cached columns, with the kernel: no padding to the longest row or the longest draft. Returns [n,
+        heads, head dim] (written into `out` if given, contiguous); each row is computed on its own, so its
+        result does not depend on the batch."""
+        out = q.new_empty(q.shape) if out is None else out
+        kernel.attention(rows, q, self.k[layer][s:e], self.v[layer][s:e], out, self.model.head_dim ** -0.5)
+        return out
+
+    def _lane_thread(self) -> ThreadPoolExecutor:
+        """The second lane's thread (one torch thread), started at first use."""
+        if self._lane_pool is None:
+            torch = self.torch
+            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
+                                                 initializer=lambda: torch.set_num_threads(1))
+        return self._lane_pool
+
     # -- scheduling
     @property
     def free_rows(self) -> int:
@@ -907,9 +957,17 @@ class Engine:
             values.append(torch.cat([past_v[layer][None], v], dim=2) if shared else v)
 
         # with a shared prefix, query i (position shared + i) sees keys 0 .. shared + i
-        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared else None
+        kernel = self._native() if PREFILL_KERNEL else None
+        if kernel is not None:  # one row: T - shared queries, the first at position `shared`
+            span = torch.tensor([[0, T - shared, shared]])
+        causal = torch.ones(T - shared, T, dtype=torch.bool).tril(shared) if shared and kernel is None else None
 
         def attend(layer, q):
+            if kernel is not None:
+                flat = q[0].transpose(0, 1)
+                out = flat.new_empty(flat.shape)
+                kernel.attention(span, flat, keys[layer], values[layer], out, m.head_dim ** -0.5)
+                return out.transpose(0, 1)[None]
             return torch.nn.functional.scaled_dot_product_attention(
                 q, keys[layer].to(q.dtype), values[layer].to(q.dtype), attn_mask=causal, is_causal=not shared,
                 enable_gqa=m.kv_heads != m.heads)
@@ -981,17 +1039,35 @@ class Engine:
         positions = at[:, None]
         slots = torch.arange(B)
         sdpa, gqa = torch.nn.functional.scaled_dot_product_attention, m.kv_heads != m.heads
-        # a float32 cache: torch's attention; a bfloat16 one: grouped bfloat16 matmuls (`_attention`)
+        # a float32 cache: the native kernel (`_native_attend`) or torch's attention; a bfloat16 one: grouped
+        # bfloat16 matmuls (`_attention`)
+        kernel, split = self._native(), 0
         fast = self.kv_dtype != torch.float32
         width = self._window(end) if fast else end
-        # additive mask built once per step (SDPA would convert a boolean mask in each layer): row b sees [0, at + 1)
-        mask = self._length_mask(at + 1, 1, width)
+        if kernel is not None:  # row b: one query at position at[b]
+            rows = torch.stack([slots, torch.ones_like(slots), at], 1)
+            # with two torch threads, rows [split, B) on the lane thread (halving the columns read)
+            split = self._lane_split((at + 1).tolist()) if KERNEL_ONE_TOKEN_LANES else 0
+            if split:
+                high = torch.stack([slots[: B - split], torch.ones_like(slots[split:]), at[split:]], 1)
+        else:  # additive mask built once per step (SDPA would convert a boolean mask in each layer): [0, at + 1)
+            mask = self._length_mask(at + 1, 1, width)
 
         def kv_write(layer, k, v):  # one indexed store per layer: row b's key at column at[b]
             self.k[layer][slots, :, at] = k[:, :, 0].to(self.kv_dtype)
             self.v[layer][slots, :, at] = v[:, :, 0].to(self.kv_dtype)
 
         def attend(layer, q):
+            if kernel is not None and split:
+                flat = q[:, :, 0]
+                out = flat.new_empty(flat.shape)
+                job = self._lane_thread().submit(self._native_attend, kernel, layer, flat[split:], high, split, B,
+                                                 out[split:])
+                self._native_attend(kernel, layer, flat[:split], rows[:split], 0, split, out[:split])
+                job.result()
+                return out[:, :, None]
+            if kernel is not None:
+                return self._native_attend(kernel, layer, q[:, :, 0], rows, 0, B)[:, :, None]
             keys, values = self.k[layer][:B, :, :width], self.v[layer][:B, :, :width]
             if fast:
                 return self._attention(q, keys, values, mask)
@@ -1030,13 +1106,11 @@ class Engine:
         if not split:
             return forward(0, rows)
         torch = self.torch
-        if self._lane_pool is None:
-            self._lane_pool = ThreadPoolExecutor(1, thread_name_prefix="skillweave-lane",
-                                                 initializer=lambda: torch.set_num_threads(1))
+        pool = self._lane_thread()
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
-            other = self._lane_pool.submit(forward, split, rows)
+            other = pool.submit(forward, split, rows)
             first = forward(0, split)
             return torch.cat([first, other.result()])
         finally:
@@ -1080,7 +1154,7 @@ class Engine:
         if not sampled:
             return drafts
         others = max((len(d) for b, d in enumerate(drafts) if rows[b].request.temperature <= 0), default=0)
-        columns = self.hi + 1 - self.lo
+        columns = self.hi + 1
         B = len(rows)
 
         def facts(b):
@@ -1161,8 +1235,9 @@ class Engine:
         # the positions): token i belongs to row owner[i], at offset[i] after the row's last token (column and
         # position at[owner] + offset). Attention per row over [0, end): query j sees the columns before
         # at + j + 1 (a bfloat16 cache: over a window widened as `step` widens it, the extra columns masked).
+        kernel = self._native()
         width = self._window(end) if self.kv_dtype != torch.float32 else end
-        mask = self._length_mask(at + 1, T, width)
+        mask = self._length_mask(at + 1, T, width) if kernel is None else None
         H, D = m.heads, m.head_dim
 
         def forward(s, e):  # rows s .. e - 1 (a lane runs on one torch thread)
@@ -1171,12 +1246,17 @@ class Engine:
             ids = torch.tensor([[t for b in range(s, e) for t in fed[b]]])
             columns = at[owner] + offset
             positions = columns[None]
+            if kernel is not None:  # the kernel's rows: first index, count, position of the first fed token
+                counts = torch.tensor([len(fed[b]) for b in range(s, e)])
+                spans = torch.stack([counts.cumsum(0) - counts, counts, at[s:e]], 1)
 
             def kv_write(layer, k, v):  # [1, kv heads, positions, head dim] -> each row's columns
                 self.k[layer][owner, :, columns] = k[0].transpose(0, 1).to(self.kv_dtype)
                 self.v[layer][owner, :, columns] = v[0].transpose(0, 1).to(self.kv_dtype)
 
             def attend(layer, q):
+                if kernel is not None:  # each row's own fed positions over its own columns, nothing padded
+                    return self._native_attend(kernel, layer, q[0].transpose(0, 1), spans, s, e).transpose(0, 1)[None]
                 # queries laid out per row (unused ones zero), each key/value head's group of query heads with
                 # their T positions as one matrix: two matmuls per layer, where torch's CPU attention measured
                 # about 1.9x slower for several query positions (docs/benchmarks.md)
@@ -1222,7 +1302,7 @@ class Engine:
 
     def reset(self) -> None:
         self.rows.clear()
-        self.lo = self.hi = 0
+        self.hi = 0
 
     def run(self, admit: list[GenRequest], *, budget_s: float, want_slots=lambda: False) -> list[GenRequest]:
         """Admit new requests, then decode until a request finishes, the budget is spent, or a waiting
@@ -1279,7 +1359,7 @@ class Engine:
         side.rows, side.finished, side.prefixes = [], [], list(self.prefixes)
         side.known = {id(entry) for entry in self.prefixes}  # what `_adopt` need not remember again
         side.k = side.v = None
-        side.cap, side.lo, side.hi, side.prefilled = 0, 0, 0, 0
+        side.cap, side.hi, side.prefilled = 0, 0, 0
         side.max_rows, side.lock = 1, threading.Lock()
         return side
 
@@ -1450,7 +1530,7 @@ def _load_engine(spec: str, max_rows: int, dtype: str, kv: str = "float32") -> E
     # lookup (whose verify steps agree with one-token steps only up to near-ties) only when asked for
     exact = dtype == "float32"
     return Engine(model, tokenizer, eos, max_rows=max_rows, share_prefixes=not exact, kv_dtype=kv,
-                  lookup_default=0 if exact else LOOKUP_DEFAULT)
+                  lookup_default=0 if exact else LOOKUP_DEFAULT, native=not exact)
 
 
 INT8_CACHE_FORMAT = 2
@@ -1541,9 +1621,11 @@ def check_dtype_setting() -> str | None:
     """$SKILLWEAVE_LOCAL_DTYPE if it names a weight type (None when unset); a ConfigError otherwise. Reads no
     model and imports no torch, so the CLI checks it before a run is created."""
     from skillweave.errors import ConfigError
+    from skillweave.providers.native import kernel_setting
 
     lookup_setting()  # and $SKILLWEAVE_LOCAL_LOOKUP
     kv_setting()  # and $SKILLWEAVE_LOCAL_KV
+    kernel_setting()  # and $SKILLWEAVE_LOCAL_KERNEL
     name = os.environ.get("SKILLWEAVE_LOCAL_DTYPE") or None
     if name is not None and name not in ("float32", "float16", "bfloat16", "int8"):
         raise ConfigError(f"SKILLWEAVE_LOCAL_DTYPE '{name}': expected float32, float16, bfloat16 or int8")

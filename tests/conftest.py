@@ -40,6 +40,17 @@ def _fresh_providers():
     clear_providers()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _kernel_builds(tmp_path_factory):
+    """The embedded model's native attention kernel (providers/native.py) builds into a temporary folder, not the
+    user's cache."""
+    from skillweave.providers import native
+
+    native.KERNEL_DIR = tmp_path_factory.mktemp("kernels")
+    yield
+    native.KERNEL_DIR = None
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     """A tiny random Llama saved as a transformers folder (tests/test_local_engine.py's `build_tiny_model`), one per

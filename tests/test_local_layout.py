@@ -47,19 +47,28 @@ def test_a_verify_step_with_uneven_kept_runs_leaves_no_column_a_row_does_not_own
     monkeypatch.setattr(local_engine, "LOOKUP_RATE", 0.0)
     engine = engine_of(dtype)
     prompts, limits, plain, _, real_draft = uneven_kept_runs(engine)
-    real_verify, real_attention = engine._verify, engine._attention
-    widths, checked, uneven = [], [0], [0]
+    real_verify, real_attention, real_native = engine._verify, engine._attention, engine._native_attend
+    widths, spans, checked, uneven = [], [], [0], [0]
 
     def attention(q, keys, values, mask=None):
         widths.append(keys.shape[-2])
         return real_attention(q, keys, values, mask)
 
+    def native(kernel, layer, q, rows, s, e, *out):  # the native kernel: (first fed position, count) of each row
+        spans.extend(tuple(r) for r in rows[:, [2, 1]].tolist())
+        return real_native(kernel, layer, q, rows, s, e, *out)
+
     def verify(drafts):
         before = {id(row): row.position for row in engine.rows}
         end = max(row.position + 1 + len(d) for row, d in zip(engine.rows, drafts, strict=True))
+        own = sorted((row.position, 1 + len(d)) for row, d in zip(engine.rows, drafts, strict=True))
         widths.clear()
+        spans.clear()
         real_verify(drafts)
-        assert widths and set(widths) == {end}  # every layer: [0, end), nothing more
+        if engine._native() is None:
+            assert widths and set(widths) == {end}  # every layer: [0, end), nothing more
+        else:  # every layer: each row's own columns [0, position + j + 1) for its fed token j, nothing padded
+            assert not widths and sorted(spans) == sorted(own * engine.model.layers)
         uneven[0] += len({row.position - before[id(row)] for row in engine.rows}) > 1
         assert engine.hi == max((row.position for row in engine.rows), default=0)
         for b, row in enumerate(engine.rows):  # (`generated` ends with the token the next step feeds)
@@ -69,12 +78,13 @@ def test_a_verify_step_with_uneven_kept_runs_leaves_no_column_a_row_does_not_own
                 torch_close(k[b, :, : row.position], reference[layer])
             checked[0] += 1
 
-    engine._attention = attention
+    engine._attention, engine._native_attend = attention, native
     engine._verify = verify
     try:
         spec, _, accepted = _generate(engine, prompts, limits, lookup=4)
     finally:
         engine._draft, engine._verify, engine._attention = real_draft, real_verify, real_attention
+        engine._native_attend = real_native
     assert spec == plain
     assert accepted > 0 and checked[0] > 10 and uneven[0] > 0
 
@@ -101,22 +111,32 @@ def test_rows_of_very_different_lengths_joining_a_running_batch_give_their_token
     assert lengths[-1] > 5 * lengths[0]
     limits = [16 + 5 * i for i in range(len(prompts))]
     real_sdpa = torch.nn.functional.scaled_dot_product_attention
-    real_step, widths = engine.step, []
+    real_step, real_native, widths = engine.step, engine._native_attend, []
 
     def step():
         expected = max(row.position for row in engine.rows) + 1
-        assert engine.hi + 1 == expected and engine.lo == 0
-        seen = []
+        own = sorted((row.position, 1) for row in engine.rows)
+        assert engine.hi + 1 == expected
+        seen, spans = [], []
 
         def sdpa(q, k, v, **kwargs):
             seen.append(k.shape[-2])
             return real_sdpa(q, k, v, **kwargs)
 
+        def native(kernel, layer, q, rows, s, e, *out):  # the native kernel: each row's own columns
+            spans.extend(tuple(r) for r in rows[:, [2, 1]].tolist())
+            return real_native(kernel, layer, q, rows, s, e, *out)
+
         torch.nn.functional.scaled_dot_product_attention = sdpa
+        engine._native_attend = native
         try:
             real_step()
         finally:
             torch.nn.functional.scaled_dot_product_attention = real_sdpa
+            engine._native_attend = real_native
+        if spans:  # one query per row over [0, position + 1)
+            assert not seen and sorted(spans) == sorted(own * engine.model.layers)
+            seen = [max(p + n for p, n in spans)]
         widths.extend((width, expected) for width in seen)
 
     engine.step = step
@@ -127,4 +147,4 @@ def test_rows_of_very_different_lengths_joining_a_running_batch_give_their_token
         engine.step = real_step
     batched = [r.outputs for r in requests]
     assert batched == _one_at_a_time(engine, prompts, limits)
-    assert widths and all(width == expected for width, expected in widths)  # one-token steps (SDPA)
+    assert widths and all(width == expected for width, expected in widths)  # one-token steps

@@ -67,8 +67,10 @@ def test_source_tree_only_folders_do_not_import_from_the_editable_install(name):
 
 @pytest.mark.slow
 def test_package_data_ships(wheel_files):
-    """Prompt templates, catalog data and the review page's templates come with the wheel."""
+    """Prompt templates, catalog data, the review page's templates and the attention kernel's C source come with
+    the wheel."""
     assert "skillweave/prompts/skillmix/student.yaml" in wheel_files
     assert "skillweave/prompts/legacy_versions.json" in wheel_files  # released b2 versions (docs/prompts.md)
     assert any(n.startswith("skillweave/catalog/data/") for n in wheel_files)
     assert any(n.startswith("skillweave/web/templates/") for n in wheel_files)
+    assert "skillweave/providers/attention_kernel.c" in wheel_files  # the embedded model's kernel, built at first use
