@@ -1063,12 +1063,7 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
                   f"the cached build loaded by a later process: {1000 * cached:.1f} ms")
     native.forget()
     kernel = native.attention_kernel()
-    torch.set_num_threads(1)
-    H, KV, D, layers = 9, 3, 64, 30
-    stub = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
-    grouped = local_engine.Engine._attention.__get__(stub)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    gen = torch.Generator().manual_seed(0)
+    H, KV, D, layers, grouped, sdpa, gen = attention_setup()
     ends = torch.randint(200, 600, (rows,), generator=gen)
     ends[0] = 600
     caches = [(torch.randn(rows, KV, 1100, D, generator=gen), torch.randn(rows, KV, 1100, D, generator=gen))
@@ -1092,7 +1087,7 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
         n = int(counts.sum())
         flat = torch.randn(n, H + KV, D, generator=gen)[:, :H]
         width = int(ends.max())
-        mask = local_engine.Engine._length_mask(stub, positions + 1, T, width)
+        mask = local_engine.Engine._length_mask(grouped.__self__, positions + 1, T, width)
         padded = torch.zeros(rows, H, T, D)
         owner = torch.repeat_interleave(torch.arange(rows), counts)
         offset = torch.cat([torch.arange(c) for c in counts.tolist()])
@@ -1158,14 +1153,10 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
     pool.shutdown()
 
 
-def attention(rows: int = 8, repeats: int = 5) -> None:
-    """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
-    heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
-    decode step at `rows` rows and several window widths (torch's float32 attention over a float32 cache, as before;
-    the engine's grouped matmuls over a float32 and a bfloat16 cache), a verify step of 5 positions per row; the
-    bfloat16 step with a width that changes at every call against widths in steps of 64 columns (`Engine._window`);
-    and a prefill of one prompt over a bfloat16 cache (float32 attention over the upcast keys, as the engine does,
-    against grouped bfloat16 matmuls with a causal mask)."""
+def attention_setup():
+    """What --attention and --native share: one torch thread; SmolLM2-135M's attention shapes (9 query heads, 3
+    key/value heads, head dim 64, 30 layers); the engine's grouped matmuls (`Engine._attention`) bound to a stub;
+    torch's SDPA; a seeded generator."""
     import types
 
     import torch
@@ -1174,10 +1165,23 @@ def attention(rows: int = 8, repeats: int = 5) -> None:
 
     torch.set_num_threads(1)
     H, KV, D, layers = 9, 3, 64, 30
-    engine = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
-    grouped = local_engine.Engine._attention.__get__(engine)
-    sdpa = torch.nn.functional.scaled_dot_product_attention
-    gen = torch.Generator().manual_seed(0)
+    stub = types.SimpleNamespace(torch=torch, model=types.SimpleNamespace(kv_heads=KV))
+    return (H, KV, D, layers, local_engine.Engine._attention.__get__(stub),
+            torch.nn.functional.scaled_dot_product_attention, torch.Generator().manual_seed(0))
+
+
+def attention(rows: int = 8, repeats: int = 5) -> None:
+    """--attention: CPU ms, one thread, of the attention of SmolLM2-135M's 30 layers (9 query heads, 3 key/value
+    heads, head dim 64) over random keys/values, each window a slice of a wider cache as in the engine: a one-token
+    decode step at `rows` rows and several window widths (torch's float32 attention over a float32 cache, as before;
+    the engine's grouped matmuls over a float32 and a bfloat16 cache), a verify step of 5 positions per row; the
+    bfloat16 step with a width that changes at every call against widths in steps of 64 columns (`Engine._window`);
+    and a prefill of one prompt over a bfloat16 cache (float32 attention over the upcast keys, as the engine does,
+    against grouped bfloat16 matmuls with a causal mask)."""
+    import torch
+
+
+    H, KV, D, layers, grouped, sdpa, gen = attention_setup()
 
     def timed(f, *args, **kwargs):
         f(*args, **kwargs)

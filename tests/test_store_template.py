@@ -12,6 +12,7 @@ import pytest
 from skillweave import store as store_module
 from skillweave.store import Store, _migration_sets, now
 from skillweave.store import template as template_module
+from tests.test_scale_grade_index import _fetch
 
 PRAGMAS = ("page_size", "journal_mode", "user_version", "application_id", "auto_vacuum", "encoding")
 # the same in a store made from the snapshot's statements; one migrated step by step has dropped tables (free pages)
@@ -27,14 +28,6 @@ def cache(tmp_path, monkeypatch) -> Path:
     template_module._READ.clear()
     yield folder
     template_module._READ.clear()
-
-
-def _fetch(path: str, sql: str) -> list[tuple]:
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 def _shape(path: str, pragmas: tuple[str, ...] = PRAGMAS) -> dict:
