@@ -1069,15 +1069,15 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
     caches = [(torch.randn(rows, KV, 1100, D, generator=gen), torch.randn(rows, KV, 1100, D, generator=gen))
               for _ in range(layers)]
 
-    def timed(f):
+    def timed(f, clock=time.thread_time):  # ms per step (all layers), best of `repeats`, after one warm-up step
         for layer in range(layers):
             f(layer)
         best = float("inf")
         for _ in range(repeats):
-            cpu = time.thread_time()
+            start = clock()
             for layer in range(layers):
                 f(layer)
-            best = min(best, time.thread_time() - cpu)
+            best = min(best, clock() - start)
         return 1000 * best
 
     def compare(name, counts):
@@ -1139,16 +1139,10 @@ def native_bench(rows: int = 8, repeats: int = 5) -> None:
 
     walls = {}
     for f in (one, halves, one, halves):
-        f(0)
-        best = float("inf")
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for layer in range(layers):
-                f(layer)
-            best = min(best, time.perf_counter() - start)
+        best = timed(f, time.perf_counter)
         walls[f.__name__] = min(walls.get(f.__name__, best), best)
-    print(f"one-token step on two threads, wall ms per step: one call {1000 * walls['one']:.1f}, two halves "
-          f"(rows 0-{split - 1} here, {split}-{rows - 1} on a pool thread) {1000 * walls['halves']:.1f} "
+    print(f"one-token step on two threads, wall ms per step: one call {walls['one']:.1f}, two halves "
+          f"(rows 0-{split - 1} here, {split}-{rows - 1} on a pool thread) {walls['halves']:.1f} "
           f"({walls['one'] / walls['halves']:.2f}x faster)")
     pool.shutdown()
 
