@@ -905,6 +905,14 @@ def int8_kernels(sizes=(8, 41, 100, 300, 700), repeats: int = 7) -> None:
               f"a row alone equals the batch: {same}); fbgemm float16 {half:6.2f}")
 
 
+def dump_requests(dump: str, engine_module) -> list:
+    """The requests of a `--dump` FILE as `engine_module`'s GenRequests (any checkout's local_engine): each prompt,
+    greedy, with as many new tokens as its recorded output."""
+    with open(dump) as f:
+        records = json.load(f)
+    return [engine_module.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
+
+
 def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
     """`--layout-ab FILE --against DIR`: this checkout's engine and DIR's, in one process on one torch thread, fed
     the requests of a `--dump` FILE (each prompt, greedy, as many new tokens as its recorded output; at most 8 rows,
@@ -924,11 +932,8 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
     other = old_le.Engine(engine.model, engine.tokenizer, set(), max_rows=engine.max_rows, share_prefixes=False,
                           kv_dtype="float32")
     other.lookup = engine.lookup
-    with open(dump) as f:
-        records = json.load(f)
     runs = {"this": (engine, le), "against": (other, old_le)}
-    queues = {name: [mod.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
-              for name, (_, mod) in runs.items()}
+    queues = {name: dump_requests(dump, mod) for name, (_, mod) in runs.items()}
     done = {name: list(q) for name, q in queues.items()}
     cpu, steps, pairs = {"this": 0.0, "against": 0.0}, {"this": 0, "against": 0}, {"this": 0, "against": 0}
     turn = 0
@@ -956,7 +961,7 @@ def layout_ab(dump: str, against: str, weights: str = "float16") -> None:
               f"pairs attended per step")
     print(f"this / against: {cpu['against'] / cpu['this']:.2f}x less CPU in steps, "
           f"{pairs['against'] / pairs['this']:.2f}x fewer (row, column) pairs attended; {tokens} output tokens; "
-          f"identical outputs {same}/{len(records)}")
+          f"identical outputs {same}/{len(done['this'])}")
 
 
 def replay_profile(dump: str, weights: str = "float16") -> None:
@@ -994,9 +999,7 @@ def replay_profile(dump: str, weights: str = "float16") -> None:
     for name, (owner, attr) in real.items():
         setattr(owner, attr, timed(name, saved[name]))
     try:
-        with open(dump) as f:
-            records = json.load(f)
-        queue = [le.GenRequest(list(r["prompt"]), max_tokens=max(1, len(r["output"]))) for r in records]
+        queue = dump_requests(dump, le)
         phases: dict[str, collections.Counter] = {"prefill": collections.Counter(), "step": collections.Counter()}
         cpu = collections.Counter()
         while queue or engine.rows:
