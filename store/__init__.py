@@ -534,7 +534,7 @@ class Store:
         """One UPDATE of a run's row; a run that is not stored raises NotFound (nothing written)."""
         assignments = ", ".join(f"[{c}] = ?" for c in values)
         if self._write_now(f"UPDATE runs SET {assignments} WHERE id = ?", [*values.values(), run_id]).rowcount == 0:
-            raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
+            raise self._no_run(run_id)
 
     def get_run(self, run_id: str) -> dict:
         """A run by id; 'latest' names the newest run."""
@@ -545,8 +545,11 @@ class Store:
         else:
             row = self._one("SELECT * FROM runs WHERE id = ?", [run_id])
             if row is None:
-                raise NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
+                raise self._no_run(run_id)
         return {**row, "config": jload(row["config"], {})}
+
+    def _no_run(self, run_id: str) -> NotFound:
+        return NotFound(f"no run '{run_id}' in {self.path}; `skillweave runs list` shows the runs")
 
     def list_runs(self, limit: int = 50, pipeline: str | None = None) -> list[dict]:
         where, args = ("pipeline = ?", [pipeline]) if pipeline else (None, [])
